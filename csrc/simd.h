@@ -1,0 +1,67 @@
+// simd.h — shared SIMD helpers. AVX2 code lives between LP_AVX2_BEGIN and
+// LP_AVX2_END so the library itself is built for baseline x86-64 and only these
+// functions use AVX2/FMA/F16C (they run only after types.c checked the CPU).
+// NEON is baseline on aarch64, so it needs no such bracket.
+#pragma once
+#include "lp.h"
+
+#if LP_X86
+#include <immintrin.h>
+#if defined(__clang__)
+#define LP_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define LP_AVX2_END _Pragma("clang attribute pop")
+#else
+#define LP_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define LP_AVX2_END _Pragma("GCC pop_options")
+#endif
+
+LP_AVX2_BEGIN
+// sum of the 8 floats of x
+static inline float lp_hsum_f32x8(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+// sum of the 8 int32 of x
+static inline int lp_hsum_i32x8(__m256i x) {
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+    r = _mm_add_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
+    return _mm_cvtsi128_si32(r);
+}
+// 32 signed bytes times 32 signed bytes, summed in pairs then fours: 8 int32 lanes.
+// maddubs needs an unsigned left operand, so the sign moves onto the right.
+static inline __m256i lp_dot_i8x32(__m256i a, __m256i b) {
+    const __m256i ax = _mm256_sign_epi8(a, a);
+    const __m256i sb = _mm256_sign_epi8(b, a);
+    const __m256i p16 = _mm256_maddubs_epi16(ax, sb);
+    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+}
+// 32 unsigned bytes (each < 128) times 32 signed bytes: 8 int32 lanes.
+static inline __m256i lp_dot_u8i8x32(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+// 32 nibbles of 16 bytes: low nibbles in bytes 0..15, high nibbles in 16..31.
+static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    const __m256i b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
+LP_AVX2_END
+#endif
+
+#if LP_ARM
+#include <arm_neon.h>
+// 16 signed bytes times 16 signed bytes, accumulated into 4 int32 lanes.
+static inline int32x4_t lp_dot_i8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    const int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    const int16x8_t hi = vmull_s8(vget_high_s8(a), vget_high_s8(b));
+    return vaddq_s32(acc, vaddq_s32(vpaddlq_s16(lo), vpaddlq_s16(hi)));
+#endif
+}
+#endif

@@ -1,0 +1,1 @@
+"""llamapack packer: builds, inspects and verifies single-file models."""
