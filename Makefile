@@ -44,7 +44,11 @@ test: setup
 	$(VPY) -m pytest -q
 
 bench-kernels: setup
-	$(VPY) -m tools.bench_kernels
+	$(VPY) tools/bench_kernels.py
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c
+
+# SIMD kernels against the reference: NEON under qemu-user, AVX2 natively.
+neon: setup
+	$(VPY) -m pytest -q tests/test_simd.py

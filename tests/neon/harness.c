@@ -1,0 +1,157 @@
+// harness.c — checks every SIMD kernel against the plain-C reference on random
+// data, for whichever SIMD set this build has (NEON when cross-compiled for
+// aarch64 and run under qemu-user; AVX2 on x86-64). Prints one line per check and
+// a closing "N passed, M failed" line; exits non-zero on any failure.
+//
+//   aarch64-linux-gnu-gcc -O2 -static -Icsrc csrc/*.c tests/neon/harness.c -lm -pthread
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lp.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void) {  // xorshift64*
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
+}
+static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }  // [-1, 1)
+
+static int passed, failed;
+static void report(int ok, const char *what, const char *type, double got, double want, double tol) {
+    if (ok) passed++; else failed++;
+    printf("%s %-22s %-5s got %.9g want %.9g (tol %.3g)\n", ok ? "ok  " : "FAIL", what, type, got, want, tol);
+}
+
+// Random weights of type t: random bytes with finite fp16 scales; random values for float types.
+static void random_weights(int t, uint8_t *w, int n) {
+    const lp_type_traits *tr = lp_traits(t);
+    const int nb = n / tr->blck_size;
+    if (t == LP_F32) { for (int i = 0; i < n; i++) ((float *)w)[i] = rnd_unit(); return; }
+    if (t == LP_F16) { for (int i = 0; i < n; i++) ((lp_half *)w)[i] = lp_float_to_half(rnd_unit()); return; }
+    if (t == LP_BF16) { for (int i = 0; i < n; i++) ((uint16_t *)w)[i] = (uint16_t)(lp_float_to_bits(rnd_unit()) >> 16); return; }
+    for (int i = 0; i < nb * tr->type_size; i++) w[i] = (uint8_t)rnd();
+    for (int b = 0; b < nb; b++)
+        for (int k = 0; k < tr->n_half; k++) {
+            const lp_half h = lp_float_to_half(rnd_unit() * 0.05f);
+            memcpy(w + (size_t)b * tr->type_size + tr->half_off[k], &h, sizeof(h));
+        }
+}
+
+// Sum of |w_i * a_i| over dequantized values: the scale of float summation noise.
+static double abs_dot(int t, const uint8_t *w, int act_t, const void *act, int n, float *tmp_w, float *tmp_a) {
+    lp_traits(t)->to_float(w, tmp_w, n);
+    if (act_t == LP_F32) memcpy(tmp_a, act, sizeof(float) * n);
+    else lp_traits(act_t)->to_float(act, tmp_a, n);
+    double s = 0;
+    for (int i = 0; i < n; i++) s += fabs((double)tmp_w[i] * tmp_a[i]);
+    return s;
+}
+
+// The SIMD quantizer against the reference: same scales, quants within one step.
+static void check_quantizer(int act_t, int isa, const float *x, int n) {
+    const lp_type_traits *a = lp_traits(act_t);
+    if (!a->from_float[isa]) return;
+    const size_t bytes = (size_t)n / a->blck_size * a->type_size;
+    uint8_t *qr = malloc(bytes), *qs = malloc(bytes);
+    float *fr = malloc(sizeof(float) * n), *fs = malloc(sizeof(float) * n);
+    a->from_float[LP_ISA_REF](x, qr, n);
+    a->from_float[isa](x, qs, n);
+    a->to_float(qr, fr, n);
+    a->to_float(qs, fs, n);
+    double worst = 0, step = 0;
+    for (int b = 0; b < n / a->blck_size; b++) {
+        float amax = 0;
+        for (int j = 0; j < a->blck_size; j++) amax = fmaxf(amax, fabsf(x[b * a->blck_size + j]));
+        const double d = amax / 127.0 * 1.001;  // one quantization step, with fp16 rounding of the scale
+        for (int j = 0; j < a->blck_size; j++) {
+            const int i = b * a->blck_size + j;
+            const double diff = fabs((double)fr[i] - fs[i]);
+            if (diff / (d > 0 ? d : 1) > worst / (step > 0 ? step : 1)) { worst = diff; step = d; }
+        }
+    }
+    if (act_t == LP_Q8_K) {  // group sums must match the stored quants
+        const block_q8_K *y = (const block_q8_K *)qs;
+        for (int b = 0; b < n / QK_K; b++)
+            for (int g = 0; g < QK_K / 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++) s += y[b].qs[16 * g + j];
+                if (s != y[b].bsums[g]) worst = step = 1e9;
+            }
+    }
+    report(worst <= step, "quantize", a->name, worst, 0.0, step);
+    free(qr); free(qs); free(fr); free(fs);
+}
+
+static void check_dot(int t, int isa, int n, int seeds) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (!tr->vec_dot[isa]) { report(0, "vec_dot missing", tr->name, 0, 0, 0); return; }
+    const lp_type_traits *a = lp_traits(tr->vec_dot_type);
+    const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
+    const size_t abytes = (size_t)n / a->blck_size * a->type_size;
+    uint8_t *w = malloc(wbytes);
+    uint8_t *act = malloc(abytes);
+    float *x = malloc(sizeof(float) * n), *tw = malloc(sizeof(float) * n), *ta = malloc(sizeof(float) * n);
+    double worst_rel = 0, got_w = 0, want_w = 0, tol_w = 0;
+    for (int s = 0; s < seeds; s++) {
+        random_weights(t, w, n);
+        for (int i = 0; i < n; i++) x[i] = rnd_unit() * (1 + (i % 7));
+        if (tr->vec_dot_type == LP_F32) memcpy(act, x, abytes);
+        else a->from_float[LP_ISA_REF](x, act, n);
+        float ref, simd;
+        tr->vec_dot[LP_ISA_REF](n, &ref, w, act);
+        tr->vec_dot[isa](n, &simd, w, act);
+        const double tol = 1e-5 * abs_dot(t, w, tr->vec_dot_type, act, n, tw, ta) + 1e-30;
+        const double rel = fabs((double)ref - simd) / tol;
+        if (!(rel <= worst_rel)) { worst_rel = rel; got_w = simd; want_w = ref; tol_w = tol; }
+        if (s == 0 && tr->vec_dot_type != LP_F32) check_quantizer(tr->vec_dot_type, isa, x, n);
+    }
+    report(worst_rel <= 1.0, "vec_dot vs reference", tr->name, got_w, want_w, tol_w);
+    free(w); free(act); free(x); free(tw); free(ta);
+}
+
+// The whole matmul path (quantize, thread pool, tiles) with the SIMD kernels
+// against the same with the reference ones.
+static void check_matmul(int t, int isa) {
+    const lp_type_traits *tr = lp_traits(t);
+    const int rows = 37, cols = 512, n = 5;
+    uint8_t *w = malloc((size_t)rows * cols / tr->blck_size * tr->type_size);
+    random_weights(t, w, rows * cols);
+    float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows),
+          *y1 = malloc(sizeof(float) * n * rows);
+    for (int i = 0; i < n * cols; i++) x[i] = rnd_unit();
+    const int64_t ws = lp_matmul_work_size(t, cols, n);
+    void *work = malloc(ws > 0 ? ws : 1);
+    lp_set_isa(LP_ISA_REF);
+    lp_matmul(t, w, rows, cols, x, n, y0, work, 1);
+    lp_set_isa(isa);
+    lp_matmul(t, w, rows, cols, x, n, y1, work, 2);
+    double worst = 0, scale = 1e-30;
+    for (int i = 0; i < n * rows; i++) {
+        worst = fmax(worst, fabs((double)y0[i] - y1[i]));
+        scale = fmax(scale, fabs((double)y0[i]));
+    }
+    // the SIMD quantizer may round a near-tie the other way: one step of one activation
+    report(worst <= 1e-3 * scale, "matmul 2 threads", tr->name, worst, 0.0, 1e-3 * scale);
+    free(w); free(x); free(y0); free(y1); free(work);
+}
+
+int main(void) {
+    const int isa = lp_best_isa();
+    if (isa == LP_ISA_REF) {
+        printf("no SIMD kernels in this build\n0 passed, 1 failed\n");
+        return 1;
+    }
+    printf("checking %s kernels against the reference\n", isa == LP_ISA_NEON ? "NEON" : "AVX2");
+    const int types[] = { LP_F32, LP_F16, LP_BF16, LP_Q4_0, LP_Q4_1, LP_Q5_0, LP_Q5_1, LP_Q8_0,
+                          LP_Q2_K, LP_Q3_K, LP_Q4_K, LP_Q5_K, LP_Q6_K };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        check_dot(types[i], isa, 4096, 20);
+        check_dot(types[i], isa, 256, 20);
+        check_matmul(types[i], isa);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

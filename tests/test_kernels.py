@@ -1,0 +1,224 @@
+"""Kernels against the `gguf` package's numpy dequantizers and float64 matrix products.
+
+Dequantization must be bit-exact. matmul quantizes each activation row to 8-bit
+blocks before the integer dot products, so it is compared with float64
+``x @ dequantize(W).T`` within a bound derived from that rounding (see
+``_activation_error_bound``), per output element.
+"""
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+
+from runtime import kernels
+from runtime.gguf import GGUFFile
+
+QT = gguf.GGMLQuantizationType
+WEIGHT_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+                "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+ISAS = kernels.available_isas()
+
+
+def random_blocks(qtype: int, n_blocks: int, rng: np.random.Generator, scale: float = 0.05) -> np.ndarray:
+    """Random bytes for n_blocks of qtype, with every fp16 scale field finite (|s| < scale)."""
+    info = kernels.type_info(qtype)
+    if info.block_size == 1:  # plain float types: random finite values
+        vals = rng.standard_normal(n_blocks).astype(np.float32)
+        if qtype == kernels.WEIGHT_TYPES["F16"]:
+            return vals.astype(np.float16).view(np.uint8)
+        if qtype == kernels.WEIGHT_TYPES["BF16"]:
+            return (vals.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
+        return vals.view(np.uint8)
+    blocks = rng.integers(0, 256, size=(n_blocks, info.type_size), dtype=np.uint8)
+    for off in kernels.half_fields(qtype):
+        h = (rng.uniform(-scale, scale, n_blocks)).astype(np.float16)
+        blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
+    return blocks.reshape(-1)
+
+
+def weight_tensor(qtype: int, rows: int, cols: int, rng: np.random.Generator) -> kernels.RawTensor:
+    info = kernels.type_info(qtype)
+    n_blocks = rows * cols // info.block_size
+    return kernels.RawTensor(qtype, (rows, cols), random_blocks(qtype, n_blocks, rng))
+
+
+def oracle_dequantize(t: kernels.RawTensor) -> np.ndarray:
+    info = kernels.type_info(t.type)
+    rows = int(np.prod(t.shape[:-1]))
+    data = t.data.reshape(rows, info.row_bytes(t.shape[-1]))
+    return gguf.quants.dequantize(data, QT(t.type)).reshape(t.shape)
+
+
+# ---------------------------------------------------------------------------
+# Dequantization: bit-exact
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+@pytest.mark.parametrize("seed", range(4))
+def test_dequantize_random_blocks_bit_exact(name: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    qtype = kernels.WEIGHT_TYPES[name]
+    scale = [1e-4, 0.05, 1.0, 60000.0][seed]  # tiny to near the fp16 limit
+    n_blocks = 8 * 512 // kernels.type_info(qtype).block_size
+    t = kernels.RawTensor(qtype, (8, 512), random_blocks(qtype, n_blocks, rng, scale))
+    got = kernels.dequantize(t)
+    want = oracle_dequantize(t)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got.view(np.uint32), want.astype(np.float32).view(np.uint32)), (
+        f"{name}: {np.count_nonzero(got != want)} values differ")
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16"])
+def test_dequantize_quantized_data_bit_exact(name: str) -> None:
+    """Blocks made by the oracle's own quantizer from smooth data (realistic scales)."""
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((16, 1024)) * np.linspace(0.01, 3, 1024)).astype(np.float32)
+    data = gguf.quants.quantize(w, QT[name])
+    t = kernels.RawTensor(QT[name], (16, 1024), data.reshape(-1))
+    np.testing.assert_array_equal(kernels.dequantize(t), oracle_dequantize(t))
+
+
+def test_dequantize_every_smollm2_tensor_bit_exact(smollm2_path) -> None:
+    with GGUFFile(smollm2_path) as f:
+        assert len(f.tensors) == 272
+        for t in f.tensors.values():
+            got = kernels.dequantize(t)
+            want = oracle_dequantize(t)
+            assert np.array_equal(got, want), t.name
+
+
+def test_dequantize_rows_matches_full(smollm2_path) -> None:
+    with GGUFFile(smollm2_path) as f:
+        emb = f.tensors["token_embd.weight"]
+        full = kernels.dequantize(emb)
+        rows = [0, 1, 17, emb.shape[0] - 1]
+        np.testing.assert_array_equal(kernels.dequantize_rows(emb, rows), full[rows])
+
+
+# ---------------------------------------------------------------------------
+# matmul
+
+
+def _activation_error_bound(qtype: int, t: kernels.RawTensor, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per-output bound on |kernel - x @ w.T| (n, rows).
+
+    Each activation block of size B is stored as int8 q with scale d = amax/127
+    (Q8_0, Q8_1: d rounded to fp16, relative error <= 2^-11; Q8_K: float). A value
+    is rebuilt as q*d16 with |q*d16 - x| <= 0.5*d + 127*|d16 - d| <= (0.5 + 127*2^-11)*d.
+    Summed against |w| that bounds the rounding of the whole product. Q8_1 also
+    stores s = d*sum(q) in fp16, used against the weight block's min m: add
+    |m| * 32*amax * 2^-10 per block. Float summation adds ~1e-5 of sum |w||x|.
+    """
+    info = kernels.type_info(qtype)
+    n, cols = x.shape
+    act = kernels.type_info(info.vec_dot_type)
+    absw = np.abs(w.astype(np.float64))
+    slack = 1e-5 * (np.abs(x.astype(np.float64)) @ absw.T) + 1e-6
+    if info.vec_dot_type == kernels.WEIGHT_TYPES["F32"]:
+        return slack
+    B = act.block_size
+    amax = np.abs(x).reshape(n, cols // B, B).max(axis=2)           # (n, blocks)
+    step = np.repeat(amax / 127.0 * (0.5 + 127 * 2.0**-11), B, axis=1)  # (n, cols)
+    bound = step @ absw.T + slack
+    if info.vec_dot_type == kernels.ACT_TYPES["Q8_1"]:
+        rows = w.shape[0]
+        blocks = t.data.reshape(rows, cols // info.block_size, info.type_size)
+        m = np.abs(blocks[:, :, 2:4].copy().view(np.float16)[..., 0].astype(np.float64))  # (rows, blocks)
+        bound += (32 * amax * 2.0**-10) @ m.T
+    return bound
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+@pytest.mark.parametrize("n", [1, 7, 64])
+def test_matmul_against_float64(name: str, n: int) -> None:
+    qtype = kernels.WEIGHT_TYPES[name]
+    bs = kernels.type_info(qtype).block_size
+    cols = 3 * 256 if bs == 256 else 13 * 32  # odd numbers of blocks
+    rows = 37 if n == 64 else 131
+    rng = np.random.default_rng(n * 100 + qtype)
+    t = weight_tensor(qtype, rows, cols, rng)
+    w = oracle_dequantize(t)
+    x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+    want = x.astype(np.float64) @ w.astype(np.float64).T
+    bound = _activation_error_bound(qtype, t, w, x)
+    for isa in ISAS:
+        kernels.set_isa(isa)
+        try:
+            for threads in (1, 2, 3):
+                got = kernels.matmul(t, x, n_threads=threads)
+                assert got.shape == (n, rows)
+                excess = np.abs(got - want) / bound
+                assert excess.max() <= 1.0, (
+                    f"{name} {isa} threads={threads}: worst error {np.abs(got - want).max():.3g}, "
+                    f"{excess.max():.2f}x the bound")
+        finally:
+            kernels.set_isa(kernels.best_isa())
+
+
+def test_matmul_threads_agree_exactly() -> None:
+    """Threads split rows, never a dot product: results are identical for any count."""
+    rng = np.random.default_rng(3)
+    t = weight_tensor(kernels.WEIGHT_TYPES["Q4_K"], 300, 512, rng)
+    x = rng.standard_normal((9, 512)).astype(np.float32)
+    one = kernels.matmul(t, x, n_threads=1)
+    for threads in (2, 5, 16):
+        np.testing.assert_array_equal(kernels.matmul(t, x, n_threads=threads), one)
+
+
+def test_matmul_vector_and_out_buffer() -> None:
+    rng = np.random.default_rng(4)
+    t = weight_tensor(kernels.WEIGHT_TYPES["Q8_0"], 40, 64, rng)
+    x = rng.standard_normal(64).astype(np.float32)
+    y = kernels.matmul(t, x)
+    assert y.shape == (40,)
+    out = np.empty((1, 40), np.float32)
+    kernels.matmul(t, x[None, :], out=out)
+    np.testing.assert_array_equal(out[0], y)
+
+
+def test_matmul_on_real_weights(smollm2_path) -> None:
+    """A real Q4_1 projection of SmolLM2 against float64."""
+    with GGUFFile(smollm2_path) as f:
+        t = f.tensors["blk.0.attn_q.weight"]
+        assert t.type == QT.Q4_1
+        w = oracle_dequantize(t)
+        x = np.random.default_rng(5).standard_normal((3, w.shape[1])).astype(np.float32)
+        got = kernels.matmul(t, x, n_threads=2)
+        want = x.astype(np.float64) @ w.astype(np.float64).T
+        assert (np.abs(got - want) <= _activation_error_bound(t.type, t, w, x)).all()
+
+
+@pytest.mark.parametrize("act", ["Q8_0", "Q8_1", "Q8_K"])
+def test_activation_quantizers(act: str) -> None:
+    """Every ISA's quantizer rebuilds x within half a step (plus fp16 scale rounding)."""
+    qt = kernels.ACT_TYPES[act]
+    B = kernels.type_info(qt).block_size
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal(8 * 256) * rng.uniform(0.01, 100)).astype(np.float32)
+    x[:B] = 0.0  # an all-zero block
+    step = np.repeat(np.abs(x).reshape(-1, B).max(axis=1) / 127.0, B)
+    for isa in ISAS:
+        q = kernels.quantize_act(qt, x, isa=isa)
+        back = kernels.dequantize_act(qt, q)
+        assert (np.abs(back - x) <= step * (0.5 + 127 * 2.0**-11) + 1e-30).all(), isa
+        assert not back[:B].any()
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+def test_bad_inputs_raise_kernel_error() -> None:
+    rng = np.random.default_rng(8)
+    t = weight_tensor(kernels.WEIGHT_TYPES["Q4_0"], 4, 64, rng)
+    with pytest.raises(kernels.KernelError, match="columns"):
+        kernels.matmul(t, np.zeros((2, 65), np.float32))
+    with pytest.raises(kernels.KernelError, match="bytes"):
+        kernels.dequantize(kernels.RawTensor(t.type, (4, 64), t.data[:-1]))
+    with pytest.raises(kernels.KernelError, match="multiple of 32"):
+        kernels.dequantize(kernels.RawTensor(t.type, (4, 48), t.data[: 4 * 18 + 0]))
+    with pytest.raises(kernels.KernelError, match="not supported"):
+        kernels.dequantize(kernels.RawTensor(16, (256,), np.zeros(66, np.uint8)))  # IQ2_XXS
+    with pytest.raises(kernels.KernelError, match="not available"):
+        kernels.set_isa("sse9")

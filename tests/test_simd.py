@@ -1,0 +1,49 @@
+"""SIMD kernels against the plain-C reference, through the C harness tests/neon/harness.c.
+
+NEON: cross-compiled with Debian's aarch64 gcc and run under qemu-user (both
+installed by `make`). AVX2: the same harness built natively, when the CPU has AVX2.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runtime import kernels
+
+ROOT = Path(__file__).resolve().parent.parent
+CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
+
+def _build_and_run(cc: str, out: Path, runner: list[str], extra: list[str]) -> str:
+    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(ROOT / "tests/neon/harness.c")]
+    subprocess.run([cc, *CFLAGS, *extra, f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    run = subprocess.run([*runner, str(out)], capture_output=True, text=True, timeout=600)
+    return run.stdout + run.stderr
+
+
+def _assert_all_passed(output: str) -> None:
+    m = re.search(r"^(\d+) passed, (\d+) failed$", output, re.M)
+    assert m, f"harness printed no summary:\n{output}"
+    failures = [line for line in output.splitlines() if line.startswith("FAIL")]
+    assert int(m.group(2)) == 0 and not failures, "\n".join(failures)
+    assert int(m.group(1)) >= 13 * 3, output  # every type: two dot sizes and the matmul path
+
+
+def test_neon_kernels_under_qemu(tmp_path: Path) -> None:
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    assert cc and qemu, "aarch64-linux-gnu-gcc and qemu-aarch64 are needed: run `make` (it installs them)"
+    output = _build_and_run(cc, tmp_path / "harness-aarch64", [qemu], ["-static"])
+    assert "checking NEON kernels" in output, output
+    _assert_all_passed(output)
+
+
+@pytest.mark.skipif("avx2" not in kernels.available_isas(), reason="this CPU has no AVX2")
+def test_avx2_kernels_native(tmp_path: Path) -> None:
+    output = _build_and_run("gcc", tmp_path / "harness-x86", [], [])
+    assert "checking AVX2 kernels" in output, output
+    _assert_all_passed(output)
