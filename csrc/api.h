@@ -47,3 +47,65 @@ int lp_vec_dot(int type, int isa, int64_t n, const void *w, const void *act, flo
 // Reads nbytes of buf reps times on n_threads threads; returns a checksum (the
 // caller times it: this is the read-bandwidth yardstick of the benchmarks).
 double lp_read_sum(const void *buf, int64_t nbytes, int reps, int n_threads);
+
+// ---------------------------------------------------------------------------
+// Forward-pass operations (ops.c), row-wise over n rows.
+void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t dim, float eps);
+void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t pos0, float freq_base,
+             float freq_scale);
+void lp_softmax(float *x, int64_t n);
+void lp_swiglu(float *gate, const float *up, int64_t n);
+
+// ---------------------------------------------------------------------------
+// The llama-architecture model (model.c). Python fills this from the GGUF file
+// and owns every buffer; the forward pass allocates nothing.
+
+typedef struct {
+    const void *data;   // the tensor's bytes, NULL when the model has no such tensor
+    int type;           // GGML type id
+    int64_t n_mat;      // stacked matrices (experts), else 1
+    int64_t rows, cols; // of one matrix (a vector: rows = 1)
+} lp_tensor;
+
+typedef struct {
+    lp_tensor attn_norm, wq, wk, wv, wo, ffn_norm;
+    lp_tensor ffn_gate, ffn_up, ffn_down;                               // dense feed-forward
+    lp_tensor ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;  // mixture of experts
+} lp_layer;
+
+typedef struct {
+    // hyperparameters
+    int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_rot, n_ff;
+    int n_expert, n_expert_used;   // 0, 0 for a dense model
+    int n_ctx;                     // KV cache length
+    int max_batch;                 // tokens per forward call the scratch holds
+    int n_threads;
+    float rms_eps, rope_base, rope_freq_scale;
+    // weights
+    lp_tensor tok_embd, output_norm, output;
+    lp_layer *layers;              // (n_layer)
+    // KV cache in fp16, per layer: k (n_ctx, kv_dim), v transposed (kv_dim, n_ctx)
+    uint16_t *k_cache, *v_cache;   // (n_layer, n_ctx * kv_dim)
+    // scratch
+    float *x;          // (max_batch, n_embd) residual stream
+    float *xb;         // (max_batch, max(n_embd, q_dim)) normed input / block output
+    float *xb2;        // (max_batch, max(n_embd, q_dim)) attention output / ffn output
+    float *q;          // (max_batch, q_dim), q_dim = n_head * head_dim
+    float *k, *v;      // (max_batch, kv_dim), kv_dim = n_head_kv * head_dim
+    float *hb, *hb2;   // (max_batch, n_ff)
+    float *att;        // (n_threads, n_ctx) attention scores
+    float *router;     // (max_batch, n_expert) router probabilities
+    float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
+    int32_t *moe_rows;      // (max_batch) tokens routed to one expert
+    float *moe_w;           // (max_batch) their weights
+    int32_t *moe_sel;       // (max_batch, n_expert_used) chosen experts per token
+    float *moe_sel_w;       // (max_batch, n_expert_used) their weights
+    void *work;        // activation quantization scratch
+    int64_t work_size;
+} lp_model;
+
+enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13 };
+
+// Runs n tokens at positions pos..pos+n-1 (the KV cache holds 0..pos-1).
+// logits: (n, n_vocab) when all_logits, else (1, n_vocab) for the last token.
+int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits);

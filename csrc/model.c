@@ -1,0 +1,175 @@
+// model.c — the forward pass of the llama architecture (Llama, Mistral, Mixtral,
+// SmolLM2), read top to bottom: embed, then per layer attention and feed-forward
+// (dense SwiGLU or a mixture of experts), then final norm and output projection.
+// A call runs a batch of tokens (prompt processing) or one (decoding); buffers are
+// the caller's (see lp_model in api.h).
+#include <math.h>
+
+#include "lp.h"
+
+static int64_t row_bytes(const lp_tensor *t) {
+    const lp_type_traits *tr = lp_traits(t->type);
+    return t->cols / tr->blck_size * tr->type_size;
+}
+
+// y (n, rows) = x (n, cols) @ W^T for matrix `mat` of a (possibly stacked) tensor.
+static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const float *x, int64_t n, float *y) {
+    if (lp_matmul_work_size(w->type, w->cols, n) > m->work_size) return LP_EWORK;
+    const uint8_t *data = (const uint8_t *)w->data + mat * w->rows * row_bytes(w);
+    return lp_matmul(w->type, data, w->rows, w->cols, x, n, y, m->work, m->n_threads);
+}
+
+// ---------------------------------------------------------------------------
+// Attention over the KV cache, one task per (token, head).
+
+typedef struct {
+    const lp_model *m;
+    const uint16_t *kc, *vc;  // this layer's cache: k (n_ctx, kv_dim), v^T (kv_dim, n_ctx)
+    int n, pos;
+    lp_vec_dot_fn dot_f16;    // fp16 row . float row
+} attn_ctx;
+
+static void attention_task(void *vctx, int ith, int nth) {
+    const attn_ctx *c = vctx;
+    const lp_model *m = c->m;
+    const int hd = m->head_dim, q_dim = m->n_head * hd, kv_dim = m->n_head_kv * hd;
+    const int group = m->n_head / m->n_head_kv;  // query heads per kv head
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *s = m->att + (int64_t)ith * m->n_ctx;  // scores: (n_ctx) per thread
+    const int tasks = c->n * m->n_head;
+    for (int task = tasks * ith / nth; task < tasks * (ith + 1) / nth; task++) {
+        const int t = task / m->n_head, h = task % m->n_head, kvh = h / group;
+        const int len = c->pos + t + 1;  // causal: positions 0..pos+t
+        const float *qh = m->q + (int64_t)t * q_dim + h * hd;
+        // scores = q . k_j / sqrt(hd)
+        for (int j = 0; j < len; j++) {
+            c->dot_f16(hd, &s[j], c->kc + (int64_t)j * kv_dim + kvh * hd, qh);
+            s[j] *= scale;
+        }
+        lp_softmax(s, len);
+        // out[d] = sum_j s_j v_j[d]: a dot with row d of the transposed v cache
+        float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
+        for (int d = 0; d < hd; d++) c->dot_f16(len, &out[d], c->vc + (int64_t)(kvh * hd + d) * m->n_ctx, s);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mixture of experts: route each token to its top experts, then run every chosen
+// expert once over the tokens routed to it (only those experts' weights are read).
+
+static int moe_ffn(const lp_model *m, const lp_layer *L, int n) {
+    const int E = m->n_expert, K = m->n_expert_used, D = m->n_embd;
+    // router probabilities: softmax over all experts, per token
+    int rc = matmul(m, &L->ffn_gate_inp, 0, m->xb, n, m->router);
+    if (rc) return rc;
+    for (int t = 0; t < n; t++) {
+        float *p = m->router + (int64_t)t * E;
+        lp_softmax(p, E);
+        // top K by probability (first index wins ties), weights renormalised over the chosen
+        int32_t *sel = m->moe_sel + (int64_t)t * K;
+        float *w = m->moe_sel_w + (int64_t)t * K;
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++) taken |= sel[j] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            sel[k] = best;
+            w[k] = p[best];
+            sum += p[best];
+        }
+        for (int k = 0; k < K; k++) w[k] /= sum;
+    }
+    memset(m->xb2, 0, sizeof(float) * (size_t)n * D);
+    for (int e = 0; e < E; e++) {
+        // gather the tokens routed to expert e
+        int ne = 0;
+        for (int t = 0; t < n; t++)
+            for (int k = 0; k < K; k++)
+                if (m->moe_sel[(int64_t)t * K + k] == e) {
+                    m->moe_rows[ne] = t;
+                    m->moe_w[ne] = m->moe_sel_w[(int64_t)t * K + k];
+                    memcpy(m->moe_x + (int64_t)ne * D, m->xb + (int64_t)t * D, sizeof(float) * D);
+                    ne++;
+                }
+        if (ne == 0) continue;
+        // expert FFN: down(silu(gate x) * up x)
+        if ((rc = matmul(m, &L->ffn_gate_exps, e, m->moe_x, ne, m->hb))) return rc;
+        if ((rc = matmul(m, &L->ffn_up_exps, e, m->moe_x, ne, m->hb2))) return rc;
+        lp_swiglu(m->hb, m->hb2, (int64_t)ne * m->n_ff);
+        if ((rc = matmul(m, &L->ffn_down_exps, e, m->hb, ne, m->moe_y))) return rc;
+        // weighted scatter-add back to the tokens
+        for (int i = 0; i < ne; i++) {
+            float *dst = m->xb2 + (int64_t)m->moe_rows[i] * D;
+            const float *src = m->moe_y + (int64_t)i * D;
+            for (int d = 0; d < D; d++) dst[d] += m->moe_w[i] * src[d];
+        }
+    }
+    return LP_OK;
+}
+
+// ---------------------------------------------------------------------------
+
+int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
+    if (n < 1 || n > m->max_batch) return LP_EBATCH;
+    if (pos < 0 || (int64_t)pos + n > m->n_ctx) return LP_ECONTEXT;
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= m->n_vocab) return LP_ETOKEN;
+    const int D = m->n_embd, hd = m->head_dim;
+    const int kv_dim = m->n_head_kv * hd;
+    const int isa = lp_get_isa();
+    const lp_type_traits *f16 = lp_traits(LP_F16);
+    int rc;
+
+    // token embeddings: x (n, D)
+    const lp_type_traits *et = lp_traits(m->tok_embd.type);
+    for (int t = 0; t < n; t++)
+        et->to_float((const uint8_t *)m->tok_embd.data + (int64_t)tokens[t] * row_bytes(&m->tok_embd),
+                     m->x + (int64_t)t * D, D);
+
+    for (int l = 0; l < m->n_layer; l++) {
+        const lp_layer *L = &m->layers[l];
+        uint16_t *kc = m->k_cache + (int64_t)l * m->n_ctx * kv_dim;  // (n_ctx, kv_dim)
+        uint16_t *vc = m->v_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
+
+        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
+        lp_rmsnorm(m->xb, m->x, L->attn_norm.data, n, D, m->rms_eps);
+        if ((rc = matmul(m, &L->wq, 0, m->xb, n, m->q))) return rc;
+        if ((rc = matmul(m, &L->wk, 0, m->xb, n, m->k))) return rc;
+        if ((rc = matmul(m, &L->wv, 0, m->xb, n, m->v))) return rc;
+        lp_rope(m->q, n, m->n_head, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
+        lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
+        // append k, v to the cache (fp16)
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < kv_dim; i++) {
+                kc[(int64_t)(pos + t) * kv_dim + i] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
+                vc[(int64_t)i * m->n_ctx + pos + t] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
+            }
+        // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal
+        attn_ctx ac = { m, kc, vc, n, pos, f16->vec_dot[isa] ? f16->vec_dot[isa] : f16->vec_dot[LP_ISA_REF] };
+        const int tasks = n * m->n_head;
+        lp_parallel(attention_task, &ac, tasks < m->n_threads ? tasks : m->n_threads);
+        // x += xb2 Wo
+        if ((rc = matmul(m, &L->wo, 0, m->xb2, n, m->xb))) return rc;
+        for (int64_t i = 0; i < (int64_t)n * D; i++) m->x[i] += m->xb[i];
+
+        // feed-forward: xb = rmsnorm(x); x += ffn(xb)
+        lp_rmsnorm(m->xb, m->x, L->ffn_norm.data, n, D, m->rms_eps);
+        if (m->n_expert > 0) {
+            if ((rc = moe_ffn(m, L, n))) return rc;
+        } else {
+            if ((rc = matmul(m, &L->ffn_gate, 0, m->xb, n, m->hb))) return rc;
+            if ((rc = matmul(m, &L->ffn_up, 0, m->xb, n, m->hb2))) return rc;
+            lp_swiglu(m->hb, m->hb2, (int64_t)n * m->n_ff);
+            if ((rc = matmul(m, &L->ffn_down, 0, m->hb, n, m->xb2))) return rc;
+        }
+        for (int64_t i = 0; i < (int64_t)n * D; i++) m->x[i] += m->xb2[i];
+    }
+
+    // final norm and output projection: all rows, or only the last
+    const int first = all_logits ? 0 : n - 1, rows = n - first;
+    lp_rmsnorm(m->xb, m->x + (int64_t)first * D, m->output_norm.data, rows, D, m->rms_eps);
+    return matmul(m, &m->output, 0, m->xb, rows, logits);
+}

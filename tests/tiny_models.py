@@ -1,0 +1,166 @@
+"""Tiny random-weight llama-architecture GGUFs written with the `gguf` package, and
+a plain numpy (float64) reference forward pass to hold the C forward against.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+QT = gguf.GGMLQuantizationType
+
+
+@dataclass
+class TinySpec:
+    n_vocab: int = 96
+    n_embd: int = 64
+    n_layer: int = 2
+    n_head: int = 4
+    n_head_kv: int = 2
+    n_ff: int = 96
+    n_ctx: int = 128
+    n_expert: int = 0
+    n_expert_used: int = 0
+    rope_base: float = 10000.0
+    rope_linear: float | None = None   # linear rope scaling factor
+    rms_eps: float = 1e-5
+    tied: bool = False                 # no output.weight: the output reuses token_embd
+    qtype: QT = QT.F32                 # storage type of the 2-D weights
+    seed: int = 0
+    weights: dict[str, np.ndarray] = field(default_factory=dict)  # float32 values as stored
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+def _store(values: np.ndarray, qtype: QT) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes or array to write, float32 values the file then holds)."""
+    if qtype == QT.F32:
+        return values.astype(np.float32), values.astype(np.float32)
+    data = gguf.quants.quantize(values.astype(np.float32), qtype)
+    return data, gguf.quants.dequantize(data, qtype).astype(np.float32)
+
+
+def write_tiny_llama(path: Path, spec: TinySpec) -> TinySpec:
+    """Writes the model; fills spec.weights with the values as stored (after quantization)."""
+    rng = np.random.default_rng(spec.seed)
+    D, F, V, hd = spec.n_embd, spec.n_ff, spec.n_vocab, spec.head_dim
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(spec.n_ctx)
+    w.add_embedding_length(D)
+    w.add_block_count(spec.n_layer)
+    w.add_feed_forward_length(F)
+    w.add_head_count(spec.n_head)
+    w.add_head_count_kv(spec.n_head_kv)
+    w.add_layer_norm_rms_eps(spec.rms_eps)
+    w.add_rope_freq_base(spec.rope_base)
+    w.add_rope_dimension_count(hd)
+    if spec.rope_linear:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(spec.rope_linear)
+    if spec.n_expert:
+        w.add_expert_count(spec.n_expert)
+        w.add_expert_used_count(spec.n_expert_used)
+
+    def add(name: str, values: np.ndarray, qtype: QT) -> None:
+        data, stored = _store(values, qtype)
+        spec.weights[name] = stored
+        w.add_tensor(name, data, raw_dtype=qtype if qtype != QT.F32 else None)
+
+    def mat(rows: int, cols: int, *lead: int) -> np.ndarray:
+        return rng.standard_normal((*lead, rows, cols)).astype(np.float32) / np.sqrt(cols)
+
+    add("token_embd.weight", rng.standard_normal((V, D)).astype(np.float32), spec.qtype)
+    add("output_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
+    if not spec.tied:
+        add("output.weight", mat(V, D) * 4, spec.qtype)
+    for i in range(spec.n_layer):
+        p = f"blk.{i}."
+        add(p + "attn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
+        add(p + "attn_q.weight", mat(spec.n_head * hd, D) * 3, spec.qtype)
+        add(p + "attn_k.weight", mat(spec.n_head_kv * hd, D) * 3, spec.qtype)
+        add(p + "attn_v.weight", mat(spec.n_head_kv * hd, D), spec.qtype)
+        add(p + "attn_output.weight", mat(D, spec.n_head * hd), spec.qtype)
+        add(p + "ffn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
+        if spec.n_expert:
+            E = spec.n_expert
+            add(p + "ffn_gate_inp.weight", mat(E, D) * 3, QT.F32)
+            add(p + "ffn_gate_exps.weight", mat(F, D, E), spec.qtype)
+            add(p + "ffn_up_exps.weight", mat(F, D, E), spec.qtype)
+            add(p + "ffn_down_exps.weight", mat(D, F, E), spec.qtype)
+        else:
+            add(p + "ffn_gate.weight", mat(F, D), spec.qtype)
+            add(p + "ffn_up.weight", mat(F, D), spec.qtype)
+            add(p + "ffn_down.weight", mat(D, F), spec.qtype)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# Reference forward pass, float64, the whole sequence from position 0.
+
+def _rmsnorm(x: np.ndarray, w: np.ndarray, eps: float) -> np.ndarray:
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def _rope(x: np.ndarray, base: float, scale: float) -> np.ndarray:
+    """x (T, heads, hd); adjacent pairs rotate by pos * scale * base^(-2i/hd)."""
+    T, _, hd = x.shape
+    inv = base ** (-np.arange(0, hd, 2) / hd)
+    ang = (np.arange(T)[:, None] * scale) * inv[None, :]          # (T, hd/2)
+    c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = x0 * c - x1 * s
+    out[..., 1::2] = x0 * s + x1 * c
+    return out
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.exp(-x))
+
+
+def reference_logits(spec: TinySpec, tokens: list[int]) -> np.ndarray:
+    """(T, n_vocab) float64 logits of every position."""
+    W = {k: v.astype(np.float64) for k, v in spec.weights.items()}
+    T, hd, H, Hkv = len(tokens), spec.head_dim, spec.n_head, spec.n_head_kv
+    scale = 1.0 / spec.rope_linear if spec.rope_linear else 1.0
+    x = W["token_embd.weight"][tokens]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    for i in range(spec.n_layer):
+        p = f"blk.{i}."
+        h = _rmsnorm(x, W[p + "attn_norm.weight"], spec.rms_eps)
+        q = _rope((h @ W[p + "attn_q.weight"].T).reshape(T, H, hd), spec.rope_base, scale)
+        k = _rope((h @ W[p + "attn_k.weight"].T).reshape(T, Hkv, hd), spec.rope_base, scale)
+        v = (h @ W[p + "attn_v.weight"].T).reshape(T, Hkv, hd)
+        k, v = np.repeat(k, H // Hkv, axis=1), np.repeat(v, H // Hkv, axis=1)
+        att = np.einsum("thd,shd->hts", q, k) / np.sqrt(hd) + mask
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        o = np.einsum("hts,shd->thd", att, v).reshape(T, H * hd)
+        x = x + o @ W[p + "attn_output.weight"].T
+        h = _rmsnorm(x, W[p + "ffn_norm.weight"], spec.rms_eps)
+        if spec.n_expert:
+            probs = h @ W[p + "ffn_gate_inp.weight"].T
+            probs = np.exp(probs - probs.max(-1, keepdims=True))
+            probs /= probs.sum(-1, keepdims=True)
+            out = np.zeros_like(x)
+            for t in range(T):
+                top = np.argsort(-probs[t], kind="stable")[: spec.n_expert_used]
+                wts = probs[t, top] / probs[t, top].sum()
+                for e, we in zip(top, wts):
+                    g = W[p + "ffn_gate_exps.weight"][e] @ h[t]
+                    u = W[p + "ffn_up_exps.weight"][e] @ h[t]
+                    out[t] += we * (W[p + "ffn_down_exps.weight"][e] @ (_silu(g) * u))
+            x = x + out
+        else:
+            g, u = h @ W[p + "ffn_gate.weight"].T, h @ W[p + "ffn_up.weight"].T
+            x = x + (_silu(g) * u) @ W[p + "ffn_down.weight"].T
+    out_w = W["token_embd.weight"] if spec.tied else W["output.weight"]
+    return _rmsnorm(x, W["output_norm.weight"], spec.rms_eps) @ out_w.T
