@@ -1,0 +1,452 @@
+// k_high.c — the 4-, 5- and 6-bit K-quants: Q4_K, Q5_K, Q6_K. Super-blocks of
+// 256 weights; dot products against Q8_K activations (float d, int8 qs[256],
+// int16 bsums[16] = sums of 16 consecutive qs).
+//
+// Q4_K / Q5_K: 8 sub-blocks of 32, each with a 6-bit scale sc and a 6-bit min m
+// (packed in scales[12]); x = (d * sc) * q - (dmin * m), q in 0..15 (Q4_K) or
+// 0..31 (Q5_K: fifth bit in qh). Sub-block 2k takes the low nibbles of
+// qs[32k..32k+31], sub-block 2k+1 their high nibbles; Q5_K's sub-block j takes
+// bit j of qh[0..31].
+// Q6_K: 16 groups of 16, each with an int8 scale; x = (d * sc) * (q - 32), q in
+// 0..63 from 4 bits of ql and 2 bits of qh (layout in q6_K_unpack below).
+//
+// Dot products: the quant x activation parts are integer, with one float factor
+// per super-block; the min term of Q4_K/Q5_K (and, in AVX2, the -32 offset of
+// Q6_K) comes from the activation's bsums.
+#include "simd.h"
+
+// ---------------------------------------------------------------------------
+// Shared helpers
+
+// The packed scales of a Q4_K/Q5_K block as 16 bytes: sm[0..7] the 6-bit
+// scales, sm[8..15] the 6-bit mins. Bytes 0..3 hold scales 0..3 (low 6 bits) and
+// the top 2 bits of scales 4..7; bytes 4..7 the same for the mins; bytes 8..11
+// the low 4 bits of scales 4..7 (low nibble) and of mins 4..7 (high nibble).
+static inline void k4_scale_min(const uint8_t *restrict p, uint8_t *restrict sm) {
+    uint32_t w[3], out[4];
+    memcpy(w, p, 12);
+    out[0] = w[0] & 0x3f3f3f3fu;                                             // scales 0..3
+    out[1] = (w[2] & 0x0f0f0f0fu) | (((w[0] >> 6) & 0x03030303u) << 4);      // scales 4..7
+    out[2] = w[1] & 0x3f3f3f3fu;                                             // mins 0..3
+    out[3] = ((w[2] >> 4) & 0x0f0f0f0fu) | (((w[1] >> 6) & 0x03030303u) << 4);  // mins 4..7
+    memcpy(sm, out, 16);
+}
+
+// The 256 quants of a Q6_K block, minus 32, in order. Each half of 128 owns 64
+// bytes of ql and 32 of qh; within a half, quarter k (32 quants, l = 0..31)
+// takes nibble k/2 of ql[32*(k%2) + l] and bits 2k, 2k+1 of qh[l].
+static inline void q6_K_unpack(const block_q6_K *restrict b, int8_t *restrict q) {
+    for (int h = 0; h < 2; h++, q += 128) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        for (int l = 0; l < 32; l++) {
+            q[l + 0] = (int8_t)(((ql[l] & 0x0f) | ((qh[l] & 0x03) << 4)) - 32);
+            q[l + 32] = (int8_t)(((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 0x03) << 4)) - 32);
+            q[l + 64] = (int8_t)(((ql[l] >> 4) | (((qh[l] >> 4) & 0x03) << 4)) - 32);
+            q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | (((qh[l] >> 6) & 0x03) << 4)) - 32);
+        }
+    }
+}
+
+// The 256 quants of a Q4_K block (qh NULL) or Q5_K block, in order: sub-block
+// 2k takes the low nibbles of qs[32k..32k+31], 2k+1 the high ones; Q5_K's
+// sub-block j adds bit j of qh[l] as bit 4.
+static inline void k4_unpack(const uint8_t *restrict qs, const uint8_t *restrict qh, uint8_t *restrict q) {
+    for (int k = 0; k < 4; k++)
+        for (int l = 0; l < 32; l++) {
+            q[64 * k + l] = qs[32 * k + l] & 0x0f;
+            q[64 * k + 32 + l] = qs[32 * k + l] >> 4;
+        }
+    if (!qh) return;
+    for (int j = 0; j < 8; j++)
+        for (int l = 0; l < 32; l++) q[32 * j + l] |= ((qh[l] >> j) & 1) << 4;
+}
+
+// ---------------------------------------------------------------------------
+// Reference dequantizers (bit-exact with gguf-py: float32 products in its order)
+
+// x = (d * sc) * q - (dmin * m) for the Q4_K/Q5_K quants q of one block
+static inline void k4_to_float(lp_half hd, lp_half hdmin, const uint8_t *scales, const uint8_t *q, float *y) {
+    const float d = lp_half_to_float(hd), dmin = lp_half_to_float(hdmin);
+    uint8_t sm[16];
+    k4_scale_min(scales, sm);
+    for (int j = 0; j < 8; j++) {
+        const float dl = d * (float)sm[j], ml = dmin * (float)sm[8 + j];
+        for (int l = 0; l < 32; l++) y[32 * j + l] = dl * (float)q[32 * j + l] - ml;
+    }
+}
+
+void lp_q4_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q4_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
+        uint8_t q[QK_K];
+        k4_unpack(x[i].qs, NULL, q);
+        k4_to_float(x[i].d, x[i].dmin, x[i].scales, q, y);
+    }
+}
+
+void lp_q5_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q5_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
+        uint8_t q[QK_K];
+        k4_unpack(x[i].qs, x[i].qh, q);
+        k4_to_float(x[i].d, x[i].dmin, x[i].scales, q, y);
+    }
+}
+
+void lp_q6_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q6_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++, y += QK_K) {
+        const float d = lp_half_to_float(x[i].d);
+        int8_t q[QK_K];
+        q6_K_unpack(&x[i], q);
+        for (int g = 0; g < QK_K / 16; g++) {
+            const float dl = d * (float)x[i].scales[g];
+            for (int l = 0; l < 16; l++) y[16 * g + l] = dl * (float)q[16 * g + l];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reference dot products
+
+// One Q4_K/Q5_K block (quants q, packed scales) times one Q8_K block: the scale
+// terms sum(sc_j * dot_j) and, via bsums, the min terms, each with its float factor.
+static inline float k4_dot_block(lp_half hd, lp_half hdmin, const uint8_t *scales, const uint8_t *q,
+                                 const block_q8_K *y) {
+    uint8_t sm[16];
+    k4_scale_min(scales, sm);
+    int sumi = 0;
+    for (int j = 0; j < 8; j++) {
+        int dot = 0;
+        for (int l = 0; l < 32; l++) dot += q[32 * j + l] * y->qs[32 * j + l];
+        sumi += sm[j] * dot;
+    }
+    int summ = 0;  // each min times the activation sum of its sub-block
+    for (int g = 0; g < QK_K / 16; g++) summ += sm[8 + g / 2] * y->bsums[g];
+    const float d = lp_half_to_float(hd) * y->d;
+    const float dmin = lp_half_to_float(hdmin) * y->d;
+    return d * (float)sumi - dmin * (float)summ;
+}
+
+void lp_vec_dot_q4_K_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t q[QK_K];
+        k4_unpack(x[i].qs, NULL, q);
+        sumf += k4_dot_block(x[i].d, x[i].dmin, x[i].scales, q, &y[i]);
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q5_K_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t q[QK_K];
+        k4_unpack(x[i].qs, x[i].qh, q);
+        sumf += k4_dot_block(x[i].d, x[i].dmin, x[i].scales, q, &y[i]);
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q6_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        int8_t q[QK_K];
+        q6_K_unpack(&x[i], q);
+        // sum over groups of 16 of scale * dot(q - 32, y)
+        int sumi = 0;
+        for (int g = 0; g < QK_K / 16; g++) {
+            int dot = 0;
+            for (int l = 0; l < 16; l++) dot += q[16 * g + l] * y[i].qs[16 * g + l];
+            sumi += x[i].scales[g] * dot;
+        }
+        sumf += (lp_half_to_float(x[i].d) * y[i].d) * (float)sumi;
+    }
+    *s = sumf;
+}
+
+// ---------------------------------------------------------------------------
+// AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
+// directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
+// int32 lanes that stay in one accumulator per block.
+
+#if LP_X86
+LP_AVX2_BEGIN
+// Mask for _mm256_shuffle_epi8 that copies int16 element j of each 128-bit lane
+// to all 8 elements of that lane.
+static inline __m256i bcast16_mask(int j) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)); }
+
+// The 12 packed scale bytes of a Q4_K/Q5_K block (p points at them; 4 bytes past
+// them are read too, still inside the block) as 16 int16: lanes 0..7 the scales,
+// 8..15 the mins. Same unpacking as k4_scale_min, on bytes.
+static inline __m256i k4_scale_min_avx2(const uint8_t *p) {
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
+    // a: [b0..3, b8..11, b4..7, b8..11]; b: b0..3 under the scales 4..7, b4..7 under the mins 4..7
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i low6 = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0));
+    const __m128i high4 = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi32(0, 0, 0, 0x0f0f0f0f));
+    const __m128i top2 = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+    return _mm256_cvtepu8_epi16(_mm_or_si128(_mm_or_si128(low6, high4), top2));
+}
+
+// Sum of min * (activations of its sub-block) for one Q4_K/Q5_K block: 4 int32.
+static inline __m128i k4_min_dot(__m256i scale_min, const int16_t *bsums) {
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);
+    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    return _mm_madd_epi16(_mm256_extracti128_si256(scale_min, 1), pairs);
+}
+
+// d and dmin of a block times the activation scale: lanes 0, 1 of the result.
+static inline __m128 k4_dmin(const lp_half *dm, float yd) {
+    uint32_t u;
+    memcpy(&u, dm, 4);
+    return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)u)), _mm_set1_ps(yd));
+}
+
+void lp_vec_dot_q4_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256 acc = _mm256_setzero_ps();   // scale terms
+    __m128 accm = _mm_setzero_ps();     // min terms
+    for (int i = 0; i < n / QK_K; i++) {
+        const __m128 dm = k4_dmin(&x[i].d, y[i].d);
+        const __m256i scale_min = k4_scale_min_avx2(x[i].scales);
+        accm = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), _mm_cvtepi32_ps(k4_min_dot(scale_min, y[i].bsums)), accm);
+        // the 8 scales in both 128-bit lanes
+        const __m256i scales = _mm256_permute2x128_si256(scale_min, scale_min, 0x00);
+        const uint8_t *q = x[i].qs;
+        const int8_t *a = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++, q += 32, a += 64) {
+            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles)
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q);
+            const __m256i q0 = _mm256_and_si256(bits, m4);
+            const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
+            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k)), p0);
+            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1)), p1);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(s0, s1));
+        }
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    *s = lp_hsum_f32x8(acc) - _mm_cvtss_f32(m);
+}
+
+void lp_vec_dot_q5_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    __m256 acc = _mm256_setzero_ps();   // scale terms
+    __m128 accm = _mm_setzero_ps();     // min terms
+    for (int i = 0; i < n / QK_K; i++) {
+        const __m128 dm = k4_dmin(&x[i].d, y[i].d);
+        const __m256i scale_min = k4_scale_min_avx2(x[i].scales);
+        accm = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), _mm_cvtepi32_ps(k4_min_dot(scale_min, y[i].bsums)), accm);
+        const __m256i scales = _mm256_permute2x128_si256(scale_min, scale_min, 0x00);
+        // qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
+        __m256i hb = _mm256_loadu_si256((const __m256i *)x[i].qh);
+        const uint8_t *q = x[i].qs;
+        const int8_t *a = y[i].qs;
+        __m256i sumi = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++, q += 32, a += 64) {
+            // sub-blocks 2k and 2k+1: nibble plus bit 0 / bit 1 of hb moved to bit 4
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)q);
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(bits, m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+                                               _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
+            hb = _mm256_srli_epi16(hb, 2);
+            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
+            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k)), p0);
+            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1)), p1);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(s0, s1));
+        }
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
+    m = _mm_add_ss(m, _mm_movehdup_ps(m));
+    *s = lp_hsum_f32x8(acc) - _mm_cvtss_f32(m);
+}
+
+void lp_vec_dot_q6_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q6_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i m2 = _mm256_set1_epi8(0x03);
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const float d = lp_half_to_float_f16c(x[i].d) * y[i].d;
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
+        // the -32 offset: 32 * sum of scale * (activation sum of its group)
+        const __m256i offset = _mm256_slli_epi32(
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
+        // int16 scales, even groups in the low lane, odd groups in the high lane:
+        // sub-block b (32 quants = groups 2b, 2b+1) gets its factors from element b of each lane
+        const __m256i scales = _mm256_cvtepi8_epi16(
+            _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            // 128 quants: ql[64h..64h+63], qh[32h..32h+31]
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h + 32));
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
+            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
+                                               _mm256_slli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8(0x0c)), 2));
+            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                                               _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
+            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                               _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
+            const int8_t *a = y[i].qs + 128 * h;
+            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
+            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+            const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(a + 64)));
+            const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(a + 96)));
+            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 0)), p0);
+            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
+            const __m256i s2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
+            const __m256i s3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3)));
+        }
+        sumi = _mm256_sub_epi32(sumi, offset);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    *s = lp_hsum_f32x8(acc);
+}
+LP_AVX2_END
+#endif
+
+// ---------------------------------------------------------------------------
+// NEON. Quants in 0..31 fit int8, so they go straight into the signed dot;
+// Q6_K subtracts its 32 before the dot. Scales multiply int32 partial sums.
+
+#if LP_ARM
+// Sum of min * (activations of its sub-block) for one Q4_K/Q5_K block.
+static inline int k4_min_dot_neon(const uint8_t *mins, const int16_t *bsums) {
+    const int16x8_t pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
+    const int16x8_t m = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mins)));
+    int32x4_t p = vmull_s16(vget_low_s16(pairs), vget_low_s16(m));
+    p = vmlal_s16(p, vget_high_s16(pairs), vget_high_s16(m));
+    return vaddvq_s32(p);
+}
+
+// dot of 32 int8 quants with 32 activations: 4 int32 lanes
+static inline int32x4_t dot32_neon(int8x16_t q0, int8x16_t q1, const int8_t *a) {
+    return lp_dot_i8x16(lp_dot_i8x16(vdupq_n_s32(0), q0, vld1q_s8(a)), q1, vld1q_s8(a + 16));
+}
+
+void lp_vec_dot_q4_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t sm[16];
+        k4_scale_min(x[i].scales, sm);
+        const int summ = k4_min_dot_neon(sm + 8, y[i].bsums);
+        int32x4_t sumi = vdupq_n_s32(0);
+        for (int k = 0; k < 4; k++) {
+            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles) of qs[32k..32k+31]
+            const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * k), b1 = vld1q_u8(x[i].qs + 32 * k + 16);
+            const int8_t *a = y[i].qs + 64 * k;
+            const int32x4_t p0 = dot32_neon(vreinterpretq_s8_u8(vandq_u8(b0, m4)),
+                                            vreinterpretq_s8_u8(vandq_u8(b1, m4)), a);
+            const int32x4_t p1 = dot32_neon(vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)),
+                                            vreinterpretq_s8_u8(vshrq_n_u8(b1, 4)), a + 32);
+            sumi = vmlaq_n_s32(sumi, p0, sm[2 * k]);
+            sumi = vmlaq_n_s32(sumi, p1, sm[2 * k + 1]);
+        }
+        const float d = lp_half_to_float(x[i].d) * y[i].d;
+        const float dmin = lp_half_to_float(x[i].dmin) * y[i].d;
+        sumf += d * (float)vaddvq_s32(sumi) - dmin * (float)summ;
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q5_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    const uint8x16_t bit4 = vdupq_n_u8(0x10);
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        uint8_t sm[16];
+        k4_scale_min(x[i].scales, sm);
+        const int summ = k4_min_dot_neon(sm + 8, y[i].bsums);
+        // qh byte l carries bit j of quant l of sub-block j; h0/h1 shift down 2 bits per pair
+        uint8x16_t h0 = vld1q_u8(x[i].qh), h1 = vld1q_u8(x[i].qh + 16);
+        int32x4_t sumi = vdupq_n_s32(0);
+        for (int k = 0; k < 4; k++) {
+            const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * k), b1 = vld1q_u8(x[i].qs + 32 * k + 16);
+            const int8_t *a = y[i].qs + 64 * k;
+            // sub-block 2k: low nibble | bit 0 of h at bit 4; sub-block 2k+1: high nibble | bit 1
+            const uint8x16_t q00 = vorrq_u8(vandq_u8(b0, m4), vandq_u8(vshlq_n_u8(h0, 4), bit4));
+            const uint8x16_t q01 = vorrq_u8(vandq_u8(b1, m4), vandq_u8(vshlq_n_u8(h1, 4), bit4));
+            const uint8x16_t q10 = vorrq_u8(vshrq_n_u8(b0, 4), vandq_u8(vshlq_n_u8(h0, 3), bit4));
+            const uint8x16_t q11 = vorrq_u8(vshrq_n_u8(b1, 4), vandq_u8(vshlq_n_u8(h1, 3), bit4));
+            h0 = vshrq_n_u8(h0, 2);
+            h1 = vshrq_n_u8(h1, 2);
+            const int32x4_t p0 = dot32_neon(vreinterpretq_s8_u8(q00), vreinterpretq_s8_u8(q01), a);
+            const int32x4_t p1 = dot32_neon(vreinterpretq_s8_u8(q10), vreinterpretq_s8_u8(q11), a + 32);
+            sumi = vmlaq_n_s32(sumi, p0, sm[2 * k]);
+            sumi = vmlaq_n_s32(sumi, p1, sm[2 * k + 1]);
+        }
+        const float d = lp_half_to_float(x[i].d) * y[i].d;
+        const float dmin = lp_half_to_float(x[i].dmin) * y[i].d;
+        sumf += d * (float)vaddvq_s32(sumi) - dmin * (float)summ;
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q6_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q6_K *restrict x = vx;
+    const block_q8_K *restrict y = vy;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    const uint8x16_t m2 = vdupq_n_u8(0x03);
+    const int8x16_t off = vdupq_n_s8(32);
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK_K; i++) {
+        int32x4_t sumi = vdupq_n_s32(0);
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[i].ql + 64 * h;
+            const uint8_t *qh = x[i].qh + 32 * h;
+            const int8_t *a = y[i].qs + 128 * h;
+            const int8_t *sc = x[i].scales + 8 * h;
+            for (int c = 0; c < 2; c++) {
+                // 16 quants of each quarter of this half: l = 16c .. 16c+15
+                const uint8x16_t l0 = vld1q_u8(ql + 16 * c), l1 = vld1q_u8(ql + 32 + 16 * c);
+                const uint8x16_t hh = vld1q_u8(qh + 16 * c);
+                const uint8x16_t u0 = vorrq_u8(vandq_u8(l0, m4), vshlq_n_u8(vandq_u8(hh, m2), 4));
+                const uint8x16_t u1 = vorrq_u8(vandq_u8(l1, m4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hh, 2), m2), 4));
+                const uint8x16_t u2 = vorrq_u8(vshrq_n_u8(l0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hh, 4), m2), 4));
+                const uint8x16_t u3 = vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(hh, 6), 4));
+                // quarter k covers groups 2k + c (local to this half), activations 32k + 16c
+                const int32x4_t z = vdupq_n_s32(0);
+                const int8x16_t q0 = vsubq_s8(vreinterpretq_s8_u8(u0), off);
+                const int8x16_t q1 = vsubq_s8(vreinterpretq_s8_u8(u1), off);
+                const int8x16_t q2 = vsubq_s8(vreinterpretq_s8_u8(u2), off);
+                const int8x16_t q3 = vsubq_s8(vreinterpretq_s8_u8(u3), off);
+                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q0, vld1q_s8(a + 0 + 16 * c)), sc[0 + c]);
+                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q1, vld1q_s8(a + 32 + 16 * c)), sc[2 + c]);
+                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q2, vld1q_s8(a + 64 + 16 * c)), sc[4 + c]);
+                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q3, vld1q_s8(a + 96 + 16 * c)), sc[6 + c]);
+            }
+        }
+        sumf += (lp_half_to_float(x[i].d) * y[i].d) * (float)vaddvq_s32(sumi);
+    }
+    *s = sumf;
+}
+#endif
