@@ -1,0 +1,271 @@
+"""Chat templates: a conversation -> the prompt text the model was trained on.
+
+A GGUF carries its template as Jinja source in `tokenizer.chat_template`. It is rendered the way
+Hugging Face transformers renders it (`chat_template_utils._compile_jinja_template`):
+`ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)` with the `loopcontrols`
+extension, a pass-through `{% generation %}` tag, `tojson` as `json.dumps(ensure_ascii=False)`,
+and the globals `raise_exception(msg)` and `strftime_now(fmt)`. Variables: `messages`,
+`add_generation_prompt`, `bos_token`, `eos_token` (+ any extra keyword of `render`).
+
+The template comes from a GGUF someone else made, so it is untrusted code: the sandbox refuses
+attribute access that could reach Python internals (here that *raises* instead of rendering an
+empty string as plain jinja2 does), and every failure becomes a one-line `ChatTemplateError`.
+
+Without a template in the GGUF the Mistral `[INST] ... [/INST]` format is used (see
+`MISTRAL_TEMPLATE`). Note: llama.cpp itself falls back to chatml (src/llama.cpp,
+`llama_chat_apply_template`: `tmpl == nullptr ? "chatml"`; common/chat.cpp likewise).
+
+BOS: templates often start with `bos_token` ("<s>"). Like llama.cpp's server
+(common/chat.cpp, `common_chat_template_direct_apply_impl`), `prompt()` strips that leading text
+when the model adds BOS itself (`tokenizer.ggml.add_bos_token`), so tokenizing the prompt with
+add_special=True, parse_special=True gives exactly one BOS.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Mapping, Optional, Sequence
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
+KEY_TOKENS = "tokenizer.ggml.tokens"
+KEY_BOS_ID = "tokenizer.ggml.bos_token_id"
+KEY_EOS_ID = "tokenizer.ggml.eos_token_id"
+
+# ---------------------------------------------------------------------------------------------
+# Built-in templates (pure data). Except "mistral", each reproduces the output of llama.cpp's
+# hard-coded template of the same name (src/llama-chat.cpp, llm_chat_apply_template), which is
+# what `--chat-template NAME` selects there; like those, they emit no BOS text.
+
+_WS = r"{%- set ws = ' \t\n\v\f\r' -%}"  # C isspace(), what llama.cpp's trim() strips
+
+CHATML = (  # llama.cpp common/chat.cpp CHATML_TEMPLATE_SRC
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Mistral 7B Instruct v0.1/v0.2, Mixtral 8x7B Instruct: the official v0.2 tokenizer_config.json
+# template ("<s>[INST] u1 [/INST]a1</s>[INST] u2 [/INST]"), which refuses a system message. Here a
+# first system message is folded into the first user turn, "[INST] {system}\n\n{user} [/INST]",
+# as llama.cpp's "mistral-v1" template and Mistral's later official templates do. Roles must
+# alternate user/assistant after it. add_generation_prompt changes nothing ([/INST] ends the turn).
+MISTRAL = (
+    "{%- if messages and messages[0].role == 'system' -%}"
+    "{%- set system_message = messages[0].content -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{{- bos_token -}}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message.role == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/... "
+    "after an optional first system message') -}}"
+    "{%- endif -%}"
+    "{%- if message.role == 'user' -%}"
+    "{%- if loop.first and system_message is defined -%}"
+    "{{- '[INST] ' + system_message + '\\n\\n' + message.content + ' [/INST]' -}}"
+    "{%- else -%}"
+    "{{- '[INST] ' + message.content + ' [/INST]' -}}"
+    "{%- endif -%}"
+    "{%- elif message.role == 'assistant' -%}"
+    "{{- message.content + eos_token -}}"
+    "{%- else -%}"
+    "{{- raise_exception('Only user and assistant roles are supported, "
+    "after an optional first system message') -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+LLAMA2 = (  # llama.cpp "llama2": no <<SYS>>, a system message is its text + "\n"
+    "{%- set ns = namespace(in_turn=true) -%}"
+    "{{- '[INST] ' -}}"
+    "{%- for message in messages -%}"
+    "{%- if not ns.in_turn -%}{{- '[INST] ' -}}{%- set ns.in_turn = true -%}{%- endif -%}"
+    "{%- if message.role == 'system' -%}{{- message.content + '\\n' -}}"
+    "{%- elif message.role == 'user' -%}{{- message.content + ' [/INST]' -}}"
+    "{%- else -%}{{- message.content + '</s>' -}}{%- set ns.in_turn = false -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
+LLAMA3 = _WS + (
+    "{%- for message in messages -%}"
+    "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n'"
+    " + message.content.strip(ws) + '<|eot_id|>' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}"
+    "{%- endif -%}"
+)
+
+ZEPHYR = (
+    "{%- for message in messages -%}"
+    "{{- '<|' + message.role + '|>\\n' + message.content + '<|endoftext|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
+)
+
+GEMMA = _WS + (  # llama.cpp "gemma": system text merged into the next user turn
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for message in messages -%}"
+    "{%- if message.role == 'system' -%}"
+    "{%- set ns.system = ns.system + message.content.strip(ws) -%}"
+    "{%- else -%}"
+    "{%- set role = 'model' if message.role == 'assistant' else message.role -%}"
+    "{{- '<start_of_turn>' + role + '\\n' -}}"
+    "{%- if ns.system and role != 'model' -%}"
+    "{{- ns.system + '\\n\\n' -}}{%- set ns.system = '' -%}"
+    "{%- endif -%}"
+    "{{- message.content.strip(ws) + '<end_of_turn>\\n' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
+)
+
+MISTRAL_TEMPLATE = MISTRAL
+BUILTIN_TEMPLATES: dict[str, str] = {
+    "chatml": CHATML,
+    "mistral": MISTRAL,
+    "llama2": LLAMA2,
+    "llama3": LLAMA3,
+    "zephyr": ZEPHYR,
+    "gemma": GEMMA,
+}
+
+
+class ChatTemplateError(ValueError):
+    """A template that does not compile or render; the message is one line."""
+
+
+class _TemplateRaised(jinja2.TemplateError):
+    """What `raise_exception(msg)` raises inside a template."""
+
+
+class _GenerationTag(jinja2.ext.Extension):
+    """HF's `{% generation %}...{% endgeneration %}` (assistant-mask marker): renders its body."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> Any:
+        parser.stream.skip(1)
+        return parser.parse_statements(("name:endgeneration",), drop_needle=True)
+
+
+class _StrictSandbox(ImmutableSandboxedEnvironment):
+    """The HF environment, except that an unsafe attribute access raises at once."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        kind = type(obj).__name__
+        raise SecurityError(f"access to attribute {attribute!r} of {kind!r} object is unsafe")
+
+
+def _raise_exception(message: str) -> None:
+    raise _TemplateRaised(message)
+
+
+def _tojson(x: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
+            separators: Optional[tuple[str, str]] = None, sort_keys: bool = False) -> str:
+    """HF's tojson: plain json.dumps (jinja's own escapes HTML characters)."""
+    return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
+                      sort_keys=sort_keys)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = _StrictSandbox(trim_blocks=True, lstrip_blocks=True,
+                         extensions=[_GenerationTag, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+def _one_line(exc: BaseException) -> str:
+    """`exc` as one line: its type (unless raised by the template) and message, plus the line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, _TemplateRaised):
+        return f"chat template raised: {text}"
+    where = f" (template line {exc.lineno})" if getattr(exc, "lineno", None) else ""
+    return f"chat template: {type(exc).__name__}: {text}{where}"
+
+
+class ChatTemplate:
+    """A compiled chat template with its special-token strings."""
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "",
+                 name: str = "custom") -> None:
+        """Compile `source` (Jinja, or a BUILTIN_TEMPLATES name); raise ChatTemplateError."""
+        if source in BUILTIN_TEMPLATES:
+            name, source = source, BUILTIN_TEMPLATES[source]
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.name = name  # for logs: "gguf", a built-in name, or "custom"
+        try:
+            self._template = _environment().from_string(source)
+        except Exception as exc:  # TemplateSyntaxError, or anything jinja2 raises while compiling
+            raise ChatTemplateError(_one_line(exc)) from None
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], override: Optional[str] = None,
+                      tokens: Optional[Sequence[str]] = None) -> "ChatTemplate":
+        """The template for a GGUF: `override` (--chat-template: a name or Jinja source), else
+        the file's `tokenizer.chat_template`, else Mistral's format. BOS/EOS strings come from
+        `tokens` (default: the file's `tokenizer.ggml.tokens`) at the file's BOS/EOS ids."""
+        if tokens is None:
+            tokens = metadata.get(KEY_TOKENS) or ()
+        bos = _token_text(tokens, metadata.get(KEY_BOS_ID))
+        eos = _token_text(tokens, metadata.get(KEY_EOS_ID))
+        if override:
+            name = override if override in BUILTIN_TEMPLATES else "custom"
+            return cls(override, bos, eos, name=name)
+        source = metadata.get(KEY_CHAT_TEMPLATE)
+        if isinstance(source, str) and source.strip():
+            return cls(source, bos, eos, name="gguf")
+        return cls(MISTRAL_TEMPLATE, bos, eos, name="mistral")
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+               **extra: Any) -> str:
+        """The template's output for `messages` ([{"role", "content"}, ...]), exactly."""
+        try:
+            return self._template.render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                **extra,
+            )
+        except Exception as exc:  # any failure of untrusted template code is the template's error
+            raise ChatTemplateError(_one_line(exc)) from None
+
+    def prompt(self, messages: Sequence[Mapping[str, Any]], add_bos: bool,
+               add_generation_prompt: bool = True, **extra: Any) -> str:
+        """`render()` ready to tokenize with add_special=add_bos, parse_special=True.
+
+        When the tokenizer will add BOS itself (`add_bos`), a leading BOS text is removed so
+        the prompt does not start with two BOS tokens (llama.cpp's server does the same).
+        """
+        return self.strip_bos(self.render(messages, add_generation_prompt, **extra), add_bos)
+
+    def strip_bos(self, text: str, add_bos: bool) -> str:
+        """`text` without its leading BOS text if `add_bos` (the tokenizer adds the token)."""
+        if add_bos and self.bos_token and text.startswith(self.bos_token):
+            return text[len(self.bos_token):]
+        return text
+
+
+def _token_text(tokens: Sequence[str], token_id: Any) -> str:
+    """The text of `token_id`, or "" when the id is missing or out of range."""
+    if isinstance(token_id, int) and 0 <= token_id < len(tokens):
+        return str(tokens[token_id])
+    return ""

@@ -1,0 +1,393 @@
+"""Token sampling with llama.cpp's semantics, composed like mlx-lm's `make_sampler`.
+
+llama.cpp's default chain (common/common.h, `common_params_sampling::samplers`) is
+
+    logit_bias -> penalties -> dry -> top_n_sigma -> top_k -> typ_p -> top_p -> min_p -> xtc
+    -> temperature -> dist
+
+with dry, top_n_sigma, typ_p and xtc disabled by default. Here the chain is split the way mlx-lm
+splits it: `make_logits_processors` builds the history-dependent steps (logit bias, penalties),
+each `processor(history, logits) -> logits`; `make_sampler` builds the rest, `sampler(logits) ->
+token id`. The engine applies the processors in order, then the sampler.
+
+Each step reproduces llama-sampler.cpp: the candidate order (sorted by descending logit once top_k
+or top_p has run, vocabulary order otherwise), float32 arithmetic, and the `dist` draw: a
+`std::mt19937` seeded with `seed` and one `std::uniform_real_distribution<double>` value per token
+(libstdc++: two 32-bit outputs). Note that temperature comes *after* top_p / min_p: those cut on the
+untempered distribution. Temperature <= 0 is greedy: the first maximal logit (one draw is still
+consumed, as llama.cpp does, so a seeded run stays aligned).
+
+`StopChecker` ends a generation on an end-of-generation token, a token budget or a stop string,
+holding back streamed text that might be the start of a stop string.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
+
+import numpy as np
+
+LLAMA_DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp's "pick a random seed" value (`--seed -1`)
+_SORT_PREFIX = 256               # top_p on > 1024 unsorted candidates first sorts this many
+
+LogitsProcessor = Callable[[Sequence[int], np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings; the defaults are llama.cpp's (common/common.h)."""
+
+    temp: float = 0.8
+    top_k: int = 40              # <= 0: the whole vocabulary
+    top_p: float = 0.95          # 1.0: disabled
+    min_p: float = 0.05          # 0.0: disabled
+    repeat_penalty: float = 1.0  # 1.0: disabled
+    repeat_last_n: int = 64      # 0: disabled, -1: the whole history
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: Optional[int] = None   # None / -1 / 0xFFFFFFFF: random
+
+
+# ---------------------------------------------------------------------------------------------
+# Random numbers: std::mt19937 + std::uniform_real_distribution<double>(0, 1), as in llama.cpp.
+
+def _mt19937_key(seed: int) -> np.ndarray:
+    """The state `std::mt19937(seed)` starts from (init_genrand)."""
+    key = [seed & 0xFFFFFFFF]
+    for i in range(1, 624):
+        prev = key[-1]
+        key.append((1812433253 * (prev ^ (prev >> 30)) + i) & 0xFFFFFFFF)
+    return np.array(key, dtype=np.uint32)
+
+
+class StdMT19937:
+    """`std::mt19937` and libstdc++'s `generate_canonical<double, 53>` on numpy's MT19937."""
+
+    def __init__(self, seed: int) -> None:
+        self._bits = np.random.MT19937()
+        state = {"key": _mt19937_key(seed), "pos": 624}  # pos 624: twist before the first output
+        self._bits.state = {"bit_generator": "MT19937", "state": state}
+
+    def uniform(self) -> float:
+        """One double in [0, 1): (x0 + x1 * 2^32) / 2^64 from two 32-bit outputs."""
+        x0, x1 = self._bits.random_raw(2)
+        value = (float(x0) + float(x1) * 4294967296.0) / 18446744073709551616.0
+        return value if value < 1.0 else math.nextafter(1.0, 0.0)
+
+
+def resolve_seed(seed: Optional[int]) -> int:
+    """The 32-bit seed to use: None, -1 and LLAMA_DEFAULT_SEED mean a random one."""
+    if seed is None or seed == -1 or seed == LLAMA_DEFAULT_SEED:
+        return secrets.randbits(32) % LLAMA_DEFAULT_SEED
+    return seed & 0xFFFFFFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Chain steps. Candidates are (ids int64 (n,), logits float32 (n,), sorted flag).
+
+def _order_desc(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`index` (int64, ascending) reordered by descending `values`, ties by ascending index.
+
+    One sort of uint64 keys (order-preserving float bits above the index) is ~3x faster than a
+    stable argsort of the floats.
+    """
+    bits = (values + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into +0.0
+    ascending = np.where(bits & 0x80000000, ~bits, bits | 0x80000000)
+    key = ((~ascending).astype(np.uint64) << np.uint64(32)) | index.astype(np.uint64)
+    return (np.sort(key) & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
+def _sort_desc(ids: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates by descending logit (ties: lower id first)."""
+    order = _order_desc(logits, np.arange(logits.size))
+    return ids[order], logits[order]
+
+
+def _kth_largest_lower_bound(logits: np.ndarray, k: int) -> Optional[np.float32]:
+    """A value <= the k-th largest logit, cheaply: the k-th largest of B >= k block maxima.
+
+    The B block maxima are distinct elements, so at least k logits reach the bound. None when
+    the vector is too short for the trick to pay.
+    """
+    blocks = max(k, 512)
+    size = logits.size // blocks
+    if size < 4:
+        return None
+    maxima = logits[: blocks * size].reshape(blocks, size).max(axis=1)
+    return np.partition(maxima, blocks - k)[blocks - k]
+
+
+def top_indices(logits: np.ndarray, m: int) -> np.ndarray:
+    """Indices of the m largest logits by descending logit (ties: lower index first).
+
+    Avoids sorting (or even partitioning) the whole vocabulary: a cheap lower bound on the m-th
+    largest value picks a small superset, and only that is sorted.
+    """
+    bound = _kth_largest_lower_bound(logits, m) if m < logits.size else None
+    cand = np.arange(logits.size) if bound is None else np.flatnonzero(logits >= bound)
+    if cand.size > 4 * m + 4096:  # a poor bound (adversarial input): partition first
+        cand = np.sort(cand[np.argpartition(-logits[cand], m - 1)[:m]])
+    return _order_desc(logits[cand], cand)[:m]
+
+
+def top_k_step(ids: np.ndarray, logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest logits, sorted descending (llama.cpp sorts even when k >= n)."""
+    keep = top_indices(logits, min(k, logits.size))
+    return ids[keep], logits[keep]
+
+
+def _softmax_f32(logits: np.ndarray) -> np.ndarray:
+    """llama_sampler_softmax_impl: float32 exp, sequential float32 sum."""
+    e = np.exp(logits - logits.max())
+    return e / np.cumsum(e)[-1]
+
+
+def top_p_step(ids: np.ndarray, logits: np.ndarray, is_sorted: bool, p: float,
+               min_keep: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest prefix (by descending probability) whose float32 cumulative sum reaches p.
+
+    Unsorted candidates are sorted only as far as needed: the top 256 first (as llama.cpp does
+    above 1024 candidates), then 8x more at a time.
+    """
+    probs = _softmax_f32(logits)
+    p32 = np.float32(p)
+    n = logits.size
+    order: Optional[np.ndarray] = None
+    if not is_sorted:
+        m = min(_SORT_PREFIX, n)
+        while True:
+            order = top_indices(logits, m)
+            if m == n or (np.cumsum(probs[order])[-1] >= p32 and m >= min_keep):
+                break
+            m = min(8 * m, n)
+    sorted_probs = probs if order is None else probs[order]
+    cum = np.cumsum(sorted_probs)
+    reached = int(np.searchsorted(cum, p32, side="left"))  # first i with cum[i] >= p
+    last = min(max(reached + 1, min_keep), cum.size)
+    if order is None:
+        return ids[:last], logits[:last]
+    keep = order[:last]
+    return ids[keep], logits[keep]
+
+
+def min_p_step(ids: np.ndarray, logits: np.ndarray, is_sorted: bool, p: float,
+               min_keep: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep logits >= max + log(p), i.e. probability >= p * max probability (order preserved)."""
+    max_logit = logits[0] if is_sorted else logits.max()
+    min_logit = np.float32(max_logit + np.float32(math.log(p)))
+    mask = logits >= min_logit
+    n_kept = int(np.count_nonzero(mask))
+    if n_kept > 0 and n_kept >= min_keep:
+        return ids[mask], logits[mask]
+    # llama.cpp's fallback: sort, keep the first max(1, n_kept, min_keep)
+    ids, logits = (ids, logits) if is_sorted else _sort_desc(ids, logits)
+    last = min(max(1, n_kept, min_keep), logits.size)
+    return ids[:last], logits[:last]
+
+
+def dist_step(logits: np.ndarray, rng: StdMT19937) -> int:
+    """Index drawn from softmax(logits) by llama_sampler_dist_apply's cumulative-sum walk."""
+    rnd = rng.uniform()
+    if logits.size == 1:
+        return 0
+    probs = np.exp(logits - logits.max())           # float32, like expf
+    cum = np.cumsum(probs, dtype=np.float64)        # double running sum of float terms
+    index = int(np.searchsorted(cum, cum[-1] * rnd, side="left"))
+    return min(index, logits.size - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition
+
+class Sampler:
+    """top_k -> top_p -> min_p -> temperature -> dist over one logits vector; see module doc."""
+
+    def __init__(self, temp: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 seed: Optional[int] = None, min_keep: int = 0) -> None:
+        self.temp, self.top_k, self.top_p, self.min_p = temp, top_k, top_p, min_p
+        self.min_keep = min_keep
+        self.seed = resolve_seed(seed)  # the seed actually used (log it to reproduce a run)
+        self._rng = StdMT19937(self.seed)
+        self._ids: Optional[np.ndarray] = None  # cached arange(n_vocab)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        """Token id for `logits` (float32, (n_vocab,)); does not modify `logits`."""
+        logits = np.asarray(logits, dtype=np.float32)
+        if self.temp <= 0.0:
+            self._rng.uniform()  # llama.cpp's dist still draws once
+            return int(np.argmax(logits))
+        ids, logits, _ = self._filter(logits)
+        logits = logits / np.float32(self.temp)
+        return int(ids[dist_step(logits, self._rng)])
+
+    def candidates(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, logits) left after top_k, top_p and min_p, before temperature."""
+        ids, kept, _ = self._filter(np.asarray(logits, dtype=np.float32))
+        return ids, kept
+
+    def _filter(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """top_k, top_p and min_p, in llama.cpp's order."""
+        if self._ids is None or self._ids.size != logits.size:
+            self._ids = np.arange(logits.size, dtype=np.int64)
+        ids, is_sorted = self._ids, False
+        if self.top_k > 0:
+            ids, logits = top_k_step(ids, logits, self.top_k)
+            is_sorted = True
+        if self.top_p < 1.0:
+            ids, logits = top_p_step(ids, logits, is_sorted, self.top_p, self.min_keep)
+            is_sorted = True
+        if self.min_p > 0.0:
+            ids, logits = min_p_step(ids, logits, is_sorted, self.min_p, self.min_keep)
+        return ids, logits, is_sorted
+
+
+def make_sampler(temp: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 seed: Optional[int] = None, min_keep: int = 0) -> Sampler:
+    """A callable `sampler(logits) -> token id` with llama.cpp's chain and defaults."""
+    return Sampler(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed, min_keep=min_keep)
+
+
+def apply_penalties(logits: np.ndarray, history: Sequence[int], repeat_penalty: float = 1.0,
+                    repeat_last_n: int = 64, presence_penalty: float = 0.0,
+                    frequency_penalty: float = 0.0) -> np.ndarray:
+    """llama_sampler_penalties_apply on a copy of `logits`.
+
+    For each distinct token among the last `repeat_last_n` of `history` (-1: all of it), seen
+    `count` times: logit <= 0 is multiplied by repeat_penalty, logit > 0 divided by it; then
+    `count * frequency_penalty + presence_penalty` is subtracted. The history is what llama.cpp
+    feeds its sampler: the prompt tokens followed by the generated ones.
+    """
+    out = np.array(logits, dtype=np.float32, copy=True)
+    if repeat_last_n == 0 or len(history) == 0:
+        return out
+    recent = history if repeat_last_n < 0 else history[-repeat_last_n:]
+    ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
+    values = out[ids]
+    penalty = np.float32(repeat_penalty)
+    values = np.where(values <= 0, values * penalty, values / penalty)
+    counts32 = counts.astype(np.float32)
+    values -= counts32 * np.float32(frequency_penalty) + np.float32(presence_penalty)
+    out[ids] = values
+    return out
+
+
+def make_logits_processors(repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+                           presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                           logit_bias: Optional[Mapping[int, float]] = None
+                           ) -> list[LogitsProcessor]:
+    """History-dependent steps, each `processor(history, logits) -> new logits`, in chain order.
+
+    Empty when everything is disabled (llama.cpp's defaults), so the common case costs nothing.
+    """
+    processors: list[LogitsProcessor] = []
+    if logit_bias:
+        bias_ids = np.array(list(logit_bias.keys()), dtype=np.int64)
+        bias_values = np.array(list(logit_bias.values()), dtype=np.float32)
+
+        def add_bias(history: Sequence[int], logits: np.ndarray) -> np.ndarray:
+            out = np.array(logits, dtype=np.float32, copy=True)
+            out[bias_ids] += bias_values
+            return out
+
+        processors.append(add_bias)
+    enabled = repeat_penalty != 1.0 or presence_penalty != 0.0 or frequency_penalty != 0.0
+    if repeat_last_n != 0 and enabled:
+
+        def penalize(history: Sequence[int], logits: np.ndarray) -> np.ndarray:
+            return apply_penalties(logits, history, repeat_penalty, repeat_last_n,
+                                   presence_penalty, frequency_penalty)
+
+        processors.append(penalize)
+    return processors
+
+
+# ---------------------------------------------------------------------------------------------
+# Stopping
+
+class StopChecker:
+    """Decides when generation ends and what streamed text may be shown.
+
+    Per sampled token the engine calls `is_end(token)` (an end-of-generation token: stop, and the
+    token's text is not shown), then `push(text)`, which counts the token and returns the text that
+    is safe to emit. Text that could be the beginning of a stop string is held back until it is
+    decided; a stop string ends generation and neither it nor anything after it is emitted. When
+    generation ends for another reason (or the caller stops), `flush()` returns the held text.
+    `finish_reason` is then "stop" (EOG token or stop string) or "length" (max_tokens reached).
+    `feed(text) -> (text, hit)` is the stop-string part alone, for callers that count tokens.
+    """
+
+    def __init__(self, stop: Sequence[str] = (), max_tokens: int = -1,
+                 is_eog: Optional[Callable[[int], bool]] = None) -> None:
+        self.stop = [s for s in stop if s]
+        self.max_tokens = max_tokens        # < 0: no limit
+        self.is_eog = is_eog
+        self.n_tokens = 0
+        self.finish_reason: Optional[str] = None
+        self.stop_string: Optional[str] = None  # the stop string that matched
+        self._held = ""
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def is_end(self, token: int) -> bool:
+        """True (and finish_reason "stop") if `token` is an end-of-generation token."""
+        if self.is_eog is not None and self.is_eog(token):
+            self.finish_reason = "stop"
+            return True
+        return False
+
+    def push(self, piece: str) -> str:
+        """Count one generated token whose text is `piece`; return the text safe to emit now."""
+        self.n_tokens += 1
+        text, hit = self.feed(piece)
+        if not hit and 0 <= self.max_tokens <= self.n_tokens:
+            self.finish_reason = "length"
+            text += self.flush()
+        return text
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Add streamed text: (text safe to emit now, whether a stop string was found)."""
+        text = self._held + piece
+        self._held = ""
+        cut = self._find_stop(text)
+        if cut is not None:
+            self.finish_reason = "stop"
+            return text[:cut], True
+        hold = self._partial_stop_length(text)
+        if hold:
+            self._held = text[-hold:]
+            return text[:-hold], False
+        return text, False
+
+    def flush(self, tail: str = "") -> str:
+        """The held-back text plus `tail` (e.g. the detokenizer's rest) at the end of generation,
+        cut before a stop string if one is completed there."""
+        text, self._held = self._held + tail, ""
+        cut = self._find_stop(text)
+        if cut is not None:
+            self.finish_reason = "stop"
+            return text[:cut]
+        return text
+
+    def _find_stop(self, text: str) -> Optional[int]:
+        """Position of the earliest complete stop string in `text`."""
+        best: Optional[int] = None
+        for stop in self.stop:
+            pos = text.find(stop)
+            if pos >= 0 and (best is None or pos < best):
+                best, self.stop_string = pos, stop
+        return best
+
+    def _partial_stop_length(self, text: str) -> int:
+        """Length of the longest suffix of `text` that is a proper prefix of a stop string."""
+        longest = 0
+        for stop in self.stop:
+            for n in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
