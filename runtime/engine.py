@@ -1,0 +1,195 @@
+"""The inference engine: a GGUF model, its tokenizer and chat template, and generation.
+
+Shaped like llama-cpp-python so its users feel at home::
+
+    eng = Engine.load("model.gguf", n_ctx=4096)
+    ids = eng.tokenize("Hello", add_special=True)
+    logits = eng.eval(ids)              # appends to the KV cache
+    for piece in eng.generate("Once upon a time", max_tokens=32, temp=0):
+        print(piece, end="")
+
+Layers, as in mlx-lm: `generate_step` yields token ids; `stream_generate` turns
+them into text pieces with stop handling and timings; chat, the CLI and the server
+consume only that.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from os import PathLike
+
+import numpy as np
+
+from runtime.chat_template import ChatTemplate
+from runtime.gguf import GGUFFile
+from runtime.model import Model, ModelError
+from runtime.sampling import SamplingParams, StopChecker, make_logits_processors, make_sampler
+from runtime.tokenizer import Tokenizer
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0       # tokens evaluated for the prompt (after cache reuse)
+    cached_tokens: int = 0       # prompt tokens found already in the KV cache
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+
+@dataclass
+class Chunk:
+    """One streamed piece of generated text."""
+    text: str
+    token: int | None
+    finish_reason: str | None = None  # "stop" (EOS or stop string), "length", or None while going
+    stats: Stats = field(default_factory=Stats)
+
+
+class Engine:
+    def __init__(self, gguf: GGUFFile, model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> None:
+        self.gguf = gguf
+        self.model = model
+        self.tokenizer = tokenizer
+        self.template = template
+        self.tokens: list[int] = []  # what the KV cache holds, position by position
+        self.last_reused = 0         # prompt tokens the last prefill found in the cache
+
+    @classmethod
+    def load(cls, path: str | PathLike[str], offset: int = 0, n_ctx: int = 4096, n_threads: int | None = None,
+             chat_template: str | None = None) -> Engine:
+        f = GGUFFile(path, offset)
+        try:
+            model = Model(f, n_ctx=n_ctx, n_threads=n_threads)
+            tokenizer = Tokenizer.from_gguf_metadata(f.metadata)
+            template = ChatTemplate.from_metadata(f.metadata, override=chat_template)
+        except BaseException:
+            f.close()
+            raise
+        return cls(f, model, tokenizer, template)
+
+    # -- llama-cpp-python-like basics -----------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return self.model.n_ctx
+
+    @property
+    def n_past(self) -> int:
+        return len(self.tokens)
+
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
+        return self.tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.detokenize(ids)
+
+    def reset(self) -> None:
+        self.tokens = []
+
+    def eval(self, ids: list[int]) -> np.ndarray:
+        """Runs ids after what the cache holds; returns float32 logits of the last one."""
+        ids = [int(i) for i in ids]
+        logits = self.model.forward(ids, self.n_past)
+        self.tokens.extend(ids)
+        return logits
+
+    def eval_all(self, ids: list[int]) -> np.ndarray:
+        """Like eval, with logits for every position: (len(ids), n_vocab)."""
+        ids = [int(i) for i in ids]
+        logits = self.model.forward(ids, self.n_past, all_logits=True)
+        self.tokens.extend(ids)
+        return logits
+
+    def prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
+        """Makes the cache hold exactly ids, reusing the longest common prefix.
+
+        Returns the last position's logits and how many tokens came from the cache.
+        """
+        if not ids:
+            raise ModelError("empty prompt")
+        common = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(ids) - 1)  # at least one token runs, for its logits
+        del self.tokens[common:]
+        self.last_reused = common
+        return self.eval(ids[common:]), common
+
+    # -- generation -----------------------------------------------------------
+
+    def generate_step(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
+        """Yields sampled token ids forever (the caller stops); the first after the prompt."""
+        sampler = make_sampler(temp=params.temp, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+                               seed=params.seed)
+        processors = make_logits_processors(repeat_penalty=params.repeat_penalty,
+                                            repeat_last_n=params.repeat_last_n,
+                                            presence_penalty=params.presence_penalty,
+                                            frequency_penalty=params.frequency_penalty)
+        logits, _ = self.prefill(prompt)
+        while True:
+            for proc in processors:  # the history is the prompt and what was generated, as in llama.cpp
+                logits = proc(self.tokens, logits)
+            tok = int(sampler(logits))
+            yield tok
+            if self.n_past >= self.n_ctx:
+                return
+            logits = self.eval([tok])
+
+    def stream_generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
+                        params: SamplingParams | None = None, parse_special: bool = True) -> Iterator[Chunk]:
+        """Yields text pieces; the last chunk carries finish_reason and the timings."""
+        params = params or SamplingParams()
+        ids = self.tokenize(prompt, add_special=True, parse_special=parse_special) if isinstance(prompt, str) \
+            else list(prompt)
+        if len(ids) >= self.n_ctx:
+            raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
+        stats = Stats()
+        decoder = self.tokenizer.decoder()
+        stopper = StopChecker(stop or [])
+        t0 = t1 = time.perf_counter()
+        finish, tok, hit = "length", None, False
+        for i, tok in enumerate(self.generate_step(ids, params)):
+            if i == 0:  # the first token closes prompt processing
+                t1 = time.perf_counter()
+                stats.cached_tokens = self.last_reused
+                stats.prompt_tokens = len(ids) - self.last_reused
+                stats.prompt_seconds = t1 - t0
+            stats.generated_tokens = i + 1
+            stats.generation_seconds = time.perf_counter() - t1
+            if self.tokenizer.is_eog(tok):
+                finish = "stop"
+                break
+            text, hit = stopper.feed(decoder.feed(tok))
+            if text:
+                yield Chunk(text, tok, None, stats)
+            if hit:
+                finish = "stop"
+                break
+            if 0 <= max_tokens <= i + 1:
+                break
+        # text held back (a possible stop-string start, an unfinished character) ends the output,
+        # unless a stop string was found
+        tail = "" if hit else stopper.flush(decoder.flush())
+        yield Chunk(tail, tok, finish, stats)
+
+    def generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
+                 **sampling: object) -> Iterator[str]:
+        """Streams the generated text, piece by piece."""
+        params = SamplingParams(**sampling)  # type: ignore[arg-type]
+        for chunk in self.stream_generate(prompt, max_tokens=max_tokens, stop=stop, params=params):
+            if chunk.text:
+                yield chunk.text
+
+    def close(self) -> None:
+        self.gguf.close()
