@@ -1,0 +1,375 @@
+// legacy.c — the first GGML 4- and 5-bit formats: 32 weights per block, fp16 scales.
+//   Q4_0: x = d * (q - 8),   q in 0..15   dot against Q8_0
+//   Q4_1: x = d * q + m,     q in 0..15   dot against Q8_1
+//   Q5_0: x = d * (q - 16),  q in 0..31   dot against Q8_0
+//   Q5_1: x = d * q + m,     q in 0..31   dot against Q8_1
+// Byte qs[j] holds element j in its low nibble and element j + 16 in its high one;
+// Q5 keeps the fifth bit of element j as bit j of qh (a little-endian uint32).
+// With Q8_1 activations (s = dy * sum(qy)) the min term of a block is m * s, so
+// the dot is sum over blocks of dx*dy * sum(q*qy) + m*s: integers inside a block.
+#include "simd.h"
+
+// The 32 quants of a block, unsigned (before the -8 / -16 offset), in element order.
+static inline void unpack_q4(const uint8_t *qs, int *q) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = qs[j] & 0x0f;
+        q[j + 16] = qs[j] >> 4;
+    }
+}
+static inline void unpack_q5(const uint8_t *qs, const uint8_t *qh, int *q) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    unpack_q4(qs, q);
+    for (int j = 0; j < 32; j++) q[j] |= (int)((h >> j) & 1) << 4;
+}
+
+// ---------------------------------------------------------------------------
+// Dequantizers (gguf-py order: float32 d times float32 q, then + m)
+
+void lp_q4_0_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q4_0 *restrict x = vx;
+    int q[32];
+    for (int64_t i = 0; i < n / QK4_0; i++, y += QK4_0) {
+        const float d = lp_half_to_float(x[i].d);
+        unpack_q4(x[i].qs, q);
+        for (int j = 0; j < QK4_0; j++) y[j] = d * (float)(q[j] - 8);
+    }
+}
+
+void lp_q4_1_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q4_1 *restrict x = vx;
+    int q[32];
+    for (int64_t i = 0; i < n / QK4_1; i++, y += QK4_1) {
+        const float d = lp_half_to_float(x[i].d), m = lp_half_to_float(x[i].m);
+        unpack_q4(x[i].qs, q);
+        for (int j = 0; j < QK4_1; j++) y[j] = d * (float)q[j] + m;
+    }
+}
+
+void lp_q5_0_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q5_0 *restrict x = vx;
+    int q[32];
+    for (int64_t i = 0; i < n / QK5_0; i++, y += QK5_0) {
+        const float d = lp_half_to_float(x[i].d);
+        unpack_q5(x[i].qs, x[i].qh, q);
+        for (int j = 0; j < QK5_0; j++) y[j] = d * (float)(q[j] - 16);
+    }
+}
+
+void lp_q5_1_to_float(const void *restrict vx, float *restrict y, int64_t n) {
+    const block_q5_1 *restrict x = vx;
+    int q[32];
+    for (int64_t i = 0; i < n / QK5_1; i++, y += QK5_1) {
+        const float d = lp_half_to_float(x[i].d), m = lp_half_to_float(x[i].m);
+        unpack_q5(x[i].qs, x[i].qh, q);
+        for (int j = 0; j < QK5_1; j++) y[j] = d * (float)q[j] + m;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reference dot products: integer sum per block, one float multiply per block.
+
+static inline int dot_block(const int *q, int offset, const int8_t *qy) {
+    int sumi = 0;
+    for (int j = 0; j < 32; j++) sumi += (q[j] - offset) * qy[j];
+    return sumi;
+}
+
+void lp_vec_dot_q4_0_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    int q[32];
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK4_0; i++) {
+        unpack_q4(x[i].qs, q);
+        const int sumi = dot_block(q, 8, y[i].qs);
+        sumf += (float)sumi * (lp_half_to_float(x[i].d) * lp_half_to_float(y[i].d));
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q4_1_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    int q[32];
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK4_1; i++) {
+        unpack_q4(x[i].qs, q);
+        const int sumi = dot_block(q, 0, y[i].qs);
+        sumf += (float)sumi * (lp_half_to_float(x[i].d) * lp_half_to_float(y[i].d)) +
+                lp_half_to_float(x[i].m) * lp_half_to_float(y[i].s);
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q5_0_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    int q[32];
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK5_0; i++) {
+        unpack_q5(x[i].qs, x[i].qh, q);
+        const int sumi = dot_block(q, 16, y[i].qs);
+        sumf += (float)sumi * (lp_half_to_float(x[i].d) * lp_half_to_float(y[i].d));
+    }
+    *s = sumf;
+}
+
+void lp_vec_dot_q5_1_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    int q[32];
+    float sumf = 0.0f;
+    for (int i = 0; i < n / QK5_1; i++) {
+        unpack_q5(x[i].qs, x[i].qh, q);
+        const int sumi = dot_block(q, 0, y[i].qs);
+        sumf += (float)sumi * (lp_half_to_float(x[i].d) * lp_half_to_float(y[i].d)) +
+                lp_half_to_float(x[i].m) * lp_half_to_float(y[i].s);
+    }
+    *s = sumf;
+}
+
+// ---------------------------------------------------------------------------
+// AVX2. Per block: the 16 quant bytes are loaded into both halves of a register
+// and the upper half shifted by 4, so one AND leaves the 32 quants in element
+// order; maddubs multiplies them (unsigned) with the activation bytes, and the
+// offset of Q4_0/Q5_0 comes off as maddubs(offset, qy); madd sums to 8 int32,
+// then one convert and one FMA with the block's scale. Two blocks per step into
+// two accumulators. Q4_0/Q5_0 gather the 4 fp16 scales of a step in a general
+// register for one conversion; Q4_1/Q5_1 convert [d, m] and [d, s] per block.
+// (Measured on Zen 4, each choice against the alternatives: unpacking with
+// inserts, merging two blocks per madd, the sign trick for the offset.)
+
+#if LP_X86
+LP_AVX2_BEGIN
+// The fp16 at p and the one after it as floats in lanes 0, 1 (lanes 2, 3 are 0)
+static inline __m128 halves2(const lp_half *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+}
+
+// 32 quants of 4 bits: low nibbles of the 16 bytes at qs, then the high nibbles
+static inline __m256i nibbles32(const uint8_t *qs) {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+}
+
+// Bit j of the 32 bits at p as 0x10 in byte j: the fifth bit of a Q5 quant
+static inline __m256i fifth_bits32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    const __m256i which = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                            0x0101010101010101, 0x0000000000000000);
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ull);
+    const __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)v), which);  // byte j = byte j/8 of v
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, bit), bit), _mm256_set1_epi8(0x10));
+}
+
+// sum over the block of (q - offset) * qy for unsigned quants q < 32, as 8 int32 partial sums
+static inline __m256i dot_block_avx2(__m256i q, const int8_t *qy, int offset) {
+    const __m256i y = _mm256_loadu_si256((const __m256i *)qy);
+    __m256i p = _mm256_maddubs_epi16(q, y);
+    if (offset) p = _mm256_sub_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi8((char)offset), y));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+// The scales of blocks i, i + 1 of a Q4_0 / Q5_0 row, dx*dy in lanes 0 and 1: the
+// four fp16 gathered into one 64-bit word, one conversion, one multiply.
+#define LP_SCALES2(x, y, i)                                                                  \
+    _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)(x)[i].d | (uint64_t)(x)[(i) + 1].d << 16 | \
+                                             (uint64_t)(y)[i].d << 32 | (uint64_t)(y)[(i) + 1].d << 48)))
+
+// Q4_0 / Q5_0 (Q8_0 activations). QUANTS(i) gives block i's unsigned quants.
+#define LP_DOT_Q8_0_BODY(QUANTS, OFFSET)                                                     \
+    const int nb = n / 32;                                                                   \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                           \
+    int i = 0;                                                                               \
+    for (; i + 1 < nb; i += 2) {                                                             \
+        const __m128 h = LP_SCALES2(x, y, i);                  /* dx0 dx1 dy0 dy1 */         \
+        const __m256 d = _mm256_castps128_ps256(_mm_mul_ps(h, _mm_movehl_ps(h, h)));         \
+        const __m256i p0 = dot_block_avx2(QUANTS(i), y[i].qs, OFFSET);                       \
+        const __m256i p1 = dot_block_avx2(QUANTS(i + 1), y[i + 1].qs, OFFSET);               \
+        acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_set1_epi32(0)), _mm256_cvtepi32_ps(p0), acc0); \
+        acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_set1_epi32(1)), _mm256_cvtepi32_ps(p1), acc1); \
+    }                                                                                        \
+    if (i < nb) {                                                                            \
+        const __m128 d0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));  /* lane 0 */      \
+        const __m256i p0 = dot_block_avx2(QUANTS(i), y[i].qs, OFFSET);                       \
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(d0), _mm256_cvtepi32_ps(p0), acc0);     \
+    }                                                                                        \
+    *s = lp_hsum_f32x8(_mm256_add_ps(acc0, acc1));
+
+// Q4_1 / Q5_1 (Q8_1 activations): [d, m] of the weights times [d, s] of the
+// activations is [dx*dy, m*s] in one multiply; lane 1 of `mins` sums the min terms.
+#define LP_DOT_Q8_1_BODY(QUANTS)                                                             \
+    const int nb = n / 32;                                                                   \
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                           \
+    __m128 mins = _mm_setzero_ps();                                                          \
+    int i = 0;                                                                               \
+    for (; i + 1 < nb; i += 2) {                                                             \
+        const __m128 f0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));                    \
+        const __m128 f1 = _mm_mul_ps(halves2(&x[i + 1].d), halves2(&y[i + 1].d));            \
+        const __m256i p0 = dot_block_avx2(QUANTS(i), y[i].qs, 0);                            \
+        const __m256i p1 = dot_block_avx2(QUANTS(i + 1), y[i + 1].qs, 0);                    \
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), _mm256_cvtepi32_ps(p0), acc0);     \
+        acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f1), _mm256_cvtepi32_ps(p1), acc1);     \
+        mins = _mm_add_ps(mins, _mm_add_ps(f0, f1));                                         \
+    }                                                                                        \
+    if (i < nb) {                                                                            \
+        const __m128 f0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));                    \
+        const __m256i p0 = dot_block_avx2(QUANTS(i), y[i].qs, 0);                            \
+        acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), _mm256_cvtepi32_ps(p0), acc0);     \
+        mins = _mm_add_ps(mins, f0);                                                         \
+    }                                                                                        \
+    *s = lp_hsum_f32x8(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1));
+
+#define Q4_QUANTS(b) nibbles32(x[b].qs)
+#define Q5_QUANTS(b) _mm256_or_si256(nibbles32(x[b].qs), fifth_bits32(x[b].qh))
+
+void lp_vec_dot_q4_0_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    LP_DOT_Q8_0_BODY(Q4_QUANTS, 8)
+}
+
+void lp_vec_dot_q5_0_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    LP_DOT_Q8_0_BODY(Q5_QUANTS, 16)
+}
+
+void lp_vec_dot_q4_1_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    LP_DOT_Q8_1_BODY(Q4_QUANTS)
+}
+
+void lp_vec_dot_q5_1_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    LP_DOT_Q8_1_BODY(Q5_QUANTS)
+}
+#undef Q4_QUANTS
+#undef Q5_QUANTS
+#undef LP_DOT_Q8_0_BODY
+#undef LP_DOT_Q8_1_BODY
+#undef LP_SCALES2
+LP_AVX2_END
+#endif
+
+// ---------------------------------------------------------------------------
+// NEON. Quants as bytes (unsigned, or signed once the offset is off), two
+// 16-byte dot products per block, the int32 sums converted and scaled; two
+// blocks per step into two accumulators.
+
+#if LP_ARM
+// The first 4 fp16 at p as floats (p's block has at least 8 bytes from there).
+static inline float32x4_t halves4(const lp_half *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+// Nibbles of a block: elements 0..15 in *lo, 16..31 in *hi.
+static inline void nibbles_neon(const uint8_t *qs, uint8x16_t *lo, uint8x16_t *hi) {
+    const uint8x16_t v = vld1q_u8(qs);
+    *lo = vandq_u8(v, vdupq_n_u8(0x0f));
+    *hi = vshrq_n_u8(v, 4);
+}
+
+// Q5 quants: the nibbles with bit j of qh as 0x10 in element j.
+static inline void q5_neon(const uint8_t *qs, const uint8_t *qh, uint8x16_t *lo, uint8x16_t *hi) {
+    static const uint8_t idx_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t idx_hi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint32_t v;
+    memcpy(&v, qh, 4);
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(v));
+    const uint8x16_t b = vld1q_u8(bit), h = vdupq_n_u8(0x10);
+    nibbles_neon(qs, lo, hi);
+    // element j takes qh byte j/8 and tests bit j%8
+    *lo = vorrq_u8(*lo, vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx_lo)), b), h));
+    *hi = vorrq_u8(*hi, vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(idx_hi)), b), h));
+}
+
+// (q - offset) . qy for one block (q < 32), times lane 0 of f: 4 float partial sums
+static inline float32x4_t dot_block_neon(uint8x16_t lo, uint8x16_t hi, int offset, const int8_t *qy, float32x4_t f) {
+    const int8x16_t off = vdupq_n_s8((int8_t)offset);
+    const int8x16_t a = vsubq_s8(vreinterpretq_s8_u8(lo), off), b = vsubq_s8(vreinterpretq_s8_u8(hi), off);
+    const int32x4_t p = lp_dot_i8x16(lp_dot_i8x16(vdupq_n_s32(0), a, vld1q_s8(qy)), b, vld1q_s8(qy + 16));
+    return vmulq_laneq_f32(vcvtq_f32_s32(p), f, 0);
+}
+
+// Q4_0 / Q5_0 (Q8_0 activations). QUANTS(b, lo, hi) unpacks block b's quants.
+// f = [dx, ...] * [dy, ...]: lane 0 is the block's scale.
+#define LP_NEON_Q8_0_BODY(QUANTS, OFFSET)                                                    \
+    const int nb = n / 32;                                                                   \
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0;                                       \
+    uint8x16_t lo, hi;                                                                       \
+    int i = 0;                                                                               \
+    for (; i + 1 < nb; i += 2) {                                                             \
+        QUANTS(i, &lo, &hi);                                                                 \
+        acc0 = vaddq_f32(acc0, dot_block_neon(lo, hi, OFFSET, y[i].qs, vmulq_f32(halves4(&x[i].d), halves4(&y[i].d)))); \
+        QUANTS(i + 1, &lo, &hi);                                                             \
+        acc1 = vaddq_f32(acc1, dot_block_neon(lo, hi, OFFSET, y[i + 1].qs, vmulq_f32(halves4(&x[i + 1].d), halves4(&y[i + 1].d)))); \
+    }                                                                                        \
+    if (i < nb) {                                                                            \
+        QUANTS(i, &lo, &hi);                                                                 \
+        acc0 = vaddq_f32(acc0, dot_block_neon(lo, hi, OFFSET, y[i].qs, vmulq_f32(halves4(&x[i].d), halves4(&y[i].d)))); \
+    }                                                                                        \
+    *s = vaddvq_f32(vaddq_f32(acc0, acc1));
+
+// Q4_1 / Q5_1 (Q8_1 activations): [d, m] times [d, s] = [dx*dy, m*s]; lane 1 of
+// `mins` sums the min terms.
+#define LP_NEON_Q8_1_BODY(QUANTS)                                                            \
+    const int nb = n / 32;                                                                   \
+    float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = acc0, mins = acc0;                          \
+    uint8x16_t lo, hi;                                                                       \
+    int i = 0;                                                                               \
+    for (; i + 1 < nb; i += 2) {                                                             \
+        const float32x4_t f0 = vmulq_f32(halves4(&x[i].d), halves4(&y[i].d));               \
+        const float32x4_t f1 = vmulq_f32(halves4(&x[i + 1].d), halves4(&y[i + 1].d));       \
+        QUANTS(i, &lo, &hi);                                                                 \
+        acc0 = vaddq_f32(acc0, dot_block_neon(lo, hi, 0, y[i].qs, f0));                      \
+        QUANTS(i + 1, &lo, &hi);                                                             \
+        acc1 = vaddq_f32(acc1, dot_block_neon(lo, hi, 0, y[i + 1].qs, f1));                  \
+        mins = vaddq_f32(mins, vaddq_f32(f0, f1));                                           \
+    }                                                                                        \
+    if (i < nb) {                                                                            \
+        const float32x4_t f0 = vmulq_f32(halves4(&x[i].d), halves4(&y[i].d));               \
+        QUANTS(i, &lo, &hi);                                                                 \
+        acc0 = vaddq_f32(acc0, dot_block_neon(lo, hi, 0, y[i].qs, f0));                      \
+        mins = vaddq_f32(mins, f0);                                                          \
+    }                                                                                        \
+    *s = vaddvq_f32(vaddq_f32(acc0, acc1)) + vgetq_lane_f32(mins, 1);
+
+#define Q4_NEON(b, lo, hi) nibbles_neon(x[b].qs, lo, hi)
+#define Q5_NEON(b, lo, hi) q5_neon(x[b].qs, x[b].qh, lo, hi)
+
+void lp_vec_dot_q4_0_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    LP_NEON_Q8_0_BODY(Q4_NEON, 8)
+}
+
+void lp_vec_dot_q5_0_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    LP_NEON_Q8_0_BODY(Q5_NEON, 16)
+}
+
+void lp_vec_dot_q4_1_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q4_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    LP_NEON_Q8_1_BODY(Q4_NEON)
+}
+
+void lp_vec_dot_q5_1_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+    const block_q5_1 *restrict x = vx;
+    const block_q8_1 *restrict y = vy;
+    LP_NEON_Q8_1_BODY(Q5_NEON)
+}
+#undef Q4_NEON
+#undef Q5_NEON
+#undef LP_NEON_Q8_0_BODY
+#undef LP_NEON_Q8_1_BODY
+#endif
