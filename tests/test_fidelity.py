@@ -23,6 +23,11 @@ from runtime.model import Model
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 REF = json.loads((FIXTURES / "reference.json").read_text())
 MARGIN_EXACT = 0.002   # 0.2% of the logit range
+# SmolLM2's 30 layers compound the 8-bit rounding of every matmul input. Measured against
+# a float64 forward pass of the same weights, llama.cpp's top-20 logits on these prompts
+# are 0.85-2.5% of the range away from exact, this engine's 0.5-1.6%; the two differ by
+# up to 1.9%. Its acceptance is the identical greedy continuation; the logits get 3%.
+SMOLLM2_LOGITS_REL = 0.03
 
 
 def _greedy(model: Model, prompt: list[int], steps: int) -> list[int]:
@@ -37,18 +42,21 @@ def _greedy(model: Model, prompt: list[int], steps: int) -> list[int]:
     return out
 
 
-def _compare_logits(got: np.ndarray, ref_ids: list[int], ref_vals: list[float], span: float, what: str) -> None:
+def _compare_logits(got: np.ndarray, ref_ids: list[int], ref_vals: list[float], span: float, what: str,
+                    rel: float = 0.01) -> None:
     assert int(np.argmax(got)) == ref_ids[0], f"{what}: top token {int(np.argmax(got))}, llama.cpp {ref_ids[0]}"
     diff = np.abs(got[ref_ids[:20]] - np.asarray(ref_vals[:20]))
-    assert diff.max() <= 0.01 * span, f"{what}: top-20 logits off by {diff.max() / span:.2%} of the range"
+    assert diff.max() <= rel * span, f"{what}: top-20 logits off by {diff.max() / span:.2%} of the range"
 
 
-def _comparable_steps(margins: list[float]) -> int:
-    """Steps of a greedy run to compare: up to, not including, the first near-tie."""
-    for i, m in enumerate(margins):
+def _comparable_steps(margins: list[float], eog_index: int | None = None) -> int:
+    """Steps of a greedy run to compare: up to, not including, the first near-tie, and
+    through the end-of-generation token when there is one (what a user would see)."""
+    n = len(margins) if eog_index is None else eog_index + 1
+    for i, m in enumerate(margins[:n]):
         if m < MARGIN_EXACT:
             return i
-    return len(margins)
+    return n
 
 
 @pytest.mark.parametrize("name", sorted(REF["models"]))
@@ -78,8 +86,9 @@ def smollm2(smollm2_path):
 def test_smollm2_matches_llama_cpp(smollm2: Model, index: int) -> None:
     p = REF["smollm2"]["prompts"][index]
     got = smollm2.forward(p["tokens"], 0)
-    _compare_logits(got, p["top_ids"], p["top_logits"], p["logit_max"] - p["logit_min"], repr(p["text"]))
+    _compare_logits(got, p["top_ids"], p["top_logits"], p["logit_max"] - p["logit_min"], repr(p["text"]),
+                    rel=SMOLLM2_LOGITS_REL)
     g = p["greedy"]
-    n = _comparable_steps(g["margins"])
+    n = _comparable_steps(g["margins"], g["eog_index"])
     assert n >= 4, f"{p['text']!r}: llama.cpp's own run has a near-tie at step {n}"
     assert _greedy(smollm2, p["tokens"], n) == g["tokens"][:n], f"{p['text']!r}: greedy continuation differs"

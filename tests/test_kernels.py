@@ -74,8 +74,8 @@ def test_dequantize_quantized_data_bit_exact(name: str) -> None:
     """Blocks made by the oracle's own quantizer from smooth data (realistic scales)."""
     rng = np.random.default_rng(7)
     w = (rng.standard_normal((16, 1024)) * np.linspace(0.01, 3, 1024)).astype(np.float32)
-    data = gguf.quants.quantize(w, QT[name])
-    t = kernels.RawTensor(QT[name], (16, 1024), data.reshape(-1))
+    data = gguf.quants.quantize(w, QT[name])  # float types come back as float16 / bf16 words
+    t = kernels.RawTensor(QT[name], (16, 1024), data.view(np.uint8).reshape(-1))
     np.testing.assert_array_equal(kernels.dequantize(t), oracle_dequantize(t))
 
 
