@@ -183,6 +183,17 @@ class Engine:
         tail = "" if hit else stopper.flush(decoder.flush())
         yield Chunk(tail, tok, finish, stats)
 
+    def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids of a conversation rendered with the model's chat template (one BOS)."""
+        add_bos = self.tokenizer.add_bos
+        text = self.template.prompt(messages, add_bos=add_bos, add_generation_prompt=add_generation_prompt)
+        return self.tokenize(text, add_special=True, parse_special=True)
+
+    def stream_chat(self, messages: list[dict[str, str]], max_tokens: int = -1, stop: list[str] | None = None,
+                    params: SamplingParams | None = None) -> Iterator[Chunk]:
+        """The assistant's reply to a conversation, streamed; the KV cache keeps the shared prefix."""
+        return self.stream_generate(self.chat_prompt(messages), max_tokens=max_tokens, stop=stop, params=params)
+
     def generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
                  **sampling: object) -> Iterator[str]:
         """Streams the generated text, piece by piece."""
