@@ -10,7 +10,7 @@ KERNELS_STAMP := build/kernels.stamp
 DEBIAN_STAMP  := build/debian.stamp
 CSRC   := $(wildcard csrc/*.c csrc/*.h) csrc/build.py
 
-.PHONY: all setup kernels test bench-kernels neon clean
+.PHONY: all setup kernels test bench bench-kernels neon clean
 
 all: setup
 
@@ -45,6 +45,12 @@ test: setup
 
 bench-kernels: setup
 	$(VPY) tools/bench_kernels.py
+
+# llama.cpp side by side (llama-cpp-python builds llama.cpp from source the first
+# time, ~10 minutes on 2 cores; only the benchmarks need it, never the tests)
+bench: setup
+	$(VPY) -c "import llama_cpp" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
+	$(VPY) tools/bench.py
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c

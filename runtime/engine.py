@@ -89,8 +89,9 @@ class Engine:
     def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False) -> list[int]:
         return self.tokenizer.tokenize(text, add_special=add_special, parse_special=parse_special)
 
-    def detokenize(self, ids: list[int]) -> str:
-        return self.tokenizer.detokenize(ids)
+    def detokenize(self, ids: list[int], special: bool = False) -> str:
+        """Text of ids; special=True keeps the text of control tokens."""
+        return self.tokenizer.detokenize(ids, special=special)
 
     def reset(self) -> None:
         self.tokens = []
