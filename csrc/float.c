@@ -132,3 +132,17 @@ void lp_vec_dot_bf16_neon(int n, float *restrict s, const void *restrict vx, con
 }
 #undef LP_DOT_F32X4_BODY
 #endif
+
+// ---------------------------------------------------------------------------
+// Four activation rows per weight row (prompt processing).
+
+#if LP_X86
+LP_DOT4_FROM_DOT(f32, avx2)
+LP_DOT4_FROM_DOT(f16, avx2)
+LP_DOT4_FROM_DOT(bf16, avx2)
+#endif
+#if LP_ARM
+LP_DOT4_FROM_DOT(f32, neon)
+LP_DOT4_FROM_DOT(f16, neon)
+LP_DOT4_FROM_DOT(bf16, neon)
+#endif

@@ -450,3 +450,17 @@ void lp_vec_dot_q6_K_neon(int n, float *restrict s, const void *restrict vx, con
     *s = sumf;
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// Four activation rows per weight row (prompt processing).
+
+#if LP_X86
+LP_DOT4_FROM_DOT(q4_K, avx2)
+LP_DOT4_FROM_DOT(q5_K, avx2)
+LP_DOT4_FROM_DOT(q6_K, avx2)
+#endif
+#if LP_ARM
+LP_DOT4_FROM_DOT(q4_K, neon)
+LP_DOT4_FROM_DOT(q5_K, neon)
+LP_DOT4_FROM_DOT(q6_K, neon)
+#endif

@@ -309,3 +309,15 @@ void lp_vec_dot_q3_K_neon(int n, float *restrict s, const void *restrict vx, con
     *s = vaddvq_f32(acc);
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// Four activation rows per weight row (prompt processing).
+
+#if LP_X86
+LP_DOT4_FROM_DOT(q2_K, avx2)
+LP_DOT4_FROM_DOT(q3_K, avx2)
+#endif
+#if LP_ARM
+LP_DOT4_FROM_DOT(q2_K, neon)
+LP_DOT4_FROM_DOT(q3_K, neon)
+#endif

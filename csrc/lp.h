@@ -130,6 +130,10 @@ typedef void (*lp_to_float_fn)(const void *restrict x, float *restrict y, int64_
 typedef void (*lp_from_float_fn)(const float *restrict x, void *restrict y, int64_t n);
 // *s = dot(weights x, activations y); x in the weight type, y in its vec_dot_type.
 typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, const void *restrict y);
+// s[j * bs] = dot(x, activation row j at y + j * by), j = 0..3: one weight row decoded once for
+// four activation rows (prompt processing). Each result equals vec_dot's, bit for bit.
+typedef void (*lp_vec_dot4_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                               const void *restrict y, size_t by);
 
 typedef struct {
     const char *name;
@@ -141,6 +145,7 @@ typedef struct {
     lp_to_float_fn to_float;             // reference dequantizer, bit-exact with gguf-py
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
+    lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
 } lp_type_traits;
 
 // NULL for a type id the library does not know.
@@ -153,6 +158,17 @@ const lp_type_traits *lp_traits(int type);
     void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
+#define LP_DECLARE_DOT4(t)                                                                        \
+    void lp_vec_dot4_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
+                                const void *restrict y, size_t by);                                 \
+    void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
+                                const void *restrict y, size_t by);
+// vec_dot4 as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
+#define LP_DOT4_FROM_DOT(t, isa)                                                                  \
+    void lp_vec_dot4_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,      \
+                                 const void *restrict y, size_t by) {                               \
+        for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
+    }
 #define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
 #define LP_DECLARE_QUANTIZE(t)                                                           \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
@@ -162,6 +178,7 @@ const lp_type_traits *lp_traits(int type);
 #define LP_FOR_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) \
     X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
+LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
 LP_DECLARE_QUANTIZE(q8_0)
 LP_DECLARE_QUANTIZE(q8_1)

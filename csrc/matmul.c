@@ -55,6 +55,7 @@ int lp_vec_dot(int type, int isa, int64_t n, const void *w, const void *act, flo
 
 typedef struct {
     lp_vec_dot_fn dot;
+    lp_vec_dot4_fn dot4;   // NULL: dot per activation row
     lp_from_float_fn quantize;
     const uint8_t *w;      // (rows, w_row_bytes)
     const float *x;        // (n, cols)
@@ -88,7 +89,15 @@ static void dot_task(void *vctx, int ith, int nth) {
     const int64_t act_bytes = c->xq ? c->xq_row_bytes : c->cols * (int64_t)sizeof(float);
     for (int64_t t0 = r0; t0 < r1; t0 += LP_TILE_ROWS) {
         const int64_t t1 = t0 + LP_TILE_ROWS < r1 ? t0 + LP_TILE_ROWS : r1;
-        for (int64_t j = 0; j < c->n; j++) {
+        int64_t j = 0;
+        if (c->dot4)  // activation rows four at a time: each weight block decoded once for four
+            for (; j + 4 <= c->n; j += 4) {
+                float *yj = c->y + j * c->rows;
+                const uint8_t *aj = act + j * act_bytes;
+                for (int64_t r = t0; r < t1; r++)
+                    c->dot4((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
+            }
+        for (; j < c->n; j++) {
             float *yj = c->y + j * c->rows;
             const uint8_t *aj = act + j * act_bytes;
             for (int64_t r = t0; r < t1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
@@ -105,6 +114,7 @@ int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *
     const int isa = lp_get_isa();
     matmul_ctx c = {
         .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
+        .dot4 = t->vec_dot[isa] ? t->vec_dot4[isa] : NULL,
         .w = w, .x = x, .y = y, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
     };

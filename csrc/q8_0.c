@@ -53,3 +53,13 @@ void lp_vec_dot_q8_0_neon(int n, float *restrict s, const void *restrict vx, con
     *s = vaddvq_f32(acc);
 }
 #endif
+
+// ---------------------------------------------------------------------------
+// Four activation rows per weight row (prompt processing).
+
+#if LP_X86
+LP_DOT4_FROM_DOT(q8_0, avx2)
+#endif
+#if LP_ARM
+LP_DOT4_FROM_DOT(q8_0, neon)
+#endif

@@ -11,7 +11,8 @@
 #else
 #define LP_NEON(f)
 #endif
-#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON(lp_vec_dot_##t##_neon) }
+#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON(lp_vec_dot_##t##_neon) }, \
+                   .vec_dot4 = { LP_AVX2(lp_vec_dot4_##t##_avx2) LP_NEON(lp_vec_dot4_##t##_neon) }
 #define LP_QUANTS(t) .from_float = { [LP_ISA_REF] = lp_quantize_##t##_ref, LP_AVX2(lp_quantize_##t##_avx2) LP_NEON(lp_quantize_##t##_neon) }
 
 static const lp_type_traits traits[LP_TYPE_COUNT] = {

@@ -156,6 +156,24 @@ def test_matmul_against_float64(name: str, n: int) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
+    """Prompt batches (four activation rows per decoded weight row) give each row
+    bit for bit what decoding one token at a time gives."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    rng = np.random.default_rng(11)
+    t = weight_tensor(qtype, 21, 512, rng)
+    x = rng.standard_normal((9, 512)).astype(np.float32)
+    for isa in ISAS:
+        kernels.set_isa(isa)
+        try:
+            batch = kernels.matmul(t, x, n_threads=2)
+            for j in range(x.shape[0]):
+                np.testing.assert_array_equal(batch[j], kernels.matmul(t, x[j], n_threads=1), err_msg=f"{isa} row {j}")
+        finally:
+            kernels.set_isa(kernels.best_isa())
+
+
 def test_matmul_threads_agree_exactly() -> None:
     """Threads split rows, never a dot product: results are identical for any count."""
     rng = np.random.default_rng(3)

@@ -112,6 +112,36 @@ static void check_dot(int t, int isa, int n, int seeds) {
     free(w); free(act); free(x); free(tw); free(ta);
 }
 
+// vec_dot4 (one weight row, four activation rows) must give vec_dot's results exactly.
+static void check_dot4(int t, int isa, int n) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (!tr->vec_dot4[isa]) { report(0, "vec_dot4 missing", tr->name, 0, 0, 0); return; }
+    const lp_type_traits *a = lp_traits(tr->vec_dot_type);
+    const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
+    const size_t abytes = (size_t)n / a->blck_size * a->type_size;
+    uint8_t *w = malloc(wbytes), *act = malloc(4 * abytes);
+    float *x = malloc(sizeof(float) * n);
+    int same = 1;
+    double got_w = 0, want_w = 0;
+    for (int s = 0; s < 10; s++) {
+        random_weights(t, w, n);
+        for (int j = 0; j < 4; j++) {
+            for (int i = 0; i < n; i++) x[i] = rnd_unit() * (1 + ((i + j) % 5));
+            if (tr->vec_dot_type == LP_F32) memcpy(act + j * abytes, x, abytes);
+            else a->from_float[LP_ISA_REF](x, act + j * abytes, n);
+        }
+        float four[8];
+        tr->vec_dot4[isa](n, four, 2, w, act, abytes);  // results at stride 2
+        for (int j = 0; j < 4; j++) {
+            float one;
+            tr->vec_dot[isa](n, &one, w, act + j * abytes);
+            if (memcmp(&one, &four[2 * j], sizeof(float)) != 0 && same) { same = 0; got_w = four[2 * j]; want_w = one; }
+        }
+    }
+    report(same, "vec_dot4 == vec_dot", tr->name, got_w, want_w, 0);
+    free(w); free(act); free(x);
+}
+
 // The whole matmul path (quantize, thread pool, tiles) with the SIMD kernels
 // against the same with the reference ones.
 static void check_matmul(int t, int isa) {
@@ -150,6 +180,7 @@ int main(void) {
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         check_dot(types[i], isa, 4096, 20);
         check_dot(types[i], isa, 256, 20);
+        check_dot4(types[i], isa, 1024);
         check_matmul(types[i], isa);
     }
     printf("%d passed, %d failed\n", passed, failed);
