@@ -186,7 +186,11 @@ LP_DECLARE_QUANTIZE(q8_K)
 LP_DECLARE_TO_FLOAT(q8_1)
 LP_DECLARE_TO_FLOAT(q8_K)
 
-// Thread pool (pool.c): runs fn(ctx, ith, nth) for ith in [0, nth), the caller as
-// ith 0, and returns when all are done. Calls are serialised.
+// Thread pool (pool.c). lp_parallel_chunks runs fn(ctx, chunk, ith) for every chunk
+// in [0, n_chunks) on up to nth threads (the caller among them) and returns when all
+// are done; ith < nth names the thread running a chunk (for per-thread scratch).
+// lp_parallel runs fn(ctx, part, nth) for each part in [0, nth). Calls are serialised.
+typedef void (*lp_chunk_fn)(void *ctx, int chunk, int ith);
 typedef void (*lp_task_fn)(void *ctx, int ith, int nth);
+void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth);
 void lp_parallel(lp_task_fn fn, void *ctx, int nth);

@@ -1,10 +1,10 @@
 // matmul.c — y = x @ W^T for a weight matrix in any supported type.
 //
 // Steps: (1) quantize each activation row once to the weight type's dot-product
-// format (Q8_0 / Q8_1 / Q8_K; float types use x as it is); (2) split the weight
-// rows among the threads; each thread walks its rows in tiles of LP_TILE_ROWS and,
-// for every activation row, dots the tile's rows with it, so a tile's weights are
-// read from memory once and reused from cache for all n activation rows.
+// format (Q8_0 / Q8_1 / Q8_K; float types use x as it is); (2) hand the weight
+// rows to the threads in tiles of LP_TILE_ROWS; a tile's rows are dotted with every
+// activation row, so its weights are read from memory once and reused from cache
+// for all n activation rows.
 #include "simd.h"
 
 #define LP_TILE_ROWS 16
@@ -74,34 +74,32 @@ static void split(int64_t total, int64_t align, int ith, int nth, int64_t *start
     if (*end > total) *end = total;
 }
 
-static void quantize_task(void *vctx, int ith, int nth) {
+static void quantize_chunk(void *vctx, int r, int ith) {
     const matmul_ctx *c = vctx;
-    int64_t r0, r1;
-    split(c->n, 1, ith, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; r++) c->quantize(c->x + r * c->cols, c->xq + r * c->xq_row_bytes, c->cols);
+    (void)ith;
+    c->quantize(c->x + r * c->cols, c->xq + r * c->xq_row_bytes, c->cols);
 }
 
-static void dot_task(void *vctx, int ith, int nth) {
+// One tile: weight rows [LP_TILE_ROWS * tile, ...) against every activation row.
+static void dot_chunk(void *vctx, int tile, int ith) {
     const matmul_ctx *c = vctx;
-    int64_t r0, r1;
-    split(c->rows, LP_TILE_ROWS, ith, nth, &r0, &r1);
+    (void)ith;
     const uint8_t *act = c->xq ? c->xq : (const uint8_t *)c->x;
     const int64_t act_bytes = c->xq ? c->xq_row_bytes : c->cols * (int64_t)sizeof(float);
-    for (int64_t t0 = r0; t0 < r1; t0 += LP_TILE_ROWS) {
-        const int64_t t1 = t0 + LP_TILE_ROWS < r1 ? t0 + LP_TILE_ROWS : r1;
-        int64_t j = 0;
-        if (c->dot4)  // activation rows four at a time: each weight block decoded once for four
-            for (; j + 4 <= c->n; j += 4) {
-                float *yj = c->y + j * c->rows;
-                const uint8_t *aj = act + j * act_bytes;
-                for (int64_t r = t0; r < t1; r++)
-                    c->dot4((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
-            }
-        for (; j < c->n; j++) {
+    const int64_t r0 = (int64_t)tile * LP_TILE_ROWS;
+    const int64_t r1 = r0 + LP_TILE_ROWS < c->rows ? r0 + LP_TILE_ROWS : c->rows;
+    int64_t j = 0;
+    if (c->dot4)  // activation rows four at a time: each weight block decoded once for four
+        for (; j + 4 <= c->n; j += 4) {
             float *yj = c->y + j * c->rows;
             const uint8_t *aj = act + j * act_bytes;
-            for (int64_t r = t0; r < t1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+            for (int64_t r = r0; r < r1; r++)
+                c->dot4((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
         }
+    for (; j < c->n; j++) {
+        float *yj = c->y + j * c->rows;
+        const uint8_t *aj = act + j * act_bytes;
+        for (int64_t r = r0; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
     }
 }
 
@@ -124,11 +122,11 @@ int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *
         c.quantize = a->from_float[isa] ? a->from_float[isa] : a->from_float[LP_ISA_REF];
         c.xq = work;
         c.xq_row_bytes = act_row_bytes(t, cols);
-        lp_parallel(quantize_task, &c, n < n_threads ? (int)(n > 0 ? n : 1) : n_threads);
+        lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
     }
-    // no more threads than tiles: a thread with no rows would only add a wake-up
     const int64_t tiles = (rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS;
-    lp_parallel(dot_task, &c, tiles < n_threads ? (int)(tiles > 0 ? tiles : 1) : n_threads);
+    if (tiles > INT32_MAX) return LP_EBAD_SIZE;
+    lp_parallel_chunks(dot_chunk, &c, (int)tiles, n_threads);
     return LP_OK;
 }
 

@@ -20,7 +20,7 @@ static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const floa
 }
 
 // ---------------------------------------------------------------------------
-// Attention over the KV cache, one task per (token, head).
+// Attention over the KV cache, one chunk per (token, head).
 
 typedef struct {
     const lp_model *m;
@@ -29,28 +29,25 @@ typedef struct {
     lp_vec_dot_fn dot_f16;    // fp16 row . float row
 } attn_ctx;
 
-static void attention_task(void *vctx, int ith, int nth) {
+static void attention_chunk(void *vctx, int task, int ith) {
     const attn_ctx *c = vctx;
     const lp_model *m = c->m;
     const int hd = m->head_dim, q_dim = m->n_head * hd, kv_dim = m->n_head_kv * hd;
     const int group = m->n_head / m->n_head_kv;  // query heads per kv head
     const float scale = 1.0f / sqrtf((float)hd);
     float *s = m->att + (int64_t)ith * m->n_ctx;  // scores: (n_ctx) per thread
-    const int tasks = c->n * m->n_head;
-    for (int task = tasks * ith / nth; task < tasks * (ith + 1) / nth; task++) {
-        const int t = task / m->n_head, h = task % m->n_head, kvh = h / group;
-        const int len = c->pos + t + 1;  // causal: positions 0..pos+t
-        const float *qh = m->q + (int64_t)t * q_dim + h * hd;
-        // scores = q . k_j / sqrt(hd)
-        for (int j = 0; j < len; j++) {
-            c->dot_f16(hd, &s[j], c->kc + (int64_t)j * kv_dim + kvh * hd, qh);
-            s[j] *= scale;
-        }
-        lp_softmax(s, len);
-        // out[d] = sum_j s_j v_j[d]: a dot with row d of the transposed v cache
-        float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
-        for (int d = 0; d < hd; d++) c->dot_f16(len, &out[d], c->vc + (int64_t)(kvh * hd + d) * m->n_ctx, s);
+    const int t = task / m->n_head, h = task % m->n_head, kvh = h / group;
+    const int len = c->pos + t + 1;  // causal: positions 0..pos+t
+    const float *qh = m->q + (int64_t)t * q_dim + h * hd;
+    // scores = q . k_j / sqrt(hd)
+    for (int j = 0; j < len; j++) {
+        c->dot_f16(hd, &s[j], c->kc + (int64_t)j * kv_dim + kvh * hd, qh);
+        s[j] *= scale;
     }
+    lp_softmax(s, len);
+    // out[d] = sum_j s_j v_j[d]: a dot with row d of the transposed v cache
+    float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
+    for (int d = 0; d < hd; d++) c->dot_f16(len, &out[d], c->vc + (int64_t)(kvh * hd + d) * m->n_ctx, s);
 }
 
 // ---------------------------------------------------------------------------
@@ -149,8 +146,7 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits
             }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal
         attn_ctx ac = { m, kc, vc, n, pos, f16->vec_dot[isa] ? f16->vec_dot[isa] : f16->vec_dot[LP_ISA_REF] };
-        const int tasks = n * m->n_head;
-        lp_parallel(attention_task, &ac, tasks < m->n_threads ? tasks : m->n_threads);
+        lp_parallel_chunks(attention_chunk, &ac, n * m->n_head, m->n_threads);
         // x += xb2 Wo
         if ((rc = matmul(m, &L->wo, 0, m->xb2, n, m->xb))) return rc;
         for (int64_t i = 0; i < (int64_t)n * D; i++) m->x[i] += m->xb[i];

@@ -1,8 +1,18 @@
-// pool.c — a persistent thread pool. Workers spin briefly on a generation
-// counter (a decode step issues hundreds of small matrix products, and waking a
-// sleeping thread costs more than the product itself), then sleep on a condition
-// variable. The calling thread does part 0 of every job.
+// pool.c — a persistent thread pool that hands out work in chunks.
+//
+// A job is n_chunks independent pieces. Every thread taking part, the caller
+// included, claims chunks one at a time from a shared counter until none are left,
+// so a thread the OS has not scheduled simply gets no chunks: the others do its
+// share (a fixed split would make every job wait for the slowest thread, which
+// on a busy machine is one that is not running at all).
+//
+// The counter carries the job's generation in its high 32 bits, so a worker that
+// wakes late can never claim chunks of a job it did not read. Workers spin a
+// while on the generation (a decode step issues hundreds of small jobs, and
+// waking a sleeping thread costs more than a small job), then sleep on a
+// condition variable.
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -18,62 +28,76 @@
 #endif
 
 #define LP_MAX_THREADS 256
-#define LP_SPIN_ROUNDS (1 << 16)
+#define LP_SPIN_ROUNDS (1 << 16)   // a worker's spinning before it sleeps
+#define LP_WAIT_SPINS 1024         // the caller's spinning between yields while others finish
 
 static struct {
-    pthread_mutex_t call_lock;    // one job at a time
-    pthread_mutex_t lock;         // guards sleeping
+    pthread_mutex_t call_lock;       // one job at a time
+    pthread_mutex_t lock;            // guards sleeping
     pthread_cond_t wake;
-    atomic_uint generation;       // bumped once per job
-    atomic_int pending;           // workers not yet done with the current job
-    lp_task_fn fn;
-    void *ctx;
-    int nth;
-    int n_workers;                // started so far (ith 1..n_workers)
-} pool = { .call_lock = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+    _Atomic uint64_t job;            // generation << 32 | next chunk to claim
+    atomic_int done;                 // chunks finished in the current job
+    _Atomic(lp_chunk_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_chunks;
+    atomic_int nth;                  // threads taking part: ith < nth
+    int n_workers;                   // started so far (ith 1..n_workers)
+} pool = { .call_lock = PTHREAD_MUTEX_INITIALIZER, .lock = PTHREAD_MUTEX_INITIALIZER,
+           .wake = PTHREAD_COND_INITIALIZER };
 
-typedef struct { int ith; unsigned gen; } worker_start;
+// Claims and runs chunks of job generation gen until none are left.
+static void run_chunks(uint32_t gen, lp_chunk_fn fn, void *ctx, int n_chunks, int ith) {
+    for (;;) {
+        uint64_t cur = atomic_load_explicit(&pool.job, memory_order_acquire);
+        if ((uint32_t)(cur >> 32) != gen || (int)(uint32_t)cur >= n_chunks) return;
+        if (!atomic_compare_exchange_weak_explicit(&pool.job, &cur, cur + 1, memory_order_acq_rel,
+                                                   memory_order_relaxed))
+            continue;
+        fn(ctx, (int)(uint32_t)cur, ith);
+        atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+    }
+}
+
+typedef struct { int ith; uint32_t gen; } worker_start;
 
 static void *worker_main(void *arg) {
-    // the generation at creation, not at first run: the job that created this
-    // worker may already have been posted when it gets here
+    // the generation at creation: the job that created this worker may already be posted
     const worker_start start = *(worker_start *)arg;
     free(arg);
     const int ith = start.ith;
-    unsigned seen = start.gen;
+    uint32_t seen = start.gen;
     for (;;) {
-        unsigned gen;
+        uint32_t gen;
         int spins = 0;
-        while ((gen = atomic_load_explicit(&pool.generation, memory_order_acquire)) == seen) {
+        while ((gen = (uint32_t)(atomic_load_explicit(&pool.job, memory_order_acquire) >> 32)) == seen) {
             if (++spins < LP_SPIN_ROUNDS) {
                 lp_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&pool.lock);
-            while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen)
+            while ((uint32_t)(atomic_load_explicit(&pool.job, memory_order_acquire) >> 32) == seen)
                 pthread_cond_wait(&pool.wake, &pool.lock);
             pthread_mutex_unlock(&pool.lock);
         }
         seen = gen;
-        if (ith < pool.nth) pool.fn(pool.ctx, ith, pool.nth);
-        // every worker checks in, taking part or not, so none can lag a job behind
-        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_acq_rel);
+        // read the job, then check it is still the one announced (else skip to the newer one)
+        const lp_chunk_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&pool.ctx, memory_order_relaxed);
+        const int n_chunks = atomic_load_explicit(&pool.n_chunks, memory_order_relaxed);
+        const int nth = atomic_load_explicit(&pool.nth, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if ((uint32_t)(atomic_load_explicit(&pool.job, memory_order_relaxed) >> 32) != gen) continue;
+        if (ith < nth) run_chunks(gen, fn, ctx, n_chunks, ith);
     }
     return NULL;
 }
 
-void lp_parallel(lp_task_fn fn, void *ctx, int nth) {
-    if (nth > LP_MAX_THREADS) nth = LP_MAX_THREADS;
-    if (nth <= 1) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    pthread_mutex_lock(&pool.call_lock);
-    while (pool.n_workers < nth - 1) {  // start missing workers; on failure use fewer threads
+static void start_workers(int want) {
+    while (pool.n_workers < want) {  // on failure, run with fewer threads
         worker_start *start = malloc(sizeof(*start));
-        if (!start) break;
+        if (!start) return;
         start->ith = pool.n_workers + 1;
-        start->gen = atomic_load_explicit(&pool.generation, memory_order_relaxed);
+        start->gen = (uint32_t)(atomic_load_explicit(&pool.job, memory_order_relaxed) >> 32);
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -82,20 +106,59 @@ void lp_parallel(lp_task_fn fn, void *ctx, int nth) {
         pthread_attr_destroy(&attr);
         if (!ok) {
             free(start);
-            break;
+            return;
         }
         pool.n_workers++;
     }
+}
+
+void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth) {
+    if (n_chunks <= 0) return;
+    if (nth > n_chunks) nth = n_chunks;
+    if (nth > LP_MAX_THREADS) nth = LP_MAX_THREADS;
+    if (nth <= 1) {
+        for (int i = 0; i < n_chunks; i++) fn(ctx, i, 0);
+        return;
+    }
+    pthread_mutex_lock(&pool.call_lock);
+    start_workers(nth - 1);
     if (nth > pool.n_workers + 1) nth = pool.n_workers + 1;
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.nth = nth;
-    atomic_store_explicit(&pool.pending, pool.n_workers, memory_order_relaxed);
+    atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&pool.n_chunks, n_chunks, memory_order_relaxed);
+    atomic_store_explicit(&pool.nth, nth, memory_order_relaxed);
+    atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
+    const uint32_t gen = (uint32_t)(atomic_load_explicit(&pool.job, memory_order_relaxed) >> 32) + 1;
     pthread_mutex_lock(&pool.lock);
-    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    atomic_store_explicit(&pool.job, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    fn(ctx, 0, nth);
-    while (atomic_load_explicit(&pool.pending, memory_order_acquire) > 0) lp_cpu_relax();
+    run_chunks(gen, fn, ctx, n_chunks, 0);
+    // wait for chunks other threads are still running; yield now and then, so a
+    // busy machine can schedule them
+    for (int spins = 0; atomic_load_explicit(&pool.done, memory_order_acquire) < n_chunks; spins++) {
+        if (spins % LP_WAIT_SPINS == LP_WAIT_SPINS - 1) sched_yield();
+        else lp_cpu_relax();
+    }
     pthread_mutex_unlock(&pool.call_lock);
+}
+
+// ---------------------------------------------------------------------------
+// The (ith, nth) form: part ith of nth as one chunk each.
+
+typedef struct { lp_task_fn fn; void *ctx; int nth; } task_adapter;
+
+static void run_task_chunk(void *vctx, int chunk, int ith) {
+    const task_adapter *a = vctx;
+    (void)ith;
+    a->fn(a->ctx, chunk, a->nth);
+}
+
+void lp_parallel(lp_task_fn fn, void *ctx, int nth) {
+    if (nth <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    task_adapter a = { fn, ctx, nth };
+    lp_parallel_chunks(run_task_chunk, &a, nth, nth);
 }
