@@ -1,0 +1,174 @@
+"""The ASGI application: routes, API-key check, request size limit, and errors in OpenAI's shape.
+
+Routes (see the route modules):
+    GET  /                       the web UI (static/index.html; its files under /static/)
+    POST /v1/chat/completions    POST /v1/completions    GET /v1/models    POST /v1/embeddings
+                                 (also without the /v1 prefix, as llama.cpp serves them)
+    POST /tokenize  POST /detokenize  GET /health  GET /props      llama.cpp's utility routes
+    POST /generate  POST /generate_stream  POST /                   Text Generation Inference
+
+With an API key, every route except the UI's files and /health needs `Authorization: Bearer KEY`.
+"""
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.chat_template import ChatTemplateError
+from runtime.engine import Engine
+from runtime.server.errors import APIError
+from runtime.server.openai import OpenAIRoutes
+from runtime.server.scheduler import Scheduler
+from runtime.server.tgi import TGIRoutes
+from runtime.server.utility import UtilityRoutes
+from runtime.tokenizer import TokenizerError
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 8 << 20   # 8 MiB: far more text than any context holds
+log = logging.getLogger("llamapack.server")
+
+
+class BodyLimit:
+    """413 for a request body over `limit` bytes, by Content-Length or as it streams in."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = APIError(413, f"the request body is larger than {self.limit} bytes", code="request_too_large")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.limit:
+                        return await too_big.response()(scope, receive, send)
+                except ValueError:
+                    return await APIError(400, "bad Content-Length header").response()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise too_big
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class APIKey:
+    """`Authorization: Bearer KEY` (or `X-API-Key: KEY`) on every route but the UI's files and /health."""
+
+    PUBLIC_GET = ("/", "/index.html", "/favicon.ico", "/health")
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    def _public(self, scope: Scope) -> bool:
+        path, method = scope["path"], scope["method"]
+        return method in ("GET", "HEAD") and (path in self.PUBLIC_GET or path.startswith("/static/"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._public(scope):
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers", []))
+        given = b""
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        elif b"x-api-key" in headers:
+            given = headers[b"x-api-key"].strip()
+        if not hmac.compare_digest(given, self.key):
+            err = APIError(401, "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+            return await err.response({"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        msg = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        msg = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        msg = str(exc.detail)
+    return APIError(exc.status_code, msg, code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+                    ).response(dict(exc.headers or {}))
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return APIError(400, first).response()
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return APIError(500, f"internal server error: {type(exc).__name__}").response()
+
+
+def model_id(engine: Engine) -> str:
+    """The name clients see in /v1/models: the GGUF's general.name, else its file name."""
+    name = engine.gguf.metadata.get("general.name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    return os.path.splitext(os.path.basename(engine.gguf.path))[0] or "model"
+
+
+def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1,
+               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
+    """The server as an ASGI app; it starts its engine worker now and stops it on shutdown."""
+    scheduler = Scheduler(engine, parallel=parallel)
+    name = model_id(engine)
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        scheduler.close()
+
+    routes: list[Any] = [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/index.html", index, methods=["GET", "HEAD"]),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    routes += OpenAIRoutes(engine, scheduler, name).routes()
+    routes += UtilityRoutes(engine, scheduler, name).routes()
+    routes += TGIRoutes(engine, scheduler).routes()
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        APIError: _api_error,
+        HTTPException: _http_error,
+        ChatTemplateError: _user_error,
+        TokenizerError: _user_error,
+        Exception: _server_error,
+    })
+    app.state.engine = engine
+    app.state.scheduler = scheduler
+    app.state.model_id = name
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if api_key:
+        app.add_middleware(APIKey, key=api_key)
+    return app

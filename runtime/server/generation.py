@@ -1,0 +1,101 @@
+"""What the API routes share: a generation request as the engine sees it, its job, prompt checks,
+llama.cpp-style timings, and waiting for the output while watching for the client leaving."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from runtime.engine import Chunk, Engine, Stats
+from runtime.sampling import SamplingParams
+from runtime.server.errors import APIError, bad_request
+from runtime.server.jsonmode import stream_json
+from runtime.server.scheduler import Job, Scheduler
+
+
+@dataclass
+class Generation:
+    ids: list[int]                 # the whole prompt, BOS included
+    max_tokens: int = -1           # -1: until end of generation or a full context
+    stop: list[str] = field(default_factory=list)
+    params: SamplingParams = field(default_factory=SamplingParams)
+    json_mode: bool = False
+
+    def run(self, engine: Engine) -> Iterator[Chunk]:
+        if self.json_mode:
+            return stream_json(engine, self.ids, self.max_tokens, self.stop, self.params)
+        return engine.stream_generate(self.ids, max_tokens=self.max_tokens, stop=self.stop, params=self.params)
+
+
+def check_prompt(engine: Engine, ids: list[int], param: str = "messages") -> None:
+    if not ids:
+        raise bad_request("the prompt is empty", param=param)
+    if len(ids) >= engine.n_ctx:
+        raise bad_request(f"the prompt has {len(ids)} tokens; this server's context holds {engine.n_ctx} "
+                          "(prompt and reply together)", param=param, code="context_length_exceeded")
+
+
+def start(scheduler: Scheduler, gen: Generation) -> Job:
+    return scheduler.submit(Job(gen.run, gen.ids))
+
+
+def timings(stats: Stats) -> dict[str, Any]:
+    """llama.cpp server's `timings` object."""
+    p_ms, g_ms = stats.prompt_seconds * 1000, stats.generation_seconds * 1000
+    return {
+        "cache_n": stats.cached_tokens,
+        "prompt_n": stats.prompt_tokens,
+        "prompt_ms": p_ms,
+        "prompt_per_token_ms": p_ms / stats.prompt_tokens if stats.prompt_tokens else 0.0,
+        "prompt_per_second": stats.prompt_tps,
+        "predicted_n": stats.generated_tokens,
+        "predicted_ms": g_ms,
+        "predicted_per_token_ms": g_ms / stats.generated_tokens if stats.generated_tokens else 0.0,
+        "predicted_per_second": stats.generation_tps,
+    }
+
+
+def usage(n_prompt: int, stats: Stats) -> dict[str, Any]:
+    return {"prompt_tokens": n_prompt, "completion_tokens": stats.generated_tokens,
+            "total_tokens": n_prompt + stats.generated_tokens,
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+
+
+class ClientGone(Exception):
+    """The client disconnected before the response was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def collect(job: Job, request: Request) -> list[Any]:
+    """Every item of the job; cancels it (within one token) if the client disconnects first."""
+
+    async def consume() -> list[Any]:
+        return [item async for item in job]
+
+    consumer = asyncio.ensure_future(consume())
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({consumer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if consumer in done:
+            return consumer.result()
+        raise ClientGone()
+    finally:
+        job.cancel()
+        watcher.cancel()
+        consumer.cancel()
+
+
+def engine_error(exc: Exception) -> APIError:
+    """An error raised by the engine during a job, for the client."""
+    if isinstance(exc, APIError):
+        return exc
+    return APIError(500, f"generation failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")

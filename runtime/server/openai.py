@@ -1,0 +1,316 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models, /v1/embeddings.
+
+Sampling fields absent from a request keep llama.cpp's defaults (temperature 0.8, top_k 40,
+top_p 0.95, min_p 0.05), as llama.cpp's server does; llama.cpp's extra fields (top_k, min_p,
+repeat_penalty, repeat_last_n) are accepted too. The last streamed chunk and every plain
+response carry llama.cpp's `timings` object (prompt and generation speed).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.chat_template import ChatTemplateError
+from runtime.engine import Chunk, Engine
+from runtime.server.embeddings import embed
+from runtime.server.errors import APIError, bad_request
+from runtime.server.generation import (
+    ClientGone, Generation, check_prompt, collect, engine_error, start, timings, usage,
+)
+from runtime.server.params import Fields, read_json, sampling_params
+from runtime.server.scheduler import Job
+from runtime.tokenizer import TokenizerError
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def _messages(f: Fields) -> list[dict[str, str]]:
+    raw = f.raw("messages")
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("'messages' must be a non-empty array of {role, content} objects", param="messages")
+    out = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise bad_request(f"'{where}' must be an object", param=where)
+        role = m.get("role")
+        if role not in ROLES:
+            raise bad_request(f"'{where}.role' must be one of {', '.join(ROLES)}", param=f"{where}.role")
+        content = m.get("content")
+        if content is None:
+            content = ""
+        elif isinstance(content, list):  # content parts: only text
+            texts = []
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise bad_request(f"'{where}.content[{j}]': only text content parts are supported",
+                                      param=f"{where}.content")
+                texts.append(part["text"])
+            content = "\n".join(texts)
+        elif not isinstance(content, str):
+            raise bad_request(f"'{where}.content' must be a string or an array of text parts",
+                              param=f"{where}.content")
+        out.append({"role": "system" if role == "developer" else role, "content": content})
+    return out
+
+
+def _json_mode(f: Fields) -> bool:
+    rf = f.obj("response_format")
+    if rf is None:
+        return False
+    kind = rf.string("type")
+    if kind == "text":
+        return False
+    if kind in ("json_object", "json_schema"):
+        return True
+    raise bad_request(f"'response_format.type' must be text, json_object or json_schema, not {kind!r}",
+                      param="response_format.type")
+
+
+def _unsupported(f: Fields, *keys: str) -> None:
+    for key in keys:
+        v = f.raw(key)
+        if not (v is None or v is False or v == [] or v == {} or (type(v) is int and v == 0)):
+            raise bad_request(f"'{key}' is not supported by this server", param=key)
+
+
+def _common(f: Fields, default_max: int) -> tuple[int, list[str], Any, bool]:
+    key = "max_completion_tokens" if f.raw("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = f.integer(key, default_max, lo=-1)
+    if max_tokens == 0:
+        raise bad_request(f"'{key}' must be at least 1 (or -1: until the end of generation)", param=key)
+    if f.integer("n", 1) != 1:
+        raise bad_request("'n' must be 1: this server makes one choice per request", param="n")
+    stop = f.stop("stop")
+    params = sampling_params(f)
+    stream = f.boolean("stream", False)
+    return max_tokens, stop, params, stream
+
+
+class OpenAIRoutes:
+    def __init__(self, engine: Engine, scheduler: Any, model_id: str) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.model_id = model_id
+        self.created = int(time.time())
+
+    def routes(self) -> list[Route]:
+        out = []
+        for prefix in ("/v1", ""):
+            out += [
+                Route(f"{prefix}/chat/completions", self.chat, methods=["POST"]),
+                Route(f"{prefix}/completions", self.completions, methods=["POST"]),
+                Route(f"{prefix}/models", self.models, methods=["GET"]),
+                Route(f"{prefix}/embeddings", self.embeddings, methods=["POST"]),
+            ]
+        return out
+
+    # -- /v1/models --------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        eng = self.engine
+        cfg = eng.model.config
+        return JSONResponse({"object": "list", "data": [{
+            "id": self.model_id, "object": "model", "created": self.created, "owned_by": "llamapack",
+            "meta": {"n_ctx": eng.n_ctx, "n_ctx_train": cfg.n_ctx_train, "n_vocab": cfg.n_vocab,
+                     "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "chat_template": eng.template.name},
+        }]})
+
+    # -- /v1/chat/completions ----------------------------------------------------
+
+    async def chat(self, request: Request) -> Response:
+        f = Fields(await read_json(request))
+        messages = _messages(f)
+        max_tokens, stop, params, stream = _common(f, -1)
+        json_mode = _json_mode(f)
+        _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
+        opts = f.obj("stream_options")
+        include_usage = bool(opts.boolean("include_usage", False)) if opts else False
+        try:
+            ids = self.engine.chat_prompt(messages)
+        except ChatTemplateError as e:
+            raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
+        check_prompt(self.engine, ids)
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, json_mode))
+        head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
+                "system_fingerprint": "llamapack"}
+        if stream:
+            return self._sse(self._chat_events(job, head, len(ids), include_usage))
+        chunks = await self._collect(job, request)
+        last: Chunk = chunks[-1]
+        return JSONResponse({
+            **head, "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(c.text for c in chunks)},
+                         "logprobs": None, "finish_reason": last.finish_reason}],
+            "usage": usage(len(ids), last.stats), "timings": timings(last.stats),
+        })
+
+    async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int,
+                           include_usage: bool) -> AsyncIterator[dict[str, str]]:
+        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, str]:
+            body = {**head, "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+            return {"data": json.dumps(body)}
+
+        try:
+            yield event({"role": "assistant", "content": ""})
+            async for chunk in job:
+                if chunk.text:
+                    yield event({"content": chunk.text})
+                if chunk.finish_reason:
+                    yield event({}, chunk.finish_reason, timings=timings(chunk.stats),
+                                usage=usage(n_prompt, chunk.stats))
+                    if include_usage:
+                        yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
+                                                   "usage": usage(n_prompt, chunk.stats)})}
+            yield {"data": "[DONE]"}
+        except Exception as e:  # after the headers went out, the error travels as an event
+            yield {"data": json.dumps(engine_error(e).body())}
+        finally:
+            job.cancel()
+
+    # -- /v1/completions ---------------------------------------------------------
+
+    def _prompt_ids(self, f: Fields) -> tuple[list[int], str | None]:
+        p = f.raw("prompt")
+        if isinstance(p, list) and len(p) == 1 and isinstance(p[0], (str, list)):
+            p = p[0]
+        if isinstance(p, str):
+            return self.engine.tokenize(p, add_special=True, parse_special=True), p
+        if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+            n_vocab = self.engine.model.config.n_vocab
+            if any(not 0 <= t < n_vocab for t in p):
+                raise bad_request(f"'prompt' has a token id outside the vocabulary (0..{n_vocab - 1})",
+                                  param="prompt")
+            return list(p), None
+        if isinstance(p, list) and len(p) > 1:
+            raise bad_request("'prompt' must be one prompt: this server completes one prompt per request",
+                              param="prompt")
+        raise bad_request("'prompt' must be a string or an array of token ids", param="prompt")
+
+    async def completions(self, request: Request) -> Response:
+        f = Fields(await read_json(request))
+        ids, text = self._prompt_ids(f)
+        max_tokens, stop, params, stream = _common(f, 16)
+        echo = f.boolean("echo", False)
+        _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
+        check_prompt(self.engine, ids, param="prompt")
+        prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params))
+        head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
+                "system_fingerprint": "llamapack"}
+        if stream:
+            return self._sse(self._completion_events(job, head, len(ids), prefix))
+        chunks = await self._collect(job, request)
+        last: Chunk = chunks[-1]
+        return JSONResponse({
+            **head, "object": "text_completion",
+            "choices": [{"index": 0, "text": prefix + "".join(c.text for c in chunks), "logprobs": None,
+                         "finish_reason": last.finish_reason}],
+            "usage": usage(len(ids), last.stats), "timings": timings(last.stats),
+        })
+
+    async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
+                                 prefix: str) -> AsyncIterator[dict[str, str]]:
+        def event(text: str, finish: str | None = None, **extra: Any) -> dict[str, str]:
+            body = {**head, "object": "text_completion",
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}], **extra}
+            return {"data": json.dumps(body)}
+
+        try:
+            if prefix:
+                yield event(prefix)
+            async for chunk in job:
+                if chunk.finish_reason:
+                    yield event(chunk.text, chunk.finish_reason, timings=timings(chunk.stats),
+                                usage=usage(n_prompt, chunk.stats))
+                elif chunk.text:
+                    yield event(chunk.text)
+            yield {"data": "[DONE]"}
+        except Exception as e:
+            yield {"data": json.dumps(engine_error(e).body())}
+        finally:
+            job.cancel()
+
+    # -- /v1/embeddings ----------------------------------------------------------
+
+    def _embedding_inputs(self, f: Fields) -> list[list[int]]:
+        raw = f.raw("input")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise bad_request("'input' must be a string, an array of strings, or token id arrays", param="input")
+        out = []
+        n_vocab = self.engine.model.config.n_vocab
+        for i, item in enumerate(raw):
+            if isinstance(item, str):
+                ids = self.engine.tokenize(item, add_special=True, parse_special=True)
+            elif isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool)
+                                                         and 0 <= t < n_vocab for t in item):
+                ids = list(item)
+            else:
+                raise bad_request(f"'input[{i}]' must be a string or an array of token ids", param="input")
+            if not ids:
+                raise bad_request(f"'input[{i}]' is empty", param="input")
+            if len(ids) > self.engine.n_ctx:
+                raise bad_request(f"'input[{i}]' has {len(ids)} tokens; the context holds {self.engine.n_ctx}",
+                                  param="input", code="context_length_exceeded")
+            out.append(ids)
+        return out
+
+    async def embeddings(self, request: Request) -> Response:
+        f = Fields(await read_json(request))
+        inputs = self._embedding_inputs(f)
+        fmt = f.string("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise bad_request("'encoding_format' must be float or base64", param="encoding_format")
+        if f.raw("dimensions") is not None:
+            raise bad_request("'dimensions' is not supported: the model's size is fixed", param="dimensions")
+
+        def work(engine: Engine) -> Any:
+            for ids in inputs:
+                yield embed(engine, ids)
+
+        job = self.scheduler.submit(Job(work))
+        vectors = await self._collect(job, request)
+        data = []
+        for i, v in enumerate(vectors):
+            emb: Any = base64.b64encode(np.asarray(v, "<f4").tobytes()).decode() if fmt == "base64" \
+                else [float(x) for x in v]
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        n = sum(len(ids) for ids in inputs)
+        return JSONResponse({"object": "list", "data": data, "model": self.model_id,
+                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+    # -- shared ------------------------------------------------------------------
+
+    async def _collect(self, job: Job, request: Request) -> list[Any]:
+        try:
+            return await collect(job, request)
+        except ClientGone:
+            raise APIError(499, "the client closed the connection") from None
+        except APIError:
+            raise
+        except TokenizerError as e:
+            raise bad_request(str(e)) from None
+        except Exception as e:
+            raise engine_error(e) from None
+
+    @staticmethod
+    def _sse(events: AsyncIterator[dict[str, str]]) -> EventSourceResponse:
+        return EventSourceResponse(events, sep="\n", ping=15,
+                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,389 @@
+// app.js — the chat page: conversations in localStorage, streamed replies from
+// /v1/chat/completions (server-sent events read from fetch), stop, settings, speeds.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const STORE = "llamapack.chats.v1";
+const SETTINGS = "llamapack.settings.v1";
+const CURRENT = "llamapack.current.v1";
+const DEFAULTS = { system: "", temperature: 0.8, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, top_k: 40,
+                   max_tokens: -1, seed: -1, api_key: "" };
+
+const state = {
+  chats: [],          // [{id, title, messages: [{role, content, meta?}], updated}]
+  current: null,      // id of the open chat
+  settings: { ...DEFAULTS },
+  controller: null,   // AbortController of the running request
+};
+
+// ---------------------------------------------------------------------------------------------
+// storage
+
+function load() {
+  try { state.chats = JSON.parse(localStorage.getItem(STORE) || "[]"); } catch { state.chats = []; }
+  try { state.settings = { ...DEFAULTS, ...JSON.parse(localStorage.getItem(SETTINGS) || "{}") }; } catch { /* keep */ }
+  state.current = localStorage.getItem(CURRENT);
+  if (!chat()) state.current = null;
+}
+function save() {
+  try {
+    state.chats.sort((a, b) => b.updated - a.updated);
+    localStorage.setItem(STORE, JSON.stringify(state.chats.slice(0, 100)));
+    if (state.current) localStorage.setItem(CURRENT, state.current); else localStorage.removeItem(CURRENT);
+  } catch { /* storage full or disabled: the page still works */ }
+}
+function saveSettings() { localStorage.setItem(SETTINGS, JSON.stringify(state.settings)); }
+const chat = () => state.chats.find((c) => c.id === state.current) || null;
+
+// ---------------------------------------------------------------------------------------------
+// rendering
+
+function fmt(n, digits = 1) { return Number.isFinite(n) ? n.toFixed(digits) : "–"; }
+
+function metaText(meta) {
+  if (!meta) return "";
+  const t = meta.timings;
+  const parts = [];
+  if (t) {
+    parts.push(`<span title="generation speed">⚡ ${fmt(t.predicted_per_second)} tok/s</span>`);
+    parts.push(`<span>${t.predicted_n} tokens</span>`);
+    const cached = t.cache_n ? ` (${t.cache_n} cached)` : "";
+    parts.push(`<span title="prompt processing">prompt ${t.prompt_n} tokens${cached} · ${fmt(t.prompt_per_second)} tok/s</span>`);
+  }
+  else if (meta.client && meta.client.pieces) {  // stopped before the server's timings arrived
+    parts.push(`<span title="measured in the browser">⚡ ~${fmt(meta.client.tps)} tok/s</span>`);
+    parts.push(`<span>~${meta.client.pieces} tokens</span>`);
+  }
+  if (meta.stopped) parts.push("<span class=\"tag\">stopped</span>");
+  else if (meta.finish === "length") parts.push("<span class=\"tag\">length limit</span>");
+  if (meta.error) parts.push(`<span class="tag error">${Markdown.escapeHtml(meta.error)}</span>`);
+  return parts.join("<span class=\"sep\">·</span>");
+}
+
+function messageNode(msg) {
+  const node = document.createElement("div");
+  node.className = `msg ${msg.role}`;
+  const body = document.createElement("div");
+  body.className = "body";
+  node.appendChild(body);
+  if (msg.role === "assistant") {
+    const avatar = document.createElement("div");
+    avatar.className = "avatar";
+    avatar.textContent = "L";
+    node.prepend(avatar);
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    body.after(meta);
+  }
+  fillMessage(node, msg);
+  return node;
+}
+
+function fillMessage(node, msg, streaming = false) {
+  const body = node.querySelector(".body");
+  if (msg.role === "assistant") {
+    body.innerHTML = msg.content ? Markdown.render(msg.content) : (streaming ? "" : "<p class=\"muted\">(no reply)</p>");
+    if (streaming) body.insertAdjacentHTML("beforeend", "<span class=\"cursor\"></span>");
+    node.querySelector(".meta").innerHTML = metaText(msg.meta);
+  } else {
+    body.textContent = msg.content;
+  }
+}
+
+function renderMessages() {
+  const box = $("messages");
+  box.querySelectorAll(".msg").forEach((n) => n.remove());
+  const c = chat();
+  const msgs = c ? c.messages : [];
+  $("empty").hidden = msgs.length > 0;
+  for (const m of msgs) box.appendChild(messageNode(m));
+  $("chat-title").textContent = c ? c.title : "New chat";
+  document.title = c ? `${c.title} · llamapack` : "llamapack";
+  box.scrollTop = box.scrollHeight;
+}
+
+function renderHistory() {
+  const nav = $("history");
+  nav.innerHTML = "";
+  const sorted = [...state.chats].sort((a, b) => b.updated - a.updated);
+  for (const c of sorted) {
+    const item = document.createElement("div");
+    item.className = "history-item" + (c.id === state.current ? " active" : "");
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "history-open";
+    open.textContent = c.title;
+    open.title = c.title;
+    open.onclick = () => { if (!busy()) { state.current = c.id; save(); renderAll(); closeSidebar(); } };
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "history-del";
+    del.title = "Delete this conversation";
+    del.innerHTML = "<svg viewBox=\"0 0 24 24\"><path d=\"M6 6l12 12M18 6L6 18\"/></svg>";
+    del.onclick = () => {
+      if (busy()) return;
+      state.chats = state.chats.filter((x) => x.id !== c.id);
+      if (state.current === c.id) state.current = null;
+      save();
+      renderAll();
+    };
+    item.append(open, del);
+    nav.appendChild(item);
+  }
+}
+
+function renderAll() { renderHistory(); renderMessages(); }
+
+// ---------------------------------------------------------------------------------------------
+// server
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (state.settings.api_key) h.Authorization = `Bearer ${state.settings.api_key}`;
+  return h;
+}
+
+async function loadModelInfo() {
+  try {
+    const r = await fetch("/props", { headers: headers() });
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const p = await r.json();
+    $("model-name").textContent = p.model_alias;
+    $("model-name").title = p.model_path;
+    $("model-meta").textContent = `context ${p.n_ctx} tokens · ${p.total_slots} slot${p.total_slots > 1 ? "s" : ""}`;
+    $("empty-model").textContent = `${p.model_alias} · running locally — nothing leaves this machine.`;
+    $("status-dot").className = "dot ok";
+  } catch (e) {
+    $("model-name").textContent = "server not reachable";
+    $("status-dot").className = "dot bad";
+  }
+}
+
+// Reads server-sent events from a fetch response: calls onData(json) for each `data:` line.
+async function readEvents(response, onData) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buf.search(/\r?\n/)) >= 0) {
+      const line = buf.slice(0, cut);
+      buf = buf.slice(buf[cut] === "\r" ? cut + 2 : cut + 1);
+      if (!line.startsWith("data:")) continue;
+      const data = line.slice(5).trim();
+      if (data === "[DONE]") return;
+      onData(JSON.parse(data));
+    }
+  }
+}
+
+const busy = () => state.controller !== null;
+
+function setBusy(on) {
+  document.body.dataset.state = on ? "generating" : "idle";
+  $("input").disabled = false;
+}
+
+async function send(text) {
+  text = text.trim();
+  if (!text || busy()) return;
+  let c = chat();
+  if (!c) {
+    c = { id: `c${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, title: text.slice(0, 60),
+          messages: [], updated: Date.now() };
+    state.chats.push(c);
+    state.current = c.id;
+  }
+  c.messages.push({ role: "user", content: text });
+  const reply = { role: "assistant", content: "", meta: null };
+  c.messages.push(reply);
+  c.updated = Date.now();
+  renderAll();
+  const box = $("messages");
+  const node = box.lastElementChild;  // the reply just rendered
+  node.classList.add("streaming");
+  fillMessage(node, reply, true);
+
+  const s = state.settings;
+  const history = c.messages.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
+  if (s.system.trim()) history.unshift({ role: "system", content: s.system.trim() });
+  const body = {
+    messages: history, stream: true, temperature: +s.temperature, top_p: +s.top_p, min_p: +s.min_p,
+    top_k: +s.top_k, repeat_penalty: +s.repeat_penalty, max_tokens: +s.max_tokens,
+  };
+  if (+s.seed >= 0) body.seed = +s.seed;
+
+  state.controller = new AbortController();
+  setBusy(true);
+  let firstAt = 0, lastAt = 0, pieces = 0;  // streamed pieces, for a stopped reply's speed
+  let pending = false;
+  const paint = () => {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+      fillMessage(node, reply, busy());
+      if (stick) box.scrollTop = box.scrollHeight;
+    });
+  };
+  try {
+    const r = await fetch("/v1/chat/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: state.controller.signal,
+    });
+    if (!r.ok) {
+      let msg = `HTTP ${r.status}`;
+      try { msg = (await r.json()).error.message; } catch { /* keep */ }
+      throw new Error(msg);
+    }
+    await readEvents(r, (ev) => {
+      if (ev.error) throw new Error(ev.error.message);
+      const choice = ev.choices && ev.choices[0];
+      if (!choice) return;
+      if (choice.delta && choice.delta.content) {
+        reply.content += choice.delta.content;
+        const now = performance.now();
+        if (!firstAt) firstAt = now;
+        pieces++;
+        lastAt = now;
+      }
+      if (choice.finish_reason) reply.meta = { finish: choice.finish_reason, timings: ev.timings };
+      paint();
+    });
+  } catch (e) {
+    const client = { pieces, tps: pieces > 1 ? (pieces - 1) / ((lastAt - firstAt) / 1000) : NaN };
+    if (e.name === "AbortError") reply.meta = { ...(reply.meta || {}), stopped: true, client };
+    else reply.meta = { ...(reply.meta || {}), error: e.message || String(e) };
+  } finally {
+    state.controller = null;
+    setBusy(false);
+    node.classList.remove("streaming");
+    fillMessage(node, reply, false);
+    c.updated = Date.now();
+    save();
+    renderHistory();
+    $("input").focus();
+  }
+}
+
+function stop() { if (state.controller) state.controller.abort(); }
+
+function newChat() {
+  if (busy()) stop();
+  state.current = null;
+  save();
+  renderAll();
+  $("input").value = "";
+  autosize();
+  $("input").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// settings panel
+
+const SLIDERS = ["temperature", "top_p", "min_p", "repeat_penalty"];
+const NUMBERS = ["top_k", "max_tokens", "seed"];
+
+function showSettings() {
+  const s = state.settings;
+  $("system-prompt").value = s.system;
+  for (const k of SLIDERS) { $(k).value = s[k]; $(`out-${k}`).textContent = fmt(+s[k], 2); }
+  for (const k of NUMBERS) $(k).value = s[k];
+  $("api_key").value = s.api_key;
+}
+
+function bindSettings() {
+  $("system-prompt").addEventListener("input", (e) => { state.settings.system = e.target.value; saveSettings(); });
+  for (const k of SLIDERS) {
+    $(k).addEventListener("input", (e) => {
+      state.settings[k] = +e.target.value;
+      $(`out-${k}`).textContent = fmt(+e.target.value, 2);
+      saveSettings();
+    });
+  }
+  for (const k of NUMBERS) {
+    $(k).addEventListener("change", (e) => {
+      const v = parseInt(e.target.value, 10);
+      state.settings[k] = Number.isFinite(v) ? v : DEFAULTS[k];
+      saveSettings();
+    });
+  }
+  $("api_key").addEventListener("change", (e) => { state.settings.api_key = e.target.value; saveSettings(); loadModelInfo(); });
+  $("reset-settings").onclick = () => {
+    state.settings = { ...DEFAULTS, api_key: state.settings.api_key };
+    saveSettings();
+    showSettings();
+  };
+  const panel = $("settings");
+  $("settings-button").onclick = () => {
+    const open = !document.body.classList.contains("settings-open");
+    document.body.classList.toggle("settings-open", open);
+    panel.setAttribute("aria-hidden", String(!open));
+  };
+  $("close-settings").onclick = () => {
+    document.body.classList.remove("settings-open");
+    panel.setAttribute("aria-hidden", "true");
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// composer
+
+function autosize() {
+  const t = $("input");
+  t.style.height = "auto";
+  t.style.height = `${Math.min(t.scrollHeight, 240)}px`;
+}
+function closeSidebar() { document.body.classList.remove("sidebar-open"); }
+
+function bindComposer() {
+  const input = $("input");
+  input.addEventListener("input", autosize);
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("composer").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (busy()) return;
+    const text = input.value;
+    if (!text.trim()) return;
+    input.value = "";
+    autosize();
+    send(text);
+  });
+  $("stop").onclick = stop;
+  $("new-chat").onclick = newChat;
+  $("toggle-sidebar").onclick = () => document.body.classList.toggle("sidebar-open");
+  for (const b of document.querySelectorAll(".suggestion")) b.onclick = () => send(b.textContent);
+  // copy buttons of code blocks
+  $("messages").addEventListener("click", (e) => {
+    const btn = e.target.closest(".copy");
+    if (!btn) return;
+    const code = btn.closest(".code").querySelector("code").textContent;
+    const done = () => { btn.textContent = "Copied"; setTimeout(() => { btn.textContent = "Copy"; }, 1200); };
+    if (navigator.clipboard && window.isSecureContext) navigator.clipboard.writeText(code).then(done, () => {});
+    else {
+      const ta = document.createElement("textarea");
+      ta.value = code;
+      document.body.appendChild(ta);
+      ta.select();
+      try { document.execCommand("copy"); done(); } catch { /* ignore */ }
+      ta.remove();
+    }
+  });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && busy()) stop(); });
+}
+
+load();
+bindSettings();
+showSettings();
+bindComposer();
+renderAll();
+loadModelInfo();
+$("input").focus();

@@ -1,0 +1,196 @@
+"""Text Generation Inference routes: POST /generate, POST /generate_stream, and POST / (TGI's
+compatibility route: `{inputs, parameters, stream}`, where `huggingface_hub.InferenceClient(url)`
+sends `text_generation` calls; a plain answer there is a one-element list, as TGI returns).
+
+TGI's semantics are kept: sampling happens when `do_sample` is true or any of temperature,
+top_k, top_p, typical_p is set away from neutral, otherwise decoding is greedy; unset sampling
+fields are neutral (temperature 1, whole vocabulary, top_p 1, no min_p); `repetition_penalty`
+looks at the whole sequence; `max_new_tokens` defaults to 100; finish reasons are `length`,
+`eos_token`, `stop_sequence`. Errors have TGI's shape, `{"error": "...", "error_type": "validation"}`,
+which huggingface_hub turns into its ValidationError. Token log-probabilities are not computed
+(the engine does not expose them): `logprob` is null.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.engine import Chunk, Engine
+from runtime.sampling import SamplingParams
+from runtime.server.errors import APIError, bad_request
+from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
+from runtime.server.params import Fields, read_json
+from runtime.server.scheduler import Job
+from runtime.tokenizer import TokenizerError
+
+DEFAULT_MAX_NEW_TOKENS = 100
+
+
+def _tgi_error(e: APIError) -> JSONResponse:
+    kind = {429: "overloaded", 503: "overloaded", 500: "generation"}.get(e.status, "validation")
+    status = 422 if e.status == 400 else e.status
+    return JSONResponse({"error": e.message, "error_type": kind}, status_code=status)
+
+
+def _tgi_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except APIError as e:
+            return _tgi_error(e)
+        except TokenizerError as e:
+            return _tgi_error(bad_request(str(e)))
+    return wrapped
+
+
+def _params(p: Fields) -> SamplingParams:
+    for key, neutral in (("typical_p", 1.0), ("watermark", False), ("top_n_tokens", 0), ("adapter_id", None)):
+        v = p.raw(key)
+        if v is not None and v != neutral:
+            raise bad_request(f"'parameters.{key}' is not supported by this server", param=f"parameters.{key}")
+    if p.integer("best_of", 1, lo=1) != 1:
+        raise bad_request("'parameters.best_of' must be 1", param="parameters.best_of")
+    temperature = p.number("temperature", None, lo=0.0, hi=100.0)
+    top_k = p.integer("top_k", None, lo=0)
+    top_p = p.number("top_p", None, lo=0.0, hi=1.0)
+    sampling = bool(p.boolean("do_sample", False)) or (temperature not in (None, 1.0)) or bool(top_k) \
+        or (top_p is not None and top_p < 1.0)
+    seed = p.integer("seed", None, lo=0, hi=2**64 - 1)
+    return SamplingParams(
+        temp=(1.0 if temperature is None else temperature) if sampling else 0.0,
+        top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, min_p=0.0,
+        repeat_penalty=p.number("repetition_penalty", 1.0, lo=0.0, hi=100.0), repeat_last_n=-1,
+        frequency_penalty=p.number("frequency_penalty", 0.0, lo=-2.0, hi=2.0),
+        seed=seed,
+    )
+
+
+class TGIRequest:
+    def __init__(self, engine: Engine, body: dict[str, Any]) -> None:
+        f = Fields(body)
+        self.inputs = f.string("inputs")
+        p = f.obj("parameters") or Fields({}, prefix="parameters.")
+        self.params = _params(p)
+        self.max_new_tokens = p.integer("max_new_tokens", DEFAULT_MAX_NEW_TOKENS, lo=1)
+        self.stop = p.stop("stop")
+        self.details = bool(p.boolean("details", False))
+        self.prefill_details = bool(p.boolean("decoder_input_details", False))
+        self.full_text = bool(p.boolean("return_full_text", False))
+        self.stream = bool(f.boolean("stream", False))
+        grammar = p.obj("grammar")
+        self.json_mode = False
+        if grammar is not None:
+            if grammar.string("type") != "json":
+                raise bad_request("'parameters.grammar': only type json is supported", param="parameters.grammar")
+            self.json_mode = True
+        ids = engine.tokenize(self.inputs, add_special=True, parse_special=True)
+        truncate = p.integer("truncate", None, lo=1)
+        if truncate is not None and len(ids) > truncate:
+            ids = ids[-truncate:]
+        check_prompt(engine, ids, param="inputs")
+        self.ids = ids
+
+    def generation(self) -> Generation:
+        return Generation(self.ids, self.max_new_tokens, self.stop, self.params, self.json_mode)
+
+
+def _finish(engine: Engine, last: Chunk) -> str:
+    if last.finish_reason == "length":
+        return "length"
+    return "eos_token" if last.token is not None and engine.tokenizer.is_eog(last.token) else "stop_sequence"
+
+
+def _token(engine: Engine, chunk: Chunk) -> dict[str, Any]:
+    special = chunk.token is not None and engine.tokenizer.is_eog(chunk.token)
+    return {"id": chunk.token if chunk.token is not None else 0, "text": chunk.text, "logprob": None,
+            "special": special}
+
+
+class TGIRoutes:
+    def __init__(self, engine: Engine, scheduler: Any) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/generate", _tgi_errors(self.generate), methods=["POST"]),
+            Route("/generate_stream", _tgi_errors(self.generate_stream), methods=["POST"]),
+            Route("/", _tgi_errors(self.compat), methods=["POST"]),
+        ]
+
+    async def _request(self, request: Request) -> TGIRequest:
+        return TGIRequest(self.engine, await read_json(request))
+
+    async def generate(self, request: Request) -> Response:
+        return JSONResponse(await self._generate(request, await self._request(request)))
+
+    async def generate_stream(self, request: Request) -> Response:
+        return self._stream(await self._request(request))
+
+    async def compat(self, request: Request) -> Response:
+        req = await self._request(request)
+        if req.stream:
+            return self._stream(req)
+        return JSONResponse([await self._generate(request, req)])
+
+    async def _generate(self, request: Request, req: TGIRequest) -> dict[str, Any]:
+        job = start(self.scheduler, req.generation())
+        try:
+            chunks: list[Chunk] = await collect(job, request)
+        except ClientGone:
+            raise APIError(499, "the client closed the connection") from None
+        except APIError:
+            raise
+        except Exception as e:
+            raise engine_error(e) from None
+        last = chunks[-1]
+        text = "".join(c.text for c in chunks)
+        out: dict[str, Any] = {"generated_text": (req.inputs + text) if req.full_text else text}
+        if req.details:
+            out["details"] = {
+                "finish_reason": _finish(self.engine, last), "generated_tokens": last.stats.generated_tokens,
+                "seed": req.params.seed, "prefill": self._prefill(req),
+                "tokens": [_token(self.engine, c) for c in chunks
+                           if c.text or (c.token is not None and self.engine.tokenizer.is_eog(c.token))],
+            }
+        return out
+
+    def _prefill(self, req: TGIRequest) -> list[dict[str, Any]]:
+        if not req.prefill_details:
+            return []
+        return [{"id": t, "text": self.engine.tokenizer.token_to_piece(t, True).decode("utf-8", "replace"),
+                 "logprob": None} for t in req.ids]
+
+    def _stream(self, req: TGIRequest) -> EventSourceResponse:
+        job = start(self.scheduler, req.generation())
+        return EventSourceResponse(self._events(job, req), sep="\n", ping=15,
+                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[dict[str, str]]:
+        text, index = [], 0
+        try:
+            async for chunk in job:
+                if not chunk.text and not chunk.finish_reason:
+                    continue
+                index += 1
+                text.append(chunk.text)
+                event: dict[str, Any] = {"index": index, "token": _token(self.engine, chunk),
+                                         "generated_text": None, "details": None, "top_tokens": None}
+                if chunk.finish_reason:
+                    full = "".join(text)
+                    event["generated_text"] = (req.inputs + full) if req.full_text else full
+                    event["details"] = {"finish_reason": _finish(self.engine, chunk),
+                                        "generated_tokens": chunk.stats.generated_tokens,
+                                        "seed": req.params.seed, "input_length": len(req.ids)}
+                yield {"data": json.dumps(event)}
+        except Exception as e:
+            err = engine_error(e)
+            yield {"data": json.dumps({"error": err.message, "error_type": "generation"})}
+        finally:
+            job.cancel()

@@ -1,0 +1,82 @@
+"""llama.cpp server's utility routes: POST /tokenize, POST /detokenize, GET /health, GET /props."""
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from runtime.engine import Engine
+from runtime.sampling import SamplingParams
+from runtime.server.errors import bad_request
+from runtime.server.params import Fields, read_json
+
+
+class UtilityRoutes:
+    def __init__(self, engine: Engine, scheduler: Any, model_id: str) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.model_id = model_id
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/props", self.props, methods=["GET"]),
+        ]
+
+    async def tokenize(self, request: Request) -> Response:
+        """{content, add_special=false, parse_special=true, with_pieces=false} -> {tokens}."""
+        f = Fields(await read_json(request))
+        content = f.string("content")
+        ids = self.engine.tokenize(content, add_special=f.boolean("add_special", False),
+                                   parse_special=f.boolean("parse_special", True))
+        if f.boolean("with_pieces", False):
+            tok = self.engine.tokenizer
+            pieces: list[Any] = []
+            for t in ids:
+                raw = tok.token_to_piece(t, True)
+                try:
+                    pieces.append({"id": t, "piece": raw.decode("utf-8")})
+                except UnicodeDecodeError:  # a partial character: its bytes, as llama.cpp does
+                    pieces.append({"id": t, "piece": list(raw)})
+            return JSONResponse({"tokens": pieces})
+        return JSONResponse({"tokens": ids})
+
+    async def detokenize(self, request: Request) -> Response:
+        """{tokens} -> {content}."""
+        f = Fields(await read_json(request))
+        tokens = f.raw("tokens")
+        n_vocab = self.engine.model.config.n_vocab
+        if tokens is None:
+            tokens = []
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise bad_request("'tokens' must be an array of token ids", param="tokens")
+        bad = [t for t in tokens if not 0 <= t < n_vocab]
+        if bad:
+            raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", param="tokens")
+        # special tokens are written out, as llama.cpp's /detokenize does
+        return JSONResponse({"content": self.engine.tokenizer.detokenize(tokens, special=True)})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", **self.scheduler.status()})
+
+    async def props(self, request: Request) -> Response:
+        """What the web UI shows: the model, the context, the default sampling settings."""
+        d = SamplingParams()
+        eng = self.engine
+        return JSONResponse({
+            "model_alias": self.model_id,
+            "model_path": eng.gguf.path,
+            "n_ctx": eng.n_ctx,
+            "total_slots": len(self.scheduler.slots),
+            "chat_template": eng.template.name,
+            "default_generation_settings": {
+                "n_ctx": eng.n_ctx,
+                "params": {"temperature": d.temp, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p,
+                           "repeat_penalty": d.repeat_penalty, "repeat_last_n": d.repeat_last_n},
+            },
+            "slots": self.scheduler.slot_info(),
+        })

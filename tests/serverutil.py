@@ -1,0 +1,43 @@
+"""The server in-process for tests: uvicorn in a thread on 127.0.0.1 and a free port."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from runtime.engine import Engine
+from runtime.server import UVICORN_OPTIONS, create_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """`with ServerThread(engine, parallel=2) as srv: srv.url` — stops and joins on exit."""
+
+    def __init__(self, engine: Engine, **options: object) -> None:
+        self.app = create_app(engine, **options)  # type: ignore[arg-type]
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, **UVICORN_OPTIONS, host="127.0.0.1", port=self.port,
+                                log_level="warning", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)

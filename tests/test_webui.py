@@ -1,0 +1,170 @@
+"""The web UI in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by selenium):
+load the page, send a message and watch the reply stream in, a second turn, stop a reply,
+start a new chat; screenshots go to tests/out/.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from serverutil import ServerThread
+
+from runtime.engine import Engine
+from runtime.sampling import SamplingParams
+
+OUT = Path(__file__).parent / "out"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+REPLY_TOKENS = 96
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path) -> Iterator[Engine]:
+    eng = Engine.load(smollm2_path, n_ctx=2048)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine: Engine) -> Iterator[ServerThread]:
+    with ServerThread(engine) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        pytest.fail("chromium and chromium-driver are needed: sh tools/debian-packages.sh")
+    profile = tempfile.mkdtemp(prefix="llamapack-chromium-")
+    opts = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,860"):
+        opts.add_argument(flag)
+    opts.binary_location = CHROMIUM
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait_for(check: Callable[[], object], seconds: float = 60, what: str = "condition") -> object:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state(driver: webdriver.Chrome) -> str:
+    return driver.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+
+
+def stored_chats(driver: webdriver.Chrome) -> list[dict]:
+    return json.loads(driver.execute_script("return localStorage.getItem('llamapack.chats.v1') || '[]'"))
+
+
+def send(driver: webdriver.Chrome, text: str) -> None:
+    box = driver.find_element(By.ID, "input")
+    box.send_keys(text)
+    box.send_keys(Keys.ENTER)
+
+
+def test_chat_in_the_browser(browser: webdriver.Chrome, server: ServerThread, engine: Engine) -> None:
+    OUT.mkdir(exist_ok=True)
+    d = browser
+    d.get(server.url + "/")
+    d.execute_script("localStorage.clear(); localStorage.setItem('llamapack.settings.v1', arguments[0])",
+                     json.dumps({"temperature": 0, "max_tokens": REPLY_TOKENS}))
+    d.get(server.url + "/")
+    wait_for(lambda: d.find_element(By.ID, "model-name").text not in ("", "connecting…"), 10, "model info")
+    assert d.find_element(By.ID, "empty").is_displayed()
+    d.save_screenshot(str(OUT / "webui-empty.png"))
+
+    # a reply streams in: the text grows while the page says it is generating
+    question = "Write a Python function that adds two numbers."
+    send(d, question)
+    wait_for(lambda: state(d) == "generating", 10, "generation to start")
+    lengths = set()
+    while state(d) == "generating":
+        bodies = d.find_elements(By.CSS_SELECTOR, ".msg.assistant .body")
+        if bodies:
+            lengths.add(len(bodies[-1].text))
+        time.sleep(0.02)
+    assert len(lengths - {0}) >= 2, "the reply did not arrive piece by piece"
+    messages = [{"role": "user", "content": question}]
+    chunks = list(engine_reference(engine, messages))
+    chats = stored_chats(d)
+    assert chats[0]["messages"][1]["content"] == "".join(c.text for c in chunks)  # greedy, token for token
+    meta = d.find_element(By.CSS_SELECTOR, ".msg.assistant .meta").text
+    assert "tok/s" in meta and "prompt" in meta
+    if "```" in chats[0]["messages"][1]["content"]:
+        assert d.find_elements(By.CSS_SELECTOR, ".msg.assistant .code pre code")
+    d.save_screenshot(str(OUT / "webui-chat.png"))
+
+    # a second turn: the history goes with it, and the server's cache holds the first turn
+    send(d, "Now make it subtract.")
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 4, 60, "second reply")
+    assert "cached" in d.find_elements(By.CSS_SELECTOR, ".msg.assistant .meta")[-1].text
+    assert len(stored_chats(d)[0]["messages"]) == 4
+
+    # stop a long reply
+    d.execute_script("localStorage.setItem('llamapack.settings.v1', arguments[0])",
+                     json.dumps({"temperature": 0.8, "max_tokens": -1}))
+    d.refresh()
+    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".msg"), 10, "the conversation to reload")
+    send(d, "Write a very long story about a dragon and a knight.")
+    wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant .body")[-1].text) > 40, 30, "text")
+    d.find_element(By.ID, "stop").click()
+    wait_for(lambda: state(d) == "idle", 5, "the stop button to stop the reply")
+    assert "stopped" in d.find_elements(By.CSS_SELECTOR, ".msg.assistant .meta")[-1].text
+    wait_for(lambda: not server.app.state.scheduler.status()["slots_processing"], 3, "the server to stop generating")
+    d.save_screenshot(str(OUT / "webui-stopped.png"))
+
+    # settings panel
+    d.find_element(By.ID, "settings-button").click()
+    time.sleep(0.3)
+    assert d.find_element(By.ID, "system-prompt").is_displayed()
+    d.save_screenshot(str(OUT / "webui-settings.png"))
+    d.find_element(By.ID, "close-settings").click()
+
+    # a new chat: an empty page, and the old conversation in the history
+    d.find_element(By.ID, "new-chat").click()
+    assert not d.find_elements(By.CSS_SELECTOR, ".msg")
+    assert d.find_element(By.ID, "empty").is_displayed()
+    assert len(d.find_elements(By.CSS_SELECTOR, ".history-item")) == 1
+    send(d, "Hi!")
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
+    assert len(d.find_elements(By.CSS_SELECTOR, ".history-item")) == 2
+    assert not [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def engine_reference(engine: Engine, messages: list[dict[str, str]]):  # the server is idle by now
+    return engine.stream_chat(messages, max_tokens=REPLY_TOKENS, params=SamplingParams(temp=0.0))
+
+
+def test_markdown_renderer_is_safe(browser: webdriver.Chrome, server: ServerThread) -> None:
+    d = browser
+    d.get(server.url + "/")
+    render = lambda text: d.execute_script("return Markdown.render(arguments[0])", text)  # noqa: E731
+    html = render("<script>alert(1)</script> <img src=x onerror=alert(1)>")
+    assert "<script" not in html and "<img" not in html and "&lt;script&gt;" in html
+    html = render("[click](javascript:alert(1)) and [ok](https://example.org)")
+    assert 'href="javascript' not in html and 'href="https://example.org"' in html
+    html = render('[x](https://a.b/" onmouseover="alert(1))')
+    assert "onmouseover=\"" not in html
+    html = render("# Title\n\n**bold** and *it* and `a<b`\n\n```python\nif a < b:\n    pass\n```\n\n- one\n- two\n\n"
+                  "| a | b |\n|---|---|\n| 1 | 2 |")
+    for part in ("<h1>Title</h1>", "<strong>bold</strong>", "<em>it</em>", "<code>a&lt;b</code>",
+                 "if a &lt; b:\n    pass", "<li>one</li>", "<td>1</td>", "lang-python"):
+        assert part in html, part
