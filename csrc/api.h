@@ -106,6 +106,12 @@ typedef struct {
 
 enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13 };
 
+// What lp_forward writes to out.
+enum lp_output {
+    LP_OUT_LAST_LOGITS = 0,  // (1, n_vocab): the last token's logits
+    LP_OUT_ALL_LOGITS = 1,   // (n, n_vocab)
+    LP_OUT_HIDDEN = 2        // (n, n_embd): final-norm hidden states (embeddings), no projection
+};
+
 // Runs n tokens at positions pos..pos+n-1 (the KV cache holds 0..pos-1).
-// logits: (n, n_vocab) when all_logits, else (1, n_vocab) for the last token.
-int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits);
+int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output);

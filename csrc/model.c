@@ -109,7 +109,7 @@ static int moe_ffn(const lp_model *m, const lp_layer *L, int n) {
 
 // ---------------------------------------------------------------------------
 
-int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits, int all_logits) {
+int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output) {
     if (n < 1 || n > m->max_batch) return LP_EBATCH;
     if (pos < 0 || (int64_t)pos + n > m->n_ctx) return LP_ECONTEXT;
     for (int t = 0; t < n; t++)
@@ -164,8 +164,12 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *logits
         for (int64_t i = 0; i < (int64_t)n * D; i++) m->x[i] += m->xb2[i];
     }
 
-    // final norm and output projection: all rows, or only the last
-    const int first = all_logits ? 0 : n - 1, rows = n - first;
+    // final norm, then the output projection: all rows, or only the last
+    if (output == LP_OUT_HIDDEN) {
+        lp_rmsnorm(out, m->x, m->output_norm.data, n, D, m->rms_eps);
+        return LP_OK;
+    }
+    const int first = output == LP_OUT_ALL_LOGITS ? 0 : n - 1, rows = n - first;
     lp_rmsnorm(m->xb, m->x + (int64_t)first * D, m->output_norm.data, rows, D, m->rms_eps);
-    return matmul(m, &m->output, 0, m->xb, rows, logits);
+    return matmul(m, &m->output, 0, m->xb, rows, out);
 }

@@ -110,6 +110,16 @@ class Engine:
         self.tokens.extend(ids)
         return logits
 
+    def embed(self, ids: list[int]) -> np.ndarray:
+        """Sentence embedding: the mean over positions of the final-norm hidden states,
+        L2-normalised (llama.cpp's mean pooling). Uses the KV cache from position 0."""
+        if not ids:
+            raise ModelError("nothing to embed")
+        self.reset()
+        mean = self.model.hidden(ids, 0).mean(axis=0, dtype=np.float64)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm if norm > 0 else mean).astype(np.float32)
+
     def prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Makes the cache hold exactly ids, reusing the longest common prefix.
 

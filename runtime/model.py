@@ -233,6 +233,14 @@ class Model:
         Returns float32 logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         Long inputs go through in chunks of max_batch.
         """
+        out = self._run(tokens, pos, lib.LP_OUT_ALL_LOGITS if all_logits else lib.LP_OUT_LAST_LOGITS)
+        return out if all_logits else out[0]
+
+    def hidden(self, tokens: list[int] | np.ndarray, pos: int) -> np.ndarray:
+        """Final-norm hidden states (n, n_embd) of the tokens run at positions pos.. (embeddings)."""
+        return self._run(tokens, pos, lib.LP_OUT_HIDDEN)
+
+    def _run(self, tokens: list[int] | np.ndarray, pos: int, output: int) -> np.ndarray:
         ids = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         n = ids.size
         if n == 0:
@@ -242,16 +250,15 @@ class Model:
         bad = ids[(ids < 0) | (ids >= self.config.n_vocab)]
         if bad.size:
             raise ModelError(f"token id {int(bad[0])} is outside the vocabulary (0..{self.config.n_vocab - 1})")
-        V = self.config.n_vocab
-        out = np.empty((n if all_logits else 1, V), np.float32)
+        every_row = output != lib.LP_OUT_LAST_LOGITS
+        width = self.config.n_embd if output == lib.LP_OUT_HIDDEN else self.config.n_vocab
+        out = np.empty((n if every_row else 1, width), np.float32)
         for start in range(0, n, self.max_batch):
             chunk = ids[start:start + self.max_batch]
-            last = start + chunk.size == n
-            dst = out[start:start + chunk.size] if all_logits else out
-            if not all_logits and not last:
-                dst = np.empty((1, V), np.float32)
+            # rows of out for this chunk; the last-logits mode keeps only the final chunk's
+            dst = out[start:start + chunk.size] if every_row else out
             rc = lib.lp_forward(self._c, ffi.cast("int32_t *", ffi.from_buffer(chunk)), chunk.size, pos + start,
-                                ffi.cast("float *", ffi.from_buffer(dst)), int(all_logits))
+                                ffi.cast("float *", ffi.from_buffer(dst)), output)
             if rc != 0:
                 raise ModelError(f"forward pass failed (error {rc})")
-        return out if all_logits else out[0]
+        return out

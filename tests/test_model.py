@@ -77,3 +77,14 @@ def test_errors_are_model_errors(tmp_path: Path) -> None:
         model.forward([spec.n_vocab], 0)
     with pytest.raises(ModelError, match="no tokens"):
         model.forward([], 0)
+
+
+def test_hidden_states_are_the_final_norm_of_the_reference(tmp_path: Path) -> None:
+    """Model.hidden: (n, n_embd) final-norm hidden states; projected by the output
+    weight they give the logits."""
+    model, spec = _load(tmp_path, TinySpec(seed=9))
+    hidden = model.hidden(TOKENS, 0)
+    assert hidden.shape == (len(TOKENS), spec.n_embd)
+    want = reference_logits(spec, TOKENS)
+    got = hidden.astype(np.float64) @ spec.weights["output.weight"].astype(np.float64).T
+    _assert_close(got, want, 2e-3)

@@ -22,7 +22,6 @@ from starlette.routing import Route
 
 from runtime.chat_template import ChatTemplateError
 from runtime.engine import Chunk, Engine
-from runtime.server.embeddings import embed
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
     ClientGone, Generation, check_prompt, collect, engine_error, start, timings, usage,
@@ -283,7 +282,7 @@ class OpenAIRoutes:
 
         def work(engine: Engine) -> Any:
             for ids in inputs:
-                yield embed(engine, ids)
+                yield engine.embed(ids)
 
         job = self.scheduler.submit(Job(work))
         vectors = await self._collect(job, request)
