@@ -13,7 +13,7 @@
 // Dot products: the quant x activation parts are integer, with one float factor
 // per super-block; the min term of Q4_K/Q5_K (and, in AVX2, the -32 offset of
 // Q6_K) comes from the activation's bsums.
-#include "simd.h"
+#include "k_rows.h"
 
 // ---------------------------------------------------------------------------
 // Shared helpers
@@ -174,7 +174,8 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // ---------------------------------------------------------------------------
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
-// int32 lanes that stay in one accumulator per block.
+// int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
+// activation rows (k_rows.h).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -183,9 +184,9 @@ LP_AVX2_BEGIN
 static inline __m256i bcast16_mask(int j) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)); }
 
 // The 12 packed scale bytes of a Q4_K/Q5_K block (p points at them; 4 bytes past
-// them are read too, still inside the block) as 16 int16: lanes 0..7 the scales,
-// 8..15 the mins. Same unpacking as k4_scale_min, on bytes.
-static inline __m256i k4_scale_min_avx2(const uint8_t *p) {
+// them are read too, still inside the block) as 16 bytes: the 8 scales, then the 8
+// mins. Same unpacking as k4_scale_min.
+static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     const __m128i v = _mm_loadu_si128((const __m128i *)p);
     // a: [b0..3, b8..11, b4..7, b8..11]; b: b0..3 under the scales 4..7, b4..7 under the mins 4..7
     const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
@@ -193,111 +194,89 @@ static inline __m256i k4_scale_min_avx2(const uint8_t *p) {
     const __m128i low6 = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0));
     const __m128i high4 = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi32(0, 0, 0, 0x0f0f0f0f));
     const __m128i top2 = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
-    return _mm256_cvtepu8_epi16(_mm_or_si128(_mm_or_si128(low6, high4), top2));
+    return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
-// Sum of min * (activations of its sub-block) for one Q4_K/Q5_K block: 4 int32.
-static inline __m128i k4_min_dot(__m256i scale_min, const int16_t *bsums) {
-    const __m256i bs = _mm256_loadu_si256((const __m256i *)bsums);
-    const __m128i pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    return _mm_madd_epi16(_mm256_extracti128_si256(scale_min, 1), pairs);
-}
-
-// d and dmin of a block times the activation scale: lanes 0, 1 of the result.
-static inline __m128 k4_dmin(const lp_half *dm, float yd) {
-    uint32_t u;
-    memcpy(&u, dm, 4);
-    return _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)u)), _mm_set1_ps(yd));
-}
-
-void lp_vec_dot_q4_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q4_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256 acc = _mm256_setzero_ps();   // scale terms
-    __m128 accm = _mm_setzero_ps();     // min terms
-    for (int i = 0; i < n / QK_K; i++) {
-        const __m128 dm = k4_dmin(&x[i].d, y[i].d);
-        const __m256i scale_min = k4_scale_min_avx2(x[i].scales);
-        accm = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), _mm_cvtepi32_ps(k4_min_dot(scale_min, y[i].bsums)), accm);
-        // the 8 scales in both 128-bit lanes
-        const __m256i scales = _mm256_permute2x128_si256(scale_min, scale_min, 0x00);
-        const uint8_t *q = x[i].qs;
-        const int8_t *a = y[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++, q += 32, a += 64) {
-            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles)
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)q);
-            const __m256i q0 = _mm256_and_si256(bits, m4);
-            const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
-            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k)), p0);
-            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1)), p1);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(s0, s1));
-        }
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    *s = lp_hsum_f32x8(acc) - _mm_cvtss_f32(m);
-}
-
-void lp_vec_dot_q5_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q5_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
+// Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales.
+// Per block and row: d * yd * sum(scale * quant dot) - dmin * yd * sum(min * bsum),
+// the second in 8 lanes of pair sums (sub-block g: min g times bsums 2g, 2g+1).
+K_INLINE void k4_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                           size_t by, const int nr, const int q5) {
+    const uint8_t *x = vx;
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i bit4 = _mm256_set1_epi8(0x10);
-    __m256 acc = _mm256_setzero_ps();   // scale terms
-    __m128 accm = _mm_setzero_ps();     // min terms
-    for (int i = 0; i < n / QK_K; i++) {
-        const __m128 dm = k4_dmin(&x[i].d, y[i].d);
-        const __m256i scale_min = k4_scale_min_avx2(x[i].scales);
-        accm = _mm_fmadd_ps(_mm_shuffle_ps(dm, dm, 0x55), _mm_cvtepi32_ps(k4_min_dot(scale_min, y[i].bsums)), accm);
-        const __m256i scales = _mm256_permute2x128_si256(scale_min, scale_min, 0x00);
-        // qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
-        __m256i hb = _mm256_loadu_si256((const __m256i *)x[i].qh);
-        const uint8_t *q = x[i].qs;
-        const int8_t *a = y[i].qs;
-        __m256i sumi = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++, q += 32, a += 64) {
-            // sub-blocks 2k and 2k+1: nibble plus bit 0 / bit 1 of hb moved to bit 4
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)q);
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(bits, m4),
-                                               _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
-                                               _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
-            hb = _mm256_srli_epi16(hb, 2);
-            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
-            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k)), p0);
-            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1)), p1);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(s0, s1));
+    __m256 acc[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++, x += size) {
+        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
+        const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
+        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
+        const __m128i sm = k4_scale_min_avx2(b->scales);
+        // the 8 scales as int16 in both 128-bit lanes; the 8 mins as int16, each twice
+        const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
+        const __m256i mins = _mm256_cvtepu8_epi16(
+            _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+        // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
+        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
+        __m256i sumi[4];
+        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
+            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
+            __m256i q0 = _mm256_and_si256(bits, m4);
+            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+            if (q5) {
+                q0 = _mm256_or_si256(q0, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
+                q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
+                hb = _mm256_srli_epi16(hb, 2);
+            }
+            const __m256i sc0 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k));
+            const __m256i sc1 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1));
+            K_FOR_ROWS(r) {
+                const int8_t *a = K_ROW(vy, r, by, i)->qs + 64 * k;
+                const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
+                const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(sc0, p0), _mm256_madd_epi16(sc1, p1)));
+                K_KEEP(sumi[r]);
+            }
         }
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(sumi), acc);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            const __m256 yd = _mm256_set1_ps(yr->d);
+            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
+            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ), acc[r]);
+        }
     }
-    __m128 m = _mm_add_ps(accm, _mm_movehl_ps(accm, accm));
-    m = _mm_add_ss(m, _mm_movehdup_ps(m));
-    *s = lp_hsum_f32x8(acc) - _mm_cvtss_f32(m);
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
 }
+K_INLINE void q4_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                             size_t by, const int nr) { k4_rows_avx2(n, s, bs, x, y, by, nr, 0); }
+K_INLINE void q5_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                             size_t by, const int nr) { k4_rows_avx2(n, s, bs, x, y, by, nr, 1); }
+K_ROWS_DOTS(q4_K, avx2)
+K_ROWS_DOTS(q5_K, avx2)
 
-void lp_vec_dot_q6_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q6_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q6_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
+    const uint8_t *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i m2 = _mm256_set1_epi8(0x03);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        const float d = lp_half_to_float_f16c(x[i].d) * y[i].d;
+        const float xd = lp_half_to_float_f16c(x[i].d);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
-        // the -32 offset: 32 * sum of scale * (activation sum of its group)
-        const __m256i offset = _mm256_slli_epi32(
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)y[i].bsums)), 5);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
         // int16 scales, even groups in the low lane, odd groups in the high lane:
         // sub-block b (32 quants = groups 2b, 2b+1) gets its factors from element b of each lane
         const __m256i scales = _mm256_cvtepi8_epi16(
             _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
-        __m256i sumi = _mm256_setzero_si256();
+        __m256i sumi[4];
+        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             // 128 quants: ql[64h..64h+63], qh[32h..32h+31]
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
@@ -310,28 +289,38 @@ void lp_vec_dot_q6_K_avx2(int n, float *restrict s, const void *restrict vx, con
                                                _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
             const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                                _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
-            const int8_t *a = y[i].qs + 128 * h;
-            const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
-            const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-            const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(a + 64)));
-            const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(a + 96)));
-            const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 0)), p0);
-            const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
-            const __m256i s2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
-            const __m256i s3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3)));
+            K_FOR_ROWS(r) {
+                const int8_t *a = K_ROW(y, r, by, i)->qs + 128 * h;
+                const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
+                const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(a + 64)));
+                const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(a + 96)));
+                // (the scale shuffles are the same for every row: the compiler computes them once)
+                const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 0)), p0);
+                const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
+                const __m256i s2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
+                const __m256i s3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3)));
+                K_KEEP(sumi[r]);
+            }
         }
-        sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(y, r, by, i);
+            // the -32 offset: 32 * sum of scale * (activation sum of its group)
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * yr->d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset)), acc[r]);
+        }
     }
-    *s = lp_hsum_f32x8(acc);
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
 }
+K_ROWS_DOTS(q6_K, avx2)
 LP_AVX2_END
 #endif
 
 // ---------------------------------------------------------------------------
 // NEON. Quants in 0..31 fit int8, so they go straight into the signed dot;
 // Q6_K subtracts its 32 before the dot. Scales multiply int32 partial sums.
+// Each body serves 1 or 4 activation rows (k_rows.h).
 
 #if LP_ARM
 // Sum of min * (activations of its sub-block) for one Q4_K/Q5_K block.
@@ -343,87 +332,80 @@ static inline int k4_min_dot_neon(const uint8_t *mins, const int16_t *bsums) {
     return vaddvq_s32(p);
 }
 
-// dot of 32 int8 quants with 32 activations: 4 int32 lanes
-static inline int32x4_t dot32_neon(int8x16_t q0, int8x16_t q1, const int8_t *a) {
-    return lp_dot_i8x16(lp_dot_i8x16(vdupq_n_s32(0), q0, vld1q_s8(a)), q1, vld1q_s8(a + 16));
-}
-
-void lp_vec_dot_q4_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q4_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f);
-    float sumf = 0.0f;
-    for (int i = 0; i < n / QK_K; i++) {
-        uint8_t sm[16];
-        k4_scale_min(x[i].scales, sm);
-        const int summ = k4_min_dot_neon(sm + 8, y[i].bsums);
-        int32x4_t sumi = vdupq_n_s32(0);
-        for (int k = 0; k < 4; k++) {
-            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles) of qs[32k..32k+31]
-            const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * k), b1 = vld1q_u8(x[i].qs + 32 * k + 16);
-            const int8_t *a = y[i].qs + 64 * k;
-            const int32x4_t p0 = dot32_neon(vreinterpretq_s8_u8(vandq_u8(b0, m4)),
-                                            vreinterpretq_s8_u8(vandq_u8(b1, m4)), a);
-            const int32x4_t p1 = dot32_neon(vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)),
-                                            vreinterpretq_s8_u8(vshrq_n_u8(b1, 4)), a + 32);
-            sumi = vmlaq_n_s32(sumi, p0, sm[2 * k]);
-            sumi = vmlaq_n_s32(sumi, p1, sm[2 * k + 1]);
-        }
-        const float d = lp_half_to_float(x[i].d) * y[i].d;
-        const float dmin = lp_half_to_float(x[i].dmin) * y[i].d;
-        sumf += d * (float)vaddvq_s32(sumi) - dmin * (float)summ;
-    }
-    *s = sumf;
-}
-
-void lp_vec_dot_q5_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q5_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
+// Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales.
+K_INLINE void k4_rows_neon(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                           size_t by, const int nr, const int q5) {
+    const uint8_t *x = vx, *y = vy;
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     const uint8x16_t bit4 = vdupq_n_u8(0x10);
-    float sumf = 0.0f;
-    for (int i = 0; i < n / QK_K; i++) {
+    float sumf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < n / QK_K; i++, x += size) {
+        lp_half hd, hdmin;
+        memcpy(&hd, x + offsetof(block_q4_K, d), sizeof(hd));
+        memcpy(&hdmin, x + offsetof(block_q4_K, dmin), sizeof(hdmin));
         uint8_t sm[16];
-        k4_scale_min(x[i].scales, sm);
-        const int summ = k4_min_dot_neon(sm + 8, y[i].bsums);
-        // qh byte l carries bit j of quant l of sub-block j; h0/h1 shift down 2 bits per pair
-        uint8x16_t h0 = vld1q_u8(x[i].qh), h1 = vld1q_u8(x[i].qh + 16);
-        int32x4_t sumi = vdupq_n_s32(0);
+        k4_scale_min(x + offsetof(block_q4_K, scales), sm);
+        // Q5_K: qh byte l carries bit j of quant l of sub-block j; h0/h1 shift down 2 bits per pair
+        uint8x16_t h0 = m4, h1 = m4;
+        if (q5) h0 = vld1q_u8(x + offsetof(block_q5_K, qh)), h1 = vld1q_u8(x + offsetof(block_q5_K, qh) + 16);
+        int32x4_t sumi[4];
+        K_FOR_ROWS(r) sumi[r] = vdupq_n_s32(0);
         for (int k = 0; k < 4; k++) {
-            const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * k), b1 = vld1q_u8(x[i].qs + 32 * k + 16);
-            const int8_t *a = y[i].qs + 64 * k;
-            // sub-block 2k: low nibble | bit 0 of h at bit 4; sub-block 2k+1: high nibble | bit 1
-            const uint8x16_t q00 = vorrq_u8(vandq_u8(b0, m4), vandq_u8(vshlq_n_u8(h0, 4), bit4));
-            const uint8x16_t q01 = vorrq_u8(vandq_u8(b1, m4), vandq_u8(vshlq_n_u8(h1, 4), bit4));
-            const uint8x16_t q10 = vorrq_u8(vshrq_n_u8(b0, 4), vandq_u8(vshlq_n_u8(h0, 3), bit4));
-            const uint8x16_t q11 = vorrq_u8(vshrq_n_u8(b1, 4), vandq_u8(vshlq_n_u8(h1, 3), bit4));
-            h0 = vshrq_n_u8(h0, 2);
-            h1 = vshrq_n_u8(h1, 2);
-            const int32x4_t p0 = dot32_neon(vreinterpretq_s8_u8(q00), vreinterpretq_s8_u8(q01), a);
-            const int32x4_t p1 = dot32_neon(vreinterpretq_s8_u8(q10), vreinterpretq_s8_u8(q11), a + 32);
-            sumi = vmlaq_n_s32(sumi, p0, sm[2 * k]);
-            sumi = vmlaq_n_s32(sumi, p1, sm[2 * k + 1]);
+            // sub-block 2k: low nibbles of qs[32k..32k+31] (Q5_K: | bit 0 of h at bit 4);
+            // sub-block 2k+1: high nibbles (Q5_K: | bit 1 of h)
+            const uint8x16_t b0 = vld1q_u8(x + qs_off + 32 * k), b1 = vld1q_u8(x + qs_off + 32 * k + 16);
+            uint8x16_t q00 = vandq_u8(b0, m4), q01 = vandq_u8(b1, m4);
+            uint8x16_t q10 = vshrq_n_u8(b0, 4), q11 = vshrq_n_u8(b1, 4);
+            if (q5) {
+                q00 = vorrq_u8(q00, vandq_u8(vshlq_n_u8(h0, 4), bit4));
+                q01 = vorrq_u8(q01, vandq_u8(vshlq_n_u8(h1, 4), bit4));
+                q10 = vorrq_u8(q10, vandq_u8(vshlq_n_u8(h0, 3), bit4));
+                q11 = vorrq_u8(q11, vandq_u8(vshlq_n_u8(h1, 3), bit4));
+                h0 = vshrq_n_u8(h0, 2);
+                h1 = vshrq_n_u8(h1, 2);
+            }
+            K_FOR_ROWS(r) {
+                const int8_t *a = K_ROW(y, r, by, i)->qs + 64 * k;
+                const int32x4_t p0 = k_dot32_neon(vreinterpretq_s8_u8(q00), vreinterpretq_s8_u8(q01), a);
+                const int32x4_t p1 = k_dot32_neon(vreinterpretq_s8_u8(q10), vreinterpretq_s8_u8(q11), a + 32);
+                sumi[r] = vmlaq_n_s32(sumi[r], p0, sm[2 * k]);
+                sumi[r] = vmlaq_n_s32(sumi[r], p1, sm[2 * k + 1]);
+            }
         }
-        const float d = lp_half_to_float(x[i].d) * y[i].d;
-        const float dmin = lp_half_to_float(x[i].dmin) * y[i].d;
-        sumf += d * (float)vaddvq_s32(sumi) - dmin * (float)summ;
+        const float xd = k_half_to_float_neon(hd), xdmin = k_half_to_float_neon(hdmin);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(y, r, by, i);
+            const int summ = k4_min_dot_neon(sm + 8, yr->bsums);
+            const float d = xd * yr->d;
+            const float dmin = xdmin * yr->d;
+            sumf[r] += d * (float)vaddvq_s32(sumi[r]) - dmin * (float)summ;
+        }
     }
-    *s = sumf;
+    K_FOR_ROWS(r) s[r * bs] = sumf[r];
 }
+K_INLINE void q4_K_rows_neon(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                             size_t by, const int nr) { k4_rows_neon(n, s, bs, x, y, by, nr, 0); }
+K_INLINE void q5_K_rows_neon(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                             size_t by, const int nr) { k4_rows_neon(n, s, bs, x, y, by, nr, 1); }
+K_ROWS_DOTS(q4_K, neon)
+K_ROWS_DOTS(q5_K, neon)
 
-void lp_vec_dot_q6_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q6_K_rows_neon(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q6_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
+    const uint8_t *y = vy;
     const uint8x16_t m4 = vdupq_n_u8(0x0f);
     const uint8x16_t m2 = vdupq_n_u8(0x03);
     const int8x16_t off = vdupq_n_s8(32);
-    float sumf = 0.0f;
+    float sumf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int i = 0; i < n / QK_K; i++) {
-        int32x4_t sumi = vdupq_n_s32(0);
+        int32x4_t sumi[4];
+        K_FOR_ROWS(r) sumi[r] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = x[i].ql + 64 * h;
             const uint8_t *qh = x[i].qh + 32 * h;
-            const int8_t *a = y[i].qs + 128 * h;
             const int8_t *sc = x[i].scales + 8 * h;
             for (int c = 0; c < 2; c++) {
                 // 16 quants of each quarter of this half: l = 16c .. 16c+15
@@ -434,33 +416,23 @@ void lp_vec_dot_q6_K_neon(int n, float *restrict s, const void *restrict vx, con
                 const uint8x16_t u2 = vorrq_u8(vshrq_n_u8(l0, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(hh, 4), m2), 4));
                 const uint8x16_t u3 = vorrq_u8(vshrq_n_u8(l1, 4), vshlq_n_u8(vshrq_n_u8(hh, 6), 4));
                 // quarter k covers groups 2k + c (local to this half), activations 32k + 16c
-                const int32x4_t z = vdupq_n_s32(0);
                 const int8x16_t q0 = vsubq_s8(vreinterpretq_s8_u8(u0), off);
                 const int8x16_t q1 = vsubq_s8(vreinterpretq_s8_u8(u1), off);
                 const int8x16_t q2 = vsubq_s8(vreinterpretq_s8_u8(u2), off);
                 const int8x16_t q3 = vsubq_s8(vreinterpretq_s8_u8(u3), off);
-                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q0, vld1q_s8(a + 0 + 16 * c)), sc[0 + c]);
-                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q1, vld1q_s8(a + 32 + 16 * c)), sc[2 + c]);
-                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q2, vld1q_s8(a + 64 + 16 * c)), sc[4 + c]);
-                sumi = vmlaq_n_s32(sumi, lp_dot_i8x16(z, q3, vld1q_s8(a + 96 + 16 * c)), sc[6 + c]);
+                K_FOR_ROWS(r) {
+                    const int8_t *a = K_ROW(y, r, by, i)->qs + 128 * h + 16 * c;
+                    sumi[r] = vmlaq_n_s32(sumi[r], k_dot16_neon(q0, a + 0), sc[0 + c]);
+                    sumi[r] = vmlaq_n_s32(sumi[r], k_dot16_neon(q1, a + 32), sc[2 + c]);
+                    sumi[r] = vmlaq_n_s32(sumi[r], k_dot16_neon(q2, a + 64), sc[4 + c]);
+                    sumi[r] = vmlaq_n_s32(sumi[r], k_dot16_neon(q3, a + 96), sc[6 + c]);
+                }
             }
         }
-        sumf += (lp_half_to_float(x[i].d) * y[i].d) * (float)vaddvq_s32(sumi);
+        const float xd = k_half_to_float_neon(x[i].d);
+        K_FOR_ROWS(r) sumf[r] += (xd * K_ROW(y, r, by, i)->d) * (float)vaddvq_s32(sumi[r]);
     }
-    *s = sumf;
+    K_FOR_ROWS(r) s[r * bs] = sumf[r];
 }
-#endif
-
-// ---------------------------------------------------------------------------
-// Four activation rows per weight row (prompt processing).
-
-#if LP_X86
-LP_DOT4_FROM_DOT(q4_K, avx2)
-LP_DOT4_FROM_DOT(q5_K, avx2)
-LP_DOT4_FROM_DOT(q6_K, avx2)
-#endif
-#if LP_ARM
-LP_DOT4_FROM_DOT(q4_K, neon)
-LP_DOT4_FROM_DOT(q5_K, neon)
-LP_DOT4_FROM_DOT(q6_K, neon)
+K_ROWS_DOTS(q6_K, neon)
 #endif

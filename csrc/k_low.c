@@ -9,7 +9,7 @@
 // Quant order inside a block (both types): the 2-bit fields of 32 bytes of qs
 // give 128 weights, shift 0 first: weight 128*h + 32*j + l is bits 2j..2j+1 of
 // qs[32*h + l]. Q3_K's high bit of weight 32*k + l is bit k of hmask[l].
-#include "simd.h"
+#include "k_rows.h"
 
 // ---------------------------------------------------------------------------
 // Q3_K scale unpacking. 16 6-bit values in 12 bytes: the low 4 bits of scale s
@@ -112,6 +112,7 @@ void lp_vec_dot_q3_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // with a vector holding scale 2k in the low lane and 2k+1 in the high lane
 // scales them and sums pairs again. Integer sums stay in registers for the
 // whole super-block; one float multiply-add per super-block (two for Q2_K).
+// Each body serves 1 or 4 activation rows (k_rows.h).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -140,60 +141,68 @@ static inline __m256i lp_k_dot32(__m256i u, const int8_t *q8, __m256i scale_pair
     return _mm256_madd_epi16(scale_pair, p);
 }
 
-void lp_vec_dot_q2_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q2_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q2_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
-    const __m256i m3 = _mm256_set1_epi8(3), m12 = _mm256_set1_epi8(12);
+    const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m15 = _mm_set1_epi8(0x0f);
-    __m256 acc = _mm256_setzero_ps();
-    __m256 acc_min = _mm256_setzero_ps();
+    __m256 acc[4], acc_min[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        // d and dmin (adjacent halves) times the activation scale
-        uint32_t dd;
+        uint32_t dd;  // d and dmin (adjacent halves)
         memcpy(&dd, &x[i].d, 4);
-        const __m128 dv = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)), _mm_set1_ps(y[i].d));
-        const __m256 dall = _mm256_broadcastss_ps(dv);
-        const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dv));
-        // mins times bsums: 8 int32 lanes of pair sums
+        const __m128 xdv = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
         const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
-        const __m256i summs = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)y[i].bsums));
-        acc_min = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(summs), acc_min);
         // the 16 4-bit scales in both lanes
         const __m256i sc = _mm256_broadcastsi128_si256(_mm_and_si128(raw, m15));
-        // two halves of 128 weights: 32 bytes of quants each, four 2-bit fields.
-        // Fields 1 and 3 are used in place, times 4 (masked, not shifted): their
-        // sums go to sum4, divided by 4 (exactly) at the end.
-        __m256i sum1 = _mm256_setzero_si256(), sum4 = _mm256_setzero_si256();
+        __m256i sumi[4];
+        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
         #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
-            const __m256i b0 = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
-            const __m256i b4 = _mm256_srli_epi16(b0, 4);  // fields 2, 3 (16-bit shift: masked below)
-            const __m256i q0 = _mm256_and_si256(b0, m3), q1x4 = _mm256_and_si256(b0, m12);
-            const __m256i q2 = _mm256_and_si256(b4, m3), q3x4 = _mm256_and_si256(b4, m12);
-            const int8_t *q8 = y[i].qs + 128 * h;
-            sum1 = _mm256_add_epi32(sum1, lp_k_dot32(q0, q8, lp_q2_K_scale_pair(sc, 4 * h)));
-            sum4 = _mm256_add_epi32(sum4, lp_k_dot32(q1x4, q8 + 32, lp_q2_K_scale_pair(sc, 4 * h + 1)));
-            sum1 = _mm256_add_epi32(sum1, lp_k_dot32(q2, q8 + 64, lp_q2_K_scale_pair(sc, 4 * h + 2)));
-            sum4 = _mm256_add_epi32(sum4, lp_k_dot32(q3x4, q8 + 96, lp_q2_K_scale_pair(sc, 4 * h + 3)));
+            // two halves of 128 weights: 32 bytes of quants each, four 2-bit fields
+            // (16-bit shifts: the mask keeps each byte's own bits)
+            const __m256i b = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
+            const __m256i q0 = _mm256_and_si256(b, m3);
+            const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(b, 2), m3);
+            const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(b, 4), m3);
+            const __m256i q3 = _mm256_and_si256(_mm256_srli_epi16(b, 6), m3);
+            K_FOR_ROWS(r) {
+                // (the scale shuffles are the same for every row: the compiler computes them once)
+                const int8_t *q8 = K_ROW(vy, r, by, i)->qs + 128 * h;
+                const __m256i s01 = _mm256_add_epi32(lp_k_dot32(q0, q8, lp_q2_K_scale_pair(sc, 4 * h)),
+                                                     lp_k_dot32(q1, q8 + 32, lp_q2_K_scale_pair(sc, 4 * h + 1)));
+                const __m256i s23 = _mm256_add_epi32(lp_k_dot32(q2, q8 + 64, lp_q2_K_scale_pair(sc, 4 * h + 2)),
+                                                     lp_k_dot32(q3, q8 + 96, lp_q2_K_scale_pair(sc, 4 * h + 3)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(s01, s23));
+                K_KEEP(sumi[r]);
+            }
         }
-        const __m256i sumi = _mm256_add_epi32(sum1, _mm256_srai_epi32(sum4, 2));
-        acc = _mm256_fmadd_ps(dall, _mm256_cvtepi32_ps(sumi), acc);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            const __m128 dv = _mm_mul_ps(xdv, _mm_set1_ps(yr->d));  // d, dmin times the activation scale
+            // mins times bsums: 8 int32 lanes of pair sums
+            const __m256i summs = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
+            acc_min[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dv)), _mm256_cvtepi32_ps(summs), acc_min[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dv), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+        }
     }
-    *s = lp_hsum_f32x8(_mm256_sub_ps(acc, acc_min));
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], acc_min[r]));
 }
+K_ROWS_DOTS(q2_K, avx2)
 
 // Q3_K: u = q + 4 = low | (high bit << 2) is unsigned 0..7, so maddubs applies;
 // the 4 comes back out per group as 4 * scale * bsum.
-void lp_vec_dot_q3_K_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q3_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q3_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
     const __m128i m15 = _mm_set1_epi8(0x0f);
     const __m128i hshift = _mm_setr_epi32(0, 2, 4, 6);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        const __m256 d = _mm256_set1_ps(y[i].d * lp_half_to_float_f16c(x[i].d));
+        const float xd = lp_half_to_float_f16c(x[i].d);
         // unpack the 16 6-bit scales: low nibbles of bytes 0..7, then high nibbles;
         // top bits: byte 8 + s%4 shifted right by 2*(s/4)
         uint32_t top;
@@ -203,16 +212,17 @@ void lp_vec_dot_q3_K_avx2(int n, float *restrict s, const void *restrict vx, con
         const __m128i hi2 = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)top), hshift), _mm_set1_epi8(3));
         const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo4, _mm_slli_epi16(hi2, 4)), _mm_set1_epi8(32));
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // groups 0..7 | 8..15
-        // the 4 taken out: 4 * sum over groups of scale * bsum
-        const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums));
-        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
         // scales of each half (8 groups) in both lanes
         const __m256i half_sc[2] = {_mm256_permute4x64_epi64(sc16, 0x44), _mm256_permute4x64_epi64(sc16, 0xee)};
+        __m256i sumi[4];
+        K_FOR_ROWS(r) {  // the 4 taken out: 4 * sum over groups of scale * bsum
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)K_ROW(vy, r, by, i)->bsums));
+            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
+        }
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
         #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
-            const int8_t *q8 = y[i].qs + 128 * h;
             #pragma GCC unroll 4
             for (int j = 0; j < 4; j++) {
                 // high bit k = 4h + j of hmask moved to bit 2 (16-bit shifts stay within bytes)
@@ -220,74 +230,90 @@ void lp_vec_dot_q3_K_avx2(int n, float *restrict s, const void *restrict vx, con
                 const __m256i hb = k < 2 ? _mm256_slli_epi16(hm, 2 - k) : _mm256_srli_epi16(hm, k - 2);
                 const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3),
                                                   _mm256_and_si256(hb, m4));
-                sumi = _mm256_add_epi32(sumi, lp_k_dot32(u, q8 + 32 * j, lp_q3_K_scale_pair(half_sc[h], j)));
+                const __m256i pair = lp_q3_K_scale_pair(half_sc[h], j);
+                K_FOR_ROWS(r) {
+                    sumi[r] = _mm256_add_epi32(sumi[r], lp_k_dot32(u, K_ROW(vy, r, by, i)->qs + 128 * h + 32 * j, pair));
+                    K_KEEP(sumi[r]);
+                }
             }
         }
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        K_FOR_ROWS(r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(K_ROW(vy, r, by, i)->d * xd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
     }
-    *s = lp_hsum_f32x8(acc);
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
 }
+K_ROWS_DOTS(q3_K, avx2)
 LP_AVX2_END
 #endif
 
 // ---------------------------------------------------------------------------
-// NEON. Signed 8-bit dot products per group of 16 (lp_dot_i8x16), each group's
+// NEON. Signed 8-bit dot products per group of 16 (k_dot16_neon), each group's
 // int32 lanes multiplied by its scale into one accumulator per super-block.
+// Each body serves 1 or 4 activation rows (k_rows.h).
 
 #if LP_ARM
-void lp_vec_dot_q2_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q2_K_rows_neon(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q2_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
     const uint8x16_t m3 = vdupq_n_u8(3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
+    float32x4_t acc[4];
+    K_FOR_ROWS(r) acc[r] = vdupq_n_f32(0.0f);
     for (int i = 0; i < n / QK_K; i++) {
         const uint8x16_t raw = vld1q_u8(x[i].scales);
-        // mins times bsums
         const int16x8_t m_lo = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(vshrq_n_u8(raw, 4))));
         const int16x8_t m_hi = vreinterpretq_s16_u16(vmovl_u8(vget_high_u8(vshrq_n_u8(raw, 4))));
-        const int16x8_t b_lo = vld1q_s16(y[i].bsums), b_hi = vld1q_s16(y[i].bsums + 8);
-        int32x4_t summs = vmull_s16(vget_low_s16(m_lo), vget_low_s16(b_lo));
-        summs = vmlal_s16(summs, vget_high_s16(m_lo), vget_high_s16(b_lo));
-        summs = vmlal_s16(summs, vget_low_s16(m_hi), vget_low_s16(b_hi));
-        summs = vmlal_s16(summs, vget_high_s16(m_hi), vget_high_s16(b_hi));
-        // scales times group dot products
         uint8_t sc[16];
         vst1q_u8(sc, vandq_u8(raw, vdupq_n_u8(0x0f)));
-        int32x4_t isum = vdupq_n_s32(0);
+        // scales times group dot products
+        int32x4_t isum[4];
+        K_FOR_ROWS(r) isum[r] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
             const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
-            const int8_t *q8 = y[i].qs + 128 * h;
             for (int j = 0; j < 4; j++) {
                 const int8x16_t sh = vdupq_n_s8((int8_t)(-2 * j));  // negative: shift right
                 const int8x16_t q0 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(b0, sh), m3));
                 const int8x16_t q1 = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(b1, sh), m3));
-                const int32x4_t p0 = lp_dot_i8x16(vdupq_n_s32(0), q0, vld1q_s8(q8 + 32 * j));
-                const int32x4_t p1 = lp_dot_i8x16(vdupq_n_s32(0), q1, vld1q_s8(q8 + 32 * j + 16));
-                isum = vmlaq_n_s32(isum, p0, sc[8 * h + 2 * j]);
-                isum = vmlaq_n_s32(isum, p1, sc[8 * h + 2 * j + 1]);
+                K_FOR_ROWS(r) {
+                    const int8_t *q8 = K_ROW(vy, r, by, i)->qs + 128 * h + 32 * j;
+                    const int32x4_t p0 = k_dot16_neon(q0, q8);
+                    const int32x4_t p1 = k_dot16_neon(q1, q8 + 16);
+                    isum[r] = vmlaq_n_s32(isum[r], p0, sc[8 * h + 2 * j]);
+                    isum[r] = vmlaq_n_s32(isum[r], p1, sc[8 * h + 2 * j + 1]);
+                }
             }
         }
-        const float dall = y[i].d * lp_half_to_float(x[i].d);
-        const float dmin = y[i].d * lp_half_to_float(x[i].dmin);
-        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(isum), dall);
-        acc = vmlsq_n_f32(acc, vcvtq_f32_s32(summs), dmin);
+        const float xd = k_half_to_float_neon(x[i].d), xdmin = k_half_to_float_neon(x[i].dmin);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            // mins times bsums
+            const int16x8_t b_lo = vld1q_s16(yr->bsums), b_hi = vld1q_s16(yr->bsums + 8);
+            int32x4_t summs = vmull_s16(vget_low_s16(m_lo), vget_low_s16(b_lo));
+            summs = vmlal_s16(summs, vget_high_s16(m_lo), vget_high_s16(b_lo));
+            summs = vmlal_s16(summs, vget_low_s16(m_hi), vget_low_s16(b_hi));
+            summs = vmlal_s16(summs, vget_high_s16(m_hi), vget_high_s16(b_hi));
+            const float dall = yr->d * xd;
+            const float dmin = yr->d * xdmin;
+            acc[r] = vmlaq_n_f32(acc[r], vcvtq_f32_s32(isum[r]), dall);
+            acc[r] = vmlsq_n_f32(acc[r], vcvtq_f32_s32(summs), dmin);
+        }
     }
-    *s = vaddvq_f32(acc);
+    K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]);
 }
+K_ROWS_DOTS(q2_K, neon)
 
-void lp_vec_dot_q3_K_neon(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
+K_INLINE void q3_K_rows_neon(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr) {
     const block_q3_K *restrict x = vx;
-    const block_q8_K *restrict y = vy;
     const uint8x16_t m3 = vdupq_n_u8(3), m4 = vdupq_n_u8(4);
-    float32x4_t acc = vdupq_n_f32(0.0f);
+    float32x4_t acc[4];
+    K_FOR_ROWS(r) acc[r] = vdupq_n_f32(0.0f);
     for (int i = 0; i < n / QK_K; i++) {
         int sc[16];
         for (int g = 0; g < 16; g++) sc[g] = lp_q3_K_scale(x[i].scales, g);
         const uint8x16_t hm0 = vld1q_u8(x[i].hmask), hm1 = vld1q_u8(x[i].hmask + 16);
-        int32x4_t isum = vdupq_n_s32(0);
+        int32x4_t isum[4];
+        K_FOR_ROWS(r) isum[r] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
             const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * h), b1 = vld1q_u8(x[i].qs + 32 * h + 16);
-            const int8_t *q8 = y[i].qs + 128 * h;
             for (int j = 0; j < 4; j++) {
                 const int k = 4 * h + j;
                 const int8x16_t sh = vdupq_n_s8((int8_t)(-2 * j));  // negative: shift right
@@ -298,26 +324,19 @@ void lp_vec_dot_q3_K_neon(int n, float *restrict s, const void *restrict vx, con
                 const uint8x16_t sub1 = vbicq_u8(m4, vtstq_u8(hm1, bit));
                 const int8x16_t q0 = vreinterpretq_s8_u8(vsubq_u8(lo0, sub0));
                 const int8x16_t q1 = vreinterpretq_s8_u8(vsubq_u8(lo1, sub1));
-                const int32x4_t p0 = lp_dot_i8x16(vdupq_n_s32(0), q0, vld1q_s8(q8 + 32 * j));
-                const int32x4_t p1 = lp_dot_i8x16(vdupq_n_s32(0), q1, vld1q_s8(q8 + 32 * j + 16));
-                isum = vmlaq_n_s32(isum, p0, sc[2 * k]);
-                isum = vmlaq_n_s32(isum, p1, sc[2 * k + 1]);
+                K_FOR_ROWS(r) {
+                    const int8_t *q8 = K_ROW(vy, r, by, i)->qs + 128 * h + 32 * j;
+                    const int32x4_t p0 = k_dot16_neon(q0, q8);
+                    const int32x4_t p1 = k_dot16_neon(q1, q8 + 16);
+                    isum[r] = vmlaq_n_s32(isum[r], p0, sc[2 * k]);
+                    isum[r] = vmlaq_n_s32(isum[r], p1, sc[2 * k + 1]);
+                }
             }
         }
-        acc = vmlaq_n_f32(acc, vcvtq_f32_s32(isum), y[i].d * lp_half_to_float(x[i].d));
+        const float xd = k_half_to_float_neon(x[i].d);
+        K_FOR_ROWS(r) acc[r] = vmlaq_n_f32(acc[r], vcvtq_f32_s32(isum[r]), K_ROW(vy, r, by, i)->d * xd);
     }
-    *s = vaddvq_f32(acc);
+    K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]);
 }
-#endif
-
-// ---------------------------------------------------------------------------
-// Four activation rows per weight row (prompt processing).
-
-#if LP_X86
-LP_DOT4_FROM_DOT(q2_K, avx2)
-LP_DOT4_FROM_DOT(q3_K, avx2)
-#endif
-#if LP_ARM
-LP_DOT4_FROM_DOT(q2_K, neon)
-LP_DOT4_FROM_DOT(q3_K, neon)
+K_ROWS_DOTS(q3_K, neon)
 #endif

@@ -374,18 +374,4 @@ void lp_vec_dot_q5_1_neon(int n, float *restrict s, const void *restrict vx, con
 #undef LP_NEON_Q8_1_BODY
 #endif
 
-// ---------------------------------------------------------------------------
-// Four activation rows per weight row (prompt processing).
-
-#if LP_X86
-LP_DOT4_FROM_DOT(q4_0, avx2)
-LP_DOT4_FROM_DOT(q4_1, avx2)
-LP_DOT4_FROM_DOT(q5_0, avx2)
-LP_DOT4_FROM_DOT(q5_1, avx2)
-#endif
-#if LP_ARM
-LP_DOT4_FROM_DOT(q4_0, neon)
-LP_DOT4_FROM_DOT(q4_1, neon)
-LP_DOT4_FROM_DOT(q5_0, neon)
-LP_DOT4_FROM_DOT(q5_1, neon)
-#endif
+// Four activation rows per weight row (vec_dot4): legacy_dot4.c.

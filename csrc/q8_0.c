@@ -55,11 +55,102 @@ void lp_vec_dot_q8_0_neon(int n, float *restrict s, const void *restrict vx, con
 #endif
 
 // ---------------------------------------------------------------------------
-// Four activation rows per weight row (prompt processing).
+// Four activation rows per weight row (prompt processing): each row gets exactly
+// vec_dot's result (one accumulator, the same sums and products).
+//
+// AVX2: blocks go in chunks of LP_CHUNK. Pass one converts a chunk's fp16 scales
+// for the four rows at once (eight per conversion, one multiply by the weight
+// scales) into dm[]; pass two is the integer dot products: |qx| is shared, qy takes
+// qx's sign per row, and each row's scale is broadcast from dm[].
 
 #if LP_X86
-LP_DOT4_FROM_DOT(q8_0, avx2)
+LP_AVX2_BEGIN
+#define LP_CHUNK 64  // blocks; even, so pairs of blocks never straddle two chunks
+
+static inline __m128i load32(const void *p) { int v; memcpy(&v, p, 4); return _mm_cvtsi32_si128(v); }
+// The fp16 at p and at p + step of the four rows (stride by): 8 floats, row j in lanes 2j, 2j + 1
+static inline __m128i pair16(const uint8_t *p, size_t step) { return _mm_unpacklo_epi16(load32(p), load32(p + step)); }
+static inline __m256 rows_h42(const uint8_t *p, size_t step, size_t by) {
+    const __m128i r01 = _mm_unpacklo_epi32(pair16(p, step), pair16(p + by, step));
+    const __m128i r23 = _mm_unpacklo_epi32(pair16(p + 2 * by, step), pair16(p + 3 * by, step));
+    return _mm256_cvtph_ps(_mm_unpacklo_epi64(r01, r23));
+}
+// fp16 a, b in lanes 0, 1 of every pair of lanes
+static inline __m256 rep_h2(lp_half a, lp_half b) { return _mm256_cvtph_ps(_mm_set1_epi32((int)(a | (uint32_t)b << 16))); }
+
+// A += D * (qx . qy) for one row's block YB, |qx| in AX and qx in QX
+#define LP_ROW(A, YB, D) {                                                                   \
+    const __m256i qy = _mm256_loadu_si256((const __m256i *)(YB).qs);                         \
+    const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1)); \
+    A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(p), A); }
+
+void lp_vec_dot4_q8_0_avx2(int n, float *restrict s, size_t bs, const void *restrict vx,
+                           const void *restrict vy, size_t by) {
+    const block_q8_0 *restrict x = vx;
+    const int nb = n / QK8_0;
+    const block_q8_0 *restrict y0 = vy, *restrict y1 = (const block_q8_0 *)((const uint8_t *)vy + by);
+    const block_q8_0 *restrict y2 = (const block_q8_0 *)((const uint8_t *)vy + 2 * by);
+    const block_q8_0 *restrict y3 = (const block_q8_0 *)((const uint8_t *)vy + 3 * by);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    float dm[LP_CHUNK * 4];  // dm[4 b + 2j + k]: dx*dy of block c + b + k for row j (b even)
+    for (int c = 0; c < nb; c += LP_CHUNK) {
+        const int ce = c + LP_CHUNK < nb ? c + LP_CHUNK : nb;
+        int i = c;
+        for (; i + 1 < ce; i += 2)
+            _mm256_storeu_ps(dm + (i - c) * 4, _mm256_mul_ps(rep_h2(x[i].d, x[i + 1].d),
+                                                             rows_h42((const uint8_t *)&y0[i].d, sizeof(block_q8_0), by)));
+        if (i < ce)
+            _mm256_storeu_ps(dm + (i - c) * 4, _mm256_mul_ps(rep_h2(x[i].d, 0), rows_h42((const uint8_t *)&y0[i].d, 0, by)));
+        const float *d = dm - c * 4;
+        for (i = c; i < ce; i++) {  // blocks i and i + 1 (when there) in one step, for the compiler
+            const int k = 4 * (i & ~1) + (i & 1);
+            {
+                const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
+                const __m256i ax = _mm256_sign_epi8(qx, qx);
+                LP_ROW(a0, y0[i], d[k]) LP_ROW(a1, y1[i], d[k + 2]) LP_ROW(a2, y2[i], d[k + 4]) LP_ROW(a3, y3[i], d[k + 6])
+            }
+            if (i + 1 == ce) break;
+            i++;
+            {
+                const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
+                const __m256i ax = _mm256_sign_epi8(qx, qx);
+                LP_ROW(a0, y0[i], d[k + 1]) LP_ROW(a1, y1[i], d[k + 3]) LP_ROW(a2, y2[i], d[k + 5]) LP_ROW(a3, y3[i], d[k + 7])
+            }
+        }
+    }
+    s[0] = lp_hsum_f32x8(a0);
+    s[bs] = lp_hsum_f32x8(a1);
+    s[2 * bs] = lp_hsum_f32x8(a2);
+    s[3 * bs] = lp_hsum_f32x8(a3);
+}
+#undef LP_ROW
+#undef LP_CHUNK
+LP_AVX2_END
 #endif
+
+// NEON: the weight bytes loaded once; per row, vec_dot's two dot products and
+// multiply-add. The four rows' scales come from one conversion of four fp16.
 #if LP_ARM
-LP_DOT4_FROM_DOT(q8_0, neon)
+void lp_vec_dot4_q8_0_neon(int n, float *restrict s, size_t bs, const void *restrict vx,
+                           const void *restrict vy, size_t by) {
+    const block_q8_0 *restrict x = vx;
+    const block_q8_0 *restrict y[4];
+    float32x4_t acc[4];
+    for (int j = 0; j < 4; j++) {
+        y[j] = (const block_q8_0 *)((const uint8_t *)vy + j * by);
+        acc[j] = vdupq_n_f32(0.0f);
+    }
+    for (int i = 0; i < n / QK8_0; i++) {
+        const lp_half h[4] = {y[0][i].d, y[1][i].d, y[2][i].d, y[3][i].d};
+        const float32x4_t d = vmulq_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(x[i].d))),
+                                        vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h))));
+        const int8x16_t x0 = vld1q_s8(x[i].qs), x1 = vld1q_s8(x[i].qs + 16);
+#define LP_ROW(j)                                                                            \
+        acc[j] = vmlaq_laneq_f32(acc[j], vcvtq_f32_s32(lp_dot_i8x16(lp_dot_i8x16(vdupq_n_s32(0), x0, \
+            vld1q_s8(y[j][i].qs)), x1, vld1q_s8(y[j][i].qs + 16))), d, j);
+        LP_ROW(0) LP_ROW(1) LP_ROW(2) LP_ROW(3)
+#undef LP_ROW
+    }
+    for (int j = 0; j < 4; j++) s[j * bs] = vaddvq_f32(acc[j]);
+}
 #endif

@@ -1,0 +1,63 @@
+// k_rows.h — one kernel body for vec_dot and vec_dot4 of the K-quants (k_high.c, k_low.c).
+//
+// A body `<t>_rows_<isa>(n, s, bs, x, y, by, nr)` dots one weight row x with nr
+// activation rows (nr = 1: vec_dot, nr = 4: vec_dot4): row r's Q8_K blocks start at
+// y + r * by and its result goes to s[r * bs]. The weight decode (quants, high bits,
+// scales) is done once per block for all rows; each row's own arithmetic is the same
+// whatever nr is, so vec_dot4 gives vec_dot's results bit for bit.
+#pragma once
+#include "simd.h"
+
+#define K_INLINE static inline __attribute__((always_inline))
+// loops over the rows are unrolled, so the per-row accumulators stay in registers
+#define K_FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
+// block i of activation row r
+#define K_ROW(y, r, by, i) ((const block_q8_K *)((const uint8_t *)(y) + (size_t)(r) * (by)) + (i))
+// lp_vec_dot_<t>_<isa> and lp_vec_dot4_<t>_<isa> from the body <t>_rows_<isa>
+#define K_ROWS_DOTS(t, isa)                                                                           \
+    void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y) { \
+        t##_rows_##isa(n, s, 0, x, y, 0, 1);                                                           \
+    }                                                                                                  \
+    void lp_vec_dot4_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,         \
+                                 const void *restrict y, size_t by) {                                   \
+        t##_rows_##isa(n, s, bs, x, y, by, 4);                                                         \
+    }
+
+#if LP_X86
+// An empty asm that makes the vector v a register value at this point. A row's
+// integer sums are single-use chains; without it GCC moves their additions down to
+// the block's end and keeps every product of the block alive (register spills).
+#define K_KEEP(v) __asm__("" : "+x"(v))
+#endif
+
+#if LP_ARM
+// A half float as a float by the hardware conversion (exact, like lp_half_to_float).
+static inline float k_half_to_float_neon(lp_half h) {
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+
+// Dot products of K-quant quants q with activations a in 4 int32 lanes. Without the
+// dot-product instructions, products are first summed in int16: every K-quant has
+// |q| <= 32 and |a| <= 128, so a sum of four products stays within 4 * 4096.
+// 16 quants:
+static inline int32x4_t k_dot16_neon(int8x16_t q, const int8_t *a) {
+    const int8x16_t av = vld1q_s8(a);
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(vdupq_n_s32(0), q, av);
+#else
+    return vpaddlq_s16(vmlal_high_s8(vmull_s8(vget_low_s8(q), vget_low_s8(av)), q, av));
+#endif
+}
+// 32 quants, q0 then q1:
+static inline int32x4_t k_dot32_neon(int8x16_t q0, int8x16_t q1, const int8_t *a) {
+    const int8x16_t a0 = vld1q_s8(a), a1 = vld1q_s8(a + 16);
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), q0, a0), q1, a1);
+#else
+    int16x8_t p = vmull_s8(vget_low_s8(q0), vget_low_s8(a0));
+    p = vmlal_high_s8(p, q0, a0);
+    p = vmlal_s8(p, vget_low_s8(q1), vget_low_s8(a1));
+    return vpaddlq_s16(vmlal_high_s8(p, q1, a1));
+#endif
+}
+#endif
