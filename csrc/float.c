@@ -193,37 +193,44 @@ LP_AVX2_END
 // NEON: 16 accumulators for the four rows fit (32 registers); each 4 weights
 // loaded (and converted) once for four rows.
 #if LP_ARM
+#define LP_ACC4(j) float32x4_t a##j##0 = vdupq_n_f32(0.0f), a##j##1 = a##j##0, a##j##2 = a##j##0, a##j##3 = a##j##0;
+#define LP_FMA4(j)                                                             \
+    a##j##0 = vfmaq_f32(a##j##0, x0, vld1q_f32(y##j + i));                     \
+    a##j##1 = vfmaq_f32(a##j##1, x1, vld1q_f32(y##j + i + 4));                 \
+    a##j##2 = vfmaq_f32(a##j##2, x2, vld1q_f32(y##j + i + 8));                 \
+    a##j##3 = vfmaq_f32(a##j##3, x3, vld1q_f32(y##j + i + 12));
+#define LP_SUM4(j) vaddvq_f32(vaddq_f32(vaddq_f32(a##j##0, a##j##1), vaddq_f32(a##j##2, a##j##3)))
 #define LP_DOT4_F32X4_BODY(W, LOAD4, TO_FLOAT)                                 \
     const W *restrict x = vx;                                                  \
-    const float *restrict y[4];                                                \
-    float32x4_t a[4][4];                                                       \
-    for (int j = 0; j < 4; j++) {                                              \
-        y[j] = (const float *)((const uint8_t *)vy + j * by);                  \
-        for (int k = 0; k < 4; k++) a[j][k] = vdupq_n_f32(0.0f);               \
-    }                                                                          \
+    const float *restrict y0 = vy, *restrict y1 = (const float *)((const uint8_t *)vy + by); \
+    const float *restrict y2 = (const float *)((const uint8_t *)vy + 2 * by);  \
+    const float *restrict y3 = (const float *)((const uint8_t *)vy + 3 * by);  \
+    LP_ACC4(0) LP_ACC4(1) LP_ACC4(2) LP_ACC4(3)                                \
     int i = 0;                                                                 \
     for (; i + 16 <= n; i += 16) {                                             \
         const float32x4_t x0 = LOAD4(x + i), x1 = LOAD4(x + i + 4);            \
         const float32x4_t x2 = LOAD4(x + i + 8), x3 = LOAD4(x + i + 12);       \
-        for (int j = 0; j < 4; j++) {                                          \
-            a[j][0] = vfmaq_f32(a[j][0], x0, vld1q_f32(y[j] + i));             \
-            a[j][1] = vfmaq_f32(a[j][1], x1, vld1q_f32(y[j] + i + 4));         \
-            a[j][2] = vfmaq_f32(a[j][2], x2, vld1q_f32(y[j] + i + 8));         \
-            a[j][3] = vfmaq_f32(a[j][3], x3, vld1q_f32(y[j] + i + 12));        \
-        }                                                                      \
+        LP_FMA4(0) LP_FMA4(1) LP_FMA4(2) LP_FMA4(3)                            \
     }                                                                          \
     for (; i + 4 <= n; i += 4) {                                               \
         const float32x4_t x0 = LOAD4(x + i);                                   \
-        for (int j = 0; j < 4; j++) a[j][0] = vfmaq_f32(a[j][0], x0, vld1q_f32(y[j] + i)); \
+        a00 = vfmaq_f32(a00, x0, vld1q_f32(y0 + i));                           \
+        a10 = vfmaq_f32(a10, x0, vld1q_f32(y1 + i));                           \
+        a20 = vfmaq_f32(a20, x0, vld1q_f32(y2 + i));                           \
+        a30 = vfmaq_f32(a30, x0, vld1q_f32(y3 + i));                           \
     }                                                                          \
-    float sum[4];                                                              \
-    for (int j = 0; j < 4; j++)                                                \
-        sum[j] = vaddvq_f32(vaddq_f32(vaddq_f32(a[j][0], a[j][1]), vaddq_f32(a[j][2], a[j][3]))); \
+    float s0 = LP_SUM4(0), s1 = LP_SUM4(1), s2 = LP_SUM4(2), s3 = LP_SUM4(3);  \
     for (; i < n; i++) {                                                       \
         const float xi = TO_FLOAT(x[i]);                                       \
-        for (int j = 0; j < 4; j++) sum[j] += xi * y[j][i];                    \
+        s0 += xi * y0[i];                                                      \
+        s1 += xi * y1[i];                                                      \
+        s2 += xi * y2[i];                                                      \
+        s3 += xi * y3[i];                                                      \
     }                                                                          \
-    for (int j = 0; j < 4; j++) s[j * bs] = sum[j];
+    s[0] = s0;                                                                 \
+    s[bs] = s1;                                                                \
+    s[2 * bs] = s2;                                                            \
+    s[3 * bs] = s3;
 
 #define LP_DOT4_FN(t)                                                                        \
     void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
@@ -233,4 +240,7 @@ LP_DOT4_FN(f16) { LP_DOT4_F32X4_BODY(lp_half, load4_f16, lp_half_to_float) }
 LP_DOT4_FN(bf16) { LP_DOT4_F32X4_BODY(uint16_t, load4_bf16, lp_bf16_to_fp32) }
 #undef LP_DOT4_FN
 #undef LP_DOT4_F32X4_BODY
+#undef LP_ACC4
+#undef LP_FMA4
+#undef LP_SUM4
 #endif

@@ -74,18 +74,18 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
                 rows_h42((const uint8_t *)&y0[i].d, sizeof(block_q8_0), by)));               \
         if (i < ce)                                                                          \
             _mm256_storeu_ps(dm + (i - c) * 4, _mm256_mul_ps(rep_w(x[i].d), rows_h42((const uint8_t *)&y0[i].d, 0, by))); \
-        const float *d = dm - c * 4;                                                         \
-        for (i = c; i + 1 < ce; i += 2) {                                                    \
+        const float *d = dm;                                                                 \
+        for (i = c; i + 1 < ce; i += 2, d += 8) {                                            \
             const __m256i q0 = _mm256_sub_epi8(QUANTS(i), off), q1 = _mm256_sub_epi8(QUANTS(i + 1), off); \
-            LP_ROW(a0, q0, y0[i], d[4 * i]) LP_ROW(b0, q1, y0[i + 1], d[4 * i + 1])          \
-            LP_ROW(a1, q0, y1[i], d[4 * i + 2]) LP_ROW(b1, q1, y1[i + 1], d[4 * i + 3])      \
-            LP_ROW(a2, q0, y2[i], d[4 * i + 4]) LP_ROW(b2, q1, y2[i + 1], d[4 * i + 5])      \
-            LP_ROW(a3, q0, y3[i], d[4 * i + 6]) LP_ROW(b3, q1, y3[i + 1], d[4 * i + 7])      \
+            LP_ROW(a0, q0, y0[i], d[0]) LP_ROW(b0, q1, y0[i + 1], d[1])                      \
+            LP_ROW(a1, q0, y1[i], d[2]) LP_ROW(b1, q1, y1[i + 1], d[3])                      \
+            LP_ROW(a2, q0, y2[i], d[4]) LP_ROW(b2, q1, y2[i + 1], d[5])                      \
+            LP_ROW(a3, q0, y3[i], d[6]) LP_ROW(b3, q1, y3[i + 1], d[7])                      \
         }                                                                                    \
         if (i < ce) {                                                                        \
             const __m256i q0 = _mm256_sub_epi8(QUANTS(i), off);                              \
-            LP_ROW(a0, q0, y0[i], d[4 * i]) LP_ROW(a1, q0, y1[i], d[4 * i + 2])              \
-            LP_ROW(a2, q0, y2[i], d[4 * i + 4]) LP_ROW(a3, q0, y3[i], d[4 * i + 6])          \
+            LP_ROW(a0, q0, y0[i], d[0]) LP_ROW(a1, q0, y1[i], d[2])                          \
+            LP_ROW(a2, q0, y2[i], d[4]) LP_ROW(a3, q0, y3[i], d[6])                          \
         }                                                                                    \
     }                                                                                        \
     s[0] = lp_hsum_f32x8(_mm256_add_ps(a0, b0));                                             \
@@ -118,18 +118,18 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
             _mm256_storeu_ps(dm + (i - c) * 8, f0);                                          \
             mins = _mm256_add_ps(mins, f0);                                                  \
         }                                                                                    \
-        const float *d = dm - c * 8;                                                         \
-        for (i = c; i + 1 < ce; i += 2) {                                                    \
+        const float *d = dm;                                                                 \
+        for (i = c; i + 1 < ce; i += 2, d += 16) {                                           \
             const __m256i q0 = QUANTS(i), q1 = QUANTS(i + 1);                                \
-            LP_ROW(a0, q0, y0[i], d[8 * i]) LP_ROW(b0, q1, y0[i + 1], d[8 * i + 8])          \
-            LP_ROW(a1, q0, y1[i], d[8 * i + 2]) LP_ROW(b1, q1, y1[i + 1], d[8 * i + 10])     \
-            LP_ROW(a2, q0, y2[i], d[8 * i + 4]) LP_ROW(b2, q1, y2[i + 1], d[8 * i + 12])     \
-            LP_ROW(a3, q0, y3[i], d[8 * i + 6]) LP_ROW(b3, q1, y3[i + 1], d[8 * i + 14])     \
+            LP_ROW(a0, q0, y0[i], d[0]) LP_ROW(b0, q1, y0[i + 1], d[8])                      \
+            LP_ROW(a1, q0, y1[i], d[2]) LP_ROW(b1, q1, y1[i + 1], d[10])                     \
+            LP_ROW(a2, q0, y2[i], d[4]) LP_ROW(b2, q1, y2[i + 1], d[12])                     \
+            LP_ROW(a3, q0, y3[i], d[6]) LP_ROW(b3, q1, y3[i + 1], d[14])                     \
         }                                                                                    \
         if (i < ce) {                                                                        \
             const __m256i q0 = QUANTS(i);                                                    \
-            LP_ROW(a0, q0, y0[i], d[8 * i]) LP_ROW(a1, q0, y1[i], d[8 * i + 2])              \
-            LP_ROW(a2, q0, y2[i], d[8 * i + 4]) LP_ROW(a3, q0, y3[i], d[8 * i + 6])          \
+            LP_ROW(a0, q0, y0[i], d[0]) LP_ROW(a1, q0, y1[i], d[2])                          \
+            LP_ROW(a2, q0, y2[i], d[4]) LP_ROW(a3, q0, y3[i], d[6])                          \
         }                                                                                    \
     }                                                                                        \
     float m[8];                                                                              \

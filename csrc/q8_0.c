@@ -78,11 +78,17 @@ static inline __m256 rows_h42(const uint8_t *p, size_t step, size_t by) {
 // fp16 a, b in lanes 0, 1 of every pair of lanes
 static inline __m256 rep_h2(lp_half a, lp_half b) { return _mm256_cvtph_ps(_mm_set1_epi32((int)(a | (uint32_t)b << 16))); }
 
-// A += D * (qx . qy) for one row's block YB, |qx| in AX and qx in QX
+// A += D * (qx . qy) for one row's block YB, as lp_dot_i8x32 computes it: |qx| (ax,
+// shared by the rows) times qy with qx's sign
 #define LP_ROW(A, YB, D) {                                                                   \
     const __m256i qy = _mm256_loadu_si256((const __m256i *)(YB).qs);                         \
     const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(qy, qx)), _mm256_set1_epi16(1)); \
     A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(p), A); }
+// Block b of the four rows; row j's scale at d[k + 2j]
+#define LP_BLOCK(b, k) {                                                                     \
+    const __m256i qx = _mm256_loadu_si256((const __m256i *)x[b].qs);                         \
+    const __m256i ax = _mm256_sign_epi8(qx, qx);                                             \
+    LP_ROW(a0, y0[b], d[k]) LP_ROW(a1, y1[b], d[k + 2]) LP_ROW(a2, y2[b], d[k + 4]) LP_ROW(a3, y3[b], d[k + 6]) }
 
 void lp_vec_dot4_q8_0_avx2(int n, float *restrict s, size_t bs, const void *restrict vx,
                            const void *restrict vy, size_t by) {
@@ -101,22 +107,12 @@ void lp_vec_dot4_q8_0_avx2(int n, float *restrict s, size_t bs, const void *rest
                                                              rows_h42((const uint8_t *)&y0[i].d, sizeof(block_q8_0), by)));
         if (i < ce)
             _mm256_storeu_ps(dm + (i - c) * 4, _mm256_mul_ps(rep_h2(x[i].d, 0), rows_h42((const uint8_t *)&y0[i].d, 0, by)));
-        const float *d = dm - c * 4;
-        for (i = c; i < ce; i++) {  // blocks i and i + 1 (when there) in one step, for the compiler
-            const int k = 4 * (i & ~1) + (i & 1);
-            {
-                const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-                const __m256i ax = _mm256_sign_epi8(qx, qx);
-                LP_ROW(a0, y0[i], d[k]) LP_ROW(a1, y1[i], d[k + 2]) LP_ROW(a2, y2[i], d[k + 4]) LP_ROW(a3, y3[i], d[k + 6])
-            }
-            if (i + 1 == ce) break;
-            i++;
-            {
-                const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
-                const __m256i ax = _mm256_sign_epi8(qx, qx);
-                LP_ROW(a0, y0[i], d[k + 1]) LP_ROW(a1, y1[i], d[k + 3]) LP_ROW(a2, y2[i], d[k + 5]) LP_ROW(a3, y3[i], d[k + 7])
-            }
+        const float *d = dm;
+        for (i = c; i + 1 < ce; i += 2, d += 8) {
+            LP_BLOCK(i, 0)
+            LP_BLOCK(i + 1, 1)
         }
+        if (i < ce) LP_BLOCK(i, 0)
     }
     s[0] = lp_hsum_f32x8(a0);
     s[bs] = lp_hsum_f32x8(a1);
@@ -124,6 +120,7 @@ void lp_vec_dot4_q8_0_avx2(int n, float *restrict s, size_t bs, const void *rest
     s[3 * bs] = lp_hsum_f32x8(a3);
 }
 #undef LP_ROW
+#undef LP_BLOCK
 #undef LP_CHUNK
 LP_AVX2_END
 #endif
