@@ -11,6 +11,8 @@ import gguf
 import numpy as np
 import pytest
 
+from tests.cliutil import assert_one_line_error
+
 ROOT = Path(__file__).resolve().parent.parent
 REF = json.loads((ROOT / "tests/fixtures/models/reference.json").read_text())
 
@@ -34,27 +36,20 @@ def test_n_predict_limits_the_output(smollm2_path) -> None:
     assert "generation 5 tokens" in r.stderr and "stop: length" in r.stderr
 
 
-def _one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
-
-
 def test_missing_model(tmp_path: Path) -> None:
-    _one_line_error(run("-m", str(tmp_path / "nope.gguf"), "-p", "hi"), "not found")
+    assert_one_line_error(run("-m", str(tmp_path / "nope.gguf"), "-p", "hi"), "not found")
 
 
 def test_not_a_gguf(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\xff" * 60)
-    _one_line_error(run("-m", str(bad), "-p", "hi"), "offset")
+    assert_one_line_error(run("-m", str(bad), "-p", "hi"), "offset")
 
 
 def test_truncated_model(tmp_path: Path, smollm2_path) -> None:
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(Path(smollm2_path).read_bytes()[: 50 << 20])
-    _one_line_error(run("-m", str(cut), "-p", "hi"), "gguf")
+    assert_one_line_error(run("-m", str(cut), "-p", "hi"), "gguf")
 
 
 def test_unsupported_architecture(tmp_path: Path) -> None:
@@ -65,7 +60,7 @@ def test_unsupported_architecture(tmp_path: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    _one_line_error(run("-m", str(path), "-p", "hi"), "architecture 'gpt2'")
+    assert_one_line_error(run("-m", str(path), "-p", "hi"), "architecture 'gpt2'")
 
 
 def test_unsupported_tensor_type(tmp_path: Path) -> None:
@@ -91,11 +86,11 @@ def test_unsupported_tensor_type(tmp_path: Path) -> None:
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    _one_line_error(run("-m", str(path), "-p", "hi"), "blk.0.attn_q.weight")
+    assert_one_line_error(run("-m", str(path), "-p", "hi"), "blk.0.attn_q.weight")
 
 
 def test_no_prompt(smollm2_path) -> None:
-    _one_line_error(run("-m", str(smollm2_path)), "prompt")
+    assert_one_line_error(run("-m", str(smollm2_path)), "prompt")
 
 
 @pytest.mark.parametrize("flag", ["--version"])

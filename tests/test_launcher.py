@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cliutil import assert_one_line_error
+
 from packer.build import build
 from packer.runtime_build import build_runtime_once
 from runtime.launcher import ALIGNMENT, LauncherError, _find_end, merge_args, parse_args_text, read_payload, read_zip
@@ -52,13 +54,6 @@ def engine_text(model: Path, prompt: str, n: int, n_ctx: int = 4096) -> str:
 def run(exe: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
         stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, env=env, stdin=stdin)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert r.returncode != 0, r.stdout
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
 
 
 # -- running ------------------------------------------------------------------------------
@@ -165,7 +160,7 @@ def test_server_mode(packed) -> None:
     try:
         if not server_available():
             err = p.communicate(timeout=60)[1]
-            return one_line_error(subprocess.CompletedProcess([], p.returncode, "", err), "server mode is not available")
+            return assert_one_line_error(subprocess.CompletedProcess([], p.returncode, "", err), "server mode is not available")
         assert wait_health(port, p)["status"] == "ok"
         p.send_signal(2)
         p.communicate(timeout=30)
@@ -190,7 +185,7 @@ def test_no_arguments_and_no_terminal_serves_and_opens_the_browser(runtime_exe, 
     try:
         if not server_available():
             err = p.communicate(timeout=60)[1]
-            return one_line_error(subprocess.CompletedProcess([], p.returncode, "", err), "server mode is not available")
+            return assert_one_line_error(subprocess.CompletedProcess([], p.returncode, "", err), "server mode is not available")
         assert wait_health(port, p)["status"] == "ok"
         deadline = time.monotonic() + 30
         while not seen.exists():
@@ -230,19 +225,19 @@ def test_broken_files_give_one_line_errors(runtime_exe, packed, tmp_path) -> Non
         f = runtime_plus_zip(runtime_exe, tmp_path / f"{name}.llamafile", entries)
         if name == "misaligned":
             assert read_zip(open(f, "rb"), f.stat().st_size)[1].data_offset % ALIGNMENT != 0
-        one_line_error(run(f, "-p", "Hi", "-n", "2"), needle)
+        assert_one_line_error(run(f, "-p", "Hi", "-n", "2"), needle)
 
     half = tmp_path / "truncated.llamafile"
     with open(packed["smollm2"], "rb") as src, open(half, "wb") as dst:
         dst.write(src.read(packed["smollm2"].stat().st_size // 2))
     half.chmod(0o755)
-    one_line_error(run(half, "-p", "Hi"), "truncated")
-    one_line_error(run(runtime_exe, "-p", "Hi"), "no model inside")
+    assert_one_line_error(run(half, "-p", "Hi"), "truncated")
+    assert_one_line_error(run(runtime_exe, "-p", "Hi"), "no model inside")
 
 
 def test_bad_args_entries(runtime_exe, tmp_path) -> None:
     unknown = build(MOE, tmp_path / "unknown.llamafile", runtime_exe, args=["--no-such-flag"], progress=False).output
-    one_line_error(run(unknown, "-p", "Hi"), "bad .args in unknown.llamafile: unrecognized arguments: --no-such-flag")
+    assert_one_line_error(run(unknown, "-p", "Hi"), "bad .args in unknown.llamafile: unrecognized arguments: --no-such-flag")
 
     f = build(MOE, tmp_path / "binary.llamafile", runtime_exe, args=["ab"], progress=False).output
     size = f.stat().st_size
@@ -255,15 +250,15 @@ def test_bad_args_entries(runtime_exe, tmp_path) -> None:
             fh.write(data)
     with pytest.raises(LauncherError, match="not UTF-8"):
         read_payload(str(f))
-    one_line_error(run(f, "-p", "Hi"), "bad .args: not UTF-8")
+    assert_one_line_error(run(f, "-p", "Hi"), "bad .args: not UTF-8")
 
 
 def test_bad_dash_m(packed, tmp_path) -> None:
-    one_line_error(run(packed["moe"], "-m", str(tmp_path / "nope.gguf"), "-p", "Hi"), "model file not found")
+    assert_one_line_error(run(packed["moe"], "-m", str(tmp_path / "nope.gguf"), "-p", "Hi"), "model file not found")
     junk = tmp_path / "junk.bin"
     junk.write_bytes(b"\0" * 4096)
-    one_line_error(run(packed["moe"], "-m", str(junk), "-p", "Hi"), "neither a GGUF file nor a packed file")
-    one_line_error(run(packed["moe"], "--no-such-flag"), "unrecognized arguments")
+    assert_one_line_error(run(packed["moe"], "-m", str(junk), "-p", "Hi"), "neither a GGUF file nor a packed file")
+    assert_one_line_error(run(packed["moe"], "--no-such-flag"), "unrecognized arguments")
 
 
 def test_reader_rejects_lying_directories(packed, tmp_path) -> None:

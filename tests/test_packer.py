@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cliutil import assert_one_line_error
+
 from packer import build as build_mod
 from packer.build import PackError, build, parse_args_option
 from packer.pyiarchive import COOKIE, MAGIC, read_archive, read_toc
@@ -61,13 +63,6 @@ def sha256(path: Path, offset: int = 0, size: int | None = None) -> str:
 def packer(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "packer.cli", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, **kw)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> None:
-    assert r.returncode != 0, r.stdout
-    assert "Traceback" not in r.stderr
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
 
 
 # -- layout ------------------------------------------------------------------------------
@@ -220,23 +215,23 @@ def test_cli_build_and_progress_off_a_terminal(runtime_exe, tmp_path) -> None:
 def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
     out = str(tmp_path / "o.llamafile")
     rt = ["--runtime", str(runtime_exe)]
-    one_line_error(packer("build", str(tmp_path / "nope.gguf"), "-o", out, *rt), "model not found")
-    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(tmp_path / "nope")), "runtime not found")
+    assert_one_line_error(packer("build", str(tmp_path / "nope.gguf"), "-o", out, *rt), "model not found")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(tmp_path / "nope")), "runtime not found")
     notgguf = tmp_path / "x.gguf"
     notgguf.write_bytes(b"not a gguf at all" * 10)
-    one_line_error(packer("build", str(notgguf), "-o", out, *rt), "bad magic")
-    one_line_error(packer("build", str(MOE), "-o", str(MOE), *rt), "is the model itself")
-    one_line_error(packer("build", str(MOE), "-o", str(runtime_exe), "--runtime", str(runtime_exe)),
+    assert_one_line_error(packer("build", str(notgguf), "-o", out, *rt), "bad magic")
+    assert_one_line_error(packer("build", str(MOE), "-o", str(MOE), *rt), "is the model itself")
+    assert_one_line_error(packer("build", str(MOE), "-o", str(runtime_exe), "--runtime", str(runtime_exe)),
                    "is the runtime itself")
-    one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--no-such-flag"), "bad --args")
-    one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "-c 'unclosed"), "bad --args")
-    one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
-    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", "/bin/sh"), "no PyInstaller archive")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--no-such-flag"), "bad --args")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "-c 'unclosed"), "bad --args")
+    assert_one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", "/bin/sh"), "no PyInstaller archive")
     packed = build(MOE, tmp_path / "p.llamafile", runtime_exe, progress=False).output
-    one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(packed)), "is a packed file")
-    one_line_error(packer("build", str(MOE)), "-o")
-    one_line_error(packer("inspect", str(MOE)), "no ZIP end record")
-    one_line_error(packer("verify", str(tmp_path / "nope.llamafile")), "does not exist")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(packed)), "is a packed file")
+    assert_one_line_error(packer("build", str(MOE)), "-o")
+    assert_one_line_error(packer("inspect", str(MOE)), "no ZIP end record")
+    assert_one_line_error(packer("verify", str(tmp_path / "nope.llamafile")), "does not exist")
     assert not (tmp_path / "o.llamafile").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.llamafile", "x.gguf"]
 
