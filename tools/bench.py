@@ -315,7 +315,7 @@ def run_pp_tg(pair: Pair, runs: int, rb: ReadBandwidth, threads: int) -> dict[st
     bws = []
     for run in range(-1, runs):  # run -1: warm-up (pages the weights in, starts the threads)
         if run >= 0:
-            bws.append(rb.measure(threads))
+            bws.append(rb.measure(threads, 3))
         for w in pair.alternate(run):
             pp = pair.call(w, "pp", n=PP)
             tg = pp and pair.call(w, "tg", n=TG)
