@@ -1,6 +1,6 @@
 """llamapack against llama.cpp (llama-cpp-python), side by side on the same GGUF files.
 
-    make bench                                      # every model, medians of 5 runs (~10 min)
+    make bench                                      # every model, medians of 5 runs (~7 min on a quiet machine)
     .venv/bin/python tools/bench.py --quick         # 1 run, fewer models (development)
     .venv/bin/python tools/bench.py --models smollm2-Q4_1,moe-Q4_K_M --runs 3
 
