@@ -11,7 +11,8 @@ enum lp_type {
 };
 
 // Instruction sets a kernel may be built for.
-enum lp_isa { LP_ISA_REF = 0, LP_ISA_AVX2 = 1, LP_ISA_NEON = 2, LP_ISA_COUNT = 3 };
+// LP_ISA_AVX512: AVX2 kernels plus the AVX-512 VNNI batched product of prompt processing.
+enum lp_isa { LP_ISA_REF = 0, LP_ISA_AVX2 = 1, LP_ISA_NEON = 2, LP_ISA_AVX512 = 3, LP_ISA_COUNT = 4 };
 
 // Error codes (negative returns).
 enum lp_err { LP_OK = 0, LP_EUNKNOWN_TYPE = -1, LP_EBAD_SIZE = -2, LP_EBAD_ISA = -3, LP_ENO_KERNEL = -4 };
@@ -32,8 +33,8 @@ int lp_type_half_fields(int type, int *offsets);
 // dst[0..n) = the n values stored in src (n a multiple of the block size).
 int lp_dequantize(int type, const void *src, float *dst, int64_t n);
 
-// Bytes of scratch matmul needs for n activation rows of cols values.
-int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n);
+// Bytes of scratch matmul needs for n activation rows of cols values on n_threads threads.
+int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads);
 // y (n, rows) = x (n, cols) @ W^T, W (rows, cols) of the given type. work holds
 // lp_matmul_work_size bytes. Uses n_threads threads (the caller is one of them).
 int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,

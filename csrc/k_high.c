@@ -107,6 +107,49 @@ void lp_q6_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------
+// As int8 quants with float scales (and mins) per group, for the batched product.
+// The products d * sc and dmin * m are exact in float (11-bit times 6- or 8-bit).
+
+static inline void k4_to_s8(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, float *min) {
+    const float d = lp_half_to_float(hd), dmin = lp_half_to_float(hdmin);
+    uint8_t sm[16];
+    k4_scale_min(scales, sm);
+    for (int j = 0; j < 8; j++) {
+        scale[j] = d * (float)sm[j];
+        min[j] = -(dmin * (float)sm[8 + j]);
+    }
+}
+
+void lp_q4_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                   int64_t n) {
+    const block_q4_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack(x[i].qs, NULL, (uint8_t *)q + QK_K * i);  // quants < 16: the same as int8
+        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+    }
+}
+
+void lp_q5_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                   int64_t n) {
+    const block_q5_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack(x[i].qs, x[i].qh, (uint8_t *)q + QK_K * i);  // quants < 32
+        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+    }
+}
+
+void lp_q6_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                   int64_t n) {
+    const block_q6_K *restrict x = vx;
+    (void)min;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        q6_K_unpack(&x[i], q + QK_K * i);
+        const float d = lp_half_to_float(x[i].d);
+        for (int g = 0; g < QK_K / 16; g++) scale[16 * i + g] = d * (float)x[i].scales[g];
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Reference dot products
 
 // One Q4_K/Q5_K block (quants q, packed scales) times one Q8_K block: the scale

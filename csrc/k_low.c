@@ -53,6 +53,36 @@ void lp_q3_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
     }
 }
 
+// As int8 quants with float scales (and mins) per group of 16, for the batched
+// product; d * sc and dmin * m are exact in float.
+void lp_q2_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                   int64_t n) {
+    const block_q2_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++, q += QK_K) {
+        const float d = lp_half_to_float(x[i].d), dmin = lp_half_to_float(x[i].dmin);
+        for (int g = 0; g < QK_K / 16; g++) {
+            scale[16 * i + g] = d * (float)(x[i].scales[g] & 0x0f);
+            min[16 * i + g] = -(dmin * (float)(x[i].scales[g] >> 4));
+        }
+        for (int k = 0; k < QK_K; k++) q[k] = (int8_t)((x[i].qs[32 * (k / 128) + k % 32] >> (2 * (k / 32 % 4))) & 3);
+    }
+}
+
+void lp_q3_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                   int64_t n) {
+    const block_q3_K *restrict x = vx;
+    (void)min;
+    for (int64_t i = 0; i < n / QK_K; i++, q += QK_K) {
+        const float d = lp_half_to_float(x[i].d);
+        for (int g = 0; g < QK_K / 16; g++) scale[16 * i + g] = d * (float)lp_q3_K_scale(x[i].scales, g);
+        for (int k = 0; k < QK_K; k++) {
+            const int lo = (x[i].qs[32 * (k / 128) + k % 32] >> (2 * (k / 32 % 4))) & 3;
+            const int hbit = (x[i].hmask[k % 32] >> (k / 32)) & 1;
+            q[k] = (int8_t)(lo - (hbit ? 0 : 4));
+        }
+    }
+}
+
 void lp_vec_dot_q2_K_ref(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
     const block_q2_K *restrict x = vx;
     const block_q8_K *restrict y = vy;

@@ -67,6 +67,38 @@ void lp_q5_1_to_float(const void *restrict vx, float *restrict y, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------
+// As int8 quants with a scale (and min) per block, for the batched product.
+
+// lp_<t>_to_s8 for a legacy type: UNPACK(block, u) gives the unsigned quants,
+// OFFSET is taken off, MIN(block, i) stores the min where the type has one.
+#define LP_LEGACY_TO_S8(t, UNPACK, OFFSET, MIN)                                                  \
+    void lp_##t##_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale,       \
+                        float *restrict min, int64_t n) {                                          \
+        const block_##t *restrict x = vx;                                                          \
+        int u[32];                                                                                 \
+        (void)min;                                                                                 \
+        for (int64_t i = 0; i < n / 32; i++) {                                                     \
+            UNPACK(x[i], u);                                                                       \
+            for (int j = 0; j < 32; j++) q[32 * i + j] = (int8_t)(u[j] - (OFFSET));                \
+            scale[i] = lp_half_to_float(x[i].d);                                                   \
+            MIN(x[i], i);                                                                          \
+        }                                                                                          \
+    }
+#define LP_UNPACK4(b, u) unpack_q4((b).qs, u)
+#define LP_UNPACK5(b, u) unpack_q5((b).qs, (b).qh, u)
+#define LP_NO_MIN(b, i) ((void)0)
+#define LP_MIN(b, i) (min[i] = lp_half_to_float((b).m))
+LP_LEGACY_TO_S8(q4_0, LP_UNPACK4, 8, LP_NO_MIN)
+LP_LEGACY_TO_S8(q4_1, LP_UNPACK4, 0, LP_MIN)
+LP_LEGACY_TO_S8(q5_0, LP_UNPACK5, 16, LP_NO_MIN)
+LP_LEGACY_TO_S8(q5_1, LP_UNPACK5, 0, LP_MIN)
+#undef LP_LEGACY_TO_S8
+#undef LP_UNPACK4
+#undef LP_UNPACK5
+#undef LP_NO_MIN
+#undef LP_MIN
+
+// ---------------------------------------------------------------------------
 // Reference dot products: integer sum per block, one float multiply per block.
 
 static inline int dot_block(const int *q, int offset, const int8_t *qy) {

@@ -135,6 +135,15 @@ typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, 
 typedef void (*lp_vec_dot4_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                const void *restrict y, size_t by);
 
+// Weights as int8 for the batched product of prompt processing (gemm.c): n
+// elements of one row to int8 quants q and, per unit of s8_unit (16 or 32)
+// elements, a float scale and a float min, element k = scale[u] * q[k] + min[u]
+// (u = k / s8_unit). Types without mins leave min untouched. The scales and mins
+// are exact products of the block's fields, so the integer dot products are the
+// ones vec_dot computes.
+typedef void (*lp_to_s8_fn)(const void *restrict x, int8_t *restrict q, float *restrict scale,
+                            float *restrict min, int64_t n);
+
 typedef struct {
     const char *name;
     int blck_size;                       // elements per block
@@ -146,6 +155,8 @@ typedef struct {
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
     lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
+    lp_to_s8_fn to_s8;                   // NULL: no batched product (float types)
+    int s8_unit, s8_min;                 // to_s8's unit of scales; 1 when it writes mins
 } lp_type_traits;
 
 // NULL for a type id the library does not know.
@@ -169,6 +180,8 @@ const lp_type_traits *lp_traits(int type);
                                  const void *restrict y, size_t by) {                               \
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
+#define LP_DECLARE_TO_S8(t) \
+    void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
 #define LP_DECLARE_QUANTIZE(t)                                                           \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
@@ -180,6 +193,8 @@ const lp_type_traits *lp_traits(int type);
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
+#define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
+LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
 LP_DECLARE_QUANTIZE(q8_0)
 LP_DECLARE_QUANTIZE(q8_1)
 LP_DECLARE_QUANTIZE(q8_K)
@@ -194,3 +209,10 @@ typedef void (*lp_chunk_fn)(void *ctx, int chunk, int ith);
 typedef void (*lp_task_fn)(void *ctx, int ith, int nth);
 void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth);
 void lp_parallel(lp_task_fn fn, void *ctx, int nth);
+
+// Batched product (gemm.c, AVX-512 VNNI): used by lp_matmul for n >= LP_GEMM_MIN
+// activation rows of a type with to_s8 when the ISA is LP_ISA_AVX512.
+#define LP_GEMM_MIN 16
+int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads);
+void lp_gemm(const lp_type_traits *t, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
+             int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads);

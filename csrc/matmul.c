@@ -1,4 +1,5 @@
 // matmul.c — y = x @ W^T for a weight matrix in any supported type.
+// (Large batches on AVX-512 VNNI go to the batched product of gemm.c.)
 //
 // Steps: (1) quantize each activation row once to the weight type's dot-product
 // format (Q8_0 / Q8_1 / Q8_K; float types use x as it is); (2) hand the weight
@@ -24,11 +25,12 @@ static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
     return cols / a->blck_size * a->type_size;
 }
 
-int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n) {
+// The quantized activation rows, then (large n) the batched product's panels.
+int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads) {
     const lp_type_traits *t = lp_traits(type);
     if (!t || !check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
     if (t->vec_dot_type == LP_F32) return 0;
-    return act_row_bytes(t, cols) * n;
+    return act_row_bytes(t, cols) * n + lp_gemm_work_size(t, cols, n, n_threads);
 }
 
 int lp_quantize_act(int act_type, int isa, const float *x, void *y, int64_t n) {
@@ -123,6 +125,10 @@ int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *
         c.xq = work;
         c.xq_row_bytes = act_row_bytes(t, cols);
         lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
+        if (isa == LP_ISA_AVX512 && lp_gemm_work_size(t, cols, n, n_threads) > 0) {
+            lp_gemm(t, w, rows, cols, c.xq, c.xq_row_bytes, n, y, c.xq + n * c.xq_row_bytes, n_threads);
+            return LP_OK;
+        }
     }
     const int64_t tiles = (rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS;
     if (tiles > INT32_MAX) return LP_EBAD_SIZE;

@@ -14,7 +14,7 @@ static int64_t row_bytes(const lp_tensor *t) {
 
 // y (n, rows) = x (n, cols) @ W^T for matrix `mat` of a (possibly stacked) tensor.
 static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const float *x, int64_t n, float *y) {
-    if (lp_matmul_work_size(w->type, w->cols, n) > m->work_size) return LP_EWORK;
+    if (lp_matmul_work_size(w->type, w->cols, n, m->n_threads) > m->work_size) return LP_EWORK;
     const uint8_t *data = (const uint8_t *)w->data + mat * w->rows * row_bytes(w);
     return lp_matmul(w->type, data, w->rows, w->cols, x, n, y, m->work, m->n_threads);
 }

@@ -1,6 +1,7 @@
 // simd.h — shared SIMD helpers. AVX2 code lives between LP_AVX2_BEGIN and
-// LP_AVX2_END so the library itself is built for baseline x86-64 and only these
-// functions use AVX2/FMA/F16C (they run only after types.c checked the CPU).
+// LP_AVX2_END, AVX-512 code between LP_AVX512_BEGIN and LP_AVX512_END, so the
+// library itself is built for baseline x86-64 and only these functions use the
+// wider instructions (they run only after types.c checked the CPU).
 // NEON is baseline on aarch64, so it needs no such bracket.
 #pragma once
 #include "lp.h"
@@ -10,9 +11,13 @@
 #if defined(__clang__)
 #define LP_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
 #define LP_AVX2_END _Pragma("clang attribute pop")
+#define LP_AVX512_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni\"))), apply_to = function)")
+#define LP_AVX512_END _Pragma("clang attribute pop")
 #else
 #define LP_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define LP_AVX2_END _Pragma("GCC pop_options")
+#define LP_AVX512_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni\")")
+#define LP_AVX512_END _Pragma("GCC pop_options")
 #endif
 
 LP_AVX2_BEGIN

@@ -15,7 +15,7 @@ import numpy as np
 
 from runtime._kernels import ffi, lib
 
-ISAS = {"ref": lib.LP_ISA_REF, "avx2": lib.LP_ISA_AVX2, "neon": lib.LP_ISA_NEON}
+ISAS = {"ref": lib.LP_ISA_REF, "avx2": lib.LP_ISA_AVX2, "neon": lib.LP_ISA_NEON, "avx512": lib.LP_ISA_AVX512}
 _ISA_NAMES = {v: k for k, v in ISAS.items()}
 
 #: Weight types the kernels dequantize and multiply (GGML ids).
@@ -174,10 +174,10 @@ def matmul(tensor: Any, x: np.ndarray, n_threads: int | None = None,
         out = np.empty((n, rows), dtype=np.float32)
     elif out.shape != (n, rows) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise KernelError(f"matmul: out must be float32 ({n}, {rows}) and contiguous")
-    need = lib.lp_matmul_work_size(tensor.type, cols, n)
+    nt = default_threads() if n_threads is None else max(1, int(n_threads))
+    need = lib.lp_matmul_work_size(tensor.type, cols, n, nt)
     if work is None or work.nbytes < need:
         work = np.empty(max(need, 1), dtype=np.uint8)
-    nt = default_threads() if n_threads is None else max(1, int(n_threads))
     _check(lib.lp_matmul(tensor.type, _ptr(data), rows, cols, _ptr(x2, "float *"), n,
                          _ptr(out, "float *"), _ptr(work), nt), "matmul")
     return out[0] if single else out

@@ -211,7 +211,7 @@ class Model:
         c.moe_x, c.moe_y = self._buf((B, cfg.n_embd)), self._buf((B, cfg.n_embd))
         c.moe_rows, c.moe_w = self._buf((B,), np.int32), self._buf((B,))
         c.moe_sel, c.moe_sel_w = self._buf((B, K), np.int32), self._buf((B, K))
-        work = max(lib.lp_matmul_work_size(t.type, t.cols, B) for t in self._matrices())
+        work = max(lib.lp_matmul_work_size(t.type, t.cols, B, self.n_threads) for t in self._matrices())
         self._work = np.zeros(max(work, 1), np.uint8)
         c.work, c.work_size = ffi.from_buffer(self._work), self._work.nbytes
 

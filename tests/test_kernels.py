@@ -130,12 +130,12 @@ def _activation_error_bound(qtype: int, t: kernels.RawTensor, w: np.ndarray, x: 
 
 
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
-@pytest.mark.parametrize("n", [1, 7, 64])
+@pytest.mark.parametrize("n", [1, 7, 45, 64])
 def test_matmul_against_float64(name: str, n: int) -> None:
     qtype = kernels.WEIGHT_TYPES[name]
     bs = kernels.type_info(qtype).block_size
     cols = 3 * 256 if bs == 256 else 13 * 32  # odd numbers of blocks
-    rows = 37 if n == 64 else 131
+    rows = 37 if n >= 45 else 131
     rng = np.random.default_rng(n * 100 + qtype)
     t = weight_tensor(qtype, rows, cols, rng)
     w = oracle_dequantize(t)
@@ -158,8 +158,9 @@ def test_matmul_against_float64(name: str, n: int) -> None:
 
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
 def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
-    """Prompt batches (four activation rows per decoded weight row) give each row
-    bit for bit what decoding one token at a time gives."""
+    """Small batches (four activation rows per decoded weight row) give each row
+    bit for bit what decoding one token at a time gives. (From 16 rows on, AVX-512
+    takes the batched product: see test_batched_product_matches_row_dots.)"""
     qtype = kernels.WEIGHT_TYPES[name]
     rng = np.random.default_rng(11)
     t = weight_tensor(qtype, 21, 512, rng)
@@ -170,6 +171,31 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
             batch = kernels.matmul(t, x, n_threads=2)
             for j in range(x.shape[0]):
                 np.testing.assert_array_equal(batch[j], kernels.matmul(t, x[j], n_threads=1), err_msg=f"{isa} row {j}")
+        finally:
+            kernels.set_isa(kernels.best_isa())
+
+
+@pytest.mark.skipif("avx512" not in ISAS, reason="this CPU has no AVX-512 VNNI")
+@pytest.mark.parametrize("name", [n for n in WEIGHT_TYPES if n not in ("F32", "F16", "BF16")])
+def test_batched_product_matches_row_dots(name: str) -> None:
+    """The AVX-512 batched product (int8 weight panels x 16-row activation panels)
+    makes the same integer products as the row dots, so the two agree to float
+    rounding: partial tiles of weight rows and of activation rows, 1-3 threads."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    rng = np.random.default_rng(21)
+    for rows, cols, n in [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 100)]:
+        t = weight_tensor(qtype, rows, cols, rng)
+        x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        try:
+            kernels.set_isa("avx2")
+            want = kernels.matmul(t, x, n_threads=1)
+            kernels.set_isa("avx512")
+            for threads in (1, 2, 3):
+                got = kernels.matmul(t, x, n_threads=threads)
+                tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
+                assert (np.abs(got - want) <= tol).all(), f"{name} {rows}x{cols} n={n} threads={threads}"
+            # it is a different summation, so it was the batched product that ran
+            assert not np.array_equal(got, want), f"{name}: AVX-512 gave the row dots' exact bits"
         finally:
             kernels.set_isa(kernels.best_isa())
 

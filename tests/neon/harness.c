@@ -152,7 +152,7 @@ static void check_matmul(int t, int isa) {
     float *x = malloc(sizeof(float) * n * cols), *y0 = malloc(sizeof(float) * n * rows),
           *y1 = malloc(sizeof(float) * n * rows);
     for (int i = 0; i < n * cols; i++) x[i] = rnd_unit();
-    const int64_t ws = lp_matmul_work_size(t, cols, n);
+    const int64_t ws = lp_matmul_work_size(t, cols, n, 2);
     void *work = malloc(ws > 0 ? ws : 1);
     lp_set_isa(LP_ISA_REF);
     lp_matmul(t, w, rows, cols, x, n, y0, work, 1);
