@@ -85,7 +85,7 @@ typedef struct {
     // weights
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
-    // KV cache in fp16, per layer: k (n_ctx, kv_dim), v transposed (kv_dim, n_ctx)
+    // KV cache in fp16, per layer: k and v transposed, (kv_dim, n_ctx) each
     uint16_t *k_cache, *v_cache;   // (n_layer, n_ctx * kv_dim)
     // scratch
     float *x;          // (max_batch, n_embd) residual stream
@@ -94,7 +94,7 @@ typedef struct {
     float *q;          // (max_batch, q_dim), q_dim = n_head * head_dim
     float *k, *v;      // (max_batch, kv_dim), kv_dim = n_head_kv * head_dim
     float *hb, *hb2;   // (max_batch, n_ff)
-    float *att;        // (n_threads, n_ctx) attention scores
+    float *att;        // (n_threads, LP_ATT_ROWS * n_ctx) attention scores
     float *router;     // (max_batch, n_expert) router probabilities
     float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
     int32_t *moe_rows;      // (max_batch) tokens routed to one expert
@@ -104,6 +104,9 @@ typedef struct {
     void *work;        // activation quantization scratch
     int64_t work_size;
 } lp_model;
+
+// Query rows an attention chunk takes (m->att holds LP_ATT_ROWS * n_ctx scores per thread).
+enum { LP_ATT_ROWS = 16 };
 
 enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13 };
 

@@ -210,6 +210,9 @@ typedef void (*lp_task_fn)(void *ctx, int ith, int nth);
 void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth);
 void lp_parallel(lp_task_fn fn, void *ctx, int nth);
 
+// Attention of n tokens at positions pos.. over one layer's cache (attn.c).
+void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos);
+
 // Batched product (gemm.c, AVX-512 VNNI): used by lp_matmul for n >= LP_GEMM_MIN
 // activation rows of a type with to_s8 when the ISA is LP_ISA_AVX512.
 #define LP_GEMM_MIN 16

@@ -20,37 +20,6 @@ static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const floa
 }
 
 // ---------------------------------------------------------------------------
-// Attention over the KV cache, one chunk per (token, head).
-
-typedef struct {
-    const lp_model *m;
-    const uint16_t *kc, *vc;  // this layer's cache: k (n_ctx, kv_dim), v^T (kv_dim, n_ctx)
-    int n, pos;
-    lp_vec_dot_fn dot_f16;    // fp16 row . float row
-} attn_ctx;
-
-static void attention_chunk(void *vctx, int task, int ith) {
-    const attn_ctx *c = vctx;
-    const lp_model *m = c->m;
-    const int hd = m->head_dim, q_dim = m->n_head * hd, kv_dim = m->n_head_kv * hd;
-    const int group = m->n_head / m->n_head_kv;  // query heads per kv head
-    const float scale = 1.0f / sqrtf((float)hd);
-    float *s = m->att + (int64_t)ith * m->n_ctx;  // scores: (n_ctx) per thread
-    const int t = task / m->n_head, h = task % m->n_head, kvh = h / group;
-    const int len = c->pos + t + 1;  // causal: positions 0..pos+t
-    const float *qh = m->q + (int64_t)t * q_dim + h * hd;
-    // scores = q . k_j / sqrt(hd)
-    for (int j = 0; j < len; j++) {
-        c->dot_f16(hd, &s[j], c->kc + (int64_t)j * kv_dim + kvh * hd, qh);
-        s[j] *= scale;
-    }
-    lp_softmax(s, len);
-    // out[d] = sum_j s_j v_j[d]: a dot with row d of the transposed v cache
-    float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
-    for (int d = 0; d < hd; d++) c->dot_f16(len, &out[d], c->vc + (int64_t)(kvh * hd + d) * m->n_ctx, s);
-}
-
-// ---------------------------------------------------------------------------
 // Mixture of experts: route each token to its top experts, then run every chosen
 // expert once over the tokens routed to it (only those experts' weights are read).
 
@@ -116,8 +85,6 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         if (tokens[t] < 0 || tokens[t] >= m->n_vocab) return LP_ETOKEN;
     const int D = m->n_embd, hd = m->head_dim;
     const int kv_dim = m->n_head_kv * hd;
-    const int isa = lp_get_isa();
-    const lp_type_traits *f16 = lp_traits(LP_F16);
     int rc;
 
     // token embeddings: x (n, D)
@@ -128,7 +95,7 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
 
     for (int l = 0; l < m->n_layer; l++) {
         const lp_layer *L = &m->layers[l];
-        uint16_t *kc = m->k_cache + (int64_t)l * m->n_ctx * kv_dim;  // (n_ctx, kv_dim)
+        uint16_t *kc = m->k_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
         uint16_t *vc = m->v_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
@@ -138,15 +105,14 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         if ((rc = matmul(m, &L->wv, 0, m->xb, n, m->v))) return rc;
         lp_rope(m->q, n, m->n_head, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
-        // append k, v to the cache (fp16)
-        for (int t = 0; t < n; t++)
-            for (int i = 0; i < kv_dim; i++) {
-                kc[(int64_t)(pos + t) * kv_dim + i] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
+        // append k, v to the cache (fp16, transposed)
+        for (int i = 0; i < kv_dim; i++)
+            for (int t = 0; t < n; t++) {
+                kc[(int64_t)i * m->n_ctx + pos + t] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
                 vc[(int64_t)i * m->n_ctx + pos + t] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
             }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal
-        attn_ctx ac = { m, kc, vc, n, pos, f16->vec_dot[isa] ? f16->vec_dot[isa] : f16->vec_dot[LP_ISA_REF] };
-        lp_parallel_chunks(attention_chunk, &ac, n * m->n_head, m->n_threads);
+        lp_attention(m, kc, vc, n, pos);
         // x += xb2 Wo
         if ((rc = matmul(m, &L->wo, 0, m->xb2, n, m->xb))) return rc;
         for (int64_t i = 0; i < (int64_t)n * D; i++) m->x[i] += m->xb[i];

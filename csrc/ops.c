@@ -1,8 +1,81 @@
 // ops.c — the float operations of the forward pass besides matrix products:
-// RMS norm, rotary embedding, softmax, SwiGLU. Plain C; rows are independent.
+// RMS norm, rotary embedding, softmax, SwiGLU; rows are independent. Softmax and
+// SwiGLU, an exponential per value, have AVX2 versions with a vector exp.
 #include <math.h>
 
-#include "lp.h"
+#include "simd.h"
+
+static int use_avx2(void) {
+    const int isa = lp_get_isa();
+    return isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512;
+}
+
+#if LP_X86
+LP_AVX2_BEGIN
+// e^x for 8 floats, within 2 ulp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
+// parts, so n ln2 is exact enough), e^r by its degree-6 Taylor polynomial
+// (error below r^7 / 7! < 2^-22), times 2^n as two powers of two that are
+// normal floats, so underflow (below -87.3) and overflow (above 88.7) round as
+// one multiplication by 2^n would.
+static inline __m256 lp_exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)), _mm256_set1_ps(89.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);  // ln2, high bits
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);      // ln2, the rest
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i ni = _mm256_cvtps_epi32(n);               // -150 .. 129
+    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);  // each -75 .. 65
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+static void softmax_avx2(float *x, int64_t n) {
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps(mv, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float max = _mm_cvtss_f32(m4);
+    for (; i < n; i++) max = x[i] > max ? x[i] : max;
+    const __m256 maxv = _mm256_set1_ps(max);
+    __m256 sv = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 e = lp_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), maxv));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    double sum = lp_hsum_f32x8(sv);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= (float)(1.0 / sum);
+}
+
+static void swiglu_avx2(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = lp_exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+LP_AVX2_END
+#endif
 
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], for each of n rows of dim values.
 void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t dim, float eps) {
@@ -38,8 +111,14 @@ void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t p
     }
 }
 
-// In place: x = softmax(x) over n values. Returns nothing; sums in double.
+// In place: x = softmax(x) over n values. The plain C version sums in double.
 void lp_softmax(float *x, int64_t n) {
+#if LP_X86
+    if (use_avx2()) {
+        softmax_avx2(x, n);
+        return;
+    }
+#endif
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
     double sum = 0.0;
@@ -53,6 +132,12 @@ void lp_softmax(float *x, int64_t n) {
 
 // gate[i] = silu(gate[i]) * up[i]  (SwiGLU), n values.
 void lp_swiglu(float *gate, const float *up, int64_t n) {
+#if LP_X86
+    if (use_avx2()) {
+        swiglu_avx2(gate, up, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) {
         const float g = gate[i];
         gate[i] = g / (1.0f + expf(-g)) * up[i];

@@ -205,7 +205,7 @@ class Model:
         c.x, c.xb, c.xb2 = self._buf((B, cfg.n_embd)), self._buf((B, wide)), self._buf((B, wide))
         c.q, c.k, c.v = self._buf((B, cfg.q_dim)), self._buf((B, cfg.kv_dim)), self._buf((B, cfg.kv_dim))
         c.hb, c.hb2 = self._buf((B, cfg.n_ff)), self._buf((B, cfg.n_ff))
-        c.att = self._buf((self.n_threads, self.n_ctx))
+        c.att = self._buf((self.n_threads, lib.LP_ATT_ROWS * self.n_ctx))
         E, K = max(cfg.n_expert, 1), max(cfg.n_expert_used, 1)
         c.router = self._buf((B, E))
         c.moe_x, c.moe_y = self._buf((B, cfg.n_embd)), self._buf((B, cfg.n_embd))

@@ -1,0 +1,198 @@
+// attn.c — causal attention over the fp16 KV cache, for a batch of n tokens.
+//
+// The cache keeps both K and V transposed, (kv_dim, n_ctx) per layer: row
+// kvh * head_dim + d holds dimension d of kv head kvh for every position, so the
+// positions a score or an output sums over are contiguous.
+//
+// Work is split by kv head: the query rows of one kv head are its group of query
+// heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
+// of them, so every key and value it reads serves several rows (the query heads of
+// a group during decoding; neighbouring tokens too during prompt processing).
+// Per chunk:
+//   s[i][p] = q_i . k_p / sqrt(head_dim)            p < len_i = pos + t_i + 1
+//   s[i]    = softmax(s[i][0 .. len_i))
+//   out_i[d] = sum over p < len_i of s[i][p] v_p[d]
+// Register tiles: 4 rows x 16 positions for the scores (keys converted once for 4
+// rows), 4 rows x 2 dimensions for the outputs.
+#include <math.h>
+
+#include "simd.h"
+
+typedef struct {
+    const lp_model *m;
+    const uint16_t *kt, *vt;   // this layer's cache, (kv_dim, n_ctx) each
+    int n, pos, group, rows_per_head, chunks_per_head;
+    int simd;
+} attn_ctx;
+
+typedef struct {
+    const float *q[LP_ATT_ROWS];
+    float *out[LP_ATT_ROWS];
+    float *s[LP_ATT_ROWS];
+    int len[LP_ATT_ROWS];
+} attn_rows;
+
+// ---------------------------------------------------------------------------
+// Reference
+
+static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t n_ctx, int hd, int p0, int p1,
+                       float scale) {
+    for (int i = 0; i < nr; i++)
+        for (int p = p0; p < p1 && p < r->len[i]; p++) {
+            float sum = 0.0f;
+            for (int d = 0; d < hd; d++) sum += r->q[i][d] * lp_half_to_float(kt[d * n_ctx + p]);
+            r->s[i][p] = sum * scale;
+        }
+}
+
+static void values_ref(const attn_rows *r, int nr, const uint16_t *vt, int64_t n_ctx, int hd) {
+    for (int i = 0; i < nr; i++)
+        for (int d = 0; d < hd; d++) {
+            const uint16_t *v = vt + d * n_ctx;
+            float sum = 0.0f;
+            for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * lp_half_to_float(v[p]);
+            r->out[i][d] = sum;
+        }
+}
+
+// ---------------------------------------------------------------------------
+// AVX2
+
+#if LP_X86
+LP_AVX2_BEGIN
+static inline __m256 load8_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+// Scores of rows [i0, i0 + NR) (NR <= 4) at positions [p, p + 16).
+static inline __attribute__((always_inline)) void scores_tile_avx2(const attn_rows *r, int i0, const int NR,
+                                                                   const uint16_t *kt, int64_t n_ctx, int hd,
+                                                                   int p, float scale) {
+    __m256 acc[4][2];
+    for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const uint16_t *k = kt + d * n_ctx + p;
+        const __m256 k0 = load8_half(k), k1 = load8_half(k + 8);
+        for (int i = 0; i < NR; i++) {
+            const __m256 qd = _mm256_broadcast_ss(&r->q[i0 + i][d]);
+            acc[i][0] = _mm256_fmadd_ps(qd, k0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(qd, k1, acc[i][1]);
+        }
+    }
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int i = 0; i < NR; i++) {
+        _mm256_storeu_ps(r->s[i0 + i] + p, _mm256_mul_ps(acc[i][0], sc));
+        _mm256_storeu_ps(r->s[i0 + i] + p + 8, _mm256_mul_ps(acc[i][1], sc));
+    }
+}
+
+// All rows' scores, in tiles of 16 positions up to the longest row's length (a
+// row's scores past its own length are computed but never read), the last
+// positions in plain C.
+static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t n_ctx, int hd, float scale) {
+    int maxlen = 0;
+    for (int i = 0; i < nr; i++) maxlen = r->len[i] > maxlen ? r->len[i] : maxlen;
+    int p = 0;
+    for (; p + 16 <= maxlen; p += 16) {
+        int i = 0;
+        for (; i + 4 <= nr; i += 4) scores_tile_avx2(r, i, 4, kt, n_ctx, hd, p, scale);
+        for (; i < nr; i++) scores_tile_avx2(r, i, 1, kt, n_ctx, hd, p, scale);
+    }
+    scores_ref(r, nr, kt, n_ctx, hd, p, maxlen, scale);
+}
+
+// out[d], out[d + 1] of rows [i0, i0 + NR) over positions [0, plen), plen a
+// multiple of 8 no longer than any of the rows; the rest of each row's positions
+// in plain C.
+static inline __attribute__((always_inline)) void values_tile_avx2(const attn_rows *r, int i0, const int NR,
+                                                                   const uint16_t *vt, int64_t n_ctx, int d,
+                                                                   int plen) {
+    __m256 acc[4][2];
+    for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    const uint16_t *v0 = vt + d * n_ctx, *v1 = v0 + n_ctx;
+    for (int p = 0; p < plen; p += 8) {
+        const __m256 a = load8_half(v0 + p), b = load8_half(v1 + p);
+        for (int i = 0; i < NR; i++) {
+            const __m256 s = _mm256_loadu_ps(r->s[i0 + i] + p);
+            acc[i][0] = _mm256_fmadd_ps(s, a, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(s, b, acc[i][1]);
+        }
+    }
+    for (int i = 0; i < NR; i++) {
+        float o0 = lp_hsum_f32x8(acc[i][0]), o1 = lp_hsum_f32x8(acc[i][1]);
+        const float *s = r->s[i0 + i];
+        for (int p = plen; p < r->len[i0 + i]; p++) {
+            o0 += s[p] * _cvtsh_ss(v0[p]);
+            o1 += s[p] * _cvtsh_ss(v1[p]);
+        }
+        r->out[i0 + i][d] = o0;
+        r->out[i0 + i][d + 1] = o1;
+    }
+}
+
+static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t n_ctx, int hd) {
+    for (int i0 = 0; i0 < nr; i0 += 4) {
+        const int NR = nr - i0 < 4 ? nr - i0 : 4;
+        int minlen = r->len[i0];
+        for (int i = 1; i < NR; i++) minlen = r->len[i0 + i] < minlen ? r->len[i0 + i] : minlen;
+        const int plen = minlen / 8 * 8;
+        for (int d = 0; d + 2 <= hd; d += 2) {
+            if (NR == 4) values_tile_avx2(r, i0, 4, vt, n_ctx, d, plen);
+            else
+                for (int i = i0; i < i0 + NR; i++) values_tile_avx2(r, i, 1, vt, n_ctx, d, plen);
+        }
+        if (hd % 2)  // an odd head size: the last dimension in plain C
+            for (int i = i0; i < i0 + NR; i++) {
+                const uint16_t *v = vt + (int64_t)(hd - 1) * n_ctx;
+                float sum = 0.0f;
+                for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * _cvtsh_ss(v[p]);
+                r->out[i][hd - 1] = sum;
+            }
+    }
+}
+LP_AVX2_END
+#endif
+
+// ---------------------------------------------------------------------------
+
+static void attention_chunk(void *vctx, int chunk, int ith) {
+    const attn_ctx *c = vctx;
+    const lp_model *m = c->m;
+    const int hd = m->head_dim, q_dim = m->n_head * hd;
+    const int64_t n_ctx = m->n_ctx;
+    const int kvh = chunk / c->chunks_per_head;
+    const int row0 = chunk % c->chunks_per_head * LP_ATT_ROWS;
+    const int nr = c->rows_per_head - row0 < LP_ATT_ROWS ? c->rows_per_head - row0 : LP_ATT_ROWS;
+    const float scale = 1.0f / sqrtf((float)hd);
+    attn_rows r;
+    memset(&r, 0, sizeof(r));
+    float *s = m->att + (int64_t)ith * LP_ATT_ROWS * n_ctx;
+    for (int i = 0; i < nr; i++) {
+        const int row = row0 + i, t = row / c->group, h = kvh * c->group + row % c->group;
+        r.q[i] = m->q + (int64_t)t * q_dim + h * hd;
+        r.out[i] = m->xb2 + (int64_t)t * q_dim + h * hd;
+        r.s[i] = s + (int64_t)i * n_ctx;
+        r.len[i] = c->pos + t + 1;
+    }
+    const uint16_t *kt = c->kt + (int64_t)kvh * hd * n_ctx, *vt = c->vt + (int64_t)kvh * hd * n_ctx;
+#if LP_X86
+    if (c->simd) scores_avx2(&r, nr, kt, n_ctx, hd, scale);
+    else
+#endif
+        scores_ref(&r, nr, kt, n_ctx, hd, 0, n_ctx, scale);
+    for (int i = 0; i < nr; i++) lp_softmax(r.s[i], r.len[i]);
+#if LP_X86
+    if (c->simd) values_avx2(&r, nr, vt, n_ctx, hd);
+    else
+#endif
+        values_ref(&r, nr, vt, n_ctx, hd);
+}
+
+void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos) {
+    const int group = m->n_head / m->n_head_kv;
+    const int isa = lp_get_isa();
+    attn_ctx c = {
+        .m = m, .kt = kt, .vt = vt, .n = n, .pos = pos, .group = group,
+        .rows_per_head = n * group, .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
+    };
+    c.chunks_per_head = (c.rows_per_head + LP_ATT_ROWS - 1) / LP_ATT_ROWS;
+    lp_parallel_chunks(attention_chunk, &c, m->n_head_kv * c.chunks_per_head, m->n_threads);
+}
