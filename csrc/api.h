@@ -40,6 +40,14 @@ int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads);
 int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
               float *y, void *work, int n_threads);
 
+// Several matrices of cols columns on the same x (n, cols), y_i = x @ W_i^T, in one
+// job (the input quantized once per activation format). At most LP_MM_MAX.
+enum { LP_MM_MAX = 4 };
+typedef struct { int type; const void *w; int64_t rows; float *y; } lp_mm;
+int64_t lp_matmul_multi_work_size(const int *types, int count, int64_t cols, int64_t n, int n_threads);
+int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, void *work,
+                    int n_threads);
+
 // Single kernels, for tests: quantize n floats to an activation type; dot one
 // weight row with one quantized activation row.
 int lp_quantize_act(int act_type, int isa, const float *x, void *y, int64_t n);

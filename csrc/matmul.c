@@ -105,34 +105,124 @@ static void dot_chunk(void *vctx, int tile, int ith) {
     }
 }
 
-int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
-              void *work, int n_threads) {
+// Fills c for y = x @ W^T; returns LP_OK or the reason it cannot run.
+static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, int64_t cols, const float *x,
+                        int64_t n, float *y, int isa) {
     const lp_type_traits *t = lp_traits(type);
     if (!t) return LP_EUNKNOWN_TYPE;
     if (!t->vec_dot[LP_ISA_REF]) return LP_ENO_KERNEL;
     if (!check_n(t, cols) || cols > INT32_MAX || rows < 0 || n < 0) return LP_EBAD_SIZE;
-    const int isa = lp_get_isa();
-    matmul_ctx c = {
+    if ((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS > INT32_MAX) return LP_EBAD_SIZE;
+    *c = (matmul_ctx){
         .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
         .dot4 = t->vec_dot[isa] ? t->vec_dot4[isa] : NULL,
         .w = w, .x = x, .y = y, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
     };
-    if (n_threads < 1) n_threads = 1;
     if (t->vec_dot_type != LP_F32) {
         const lp_type_traits *a = lp_traits(t->vec_dot_type);
-        c.quantize = a->from_float[isa] ? a->from_float[isa] : a->from_float[LP_ISA_REF];
+        c->quantize = a->from_float[isa] ? a->from_float[isa] : a->from_float[LP_ISA_REF];
+        c->xq_row_bytes = act_row_bytes(t, cols);
+    }
+    return LP_OK;
+}
+
+int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
+              void *work, int n_threads) {
+    const int isa = lp_get_isa();
+    matmul_ctx c;
+    const int rc = matmul_setup(&c, type, w, rows, cols, x, n, y, isa);
+    if (rc) return rc;
+    if (n_threads < 1) n_threads = 1;
+    if (c.quantize) {
         c.xq = work;
-        c.xq_row_bytes = act_row_bytes(t, cols);
         lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
+        const lp_type_traits *t = lp_traits(type);
         if (isa == LP_ISA_AVX512 && lp_gemm_work_size(t, cols, n, n_threads) > 0) {
             lp_gemm(t, w, rows, cols, c.xq, c.xq_row_bytes, n, y, c.xq + n * c.xq_row_bytes, n_threads);
             return LP_OK;
         }
     }
-    const int64_t tiles = (rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS;
-    if (tiles > INT32_MAX) return LP_EBAD_SIZE;
-    lp_parallel_chunks(dot_chunk, &c, (int)tiles, n_threads);
+    lp_parallel_chunks(dot_chunk, &c, (int)((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS), n_threads);
+    return LP_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Several matrices on the same input (q, k, v; gate, up): the input quantized once
+// per activation format, and one job for all their tiles, so a decoding step waits
+// for the threads once instead of once per matrix.
+
+typedef struct {
+    matmul_ctx mm[LP_MM_MAX];
+    int count;
+    int first_tile[LP_MM_MAX + 1];
+} multi_ctx;
+
+static void multi_dot_chunk(void *vctx, int tile, int ith) {
+    const multi_ctx *c = vctx;
+    int i = 0;
+    while (tile >= c->first_tile[i + 1]) i++;
+    dot_chunk((void *)&c->mm[i], tile - c->first_tile[i], ith);
+}
+
+// Bytes of the quantized input rows for each distinct activation format.
+static int64_t multi_act_bytes(const int *types, int count, int64_t cols, int64_t n) {
+    int64_t total = 0;
+    for (int i = 0; i < count; i++) {
+        const lp_type_traits *t = lp_traits(types[i]);
+        if (!t || t->vec_dot_type == LP_F32) continue;
+        int seen = 0;
+        for (int j = 0; j < i; j++) seen |= lp_traits(types[j])->vec_dot_type == t->vec_dot_type;
+        if (!seen) total += act_row_bytes(t, cols) * n;
+    }
+    return total;
+}
+
+int64_t lp_matmul_multi_work_size(const int *types, int count, int64_t cols, int64_t n, int n_threads) {
+    if (count < 1 || count > LP_MM_MAX) return LP_EBAD_SIZE;
+    int64_t need = 0;
+    for (int i = 0; i < count; i++) {
+        const int64_t one = lp_matmul_work_size(types[i], cols, n, n_threads);
+        if (one < 0) return one;
+        need = one > need ? one : need;
+    }
+    const int64_t act = multi_act_bytes(types, count, cols, n);
+    return act > need ? act : need;
+}
+
+int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, void *work,
+                    int n_threads) {
+    if (count < 1 || count > LP_MM_MAX) return LP_EBAD_SIZE;
+    const int isa = lp_get_isa();
+    if (count == 1 || (isa == LP_ISA_AVX512 && n >= LP_GEMM_MIN)) {  // compute-bound: one at a time
+        for (int i = 0; i < count; i++) {
+            const int rc = lp_matmul(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, mm[i].y, work, n_threads);
+            if (rc) return rc;
+        }
+        return LP_OK;
+    }
+    if (n_threads < 1) n_threads = 1;
+    multi_ctx c = { .count = count };
+    uint8_t *next = work;
+    for (int i = 0; i < count; i++) {
+        matmul_ctx *m = &c.mm[i];
+        const int rc = matmul_setup(m, mm[i].type, mm[i].w, mm[i].rows, cols, x, n, mm[i].y, isa);
+        if (rc) return rc;
+        if (!m->quantize) continue;
+        for (int j = 0; j < i && !m->xq; j++)  // an earlier matrix with the same format
+            if (lp_traits(mm[j].type)->vec_dot_type == lp_traits(mm[i].type)->vec_dot_type) m->xq = c.mm[j].xq;
+        if (m->xq) continue;
+        m->xq = next;
+        next += m->xq_row_bytes * n;
+        lp_parallel_chunks(quantize_chunk, m, (int)n, n_threads);
+    }
+    c.first_tile[0] = 0;
+    for (int i = 0; i < count; i++) {
+        const int64_t end = c.first_tile[i] + (c.mm[i].rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS;
+        if (end > INT32_MAX) return LP_EBAD_SIZE;
+        c.first_tile[i + 1] = (int)end;
+    }
+    lp_parallel_chunks(multi_dot_chunk, &c, c.first_tile[count], n_threads);
     return LP_OK;
 }
 

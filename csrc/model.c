@@ -19,6 +19,20 @@ static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const floa
     return lp_matmul(w->type, data, w->rows, w->cols, x, n, y, m->work, m->n_threads);
 }
 
+// y[i] (n, rows_i) = x (n, cols) @ W_i^T for matrix `mat` of each tensor: projections
+// of the same input (q, k, v; gate, up) in one job.
+static int matmul_multi(const lp_model *m, int count, const lp_tensor *const *w, int64_t mat, const float *x,
+                        int64_t n, float *const *y) {
+    lp_mm mm[LP_MM_MAX];
+    int types[LP_MM_MAX];
+    for (int i = 0; i < count; i++) {
+        types[i] = w[i]->type;
+        mm[i] = (lp_mm){ w[i]->type, (const uint8_t *)w[i]->data + mat * w[i]->rows * row_bytes(w[i]), w[i]->rows, y[i] };
+    }
+    if (lp_matmul_multi_work_size(types, count, w[0]->cols, n, m->n_threads) > m->work_size) return LP_EWORK;
+    return lp_matmul_multi(mm, count, w[0]->cols, x, n, m->work, m->n_threads);
+}
+
 // ---------------------------------------------------------------------------
 // Mixture of experts: route each token to its top experts, then run every chosen
 // expert once over the tokens routed to it (only those experts' weights are read).
@@ -62,8 +76,9 @@ static int moe_ffn(const lp_model *m, const lp_layer *L, int n) {
                 }
         if (ne == 0) continue;
         // expert FFN: down(silu(gate x) * up x)
-        if ((rc = matmul(m, &L->ffn_gate_exps, e, m->moe_x, ne, m->hb))) return rc;
-        if ((rc = matmul(m, &L->ffn_up_exps, e, m->moe_x, ne, m->hb2))) return rc;
+        const lp_tensor *gu[2] = { &L->ffn_gate_exps, &L->ffn_up_exps };
+        float *gu_out[2] = { m->hb, m->hb2 };
+        if ((rc = matmul_multi(m, 2, gu, e, m->moe_x, ne, gu_out))) return rc;
         lp_swiglu(m->hb, m->hb2, (int64_t)ne * m->n_ff);
         if ((rc = matmul(m, &L->ffn_down_exps, e, m->hb, ne, m->moe_y))) return rc;
         // weighted scatter-add back to the tokens
@@ -100,9 +115,9 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
         lp_rmsnorm(m->xb, m->x, L->attn_norm.data, n, D, m->rms_eps);
-        if ((rc = matmul(m, &L->wq, 0, m->xb, n, m->q))) return rc;
-        if ((rc = matmul(m, &L->wk, 0, m->xb, n, m->k))) return rc;
-        if ((rc = matmul(m, &L->wv, 0, m->xb, n, m->v))) return rc;
+        const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
+        float *qkv_out[3] = { m->q, m->k, m->v };
+        if ((rc = matmul_multi(m, 3, qkv, 0, m->xb, n, qkv_out))) return rc;
         lp_rope(m->q, n, m->n_head, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         // append k, v to the cache (fp16, transposed)
@@ -122,8 +137,9 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         if (m->n_expert > 0) {
             if ((rc = moe_ffn(m, L, n))) return rc;
         } else {
-            if ((rc = matmul(m, &L->ffn_gate, 0, m->xb, n, m->hb))) return rc;
-            if ((rc = matmul(m, &L->ffn_up, 0, m->xb, n, m->hb2))) return rc;
+            const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
+            float *gu_out[2] = { m->hb, m->hb2 };
+            if ((rc = matmul_multi(m, 2, gu, 0, m->xb, n, gu_out))) return rc;
             lp_swiglu(m->hb, m->hb2, (int64_t)n * m->n_ff);
             if ((rc = matmul(m, &L->ffn_down, 0, m->hb, n, m->xb2))) return rc;
         }

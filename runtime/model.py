@@ -211,18 +211,21 @@ class Model:
         c.moe_x, c.moe_y = self._buf((B, cfg.n_embd)), self._buf((B, cfg.n_embd))
         c.moe_rows, c.moe_w = self._buf((B,), np.int32), self._buf((B,))
         c.moe_sel, c.moe_sel_w = self._buf((B, K), np.int32), self._buf((B, K))
-        work = max(lib.lp_matmul_work_size(t.type, t.cols, B, self.n_threads) for t in self._matrices())
+        work = max(lib.lp_matmul_multi_work_size(types, len(types), group[0].cols, B, self.n_threads)
+                   for group in self._matrix_groups() for types in [ffi.new("int[]", [t.type for t in group])])
         self._work = np.zeros(max(work, 1), np.uint8)
         c.work, c.work_size = ffi.from_buffer(self._work), self._work.nbytes
 
-    def _matrices(self) -> list[Any]:
+    def _matrix_groups(self) -> list[list[Any]]:
+        """The weight matrices as the forward pass multiplies them: the projections
+        of one input (q, k, v; gate, up) together."""
         c = self._c
-        out = [c.output]
+        out = [[c.output]]
         for i in range(self.config.n_layer):
             L = c.layers[i]
-            out += [L.wq, L.wk, L.wv, L.wo]
-            out += ([L.ffn_gate_inp, L.ffn_gate_exps, L.ffn_up_exps, L.ffn_down_exps] if self.config.n_expert
-                    else [L.ffn_gate, L.ffn_up, L.ffn_down])
+            out += [[L.wq, L.wk, L.wv], [L.wo]]
+            out += ([[L.ffn_gate_inp], [L.ffn_gate_exps, L.ffn_up_exps], [L.ffn_down_exps]] if self.config.n_expert
+                    else [[L.ffn_gate, L.ffn_up], [L.ffn_down]])
         return out
 
     # -- forward -------------------------------------------------------------

@@ -201,6 +201,29 @@ def test_batched_product_matches_row_dots(name: str) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
+@pytest.mark.parametrize("n", [1, 5, 20])
+def test_matmul_multi_equals_single_products(n: int) -> None:
+    """lp_matmul_multi (q, k, v in one job; mixed types share or split the quantized
+    input by activation format) gives each matrix exactly what lp_matmul gives."""
+    rng = np.random.default_rng(12)
+    cols = 512
+    names = ["Q5_0", "Q4_K", "Q8_0", "F16"]  # Q8_0 input shared by Q5_0 and Q8_0; Q8_K; none
+    ts = [weight_tensor(kernels.WEIGHT_TYPES[nm], rows, cols, rng) for nm, rows in zip(names, (40, 17, 33, 9))]
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    outs = [np.full((n, t.shape[0]), np.nan, np.float32) for t in ts]
+    types = ffi.new("int[]", [t.type for t in ts])
+    mm = ffi.new("lp_mm[]", len(ts))
+    for i, (t, out) in enumerate(zip(ts, outs)):
+        mm[i].type, mm[i].w, mm[i].rows = t.type, ffi.from_buffer(t.data), t.shape[0]
+        mm[i].y = ffi.cast("float *", ffi.from_buffer(out))
+    work = np.zeros(lib.lp_matmul_multi_work_size(types, len(ts), cols, n, 2), np.uint8)
+    assert lib.lp_matmul_multi(mm, len(ts), cols, ffi.cast("float *", x.ctypes.data), n, ffi.from_buffer(work), 2) == 0
+    for t, out in zip(ts, outs):
+        np.testing.assert_array_equal(out, kernels.matmul(t, x, n_threads=2))
+    assert lib.lp_matmul_multi(mm, lib.LP_MM_MAX + 1, cols, ffi.cast("float *", x.ctypes.data), n,
+                               ffi.from_buffer(work), 2) == lib.LP_EBAD_SIZE
+
+
 def test_matmul_threads_agree_exactly() -> None:
     """Threads split rows, never a dot product: results are identical for any count."""
     rng = np.random.default_rng(3)
