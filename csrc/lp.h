@@ -180,6 +180,8 @@ const lp_type_traits *lp_traits(int type);
                                  const void *restrict y, size_t by) {                               \
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
+#define LP_DECLARE_DOT512(t) \
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y);
 #define LP_DECLARE_TO_S8(t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
@@ -195,6 +197,7 @@ LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
 #define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
+LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_DECLARE_QUANTIZE(q8_0)
 LP_DECLARE_QUANTIZE(q8_1)
 LP_DECLARE_QUANTIZE(q8_K)
