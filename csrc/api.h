@@ -93,8 +93,11 @@ typedef struct {
     // weights
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
-    // KV cache in fp16, per layer: k and v transposed, (kv_dim, n_ctx) each
-    uint16_t *k_cache, *v_cache;   // (n_layer, n_ctx * kv_dim)
+    // KV cache in fp16. k per layer: blocks of LP_KV_BLOCK positions, each
+    // (kv_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks; v per layer
+    // transposed, (kv_dim, n_ctx)
+    uint16_t *k_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
+    uint16_t *v_cache;  // (n_layer, n_ctx * kv_dim)
     // scratch
     float *x;          // (max_batch, n_embd) residual stream
     float *xb;         // (max_batch, max(n_embd, q_dim)) normed input / block output
@@ -112,6 +115,9 @@ typedef struct {
     void *work;        // activation quantization scratch
     int64_t work_size;
 } lp_model;
+
+// Positions per block of the K cache.
+enum { LP_KV_BLOCK = 16 };
 
 // Query rows an attention chunk takes (m->att holds LP_ATT_ROWS * n_ctx scores per thread).
 enum { LP_ATT_ROWS = 16 };

@@ -1,8 +1,11 @@
 // attn.c — causal attention over the fp16 KV cache, for a batch of n tokens.
 //
-// The cache keeps both K and V transposed, (kv_dim, n_ctx) per layer: row
-// kvh * head_dim + d holds dimension d of kv head kvh for every position, so the
-// positions a score or an output sums over are contiguous.
+// The cache keeps V transposed, (kv_dim, n_ctx) per layer: row kvh * head_dim + d
+// holds dimension d of kv head kvh for every position, so the positions an output
+// sums over are contiguous. K is kept in blocks of LP_KV_BLOCK positions, each
+// (kv_dim, LP_KV_BLOCK): the keys a 16-position tile of scores needs for one kv
+// head are one contiguous run of head_dim * 16 values (a transposed K with rows of
+// n_ctx would touch a page per dimension).
 //
 // Work is split by kv head: the query rows of one kv head are its group of query
 // heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
@@ -20,8 +23,8 @@
 
 typedef struct {
     const lp_model *m;
-    const uint16_t *kt, *vt;   // this layer's cache, (kv_dim, n_ctx) each
-    int n, pos, group, rows_per_head, chunks_per_head;
+    const uint16_t *kt, *vt;   // this layer's cache: K in blocks, V (kv_dim, n_ctx)
+    int n, pos, group, rows_per_head, rows_per_chunk, chunks_per_head;
     int simd;
 } attn_ctx;
 
@@ -35,12 +38,16 @@ typedef struct {
 // ---------------------------------------------------------------------------
 // Reference
 
-static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t n_ctx, int hd, int p0, int p1,
+// Key dimension d of position p of one kv head (kt: the head's first dimension in block 0;
+// ks: the stride of the blocks).
+#define LP_KEY(kt, ks, d, p) ((kt)[(int64_t)((p) / LP_KV_BLOCK) * (ks) + (d) * LP_KV_BLOCK + (p) % LP_KV_BLOCK])
+
+static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, int p0, int p1,
                        float scale) {
     for (int i = 0; i < nr; i++)
         for (int p = p0; p < p1 && p < r->len[i]; p++) {
             float sum = 0.0f;
-            for (int d = 0; d < hd; d++) sum += r->q[i][d] * lp_half_to_float(kt[d * n_ctx + p]);
+            for (int d = 0; d < hd; d++) sum += r->q[i][d] * lp_half_to_float(LP_KEY(kt, ks, d, p));
             r->s[i][p] = sum * scale;
         }
 }
@@ -64,12 +71,12 @@ static inline __m256 load8_half(const uint16_t *p) { return _mm256_cvtph_ps(_mm_
 
 // Scores of rows [i0, i0 + NR) (NR <= 4) at positions [p, p + 16).
 static inline __attribute__((always_inline)) void scores_tile_avx2(const attn_rows *r, int i0, const int NR,
-                                                                   const uint16_t *kt, int64_t n_ctx, int hd,
+                                                                   const uint16_t *kt, int64_t ks, int hd,
                                                                    int p, float scale) {
     __m256 acc[4][2];
     for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     for (int d = 0; d < hd; d++) {
-        const uint16_t *k = kt + d * n_ctx + p;
+        const uint16_t *k = kt + (int64_t)(p / LP_KV_BLOCK) * ks + d * LP_KV_BLOCK;  // p: a block start
         const __m256 k0 = load8_half(k), k1 = load8_half(k + 8);
         for (int i = 0; i < NR; i++) {
             const __m256 qd = _mm256_broadcast_ss(&r->q[i0 + i][d]);
@@ -87,16 +94,19 @@ static inline __attribute__((always_inline)) void scores_tile_avx2(const attn_ro
 // All rows' scores, in tiles of 16 positions up to the longest row's length (a
 // row's scores past its own length are computed but never read), the last
 // positions in plain C.
-static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t n_ctx, int hd, float scale) {
+static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, float scale) {
     int maxlen = 0;
     for (int i = 0; i < nr; i++) maxlen = r->len[i] > maxlen ? r->len[i] : maxlen;
     int p = 0;
     for (; p + 16 <= maxlen; p += 16) {
-        int i = 0;
-        for (; i + 4 <= nr; i += 4) scores_tile_avx2(r, i, 4, kt, n_ctx, hd, p, scale);
-        for (; i < nr; i++) scores_tile_avx2(r, i, 1, kt, n_ctx, hd, p, scale);
+        for (int i = 0; i < nr; i += 4) switch (nr - i < 4 ? nr - i : 4) {  // a constant row count per tile
+            case 4: scores_tile_avx2(r, i, 4, kt, ks, hd, p, scale); break;
+            case 3: scores_tile_avx2(r, i, 3, kt, ks, hd, p, scale); break;
+            case 2: scores_tile_avx2(r, i, 2, kt, ks, hd, p, scale); break;
+            default: scores_tile_avx2(r, i, 1, kt, ks, hd, p, scale);
+            }
     }
-    scores_ref(r, nr, kt, n_ctx, hd, p, maxlen, scale);
+    scores_ref(r, nr, kt, ks, hd, p, maxlen, scale);
 }
 
 // out[d], out[d + 1] of rows [i0, i0 + NR) over positions [0, plen), plen a
@@ -135,9 +145,12 @@ static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t 
         for (int i = 1; i < NR; i++) minlen = r->len[i0 + i] < minlen ? r->len[i0 + i] : minlen;
         const int plen = minlen / 8 * 8;
         for (int d = 0; d + 2 <= hd; d += 2) {
-            if (NR == 4) values_tile_avx2(r, i0, 4, vt, n_ctx, d, plen);
-            else
-                for (int i = i0; i < i0 + NR; i++) values_tile_avx2(r, i, 1, vt, n_ctx, d, plen);
+            switch (NR) {  // a constant row count per tile
+            case 4: values_tile_avx2(r, i0, 4, vt, n_ctx, d, plen); break;
+            case 3: values_tile_avx2(r, i0, 3, vt, n_ctx, d, plen); break;
+            case 2: values_tile_avx2(r, i0, 2, vt, n_ctx, d, plen); break;
+            default: values_tile_avx2(r, i0, 1, vt, n_ctx, d, plen);
+            }
         }
         if (hd % 2)  // an odd head size: the last dimension in plain C
             for (int i = i0; i < i0 + NR; i++) {
@@ -159,8 +172,8 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     const int hd = m->head_dim, q_dim = m->n_head * hd;
     const int64_t n_ctx = m->n_ctx;
     const int kvh = chunk / c->chunks_per_head;
-    const int row0 = chunk % c->chunks_per_head * LP_ATT_ROWS;
-    const int nr = c->rows_per_head - row0 < LP_ATT_ROWS ? c->rows_per_head - row0 : LP_ATT_ROWS;
+    const int row0 = chunk % c->chunks_per_head * c->rows_per_chunk;
+    const int nr = c->rows_per_head - row0 < c->rows_per_chunk ? c->rows_per_head - row0 : c->rows_per_chunk;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_rows r;
     memset(&r, 0, sizeof(r));
@@ -172,12 +185,13 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
         r.s[i] = s + (int64_t)i * n_ctx;
         r.len[i] = c->pos + t + 1;
     }
-    const uint16_t *kt = c->kt + (int64_t)kvh * hd * n_ctx, *vt = c->vt + (int64_t)kvh * hd * n_ctx;
+    const int64_t ks = (int64_t)m->n_head_kv * hd * LP_KV_BLOCK;
+    const uint16_t *kt = c->kt + (int64_t)kvh * hd * LP_KV_BLOCK, *vt = c->vt + (int64_t)kvh * hd * n_ctx;
 #if LP_X86
-    if (c->simd) scores_avx2(&r, nr, kt, n_ctx, hd, scale);
+    if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
 #endif
-        scores_ref(&r, nr, kt, n_ctx, hd, 0, n_ctx, scale);
+        scores_ref(&r, nr, kt, ks, hd, 0, (int)n_ctx, scale);
     for (int i = 0; i < nr; i++) lp_softmax(r.s[i], r.len[i]);
 #if LP_X86
     if (c->simd) values_avx2(&r, nr, vt, n_ctx, hd);
@@ -193,6 +207,7 @@ void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int
         .m = m, .kt = kt, .vt = vt, .n = n, .pos = pos, .group = group,
         .rows_per_head = n * group, .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
     };
-    c.chunks_per_head = (c.rows_per_head + LP_ATT_ROWS - 1) / LP_ATT_ROWS;
+    c.rows_per_chunk = LP_ATT_ROWS;
+    c.chunks_per_head = (c.rows_per_head + c.rows_per_chunk - 1) / c.rows_per_chunk;
     lp_parallel_chunks(attention_chunk, &c, m->n_head_kv * c.chunks_per_head, m->n_threads);
 }

@@ -110,7 +110,8 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
 
     for (int l = 0; l < m->n_layer; l++) {
         const lp_layer *L = &m->layers[l];
-        uint16_t *kc = m->k_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
+        const int64_t k_len = ((int64_t)m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
+        uint16_t *kc = m->k_cache + (int64_t)l * k_len * kv_dim;     // blocks of (kv_dim, LP_KV_BLOCK)
         uint16_t *vc = m->v_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
@@ -120,11 +121,13 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         if ((rc = matmul_multi(m, 3, qkv, 0, m->xb, n, qkv_out))) return rc;
         lp_rope(m->q, n, m->n_head, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
-        // append k, v to the cache (fp16, transposed)
+        // append k, v to the cache (fp16)
         for (int i = 0; i < kv_dim; i++)
             for (int t = 0; t < n; t++) {
-                kc[(int64_t)i * m->n_ctx + pos + t] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
-                vc[(int64_t)i * m->n_ctx + pos + t] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
+                const int64_t p = pos + t;
+                kc[(p / LP_KV_BLOCK * kv_dim + i) * LP_KV_BLOCK + p % LP_KV_BLOCK] =
+                    lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
+                vc[(int64_t)i * m->n_ctx + p] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
             }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal
         lp_attention(m, kc, vc, n, pos);

@@ -197,7 +197,8 @@ class Model:
             setattr(c, name, getattr(cfg, name))
         c.n_ctx, c.max_batch, c.n_threads = self.n_ctx, B, self.n_threads
         wide = max(cfg.n_embd, cfg.q_dim)
-        self.k_cache = np.zeros((cfg.n_layer, self.n_ctx * cfg.kv_dim), np.uint16)
+        k_len = -(-self.n_ctx // lib.LP_KV_BLOCK) * lib.LP_KV_BLOCK  # whole blocks of positions
+        self.k_cache = np.zeros((cfg.n_layer, k_len * cfg.kv_dim), np.uint16)
         self.v_cache = np.zeros((cfg.n_layer, self.n_ctx * cfg.kv_dim), np.uint16)
         self._keep += [self.k_cache, self.v_cache]
         c.k_cache = ffi.cast("uint16_t *", ffi.from_buffer(self.k_cache))
