@@ -134,6 +134,10 @@ typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, 
 // four activation rows (prompt processing). Each result equals vec_dot's, bit for bit.
 typedef void (*lp_vec_dot4_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                const void *restrict y, size_t by);
+// s[r] = dot(weight row r at x + r * bx, y), r = 0..3: four weight rows against one
+// activation row (decoding), the activation read once. Each result equals vec_dot's, bit for bit.
+typedef void (*lp_vec_dot_r4_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
+                                 const void *restrict y);
 
 // Weights as int8 for the batched product of prompt processing (gemm.c): n
 // elements of one row to int8 quants q and, per unit of s8_unit (16 or 32)
@@ -155,6 +159,7 @@ typedef struct {
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
     lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
+    lp_vec_dot_r4_fn vec_dot_r4[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
     lp_to_s8_fn to_s8;                   // NULL: no batched product (float types)
     int s8_unit, s8_min;                 // to_s8's unit of scales; 1 when it writes mins
 } lp_type_traits;
@@ -181,7 +186,8 @@ const lp_type_traits *lp_traits(int type);
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
 #define LP_DECLARE_DOT512(t) \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y);
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+    void lp_vec_dot_r4_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
 #define LP_DECLARE_TO_S8(t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);

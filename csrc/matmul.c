@@ -9,6 +9,10 @@
 #include "simd.h"
 
 #define LP_TILE_ROWS 16
+// Weight rows up to this long go four at a time through vec_dot_r4 (short rows:
+// the per-row overhead counts, and four rows are still one region of memory);
+// longer rows read side by side are four streams the prefetchers serve worse.
+#define LP_R4_MAX_ROW_BYTES 1536
 
 static int check_n(const lp_type_traits *t, int64_t n) { return n >= 0 && n % t->blck_size == 0; }
 
@@ -58,6 +62,7 @@ int lp_vec_dot(int type, int isa, int64_t n, const void *w, const void *act, flo
 typedef struct {
     lp_vec_dot_fn dot;
     lp_vec_dot4_fn dot4;   // NULL: dot per activation row
+    lp_vec_dot_r4_fn dot_r4;  // NULL: dot per weight row
     lp_from_float_fn quantize;
     const uint8_t *w;      // (rows, w_row_bytes)
     const float *x;        // (n, cols)
@@ -101,7 +106,11 @@ static void dot_chunk(void *vctx, int tile, int ith) {
     for (; j < c->n; j++) {
         float *yj = c->y + j * c->rows;
         const uint8_t *aj = act + j * act_bytes;
-        for (int64_t r = r0; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+        int64_t r = r0;
+        if (c->dot_r4)  // weight rows four at a time: each activation block read once for four
+            for (; r + 4 <= r1; r += 4)
+                c->dot_r4((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, (size_t)c->w_row_bytes, aj);
+        for (; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
     }
 }
 
@@ -116,6 +125,7 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
     *c = (matmul_ctx){
         .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
         .dot4 = t->vec_dot[isa] ? t->vec_dot4[isa] : NULL,
+        .dot_r4 = t->vec_dot[isa] && cols / t->blck_size * t->type_size <= LP_R4_MAX_ROW_BYTES ? t->vec_dot_r4[isa] : NULL,
         .w = w, .x = x, .y = y, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
     };

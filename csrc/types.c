@@ -18,7 +18,8 @@
 #if LP_X86
 #define LP_DOTS512(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                      .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2 }
+                      .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2 },                                 \
+                      .vec_dot_r4 = { [LP_ISA_AVX512] = lp_vec_dot_r4_##t##_avx512 }
 #else
 #define LP_DOTS512(t) LP_DOTS(t)
 #endif

@@ -142,6 +142,33 @@ static void check_dot4(int t, int isa, int n) {
     free(w); free(act); free(x);
 }
 
+// vec_dot_r4 (four weight rows, one activation row) must give vec_dot's results exactly.
+static void check_r4(int t, int isa, int n) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (!tr->vec_dot_r4[isa]) return;  // matmul makes a vec_dot call per row
+    const lp_type_traits *a = lp_traits(tr->vec_dot_type);
+    const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
+    const size_t abytes = (size_t)n / a->blck_size * a->type_size;
+    uint8_t *w = malloc(4 * wbytes), *act = malloc(abytes);
+    float *x = malloc(sizeof(float) * n);
+    int same = 1;
+    double got_w = 0, want_w = 0;
+    for (int s = 0; s < 10; s++) {
+        for (int r = 0; r < 4; r++) random_weights(t, w + r * wbytes, n);
+        for (int i = 0; i < n; i++) x[i] = rnd_unit() * (1 + (i % 5));
+        a->from_float[LP_ISA_REF](x, act, n);
+        float four[4];
+        tr->vec_dot_r4[isa](n, four, w, wbytes, act);
+        for (int r = 0; r < 4; r++) {
+            float one;
+            tr->vec_dot[isa](n, &one, w + r * wbytes, act);
+            if (memcmp(&one, &four[r], sizeof(float)) != 0 && same) { same = 0; got_w = four[r]; want_w = one; }
+        }
+    }
+    report(same, "vec_dot_r4 == vec_dot", tr->name, got_w, want_w, 0);
+    free(w); free(act); free(x);
+}
+
 // The whole matmul path (quantize, thread pool, tiles) with the SIMD kernels
 // against the same with the reference ones.
 static void check_matmul(int t, int isa) {
@@ -186,6 +213,8 @@ int main(void) {
             check_dot(types[i], isa, 256, 20);
             check_dot(types[i], isa, 96, 20);  // an odd number of blocks
             check_dot4(types[i], isa, 1024);
+            check_r4(types[i], isa, 1024);
+            check_r4(types[i], isa, 96);  // an odd number of blocks
             check_matmul(types[i], isa);
         }
     }
