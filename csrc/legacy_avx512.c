@@ -22,18 +22,6 @@
 #if LP_X86
 LP_AVX512_BEGIN
 
-#define LP_INLINE static inline __attribute__((always_inline))
-
-// Four rows read side by side are four short streams the hardware prefetcher
-// follows badly; while a group of rows is read, the next group (the R rows after
-// it, contiguous in memory) is prefetched at the same pace: block pair i of the
-// group brings in the same share of the next group.
-LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, int i, size_t block_bytes, const int R) {
-    if (R == 1) return;
-    const char *p = (const char *)vx + R * bx + (size_t)i * R * block_bytes;
-    for (size_t k = 0; k < 2 * R * block_bytes; k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
-}
-
 // 16 bytes at p, twice: bits 0..255 (block i), and 16 bytes at q twice: bits 256..511
 LP_INLINE __m512i lp_pair128(const uint8_t *p, const uint8_t *q) {
     const __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
@@ -90,26 +78,6 @@ LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
     return _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)a | (uint64_t)b << 32)));
 }
 
-// s[r] = the sum of the 16 lanes of acc[r] + add[r], r < R, always in the order
-// _mm512_reduce_add_ps takes: halves, then quarters, then (0 + 2) + (1 + 3).
-LP_INLINE void lp_store_sums(float *s, const __m512 *acc, const float *add, const int R) {
-    if (R == 1) {
-        s[0] = _mm512_reduce_add_ps(acc[0]) + add[0];
-        return;
-    }
-    __m128 q[4];
-    for (int r = 0; r < 4; r++) {
-        const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
-                                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
-        q[r] = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    }
-    // lanes (0 + 2) and (1 + 3) of each row, transposed, then added: four sums at once
-    const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(q[0], q[1]), _mm_unpackhi_ps(q[0], q[1]));
-    const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(q[2], q[3]), _mm_unpackhi_ps(q[2], q[3]));
-    const __m128 sum = _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01));
-    _mm_storeu_ps(s, _mm_add_ps(sum, _mm_loadu_ps(add)));
-}
-
 // Q4_0 / Q5_0 block pairs: the weight quants (unsigned) of blocks i and j of row x.
 #define LP_Q4_0_2(x, i, j) lp_nibbles64((x)[i].qs, (x)[j].qs)
 #define LP_Q5_0_2(x, i, j) _mm512_or_si512(lp_nibbles64((x)[i].qs, (x)[j].qs), lp_fifth_bits64((x)[i].qh, (x)[j].qh))
@@ -126,7 +94,7 @@ LP_INLINE void lp_store_sums(float *s, const __m512 *acc, const float *add, cons
         for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();                                          \
         int i = 0;                                                                                         \
         for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i, sizeof(block_##T), R);                                        \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                                        \
             const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);                                              \
             const __m512i oa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a);                        \
             const __m128 dy = lp_half2(y[i].d, y[i + 1].d);                                          \
@@ -164,7 +132,7 @@ LP_INLINE void lp_store_sums(float *s, const __m512 *acc, const float *add, cons
         }                                                                                                  \
         int i = 0;                                                                                         \
         for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i, sizeof(block_##T), R);                                        \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                                        \
             const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);                                              \
             const __m128 ds = lp_dm2(&y[i].d, &y[i + 1].d);                                                \
             for (int r = 0; r < R; r++) {                                                                  \
@@ -209,7 +177,7 @@ LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, const uint8_t *restric
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 1 < nb; i += 2) {
-        lp_prefetch_next(vx, bx, i, sizeof(block_q8_0), R);
+        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), R);
         const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);
         const __m128 dy = lp_half2(y[i].d, y[i + 1].d);
         for (int r = 0; r < R; r++) {

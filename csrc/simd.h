@@ -55,6 +55,42 @@ static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
 }
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
 LP_AVX2_END
+
+LP_AVX512_BEGIN
+#define LP_INLINE static inline __attribute__((always_inline))
+
+// Kernels for R weight rows against one activation row (vec_dot: R = 1, vec_dot_r4:
+// R = 4) read R rows side by side: R short streams the hardware prefetcher follows
+// badly. While a group of rows is read, the next group (the R rows after it,
+// contiguous in memory) is prefetched at the same pace: the step covering bytes
+// [off, off + step) of each row brings in R * step bytes of the next group.
+LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
+    if (R == 1) return;
+    const char *p = (const char *)vx + R * bx + off * R;
+    for (size_t k = 0; k < R * step; k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
+}
+
+// s[r] = the sum of the 16 lanes of acc[r] + add[r], r < R, always in the order
+// _mm512_reduce_add_ps takes: halves, then quarters, then (0 + 2) + (1 + 3).
+LP_INLINE void lp_store_sums(float *s, const __m512 *acc, const float *add, const int R) {
+    if (R == 1) {
+        s[0] = _mm512_reduce_add_ps(acc[0]) + add[0];
+        return;
+    }
+    __m128 q[4];
+    for (int r = 0; r < 4; r++) {
+        const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
+                                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
+        q[r] = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    }
+    // lanes (0 + 2) and (1 + 3) of each row, transposed, then added: four sums at once
+    const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(q[0], q[1]), _mm_unpackhi_ps(q[0], q[1]));
+    const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(q[2], q[3]), _mm_unpackhi_ps(q[2], q[3]));
+    const __m128 sum = _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01));
+    _mm_storeu_ps(s, _mm_add_ps(sum, _mm_loadu_ps(add)));
+}
+
+LP_AVX512_END
 #endif
 
 #if LP_ARM
