@@ -63,6 +63,7 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t pos0, float freq_base,
              float freq_scale);
 void lp_softmax(float *x, int64_t n);
+double lp_softmax_exps(float *x, int64_t n, float *max_out);
 void lp_swiglu(float *gate, const float *up, int64_t n);
 
 // ---------------------------------------------------------------------------
@@ -105,7 +106,8 @@ typedef struct {
     float *q;          // (max_batch, q_dim), q_dim = n_head * head_dim
     float *k, *v;      // (max_batch, kv_dim), kv_dim = n_head_kv * head_dim
     float *hb, *hb2;   // (max_batch, n_ff)
-    float *att;        // (n_threads, LP_ATT_ROWS * n_ctx) attention scores
+    float *att;        // (n_threads, LP_ATT_ROWS * n_ctx rounded up to LP_KV_BLOCK) attention scores
+    float *att_part;   // (n_head_kv, LP_ATT_SEGS, LP_ATT_ROWS, head_dim + 2) partial attention outputs
     float *router;     // (max_batch, n_expert) router probabilities
     float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
     int32_t *moe_rows;      // (max_batch) tokens routed to one expert
@@ -119,8 +121,11 @@ typedef struct {
 // Positions per block of the K cache.
 enum { LP_KV_BLOCK = 16 };
 
-// Query rows an attention chunk takes (m->att holds LP_ATT_ROWS * n_ctx scores per thread).
+// Query rows an attention chunk takes (m->att holds LP_ATT_ROWS rows of scores per thread).
 enum { LP_ATT_ROWS = 16 };
+// At most this many position segments per kv head (decoding with fewer kv heads than
+// twice the threads splits each head's positions), each at least LP_ATT_SEG_MIN long.
+enum { LP_ATT_SEGS = 8, LP_ATT_SEG_MIN = 256 };
 
 enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13 };
 

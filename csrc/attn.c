@@ -11,10 +11,16 @@
 // heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
 // of them, so every key and value it reads serves several rows (the query heads of
 // a group during decoding; neighbouring tokens too during prompt processing).
-// Per chunk:
+// When that makes fewer chunks than twice the threads (decoding a model with few
+// kv heads: SmolLM2 has 3), each head's positions are also split into segments of
+// whole K blocks, and the segments' results are merged afterwards (flash-decoding):
+// otherwise one thread would take two heads' reads while the other takes one.
+// Per chunk, over its positions p in [p0, p1):
 //   s[i][p] = q_i . k_p / sqrt(head_dim)            p < len_i = pos + t_i + 1
-//   s[i]    = softmax(s[i][0 .. len_i))
-//   out_i[d] = sum over p < len_i of s[i][p] v_p[d]
+//   m_i = max s[i][p], e[i][p] = exp(s[i][p] - m_i), l_i = sum e[i][p]
+//   o_i[d] = sum over p of e[i][p] v_p[d]
+// and out_i = o_i / l_i, or, over segments, out_i = sum w o_i / sum w l_i with
+// w = exp(m_i - max over segments of m_i).
 // Register tiles: 4 rows x 16 positions for the scores (keys converted once for 4
 // rows), 4 rows x 2 dimensions for the outputs.
 #include <math.h>
@@ -25,6 +31,7 @@ typedef struct {
     const lp_model *m;
     const uint16_t *kt, *vt;   // this layer's cache: K in blocks, V (kv_dim, n_ctx)
     int n, pos, group, rows_per_head, rows_per_chunk, chunks_per_head;
+    int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
     int simd;
 } attn_ctx;
 
@@ -91,14 +98,13 @@ static inline __attribute__((always_inline)) void scores_tile_avx2(const attn_ro
     }
 }
 
-// All rows' scores, in tiles of 16 positions up to the longest row's length (a
-// row's scores past its own length are computed but never read), the last
-// positions in plain C.
+// All rows' scores, in tiles of 16 positions up to the longest row's length
+// rounded up to a whole tile: a row's scores past its own length are computed but
+// never read (the score rows have room for them, and the K cache holds whole blocks).
 static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, float scale) {
     int maxlen = 0;
     for (int i = 0; i < nr; i++) maxlen = r->len[i] > maxlen ? r->len[i] : maxlen;
-    int p = 0;
-    for (; p + 16 <= maxlen; p += 16) {
+    for (int p = 0; p < maxlen; p += 16) {
         for (int i = 0; i < nr; i += 4) switch (nr - i < 4 ? nr - i : 4) {  // a constant row count per tile
             case 4: scores_tile_avx2(r, i, 4, kt, ks, hd, p, scale); break;
             case 3: scores_tile_avx2(r, i, 3, kt, ks, hd, p, scale); break;
@@ -106,7 +112,6 @@ static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t 
             default: scores_tile_avx2(r, i, 1, kt, ks, hd, p, scale);
             }
     }
-    scores_ref(r, nr, kt, ks, hd, p, maxlen, scale);
 }
 
 // out[d], out[d + 1] of rows [i0, i0 + NR) over positions [0, plen), plen a
@@ -166,38 +171,91 @@ LP_AVX2_END
 
 // ---------------------------------------------------------------------------
 
+static int64_t ctx_blocks(const lp_model *m) {
+    return ((int64_t)m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
+}
+
+// Partial result of (kv head, segment, row): o[head_dim], then m, l.
+static float *part_of(const lp_model *m, int kvh, int seg, int row) {
+    return m->att_part + (((int64_t)kvh * LP_ATT_SEGS + seg) * LP_ATT_ROWS + row) * (m->head_dim + 2);
+}
+
 static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
     const lp_model *m = c->m;
     const int hd = m->head_dim, q_dim = m->n_head * hd;
     const int64_t n_ctx = m->n_ctx;
-    const int kvh = chunk / c->chunks_per_head;
-    const int row0 = chunk % c->chunks_per_head * c->rows_per_chunk;
+    const int seg = chunk % c->segs, head_chunk = chunk / c->segs;
+    const int kvh = head_chunk / c->chunks_per_head;
+    const int row0 = head_chunk % c->chunks_per_head * c->rows_per_chunk;
     const int nr = c->rows_per_head - row0 < c->rows_per_chunk ? c->rows_per_head - row0 : c->rows_per_chunk;
+    const int p0 = seg * c->seg_len;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_rows r;
     memset(&r, 0, sizeof(r));
-    float *s = m->att + (int64_t)ith * LP_ATT_ROWS * n_ctx;
+    float *s = m->att + (int64_t)ith * LP_ATT_ROWS * ctx_blocks(m);
     for (int i = 0; i < nr; i++) {
         const int row = row0 + i, t = row / c->group, h = kvh * c->group + row % c->group;
+        const int len = c->pos + t + 1 - p0;  // this row's positions in the segment
         r.q[i] = m->q + (int64_t)t * q_dim + h * hd;
-        r.out[i] = m->xb2 + (int64_t)t * q_dim + h * hd;
-        r.s[i] = s + (int64_t)i * n_ctx;
-        r.len[i] = c->pos + t + 1;
+        r.out[i] = c->segs == 1 ? m->xb2 + (int64_t)t * q_dim + h * hd : part_of(m, kvh, seg, row);
+        r.s[i] = s + (int64_t)i * ctx_blocks(m);
+        r.len[i] = len < 0 ? 0 : len < c->seg_len ? len : c->seg_len;
     }
+    // the segment's keys and values: K from block p0 / LP_KV_BLOCK on, V from column p0 on
     const int64_t ks = (int64_t)m->n_head_kv * hd * LP_KV_BLOCK;
-    const uint16_t *kt = c->kt + (int64_t)kvh * hd * LP_KV_BLOCK, *vt = c->vt + (int64_t)kvh * hd * n_ctx;
+    const uint16_t *kt = c->kt + (int64_t)kvh * hd * LP_KV_BLOCK + (int64_t)(p0 / LP_KV_BLOCK) * ks;
+    const uint16_t *vt = c->vt + (int64_t)kvh * hd * n_ctx + p0;
 #if LP_X86
     if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
 #endif
-        scores_ref(&r, nr, kt, ks, hd, 0, (int)n_ctx, scale);
-    for (int i = 0; i < nr; i++) lp_softmax(r.s[i], r.len[i]);
+        scores_ref(&r, nr, kt, ks, hd, 0, c->seg_len, scale);
+    float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
+    for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
     if (c->simd) values_avx2(&r, nr, vt, n_ctx, hd);
     else
 #endif
         values_ref(&r, nr, vt, n_ctx, hd);
+    for (int i = 0; i < nr; i++) {
+        if (c->segs == 1) {
+            const float inv = 1.0f / l[i];
+            for (int d = 0; d < hd; d++) r.out[i][d] *= inv;
+        } else {
+            r.out[i][hd] = mx[i];
+            r.out[i][hd + 1] = l[i];
+        }
+    }
+}
+
+// out = sum over segments of w o / sum of w l, w = exp(m - the largest m): each
+// segment's sums rescaled to one common maximum. Segments a row does not reach have
+// l = 0 and m = -inf (w = 0).
+static void merge_segments(const attn_ctx *c) {
+    const lp_model *m = c->m;
+    const int hd = m->head_dim, q_dim = m->n_head * hd;
+    for (int kvh = 0; kvh < m->n_head_kv; kvh++)
+        for (int row = 0; row < c->rows_per_head; row++) {
+            const int t = row / c->group, h = kvh * c->group + row % c->group;
+            float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
+            float top = -INFINITY;
+            for (int g = 0; g < c->segs; g++) {
+                const float *p = part_of(m, kvh, g, row);
+                if (p[hd + 1] > 0.0f && p[hd] > top) top = p[hd];
+            }
+            float lsum = 0.0f;
+            for (int d = 0; d < hd; d++) out[d] = 0.0f;
+            for (int g = 0; g < c->segs; g++) {
+                const float *p = part_of(m, kvh, g, row);
+                if (!(p[hd + 1] > 0.0f)) continue;
+                const float w = expf(p[hd] - top);
+                lsum += w * p[hd + 1];
+                for (int d = 0; d < hd; d++) out[d] += w * p[d];
+            }
+            const float inv = 1.0f / lsum;
+            for (int d = 0; d < hd; d++) out[d] *= inv;
+        }
 }
 
 void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos) {
@@ -209,5 +267,20 @@ void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int
     };
     c.rows_per_chunk = LP_ATT_ROWS;
     c.chunks_per_head = (c.rows_per_head + c.rows_per_chunk - 1) / c.rows_per_chunk;
-    lp_parallel_chunks(attention_chunk, &c, m->n_head_kv * c.chunks_per_head, m->n_threads);
+    // segments: enough for twice the threads, a multiple of the threads in all, long enough to pay
+    const int chunks = m->n_head_kv * c.chunks_per_head, nt = m->n_threads, len = pos + n;
+    c.segs = 1;
+    if (c.chunks_per_head == 1 && nt > 1 && chunks < 2 * nt) {
+        int segs = (2 * nt + chunks - 1) / chunks;
+        while ((chunks * segs) % nt && segs < LP_ATT_SEGS) segs++;
+        const int most = len / LP_ATT_SEG_MIN;
+        c.segs = segs < most ? segs : most;
+        if (c.segs > LP_ATT_SEGS) c.segs = LP_ATT_SEGS;
+        if (c.segs < 1) c.segs = 1;
+    }
+    // a segment is whole K blocks
+    c.seg_len = (int)(((len + c.segs - 1) / c.segs + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK);
+    if (c.segs == 1) c.seg_len = (int)ctx_blocks(m);
+    lp_parallel_chunks(attention_chunk, &c, chunks * c.segs, m->n_threads);
+    if (c.segs > 1) merge_segments(&c);
 }

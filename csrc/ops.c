@@ -38,7 +38,8 @@ static inline __m256 lp_exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
 
-static void softmax_avx2(float *x, int64_t n) {
+// x = exp(x - max(x)); returns the sum of the new x (in double), *max_out = max(x).
+static double exps_avx2(float *x, int64_t n, float *max_out) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
@@ -59,9 +60,8 @@ static void softmax_avx2(float *x, int64_t n) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
-    const __m256 inv = _mm256_set1_ps((float)(1.0 / sum));
-    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    for (; i < n; i++) x[i] *= (float)(1.0 / sum);
+    *max_out = max;
+    return sum;
 }
 
 static void swiglu_avx2(float *gate, const float *up, int64_t n) {
@@ -111,13 +111,11 @@ void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t p
     }
 }
 
-// In place: x = softmax(x) over n values. The plain C version sums in double.
-void lp_softmax(float *x, int64_t n) {
+// In place: x = exp(x - max(x)), the unnormalised softmax; returns the sum of the
+// new x (summed in double by the plain C version), *max_out = max(x) (-inf for n = 0).
+double lp_softmax_exps(float *x, int64_t n, float *max_out) {
 #if LP_X86
-    if (use_avx2()) {
-        softmax_avx2(x, n);
-        return;
-    }
+    if (use_avx2()) return exps_avx2(x, n, max_out);
 #endif
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
@@ -126,7 +124,14 @@ void lp_softmax(float *x, int64_t n) {
         x[i] = expf(x[i] - max);
         sum += x[i];
     }
-    const float inv = (float)(1.0 / sum);
+    *max_out = max;
+    return sum;
+}
+
+// In place: x = softmax(x) over n values.
+void lp_softmax(float *x, int64_t n) {
+    float max;
+    const float inv = (float)(1.0 / lp_softmax_exps(x, n, &max));
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
