@@ -1,4 +1,4 @@
-// gemm.c — the batched matrix product of prompt processing, on AVX-512 VNNI.
+// gemm.c — the batched matrix product of prompt processing, on AVX-512 VNNI and AVX2.
 //
 // y (n, rows) = x (n, cols) @ W^T when n is large: every weight is used n times,
 // so the product is compute-bound and worth re-laying out both sides once:
@@ -10,14 +10,19 @@
 // - Weights: a thread decodes LP_G_RT rows at a time with the type's to_s8 into
 //   int8 quants and a float scale (and min) per unit of 16 or 32 columns.
 //
-// One VPDPBUSD then multiplies 4 columns of one weight row (broadcast) with the
-// same 4 columns of 16 activation rows and adds into 16 int32 lanes. Per unit, a
-// weight row's lane sums become floats: acc += scale * (d_act * isum) + min * m_act.
-// The +128 that makes the activations unsigned adds 128 * sum(q) to each sum;
-// starting the sum at -128 * sum(q) takes it back out exactly.
+// AVX-512: one VPDPBUSD multiplies 4 columns of one weight row (broadcast) with the
+// same 4 columns of 16 activation rows (one panel vector) and adds into 16 int32
+// lanes. The +128 that makes the activations unsigned adds 128 * sum(q) to each
+// sum; starting the sum at -128 * sum(q) takes it back out exactly.
+// AVX2: the same panels, each 16-row vector as two halves of 8; VPMADDUBSW and
+// VPMADDWD in place of VPDPBUSD, fed one of three ways chosen from the decoded
+// weights' range so that no int16 step saturates (see the AVX2 tile).
+// Per unit, a weight row's lane sums become floats, the same steps on both:
+// acc += scale * (d_act * isum) + min * m_act.
 //
 // The integer products are vec_dot's own (same quantized activations, same int8
-// weights); only the order of the float additions differs.
+// weights); only the order of the float additions differs. The two ISAs give the
+// same bits.
 #include "simd.h"
 
 #define LP_G_LANES 16  // activation rows per vector
@@ -54,6 +59,7 @@ typedef struct {
     int64_t rows, cols, n, w_row_bytes, units, nblk, groups;
     const uint8_t *xq;
     int64_t xq_row_bytes;
+    int isa;               // LP_ISA_AVX512 or LP_ISA_AVX2: which tile
     act_block *act;        // (groups, nblk)
     uint8_t *wpanels;      // per thread
     int64_t wpanel_bytes;
@@ -114,7 +120,7 @@ typedef struct {
     const int8_t *q;      // (LP_G_RT, cols)
     const float *scale;   // (LP_G_RT, units)
     const float *min;     // (LP_G_RT, units)
-    const int32_t *corr;  // (LP_G_RT, units): 128 * sum of the unit's quants
+    const int32_t *corr;  // (LP_G_RT, units): -128 * sum of the unit's quants
 } wpanel;
 
 #if LP_X86
@@ -133,7 +139,7 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
             const int64_t u = b * per_blk + h;
             __m512i is[LP_G_R][2];
             for (int r = 0; r < LP_G_R; r++) {
-                const __m512i start = _mm512_set1_epi32(-wp->corr[(r0 + r) * units + u]);
+                const __m512i start = _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
                 for (int j = 0; j < nj; j++) is[r][j] = start;
             }
             for (int k = h * k_per_unit; k < (h + 1) * k_per_unit; k++) {
@@ -190,6 +196,129 @@ LP_AVX512_END
 #endif
 
 // ---------------------------------------------------------------------------
+// The AVX2 tile: LP_G2_R weight rows x one panel (16 activation rows, two vectors
+// of 8). AVX2 has no VPDPBUSD: VPMADDUBSW multiplies unsigned by signed bytes into
+// int16 pair sums, which SATURATE, then VPMADDWD with ones widens them to int32.
+// Each way of feeding it is exact only for some weight ranges, so a chunk picks
+// one from the range of its decoded quants (avx2_mode):
+//   S8_ACT_U8: activation + 128 (the panel as it is) x signed weight, the sum
+//              started at corr as on AVX-512; a pair is within 2 * 255 * |w|, so
+//              |w| <= 64.
+//   S8_W_U8:   weight (>= 0) x activation (a - 128 back to signed); a pair is
+//              within 2 * 128 * w.
+//   S8_SIGN:   |w| x activation with w's sign: any int8 weight (w = -128 is 128
+//              as an unsigned byte), for activations in [-127, 127], which is what
+//              the quantizers make (the AVX2 row dots of Q8_0 rely on it too).
+// The pair sums of m steps (4 columns each) are added as int16 before VPMADDWD
+// when m times the pair bound stays within int16: |w| * m <= 64 (S8_ACT_U8) or
+// w * m <= 128 (S8_W_U8); S8_SIGN has m = 1.
+
+#define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
+enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
+
+#if LP_X86
+LP_AVX2_BEGIN
+static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                            int64_t g, const int mode, const int m,
+                                                            const int unit, const int has_min) {
+    const int64_t cols = c->cols, units = c->units;
+    const int per_blk = 32 / unit, k_per_unit = unit / 4;
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * units;
+    const int32_t *wc = wp->corr + (int64_t)r0 * units;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < c->nblk; b++, a++, wq += 32) {
+        for (int h = 0; h < per_blk; h++) {
+            const int64_t u = b * per_blk + h;
+            __m256i is[LP_G2_R][2];
+            for (int r = 0; r < LP_G2_R; r++)
+                is[r][0] = is[r][1] = mode == S8_ACT_U8 ? _mm256_set1_epi32(wc[r * units + u]) : _mm256_setzero_si256();
+            for (int k0 = h * k_per_unit; k0 < (h + 1) * k_per_unit; k0 += m) {
+                __m256i s16[LP_G2_R][2];
+                for (int k = k0; k < k0 + m; k++) {
+                    __m256i av[2];
+                    for (int v = 0; v < 2; v++) {
+                        av[v] = _mm256_load_si256((const __m256i *)a->q[k][8 * v]);
+                        if (mode != S8_ACT_U8) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+                    }
+                    for (int r = 0; r < LP_G2_R; r++) {
+                        int32_t w4;
+                        memcpy(&w4, wq + r * cols + 4 * k, 4);
+                        const __m256i wv = _mm256_set1_epi32(w4);
+                        for (int v = 0; v < 2; v++) {
+                            const __m256i p = mode == S8_ACT_U8 ? _mm256_maddubs_epi16(av[v], wv)
+                                              : mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v])
+                                              : _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av[v], wv));
+                            s16[r][v] = k == k0 ? p : _mm256_add_epi16(s16[r][v], p);
+                            __asm__("" : "+x"(s16[r][v]));  // a chain: re-associated, the sums spill
+                        }
+                    }
+                }
+                for (int r = 0; r < LP_G2_R; r++)
+                    for (int v = 0; v < 2; v++) is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(s16[r][v], ones));
+            }
+            const __m256 dv[2] = { _mm256_load_ps(a->d), _mm256_load_ps(a->d + 8) };
+            for (int r = 0; r < LP_G2_R; r++) {
+                const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
+                for (int v = 0; v < 2; v++)
+                    acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sv, acc[r][v]);
+            }
+            if (has_min) {
+                const __m256 mv[2] = { _mm256_load_ps(a->m[h]), _mm256_load_ps(a->m[h] + 8) };
+                for (int r = 0; r < LP_G2_R; r++) {
+                    const __m256 mw = _mm256_set1_ps(wm[r * units + u]);
+                    for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(mv[v], mw, acc[r][v]);
+                }
+            }
+        }
+    }
+    // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
+    float lanes[LP_G2_R][LP_G_LANES];
+    for (int r = 0; r < LP_G2_R; r++) {
+        _mm256_storeu_ps(lanes[r], acc[r][0]);
+        _mm256_storeu_ps(lanes[r] + 8, acc[r][1]);
+    }
+    for (int l = 0; l < LP_G_LANES; l++) {
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = lanes[r][l];
+    }
+}
+
+// The tile for every (mode, m, unit, min) combination avx2_mode can pick, each
+// compiled with constants.
+static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
+    const int unit = c->t->s8_unit, has_min = c->t->s8_min;
+#define LP_TILE_CASE(MODE, M, U, MIN) \
+    if (mode == MODE && m == M && unit == U && has_min == MIN) return tile_avx2(c, wp, r0, nr, g, MODE, M, U, MIN);
+#define LP_TILE_M(MODE, U, MIN) LP_TILE_CASE(MODE, 2, U, MIN) LP_TILE_CASE(MODE, 4, U, MIN)
+#define LP_TILE_U(MODE, MIN) LP_TILE_M(MODE, 32, MIN) LP_TILE_M(MODE, 16, MIN)
+    LP_TILE_U(S8_ACT_U8, 0) LP_TILE_U(S8_ACT_U8, 1) LP_TILE_U(S8_W_U8, 0) LP_TILE_U(S8_W_U8, 1)
+    LP_TILE_CASE(S8_SIGN, 1, 32, 0) LP_TILE_CASE(S8_SIGN, 1, 32, 1)
+    LP_TILE_CASE(S8_SIGN, 1, 16, 0) LP_TILE_CASE(S8_SIGN, 1, 16, 1)
+#undef LP_TILE_U
+#undef LP_TILE_M
+#undef LP_TILE_CASE
+}
+LP_AVX2_END
+#endif
+
+// How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
+// steps of int16 sums it adds (see the tile); unit / 4 steps make a unit.
+static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
+    const int mag = -lo > hi ? -lo : hi;
+    const int limit = lo >= 0 ? (hi ? 128 / hi : 8) : 64 / mag;  // largest m the int16 sums allow
+    *mode = lo >= 0 ? S8_W_U8 : S8_ACT_U8;
+    *m = unit / 4 < 4 ? unit / 4 : 4;
+    while (*m > limit) *m /= 2;
+    if (*m < 2) *mode = S8_SIGN, *m = 1;
+}
+
+// ---------------------------------------------------------------------------
 
 #if LP_X86
 // One chunk: weight rows [LP_G_RT * chunk, ...) against every activation row.
@@ -204,6 +333,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     float *min = (float *)((uint8_t *)scale + align_up(LP_G_RT * units * 4));
     int32_t *corr = (int32_t *)((uint8_t *)min + align_up(LP_G_RT * units * 4));
     const int unit = c->t->s8_unit;
+    int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
     for (int r = 0; r < LP_G_RT; r++) {
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * units;
@@ -217,13 +347,26 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
         }
         for (int64_t u = 0; u < units; u++) {
             int sum = 0;
-            for (int k = 0; k < unit; k++) sum += qr[u * unit + k];
-            corr[r * units + u] = 128 * sum;
+            for (int k = 0; k < unit; k++) {
+                const int v = qr[u * unit + k];
+                sum += v;
+                lo = v < lo ? v : lo;
+                hi = v > hi ? v : hi;
+            }
+            corr[r * units + u] = -128 * sum;
         }
     }
     const wpanel wp = { q, scale, min, corr };
     gemm_ctx cc = *c;  // y offset to this chunk's rows
     cc.y = c->y + first;
+    if (c->isa == LP_ISA_AVX2) {
+        int mode, m;
+        avx2_mode(lo, hi, unit, &mode, &m);
+        for (int64_t g = 0; g < c->groups; g++)
+            for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
+                tile_any_avx2(&cc, &wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m);
+        return;
+    }
     for (int64_t g = 0; g < c->groups; g += 2) {
         const int nj = c->groups - g >= 2 ? 2 : 1;
         for (int r0 = 0; r0 < nr; r0 += LP_G_R) {
@@ -245,7 +388,15 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
 }
 #endif
 
-void lp_gemm(const lp_type_traits *t, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
+int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n) {
+    if (lp_gemm_work_size(t, cols, n, 1) <= 0) return 0;
+    if (isa == LP_ISA_AVX512) return 1;
+    // AVX2: Q2_K and Q3_K keep their row dots, which are as fast (their tiny quants
+    // decode cheaply there, and a float step per 16 columns costs the tile more).
+    return isa == LP_ISA_AVX2 && t != lp_traits(LP_Q2_K) && t != lp_traits(LP_Q3_K);
+}
+
+void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
              int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads) {
     gemm_ctx c = {
         .t = t, .w = w, .rows = rows, .cols = cols, .n = n,
@@ -253,7 +404,7 @@ void lp_gemm(const lp_type_traits *t, const uint8_t *w, int64_t rows, int64_t co
         .units = cols / t->s8_unit, .nblk = cols / 32,
         .groups = (n + LP_G_LANES - 1) / LP_G_LANES,
         .xq = xq, .xq_row_bytes = xq_row_bytes, .y = y,
-        .wpanel_bytes = wpanel_bytes(t, cols),
+        .wpanel_bytes = wpanel_bytes(t, cols), .isa = isa,
     };
     uint8_t *p = (uint8_t *)(((uintptr_t)work + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN);
     c.act = (act_block *)p;

@@ -222,9 +222,11 @@ void lp_parallel(lp_task_fn fn, void *ctx, int nth);
 // Attention of n tokens at positions pos.. over one layer's cache (attn.c).
 void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos);
 
-// Batched product (gemm.c, AVX-512 VNNI): used by lp_matmul for n >= LP_GEMM_MIN
-// activation rows of a type with to_s8 when the ISA is LP_ISA_AVX512.
+// Batched product (gemm.c, AVX-512 VNNI and AVX2): used by lp_matmul for n >= LP_GEMM_MIN
+// activation rows of a type with to_s8 where lp_gemm_use says so (AVX-512: every such
+// type; AVX2: those it makes faster than the row dots).
 #define LP_GEMM_MIN 16
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads);
-void lp_gemm(const lp_type_traits *t, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
+int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n);
+void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
              int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads);

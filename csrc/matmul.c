@@ -1,5 +1,5 @@
 // matmul.c — y = x @ W^T for a weight matrix in any supported type.
-// (Large batches on AVX-512 VNNI go to the batched product of gemm.c.)
+// (Large batches on AVX-512 VNNI and AVX2 go to the batched product of gemm.c.)
 //
 // Steps: (1) quantize each activation row once to the weight type's dot-product
 // format (Q8_0 / Q8_1 / Q8_K; float types use x as it is); (2) hand the weight
@@ -148,8 +148,8 @@ int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *
         c.xq = work;
         lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
         const lp_type_traits *t = lp_traits(type);
-        if (isa == LP_ISA_AVX512 && lp_gemm_work_size(t, cols, n, n_threads) > 0) {
-            lp_gemm(t, w, rows, cols, c.xq, c.xq_row_bytes, n, y, c.xq + n * c.xq_row_bytes, n_threads);
+        if (lp_gemm_use(t, isa, cols, n)) {
+            lp_gemm(t, isa, w, rows, cols, c.xq, c.xq_row_bytes, n, y, c.xq + n * c.xq_row_bytes, n_threads);
             return LP_OK;
         }
     }
@@ -204,7 +204,12 @@ int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, in
                     int n_threads) {
     if (count < 1 || count > LP_MM_MAX) return LP_EBAD_SIZE;
     const int isa = lp_get_isa();
-    if (count == 1 || (isa == LP_ISA_AVX512 && n >= LP_GEMM_MIN)) {  // compute-bound: one at a time
+    int batched = 0;  // compute-bound (a batched product among them): one at a time
+    for (int i = 0; i < count; i++) {
+        const lp_type_traits *t = lp_traits(mm[i].type);
+        batched |= t && lp_gemm_use(t, isa, cols, n);
+    }
+    if (count == 1 || batched) {
         for (int i = 0; i < count; i++) {
             const int rc = lp_matmul(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, mm[i].y, work, n_threads);
             if (rc) return rc;

@@ -160,8 +160,8 @@ def test_matmul_against_float64(name: str, n: int) -> None:
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
 def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
     """Small batches (four activation rows per decoded weight row) give each row
-    bit for bit what decoding one token at a time gives. (From 16 rows on, AVX-512
-    takes the batched product: see test_batched_product_matches_row_dots.)"""
+    bit for bit what decoding one token at a time gives. (From 16 rows on, AVX-512 and
+    AVX2 take the batched product: see test_batched_product_matches_row_dots.)"""
     qtype = kernels.WEIGHT_TYPES[name]
     rng = np.random.default_rng(11)
     t = weight_tensor(qtype, 21, 512, rng)
@@ -176,29 +176,91 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
-@pytest.mark.skipif("avx512" not in ISAS, reason="this CPU has no AVX-512 VNNI")
-@pytest.mark.parametrize("name", [n for n in WEIGHT_TYPES if n not in ("F32", "F16", "BF16")])
+QUANT_TYPES = [n for n in WEIGHT_TYPES if n not in ("F32", "F16", "BF16")]
+BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in ISAS]  # instruction sets with a batched product
+AVX2_ROW_DOT_TYPES = {"Q2_K", "Q3_K"}  # AVX2 keeps their row dots (as fast: see gemm.c)
+
+
+def _row_by_row(t: kernels.RawTensor, x: np.ndarray) -> np.ndarray:
+    """x @ W.T one activation row at a time: n = 1 never takes the batched product."""
+    return np.stack([kernels.matmul(t, row, n_threads=1) for row in x])
+
+
+@pytest.mark.skipif(not BATCHED_ISAS, reason="no instruction set here has a batched product")
+@pytest.mark.parametrize("name", QUANT_TYPES)
 def test_batched_product_matches_row_dots(name: str) -> None:
-    """The AVX-512 batched product (int8 weight panels x 16-row activation panels)
-    makes the same integer products as the row dots, so the two agree to float
-    rounding: partial tiles of weight rows and of activation rows, 1-3 threads."""
+    """The batched product (int8 weight panels x 16-row activation panels; VPDPBUSD on
+    AVX-512, VPMADDUBSW on AVX2) makes the same integer products as the row dots of its
+    instruction set, so the two agree to float rounding: partial tiles of weight rows and
+    of activation rows, 1-3 threads. Both ISAs' batched products give the same bits."""
     qtype = kernels.WEIGHT_TYPES[name]
     rng = np.random.default_rng(21)
     for rows, cols, n in [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 100)]:
         t = weight_tensor(qtype, rows, cols, rng)
         x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        batched = {}
         try:
-            kernels.set_isa("avx2")
-            want = kernels.matmul(t, x, n_threads=1)
-            kernels.set_isa("avx512")
-            for threads in (1, 2, 3):
-                got = kernels.matmul(t, x, n_threads=threads)
+            for isa in BATCHED_ISAS:
+                kernels.set_isa(isa)
+                want = _row_by_row(t, x)
                 tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
-                assert (np.abs(got - want) <= tol).all(), f"{name} {rows}x{cols} n={n} threads={threads}"
-            # it is a different summation, so it was the batched product that ran
-            assert not np.array_equal(got, want), f"{name}: AVX-512 gave the row dots' exact bits"
+                for threads in (1, 2, 3):
+                    got = kernels.matmul(t, x, n_threads=threads)
+                    assert (np.abs(got - want) <= tol).all(), f"{name} {isa} {rows}x{cols} n={n} threads={threads}"
+                if isa == "avx2" and name in AVX2_ROW_DOT_TYPES:
+                    np.testing.assert_array_equal(got, want, err_msg=f"{name} {isa}: the row dots")
+                    continue
+                # it is a different summation, so it was the batched product that ran
+                assert not np.array_equal(got, want), f"{name} {isa}: the row dots' exact bits"
+                batched[isa] = got
         finally:
             kernels.set_isa(kernels.best_isa())
+        if len(batched) == 2:
+            np.testing.assert_array_equal(batched["avx2"], batched["avx512"], err_msg=f"{name} {rows}x{cols}")
+
+
+# One byte repeated over a whole weight matrix (scale fields apart): every quant at an
+# end of its range (0x00, 0x7f, 0x80, 0xff), and for Q8_0, whose quants are the bytes,
+# the weight ranges at which AVX2 changes how it feeds VPMADDUBSW (gemm.c, avx2_mode).
+EXTREME_FILLS = [0x00, 0x7F, 0x80, 0xFF, 0x1F, 0x20, 0x21, 0x40, 0x41, 0xC0, 0xDF, 0xE0, 0xF0, 0xF8]
+
+
+@pytest.mark.skipif(not BATCHED_ISAS, reason="no instruction set here has a batched product")
+@pytest.mark.parametrize("name", QUANT_TYPES)
+def test_batched_product_at_quant_extremes(name: str) -> None:
+    """Weights at the ends of their quant range (Q8_0: -128 and 127) against activations
+    at +-127 (rows of +1, of -1, of random signs): the largest int16 pair sums and
+    partial sums, which must neither saturate nor wrap. Against float64 and the row dots."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    info = kernels.type_info(qtype)
+    rows, cols, n = 37, 512, 33
+    rng = np.random.default_rng(31)
+    signs = rng.choice([-1.0, 1.0], (n, cols))
+    signs[0], signs[1] = 1.0, -1.0
+    x = signs.astype(np.float32)
+    x[-1] *= rng.uniform(0.5, 1.0, cols).astype(np.float32)  # one row not at the extremes
+    n_blocks = rows * cols // info.block_size
+    for fill in EXTREME_FILLS:
+        blocks = np.full((n_blocks, info.type_size), fill, np.uint8)
+        for off in kernels.half_fields(qtype):
+            h = rng.uniform(0.001, 0.05, n_blocks).astype(np.float16)
+            blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
+        t = kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1))
+        w = oracle_dequantize(t)
+        want64 = x.astype(np.float64) @ w.astype(np.float64).T
+        bound = _activation_error_bound(qtype, t, w, x)
+        for isa in BATCHED_ISAS:
+            kernels.set_isa(isa)
+            try:
+                want = _row_by_row(t, x)
+                tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
+                for threads in (1, 3):
+                    got = kernels.matmul(t, x, n_threads=threads)
+                    msg = f"{name} fill {fill:#04x} {isa} threads={threads}"
+                    assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
+                    assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
+            finally:
+                kernels.set_isa(kernels.best_isa())
 
 
 @pytest.mark.parametrize("n", [1, 5, 20])

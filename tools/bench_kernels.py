@@ -1,12 +1,19 @@
 """Kernel throughput: matvec GB/s of weight bytes per type, next to read bandwidth.
 
     make bench-kernels          (or: .venv/bin/python tools/bench_kernels.py [--quick])
+    .venv/bin/python tools/bench_kernels.py --prompt [--isas avx2,avx512] [--types Q4_0,Q4_K]
 
 For each weight type, y = W x with W 4096x4096 (one activation row: the decode
 case). Several distinct copies of W, together larger than the last-level cache,
 are used in turn, so every product streams its weights from memory as in real
 decoding. The yardstick is the same machine's read bandwidth, measured by the
 kernel library's own read loop over a 1 GiB buffer. Medians of several runs.
+
+--prompt measures prompt processing instead: y = x @ W^T for 512 activation rows
+(compute-bound), in GFLOP/s (2 * n * rows * cols), for each instruction set: the
+row dots (12 rows per call, below the batched product's threshold; the weights stay
+in cache between calls) and all 512 rows in one call (the batched product, where
+the instruction set has one). Runs alternate between all of them.
 """
 from __future__ import annotations
 
@@ -73,11 +80,71 @@ def matvec_gbps(name: str, threads: int, runs: int, rng: np.random.Generator) ->
     return one.nbytes / statistics.median(times) / 1e9
 
 
+PROMPT_SHAPES = [(512, 1536, 576), (512, 4096, 4096)]    # (n, rows, cols)
+PROMPT_SHAPES_K = [(512, 576, 1536), (512, 4096, 4096)]  # K-quants: cols a multiple of 256
+ROW_DOT_CALL = 12  # activation rows per call for the row dots: below the batched product's 16
+
+
+def prompt_gflops(name: str, n: int, rows: int, cols: int, isas: list[str], threads: int, runs: int,
+                  rng: np.random.Generator) -> dict[tuple[str, int], float]:
+    """GFLOP/s of x (n, cols) @ W^T, W (rows, cols) in type name, for each instruction set
+    and each count of activation rows per lp_matmul call (ROW_DOT_CALL, n). The runs of
+    all of them alternate, so a change in the machine's load touches each alike."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    t = kernels.RawTensor(qtype, (rows, cols), random_weights(qtype, rows, cols, rng))
+    x = rng.standard_normal((n, cols)).astype(np.float32)
+    out = np.empty((n, rows), np.float32)
+    work = np.empty(max(1, kernels.lib.lp_matmul_work_size(qtype, cols, n, threads)), np.uint8)
+    cases = [(isa, per_call) for isa in isas for per_call in (ROW_DOT_CALL, n)]
+
+    def run(isa: str, per_call: int) -> float:
+        kernels.set_isa(isa)
+        t0 = time.perf_counter()
+        for j in range(0, n, per_call):
+            kernels.matmul(t, x[j:j + per_call], n_threads=threads, out=out[j:j + per_call], work=work)
+        return time.perf_counter() - t0
+
+    times: dict[tuple[str, int], list[float]] = {c: [] for c in cases}
+    try:
+        for c in cases:  # warm up
+            run(*c)
+        for _ in range(runs):
+            for c in cases:
+                times[c].append(run(*c))
+    finally:
+        kernels.set_isa(kernels.best_isa())
+    return {c: 2 * n * rows * cols / statistics.median(v) / 1e9 for c, v in times.items()}
+
+
+def prompt_main(args: argparse.Namespace, types: list[str]) -> None:
+    isas = [i for i in args.isas.split(",") if i in kernels.available_isas()]
+    threads = min(2, kernels.default_threads())
+    rng = np.random.default_rng(0)
+    print(f"prompt products, {threads} threads, GFLOP/s, median of {args.runs}: 'rows' = the row dots "
+          f"({ROW_DOT_CALL} activation rows per call), 'all' = all n rows in one call (the batched "
+          f"product where the ISA has one)")
+    head = f"{'type':<6}{'n x rows x cols':>18}" + "".join(f"{i + ' ' + k:>12}" for i in isas for k in ("rows", "all"))
+    print(head)
+    print("-" * len(head))
+    for name in types:
+        info = kernels.type_info(kernels.WEIGHT_TYPES[name])
+        if info.block_size == 1:
+            continue
+        for n, rows, cols in PROMPT_SHAPES_K if info.block_size == 256 else PROMPT_SHAPES:
+            g = prompt_gflops(name, n, rows, cols, isas, threads, args.runs, rng)
+            print(f"{name:<6}{f'{n} x {rows} x {cols}':>18}" + "".join(f"{v:>12.1f}" for v in g.values()), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--types", default=",".join(TYPES))
+    ap.add_argument("--prompt", action="store_true", help="prompt products (n = 512) instead of matvec")
+    ap.add_argument("--isas", default="avx2,avx512,neon", help="with --prompt: instruction sets to compare")
     args = ap.parse_args()
+    if args.prompt:
+        prompt_main(args, args.types.split(","))
+        return
     rng = np.random.default_rng(0)
     thread_counts = sorted({1, min(2, kernels.default_threads())})
     print(f"kernels: {kernels.best_isa()} | threads: {thread_counts} | matvec 4096x4096, "
