@@ -160,6 +160,7 @@ typedef struct {
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
     lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
     lp_vec_dot_r4_fn vec_dot_r4[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
+    int64_t r4_max_row_bytes;            // vec_dot_r4 only for rows up to this long (where it measured faster)
     lp_to_s8_fn to_s8;                   // NULL: no batched product (float types)
     int s8_unit, s8_min;                 // to_s8's unit of scales; 1 when it writes mins
 } lp_type_traits;

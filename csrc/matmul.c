@@ -9,10 +9,6 @@
 #include "simd.h"
 
 #define LP_TILE_ROWS 16
-// Weight rows up to this long go four at a time through vec_dot_r4 (short rows:
-// the per-row overhead counts, and four rows are still one region of memory);
-// longer rows read side by side are four streams the prefetchers serve worse.
-#define LP_R4_MAX_ROW_BYTES 1536
 
 static int check_n(const lp_type_traits *t, int64_t n) { return n >= 0 && n % t->blck_size == 0; }
 
@@ -125,7 +121,7 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
     *c = (matmul_ctx){
         .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
         .dot4 = t->vec_dot[isa] ? t->vec_dot4[isa] : NULL,
-        .dot_r4 = t->vec_dot[isa] && cols / t->blck_size * t->type_size <= LP_R4_MAX_ROW_BYTES ? t->vec_dot_r4[isa] : NULL,
+        .dot_r4 = t->vec_dot[isa] && cols / t->blck_size * t->type_size <= t->r4_max_row_bytes ? t->vec_dot_r4[isa] : NULL,
         .w = w, .x = x, .y = y, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
     };
