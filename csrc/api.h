@@ -94,8 +94,8 @@ typedef struct {
     // weights
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
-    // KV cache in fp16. k per layer: blocks of LP_KV_BLOCK positions, each
-    // (kv_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks; v per layer
+    // KV cache in fp16. k per layer and kv head: blocks of LP_KV_BLOCK positions,
+    // each (head_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks; v per layer
     // transposed, (kv_dim, n_ctx)
     uint16_t *k_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
     uint16_t *v_cache;  // (n_layer, n_ctx * kv_dim)

@@ -2,10 +2,10 @@
 //
 // The cache keeps V transposed, (kv_dim, n_ctx) per layer: row kvh * head_dim + d
 // holds dimension d of kv head kvh for every position, so the positions an output
-// sums over are contiguous. K is kept in blocks of LP_KV_BLOCK positions, each
-// (kv_dim, LP_KV_BLOCK): the keys a 16-position tile of scores needs for one kv
-// head are one contiguous run of head_dim * 16 values (a transposed K with rows of
-// n_ctx would touch a page per dimension).
+// sums over are contiguous. K is kept per kv head in blocks of LP_KV_BLOCK
+// positions, each (head_dim, LP_KV_BLOCK): a 16-position tile of scores reads one
+// contiguous run of head_dim * 16 values, and a head's tiles follow each other, one
+// stream (a transposed K with rows of n_ctx would touch a page per dimension).
 //
 // Work is split by kv head: the query rows of one kv head are its group of query
 // heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
@@ -29,7 +29,7 @@
 
 typedef struct {
     const lp_model *m;
-    const uint16_t *kt, *vt;   // this layer's cache: K in blocks, V (kv_dim, n_ctx)
+    const uint16_t *kt, *vt;   // this layer's cache: K per head in blocks, V (kv_dim, n_ctx)
     int n, pos, group, rows_per_head, rows_per_chunk, chunks_per_head;
     int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
     int simd;
@@ -203,8 +203,8 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
         r.len[i] = len < 0 ? 0 : len < c->seg_len ? len : c->seg_len;
     }
     // the segment's keys and values: K from block p0 / LP_KV_BLOCK on, V from column p0 on
-    const int64_t ks = (int64_t)m->n_head_kv * hd * LP_KV_BLOCK;
-    const uint16_t *kt = c->kt + (int64_t)kvh * hd * LP_KV_BLOCK + (int64_t)(p0 / LP_KV_BLOCK) * ks;
+    const int64_t ks = (int64_t)hd * LP_KV_BLOCK;
+    const uint16_t *kt = c->kt + (int64_t)kvh * ctx_blocks(m) * hd + (int64_t)(p0 / LP_KV_BLOCK) * ks;
     const uint16_t *vt = c->vt + (int64_t)kvh * hd * n_ctx + p0;
 #if LP_X86
     if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);

@@ -111,7 +111,7 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
     for (int l = 0; l < m->n_layer; l++) {
         const lp_layer *L = &m->layers[l];
         const int64_t k_len = ((int64_t)m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
-        uint16_t *kc = m->k_cache + (int64_t)l * k_len * kv_dim;     // blocks of (kv_dim, LP_KV_BLOCK)
+        uint16_t *kc = m->k_cache + (int64_t)l * k_len * kv_dim;     // per kv head: blocks of (head_dim, LP_KV_BLOCK)
         uint16_t *vc = m->v_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
@@ -122,13 +122,14 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         lp_rope(m->q, n, m->n_head, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         // append k, v to the cache (fp16)
-        for (int i = 0; i < kv_dim; i++)
+        for (int i = 0; i < kv_dim; i++) {
+            uint16_t *kh = kc + (int64_t)(i / hd) * k_len * hd + i % hd * LP_KV_BLOCK;  // head i / hd, dimension i % hd
             for (int t = 0; t < n; t++) {
                 const int64_t p = pos + t;
-                kc[(p / LP_KV_BLOCK * kv_dim + i) * LP_KV_BLOCK + p % LP_KV_BLOCK] =
-                    lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
+                kh[p / LP_KV_BLOCK * hd * LP_KV_BLOCK + p % LP_KV_BLOCK] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
                 vc[(int64_t)i * m->n_ctx + p] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
             }
+        }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal
         lp_attention(m, kc, vc, n, pos);
         // x += xb2 Wo
