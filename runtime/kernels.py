@@ -100,6 +100,20 @@ def set_isa(name: str) -> None:
         raise KernelError(f"instruction set {name!r} is not available here (have: {', '.join(available_isas())})")
 
 
+def _isa_from_env() -> None:
+    """LLAMAPACK_ISA=avx2 (or ref, avx512, neon) picks the kernels instead of the best
+    the CPU has: to compare instruction sets, or to see what a machine without
+    AVX-512 gets. A value this CPU cannot run is reported and ignored."""
+    name = os.environ.get("LLAMAPACK_ISA", "").strip().lower()
+    if not name:
+        return
+    try:
+        set_isa(name)
+    except KernelError as e:
+        import sys
+        print(f"llamapack: LLAMAPACK_ISA: {e}; using {get_isa()}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------
 # Helpers
 
@@ -212,3 +226,6 @@ def vec_dot(t: int, w_row: np.ndarray, act: np.ndarray, n: int, isa: str) -> flo
 def read_sum(buf: np.ndarray, reps: int, n_threads: int) -> float:
     """Reads buf reps times on n_threads threads (read-bandwidth yardstick)."""
     return float(lib.lp_read_sum(_ptr(buf), buf.nbytes, reps, n_threads))
+
+
+_isa_from_env()

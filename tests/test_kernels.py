@@ -377,3 +377,22 @@ def test_softmax_and_swiglu_against_float64(isa: str) -> None:
         assert np.allclose(got, want, rtol=2e-6, atol=1e-37), "swiglu"
     finally:
         kernels.set_isa(kernels.best_isa())
+
+
+def test_isa_from_environment() -> None:
+    """LLAMAPACK_ISA picks the instruction set at import; one the CPU lacks is
+    reported on stderr in one line and the best available is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = "from runtime import kernels; print(kernels.get_isa())"
+    root = str(Path(__file__).resolve().parent.parent)
+    for want in ISAS:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                             env={**os.environ, "LLAMAPACK_ISA": want.upper()})
+        assert run.returncode == 0 and run.stdout.strip() == want and run.stderr == ""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "LLAMAPACK_ISA": "sse9"})
+    assert run.returncode == 0 and run.stdout.strip() == kernels.best_isa()
+    assert run.stderr.count("\n") == 1 and "LLAMAPACK_ISA" in run.stderr and "sse9" in run.stderr

@@ -3,6 +3,7 @@
     make bench                                      # every model, medians of 5 runs (~7 min on a quiet machine)
     .venv/bin/python tools/bench.py --quick         # 1 run, fewer models (development)
     .venv/bin/python tools/bench.py --models smollm2-Q4_1,moe-Q4_K_M --runs 3
+    .venv/bin/python tools/bench.py --isa avx2      # llamapack as a CPU without AVX-512 runs it
 
 Each engine runs in its own worker process (this file with --worker), so a crash in one
 is reported and the other's numbers still print, and its resident memory is its own. The
@@ -525,12 +526,19 @@ def main() -> None:
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join(bench_models.ALL))
     ap.add_argument("--contexts", default=",".join(map(str, CONTEXTS)))
     ap.add_argument("--no-llama-cpp", action="store_true", help="llamapack only")
+    ap.add_argument("--isa", help="llamapack's instruction set (avx2, avx512, ...; default: the best this CPU has)")
     ap.add_argument("--flash-attn", action="store_true", help="llama.cpp with flash attention")
     ap.add_argument("--plot", type=Path, default=ROOT / "build" / "bench.png")
     args = ap.parse_args()
     args.runs = args.runs or (1 if args.quick else 5)
     args.side_runs = 1 if args.quick else 3
     args.contexts = [int(c) for c in args.contexts.split(",") if c]
+    if args.isa:  # this process and the workers it starts (they inherit the environment)
+        try:
+            kernels.set_isa(args.isa)
+        except kernels.KernelError as e:
+            sys.exit(f"bench: {e}")
+        os.environ["LLAMAPACK_ISA"] = args.isa
     names = args.models.split(",") if args.models else list(QUICK_MODELS if args.quick else bench_models.ALL)
     t_start = time.monotonic()
     load0 = os.getloadavg()
@@ -563,7 +571,7 @@ def main() -> None:
     counts = sorted({1, args.threads})
     rb = ReadBandwidth()
     bws = {t: rb.measure(t, 3 if args.quick else 5) for t in counts}
-    print(f"llamapack ({kernels.best_isa()}) vs llama.cpp"
+    print(f"llamapack ({kernels.get_isa()}) vs llama.cpp"
           + (f" (llama-cpp-python {lc_version}, flash_attn {'on' if args.flash_attn else 'off'})" if lc_version
              else " (not run)")
           + f" | {os.cpu_count()} CPUs | read bandwidth at start "
