@@ -7,9 +7,9 @@ For each weight type, y = W x with W 4096x4096 (one activation row: the decode
 case). Several distinct copies of W, together larger than the last-level cache,
 are used in turn, so every product streams its weights from memory as in real
 decoding. The yardstick is the same machine's read bandwidth, measured by the
-kernel library's own read loop over a 512 MiB buffer, once after every run (the
-fraction is taken run by run: the machine's neighbours move both alike). Medians of
-several runs.
+kernel library's own read loop over a 512 MiB buffer, once after every run (each
+type's fraction is over the read passes between its own runs: the machine's
+neighbours move both alike). Medians of several runs.
 
 --prompt measures prompt processing instead: y = x @ W^T for 512 activation rows
 (compute-bound), in GFLOP/s (2 * n * rows * cols), for each instruction set: the
@@ -67,10 +67,10 @@ def read_bandwidth(buf: np.ndarray, threads: int, runs: int) -> float:
 
 def matvec_gbps(name: str, threads: int, runs: int, rng: np.random.Generator,
                 buf: np.ndarray) -> tuple[float, float]:
-    """(median GB/s, median fraction of read bandwidth). Each run streams every copy of
-    W once and, right after, reads buf once: the fraction is taken run by run, so a
-    change in what the machine's other tenants leave of the memory bandwidth touches
-    both sides of it alike."""
+    """(median GB/s, its fraction of the median read bandwidth over the same runs). Each
+    run streams every copy of W once and, right after, reads buf once, so a change in
+    what the machine's other tenants leave of the memory bandwidth touches both medians
+    alike."""
     qtype = kernels.WEIGHT_TYPES[name]
     rows = cols = 4096
     one = random_weights(qtype, rows, cols, rng)
@@ -82,15 +82,14 @@ def matvec_gbps(name: str, threads: int, runs: int, rng: np.random.Generator,
     work = np.empty(kernels.type_info(qtype).row_bytes(cols) * 2 + 64, np.uint8)
     for m in mats:  # page in, warm up
         kernels.matmul(m, x, n_threads=threads, out=out, work=work)
-    gbps, frac = [], []
+    gbps, reads = [], []
     for _ in range(runs):
         t0 = time.perf_counter()
         for m in mats:
             kernels.matmul(m, x, n_threads=threads, out=out, work=work)
-        g = one.nbytes * len(mats) / (time.perf_counter() - t0) / 1e9
-        gbps.append(g)
-        frac.append(g / read_pass(buf, threads))
-    return statistics.median(gbps), statistics.median(frac)
+        gbps.append(one.nbytes * len(mats) / (time.perf_counter() - t0) / 1e9)
+        reads.append(read_pass(buf, threads))
+    return statistics.median(gbps), statistics.median(gbps) / statistics.median(reads)
 
 
 PROMPT_SHAPES = [(512, 1536, 576), (512, 4096, 4096)]    # (n, rows, cols)
@@ -165,7 +164,7 @@ def main() -> None:
     buf = np.ones(READ_BUF_WORDS, dtype=np.uint64)  # touched
     bw = {t: read_bandwidth(buf, t, args.runs) for t in thread_counts}
     print("read bandwidth: " + ", ".join(f"{bw[t]:.1f} GB/s ({t} thr)" for t in thread_counts)
-          + " | 'of read': median over the runs of each run's GB/s over a read pass right after it")
+          + " | 'of read': over the median of read passes taken between that type's runs")
     head = f"{'type':<6}" + "".join(f"{f'GB/s {t}thr':>12}{'of read':>9}" for t in thread_counts)
     print(head)
     print("-" * len(head))
