@@ -177,8 +177,9 @@ def test_a_person_at_the_terminal(smol_file, tmp_path) -> None:
         t.keys("Up", "Up")  # readline history: back to the question
         t.wait(lambda s: s.rstrip().splitlines()[-1] == "> Hi!")
         t.keys("C-u")
-        t.keys("Write a very long story about a dragon who learns to cook.", "Enter")
-        t.wait(lambda s: len(s.split("dragon who learns to cook.")[-1].strip()) > 40)
+        # a reply that runs to the -n limit at temperature 0 (600 tokens), so Ctrl-C lands mid-reply
+        t.keys("Write a 2000-word essay about the history of bread.", "Enter")
+        t.wait(lambda s: len(s.split("the history of bread.")[-1].strip()) > 40)
         t.keys("C-c")
         s = t.wait(lambda s: "(stopped)" in s and s.rstrip().endswith(">"))
         assert "EXITED" not in s  # the program stays
