@@ -94,11 +94,10 @@ typedef struct {
     // weights
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
-    // KV cache in fp16. k per layer and kv head: blocks of LP_KV_BLOCK positions,
-    // each (head_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks; v per layer
-    // transposed, (kv_dim, n_ctx)
+    // KV cache in fp16, k and v alike: per layer and kv head, blocks of LP_KV_BLOCK
+    // positions, each (head_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks
     uint16_t *k_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
-    uint16_t *v_cache;  // (n_layer, n_ctx * kv_dim)
+    uint16_t *v_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
     // scratch
     float *x;          // (max_batch, n_embd) residual stream
     float *xb;         // (max_batch, max(n_embd, q_dim)) normed input / block output

@@ -1,11 +1,12 @@
 // attn.c — causal attention over the fp16 KV cache, for a batch of n tokens.
 //
-// The cache keeps V transposed, (kv_dim, n_ctx) per layer: row kvh * head_dim + d
-// holds dimension d of kv head kvh for every position, so the positions an output
-// sums over are contiguous. K is kept per kv head in blocks of LP_KV_BLOCK
-// positions, each (head_dim, LP_KV_BLOCK): a 16-position tile of scores reads one
-// contiguous run of head_dim * 16 values, and a head's tiles follow each other, one
-// stream (a transposed K with rows of n_ctx would touch a page per dimension).
+// K and V are cached alike: per kv head, blocks of LP_KV_BLOCK positions, each
+// (head_dim, LP_KV_BLOCK), the head's blocks one after another. A 16-position tile
+// of scores reads one contiguous run of head_dim * 16 keys; the outputs sum, per
+// dimension, 8 contiguous positions at a time; and all a head reads at a context of
+// len positions is one contiguous run of len * head_dim values (transposed rows of
+// n_ctx would touch a page per dimension: while decoding at short contexts every
+// one of those scattered lines was a cache miss).
 //
 // Work is split by kv head: the query rows of one kv head are its group of query
 // heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
@@ -29,7 +30,7 @@
 
 typedef struct {
     const lp_model *m;
-    const uint16_t *kt, *vt;   // this layer's cache: K per head in blocks, V (kv_dim, n_ctx)
+    const uint16_t *kt, *vt;   // this layer's cache: K and V per head in blocks
     int n, pos, group, rows_per_head, rows_per_chunk, chunks_per_head;
     int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
     int simd;
@@ -45,8 +46,8 @@ typedef struct {
 // ---------------------------------------------------------------------------
 // Reference
 
-// Key dimension d of position p of one kv head (kt: the head's first dimension in block 0;
-// ks: the stride of the blocks).
+// Dimension d of position p of one kv head's keys or values (kt: the head's first
+// dimension in block 0; ks: the stride of the blocks).
 #define LP_KEY(kt, ks, d, p) ((kt)[(int64_t)((p) / LP_KV_BLOCK) * (ks) + (d) * LP_KV_BLOCK + (p) % LP_KV_BLOCK])
 
 static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, int p0, int p1,
@@ -59,12 +60,11 @@ static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t k
         }
 }
 
-static void values_ref(const attn_rows *r, int nr, const uint16_t *vt, int64_t n_ctx, int hd) {
+static void values_ref(const attn_rows *r, int nr, const uint16_t *vt, int64_t ks, int hd) {
     for (int i = 0; i < nr; i++)
         for (int d = 0; d < hd; d++) {
-            const uint16_t *v = vt + d * n_ctx;
             float sum = 0.0f;
-            for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * lp_half_to_float(v[p]);
+            for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * lp_half_to_float(LP_KEY(vt, ks, d, p));
             r->out[i][d] = sum;
         }
 }
@@ -114,54 +114,91 @@ static void scores_avx2(const attn_rows *r, int nr, const uint16_t *kt, int64_t 
     }
 }
 
-// out[d], out[d + 1] of rows [i0, i0 + NR) over positions [0, plen), plen a
-// multiple of 8 no longer than any of the rows; the rest of each row's positions
-// in plain C.
+// The sums of the 8 lanes of a, b, c, e, in that order.
+static inline __m128 hsum4_f32x8(__m256 a, __m256 b, __m256 c, __m256 e) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, e));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// Positions of the outputs' sums per pass: a pass's values of one head (128 * 64
+// dimensions * 2 bytes: 16 KiB) stay in L1 while its dimension pairs go over them.
+#define LP_V_CHUNK 128
+
+// out[d], out[d + 1] of rows [i0, i0 + NR) (+= when add) over positions [p0, p2):
+// [p0, p1) in whole vectors (p1 no longer than any of the rows), then [p1, p2) in
+// vectors whose lanes past a row's length count zero: the values through a copy
+// padded with zeros (past the last position written), each row's scores masked.
+// p0, p1 are multiples of 8, so 8 positions never straddle a block.
 static inline __attribute__((always_inline)) void values_tile_avx2(const attn_rows *r, int i0, const int NR,
-                                                                   const uint16_t *vt, int64_t n_ctx, int d,
-                                                                   int plen) {
+                                                                   const uint16_t *vt, int64_t ks, int d, int p0,
+                                                                   int p1, int p2, int add) {
     __m256 acc[4][2];
     for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    const uint16_t *v0 = vt + d * n_ctx, *v1 = v0 + n_ctx;
-    for (int p = 0; p < plen; p += 8) {
-        const __m256 a = load8_half(v0 + p), b = load8_half(v1 + p);
+    // dimension d of positions p..p+7, and d + 1
+    const uint16_t *v0 = vt + d * LP_KV_BLOCK, *v1 = v0 + LP_KV_BLOCK;
+#define LP_V8(v, p) ((v) + (int64_t)((p) / LP_KV_BLOCK) * ks + (p) % LP_KV_BLOCK)
+    for (int p = p0; p < p1; p += 8) {
+        // the same line of the next pass: a pass reads one line of each block per dimension
+        // pair, lines 2 KiB apart that the hardware prefetcher does not follow
+        if (p % LP_KV_BLOCK == 0) _mm_prefetch((const char *)LP_V8(v0, p + LP_V_CHUNK), _MM_HINT_T0);
+        const __m256 a = load8_half(LP_V8(v0, p)), b = load8_half(LP_V8(v1, p));
         for (int i = 0; i < NR; i++) {
             const __m256 s = _mm256_loadu_ps(r->s[i0 + i] + p);
             acc[i][0] = _mm256_fmadd_ps(s, a, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(s, b, acc[i][1]);
         }
     }
-    for (int i = 0; i < NR; i++) {
-        float o0 = lp_hsum_f32x8(acc[i][0]), o1 = lp_hsum_f32x8(acc[i][1]);
-        const float *s = r->s[i0 + i];
-        for (int p = plen; p < r->len[i0 + i]; p++) {
-            o0 += s[p] * _cvtsh_ss(v0[p]);
-            o1 += s[p] * _cvtsh_ss(v1[p]);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (int p = p1; p < p2; p += 8) {
+        uint16_t t0[8] = { 0 }, t1[8] = { 0 };
+        const int k = p2 - p < 8 ? p2 - p : 8;
+        memcpy(t0, LP_V8(v0, p), sizeof(uint16_t) * (size_t)k);
+        memcpy(t1, LP_V8(v1, p), sizeof(uint16_t) * (size_t)k);
+        const __m256 a = load8_half(t0), b = load8_half(t1);
+        for (int i = 0; i < NR; i++) {
+            const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(r->len[i0 + i] - p), lane);
+            const __m256 s = _mm256_and_ps(_mm256_loadu_ps(r->s[i0 + i] + p), _mm256_castsi256_ps(live));
+            acc[i][0] = _mm256_fmadd_ps(s, a, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(s, b, acc[i][1]);
         }
-        r->out[i0 + i][d] = o0;
-        r->out[i0 + i][d + 1] = o1;
+    }
+#undef LP_V8
+    // the 2 * NR sums, four at a time: rows i, i + 1
+    for (int i = 0; i < NR; i += 2) {
+        float o[4];
+        const __m256 z = _mm256_setzero_ps();
+        _mm_storeu_ps(o, hsum4_f32x8(acc[i][0], acc[i][1], i + 1 < NR ? acc[i + 1][0] : z, i + 1 < NR ? acc[i + 1][1] : z));
+        for (int j = 0; j < 2 && i + j < NR; j++) {
+            float *out = r->out[i0 + i + j] + d;
+            out[0] = add ? out[0] + o[2 * j] : o[2 * j];
+            out[1] = add ? out[1] + o[2 * j + 1] : o[2 * j + 1];
+        }
     }
 }
 
-static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t n_ctx, int hd) {
+static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t ks, int hd) {
     for (int i0 = 0; i0 < nr; i0 += 4) {
         const int NR = nr - i0 < 4 ? nr - i0 : 4;
-        int minlen = r->len[i0];
-        for (int i = 1; i < NR; i++) minlen = r->len[i0 + i] < minlen ? r->len[i0 + i] : minlen;
-        const int plen = minlen / 8 * 8;
-        for (int d = 0; d + 2 <= hd; d += 2) {
-            switch (NR) {  // a constant row count per tile
-            case 4: values_tile_avx2(r, i0, 4, vt, n_ctx, d, plen); break;
-            case 3: values_tile_avx2(r, i0, 3, vt, n_ctx, d, plen); break;
-            case 2: values_tile_avx2(r, i0, 2, vt, n_ctx, d, plen); break;
-            default: values_tile_avx2(r, i0, 1, vt, n_ctx, d, plen);
-            }
+        int minlen = r->len[i0], maxlen = r->len[i0];
+        for (int i = 1; i < NR; i++) {
+            minlen = r->len[i0 + i] < minlen ? r->len[i0 + i] : minlen;
+            maxlen = r->len[i0 + i] > maxlen ? r->len[i0 + i] : maxlen;
+        }
+        const int whole = minlen / 8 * 8;  // positions every row of the tile has, in whole vectors
+        for (int c = 0; c < maxlen || c == 0; c += LP_V_CHUNK) {
+            const int end = maxlen - c < LP_V_CHUNK ? maxlen : c + LP_V_CHUNK;
+            const int p1 = whole < c ? c : whole < end ? whole : end;
+            for (int d = 0; d + 2 <= hd; d += 2) switch (NR) {  // a constant row count per tile
+                case 4: values_tile_avx2(r, i0, 4, vt, ks, d, c, p1, end, c > 0); break;
+                case 3: values_tile_avx2(r, i0, 3, vt, ks, d, c, p1, end, c > 0); break;
+                case 2: values_tile_avx2(r, i0, 2, vt, ks, d, c, p1, end, c > 0); break;
+                default: values_tile_avx2(r, i0, 1, vt, ks, d, c, p1, end, c > 0);
+                }
         }
         if (hd % 2)  // an odd head size: the last dimension in plain C
             for (int i = i0; i < i0 + NR; i++) {
-                const uint16_t *v = vt + (int64_t)(hd - 1) * n_ctx;
                 float sum = 0.0f;
-                for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * _cvtsh_ss(v[p]);
+                for (int p = 0; p < r->len[i]; p++) sum += r->s[i][p] * _cvtsh_ss(LP_KEY(vt, ks, hd - 1, p));
                 r->out[i][hd - 1] = sum;
             }
     }
@@ -184,7 +221,6 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
     const lp_model *m = c->m;
     const int hd = m->head_dim, q_dim = m->n_head * hd;
-    const int64_t n_ctx = m->n_ctx;
     const int seg = chunk % c->segs, head_chunk = chunk / c->segs;
     const int kvh = head_chunk / c->chunks_per_head;
     const int row0 = head_chunk % c->chunks_per_head * c->rows_per_chunk;
@@ -202,10 +238,10 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
         r.s[i] = s + (int64_t)i * ctx_blocks(m);
         r.len[i] = len < 0 ? 0 : len < c->seg_len ? len : c->seg_len;
     }
-    // the segment's keys and values: K from block p0 / LP_KV_BLOCK on, V from column p0 on
+    // the segment's keys and values: from block p0 / LP_KV_BLOCK on
     const int64_t ks = (int64_t)hd * LP_KV_BLOCK;
     const uint16_t *kt = c->kt + (int64_t)kvh * ctx_blocks(m) * hd + (int64_t)(p0 / LP_KV_BLOCK) * ks;
-    const uint16_t *vt = c->vt + (int64_t)kvh * hd * n_ctx + p0;
+    const uint16_t *vt = c->vt + (int64_t)kvh * ctx_blocks(m) * hd + (int64_t)(p0 / LP_KV_BLOCK) * ks;
 #if LP_X86
     if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
@@ -214,10 +250,10 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
     for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
-    if (c->simd) values_avx2(&r, nr, vt, n_ctx, hd);
+    if (c->simd) values_avx2(&r, nr, vt, ks, hd);
     else
 #endif
-        values_ref(&r, nr, vt, n_ctx, hd);
+        values_ref(&r, nr, vt, ks, hd);
     for (int i = 0; i < nr; i++) {
         if (c->segs == 1) {
             const float inv = 1.0f / l[i];

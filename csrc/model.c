@@ -111,8 +111,9 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
     for (int l = 0; l < m->n_layer; l++) {
         const lp_layer *L = &m->layers[l];
         const int64_t k_len = ((int64_t)m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
-        uint16_t *kc = m->k_cache + (int64_t)l * k_len * kv_dim;     // per kv head: blocks of (head_dim, LP_KV_BLOCK)
-        uint16_t *vc = m->v_cache + (int64_t)l * m->n_ctx * kv_dim;  // (kv_dim, n_ctx)
+        // per kv head: blocks of (head_dim, LP_KV_BLOCK) positions
+        uint16_t *kc = m->k_cache + (int64_t)l * k_len * kv_dim;
+        uint16_t *vc = m->v_cache + (int64_t)l * k_len * kv_dim;
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
         lp_rmsnorm(m->xb, m->x, L->attn_norm.data, n, D, m->rms_eps);
@@ -123,11 +124,11 @@ int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, i
         lp_rope(m->k, n, m->n_head_kv, hd, m->n_rot, pos, m->rope_base, m->rope_freq_scale);
         // append k, v to the cache (fp16)
         for (int i = 0; i < kv_dim; i++) {
-            uint16_t *kh = kc + (int64_t)(i / hd) * k_len * hd + i % hd * LP_KV_BLOCK;  // head i / hd, dimension i % hd
+            const int64_t at = (int64_t)(i / hd) * k_len * hd + i % hd * LP_KV_BLOCK;  // head i / hd, dimension i % hd
             for (int t = 0; t < n; t++) {
-                const int64_t p = pos + t;
-                kh[p / LP_KV_BLOCK * hd * LP_KV_BLOCK + p % LP_KV_BLOCK] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
-                vc[(int64_t)i * m->n_ctx + p] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
+                const int64_t p = pos + t, slot = at + p / LP_KV_BLOCK * hd * LP_KV_BLOCK + p % LP_KV_BLOCK;
+                kc[slot] = lp_float_to_half(m->k[(int64_t)t * kv_dim + i]);
+                vc[slot] = lp_float_to_half(m->v[(int64_t)t * kv_dim + i]);
             }
         }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal

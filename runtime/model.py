@@ -199,7 +199,7 @@ class Model:
         wide = max(cfg.n_embd, cfg.q_dim)
         k_len = -(-self.n_ctx // lib.LP_KV_BLOCK) * lib.LP_KV_BLOCK  # whole blocks of positions
         self.k_cache = np.zeros((cfg.n_layer, k_len * cfg.kv_dim), np.uint16)
-        self.v_cache = np.zeros((cfg.n_layer, self.n_ctx * cfg.kv_dim), np.uint16)
+        self.v_cache = np.zeros((cfg.n_layer, k_len * cfg.kv_dim), np.uint16)
         self._keep += [self.k_cache, self.v_cache]
         c.k_cache = ffi.cast("uint16_t *", ffi.from_buffer(self.k_cache))
         c.v_cache = ffi.cast("uint16_t *", ffi.from_buffer(self.v_cache))

@@ -81,6 +81,22 @@ def test_long_context_decode_split_by_positions(tmp_path: Path, threads: int) ->
         _assert_close(got, want[i], 5e-3)
 
 
+def test_every_instruction_set_matches_reference(tmp_path: Path) -> None:
+    """The forward pass (attention included: it has its own plain-C and AVX2 paths)
+    on each instruction set the CPU has, prompt then decoding, against float64."""
+    from runtime import kernels
+    model, spec = _load(tmp_path, TinySpec(seed=11), n_threads=2)
+    want = reference_logits(spec, TOKENS)
+    try:
+        for isa in kernels.available_isas():
+            kernels.set_isa(isa)
+            _assert_close(model.forward(TOKENS[:9], 0, all_logits=True), want[:9], 2e-3)
+            for i in range(9, len(TOKENS)):
+                _assert_close(model.forward(TOKENS[i:i + 1], i), want[i], 2e-3)
+    finally:
+        kernels.set_isa(kernels.best_isa())
+
+
 def test_chunked_prompt_equals_single_batch(tmp_path: Path) -> None:
     model, _ = _load(tmp_path, TinySpec(seed=7), max_batch=4)
     assert model.max_batch == 4
