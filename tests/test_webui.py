@@ -120,7 +120,7 @@ def test_chat_in_the_browser(browser: webdriver.Chrome, server: ServerThread, en
 
     # stop a long reply
     d.execute_script("localStorage.setItem('llamapack.settings.v1', arguments[0])",
-                     json.dumps({"temperature": 0.8, "max_tokens": -1}))
+                     json.dumps({"temperature": 0.8, "max_tokens": -1, "seed": 5}))
     d.refresh()
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".msg"), 10, "the conversation to reload")
     send(d, "Write a very long story about a dragon and a knight.")
