@@ -1,13 +1,22 @@
 // legacy_avx512.c — vec_dot of the 32-weight block formats (Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0) with AVX-512 VNNI: two blocks per 512-bit register.
+// Q5_1, Q8_0) with AVX-512 VNNI.
 //
-// Block i fills bits 0..255 and block i+1 bits 256..511; VPDPBUSD multiplies the
-// unsigned weight quants with the signed activation quants and sums each four
-// products into one int32 lane (no int16 step, so nothing saturates), eight lanes
-// per block. The lanes become floats and take their block's dx * dy in one fused
-// multiply-add. Offsets (-8, -16) come off as offset * sum(qy), a second VPDPBUSD
-// of the constant offset with the activations. Q8_0 weights are signed: their sign
-// moves onto the activations and their magnitude (at most 128) is the unsigned side.
+// VPDPBUSD multiplies unsigned weight quants with signed activation quants and sums
+// each four products into one int32 lane (no int16 step, so nothing saturates); the
+// lanes become floats and take their block's dx * dy in a fused multiply-add.
+// Offsets (-8, -16) come off as offset * activations, a second VPDPBUSD of the
+// constant offset. Q8_0 weights are signed: their sign moves onto the activations and
+// their magnitude (at most 128) is the unsigned side.
+//
+// Two layouts, each kept where it measured faster on this kind of CPU (Zen 4, which
+// runs 512-bit operations as two 256-bit halves):
+// - Q4_0, Q5_0: one block per 256-bit register, four blocks per step
+//   (lp_dot_rows_offset below); the offset starts the integer sums and the four
+//   blocks' scales are converted together.
+// - Q4_1, Q5_1, Q8_0: two blocks per 512-bit register (block i in bits 0..255, block
+//   i+1 in 256..511). One block per register measured slower for Q4_1 and Q5_1 (in
+//   cache, their m * s adds work per block) and, for Q8_0, slower streaming short
+//   rows (576 columns) from memory, which decoding does.
 //
 // Each kernel is written once for R weight rows against one activation row: R = 1
 // is vec_dot, R = 4 is vec_dot_r4 (decoding: the activation blocks, their scales
@@ -54,11 +63,6 @@ LP_INLINE __m512i lp_act32(const int8_t *y0) {
     return _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y0));
 }
 
-// a (block i) in lanes 0..7, b (block i+1) in lanes 8..15
-LP_INLINE __m512 lp_split16(float a, float b) {
-    return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
-}
-
 // The fp16 values a, b as floats [a, b, 0, 0].
 LP_INLINE __m128 lp_half2(lp_half a, lp_half b) {
     return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
@@ -78,46 +82,9 @@ LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
     return _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)a | (uint64_t)b << 32)));
 }
 
-// Q4_0 / Q5_0 block pairs: the weight quants (unsigned) of blocks i and j of row x.
-#define LP_Q4_0_2(x, i, j) lp_nibbles64((x)[i].qs, (x)[j].qs)
-#define LP_Q5_0_2(x, i, j) _mm512_or_si512(lp_nibbles64((x)[i].qs, (x)[j].qs), lp_fifth_bits64((x)[i].qh, (x)[j].qh))
-#define LP_Q4_1_2 LP_Q4_0_2
-#define LP_Q5_1_2 LP_Q5_0_2
-
-// Q4_0 / Q5_0: sum over blocks of dx*dy * (sum(q * qy) - OFFSET * sum(qy)).
-#define LP_DOT512_OFFSET(T, QUANTS2, OFFSET)                                                               \
-    LP_INLINE void lp_dot_rows_##T(int n, float *restrict s, const uint8_t *restrict vx, size_t bx,       \
-                                   const block_q8_0 *restrict y, const int R) {                          \
-        const int nb = n / 32;                                                                             \
-        const __m512i off = _mm512_set1_epi8(OFFSET);                                                      \
-        __m512 acc[4];                                                                                     \
-        for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();                                          \
-        int i = 0;                                                                                         \
-        for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                                        \
-            const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);                                              \
-            const __m512i oa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a);                        \
-            const __m128 dy = lp_half2(y[i].d, y[i + 1].d);                                          \
-            for (int r = 0; r < R; r++) {                                                                  \
-                const block_##T *x = (const block_##T *)(vx + r * bx);                                     \
-                const __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i + 1), a), oa); \
-                const __m512 d = lp_spread2(_mm_mul_ps(lp_half2(x[i].d, x[i + 1].d), dy));                   \
-                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r]);                               \
-            }                                                                                              \
-        }                                                                                                  \
-        if (i < nb) {                                                                                      \
-            const __m512i a = lp_act32(y[i].qs);                                                           \
-            const __m512i oa = _mm512_dpbusd_epi32(_mm512_setzero_si512(), off, a);                        \
-            for (int r = 0; r < R; r++) {                                                                  \
-                const block_##T *x = (const block_##T *)(vx + r * bx);                                     \
-                const __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i), a), oa); \
-                const __m512 d = lp_split16(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d), 0.0f);                  \
-                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_maskz_mov_epi32(0x00ff, p)), acc[r]); \
-            }                                                                                              \
-        }                                                                                                  \
-        const float zero[4] = { 0 };                                                                       \
-        lp_store_sums(s, acc, zero, R);                                                                    \
-    }
+// Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
+#define LP_Q4_1_2(x, i, j) lp_nibbles64((x)[i].qs, (x)[j].qs)
+#define LP_Q5_1_2(x, i, j) _mm512_or_si512(lp_nibbles64((x)[i].qs, (x)[j].qs), lp_fifth_bits64((x)[i].qh, (x)[j].qh))
 
 // Q4_1 / Q5_1: sum over blocks of dx*dy * sum(q * qy) + m * s.
 #define LP_DOT512_MIN(T, QUANTS2)                                                                           \
@@ -164,8 +131,6 @@ LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
         lp_store_sums(s, acc, mins, R);                                                                    \
     }
 
-LP_DOT512_OFFSET(q4_0, LP_Q4_0_2, 8)
-LP_DOT512_OFFSET(q5_0, LP_Q5_0_2, 16)
 LP_DOT512_MIN(q4_1, LP_Q4_1_2)
 LP_DOT512_MIN(q5_1, LP_Q5_1_2)
 
@@ -202,6 +167,108 @@ LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, const uint8_t *restric
     }
     lp_store_sums(s, acc, tail, R);
 }
+
+// Four fp16 values, at p, p + stride, p + 2 stride and p + 3 stride, as floats in
+// lanes 0..3 and again in lanes 4..7. The four loads and the packing stay in
+// integer registers: vector shuffles here measured slower (they compete with the
+// conversions for the same ports).
+LP_INLINE __m256 lp_halves4x2(const uint8_t *p, const size_t stride) {
+    uint16_t h[4];
+    for (int k = 0; k < 4; k++) memcpy(&h[k], p + k * stride, 2);
+    const uint64_t v = (uint64_t)h[0] | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 32 | (uint64_t)h[3] << 48;
+    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
+}
+
+// The 32 unsigned quants of the Q4_0 / Q5_0 block at x in the order of the
+// activation quants. Q4_0: the 16 bytes twice, the low nibbles kept in bits 0..127
+// and the high nibbles left in place in bits 128..255, i.e. the quants of elements
+// 16..31 times 16 (no shift; the factor comes off at the end). Q5_0: shifted
+// nibbles plus the fifth bits.
+LP_INLINE __m256i lp_block_quants(const int q5, const uint8_t *x) {
+    if (!q5) {
+        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)((const block_q4_0 *)x)->qs));
+        return _mm256_and_si256(v, _mm256_setr_m128i(_mm_set1_epi8(0x0f), _mm_set1_epi8((char)0xf0)));
+    }
+    const block_q5_0 *b = (const block_q5_0 *)x;
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->qs));
+    const __m256i lo4 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+    uint32_t h;
+    memcpy(&h, b->qh, 4);
+    return _mm256_or_si256(lo4, _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(0x10)));
+}
+
+// Q4_0 (q5 = 0) and Q5_0 (q5 = 1): R weight rows against one row of Q8_0
+// activation blocks, one block per 256-bit register, four blocks per step.
+//
+// Per block, VPDPBUSD sums the products into eight int32 lanes whose accumulator
+// starts at -offset * activations (8 or 16, scaled like the quants; computed once
+// per activation block for all R rows), so the offset costs nothing per row. The
+// lanes become floats and take dx * dy in a fused multiply-add. The four blocks'
+// dx are converted together and multiplied by their dy at once; each block's
+// product is broadcast from that register with an in-lane shuffle. Two
+// accumulators per row (even and odd blocks) keep the adds from waiting on each
+// other.
+LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, const uint8_t *restrict vx, size_t bx,
+                                  const block_q8_0 *restrict y, const int R) {
+    const size_t bs = q5 ? sizeof(block_q5_0) : sizeof(block_q4_0);
+    const __m256i off = q5 ? _mm256_set1_epi8(16) : _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8((char)0x80));
+    const int nb = n / 32;
+    __m256 acc[4][2];
+    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+// block j of row r (at x) against activation quants a, integer sums starting at
+// p0, times d (the block's dx * dy in every lane)
+#define LP_BLOCK(x, a, p0, d, r, j) \
+    acc[r][(j) & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(p0, lp_block_quants(q5, x), a)), acc[r][(j) & 1])
+    int i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        lp_prefetch_next(vx, bx, i * bs, 4 * bs, R);
+        __m256i a[4], p0[4];
+        for (int b = 0; b < 4; b++) {
+            a[b] = _mm256_loadu_si256((const __m256i *)y[i + b].qs);
+            p0[b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a[b]));
+        }
+        const __m256 dy = lp_halves4x2((const uint8_t *)&y[i].d, sizeof(block_q8_0));
+        for (int r = 0; r < R; r++) {
+            const uint8_t *x = vx + r * bx + i * bs;
+            const __m256 d = _mm256_mul_ps(lp_halves4x2(x, bs), dy);  // d is the first field of both
+            LP_BLOCK(x, a[0], p0[0], _mm256_shuffle_ps(d, d, 0x00), r, 0);
+            LP_BLOCK(x + bs, a[1], p0[1], _mm256_shuffle_ps(d, d, 0x55), r, 1);
+            LP_BLOCK(x + 2 * bs, a[2], p0[2], _mm256_shuffle_ps(d, d, 0xaa), r, 2);
+            LP_BLOCK(x + 3 * bs, a[3], p0[3], _mm256_shuffle_ps(d, d, 0xff), r, 3);
+        }
+    }
+    for (; i < nb; i++) {
+        lp_prefetch_next(vx, bx, i * bs, bs, R);
+        const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        const __m256i p0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a));
+        for (int r = 0; r < R; r++) {
+            const uint8_t *x = vx + r * bx + i * bs;
+            lp_half dx;
+            memcpy(&dx, x, 2);
+            LP_BLOCK(x, a, p0, _mm256_set1_ps(_cvtsh_ss(dx) * _cvtsh_ss(y[i].d)), r, i);
+        }
+    }
+#undef LP_BLOCK
+    // per row: the two accumulators added, then the high half (elements 16..31 of
+    // each block; times 16 for Q4_0) onto the low half, then the four lanes summed
+    // as (0 + 2) + (1 + 3)
+    __m128 v[4];
+    for (int r = 0; r < R; r++) {
+        const __m256 t = _mm256_add_ps(acc[r][0], acc[r][1]);
+        const __m128 hi = _mm256_extractf128_ps(t, 1), lo = _mm256_castps256_ps128(t);
+        v[r] = q5 ? _mm_add_ps(lo, hi) : _mm_fmadd_ps(hi, _mm_set1_ps(1.0f / 16), lo);
+    }
+    if (R == 1) {
+        const __m128 h = _mm_add_ps(v[0], _mm_movehl_ps(v[0], v[0]));
+        s[0] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+        return;
+    }
+    const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(v[0], v[1]), _mm_unpackhi_ps(v[0], v[1]));
+    const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(v[2], v[3]), _mm_unpackhi_ps(v[2], v[3]));
+    _mm_storeu_ps(s, _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01)));
+}
+#define lp_dot_rows_q4_0(n, s, vx, bx, y, R) lp_dot_rows_offset(0, n, s, vx, bx, y, R)
+#define lp_dot_rows_q5_0(n, s, vx, bx, y, R) lp_dot_rows_offset(1, n, s, vx, bx, y, R)
 
 #define LP_DOT512_ENTRY(T, ACT)                                                                              \
     void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \

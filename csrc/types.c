@@ -20,7 +20,8 @@
 // the offset types (Q4_0, Q5_0: the activations' offset sum shared), at any length.
 // Measured on Zen 4, 1 thread, streaming (r4 / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
 // at 2 KiB, 0.74 at 4 KiB; Q4_1 1.16 at 1.25 KiB, 0.96 at 2.5 KiB; Q4_0 1.04-1.3 and
-// Q5_0 1.07-1.46 at 0.5-10 KiB.
+// Q5_0 1.07-1.46 at 0.5-10 KiB (with the two-blocks-per-register layout they had then;
+// their one-block layout, Q4_0: 1.3 at 0.3 KiB, 1.2-1.3 at 2.3 KiB).
 #if LP_X86
 #define LP_DOTS512(t, r4_max) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \

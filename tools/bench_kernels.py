@@ -154,6 +154,11 @@ def main() -> None:
     ap.add_argument("--prompt", action="store_true", help="prompt products (n = 512) instead of matvec")
     ap.add_argument("--isas", default="avx2,avx512,neon", help="with --prompt: instruction sets to compare")
     args = ap.parse_args()
+    types = [t.strip().upper() for t in args.types.split(",") if t.strip()]  # q4_k -> Q4_K
+    unknown = [t for t in types if t not in TYPES]
+    if unknown or args.runs < 1:
+        ap.error(f"unknown type {unknown[0]} (known: {', '.join(TYPES)})" if unknown else "--runs must be at least 1")
+    args.types = ",".join(types)
     if args.prompt:
         prompt_main(args, args.types.split(","))
         return

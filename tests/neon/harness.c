@@ -215,6 +215,7 @@ int main(void) {
             check_dot4(types[i], isa, 1024);
             check_r4(types[i], isa, 1024);
             check_r4(types[i], isa, 96);  // an odd number of blocks
+            check_r4(types[i], isa, 416);  // groups of four blocks and a tail
             check_matmul(types[i], isa);
         }
     }
