@@ -171,6 +171,22 @@ static inline __m256i lp_k_dot32(__m256i u, const int8_t *q8, __m256i scale_pair
     return _mm256_madd_epi16(scale_pair, p);
 }
 
+// A Q2_K block's d and dmin (adjacent halves) in float lanes 0 and 1.
+static inline __m128 lp_q2_K_d_dmin(const block_q2_K *b) {
+    uint32_t dd;
+    memcpy(&dd, &b->d, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
+}
+
+// One activation row's block result into the accumulators: dv = (d, dmin) times the
+// activation scale; sumi the scaled integer sums, mins the 16 4-bit mins as words.
+static inline void lp_q2_K_accumulate(__m256 *acc, __m256 *acc_min, __m128 dv, __m256i sumi, __m256i mins,
+                                      const int16_t *bsums) {
+    const __m256i summs = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)bsums));  // 8 pair sums
+    *acc_min = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dv)), _mm256_cvtepi32_ps(summs), *acc_min);
+    *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dv), _mm256_cvtepi32_ps(sumi), *acc);
+}
+
 K_INLINE void q2_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                              size_t by, const int nr) {
     const block_q2_K *restrict x = vx;
@@ -179,9 +195,7 @@ K_INLINE void q2_K_rows_avx2(int n, float *restrict s, size_t bs, const void *re
     __m256 acc[4], acc_min[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        uint32_t dd;  // d and dmin (adjacent halves)
-        memcpy(&dd, &x[i].d, 4);
-        const __m128 xdv = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
+        const __m128 xdv = lp_q2_K_d_dmin(&x[i]);
         const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
         // the 16 4-bit scales in both lanes
@@ -210,16 +224,27 @@ K_INLINE void q2_K_rows_avx2(int n, float *restrict s, size_t bs, const void *re
         }
         K_FOR_ROWS(r) {
             const block_q8_K *yr = K_ROW(vy, r, by, i);
-            const __m128 dv = _mm_mul_ps(xdv, _mm_set1_ps(yr->d));  // d, dmin times the activation scale
-            // mins times bsums: 8 int32 lanes of pair sums
-            const __m256i summs = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
-            acc_min[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dv)), _mm256_cvtepi32_ps(summs), acc_min[r]);
-            acc[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(dv), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+            lp_q2_K_accumulate(&acc[r], &acc_min[r], _mm_mul_ps(xdv, _mm_set1_ps(yr->d)), sumi[r], mins, yr->bsums);
         }
     }
     K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], acc_min[r]));
 }
 K_ROWS_DOTS(q2_K, avx2)
+
+// The 16 signed 6-bit Q3_K scales as words (groups 0..7 | 8..15): low nibbles of
+// bytes 0..7, then their high nibbles; top bits: byte 8 + s%4 shifted right by 2*(s/4).
+static inline __m256i lp_q3_K_scales16(const uint8_t *scales) {
+    // in 64-bit integer registers (the vector units are the busy ones): bytes 0..7 of
+    // each half are scales 0..7 and 8..15, low 4 bits | top 2 bits << 4
+    uint64_t packed;
+    uint32_t top32;
+    memcpy(&packed, scales, 8);
+    memcpy(&top32, scales + 8, 4);
+    const uint64_t m4 = 0x0f0f0f0f0f0f0f0full, m2 = 0x0303030303030303ull, top = top32;
+    const uint64_t top01 = top | top << 30, top23 = top >> 4 | top << 26;  // scales 0..7's and 8..15's top bits
+    const uint64_t s0 = (packed & m4) | (top01 & m2) << 4, s1 = (packed >> 4 & m4) | (top23 & m2) << 4;
+    return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_set_epi64x((long long)s1, (long long)s0), _mm_set1_epi8(32)));
+}
 
 // Q3_K: u = q + 4 = low | (high bit << 2) is unsigned 0..7, so maddubs applies;
 // the 4 comes back out per group as 4 * scale * bsum.
@@ -227,21 +252,11 @@ K_INLINE void q3_K_rows_avx2(int n, float *restrict s, size_t bs, const void *re
                              size_t by, const int nr) {
     const block_q3_K *restrict x = vx;
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    const __m128i m15 = _mm_set1_epi8(0x0f);
-    const __m128i hshift = _mm_setr_epi32(0, 2, 4, 6);
     __m256 acc[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
         const float xd = lp_half_to_float_f16c(x[i].d);
-        // unpack the 16 6-bit scales: low nibbles of bytes 0..7, then high nibbles;
-        // top bits: byte 8 + s%4 shifted right by 2*(s/4)
-        uint32_t top;
-        memcpy(&top, x[i].scales + 8, 4);
-        const __m128i packed = _mm_loadl_epi64((const __m128i *)x[i].scales);
-        const __m128i lo4 = _mm_and_si128(_mm_unpacklo_epi64(packed, _mm_srli_epi16(packed, 4)), m15);
-        const __m128i hi2 = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)top), hshift), _mm_set1_epi8(3));
-        const __m128i sc8 = _mm_sub_epi8(_mm_or_si128(lo4, _mm_slli_epi16(hi2, 4)), _mm_set1_epi8(32));
-        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // groups 0..7 | 8..15
+        const __m256i sc16 = lp_q3_K_scales16(x[i].scales);  // groups 0..7 | 8..15
         // scales of each half (8 groups) in both lanes
         const __m256i half_sc[2] = {_mm256_permute4x64_epi64(sc16, 0x44), _mm256_permute4x64_epi64(sc16, 0xee)};
         __m256i sumi[4];
@@ -273,6 +288,123 @@ K_INLINE void q3_K_rows_avx2(int n, float *restrict s, size_t bs, const void *re
 }
 K_ROWS_DOTS(q3_K, avx2)
 LP_AVX2_END
+#endif
+
+// ---------------------------------------------------------------------------
+// AVX-512 (256-bit vectors with AVX-512VL and VNNI). The 2-bit fields are used
+// where they sit in the byte, not shifted down: field j of a byte is q * 4^j, and
+// the group's scale is taken times 4^(2-j) instead, so every product is 16 * q *
+// scale (field 3, which would overflow maddubs, is shifted down by 2 and joins
+// field 2's factor). That saves a shift per 32 weights; Q3_K's high bit goes in
+// with one ternary-logic op, and VPDPWSSD scales and adds in one. The integer sums
+// of a block are 16 times the AVX2 ones (exact); 1/16 goes into the float scale.
+
+#if LP_X86
+LP_AVX512_BEGIN
+#define K_TERN_OR_AND 0xF8  // a | (b & c)
+
+// The four 32-weight vectors of a half: quant field j in place (q * 4^j; field 3 as q * 16).
+static inline void k_fields_in_place(__m256i b, __m256i f[4]) {
+    f[0] = _mm256_and_si256(b, _mm256_set1_epi8(0x03));
+    f[1] = _mm256_and_si256(b, _mm256_set1_epi8(0x0c));
+    f[2] = _mm256_and_si256(b, _mm256_set1_epi8(0x30));
+    f[3] = _mm256_and_si256(_mm256_srli_epi16(b, 2), _mm256_set1_epi8(0x30));
+}
+
+// The 16 word scales (groups 0..7 | 8..15) times 16, 4, 1, 1 for the groups of fields
+// 0..3 (groups 8h + 2j, 8h + 2j + 1), in one variable shift.
+static inline __m256i k_scales_in_place(__m256i sc16) {
+    const __m128i sh = _mm_setr_epi16(4, 4, 2, 2, 0, 0, 0, 0);
+    return _mm256_sllv_epi16(sc16, _mm256_broadcastsi128_si256(sh));
+}
+
+// Word scale pairs (scale 2k in the low lane, 2k+1 in the high lane) for the four
+// fields of half h, from the in-place scales.
+static inline void k_scale_pairs(__m256i sc, int h, __m256i pair[4]) {
+    const __m256i w = _mm256_permute4x64_epi64(sc, h ? 0xee : 0x44);
+    for (int j = 0; j < 4; j++) pair[j] = lp_q3_K_scale_pair(w, j);
+}
+
+// The 256 weights of block i against nr activation rows, into two int32 sums per row
+// (even and odd fields: two dependency chains). hms: Q3_K's high bits, for each of
+// the 8 vectors moved to the bit above its field (selected by hbit[j]); NULL for Q2_K.
+K_INLINE void k_block_in_place(const uint8_t *qs, __m256i sc, const __m256i *hms, const __m256i *hbit,
+                               const void *restrict vy, size_t by, int i, const int nr, __m256i sumi[4][2]) {
+    #pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i f[4], pair[4];
+        k_fields_in_place(_mm256_loadu_si256((const __m256i *)(qs + 32 * h)), f);
+        k_scale_pairs(sc, h, pair);
+        #pragma GCC unroll 4
+        for (int j = 0; j < 4; j++) {
+            const __m256i u = hms ? _mm256_ternarylogic_epi32(f[j], hms[4 * h + j], hbit[j], K_TERN_OR_AND) : f[j];
+            K_FOR_ROWS(r) {
+                const __m256i q8 = _mm256_loadu_si256((const __m256i *)(K_ROW(vy, r, by, i)->qs + 128 * h + 32 * j));
+                sumi[r][j & 1] = _mm256_dpwssd_epi32(sumi[r][j & 1], _mm256_maddubs_epi16(u, q8), pair[j]);
+                K_KEEP_V(sumi[r][j & 1]);
+            }
+        }
+    }
+}
+
+K_INLINE void q2_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                               size_t by, const int nr) {
+    const block_q2_K *restrict x = vx;
+    const __m128i m15 = _mm_set1_epi8(0x0f);
+    __m256 acc[4], acc_min[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const __m128 xdv = _mm_mul_ps(lp_q2_K_d_dmin(&x[i]), _mm_setr_ps(1.0f / 16, 1.0f, 0, 0));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
+        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
+        const __m256i sc = k_scales_in_place(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m15)));
+        __m256i sumi[4][2];
+        K_FOR_ROWS(r) sumi[r][0] = sumi[r][1] = _mm256_setzero_si256();
+        k_block_in_place(x[i].qs, sc, NULL, NULL, vy, by, i, nr, sumi);
+        K_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            lp_q2_K_accumulate(&acc[r], &acc_min[r], _mm_mul_ps(xdv, _mm_set1_ps(yr->d)),  // d / 16, dmin
+                               _mm256_add_epi32(sumi[r][0], sumi[r][1]), mins, yr->bsums);
+        }
+    }
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], acc_min[r]));
+}
+K_ROWS_DOTS(q2_K, avx512)
+
+// Q3_K: u = 16 * (q + 4) with field 3's factor; the high bit of weight 32k + l
+// (bit k of hmask[l]) goes to the bit above the field: bit 2, 4, 6, 6 for fields
+// 0..3. Two of those shifts serve two fields each (hmask << 3, hmask >> 1).
+K_INLINE void q3_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                               size_t by, const int nr) {
+    const block_q3_K *restrict x = vx;
+    const __m256i hbit[4] = {_mm256_set1_epi8(0x04), _mm256_set1_epi8(0x10), _mm256_set1_epi8(0x40),
+                             _mm256_set1_epi8(0x40)};
+    __m256 acc[4];
+    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        const float xd = lp_half_to_float_f16c(x[i].d) * (1.0f / 16);
+        const __m256i sc16 = lp_q3_K_scales16(x[i].scales);  // groups 0..7 | 8..15
+        const __m256i sc = k_scales_in_place(sc16);
+        __m256i sumi[4][2];
+        K_FOR_ROWS(r) {  // the 4 taken out: 16 * 4 * sum over groups of scale * bsum
+            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)K_ROW(vy, r, by, i)->bsums));
+            sumi[r][0] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 6));
+            sumi[r][1] = _mm256_setzero_si256();
+        }
+        const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
+        // left shifts as additions (the shift unit is this loop's busiest)
+        const __m256i hm_l1 = _mm256_add_epi16(hm, hm), hm_l2 = _mm256_add_epi16(hm_l1, hm_l1);
+        const __m256i hm_l3 = _mm256_add_epi16(hm_l2, hm_l2), hm_l4 = _mm256_add_epi16(hm_l3, hm_l3);
+        const __m256i hm_r1 = _mm256_srli_epi16(hm, 1);
+        const __m256i hms[8] = {hm_l2, hm_l3, hm_l4, hm_l3, _mm256_srli_epi16(hm, 2), hm_r1, hm, hm_r1};
+        k_block_in_place(x[i].qs, sc, hms, hbit, vy, by, i, nr, sumi);
+        K_FOR_ROWS(r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(K_ROW(vy, r, by, i)->d * xd),
+                                               _mm256_cvtepi32_ps(_mm256_add_epi32(sumi[r][0], sumi[r][1])), acc[r]);
+    }
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
+}
+K_ROWS_DOTS(q3_K, avx512)
+LP_AVX512_END
 #endif
 
 // ---------------------------------------------------------------------------

@@ -28,6 +28,8 @@
 // integer sums are single-use chains; without it GCC moves their additions down to
 // the block's end and keeps every product of the block alive (register spills).
 #define K_KEEP(v) __asm__("" : "+x"(v))
+// The same for AVX-512 code, where the value may live in any of the 32 vector registers.
+#define K_KEEP_V(v) __asm__("" : "+v"(v))
 #endif
 
 #if LP_ARM

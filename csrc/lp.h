@@ -204,6 +204,11 @@ LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
 #define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
+#define LP_DECLARE_DOT_K512(t) \
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+    void lp_vec_dot4_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                  const void *restrict y, size_t by);
+LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_DECLARE_QUANTIZE(q8_0)
 LP_DECLARE_QUANTIZE(q8_1)
