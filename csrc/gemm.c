@@ -8,7 +8,9 @@
 //   columns, 8 vectors holding columns 4k..4k+3 of the 16 rows (quants + 128, as
 //   unsigned bytes), the 16 rows' scales, and their min-term factors.
 // - Weights: a thread decodes LP_G_RT rows at a time with the type's to_s8 into
-//   int8 quants and a float scale (and min) per unit of 16 or 32 columns.
+//   int8 quants, a float scale per unit of 16, 32 or 256 columns (Q2_K and Q3_K
+//   multiply their small group scales into the quants, so a whole super-block is
+//   summed in integers) and a float min per unit of 16 or 32.
 //
 // AVX-512: one VPDPBUSD multiplies 4 columns of one weight row (broadcast) with the
 // same 4 columns of 16 activation rows (one panel vector) and adds into 16 int32
@@ -18,7 +20,7 @@
 // VPMADDWD in place of VPDPBUSD, fed one of three ways chosen from the decoded
 // weights' range so that no int16 step saturates (see the AVX2 tile).
 // Per unit, a weight row's lane sums become floats, the same steps on both:
-// acc += scale * (d_act * isum) + min * m_act.
+// acc += scale * (d_act * isum), then per min unit within it acc += min * m_act.
 //
 // The integer products are vec_dot's own (same quantized activations, same int8
 // weights); only the order of the float additions differs. The two ISAs give the
@@ -33,21 +35,21 @@
 typedef struct {
     uint8_t q[8][LP_G_LANES][4];  // q[k][j]: columns 4k..4k+3 of row j, + 128
     float d[LP_G_LANES];          // each row's scale for this block
-    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (unit 32: m[0])
-                                  // or of each half (unit 16)
+    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
+                                  // or of each half (min unit 16)
 } act_block;
 _Static_assert(sizeof(act_block) == 704, "act_block size");
 
 static int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
 
-// Scratch of one thread: LP_G_RT decoded weight rows.
+// Scratch of one thread: LP_G_RT decoded weight rows (quants, scales, mins, corrections).
 static int64_t wpanel_bytes(const lp_type_traits *t, int64_t cols) {
-    const int64_t units = cols / t->s8_unit;
-    return align_up(LP_G_RT * cols) + 3 * align_up(LP_G_RT * units * 4);
+    return align_up(LP_G_RT * cols) + 2 * align_up(LP_G_RT * cols / t->s8_unit * 4) +
+           align_up(LP_G_RT * cols / t->s8_min_unit * 4);
 }
 
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads) {
-    if (!t->to_s8 || n < LP_GEMM_MIN || cols % 32) return 0;
+    if (!t->to_s8[LP_ISA_REF] || n < LP_GEMM_MIN || cols % 32 || cols % t->s8_unit) return 0;
     if (n_threads < 1) n_threads = 1;
     const int64_t groups = (n + LP_G_LANES - 1) / LP_G_LANES;
     return LP_ALIGN + groups * (cols / 32) * (int64_t)sizeof(act_block) + n_threads * wpanel_bytes(t, cols);
@@ -56,7 +58,7 @@ int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int 
 typedef struct {
     const lp_type_traits *t;
     const uint8_t *w;
-    int64_t rows, cols, n, w_row_bytes, units, nblk, groups;
+    int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
     const uint8_t *xq;
     int64_t xq_row_bytes;
     int isa;               // LP_ISA_AVX512 or LP_ISA_AVX2: which tile
@@ -72,7 +74,7 @@ typedef struct {
 static void build_act_group(void *vctx, int g, int ith) {
     const gemm_ctx *c = vctx;
     (void)ith;
-    const int act_type = c->t->vec_dot_type, unit = c->t->s8_unit;
+    const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit;
     act_block *out = c->act + (int64_t)g * c->nblk;
     memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
     for (int j = 0; j < LP_G_LANES; j++) {
@@ -87,7 +89,7 @@ static void build_act_group(void *vctx, int g, int ith) {
                 const int h = (int)(b % 8);
                 qs = k->qs + 32 * h;
                 ab->d[j] = k->d;
-                if (unit == 32) {
+                if (min_unit == 32) {
                     ab->m[0][j] = k->d * (float)(k->bsums[2 * h] + k->bsums[2 * h + 1]);
                 } else {
                     ab->m[0][j] = k->d * (float)k->bsums[2 * h];
@@ -119,30 +121,34 @@ static void build_act_group(void *vctx, int g, int ith) {
 typedef struct {
     const int8_t *q;      // (LP_G_RT, cols)
     const float *scale;   // (LP_G_RT, units)
-    const float *min;     // (LP_G_RT, units)
     const int32_t *corr;  // (LP_G_RT, units): -128 * sum of the unit's quants
+    const float *min;     // (LP_G_RT, min_units)
 } wpanel;
 
 #if LP_X86
 LP_AVX512_BEGIN
 static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c, const wpanel *wp, int r0,
                                                               int64_t g0, const int nj, const int unit,
-                                                              const int has_min) {
-    const int64_t cols = c->cols, units = c->units;
-    const int per_blk = 32 / unit, k_per_unit = unit / 4;
+                                                              const int has_min, const int min_unit) {
+    const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
+    const int mins_per_unit = unit / min_unit;
+    // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
+    const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
+    const int k_per_blk = unit < 32 ? unit / 4 : 8;  // steps of 4 columns of a unit in each of its blocks
     const act_block *a[2] = { c->act + g0 * c->nblk, c->act + (g0 + 1) * c->nblk };
     __m512 acc[LP_G_R][2];
     for (int r = 0; r < LP_G_R; r++)
         for (int j = 0; j < nj; j++) acc[r][j] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < c->nblk; b++) {
-        for (int h = 0; h < per_blk; h++) {
-            const int64_t u = b * per_blk + h;
-            __m512i is[LP_G_R][2];
-            for (int r = 0; r < LP_G_R; r++) {
-                const __m512i start = _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
-                for (int j = 0; j < nj; j++) is[r][j] = start;
-            }
-            for (int k = h * k_per_unit; k < (h + 1) * k_per_unit; k++) {
+    for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
+    for (int h = 0; h < units_per_blk; h++) {
+        const int64_t u = ub / blocks_per_unit * units_per_blk + h;
+        __m512i is[LP_G_R][2];
+        for (int r = 0; r < LP_G_R; r++) {
+            const __m512i start = _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
+            for (int j = 0; j < nj; j++) is[r][j] = start;
+        }
+        for (int64_t b = ub; b < ub + blocks_per_unit; b++)
+            for (int k = h * k_per_blk; k < (h + 1) * k_per_blk; k++) {  // columns 32b + 4k ..
                 __m512i av[2];
                 for (int j = 0; j < nj; j++) av[j] = _mm512_load_si512((const void *)a[j][b].q[k]);
                 for (int r = 0; r < LP_G_R; r++) {
@@ -152,23 +158,25 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
                     for (int j = 0; j < nj; j++) is[r][j] = _mm512_dpbusd_epi32(is[r][j], av[j], wv);
                 }
             }
-            __m512 dv[2], mv[2];
+        __m512 dv[2];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
+        for (int j = 0; j < nj; j++) dv[j] = _mm512_load_ps(a[j][ub].d);
+        for (int r = 0; r < LP_G_R; r++) {
+            const __m512 sv = _mm512_set1_ps(wp->scale[(r0 + r) * units + u]);
             for (int j = 0; j < nj; j++) {
-                dv[j] = _mm512_load_ps(a[j][b].d);
-                if (has_min) mv[j] = _mm512_load_ps(a[j][b].m[h]);
+                const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(is[r][j]), dv[j]);
+                acc[r][j] = _mm512_fmadd_ps(p, sv, acc[r][j]);
             }
-            for (int r = 0; r < LP_G_R; r++) {
-                const __m512 sv = _mm512_set1_ps(wp->scale[(r0 + r) * units + u]);
-                for (int j = 0; j < nj; j++) {
-                    const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(is[r][j]), dv[j]);
-                    acc[r][j] = _mm512_fmadd_ps(p, sv, acc[r][j]);
-                }
-                if (has_min) {
-                    const __m512 mw = _mm512_set1_ps(wp->min[(r0 + r) * units + u]);
+        }
+        if (has_min)
+            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
+                const int64_t b = mu * min_unit / 32, h = mu * min_unit % 32 / 16;
+                __m512 mv[2];
+                for (int j = 0; j < nj; j++) mv[j] = _mm512_load_ps(a[j][b].m[h]);
+                for (int r = 0; r < LP_G_R; r++) {
+                    const __m512 mw = _mm512_set1_ps(wp->min[(r0 + r) * min_units + mu]);
                     for (int j = 0; j < nj; j++) acc[r][j] = _mm512_fmadd_ps(mv[j], mw, acc[r][j]);
                 }
             }
-        }
     }
     // y[act row][weight row]: lanes are activation rows
     for (int j = 0; j < nj; j++) {
@@ -183,13 +191,15 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
     }
 }
 
-// The tile for every (nj, unit, min) combination, each compiled with constants.
+// The tile for every (nj, unit, min unit) combination of the types, each compiled with constants.
 static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, int nj) {
-    const int unit = c->t->s8_unit, has_min = c->t->s8_min;
-#define LP_TILE_CASE(NJ, U, M) \
-    if (nj == NJ && unit == U && has_min == M) return tile_avx512(c, wp, r0, g0, NJ, U, M);
-    LP_TILE_CASE(2, 32, 0) LP_TILE_CASE(2, 32, 1) LP_TILE_CASE(2, 16, 0) LP_TILE_CASE(2, 16, 1)
-    LP_TILE_CASE(1, 32, 0) LP_TILE_CASE(1, 32, 1) LP_TILE_CASE(1, 16, 0) LP_TILE_CASE(1, 16, 1)
+    const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+#define LP_TILE_CASE(NJ, U, M, MU) \
+    if (nj == NJ && unit == U && has_min == M && (!M || min_unit == MU)) return tile_avx512(c, wp, r0, g0, NJ, U, M, MU);
+#define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 32, 0, 32) LP_TILE_CASE(NJ, 32, 1, 32) LP_TILE_CASE(NJ, 16, 0, 16) \
+    LP_TILE_CASE(NJ, 256, 0, 256) LP_TILE_CASE(NJ, 256, 1, 16)
+    LP_TILE_NJ(2) LP_TILE_NJ(1)
+#undef LP_TILE_NJ
 #undef LP_TILE_CASE
 }
 LP_AVX512_END
@@ -220,60 +230,66 @@ enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
 LP_AVX2_BEGIN
 static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                             int64_t g, const int mode, const int m,
-                                                            const int unit, const int has_min) {
-    const int64_t cols = c->cols, units = c->units;
-    const int per_blk = 32 / unit, k_per_unit = unit / 4;
+                                                            const int unit, const int has_min, const int min_unit) {
+    const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
+    const int mins_per_unit = unit / min_unit;
+    // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
+    const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
+    const int k_per_blk = unit < 32 ? unit / 4 : 8;  // steps of 4 columns of a unit in each of its blocks
     const act_block *a = c->act + g * c->nblk;
     const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
-    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * units;
+    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * min_units;
     const int32_t *wc = wp->corr + (int64_t)r0 * units;
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
     __m256 acc[LP_G2_R][2];
     for (int r = 0; r < LP_G2_R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < c->nblk; b++, a++, wq += 32) {
-        for (int h = 0; h < per_blk; h++) {
-            const int64_t u = b * per_blk + h;
-            __m256i is[LP_G2_R][2];
-            for (int r = 0; r < LP_G2_R; r++)
-                is[r][0] = is[r][1] = mode == S8_ACT_U8 ? _mm256_set1_epi32(wc[r * units + u]) : _mm256_setzero_si256();
-            for (int k0 = h * k_per_unit; k0 < (h + 1) * k_per_unit; k0 += m) {
-                __m256i s16[LP_G2_R][2];
-                for (int k = k0; k < k0 + m; k++) {
-                    __m256i av[2];
+    for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
+    for (int h = 0; h < units_per_blk; h++) {
+        const int64_t u = ub / blocks_per_unit * units_per_blk + h;
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++)
+            is[r][0] = is[r][1] = mode == S8_ACT_U8 ? _mm256_set1_epi32(wc[r * units + u]) : _mm256_setzero_si256();
+        for (int64_t b = ub; b < ub + blocks_per_unit; b++)
+        for (int k0 = h * k_per_blk; k0 < (h + 1) * k_per_blk; k0 += m) {  // columns 32b + 4k ..
+            __m256i s16[LP_G2_R][2];
+            for (int k = k0; k < k0 + m; k++) {
+                __m256i av[2];
+                for (int v = 0; v < 2; v++) {
+                    av[v] = _mm256_load_si256((const __m256i *)a[b].q[k][8 * v]);
+                    if (mode != S8_ACT_U8) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+                }
+                for (int r = 0; r < LP_G2_R; r++) {
+                    int32_t w4;
+                    memcpy(&w4, wq + r * cols + 32 * b + 4 * k, 4);
+                    const __m256i wv = _mm256_set1_epi32(w4);
                     for (int v = 0; v < 2; v++) {
-                        av[v] = _mm256_load_si256((const __m256i *)a->q[k][8 * v]);
-                        if (mode != S8_ACT_U8) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
-                    }
-                    for (int r = 0; r < LP_G2_R; r++) {
-                        int32_t w4;
-                        memcpy(&w4, wq + r * cols + 4 * k, 4);
-                        const __m256i wv = _mm256_set1_epi32(w4);
-                        for (int v = 0; v < 2; v++) {
-                            const __m256i p = mode == S8_ACT_U8 ? _mm256_maddubs_epi16(av[v], wv)
-                                              : mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v])
-                                              : _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av[v], wv));
-                            s16[r][v] = k == k0 ? p : _mm256_add_epi16(s16[r][v], p);
-                            __asm__("" : "+x"(s16[r][v]));  // a chain: re-associated, the sums spill
-                        }
+                        const __m256i p = mode == S8_ACT_U8 ? _mm256_maddubs_epi16(av[v], wv)
+                                          : mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v])
+                                          : _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av[v], wv));
+                        s16[r][v] = k == k0 ? p : _mm256_add_epi16(s16[r][v], p);
+                        __asm__("" : "+x"(s16[r][v]));  // a chain: re-associated, the sums spill
                     }
                 }
-                for (int r = 0; r < LP_G2_R; r++)
-                    for (int v = 0; v < 2; v++) is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(s16[r][v], ones));
             }
-            const __m256 dv[2] = { _mm256_load_ps(a->d), _mm256_load_ps(a->d + 8) };
-            for (int r = 0; r < LP_G2_R; r++) {
-                const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
-                for (int v = 0; v < 2; v++)
-                    acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sv, acc[r][v]);
-            }
-            if (has_min) {
-                const __m256 mv[2] = { _mm256_load_ps(a->m[h]), _mm256_load_ps(a->m[h] + 8) };
+            for (int r = 0; r < LP_G2_R; r++)
+                for (int v = 0; v < 2; v++) is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(s16[r][v], ones));
+        }
+        const act_block *a0 = &a[ub];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
+        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
+            for (int v = 0; v < 2; v++)
+                acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sv, acc[r][v]);
+        }
+        if (has_min)
+            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
+                const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
+                const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
                 for (int r = 0; r < LP_G2_R; r++) {
-                    const __m256 mw = _mm256_set1_ps(wm[r * units + u]);
+                    const __m256 mw = _mm256_set1_ps(wm[r * min_units + mu]);
                     for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(mv[v], mw, acc[r][v]);
                 }
             }
-        }
     }
     // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
     float lanes[LP_G2_R][LP_G_LANES];
@@ -289,19 +305,17 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
     }
 }
 
-// The tile for every (mode, m, unit, min) combination avx2_mode can pick, each
-// compiled with constants.
+// The tile for every (mode, m, unit, min unit) combination of the types that avx2_mode
+// can pick, each compiled with constants.
 static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
-    const int unit = c->t->s8_unit, has_min = c->t->s8_min;
-#define LP_TILE_CASE(MODE, M, U, MIN) \
-    if (mode == MODE && m == M && unit == U && has_min == MIN) return tile_avx2(c, wp, r0, nr, g, MODE, M, U, MIN);
-#define LP_TILE_M(MODE, U, MIN) LP_TILE_CASE(MODE, 2, U, MIN) LP_TILE_CASE(MODE, 4, U, MIN)
-#define LP_TILE_U(MODE, MIN) LP_TILE_M(MODE, 32, MIN) LP_TILE_M(MODE, 16, MIN)
-    LP_TILE_U(S8_ACT_U8, 0) LP_TILE_U(S8_ACT_U8, 1) LP_TILE_U(S8_W_U8, 0) LP_TILE_U(S8_W_U8, 1)
-    LP_TILE_CASE(S8_SIGN, 1, 32, 0) LP_TILE_CASE(S8_SIGN, 1, 32, 1)
-    LP_TILE_CASE(S8_SIGN, 1, 16, 0) LP_TILE_CASE(S8_SIGN, 1, 16, 1)
+    const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+#define LP_TILE_CASE(MODE, M, U, MIN, MU)                                                   \
+    if (mode == MODE && m == M && unit == U && has_min == MIN && (!MIN || min_unit == MU)) \
+        return tile_avx2(c, wp, r0, nr, g, MODE, M, U, MIN, MU);
+#define LP_TILE_U(MODE, M) LP_TILE_CASE(MODE, M, 32, 0, 32) LP_TILE_CASE(MODE, M, 32, 1, 32) \
+    LP_TILE_CASE(MODE, M, 16, 0, 16) LP_TILE_CASE(MODE, M, 256, 0, 256) LP_TILE_CASE(MODE, M, 256, 1, 16)
+    LP_TILE_U(S8_ACT_U8, 2) LP_TILE_U(S8_ACT_U8, 4) LP_TILE_U(S8_W_U8, 2) LP_TILE_U(S8_W_U8, 4) LP_TILE_U(S8_SIGN, 1)
 #undef LP_TILE_U
-#undef LP_TILE_M
 #undef LP_TILE_CASE
 }
 LP_AVX2_END
@@ -324,26 +338,27 @@ static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
 // One chunk: weight rows [LP_G_RT * chunk, ...) against every activation row.
 static void gemm_chunk(void *vctx, int chunk, int ith) {
     const gemm_ctx *c = vctx;
-    const int64_t cols = c->cols, units = c->units;
+    const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
     const int64_t first = (int64_t)chunk * LP_G_RT;
     const int nr = (int)(c->rows - first < LP_G_RT ? c->rows - first : LP_G_RT);
     uint8_t *base = c->wpanels + (int64_t)ith * c->wpanel_bytes;
     int8_t *q = (int8_t *)base;
     float *scale = (float *)(base + align_up(LP_G_RT * cols));
-    float *min = (float *)((uint8_t *)scale + align_up(LP_G_RT * units * 4));
-    int32_t *corr = (int32_t *)((uint8_t *)min + align_up(LP_G_RT * units * 4));
+    int32_t *corr = (int32_t *)((uint8_t *)scale + align_up(LP_G_RT * units * 4));
+    float *min = (float *)((uint8_t *)corr + align_up(LP_G_RT * units * 4));
     const int unit = c->t->s8_unit;
+    const lp_to_s8_fn to_s8 = c->t->to_s8[c->isa] ? c->t->to_s8[c->isa] : c->t->to_s8[LP_ISA_REF];
     int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
     for (int r = 0; r < LP_G_RT; r++) {
         int8_t *qr = q + r * cols;
-        float *sr = scale + r * units, *mr = min + r * units;
+        float *sr = scale + r * units, *mr = min + r * min_units;
         if (r < nr) {
-            c->t->to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, mr, cols);
-            if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)units);
+            to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, mr, cols);
+            if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
         } else {  // rows past the matrix: zero weights
             memset(qr, 0, (size_t)cols);
             memset(sr, 0, sizeof(float) * (size_t)units);
-            memset(mr, 0, sizeof(float) * (size_t)units);
+            memset(mr, 0, sizeof(float) * (size_t)min_units);
         }
         for (int64_t u = 0; u < units; u++) {
             int sum = 0;
@@ -356,7 +371,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             corr[r * units + u] = -128 * sum;
         }
     }
-    const wpanel wp = { q, scale, min, corr };
+    const wpanel wp = { q, scale, corr, min };
     gemm_ctx cc = *c;  // y offset to this chunk's rows
     cc.y = c->y + first;
     if (c->isa == LP_ISA_AVX2) {
@@ -391,9 +406,9 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
 int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n) {
     if (lp_gemm_work_size(t, cols, n, 1) <= 0) return 0;
     if (isa == LP_ISA_AVX512) return 1;
-    // AVX2: Q2_K and Q3_K keep their row dots, which are as fast (their tiny quants
-    // decode cheaply there, and a float step per 16 columns costs the tile more).
-    return isa == LP_ISA_AVX2 && t != lp_traits(LP_Q2_K) && t != lp_traits(LP_Q3_K);
+    // AVX2: Q3_K keeps its row dots, which are as fast: its int8 weights reach -128,
+    // which takes the tile's slowest way of multiplying (S8_SIGN).
+    return isa == LP_ISA_AVX2 && t != lp_traits(LP_Q3_K);
 }
 
 void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
@@ -401,7 +416,7 @@ void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, i
     gemm_ctx c = {
         .t = t, .w = w, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
-        .units = cols / t->s8_unit, .nblk = cols / 32,
+        .units = cols / t->s8_unit, .min_units = cols / t->s8_min_unit, .nblk = cols / 32,
         .groups = (n + LP_G_LANES - 1) / LP_G_LANES,
         .xq = xq, .xq_row_bytes = xq_row_bytes, .y = y,
         .wpanel_bytes = wpanel_bytes(t, cols), .isa = isa,

@@ -140,11 +140,11 @@ typedef void (*lp_vec_dot_r4_fn)(int n, float *restrict s, const void *restrict 
                                  const void *restrict y);
 
 // Weights as int8 for the batched product of prompt processing (gemm.c): n
-// elements of one row to int8 quants q and, per unit of s8_unit (16 or 32)
-// elements, a float scale and a float min, element k = scale[u] * q[k] + min[u]
-// (u = k / s8_unit). Types without mins leave min untouched. The scales and mins
-// are exact products of the block's fields, so the integer dot products are the
-// ones vec_dot computes.
+// elements of one row to int8 quants q, a float scale per unit of s8_unit (16, 32
+// or 256) elements and a float min per unit of s8_min_unit: element k =
+// scale[k / s8_unit] * q[k] + min[k / s8_min_unit]. Types without mins leave min
+// untouched. The scales and mins are exact products of the block's fields, so the
+// integer dot products are the ones vec_dot computes.
 typedef void (*lp_to_s8_fn)(const void *restrict x, int8_t *restrict q, float *restrict scale,
                             float *restrict min, int64_t n);
 
@@ -161,8 +161,10 @@ typedef struct {
     lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
     lp_vec_dot_r4_fn vec_dot_r4[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
     int64_t r4_max_row_bytes;            // vec_dot_r4 only for rows up to this long (where it measured faster)
-    lp_to_s8_fn to_s8;                   // NULL: no batched product (float types)
-    int s8_unit, s8_min;                 // to_s8's unit of scales; 1 when it writes mins
+    lp_to_s8_fn to_s8[LP_ISA_COUNT];     // [LP_ISA_REF] NULL: no batched product (float types);
+                                         // NULL for an ISA: the reference serves it
+    int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
+    int s8_min_unit;                     // its unit of mins (columns; divides s8_unit)
 } lp_type_traits;
 
 // NULL for a type id the library does not know.
@@ -209,6 +211,8 @@ LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
     void lp_vec_dot4_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                   const void *restrict y, size_t by);
 LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
+void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
+void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_DECLARE_QUANTIZE(q8_0)
 LP_DECLARE_QUANTIZE(q8_1)
