@@ -11,6 +11,8 @@
   rope base 1e6) written in F16 with gguf.GGUFWriter, then quantized by llama.cpp to Q4_K_M.
 - dense-Q4_K_M: the same shapes without experts, n_ff = 2 x the expert n_ff, so a token costs
   the same arithmetic as 2-of-8 experts while the file is ~3x smaller.
+- dense-Q3_K_M, dense-Q2_K: the dense model in the two smallest quant mixes the Mistral/Mixtral
+  releases ship (mostly Q3_K, and Q2_K with Q3_K), whose K-quants SmolLM2 cannot hold.
 
 Weights are random (a seeded pool of normal draws, tiled; speed does not depend on the values).
 The vocabulary is a minimal SentencePiece-style one (<unk>, <s>, </s>, 256 byte tokens, filler
@@ -30,7 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "build" / "bench-models"
 SMOLLM2_REQUANT = ("Q4_0", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
-ALL = ("smollm2-Q4_1",) + tuple(f"smollm2-{q}" for q in SMOLLM2_REQUANT) + ("moe-Q4_K_M", "dense-Q4_K_M")
+ALL = ("smollm2-Q4_1",) + tuple(f"smollm2-{q}" for q in SMOLLM2_REQUANT) + (
+    "moe-Q4_K_M", "dense-Q4_K_M", "dense-Q3_K_M", "dense-Q2_K")
 
 sys.path.insert(0, str(ROOT))
 from runtime.gguf import GGUFFile  # noqa: E402
