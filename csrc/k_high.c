@@ -218,7 +218,8 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
 // int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
-// activation rows (k_rows.h).
+// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_high_x86.h,
+// compiled for AVX2 and again for AVX-512 (VPDPWSSD for the scale step).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -240,124 +241,24 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
-// Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales.
-// Per block and row: d * yd * sum(scale * quant dot) - dmin * yd * sum(min * bsum),
-// the second in 8 lanes of pair sums (sub-block g: min g times bsums 2g, 2g+1).
-K_INLINE void k4_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                           size_t by, const int nr, const int q5) {
-    const uint8_t *x = vx;
-    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
-    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i bit4 = _mm256_set1_epi8(0x10);
-    __m256 acc[4];
-    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
-    for (int i = 0; i < n / QK_K; i++, x += size) {
-        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
-        const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
-        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
-        const __m128i sm = k4_scale_min_avx2(b->scales);
-        // the 8 scales as int16 in both 128-bit lanes; the 8 mins as int16, each twice
-        const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
-        const __m256i mins = _mm256_cvtepu8_epi16(
-            _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
-        // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
-        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
-        __m256i sumi[4];
-        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
-            __m256i q0 = _mm256_and_si256(bits, m4);
-            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            if (q5) {
-                q0 = _mm256_or_si256(q0, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
-                q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
-                hb = _mm256_srli_epi16(hb, 2);
-            }
-            const __m256i sc0 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k));
-            const __m256i sc1 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1));
-            K_FOR_ROWS(r) {
-                const int8_t *a = K_ROW(vy, r, by, i)->qs + 64 * k;
-                const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
-                const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_madd_epi16(sc0, p0), _mm256_madd_epi16(sc1, p1)));
-                K_KEEP(sumi[r]);
-            }
-        }
-        K_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(vy, r, by, i);
-            const __m256 yd = _mm256_set1_ps(yr->d);
-            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ), acc[r]);
-        }
-    }
-    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
-}
-K_INLINE void q4_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                             size_t by, const int nr) { k4_rows_avx2(n, s, bs, x, y, by, nr, 0); }
-K_INLINE void q5_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                             size_t by, const int nr) { k4_rows_avx2(n, s, bs, x, y, by, nr, 1); }
-K_ROWS_DOTS(q4_K, avx2)
-K_ROWS_DOTS(q5_K, avx2)
-
-K_INLINE void q6_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                             size_t by, const int nr) {
-    const block_q6_K *restrict x = vx;
-    const uint8_t *y = vy;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i m2 = _mm256_set1_epi8(0x03);
-    __m256 acc[4];
-    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
-    for (int i = 0; i < n / QK_K; i++) {
-        const float xd = lp_half_to_float_f16c(x[i].d);
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        // int16 scales, even groups in the low lane, odd groups in the high lane:
-        // sub-block b (32 quants = groups 2b, 2b+1) gets its factors from element b of each lane
-        const __m256i scales = _mm256_cvtepi8_epi16(
-            _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
-        __m256i sumi[4];
-        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            // 128 quants: ql[64h..64h+63], qh[32h..32h+31]
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h + 32));
-            const __m256i hh = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8(0x0c)), 2));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                               _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                               _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
-            K_FOR_ROWS(r) {
-                const int8_t *a = K_ROW(y, r, by, i)->qs + 128 * h;
-                const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
-                const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-                const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(a + 64)));
-                const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(a + 96)));
-                // (the scale shuffles are the same for every row: the compiler computes them once)
-                const __m256i s0 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 0)), p0);
-                const __m256i s1 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
-                const __m256i s2 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
-                const __m256i s3 = _mm256_madd_epi16(_mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3)));
-                K_KEEP(sumi[r]);
-            }
-        }
-        K_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(y, r, by, i);
-            // the -32 offset: 32 * sum of scale * (activation sum of its group)
-            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * yr->d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset)), acc[r]);
-        }
-    }
-    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
-}
-K_ROWS_DOTS(q6_K, avx2)
+#define K_X86_ISA avx2
+#define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
+#define K_X86_KEEP(v) K_KEEP(v)
+#include "k_high_x86.h"
+#undef K_X86_ISA
+#undef K_X86_DOT
+#undef K_X86_KEEP
 LP_AVX2_END
+
+LP_AVX512_BEGIN
+#define K_X86_ISA avx512
+#define K_X86_DOT(acc, sc, p) _mm256_dpwssd_epi32(acc, p, sc)
+#define K_X86_KEEP(v) K_KEEP_V(v)
+#include "k_high_x86.h"
+#undef K_X86_ISA
+#undef K_X86_DOT
+#undef K_X86_KEEP
+LP_AVX512_END
 #endif
 
 // ---------------------------------------------------------------------------

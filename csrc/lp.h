@@ -211,6 +211,7 @@ LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
     void lp_vec_dot4_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                   const void *restrict y, size_t by);
 LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
+LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)
 void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)

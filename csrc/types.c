@@ -60,9 +60,9 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_Q8_1] = { "q8_1", QK8_1, sizeof(block_q8_1), LP_Q8_1, 2, {0, 2}, lp_q8_1_to_float, LP_QUANTS(q8_1), {0} },
     [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K_LOW(q2_K, 1, 16) },
     [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K_LOW(q3_K, 0, QK_K) },
-    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS(q4_K), LP_S8(q4_K, 32, 1) },
-    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS(q5_K), LP_S8(q5_K, 32, 1) },
-    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS(q6_K), LP_S8(q6_K, 16, 0) },
+    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8(q4_K, 32, 1) },
+    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8(q5_K, 32, 1) },
+    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8(q6_K, 16, 0) },
     [LP_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LP_Q8_K, 0, {0}, lp_q8_K_to_float, LP_QUANTS(q8_K), {0} },
 };
 
