@@ -177,3 +177,68 @@ class TokenType(IntEnum):
     USER_DEFINED = 4
     UNUSED = 5
     BYTE = 6
+
+# --- expected metadata types --------------------------------------------------------------------
+# The GGUF type each key the runtime reads must have, as llama.cpp's model loader checks it: a
+# scalar key has exactly one type (a count is UINT32, a float FLOAT32); an array is (ARRAY, element
+# type). Keys not listed are not checked. runtime/gguf.py (get_key, check_metadata_types) applies it.
+
+_T = GGUFValueType
+_STR, _U32, _F32, _BOOL = ((_T.STRING,),), ((_T.UINT32,),), ((_T.FLOAT32,),), ((_T.BOOL,),)
+METADATA_TYPES: dict[str, tuple[tuple[GGUFValueType, ...], ...]] = {
+    KEY_GENERAL_ARCHITECTURE: _STR,
+    KEY_GENERAL_NAME: _STR,
+    KEY_GENERAL_ALIGNMENT: _U32,
+    KEY_GENERAL_FILE_TYPE: _U32,
+    KEY_GENERAL_QUANTIZATION_VERSION: _U32,
+    KEY_VOCAB_SIZE: _U32,
+    KEY_CONTEXT_LENGTH: _U32,
+    KEY_EMBEDDING_LENGTH: _U32,
+    KEY_BLOCK_COUNT: _U32,
+    KEY_FEED_FORWARD_LENGTH: _U32,   # llama.cpp also takes a per-layer array; this runtime does not
+    KEY_EXPERT_COUNT: _U32,
+    KEY_EXPERT_USED_COUNT: _U32,
+    KEY_HEAD_COUNT: _U32,            # same
+    KEY_HEAD_COUNT_KV: _U32,         # same
+    KEY_KEY_LENGTH: _U32,
+    KEY_VALUE_LENGTH: _U32,
+    KEY_LAYER_NORM_RMS_EPS: _F32,
+    KEY_ROPE_DIMENSION_COUNT: _U32,
+    KEY_ROPE_FREQ_BASE: _F32,
+    KEY_ROPE_SCALING_TYPE: _STR,
+    KEY_ROPE_SCALING_FACTOR: _F32,
+    KEY_TOKENIZER_MODEL: _STR,
+    KEY_TOKENIZER_PRE: _STR,
+    KEY_TOKENIZER_TOKENS: ((_T.ARRAY, _T.STRING),),
+    KEY_TOKENIZER_SCORES: ((_T.ARRAY, _T.FLOAT32),),
+    # token types are read as 32-bit ints: llama.cpp's int-array reader takes either signedness
+    KEY_TOKENIZER_TOKEN_TYPE: ((_T.ARRAY, _T.INT32), (_T.ARRAY, _T.UINT32)),
+    KEY_TOKENIZER_MERGES: ((_T.ARRAY, _T.STRING),),
+    KEY_TOKENIZER_ADD_BOS: _BOOL,
+    KEY_TOKENIZER_ADD_EOS: _BOOL,
+    KEY_TOKENIZER_ADD_SPACE_PREFIX: _BOOL,
+    KEY_TOKENIZER_CHAT_TEMPLATE: _STR,
+    **{f"tokenizer.ggml.{name}_token_id": _U32 for name in (
+        "bos", "eos", "eot", "eom", "unknown", "padding", "seperator", "cls", "mask",
+        "prefix", "suffix", "middle",
+        "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep")},
+}
+
+# --- what the runtime can run -------------------------------------------------------------------
+
+SUPPORTED_ARCHS = ("llama",)
+
+# Tensor types the C kernels compute with (runtime.kernels.WEIGHT_TYPES; tests/test_model.py
+# checks the two agree). Kept here as data so a model can be checked without loading the kernels.
+RUNTIME_TENSOR_TYPES = frozenset({
+    GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
+    GGMLType.Q5_1, GGMLType.Q8_0, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
+    GGMLType.Q6_K,
+})
+
+# Hard limits on hyperparameters, checked before anything is sized by them.
+MAX_LAYERS = 512            # llama.cpp's LLAMA_MAX_LAYERS
+MAX_EXPERTS = 512           # llama.cpp's LLAMA_MAX_EXPERTS
+MAX_CONTEXT = 1 << 30       # positions are int32 in the kernels; the KV cache rounds n_ctx up
+MAX_DIM = (1 << 31) - 1     # every size the kernels take is a C int
+ROPE_SCALING_FACTOR_RANGE = (1e-3, 1e6)  # linear factors: outside, angles overflow float32 or vanish

@@ -36,6 +36,7 @@ from .constants import (
     GGUF_SCALAR_FORMATS,
     GGUF_SUPPORTED_VERSIONS,
     KEY_GENERAL_ALIGNMENT,
+    METADATA_TYPES,
     GGMLType,
     GGUFValueType,
 )
@@ -58,6 +59,17 @@ _MIN_ELEMENT_SIZE[GGUFValueType.ARRAY] = 12
 
 class GGUFError(ValueError):
     """A file that is not a readable GGUF; the message is one line and names the offset."""
+
+
+class Metadata(dict):
+    """key -> value, as read; also each key's GGUF type (`types`) and offset (`offsets`).
+
+    Read keys the runtime knows with `get_key`, which checks their type."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: dict[str, tuple[GGUFValueType, ...]] = {}
+        self.offsets: dict[str, int] = {}
 
 
 def _quote(text: str, limit: int = 60) -> str:
@@ -197,10 +209,11 @@ class GGUFFile:
         path, offset:  the file and the absolute offset of the GGUF's first byte
         file, mm:      the open file and its read-only mmap (whole file), kept open
         version:       2 or 3
-        metadata:      key -> value; values are int, float, bool, str or list (arrays, in
-                       file order; nested arrays are lists of lists). Numeric arrays are
-                       plain lists too (made by one numpy read + tolist(), ~1 ms per 50k).
-        value_types:   key -> (GGUFValueType,) or (ARRAY, element type)
+        metadata:      a Metadata: key -> value; values are int, float, bool, str or list
+                       (arrays, in file order; nested arrays are lists of lists). Numeric
+                       arrays are plain lists too (one numpy read + tolist(), ~1 ms per 50k).
+                       Read the keys the runtime knows with `get_key` (type-checked).
+        value_types:   key -> (GGUFValueType,) or (ARRAY, element type) (= metadata.types)
         alignment:     from `general.alignment` (uint32 power of two) or 32
         data_offset:   absolute offset of the tensor data section
         tensors:       name -> GGUFTensor, in file order
@@ -209,8 +222,8 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike[str], offset: int = 0) -> None:
         self.path = os.fspath(path)
         self.offset = offset
-        self.metadata: dict[str, Any] = {}
-        self.value_types: dict[str, tuple[GGUFValueType, ...]] = {}
+        self.metadata = Metadata()
+        self.value_types = self.metadata.types
         self.tensors: dict[str, GGUFTensor] = {}
         self.version = 0
         self.alignment = GGUF_DEFAULT_ALIGNMENT
@@ -262,7 +275,7 @@ class GGUFFile:
         self._check_counts(cur, n_tensors, n_kv)
 
         # Metadata.
-        kv_offsets: dict[str, int] = {}
+        kv_offsets = self.metadata.offsets
         for _ in range(n_kv):
             start = cur.pos
             key = cur.string("key")
@@ -397,3 +410,80 @@ class GGUFFile:
     def __repr__(self) -> str:
         return (f"GGUFFile({self.path!r}, offset={self.offset}, version={self.version}, "
                 f"{len(self.metadata)} keys, {len(self.tensors)} tensors)")
+
+
+# --- typed metadata reads -----------------------------------------------------------------------
+
+def expected_types(key: str) -> tuple[tuple[GGUFValueType, ...], ...] | None:
+    """The GGUF types constants.METADATA_TYPES allows for `key` ("llama.block_count" is looked up
+    as "{arch}.block_count"), or None for a key the runtime does not read."""
+    if key in METADATA_TYPES:
+        return METADATA_TYPES[key]
+    _, _, rest = key.partition(".")
+    return METADATA_TYPES.get("{arch}." + rest) if rest else None
+
+
+def type_label(vtype: tuple[GGUFValueType, ...]) -> str:
+    """(UINT32,) -> "UINT32"; (ARRAY, STRING) -> "ARRAY of STRING"."""
+    return " of ".join(t.name for t in vtype)
+
+
+_INTEGER_RANGES = {GGUFValueType.UINT8: (0, 2**8), GGUFValueType.INT8: (-2**7, 2**7),
+                   GGUFValueType.UINT16: (0, 2**16), GGUFValueType.INT16: (-2**15, 2**15),
+                   GGUFValueType.UINT32: (0, 2**32), GGUFValueType.INT32: (-2**31, 2**31),
+                   GGUFValueType.UINT64: (0, 2**64), GGUFValueType.INT64: (-2**63, 2**63)}
+
+
+def _python_value_fits(vtype: GGUFValueType, value: Any) -> bool:
+    """Whether a plain Python value could have been read as `vtype` (metadata dicts made in code)."""
+    if vtype in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[vtype]
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+    if vtype in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64):
+        return isinstance(value, float)
+    if vtype == GGUFValueType.BOOL:
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _python_fits(vtype: tuple[GGUFValueType, ...], value: Any) -> bool:
+    if vtype[0] != GGUFValueType.ARRAY:
+        return _python_value_fits(vtype[0], value)
+    return isinstance(value, list) and all(_python_value_fits(vtype[1], v) for v in value)
+
+
+def check_key_type(metadata: dict[str, Any], key: str) -> None:
+    """Raise GGUFError unless `metadata[key]` (present) has a type the runtime reads it as.
+
+    A Metadata knows each value's GGUF type: it must be one METADATA_TYPES lists, exactly (as
+    llama.cpp's loader checks). A plain dict (made in code) is checked by Python type instead."""
+    expected = expected_types(key)
+    if expected is None:
+        return
+    want = " or ".join(type_label(t) for t in expected)
+    found = getattr(metadata, "types", {}).get(key)
+    if found is not None:
+        if found not in expected:
+            where = metadata.offsets.get(key)  # type: ignore[attr-defined]
+            raise GGUFError(f"gguf: metadata key {_quote(key)} has type {type_label(found)}, "
+                            f"expected {want}" + (f" (key at offset {where})" if where is not None
+                                                  else ""))
+    elif not any(_python_fits(t, metadata[key]) for t in expected):
+        raise GGUFError(f"gguf: metadata key {_quote(key)} has a {type(metadata[key]).__name__} "
+                        f"value, expected {want}")
+
+
+def get_key(metadata: dict[str, Any], key: str, default: Any = None) -> Any:
+    """`metadata[key]` after check_key_type, or `default` when the key is absent (or None)."""
+    value = metadata.get(key)
+    if value is None:
+        return default
+    check_key_type(metadata, key)
+    return value
+
+
+def check_metadata_types(metadata: dict[str, Any]) -> None:
+    """check_key_type on every key of `metadata` the runtime reads."""
+    for key in metadata:
+        if metadata[key] is not None:
+            check_key_type(metadata, key)

@@ -6,105 +6,16 @@ Python owns every buffer (numpy arrays, kept alive here); C only fills them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from runtime import kernels
-from runtime.constants import (
-    KEY_BLOCK_COUNT, KEY_CONTEXT_LENGTH, KEY_EMBEDDING_LENGTH, KEY_EXPERT_COUNT, KEY_EXPERT_USED_COUNT,
-    KEY_FEED_FORWARD_LENGTH, KEY_GENERAL_ARCHITECTURE, KEY_HEAD_COUNT, KEY_HEAD_COUNT_KV, KEY_KEY_LENGTH,
-    KEY_LAYER_NORM_RMS_EPS, KEY_ROPE_DIMENSION_COUNT, KEY_ROPE_FREQ_BASE, KEY_ROPE_SCALING_FACTOR,
-    KEY_ROPE_SCALING_TYPE,
-)
 from runtime.gguf import GGUFFile
 from runtime.kernels import ffi, lib
-
-SUPPORTED_ARCHS = ("llama",)
-
-
-class ModelError(ValueError):
-    """A model this runtime cannot run; the message is one line naming why."""
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str
-    n_vocab: int
-    n_ctx_train: int
-    n_embd: int
-    n_layer: int
-    n_ff: int
-    n_head: int
-    n_head_kv: int
-    head_dim: int
-    n_rot: int
-    rms_eps: float
-    rope_base: float
-    rope_freq_scale: float   # 1 / linear scaling factor
-    n_expert: int
-    n_expert_used: int
-
-    @property
-    def q_dim(self) -> int:
-        return self.n_head * self.head_dim
-
-    @property
-    def kv_dim(self) -> int:
-        return self.n_head_kv * self.head_dim
-
-    @classmethod
-    def from_gguf(cls, f: GGUFFile) -> ModelConfig:
-        md = f.metadata
-        arch = md.get(KEY_GENERAL_ARCHITECTURE)
-        if arch not in SUPPORTED_ARCHS:
-            raise ModelError(f"unsupported model architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHS)})")
-
-        def get(key: str, default: Any = None) -> Any:
-            value = md.get(key.format(arch=arch), default)
-            if value is None:
-                raise ModelError(f"model metadata lacks {key.format(arch=arch)}")
-            return value
-
-        n_embd, n_head = int(get(KEY_EMBEDDING_LENGTH)), int(get(KEY_HEAD_COUNT))
-        n_head_kv = int(get(KEY_HEAD_COUNT_KV, n_head))
-        head_dim = int(get(KEY_KEY_LENGTH, n_embd // n_head if n_head else 0))
-        scaling = str(md.get(KEY_ROPE_SCALING_TYPE.format(arch=arch), "none"))
-        factor = float(md.get(KEY_ROPE_SCALING_FACTOR.format(arch=arch), 0.0) or 0.0)
-        if scaling not in ("none", "linear"):
-            raise ModelError(f"unsupported rope scaling type {scaling!r} (supported: none, linear)")
-        n_expert = int(md.get(KEY_EXPERT_COUNT.format(arch=arch), 0))
-        emb = f.tensors.get("token_embd.weight")
-        if emb is None:
-            raise ModelError("model has no token_embd.weight tensor")
-        cfg = cls(
-            arch=arch, n_vocab=int(emb.shape[0]), n_ctx_train=int(get(KEY_CONTEXT_LENGTH)),
-            n_embd=n_embd, n_layer=int(get(KEY_BLOCK_COUNT)), n_ff=int(get(KEY_FEED_FORWARD_LENGTH)),
-            n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
-            n_rot=int(get(KEY_ROPE_DIMENSION_COUNT, head_dim)),
-            rms_eps=float(get(KEY_LAYER_NORM_RMS_EPS)), rope_base=float(get(KEY_ROPE_FREQ_BASE, 10000.0)),
-            rope_freq_scale=1.0 / factor if scaling == "linear" and factor > 0 else 1.0,
-            n_expert=n_expert,
-            n_expert_used=int(md.get(KEY_EXPERT_USED_COUNT.format(arch=arch), 0)) if n_expert else 0,
-        )
-        cfg.validate()
-        return cfg
-
-    def validate(self) -> None:
-        checks = [
-            (self.n_embd > 0 and self.n_layer > 0 and self.n_ff > 0, "sizes must be positive"),
-            (self.n_head > 0 and self.n_head_kv > 0 and self.n_head % self.n_head_kv == 0,
-             f"head_count {self.n_head} is not a multiple of head_count_kv {self.n_head_kv}"),
-            (self.head_dim > 0 and self.n_rot % 2 == 0 and 0 < self.n_rot <= self.head_dim,
-             f"rope dimension {self.n_rot} does not fit head size {self.head_dim}"),
-            (self.n_expert == 0 or 0 < self.n_expert_used <= self.n_expert,
-             f"expert_used_count {self.n_expert_used} of {self.n_expert} experts"),
-            (self.rms_eps > 0 and self.rope_base > 0, "rms epsilon and rope base must be positive"),
-        ]
-        for ok, why in checks:
-            if not ok:
-                raise ModelError(f"bad model hyperparameters: {why}")
+from runtime.model_check import (  # noqa: F401  (ModelConfig, check_model: part of this module's API)
+    ModelConfig, ModelError, check_model, global_tensors, layer_tensors,
+)
 
 
 class Model:
@@ -113,7 +24,7 @@ class Model:
     def __init__(self, f: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
                  max_batch: int = 512) -> None:
         self.file = f
-        self.config = cfg = ModelConfig.from_gguf(f)
+        self.config = cfg = check_model(f)  # everything the file says, before any allocation
         self.n_ctx = int(min(n_ctx or cfg.n_ctx_train, cfg.n_ctx_train) if n_ctx else cfg.n_ctx_train)
         if self.n_ctx < 1:
             raise ModelError(f"context size must be positive, got {self.n_ctx}")
@@ -122,64 +33,42 @@ class Model:
         self._keep: list[Any] = []  # every array and cdata C points into
         self._c = ffi.new("lp_model *")
         self._bind_weights()
-        self._allocate()
+        try:
+            self._allocate()
+        except MemoryError:
+            raise ModelError(f"not enough memory for a context of {self.n_ctx} positions with "
+                             f"{self.n_threads} threads (try a smaller -c)") from None
 
     # -- weights -------------------------------------------------------------
 
-    def _tensor(self, name: str, shape: tuple[int, ...], required: bool = True) -> Any:
-        """An lp_tensor for a GGUF tensor, checked against the expected shape."""
-        t = self.file.tensors.get(name)
+    def _tensor(self, name: str) -> Any:
+        """An lp_tensor for a GGUF tensor (shape and type checked by check_model)."""
+        t = self.file.tensors[name]
         out = ffi.new("lp_tensor *")
-        if t is None:
-            if required:
-                raise ModelError(f"model lacks tensor {name}")
-            return out[0]
-        if tuple(t.shape) != shape:
-            raise ModelError(f"tensor {name} has shape {tuple(t.shape)}, expected {shape}")
-        if len(shape) == 1:  # norms: float32 copies (tiny; any storage type)
+        if len(t.shape) == 1:  # norms: float32 copies (tiny; any storage type)
             data = kernels.dequantize(t).astype(np.float32)
             self._keep.append(data)
-            out.data, out.type, out.n_mat, out.rows, out.cols = ffi.from_buffer(data), 0, 1, 1, shape[0]
+            out.data, out.type, out.n_mat, out.rows, out.cols = ffi.from_buffer(data), 0, 1, 1, t.shape[0]
             return out[0]
-        if t.type not in kernels.WEIGHT_TYPES.values():
-            raise ModelError(f"tensor {name} has type {getattr(t.type, 'name', t.type)}, "
-                             "which this runtime cannot compute with")
-        if shape[-1] % kernels.type_info(t.type).block_size:
-            raise ModelError(f"tensor {name}: row length {shape[-1]} is not a multiple of its block size")
         self._keep.append(t.data)
         out.data = ffi.from_buffer(t.data)
         out.type = int(t.type)
-        out.n_mat = shape[0] if len(shape) == 3 else 1
-        out.rows, out.cols = shape[-2], shape[-1]
+        out.n_mat = t.shape[0] if len(t.shape) == 3 else 1
+        out.rows, out.cols = t.shape[-2], t.shape[-1]
         return out[0]
 
     def _bind_weights(self) -> None:
         cfg, c = self.config, self._c
-        D, V, F = cfg.n_embd, cfg.n_vocab, cfg.n_ff
-        c.tok_embd = self._tensor("token_embd.weight", (V, D))
-        c.output_norm = self._tensor("output_norm.weight", (D,))
-        tied = "output.weight" not in self.file.tensors
-        c.output = self._tensor("token_embd.weight" if tied else "output.weight", (V, D))
+        names = {field: name for field, (name, _) in global_tensors(cfg).items()}
+        if names["output"] not in self.file.tensors:
+            names["output"] = names["tok_embd"]  # tied: the output reuses the embeddings
+        for field, name in names.items():
+            setattr(c, field, self._tensor(name))
         layers = ffi.new("lp_layer[]", cfg.n_layer)
         self._keep.append(layers)
         for i in range(cfg.n_layer):
-            p, L = f"blk.{i}.", layers[i]
-            L.attn_norm = self._tensor(p + "attn_norm.weight", (D,))
-            L.wq = self._tensor(p + "attn_q.weight", (cfg.q_dim, D))
-            L.wk = self._tensor(p + "attn_k.weight", (cfg.kv_dim, D))
-            L.wv = self._tensor(p + "attn_v.weight", (cfg.kv_dim, D))
-            L.wo = self._tensor(p + "attn_output.weight", (D, cfg.q_dim))
-            L.ffn_norm = self._tensor(p + "ffn_norm.weight", (D,))
-            if cfg.n_expert:
-                E = cfg.n_expert
-                L.ffn_gate_inp = self._tensor(p + "ffn_gate_inp.weight", (E, D))
-                L.ffn_gate_exps = self._tensor(p + "ffn_gate_exps.weight", (E, F, D))
-                L.ffn_up_exps = self._tensor(p + "ffn_up_exps.weight", (E, F, D))
-                L.ffn_down_exps = self._tensor(p + "ffn_down_exps.weight", (E, D, F))
-            else:
-                L.ffn_gate = self._tensor(p + "ffn_gate.weight", (F, D))
-                L.ffn_up = self._tensor(p + "ffn_up.weight", (F, D))
-                L.ffn_down = self._tensor(p + "ffn_down.weight", (D, F))
+            for field, (name, _) in layer_tensors(cfg, i).items():
+                setattr(layers[i], field, self._tensor(name))
         c.layers = layers
 
     # -- buffers -------------------------------------------------------------

@@ -42,6 +42,7 @@ import codecs
 from typing import Any, Iterable
 
 from .constants import TokenType
+from .gguf import get_key
 from .tokenizer_bpe import BPE, PRE_TOKENIZERS, decode_piece
 from .tokenizer_spm import SPACE, SPM
 
@@ -91,6 +92,35 @@ class TokenizerError(ValueError):
     """A vocabulary this module cannot build or use; the message is one line."""
 
 
+def check_vocab(metadata: dict[str, Any]) -> int:
+    """The number of tokens, after checking what building a Tokenizer needs: the keys' types
+    (gguf.get_key), a supported model and pre-tokenizer, a non-empty token list, one score and
+    one type per token when present, merges for a gpt2 vocabulary. TokenizerError otherwise."""
+    md = metadata
+    model = get_key(md, _K + "model")
+    if model not in ("llama", "gpt2"):
+        raise TokenizerError(f"tokenizer: unsupported tokenizer model {model!r} "
+                             "(tokenizer.ggml.model); supported: 'llama', 'gpt2'")
+    tokens = get_key(md, _K + "tokens")
+    if not tokens:
+        raise TokenizerError("tokenizer: the file has no vocabulary (tokenizer.ggml.tokens)")
+    n = len(tokens)
+    for key in ("scores", "token_type"):
+        values = get_key(md, _K + key)
+        if values is not None and len(values) != n:
+            raise TokenizerError(f"tokenizer: tokenizer.ggml.{key} has {len(values)} entries for "
+                                 f"{n} tokens (tokenizer.ggml.tokens); expected one per token")
+    if model == "gpt2":
+        pre = get_key(md, _K + "pre") or "default"
+        if pre not in PRE_TOKENIZERS:
+            raise TokenizerError(
+                f"tokenizer: unknown pre-tokenizer type {pre!r} (tokenizer.ggml.pre); "
+                f"supported: {', '.join(sorted(PRE_TOKENIZERS))}")
+        if get_key(md, _K + "merges") is None:
+            raise TokenizerError("tokenizer: gpt2 vocabulary without tokenizer.ggml.merges")
+    return n
+
+
 class Tokenizer:
     """A GGUF vocabulary: text <-> token ids exactly as llama.cpp does it.
 
@@ -101,11 +131,9 @@ class Tokenizer:
 
     def __init__(self, metadata: dict[str, Any]) -> None:
         md = metadata
-        model = md.get(_K + "model")
-        tokens = md.get(_K + "tokens")
-        if not isinstance(tokens, list) or not tokens:
-            raise TokenizerError("tokenizer: the file has no vocabulary (tokenizer.ggml.tokens)")
-        n = len(tokens)
+        n = check_vocab(md)
+        model = md[_K + "model"]
+        tokens = md[_K + "tokens"]
         self.model = model
         self.tokens = tokens if all(tokens) else [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.n_vocab = n
@@ -117,23 +145,15 @@ class Tokenizer:
             bos, eos, unk = 1, 2, 0
             self.add_bos, self.add_eos = True, False
             self.add_space_prefix, self.clean_spaces = True, False
-        elif model == "gpt2":
-            self.pre = md.get(_K + "pre") or "default"
-            if self.pre not in PRE_TOKENIZERS:
-                raise TokenizerError(
-                    f"tokenizer: unknown pre-tokenizer type {self.pre!r} (tokenizer.ggml.pre); "
-                    f"supported: {', '.join(sorted(PRE_TOKENIZERS))}")
+        else:  # "gpt2" (check_vocab)
+            self.pre = get_key(md, _K + "pre") or "default"
             family, self.clean_spaces, ignore_merges, self.add_bos = PRE_TOKENIZERS[self.pre]
             bos, eos, unk = 11, 11, None
             self.add_eos, self.add_space_prefix = False, False
-        else:
-            raise TokenizerError(f"tokenizer: unsupported tokenizer model {model!r} "
-                                 "(tokenizer.ggml.model); supported: 'llama', 'gpt2'")
-        self.add_space_prefix = bool(md.get(_K + "add_space_prefix", self.add_space_prefix))
+        self.add_space_prefix = get_key(md, _K + "add_space_prefix", self.add_space_prefix)
 
-        types = md.get(_K + "token_type")
-        if isinstance(types, list) and len(types) >= n:
-            types = types[:n]
+        types = get_key(md, _K + "token_type")
+        if types is not None:  # one per token (check_vocab)
             if min(types) >= 0 and max(types) < len(_TYPE_TO_ATTR):
                 self.attrs = list(map(_TYPE_TO_ATTR.__getitem__, types))
             else:
@@ -145,10 +165,8 @@ class Tokenizer:
         def special(key: str, default: int | None) -> int | None:
             if default is not None and default >= n:
                 default = None
-            value = md.get(_K + key)
-            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < n:
-                return value
-            return default
+            value = get_key(md, _K + key)
+            return value if value is not None and value < n else default  # as llama.cpp: bad ids ignored
 
         self.bos_id = special("bos_token_id", bos)
         self.eos_id = special("eos_token_id", eos)
@@ -160,10 +178,8 @@ class Tokenizer:
                for k in ("pre", "suf", "mid", "pad", "rep", "sep")}
         for key, old in (("pre", "prefix"), ("suf", "suffix"), ("mid", "middle")):
             fim[key] = special(f"{old}_token_id", fim[key])
-        if isinstance(md.get(_K + "add_bos_token"), bool):
-            self.add_bos = md[_K + "add_bos_token"]
-        if isinstance(md.get(_K + "add_eos_token"), bool):
-            self.add_eos = md[_K + "add_eos_token"]
+        self.add_bos = get_key(md, _K + "add_bos_token", self.add_bos)
+        self.add_eos = get_key(md, _K + "add_eos_token", self.add_eos)
 
         # tokens found by their text; each one found becomes CONTROL
         self.eot_id = self.eot_id if self.eot_id is not None else self._find(EOT_NAMES)
@@ -186,7 +202,7 @@ class Tokenizer:
                     if a & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)]
         specials.sort(key=lambda i: -len(self.tokens[i].encode("utf-8")))
         self._specials = specials
-        name = str(md.get("general.name", "")).lower()
+        name = get_key(md, "general.name", "").lower()
         if "phi-3" in name or "phi3" in name:  # llama.cpp's per-model attributes
             for i in specials:
                 self.attrs[i] |= ATTR_RSTRIP
@@ -198,21 +214,17 @@ class Tokenizer:
 
         self._pieces: list[bytes | None] = [None] * n
         if model == "llama":
-            scores = md.get(_K + "scores")
-            if not isinstance(scores, list) or len(scores) < n:
-                scores = [0.0] * n
+            scores = get_key(md, _K + "scores") or [0.0] * n  # one per token (check_vocab)
             byte_ids: list[int | None] = []
             for b in range(256):
                 tid = self.token_to_id.get(f"<0x{b:02X}>")
                 if tid is None and b < 0x80:  # llama.cpp falls back to the one-byte token
                     tid = self.token_to_id.get(chr(b))
                 byte_ids.append(tid)
-            self._spm: SPM | None = SPM(self.token_to_id, [float(s) for s in scores[:n]], byte_ids)
+            self._spm: SPM | None = SPM(self.token_to_id, scores, byte_ids)
             self._bpe: BPE | None = None
         else:
-            merges = md.get(_K + "merges")
-            if not isinstance(merges, list):
-                raise TokenizerError("tokenizer: gpt2 vocabulary without tokenizer.ggml.merges")
+            merges = md[_K + "merges"]  # present (check_vocab)
             self._spm = None
             self._bpe = BPE(self.token_to_id, merges, family, ignore_merges)
 

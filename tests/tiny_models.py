@@ -44,6 +44,15 @@ def _store(values: np.ndarray, qtype: QT) -> tuple[np.ndarray, np.ndarray]:
     return data, gguf.quants.dequantize(data, qtype).astype(np.float32)
 
 
+def add_tiny_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
+    """A SentencePiece-style vocabulary of n_vocab tokens: <unk>, <s>, </s>, then "t3", "t4", ..."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, n_vocab)]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * n_vocab)
+    w.add_token_types([2, 3, 3] + [1] * (n_vocab - 3))
+
+
 def write_tiny_llama(path: Path, spec: TinySpec) -> TinySpec:
     """Writes the model; fills spec.weights with the values as stored (after quantization)."""
     rng = np.random.default_rng(spec.seed)
@@ -64,6 +73,7 @@ def write_tiny_llama(path: Path, spec: TinySpec) -> TinySpec:
     if spec.n_expert:
         w.add_expert_count(spec.n_expert)
         w.add_expert_used_count(spec.n_expert_used)
+    add_tiny_vocab(w, V)
 
     def add(name: str, values: np.ndarray, qtype: QT) -> None:
         data, stored = _store(values, qtype)
