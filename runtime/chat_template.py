@@ -31,6 +31,8 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from .gguf import get_key  # metadata reads, type-checked (GGUFError)
+
 KEY_CHAT_TEMPLATE = "tokenizer.chat_template"
 KEY_TOKENS = "tokenizer.ggml.tokens"
 KEY_BOS_ID = "tokenizer.ggml.bos_token_id"
@@ -223,13 +225,13 @@ class ChatTemplate:
         the file's `tokenizer.chat_template`, else Mistral's format. BOS/EOS strings come from
         `tokens` (default: the file's `tokenizer.ggml.tokens`) at the file's BOS/EOS ids."""
         if tokens is None:
-            tokens = metadata.get(KEY_TOKENS) or ()
-        bos = _token_text(tokens, metadata.get(KEY_BOS_ID))
-        eos = _token_text(tokens, metadata.get(KEY_EOS_ID))
+            tokens = get_key(metadata, KEY_TOKENS) or ()
+        bos = _token_text(tokens, get_key(metadata, KEY_BOS_ID))
+        eos = _token_text(tokens, get_key(metadata, KEY_EOS_ID))
         if override:
             name = override if override in BUILTIN_TEMPLATES else "custom"
             return cls(override, bos, eos, name=name)
-        source = metadata.get(KEY_CHAT_TEMPLATE)
+        source = get_key(metadata, KEY_CHAT_TEMPLATE)
         if isinstance(source, str) and source.strip():
             return cls(source, bos, eos, name="gguf")
         return cls(MISTRAL_TEMPLATE, bos, eos, name="mistral")

@@ -219,7 +219,7 @@ METADATA_TYPES: dict[str, tuple[tuple[GGUFValueType, ...], ...]] = {
     KEY_TOKENIZER_ADD_SPACE_PREFIX: _BOOL,
     KEY_TOKENIZER_CHAT_TEMPLATE: _STR,
     **{f"tokenizer.ggml.{name}_token_id": _U32 for name in (
-        "bos", "eos", "eot", "eom", "unknown", "padding", "seperator", "cls", "mask",
+        "bos", "eos", "eot", "eom", "unknown", "padding", "seperator", "mask",
         "prefix", "suffix", "middle",
         "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep")},
 }

@@ -409,3 +409,71 @@ def test_real_model_truncated(real: GGUFFile, smollm2_path: Path, tmp_path: Path
         os.truncate(path, cut)
         err = check(path)
         assert err is not None and "offset" in str(err), cut
+
+
+# --- typed metadata reads (get_key): the types llama.cpp's loader requires ----------------------
+
+def test_metadata_type_table_uses_gguf_key_names() -> None:
+    """Every key the type table checks is spelled as gguf-py (the converters) writes it."""
+    from runtime.constants import METADATA_TYPES
+    names = {v for group in vars(gguf.Keys).values() if isinstance(group, type)
+             for v in vars(group).values() if isinstance(v, str)}
+    assert sorted(k for k in METADATA_TYPES if k not in names) == []
+
+
+def test_expected_types_by_architecture() -> None:
+    from runtime.gguf import expected_types
+    assert expected_types("llama.block_count") == expected_types("qwen2.block_count") == ((VT.UINT32,),)
+    assert expected_types("tokenizer.ggml.scores") == ((VT.ARRAY, VT.FLOAT32),)
+    assert expected_types("general.name") == ((VT.STRING,),)
+    assert expected_types("k.u8") is None and expected_types("nodot") is None
+
+
+def test_get_key_checks_the_file_type(tmp_path: Path) -> None:
+    """A key of the wrong GGUF type: a one-line GGUFError naming the key, both types and its
+    offset; the right type reads; an absent key gives the default; unknown keys are unchecked."""
+    from runtime.gguf import check_metadata_types, get_key
+    path = tmp_path / "typed.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_key_value("llama.context_length", 512, gguf.GGUFValueType.UINT32)
+    w.add_key_value("llama.block_count", "2", gguf.GGUFValueType.STRING)
+    w.add_key_value("tokenizer.ggml.scores", [1.0, 2.0], gguf.GGUFValueType.ARRAY,
+                    sub_type=gguf.GGUFValueType.FLOAT64)
+    w.add_key_value("k.anything", 1.5, gguf.GGUFValueType.FLOAT64)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    with GGUFFile(path) as f:
+        md = f.metadata
+        assert get_key(md, "llama.context_length") == 512 and get_key(md, "k.anything") == 1.5
+        assert get_key(md, "llama.embedding_length", 7) == 7
+        offset = md.offsets["llama.block_count"]
+        with pytest.raises(GGUFError, match=f"'llama.block_count' has type STRING, expected UINT32 "
+                                            rf"\(key at offset {offset}\)"):
+            get_key(md, "llama.block_count")
+        with pytest.raises(GGUFError, match="'tokenizer.ggml.scores' has type ARRAY of FLOAT64, "
+                                            "expected ARRAY of FLOAT32"):
+            get_key(md, "tokenizer.ggml.scores")
+        with pytest.raises(GGUFError, match="llama.block_count"):
+            check_metadata_types(md)
+        assert md["llama.block_count"] == "2"  # plain dict reads are unchanged
+
+
+@pytest.mark.parametrize("key, value", [
+    ("llama.block_count", True), ("llama.block_count", -1), ("llama.block_count", 2**32),
+    ("llama.block_count", 2.0), ("llama.rope.freq_base", 10000), ("tokenizer.ggml.add_bos_token", 1),
+    ("tokenizer.ggml.scores", [0.0, 1]), ("tokenizer.ggml.tokens", "abc"), ("tokenizer.ggml.tokens", ["a", 1]),
+    ("tokenizer.ggml.token_type", [1, 2**32]),
+])
+def test_get_key_on_a_plain_dict_checks_the_python_type(key: str, value: Any) -> None:
+    """Metadata made in code (no GGUF types): the value must be one the GGUF type could hold."""
+    from runtime.gguf import get_key
+    with pytest.raises(GGUFError, match=key.replace(".", r"\.")):
+        get_key({key: value}, key)
+
+
+def test_get_key_on_a_plain_dict_accepts_good_values() -> None:
+    from runtime.gguf import get_key
+    md = {"llama.block_count": 2**32 - 1, "llama.rope.freq_base": 1e4, "tokenizer.ggml.token_type": [-1, 6],
+          "tokenizer.ggml.tokens": ["a", ""], "tokenizer.ggml.model": None}
+    assert [get_key(md, k, "dflt") for k in md] == [2**32 - 1, 1e4, [-1, 6], ["a", ""], "dflt"]

@@ -171,6 +171,37 @@ def test_missing_vocabulary_is_an_error() -> None:
         Tokenizer.from_gguf_metadata({"tokenizer.ggml.model": "llama"})
 
 
+@pytest.mark.parametrize("key, cut", [("tokenizer.ggml.scores", 1), ("tokenizer.ggml.token_type", 1),
+                                      ("tokenizer.ggml.token_type", -1)])
+def test_per_token_arrays_of_the_wrong_length_are_errors(base_metadata: Meta, key: str, cut: int) -> None:
+    """One score and one type per token, as llama.cpp indexes them (it reads past a short array);
+    before, a short array was silently replaced and a long one cut."""
+    md = dict(base_metadata["mistral"])
+    md[key] = md[key][:-cut] if cut > 0 else md[key] + md[key][:1]
+    with pytest.raises(TokenizerError, match=f"{key} has {len(md[key])} entries for 32000 tokens"):
+        Tokenizer.from_gguf_metadata(md)
+
+
+@pytest.mark.parametrize("key, value", [("tokenizer.ggml.bos_token_id", "1"), ("tokenizer.ggml.eos_token_id", True),
+                                        ("tokenizer.ggml.add_bos_token", 1), ("tokenizer.ggml.scores", "x"),
+                                        ("tokenizer.ggml.tokens", [1, 2]), ("tokenizer.ggml.pre", 3)])
+def test_wrong_value_types_are_one_line_errors(base_metadata: Meta, key: str, value: Any) -> None:
+    """Before, a token id of the wrong type was ignored, a string add_bos_token taken as true,
+    a non-list score array replaced: now the key is named (GGUFError, a ValueError)."""
+    from runtime.gguf import GGUFError
+    md = dict(base_metadata["smollm2" if key.endswith("pre") else "mistral"], **{key: value})
+    with pytest.raises(GGUFError, match=key.replace(".", r"\.")) as e:
+        Tokenizer.from_gguf_metadata(md)
+    assert "\n" not in str(e.value)
+
+
+def test_merges_are_required_for_gpt2(base_metadata: Meta) -> None:
+    md = dict(base_metadata["smollm2"])
+    del md["tokenizer.ggml.merges"]
+    with pytest.raises(TokenizerError, match="tokenizer.ggml.merges"):
+        Tokenizer.from_gguf_metadata(md)
+
+
 def test_missing_pre_means_default(base_metadata: Meta) -> None:
     md = dict(base_metadata["smollm2"])
     del md["tokenizer.ggml.pre"]
