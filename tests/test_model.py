@@ -124,3 +124,15 @@ def test_hidden_states_are_the_final_norm_of_the_reference(tmp_path: Path) -> No
     want = reference_logits(spec, TOKENS)
     got = hidden.astype(np.float64) @ spec.weights["output.weight"].astype(np.float64).T
     _assert_close(got, want, 2e-3)
+
+
+def test_out_of_memory_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buffers too big for the machine (a huge -c or thread count): one line, not MemoryError."""
+    path = tmp_path / "tiny.gguf"
+    write_tiny_llama(path, TinySpec())
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(np, "zeros", no_memory)
+    with pytest.raises(ModelError, match="not enough memory for a context of 128 positions"):
+        Model(GGUFFile(path), n_threads=2)
