@@ -157,7 +157,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
 
 def _add_sampling(s) -> None:
     d = DEFAULTS
-    s.add_argument("-n", "--n-predict", type=_ranged(int, lo=-2), default=None, metavar="N",
+    s.add_argument("-n", "--n-predict", type=_ranged(int, -2, (1 << 31) - 1), default=None, metavar="N",
                    help=f"tokens to generate (default: {d['n_predict']}: until the end of text or a full "
                         f"context; -2 likewise; a chat reply stops at {CHAT_MAX_TOKENS} unless -n is given)")
     s.add_argument("--temp", type=_ranged(float), default=None, metavar="T",

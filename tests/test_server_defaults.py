@@ -154,8 +154,10 @@ def test_defaults_baked_in_args_reach_the_server(tmp_path: Path) -> None:
     packed = build(TINY, tmp_path / "tiny.llamafile", runtime, args=["--temp", "0", "-n", "7", "--seed", "5"],
                    progress=False).output
     port = free_port()
-    proc = subprocess.Popen([str(packed), "--server", "--nobrowser", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([str(packed), "--server", "--nobrowser", "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -165,7 +167,7 @@ def test_defaults_baked_in_args_reach_the_server(tmp_path: Path) -> None:
                     break
             except requests.ConnectionError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the packed server did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         params = requests.get(url + "/props", timeout=10).json()["default_generation_settings"]["params"]
         assert (params["temperature"], params["n_predict"], params["seed"]) == (0, 7, 5)

@@ -3,8 +3,9 @@
 Fields absent from a request get the server's defaults, as in llama.cpp's server: its command
 line's (-n, --temp, --seed, -r...), else llama.cpp's (temperature 0.8, top_k 40, top_p 0.95,
 min_p 0.05; no token limit for a chat, 16 tokens for a completion, as OpenAI has it).
-llama.cpp's extra fields (top_k, min_p, repeat_penalty, repeat_last_n) are accepted too. The last streamed chunk and every plain
-response carry llama.cpp's `timings` object (prompt and generation speed).
+llama.cpp's extra fields (top_k, min_p, repeat_penalty, repeat_last_n) are accepted too. The last
+streamed chunk and every plain response carry llama.cpp's `timings` object (prompt and generation
+speed).
 """
 from __future__ import annotations
 

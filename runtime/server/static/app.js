@@ -30,7 +30,9 @@ function load() {
   try { state.chats = JSON.parse(localStorage.getItem(STORE) || "[]"); } catch { state.chats = []; }
   try {
     const saved = localStorage.getItem(SETTINGS);
-    state.settings = saved !== null ? JSON.parse(saved) : changedOnly(JSON.parse(localStorage.getItem(OLD_SETTINGS) || "{}"));
+    const old = () => changedOnly(JSON.parse(localStorage.getItem(OLD_SETTINGS) || "{}"));
+    const parsed = saved !== null ? JSON.parse(saved) : old();
+    state.settings = parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
   } catch { state.settings = {}; }
   state.current = localStorage.getItem(CURRENT);
   if (!chat()) state.current = null;
