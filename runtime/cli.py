@@ -208,8 +208,9 @@ def load_engine(args: argparse.Namespace, offset: int = 0):
     given(args)
     threads = args.threads if args.threads and args.threads > 0 else None
     cpus = default_threads()
-    if threads and threads > cpus:  # more threads than CPUs only wait on each other, and each one
-        _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")  # has its own scratch buffers
+    if threads and threads > cpus:
+        # more threads than CPUs only wait on each other, and each has its own scratch buffers
+        _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")
         threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
                       n_threads=threads, chat_template=args.chat_template)

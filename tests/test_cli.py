@@ -212,3 +212,17 @@ def test_help_uses_the_programs_own_name() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.stdout.startswith("usage: Mistral-7B.llamafile "), r.stdout
     assert "  /home/me/Mistral-7B.llamafile -p " in r.stdout  # the examples as the user ran it
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys) -> None:
+    """A context or slot count the machine cannot hold ends in one line, not a MemoryError traceback."""
+    from runtime import cli
+    from runtime.engine import Engine
+
+    def load(*args, **kwargs):
+        raise MemoryError("Unable to allocate 24.0 GiB for an array with shape (100000, 65536)")
+
+    monkeypatch.setattr(Engine, "load", load)
+    assert cli.run(cli.build_parser().parse_args(["-m", TINY, "-p", "hi"])) == 1
+    assert capsys.readouterr().err == "error: out of memory: Unable to allocate 24.0 GiB for an array with " \
+                                      "shape (100000, 65536)\n"
