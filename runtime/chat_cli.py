@@ -7,6 +7,10 @@ stops the current reply (what was said stays in the conversation) and Ctrl-D qui
 Not on a terminal (`echo hi | model.llamafile --chat`): every input line is one user turn and
 every reply is one line on stdout; notices go to stderr only.
 
+After each reply a line on stderr gives its speed, as llama-cli does, and says why it ended
+when that was not the model's own end of text (the reply token limit, `max_tokens`: the
+command line's -n, else runtime.cli.CHAT_MAX_TOKENS; a full context).
+
 The KV cache keeps the conversation: each turn evaluates only the new tokens
 (Engine.stream_chat reuses the common prefix). When the conversation outgrows the context,
 the oldest exchanges are dropped.
@@ -131,13 +135,13 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             messages.pop()
             print(f"(that message does not fit in the context of {engine.n_ctx} tokens)", file=err)
             continue
-        reply, stopped = [], False
+        reply, stopped, last = [], False, None
         stream = engine.stream_chat(messages, max_tokens=max_tokens, params=params)
         try:
-            for chunk in stream:
-                if chunk.text:
-                    reply.append(chunk.text)
-                    out.write(chunk.text)
+            for last in stream:
+                if last.text:
+                    reply.append(last.text)
+                    out.write(last.text)
                     out.flush()
         except KeyboardInterrupt:  # Ctrl-C: stop this reply, keep the conversation
             stopped = True
@@ -145,6 +149,20 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             stream.close()
         out.write("\n")
         out.flush()
-        if stopped:
-            print("(stopped)", file=err)
+        if last is not None:
+            print(_summary(last, max_tokens, engine.n_ctx, stopped), file=err)
         messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _summary(last, max_tokens: int, n_ctx: int, stopped: bool) -> str:
+    """The line after a reply: its speed and, unless the model ended it, why it ended."""
+    s = last.stats
+    line = f"[{s.generated_tokens} tokens, {s.generation_tps:.1f} tok/s | prompt {s.prompt_tokens} tokens, " \
+           f"{s.prompt_tps:.1f} tok/s]"
+    if stopped:
+        return f"{line} (stopped)"
+    if last.finish_reason == "length":
+        if 0 <= max_tokens <= s.generated_tokens:
+            return f"{line} (cut at {max_tokens} tokens: -n sets the limit)"
+        return f"{line} (cut: the context of {n_ctx} tokens is full)"
+    return line

@@ -7,7 +7,9 @@ server (runtime/server); a packed file's launcher (runtime/launcher.py) picks ch
 server when none is asked for. One-shot mode: stdout carries only the generated text,
 streamed as it comes; the load summary and the timings go to stderr. Special tokens
 written in -p are parsed, and BOS is added as the model's metadata says. User errors
-end with one line on stderr and exit status 1, never a traceback.
+end with one line on stderr and exit status 1 (a bad flag value: argparse's status 2),
+never a traceback. Sampling flags given (on the command line or in .args) are also the
+server's defaults for requests that do not set them.
 
 argparse rather than click here: this module is on the start-up path of every
 packed file, and the standard library costs nothing to import.
@@ -15,6 +17,8 @@ packed file, and the standard library costs nothing to import.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +28,10 @@ from runtime import __version__
 
 class ArgsError(ValueError):
     """A bad command line, from a strict parser (used to check a packed file's .args)."""
+
+
+class UsageError(Exception):
+    """A user error found by the command line itself (an unreadable -f file)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,38 +45,153 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (--help for usage)\n")
 
 
-def build_parser(strict: bool = False) -> argparse.ArgumentParser:
-    p = _Parser(prog="llamapack", description="Run a GGUF language model on the CPU.", strict=strict)
-    p.add_argument("--version", action="version", version=f"llamapack {__version__}")
-    p.add_argument("-m", "--model", metavar="PATH", help="GGUF model file (or a packed file's weights)")
-    p.add_argument("-p", "--prompt", metavar="TEXT", help="prompt to complete (one-shot mode)")
-    p.add_argument("-f", "--file", metavar="PATH", help="read the prompt from a file")
-    p.add_argument("--chat", action="store_true", help="terminal chat")
-    p.add_argument("--server", action="store_true", help="HTTP server: web UI and OpenAI-compatible API")
+# The defaults of the flags whose parsed default is None: None means "not given", so that
+# the server can tell a default it was given (which applies to every request) from its own.
+DEFAULTS = {"n_predict": -1, "ctx_size": 4096, "temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
+            "repeat_penalty": 1.0, "repeat_last_n": 64, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+            "seed": -1}
+SAMPLING = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n", "presence_penalty",
+            "frequency_penalty", "seed")
+CHAT_MAX_TOKENS = 1024   # a chat reply's cap when -n is not given: a looping model stops somewhere
+MAX_PARALLEL = 64        # server slots: each holds a KV cache of the whole context
+
+DESCRIPTION = """\
+Run a GGUF language model on the CPU: a one-shot completion (-p, -f), a terminal chat
+(--chat), or a local web UI with an OpenAI-compatible API (--server).
+
+With no mode, a packed file chats when its input is a terminal, and otherwise (double-clicked
+in a file manager) starts the server and opens the web UI in a browser; `python -m runtime`
+asks for a mode.
+
+A packed file can carry default arguments in its .args entry (one per line, written with
+`packer build --args "..."`). They come first and the command line's own follow, so the
+command line wins; a line `...` in .args marks where the command line's arguments go.
+Generation defaults given there or on the command line (--temp, -n, --seed, -r...) also
+apply to every server request that does not set them, and the web UI starts from them."""
+
+
+def _epilog(prog: str) -> str:
+    if getattr(sys, "frozen", False):  # a packed file: as the user ran it (./name.llamafile), or found in PATH
+        run = sys.argv[0] if os.sep in sys.argv[0] else prog
+        chat = run
+    else:
+        run = f"{prog} -m model.gguf"
+        chat = f"{run} --chat"
+    return f"""examples:
+  {chat}
+      chat in the terminal (/exit or Ctrl-D to quit)
+  {run} -p "Once upon a time" -n 64 --temp 0
+      complete a prompt greedily, 64 tokens at most
+  {run} --server --temp 0.2 -n 512 --nobrowser
+      serve the API and the web UI; requests that do not set them sample at
+      temperature 0.2 and stop after 512 tokens"""
+
+
+def program_name() -> str:
+    """The name the user ran: the packed file's own name, else `python -m runtime`."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if getattr(sys, "frozen", False):
+        return argv0 or os.path.basename(sys.executable)
+    return "python -m runtime" if argv0 in ("", "-c", "__main__.py") else argv0
+
+
+# -- value checks: a bad value is argparse's one-line error, in .args too -----------------------
+
+def _number(text: str, kind: type) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") \
+            from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _ranged(kind: type, lo: float | None = None, hi: float | None = None):
+    """An argparse type: a `kind` number within [lo, hi]."""
+    def check(text: str) -> float:
+        value = _number(text, kind)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f"between {lo} and {hi}" if lo is not None and hi is not None else \
+                f"at least {lo}" if lo is not None else f"at most {hi}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    return check
+
+
+def build_parser(strict: bool = False, prog: str | None = None) -> argparse.ArgumentParser:
+    prog = prog or program_name()
+    top = _Parser(prog=prog, description=DESCRIPTION, epilog=_epilog(prog), strict=strict,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"llamapack {__version__}")
+    m = top.add_argument_group("modes")
+    m.add_argument("-p", "--prompt", metavar="TEXT", help="one-shot: complete TEXT; stdout is only the "
+                   "generated text, the timings go to stderr")
+    m.add_argument("-f", "--file", metavar="PATH", help="one-shot: read the prompt from a UTF-8 text file")
+    m.add_argument("--chat", action="store_true", help="terminal chat (/help inside it for its commands)")
+    m.add_argument("--server", action="store_true",
+                   help="HTTP server: web UI and OpenAI-compatible API (no browser is opened)")
+    g = top.add_argument_group("model")
+    g.add_argument("-m", "--model", metavar="PATH",
+                   help="GGUF model file, or a packed file to take the weights from (default: a packed "
+                        "file's own weights)")
+    g.add_argument("-c", "--ctx-size", type=_ranged(int, lo=0), default=None, metavar="N",
+                   help=f"context size in tokens (default: {DEFAULTS['ctx_size']}; 0: the model's training "
+                        "context; above it: clamped to it)")
+    g.add_argument("-t", "--threads", type=_ranged(int), default=None, metavar="N",
+                   help="threads (default and N <= 0: all CPUs; above the CPU count: clamped to it)")
+    g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
+                   help="override the model's chat template (default: the model's own)")
+    g.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
+    _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
+    p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="server port (default 8080)")
     p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
-    p.add_argument("--api-key", metavar="KEY", help="server: require this bearer token")
-    p.add_argument("--parallel", "-np", type=int, default=1, metavar="N", help="server: requests served at once")
-    p.add_argument("-n", "--n-predict", type=int, default=-1, metavar="N",
-                   help="tokens to generate (-1: until end of text or a full context)")
-    p.add_argument("-c", "--ctx-size", type=int, default=4096, metavar="N",
-                   help="context size (0: the model's training context)")
-    p.add_argument("-t", "--threads", type=int, default=None, metavar="N", help="threads (default: all cores)")
-    p.add_argument("--temp", type=float, default=0.8, help="temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--min-p", type=float, default=0.05)
-    p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--repeat-last-n", type=int, default=64)
-    p.add_argument("--presence-penalty", type=float, default=0.0)
-    p.add_argument("--frequency-penalty", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=-1, help="random seed (-1: random)")
-    p.add_argument("-r", "--reverse-prompt", action="append", default=[], metavar="TEXT",
-                   help="stop when this text is generated (repeatable)")
-    p.add_argument("--chat-template", metavar="NAME_OR_JINJA", help="override the model's chat template")
-    p.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
-    return p
+    p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (default: none)")
+    p.add_argument("--parallel", "-np", type=_ranged(int, 1, MAX_PARALLEL), default=1, metavar="N",
+                   help="requests served at once, each with its own KV cache (default: 1)")
+    return top
+
+
+def _add_sampling(s) -> None:
+    d = DEFAULTS
+    s.add_argument("-n", "--n-predict", type=_ranged(int, -2, (1 << 31) - 1), default=None, metavar="N",
+                   help=f"tokens to generate (default: {d['n_predict']}: until the end of text or a full "
+                        f"context; -2 likewise; a chat reply stops at {CHAT_MAX_TOKENS} unless -n is given)")
+    s.add_argument("--temp", type=_ranged(float), default=None, metavar="T",
+                   help=f"temperature (default: {d['temp']}; <= 0: greedy)")
+    s.add_argument("--top-k", type=_ranged(int, -(1 << 31), (1 << 31) - 1), default=None, metavar="K",
+                   help=f"keep the K most likely tokens (default: {d['top_k']}; <= 0: all)")
+    s.add_argument("--top-p", type=_ranged(float, 0.0, 1.0), default=None, metavar="P",
+                   help=f"nucleus sampling (default: {d['top_p']}; 1: off)")
+    s.add_argument("--min-p", type=_ranged(float, 0.0, 1.0), default=None, metavar="P",
+                   help=f"drop tokens below P times the top one's probability (default: {d['min_p']}; 0: off)")
+    s.add_argument("--repeat-penalty", type=_ranged(float, 0.0), default=None, metavar="X",
+                   help=f"penalize repeated tokens (default: {d['repeat_penalty']}; 1: off)")
+    s.add_argument("--repeat-last-n", type=_ranged(int, -1, (1 << 31) - 1), default=None, metavar="N",
+                   help=f"tokens the penalties look back at (default: {d['repeat_last_n']}; 0: off, "
+                        "-1: the whole context)")
+    s.add_argument("--presence-penalty", type=_ranged(float), default=None, metavar="X",
+                   help=f"presence penalty (default: {d['presence_penalty']}: off)")
+    s.add_argument("--frequency-penalty", type=_ranged(float), default=None, metavar="X",
+                   help=f"frequency penalty (default: {d['frequency_penalty']}: off)")
+    s.add_argument("--seed", type=_ranged(int, -1, (1 << 64) - 1), default=None, metavar="N",
+                   help=f"random seed (default: {d['seed']}: a random one)")
+    s.add_argument("-r", "--reverse-prompt", action="append", default=[], metavar="TEXT",
+                   help="stop when TEXT is generated (repeatable; default: none)")
+
+
+def given(args: argparse.Namespace) -> set[str]:
+    """The flags of DEFAULTS set on the command line or in .args; fills in the others' defaults.
+    (Idempotent: run() calls it, and so may a caller that built args itself.)"""
+    if not hasattr(args, "given"):
+        args.given = {k for k in DEFAULTS if getattr(args, k, None) is not None}
+        for k, v in DEFAULTS.items():
+            if getattr(args, k, None) is None:
+                setattr(args, k, v)
+    return args.given
 
 
 def _fail(msg: str) -> int:
@@ -77,25 +200,78 @@ def _fail(msg: str) -> int:
 
 
 def load_engine(args: argparse.Namespace, offset: int = 0):
-    """The engine for args.model (a GGUF at `offset` in that file); the summary goes to stderr."""
+    """The engine for args.model (a GGUF at `offset` in that file); the summary goes to stderr,
+    with a note when -c or -t asked for more than the model or the machine has."""
     from runtime.engine import Engine
+    from runtime.kernels import default_threads
 
+    given(args)
+    threads = args.threads if args.threads and args.threads > 0 else None
+    cpus = default_threads()
+    if threads and threads > cpus:
+        # more threads than CPUs only wait on each other, and each has its own scratch buffers
+        _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")
+        threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
-                      n_threads=args.threads, chat_template=args.chat_template)
+                      n_threads=threads, chat_template=args.chat_template)
     cfg = eng.model.config
+    if args.ctx_size > cfg.n_ctx_train and "ctx_size" in args.given:
+        _note(f"-c {args.ctx_size} is above the model's training context; clamped to {eng.n_ctx}")
     print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {cfg.n_layer} layers, "
           f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
           file=sys.stderr)
     return eng
 
 
+def _note(msg: str) -> None:
+    print(f"llamapack: {msg}", file=sys.stderr)
+
+
 def sampling_params(args: argparse.Namespace):
     from runtime.sampling import SamplingParams
 
+    given(args)
     return SamplingParams(temp=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                           repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
                           presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
                           seed=None if args.seed < 0 else args.seed)
+
+
+def server_defaults(args: argparse.Namespace):
+    """What a server request that leaves a field unset gets: the command line's values."""
+    from runtime.server.params import Defaults
+
+    return Defaults(sampling=sampling_params(args), given=frozenset(given(args) & set(SAMPLING)),
+                    max_tokens=max(args.n_predict, -1) if "n_predict" in args.given else None,
+                    stop=tuple(s for s in args.reverse_prompt if s))
+
+
+def stop_description(chunk, n_predict: int, n_ctx: int) -> str:
+    """Why a generation ended, for the timing line: its last chunk said so."""
+    if chunk.finish_reason == "stop":
+        return f"stop string {json.dumps(chunk.stop_string)}" if chunk.stop_string else "end of text"
+    if 0 <= n_predict <= chunk.stats.generated_tokens:
+        return f"token limit (-n {n_predict})"
+    return f"context full ({n_ctx} tokens)"
+
+
+def read_prompt_file(path: str) -> str:
+    """The text of -f PATH; UsageError with one line naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise UsageError(f"-f {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"-f {path}: is a directory, not a text file") from None
+    except OSError as e:
+        raise UsageError(f"-f {path}: {e.strerror or e}") from None
+    if b"\0" in data:
+        raise UsageError(f"-f {path}: a binary file (NUL byte at offset {data.index(0)}), not text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"-f {path}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
@@ -115,7 +291,8 @@ def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
         print(f"llamapack: prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached) in "
               f"{s.prompt_seconds * 1000:.0f} ms, {s.prompt_tps:.1f} tok/s | generation "
               f"{s.generated_tokens} tokens in {s.generation_seconds * 1000:.0f} ms, "
-              f"{s.generation_tps:.1f} tok/s | stop: {last.finish_reason}", file=sys.stderr)
+              f"{s.generation_tps:.1f} tok/s | stop: {stop_description(last, args.n_predict, eng.n_ctx)}",
+              file=sys.stderr)
     eng.close()
     return 0
 
@@ -128,7 +305,8 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
             raise
         return _fail("server mode is not available in this build")
     eng = load_engine(args, offset)
-    serve(eng, args.host, args.port, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser)
+    serve(eng, args.host, args.port, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser,
+          defaults=server_defaults(args))
     return 0
 
 
@@ -141,7 +319,8 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
     from runtime.model import ModelError
     from runtime.tokenizer import TokenizerError
 
-    user_errors = (GGUFError, ModelError, KernelError, TokenizerError, ChatTemplateError, OSError)
+    user_errors = (GGUFError, ModelError, KernelError, TokenizerError, ChatTemplateError, OSError, UsageError)
+    given(args)
     try:
         if not args.model:
             return _fail("no model given (-m PATH)")
@@ -149,8 +328,7 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
             return _fail(f"model file not found: {args.model}")
         prompt = args.prompt
         if args.file:
-            with open(args.file, encoding="utf-8") as fh:
-                prompt = fh.read()
+            prompt = read_prompt_file(args.file)
         if prompt is not None:
             return run_oneshot(args, prompt, offset)
         mode = "server" if args.server else "chat" if args.chat else default_mode
@@ -159,12 +337,15 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         if mode == "chat":
             from runtime.chat_cli import run_chat
 
-            return run_chat(load_engine(args, offset), sampling_params(args), max_tokens=args.n_predict)
+            limit = args.n_predict if "n_predict" in args.given else CHAT_MAX_TOKENS
+            return run_chat(load_engine(args, offset), sampling_params(args), max_tokens=limit)
         return _fail("no prompt given (-p TEXT), nor --chat or --server")
     except BrokenPipeError:  # before OSError: `... | head` is not an error
         return 0
     except user_errors as e:
         return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except MemoryError as e:  # e.g. a context or slot count this machine cannot hold
+        return _fail(f"out of memory{': ' + str(e).splitlines()[0] if str(e) else ''}")
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

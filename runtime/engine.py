@@ -52,6 +52,7 @@ class Chunk:
     token: int | None
     finish_reason: str | None = None  # "stop" (EOS or stop string), "length", or None while going
     stats: Stats = field(default_factory=Stats)
+    stop_string: str | None = None    # on the last chunk: the stop string that ended it, if one did
 
 
 class Engine:
@@ -192,7 +193,7 @@ class Engine:
         # text held back (a possible stop-string start, an unfinished character) ends the output,
         # unless a stop string was found
         tail = "" if hit else stopper.flush(decoder.flush())
-        yield Chunk(tail, tok, finish, stats)
+        yield Chunk(tail, tok, finish, stats, stopper.stop_string)
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a conversation rendered with the model's chat template (one BOS)."""

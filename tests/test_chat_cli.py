@@ -1,15 +1,18 @@
 """Terminal chat (runtime/chat_cli.py): the loop against a scripted engine, piped chat through a
 packed file against the engine's own replies, and a person at a terminal (tmux): line editing
-and history, /help, Ctrl-C stopping a reply without ending the program, /exit.
+and history, /help, Ctrl-C stopping a reply without ending the program, /exit; the speed after
+each reply, and the default cap on a reply's length.
 """
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,8 @@ import pytest
 from packer.build import build
 from packer.runtime_build import build_runtime_once
 from runtime.chat_cli import run_chat
+from runtime.cli import CHAT_MAX_TOKENS
+from runtime.engine import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"
@@ -25,6 +30,8 @@ OUT = ROOT / "tests" / "out"
 @dataclass
 class FakeChunk:
     text: str
+    finish_reason: str | None = None
+    stats: Stats = field(default_factory=Stats)
 
 
 class ScriptedEngine:
@@ -41,15 +48,21 @@ class ScriptedEngine:
 
     def stream_chat(self, messages, max_tokens=-1, params=None):
         self.asked.append([dict(m) for m in messages])
+        self.max_tokens = max_tokens
         turn = len(self.asked)
 
-        def gen():
+        def gen():  # one token per piece, 10 ms each; a 20-token prompt in 10 ms
+            stats = Stats(prompt_tokens=20, prompt_seconds=0.01)
             try:
                 for i, piece in enumerate(["rep", "ly ", str(turn)]):
                     if turn == self.interrupt_turn and i == 2:
                         raise KeyboardInterrupt
-                    yield FakeChunk(piece)
-                yield FakeChunk("")
+                    if 0 <= max_tokens <= i:
+                        yield FakeChunk("", "length", stats)
+                        return
+                    stats.generated_tokens, stats.generation_seconds = i + 1, (i + 1) * 0.01
+                    yield FakeChunk(piece, None, stats)
+                yield FakeChunk("", "stop", stats)
             finally:
                 self.closed += 1
         return gen()
@@ -64,7 +77,8 @@ def chat(engine, text: str) -> tuple[int, str, str]:
 def test_piped_turns_carry_the_conversation() -> None:
     eng = ScriptedEngine()
     rc, out, err = chat(eng, "Hello\n\nHow are you?\n")
-    assert rc == 0 and out == "reply 1\nreply 2\n" and err == ""
+    assert rc == 0 and out == "reply 1\nreply 2\n"
+    assert err.splitlines() == ["[3 tokens, 100.0 tok/s | prompt 20 tokens, 2000.0 tok/s]"] * 2  # the speed
     assert eng.asked[1] == [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "reply 1"},
                             {"role": "user", "content": "How are you?"}]
 
@@ -91,6 +105,15 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_program() -> None:
     assert eng.closed == 2
 
 
+def test_a_reply_cut_at_the_limit_says_so() -> None:
+    eng = ScriptedEngine()
+    out, err = io.StringIO(), io.StringIO()
+    run_chat(eng, max_tokens=2, inp=io.StringIO("a\n"), out=out, err=err)
+    assert out.getvalue() == "reply \n" and eng.max_tokens == 2
+    assert err.getvalue().splitlines() == ["[2 tokens, 100.0 tok/s | prompt 20 tokens, 2000.0 tok/s] "
+                                           "(cut at 2 tokens: -n sets the limit)"]
+
+
 def test_old_exchanges_make_room() -> None:
     eng = ScriptedEngine(n_ctx=120)  # reserve: 30 tokens
     chat(eng, "x" * 30 + "\n" + "y" * 30 + "\n" + "z" * 30 + "\n")
@@ -100,6 +123,32 @@ def test_old_exchanges_make_room() -> None:
 
 
 # -- the real thing ---------------------------------------------------------------------------
+
+def long_context_copy(tmp_path: Path) -> Path:
+    """The tiny fixture model (it repeats itself forever) with a training context of 4096, so a
+    reply outgrows the chat's default cap before it fills the context."""
+    data = bytearray((ROOT / "tests/fixtures/models/dense-tied-Q8_0.gguf").read_bytes())
+    key = b"llama.context_length"
+    at = data.index(key) + len(key)
+    assert data[at:at + 4] == (4).to_bytes(4, "little")  # GGUF type uint32, then the value
+    data[at + 4:at + 8] = (4096).to_bytes(4, "little")
+    path = tmp_path / "tiny-4k.gguf"
+    path.write_bytes(data)
+    return path
+
+
+def test_a_chat_reply_is_capped_unless_n_is_given(tmp_path: Path) -> None:
+    """At temperature 0 the model never ends its reply: the chat stops it at CHAT_MAX_TOKENS, -n
+    sets another limit; a line on stderr gives the speed and says why the reply ended."""
+    model = long_context_copy(tmp_path)
+    for args, limit in (([], CHAT_MAX_TOKENS), (["-n", "10"], 10), (["-n", "-1"], None)):
+        r = subprocess.run([sys.executable, "-m", "runtime", "-m", str(model), "--chat", "--temp", "0", *args],
+                           input="hi\n", capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        last = r.stderr.splitlines()[-1]
+        n = limit or 4096 + 1 - int(re.search(r"prompt (\d+) tokens", last).group(1))  # the last is not run
+        assert re.fullmatch(rf"\[{n} tokens, [\d.]+ tok/s \| prompt \d+ tokens, [\d.]+ tok/s\] \(cut.*\)", last), last
+        assert ("-n sets the limit" if limit else "context of 4096 tokens is full") in last
 
 @pytest.fixture(scope="session")
 def runtime_exe() -> Path:

@@ -3,6 +3,7 @@ timings on stderr, user errors one line and a non-zero exit, never a traceback."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.cliutil import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 REF = json.loads((ROOT / "tests/fixtures/models/reference.json").read_text())
+TINY = str(ROOT / "tests/fixtures/models/dense-tied-Q8_0.gguf")  # 1 layer, ctx 512: runs in milliseconds
 
 
 def run(*args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
@@ -28,12 +30,13 @@ def test_oneshot_prints_only_the_greedy_text(smollm2_path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == chat["greedy"]["text"] + "\n"
     assert "tok/s" in r.stderr and "prompt 16 tokens" in r.stderr
+    assert r.stderr.rstrip().endswith("stop: end of text")  # the model's <|im_end|> ended it
 
 
 def test_n_predict_limits_the_output(smollm2_path) -> None:
     r = run("-m", str(smollm2_path), "-p", "Once upon a time", "-n", "5", "--temp", "0", "--seed", "1")
     assert r.returncode == 0, r.stderr
-    assert "generation 5 tokens" in r.stderr and "stop: length" in r.stderr
+    assert "generation 5 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 5)")
 
 
 def test_missing_model(tmp_path: Path) -> None:
@@ -97,3 +100,129 @@ def test_no_prompt(smollm2_path) -> None:
 def test_version(flag: str) -> None:
     r = run(flag)
     assert r.returncode == 0 and r.stdout.startswith("llamapack ")
+
+
+# -- bad values: one line, never a traceback ---------------------------------------------------
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("-t", "two", "-t/--threads"),
+    ("-c", "-5", "-c/--ctx-size"),
+    ("-n", "-7", "-n/--n-predict"),
+    ("--top-k", "4.5", "--top-k"),
+    ("--top-k", "99999999999999999999", "--top-k"),
+    ("--top-p", "2", "--top-p"),
+    ("--top-p", "-0.1", "--top-p"),
+    ("--min-p", "1.5", "--min-p"),
+    ("--temp", "nan", "--temp"),
+    ("--temp", "inf", "--temp"),
+    ("--repeat-penalty", "-1", "--repeat-penalty"),
+    ("--repeat-last-n", "-2", "--repeat-last-n"),
+    ("--presence-penalty", "nan", "--presence-penalty"),
+    ("--seed", "-2", "--seed"),
+    ("--parallel", "0", "--parallel"),
+    ("--parallel", "100000", "--parallel"),
+])
+def test_a_bad_value_is_one_line(flag: str, value: str, needle: str) -> None:
+    r = run("-m", TINY, "-p", "hi", "-n", "2", flag, value)
+    assert r.returncode == 2
+    assert_one_line_error(r, needle)
+
+
+def test_prompt_file_errors_name_the_file(tmp_path: Path) -> None:
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\u00e9".encode("latin-1"))
+    for path, needle in ((tmp_path / "missing.txt", "no such file"), (tmp_path, "is a directory"),
+                         (binary, "a binary file"), (latin1, "not UTF-8")):
+        r = run("-m", TINY, "-f", str(path), "-n", "2")
+        assert r.returncode == 1
+        assert_one_line_error(r, f"-f {path}: {needle}")
+
+
+def test_a_prompt_file(tmp_path: Path) -> None:
+    text = tmp_path / "prompt.txt"
+    text.write_text("\ufeffhello there", encoding="utf-8")  # a BOM is not part of the prompt
+    r = run("-m", TINY, "-f", str(text), "-n", "3", "--temp", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == run("-m", TINY, "-p", "hello there", "-n", "3", "--temp", "0").stdout
+
+
+def summary(stderr: str) -> str:
+    return next(line for line in stderr.splitlines() if line.startswith("llamapack: dense-tied"))
+
+
+@pytest.mark.parametrize("threads", ["-1", "0"])
+def test_threads_zero_or_negative_mean_all_cpus(threads: str) -> None:
+    """As in llama.cpp; these were a traceback (negative dimensions) or a silent default."""
+    r = run("-m", TINY, "-p", "hi", "-n", "2", "-t", threads)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert summary(r.stderr).endswith(f", {len(os.sched_getaffinity(0))} threads")
+
+
+def test_more_threads_than_cpus_are_clamped() -> None:
+    """-t 100000 allocated scratch buffers for 100000 threads (24 GiB for SmolLM2)."""
+    cpus = len(os.sched_getaffinity(0))
+    r = run("-m", TINY, "-p", "hi", "-n", "2", "-t", "100000")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert f"llamapack: -t 100000: {cpus} CPUs here; using {cpus} threads" in r.stderr.splitlines()
+    assert summary(r.stderr).endswith(f", {cpus} threads")
+
+
+def test_context_above_training_is_clamped_with_a_note() -> None:
+    r = run("-m", TINY, "-p", "hi", "-n", "2", "-c", "100000")
+    assert r.returncode == 0, r.stderr
+    assert "llamapack: -c 100000 is above the model's training context; clamped to 512" in r.stderr.splitlines()
+    assert "ctx 512" in summary(r.stderr)
+    for args in (["-c", "0"], []):  # 0: the training context; the default 4096 is clamped without a note
+        r = run("-m", TINY, "-p", "hi", "-n", "2", *args)
+        assert "ctx 512" in summary(r.stderr) and "clamped" not in r.stderr
+
+
+def test_stop_reasons() -> None:
+    """The timing line says what ended the generation (it said `stop: stop` / `stop: length`)."""
+    r = run("-m", TINY, "-p", "hi", "--temp", "0")  # the tiny model repeats itself until the context is full
+    assert r.stderr.rstrip().endswith("stop: context full (512 tokens)"), r.stderr
+    r = run("-m", TINY, "-p", "hi", "--temp", "0", "-r", "ii")
+    assert r.returncode == 0 and r.stderr.rstrip().endswith('stop: stop string "ii"'), r.stderr
+
+
+# -- --help ------------------------------------------------------------------------------------
+
+def test_help_describes_every_flag_and_the_modes() -> None:
+    r = run("--help")
+    assert r.returncode == 0 and r.stderr == ""
+    out = r.stdout
+    assert out.startswith("usage: python -m runtime ")
+    for part in ("With no mode", "double-clicked", ".args", "`...`", "examples:", "python -m runtime -m model.gguf -p"):
+        assert part in out, part
+    # every option has a description, and those with a value name their default
+    from runtime.cli import build_parser
+
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+        if action.nargs != 0 and action.option_strings and action.dest not in ("prompt", "file"):
+            assert "default" in action.help, action.option_strings
+
+
+def test_help_uses_the_programs_own_name() -> None:
+    """A packed file is run as ./name.llamafile: its usage line names it (frozen: argv[0])."""
+    code = ("import sys; sys.frozen = True; sys.argv[0] = '/home/me/Mistral-7B.llamafile'\n"
+            "from runtime.cli import build_parser; build_parser().print_help()")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("usage: Mistral-7B.llamafile "), r.stdout
+    assert "  /home/me/Mistral-7B.llamafile -p " in r.stdout  # the examples as the user ran it
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys) -> None:
+    """A context or slot count the machine cannot hold ends in one line, not a MemoryError traceback."""
+    from runtime import cli
+    from runtime.engine import Engine
+
+    def load(*args, **kwargs):
+        raise MemoryError("Unable to allocate 24.0 GiB for an array with shape (100000, 65536)")
+
+    monkeypatch.setattr(Engine, "load", load)
+    assert cli.run(cli.build_parser().parse_args(["-m", TINY, "-p", "hi"])) == 1
+    assert capsys.readouterr().err == "error: out of memory: Unable to allocate 24.0 GiB for an array with " \
+                                      "shape (100000, 65536)\n"

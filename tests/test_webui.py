@@ -18,6 +18,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from serverutil import ServerThread
 
+from runtime.cli import build_parser, server_defaults
 from runtime.engine import Engine
 from runtime.sampling import SamplingParams
 
@@ -84,7 +85,7 @@ def test_chat_in_the_browser(browser: webdriver.Chrome, server: ServerThread, en
     OUT.mkdir(exist_ok=True)
     d = browser
     d.get(server.url + "/")
-    d.execute_script("localStorage.clear(); localStorage.setItem('llamapack.settings.v1', arguments[0])",
+    d.execute_script("localStorage.clear(); localStorage.setItem('llamapack.settings.v2', arguments[0])",
                      json.dumps({"temperature": 0, "max_tokens": REPLY_TOKENS}))
     d.get(server.url + "/")
     wait_for(lambda: d.find_element(By.ID, "model-name").text not in ("", "connecting…"), 10, "model info")
@@ -119,7 +120,7 @@ def test_chat_in_the_browser(browser: webdriver.Chrome, server: ServerThread, en
     assert len(stored_chats(d)[0]["messages"]) == 4
 
     # stop a long reply
-    d.execute_script("localStorage.setItem('llamapack.settings.v1', arguments[0])",
+    d.execute_script("localStorage.setItem('llamapack.settings.v2', arguments[0])",
                      json.dumps({"temperature": 0.8, "max_tokens": -1, "seed": 5}))
     d.refresh()
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".msg"), 10, "the conversation to reload")
@@ -155,6 +156,42 @@ def engine_reference(engine: Engine, messages: list[dict[str, str]]):  # the ser
     rows round differently in the last bits, enough to flip a near-tie in greedy choice.)"""
     engine.reset()
     return engine.stream_chat(messages, max_tokens=REPLY_TOKENS, params=SamplingParams(temp=0.0))
+
+
+@pytest.fixture(scope="module")
+def greedy_server(smollm2_path: Path) -> Iterator[ServerThread]:
+    """A server started as `... --temp 0 -n 5` (or with that in its .args)."""
+    args = build_parser().parse_args(["-m", str(smollm2_path), "--temp", "0", "-n", "5"])
+    eng = Engine.load(smollm2_path, n_ctx=512)
+    with ServerThread(eng, defaults=server_defaults(args)) as srv:
+        yield srv
+    eng.close()
+
+
+def test_the_page_starts_from_the_servers_defaults(browser: webdriver.Chrome, greedy_server: ServerThread,
+                                                   engine: Engine, smollm2_path: Path) -> None:
+    """The page hard-coded temperature 0.8; now it shows /props' settings and sends only what the
+    user changed. Settings an older page saved (all of them, its defaults too) keep only the changes."""
+    d = browser
+    d.get(greedy_server.url + "/")
+    old = {"system": "", "temperature": 0.8, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0, "top_k": 33,
+           "max_tokens": -1, "seed": -1, "api_key": ""}
+    d.execute_script("localStorage.clear(); localStorage.setItem('llamapack.settings.v1', arguments[0])",
+                     json.dumps(old))
+    d.get(greedy_server.url + "/")
+    wait_for(lambda: d.find_element(By.ID, "model-name").text == smollm2_path.name, 10, "model info")
+    d.find_element(By.ID, "settings-button").click()
+    wait_for(lambda: d.find_element(By.ID, "out-temperature").text == "0.00", 5, "the server's temperature")
+    assert d.find_element(By.ID, "max_tokens").get_attribute("value") == "5"
+    assert d.find_element(By.ID, "top_k").get_attribute("value") == "33"  # a choice made on the old page
+    d.find_element(By.ID, "close-settings").click()
+    send(d, "Hi!")
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
+    engine.reset()
+    expected = engine.stream_chat([{"role": "user", "content": "Hi!"}], max_tokens=5,
+                                  params=SamplingParams(temp=0.0, top_k=33))
+    assert stored_chats(d)[0]["messages"][1]["content"] == "".join(c.text for c in expected)
+    assert "5 tokens" in d.find_element(By.CSS_SELECTOR, ".msg.assistant .meta").text
 
 
 def test_markdown_renderer_is_safe(browser: webdriver.Chrome, server: ServerThread) -> None:

@@ -17,6 +17,7 @@ import webbrowser
 
 from runtime.engine import Engine
 from runtime.server.app import create_app
+from runtime.server.params import Defaults
 
 __all__ = ["create_app", "serve", "UVICORN_OPTIONS"]
 
@@ -37,11 +38,12 @@ def _open_when_up(server: object, url: str) -> None:
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int = 8080, api_key: str | None = None,
-          parallel: int = 1, open_browser: bool = False) -> None:
-    """Serves until interrupted (Ctrl+C / SIGTERM). Binds loopback unless `host` says otherwise."""
+          parallel: int = 1, open_browser: bool = False, defaults: Defaults | None = None) -> None:
+    """Serves until interrupted (Ctrl+C / SIGTERM). Binds loopback unless `host` says otherwise.
+    `defaults`: what requests get for the fields they do not set (the command line's values)."""
     import uvicorn
 
-    app = create_app(engine, api_key=api_key, parallel=parallel)
+    app = create_app(engine, api_key=api_key, parallel=parallel, defaults=defaults)
     config = uvicorn.Config(app, **UVICORN_OPTIONS, host=host, port=port, log_level="warning",
                             access_log=False, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)

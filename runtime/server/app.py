@@ -31,6 +31,7 @@ from runtime.chat_template import ChatTemplateError
 from runtime.engine import Engine
 from runtime.server.errors import APIError
 from runtime.server.openai import OpenAIRoutes
+from runtime.server.params import Defaults
 from runtime.server.scheduler import Scheduler
 from runtime.server.tgi import TGIRoutes
 from runtime.server.utility import UtilityRoutes
@@ -129,16 +130,15 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 
 
 def model_id(engine: Engine) -> str:
-    """The name clients see in /v1/models: the GGUF's general.name, else its file name."""
-    name = engine.gguf.metadata.get("general.name")
-    if isinstance(name, str) and name.strip():
-        return name.strip()
-    return os.path.splitext(os.path.basename(engine.gguf.path))[0] or "model"
+    """The name clients see in /v1/models, as llama.cpp and llamafile report it: the file's name
+    (a packed file's own, or the GGUF's); the model's general.name is in /props."""
+    return os.path.basename(os.fspath(engine.gguf.path)) or "model"
 
 
 def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1,
-               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
-    """The server as an ASGI app; it starts its engine worker now and stops it on shutdown."""
+               max_body_bytes: int = MAX_BODY_BYTES, defaults: Defaults | None = None) -> Starlette:
+    """The server as an ASGI app; it starts its engine worker now and stops it on shutdown.
+    `defaults` are what requests get for the fields they do not set (the command line's)."""
     scheduler = Scheduler(engine, parallel=parallel)
     name = model_id(engine)
 
@@ -155,9 +155,9 @@ def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1,
         Route("/index.html", index, methods=["GET", "HEAD"]),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
-    routes += OpenAIRoutes(engine, scheduler, name).routes()
-    routes += UtilityRoutes(engine, scheduler, name).routes()
-    routes += TGIRoutes(engine, scheduler).routes()
+    routes += OpenAIRoutes(engine, scheduler, name, defaults).routes()
+    routes += UtilityRoutes(engine, scheduler, name, defaults).routes()
+    routes += TGIRoutes(engine, scheduler, defaults).routes()
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         APIError: _api_error,
         HTTPException: _http_error,

@@ -1,9 +1,11 @@
 """OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/models, /v1/embeddings.
 
-Sampling fields absent from a request keep llama.cpp's defaults (temperature 0.8, top_k 40,
-top_p 0.95, min_p 0.05), as llama.cpp's server does; llama.cpp's extra fields (top_k, min_p,
-repeat_penalty, repeat_last_n) are accepted too. The last streamed chunk and every plain
-response carry llama.cpp's `timings` object (prompt and generation speed).
+Fields absent from a request get the server's defaults, as in llama.cpp's server: its command
+line's (-n, --temp, --seed, -r...), else llama.cpp's (temperature 0.8, top_k 40, top_p 0.95,
+min_p 0.05; no token limit for a chat, 16 tokens for a completion, as OpenAI has it).
+llama.cpp's extra fields (top_k, min_p, repeat_penalty, repeat_last_n) are accepted too. The last
+streamed chunk and every plain response carry llama.cpp's `timings` object (prompt and generation
+speed).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
     ClientGone, Generation, check_prompt, collect, engine_error, start, timings, usage,
 )
-from runtime.server.params import Fields, read_json, sampling_params
+from runtime.server.params import Defaults, Fields, read_json, sampling_params
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
 
@@ -87,24 +89,25 @@ def _unsupported(f: Fields, *keys: str) -> None:
             raise bad_request(f"'{key}' is not supported by this server", param=key)
 
 
-def _common(f: Fields, default_max: int) -> tuple[int, list[str], Any, bool]:
+def _common(f: Fields, default_max: int, defaults: Defaults) -> tuple[int, list[str], Any, bool]:
     key = "max_completion_tokens" if f.raw("max_completion_tokens") is not None else "max_tokens"
-    max_tokens = f.integer(key, default_max, lo=-1)
+    max_tokens = f.integer(key, defaults.max_tokens_or(default_max), lo=-1)
     if max_tokens == 0:
         raise bad_request(f"'{key}' must be at least 1 (or -1: until the end of generation)", param=key)
     if f.integer("n", 1) != 1:
         raise bad_request("'n' must be 1: this server makes one choice per request", param="n")
-    stop = f.stop("stop")
-    params = sampling_params(f)
+    stop = defaults.stop_for(f)
+    params = sampling_params(f, defaults=defaults)
     stream = f.boolean("stream", False)
     return max_tokens, stop, params, stream
 
 
 class OpenAIRoutes:
-    def __init__(self, engine: Engine, scheduler: Any, model_id: str) -> None:
+    def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
         self.engine = engine
         self.scheduler = scheduler
         self.model_id = model_id
+        self.defaults = defaults or Defaults()
         self.created = int(time.time())
 
     def routes(self) -> list[Route]:
@@ -134,7 +137,7 @@ class OpenAIRoutes:
     async def chat(self, request: Request) -> Response:
         f = Fields(await read_json(request))
         messages = _messages(f)
-        max_tokens, stop, params, stream = _common(f, -1)
+        max_tokens, stop, params, stream = _common(f, -1, self.defaults)
         json_mode = _json_mode(f)
         _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
         opts = f.obj("stream_options")
@@ -204,7 +207,7 @@ class OpenAIRoutes:
     async def completions(self, request: Request) -> Response:
         f = Fields(await read_json(request))
         ids, text = self._prompt_ids(f)
-        max_tokens, stop, params, stream = _common(f, 16)
+        max_tokens, stop, params, stream = _common(f, 16, self.defaults)
         echo = f.boolean("echo", False)
         _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
         check_prompt(self.engine, ids, param="prompt")

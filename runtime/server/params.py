@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -133,12 +134,36 @@ class Fields:
             raise bad_request(f"'{self._name(key)}' must be {bounds}, got {v}", param=self._name(key))
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """What a request gets for a field it does not set: the server's command line (and a packed
+    file's .args), as llama.cpp's server takes its defaults from its own. A request's value wins.
+
+    `sampling` is complete (llama.cpp's defaults where the command line said nothing) and is what
+    the OpenAI routes and /props use; `given` names the fields the command line did set, which
+    are the only ones to replace TGI's own neutral defaults. `max_tokens` is -n when given (else
+    each route keeps its own default) and `stop` the -r strings.
+    """
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    given: frozenset[str] = frozenset()
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def max_tokens_or(self, route_default: int) -> int:
+        return route_default if self.max_tokens is None else self.max_tokens
+
+    def stop_for(self, f: Fields, key: str = "stop") -> list[str]:
+        """The request's stop strings; the server's -r when the request names none (null or absent)."""
+        return f.stop(key) if f.raw(key) is not None else list(self.stop)
+
+
 def sampling_params(f: Fields, temperature: str = "temperature", repeat_penalty: str = "repeat_penalty",
-                    greedy: bool = False) -> SamplingParams:
+                    greedy: bool = False, defaults: Defaults | None = None) -> SamplingParams:
     """SamplingParams from OpenAI-style fields plus llama.cpp's extensions (top_k, min_p,
-    repeat_penalty, repeat_last_n); absent fields keep llama.cpp's defaults."""
-    d = SamplingParams()
-    seed = f.integer("seed", None, lo=-1, hi=2**64 - 1)
+    repeat_penalty, repeat_last_n); absent fields get the server's defaults (llama.cpp's unless
+    its command line said otherwise)."""
+    d = (defaults or Defaults()).sampling
+    seed = f.integer("seed", -1 if d.seed is None else d.seed, lo=-1, hi=2**64 - 1)
     return SamplingParams(
         temp=0.0 if greedy else f.number(temperature, d.temp, lo=0.0, hi=100.0),
         top_k=f.integer("top_k", d.top_k, lo=-1 << 31, hi=1 << 31),
@@ -148,5 +173,5 @@ def sampling_params(f: Fields, temperature: str = "temperature", repeat_penalty:
         repeat_last_n=f.integer("repeat_last_n", d.repeat_last_n, lo=-1, hi=1 << 31),
         presence_penalty=f.number("presence_penalty", d.presence_penalty, lo=-2.0, hi=2.0),
         frequency_penalty=f.number("frequency_penalty", d.frequency_penalty, lo=-2.0, hi=2.0),
-        seed=None if seed is None or seed < 0 else seed,
+        seed=None if seed < 0 else seed,
     )

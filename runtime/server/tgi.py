@@ -6,9 +6,12 @@ TGI's semantics are kept: sampling happens when `do_sample` is true or any of te
 top_k, top_p, typical_p is set away from neutral, otherwise decoding is greedy; unset sampling
 fields are neutral (temperature 1, whole vocabulary, top_p 1, no min_p); `repetition_penalty`
 looks at the whole sequence; `max_new_tokens` defaults to 100; finish reasons are `length`,
-`eos_token`, `stop_sequence`. Errors have TGI's shape, `{"error": "...", "error_type": "validation"}`,
-which huggingface_hub turns into its ValidationError. Token log-probabilities are not computed
-(the engine does not expose them): `logprob` is null.
+`eos_token`, `stop_sequence`. What the server's command line set (--temp, --top-k, --seed, -n,
+-r...) replaces TGI's neutral defaults for requests that leave it unset: `--temp 0.7` makes such
+requests sample at 0.7 unless they say `do_sample: false`. Errors have TGI's shape,
+`{"error": "...", "error_type": "validation"}`, which huggingface_hub turns into its
+ValidationError. Token log-probabilities are not computed (the engine does not expose them):
+`logprob` is null.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from runtime.engine import Chunk, Engine
 from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
-from runtime.server.params import Fields, read_json
+from runtime.server.params import Defaults, Fields, read_json
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
 
@@ -49,36 +52,45 @@ def _tgi_errors(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[
     return wrapped
 
 
-def _params(p: Fields) -> SamplingParams:
+def _params(p: Fields, d: Defaults) -> SamplingParams:
     for key, neutral in (("typical_p", 1.0), ("watermark", False), ("top_n_tokens", 0), ("adapter_id", None)):
         v = p.raw(key)
         if v is not None and v != neutral:
             raise bad_request(f"'parameters.{key}' is not supported by this server", param=f"parameters.{key}")
     if p.integer("best_of", 1, lo=1) != 1:
         raise bad_request("'parameters.best_of' must be 1", param="parameters.best_of")
-    temperature = p.number("temperature", None, lo=0.0, hi=100.0)
-    top_k = p.integer("top_k", None, lo=0)
-    top_p = p.number("top_p", None, lo=0.0, hi=1.0)
-    sampling = bool(p.boolean("do_sample", False)) or (temperature not in (None, 1.0)) or bool(top_k) \
+    server = d.sampling
+
+    def given(name: str, value: Any) -> Any:  # the command line's value, if it set one
+        return getattr(server, name) if name in d.given else value
+
+    do_sample = p.boolean("do_sample", None)
+    temperature = p.number("temperature", given("temp", None), lo=0.0, hi=100.0)
+    top_k = p.integer("top_k", given("top_k", None), lo=0)
+    top_p = p.number("top_p", given("top_p", None), lo=0.0, hi=1.0)
+    sampling = bool(do_sample) or (temperature not in (None, 1.0)) or bool(top_k and top_k > 0) \
         or (top_p is not None and top_p < 1.0)
-    seed = p.integer("seed", None, lo=0, hi=2**64 - 1)
+    if do_sample is False and all(p.raw(k) is None for k in ("temperature", "top_k", "top_p")):
+        sampling = False  # the request asked for greedy decoding; only its own fields overrule that
+    seed = p.integer("seed", given("seed", None), lo=0, hi=2**64 - 1)
     return SamplingParams(
         temp=(1.0 if temperature is None else temperature) if sampling else 0.0,
-        top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, min_p=0.0,
-        repeat_penalty=p.number("repetition_penalty", 1.0, lo=0.0, hi=100.0), repeat_last_n=-1,
-        frequency_penalty=p.number("frequency_penalty", 0.0, lo=-2.0, hi=2.0),
+        top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, min_p=given("min_p", 0.0),
+        repeat_penalty=p.number("repetition_penalty", given("repeat_penalty", 1.0), lo=0.0, hi=100.0),
+        repeat_last_n=given("repeat_last_n", -1), presence_penalty=given("presence_penalty", 0.0),
+        frequency_penalty=p.number("frequency_penalty", given("frequency_penalty", 0.0), lo=-2.0, hi=2.0),
         seed=seed,
     )
 
 
 class TGIRequest:
-    def __init__(self, engine: Engine, body: dict[str, Any]) -> None:
+    def __init__(self, engine: Engine, body: dict[str, Any], defaults: Defaults) -> None:
         f = Fields(body)
         self.inputs = f.string("inputs")
         p = f.obj("parameters") or Fields({}, prefix="parameters.")
-        self.params = _params(p)
-        self.max_new_tokens = p.integer("max_new_tokens", DEFAULT_MAX_NEW_TOKENS, lo=1)
-        self.stop = p.stop("stop")
+        self.params = _params(p, defaults)
+        self.max_new_tokens = p.integer("max_new_tokens", defaults.max_tokens_or(DEFAULT_MAX_NEW_TOKENS), lo=1)
+        self.stop = defaults.stop_for(p)
         self.details = bool(p.boolean("details", False))
         self.prefill_details = bool(p.boolean("decoder_input_details", False))
         self.full_text = bool(p.boolean("return_full_text", False))
@@ -113,9 +125,10 @@ def _token(engine: Engine, chunk: Chunk) -> dict[str, Any]:
 
 
 class TGIRoutes:
-    def __init__(self, engine: Engine, scheduler: Any) -> None:
+    def __init__(self, engine: Engine, scheduler: Any, defaults: Defaults | None = None) -> None:
         self.engine = engine
         self.scheduler = scheduler
+        self.defaults = defaults or Defaults()
 
     def routes(self) -> list[Route]:
         return [
@@ -125,7 +138,7 @@ class TGIRoutes:
         ]
 
     async def _request(self, request: Request) -> TGIRequest:
-        return TGIRequest(self.engine, await read_json(request))
+        return TGIRequest(self.engine, await read_json(request), self.defaults)
 
     async def generate(self, request: Request) -> Response:
         return JSONResponse(await self._generate(request, await self._request(request)))

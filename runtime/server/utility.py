@@ -8,16 +8,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from runtime.engine import Engine
-from runtime.sampling import SamplingParams
 from runtime.server.errors import bad_request
-from runtime.server.params import Fields, read_json
+from runtime.server.params import Defaults, Fields, read_json
 
 
 class UtilityRoutes:
-    def __init__(self, engine: Engine, scheduler: Any, model_id: str) -> None:
+    def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
         self.engine = engine
         self.scheduler = scheduler
         self.model_id = model_id
+        self.defaults = defaults or Defaults()
 
     def routes(self) -> list[Route]:
         return [
@@ -64,19 +64,26 @@ class UtilityRoutes:
         return JSONResponse({"status": "ok", **self.scheduler.status()})
 
     async def props(self, request: Request) -> Response:
-        """What the web UI shows: the model, the context, the default sampling settings."""
-        d = SamplingParams()
+        """What the web UI shows and starts from: the model, the context, and the generation
+        settings a request gets when it sets none (llama.cpp's `default_generation_settings`)."""
         eng = self.engine
+        name = eng.gguf.metadata.get("general.name")
         return JSONResponse({
             "model_alias": self.model_id,
+            "model_name": name if isinstance(name, str) else None,  # the GGUF's general.name
             "model_path": eng.gguf.path,
             "n_ctx": eng.n_ctx,
             "total_slots": len(self.scheduler.slots),
             "chat_template": eng.template.name,
-            "default_generation_settings": {
-                "n_ctx": eng.n_ctx,
-                "params": {"temperature": d.temp, "top_k": d.top_k, "top_p": d.top_p, "min_p": d.min_p,
-                           "repeat_penalty": d.repeat_penalty, "repeat_last_n": d.repeat_last_n},
-            },
+            "default_generation_settings": {"n_ctx": eng.n_ctx, "params": self._default_params()},
             "slots": self.scheduler.slot_info(),
         })
+
+    def _default_params(self) -> dict[str, Any]:
+        d, s = self.defaults, self.defaults.sampling
+        n_predict = d.max_tokens_or(-1)  # a chat's default; /v1/completions has 16 unless -n was given
+        return {"n_predict": n_predict, "max_tokens": n_predict, "temperature": s.temp, "top_k": s.top_k,
+                "top_p": s.top_p, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
+                "repeat_last_n": s.repeat_last_n, "presence_penalty": s.presence_penalty,
+                "frequency_penalty": s.frequency_penalty, "seed": -1 if s.seed is None else s.seed,
+                "stop": list(d.stop)}

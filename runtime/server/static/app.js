@@ -4,24 +4,36 @@
 
 const $ = (id) => document.getElementById(id);
 const STORE = "llamapack.chats.v1";
-const SETTINGS = "llamapack.settings.v1";
+const SETTINGS = "llamapack.settings.v2";      // only what the user changed
+const OLD_SETTINGS = "llamapack.settings.v1";  // every setting, the page's old defaults included
 const CURRENT = "llamapack.current.v1";
-const DEFAULTS = { system: "", temperature: 0.8, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, top_k: 40,
-                   max_tokens: -1, seed: -1, api_key: "" };
+// The generation settings come from the server (/props: its command line and a packed file's
+// .args set them); these stand in only until /props answers. A request carries only the
+// settings the user changed, so the server's defaults apply to the rest.
+const FALLBACK = { temperature: 0.8, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, top_k: 40, max_tokens: -1,
+                   seed: -1 };
+const SAMPLING = Object.keys(FALLBACK);
 
 const state = {
   chats: [],          // [{id, title, messages: [{role, content, meta?}], updated}]
   current: null,      // id of the open chat
-  settings: { ...DEFAULTS },
+  server: { ...FALLBACK },  // the server's defaults
+  settings: {},       // the user's own choices: system, api_key, and changed generation settings
   controller: null,   // AbortController of the running request
 };
+const setting = (k) => (k in state.settings ? state.settings[k] : state.server[k]);
 
 // ---------------------------------------------------------------------------------------------
 // storage
 
 function load() {
   try { state.chats = JSON.parse(localStorage.getItem(STORE) || "[]"); } catch { state.chats = []; }
-  try { state.settings = { ...DEFAULTS, ...JSON.parse(localStorage.getItem(SETTINGS) || "{}") }; } catch { /* keep */ }
+  try {
+    const saved = localStorage.getItem(SETTINGS);
+    const old = () => changedOnly(JSON.parse(localStorage.getItem(OLD_SETTINGS) || "{}"));
+    const parsed = saved !== null ? JSON.parse(saved) : old();
+    state.settings = parsed && typeof parsed === "object" && !Array.isArray(parsed) ? parsed : {};
+  } catch { state.settings = {}; }
   state.current = localStorage.getItem(CURRENT);
   if (!chat()) state.current = null;
 }
@@ -31,6 +43,11 @@ function save() {
     localStorage.setItem(STORE, JSON.stringify(state.chats.slice(0, 100)));
     if (state.current) localStorage.setItem(CURRENT, state.current); else localStorage.removeItem(CURRENT);
   } catch { /* storage full or disabled: the page still works */ }
+}
+// Settings saved by an older page held every value: only those that differ from its defaults were choices.
+function changedOnly(old) {
+  const oldDefaults = { ...FALLBACK, system: "", api_key: "" };
+  return Object.fromEntries(Object.entries(old).filter(([k, v]) => k in oldDefaults && v !== oldDefaults[k]));
 }
 function saveSettings() { localStorage.setItem(SETTINGS, JSON.stringify(state.settings)); }
 const chat = () => state.chats.find((c) => c.id === state.current) || null;
@@ -152,6 +169,13 @@ async function loadModelInfo() {
     $("model-name").title = p.model_path;
     $("model-meta").textContent = `context ${p.n_ctx} tokens · ${p.total_slots} slot${p.total_slots > 1 ? "s" : ""}`;
     $("empty-model").textContent = `${p.model_alias} · running locally — nothing leaves this machine.`;
+    const g = (p.default_generation_settings && p.default_generation_settings.params) || {};
+    state.server = { ...FALLBACK };
+    for (const k of SAMPLING) {
+      const v = k === "max_tokens" ? (g.max_tokens ?? g.n_predict) : g[k];
+      if (Number.isFinite(v)) state.server[k] = v;
+    }
+    showSettings();
     $("status-dot").className = "dot ok";
   } catch (e) {
     $("model-name").textContent = "server not reachable";
@@ -209,12 +233,10 @@ async function send(text) {
 
   const s = state.settings;
   const history = c.messages.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
-  if (s.system.trim()) history.unshift({ role: "system", content: s.system.trim() });
-  const body = {
-    messages: history, stream: true, temperature: +s.temperature, top_p: +s.top_p, min_p: +s.min_p,
-    top_k: +s.top_k, repeat_penalty: +s.repeat_penalty, max_tokens: +s.max_tokens,
-  };
-  if (+s.seed >= 0) body.seed = +s.seed;
+  const system = (s.system || "").trim();
+  if (system) history.unshift({ role: "system", content: system });
+  const body = { messages: history, stream: true };
+  for (const k of SAMPLING) if (k in s) body[k] = +s[k];  // the server's defaults fill in the rest
 
   state.controller = new AbortController();
   setBusy(true);
@@ -288,11 +310,10 @@ const SLIDERS = ["temperature", "top_p", "min_p", "repeat_penalty"];
 const NUMBERS = ["top_k", "max_tokens", "seed"];
 
 function showSettings() {
-  const s = state.settings;
-  $("system-prompt").value = s.system;
-  for (const k of SLIDERS) { $(k).value = s[k]; $(`out-${k}`).textContent = fmt(+s[k], 2); }
-  for (const k of NUMBERS) $(k).value = s[k];
-  $("api_key").value = s.api_key;
+  $("system-prompt").value = state.settings.system || "";
+  for (const k of SLIDERS) { $(k).value = setting(k); $(`out-${k}`).textContent = fmt(+setting(k), 2); }
+  for (const k of NUMBERS) $(k).value = setting(k);
+  $("api_key").value = state.settings.api_key || "";
 }
 
 function bindSettings() {
@@ -307,13 +328,14 @@ function bindSettings() {
   for (const k of NUMBERS) {
     $(k).addEventListener("change", (e) => {
       const v = parseInt(e.target.value, 10);
-      state.settings[k] = Number.isFinite(v) ? v : DEFAULTS[k];
+      if (Number.isFinite(v)) state.settings[k] = v;
+      else { delete state.settings[k]; e.target.value = setting(k); }  // cleared: the server's default
       saveSettings();
     });
   }
   $("api_key").addEventListener("change", (e) => { state.settings.api_key = e.target.value; saveSettings(); loadModelInfo(); });
   $("reset-settings").onclick = () => {
-    state.settings = { ...DEFAULTS, api_key: state.settings.api_key };
+    state.settings = state.settings.api_key ? { api_key: state.settings.api_key } : {};
     saveSettings();
     showSettings();
   };
