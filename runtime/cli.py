@@ -46,7 +46,7 @@ def build_parser(strict: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--chat", action="store_true", help="terminal chat")
     p.add_argument("--server", action="store_true", help="HTTP server: web UI and OpenAI-compatible API")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="server port (default 8080)")
+    p.add_argument("--port", type=int, default=None, help="server port (default 8080, or the next free one)")
     p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
     p.add_argument("--api-key", metavar="KEY", help="server: require this bearer token")
     p.add_argument("--parallel", "-np", type=int, default=1, metavar="N", help="server: requests served at once")
@@ -127,9 +127,11 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
         if e.name not in ("runtime.server", None) and not str(e).startswith("cannot import name 'serve'"):
             raise
         return _fail("server mode is not available in this build")
+    from runtime.server import bind
+
+    sock = bind(args.host, args.port)  # first: a busy port is said before anything is announced
     eng = load_engine(args, offset)
-    serve(eng, args.host, args.port, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser)
-    return 0
+    return serve(eng, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser, sock=sock)
 
 
 def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = None) -> int:

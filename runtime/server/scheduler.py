@@ -16,22 +16,36 @@ throughput is that of one stream; what N slots buy is fairness and per-client ca
 A job is admitted into the free slot whose cache holds the longest prefix of its prompt,
 so a follow-up chat turn finds its conversation still cached and only evaluates the new
 tokens. A cancelled job (its client went away) is dropped before its next step, i.e.
-within one token.
+within one token. A job that fails (any exception of the engine) ends with that error for its
+client alone; its slot's cache is emptied (it may hold what the failed step wrote) and the
+worker goes on with the next job.
+
+Tokenizing and chat-template rendering, which take seconds on megabytes of text, run on a
+second thread (`off_loop`), so neither the event loop (/health, the streams) nor the engine
+worker waits for them.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from runtime.engine import Engine
 from runtime.model import Model
 from runtime.server.errors import APIError
 
 _DONE = object()
+T = TypeVar("T")
+
+# The log record of the HTTP request being served (app.py sets it): a job notes its token
+# counts there for the request's log line.
+request_record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "llamapack_request_record", default=None)
 
 
 class _Failure:
@@ -51,6 +65,7 @@ class Job:
         self.cancelled = False
         self.slot: int | None = None
         self.submitted = time.monotonic()
+        self.record = request_record.get()
 
     def cancel(self) -> None:
         """Stops the work before its next step (safe from any thread, and after the end)."""
@@ -69,6 +84,9 @@ class Job:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
+            stats = getattr(item, "stats", None)
+            if stats is not None and self.record is not None:
+                self.record["stats"] = stats
             yield item
 
 
@@ -107,6 +125,8 @@ class Scheduler:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llamapack-engine", daemon=True)
         self._thread.start()
+        self._text = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamapack-text")
+        self._text_pending = 0  # event-loop side only
 
     # -- event-loop side --------------------------------------------------------
 
@@ -121,6 +141,18 @@ class Scheduler:
             self._cv.notify()
         return job
 
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the text thread (tokenizing, detokenizing, template rendering), in order;
+        503 when `max_waiting` calls already wait there."""
+        if self._text_pending >= self.max_waiting:
+            raise APIError(503, f"the server is busy: {self._text_pending} requests are being tokenized",
+                           code="server_busy")
+        self._text_pending += 1
+        try:
+            return await asyncio.wrap_future(self._text.submit(fn, *args))
+        finally:
+            self._text_pending -= 1
+
     def status(self) -> dict[str, Any]:
         with self._cv:
             busy = sum(1 for s in self.slots if s.job is not None)
@@ -132,10 +164,15 @@ class Scheduler:
             return [{"id": s.index, "is_processing": s.job is not None, "n_ctx": s.engine.n_ctx,
                      "n_cached": s.engine.n_past} for s in self.slots]
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ends every job after its current step: waiting and running ones fail with 503."""
         with self._cv:
             self._closed = True
             self._cv.notify()
+
+    def close(self) -> None:
+        self.stop()
+        self._text.shutdown(wait=False, cancel_futures=True)
         self._thread.join(timeout=30)
 
     # -- worker thread ------------------------------------------------------------
@@ -181,6 +218,7 @@ class Scheduler:
             self._release(slot, _DONE)
             return
         except Exception as exc:  # the job's error goes to its client; the worker carries on
+            slot.engine.reset()  # the cache may hold what the failed step wrote: start afresh
             self._release(slot, _Failure(exc))
             return
         job._put(item)
