@@ -184,6 +184,29 @@ def test_slow_client_is_disconnected(engine: Engine, sent: bytes) -> None:
             assert s.get(srv.url + "/health", timeout=5).status_code == 200
 
 
+def test_header_sent_a_byte_at_a_time_is_cut_off(engine: Engine) -> None:
+    with ServerThread(engine, header_timeout=1.0) as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
+        head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"a" * 1000
+        closed, t0 = False, time.monotonic()
+        with sock:
+            sock.settimeout(0.2)
+            for byte in head:  # one byte every 0.2 s: each byte alone is in time, the head is not
+                if time.monotonic() - t0 > 8:
+                    break
+                try:
+                    sock.sendall(bytes([byte]))
+                    if sock.recv(4096) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    continue
+                except (ConnectionResetError, BrokenPipeError):
+                    closed = True
+                    break
+        assert closed, "the server kept a dripping header open"
+
+
 # -- engine failures ----------------------------------------------------------------------------------
 
 def test_engine_failure_ends_that_request_only(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:

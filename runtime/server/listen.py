@@ -3,8 +3,9 @@
 - `bind(host, port)` takes the socket before anything is announced: with no port asked for, the
   first free one from 8080 on; an asked-for port that is busy is a one-line error (ServeError).
 - `header_timeout`: like nginx's `client_header_timeout`, a connection must send a whole request
-  head within that many seconds of connecting (or of its first byte after a response), and a body
-  may not pause longer than that; otherwise the connection is closed. Connections that open and
+  head within that many seconds of connecting (or of its first byte after a response), however it
+  drips in, and a body may not pause longer than that (`client_body_timeout`); otherwise the
+  connection is closed. Connections that open and
   send nothing, or half a header, do not pile up. (uvicorn's own `timeout_keep_alive` only covers
   the wait after a response, and only until the first byte.)
 - `Server.shutdown` first stops the engine's jobs, so that streams and requests in flight end
@@ -64,8 +65,7 @@ def bind(host: str, port: int | None) -> socket.socket:
 def url_of(sock: socket.socket) -> str:
     """The address a browser on this machine opens for `sock`."""
     host, port = sock.getsockname()[:2]
-    if host in ("0.0.0.0", "::"):
-        host = "127.0.0.1"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
@@ -76,28 +76,33 @@ def protocol_with_timeout(seconds: float) -> type[H11Protocol]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._slow_timer: Any = None
+            self._waiting_for: Any = None  # what the timer runs for: h11.IDLE (a head) or h11.SEND_BODY
 
-        def _arm(self) -> None:
+        def _arm(self, state: Any) -> None:
             if self._slow_timer is not None:
                 self._slow_timer.cancel()
             self._slow_timer = self.loop.call_later(seconds, self._too_slow)
+            self._waiting_for = state
 
         def _disarm(self) -> None:
             if self._slow_timer is not None:
                 self._slow_timer.cancel()
                 self._slow_timer = None
+            self._waiting_for = None
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._arm()
+            self._arm(h11.IDLE)
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            # waiting for a head (IDLE) or a body (SEND_BODY): the client owes us bytes
-            if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-                self._arm()
-            else:
+            state = self.conn.their_state
+            if self.transport.is_closing() or state not in (h11.IDLE, h11.SEND_BODY):
                 self._disarm()
+            elif state is h11.SEND_BODY or self._waiting_for is not h11.IDLE:
+                # a body: the time between two reads; a head: the time from its first byte (a head
+                # sent a byte at a time does not restart the clock)
+                self._arm(state)
 
         def on_response_complete(self) -> None:
             self._disarm()  # idle between requests: uvicorn's keep-alive timeout takes over
@@ -113,7 +118,7 @@ def protocol_with_timeout(seconds: float) -> type[H11Protocol]:
             if self.transport.is_closing() or state not in (h11.IDLE, h11.SEND_BODY):
                 return
             if state is h11.SEND_BODY and self.flow.read_paused:  # we stopped reading, not them
-                self._arm()
+                self._arm(state)
                 return
             if state is h11.IDLE and self.cycle is not None and not self.cycle.response_complete:
                 return  # a response is still being written (pipelining): not the client's wait
