@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from runtime.engine import Engine
@@ -90,6 +90,25 @@ class Job:
             yield item
 
 
+class TextThread:
+    """One daemon thread running calls in order (concurrent.futures' pool threads are joined at
+    exit, so Ctrl+C would wait for a tokenize of megabytes to finish)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self._calls.put(call)
+
+    def close(self) -> None:
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call()
+
+
 class Slot:
     def __init__(self, index: int, engine: Engine) -> None:
         self.index = index
@@ -125,8 +144,8 @@ class Scheduler:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llamapack-engine", daemon=True)
         self._thread.start()
-        self._text = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamapack-text")
-        self._text_pending = 0  # event-loop side only
+        self._text = TextThread("llamapack-text")
+        self._text_waiting: set[asyncio.Future[Any]] = set()  # event-loop side only
 
     # -- event-loop side --------------------------------------------------------
 
@@ -143,15 +162,37 @@ class Scheduler:
 
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` on the text thread (tokenizing, detokenizing, template rendering), in order;
-        503 when `max_waiting` calls already wait there."""
-        if self._text_pending >= self.max_waiting:
-            raise APIError(503, f"the server is busy: {self._text_pending} requests are being tokenized",
+        503 when `max_waiting` calls already wait there, or when the server stops meanwhile."""
+        if self._closed:
+            raise APIError(503, "the server is shutting down", code="unavailable")
+        if len(self._text_waiting) >= self.max_waiting:
+            raise APIError(503, f"the server is busy: {len(self._text_waiting)} requests are being tokenized",
                            code="server_busy")
-        self._text_pending += 1
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:  # event loop
+            if not answer.done():
+                answer.set_result(value) if ok else answer.set_exception(value)
+
+        def call() -> None:  # text thread
+            if answer.done():  # abandoned while it waited
+                return
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - raised by the caller, on the event loop
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(settle, *outcome)
+            except RuntimeError:  # the event loop is gone
+                pass
+
+        self._text_waiting.add(answer)
         try:
-            return await asyncio.wrap_future(self._text.submit(fn, *args))
+            self._text.submit(call)
+            return await answer
         finally:
-            self._text_pending -= 1
+            self._text_waiting.discard(answer)
 
     def status(self) -> dict[str, Any]:
         with self._cv:
@@ -165,14 +206,18 @@ class Scheduler:
                      "n_cached": s.engine.n_past} for s in self.slots]
 
     def stop(self) -> None:
-        """Ends every job after its current step: waiting and running ones fail with 503."""
+        """Ends every job after its current step: waiting and running ones fail with 503, and so
+        do the calls waiting for the text thread. Call it on the event loop."""
         with self._cv:
             self._closed = True
             self._cv.notify()
+        for answer in self._text_waiting:
+            if not answer.done():
+                answer.set_exception(APIError(503, "the server is shutting down", code="unavailable"))
 
     def close(self) -> None:
         self.stop()
-        self._text.shutdown(wait=False, cancel_futures=True)
+        self._text.close()
         self._thread.join(timeout=30)
 
     # -- worker thread ------------------------------------------------------------
