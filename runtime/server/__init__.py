@@ -5,8 +5,8 @@
 
 `create_app(engine, api_key=None, parallel=1)` gives the ASGI app itself (for tests, or
 another ASGI server). Starlette routes the requests, uvicorn serves them, sse-starlette
-streams server-sent events; see app.py for the routes and scheduler.py for how several
-clients share the engine.
+streams server-sent events; see app.py for the routes, scheduler.py for how several
+clients share the engine, listen.py for the socket, slow clients and shutdown.
 """
 from __future__ import annotations
 
