@@ -29,7 +29,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import jinja2
 import jinja2.ext
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
+
+from runtime.chat_sandbox import BoundedSandbox, Limits, RenderAborted, bounded
 
 from .gguf import get_key  # metadata reads, type-checked (GGUFError)
 
@@ -160,8 +162,8 @@ class _GenerationTag(jinja2.ext.Extension):
         return parser.parse_statements(("name:endgeneration",), drop_needle=True)
 
 
-class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """The HF environment, except that an unsafe attribute access raises at once."""
+class _StrictSandbox(BoundedSandbox):
+    """The HF environment, bounded (chat_sandbox.py), and an unsafe attribute access raises at once."""
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         kind = type(obj).__name__
@@ -183,7 +185,7 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment() -> BoundedSandbox:
     env = _StrictSandbox(trim_blocks=True, lstrip_blocks=True,
                          extensions=[_GenerationTag, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
@@ -197,12 +199,23 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, _TemplateRaised):
         return f"chat template raised: {text}"
+    if isinstance(exc, RenderAborted):
+        return f"chat template: {text}"
+    if isinstance(exc, MemoryError):
+        return "chat template: out of memory while rendering"
+    if isinstance(exc, RecursionError):
+        return "chat template: recursion too deep"
     where = f" (template line {exc.lineno})" if getattr(exc, "lineno", None) else ""
     return f"chat template: {type(exc).__name__}: {text}{where}"
 
 
 class ChatTemplate:
-    """A compiled chat template with its special-token strings."""
+    """A compiled chat template with its special-token strings.
+
+    Compiling and rendering run under `limits` (time, sizes, memory: see chat_sandbox.py); a
+    template that exceeds them fails with a one-line ChatTemplateError, as any other failure."""
+
+    limits = Limits()  # an instance may set its own
 
     def __init__(self, source: str, bos_token: str = "", eos_token: str = "",
                  name: str = "custom") -> None:
@@ -214,8 +227,9 @@ class ChatTemplate:
         self.eos_token = eos_token
         self.name = name  # for logs: "gguf", a built-in name, or "custom"
         try:
-            self._template = _environment().from_string(source)
-        except Exception as exc:  # TemplateSyntaxError, or anything jinja2 raises while compiling
+            with bounded(self.limits):
+                self._template = _environment().from_string(source)
+        except (Exception, RenderAborted) as exc:  # TemplateSyntaxError, or anything while compiling
             raise ChatTemplateError(_one_line(exc)) from None
 
     @classmethod
@@ -239,16 +253,25 @@ class ChatTemplate:
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
                **extra: Any) -> str:
         """The template's output for `messages` ([{"role", "content"}, ...]), exactly."""
+        limit = self.limits.size
+        out: list[str] = []
+        n = 0
         try:
-            return self._template.render(
-                messages=list(messages),
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                **extra,
-            )
-        except Exception as exc:  # any failure of untrusted template code is the template's error
+            with bounded(self.limits):
+                for piece in self._template.generate(
+                    messages=list(messages),
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                    **extra,
+                ):
+                    n += len(piece)
+                    if n > limit:
+                        raise SecurityError(f"the output is longer than {limit} characters")
+                    out.append(piece)
+        except (Exception, RenderAborted) as exc:  # any failure of untrusted template code is its error
             raise ChatTemplateError(_one_line(exc)) from None
+        return "".join(out)
 
     def prompt(self, messages: Sequence[Mapping[str, Any]], add_bos: bool,
                add_generation_prompt: bool = True, **extra: Any) -> str:

@@ -147,7 +147,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="server port (default 8080)")
+    p.add_argument("--port", type=int, default=None, help="server port (default 8080, or the next free one)")
     p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
     p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (default: none)")
     p.add_argument("--parallel", "-np", type=_ranged(int, 1, MAX_PARALLEL), default=1, metavar="N",
@@ -304,10 +304,12 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
         if e.name not in ("runtime.server", None) and not str(e).startswith("cannot import name 'serve'"):
             raise
         return _fail("server mode is not available in this build")
+    from runtime.server import bind
+
+    sock = bind(args.host, args.port)  # first: a busy port is said before anything is announced
     eng = load_engine(args, offset)
-    serve(eng, args.host, args.port, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser,
-          defaults=server_defaults(args))
-    return 0
+    return serve(eng, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser, sock=sock,
+                 defaults=server_defaults(args))
 
 
 def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = None) -> int:

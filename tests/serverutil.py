@@ -5,10 +5,9 @@ import socket
 import threading
 import time
 
-import uvicorn
-
 from runtime.engine import Engine
-from runtime.server import UVICORN_OPTIONS, create_app
+from runtime.server import create_app
+from runtime.server.listen import server_for
 
 
 def free_port() -> int:
@@ -20,13 +19,12 @@ def free_port() -> int:
 class ServerThread:
     """`with ServerThread(engine, parallel=2) as srv: srv.url` — stops and joins on exit."""
 
-    def __init__(self, engine: Engine, **options: object) -> None:
+    def __init__(self, engine: Engine, header_timeout: float = 20.0, **options: object) -> None:
         self.app = create_app(engine, **options)  # type: ignore[arg-type]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(self.app, **UVICORN_OPTIONS, host="127.0.0.1", port=self.port,
-                                log_level="warning", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
+        self.server = server_for(self.app, header_timeout, host="127.0.0.1", port=self.port,
+                                 timeout_graceful_shutdown=2)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn-test", daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -8,11 +8,14 @@ and Mistral-7B-Instruct-v0.2's official templates, and llama.cpp's hard-coded te
 from __future__ import annotations
 
 import json
+import time
+import tracemalloc
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from runtime.chat_sandbox import Limits
 from runtime.chat_template import BUILTIN_TEMPLATES, ChatTemplate, ChatTemplateError
 from runtime.gguf import GGUFFile
 
@@ -199,3 +202,125 @@ def test_sandbox_escape_raises_and_runs_nothing(source, tmp_path):
     assert "unsafe" in str(info.value) or "SecurityError" in str(info.value) or "undefined" in str(info.value)
     assert not marker.exists()
     assert messages == [{"role": "user", "content": "x"}]
+
+
+# -- hostile templates: bounded in time, size and memory (runtime/chat_sandbox.py) --------------------
+
+USER = [{"role": "user", "content": "x"}]
+SHORT = Limits(seconds=0.5)
+
+
+def render_error(source: str, limits: Limits = SHORT, **extra) -> str:
+    template = ChatTemplate(source)
+    template.limits = limits
+    t0 = time.monotonic()
+    with pytest.raises(ChatTemplateError) as info:
+        template.render(USER, **extra)
+    assert time.monotonic() - t0 < limits.seconds + 5  # generous: "it stops", not a speed claim
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("chat template")
+    return message
+
+
+@pytest.mark.parametrize("source", [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}",
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% set x = i * j %}{% endfor %}{% endfor %}",
+])
+def test_endless_loops_stop_at_the_time_limit(source):
+    assert "longer than 0.5 s" in render_error(source)
+
+
+@pytest.mark.parametrize("source", [
+    "{{ 'a' * 10**9 }}",
+    "{% set n = 10**9 %}{{ 'a' * n }}",
+    "{{ [0] * 10**9 }}",
+    "{{ 10**9 * 'a' }}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+    "{% set ns = namespace(s='a') %}{% for i in range(40) %}{% set b %}{{ ns.s }}{{ ns.s }}{% endset %}"
+    "{% set ns.s = b %}{% endfor %}",
+    "{{ 'a'|center(1000000000) }}",
+    "{{ 'a'.center(1000000000) }}",
+    "{{ 'a'.ljust(1000000000) }}",
+    "{{ 'a'|indent(1000000000) }}",
+    "{{ '%1000000000s'|format('a') }}",
+    "{{ '%1000000000s' % 'a' }}",
+    "{{ '%*s' % (1000000000, 'a') }}",
+    "{{ '{:>1000000000}'.format('a') }}",
+    "{{ '{:>{w}}'.format('a', w=1000000000) }}",
+    "{% set s = 'a' * 100000 %}{{ s.replace('', s) }}",
+    "{% set s = 'a' * 100000 %}{{ s|replace('a', s) }}",
+    "{% set s = 'a' * 100000 %}{{ s.join(range(100000)|map('string')) }}",
+    "{% set s = 'a' * 100000 %}{{ range(100000)|join(s) }}",
+    "{{ [1]|batch(1000000000, 'x')|list|length }}",
+    "{{ (1).to_bytes(1000000000, 'big') }}",
+    "{{ range(100000)|map('list')|sum(start=[]) }}",
+    "{% for i in range(100000) %}{{ 'a' * 1000 }}{% endfor %}",
+    "{{ 2 ** 1000000000 }}",
+    "{% set ns = namespace(n=3) %}{% for i in range(30) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
+])
+def test_huge_strings_lists_and_numbers_are_refused(source):
+    message = render_error(source, Limits(seconds=60))  # the size checks, not the clock, must stop these
+    assert "SecurityError" in message or "refuse" in message
+
+
+def test_folding_a_huge_constant_at_compile_time_takes_no_memory():
+    # jinja2 computes constant expressions while compiling: 'a' * 10**9 would be 1 GB there
+    tracemalloc.start()
+    try:
+        template = ChatTemplate("{{ 'a' * 10**9 }}{{ 'b'|center(1000000000) }}{{ '%1000000000s' % 'c' }}")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 << 20
+    with pytest.raises(ChatTemplateError):
+        template.render(USER)
+
+
+def test_range_and_recursion_limits_are_one_line():
+    slow_ok = Limits(seconds=60)
+    assert "Range too big" in render_error("{% for i in range(10**12) %}x{% endfor %}", slow_ok)
+    assert "recursion" in render_error("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", slow_ok)
+    assert "recursion" in render_error("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", slow_ok)
+
+
+def test_memory_error_is_one_line():
+    def exhausted():
+        raise MemoryError()
+
+    assert render_error("{{ boom() }}", Limits(seconds=60), boom=exhausted) == \
+        "chat template: out of memory while rendering"
+
+
+def test_memory_held_by_a_render_is_bounded():
+    # a list growing by 100,000-item lists: each step is small, the total is not
+    source = ("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}"
+              "{% set ns.l = ns.l + [range(100000)|list] %}{% endfor %}")
+    message = render_error(source, Limits(seconds=30, memory=256 << 20))
+    assert "more than 256 MiB of memory" in message
+
+
+def test_output_size_is_bounded_and_large_messages_still_render():
+    assert "longer than 1000 characters" in render_error(
+        "{% for i in range(100) %}{{ 'a' * 100 }}{% endfor %}", Limits(seconds=60, size=1000))
+    big = "x" * (8 << 20)  # as much as a request body holds
+    text = ChatTemplate("chatml").render([{"role": "user", "content": big}])
+    assert big in text
+
+
+def test_limits_leave_the_tracer_as_it_was():
+    import sys
+
+    def tracer(frame, event, arg):
+        return None
+
+    sys.settrace(tracer)
+    try:
+        ChatTemplate("chatml").render(USER)
+        with pytest.raises(ChatTemplateError):
+            ChatTemplate("{{ 'a' * 10**9 }}").render(USER)
+        assert sys.gettrace() is tracer
+    finally:
+        sys.settrace(None)

@@ -8,6 +8,8 @@ Routes (see the route modules):
     POST /generate  POST /generate_stream  POST /                   Text Generation Inference
 
 With an API key, every route except the UI's files and /health needs `Authorization: Bearer KEY`.
+Every request but GET /health is logged in one line (logger "llamapack.server"): method, path,
+status, time, and the token counts when it generated.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import contextlib
 import hmac
 import logging
 import os
+import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ from runtime.engine import Engine
 from runtime.server.errors import APIError
 from runtime.server.openai import OpenAIRoutes
 from runtime.server.params import Defaults
-from runtime.server.scheduler import Scheduler
+from runtime.server.scheduler import Scheduler, request_record
 from runtime.server.tgi import TGIRoutes
 from runtime.server.utility import UtilityRoutes
 from runtime.tokenizer import TokenizerError
@@ -124,9 +128,56 @@ async def _user_error(request: Request, exc: Exception) -> Response:
     return APIError(400, first).response()
 
 
+def _where(exc: BaseException) -> str:
+    """file:line where `exc` was raised."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+
+
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    text = " ".join(str(exc).split())[:200]
+    log.error("internal error on %s %s: %s%s (%s)", request.method, request.url.path, type(exc).__name__,
+              f": {text}" if text else "", _where(exc))
     return APIError(500, f"internal server error: {type(exc).__name__}").response()
+
+
+def _log_line(scope: Scope, status: int | None, ms: float, record: dict[str, Any]) -> str:
+    client = scope.get("client")
+    line = f"{client[0] if client else '-'} {scope['method']} {scope['path']} {status or '-'} {ms:.0f} ms"
+    stats = record.get("stats")
+    if stats is not None:
+        line += (f", prompt {stats.cached_tokens + stats.prompt_tokens} tokens ({stats.cached_tokens} cached), "
+                 f"{stats.generated_tokens} generated")
+    return line
+
+
+class _App(Starlette):
+    """Starlette, plus the one log line per request; an error the handlers did not turn into a
+    response has been answered (500) and logged in one line by `_server_error`: it stops here
+    rather than reaching the HTTP server's traceback log."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        record: dict[str, Any] = {}
+        status: int | None = None
+
+        async def send_noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = request_record.set(record)
+        t0 = time.perf_counter()
+        try:
+            await super().__call__(scope, receive, send_noted)
+        except Exception:
+            status = status or 500
+        finally:
+            request_record.reset(token)
+            if not (scope["method"] == "GET" and scope["path"] == "/health"):  # polled: not worth a line
+                log.info("%s", _log_line(scope, status, (time.perf_counter() - t0) * 1000, record))
 
 
 def model_id(engine: Engine) -> str:
@@ -158,7 +209,7 @@ def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1,
     routes += OpenAIRoutes(engine, scheduler, name, defaults).routes()
     routes += UtilityRoutes(engine, scheduler, name, defaults).routes()
     routes += TGIRoutes(engine, scheduler, defaults).routes()
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+    app = _App(routes=routes, lifespan=lifespan, exception_handlers={
         APIError: _api_error,
         HTTPException: _http_error,
         ChatTemplateError: _user_error,

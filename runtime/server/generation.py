@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.jsonmode import stream_json
 from runtime.server.scheduler import Job, Scheduler
+from runtime.tokenizer import Tokenizer
 
 
 @dataclass
@@ -28,6 +30,31 @@ class Generation:
         if self.json_mode:
             return stream_json(engine, self.ids, self.max_tokens, self.stop, self.params)
         return engine.stream_generate(self.ids, max_tokens=self.max_tokens, stop=self.stop, params=self.params)
+
+
+@lru_cache(maxsize=8)
+def _longest_piece(tokenizer: Tokenizer, n_vocab: int) -> int:
+    """Bytes of the longest token text: no token covers more of a prompt."""
+    return max((len(tokenizer.token_to_piece(t, True)) for t in range(n_vocab)), default=1) or 1
+
+
+def prompt_ids(engine: Engine, text: str, param: str = "prompt") -> list[int]:
+    """`text` tokenized as a prompt (BOS as the model says, special tokens parsed), refusing at once
+    a text too long for the context even if every token were the vocabulary's longest: tokenizing
+    megabytes takes seconds, and would only end in the same refusal. Run it off the event loop."""
+    n_bytes = len(text.encode("utf-8", "surrogatepass"))
+    longest = _longest_piece(engine.tokenizer, engine.model.config.n_vocab)
+    if n_bytes > longest * engine.n_ctx:
+        raise bad_request(f"the prompt has {n_bytes} bytes, more than {engine.n_ctx} tokens of this model "
+                          f"hold (at most {longest} bytes each); this server's context holds {engine.n_ctx} "
+                          "tokens", param=param, code="context_length_exceeded")
+    return engine.tokenize(text, add_special=True, parse_special=True)
+
+
+def chat_ids(engine: Engine, messages: list[dict[str, str]]) -> list[int]:
+    """`engine.chat_prompt(messages)` with the size check of `prompt_ids`. Run it off the event loop."""
+    text = engine.template.prompt(messages, add_bos=engine.tokenizer.add_bos)
+    return prompt_ids(engine, text, param="messages")
 
 
 def check_prompt(engine: Engine, ids: list[int], param: str = "messages") -> None:

@@ -26,7 +26,7 @@ from runtime.chat_template import ChatTemplateError
 from runtime.engine import Chunk, Engine
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
-    ClientGone, Generation, check_prompt, collect, engine_error, start, timings, usage,
+    ClientGone, Generation, chat_ids, check_prompt, collect, engine_error, prompt_ids, start, timings, usage,
 )
 from runtime.server.params import Defaults, Fields, read_json, sampling_params
 from runtime.server.scheduler import Job
@@ -143,7 +143,7 @@ class OpenAIRoutes:
         opts = f.obj("stream_options")
         include_usage = bool(opts.boolean("include_usage", False)) if opts else False
         try:
-            ids = self.engine.chat_prompt(messages)
+            ids = await self.scheduler.off_loop(chat_ids, self.engine, messages)
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
@@ -192,7 +192,7 @@ class OpenAIRoutes:
         if isinstance(p, list) and len(p) == 1 and isinstance(p[0], (str, list)):
             p = p[0]
         if isinstance(p, str):
-            return self.engine.tokenize(p, add_special=True, parse_special=True), p
+            return prompt_ids(self.engine, p), p
         if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
             n_vocab = self.engine.model.config.n_vocab
             if any(not 0 <= t < n_vocab for t in p):
@@ -206,7 +206,7 @@ class OpenAIRoutes:
 
     async def completions(self, request: Request) -> Response:
         f = Fields(await read_json(request))
-        ids, text = self._prompt_ids(f)
+        ids, text = await self.scheduler.off_loop(self._prompt_ids, f)
         max_tokens, stop, params, stream = _common(f, 16, self.defaults)
         echo = f.boolean("echo", False)
         _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
@@ -276,7 +276,7 @@ class OpenAIRoutes:
 
     async def embeddings(self, request: Request) -> Response:
         f = Fields(await read_json(request))
-        inputs = self._embedding_inputs(f)
+        inputs = await self.scheduler.off_loop(self._embedding_inputs, f)
         fmt = f.string("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise bad_request("'encoding_format' must be float or base64", param="encoding_format")

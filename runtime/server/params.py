@@ -31,6 +31,8 @@ async def read_json(request: Request) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as e:
         raise bad_request(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:  # json's C parser counts nesting against the recursion limit
+        raise bad_request("the request body nests JSON arrays or objects too deeply") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, not {_kind(data)}")
     return data

@@ -16,22 +16,36 @@ throughput is that of one stream; what N slots buy is fairness and per-client ca
 A job is admitted into the free slot whose cache holds the longest prefix of its prompt,
 so a follow-up chat turn finds its conversation still cached and only evaluates the new
 tokens. A cancelled job (its client went away) is dropped before its next step, i.e.
-within one token.
+within one token. A job that fails (any exception of the engine) ends with that error for its
+client alone; its slot's cache is emptied (it may hold what the failed step wrote) and the
+worker goes on with the next job.
+
+Tokenizing and chat-template rendering, which take seconds on megabytes of text, run on a
+second thread (`off_loop`), so neither the event loop (/health, the streams) nor the engine
+worker waits for them.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
+import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.engine import Engine
 from runtime.model import Model
 from runtime.server.errors import APIError
 
 _DONE = object()
+T = TypeVar("T")
+
+# The log record of the HTTP request being served (app.py sets it): a job notes its token
+# counts there for the request's log line.
+request_record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "llamapack_request_record", default=None)
 
 
 class _Failure:
@@ -51,6 +65,7 @@ class Job:
         self.cancelled = False
         self.slot: int | None = None
         self.submitted = time.monotonic()
+        self.record = request_record.get()
 
     def cancel(self) -> None:
         """Stops the work before its next step (safe from any thread, and after the end)."""
@@ -69,7 +84,29 @@ class Job:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
+            stats = getattr(item, "stats", None)
+            if stats is not None and self.record is not None:
+                self.record["stats"] = stats
             yield item
+
+
+class TextThread:
+    """One daemon thread running calls in order (concurrent.futures' pool threads are joined at
+    exit, so Ctrl+C would wait for a tokenize of megabytes to finish)."""
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, call: Callable[[], None]) -> None:
+        self._calls.put(call)
+
+    def close(self) -> None:
+        self._calls.put(None)
+
+    def _run(self) -> None:
+        while (call := self._calls.get()) is not None:
+            call()
 
 
 class Slot:
@@ -107,6 +144,8 @@ class Scheduler:
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llamapack-engine", daemon=True)
         self._thread.start()
+        self._text = TextThread("llamapack-text")
+        self._text_waiting: set[asyncio.Future[Any]] = set()  # event-loop side only
 
     # -- event-loop side --------------------------------------------------------
 
@@ -121,6 +160,40 @@ class Scheduler:
             self._cv.notify()
         return job
 
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the text thread (tokenizing, detokenizing, template rendering), in order;
+        503 when `max_waiting` calls already wait there, or when the server stops meanwhile."""
+        if self._closed:
+            raise APIError(503, "the server is shutting down", code="unavailable")
+        if len(self._text_waiting) >= self.max_waiting:
+            raise APIError(503, f"the server is busy: {len(self._text_waiting)} requests are being tokenized",
+                           code="server_busy")
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:  # event loop
+            if not answer.done():
+                answer.set_result(value) if ok else answer.set_exception(value)
+
+        def call() -> None:  # text thread
+            if answer.done():  # abandoned while it waited
+                return
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - raised by the caller, on the event loop
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(settle, *outcome)
+            except RuntimeError:  # the event loop is gone
+                pass
+
+        self._text_waiting.add(answer)
+        try:
+            self._text.submit(call)
+            return await answer
+        finally:
+            self._text_waiting.discard(answer)
+
     def status(self) -> dict[str, Any]:
         with self._cv:
             busy = sum(1 for s in self.slots if s.job is not None)
@@ -132,10 +205,19 @@ class Scheduler:
             return [{"id": s.index, "is_processing": s.job is not None, "n_ctx": s.engine.n_ctx,
                      "n_cached": s.engine.n_past} for s in self.slots]
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ends every job after its current step: waiting and running ones fail with 503, and so
+        do the calls waiting for the text thread. Call it on the event loop."""
         with self._cv:
             self._closed = True
             self._cv.notify()
+        for answer in self._text_waiting:
+            if not answer.done():
+                answer.set_exception(APIError(503, "the server is shutting down", code="unavailable"))
+
+    def close(self) -> None:
+        self.stop()
+        self._text.close()
         self._thread.join(timeout=30)
 
     # -- worker thread ------------------------------------------------------------
@@ -181,6 +263,7 @@ class Scheduler:
             self._release(slot, _DONE)
             return
         except Exception as exc:  # the job's error goes to its client; the worker carries on
+            slot.engine.reset()  # the cache may hold what the failed step wrote: start afresh
             self._release(slot, _Failure(exc))
             return
         job._put(item)

@@ -138,7 +138,8 @@ class TGIRoutes:
         ]
 
     async def _request(self, request: Request) -> TGIRequest:
-        return TGIRequest(self.engine, await read_json(request), self.defaults)
+        body = await read_json(request)
+        return await self.scheduler.off_loop(TGIRequest, self.engine, body, self.defaults)  # it tokenizes
 
     async def generate(self, request: Request) -> Response:
         return JSONResponse(await self._generate(request, await self._request(request)))

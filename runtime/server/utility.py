@@ -30,6 +30,10 @@ class UtilityRoutes:
     async def tokenize(self, request: Request) -> Response:
         """{content, add_special=false, parse_special=true, with_pieces=false} -> {tokens}."""
         f = Fields(await read_json(request))
+        # megabytes take seconds: on the text thread, so the event loop keeps serving
+        return JSONResponse(await self.scheduler.off_loop(self._tokenize, f))
+
+    def _tokenize(self, f: Fields) -> dict[str, Any]:
         content = f.string("content")
         ids = self.engine.tokenize(content, add_special=f.boolean("add_special", False),
                                    parse_special=f.boolean("parse_special", True))
@@ -42,12 +46,15 @@ class UtilityRoutes:
                     pieces.append({"id": t, "piece": raw.decode("utf-8")})
                 except UnicodeDecodeError:  # a partial character: its bytes, as llama.cpp does
                     pieces.append({"id": t, "piece": list(raw)})
-            return JSONResponse({"tokens": pieces})
-        return JSONResponse({"tokens": ids})
+            return {"tokens": pieces}
+        return {"tokens": ids}
 
     async def detokenize(self, request: Request) -> Response:
         """{tokens} -> {content}."""
         f = Fields(await read_json(request))
+        return JSONResponse(await self.scheduler.off_loop(self._detokenize, f))
+
+    def _detokenize(self, f: Fields) -> dict[str, Any]:
         tokens = f.raw("tokens")
         n_vocab = self.engine.model.config.n_vocab
         if tokens is None:
@@ -58,7 +65,7 @@ class UtilityRoutes:
         if bad:
             raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{n_vocab - 1})", param="tokens")
         # special tokens are written out, as llama.cpp's /detokenize does
-        return JSONResponse({"content": self.engine.tokenizer.detokenize(tokens, special=True)})
+        return {"content": self.engine.tokenizer.detokenize(tokens, special=True)}
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", **self.scheduler.status()})
