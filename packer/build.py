@@ -44,7 +44,7 @@ from pathlib import Path
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
 from packer.zipwriter import Entry, end_records
-from runtime.launcher import ALIGNMENT, ARGS_NAME
+from runtime.launcher import ALIGNMENT, ARGS_NAME, MAX_ARGS_LINES
 
 COPY_CHUNK = 64 << 20     # bytes per copy call (progress granularity)
 CRC_WINDOW = 32 << 20     # bytes of the model mapped at a time by the CRC thread
@@ -88,6 +88,8 @@ def parse_args_option(text: str | None) -> list[str]:
         args = shlex.split(text)
     except ValueError as e:
         raise PackError(f"bad --args: {e}") from None
+    if len(args) > MAX_ARGS_LINES:
+        raise PackError(f"bad --args: {len(args)} arguments, more than the {MAX_ARGS_LINES} a packed file may hold")
     for a in args:
         if "\n" in a or "\r" in a or "\0" in a:
             raise PackError(f"bad --args: {a!r}: an argument cannot hold a line break")
