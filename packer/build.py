@@ -23,7 +23,9 @@ Writing: the bytes are copied by the kernel (copy_file_range, as `cp` does; a pl
 a bounded buffer where that is not available; holes of a sparse input stay holes) while a
 thread computes the CRC over a sliding read-only window of the model: memory stays bounded
 whatever the size. Everything goes into a
-temporary file next to the output, renamed at the end; any failure (Ctrl-C, a full disk) removes it.
+temporary file next to the output, renamed at the end; any failure (Ctrl-C, a full disk, any
+signal that would end the process, under `packer build`) removes it. The output must be a regular
+file (or not exist yet): a device, a FIFO or a socket is refused, never replaced.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import mmap
 import os
 import shlex
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -278,8 +281,7 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             raise PackError(f"{what} not found: {p}")
         if _same_file(p, output):
             raise PackError(f"the output {output} is the {what} itself: choose another name")
-    if output.is_dir():
-        raise PackError(f"the output {output} is a directory")
+    target = _output_target(output)
     _check_model(model)
     arc = _runtime_archive(runtime)
     args_data = ("\n".join(args if args is not None else ["..."]) + "\n").encode("utf-8")
@@ -306,22 +308,14 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     cd_size = sum(len(e.central_header()) for e in entries)
     total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries)))
 
-    out_dir = output.resolve().parent
-    if not out_dir.is_dir():
-        raise PackError(f"no such directory: {out_dir}")
-    try:
-        st = os.statvfs(out_dir)
-        if st.f_bavail * st.f_frsize < total:
-            raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
-                            f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")
-    except (AttributeError, OSError):
-        pass  # no statvfs here: a full disk is still caught while writing
+    out_dir = target.parent
+    _check_space(out_dir, total)
 
     bar = _Progress(total, f"packing {output.name}", progress)
     fd, tmp = -1, None
     try:
-        with _signals_held():  # a Ctrl-C lands once the name is known, to be cleaned up
-            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=out_dir)
+        with _signals_held():  # a signal lands once the name is known, to be cleaned up
+            fd, tmp = _temp_file(target)
         with open(runtime, "rb") as rf, open(model, "rb") as mf:
             crc_thread = _Crc(mf.fileno(), m_size)
             crc_thread.start()
@@ -344,7 +338,8 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             finally:  # the thread reads the model's descriptor: done with it before it closes
                 if not copied:
                     crc_thread.stop.set()
-                crc_thread.join()
+                with _signals_held():  # a second signal must not cut this wait short
+                    crc_thread.join()
             if crc_thread.error is not None:
                 raise crc_thread.error
             gguf_entry.crc = crc_thread.crc
@@ -356,15 +351,16 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             os.fchmod(fd, 0o777 & ~_umask())  # executable, as the umask allows
         os.close(fd)
         fd = -1
-        os.replace(tmp, output)
+        with _signals_held():  # renamed and forgotten together: a signal now finds a finished file
+            os.replace(tmp, target)
+            tmp = None
     except BaseException as e:
-        if fd >= 0:
-            os.close(fd)
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        with _signals_held():  # a second signal must not stop the clean-up halfway
+            if fd >= 0:
+                os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         bar.close()
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise PackError(f"disk full while writing {output} ({e.strerror}); nothing was written") from None
@@ -374,13 +370,99 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
                        "cookie" if cookie else "archive", time.perf_counter() - t0)
 
 
+# -- the output ------------------------------------------------------------------------------
+
+_NOT_REGULAR = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _output_target(output: Path) -> Path:
+    """The path the new file is renamed to: output, or the file a symlink output points to.
+
+    The file is written beside it and renamed over it, which would replace a device, a FIFO or a
+    socket with a regular file (`-o /dev/null` as root did): anything but a regular file is refused.
+    """
+    target = Path(os.path.realpath(output))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    for test, kind in _NOT_REGULAR:
+        if mode is not None and test(mode):
+            what = f"{output} ({target})" if target != output.absolute() else str(output)
+            raise PackError(f"the output {what} is {kind}, not a regular file: give the path of a file to write")
+    if not target.parent.is_dir():
+        raise PackError(f"{'not a directory' if target.parent.exists() else 'no such directory'}: {target.parent}")
+    return target
+
+
+def _check_space(out_dir: Path, total: int) -> None:
+    try:
+        st = os.statvfs(out_dir)
+    except (AttributeError, OSError):
+        return  # no statvfs here: a full disk is still caught while writing
+    if st.f_blocks and st.f_bavail * st.f_frsize < total:  # f_blocks 0: a pseudo file system (/proc)
+        raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
+                        f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")
+
+
+def _temp_file(target: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise PackError(f"cannot create a file in {target.parent} ({e.strerror or e})") from None
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+# The signals that end a process unless caught. Not here: the faults a program raises itself
+# (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), and SIGPIPE and SIGXFSZ, which
+# Python ignores (the write fails instead, and the build cleans up as after any error).
+CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+    "SIGXCPU", "SIGPWR") if hasattr(signal, name))
+
+
+class Interrupted(BaseException):
+    """A signal stopped the build; the exit status is 128 + its number, as a shell reports it.
+    (Not a KeyboardInterrupt: click would turn that into its own Abort.)"""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def cleanup_on_signals():
+    """Within the block, each of CLEANUP_SIGNALS raises Interrupted, so that build() removes its
+    temporary file (a hidden file as large as the model) before the process ends; the block
+    restores the previous handlers. For a command line: a library call leaves handlers alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _interrupt) for s in CLEANUP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 @contextlib.contextmanager
 def _signals_held():
-    """Holds SIGINT and SIGTERM back (where the system can) until the block is done."""
+    """Holds CLEANUP_SIGNALS back (where the system can) until the block is done."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(CLEANUP_SIGNALS))
     try:
         yield
     finally:
