@@ -236,6 +236,55 @@ def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.llamafile", "x.gguf"]
 
 
+def write_gguf(path: Path, arch: str, keys: dict, tensors: dict) -> Path:
+    import gguf
+
+    w = gguf.GGUFWriter(str(path), arch)
+    for k, v in keys.items():
+        getattr(w, f"add_{k}")(v)
+    for name, data in tensors.items():
+        w.add_tensor(name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def retype_tensor(path: Path, name: str, ggml_type: int) -> None:
+    """Sets a tensor's type in the GGUF tensor table (same element size: the file stays consistent)."""
+    raw = path.read_bytes()
+    at = raw.index(struct.pack("<Q", len(name)) + name.encode()) + 8 + len(name)
+    n_dims = struct.unpack_from("<I", raw, at)[0]
+    at += 4 + 8 * n_dims
+    path.write_bytes(raw[:at] + struct.pack("<I", ggml_type) + raw[at + 4:])
+
+
+def test_build_refuses_a_model_the_runtime_cannot_run(runtime_exe, tmp_path) -> None:
+    """Checked at build time with the runtime's own one-line reason: an architecture it does not
+    implement, metadata it needs and lacks, a tensor type it cannot compute with. Nothing written."""
+    import numpy as np
+
+    from tests.tiny_models import TinySpec, write_tiny_llama
+
+    phi3 = write_gguf(tmp_path / "phi3.gguf", "phi3", {"context_length": 128},
+                      {"token_embd.weight": np.zeros((8, 32), np.float32)})
+    lacking = write_gguf(tmp_path / "lacking.gguf", "llama", {"context_length": 128},
+                         {"token_embd.weight": np.zeros((8, 32), np.float32)})
+    i32 = write_tiny_llama(tmp_path / "i32.gguf", TinySpec()) and tmp_path / "i32.gguf"
+    retype_tensor(i32, "blk.0.attn_q.weight", 26)  # F32 -> I32, both 4 bytes an element
+    out = tmp_path / "out" / "o.llamafile"
+    out.parent.mkdir()
+    for model, needle in ((phi3, "unsupported model architecture 'phi3'"), (lacking, "llama.embedding_length"),
+                          (i32, "blk.0.attn_q.weight")):
+        r = packer("build", str(model), "-o", str(out), "--runtime", str(runtime_exe))
+        assert_one_line_error(r, needle)
+        assert str(model) in r.stderr
+        with pytest.raises(PackError, match=needle):
+            build(model, out, runtime_exe, progress=False)
+    assert list(out.parent.iterdir()) == []
+
+
 def test_args_option() -> None:
     assert parse_args_option(None) == ["..."]
     assert parse_args_option('-c 2048 --temp 0.7 -r "User:" ...') == ["-c", "2048", "--temp", "0.7", "-r", "User:",
