@@ -11,7 +11,8 @@ Layout of the output (absolute offsets)::
              to the runtime's archive), or, when that is more than 4 GiB back, a whole copy of the
              archive with its cookie
     C        ZIP central directory (.args, MODEL.gguf), zip64 end record + locator if needed,
-             end record
+             end record, whose comment holds CRC-32s of the runtime, the local headers, the tail
+             and the directory (packer/zipwriter.py; `packer verify` checks them)
 
 Why the tail: PyInstaller's bootloader finds its archive by scanning the executable back to
 front for the cookie's magic, twice per start; appended weights would make every start read
@@ -46,7 +47,7 @@ from pathlib import Path
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
-from packer.zipwriter import Entry, end_records
+from packer.zipwriter import CHECKSUM_COMMENT_SIZE, Entry, checksum_comment, end_records
 from runtime.launcher import ALIGNMENT, ARGS_NAME, MAX_ARGS_LINES
 
 COPY_CHUNK = 64 << 20     # bytes per copy call (progress granularity)
@@ -181,8 +182,28 @@ def _data_run(fd: int, pos: int, end: int) -> tuple[int, int] | None:
     return min(start, end), min(stop, end)
 
 
+def _crc_range(fd: int, start: int, size: int, stop_event: threading.Event | None = None) -> int:
+    """CRC-32 of fd[start:start+size], over a sliding read-only mapping (bounded memory); holes
+    count as zeros, without being read."""
+    crc, pos, end, zeros = 0, start, start + size, memoryview(bytes(1 << 20))
+    while pos < end and not (stop_event and stop_event.is_set()):
+        lo_data, hi_data = _data_run(fd, pos, end) or (pos, end)
+        if lo_data > pos:  # a hole
+            n = min(lo_data - pos, len(zeros))
+            crc = zlib.crc32(zeros[:n], crc)
+            pos += n
+            continue
+        lo = pos - pos % mmap.ALLOCATIONGRANULARITY
+        hi = min(hi_data, pos + CRC_WINDOW)
+        with mmap.mmap(fd, hi - lo, offset=lo, access=mmap.ACCESS_READ) as window:
+            with memoryview(window) as view:
+                crc = zlib.crc32(view[pos - lo:], crc)  # releases the GIL
+        pos = hi
+    return crc
+
+
 class _Crc(threading.Thread):
-    """CRC-32 of fd[0:size], over a sliding read-only mapping (bounded memory); holes count as zeros."""
+    """_crc_range(fd, 0, size) in a thread, while the main thread copies."""
 
     def __init__(self, fd: int, size: int) -> None:
         super().__init__(daemon=True)
@@ -193,21 +214,7 @@ class _Crc(threading.Thread):
 
     def run(self) -> None:
         try:
-            crc, pos, zeros = 0, 0, memoryview(bytes(1 << 20))
-            while pos < self.size and not self.stop.is_set():
-                start, stop = _data_run(self.fd, pos, self.size) or (pos, self.size)
-                if start > pos:  # a hole: zeros, without reading them
-                    n = min(start - pos, len(zeros))
-                    crc = zlib.crc32(zeros[:n], crc)
-                    pos += n
-                    continue
-                lo = pos - pos % mmap.ALLOCATIONGRANULARITY
-                hi = min(stop, pos + CRC_WINDOW)
-                with mmap.mmap(self.fd, hi - lo, offset=lo, access=mmap.ACCESS_READ) as window:
-                    with memoryview(window) as view:
-                        crc = zlib.crc32(view[pos - lo:], crc)  # releases the GIL
-                pos = hi
-            self.crc = crc
+            self.crc = _crc_range(self.fd, 0, self.size, self.stop)
         except BaseException as e:  # reported by the main thread
             self.error = e
 
@@ -333,7 +340,7 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     cd_at = tail_at + tail_size
     entries = [args_entry, gguf_entry]
     cd_size = sum(len(e.central_header()) for e in entries)
-    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries)))
+    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries))) + CHECKSUM_COMMENT_SIZE
 
     out_dir = target.parent
     _check_space(out_dir, total)
@@ -359,8 +366,11 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
                     raise PackError(f"{model} changed size during the build")
                 if cookie:
                     _pwrite_all(fd, cookie, tail_at)
+                    tail_crc = zlib.crc32(cookie)
                 else:
                     copier.copy(rf.fileno(), fd, arc.start, tail_at, arc.length)
+                    tail_crc = _crc_range(rf.fileno(), arc.start, arc.length)
+                runtime_crc = _crc_range(rf.fileno(), 0, r_size)
                 copied = True
             finally:  # the thread reads the model's descriptor: done with it before it closes
                 if not copied:
@@ -371,8 +381,12 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
                 raise crc_thread.error
             gguf_entry.crc = crc_thread.crc
             _pwrite_all(fd, gguf_entry.local_header(), gguf_entry.header_offset)
+            headers = args_entry.local_header() + bytes(gap) + gguf_entry.local_header()  # between the data
             cd = b"".join(e.central_header() for e in entries)
-            _pwrite_all(fd, cd + end_records(cd_at, len(cd), len(entries)), cd_at)
+            cd += end_records(cd_at, len(cd), len(entries), CHECKSUM_COMMENT_SIZE)
+            comment = checksum_comment(runtime=runtime_crc, headers=zlib.crc32(headers), tail=tail_crc,
+                                       directory=zlib.crc32(cd))
+            _pwrite_all(fd, cd + comment, cd_at)
             bar.add(total - bar.done)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o777 & ~_umask())  # executable, as the umask allows

@@ -161,8 +161,8 @@ def find_end(f, file_size: int) -> ZipEnd:
     if cd_size > MAX_CENTRAL_DIR:
         raise LauncherError(f"zip: central directory of {cd_size} bytes is too large for a packed file")
     if cd_offset + cd_size > records_at:
-        raise LauncherError(f"truncated file: the ZIP central directory at offset {cd_offset} runs past "
-                            f"the end records at {records_at} (file size {file_size})")
+        raise LauncherError(f"damaged or truncated file: the ZIP central directory at offset {cd_offset} "
+                            f"runs past the end records at {records_at} (file size {file_size})")
     if count > cd_size // CDIR.size:
         raise LauncherError(f"zip: {count} entries cannot fit in a central directory of {cd_size} bytes")
     return ZipEnd(cd_offset, cd_size, count, records_at, eocd_at, tail[pos + EOCD.size:])
@@ -197,8 +197,8 @@ def _central_entry(f, cd: bytes, pos: int, end: ZipEnd) -> tuple[ZipEntry, int]:
     data_offset = lho + LOCAL.size + local[9] + local[10]
     entry = ZipEntry(name, method, crc, csize, usize, lho, data_offset)
     if entry.data_end > end.cd_offset:
-        raise LauncherError(f"truncated file: {name} ends at offset {entry.data_end}, past the central "
-                            f"directory at {end.cd_offset}")
+        raise LauncherError(f"damaged or truncated file: {name} ends at offset {entry.data_end}, past the "
+                            f"central directory at {end.cd_offset}")
     return entry, name_end + n_extra + n_comment
 
 

@@ -275,7 +275,7 @@ def test_reader_rejects_lying_directories(packed, tmp_path) -> None:
         fh.write((size).to_bytes(4, "little"))
         fh.seek(at + 8)
         fh.write((size).to_bytes(4, "little"))
-    with pytest.raises(LauncherError, match="truncated file: moe-Q4_0.gguf ends at"):
+    with pytest.raises(LauncherError, match="damaged or truncated file: moe-Q4_0.gguf ends at"):
         read_payload(str(f))
     assert os.path.getsize(f) == size
 
@@ -419,10 +419,15 @@ def mutate(data: bytearray, rng) -> bytearray:
 def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) -> None:
     """Hundreds of random changes to a packed file's directory, end records (plain and zip64), local
     headers and .args: the launcher's reader either reads the file or raises a one-line LauncherError,
-    never anything else; a few of them run through the real executable."""
+    never anything else; a few of them run through the real executable, and through `packer verify`
+    (which fails every changed file) and `packer inspect`."""
     import random
 
     from tests.ziptail import entries_and_end, set_tail, zip64_tail
+
+    from packer.pyiarchive import ArchiveError
+    from packer.verify import inspect, verify
+    from runtime.gguf import GGUFError
 
     f = tmp_path / "fuzz.llamafile"
     shutil.copyfile(packed["moe"], f)
@@ -439,17 +444,20 @@ def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) ->
     rng = random.Random(12)
     outcomes, samples = {"read": 0, "refused": 0}, []
     for i in range(600):
-        tail = tails[i % 2]
+        tail = tails[i % 2]  # even: as built, with its checksum record; odd: the zip64 form, without
         where = rng.randrange(4)  # mostly the directory and end records, else a local header
-        new_tail = mutate(bytearray(tail), rng) if where < 3 else tail
+        new_tail = bytes(mutate(bytearray(tail), rng)) if where < 3 else tail
+        changed = new_tail != tail
         if where == 3 or rng.random() < 0.1:
             at = rng.choice(list(heads))
+            head = bytes(mutate(bytearray(heads[at]), rng))
+            changed |= head != heads[at]
             with open(f, "r+b") as fh:
                 fh.seek(at)
-                fh.write(mutate(bytearray(heads[at]), rng))
+                fh.write(head)
         if rng.random() < 0.1:
-            new_tail = new_tail[:rng.randrange(len(new_tail))]  # truncated
-        set_tail(f, cd_at, bytes(new_tail))
+            new_tail, changed = new_tail[:rng.randrange(len(new_tail))], True  # truncated
+        set_tail(f, cd_at, new_tail)
         try:
             read_payload(str(f))
             outcomes["read"] += 1
@@ -458,6 +466,12 @@ def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) ->
             outcomes["refused"] += 1
         if i % 100 == 7:
             samples.append(run(f, "-p", "Hi", "-n", "1", "-c", "64"))
+        if i % 20 == 4:  # `packer verify` and `packer inspect` read the same bytes: reports or one-line errors
+            assert verify(str(f)).ok is not changed, i  # (even i: the checksum record catches every change)
+            try:
+                inspect(str(f))
+            except (LauncherError, GGUFError, ArchiveError) as e:
+                assert "\n" not in str(e), (i, str(e))
         with open(f, "r+b") as fh:  # undo the local header changes
             for at, raw in heads.items():
                 fh.seek(at)

@@ -165,6 +165,78 @@ def test_verify_catches_a_flipped_byte(packed, tmp_path) -> None:
     assert r.returncode == 1 and "FAIL  crc moe-Q4_0.gguf" in r.stdout and r.stdout.rstrip().endswith("FAILED")
 
 
+def flip_byte(path: Path, at: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+def test_verify_names_each_kind_of_damage(packed, tmp_path) -> None:
+    """One flipped bit anywhere (the bootloader, the Python archive, a local header, the zeros
+    before the GGUF, the weights, the tail cookie, a harmless field of the directory, the checksum
+    record) or a cut anywhere: `packer verify` fails, naming the part. Starting such a file gives
+    PyInstaller's errors, a crash, or nothing visible (a flipped weight)."""
+    from runtime.launcher import find_end
+
+    f = tmp_path / "damaged.llamafile"
+    shutil.copyfile(packed["moe"], f)
+    size = f.stat().st_size
+    p = read_payload(str(f))
+    args, g = sorted(p.entries, key=lambda e: e.header_offset)
+    with open(f, "rb") as fh:
+        arc, end = read_archive(fh, size), find_end(fh, size)
+    flips = {"bootloader": (0x3000, "runtime"), "python archive": (arc.start + 100, "runtime"),
+             "gguf local header": (g.header_offset + 10, "headers"), "alignment zeros": (args.data_end + 5, "headers"),
+             "weights": (g.data_offset + g.size // 2, f"crc {g.name}"), "tail cookie": (arc.cookie_at + 20, "tail"),
+             "directory time field": (end.cd_offset + 12, "directory"),
+             "checksum record": (end.eocd_at + 22 + 3, "checksums"), "a recorded crc": (size - 1, "directory")}
+    for what, (at, part) in flips.items():
+        flip_byte(f, at)
+        rep = verify(str(f))
+        flip_byte(f, at)
+        failed = [c.name for c in rep.checks if not c.ok]
+        assert not rep.ok and part in failed, (what, failed)
+    assert verify(str(f)).ok  # every flip undone
+    flip_byte(f, end.cd_offset + 12)  # the launcher reads this file fine; verify does not pass it
+    read_payload(str(f))
+    r = packer("verify", str(f))
+    assert r.returncode == 1 and "FAIL  directory:" in r.stdout and "central directory and end records damaged" \
+        in r.stdout and r.stdout.rstrip().endswith("FAILED"), r.stdout
+    flip_byte(f, end.cd_offset + 12)
+
+    cuts = {"inside the runtime": (size // 3, "no complete runtime"), "inside the weights": (g.data_offset + 100,
+            f"ZIP entries start at offset {args.header_offset:,}"), "inside the end record": (size - 1, "cut short")}
+    for what, (n, needle) in cuts.items():
+        cut = tmp_path / "cut.llamafile"
+        with open(f, "rb") as src, open(cut, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.truncate(cut, n)
+        r = packer("verify", str(cut))
+        assert r.returncode == 1 and "FAIL  zip:" in r.stdout and needle in r.stdout, (what, r.stdout)
+        assert "truncated" in r.stdout or "cut short" in r.stdout, (what, r.stdout)
+
+
+def test_checksum_record_covers_every_byte(packed) -> None:
+    """The entries' CRCs and the four recorded parts (runtime, headers, tail, directory) tile the file."""
+    from packer.verify import _part_ranges
+    from packer.zipwriter import read_checksum_comment
+    from runtime.launcher import find_end
+
+    for f in packed.values():
+        size = f.stat().st_size
+        p = read_payload(str(f))
+        with open(f, "rb") as fh:
+            end = find_end(fh, size)
+        assert read_checksum_comment(end.comment) is not None
+        ranges = sorted([r for rs in _part_ranges(p, end).values() for r in rs] +
+                        [(e.data_offset, e.data_end) for e in p.entries])
+        ranges.append((end.eocd_at + 22, size))  # the comment itself: checked against its own CRCs
+        assert ranges[0][0] == 0 and ranges[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), ranges
+
+
 def test_zip64_model_over_4_gib(runtime_exe, tmp_path) -> None:
     """A model of 4 GiB and more: zip64 sizes, and (the cookie cannot reach back) the archive copy."""
     src = write_padded_gguf(MOE, tmp_path / "huge.gguf", (1 << 32) + (1 << 20))
@@ -390,16 +462,20 @@ def test_every_catchable_signal_cleans_up(runtime_exe, tmp_path) -> None:
     from packer.build import CLEANUP_SIGNALS
 
     assert {signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1} <= set(CLEANUP_SIGNALS)
-    out = tmp_path / "out.llamafile"
-    out.write_bytes(b"previous version")
-    for sig in CLEANUP_SIGNALS:
-        r = subprocess.run([sys.executable, "-c", SIGNAL_SCRIPT, "build", str(MOE), "-o", str(out), "--runtime",
-                            str(runtime_exe)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "SIG": str(int(sig))})
+    runs = {}
+    for sig in CLEANUP_SIGNALS:  # one build per signal, side by side, each in its own directory
+        out = tmp_path / signal.Signals(sig).name / "out.llamafile"
+        out.parent.mkdir()
+        out.write_bytes(b"previous version")
+        runs[sig] = subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT, "build", str(MOE), "-o", str(out),
+                                      "--runtime", str(runtime_exe)], cwd=ROOT, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, "SIG": str(int(sig))})
+    for sig, p in runs.items():
+        err = p.communicate(timeout=120)[1]
         name = signal.Signals(sig).name
-        assert (r.returncode, r.stderr) == (128 + sig, f"error: interrupted by {name}; nothing was written\n"), name
-        assert [f.name for f in tmp_path.iterdir()] == ["out.llamafile"], name
-        assert out.read_bytes() == b"previous version", name
+        assert (p.returncode, err) == (128 + sig, f"error: interrupted by {name}; nothing was written\n"), name
+        out = tmp_path / name / "out.llamafile"
+        assert list(out.parent.iterdir()) == [out] and out.read_bytes() == b"previous version", name
 
 
 # -- the output --------------------------------------------------------------------------
