@@ -559,6 +559,45 @@ def zlib_crc(path: Path) -> int:
     return crc
 
 
+def test_runtime_build_says_each_step(runtime_exe, tmp_path, monkeypatch) -> None:
+    """`make runtime` names its steps on stderr during its half minute: here through a stand-in for
+    PyInstaller that logs as PyInstaller 6 does, then for the real, current runtime."""
+    from packer import runtime_build as rb
+
+    real_log = ["1978 INFO: Initializing module dependency graph...\n",
+                "2001 INFO: Analyzing modules for base_library.zip ...\n",
+                f"8800 INFO: Analyzing {rb.ROOT / 'packer' / 'runtime_entry.py'}\n",
+                "27389 INFO: Looking for dynamic libraries\n",
+                "28389 INFO: Building PYZ because PYZ-00.toc is non existent\n",
+                "28389 INFO: Building PYZ (ZlibArchive) /w/PYZ-00.pyz\n",
+                "31831 INFO: Building PKG (CArchive) llamapack-runtime.pkg\n",
+                "31940 INFO: Building EXE from EXE-00.toc\n"]
+
+    class FakePyInstaller:
+        def __init__(self, cmd, **kw):
+            self.stdout, self.returncode = iter(real_log), 0
+            dist = Path(cmd[cmd.index("--distpath") + 1])
+            dist.mkdir(parents=True, exist_ok=True)
+            (dist / rb.runtime_name()).write_bytes(b"exe")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            pass
+
+    monkeypatch.setattr(rb.subprocess, "Popen", FakePyInstaller)
+    said: list[str] = []
+    rb.build_runtime(tmp_path / "dist", tmp_path / "work", say=said.append)
+    steps = [line.split(" s  ", 1)[1] for line in said[2:]]
+    assert said[0].startswith("checking the inputs") and "with PyInstaller" in said[1]
+    assert steps == [step for _, step in rb.STEPS] + ["done"]
+    monkeypatch.undo()
+    said.clear()
+    rb.build_runtime(runtime_exe.parent, OUT / "pyinstaller", say=said.append)
+    assert said[-1] == f"{runtime_exe.relative_to(ROOT)} is up to date"
+
+
 def test_cookie_constants_match_pyinstaller() -> None:
     """Our reading of the cookie is PyInstaller's own (its reader ships with it)."""
     from PyInstaller.archive.readers import CArchiveReader
