@@ -218,6 +218,38 @@ def test_verify_names_each_kind_of_damage(packed, tmp_path) -> None:
         assert "truncated" in r.stdout or "cut short" in r.stdout, (what, r.stdout)
 
 
+def test_verify_inflates_a_deflated_entry_piece_by_piece(tmp_path) -> None:
+    """A deflated entry is checked 1 MiB at a time: one claiming 10^9 bytes that inflates to 64 MiB
+    neither fills the memory nor passes; a sound one passes."""
+    import tracemalloc
+
+    from packer.verify import Report, _check_entry
+    from tests.ziptail import aligned_zip, patch_sizes
+
+    f = aligned_zip(tmp_path / "d.zip", b"x", (b"\n" * (64 << 20), zipfile.ZIP_DEFLATED), MOE.name, b"GGUF")
+    rep = Report()
+    with open(f, "rb") as fh:
+        _check_entry(rep, fh, read_payload_entries(f)[0])
+    assert rep.ok, rep.checks
+    patch_sizes(f, ".args", 10 ** 9)
+    rep = Report()
+    tracemalloc.start()
+    try:
+        with open(f, "rb") as fh:
+            _check_entry(rep, fh, read_payload_entries(f)[0])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not rep.ok and "does not inflate to its size" in rep.checks[0].detail and peak < 8 << 20, (rep, peak)
+
+
+def read_payload_entries(path: Path):
+    from runtime.launcher import read_zip
+
+    with open(path, "rb") as fh:
+        return read_zip(fh, path.stat().st_size)
+
+
 def test_checksum_record_covers_every_byte(packed) -> None:
     """The entries' CRCs and the four recorded parts (runtime, headers, tail, directory) tile the file."""
     from packer.verify import _part_ranges
