@@ -630,6 +630,31 @@ def test_runtime_build_says_each_step(runtime_exe, tmp_path, monkeypatch) -> Non
     assert said[-1] == f"{runtime_exe.relative_to(ROOT)} is up to date"
 
 
+def test_runtime_facts_entry_of_a_damaged_size_is_not_read(runtime_exe, tmp_path) -> None:
+    """A table of contents whose facts entry claims 4 GiB: `packer inspect` shows no facts, without
+    reading the file into memory."""
+    import tracemalloc
+
+    from packer.pyiarchive import INFO_NAME, TOC_ENTRY, runtime_info
+
+    f = tmp_path / "rt"
+    shutil.copyfile(runtime_exe, f)
+    with open(f, "r+b") as fh:
+        arc = read_archive(fh, f.stat().st_size)
+        fh.seek(arc.start + arc.toc_offset)
+        toc = fh.read(arc.toc_length)
+        at = arc.start + arc.toc_offset + toc.index(INFO_NAME.encode()) - TOC_ENTRY.size
+        fh.seek(at + 8)  # the entry's length field
+        fh.write(struct.pack("!I", 0xFFFFFFF0))
+    tracemalloc.start()
+    try:
+        assert runtime_info(f) == {}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
 def test_cookie_constants_match_pyinstaller() -> None:
     """Our reading of the cookie is PyInstaller's own (its reader ships with it)."""
     from PyInstaller.archive.readers import CArchiveReader
