@@ -11,7 +11,8 @@ Layout of the output (absolute offsets)::
              to the runtime's archive), or, when that is more than 4 GiB back, a whole copy of the
              archive with its cookie
     C        ZIP central directory (.args, MODEL.gguf), zip64 end record + locator if needed,
-             end record
+             end record, whose comment holds CRC-32s of the runtime, the local headers, the tail
+             and the directory (packer/zipwriter.py; `packer verify` checks them)
 
 Why the tail: PyInstaller's bootloader finds its archive by scanning the executable back to
 front for the cookie's magic, twice per start; appended weights would make every start read
@@ -23,7 +24,9 @@ Writing: the bytes are copied by the kernel (copy_file_range, as `cp` does; a pl
 a bounded buffer where that is not available; holes of a sparse input stay holes) while a
 thread computes the CRC over a sliding read-only window of the model: memory stays bounded
 whatever the size. Everything goes into a
-temporary file next to the output, renamed at the end; any failure (Ctrl-C, a full disk) removes it.
+temporary file next to the output, renamed at the end; any failure (Ctrl-C, a full disk, any
+signal that would end the process, under `packer build`) removes it. The output must be a regular
+file (or not exist yet): a device, a FIFO or a socket is refused, never replaced.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import mmap
 import os
 import shlex
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -43,8 +47,8 @@ from pathlib import Path
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
-from packer.zipwriter import Entry, end_records
-from runtime.launcher import ALIGNMENT, ARGS_NAME
+from packer.zipwriter import CHECKSUM_COMMENT_SIZE, Entry, checksum_comment, end_records
+from runtime.launcher import ALIGNMENT, ARGS_NAME, MAX_ARGS_LINES
 
 COPY_CHUNK = 64 << 20     # bytes per copy call (progress granularity)
 CRC_WINDOW = 32 << 20     # bytes of the model mapped at a time by the CRC thread
@@ -88,6 +92,8 @@ def parse_args_option(text: str | None) -> list[str]:
         args = shlex.split(text)
     except ValueError as e:
         raise PackError(f"bad --args: {e}") from None
+    if len(args) > MAX_ARGS_LINES:
+        raise PackError(f"bad --args: {len(args)} arguments, more than the {MAX_ARGS_LINES} a packed file may hold")
     for a in args:
         if "\n" in a or "\r" in a or "\0" in a:
             raise PackError(f"bad --args: {a!r}: an argument cannot hold a line break")
@@ -108,12 +114,39 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_model(model: Path) -> None:
+    """The runtime's own checks of the file, at build time: a model the runtime cannot run
+    (architecture, hyperparameters, tensor types, tokenizer) is refused with the runtime's
+    one-line reason before anything is written."""
     from runtime.gguf import GGUFError, GGUFFile
 
     try:
-        GGUFFile(model).close()
+        f = GGUFFile(model)
     except GGUFError as e:
         raise PackError(f"{model}: {e}") from None
+    try:
+        _runtime_check_model(f)
+    except ValueError as e:  # the checks' errors (ModelError, GGUFError, TokenizerError) are all ValueErrors
+        raise PackError(f"{model}: {e}") from None
+    finally:
+        f.close()
+
+
+def _runtime_check_model(f) -> None:
+    try:
+        from runtime.model_check import check_model
+    except ImportError:  # TODO(merge): runtime/model_check.py (branch h2) replaces this fallback
+        check_model = _load_model_check
+    check_model(f)
+
+
+def _load_model_check(f) -> None:
+    """Until runtime.model_check exists: the model loaded as the runtime loads it, with a
+    one-position context (tiny buffers); its errors are the runtime's own."""
+    from runtime.model import Model
+    from runtime.tokenizer import Tokenizer
+
+    Model(f, n_ctx=1, n_threads=1, max_batch=1)
+    Tokenizer.from_gguf_metadata(f.metadata)
 
 
 def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
@@ -149,8 +182,28 @@ def _data_run(fd: int, pos: int, end: int) -> tuple[int, int] | None:
     return min(start, end), min(stop, end)
 
 
+def _crc_range(fd: int, start: int, size: int, stop_event: threading.Event | None = None) -> int:
+    """CRC-32 of fd[start:start+size], over a sliding read-only mapping (bounded memory); holes
+    count as zeros, without being read."""
+    crc, pos, end, zeros = 0, start, start + size, memoryview(bytes(1 << 20))
+    while pos < end and not (stop_event and stop_event.is_set()):
+        lo_data, hi_data = _data_run(fd, pos, end) or (pos, end)
+        if lo_data > pos:  # a hole
+            n = min(lo_data - pos, len(zeros))
+            crc = zlib.crc32(zeros[:n], crc)
+            pos += n
+            continue
+        lo = pos - pos % mmap.ALLOCATIONGRANULARITY
+        hi = min(hi_data, pos + CRC_WINDOW)
+        with mmap.mmap(fd, hi - lo, offset=lo, access=mmap.ACCESS_READ) as window:
+            with memoryview(window) as view:
+                crc = zlib.crc32(view[pos - lo:], crc)  # releases the GIL
+        pos = hi
+    return crc
+
+
 class _Crc(threading.Thread):
-    """CRC-32 of fd[0:size], over a sliding read-only mapping (bounded memory); holes count as zeros."""
+    """_crc_range(fd, 0, size) in a thread, while the main thread copies."""
 
     def __init__(self, fd: int, size: int) -> None:
         super().__init__(daemon=True)
@@ -161,21 +214,7 @@ class _Crc(threading.Thread):
 
     def run(self) -> None:
         try:
-            crc, pos, zeros = 0, 0, memoryview(bytes(1 << 20))
-            while pos < self.size and not self.stop.is_set():
-                start, stop = _data_run(self.fd, pos, self.size) or (pos, self.size)
-                if start > pos:  # a hole: zeros, without reading them
-                    n = min(start - pos, len(zeros))
-                    crc = zlib.crc32(zeros[:n], crc)
-                    pos += n
-                    continue
-                lo = pos - pos % mmap.ALLOCATIONGRANULARITY
-                hi = min(stop, pos + CRC_WINDOW)
-                with mmap.mmap(self.fd, hi - lo, offset=lo, access=mmap.ACCESS_READ) as window:
-                    with memoryview(window) as view:
-                        crc = zlib.crc32(view[pos - lo:], crc)  # releases the GIL
-                pos = hi
-            self.crc = crc
+            self.crc = _crc_range(self.fd, 0, self.size, self.stop)
         except BaseException as e:  # reported by the main thread
             self.error = e
 
@@ -276,8 +315,7 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             raise PackError(f"{what} not found: {p}")
         if _same_file(p, output):
             raise PackError(f"the output {output} is the {what} itself: choose another name")
-    if output.is_dir():
-        raise PackError(f"the output {output} is a directory")
+    target = _output_target(output)
     _check_model(model)
     arc = _runtime_archive(runtime)
     args_data = ("\n".join(args if args is not None else ["..."]) + "\n").encode("utf-8")
@@ -302,24 +340,16 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     cd_at = tail_at + tail_size
     entries = [args_entry, gguf_entry]
     cd_size = sum(len(e.central_header()) for e in entries)
-    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries)))
+    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries))) + CHECKSUM_COMMENT_SIZE
 
-    out_dir = output.resolve().parent
-    if not out_dir.is_dir():
-        raise PackError(f"no such directory: {out_dir}")
-    try:
-        st = os.statvfs(out_dir)
-        if st.f_bavail * st.f_frsize < total:
-            raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
-                            f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")
-    except (AttributeError, OSError):
-        pass  # no statvfs here: a full disk is still caught while writing
+    out_dir = target.parent
+    _check_space(out_dir, total)
 
     bar = _Progress(total, f"packing {output.name}", progress)
     fd, tmp = -1, None
     try:
-        with _signals_held():  # a Ctrl-C lands once the name is known, to be cleaned up
-            fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=out_dir)
+        with _signals_held():  # a signal lands once the name is known, to be cleaned up
+            fd, tmp = _temp_file(target)
         with open(runtime, "rb") as rf, open(model, "rb") as mf:
             crc_thread = _Crc(mf.fileno(), m_size)
             crc_thread.start()
@@ -336,33 +366,42 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
                     raise PackError(f"{model} changed size during the build")
                 if cookie:
                     _pwrite_all(fd, cookie, tail_at)
+                    tail_crc = zlib.crc32(cookie)
                 else:
                     copier.copy(rf.fileno(), fd, arc.start, tail_at, arc.length)
+                    tail_crc = _crc_range(rf.fileno(), arc.start, arc.length)
+                runtime_crc = _crc_range(rf.fileno(), 0, r_size)
                 copied = True
             finally:  # the thread reads the model's descriptor: done with it before it closes
                 if not copied:
                     crc_thread.stop.set()
-                crc_thread.join()
+                with _signals_held():  # a second signal must not cut this wait short
+                    crc_thread.join()
             if crc_thread.error is not None:
                 raise crc_thread.error
             gguf_entry.crc = crc_thread.crc
             _pwrite_all(fd, gguf_entry.local_header(), gguf_entry.header_offset)
+            headers = args_entry.local_header() + bytes(gap) + gguf_entry.local_header()  # between the data
             cd = b"".join(e.central_header() for e in entries)
-            _pwrite_all(fd, cd + end_records(cd_at, len(cd), len(entries)), cd_at)
+            cd += end_records(cd_at, len(cd), len(entries), CHECKSUM_COMMENT_SIZE)
+            comment = checksum_comment(runtime=runtime_crc, headers=zlib.crc32(headers), tail=tail_crc,
+                                       directory=zlib.crc32(cd))
+            _pwrite_all(fd, cd + comment, cd_at)
             bar.add(total - bar.done)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, 0o777 & ~_umask())  # executable, as the umask allows
         os.close(fd)
         fd = -1
-        os.replace(tmp, output)
+        with _signals_held():  # renamed and forgotten together: a signal now finds a finished file
+            os.replace(tmp, target)
+            tmp = None
     except BaseException as e:
-        if fd >= 0:
-            os.close(fd)
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        with _signals_held():  # a second signal must not stop the clean-up halfway
+            if fd >= 0:
+                os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
         bar.close()
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise PackError(f"disk full while writing {output} ({e.strerror}); nothing was written") from None
@@ -372,13 +411,99 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
                        "cookie" if cookie else "archive", time.perf_counter() - t0)
 
 
+# -- the output ------------------------------------------------------------------------------
+
+_NOT_REGULAR = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"),
+                (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def _output_target(output: Path) -> Path:
+    """The path the new file is renamed to: output, or the file a symlink output points to.
+
+    The file is written beside it and renamed over it, which would replace a device, a FIFO or a
+    socket with a regular file (`-o /dev/null` as root did): anything but a regular file is refused.
+    """
+    target = Path(os.path.realpath(output))
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    for test, kind in _NOT_REGULAR:
+        if mode is not None and test(mode):
+            what = f"{output} ({target})" if target != output.absolute() else str(output)
+            raise PackError(f"the output {what} is {kind}, not a regular file: give the path of a file to write")
+    if not target.parent.is_dir():
+        raise PackError(f"{'not a directory' if target.parent.exists() else 'no such directory'}: {target.parent}")
+    return target
+
+
+def _check_space(out_dir: Path, total: int) -> None:
+    try:
+        st = os.statvfs(out_dir)
+    except (AttributeError, OSError):
+        return  # no statvfs here: a full disk is still caught while writing
+    if st.f_blocks and st.f_bavail * st.f_frsize < total:  # f_blocks 0: a pseudo file system (/proc)
+        raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
+                        f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")
+
+
+def _temp_file(target: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise PackError(f"cannot create a file in {target.parent} ({e.strerror or e})") from None
+
+
+# -- signals ---------------------------------------------------------------------------------
+
+# The signals that end a process unless caught. Not here: the faults a program raises itself
+# (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), and SIGPIPE and SIGXFSZ, which
+# Python ignores (the write fails instead, and the build cleans up as after any error).
+CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in (
+    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+    "SIGXCPU", "SIGPWR") if hasattr(signal, name))
+
+
+class Interrupted(BaseException):
+    """A signal stopped the build; the exit status is 128 + its number, as a shell reports it.
+    (Not a KeyboardInterrupt: click would turn that into its own Abort.)"""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def cleanup_on_signals():
+    """Within the block, each of CLEANUP_SIGNALS raises Interrupted, so that build() removes its
+    temporary file (a hidden file as large as the model) before the process ends; the block
+    restores the previous handlers. For a command line: a library call leaves handlers alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _interrupt) for s in CLEANUP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
 @contextlib.contextmanager
 def _signals_held():
-    """Holds SIGINT and SIGTERM back (where the system can) until the block is done."""
+    """Holds CLEANUP_SIGNALS back (where the system can) until the block is done."""
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(CLEANUP_SIGNALS))
     try:
         yield
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import click
 
-from packer.build import PackError, build as build_file, parse_args_option
+from packer.build import Interrupted, PackError, build as build_file, cleanup_on_signals, parse_args_option
 from runtime import __version__
 
 
@@ -36,7 +36,8 @@ def cli() -> None:
 def build(model: str, output: str, runtime: str | None, args_text: str | None, progress: bool | None) -> None:
     """Pack MODEL.gguf and the runtime into one executable file."""
     args = parse_args_option(args_text)
-    r = build_file(model, output, runtime, args=args, progress=progress)
+    with cleanup_on_signals():
+        r = build_file(model, output, runtime, args=args, progress=progress)
     click.echo(f"wrote {r.output}: {r.size / 1e6:,.1f} MB (runtime {r.runtime_size / 1e6:,.1f} MB, {r.model_entry} "
                f"{r.model_size / 1e6:,.1f} MB at offset {r.model_offset:,}) in {r.seconds:.1f} s", err=True)
 
@@ -67,16 +68,11 @@ def verify(file: str) -> None:
         sys.exit(1)
 
 
-def _terminate(signum, frame) -> None:  # SIGTERM cleans up like Ctrl-C
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from packer.pyiarchive import ArchiveError
     from runtime.gguf import GGUFError
     from runtime.launcher import LauncherError
 
-    signal.signal(signal.SIGTERM, _terminate)
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="packer", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
@@ -91,9 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         click.echo(f"error: {e.strerror or e}: {e.filename}" if e.filename else f"error: {e}", err=True)
         return 1
+    except Interrupted as e:  # a signal during a build: its temporary file is gone
+        _say(f"error: interrupted by {e.name}; nothing was written")
+        return 128 + e.signum
     except (click.Abort, KeyboardInterrupt):
-        click.echo("error: interrupted; nothing was written", err=True)
-        return 130
+        _say("error: interrupted; nothing was written")
+        return 128 + signal.SIGINT
+
+
+def _say(line: str) -> None:
+    """A last line on stderr, which may be gone (a closed terminal: SIGHUP)."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -112,6 +112,8 @@ def runtime_info(path: str | os.PathLike[str], end: int | None = None) -> dict[s
         if entry is None:
             return {}
         off, length, _, cflag, _ = entry
+        if length > 1 << 20:  # a few hundred bytes of JSON: anything larger is damage, not facts
+            return {}
         f.seek(arc.start + off)
         raw = f.read(length)
     try:

@@ -13,6 +13,8 @@ import hashlib
 import importlib.metadata
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from packer.runtime_info import platform_tag
@@ -38,21 +40,51 @@ def inputs_hash() -> str:
     return h.hexdigest()
 
 
-def build_runtime(dist: Path = ROOT / "dist", work: Path = ROOT / "build" / "pyinstaller", force: bool = False) -> Path:
-    """The runtime executable in dist, built unless its stamp says it is current."""
+# PyInstaller's log lines that start a step, and how `make runtime` names the step
+STEPS = [
+    ("Analyzing modules for base_library.zip", "analysing the standard library's core modules"),
+    ("Analyzing " + str(ROOT / "packer" / "runtime_entry.py"), "following the launcher's imports (the long step)"),
+    ("Looking for dynamic libraries", "collecting the binaries (Python, numpy, the kernels)"),
+    ("Building PYZ", "compressing the Python modules (PYZ)"),
+    ("Building PKG", "writing the archive of binaries and data (PKG)"),
+    ("Building EXE", "joining the bootloader and the archive into the executable"),
+]
+
+
+def build_runtime(dist: Path = ROOT / "dist", work: Path = ROOT / "build" / "pyinstaller", force: bool = False,
+                  say: Callable[[str], None] | None = None) -> Path:
+    """The runtime executable in dist, built unless its stamp says it is current.
+    say, when given, gets a line per step (`make runtime` prints them)."""
+    say = say or (lambda line: None)
     exe = Path(dist) / runtime_name()
     stamp = exe.with_name(exe.name + ".inputs")
+    say("checking the inputs (runtime/, the spec, the installed packages)")
     digest = inputs_hash()
     if not force and exe.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        say(f"{_shown(exe)} is up to date")
         return exe
     stamp.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+    say(f"building {_shown(exe)} with PyInstaller (about half a minute)")
+    cmd = [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "INFO",
            "--distpath", str(dist), "--workpath", str(work), str(SPEC)]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode != 0 or not exe.is_file():
-        raise RuntimeError(f"PyInstaller failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
+    t0 = time.monotonic()
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as p:
+        log, said = [], set()
+        for line in p.stdout:  # PyInstaller logs on stderr: kept for a failure, steps named as they start
+            log.append(line)
+            for needle, step in STEPS:
+                if needle in line and step not in said:
+                    said.add(step)
+                    say(f"{time.monotonic() - t0:4.0f} s  {step}")
+    if p.returncode != 0 or not exe.is_file():
+        raise RuntimeError(f"PyInstaller failed ({p.returncode}):\n{''.join(log[-60:])}")
     stamp.write_text(digest + "\n")
+    say(f"{time.monotonic() - t0:4.0f} s  done")
     return exe
+
+
+def _shown(p: Path) -> str:
+    return str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
 
 
 _built: dict[tuple[Path, Path], Path] = {}
@@ -73,8 +105,8 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller")
     p.add_argument("--force", action="store_true")
     a = p.parse_args()
-    exe = build_runtime(a.dist, a.work, a.force)
-    print(f"{exe.relative_to(ROOT) if exe.is_relative_to(ROOT) else exe}: {exe.stat().st_size / 1e6:.1f} MB")
+    exe = build_runtime(a.dist, a.work, a.force, say=lambda line: print(f"runtime: {line}", file=sys.stderr, flush=True))
+    print(f"{_shown(exe)}: {exe.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

@@ -1,7 +1,10 @@
 """`packer inspect FILE` (what is inside) and `packer verify FILE` (does it all hold).
 
 Both read the file with the launcher's own ZIP reader (runtime/launcher.py), so they see
-what a start would see.
+what a start would see. verify also checks every byte: the entries against their ZIP CRCs,
+the rest (runtime, local headers, tail, directory) against the CRC-32s `packer build` records
+in the end record's comment (packer/zipwriter.py), so a truncated or damaged file is named as
+such, part by part, where starting it would give PyInstaller's errors or a crash.
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from packer import pyiarchive
-from runtime.launcher import ALIGNMENT, ARGS_NAME, LauncherError, read_entry, read_payload, read_zip
+from packer.zipwriter import read_checksum_comment
+from runtime.launcher import (
+    ALIGNMENT, ARGS_NAME, EOCD, LOCAL_SIG, LauncherError, NoPayload, find_end, read_payload, read_zip,
+)
 
 VERIFY_CHUNK = 16 << 20
 
@@ -110,42 +116,21 @@ def verify(path: str) -> Report:
     rep = Report()
     try:
         payload = read_payload(path)  # the launcher's checks: one stored .gguf, aligned; readable .args
+    except NoPayload as e:
+        rep.add("zip", False, _why_no_end_record(path) or str(e))
+        return rep
     except (LauncherError, OSError) as e:
         rep.add("zip", False, str(e))
+        _check_directory_alone(rep, path)
         return rep
     g = payload.gguf
     rep.add("zip", True, f"{len(payload.entries)} entries, central directory at the end")
     rep.add("alignment", g.data_offset % ALIGNMENT == 0, f"{g.name} data at offset {g.data_offset:,}")
     with open(path, "rb") as f:
         for e in payload.entries:
-            if e.method != 0:
-                try:
-                    read_entry(f, e, 1 << 30)
-                    rep.add(f"crc {e.name}", True, "deflated, matches")
-                except LauncherError as err:
-                    rep.add(f"crc {e.name}", False, str(err))
-                continue
-            f.seek(e.data_offset)
-            crc, left = 0, e.size
-            while left:
-                chunk = f.read(min(VERIFY_CHUNK, left))
-                if not chunk:
-                    break
-                crc = zlib.crc32(chunk, crc)
-                left -= len(chunk)
-            rep.add(f"crc {e.name}", left == 0 and crc == e.crc,
-                    f"{crc:08x}" + ("" if crc == e.crc else f", central directory says {e.crc:08x}"))
-    from runtime.gguf import GGUFError, GGUFFile
-
-    try:
-        gf = GGUFFile(path, g.data_offset)
-        end = max((t.offset + t.nbytes for t in gf.tensors.values()), default=gf.data_offset)
-        n = len(gf.tensors)
-        gf.close()
-        rep.add("gguf", end <= g.data_end, f"{n} tensors, {len(gf.metadata)} metadata keys" +
-                ("" if end <= g.data_end else f", tensor data ends at {end:,}, past the entry's end {g.data_end:,}"))
-    except GGUFError as e:
-        rep.add("gguf", False, str(e))
+            _check_entry(rep, f, e)
+        _check_parts(rep, f, payload)
+    _check_gguf(rep, path, g)
     if payload.args is not None:
         from runtime.cli import ArgsError, build_parser
 
@@ -154,14 +139,165 @@ def verify(path: str) -> Report:
             rep.add(ARGS_NAME, True, " ".join(payload.args))
         except ArgsError as e:
             rep.add(ARGS_NAME, False, str(e))
+    _check_start_up(rep, path, payload)
+    return rep
+
+
+def _crc(f, ranges: list[tuple[int, int]]) -> tuple[int, bool]:
+    """(CRC-32 of the bytes of f in ranges, one after the other; whether all of them could be read)."""
+    crc = 0
+    for start, end in ranges:
+        f.seek(start)
+        left = max(end - start, 0)
+        while left:
+            chunk = f.read(min(VERIFY_CHUNK, left))
+            if not chunk:
+                return crc, False
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+    return crc, True
+
+
+def _check_entry(rep: Report, f, e) -> None:
+    """The entry's data against the CRC the directory records."""
+    if e.method == 8:
+        crc, whole = _inflated_crc(f, e)
+    elif e.method == 0:
+        crc, whole = _crc(f, [(e.data_offset, e.data_end)])
+    else:
+        rep.add(f"crc {e.name}", False, f"unsupported compression method {e.method}")
+        return
+    rep.add(f"crc {e.name}", whole and crc == e.crc,
+            f"{crc:08x}" + ("" if whole else ", the data is cut short or does not inflate to its size") +
+            ("" if crc == e.crc else f", the directory says {e.crc:08x}: the data is damaged"))
+
+
+def _inflated_crc(f, e) -> tuple[int, bool]:
+    """(CRC-32 of a deflated entry's inflated bytes, whether they are exactly its declared size),
+    inflated piece by piece: memory stays bounded whatever the data claims."""
+    d, crc, n = zlib.decompressobj(-15), 0, 0
+    f.seek(e.data_offset)
+    left = e.compressed_size
+    try:
+        while left and n <= e.size:
+            pending = f.read(min(VERIFY_CHUNK, left))
+            if not pending:
+                return crc, False
+            left -= len(pending)
+            while pending and n <= e.size:
+                out = d.decompress(pending, 1 << 20)
+                crc, n, pending = zlib.crc32(out, crc), n + len(out), d.unconsumed_tail
+    except zlib.error:
+        return crc, False
+    return crc, d.eof and n == e.size
+
+
+def _part_ranges(payload, end) -> dict[str, list[tuple[int, int]]]:
+    """The byte ranges of each checksummed part (packer/zipwriter.py, "checksums")."""
+    entries = sorted(payload.entries, key=lambda e: e.header_offset)
+    between = []
+    for e, nxt in zip(entries, entries[1:] + [None]):
+        between.append((e.header_offset, e.data_offset))
+        if nxt is not None:
+            between.append((e.data_end, nxt.header_offset))
+    return {"runtime": [(0, entries[0].header_offset)], "headers": between,
+            "tail": [(entries[-1].data_end, end.cd_offset)], "directory": [(end.cd_offset, end.eocd_at + EOCD.size)]}
+
+
+PART_WORDS = {"runtime": "the runtime (bootloader and Python archive)", "headers": "the ZIP local headers",
+              "tail": "the tail (the PyInstaller cookie or archive copy before the directory)",
+              "directory": "the ZIP central directory and end records"}
+
+
+def _check_parts(rep: Report, f, payload) -> None:
+    """The CRC-32s `packer build` records for what ZIP's own CRCs leave out: with them, every byte."""
+    end = find_end(f, payload.file_size)
+    recorded = _recorded(rep, end)
+    if recorded is None:
+        return
+    for part, ranges in _part_ranges(payload, end).items():
+        crc, _ = _crc(f, ranges)
+        where = f"bytes {ranges[0][0]:,}..{ranges[-1][1]:,}"
+        rep.add(part, crc == recorded[part], f"{where}, crc {crc:08x}" if crc == recorded[part] else
+                f"{where}: crc {crc:08x}, recorded {recorded[part]:08x}: {PART_WORDS[part]} damaged")
+
+
+def _recorded(rep: Report, end) -> dict[str, int] | None:
+    """The CRCs the end record's comment holds; None (with a check saying why) when it holds none."""
+    recorded = read_checksum_comment(end.comment)
+    if recorded is None and end.comment:
+        rep.add("checksums", False, f"the end record's comment is not a llamapack checksum record: damaged "
+                                    f"({end.comment[:80]!r})")
+    elif recorded is None:
+        rep.add("checksums", True, "none recorded (built by an older packer): the runtime, the headers and "
+                                   "the directory are not checked")
+    return recorded
+
+
+def _check_directory_alone(rep: Report, path: str) -> None:
+    """When the launcher cannot read the entries: whether the directory is what `packer build` wrote."""
+    try:
+        with open(path, "rb") as f:
+            end = find_end(f, os.fstat(f.fileno()).st_size)
+            recorded = _recorded(rep, end)
+            if recorded is not None:
+                crc, _ = _crc(f, [(end.cd_offset, end.eocd_at + EOCD.size)])
+                rep.add("directory", crc == recorded["directory"], f"crc {crc:08x}" + (
+                    "" if crc == recorded["directory"] else
+                    f", recorded {recorded['directory']:08x}: {PART_WORDS['directory']} damaged"))
+    except (LauncherError, OSError):
+        pass  # the end records themselves are unreadable: the zip check says so
+
+
+def _check_gguf(rep: Report, path: str, g) -> None:
+    from runtime.gguf import GGUFError, GGUFFile
+
+    try:
+        gf = GGUFFile(path, g.data_offset)
+    except GGUFError as e:
+        rep.add("gguf", False, str(e))
+        return
+    try:
+        end = max((t.offset + t.nbytes for t in gf.tensors.values()), default=gf.data_offset)
+        rep.add("gguf", end <= g.data_end, f"{len(gf.tensors)} tensors, {len(gf.metadata)} metadata keys" +
+                ("" if end <= g.data_end else f", tensor data ends at {end:,}, past the entry's end {g.data_end:,}"))
+    finally:
+        gf.close()
+
+
+def _check_start_up(rep: Report, path: str, payload) -> None:
+    """The bootloader's back-to-front scan must meet a cookie after the model, and a readable archive."""
     with open(path, "rb") as f:
         try:
             arc = pyiarchive.read_archive(f, payload.file_size)
             pyiarchive.read_toc(f, arc)
-            ok = arc.cookie_at >= g.data_end and arc.start >= 0
-            rep.add("start-up", ok, f"the bootloader's scan stops {payload.file_size - arc.cookie_at:,} bytes "
-                                    f"from the end" if ok else "the last PyInstaller cookie is before the model: "
-                                    "every start would scan the whole model")
         except pyiarchive.ArchiveError as e:
             rep.add("start-up", False, str(e))
-    return rep
+            return
+    ok = arc.cookie_at >= payload.gguf.data_end and arc.start >= 0
+    rep.add("start-up", ok, f"the bootloader's scan stops {payload.file_size - arc.cookie_at:,} bytes from the end"
+            if ok else "the last PyInstaller cookie is before the model: every start would scan the whole model")
+
+
+def _why_no_end_record(path: str) -> str | None:
+    """For a file without a ZIP end record: whether it is a packed file cut short, or None when
+    nothing says so."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - (1 << 17)))
+        last = f.read()
+        if b"PK\x01\x02" in last or b"PK\x05\x06" in last:  # pieces of a directory or an end record
+            return (f"truncated: the ZIP directory or end record at the end is cut short at {size:,} bytes "
+                    "(a partial download or copy)")
+        try:
+            arc = pyiarchive.read_archive(f, size)
+        except pyiarchive.ArchiveError:
+            return (f"no ZIP end record and no complete runtime in {size:,} bytes: not a packed file, or one cut "
+                    f"short inside its runtime (a partial download or copy)")
+        runtime_end = arc.start + arc.toc_offset + arc.toc_length + pyiarchive.COOKIE.size  # its own cookie's end
+        f.seek(runtime_end)  # then the runtime's last bytes (ELF section headers), then the entries
+        at = f.read(1 << 16).find(LOCAL_SIG.to_bytes(4, "little") + b"\x14\x00\x00\x00\x00\x00")
+        if at >= 0:
+            return (f"truncated: ZIP entries start at offset {runtime_end + at:,} after the runtime, but the file "
+                    f"ends at {size:,} bytes without the ZIP directory (a partial download or copy)")
+    return None

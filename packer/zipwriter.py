@@ -1,7 +1,8 @@
 """ZIP records for a packed file, written at absolute offsets (APPNOTE.TXT 4.3 and 4.5).
 
 Only what a packed file needs: stored entries, zip64 when a size or an offset passes 32 bits,
-a central directory and end records at the very end. The record layouts are shared with the
+a central directory and end records at the very end, whose comment holds the CRC-32s of the
+parts ZIP itself does not check (see "checksums" below). The record layouts are shared with the
 reader in runtime/launcher.py.
 """
 from __future__ import annotations
@@ -85,12 +86,51 @@ class Entry:
                          self.header_offset if offset32 is None else offset32) + self.raw_name + extra
 
 
-def end_records(cd_offset: int, cd_size: int, count: int) -> bytes:
-    """The zip64 end record and locator when needed, then the end record; written right after the directory."""
+def end_records(cd_offset: int, cd_size: int, count: int, comment_size: int = 0) -> bytes:
+    """The zip64 end record and locator when needed, then the end record (announcing a comment of
+    comment_size bytes, written after it); written right after the directory."""
     out = b""
     if cd_offset >= U32_MAX or cd_size >= U32_MAX or count >= U16_MAX:
         rec_at = cd_offset + cd_size
         out += EOCD64.pack(EOCD64_SIG, EOCD64.size - 12, MADE_BY, 45, 0, 0, count, count, cd_size, cd_offset)
         out += EOCD64_LOC.pack(EOCD64_LOC_SIG, 0, rec_at, 1)
         cd_offset, cd_size, count = min(cd_offset, U32_MAX), min(cd_size, U32_MAX), min(count, U16_MAX)
-    return out + EOCD.pack(EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, 0)
+    return out + EOCD.pack(EOCD_SIG, 0, 0, count, count, cd_size, cd_offset, comment_size)
+
+
+# -- checksums -------------------------------------------------------------------------------
+#
+# ZIP's CRCs cover the entries' data only. The rest of a packed file (the runtime before the
+# entries, the tail before the directory, the directory and end records themselves) gets
+# CRC-32s of its own, in the end record's comment, for `packer verify`:
+#
+#     llamapack crc32 runtime=XXXXXXXX headers=XXXXXXXX tail=XXXXXXXX directory=XXXXXXXX
+#
+# runtime: bytes [0, first local header); headers: the bytes between the entries' data (local
+# headers, the zeros before the aligned GGUF), in file order; tail: [end of the last entry's
+# data, directory); directory: [directory, end of the end record's fixed part), the comment's
+# length included. With the entries' own CRCs, every byte of the file is covered.
+
+CHECKSUM_PARTS = ("runtime", "headers", "tail", "directory")
+_CHECKSUM_PREFIX = b"llamapack crc32"
+
+
+def checksum_comment(**crcs: int) -> bytes:
+    """The comment for the CRCs of CHECKSUM_PARTS; always CHECKSUM_COMMENT_SIZE bytes, so that the
+    directory's CRC can cover the comment's length."""
+    return _CHECKSUM_PREFIX + b"".join(b" %s=%08x" % (k.encode(), crcs[k]) for k in CHECKSUM_PARTS)
+
+
+CHECKSUM_COMMENT_SIZE = len(checksum_comment(**dict.fromkeys(CHECKSUM_PARTS, 0)))
+
+
+def read_checksum_comment(comment: bytes) -> dict[str, int] | None:
+    """{part: crc} from an end record's comment; None when it holds no llamapack checksums."""
+    words = comment.split(b" ")
+    if len(comment) != CHECKSUM_COMMENT_SIZE or b" ".join(words[:2]) != _CHECKSUM_PREFIX:
+        return None
+    try:
+        pairs = dict(w.decode("ascii").split("=") for w in words[2:])
+        return {k: int(pairs[k], 16) for k in CHECKSUM_PARTS}
+    except (ValueError, KeyError, UnicodeDecodeError):
+        return None

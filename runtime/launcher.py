@@ -33,7 +33,8 @@ from runtime import __version__
 ALIGNMENT = 65536           # the GGUF entry's data starts at a multiple of this absolute offset
 ARGS_NAME = ".args"
 MAX_CENTRAL_DIR = 1 << 24   # bytes; a packed file's directory has a handful of entries
-MAX_ARGS_SIZE = 1 << 20
+MAX_ARGS_SIZE = 1 << 20     # bytes of .args, inflated
+MAX_ARGS_LINES = 1024       # arguments in .args
 
 # ZIP records (APPNOTE.TXT 4.3), all little-endian
 EOCD = struct.Struct("<IHHHHIIH")              # end of central directory record, 22 bytes
@@ -84,6 +85,21 @@ class Payload:
 
 
 # -- reading the ZIP at the end of a file --------------------------------------------
+#
+# Every number below comes from the file and may be anything: each offset, size and count is
+# checked against the file before it is used (a seek past 2**63 would raise OverflowError, a
+# huge count would loop, a huge size would allocate).
+
+@dataclass(frozen=True)
+class ZipEnd:
+    """What the end records say, with where they are."""
+    cd_offset: int      # the central directory: cd_offset .. cd_offset + cd_size
+    cd_size: int
+    count: int          # entries in it
+    records_at: int     # first byte after the directory: the zip64 end record, else the end record
+    eocd_at: int        # the end record; its comment runs to the end of the file
+    comment: bytes
+
 
 def _zip64_fields(extra: bytes, want: list[str], name: str) -> dict[str, int]:
     """The zip64 extra record's values for the fields whose 32-bit slot was saturated."""
@@ -99,11 +115,33 @@ def _zip64_fields(extra: bytes, want: list[str], name: str) -> dict[str, int]:
     raise LauncherError(f"zip: {name}: sizes need a zip64 extra field and there is none")
 
 
-def _find_end(f, file_size: int) -> tuple[int, int, int]:
-    """(central directory offset, its size, entry count) from the end records."""
+def _read_exactly(f, offset: int, n: int, what: str) -> bytes:
+    """n bytes at offset (both already checked to lie within the file), or a one-line error."""
+    f.seek(offset)
+    data = f.read(n)
+    if len(data) != n:
+        raise LauncherError(f"truncated file: {what} at offset {offset} is cut short")
+    return data
+
+
+def _zip64_end(f, eocd_at: int) -> tuple[int, int, int, int]:
+    """(directory offset, size, count, record offset) from the zip64 end record and its locator."""
+    loc_at = eocd_at - EOCD64_LOC.size
+    if loc_at < 0:
+        raise LauncherError("zip: zip64 end record locator missing")
+    sig, _, rec_at, _ = EOCD64_LOC.unpack(_read_exactly(f, loc_at, EOCD64_LOC.size, "the zip64 locator"))
+    if sig != EOCD64_LOC_SIG or rec_at + EOCD64.size > loc_at:
+        raise LauncherError(f"zip: bad zip64 end record locator at offset {loc_at}")
+    rec = EOCD64.unpack(_read_exactly(f, rec_at, EOCD64.size, "the zip64 end record"))
+    if rec[0] != EOCD64_SIG:
+        raise LauncherError(f"zip: bad zip64 end record at offset {rec_at}")
+    return rec[9], rec[8], rec[7], rec_at
+
+
+def find_end(f, file_size: int) -> ZipEnd:
+    """The end records at the end of the open binary file f, checked against its size."""
     tail_len = min(file_size, EOCD.size + U16_MAX)  # the record, and a comment of up to 64 KiB
-    f.seek(file_size - tail_len)
-    tail = f.read(tail_len)
+    tail = _read_exactly(f, file_size - tail_len, tail_len, "the end of the file")
 
     def ends_the_file(at: int) -> bool:  # the record and its comment: else a chance match in other bytes
         return at + EOCD.size <= len(tail) and at + EOCD.size + EOCD.unpack_from(tail, at)[7] == len(tail)
@@ -113,84 +151,82 @@ def _find_end(f, file_size: int) -> tuple[int, int, int]:
         pos = tail.rfind(b"PK\x05\x06", 0, pos)
     if pos < 0:
         raise NoPayload("no ZIP end record at the end of the file (not a packed file, or stripped)")
-    _, disk, cd_disk, _, count, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
+    _, disk, cd_disk, disk_count, count, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
     eocd_at = file_size - tail_len + pos
-    if disk != 0 or cd_disk != 0:
+    if disk != 0 or cd_disk != 0 or disk_count != count:
         raise LauncherError("zip: multi-disk archives are not supported")
+    records_at = eocd_at
     if U32_MAX in (cd_size, cd_offset) or count == U16_MAX:
-        loc_at = eocd_at - EOCD64_LOC.size
-        if loc_at < 0:
-            raise LauncherError("zip: zip64 end record locator missing")
-        f.seek(loc_at)
-        sig, _, rec_at, _ = EOCD64_LOC.unpack(f.read(EOCD64_LOC.size))
-        if sig != EOCD64_LOC_SIG or rec_at + EOCD64.size > loc_at:
-            raise LauncherError(f"zip: bad zip64 end record locator at offset {loc_at}")
-        f.seek(rec_at)
-        rec = EOCD64.unpack(f.read(EOCD64.size))
-        if rec[0] != EOCD64_SIG:
-            raise LauncherError(f"zip: bad zip64 end record at offset {rec_at}")
-        count, cd_size, cd_offset = rec[7], rec[8], rec[9]
-    if cd_offset + cd_size > eocd_at:
-        raise LauncherError(f"truncated file: the ZIP central directory at offset {cd_offset} runs past "
-                            f"the end record at {eocd_at} (file size {file_size})")
+        cd_offset, cd_size, count, records_at = _zip64_end(f, eocd_at)
     if cd_size > MAX_CENTRAL_DIR:
         raise LauncherError(f"zip: central directory of {cd_size} bytes is too large for a packed file")
-    return cd_offset, cd_size, count
+    if cd_offset + cd_size > records_at:
+        raise LauncherError(f"damaged or truncated file: the ZIP central directory at offset {cd_offset} "
+                            f"runs past the end records at {records_at} (file size {file_size})")
+    if count > cd_size // CDIR.size:
+        raise LauncherError(f"zip: {count} entries cannot fit in a central directory of {cd_size} bytes")
+    return ZipEnd(cd_offset, cd_size, count, records_at, eocd_at, tail[pos + EOCD.size:])
+
+
+def _central_entry(f, cd: bytes, pos: int, end: ZipEnd) -> tuple[ZipEntry, int]:
+    """The entry whose central header starts at cd[pos], and where the next one starts."""
+    where = end.cd_offset + pos
+    if pos + CDIR.size > len(cd):
+        raise LauncherError(f"zip: central directory at offset {end.cd_offset} is truncated")
+    (sig, _, _, flags, method, _, _, crc, csize, usize, n_name, n_extra, n_comment,
+     _, _, _, lho) = CDIR.unpack_from(cd, pos)
+    if sig != CDIR_SIG:
+        raise LauncherError(f"zip: bad central directory entry at offset {where}")
+    name_end = pos + CDIR.size + n_name
+    if name_end + n_extra + n_comment > len(cd):
+        raise LauncherError(f"zip: central directory entry at offset {where} runs past the directory")
+    name = cd[pos + CDIR.size:name_end].decode("utf-8" if flags & 0x800 else "cp437", "replace")
+    extra = cd[name_end:name_end + n_extra]
+    want = [k for k, v in (("size", usize), ("compressed_size", csize), ("header_offset", lho)) if v == U32_MAX]
+    if want:
+        big = _zip64_fields(extra, want, name)
+        usize, csize, lho = big.get("size", usize), big.get("compressed_size", csize), big.get("header_offset", lho)
+    if flags & 0x1:
+        raise LauncherError(f"zip: {name} is encrypted")
+    if lho + LOCAL.size > end.cd_offset:
+        raise LauncherError(f"zip: {name}: local header offset {lho} is past the central directory at "
+                            f"{end.cd_offset}")
+    local = LOCAL.unpack(_read_exactly(f, lho, LOCAL.size, f"{name}'s local header"))
+    if local[0] != LOCAL_SIG:
+        raise LauncherError(f"zip: {name}: no local header at offset {lho}")
+    data_offset = lho + LOCAL.size + local[9] + local[10]
+    entry = ZipEntry(name, method, crc, csize, usize, lho, data_offset)
+    if entry.data_end > end.cd_offset:
+        raise LauncherError(f"damaged or truncated file: {name} ends at offset {entry.data_end}, past the "
+                            f"central directory at {end.cd_offset}")
+    return entry, name_end + n_extra + n_comment
 
 
 def read_zip(f, file_size: int) -> list[ZipEntry]:
     """Entries of the ZIP at the end of the open binary file f, with absolute data offsets."""
-    cd_offset, cd_size, count = _find_end(f, file_size)
-    f.seek(cd_offset)
-    cd = f.read(cd_size)
+    end = find_end(f, file_size)
+    cd = _read_exactly(f, end.cd_offset, end.cd_size, "the central directory")
     entries, pos = [], 0
-    for _ in range(count):
-        if pos + CDIR.size > len(cd):
-            raise LauncherError(f"zip: central directory at offset {cd_offset} is truncated")
-        (sig, _, _, flags, method, _, _, crc, csize, usize, n_name, n_extra, n_comment,
-         _, _, _, lho) = CDIR.unpack_from(cd, pos)
-        if sig != CDIR_SIG:
-            raise LauncherError(f"zip: bad central directory entry at offset {cd_offset + pos}")
-        name_end = pos + CDIR.size + n_name
-        raw_name = cd[pos + CDIR.size:name_end]
-        extra = cd[name_end:name_end + n_extra]
-        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437", "replace")
-        pos = name_end + n_extra + n_comment
-        want = [k for k, v in (("size", usize), ("compressed_size", csize), ("header_offset", lho))
-                if v == U32_MAX]
-        if want:
-            big = _zip64_fields(extra, want, name)
-            usize, csize, lho = big.get("size", usize), big.get("compressed_size", csize), \
-                big.get("header_offset", lho)
-        if flags & 0x1:
-            raise LauncherError(f"zip: {name} is encrypted")
-        f.seek(lho)
-        local = f.read(LOCAL.size)
-        if len(local) < LOCAL.size or LOCAL.unpack(local)[0] != LOCAL_SIG:
-            raise LauncherError(f"zip: {name}: no local header at offset {lho}")
-        n_lname, n_lextra = LOCAL.unpack(local)[9:11]
-        data_offset = lho + LOCAL.size + n_lname + n_lextra
-        entry = ZipEntry(name, method, crc, csize, usize, lho, data_offset)
-        if entry.data_end > cd_offset:
-            raise LauncherError(f"truncated file: {name} ends at offset {entry.data_end}, past the central "
-                                f"directory at {cd_offset} (file size {file_size})")
+    for _ in range(end.count):  # bounded by find_end: at most one entry per 46 bytes of directory
+        entry, pos = _central_entry(f, cd, pos, end)
         entries.append(entry)
     return entries
 
 
 def read_entry(f, entry: ZipEntry, limit: int) -> bytes:
-    """The uncompressed bytes of a small entry (stored or deflated), checked against its CRC."""
+    """The uncompressed bytes of a small entry (stored or deflated), checked against its CRC.
+
+    Never holds more than limit + 1 bytes: deflate data is inflated only up to the declared size
+    (one byte more tells a lie), so a small entry cannot expand into gigabytes.
+    """
     if entry.size > limit or entry.compressed_size > limit:
-        raise LauncherError(f"{entry.name}: {entry.size} bytes is too large")
-    f.seek(entry.data_offset)
-    raw = f.read(entry.compressed_size)
+        raise LauncherError(f"{entry.name}: {max(entry.size, entry.compressed_size)} bytes is too large "
+                            f"(at most {limit})")
+    raw = _read_exactly(f, entry.data_offset, entry.compressed_size, entry.name)
     if entry.method == 0:
         data = raw
     elif entry.method == 8:
-        try:
-            data = zlib.decompress(raw, -15)
-        except zlib.error as e:
-            raise LauncherError(f"{entry.name}: bad deflate data ({e})") from None
+        data = _inflate(raw, entry.size, entry.name)
     else:
         raise LauncherError(f"{entry.name}: unsupported compression method {entry.method}")
     if len(data) != entry.size or zlib.crc32(data) != entry.crc:
@@ -198,22 +234,44 @@ def read_entry(f, entry: ZipEntry, limit: int) -> bytes:
     return data
 
 
+def _inflate(raw: bytes, size: int, name: str) -> bytes:
+    """raw deflate data that must inflate to exactly size bytes; stops one byte past it."""
+    d = zlib.decompressobj(-15)
+    try:
+        data = d.decompress(raw, size + 1)
+    except zlib.error as e:
+        raise LauncherError(f"{name}: bad deflate data ({e})") from None
+    if len(data) > size:
+        raise LauncherError(f"{name}: inflates past its declared size of {size} bytes (damaged file)")
+    if not d.eof:
+        raise LauncherError(f"{name}: deflate data is cut short (damaged file)")
+    return data
+
+
 def parse_args_text(data: bytes) -> list[str]:
-    """The lines of a .args entry: one argument per line, `...` kept as the marker."""
+    """The lines of a .args entry: one argument per line, `...` kept as the marker.
+
+    At most MAX_ARGS_LINES: the command-line parser's cost grows with the square of the
+    number of arguments (argparse), and no set of defaults needs thousands of them.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise LauncherError(f"bad .args: not UTF-8 text (byte {e.start})") from None
     if "\0" in text:
         raise LauncherError("bad .args: contains a NUL byte")
+    n = text.count("\n") + (not text.endswith("\n"))
+    if n > MAX_ARGS_LINES:
+        raise LauncherError(f"bad .args: {n} lines, more than the {MAX_ARGS_LINES} arguments a packed file may hold")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def read_payload(path: str) -> Payload:
-    """The model entry and .args of a packed file; LauncherError when it is not usable."""
+def read_payload(path: str, with_args: bool = True) -> Payload:
+    """The model entry and .args of a packed file; LauncherError when it is not usable.
+    with_args=False leaves .args unread (args is None): for -m, which takes only the weights."""
     with open(path, "rb") as f:
         file_size = os.fstat(f.fileno()).st_size
         entries = read_zip(f, file_size)
@@ -234,7 +292,7 @@ def read_payload(path: str) -> Payload:
         named = [e for e in entries if e.name == ARGS_NAME]
         if len(named) > 1:
             raise LauncherError("bad .args: the file has several .args entries")
-        if named:
+        if named and with_args:
             args = parse_args_text(read_entry(f, named[0], MAX_ARGS_SIZE))
     return Payload(path, file_size, entries, g, args)
 
@@ -260,7 +318,7 @@ def resolve_model(path: str) -> tuple[str, int]:
     if magic == b"GGUF":
         return path, 0
     try:
-        return path, read_payload(path).gguf.data_offset
+        return path, read_payload(path, with_args=False).gguf.data_offset
     except LauncherError as e:
         raise LauncherError(f"{path}: neither a GGUF file nor a packed file ({e})") from None
 

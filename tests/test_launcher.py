@@ -21,7 +21,7 @@ from tests.cliutil import assert_one_line_error
 
 from packer.build import build
 from packer.runtime_build import build_runtime_once
-from runtime.launcher import ALIGNMENT, LauncherError, _find_end, merge_args, parse_args_text, read_payload, read_zip
+from runtime.launcher import ALIGNMENT, LauncherError, find_end, merge_args, parse_args_text, read_payload, read_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
@@ -243,7 +243,7 @@ def test_bad_args_entries(runtime_exe, tmp_path) -> None:
     size = f.stat().st_size
     with open(f, "r+b") as fh:  # .args := b"\xff\xfe\n" with matching CRCs: readable, but not text
         args = read_zip(fh, size)[0]
-        cd_offset = _find_end(fh, size)[0]
+        cd_offset = find_end(fh, size).cd_offset
         crc = zlib.crc32(b"\xff\xfe\n").to_bytes(4, "little")
         for at, data in ((args.data_offset, b"\xff\xfe\n"), (args.header_offset + 14, crc), (cd_offset + 16, crc)):
             fh.seek(at)
@@ -267,7 +267,7 @@ def test_reader_rejects_lying_directories(packed, tmp_path) -> None:
     shutil.copyfile(packed["moe"], f)
     size = f.stat().st_size
     with open(f, "r+b") as fh:
-        cd_offset = _find_end(fh, size)[0]
+        cd_offset = find_end(fh, size).cd_offset
         entries = read_zip(fh, size)
         at = cd_offset + 46 + len(".args") + 16  # second entry's compressed size (no extra on .args)
         assert entries[1].size < 1 << 31
@@ -275,6 +275,209 @@ def test_reader_rejects_lying_directories(packed, tmp_path) -> None:
         fh.write((size).to_bytes(4, "little"))
         fh.seek(at + 8)
         fh.write((size).to_bytes(4, "little"))
-    with pytest.raises(LauncherError, match="truncated file: moe-Q4_0.gguf ends at"):
+    with pytest.raises(LauncherError, match="damaged or truncated file: moe-Q4_0.gguf ends at"):
         read_payload(str(f))
     assert os.path.getsize(f) == size
+
+
+# -- hostile .args ---------------------------------------------------------------------------
+
+def test_deflated_args_cannot_inflate_past_its_declared_size(runtime_exe, tmp_path) -> None:
+    """A .args declared as 16 bytes whose deflate data makes 64 MiB: refused after 17 bytes, the
+    memory never holding the rest; -m on such a file takes its weights and leaves its .args alone."""
+    import tracemalloc
+
+    from tests.ziptail import aligned_zip, patch_sizes
+
+    bomb = aligned_zip(tmp_path / "bomb.llamafile", b"x", (b"\n" * (64 << 20), zipfile.ZIP_DEFLATED), MOE.name,
+                       MOE.read_bytes())
+    patch_sizes(bomb, ".args", 16)
+    tracemalloc.start()
+    try:
+        with pytest.raises(LauncherError, match=r"\.args: inflates past its declared size of 16 bytes"):
+            read_payload(str(bomb))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    assert read_payload(str(bomb), with_args=False).gguf.name == MOE.name
+    r = run(runtime_exe, "-m", str(bomb), "-p", PROMPT, "-n", "2", "--temp", "0", "-c", "64")
+    assert r.returncode == 0 and r.stdout == engine_text(MOE, PROMPT, 2, 64) + "\n", r.stderr
+
+    own = tmp_path / "own.llamafile"  # the same bytes behind the runtime: the file's own .args
+    aligned_zip(own, runtime_exe.read_bytes(), (b"\n" * (64 << 20), zipfile.ZIP_DEFLATED), MOE.name, MOE.read_bytes())
+    patch_sizes(own, ".args", 16)
+    own.chmod(0o755)
+    assert_one_line_error(run(own, "-p", "Hi"), ".args: inflates past its declared size")
+
+
+def test_deflated_args_cut_short_or_not_deflate(tmp_path) -> None:
+    from tests.ziptail import aligned_zip, patch_sizes
+
+    f = aligned_zip(tmp_path / "a.llamafile", b"x", (b"-c\n256\n", zipfile.ZIP_DEFLATED), MOE.name, MOE.read_bytes())
+    patch_sizes(f, ".args", 100)  # the stream ends before the declared size
+    with pytest.raises(LauncherError, match="CRC or size mismatch"):
+        read_payload(str(f))
+    g = aligned_zip(tmp_path / "b.llamafile", b"x", (b"-c\n256\n", zipfile.ZIP_DEFLATED), MOE.name, MOE.read_bytes())
+    with open(g, "r+b") as fh:  # the deflate block header made invalid (BTYPE 11)
+        fh.seek(read_zip(fh, g.stat().st_size)[0].data_offset)
+        fh.write(b"\x07")
+    with pytest.raises(LauncherError, match="bad deflate data"):
+        read_payload(str(g))
+
+
+def test_args_with_too_many_lines(runtime_exe, tmp_path) -> None:
+    """argparse's cost grows with the square of the argument count (10^5 lines took minutes): the
+    launcher refuses more than MAX_ARGS_LINES lines at once, and `packer build --args` too."""
+    from runtime.launcher import MAX_ARGS_LINES
+
+    text = b"-c\n256\n" * 50_000
+    t0 = time.perf_counter()
+    with pytest.raises(LauncherError, match=f"bad .args: 100000 lines, more than the {MAX_ARGS_LINES}"):
+        parse_args_text(text)
+    assert time.perf_counter() - t0 < 5  # refused before any parsing (minutes before the cap)
+    assert len(parse_args_text(b"-c\n256\n" * (MAX_ARGS_LINES // 2))) == MAX_ARGS_LINES
+    f = build(MOE, tmp_path / "many.llamafile", runtime_exe, args=["-c", "256"] * 1000, progress=False).output
+    assert_one_line_error(run(f, "-p", "Hi"), "bad .args: 2000 lines")
+    from tests.test_packer import packer
+
+    r = packer("build", str(MOE), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+               "--args", "-c 256 " * 1000)
+    assert_one_line_error(r, f"bad --args: 2000 arguments, more than the {MAX_ARGS_LINES}")
+    assert not (tmp_path / "x.llamafile").exists()
+
+
+# -- hostile directories ----------------------------------------------------------------------
+
+def hostile_tails(entries, cd_at: int) -> dict[str, tuple[bytes, str]]:
+    """name -> (a directory + end records with one field from the file set to 2**63 or past the file,
+    the error it must give)."""
+    from tests.ziptail import central, end_records
+
+    big = 1 << 63
+    args, gguf = entries
+
+    def tail(g_over: dict | None = None, zip64: bool = True, **end_over) -> bytes:
+        cd = central(args, zip64=zip64) + central(gguf, zip64=zip64, **(g_over or {}))
+        return cd + end_records(cd_at, cd, 2, zip64=zip64, **end_over)
+
+    return {
+        "offset 2^63": (tail({"header_offset": big}), "local header offset 9223372036854775808 is past"),
+        "offset 2^64-1": (tail({"header_offset": (1 << 64) - 1}), "is past the central directory"),
+        "size 2^63": (tail({"size": big, "compressed_size": big}), "truncated file: moe-Q4_0.gguf ends at"),
+        "directory at 2^63": (tail(cd_offset=big), "runs past the end records"),
+        "directory size 2^63": (tail(cd_size=big), "too large for a packed file"),
+        "zip64 record at 2^63": (tail(rec_at=big), "bad zip64 end record locator"),
+        "count 2^63": (tail(count=big), "entries cannot fit in a central directory"),
+        "32-bit offset past the file": (tail({"header_offset": U32_MAX - 1}, zip64=False), "is past the central"),
+        "comment past the directory": (tail({"n_comment": 60000}), "runs past the directory"),
+    }
+
+
+U32_MAX = 0xFFFFFFFF
+
+
+def test_hostile_offsets_sizes_and_counts_give_one_line(packed, tmp_path) -> None:
+    """A zip64 offset of 2^63 (a traceback once: OverflowError in a seek), sizes and counts past the
+    file, in the central directory, the zip64 extra, the zip64 end record and its locator."""
+    from tests.ziptail import entries_and_end, set_tail, zip64_tail
+
+    f = tmp_path / "hostile.llamafile"
+    shutil.copyfile(packed["moe"], f)
+    f.chmod(0o755)
+    entries, cd_at = entries_and_end(f)
+    set_tail(f, cd_at, zip64_tail(f))  # the same file in zip64 form still reads
+    assert read_payload(str(f)).gguf == read_payload(str(packed["moe"])).gguf
+    for name, (tail, needle) in hostile_tails(entries, cd_at).items():
+        set_tail(f, cd_at, tail)
+        with pytest.raises(LauncherError) as e:
+            read_payload(str(f))
+        assert needle in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
+    for name in ("offset 2^63", "zip64 record at 2^63"):  # as the user meets it
+        set_tail(f, cd_at, hostile_tails(entries, cd_at)[name][0])
+        assert_one_line_error(run(f, "-p", "Hi"), hostile_tails(entries, cd_at)[name][1])
+        assert_one_line_error(run(packed["smollm2"], "-m", str(f), "-p", "Hi"), "neither a GGUF file nor a packed")
+
+
+def mutate(data: bytearray, rng) -> bytearray:
+    """One random change: a byte, a run of bytes, or a 2/4/8-byte field set to an extreme."""
+    out = bytearray(data)
+    at = rng.randrange(len(out))
+    kind = rng.randrange(4)
+    if kind == 0:
+        out[at] ^= 1 << rng.randrange(8)
+    elif kind == 1:
+        for i in range(at, min(len(out), at + rng.randrange(1, 16))):
+            out[i] = rng.randrange(256)
+    else:
+        width = rng.choice((2, 4, 8))
+        value = rng.choice((0, 1, (1 << 8 * width) - 1, 1 << 8 * width - 1, (1 << 8 * width - 1) - 1, 65536))
+        out[at:at + width] = (value % (1 << 8 * width)).to_bytes(width, "little")[:len(out) - at]
+    return out
+
+
+def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) -> None:
+    """Hundreds of random changes to a packed file's directory, end records (plain and zip64), local
+    headers and .args: the launcher's reader either reads the file or raises a one-line LauncherError,
+    never anything else; a few of them run through the real executable, and through `packer verify`
+    (which fails every changed file) and `packer inspect`."""
+    import random
+
+    from tests.ziptail import entries_and_end, set_tail, zip64_tail
+
+    from packer.pyiarchive import ArchiveError
+    from packer.verify import inspect, verify
+    from runtime.gguf import GGUFError
+
+    f = tmp_path / "fuzz.llamafile"
+    shutil.copyfile(packed["moe"], f)
+    f.chmod(0o755)
+    entries, cd_at = entries_and_end(f)
+    args, gguf = entries
+    with open(f, "rb") as fh:
+        heads = {}  # offset -> bytes: the .args local header and data, the GGUF's local header
+        for e, end in ((args, args.data_end), (gguf, gguf.data_offset)):
+            fh.seek(e.header_offset)
+            heads[e.header_offset] = fh.read(end - e.header_offset)
+        fh.seek(cd_at)
+        tails = [fh.read(), zip64_tail(f)]
+    rng = random.Random(12)
+    outcomes, samples = {"read": 0, "refused": 0}, []
+    for i in range(600):
+        tail = tails[i % 2]  # even: as built, with its checksum record; odd: the zip64 form, without
+        where = rng.randrange(4)  # mostly the directory and end records, else a local header
+        new_tail = bytes(mutate(bytearray(tail), rng)) if where < 3 else tail
+        changed = new_tail != tail
+        if where == 3 or rng.random() < 0.1:
+            at = rng.choice(list(heads))
+            head = bytes(mutate(bytearray(heads[at]), rng))
+            changed |= head != heads[at]
+            with open(f, "r+b") as fh:
+                fh.seek(at)
+                fh.write(head)
+        if rng.random() < 0.1:
+            new_tail, changed = new_tail[:rng.randrange(len(new_tail))], True  # truncated
+        set_tail(f, cd_at, new_tail)
+        try:
+            read_payload(str(f))
+            outcomes["read"] += 1
+        except LauncherError as e:
+            assert "\n" not in str(e) and str(e), (i, str(e))
+            outcomes["refused"] += 1
+        if i % 100 == 7:
+            samples.append(run(f, "-p", "Hi", "-n", "1", "-c", "64"))
+        if i % 20 == 4:  # `packer verify` and `packer inspect` read the same bytes: reports or one-line errors
+            assert verify(str(f)).ok is not changed, i  # (even i: the checksum record catches every change)
+            try:
+                inspect(str(f))
+            except (LauncherError, GGUFError, ArchiveError) as e:
+                assert "\n" not in str(e), (i, str(e))
+        with open(f, "r+b") as fh:  # undo the local header changes
+            for at, raw in heads.items():
+                fh.seek(at)
+                fh.write(raw)
+    assert outcomes["read"] > 10 and outcomes["refused"] > 300, outcomes
+    for r in samples:
+        assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
+        if r.returncode:
+            assert_one_line_error(r, "")
