@@ -93,7 +93,14 @@ static int moe_ffn(const lp_model *m, const lp_layer *L, int n) {
 
 // ---------------------------------------------------------------------------
 
+// Head and expert counts the forward pass divides by or indexes with.
+static int shapes_ok(const lp_model *m) {
+    if (m->head_dim < 1 || m->n_head_kv < 1 || m->n_head < 1 || m->n_head % m->n_head_kv) return 0;
+    return m->n_expert == 0 || (m->n_expert_used >= 1 && m->n_expert_used <= m->n_expert);
+}
+
 int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output) {
+    if (!shapes_ok(m)) return LP_ESHAPE;
     if (n < 1 || n > m->max_batch) return LP_EBATCH;
     if (pos < 0 || (int64_t)pos + n > m->n_ctx) return LP_ECONTEXT;
     for (int t = 0; t < n; t++)
