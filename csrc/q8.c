@@ -32,6 +32,7 @@ static inline float lp_amax_ref(const float *x, int n) {
 }
 
 static inline int lp_is_finite(float v) { return fabsf(v) <= FLT_MAX; }  // false for NaN
+static inline int lp_amax_finite(float amax) { return amax <= FLT_MAX; }  // amax >= 0 or NaN
 static inline float lp_cap(float v) { return v < FLT_MAX ? v : FLT_MAX; }  // v >= 0, not NaN
 
 // The multiplier taking a block of largest magnitude amax (finite, > 0) onto [-127, 127].
@@ -56,7 +57,7 @@ void lp_quantize_q8_0_ref(const float *restrict x, void *restrict vy, int64_t n)
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         const float amax = lp_amax_ref(x, QK8_0);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_0(&y[i]);
             continue;
         }
@@ -71,7 +72,7 @@ void lp_quantize_q8_1_ref(const float *restrict x, void *restrict vy, int64_t n)
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
         const float amax = lp_amax_ref(x, QK8_1);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_1(&y[i]);
             continue;
         }
@@ -95,7 +96,7 @@ void lp_quantize_q8_K_ref(const float *restrict x, void *restrict vy, int64_t n)
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_K(&y[i]);
             continue;
         }
@@ -177,7 +178,7 @@ void lp_quantize_q8_0_avx2(const float *restrict x, void *restrict vy, int64_t n
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         const float amax = lp_amax_avx2(x, QK8_0);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_0(&y[i]);
             continue;
         }
@@ -191,7 +192,7 @@ void lp_quantize_q8_1_avx2(const float *restrict x, void *restrict vy, int64_t n
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
         const float amax = lp_amax_avx2(x, QK8_1);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_1(&y[i]);
             continue;
         }
@@ -214,7 +215,7 @@ void lp_quantize_q8_K_avx2(const float *restrict x, void *restrict vy, int64_t n
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_K(&y[i]);
             continue;
         }
@@ -267,7 +268,7 @@ void lp_quantize_q8_0_neon(const float *restrict x, void *restrict vy, int64_t n
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         const float amax = lp_block_amax_neon(x, QK8_0);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_0(&y[i]);
             continue;
         }
@@ -282,7 +283,7 @@ void lp_quantize_q8_1_neon(const float *restrict x, void *restrict vy, int64_t n
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
         const float amax = lp_block_amax_neon(x, QK8_1);
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_1(&y[i]);
             continue;
         }
@@ -305,7 +306,7 @@ void lp_quantize_q8_K_neon(const float *restrict x, void *restrict vy, int64_t n
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        if (!lp_is_finite(amax)) {
+        if (!lp_amax_finite(amax)) {
             lp_nonfinite_q8_K(&y[i]);
             continue;
         }
