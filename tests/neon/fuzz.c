@@ -387,13 +387,24 @@ static void check_models(int isa) {
             const char *what[D_COUNT] = { "forward, sound weights: finite logits", "forward, a NaN norm weight: NaN logits",
                                           "forward, huge norms", "forward, random bytes" };
             check(ok, what[damage], isa_name(isa), e ? "moe" : "dense", damage);
-            if (damage == D_NONE && e) {  // expert counts that would index outside the buffers are refused
-                m->n_expert_used = 5;
+            if (damage == D_NONE) {  // shapes and types that would index outside the buffers are refused
                 int32_t tok = 0;
                 float out[40];
-                check(lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE, "forward refuses 5 of 4 experts",
-                      isa_name(isa), "moe", damage);
-                m->n_expert_used = 2;
+                int refused = 1;
+                if (e) {
+                    m->n_expert_used = 5;
+                    refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
+                    m->n_expert_used = 2;
+                }
+                m->tok_embd.rows = m->n_vocab - 1;
+                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
+                m->tok_embd.rows = m->n_vocab;
+                const int wq_type = m->layers[1].wq.type;
+                m->layers[1].wq.type = 16;  // a type the kernels do not know
+                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_EUNKNOWN_TYPE;
+                m->layers[1].wq.type = wq_type;
+                check(refused, "forward refuses bad expert counts, embedding rows, types", isa_name(isa),
+                      e ? "moe" : "dense", damage);
             }
             free_model(m);
         }
