@@ -10,7 +10,7 @@ KERNELS_STAMP := build/kernels.stamp
 DEBIAN_STAMP  := build/debian.stamp
 CSRC   := $(wildcard csrc/*.c csrc/*.h) csrc/build.py
 
-.PHONY: all setup kernels test bench bench-kernels neon clean
+.PHONY: all setup kernels test bench bench-kernels neon asan clean
 
 all: setup
 
@@ -62,6 +62,11 @@ clean:
 # SIMD kernels against the reference: NEON under qemu-user, AVX2 natively.
 neon: setup
 	$(VPY) -m pytest -q tests/test_simd.py
+
+# The kernels under AddressSanitizer + UBSan, fuzzed with NaN, inf, huge and denormal
+# inputs on every ISA of this CPU (build/asan/fuzz; also part of `make test`).
+asan: setup
+	$(VPY) csrc/build.py --asan
 
 # -- the single file: runtime, packer, first run ------------------------------------------
 # `make run` is the first command for a newcomer: builds the one-file runtime (PyInstaller;

@@ -126,7 +126,8 @@ enum { LP_ATT_ROWS = 16 };
 // twice the threads splits each head's positions), each at least LP_ATT_SEG_MIN long.
 enum { LP_ATT_SEGS = 8, LP_ATT_SEG_MIN = 256 };
 
-enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13 };
+// LP_ESHAPE: head or expert counts that would index outside the buffers (the loader checks them first).
+enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13, LP_ESHAPE = -14 };
 
 // What lp_forward writes to out.
 enum lp_output {

@@ -267,7 +267,8 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
 
 // out = sum over segments of w o / sum of w l, w = exp(m - the largest m): each
 // segment's sums rescaled to one common maximum. Segments a row does not reach have
-// l = 0 and m = -inf (w = 0).
+// l = 0 and m = -inf (w = 0). A segment with NaN scores (l or m NaN) is not skipped:
+// its NaN reaches the output, as it does without segments.
 static void merge_segments(const attn_ctx *c) {
     const lp_model *m = c->m;
     const int hd = m->head_dim, q_dim = m->n_head * hd;
@@ -278,13 +279,13 @@ static void merge_segments(const attn_ctx *c) {
             float top = -INFINITY;
             for (int g = 0; g < c->segs; g++) {
                 const float *p = part_of(m, kvh, g, row);
-                if (p[hd + 1] > 0.0f && p[hd] > top) top = p[hd];
+                if (p[hd + 1] != 0.0f && p[hd] > top) top = p[hd];
             }
             float lsum = 0.0f;
             for (int d = 0; d < hd; d++) out[d] = 0.0f;
             for (int g = 0; g < c->segs; g++) {
                 const float *p = part_of(m, kvh, g, row);
-                if (!(p[hd + 1] > 0.0f)) continue;
+                if (p[hd + 1] == 0.0f) continue;
                 const float w = expf(p[hd] - top);
                 lsum += w * p[hd + 1];
                 for (int d = 0; d < hd; d++) out[d] += w * p[d];

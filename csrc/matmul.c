@@ -28,7 +28,8 @@ static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
 // The quantized activation rows, then (large n) the batched product's panels.
 int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads) {
     const lp_type_traits *t = lp_traits(type);
-    if (!t || !check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
+    if (!t) return LP_EUNKNOWN_TYPE;
+    if (!check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
     if (t->vec_dot_type == LP_F32) return 0;
     return act_row_bytes(t, cols) * n + lp_gemm_work_size(t, cols, n, n_threads);
 }

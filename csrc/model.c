@@ -14,7 +14,9 @@ static int64_t row_bytes(const lp_tensor *t) {
 
 // y (n, rows) = x (n, cols) @ W^T for matrix `mat` of a (possibly stacked) tensor.
 static int matmul(const lp_model *m, const lp_tensor *w, int64_t mat, const float *x, int64_t n, float *y) {
-    if (lp_matmul_work_size(w->type, w->cols, n, m->n_threads) > m->work_size) return LP_EWORK;
+    const int64_t need = lp_matmul_work_size(w->type, w->cols, n, m->n_threads);
+    if (need < 0) return (int)need;  // a type or row length the kernels do not take
+    if (need > m->work_size) return LP_EWORK;
     const uint8_t *data = (const uint8_t *)w->data + mat * w->rows * row_bytes(w);
     return lp_matmul(w->type, data, w->rows, w->cols, x, n, y, m->work, m->n_threads);
 }
@@ -25,11 +27,12 @@ static int matmul_multi(const lp_model *m, int count, const lp_tensor *const *w,
                         int64_t n, float *const *y) {
     lp_mm mm[LP_MM_MAX];
     int types[LP_MM_MAX];
-    for (int i = 0; i < count; i++) {
-        types[i] = w[i]->type;
+    for (int i = 0; i < count; i++) types[i] = w[i]->type;
+    const int64_t need = lp_matmul_multi_work_size(types, count, w[0]->cols, n, m->n_threads);
+    if (need < 0) return (int)need;  // a type or row length the kernels do not take
+    if (need > m->work_size) return LP_EWORK;
+    for (int i = 0; i < count; i++)
         mm[i] = (lp_mm){ w[i]->type, (const uint8_t *)w[i]->data + mat * w[i]->rows * row_bytes(w[i]), w[i]->rows, y[i] };
-    }
-    if (lp_matmul_multi_work_size(types, count, w[0]->cols, n, m->n_threads) > m->work_size) return LP_EWORK;
     return lp_matmul_multi(mm, count, w[0]->cols, x, n, m->work, m->n_threads);
 }
 
@@ -93,7 +96,17 @@ static int moe_ffn(const lp_model *m, const lp_layer *L, int n) {
 
 // ---------------------------------------------------------------------------
 
+// Head and expert counts the forward pass divides by or indexes with, and the
+// embedding table it reads rows of (the loader checks all of these first).
+static int shapes_ok(const lp_model *m) {
+    if (m->head_dim < 1 || m->n_head_kv < 1 || m->n_head < 1 || m->n_head % m->n_head_kv) return 0;
+    const lp_type_traits *et = lp_traits(m->tok_embd.type);  // the embedding lookup's rows
+    if (!et || m->tok_embd.cols != m->n_embd || m->n_embd % et->blck_size || m->tok_embd.rows < m->n_vocab) return 0;
+    return m->n_expert == 0 || (m->n_expert_used >= 1 && m->n_expert_used <= m->n_expert);
+}
+
 int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output) {
+    if (!shapes_ok(m)) return LP_ESHAPE;
     if (n < 1 || n > m->max_batch) return LP_EBATCH;
     if (pos < 0 || (int64_t)pos + n > m->n_ctx) return LP_ECONTEXT;
     for (int t = 0; t < n; t++)

@@ -16,9 +16,10 @@ LP_AVX2_BEGIN
 // parts, so n ln2 is exact enough), e^r by its degree-6 Taylor polynomial
 // (error below r^7 / 7! < 2^-22), times 2^n as two powers of two that are
 // normal floats, so underflow (below -87.3) and overflow (above 88.7) round as
-// one multiplication by 2^n would.
+// one multiplication by 2^n would. NaN stays NaN: max and min return their second
+// operand when either is NaN (and the integer steps below are defined for any bits).
 static inline __m256 lp_exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-104.0f)), _mm256_set1_ps(89.0f));
+    x = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-104.0f), x));
     const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);  // ln2, high bits
@@ -90,16 +91,19 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 // Rotary embedding, GGML's "normal" mode (adjacent pairs), for n rows of n_head
 // heads of head_dim values; row r sits at position pos0 + r. The first n_rot
 // values of each head rotate: pair i by angle pos * freq_scale * base^(-2i/n_rot),
-// the per-pair factor built by repeated multiplication as GGML does.
+// the per-pair factor built by repeated multiplication as GGML does. Any float
+// base and scale are safe (NaN or inf angles give NaN values); only whole pairs
+// within the head rotate, whatever n_rot says.
 void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t pos0, float freq_base,
              float freq_scale) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    const int rot = n_rot < head_dim ? n_rot : head_dim;
     for (int64_t r = 0; r < n; r++) {
         const float pos = (float)(pos0 + r);
         for (int h = 0; h < n_head; h++) {
             float *v = x + (r * n_head + h) * head_dim;
             float theta = pos;
-            for (int i = 0; i < n_rot; i += 2) {
+            for (int i = 0; i + 1 < rot; i += 2) {
                 const float a = freq_scale * theta;
                 const float c = cosf(a), s = sinf(a);
                 const float x0 = v[i], x1 = v[i + 1];

@@ -3,11 +3,52 @@
 // follow GGML's rounding; the SIMD versions round ties to even and compute the
 // inverse scale as 127/amax, so a quant may differ from the reference by one step
 // at a tie (the tests allow exactly that).
+//
+// Every quantizer is total over NaN and inf (a damaged model produces them): the
+// largest magnitude is found as the largest magnitude BIT PATTERN (non-negative
+// floats order as their bits do, NaN above inf above every finite value), so a
+// block holding NaN or inf is always seen as one. Such a block gets a NaN scale and
+// zero quants: every dot product with it is NaN, which the engine reports, and no
+// NaN or inf ever reaches a float-to-integer conversion. Inverse scales are capped
+// at FLT_MAX (a block of tiny values would make them inf), so every value converted
+// to an integer lies within [-127, 127] up to rounding.
+#include <float.h>
 #include <math.h>
 
 #include "simd.h"
 
 static inline float lp_nearest(float x) { return nearbyintf(x); }  // ties to even
+
+#define LP_MAG_MASK 0x7fffffffu  // all bits but the sign
+
+// Largest |x[j]| of n floats; NaN if any x[j] is NaN, else inf if any is inf.
+static inline float lp_amax_ref(const float *x, int n) {
+    uint32_t m = 0;
+    for (int j = 0; j < n; j++) {
+        const uint32_t a = lp_float_to_bits(x[j]) & LP_MAG_MASK;
+        m = a > m ? a : m;
+    }
+    return lp_bits_to_float(m);
+}
+
+static inline int lp_is_finite(float v) { return fabsf(v) <= FLT_MAX; }  // false for NaN
+static inline int lp_amax_finite(float amax) { return amax <= FLT_MAX; }  // amax >= 0 or NaN
+static inline float lp_cap(float v) { return v < FLT_MAX ? v : FLT_MAX; }  // v >= 0, not NaN
+
+// The multiplier taking a block of largest magnitude amax (finite, > 0) onto [-127, 127].
+static inline float lp_inv_scale(float amax) { return lp_cap(127.0f / amax); }
+
+// Q8_K's scale: -127 / max, max the block's (first) value of largest magnitude (finite, != 0).
+static inline float lp_q8_K_iscale(float max) {
+    const float s = -127.0f / max;
+    return lp_is_finite(s) ? s : copysignf(FLT_MAX, s);
+}
+
+// Blocks holding NaN or inf: NaN scale, zero quants (see the top of the file).
+static const lp_half lp_half_nan = 0x7e00;
+static void lp_nonfinite_q8_0(block_q8_0 *y) { memset(y->qs, 0, sizeof(y->qs)); y->d = lp_half_nan; }
+static void lp_nonfinite_q8_1(block_q8_1 *y) { memset(y->qs, 0, sizeof(y->qs)); y->d = y->s = lp_half_nan; }
+static void lp_nonfinite_q8_K(block_q8_K *y) { memset(y, 0, sizeof(*y)); y->d = NAN; }
 
 // ---------------------------------------------------------------------------
 // Reference
@@ -15,10 +56,13 @@ static inline float lp_nearest(float x) { return nearbyintf(x); }  // ties to ev
 void lp_quantize_q8_0_ref(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float amax = lp_amax_ref(x, QK8_0);
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_0(&y[i]);
+            continue;
+        }
         const float d = amax / 127.0f;
-        const float id = d ? 1.0f / d : 0.0f;
+        const float id = d ? lp_cap(1.0f / d) : 0.0f;
         y[i].d = lp_float_to_half(d);
         for (int j = 0; j < QK8_0; j++) y[i].qs[j] = (int8_t)roundf(x[j] * id);
     }
@@ -27,10 +71,13 @@ void lp_quantize_q8_0_ref(const float *restrict x, void *restrict vy, int64_t n)
 void lp_quantize_q8_1_ref(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
-        float amax = 0.0f;
-        for (int j = 0; j < QK8_1; j++) amax = fmaxf(amax, fabsf(x[j]));
+        const float amax = lp_amax_ref(x, QK8_1);
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_1(&y[i]);
+            continue;
+        }
         const float d = amax / 127.0f;
-        const float id = d ? 1.0f / d : 0.0f;
+        const float id = d ? lp_cap(1.0f / d) : 0.0f;
         int sum = 0;
         for (int j = 0; j < QK8_1; j++) {
             y[i].qs[j] = (int8_t)roundf(x[j] * id);
@@ -44,16 +91,18 @@ void lp_quantize_q8_1_ref(const float *restrict x, void *restrict vy, int64_t n)
 void lp_quantize_q8_K_ref(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_K *restrict y = vy;
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        float amax = 0.0f, max = 0.0f;  // largest magnitude, and that value with its sign
-        for (int j = 0; j < QK_K; j++) {
-            const float ax = fabsf(x[j]);
-            if (ax > amax) { amax = ax; max = x[j]; }
-        }
+        const float amax = lp_amax_ref(x, QK_K);
         if (amax == 0.0f) {
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        const float iscale = -127.0f / max;
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_K(&y[i]);
+            continue;
+        }
+        int jmax = 0;  // first element of largest magnitude: its sign sets the scale's sign
+        while (jmax < QK_K - 1 && fabsf(x[jmax]) != amax) jmax++;
+        const float iscale = lp_q8_K_iscale(x[jmax]);
         for (int j = 0; j < QK_K; j++) {
             const float v = lp_nearest(iscale * x[j]);
             y[i].qs[j] = (int8_t)(v > 127.0f ? 127.0f : v);
@@ -87,14 +136,6 @@ void lp_q8_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
 
 #if LP_X86
 LP_AVX2_BEGIN
-// |x| max over 8 lanes
-static inline float lp_max_abs_f32x8(__m256 m) {
-    __m128 r = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_max_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
 // the rounding mode must be a literal where the intrinsic is used
 #define LP_ROUND_EVEN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
@@ -109,19 +150,40 @@ static inline __m256i lp_round_pack32(const float *x, __m256 mul) {
     return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-static inline float lp_block_amax32(const float *x) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(x));
-    for (int j = 8; j < 32; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
-    return lp_max_abs_f32x8(m);
+// Largest |x[j]| of n floats (n a multiple of 8), as lp_amax_ref: integer maxima of
+// the magnitudes' bits (as fast as float maxima, which would let a NaN slip through).
+static inline float lp_amax_avx2(const float *x, int n) {
+    const __m256i mag = _mm256_set1_epi32((int)LP_MAG_MASK);
+    __m256i m = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)x), mag);
+    for (int j = 8; j < n; j += 8)
+        m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), mag));
+    __m128i r = _mm_max_epi32(_mm256_castsi256_si128(m), _mm256_extracti128_si256(m, 1));
+    r = _mm_max_epi32(r, _mm_unpackhi_epi64(r, r));
+    r = _mm_max_epi32(r, _mm_shuffle_epi32(r, 1));
+    return lp_bits_to_float((uint32_t)_mm_cvtsi128_si32(r));
+}
+
+// Index of the first x[j] with |x[j]| == v among n (a multiple of 8); v is one of them.
+static inline int lp_find_abs_avx2(const float *x, int n, float v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), t = _mm256_set1_ps(v);
+    for (int j = 0; j < n; j += 8) {
+        const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j));
+        const int hit = _mm256_movemask_ps(_mm256_cmp_ps(a, t, _CMP_EQ_OQ));
+        if (hit) return j + __builtin_ctz((unsigned)hit);
+    }
+    return 0;
 }
 
 void lp_quantize_q8_0_avx2(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
-        const float amax = lp_block_amax32(x);
+        const float amax = lp_amax_avx2(x, QK8_0);
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_0(&y[i]);
+            continue;
+        }
         y[i].d = lp_float_to_half(amax / 127.0f);
-        const __m256 mul = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        const __m256 mul = _mm256_set1_ps(amax != 0.0f ? lp_inv_scale(amax) : 0.0f);
         _mm256_storeu_si256((__m256i *)y[i].qs, lp_round_pack32(x, mul));
     }
 }
@@ -129,9 +191,13 @@ void lp_quantize_q8_0_avx2(const float *restrict x, void *restrict vy, int64_t n
 void lp_quantize_q8_1_avx2(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
-        const float amax = lp_block_amax32(x);
+        const float amax = lp_amax_avx2(x, QK8_1);
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_1(&y[i]);
+            continue;
+        }
         const float d = amax / 127.0f;
-        const __m256 mul = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        const __m256 mul = _mm256_set1_ps(amax != 0.0f ? lp_inv_scale(amax) : 0.0f);
         const __m256i q = lp_round_pack32(x, mul);
         _mm256_storeu_si256((__m256i *)y[i].qs, q);
         const int sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
@@ -144,17 +210,17 @@ void lp_quantize_q8_1_avx2(const float *restrict x, void *restrict vy, int64_t n
 void lp_quantize_q8_K_avx2(const float *restrict x, void *restrict vy, int64_t n) {
     block_q8_K *restrict y = vy;
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        const __m256 sign = _mm256_set1_ps(-0.0f);
-        __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(x));
-        for (int j = 8; j < QK_K; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + j)));
-        const float amax = lp_max_abs_f32x8(m);
+        const float amax = lp_amax_avx2(x, QK_K);
         if (amax == 0.0f) {
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        int jmax = 0;  // first element of largest magnitude: its sign sets the scale's sign
-        while (fabsf(x[jmax]) != amax) jmax++;
-        const float iscale = -127.0f / x[jmax];
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_K(&y[i]);
+            continue;
+        }
+        // the first element of largest magnitude: its sign sets the scale's sign
+        const float iscale = lp_q8_K_iscale(x[lp_find_abs_avx2(x, QK_K, amax)]);
         const __m256 mul = _mm256_set1_ps(iscale);
         const __m256i ones = _mm256_set1_epi8(1);
         for (int j = 0; j < QK_K; j += 32) {
@@ -179,10 +245,12 @@ LP_AVX2_END
 // NEON
 
 #if LP_ARM
+// Largest |x[j]| of n floats (n a multiple of 4), as lp_amax_ref: integer maxima of the magnitudes' bits.
 static inline float lp_block_amax_neon(const float *x, int n) {
-    float32x4_t m = vabsq_f32(vld1q_f32(x));
-    for (int j = 4; j < n; j += 4) m = vmaxq_f32(m, vabsq_f32(vld1q_f32(x + j)));
-    return vmaxvq_f32(m);
+    const uint32x4_t mag = vdupq_n_u32(LP_MAG_MASK);
+    uint32x4_t m = vandq_u32(vld1q_u32((const uint32_t *)x), mag);
+    for (int j = 4; j < n; j += 4) m = vmaxq_u32(m, vandq_u32(vld1q_u32((const uint32_t *)(x + j)), mag));
+    return lp_bits_to_float(vmaxvq_u32(m));
 }
 
 // 16 floats times scale, rounded to nearest even, saturated to int8.
@@ -200,7 +268,11 @@ void lp_quantize_q8_0_neon(const float *restrict x, void *restrict vy, int64_t n
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         const float amax = lp_block_amax_neon(x, QK8_0);
-        const float mul = amax != 0.0f ? 127.0f / amax : 0.0f;
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_0(&y[i]);
+            continue;
+        }
+        const float mul = amax != 0.0f ? lp_inv_scale(amax) : 0.0f;
         y[i].d = lp_float_to_half(amax / 127.0f);
         vst1q_s8(y[i].qs, lp_round_pack16_neon(x, mul));
         vst1q_s8(y[i].qs + 16, lp_round_pack16_neon(x + 16, mul));
@@ -211,8 +283,12 @@ void lp_quantize_q8_1_neon(const float *restrict x, void *restrict vy, int64_t n
     block_q8_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_1; i++, x += QK8_1) {
         const float amax = lp_block_amax_neon(x, QK8_1);
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_1(&y[i]);
+            continue;
+        }
         const float d = amax / 127.0f;
-        const float mul = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const float mul = amax != 0.0f ? lp_inv_scale(amax) : 0.0f;
         const int8x16_t q0 = lp_round_pack16_neon(x, mul), q1 = lp_round_pack16_neon(x + 16, mul);
         vst1q_s8(y[i].qs, q0);
         vst1q_s8(y[i].qs + 16, q1);
@@ -230,9 +306,13 @@ void lp_quantize_q8_K_neon(const float *restrict x, void *restrict vy, int64_t n
             memset(&y[i], 0, sizeof(y[i]));
             continue;
         }
-        int jmax = 0;
-        while (fabsf(x[jmax]) != amax) jmax++;
-        const float iscale = -127.0f / x[jmax];
+        if (!lp_amax_finite(amax)) {
+            lp_nonfinite_q8_K(&y[i]);
+            continue;
+        }
+        int jmax = 0;  // the first element of largest magnitude: its sign sets the scale's sign
+        while (jmax < QK_K - 1 && fabsf(x[jmax]) != amax) jmax++;
+        const float iscale = lp_q8_K_iscale(x[jmax]);
         for (int j = 0; j < QK_K; j += 16) {
             const int8x16_t q = lp_round_pack16_neon(x + j, iscale);
             vst1q_s8(y[i].qs + j, q);

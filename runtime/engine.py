@@ -28,6 +28,23 @@ from runtime.sampling import SamplingParams, StopChecker, make_logits_processors
 from runtime.tokenizer import Tokenizer
 
 
+class NonFiniteError(ModelError):
+    """The forward pass produced NaN or inf: damaged weights (a NaN, or values whose
+    activations overflow) or metadata. One request fails; the engine stays usable."""
+
+
+def check_finite(values: np.ndarray, pos: int, what: str = "logits") -> None:
+    """Raises NonFiniteError unless every value is finite; values (n, ...) or (width,) are
+    the outputs of positions pos, pos + 1, ... (the error names the first bad one)."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    rows = finite.reshape(len(values), -1).all(axis=1) if values.ndim > 1 else np.array([False])
+    bad = pos + int(np.argmin(rows))
+    raise NonFiniteError(f"the model produced non-finite {what} (NaN/inf) at position {bad}: "
+                         "the weights or metadata are damaged")
+
+
 @dataclass
 class Stats:
     prompt_tokens: int = 0       # tokens evaluated for the prompt (after cache reuse)
@@ -101,6 +118,7 @@ class Engine:
         """Runs ids after what the cache holds; returns float32 logits of the last one."""
         ids = [int(i) for i in ids]
         logits = self.model.forward(ids, self.n_past)
+        check_finite(logits, self.n_past + len(ids) - 1)  # before the cache counts these tokens
         self.tokens.extend(ids)
         return logits
 
@@ -108,6 +126,7 @@ class Engine:
         """Like eval, with logits for every position: (len(ids), n_vocab)."""
         ids = [int(i) for i in ids]
         logits = self.model.forward(ids, self.n_past, all_logits=True)
+        check_finite(logits, self.n_past)
         self.tokens.extend(ids)
         return logits
 
@@ -117,7 +136,9 @@ class Engine:
         if not ids:
             raise ModelError("nothing to embed")
         self.reset()
-        mean = self.model.hidden(ids, 0).mean(axis=0, dtype=np.float64)
+        hidden = self.model.hidden(ids, 0)
+        check_finite(hidden, 0, "hidden states")
+        mean = hidden.mean(axis=0, dtype=np.float64)
         norm = float(np.linalg.norm(mean))
         return (mean / norm if norm > 0 else mean).astype(np.float32)
 

@@ -17,6 +17,11 @@ or top_p has run, vocabulary order otherwise), float32 arithmetic, and the `dist
 untempered distribution. Temperature <= 0 is greedy: the first maximal logit (one draw is still
 consumed, as llama.cpp does, so a seeded run stays aligned).
 
+Non-finite logits never make a step fail (`finite_logits`): NaN is never drawn, +inf takes all
+the probability, all -inf is uniform, and a temperature that overflows the logits is applied to
+their distance from the maximum instead. (The engine refuses non-finite model output before it
+gets here; logit biases and penalties can still produce inf.)
+
 `StopChecker` ends a generation on an end-of-generation token, a token budget or a stop string,
 holding back streamed text that might be the start of a stop string.
 """
@@ -86,7 +91,43 @@ def resolve_seed(seed: Optional[int]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Chain steps. Candidates are (ids int64 (n,), logits float32 (n,), sorted flag).
+# Non-finite values
+
+_NEG_INF = np.float32(-np.inf)
+
+
+def finite_logits(logits: np.ndarray) -> np.ndarray:
+    """Logits every step can take: finite values and -inf, at least one finite.
+
+    The array itself when it already is (the usual case: one pass to check); otherwise NaN
+    becomes -inf (never drawn), any +inf makes those tokens the only candidates (equally
+    likely), and all -inf becomes all 0 (nothing to prefer: uniform).
+    """
+    finite = np.isfinite(logits)
+    if finite.all():
+        return logits
+    plus = np.isposinf(logits)
+    if plus.any():
+        return np.where(plus, np.float32(0.0), _NEG_INF)
+    if not finite.any():
+        return np.zeros_like(logits)
+    return np.where(finite, logits, _NEG_INF)
+
+
+def apply_temperature(logits: np.ndarray, temp: float) -> np.ndarray:
+    """logits / temp (llama.cpp's float32 division); where that overflows (a tiny temperature,
+    huge logits), (logits - max) / temp: the same distribution, every value <= 0."""
+    t = np.float32(temp)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = logits / t
+        if np.isposinf(scaled).any() or np.isnan(scaled).any():
+            scaled = (logits - logits.max()) / t
+    return scaled
+
+
+# ---------------------------------------------------------------------------------------------
+# Chain steps. Candidates are (ids int64 (n,), logits float32 (n,), sorted flag); the logits
+# are finite or -inf, at least one finite (finite_logits).
 
 def _order_desc(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     """`index` (int64, ascending) reordered by descending `values`, ties by ascending index.
@@ -215,17 +256,16 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray) -> int:
         """Token id for `logits` (float32, (n_vocab,)); does not modify `logits`."""
-        logits = np.asarray(logits, dtype=np.float32)
-        if self.temp <= 0.0:
+        logits = finite_logits(np.asarray(logits, dtype=np.float32))
+        if not self.temp > 0.0:  # (a NaN temperature too)
             self._rng.uniform()  # llama.cpp's dist still draws once
             return int(np.argmax(logits))
         ids, logits, _ = self._filter(logits)
-        logits = logits / np.float32(self.temp)
-        return int(ids[dist_step(logits, self._rng)])
+        return int(ids[dist_step(apply_temperature(logits, self.temp), self._rng)])
 
     def candidates(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids, logits) left after top_k, top_p and min_p, before temperature."""
-        ids, kept, _ = self._filter(np.asarray(logits, dtype=np.float32))
+        ids, kept, _ = self._filter(finite_logits(np.asarray(logits, dtype=np.float32)))
         return ids, kept
 
     def _filter(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -267,9 +307,10 @@ def apply_penalties(logits: np.ndarray, history: Sequence[int], repeat_penalty: 
     ids, counts = np.unique(np.asarray(recent, dtype=np.int64), return_counts=True)
     values = out[ids]
     penalty = np.float32(repeat_penalty)
-    values = np.where(values <= 0, values * penalty, values / penalty)
-    counts32 = counts.astype(np.float32)
-    values -= counts32 * np.float32(frequency_penalty) + np.float32(presence_penalty)
+    with np.errstate(all="ignore"):  # overflow (huge logits, odd penalties): the sampler copes with inf
+        values = np.where(values <= 0, values * penalty, values / penalty)
+        counts32 = counts.astype(np.float32)
+        values -= counts32 * np.float32(frequency_penalty) + np.float32(presence_penalty)
     out[ids] = values
     return out
 
@@ -289,7 +330,8 @@ def make_logits_processors(repeat_penalty: float = 1.0, repeat_last_n: int = 64,
 
         def add_bias(history: Sequence[int], logits: np.ndarray) -> np.ndarray:
             out = np.array(logits, dtype=np.float32, copy=True)
-            out[bias_ids] += bias_values
+            with np.errstate(all="ignore"):  # -inf bans, inf forces: the sampler copes with them
+                out[bias_ids] += bias_values
             return out
 
         processors.append(add_bias)

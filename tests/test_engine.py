@@ -102,3 +102,72 @@ def test_mixtral_shaped_model_chats_with_the_mistral_format() -> None:
     chunks = list(eng.stream_chat([{"role": "user", "content": "hi"}], max_tokens=8, params=GREEDY))
     assert chunks[-1].stats.generated_tokens >= 1
     eng.close()
+
+
+# ---------------------------------------------------------------------------
+# Damaged weights: NaN or overflowing activations end as one error for the request
+
+
+def _damaged_copy(tmp_path: Path, fixture: str, tensor: str, edit) -> Path:
+    """A copy of a fixture model with the F32 tensor `tensor` changed in place by edit(values)."""
+    import gguf
+
+    src, dst = FIXTURES / f"{fixture}.gguf", tmp_path / f"{fixture}-damaged.gguf"
+    dst.write_bytes(src.read_bytes())
+    t = next(t for t in gguf.GGUFReader(src).tensors if t.name == tensor)
+    assert t.tensor_type == gguf.GGMLQuantizationType.F32
+    data = np.memmap(dst, dtype=np.uint8, mode="r+")
+    edit(data[t.data_offset:t.data_offset + t.n_bytes].view(np.float32))
+    data.flush()
+    del data
+    return dst
+
+
+def _set_nan(v: np.ndarray) -> None:
+    v[3] = np.nan
+
+
+def _set_huge(v: np.ndarray) -> None:
+    v[:] = 1e30  # finite, but the activations' fp16 block scales overflow to inf
+
+
+DAMAGED = [
+    ("dense-Q4_K_M", "blk.0.attn_norm.weight", _set_nan),  # NaN into the Q8_K quantizer (it crashed)
+    ("moe-Q4_K_M", "blk.0.ffn_norm.weight", _set_nan),     # NaN router probabilities
+    ("dense-Q8_0", "blk.0.attn_norm.weight", _set_huge),
+]
+
+
+@pytest.mark.parametrize("fixture, tensor, edit", DAMAGED)
+def test_damaged_weights_raise_a_model_error(tmp_path: Path, fixture: str, tensor: str, edit) -> None:
+    from runtime.engine import NonFiniteError
+
+    assert issubclass(NonFiniteError, ModelError)  # a user error: one line in the CLI, 4xx in the server
+    eng = Engine.load(_damaged_copy(tmp_path, fixture, tensor, edit), n_ctx=64, n_threads=2)
+    ids = eng.tokenize("Hello there")
+    message = rf"non-finite logits \(NaN/inf\) at position {len(ids) - 1}: the weights or metadata are damaged"
+    with pytest.raises(NonFiniteError, match=message):
+        list(eng.generate("Hello there", max_tokens=4, temp=0))
+    assert eng.n_past == 0  # the failed positions do not count as cached
+    with pytest.raises(NonFiniteError, match="position 0"):
+        eng.eval_all(ids)
+    with pytest.raises(NonFiniteError, match="hidden states"):
+        eng.embed(ids)
+    # the engine is still there for the next request (which fails the same way, sampling or not)
+    with pytest.raises(NonFiniteError):
+        list(eng.generate("again", max_tokens=2, seed=1))
+    eng.close()
+
+
+def test_damaged_weights_are_one_line_in_the_cli(tmp_path: Path) -> None:
+    """The model's load line, then one error line (no traceback), exit status 1."""
+    import subprocess
+    import sys
+
+    path = _damaged_copy(tmp_path, "dense-Q4_K_M", "blk.0.attn_norm.weight", _set_nan)
+    r = subprocess.run([sys.executable, "-m", "runtime", "-m", str(path), "-p", "hi", "-n", "4", "-t", "2"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert r.returncode == 1 and r.stdout == "" and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "non-finite logits" in errors[0], r.stderr
+    assert r.stderr.rstrip("\n").splitlines()[-1] == errors[0], r.stderr

@@ -335,6 +335,40 @@ def test_activation_quantizers(act: str) -> None:
         assert not back[:B].any()
 
 
+@pytest.mark.parametrize("act", ["Q8_0", "Q8_1", "Q8_K"])
+def test_activation_quantizers_total_over_nonfinite_values(act: str) -> None:
+    """A block holding NaN or inf comes back all NaN on every ISA (its dot products are NaN),
+    the blocks around it are untouched, and blocks of tiny values (whose inverse scale would be
+    inf) come back near zero. The Q8_K quantizer used to run past the row on a NaN block."""
+    qt = kernels.ACT_TYPES[act]
+    B = kernels.type_info(qt).block_size
+    rng = np.random.default_rng(9)
+    blocks = rng.standard_normal((6, B)).astype(np.float32)
+    blocks[0, :] = np.nan
+    blocks[1, 7] = np.nan
+    blocks[2, 0] = np.inf
+    blocks[3, -1] = -np.inf
+    blocks[4] *= np.float32(1e-39)  # denormal: 127 / amax overflows
+    x = blocks.reshape(-1)
+    for isa in ISAS:
+        back = kernels.dequantize_act(qt, kernels.quantize_act(qt, x, isa=isa)).reshape(6, B)
+        assert np.isnan(back[:4]).all(), isa
+        assert np.isfinite(back[4:]).all() and (np.abs(back[4]) <= 1e-38).all(), isa
+        step = np.abs(blocks[5]).max() / 127
+        assert (np.abs(back[5] - blocks[5]) <= step * (0.5 + 127 * 2.0**-11)).all(), isa
+
+
+def test_q8_0_reference_quantizer_is_ggufs() -> None:
+    """The reference Q8_0 quantizer (largest magnitude taken from the bit patterns) writes
+    gguf's numpy Q8_0 bytes, bit for bit, from tiny to large values."""
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal((64, 32)) * np.logspace(-30, 5, 64)[:, None]).astype(np.float32)
+    x[3] = 0.0
+    want = gguf.quants.quantize(x.reshape(1, -1), QT.Q8_0).reshape(-1)
+    got = kernels.quantize_act(kernels.ACT_TYPES["Q8_0"], x, isa="ref")
+    assert np.array_equal(got, want)
+
+
 # ---------------------------------------------------------------------------
 # Errors
 

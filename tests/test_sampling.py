@@ -282,6 +282,65 @@ def _stream(checker: StopChecker, pieces: list[str]) -> str:
     return "".join(out)
 
 
+# ---------------------------------------------------------------------------------------------
+# Non-finite logits: never an exception or a numpy warning; NaN never drawn, +inf always
+
+_NONFINITE_CONFIGS = [
+    dict(temp=0.0), dict(), dict(top_k=0), dict(top_k=0, top_p=1.0, min_p=0.0), dict(top_k=0, top_p=0.5),
+    dict(temp=1e-40), dict(temp=1e30, top_k=0), dict(temp=float("nan")), dict(temp=float("inf")),
+]
+
+
+def _nonfinite_cases(n: int) -> dict[str, np.ndarray]:
+    base = np.random.default_rng(3).standard_normal(n).astype(np.float32)
+    cases = {"all NaN": np.full(n, np.nan, np.float32), "all -inf": np.full(n, -np.inf, np.float32)}
+    for name, where, value in [("some NaN", slice(0, None, 7), np.nan), ("one +inf", [5], np.inf),
+                               ("two +inf", [5, 9], np.inf), ("half -inf", slice(0, n // 2), -np.inf),
+                               ("huge", slice(0, None, 3), 3e38), ("NaN, inf, -inf", [1, 2, 3], None)]:
+        x = base.copy()
+        if value is None:
+            x[where] = [np.nan, np.inf, -np.inf]
+        else:
+            x[where] = value
+        cases[name] = x
+    return cases
+
+
+@pytest.mark.parametrize("config", _NONFINITE_CONFIGS, ids=str)
+def test_nonfinite_logits_never_raise_or_warn(config) -> None:
+    import warnings
+
+    n = 1000
+    for name, logits in _nonfinite_cases(n).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a numpy RuntimeWarning would print on the CLI's stderr
+            for seed in range(3):
+                sampler = make_sampler(seed=seed, **config)
+                tok = sampler(logits)
+                ids, kept = sampler.candidates(logits)
+        assert 0 <= tok < n, name
+        assert not np.isnan(kept).any(), name
+        if np.isfinite(logits).any() or np.isposinf(logits).any():  # a real candidate exists: it is drawn
+            assert not np.isnan(logits[tok]) and logits[tok] != -np.inf, (name, tok, logits[tok])
+        if np.isposinf(logits).any():
+            assert logits[tok] == np.inf, name
+        if name == "huge" and config.get("temp", 0.8) == 1e-40:  # a tiny temperature picks a maximum
+            assert logits[tok] == np.float32(3e38)
+
+
+def test_nonfinite_penalties_and_biases_do_not_warn() -> None:
+    import warnings
+
+    logits = np.array([3e38, -3e38, 1.0, np.inf, -np.inf, 0.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = apply_penalties(logits, [0, 1, 2, 3, 4], repeat_penalty=0.5, frequency_penalty=3e38)
+        for proc in make_logits_processors(logit_bias={3: -np.inf, 4: np.inf, 0: 1e38}, repeat_penalty=1e-30):
+            out = proc([0, 1, 2], out)
+        tok = make_sampler(seed=0)(out)
+    assert 0 <= tok < logits.size and not np.isnan(out[tok])
+
+
 def test_stop_string_split_across_pieces():
     checker = StopChecker(stop=["</answer>"])
     assert checker.push("The answer is 4<") == "The answer is 4"  # "<" held back

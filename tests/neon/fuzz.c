@@ -1,0 +1,446 @@
+// fuzz.c — every kernel fed NaN, +inf, -inf, huge finite values (whose fp16 scales
+// overflow to inf), denormals, tiny values and ordinary ones, on every ISA the CPU
+// has: the reference, AVX2 and AVX-512 natively; NEON when cross-compiled for
+// aarch64 and run under qemu-user. Built with AddressSanitizer and UBSan (see
+// csrc/build.py --asan, `make asan`), any read or write out of bounds, any
+// out-of-range float-to-int conversion or other undefined behaviour stops it; a
+// hang is caught by the caller's timeout. It also checks what the engine relies on:
+// activations holding NaN or inf give non-finite products (so damaged weights show
+// up as non-finite logits), the SIMD quantizers agree with the reference, and the
+// batched dot products equal the single ones. Prints "N passed, M failed".
+//
+//   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*.c tests/neon/fuzz.c -lm -pthread
+//   ./a.out [ISA...]      (ref avx2 avx512 neon; none: every ISA the CPU has)
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lp.h"
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(void) {  // xorshift64*
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
+}
+static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }  // [-1, 1)
+
+static int passed, failed;
+static void check(int ok, const char *what, const char *isa, const char *type, int pattern) {
+    if (ok) { passed++; return; }
+    failed++;
+    printf("FAIL %s [%s %s, input pattern %d]\n", what, isa, type, pattern);
+}
+
+static const char *isa_name(int isa) {
+    static const char *names[] = { "ref", "avx2", "neon", "avx512" };
+    return names[isa];
+}
+
+// ---------------------------------------------------------------------------
+// Inputs
+
+enum { P_PLAIN, P_ALL_NAN, P_SOME_NAN, P_SOME_INF, P_HUGE, P_DENORMAL, P_TINY, P_MIXED, P_ALL_NEG_INF,
+       P_ZERO, P_COUNT };
+
+static float special(int pattern) {
+    switch (pattern) {
+    case P_ALL_NAN: case P_SOME_NAN: return NAN;
+    case P_SOME_INF: return rnd() & 1 ? INFINITY : -INFINITY;
+    case P_HUGE: return (rnd() & 1 ? 1.0f : -1.0f) * (1e30f + 3e38f * (float)(rnd() % 1000) / 1000.0f);
+    case P_DENORMAL: return rnd_unit() * 1e-40f;
+    case P_TINY: return rnd_unit() * 1e-37f;
+    case P_ALL_NEG_INF: return -INFINITY;
+    case P_ZERO: return 0.0f;
+    default: {
+        const float v[] = { NAN, INFINITY, -INFINITY, 3e38f, -1e30f, 1e-45f, -1e-40f, 0.0f, -0.0f, 65504.0f };
+        return v[rnd() % 10];
+    }
+    }
+}
+
+// n floats of the pattern: all special, a special value now and then, or plain.
+static void fill(float *x, int64_t n, int pattern) {
+    const int all = pattern == P_ALL_NAN || pattern == P_ALL_NEG_INF || pattern == P_ZERO ||
+                    pattern == P_DENORMAL || pattern == P_TINY;
+    for (int64_t i = 0; i < n; i++)
+        x[i] = pattern == P_PLAIN ? rnd_unit() * 3 : all || rnd() % 29 == 0 ? special(pattern) : rnd_unit();
+}
+
+static int is_nonfinite_block(const float *x, int n) {
+    for (int j = 0; j < n; j++) if (!isfinite(x[j])) return 1;
+    return 0;
+}
+
+// Weights of type t: random bytes (so any fp16 scale, NaN and inf included, now and
+// then), their scales set from the pattern (plain ones below scale); float types
+// hold the pattern's values (plain ones below 3 * scale / 0.05).
+static void fill_weights(int t, uint8_t *w, int64_t n, int pattern, float scale) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (t == LP_F32 || t == LP_F16 || t == LP_BF16) {
+        float *x = malloc(sizeof(float) * (size_t)n);
+        fill(x, n, pattern);
+        for (int64_t i = 0; i < n; i++) {
+            if (pattern == P_PLAIN) x[i] *= scale / 0.05f;
+            if (t == LP_F32) ((float *)w)[i] = x[i];
+            else if (t == LP_F16) ((lp_half *)w)[i] = lp_float_to_half(x[i]);
+            else ((uint16_t *)w)[i] = (uint16_t)(lp_float_to_bits(x[i]) >> 16);
+        }
+        free(x);
+        return;
+    }
+    const int64_t nb = n / tr->blck_size;
+    for (int64_t i = 0; i < nb * tr->type_size; i++) w[i] = (uint8_t)rnd();
+    if (pattern == P_MIXED) return;  // the random bytes as they are
+    for (int64_t b = 0; b < nb; b++)
+        for (int k = 0; k < tr->n_half; k++) {
+            const float v = pattern == P_PLAIN || rnd() % 5 ? rnd_unit() * scale : special(pattern);
+            const lp_half h = lp_float_to_half(v);
+            memcpy(w + b * tr->type_size + tr->half_off[k], &h, sizeof(h));
+        }
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantizers: every ISA writes the reference's scales; quants stay in
+// [-127, 127], Q8_K group sums match; a block with NaN or inf has a NaN scale.
+
+static void check_quantizer(int act, int isa, int pattern) {
+    const lp_type_traits *a = lp_traits(act);
+    if (!a->from_float[isa]) return;
+    const int B = a->blck_size, n = 4 * QK_K, nb = n / B;
+    float *x = malloc(sizeof(float) * n), *back = malloc(sizeof(float) * n);
+    uint8_t *q = malloc((size_t)nb * a->type_size), *qr = malloc((size_t)nb * a->type_size);
+    fill(x, n, pattern);
+    a->from_float[isa](x, q, n);
+    a->from_float[LP_ISA_REF](x, qr, n);
+    a->to_float(q, back, n);
+    int ok = 1;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = q + (size_t)b * a->type_size, *ref = qr + (size_t)b * a->type_size;
+        const int head = act == LP_Q8_0 ? 2 : 4;  // bytes before the quants: d (and s)
+        const int8_t *qs = (const int8_t *)(blk + head), *rs = (const int8_t *)(ref + head);
+        const int scale_bytes = act == LP_Q8_K ? 4 : 2;  // d (Q8_1's s follows the quants, which may differ)
+        for (int j = 0; j < B; j++) ok &= qs[j] != -128 && abs(qs[j] - rs[j]) <= 1;
+        ok &= memcmp(blk, ref, scale_bytes) == 0;
+        if (is_nonfinite_block(x + b * B, B))
+            for (int j = 0; j < B; j++) ok &= isnan(back[b * B + j]);
+        if (act == LP_Q8_K) {
+            const block_q8_K *k = (const block_q8_K *)blk;
+            for (int g = 0; g < QK_K / 16; g++) {
+                int s = 0;
+                for (int j = 0; j < 16; j++) s += k->qs[16 * g + j];
+                ok &= s == k->bsums[g];
+            }
+        }
+    }
+    check(ok, "quantize", isa_name(isa), a->name, pattern);
+    free(x); free(back); free(q); free(qr);
+}
+
+// ---------------------------------------------------------------------------
+// Dot products: vec_dot, vec_dot4 and vec_dot_r4 on weights and activations of the
+// pattern. Non-finite activations give a NaN (quantized) or non-finite (float) dot;
+// the batched kernels give vec_dot's result, bit for bit (any NaN for a NaN).
+
+static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || memcmp(&a, &b, sizeof(a)) == 0; }
+
+static void check_dots(int t, int isa, int n, int pattern) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (!tr->vec_dot[isa] || n % tr->blck_size) return;
+    const lp_type_traits *a = lp_traits(tr->vec_dot_type);
+    const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
+    const size_t abytes = (size_t)n / a->blck_size * a->type_size;
+    uint8_t *w = malloc(4 * wbytes), *act = malloc(4 * abytes);
+    float *x = malloc(sizeof(float) * n);
+    int nonfinite[4];
+    for (int r = 0; r < 4; r++) fill_weights(t, w + r * wbytes, n, r == 0 ? P_PLAIN : pattern, 0.05f);
+    for (int j = 0; j < 4; j++) {
+        fill(x, n, j == 0 ? P_PLAIN : pattern);
+        nonfinite[j] = is_nonfinite_block(x, n);
+        if (tr->vec_dot_type == LP_F32) memcpy(act + j * abytes, x, abytes);
+        else a->from_float[isa] ? a->from_float[isa](x, act + j * abytes, n)
+                                : a->from_float[LP_ISA_REF](x, act + j * abytes, n);
+    }
+    float one[4][4];  // [weight row][activation row]
+    int ok = 1;
+    for (int r = 0; r < 4; r++)
+        for (int j = 0; j < 4; j++) {
+            tr->vec_dot[isa](n, &one[r][j], w + r * wbytes, act + j * abytes);
+            if (nonfinite[j]) ok &= tr->vec_dot_type == LP_F32 ? !isfinite(one[r][j]) : isnan(one[r][j]);
+        }
+    check(ok, "vec_dot: non-finite activations give a non-finite dot", isa_name(isa), tr->name, pattern);
+    if (tr->vec_dot4[isa]) {
+        ok = 1;
+        for (int r = 0; r < 4; r++) {
+            float four[8];
+            tr->vec_dot4[isa](n, four, 2, w + r * wbytes, act, abytes);
+            for (int j = 0; j < 4; j++) ok &= same_float(four[2 * j], one[r][j]);
+        }
+        check(ok, "vec_dot4 == vec_dot", isa_name(isa), tr->name, pattern);
+    }
+    if (tr->vec_dot_r4[isa]) {
+        ok = 1;
+        for (int j = 0; j < 4; j++) {
+            float four[4];
+            tr->vec_dot_r4[isa](n, four, w, wbytes, act + j * abytes);
+            for (int r = 0; r < 4; r++) ok &= same_float(four[r], one[r][j]);
+        }
+        check(ok, "vec_dot_r4 == vec_dot", isa_name(isa), tr->name, pattern);
+    }
+    free(w); free(act); free(x);
+}
+
+// The whole product (quantize, threads, tiles, the batched product for n >= 16):
+// a row of x holding NaN or inf gives a row of non-finite y.
+static void check_matmul(int t, int isa, int n, int pattern) {
+    const lp_type_traits *tr = lp_traits(t);
+    const int rows = 37, cols = 512;
+    uint8_t *w = malloc((size_t)rows * cols / tr->blck_size * tr->type_size);
+    fill_weights(t, w, (int64_t)rows * cols, pattern == P_SOME_NAN ? P_PLAIN : pattern, 0.05f);
+    float *x = malloc(sizeof(float) * n * cols), *y = malloc(sizeof(float) * n * rows);
+    for (int i = 0; i < n; i++) fill(x + (size_t)i * cols, cols, i % 3 ? P_PLAIN : pattern);
+    const int64_t ws = lp_matmul_work_size(t, cols, n, 2);
+    void *work = malloc(ws > 0 ? (size_t)ws : 1);
+    lp_set_isa(isa);
+    int ok = lp_matmul(t, w, rows, cols, x, n, y, work, 2) == LP_OK;
+    for (int i = 0; i < n; i++)
+        if (is_nonfinite_block(x + (size_t)i * cols, cols))
+            for (int r = 0; r < rows; r++) ok &= !isfinite(y[(size_t)i * rows + r]);
+    check(ok, n >= LP_GEMM_MIN ? "matmul (batched)" : "matmul", isa_name(isa), tr->name, pattern);
+    free(w); free(x); free(y); free(work);
+}
+
+// ---------------------------------------------------------------------------
+// Row operations: rmsnorm, rope with odd frequencies and rotation counts, softmax
+// (NaN, inf, all -inf, empty), SwiGLU. Buffers are exactly as long as the rows.
+
+static void check_ops(int isa, int pattern) {
+    lp_set_isa(isa);
+    const int n = 3, dim = 96;
+    float *x = malloc(sizeof(float) * n * dim), *out = malloc(sizeof(float) * n * dim), *w = malloc(sizeof(float) * dim);
+    fill(x, n * dim, pattern);
+    fill(w, dim, pattern == P_ALL_NAN ? P_PLAIN : pattern);
+    lp_rmsnorm(out, x, w, n, dim, 1e-5f);
+    lp_rmsnorm(out, x, w, n, dim, NAN);
+    int ok = 1;
+    if (pattern == P_ALL_NAN)
+        for (int i = 0; i < n * dim; i++) ok &= isnan(out[i]);
+    const float bases[] = { 10000.0f, 1e-45f, 0.0f, -1.0f, NAN, INFINITY, 3e38f };
+    const int rots[] = { 32, 31, 33, 0, -2, 1 };
+    for (size_t b = 0; b < sizeof(bases) / sizeof(bases[0]); b++)
+        for (size_t r = 0; r < sizeof(rots) / sizeof(rots[0]); r++) {
+            float *q = malloc(sizeof(float) * 2 * 3 * 32);  // 2 rows, 3 heads of 32
+            fill(q, 2 * 3 * 32, pattern);
+            lp_rope(q, 2, 3, 32, rots[r], 1000000, bases[b], b % 2 ? NAN : 0.5f);
+            free(q);
+        }
+    const int lens[] = { 0, 1, 7, 8, 33, 1000 };
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+        const int len = lens[k];
+        float *s = malloc(sizeof(float) * (len ? len : 1)), mx;
+        fill(s, len, pattern);
+        const int had_nan = len && pattern == P_SOME_NAN && is_nonfinite_block(s, len);
+        lp_softmax(s, len);
+        if (had_nan) ok &= isnan(s[0]);  // one NaN score: every probability is NaN
+        fill(s, len, pattern);
+        lp_softmax_exps(s, len, &mx);
+        float *up = malloc(sizeof(float) * (len ? len : 1));
+        fill(s, len, pattern);
+        fill(up, len, P_PLAIN);
+        lp_swiglu(s, up, len);
+        free(s); free(up);
+    }
+    check(ok, "rmsnorm, rope, softmax, swiglu", isa_name(isa), "f32", pattern);
+    free(x); free(out); free(w);
+}
+
+
+// ---------------------------------------------------------------------------
+// The forward pass (model.c: embedding, norms, rope, attention with and without
+// position segments, dense and expert feed-forward) on tiny models with damaged
+// weights: a NaN in a norm (every logit must come out NaN), huge norms (activations
+// past the fp16 range), random bytes everywhere (NaN and inf scales).
+
+enum { D_NONE, D_NAN_NORM, D_HUGE_NORM, D_RANDOM, D_COUNT };
+
+static lp_tensor new_tensor(int type, int64_t n_mat, int64_t rows, int64_t cols, int damage) {
+    const lp_type_traits *tr = lp_traits(type);
+    const int64_t n = n_mat * rows * cols;
+    uint8_t *data = malloc((size_t)(n / tr->blck_size * tr->type_size));
+    // small enough that a sound model's activations stay within fp16 (Q8_1's sums are fp16)
+    fill_weights(type, data, n, damage == D_RANDOM ? P_MIXED : P_PLAIN, 0.002f);
+    return (lp_tensor){ data, type, n_mat, rows, cols };
+}
+
+static lp_tensor new_norm(int64_t dim, int damage) {
+    float *w = malloc(sizeof(float) * (size_t)dim);
+    for (int64_t i = 0; i < dim; i++) w[i] = damage == D_HUGE_NORM ? 1e30f : 1.0f + 0.1f * rnd_unit();
+    if (damage == D_NAN_NORM) w[5] = NAN;
+    if (damage == D_RANDOM) fill(w, dim, P_MIXED);
+    return (lp_tensor){ w, LP_F32, 1, 1, dim };
+}
+
+static float *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+
+// types: tok_embd, output, wq, wk, wv, wo, ffn gate (or router), gate, up, down
+static lp_model *new_model(const int *types, int n_expert, int damage) {
+    lp_model *m = calloc(1, sizeof(lp_model));
+    const int D = 256, F = 256, V = 40, L = 2, H = 4, HKV = 2, HD = 64, E = n_expert;
+    *m = (lp_model){ .n_vocab = V, .n_embd = D, .n_layer = L, .n_head = H, .n_head_kv = HKV, .head_dim = HD,
+                     .n_rot = HD, .n_ff = F, .n_expert = E, .n_expert_used = E ? 2 : 0, .n_ctx = 600,
+                     .max_batch = 32, .n_threads = 2, .rms_eps = 1e-5f, .rope_base = 10000.0f,
+                     .rope_freq_scale = 1.0f };
+    m->tok_embd = new_tensor(types[0], 1, V, D, damage);
+    m->output = new_tensor(types[1], 1, V, D, damage);
+    m->output_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
+    m->layers = calloc(L, sizeof(lp_layer));
+    for (int l = 0; l < L; l++) {
+        lp_layer *y = &m->layers[l];
+        y->attn_norm = new_norm(D, l == 0 ? damage : D_NONE);
+        y->ffn_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
+        y->wq = new_tensor(types[2], 1, H * HD, D, damage);
+        y->wk = new_tensor(types[3], 1, HKV * HD, D, damage);
+        y->wv = new_tensor(types[4], 1, HKV * HD, D, damage);
+        y->wo = new_tensor(types[5], 1, D, H * HD, damage);
+        if (E) {
+            y->ffn_gate_inp = new_tensor(types[6], 1, E, D, damage);
+            y->ffn_gate_exps = new_tensor(types[7], E, F, D, damage);
+            y->ffn_up_exps = new_tensor(types[8], E, F, D, damage);
+            y->ffn_down_exps = new_tensor(types[9], E, D, F, damage);
+        } else {
+            y->ffn_gate = new_tensor(types[7], 1, F, D, damage);
+            y->ffn_up = new_tensor(types[8], 1, F, D, damage);
+            y->ffn_down = new_tensor(types[9], 1, D, F, damage);
+        }
+    }
+    const int64_t B = m->max_batch, kv = HKV * HD, k_len = (m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
+    m->k_cache = calloc((size_t)(L * k_len * kv), sizeof(uint16_t));
+    m->v_cache = calloc((size_t)(L * k_len * kv), sizeof(uint16_t));
+    m->x = zeros(B * D); m->xb = zeros(B * D); m->xb2 = zeros(B * D);
+    m->q = zeros(B * H * HD); m->k = zeros(B * kv); m->v = zeros(B * kv);
+    m->hb = zeros(B * F); m->hb2 = zeros(B * F);
+    m->att = zeros(m->n_threads * LP_ATT_ROWS * k_len);
+    m->att_part = zeros((int64_t)HKV * LP_ATT_SEGS * LP_ATT_ROWS * (HD + 2));
+    m->router = zeros(B * (E ? E : 1));
+    m->moe_x = zeros(B * D); m->moe_y = zeros(B * D);
+    m->moe_rows = calloc((size_t)B, sizeof(int32_t)); m->moe_w = zeros(B);
+    m->moe_sel = calloc((size_t)(B * 2), sizeof(int32_t)); m->moe_sel_w = zeros(B * 2);
+    int64_t work = 0;
+    for (int i = 0; i < 10; i++) {
+        const int64_t one = lp_matmul_multi_work_size(&types[i], 1, D, B, m->n_threads);
+        work = one > work ? one : work;
+    }
+    const int64_t qkv = lp_matmul_multi_work_size(&types[2], 3, D, B, m->n_threads);
+    const int64_t gu = lp_matmul_multi_work_size(&types[7], 2, D, B, m->n_threads);
+    work = qkv > work ? qkv : work;
+    work = gu > work ? gu : work;
+    m->work = malloc((size_t)work);
+    m->work_size = work;
+    return m;
+}
+
+static void free_tensor(lp_tensor *t) { free((void *)t->data); }
+
+static void free_model(lp_model *m) {
+    free_tensor(&m->tok_embd); free_tensor(&m->output); free_tensor(&m->output_norm);
+    for (int l = 0; l < m->n_layer; l++) {
+        lp_tensor *ts = &m->layers[l].attn_norm;  // every lp_tensor of the layer, in order
+        for (int i = 0; i < (int)(sizeof(lp_layer) / sizeof(lp_tensor)); i++) free_tensor(&ts[i]);
+    }
+    free(m->layers); free(m->k_cache); free(m->v_cache);
+    free(m->x); free(m->xb); free(m->xb2); free(m->q); free(m->k); free(m->v); free(m->hb); free(m->hb2);
+    free(m->att); free(m->att_part); free(m->router); free(m->moe_x); free(m->moe_y); free(m->moe_rows);
+    free(m->moe_w); free(m->moe_sel); free(m->moe_sel_w); free(m->work);
+    free(m);
+}
+
+// Runs n tokens at pos; 1 when it succeeded and the logits are as the damage says
+// (finite for a sound model, all NaN after a NaN norm; anything otherwise).
+static int run(lp_model *m, int n, int pos, int damage, int output) {
+    int32_t tokens[32];
+    for (int t = 0; t < n; t++) tokens[t] = (int32_t)(rnd() % (uint32_t)m->n_vocab);
+    const int rows = output == LP_OUT_LAST_LOGITS ? 1 : n, width = output == LP_OUT_HIDDEN ? m->n_embd : m->n_vocab;
+    float *out = zeros((int64_t)rows * width);
+    int ok = lp_forward(m, tokens, n, pos, out, output) == LP_OK;
+    for (int i = 0; i < rows * width; i++)
+        ok &= damage == D_NONE ? isfinite(out[i]) : damage == D_NAN_NORM ? isnan(out[i]) : 1;
+    free(out);
+    return ok;
+}
+
+static void check_models(int isa) {
+    const int dense[10] = { LP_Q8_0, LP_Q4_1, LP_Q4_K, LP_Q8_0, LP_Q6_K, LP_Q4_0, 0, LP_Q2_K, LP_Q3_K, LP_Q5_K };
+    const int moe[10] = { LP_F32, LP_Q6_K, LP_F16, LP_BF16, LP_F32, LP_Q5_0, LP_F32, LP_Q4_K, LP_Q8_0, LP_Q5_1 };
+    lp_set_isa(isa);
+    for (int damage = 0; damage < D_COUNT; damage++)
+        for (int e = 0; e < 2; e++) {
+            lp_model *m = new_model(e ? moe : dense, e ? 4 : 0, damage);
+            int ok = run(m, 20, 0, damage, LP_OUT_LAST_LOGITS);  // prompt: the batched product
+            ok &= run(m, 1, 20, damage, LP_OUT_LAST_LOGITS);    // decoding
+            ok &= run(m, 3, 21, damage, LP_OUT_ALL_LOGITS);
+            ok &= run(m, 2, 24, damage, LP_OUT_HIDDEN);
+            // long contexts (the cache in between holds zeros): a batch, then decoding past 512
+            // positions, where attention splits each head's positions into segments
+            ok &= run(m, 32, 520, damage, LP_OUT_LAST_LOGITS);
+            ok &= run(m, 1, 590, damage, LP_OUT_LAST_LOGITS);
+            const char *what[D_COUNT] = { "forward, sound weights: finite logits", "forward, a NaN norm weight: NaN logits",
+                                          "forward, huge norms", "forward, random bytes" };
+            check(ok, what[damage], isa_name(isa), e ? "moe" : "dense", damage);
+            if (damage == D_NONE) {  // shapes and types that would index outside the buffers are refused
+                int32_t tok = 0;
+                float out[40];
+                int refused = 1;
+                if (e) {
+                    m->n_expert_used = 5;
+                    refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
+                    m->n_expert_used = 2;
+                }
+                m->tok_embd.rows = m->n_vocab - 1;
+                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
+                m->tok_embd.rows = m->n_vocab;
+                const int wq_type = m->layers[1].wq.type;
+                m->layers[1].wq.type = 16;  // a type the kernels do not know
+                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_EUNKNOWN_TYPE;
+                m->layers[1].wq.type = wq_type;
+                check(refused, "forward refuses bad expert counts, embedding rows, types", isa_name(isa),
+                      e ? "moe" : "dense", damage);
+            }
+            free_model(m);
+        }
+}
+
+// Arguments: the ISAs to fuzz (ref, avx2, avx512, neon); none: every one the CPU has.
+static int wanted(int isa, int argc, char **argv) {
+    if (!lp_isa_available(isa)) return 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], isa_name(isa)) == 0) return 1;
+    return argc < 2;
+}
+
+int main(int argc, char **argv) {
+    const int types[] = { LP_F32, LP_F16, LP_BF16, LP_Q4_0, LP_Q4_1, LP_Q5_0, LP_Q5_1, LP_Q8_0,
+                          LP_Q2_K, LP_Q3_K, LP_Q4_K, LP_Q5_K, LP_Q6_K };
+    const int acts[] = { LP_Q8_0, LP_Q8_1, LP_Q8_K };
+    const int nt = sizeof(types) / sizeof(types[0]);
+    for (int isa = 0; isa < LP_ISA_COUNT; isa++) {
+        if (!wanted(isa, argc, argv)) continue;
+        printf("fuzzing the %s kernels\n", isa_name(isa));
+        for (int p = 0; p < P_COUNT; p++) {
+            for (int i = 0; i < 3; i++) check_quantizer(acts[i], isa, p);
+            for (int i = 0; i < nt; i++) {
+                check_dots(types[i], isa, 512, p);
+                check_dots(types[i], isa, 96, p);  // an odd number of blocks (types with 32-blocks)
+                if (p % 3 == 0 || p == P_SOME_NAN) {
+                    check_matmul(types[i], isa, 3, p);
+                    check_matmul(types[i], isa, 20, p);
+                }
+            }
+            check_ops(isa, p);
+        }
+        check_models(isa);
+    }
+    lp_set_isa(lp_best_isa());
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
