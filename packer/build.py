@@ -116,37 +116,20 @@ def _same_file(a: Path, b: Path) -> bool:
 def _check_model(model: Path) -> None:
     """The runtime's own checks of the file, at build time: a model the runtime cannot run
     (architecture, hyperparameters, tensor types, tokenizer) is refused with the runtime's
-    one-line reason before anything is written."""
+    one-line reason before anything is written. Standard library and numpy only: no kernels."""
     from runtime.gguf import GGUFError, GGUFFile
+    from runtime.model_check import check_model
 
     try:
         f = GGUFFile(model)
     except GGUFError as e:
         raise PackError(f"{model}: {e}") from None
     try:
-        _runtime_check_model(f)
+        check_model(f)
     except ValueError as e:  # the checks' errors (ModelError, GGUFError, TokenizerError) are all ValueErrors
         raise PackError(f"{model}: {e}") from None
     finally:
         f.close()
-
-
-def _runtime_check_model(f) -> None:
-    try:
-        from runtime.model_check import check_model
-    except ImportError:  # TODO(merge): runtime/model_check.py (branch h2) replaces this fallback
-        check_model = _load_model_check
-    check_model(f)
-
-
-def _load_model_check(f) -> None:
-    """Until runtime.model_check exists: the model loaded as the runtime loads it, with a
-    one-position context (tiny buffers); its errors are the runtime's own."""
-    from runtime.model import Model
-    from runtime.tokenizer import Tokenizer
-
-    Model(f, n_ctx=1, n_threads=1, max_batch=1)
-    Tokenizer.from_gguf_metadata(f.metadata)
 
 
 def _runtime_archive(runtime: Path) -> pyiarchive.Archive:

@@ -98,6 +98,8 @@ def check_vocab(metadata: dict[str, Any]) -> int:
     one type per token when present, merges for a gpt2 vocabulary. TokenizerError otherwise."""
     md = metadata
     model = get_key(md, _K + "model")
+    if model is None:
+        raise TokenizerError("tokenizer: the file has no tokenizer (metadata key tokenizer.ggml.model is missing)")
     if model not in ("llama", "gpt2"):
         raise TokenizerError(f"tokenizer: unsupported tokenizer model {model!r} "
                              "(tokenizer.ggml.model); supported: 'llama', 'gpt2'")
