@@ -9,8 +9,8 @@ Shaped like llama-cpp-python so its users feel at home::
         print(piece, end="")
 
 Layers, as in mlx-lm: `generate_step` yields token ids; `stream_generate` turns
-them into text pieces with stop handling and timings; chat, the CLI and the server
-consume only that.
+them into text pieces and timings, and ends where `sampling.StopChecker` says; chat,
+the CLI and the server consume only that.
 """
 from __future__ import annotations
 
@@ -122,14 +122,6 @@ class Engine:
         self.tokens.extend(ids)
         return logits
 
-    def eval_all(self, ids: list[int]) -> np.ndarray:
-        """Like eval, with logits for every position: (len(ids), n_vocab)."""
-        ids = [int(i) for i in ids]
-        logits = self.model.forward(ids, self.n_past, all_logits=True)
-        check_finite(logits, self.n_past)
-        self.tokens.extend(ids)
-        return logits
-
     def embed(self, ids: list[int]) -> np.ndarray:
         """Sentence embedding: the mean over positions of the final-norm hidden states,
         L2-normalised (llama.cpp's mean pooling). Uses the KV cache from position 0."""
@@ -162,7 +154,8 @@ class Engine:
     # -- generation -----------------------------------------------------------
 
     def generate_step(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yields sampled token ids forever (the caller stops); the first after the prompt."""
+        """Yields sampled token ids, the first after the prompt, until the caller stops: at the
+        latest when the context is full (StopChecker), as the next one could not run."""
         sampler = make_sampler(temp=params.temp, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
                                seed=params.seed)
         processors = make_logits_processors(repeat_penalty=params.repeat_penalty,
@@ -175,8 +168,6 @@ class Engine:
                 logits = proc(self.tokens, logits)
             tok = int(sampler(logits))
             yield tok
-            if self.n_past >= self.n_ctx:
-                return
             logits = self.eval([tok])
 
     def stream_generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
@@ -189,9 +180,9 @@ class Engine:
             raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
         stats = Stats()
         decoder = self.tokenizer.decoder()
-        stopper = StopChecker(stop or [])
+        stopper = StopChecker(stop or [], max_tokens, is_eog=self.tokenizer.is_eog, n_ctx=self.n_ctx)
         t0 = t1 = time.perf_counter()
-        finish, tok, hit = "length", None, False
+        tok = None
         for i, tok in enumerate(self.generate_step(ids, params)):
             if i == 0:  # the first token closes prompt processing
                 t1 = time.perf_counter()
@@ -200,21 +191,15 @@ class Engine:
                 stats.prompt_seconds = t1 - t0
             stats.generated_tokens = i + 1
             stats.generation_seconds = time.perf_counter() - t1
-            if self.tokenizer.is_eog(tok):
-                finish = "stop"
-                break
-            text, hit = stopper.feed(decoder.feed(tok))
+            text = stopper.push(tok, decoder.feed, n_past=self.n_past)
             if text:
                 yield Chunk(text, tok, None, stats)
-            if hit:
-                finish = "stop"
-                break
-            if 0 <= max_tokens <= i + 1:
+            if stopper.done:
                 break
         # text held back (a possible stop-string start, an unfinished character) ends the output,
         # unless a stop string was found
-        tail = "" if hit else stopper.flush(decoder.flush())
-        yield Chunk(tail, tok, finish, stats, stopper.stop_string)
+        tail = stopper.flush(decoder.flush())
+        yield Chunk(tail, tok, stopper.finish_reason, stats, stopper.stop_string)
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a conversation rendered with the model's chat template (one BOS)."""

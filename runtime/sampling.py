@@ -22,8 +22,9 @@ the probability, all -inf is uniform, and a temperature that overflows the logit
 their distance from the maximum instead. (The engine refuses non-finite model output before it
 gets here; logit biases and penalties can still produce inf.)
 
-`StopChecker` ends a generation on an end-of-generation token, a token budget or a stop string,
-holding back streamed text that might be the start of a stop string.
+`StopChecker` is the one place that decides when a generation ends and why (an end-of-generation
+token, a stop string, a token budget, a full context), holding back streamed text that might be
+the start of a stop string.
 """
 
 from __future__ import annotations
@@ -349,70 +350,95 @@ def make_logits_processors(repeat_penalty: float = 1.0, repeat_last_n: int = 64,
 # ---------------------------------------------------------------------------------------------
 # Stopping
 
-class StopChecker:
-    """Decides when generation ends and what streamed text may be shown.
+# why generation ended, in the order StopChecker.push checks them
+EOG = "eog"                    # an end-of-generation token (its text is not shown)
+STOP_STRING = "stop_string"    # a stop string appeared (neither it nor what follows is shown)
+COMPLETE = "complete"          # the caller's constraint ends it (JSON mode: the object is whole)
+MAX_TOKENS = "max_tokens"      # the token budget is spent
+CONTEXT_FULL = "context_full"  # the KV cache is full: the token cannot run
+_FINISH = {EOG: "stop", STOP_STRING: "stop", COMPLETE: "stop", MAX_TOKENS: "length", CONTEXT_FULL: "length"}
 
-    Per sampled token the engine calls `is_end(token)` (an end-of-generation token: stop, and the
-    token's text is not shown), then `push(text)`, which counts the token and returns the text that
-    is safe to emit. Text that could be the beginning of a stop string is held back until it is
-    decided; a stop string ends generation and neither it nor anything after it is emitted. When
-    generation ends for another reason (or the caller stops), `flush()` returns the held text.
-    `finish_reason` is then "stop" (EOG token or stop string) or "length" (max_tokens reached).
-    `feed(text) -> (text, hit)` is the stop-string part alone, for callers that count tokens.
+
+class StopChecker:
+    """Decides when generation ends, why, and what streamed text may be shown: the one place that
+    does, for the engine's generation and the server's JSON mode alike.
+
+    Per sampled token the caller calls `push(token, decode, n_past)`, which counts the token and
+    returns the text safe to emit now; `done` then says whether generation ends with it, and
+    `reason` why (EOG, STOP_STRING, COMPLETE, MAX_TOKENS or CONTEXT_FULL, checked in that order).
+    Text that could be the beginning of a stop string is held back until it is decided; at the
+    end `flush(tail)` returns it (nothing after a stop string). `finish_reason` is the API's name:
+    "stop" (EOG token, stop string, complete) or "length" (token budget, full context).
     """
 
     def __init__(self, stop: Sequence[str] = (), max_tokens: int = -1,
-                 is_eog: Optional[Callable[[int], bool]] = None) -> None:
+                 is_eog: Optional[Callable[[int], bool]] = None, n_ctx: int = -1) -> None:
         self.stop = [s for s in stop if s]
         self.max_tokens = max_tokens        # < 0: no limit
         self.is_eog = is_eog
+        self.n_ctx = n_ctx                  # < 0: no limit
         self.n_tokens = 0
-        self.finish_reason: Optional[str] = None
+        self.reason: Optional[str] = None
         self.stop_string: Optional[str] = None  # the stop string that matched
         self._held = ""
 
     @property
     def done(self) -> bool:
-        return self.finish_reason is not None
+        return self.reason is not None
 
-    def is_end(self, token: int) -> bool:
-        """True (and finish_reason "stop") if `token` is an end-of-generation token."""
-        if self.is_eog is not None and self.is_eog(token):
-            self.finish_reason = "stop"
-            return True
-        return False
+    @property
+    def finish_reason(self) -> Optional[str]:
+        return _FINISH.get(self.reason) if self.reason is not None else None
 
-    def push(self, piece: str) -> str:
-        """Count one generated token whose text is `piece`; return the text safe to emit now."""
+    def end(self, reason: str) -> None:
+        """Ends generation for a reason the caller found (JSON mode: no token continues the object)."""
+        self.reason = reason
+
+    def push(self, token: int, decode: Callable[[int], str], n_past: int = 0, complete: bool = False) -> str:
+        """One generated token: the text safe to emit now (`decode(token)` is its text, asked for
+        unless it is an end-of-generation token). `n_past`: the positions the KV cache holds
+        before this token runs; `complete`: the caller's own end (after stop strings, before the
+        limits)."""
         self.n_tokens += 1
-        text, hit = self.feed(piece)
-        if not hit and 0 <= self.max_tokens <= self.n_tokens:
-            self.finish_reason = "length"
-            text += self.flush()
+        if self.is_eog is not None and self.is_eog(token):
+            self.reason = EOG
+            return ""
+        text = self._feed(decode(token))
+        if self.done:
+            return text
+        if complete:
+            self.reason = COMPLETE
+        elif 0 <= self.max_tokens <= self.n_tokens:
+            self.reason = MAX_TOKENS
+        elif 0 <= self.n_ctx <= n_past:
+            self.reason = CONTEXT_FULL
         return text
 
-    def feed(self, piece: str) -> tuple[str, bool]:
-        """Add streamed text: (text safe to emit now, whether a stop string was found)."""
+    def flush(self, tail: str = "") -> str:
+        """At the end of generation: the held-back text plus `tail` (e.g. the detokenizer's rest),
+        cut before a stop string if one is completed there; nothing once a stop string was found."""
+        if self.reason == STOP_STRING:
+            return ""
+        text, self._held = self._held + tail, ""
+        cut = self._find_stop(text)
+        if cut is None:
+            return text
+        if self.reason is None:
+            self.reason = STOP_STRING
+        return text[:cut]
+
+    def _feed(self, piece: str) -> str:
+        """Add streamed text; returns the text safe to emit now (reason STOP_STRING on a stop string)."""
         text = self._held + piece
         self._held = ""
         cut = self._find_stop(text)
         if cut is not None:
-            self.finish_reason = "stop"
-            return text[:cut], True
+            self.reason = STOP_STRING
+            return text[:cut]
         hold = self._partial_stop_length(text)
         if hold:
             self._held = text[-hold:]
-            return text[:-hold], False
-        return text, False
-
-    def flush(self, tail: str = "") -> str:
-        """The held-back text plus `tail` (e.g. the detokenizer's rest) at the end of generation,
-        cut before a stop string if one is completed there."""
-        text, self._held = self._held + tail, ""
-        cut = self._find_stop(text)
-        if cut is not None:
-            self.finish_reason = "stop"
-            return text[:cut]
+            return text[:-hold]
         return text
 
     def _find_stop(self, text: str) -> Optional[int]:

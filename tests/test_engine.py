@@ -86,6 +86,47 @@ def test_eval_appends_to_the_cache(engine: Engine) -> None:
     np.testing.assert_allclose(split, whole, atol=2e-3 * (whole.max() - whole.min()))
 
 
+def test_a_full_context_ends_generation(smollm2_path) -> None:
+    """The token sampled when the cache holds n_ctx positions is the last: finish_reason "length"."""
+    eng = Engine.load(smollm2_path, n_ctx=24, n_threads=2)
+    ids = eng.tokenize("Once upon a time", add_special=True)
+    chunks = list(eng.stream_generate(ids, params=GREEDY))
+    assert chunks[-1].finish_reason == "length" and chunks[-1].stop_string is None
+    assert chunks[-1].stats.generated_tokens == eng.n_ctx - len(ids) + 1
+    assert eng.n_past == eng.n_ctx
+    eng.close()
+
+
+def test_json_mode_stops_where_the_stop_checker_says(engine: Engine) -> None:
+    """JSON mode's budget, stop strings and whole object end it as plain generation's do."""
+    from runtime.server.jsonmode import is_valid_object, stream_json
+
+    ids = engine.chat_prompt([{"role": "user", "content": "Describe a cat as JSON with the keys name and age."}])
+    whole = list(stream_json(engine, ids, max_tokens=200, params=GREEDY))
+    text = "".join(c.text for c in whole)
+    assert whole[-1].finish_reason == "stop" and is_valid_object(text)
+    assert whole[-1].stats.generated_tokens < 200
+    short = list(stream_json(engine, ids, max_tokens=3, params=GREEDY))
+    assert short[-1].finish_reason == "length" and short[-1].stats.generated_tokens == 3
+    assert text.startswith("".join(c.text for c in short))
+    cut = text[len(text) // 2:][:3]
+    stopped = list(stream_json(engine, ids, max_tokens=200, stop=[cut], params=GREEDY))
+    assert "".join(c.text for c in stopped) == text[:text.index(cut)]
+    assert stopped[-1].finish_reason == "stop" and stopped[-1].stop_string == cut
+
+
+def test_check_finite_names_the_first_bad_position() -> None:
+    from runtime.engine import NonFiniteError, check_finite
+
+    rows = np.zeros((5, 3), np.float32)
+    check_finite(rows, 10)
+    rows[3, 1], rows[4, 0] = np.inf, np.nan
+    with pytest.raises(NonFiniteError, match=r"non-finite hidden states \(NaN/inf\) at position 13:"):
+        check_finite(rows, 10, "hidden states")
+    with pytest.raises(NonFiniteError, match="logits .* at position 7:"):
+        check_finite(np.array([0.0, np.nan], np.float32), 7)
+
+
 def test_prompt_longer_than_context_is_an_error(smollm2_path) -> None:
     eng = Engine.load(smollm2_path, n_ctx=16, n_threads=1)
     with pytest.raises(ModelError, match="context"):
@@ -149,9 +190,7 @@ def test_damaged_weights_raise_a_model_error(tmp_path: Path, fixture: str, tenso
     with pytest.raises(NonFiniteError, match=message):
         list(eng.generate("Hello there", max_tokens=4, temp=0))
     assert eng.n_past == 0  # the failed positions do not count as cached
-    with pytest.raises(NonFiniteError, match="position 0"):
-        eng.eval_all(ids)
-    with pytest.raises(NonFiniteError, match="hidden states"):
+    with pytest.raises(NonFiniteError, match=r"non-finite hidden states \(NaN/inf\) at position 0"):
         eng.embed(ids)
     # the engine is still there for the next request (which fails the same way, sampling or not)
     with pytest.raises(NonFiniteError):

@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 
 from runtime.sampling import (
+    COMPLETE,
+    CONTEXT_FULL,
+    EOG,
+    MAX_TOKENS,
+    STOP_STRING,
     SamplingParams,
     StdMT19937,
     StopChecker,
@@ -271,14 +276,18 @@ def test_sampler_speed(n_vocab):
 
 # ------------------------------------------------------------------------------------------- stop
 
+def _text(piece: str):
+    """A decode function for StopChecker.push that gives `piece` whatever the token."""
+    return lambda token: piece
+
+
 def _stream(checker: StopChecker, pieces: list[str]) -> str:
     out = []
-    for piece in pieces:
-        out.append(checker.push(piece))
+    for token, piece in enumerate(pieces):
+        out.append(checker.push(token, _text(piece)))
         if checker.done:
             break
-    if not checker.done or checker.finish_reason == "length":
-        out.append(checker.flush())
+    out.append(checker.flush())
     return "".join(out)
 
 
@@ -343,17 +352,18 @@ def test_nonfinite_penalties_and_biases_do_not_warn() -> None:
 
 def test_stop_string_split_across_pieces():
     checker = StopChecker(stop=["</answer>"])
-    assert checker.push("The answer is 4<") == "The answer is 4"  # "<" held back
-    assert checker.push("/ans") == ""
-    assert checker.push("wer> trailing") == ""
+    assert checker.push(0, _text("The answer is 4<")) == "The answer is 4"  # "<" held back
+    assert checker.push(1, _text("/ans")) == ""
+    assert checker.push(2, _text("wer> trailing")) == ""
     assert checker.done and checker.finish_reason == "stop" and checker.stop_string == "</answer>"
+    assert checker.reason == STOP_STRING and checker.flush("more") == ""  # nothing after a stop string
 
 
 def test_held_text_released_when_not_a_stop():
     checker = StopChecker(stop=["User:"])
-    assert checker.push("Hello Us") == "Hello "
-    assert checker.push("ually") == "Usually"
-    assert not checker.done
+    assert checker.push(0, _text("Hello Us")) == "Hello "
+    assert checker.push(1, _text("ually")) == "Usually"
+    assert not checker.done and checker.finish_reason is None
 
 
 def test_earliest_stop_wins():
@@ -369,28 +379,71 @@ def test_stop_inside_one_piece_and_flush():
 
 def test_max_tokens_and_eog():
     checker = StopChecker(max_tokens=2, is_eog=lambda t: t == 2)
-    assert not checker.is_end(5)
-    assert checker.push("a") == "a" and not checker.done
-    assert checker.push("b") == "b" and checker.finish_reason == "length"
+    assert checker.push(5, _text("a")) == "a" and not checker.done
+    assert checker.push(6, _text("b")) == "b" and checker.reason == MAX_TOKENS
+    assert checker.finish_reason == "length"
+    decoded = []
     checker = StopChecker(stop=["xyz"], max_tokens=10, is_eog=lambda t: t == 2)
-    assert checker.push("abcx") == "abc"
-    assert checker.is_end(2) and checker.finish_reason == "stop"
+    assert checker.push(0, _text("abcx")) == "abc"
+    assert checker.push(2, decoded.append) == "" and decoded == []  # an EOG token's text is not asked for
+    assert checker.reason == EOG and checker.finish_reason == "stop"
     assert checker.flush() == "x"
 
 
-def test_feed_and_flush_with_tail():
+def test_context_full():
+    """The token sampled when the cache holds n_ctx positions cannot run: generation ends there."""
+    checker = StopChecker(n_ctx=8)
+    assert checker.push(0, _text("a"), n_past=7) == "a" and not checker.done
+    assert checker.push(1, _text("b"), n_past=8) == "b"
+    assert checker.reason == CONTEXT_FULL and checker.finish_reason == "length"
+
+
+def test_reasons_are_checked_in_order():
+    """One token can end generation for several reasons; the first of EOG, stop string, complete,
+    token budget, full context is the one reported (the engine's order before StopChecker did it)."""
+    def one(is_eog=False, stop=False, complete=False, budget=False, full=False) -> str:
+        checker = StopChecker(stop=["S"] if stop else [], max_tokens=1 if budget else -1,
+                              is_eog=lambda t: is_eog, n_ctx=4)
+        checker.push(0, _text("xS"), n_past=4 if full else 0, complete=complete)
+        return checker.reason
+
+    assert one(is_eog=True, stop=True, complete=True, budget=True, full=True) == EOG
+    assert one(stop=True, complete=True, budget=True, full=True) == STOP_STRING
+    assert one(complete=True, budget=True, full=True) == COMPLETE
+    assert one(budget=True, full=True) == MAX_TOKENS
+    assert one(full=True) == CONTEXT_FULL
+    assert one() is None
+
+
+def test_end_and_complete_are_a_stop():
+    checker = StopChecker()
+    checker.end(COMPLETE)
+    assert checker.done and checker.finish_reason == "stop"
+    checker = StopChecker(max_tokens=1)
+    assert checker.push(0, _text("}"), complete=True) == "}" and checker.finish_reason == "stop"
+
+
+def test_flush_with_tail():
     checker = StopChecker(stop=["</s>"])
-    assert checker.feed("ok </") == ("ok ", False)
-    assert checker.flush("s> more") == "" and checker.stop_string == "</s>"
+    assert checker.push(0, _text("ok </")) == "ok "
+    assert checker.flush("s> more") == "" and checker.stop_string == "</s>" and checker.reason == STOP_STRING
     checker = StopChecker(stop=["</s>"])
-    assert checker.feed("a<") == ("a", False)
+    assert checker.push(0, _text("a<")) == "a"
     assert checker.flush("b") == "<b" and not checker.done
 
 
-def test_length_flushes_held_text():
-    checker = StopChecker(stop=["STOP"], max_tokens=1)
-    assert checker.push("go ST") == "go ST" and checker.finish_reason == "length"
+def test_flush_after_another_reason_keeps_it():
+    """A stop string completed by the tail still cuts the text; the reason that ended generation stays."""
+    checker = StopChecker(stop=["</s>"], max_tokens=1)
+    assert checker.push(0, _text("ok </")) == "ok " and checker.reason == MAX_TOKENS
+    assert checker.flush("s> more") == "" and checker.stop_string == "</s>"
+    assert checker.reason == MAX_TOKENS and checker.finish_reason == "length"
 
+
+def test_held_text_is_released_at_a_limit():
+    checker = StopChecker(stop=["STOP"], max_tokens=1)
+    assert checker.push(0, _text("go ST")) == "go " and checker.finish_reason == "length"
+    assert checker.flush() == "ST"
 
 
 if __name__ == "__main__":

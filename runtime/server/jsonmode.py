@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from runtime.engine import Chunk, Engine, Stats
-from runtime.sampling import SamplingParams, StopChecker, make_logits_processors, make_sampler
+from runtime.sampling import COMPLETE, SamplingParams, StopChecker, make_logits_processors, make_sampler
 
 MAX_WS_RUN = 24      # consecutive whitespace characters allowed between tokens of JSON
 SCAN_LIMIT = 2048    # candidates examined per step before settling for the valid ones found
@@ -213,17 +213,18 @@ def stream_json(engine: Engine, ids: Sequence[int], max_tokens: int = -1, stop: 
                                         frequency_penalty=params.frequency_penalty)
     k = 1 if params.temp <= 0 else (params.top_k if params.top_k > 0 else 64)
     pieces = _Pieces(engine)
-    stats, decoder, stopper = Stats(), engine.tokenizer.decoder(), StopChecker(stop or [])
+    stats, decoder = Stats(), engine.tokenizer.decoder()
+    stopper = StopChecker(stop or [], max_tokens, n_ctx=engine.n_ctx)  # EOG tokens are masked (_Pieces)
     state = START
     t0 = t1 = time.perf_counter()
     logits, _ = engine.prefill(list(ids))
-    finish, tok, hit, i = "length", None, False, 0
+    tok, i = None, 0
     while True:
         for proc in processors:
             logits = proc(engine.tokens, logits)
         allowed = _allowed(logits, state, pieces, k)
         if not allowed:
-            finish = "stop"
+            stopper.end(COMPLETE)  # no token continues the object
             break
         masked = np.full_like(logits, -np.inf)
         cand = np.array([t for t, _ in allowed])
@@ -238,14 +239,11 @@ def stream_json(engine: Engine, ids: Sequence[int], max_tokens: int = -1, stop: 
         i += 1
         stats.generated_tokens = i
         stats.generation_seconds = time.perf_counter() - t1
-        text, hit = stopper.feed(decoder.feed(tok))
+        text = stopper.push(tok, decoder.feed, n_past=engine.n_past, complete=state[0] == "done")
         if text:
             yield Chunk(text, tok, None, stats)
-        if hit or state[0] == "done":
-            finish = "stop"
-            break
-        if 0 <= max_tokens <= i or engine.n_past >= engine.n_ctx:
+        if stopper.done:
             break
         logits = engine.eval([tok])
-    tail = "" if hit else stopper.flush(decoder.flush())
-    yield Chunk(tail, tok, finish, stats)
+    tail = stopper.flush(decoder.flush())
+    yield Chunk(tail, tok, stopper.finish_reason, stats, stopper.stop_string)
