@@ -27,6 +27,8 @@ import re
 import zlib
 from functools import lru_cache
 
+from .tokenizer_cache import WordCache
+
 # --- Unicode categories (llama.cpp's unicode_cpt_flags, one category per code point) -----------
 
 CAT_UNDEFINED, CAT_NUMBER, CAT_LETTER, CAT_SEPARATOR = 0, 1, 2, 3
@@ -244,8 +246,6 @@ def decode_piece(text: str) -> bytes:
 class BPE:
     """Word -> ids for one vocabulary: merge ranks, a per-word cache."""
 
-    CACHE_LIMIT = 1 << 16  # words; the cache is dropped whole when it grows past this
-
     def __init__(self, token_to_id: dict[str, int], merges: list[str], family: str,
                  ignore_merges: bool) -> None:
         self.token_to_id = token_to_id
@@ -256,19 +256,10 @@ class BPE:
         self.family = family
         self.ignore_merges = ignore_merges
         _expressions(family)  # compile now rather than on the first call
-        self._cache: dict[str, list[int]] = {}
+        self._words = WordCache(self._encode_word)
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = []
-        cache = self._cache
-        for word in pre_tokenize(self.family, text):
-            hit = cache.get(word)
-            if hit is None:
-                if len(cache) >= self.CACHE_LIMIT:
-                    cache.clear()
-                hit = cache[word] = self._encode_word(word)
-            ids += hit
-        return ids
+        return self._words.encode(pre_tokenize(self.family, text))
 
     def _encode_word(self, word: str) -> list[int]:
         vocab = self.token_to_id

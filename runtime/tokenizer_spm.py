@@ -19,6 +19,8 @@ from __future__ import annotations
 import heapq
 import re
 
+from .tokenizer_cache import WordCache
+
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _WORDS = re.compile(f"{SPACE}*[^{SPACE}]+|{SPACE}+")
 
@@ -26,29 +28,18 @@ _WORDS = re.compile(f"{SPACE}*[^{SPACE}]+|{SPACE}+")
 class SPM:
     """Fragment -> ids for one vocabulary: token scores, byte fallback, a per-word cache."""
 
-    CACHE_LIMIT = 1 << 16  # words; the cache is dropped whole when it grows past this
-
     def __init__(self, token_to_id: dict[str, int], scores: list[float],
                  byte_ids: list[int | None]) -> None:
         self.token_to_id = token_to_id
         self.scores = scores
         self.byte_ids = byte_ids  # byte -> id of "<0xXX>" (or of the one-byte token) or None
         self.split_words = not any(SPACE in text.lstrip(SPACE) for text in token_to_id)
-        self._cache: dict[str, list[int]] = {}
+        self._words = WordCache(self._encode_word)
 
     def encode(self, text: str) -> list[int]:
         if not self.split_words:
             return self._encode_word(text)
-        ids: list[int] = []
-        cache = self._cache
-        for word in _WORDS.findall(text):
-            hit = cache.get(word)
-            if hit is None:
-                if len(cache) >= self.CACHE_LIMIT:
-                    cache.clear()
-                hit = cache[word] = self._encode_word(word)
-            ids += hit
-        return ids
+        return self._words.encode(_WORDS.findall(text))
 
     def _encode_word(self, word: str) -> list[int]:
         vocab = self.token_to_id

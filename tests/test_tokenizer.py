@@ -242,6 +242,23 @@ def test_spm_word_split_equals_whole_fragment(tokenizers: Toks) -> None:
         assert spm.encode(text) == spm._encode_word(text), case["text"]
 
 
+def test_word_cache_encodes_each_word_once_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.tokenizer_cache import WordCache
+
+    seen: list[str] = []
+
+    def encode_word(word: str) -> list[int]:
+        seen.append(word)
+        return [ord(c) for c in word]
+
+    monkeypatch.setattr(WordCache, "LIMIT", 3)
+    cache = WordCache(encode_word)
+    assert cache.encode(["ab", "c", "ab", "ab"]) == [97, 98, 99, 97, 98, 97, 98]
+    assert seen == ["ab", "c"]
+    assert cache.encode(["d", "e", "ab", "c"]) == [100, 101, 97, 98, 99]  # full at "e": dropped whole
+    assert seen == ["ab", "c", "d", "e", "ab", "c"] and len(cache._cache) == 3
+
+
 def test_pathological_inputs_finish(tokenizers: Toks) -> None:
     """Long single words and runs (one heap per word, no quadratic loops); no wall-clock limit."""
     for name in ("mistral", "smollm2", "smollm2-llama-bpe"):
