@@ -123,6 +123,16 @@ def check_vocab(metadata: dict[str, Any]) -> int:
     return n
 
 
+def _token_attributes(types: list[int] | None, n: int) -> list[int]:
+    """ATTR_* bits per token from `tokenizer.ggml.token_type` (one per token, check_vocab);
+    NORMAL for every token when the file has none."""
+    if types is None:
+        return [ATTR_NORMAL] * n
+    if min(types) >= 0 and max(types) < len(_TYPE_TO_ATTR):
+        return list(map(_TYPE_TO_ATTR.__getitem__, types))
+    return [_TYPE_TO_ATTR[t] if 0 <= t < len(_TYPE_TO_ATTR) else ATTR_UNDEFINED for t in types]
+
+
 class Tokenizer:
     """A GGUF vocabulary: text <-> token ids exactly as llama.cpp does it.
 
@@ -133,36 +143,44 @@ class Tokenizer:
 
     def __init__(self, metadata: dict[str, Any]) -> None:
         md = metadata
+        self._read_vocabulary(md)
+        bos, eos, unk = self._read_type_defaults(md)
+        self.attrs = _token_attributes(get_key(md, _K + "token_type"), self.n_vocab)
+        fim = self._read_special_ids(md, bos, eos, unk)
+        self._find_named_tokens(fim)
+        self._specials = self._special_tokens(get_key(md, "general.name", "").lower())
+        self._pieces: list[bytes | None] = [None] * self.n_vocab
+        self._spm, self._bpe = self._make_encoder(md)
+
+    def _read_vocabulary(self, md: dict[str, Any]) -> None:
+        """The model type and the token texts (empty ones named, as llama.cpp does)."""
         n = check_vocab(md)
-        model = md[_K + "model"]
         tokens = md[_K + "tokens"]
-        self.model = model
+        self.model = md[_K + "model"]
         self.tokens = tokens if all(tokens) else [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.n_vocab = n
         self.token_to_id = dict(zip(self.tokens, range(n)))  # a repeated text: the last id wins
 
-        # type defaults (llama_vocab::impl::load), then the file's keys
-        if model == "llama":
+    def _read_type_defaults(self, md: dict[str, Any]) -> tuple[int, int, int | None]:
+        """The vocabulary type's defaults (llama_vocab::impl::load), the file's add_space_prefix
+        over them; returns the default BOS, EOS and UNK ids."""
+        if self.model == "llama":
             self.pre = ""
             bos, eos, unk = 1, 2, 0
             self.add_bos, self.add_eos = True, False
             self.add_space_prefix, self.clean_spaces = True, False
         else:  # "gpt2" (check_vocab)
             self.pre = get_key(md, _K + "pre") or "default"
-            family, self.clean_spaces, ignore_merges, self.add_bos = PRE_TOKENIZERS[self.pre]
+            _, self.clean_spaces, _, self.add_bos = PRE_TOKENIZERS[self.pre]
             bos, eos, unk = 11, 11, None
             self.add_eos, self.add_space_prefix = False, False
         self.add_space_prefix = get_key(md, _K + "add_space_prefix", self.add_space_prefix)
+        return bos, eos, unk
 
-        types = get_key(md, _K + "token_type")
-        if types is not None:  # one per token (check_vocab)
-            if min(types) >= 0 and max(types) < len(_TYPE_TO_ATTR):
-                self.attrs = list(map(_TYPE_TO_ATTR.__getitem__, types))
-            else:
-                self.attrs = [_TYPE_TO_ATTR[t] if 0 <= t < len(_TYPE_TO_ATTR) else ATTR_UNDEFINED
-                              for t in types]
-        else:
-            self.attrs = [ATTR_NORMAL] * n
+    def _read_special_ids(self, md: dict[str, Any], bos: int, eos: int, unk: int | None) -> dict[str, int | None]:
+        """The special token ids and add_bos / add_eos the file gives, over the defaults; returns
+        the FIM ids (pre, suf, mid, pad, rep, sep)."""
+        n = self.n_vocab
 
         def special(key: str, default: int | None) -> int | None:
             if default is not None and default >= n:
@@ -182,8 +200,11 @@ class Tokenizer:
             fim[key] = special(f"{old}_token_id", fim[key])
         self.add_bos = get_key(md, _K + "add_bos_token", self.add_bos)
         self.add_eos = get_key(md, _K + "add_eos_token", self.add_eos)
+        return fim
 
-        # tokens found by their text; each one found becomes CONTROL
+    def _find_named_tokens(self, fim: dict[str, int | None]) -> None:
+        """EOT, EOM and FIM tokens the file does not name, found by their text (each found becomes
+        CONTROL), and the end-of-generation set."""
         self.eot_id = self.eot_id if self.eot_id is not None else self._find(EOT_NAMES)
         self.eom_id = self.eom_id if self.eom_id is not None else self._find(EOM_NAMES)
         for key, names in (("pre", FIM_PRE_NAMES), ("suf", FIM_SUF_NAMES), ("mid", FIM_MID_NAMES),
@@ -199,13 +220,13 @@ class Tokenizer:
         eog.update(t for t in (self.eos_id, self.eot_id, self.eom_id) if t is not None)
         self.eog_ids = frozenset(eog)
 
-        # special tokens cut out of text before tokenizing, longest first (by UTF-8 length)
+    def _special_tokens(self, model_name: str) -> list[int]:
+        """The tokens cut out of text before tokenizing, longest first (by UTF-8 length); for
+        Phi-3 (by `general.name`, lowercase) llama.cpp's per-model RSTRIP attributes too."""
         specials = [i for i, a in enumerate(self.attrs)
                     if a & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN)]
         specials.sort(key=lambda i: -len(self.tokens[i].encode("utf-8")))
-        self._specials = specials
-        name = get_key(md, "general.name", "").lower()
-        if "phi-3" in name or "phi3" in name:  # llama.cpp's per-model attributes
+        if "phi-3" in model_name or "phi3" in model_name:
             for i in specials:
                 self.attrs[i] |= ATTR_RSTRIP
             for text, on in (("</s>", True), ("<unk>", False), ("<s>", False),
@@ -213,9 +234,12 @@ class Tokenizer:
                 if text in self.token_to_id:
                     i = self.token_to_id[text]
                     self.attrs[i] = self.attrs[i] & ~ATTR_RSTRIP | (ATTR_RSTRIP if on else 0)
+        return specials
 
-        self._pieces: list[bytes | None] = [None] * n
-        if model == "llama":
+    def _make_encoder(self, md: dict[str, Any]) -> tuple[SPM | None, BPE | None]:
+        """The fragment encoder: SentencePiece by scores (llama) or byte-level BPE by merges (gpt2)."""
+        n = self.n_vocab
+        if self.model == "llama":
             scores = get_key(md, _K + "scores") or [0.0] * n  # one per token (check_vocab)
             byte_ids: list[int | None] = []
             for b in range(256):
@@ -223,12 +247,10 @@ class Tokenizer:
                 if tid is None and b < 0x80:  # llama.cpp falls back to the one-byte token
                     tid = self.token_to_id.get(chr(b))
                 byte_ids.append(tid)
-            self._spm: SPM | None = SPM(self.token_to_id, scores, byte_ids)
-            self._bpe: BPE | None = None
-        else:
-            merges = md[_K + "merges"]  # present (check_vocab)
-            self._spm = None
-            self._bpe = BPE(self.token_to_id, merges, family, ignore_merges)
+            return SPM(self.token_to_id, scores, byte_ids), None
+        family, _, ignore_merges, _ = PRE_TOKENIZERS[self.pre]
+        merges = md[_K + "merges"]  # present (check_vocab)
+        return None, BPE(self.token_to_id, merges, family, ignore_merges)
 
     @classmethod
     def from_gguf_metadata(cls, metadata: dict[str, Any]) -> Tokenizer:
