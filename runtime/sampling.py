@@ -388,7 +388,7 @@ class StopChecker:
 
     @property
     def finish_reason(self) -> Optional[str]:
-        return _FINISH.get(self.reason) if self.reason is not None else None
+        return _FINISH.get(self.reason or "")
 
     def end(self, reason: str) -> None:
         """Ends generation for a reason the caller found (JSON mode: no token continues the object)."""
