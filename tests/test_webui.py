@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -75,8 +76,20 @@ def stored_chats(driver: webdriver.Chrome) -> list[dict]:
     return json.loads(driver.execute_script("return localStorage.getItem('llamapack.chats.v1') || '[]'"))
 
 
+def click(driver: webdriver.Chrome, element_id: str, seconds: float = 10) -> None:
+    """Clicks once the element can take it (a loaded machine may still be laying the page out)."""
+    def attempt() -> bool:
+        try:
+            driver.find_element(By.ID, element_id).click()
+            return True
+        except (ElementNotInteractableException, ElementClickInterceptedException):
+            return False
+    wait_for(attempt, seconds, f"#{element_id} to take a click")
+
+
 def send(driver: webdriver.Chrome, text: str) -> None:
-    box = driver.find_element(By.ID, "input")
+    box = wait_for(lambda: (lambda e: e if e.is_displayed() and e.is_enabled() else None)(
+        driver.find_element(By.ID, "input")), 10, "the input box")
     box.send_keys(text)
     box.send_keys(Keys.ENTER)
 
@@ -126,21 +139,21 @@ def test_chat_in_the_browser(browser: webdriver.Chrome, server: ServerThread, en
     wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".msg"), 10, "the conversation to reload")
     send(d, "Write a very long story about a dragon and a knight.")
     wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, ".msg.assistant .body")[-1].text) > 40, 30, "text")
-    d.find_element(By.ID, "stop").click()
+    click(d, "stop")
     wait_for(lambda: state(d) == "idle", 5, "the stop button to stop the reply")
     assert "stopped" in d.find_elements(By.CSS_SELECTOR, ".msg.assistant .meta")[-1].text
     wait_for(lambda: not server.app.state.scheduler.status()["slots_processing"], 3, "the server to stop generating")
     d.save_screenshot(str(OUT / "webui-stopped.png"))
 
     # settings panel
-    d.find_element(By.ID, "settings-button").click()
+    click(d, "settings-button")
     time.sleep(0.3)
     assert d.find_element(By.ID, "system-prompt").is_displayed()
     d.save_screenshot(str(OUT / "webui-settings.png"))
-    d.find_element(By.ID, "close-settings").click()
+    click(d, "close-settings")
 
     # a new chat: an empty page, and the old conversation in the history
-    d.find_element(By.ID, "new-chat").click()
+    click(d, "new-chat")
     assert not d.find_elements(By.CSS_SELECTOR, ".msg")
     assert d.find_element(By.ID, "empty").is_displayed()
     assert len(d.find_elements(By.CSS_SELECTOR, ".history-item")) == 1
@@ -180,11 +193,11 @@ def test_the_page_starts_from_the_servers_defaults(browser: webdriver.Chrome, gr
                      json.dumps(old))
     d.get(greedy_server.url + "/")
     wait_for(lambda: d.find_element(By.ID, "model-name").text == smollm2_path.name, 10, "model info")
-    d.find_element(By.ID, "settings-button").click()
+    click(d, "settings-button")
     wait_for(lambda: d.find_element(By.ID, "out-temperature").text == "0.00", 5, "the server's temperature")
     assert d.find_element(By.ID, "max_tokens").get_attribute("value") == "5"
     assert d.find_element(By.ID, "top_k").get_attribute("value") == "33"  # a choice made on the old page
-    d.find_element(By.ID, "close-settings").click()
+    click(d, "close-settings")
     send(d, "Hi!")
     wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
     engine.reset()
