@@ -12,7 +12,7 @@ Layout of the output (absolute offsets)::
              archive with its cookie
     C        ZIP central directory (.args, MODEL.gguf), zip64 end record + locator if needed,
              end record, whose comment holds CRC-32s of the runtime, the local headers, the tail
-             and the directory (packer/zipwriter.py; `packer verify` checks them)
+             and the directory (runtime/payload.py; `packer verify` checks them)
 
 Why the tail: PyInstaller's bootloader finds its archive by scanning the executable back to
 front for the cookie's magic, twice per start; appended weights would make every start read
@@ -47,8 +47,10 @@ from pathlib import Path
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
-from packer.zipwriter import CHECKSUM_COMMENT_SIZE, Entry, checksum_comment, end_records
-from runtime.launcher import ALIGNMENT, ARGS_NAME, MAX_ARGS_LINES
+from runtime.payload import (
+    ARGS_NAME, CHECKSUM_COMMENT_SIZE, MAX_ARGS_LINES, NoPayload, PayloadError, StoredEntry, args_text,
+    central_directory, checksum_comment, read_zip,
+)
 
 COPY_CHUNK = 64 << 20     # bytes per copy call (progress granularity)
 CRC_WINDOW = 32 << 20     # bytes of the model mapped at a time by the CRC thread
@@ -133,8 +135,6 @@ def _check_model(model: Path) -> None:
 
 
 def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
-    from runtime.launcher import LauncherError, NoPayload, read_zip
-
     with open(runtime, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         try:
@@ -142,7 +142,7 @@ def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
                 raise PackError(f"{runtime} is a packed file, not a runtime: give the bare runtime")
         except NoPayload:
             pass
-        except LauncherError:
+        except PayloadError:
             pass  # bytes that look like a ZIP end record but are not one
         try:
             return pyiarchive.read_archive(f, size)
@@ -301,16 +301,16 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     target = _output_target(output)
     _check_model(model)
     arc = _runtime_archive(runtime)
-    args_data = ("\n".join(args if args is not None else ["..."]) + "\n").encode("utf-8")
+    args_data = args_text(args if args is not None else ["..."])
 
     # the layout, every offset absolute
     r_size, m_size = runtime.stat().st_size, model.stat().st_size
     mtime = model.stat().st_mtime
     name = model.name if model.name.lower().endswith(".gguf") else model.stem + ".gguf"
-    args_entry = Entry(ARGS_NAME, len(args_data), r_size, mtime, zlib.crc32(args_data))
+    args_entry = StoredEntry(ARGS_NAME, len(args_data), r_size, mtime, zlib.crc32(args_data))
     gap_at = args_entry.data_offset + len(args_data)
-    gguf_entry = Entry(name, m_size, 0, mtime)
-    gguf_entry.header_offset = -(-(gap_at + gguf_entry.local_size) // ALIGNMENT) * ALIGNMENT - gguf_entry.local_size
+    gguf_entry = StoredEntry(name, m_size, 0, mtime)
+    gguf_entry.place_aligned(gap_at)
     tail_at = gguf_entry.data_offset + m_size
     cookie = None
     if not full_archive:
@@ -322,8 +322,7 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     tail_size = len(cookie) if cookie else arc.length
     cd_at = tail_at + tail_size
     entries = [args_entry, gguf_entry]
-    cd_size = sum(len(e.central_header()) for e in entries)
-    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries))) + CHECKSUM_COMMENT_SIZE
+    total = cd_at + len(central_directory(entries, cd_at)) + CHECKSUM_COMMENT_SIZE
 
     out_dir = target.parent
     _check_space(out_dir, total)
@@ -365,8 +364,7 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             gguf_entry.crc = crc_thread.crc
             _pwrite_all(fd, gguf_entry.local_header(), gguf_entry.header_offset)
             headers = args_entry.local_header() + bytes(gap) + gguf_entry.local_header()  # between the data
-            cd = b"".join(e.central_header() for e in entries)
-            cd += end_records(cd_at, len(cd), len(entries), CHECKSUM_COMMENT_SIZE)
+            cd = central_directory(entries, cd_at)
             comment = checksum_comment(runtime=runtime_crc, headers=zlib.crc32(headers), tail=tail_crc,
                                        directory=zlib.crc32(cd))
             _pwrite_all(fd, cd + comment, cd_at)
