@@ -12,13 +12,17 @@ Layout of the output (absolute offsets)::
              archive with its cookie
     C        ZIP central directory (.args, MODEL.gguf), zip64 end record + locator if needed,
              end record, whose comment holds CRC-32s of the runtime, the local headers, the tail
-             and the directory (packer/zipwriter.py; `packer verify` checks them)
+             and the directory (runtime/payload.py; `packer verify` checks them)
 
 Why the tail: PyInstaller's bootloader finds its archive by scanning the executable back to
 front for the cookie's magic, twice per start; appended weights would make every start read
 the whole model (+87 s at 5 GiB). With a cookie a few hundred bytes from the end, the scan
 stops at once and start-up does not depend on the model's size. `unzip` and `zipfile` see
 the tail as unused bytes between the last entry and the central directory.
+
+The ZIP records are runtime/payload.py's, the module the launcher reads them with. build()
+reads as its steps: check the inputs and the model, lay the file out, then write it into a
+temporary file (runtime, entries, tail, directory) that is renamed over the output at the end.
 
 Writing: the bytes are copied by the kernel (copy_file_range, as `cp` does; a plain loop with
 a bounded buffer where that is not available; holes of a sparse input stay holes) while a
@@ -47,8 +51,10 @@ from pathlib import Path
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
-from packer.zipwriter import CHECKSUM_COMMENT_SIZE, Entry, checksum_comment, end_records
-from runtime.launcher import ALIGNMENT, ARGS_NAME, MAX_ARGS_LINES
+from runtime.payload import (
+    ARGS_NAME, CHECKSUM_COMMENT_SIZE, MAX_ARGS_LINES, NoPayload, PayloadError, StoredEntry, args_text,
+    central_directory, checksum_comment, read_zip,
+)
 
 COPY_CHUNK = 64 << 20     # bytes per copy call (progress granularity)
 CRC_WINDOW = 32 << 20     # bytes of the model mapped at a time by the CRC thread
@@ -133,8 +139,6 @@ def _check_model(model: Path) -> None:
 
 
 def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
-    from runtime.launcher import LauncherError, NoPayload, read_zip
-
     with open(runtime, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         try:
@@ -142,7 +146,7 @@ def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
                 raise PackError(f"{runtime} is a packed file, not a runtime: give the bare runtime")
         except NoPayload:
             pass
-        except LauncherError:
+        except PayloadError:
             pass  # bytes that look like a ZIP end record but are not one
         try:
             return pyiarchive.read_archive(f, size)
@@ -186,7 +190,8 @@ def _crc_range(fd: int, start: int, size: int, stop_event: threading.Event | Non
 
 
 class _Crc(threading.Thread):
-    """_crc_range(fd, 0, size) in a thread, while the main thread copies."""
+    """_crc_range(fd, 0, size) in a thread, while the main thread copies: `with _Crc(fd, size) as c:`
+    starts it, and waits for it at the end of the block (stopped early when the block fails)."""
 
     def __init__(self, fd: int, size: int) -> None:
         super().__init__(daemon=True)
@@ -200,6 +205,18 @@ class _Crc(threading.Thread):
             self.crc = _crc_range(self.fd, 0, self.size, self.stop)
         except BaseException as e:  # reported by the main thread
             self.error = e
+
+    def __enter__(self) -> _Crc:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.stop.set()
+        with _signals_held():  # a second signal must not cut this wait short
+            self.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
 
 
 class _Progress:
@@ -291,6 +308,24 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     """Packs model into output (see the module docstring). full_archive forces (True) or forbids
     (False) the whole-archive tail; by default the 88-byte cookie is used whenever it reaches."""
     t0 = time.perf_counter()
+    model, output, runtime = _check_inputs(model, output, runtime)
+    target = _output_target(output)
+    _check_model(model)
+    layout = _lay_out(model, runtime, args, full_archive)
+    _check_space(target.parent, layout.total)
+    bar = _Progress(layout.total, f"packing {output.name}", progress)
+    try:
+        with _new_file(target, output) as fd:
+            _write(fd, layout, bar)
+    finally:
+        bar.close()
+    g = layout.gguf_entry
+    return BuildResult(output, layout.total, layout.runtime_size, g.name, g.data_offset, g.size,
+                       "cookie" if layout.cookie else "archive", time.perf_counter() - t0)
+
+
+def _check_inputs(model, output, runtime) -> tuple[Path, Path, Path]:
+    """(model, output, runtime) as paths: the inputs exist, and neither is the output."""
     model, output = Path(model), Path(output)
     runtime = Path(runtime) if runtime is not None else default_runtime()
     for what, p in (("model", model), ("runtime", runtime)):
@@ -298,100 +333,113 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
             raise PackError(f"{what} not found: {p}")
         if _same_file(p, output):
             raise PackError(f"the output {output} is the {what} itself: choose another name")
-    target = _output_target(output)
-    _check_model(model)
-    arc = _runtime_archive(runtime)
-    args_data = ("\n".join(args if args is not None else ["..."]) + "\n").encode("utf-8")
+    return model, output, runtime
 
-    # the layout, every offset absolute
-    r_size, m_size = runtime.stat().st_size, model.stat().st_size
+
+@dataclass
+class _Layout:
+    """Where each part of the output goes, every offset absolute (see the module docstring)."""
+    model: Path
+    runtime: Path
+    archive: pyiarchive.Archive     # the runtime's own PyInstaller archive
+    args_data: bytes                # the .args entry's bytes
+    args_entry: StoredEntry         # at the end of the runtime
+    gguf_entry: StoredEntry         # after zeros, its data ALIGNMENT-aligned
+    cookie: bytes | None            # the tail: this cookie, or (None) a copy of the archive
+    tail_at: int
+    cd_at: int                      # the central directory, end records and checksum comment
+    total: int                      # the output's size
+
+    @property
+    def runtime_size(self) -> int:
+        return self.args_entry.header_offset
+
+    @property
+    def gap(self) -> tuple[int, bytes]:
+        """(offset, zeros) between the end of .args and the model's local header."""
+        at = self.args_entry.data_offset + len(self.args_data)
+        return at, bytes(self.gguf_entry.header_offset - at)
+
+    @property
+    def entries(self) -> list[StoredEntry]:
+        return [self.args_entry, self.gguf_entry]
+
+
+def _lay_out(model: Path, runtime: Path, args: list[str] | None, full_archive: bool | None) -> _Layout:
+    """Where everything goes: the runtime, .args, zeros, the aligned model, the tail, the directory."""
+    arc = _runtime_archive(runtime)
+    args_data = args_text(args if args is not None else ["..."])
     mtime = model.stat().st_mtime
     name = model.name if model.name.lower().endswith(".gguf") else model.stem + ".gguf"
-    args_entry = Entry(ARGS_NAME, len(args_data), r_size, mtime, zlib.crc32(args_data))
-    gap_at = args_entry.data_offset + len(args_data)
-    gguf_entry = Entry(name, m_size, 0, mtime)
-    gguf_entry.header_offset = -(-(gap_at + gguf_entry.local_size) // ALIGNMENT) * ALIGNMENT - gguf_entry.local_size
-    tail_at = gguf_entry.data_offset + m_size
-    cookie = None
-    if not full_archive:
-        try:
-            cookie = arc.cookie(tail_at)
-        except pyiarchive.ArchiveError:
-            if full_archive is False:
-                raise PackError("the model is too large for a cookie-only tail") from None
-    tail_size = len(cookie) if cookie else arc.length
-    cd_at = tail_at + tail_size
-    entries = [args_entry, gguf_entry]
-    cd_size = sum(len(e.central_header()) for e in entries)
-    total = cd_at + cd_size + len(end_records(cd_at, cd_size, len(entries))) + CHECKSUM_COMMENT_SIZE
+    args_entry = StoredEntry(ARGS_NAME, len(args_data), runtime.stat().st_size, mtime, zlib.crc32(args_data))
+    gguf_entry = StoredEntry(name, model.stat().st_size, 0, mtime)
+    gguf_entry.place_aligned(args_entry.data_offset + len(args_data))
+    tail_at = gguf_entry.data_offset + gguf_entry.size
+    cookie = _tail_cookie(arc, tail_at, full_archive)
+    cd_at = tail_at + (len(cookie) if cookie else arc.length)
+    total = cd_at + len(central_directory([args_entry, gguf_entry], cd_at)) + CHECKSUM_COMMENT_SIZE
+    return _Layout(model, runtime, arc, args_data, args_entry, gguf_entry, cookie, tail_at, cd_at, total)
 
-    out_dir = target.parent
-    _check_space(out_dir, total)
 
-    bar = _Progress(total, f"packing {output.name}", progress)
-    fd, tmp = -1, None
+def _tail_cookie(arc: pyiarchive.Archive, tail_at: int, full_archive: bool | None) -> bytes | None:
+    """The runtime's cookie rewritten to sit at tail_at, or None for a whole copy of the archive."""
+    if full_archive:
+        return None
     try:
-        with _signals_held():  # a signal lands once the name is known, to be cleaned up
-            fd, tmp = _temp_file(target)
-        with open(runtime, "rb") as rf, open(model, "rb") as mf:
-            crc_thread = _Crc(mf.fileno(), m_size)
-            crc_thread.start()
-            copied = False
-            try:
-                copier = _Copier(bar)
-                copier.copy(rf.fileno(), fd, 0, 0, r_size)                       # the runtime
-                _pwrite_all(fd, args_entry.local_header() + args_data, args_entry.header_offset)
-                gap = gguf_entry.header_offset - gap_at
-                _pwrite_all(fd, bytes(gap), gap_at)                              # zeros up to the alignment
-                _pwrite_all(fd, gguf_entry.local_header(), gguf_entry.header_offset)  # CRC patched below
-                copier.copy(mf.fileno(), fd, 0, gguf_entry.data_offset, m_size)  # the weights
-                if os.fstat(mf.fileno()).st_size != m_size:
-                    raise PackError(f"{model} changed size during the build")
-                if cookie:
-                    _pwrite_all(fd, cookie, tail_at)
-                    tail_crc = zlib.crc32(cookie)
-                else:
-                    copier.copy(rf.fileno(), fd, arc.start, tail_at, arc.length)
-                    tail_crc = _crc_range(rf.fileno(), arc.start, arc.length)
-                runtime_crc = _crc_range(rf.fileno(), 0, r_size)
-                copied = True
-            finally:  # the thread reads the model's descriptor: done with it before it closes
-                if not copied:
-                    crc_thread.stop.set()
-                with _signals_held():  # a second signal must not cut this wait short
-                    crc_thread.join()
-            if crc_thread.error is not None:
-                raise crc_thread.error
-            gguf_entry.crc = crc_thread.crc
-            _pwrite_all(fd, gguf_entry.local_header(), gguf_entry.header_offset)
-            headers = args_entry.local_header() + bytes(gap) + gguf_entry.local_header()  # between the data
-            cd = b"".join(e.central_header() for e in entries)
-            cd += end_records(cd_at, len(cd), len(entries), CHECKSUM_COMMENT_SIZE)
-            comment = checksum_comment(runtime=runtime_crc, headers=zlib.crc32(headers), tail=tail_crc,
-                                       directory=zlib.crc32(cd))
-            _pwrite_all(fd, cd + comment, cd_at)
-            bar.add(total - bar.done)
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o777 & ~_umask())  # executable, as the umask allows
-        os.close(fd)
-        fd = -1
-        with _signals_held():  # renamed and forgotten together: a signal now finds a finished file
-            os.replace(tmp, target)
-            tmp = None
-    except BaseException as e:
-        with _signals_held():  # a second signal must not stop the clean-up halfway
-            if fd >= 0:
-                os.close(fd)
-            if tmp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-        bar.close()
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PackError(f"disk full while writing {output} ({e.strerror}); nothing was written") from None
-        raise
-    bar.close()
-    return BuildResult(output, total, r_size, name, gguf_entry.data_offset, m_size,
-                       "cookie" if cookie else "archive", time.perf_counter() - t0)
+        return arc.cookie(tail_at)
+    except pyiarchive.ArchiveError:
+        if full_archive is False:
+            raise PackError("the model is too large for a cookie-only tail") from None
+        return None
+
+
+def _write(fd: int, layout: _Layout, bar: _Progress) -> None:
+    """The whole output into fd, front to back; a thread computes the model's CRC while the weights are copied."""
+    copier = _Copier(bar)
+    with open(layout.runtime, "rb") as rf, open(layout.model, "rb") as mf:
+        with _Crc(mf.fileno(), layout.gguf_entry.size) as model_crc:  # joined before mf closes: it reads mf
+            copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
+            _write_entries(fd, copier, mf, layout)
+            tail_crc = _write_tail(fd, copier, rf, layout)
+            runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
+        layout.gguf_entry.crc = model_crc.crc
+    _write_directory(fd, layout, runtime_crc, tail_crc)
+    bar.add(layout.total - bar.done)
+
+
+def _write_entries(fd: int, copier: _Copier, mf, layout: _Layout) -> None:
+    """.args, the zeros up to the alignment, the model's local header (its CRC is patched in by
+    _write_directory) and the weights."""
+    args, gguf = layout.args_entry, layout.gguf_entry
+    _pwrite_all(fd, args.local_header() + layout.args_data, args.header_offset)
+    gap_at, zeros = layout.gap
+    _pwrite_all(fd, zeros, gap_at)
+    _pwrite_all(fd, gguf.local_header(), gguf.header_offset)
+    copier.copy(mf.fileno(), fd, 0, gguf.data_offset, gguf.size)
+    if os.fstat(mf.fileno()).st_size != gguf.size:
+        raise PackError(f"{layout.model} changed size during the build")
+
+
+def _write_tail(fd: int, copier: _Copier, rf, layout: _Layout) -> int:
+    """The cookie, or a copy of the runtime's archive, after the model; returns its CRC."""
+    if layout.cookie:
+        _pwrite_all(fd, layout.cookie, layout.tail_at)
+        return zlib.crc32(layout.cookie)
+    arc = layout.archive
+    copier.copy(rf.fileno(), fd, arc.start, layout.tail_at, arc.length)
+    return _crc_range(rf.fileno(), arc.start, arc.length)
+
+
+def _write_directory(fd: int, layout: _Layout, runtime_crc: int, tail_crc: int) -> None:
+    """The model's local header again, now with its CRC; then the central directory, the end
+    records and the checksum comment (runtime/payload.py, "checksums")."""
+    gguf = layout.gguf_entry
+    _pwrite_all(fd, gguf.local_header(), gguf.header_offset)
+    headers = layout.args_entry.local_header() + layout.gap[1] + gguf.local_header()  # between the data
+    directory = central_directory(layout.entries, layout.cd_at)
+    comment = checksum_comment(runtime=runtime_crc, headers=zlib.crc32(headers), tail=tail_crc,
+                               directory=zlib.crc32(directory))
+    _pwrite_all(fd, directory + comment, layout.cd_at)
 
 
 # -- the output ------------------------------------------------------------------------------
@@ -428,6 +476,34 @@ def _check_space(out_dir: Path, total: int) -> None:
     if st.f_blocks and st.f_bavail * st.f_frsize < total:  # f_blocks 0: a pseudo file system (/proc)
         raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
                         f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")
+
+
+@contextlib.contextmanager
+def _new_file(target: Path, output: Path):
+    """A descriptor of a new temporary file beside target, renamed over target (executable, as the
+    umask allows) when the block ends well; on any failure, a signal included, closed and removed."""
+    fd, tmp = -1, None
+    try:
+        with _signals_held():  # a signal lands once the name is known, to be cleaned up
+            fd, tmp = _temp_file(target)
+        yield fd
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o777 & ~_umask())
+        os.close(fd)
+        fd = -1
+        with _signals_held():  # renamed and forgotten together: a signal now finds a finished file
+            os.replace(tmp, target)
+            tmp = None
+    except BaseException as e:
+        with _signals_held():  # a second signal must not stop the clean-up halfway
+            if fd >= 0:
+                os.close(fd)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise PackError(f"disk full while writing {output} ({e.strerror}); nothing was written") from None
+        raise
 
 
 def _temp_file(target: Path) -> tuple[int, str]:

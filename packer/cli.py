@@ -71,7 +71,7 @@ def verify(file: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from packer.pyiarchive import ArchiveError
     from runtime.gguf import GGUFError
-    from runtime.launcher import LauncherError
+    from runtime.payload import PayloadError
 
     try:
         rv = cli.main(args=list(argv) if argv is not None else None, prog_name="packer", standalone_mode=False)
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.UsageError as e:
         click.echo(f"error: {e.format_message()} (packer --help for usage)", err=True)
         return 2
-    except (PackError, LauncherError, GGUFError, ArchiveError) as e:
+    except (PackError, PayloadError, GGUFError, ArchiveError) as e:
         click.echo(f"error: {e}", err=True)
         return 1
     except OSError as e:

@@ -1,10 +1,10 @@
 """`packer inspect FILE` (what is inside) and `packer verify FILE` (does it all hold).
 
-Both read the file with the launcher's own ZIP reader (runtime/launcher.py), so they see
+Both read the file with the launcher's own ZIP reader (runtime/payload.py), so they see
 what a start would see. verify also checks every byte: the entries against their ZIP CRCs,
 the rest (runtime, local headers, tail, directory) against the CRC-32s `packer build` records
-in the end record's comment (packer/zipwriter.py), so a truncated or damaged file is named as
-such, part by part, where starting it would give PyInstaller's errors or a crash.
+in the end record's comment (runtime/payload.py, "checksums"), so a truncated or damaged file is
+named as such, part by part, where starting it would give PyInstaller's errors or a crash.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from packer import pyiarchive
-from packer.zipwriter import read_checksum_comment
-from runtime.launcher import (
-    ALIGNMENT, ARGS_NAME, EOCD, LOCAL_SIG, LauncherError, NoPayload, find_end, read_payload, read_zip,
+from runtime.payload import (
+    ALIGNMENT, ARGS_HEADER_START, ARGS_NAME, CDIR_MAGIC, EOCD_MAGIC, NoPayload, PayloadError, checksum_ranges,
+    find_end, read_checksum_comment, read_payload, read_zip,
 )
 
 VERIFY_CHUNK = 16 << 20
@@ -71,7 +71,7 @@ def _gguf_summary(path: str, offset: int) -> list[tuple[str, str]]:
 
 
 def inspect(path: str) -> list[tuple[str, str]]:
-    """(label, text) rows describing a packed file; raises LauncherError when it is not one."""
+    """(label, text) rows describing a packed file; raises PayloadError when it is not one."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         entries = read_zip(f, size)
@@ -119,7 +119,7 @@ def verify(path: str) -> Report:
     except NoPayload as e:
         rep.add("zip", False, _why_no_end_record(path) or str(e))
         return rep
-    except (LauncherError, OSError) as e:
+    except (PayloadError, OSError) as e:
         rep.add("zip", False, str(e))
         _check_directory_alone(rep, path)
         return rep
@@ -192,18 +192,6 @@ def _inflated_crc(f, e) -> tuple[int, bool]:
     return crc, d.eof and n == e.size
 
 
-def _part_ranges(payload, end) -> dict[str, list[tuple[int, int]]]:
-    """The byte ranges of each checksummed part (packer/zipwriter.py, "checksums")."""
-    entries = sorted(payload.entries, key=lambda e: e.header_offset)
-    between = []
-    for e, nxt in zip(entries, entries[1:] + [None]):
-        between.append((e.header_offset, e.data_offset))
-        if nxt is not None:
-            between.append((e.data_end, nxt.header_offset))
-    return {"runtime": [(0, entries[0].header_offset)], "headers": between,
-            "tail": [(entries[-1].data_end, end.cd_offset)], "directory": [(end.cd_offset, end.eocd_at + EOCD.size)]}
-
-
 PART_WORDS = {"runtime": "the runtime (bootloader and Python archive)", "headers": "the ZIP local headers",
               "tail": "the tail (the PyInstaller cookie or archive copy before the directory)",
               "directory": "the ZIP central directory and end records"}
@@ -215,7 +203,7 @@ def _check_parts(rep: Report, f, payload) -> None:
     recorded = _recorded(rep, end)
     if recorded is None:
         return
-    for part, ranges in _part_ranges(payload, end).items():
+    for part, ranges in checksum_ranges(payload.entries, end).items():
         crc, _ = _crc(f, ranges)
         where = f"bytes {ranges[0][0]:,}..{ranges[-1][1]:,}"
         rep.add(part, crc == recorded[part], f"{where}, crc {crc:08x}" if crc == recorded[part] else
@@ -241,11 +229,11 @@ def _check_directory_alone(rep: Report, path: str) -> None:
             end = find_end(f, os.fstat(f.fileno()).st_size)
             recorded = _recorded(rep, end)
             if recorded is not None:
-                crc, _ = _crc(f, [(end.cd_offset, end.eocd_at + EOCD.size)])
+                crc, _ = _crc(f, [end.directory_span])
                 rep.add("directory", crc == recorded["directory"], f"crc {crc:08x}" + (
                     "" if crc == recorded["directory"] else
                     f", recorded {recorded['directory']:08x}: {PART_WORDS['directory']} damaged"))
-    except (LauncherError, OSError):
+    except (PayloadError, OSError):
         pass  # the end records themselves are unreadable: the zip check says so
 
 
@@ -286,7 +274,7 @@ def _why_no_end_record(path: str) -> str | None:
         size = os.fstat(f.fileno()).st_size
         f.seek(max(0, size - (1 << 17)))
         last = f.read()
-        if b"PK\x01\x02" in last or b"PK\x05\x06" in last:  # pieces of a directory or an end record
+        if CDIR_MAGIC in last or EOCD_MAGIC in last:  # pieces of a directory or an end record
             return (f"truncated: the ZIP directory or end record at the end is cut short at {size:,} bytes "
                     "(a partial download or copy)")
         try:
@@ -296,7 +284,7 @@ def _why_no_end_record(path: str) -> str | None:
                     f"short inside its runtime (a partial download or copy)")
         runtime_end = arc.start + arc.toc_offset + arc.toc_length + pyiarchive.COOKIE.size  # its own cookie's end
         f.seek(runtime_end)  # then the runtime's last bytes (ELF section headers), then the entries
-        at = f.read(1 << 16).find(LOCAL_SIG.to_bytes(4, "little") + b"\x14\x00\x00\x00\x00\x00")
+        at = f.read(1 << 16).find(ARGS_HEADER_START)
         if at >= 0:
             return (f"truncated: ZIP entries start at offset {runtime_end + at:,} after the runtime, but the file "
                     f"ends at {size:,} bytes without the ZIP directory (a partial download or copy)")

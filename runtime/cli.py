@@ -355,13 +355,13 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m runtime`: like a packed file's launcher, but no mode is the default."""
-    from runtime.launcher import LauncherError, resolve_model
+    from runtime.payload import PayloadError, resolve_model
 
     args = build_parser().parse_args(argv)
     offset = 0
     if args.model and os.path.isfile(args.model):
         try:  # a plain GGUF, or the weights inside a packed file
             args.model, offset = resolve_model(args.model)
-        except LauncherError as e:
+        except PayloadError as e:
             return _fail(str(e))
     return run(args, offset)

@@ -21,7 +21,7 @@ from tests.cliutil import assert_one_line_error
 
 from packer.build import build
 from packer.runtime_build import build_runtime_once
-from runtime.launcher import ALIGNMENT, LauncherError, find_end, merge_args, parse_args_text, read_payload, read_zip
+from runtime.payload import ALIGNMENT, PayloadError, find_end, merge_args, parse_args_text, read_payload, read_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
@@ -103,6 +103,25 @@ def test_merge_args() -> None:
     assert merge_args(None, ["-p", "x"]) == ["-p", "x"]
     assert parse_args_text(b"-c\n2048\r\n...\n") == ["-c", "2048", "..."]
     assert parse_args_text(b"-p\nhello world\n") == ["-p", "hello world"]
+
+
+def test_start_up_path_is_standard_library_only_and_acyclic() -> None:
+    """The launcher, the payload reader and the command line load only the standard library (numpy
+    and the kernels load with the model), and neither cli nor payload imports the launcher back,
+    even inside a function: the launcher sits on top, with no import cycle."""
+    import ast
+
+    code = ("import sys; before = set(sys.modules)\n"
+            "import runtime.launcher, runtime.payload, runtime.cli\n"
+            "new = {m.split('.')[0] for m in set(sys.modules) - before}\n"
+            "print(' '.join(sorted(new - set(sys.stdlib_module_names))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["runtime"], r.stdout + r.stderr
+    for module in ("runtime/cli.py", "runtime/payload.py"):
+        tree = ast.parse((ROOT / module).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "runtime.launcher" not in imported, module
 
 
 def test_dash_m_takes_a_gguf_or_another_packed_file(packed) -> None:
@@ -248,7 +267,7 @@ def test_bad_args_entries(runtime_exe, tmp_path) -> None:
         for at, data in ((args.data_offset, b"\xff\xfe\n"), (args.header_offset + 14, crc), (cd_offset + 16, crc)):
             fh.seek(at)
             fh.write(data)
-    with pytest.raises(LauncherError, match="not UTF-8"):
+    with pytest.raises(PayloadError, match="not UTF-8"):
         read_payload(str(f))
     assert_one_line_error(run(f, "-p", "Hi"), "bad .args: not UTF-8")
 
@@ -275,7 +294,7 @@ def test_reader_rejects_lying_directories(packed, tmp_path) -> None:
         fh.write((size).to_bytes(4, "little"))
         fh.seek(at + 8)
         fh.write((size).to_bytes(4, "little"))
-    with pytest.raises(LauncherError, match="damaged or truncated file: moe-Q4_0.gguf ends at"):
+    with pytest.raises(PayloadError, match="damaged or truncated file: moe-Q4_0.gguf ends at"):
         read_payload(str(f))
     assert os.path.getsize(f) == size
 
@@ -294,7 +313,7 @@ def test_deflated_args_cannot_inflate_past_its_declared_size(runtime_exe, tmp_pa
     patch_sizes(bomb, ".args", 16)
     tracemalloc.start()
     try:
-        with pytest.raises(LauncherError, match=r"\.args: inflates past its declared size of 16 bytes"):
+        with pytest.raises(PayloadError, match=r"\.args: inflates past its declared size of 16 bytes"):
             read_payload(str(bomb))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -316,24 +335,24 @@ def test_deflated_args_cut_short_or_not_deflate(tmp_path) -> None:
 
     f = aligned_zip(tmp_path / "a.llamafile", b"x", (b"-c\n256\n", zipfile.ZIP_DEFLATED), MOE.name, MOE.read_bytes())
     patch_sizes(f, ".args", 100)  # the stream ends before the declared size
-    with pytest.raises(LauncherError, match="CRC or size mismatch"):
+    with pytest.raises(PayloadError, match="CRC or size mismatch"):
         read_payload(str(f))
     g = aligned_zip(tmp_path / "b.llamafile", b"x", (b"-c\n256\n", zipfile.ZIP_DEFLATED), MOE.name, MOE.read_bytes())
     with open(g, "r+b") as fh:  # the deflate block header made invalid (BTYPE 11)
         fh.seek(read_zip(fh, g.stat().st_size)[0].data_offset)
         fh.write(b"\x07")
-    with pytest.raises(LauncherError, match="bad deflate data"):
+    with pytest.raises(PayloadError, match="bad deflate data"):
         read_payload(str(g))
 
 
 def test_args_with_too_many_lines(runtime_exe, tmp_path) -> None:
     """argparse's cost grows with the square of the argument count (10^5 lines took minutes): the
     launcher refuses more than MAX_ARGS_LINES lines at once, and `packer build --args` too."""
-    from runtime.launcher import MAX_ARGS_LINES
+    from runtime.payload import MAX_ARGS_LINES
 
     text = b"-c\n256\n" * 50_000
     t0 = time.perf_counter()
-    with pytest.raises(LauncherError, match=f"bad .args: 100000 lines, more than the {MAX_ARGS_LINES}"):
+    with pytest.raises(PayloadError, match=f"bad .args: 100000 lines, more than the {MAX_ARGS_LINES}"):
         parse_args_text(text)
     assert time.perf_counter() - t0 < 5  # refused before any parsing (minutes before the cap)
     assert len(parse_args_text(b"-c\n256\n" * (MAX_ARGS_LINES // 2))) == MAX_ARGS_LINES
@@ -390,7 +409,7 @@ def test_hostile_offsets_sizes_and_counts_give_one_line(packed, tmp_path) -> Non
     assert read_payload(str(f)).gguf == read_payload(str(packed["moe"])).gguf
     for name, (tail, needle) in hostile_tails(entries, cd_at).items():
         set_tail(f, cd_at, tail)
-        with pytest.raises(LauncherError) as e:
+        with pytest.raises(PayloadError) as e:
             read_payload(str(f))
         assert needle in str(e.value) and "\n" not in str(e.value), (name, str(e.value))
     for name in ("offset 2^63", "zip64 record at 2^63"):  # as the user meets it
@@ -418,7 +437,7 @@ def mutate(data: bytearray, rng) -> bytearray:
 
 def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) -> None:
     """Hundreds of random changes to a packed file's directory, end records (plain and zip64), local
-    headers and .args: the launcher's reader either reads the file or raises a one-line LauncherError,
+    headers and .args: the launcher's reader either reads the file or raises a one-line PayloadError,
     never anything else; a few of them run through the real executable, and through `packer verify`
     (which fails every changed file) and `packer inspect`."""
     import random
@@ -461,7 +480,7 @@ def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) ->
         try:
             read_payload(str(f))
             outcomes["read"] += 1
-        except LauncherError as e:
+        except PayloadError as e:
             assert "\n" not in str(e) and str(e), (i, str(e))
             outcomes["refused"] += 1
         if i % 100 == 7:
@@ -470,7 +489,7 @@ def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) ->
             assert verify(str(f)).ok is not changed, i  # (even i: the checksum record catches every change)
             try:
                 inspect(str(f))
-            except (LauncherError, GGUFError, ArchiveError) as e:
+            except (PayloadError, GGUFError, ArchiveError) as e:
                 assert "\n" not in str(e), (i, str(e))
         with open(f, "r+b") as fh:  # undo the local header changes
             for at, raw in heads.items():

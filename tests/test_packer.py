@@ -26,7 +26,7 @@ from packer.build import PackError, build, parse_args_option
 from packer.pyiarchive import COOKIE, MAGIC, read_archive, read_toc
 from packer.runtime_build import build_runtime_once
 from packer.verify import Report, _check_parts, verify
-from runtime.launcher import ALIGNMENT, read_payload
+from runtime.payload import ALIGNMENT, read_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"

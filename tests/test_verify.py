@@ -15,7 +15,7 @@ from packer.build import build
 from packer.pyiarchive import read_archive
 from packer.runtime_build import build_runtime_once
 from packer.verify import inspect, verify
-from runtime.launcher import read_payload
+from runtime.payload import read_payload
 from tests.test_packer import packer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_verify_names_each_kind_of_damage(packed, tmp_path) -> None:
     before the GGUF, the weights, the tail cookie, a harmless field of the directory, the checksum
     record) or a cut anywhere: `packer verify` fails, naming the part. Starting such a file gives
     PyInstaller's errors, a crash, or nothing visible (a flipped weight)."""
-    from runtime.launcher import find_end
+    from runtime.payload import find_end
 
     f = tmp_path / "damaged.llamafile"
     shutil.copyfile(packed["moe"], f)
@@ -140,7 +140,7 @@ def test_verify_inflates_a_deflated_entry_piece_by_piece(tmp_path) -> None:
 
 
 def read_payload_entries(path: Path):
-    from runtime.launcher import read_zip
+    from runtime.payload import read_zip
 
     with open(path, "rb") as fh:
         return read_zip(fh, path.stat().st_size)
@@ -148,9 +148,7 @@ def read_payload_entries(path: Path):
 
 def test_checksum_record_covers_every_byte(packed) -> None:
     """The entries' CRCs and the four recorded parts (runtime, headers, tail, directory) tile the file."""
-    from packer.verify import _part_ranges
-    from packer.zipwriter import read_checksum_comment
-    from runtime.launcher import find_end
+    from runtime.payload import checksum_ranges, find_end, read_checksum_comment
 
     for f in packed.values():
         size = f.stat().st_size
@@ -158,7 +156,7 @@ def test_checksum_record_covers_every_byte(packed) -> None:
         with open(f, "rb") as fh:
             end = find_end(fh, size)
         assert read_checksum_comment(end.comment) is not None
-        ranges = sorted([r for rs in _part_ranges(p, end).values() for r in rs] +
+        ranges = sorted([r for rs in checksum_ranges(p.entries, end).values() for r in rs] +
                         [(e.data_offset, e.data_end) for e in p.entries])
         ranges.append((end.eocd_at + 22, size))  # the comment itself: checked against its own CRCs
         assert ranges[0][0] == 0 and ranges[-1][1] == size

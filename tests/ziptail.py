@@ -11,7 +11,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from runtime.launcher import (
+from runtime.payload import (
     ALIGNMENT, CDIR, CDIR_SIG, EOCD, EOCD64, EOCD64_LOC, EOCD64_LOC_SIG, EOCD64_SIG, EOCD_SIG, U16_MAX, U32_MAX,
     ZIP64_EXTRA_ID, ZipEntry, find_end, read_zip,
 )
