@@ -1,5 +1,5 @@
-"""Tiny random-weight llama-architecture GGUFs written with the `gguf` package, and
-a plain numpy (float64) reference forward pass to hold the C forward against.
+"""The tests' tiny random-weight llama models (written by tools/random_gguf.py), a plain numpy
+(float64) reference forward pass to hold the C forward against, and broken copies of a GGUF.
 """
 from __future__ import annotations
 
@@ -9,106 +9,19 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-QT = gguf.GGMLQuantizationType
+from tools.random_gguf import QT, ModelSpec, write_model
 
 
-@dataclass
-class TinySpec:
-    n_vocab: int = 96
-    n_embd: int = 64
-    n_layer: int = 2
-    n_head: int = 4
-    n_head_kv: int = 2
-    n_ff: int = 96
-    n_ctx: int = 128
-    n_expert: int = 0
-    n_expert_used: int = 0
-    rope_base: float = 10000.0
-    rope_linear: float | None = None   # linear rope scaling factor
-    rms_eps: float = 1e-5
-    tied: bool = False                 # no output.weight: the output reuses token_embd
-    qtype: QT = QT.F32                 # storage type of the 2-D weights
-    seed: int = 0
-    weights: dict[str, np.ndarray] = field(default_factory=dict)  # float32 values as stored
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-
-def _store(values: np.ndarray, qtype: QT) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes or array to write, float32 values the file then holds)."""
-    if qtype == QT.F32:
-        return values.astype(np.float32), values.astype(np.float32)
-    data = gguf.quants.quantize(values.astype(np.float32), qtype)
-    return data, gguf.quants.dequantize(data, qtype).astype(np.float32)
-
-
-def add_tiny_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
-    """A SentencePiece-style vocabulary of n_vocab tokens: <unk>, <s>, </s>, then "t3", "t4", ..."""
-    tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, n_vocab)]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * n_vocab)
-    w.add_token_types([2, 3, 3] + [1] * (n_vocab - 3))
+@dataclass(frozen=True)
+class TinySpec(ModelSpec):
+    """A tests' model (ModelSpec's defaults: 96 tokens, embd 64, 2 layers, F32) that keeps, once
+    written, the float32 values its file holds (after quantization) for reference_logits."""
+    weights: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
 
 def write_tiny_llama(path: Path, spec: TinySpec) -> TinySpec:
-    """Writes the model; fills spec.weights with the values as stored (after quantization)."""
-    rng = np.random.default_rng(spec.seed)
-    D, F, V, hd = spec.n_embd, spec.n_ff, spec.n_vocab, spec.head_dim
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(spec.n_ctx)
-    w.add_embedding_length(D)
-    w.add_block_count(spec.n_layer)
-    w.add_feed_forward_length(F)
-    w.add_head_count(spec.n_head)
-    w.add_head_count_kv(spec.n_head_kv)
-    w.add_layer_norm_rms_eps(spec.rms_eps)
-    w.add_rope_freq_base(spec.rope_base)
-    w.add_rope_dimension_count(hd)
-    if spec.rope_linear:
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(spec.rope_linear)
-    if spec.n_expert:
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-    add_tiny_vocab(w, V)
-
-    def add(name: str, values: np.ndarray, qtype: QT) -> None:
-        data, stored = _store(values, qtype)
-        spec.weights[name] = stored
-        w.add_tensor(name, data, raw_dtype=qtype if qtype != QT.F32 else None)
-
-    def mat(rows: int, cols: int, *lead: int) -> np.ndarray:
-        return rng.standard_normal((*lead, rows, cols)).astype(np.float32) / np.sqrt(cols)
-
-    add("token_embd.weight", rng.standard_normal((V, D)).astype(np.float32), spec.qtype)
-    add("output_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-    if not spec.tied:
-        add("output.weight", mat(V, D) * 4, spec.qtype)
-    for i in range(spec.n_layer):
-        p = f"blk.{i}."
-        add(p + "attn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-        add(p + "attn_q.weight", mat(spec.n_head * hd, D) * 3, spec.qtype)
-        add(p + "attn_k.weight", mat(spec.n_head_kv * hd, D) * 3, spec.qtype)
-        add(p + "attn_v.weight", mat(spec.n_head_kv * hd, D), spec.qtype)
-        add(p + "attn_output.weight", mat(D, spec.n_head * hd), spec.qtype)
-        add(p + "ffn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-        if spec.n_expert:
-            E = spec.n_expert
-            add(p + "ffn_gate_inp.weight", mat(E, D) * 3, QT.F32)
-            add(p + "ffn_gate_exps.weight", mat(F, D, E), spec.qtype)
-            add(p + "ffn_up_exps.weight", mat(F, D, E), spec.qtype)
-            add(p + "ffn_down_exps.weight", mat(D, F, E), spec.qtype)
-        else:
-            add(p + "ffn_gate.weight", mat(F, D), spec.qtype)
-            add(p + "ffn_up.weight", mat(F, D), spec.qtype)
-            add(p + "ffn_down.weight", mat(D, F), spec.qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    """Writes the model; fills spec.weights with the values as stored."""
+    spec.weights.update(write_model(path, spec, keep_values=True))
     return spec
 
 
