@@ -1,4 +1,5 @@
-"""`make bench-pack`: the single file's costs, for a ~100 MB and a >= 2 GB model.
+"""`make bench-pack` (or `.venv/bin/python -m tools.bench_pack`): the single file's costs, for a
+~100 MB and a >= 2 GB model.
 
 - `packer build` wall time and throughput next to `cp` of the same bytes (goal >= 0.8x),
   and the packer's peak resident memory (it must not grow with the model);
@@ -21,11 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from packer.build import default_runtime
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from packer.build import default_runtime  # noqa: E402
-
 OUT = ROOT / "build" / "bench"
 PAD_BYTES = 2_100_000_000
 HUGE_PAD_BYTES = 4_400_000_000
@@ -167,7 +166,8 @@ def main() -> None:
     print(f"runtime {runtime} ({runtime.stat().st_size / 1e6:.1f} MB); writing the big model ...", flush=True)
     # in a child process: this one stays small, as the peak RSS a child reports includes its parent's at fork
     big = OUT / "smollm2-big.gguf"
-    subprocess.run([sys.executable, __file__, "--make-big", str(small), str(big)], check=True)
+    subprocess.run([sys.executable, "-m", "tools.bench_pack", "--make-big", str(small), str(big)],
+                   check=True, cwd=ROOT)
     models = {"SmolLM2 Q4_1": small, "SmolLM2 + 2.1 GB": big}
     rows = {}
     for label, model in models.items():
