@@ -1,15 +1,17 @@
-"""The tests' tiny random-weight llama models (written by tools/random_gguf.py), a plain numpy
-(float64) reference forward pass to hold the C forward against, and broken copies of a GGUF.
+"""The tests' tiny random-weight llama models (written by tools/random_gguf.py) and a plain numpy
+(float64) reference forward pass to hold the C forward against; rewrite_gguf (broken copies of a
+GGUF) comes from tools/random_gguf.py too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
 import numpy as np
 
-from tools.random_gguf import QT, ModelSpec, write_model
+from tools.random_gguf import QT, VT, ModelSpec, rewrite_gguf, write_model
+
+__all__ = ["QT", "VT", "TinySpec", "reference_logits", "rewrite_gguf", "write_tiny_llama"]
 
 
 @dataclass(frozen=True)
@@ -87,47 +89,3 @@ def reference_logits(spec: TinySpec, tokens: list[int]) -> np.ndarray:
             x = x + (_silu(g) * u) @ W[p + "ffn_down.weight"].T
     out_w = W["token_embd.weight"] if spec.tied else W["output.weight"]
     return _rmsnorm(x, W["output_norm.weight"], spec.rms_eps) @ out_w.T
-
-
-# ---------------------------------------------------------------------------
-# Broken copies: a GGUF with chosen keys or tensors changed (load-time check tests).
-
-VT = gguf.GGUFValueType
-
-
-def rewrite_gguf(src: Path, dst: Path, keys: dict[str, tuple] | None = None, drop: tuple[str, ...] = (),
-                 tensors: dict[str, np.ndarray | tuple[np.ndarray, QT] | None] | None = None) -> Path:
-    """A copy of src with metadata `keys` set ({key: (value, GGUFValueType[, element type])}, any
-    type, as a hostile file would), keys in `drop` removed, and `tensors` replaced ({name: float32
-    array | (raw bytes array, ggml type) | None to remove}; new names are added)."""
-    keys, tensors = dict(keys or {}), dict(tensors or {})
-    reader = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(str(dst), "llama")
-    del w.kv_data[0]["general.architecture"]  # copied (or replaced) below like any other key
-    for fld in reader.fields.values():
-        if fld.name.startswith("GGUF.") or fld.name in drop or fld.name in keys:
-            continue
-        vtype = fld.types[0]
-        w.add_key_value(fld.name, fld.contents(), vtype, sub_type=fld.types[-1] if vtype == VT.ARRAY else None)
-    for key, (value, vtype, *sub) in keys.items():
-        w.add_key_value(key, value, vtype, sub_type=sub[0] if sub else None)
-    for t in reader.tensors:
-        new = tensors.pop(t.name, t)
-        if new is None:
-            continue
-        if new is t:
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-        elif isinstance(new, tuple):
-            w.add_tensor(t.name, new[0], raw_dtype=new[1])
-        else:
-            w.add_tensor(t.name, new.astype(np.float32))
-    for name, new in tensors.items():  # added tensors
-        if isinstance(new, tuple):
-            w.add_tensor(name, new[0], raw_dtype=new[1])
-        elif new is not None:
-            w.add_tensor(name, new.astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return dst

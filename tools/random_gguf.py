@@ -28,11 +28,15 @@ Vocabularies (`vocab`):
 Tensors are in the converter's order (token_embd, the layers, output_norm, output); the matrices
 are stored as `qtype`, norms and the MoE router as F32, unless `qtypes` names a tensor's type.
 The file is written tensor by tensor, so a large model never sits in memory whole.
+
+rewrite_gguf copies a GGUF with keys or tensors changed, added or removed: the tests' broken
+models, and the benchmark's big model (SmolLM2 plus a sparse unused tensor, SparseZeros).
 """
 from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -41,6 +45,7 @@ import gguf
 import numpy as np
 
 QT = gguf.GGMLQuantizationType
+VT = gguf.GGUFValueType
 Layout = list[tuple[str, tuple[int, ...]]]   # (tensor name, numpy shape), in file order
 Vocab = tuple[list[str], list[float], list[int]]
 
@@ -305,3 +310,60 @@ def write_model(path: Path, spec: ModelSpec, *, keep_values: bool = False) -> di
             stored[name] = gguf.quants.dequantize(data, qtypes[name]).astype(np.float32)
     w.close()
     return stored
+
+
+# ---------------------------------------------------------------- copies with changes
+
+class SparseZeros:
+    """Tensor data of `nbytes` zero bytes (I8) for rewrite_gguf, written as a hole in the file:
+    instant, and no disk used for it."""
+
+    dtype = np.dtype(np.int8)
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.shape = (nbytes,)
+
+    def tofile(self, f) -> None:  # type: ignore[no-untyped-def]
+        f.seek(self.nbytes - 1, os.SEEK_CUR)
+        f.write(b"\0")
+
+
+def rewrite_gguf(src: Path, dst: Path, keys: dict[str, tuple] | None = None, drop: tuple[str, ...] = (),
+                 tensors: dict[str, np.ndarray | tuple[np.ndarray | SparseZeros, QT] | None] | None = None,
+                 ) -> Path:
+    """A copy of src with metadata `keys` set ({key: (value, GGUFValueType[, element type])}, any
+    type, as a hostile file would), keys in `drop` removed, and `tensors` replaced ({name: float32
+    array | (raw bytes array or SparseZeros, ggml type) | None to remove}; new names are added
+    after the others)."""
+    keys, tensors = dict(keys or {}), dict(tensors or {})
+    reader = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(str(dst), "llama")
+    del w.kv_data[0]["general.architecture"]  # copied (or replaced) below like any other key
+    for fld in reader.fields.values():
+        if fld.name.startswith("GGUF.") or fld.name in drop or fld.name in keys:
+            continue
+        vtype = fld.types[0]
+        w.add_key_value(fld.name, fld.contents(), vtype, sub_type=fld.types[-1] if vtype == VT.ARRAY else None)
+    for key, (value, vtype, *sub) in keys.items():
+        w.add_key_value(key, value, vtype, sub_type=sub[0] if sub else None)
+    for t in reader.tensors:
+        new = tensors.pop(t.name, t)
+        if new is None:
+            continue
+        if new is t:
+            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
+        elif isinstance(new, tuple):
+            w.add_tensor(t.name, new[0], raw_dtype=new[1])
+        else:
+            w.add_tensor(t.name, new.astype(np.float32))
+    for name, new in tensors.items():  # added tensors
+        if isinstance(new, tuple):
+            w.add_tensor(name, new[0], raw_dtype=new[1])
+        elif new is not None:
+            w.add_tensor(name, new.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
