@@ -1,4 +1,4 @@
-// dotprod.c — dot products of the hot quant types for aarch64 CPUs with the Armv8.2-A
+// dotprod.c — dot products of the hot quant types (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) for aarch64 CPUs with the Armv8.2-A
 // dot-product instructions (SDOT: four int8 products summed into each int32 lane).
 //
 // The library is built for baseline armv8-a; only this file's functions are compiled for
@@ -70,6 +70,29 @@ K_INLINE void q4_0_rows_dotprod(int n, float *restrict s, size_t bs, const void 
         }
     }
     K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]);
+}
+
+// Q4_1 (Q8_1 activations): nibbles 0..15 times d, plus the block's min m; the activations
+// carry s = dy * sum(qy), so the min's share is m * s.
+K_INLINE void q4_1_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict vx,
+                                const void *restrict vy, size_t by, const int nr) {
+    const block_q4_1 *restrict x = vx;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    float32x4_t acc[4];
+    float mins[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    K_FOR_ROWS(r) acc[r] = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n / QK4_1; i++) {
+        const uint8x16_t v = vld1q_u8(x[i].qs);
+        const int8x16_t q0 = vreinterpretq_s8_u8(vandq_u8(v, m4)), q1 = vreinterpretq_s8_u8(vshrq_n_u8(v, 4));
+        const float dx = dp_half(x[i].d), mx = dp_half(x[i].m);
+        K_FOR_ROWS(r) {
+            const block_q8_1 *yr = (const block_q8_1 *)((const uint8_t *)vy + (size_t)r * by) + i;
+            const int32x4_t p = dp_dot32(vdupq_n_s32(0), q0, q1, yr->qs);
+            acc[r] = vmlaq_n_f32(acc[r], vcvtq_f32_s32(p), dx * dp_half(yr->d));
+            mins[r] += mx * dp_half(yr->s);
+        }
+    }
+    K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]) + mins[r];
 }
 
 // -- Q4_K (Q8_K activations) -------------------------------------------------------------------
@@ -166,6 +189,7 @@ K_INLINE void q6_K_rows_dotprod(int n, float *restrict s, size_t bs, const void 
 
 K_ROWS_DOTS(q8_0, dotprod)
 K_ROWS_DOTS(q4_0, dotprod)
+K_ROWS_DOTS(q4_1, dotprod)
 K_ROWS_DOTS(q4_K, dotprod)
 K_ROWS_DOTS(q6_K, dotprod)
 

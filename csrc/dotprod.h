@@ -13,6 +13,7 @@
     void lp_vec_dot4_##t##_dotprod(int n, float *restrict s, size_t bs, const void *restrict x,      \
                                    const void *restrict y, size_t by);
 LP_DECLARE_DOTPROD(q4_0)
+LP_DECLARE_DOTPROD(q4_1)
 LP_DECLARE_DOTPROD(q8_0)
 LP_DECLARE_DOTPROD(q4_K)
 LP_DECLARE_DOTPROD(q6_K)
@@ -24,8 +25,6 @@ LP_DECLARE_DOTPROD(q6_K)
 #define lp_vec_dot4_f16_dotprod lp_vec_dot4_f16_neon
 #define lp_vec_dot_bf16_dotprod lp_vec_dot_bf16_neon
 #define lp_vec_dot4_bf16_dotprod lp_vec_dot4_bf16_neon
-#define lp_vec_dot_q4_1_dotprod lp_vec_dot_q4_1_neon
-#define lp_vec_dot4_q4_1_dotprod lp_vec_dot4_q4_1_neon
 #define lp_vec_dot_q5_0_dotprod lp_vec_dot_q5_0_neon
 #define lp_vec_dot4_q5_0_dotprod lp_vec_dot4_q5_0_neon
 #define lp_vec_dot_q5_1_dotprod lp_vec_dot_q5_1_neon

@@ -139,13 +139,13 @@ def test_version(packed, bare, exec_shim) -> None:
     assert r.returncode == 0 and re.fullmatch(r"llamapack \S+\n", r.stdout), r.stderr
 
 
-@pytest.mark.parametrize("model,cpus", [("smollm2", CPUS), ("moe", ["max"])])
-def test_same_greedy_text_as_x86_64(packed, bare, exec_shim, model, cpus) -> None:
+@pytest.mark.parametrize("model", ["smollm2", "moe"])
+def test_same_greedy_text_as_x86_64(packed, bare, exec_shim, model) -> None:
     args = ["-p", "The capital of France is", "-n", "6", "--temp", "0", "-c", "256"]
     x86 = subprocess.run([str(packed[f"{model}-x86_64"]), *args], capture_output=True, text=True, timeout=120,
                          stdin=subprocess.DEVNULL)
     assert x86.returncode == 0 and x86.stdout.strip(), x86.stderr
-    for cpu in cpus:
+    for cpu in CPUS:
         r = run_arm(packed[f"{model}-aarch64"], args, bare, exec_shim, cpu)
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout == x86.stdout, (cpu, r.stdout, x86.stdout)
