@@ -107,8 +107,10 @@ def _debian_sources() -> str:
 
 
 def _apt(root: Path) -> list[str]:
-    """apt-get with every directory inside root and arm64 as its only architecture."""
-    return ["apt-get", "-q", "-o", f"Dir::Etc={root / 'etc'}", "-o", f"Dir::State={root / 'state'}",
+    """apt-get with its lists, cache and status inside root and arm64 as its only architecture; the
+    machine's apt settings (apt.conf.d: proxies, date checks of a mirror) still apply."""
+    return ["apt-get", "-q", "-o", f"Dir::Etc={root / 'etc'}", "-o", "Dir::Etc::Parts=/etc/apt/apt.conf.d",
+            "-o", f"Dir::State={root / 'state'}",
             "-o", f"Dir::Cache={root / 'cache'}", "-o", f"Dir::State::status={root / 'state' / 'status'}",
             "-o", "APT::Architecture=arm64", "-o", "APT::Architectures::=arm64", "-o", "Debug::NoLocking=1",
             "-o", "APT::Sandbox::User=root"]
