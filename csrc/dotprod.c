@@ -1,4 +1,4 @@
-// dotprod.c — dot products of the hot quant types (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) for aarch64 CPUs with the Armv8.2-A
+// dotprod.c — dot products of the hot quant types (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) for aarch64 CPUs with the Armv8.2-A
 // dot-product instructions (SDOT: four int8 products summed into each int32 lane).
 //
 // The library is built for baseline armv8-a; only this file's functions are compiled for
@@ -95,9 +95,66 @@ K_INLINE void q4_1_rows_dotprod(int n, float *restrict s, size_t bs, const void 
     K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]) + mins[r];
 }
 
-// -- Q4_K (Q8_K activations) -------------------------------------------------------------------
+// Q5_0 / Q5_1 quants (0..31): the nibbles with bit j of qh as 16 in element j.
+static inline void q5_quants(const uint8_t *qs, const uint8_t *qh, int8x16_t *lo, int8x16_t *hi) {
+    static const uint8_t byte_lo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
+    static const uint8_t byte_hi[16] = {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const uint8x16_t bytes = vreinterpretq_u8_u32(vdupq_n_u32(h)), b = vld1q_u8(bit), v = vld1q_u8(qs);
+    const uint8x16_t h_lo = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(byte_lo)), b), vdupq_n_u8(16));
+    const uint8x16_t h_hi = vandq_u8(vtstq_u8(vqtbl1q_u8(bytes, vld1q_u8(byte_hi)), b), vdupq_n_u8(16));
+    *lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(v, vdupq_n_u8(0x0f)), h_lo));
+    *hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(v, 4), h_hi));
+}
 
-// The packed 6-bit scales and mins of a Q4_K block: sm[0..7] scales, sm[8..15] mins (the
+// Q5_0: quants minus 16, Q8_0 activations.
+K_INLINE void q5_0_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict vx,
+                                const void *restrict vy, size_t by, const int nr) {
+    const block_q5_0 *restrict x = vx;
+    const int8x16_t sixteen = vdupq_n_s8(16);
+    float32x4_t acc[4];
+    K_FOR_ROWS(r) acc[r] = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n / QK5_0; i++) {
+        int8x16_t q0, q1;
+        q5_quants(x[i].qs, x[i].qh, &q0, &q1);
+        q0 = vsubq_s8(q0, sixteen);
+        q1 = vsubq_s8(q1, sixteen);
+        const float dx = dp_half(x[i].d);
+        K_FOR_ROWS(r) {
+            const block_q8_0 *yr = (const block_q8_0 *)((const uint8_t *)vy + (size_t)r * by) + i;
+            const int32x4_t p = dp_dot32(vdupq_n_s32(0), q0, q1, yr->qs);
+            acc[r] = vmlaq_n_f32(acc[r], vcvtq_f32_s32(p), dx * dp_half(yr->d));
+        }
+    }
+    K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]);
+}
+
+// Q5_1: quants times d plus the min m, Q8_1 activations (as Q4_1).
+K_INLINE void q5_1_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict vx,
+                                const void *restrict vy, size_t by, const int nr) {
+    const block_q5_1 *restrict x = vx;
+    float32x4_t acc[4];
+    float mins[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    K_FOR_ROWS(r) acc[r] = vdupq_n_f32(0.0f);
+    for (int i = 0; i < n / QK5_1; i++) {
+        int8x16_t q0, q1;
+        q5_quants(x[i].qs, x[i].qh, &q0, &q1);
+        const float dx = dp_half(x[i].d), mx = dp_half(x[i].m);
+        K_FOR_ROWS(r) {
+            const block_q8_1 *yr = (const block_q8_1 *)((const uint8_t *)vy + (size_t)r * by) + i;
+            const int32x4_t p = dp_dot32(vdupq_n_s32(0), q0, q1, yr->qs);
+            acc[r] = vmlaq_n_f32(acc[r], vcvtq_f32_s32(p), dx * dp_half(yr->d));
+            mins[r] += mx * dp_half(yr->s);
+        }
+    }
+    K_FOR_ROWS(r) s[r * bs] = vaddvq_f32(acc[r]) + mins[r];
+}
+
+// -- Q4_K and Q5_K (Q8_K activations) ----------------------------------------------------------
+
+// The packed 6-bit scales and mins of a Q4_K (or Q5_K) block: sm[0..7] scales, sm[8..15] mins (the
 // block layout is described in k_high.c).
 static inline void q4_K_scales(const uint8_t *restrict p, uint8_t *restrict sm) {
     uint32_t w[3], out[4];
@@ -116,29 +173,45 @@ static inline int q4_K_min_dot(const uint8_t *mins, const int16_t *bsums) {
     return vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(pairs), vget_low_s16(m)), pairs, m));
 }
 
-// Sub-block 2k: the low nibbles of qs[32k .. 32k+31]; sub-block 2k+1: their high nibbles.
-// Quants 0..15 go straight into the signed dot; the scales multiply its int32 sums.
-K_INLINE void q4_K_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict vx,
-                                const void *restrict vy, size_t by, const int nr) {
-    const block_q4_K *restrict x = vx;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+// Q4_K (q5 = 0) and Q5_K (q5 = 1), which share d, dmin and the packed scales. Sub-block 2k: the
+// low nibbles of qs[32k .. 32k+31]; sub-block 2k+1: their high nibbles. Q5_K adds bit 2k (2k+1)
+// of qh[l] as 16 to quant l of sub-block 2k (2k+1). Quants 0..31 go straight into the signed
+// dot; the scales multiply its int32 sums.
+K_INLINE void k4_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict vx,
+                              const void *restrict vy, size_t by, const int nr, const int q5) {
+    const uint8_t *x = vx;
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), bit4 = vdupq_n_u8(0x10);
     float sumf[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = 0; i < n / QK_K; i++) {
+    for (int i = 0; i < n / QK_K; i++, x += size) {
+        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same in both
         uint8_t sm[16];
-        q4_K_scales(x[i].scales, sm);
+        q4_K_scales(b->scales, sm);
+        uint8x16_t qh0 = m4, qh1 = m4;  // Q5_K: the high bits, shifted down 2 per pair of sub-blocks
+        if (q5) qh0 = vld1q_u8(x + offsetof(block_q5_K, qh)), qh1 = vld1q_u8(x + offsetof(block_q5_K, qh) + 16);
         int32x4_t sumi[4];
         K_FOR_ROWS(r) sumi[r] = vdupq_n_s32(0);
         for (int k = 0; k < 4; k++) {
-            const uint8x16_t b0 = vld1q_u8(x[i].qs + 32 * k), b1 = vld1q_u8(x[i].qs + 32 * k + 16);
-            const int8x16_t l0 = vreinterpretq_s8_u8(vandq_u8(b0, m4)), l1 = vreinterpretq_s8_u8(vandq_u8(b1, m4));
-            const int8x16_t h0 = vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)), h1 = vreinterpretq_s8_u8(vshrq_n_u8(b1, 4));
+            const uint8x16_t b0 = vld1q_u8(x + qs_off + 32 * k), b1 = vld1q_u8(x + qs_off + 32 * k + 16);
+            uint8x16_t l0 = vandq_u8(b0, m4), l1 = vandq_u8(b1, m4), h0 = vshrq_n_u8(b0, 4), h1 = vshrq_n_u8(b1, 4);
+            if (q5) {
+                l0 = vorrq_u8(l0, vandq_u8(vshlq_n_u8(qh0, 4), bit4));
+                l1 = vorrq_u8(l1, vandq_u8(vshlq_n_u8(qh1, 4), bit4));
+                h0 = vorrq_u8(h0, vandq_u8(vshlq_n_u8(qh0, 3), bit4));
+                h1 = vorrq_u8(h1, vandq_u8(vshlq_n_u8(qh1, 3), bit4));
+                qh0 = vshrq_n_u8(qh0, 2);
+                qh1 = vshrq_n_u8(qh1, 2);
+            }
+            const int8x16_t sl0 = vreinterpretq_s8_u8(l0), sl1 = vreinterpretq_s8_u8(l1);
+            const int8x16_t sh0 = vreinterpretq_s8_u8(h0), sh1 = vreinterpretq_s8_u8(h1);
             K_FOR_ROWS(r) {
                 const int8_t *a = K_ROW(vy, r, by, i)->qs + 64 * k;
-                sumi[r] = vmlaq_n_s32(sumi[r], dp_dot32(vdupq_n_s32(0), l0, l1, a), sm[2 * k]);
-                sumi[r] = vmlaq_n_s32(sumi[r], dp_dot32(vdupq_n_s32(0), h0, h1, a + 32), sm[2 * k + 1]);
+                sumi[r] = vmlaq_n_s32(sumi[r], dp_dot32(vdupq_n_s32(0), sl0, sl1, a), sm[2 * k]);
+                sumi[r] = vmlaq_n_s32(sumi[r], dp_dot32(vdupq_n_s32(0), sh0, sh1, a + 32), sm[2 * k + 1]);
             }
         }
-        const float xd = dp_half(x[i].d), xdmin = dp_half(x[i].dmin);
+        const float xd = dp_half(b->d), xdmin = dp_half(b->dmin);
         K_FOR_ROWS(r) {
             const block_q8_K *yr = K_ROW(vy, r, by, i);
             sumf[r] += xd * yr->d * (float)vaddvq_s32(sumi[r]) - xdmin * yr->d * (float)q4_K_min_dot(sm + 8, yr->bsums);
@@ -146,6 +219,10 @@ K_INLINE void q4_K_rows_dotprod(int n, float *restrict s, size_t bs, const void 
     }
     K_FOR_ROWS(r) s[r * bs] = sumf[r];
 }
+K_INLINE void q4_K_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                size_t by, const int nr) { k4_rows_dotprod(n, s, bs, x, y, by, nr, 0); }
+K_INLINE void q5_K_rows_dotprod(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                size_t by, const int nr) { k4_rows_dotprod(n, s, bs, x, y, by, nr, 1); }
 
 // -- Q6_K (Q8_K activations) -------------------------------------------------------------------
 
@@ -190,7 +267,10 @@ K_INLINE void q6_K_rows_dotprod(int n, float *restrict s, size_t bs, const void 
 K_ROWS_DOTS(q8_0, dotprod)
 K_ROWS_DOTS(q4_0, dotprod)
 K_ROWS_DOTS(q4_1, dotprod)
+K_ROWS_DOTS(q5_0, dotprod)
+K_ROWS_DOTS(q5_1, dotprod)
 K_ROWS_DOTS(q4_K, dotprod)
+K_ROWS_DOTS(q5_K, dotprod)
 K_ROWS_DOTS(q6_K, dotprod)
 
 #if defined(__clang__)

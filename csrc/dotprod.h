@@ -14,8 +14,11 @@
                                    const void *restrict y, size_t by);
 LP_DECLARE_DOTPROD(q4_0)
 LP_DECLARE_DOTPROD(q4_1)
+LP_DECLARE_DOTPROD(q5_0)
+LP_DECLARE_DOTPROD(q5_1)
 LP_DECLARE_DOTPROD(q8_0)
 LP_DECLARE_DOTPROD(q4_K)
+LP_DECLARE_DOTPROD(q5_K)
 LP_DECLARE_DOTPROD(q6_K)
 
 // The NEON kernels, for the types without a dot-product body.
@@ -25,16 +28,10 @@ LP_DECLARE_DOTPROD(q6_K)
 #define lp_vec_dot4_f16_dotprod lp_vec_dot4_f16_neon
 #define lp_vec_dot_bf16_dotprod lp_vec_dot_bf16_neon
 #define lp_vec_dot4_bf16_dotprod lp_vec_dot4_bf16_neon
-#define lp_vec_dot_q5_0_dotprod lp_vec_dot_q5_0_neon
-#define lp_vec_dot4_q5_0_dotprod lp_vec_dot4_q5_0_neon
-#define lp_vec_dot_q5_1_dotprod lp_vec_dot_q5_1_neon
-#define lp_vec_dot4_q5_1_dotprod lp_vec_dot4_q5_1_neon
 #define lp_vec_dot_q2_K_dotprod lp_vec_dot_q2_K_neon
 #define lp_vec_dot4_q2_K_dotprod lp_vec_dot4_q2_K_neon
 #define lp_vec_dot_q3_K_dotprod lp_vec_dot_q3_K_neon
 #define lp_vec_dot4_q3_K_dotprod lp_vec_dot4_q3_K_neon
-#define lp_vec_dot_q5_K_dotprod lp_vec_dot_q5_K_neon
-#define lp_vec_dot4_q5_K_dotprod lp_vec_dot4_q5_K_neon
 
 // 1 when this CPU has the dot-product instructions (asked of the kernel once).
 int lp_cpu_has_dotprod(void);
