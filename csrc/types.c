@@ -1,4 +1,5 @@
 // types.c — the per-type function table and the run-time choice of ISA.
+#include "dotprod.h"
 #include "simd.h"
 
 #if LP_X86
@@ -6,13 +7,16 @@
 #else
 #define LP_AVX2(f)
 #endif
+// DOTPROD: NEON with the dot-product instructions; its kernels are named in dotprod.h.
 #if LP_ARM
-#define LP_NEON(f) [LP_ISA_NEON] = f,
+#define LP_NEON(f) [LP_ISA_NEON] = f, [LP_ISA_DOTPROD] = f,
+#define LP_NEON_DOT(t, k) [LP_ISA_NEON] = lp_##k##_##t##_neon, [LP_ISA_DOTPROD] = lp_##k##_##t##_dotprod,
 #else
 #define LP_NEON(f)
+#define LP_NEON_DOT(t, k)
 #endif
-#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON(lp_vec_dot_##t##_neon) }, \
-                   .vec_dot4 = { LP_AVX2(lp_vec_dot4_##t##_avx2) LP_NEON(lp_vec_dot4_##t##_neon) }
+#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON_DOT(t, vec_dot) }, \
+                   .vec_dot4 = { LP_AVX2(lp_vec_dot4_##t##_avx2) LP_NEON_DOT(t, vec_dot4) }
 #define LP_S8(t, unit, min) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8 }, .s8_unit = unit, .s8_min = min, .s8_min_unit = unit
 // Q2_K and Q3_K: an AVX2 decoder as well (the batched product runs on AVX2 and AVX-512 only)
 #if LP_X86
@@ -105,6 +109,7 @@ static int cpu_has(int isa) {
 #endif
 #if LP_ARM
     case LP_ISA_NEON: return 1;
+    case LP_ISA_DOTPROD: return lp_cpu_has_dotprod();
 #endif
     default: return 0;
     }
@@ -119,6 +124,7 @@ int lp_best_isa(void) {
         if (lp_isa_available(LP_ISA_AVX2)) b = LP_ISA_AVX2;
         if (lp_isa_available(LP_ISA_AVX512)) b = LP_ISA_AVX512;
         if (lp_isa_available(LP_ISA_NEON)) b = LP_ISA_NEON;
+        if (lp_isa_available(LP_ISA_DOTPROD)) b = LP_ISA_DOTPROD;
         best = b;
     }
     return best;
