@@ -316,6 +316,48 @@ def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> Non
     assert err.count("POST /v1/completions") == 2 and "HTTP/1.1" not in err
 
 
+def test_ctrl_c_in_a_terminal_stops_a_packed_server_cleanly(smollm2_path: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl+C signals the whole foreground process group, and the one-file runtime's
+    bootloader forwards it to the server too: SIGINT twice, milliseconds apart. That is one
+    Ctrl+C: a graceful stop and one line (a second SIGINT used to force uvicorn's exit, with a
+    traceback from the cancelled lifespan)."""
+    import os
+
+    from packer.build import build
+    from packer.runtime_build import build_runtime_once
+
+    exe = build_runtime_once(ROOT / "tests" / "out" / "dist", ROOT / "tests" / "out" / "pyinstaller")
+    packed = build(smollm2_path, tmp_path / "smol.llamafile", exe, progress=False).output
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(packed), "--server", "--nobrowser", "--port", str(port)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_up(url, proc)
+        streamed: list[bytes] = []
+
+        def stream() -> None:
+            body = {"prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9,", "max_tokens": 2000, "temperature": 0, "stream": True}
+            with requests.post(url + "/v1/completions", json=body, stream=True, timeout=60) as r:
+                streamed.extend(r.iter_lines())
+
+        t, _ = in_thread(stream)
+        deadline = time.monotonic() + 30
+        while not any(line.startswith(b"data: ") for line in streamed) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert t.is_alive(), "the stream ended before Ctrl+C"
+        os.killpg(proc.pid, signal.SIGINT)  # as the terminal does: the bootloader and the server
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    t.join(10)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "ERROR" not in err, err
+    assert err.rstrip().splitlines()[-1] == "llamapack: server stopped", err
+
+
 def test_busy_port_given_explicitly_is_one_line_before_announcing() -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

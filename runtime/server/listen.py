@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from typing import Any, Callable
 
 import h11
@@ -131,11 +132,27 @@ def protocol_with_timeout(seconds: float) -> type[H11Protocol]:
 
 
 class Server(uvicorn.Server):
-    """uvicorn's server; `on_shutdown` runs as soon as the shutdown starts."""
+    """uvicorn's server; `on_shutdown` runs as soon as the shutdown starts.
+
+    In the one-file build one Ctrl+C reaches the server twice: from the terminal (it signals the
+    whole foreground process group) and forwarded by the bootloader, its parent, a few
+    milliseconds later. uvicorn takes a second SIGINT as "force exit" and abandons its graceful
+    shutdown (a traceback from the cancelled lifespan); a copy of the same signal within ECHO
+    seconds is that echo, not a second Ctrl+C, and is dropped."""
+    ECHO = 0.25
 
     def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.on_shutdown = on_shutdown
+        self._last_signal: tuple[int, float] = (0, -1.0)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        now = time.monotonic()
+        last, at = self._last_signal
+        if sig == last and now - at < self.ECHO:
+            return
+        self._last_signal = (sig, now)
+        super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.on_shutdown is not None:
