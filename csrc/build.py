@@ -34,6 +34,11 @@ def _cdef() -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
 
 
+def c_sources() -> list[Path]:
+    """The library's C files: csrc/quants/*.c and csrc/engine/*.c (one compile each, the same flags)."""
+    return sorted(HERE.glob("*/*.c"))
+
+
 def make_builder(absolute: bool) -> FFI:
     """setuptools wants paths relative to the project; a direct build, absolute ones."""
     base = ROOT if absolute else Path()
@@ -42,7 +47,7 @@ def make_builder(absolute: bool) -> FFI:
     builder.set_source(
         "runtime._kernels",
         '#include "api.h"',
-        sources=sorted(str(base / "csrc" / p.name) for p in HERE.glob("*.c")),
+        sources=[str(base / p.relative_to(ROOT)) for p in c_sources()],
         include_dirs=[str(base / "csrc")],
         extra_compile_args=CFLAGS,
         extra_link_args=["-pthread"],
@@ -61,14 +66,14 @@ FUZZ = ROOT / "tests" / "neon" / "fuzz.c"
 
 
 def build_asan(out_dir: Path, cc: str = "gcc") -> Path:
-    """Compiles csrc/*.c and the fuzz harness with the sanitizers (one object per file, two
+    """Compiles the library's C files and the fuzz harness with the sanitizers (one object per file, two
     at a time) and links them into out_dir/fuzz; returns its path. Raises CalledProcessError
     with the compiler's output on failure."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = sorted(HERE.glob("*.c")) + [FUZZ]
+    sources = c_sources() + [FUZZ]
 
     def compile_one(src: Path) -> Path:
-        obj = out_dir / (src.stem + ".o")
+        obj = out_dir / f"{src.parent.name}_{src.stem}.o"
         subprocess.run([cc, *ASAN_CFLAGS, f"-I{HERE}", "-c", str(src), "-o", str(obj)],
                        check=True, capture_output=True, text=True)
         return obj

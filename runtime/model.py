@@ -1,5 +1,5 @@
 """The llama-architecture model: hyperparameters from GGUF metadata, weights bound
-in place from the mapped file, and the C forward pass (csrc/model.c).
+in place from the mapped file, and the C forward pass (csrc/engine/model.c).
 
 Every hyperparameter comes from the file; nothing is assumed about a model family.
 Python owns every buffer (numpy arrays, kept alive here); C only fills them.

@@ -15,11 +15,13 @@ import pytest
 from runtime import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
+# the library's C files (csrc/build.py's c_sources)
+LIB_SOURCES = [str(p) for p in sorted((ROOT / "csrc").glob("*/*.c"))]
 CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 
 def _build_and_run(cc: str, out: Path, runner: list[str], extra: list[str]) -> str:
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(ROOT / "tests/neon/harness.c")]
+    sources = LIB_SOURCES + [str(ROOT / "tests/neon/harness.c")]
     subprocess.run([cc, *CFLAGS, *extra, f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)],
                    check=True, capture_output=True, text=True)
     run = subprocess.run([*runner, str(out)], capture_output=True, text=True, timeout=600)
@@ -56,7 +58,7 @@ def test_neon_kernels_fuzzed_with_nonfinite_inputs_under_qemu(tmp_path: Path) ->
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     assert cc and qemu, "aarch64-linux-gnu-gcc and qemu-aarch64 are needed: run `make` (it installs them)"
     exe = tmp_path / "fuzz-aarch64"
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(ROOT / "tests/neon/fuzz.c")]
+    sources = LIB_SOURCES + [str(ROOT / "tests/neon/fuzz.c")]
     subprocess.run([cc, "-O1", *CFLAGS[1:], "-static", "-fsanitize=undefined,float-cast-overflow",
                     "-fsanitize-undefined-trap-on-error", f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(exe)],
                    check=True, capture_output=True, text=True)

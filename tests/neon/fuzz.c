@@ -9,7 +9,7 @@
 // up as non-finite logits), the SIMD quantizers agree with the reference, and the
 // batched dot products equal the single ones. Prints "N passed, M failed".
 //
-//   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*.c tests/neon/fuzz.c -lm -pthread
+//   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*/*.c tests/neon/fuzz.c -lm -pthread
 //   ./a.out [ISA...]      (ref avx2 avx512 neon; none: every ISA the CPU has)
 #include <math.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
 // aarch64 and run under qemu-user; AVX2 on x86-64). Prints one line per check and
 // a closing "N passed, M failed" line; exits non-zero on any failure.
 //
-//   aarch64-linux-gnu-gcc -O2 -static -Icsrc csrc/*.c tests/neon/harness.c -lm -pthread
+//   aarch64-linux-gnu-gcc -O2 -static -Icsrc csrc/*/*.c tests/neon/harness.c -lm -pthread
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-// k_rows.h — one kernel body for vec_dot and vec_dot4 of the K-quants (k_high.c, k_low.c).
+// k_rows.h — one kernel body for vec_dot and vec_dot4 of the K-quants (k_q4_q6.c, k_q2_q3.c).
 //
 // A body `<t>_rows_<isa>(n, s, bs, x, y, by, nr)` dots one weight row x with nr
 // activation rows (nr = 1: vec_dot, nr = 4: vec_dot4): row r's Q8_K blocks start at

@@ -1,4 +1,4 @@
-// legacy_dot4.c — vec_dot4 for the legacy formats (legacy.c): one weight row,
+// legacy_vec_dot_4acts.c — vec_dot4 for the legacy formats (legacy.c): one weight row,
 // four activation rows (prompt processing). The weight blocks are decoded once
 // for the four rows; each row gets exactly its vec_dot result: the same integer
 // sums per block (any exact integer method gives the same int32 lanes), the same
