@@ -132,12 +132,12 @@ typedef void (*lp_from_float_fn)(const float *restrict x, void *restrict y, int6
 typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, const void *restrict y);
 // s[j * bs] = dot(x, activation row j at y + j * by), j = 0..3: one weight row decoded once for
 // four activation rows (prompt processing). Each result equals vec_dot's, bit for bit.
-typedef void (*lp_vec_dot4_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
-                               const void *restrict y, size_t by);
+typedef void (*lp_vec_dot_4acts_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                                    const void *restrict y, size_t by);
 // s[r] = dot(weight row r at x + r * bx, y), r = 0..3: four weight rows against one
 // activation row (decoding), the activation read once. Each result equals vec_dot's, bit for bit.
-typedef void (*lp_vec_dot_r4_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
-                                 const void *restrict y);
+typedef void (*lp_vec_dot_4weights_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
+                                       const void *restrict y);
 
 // Weights as int8 for the batched product of prompt processing (gemm.c): n
 // elements of one row to int8 quants q, a float scale per unit of s8_unit (16, 32
@@ -158,9 +158,9 @@ typedef struct {
     lp_to_float_fn to_float;             // reference dequantizer, bit-exact with gguf-py
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
-    lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
-    lp_vec_dot_r4_fn vec_dot_r4[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
-    int64_t r4_max_row_bytes;            // vec_dot_r4 only for rows up to this long (where it measured faster)
+    lp_vec_dot_4acts_fn vec_dot_4acts[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
+    lp_vec_dot_4weights_fn vec_dot_4weights[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
+    int64_t max_row_bytes_4weights;            // vec_dot_4weights only for rows up to this long (where it measured faster)
     lp_to_s8_fn to_s8[LP_ISA_COUNT];     // [LP_ISA_REF] NULL: no batched product (float types);
                                          // NULL for an ISA: the reference serves it
     int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
@@ -177,20 +177,20 @@ const lp_type_traits *lp_traits(int type);
     void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
-#define LP_DECLARE_DOT4(t)                                                                        \
-    void lp_vec_dot4_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
+#define LP_DECLARE_DOT_4ACTS(t)                                                                        \
+    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
                                 const void *restrict y, size_t by);                                 \
-    void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
+    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
                                 const void *restrict y, size_t by);
-// vec_dot4 as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
-#define LP_DOT4_FROM_DOT(t, isa)                                                                  \
-    void lp_vec_dot4_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,      \
+// vec_dot_4acts as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
+#define LP_DOT_4ACTS_FROM_DOT(t, isa)                                                                  \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,      \
                                  const void *restrict y, size_t by) {                               \
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
 #define LP_DECLARE_DOT512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot_r4_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
+    void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
 #define LP_DECLARE_TO_S8(t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
@@ -202,13 +202,13 @@ const lp_type_traits *lp_traits(int type);
 #define LP_FOR_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) \
     X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
-LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
+LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT_4ACTS)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
 #define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
 #define LP_DECLARE_DOT_K512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot4_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
+    void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                   const void *restrict y, size_t by);
 LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
 LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)

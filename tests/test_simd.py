@@ -33,7 +33,7 @@ def _assert_all_passed(output: str) -> None:
     assert m, f"harness printed no summary:\n{output}"
     failures = [line for line in output.splitlines() if line.startswith("FAIL")]
     assert int(m.group(2)) == 0 and not failures, "\n".join(failures)
-    assert int(m.group(1)) >= 13 * 4, output  # every type: two dot sizes, dot4 and the matmul path
+    assert int(m.group(1)) >= 13 * 4, output  # every type: two dot sizes, dot_4acts and the matmul path
 
 
 def test_neon_kernels_under_qemu(tmp_path: Path) -> None:

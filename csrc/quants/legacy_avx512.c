@@ -19,12 +19,12 @@
 //   rows (576 columns) from memory, which decoding does.
 //
 // Each kernel is written once for R weight rows against one activation row: R = 1
-// is vec_dot, R = 4 is vec_dot_r4 (decoding: the activation blocks, their scales
+// is vec_dot, R = 4 is vec_dot_4weights (decoding: the activation blocks, their scales
 // and the offset sums are loaded or computed once for four rows, and the four
 // results reduced together). Every row goes through the same operations in the
-// same order either way, so vec_dot_r4 gives vec_dot's results bit for bit.
+// same order either way, so vec_dot_4weights gives vec_dot's results bit for bit.
 //
-// For AVX-512 these types have no vec_dot4: matmul makes four vec_dot calls, so a
+// For AVX-512 these types have no vec_dot_4acts: matmul makes four vec_dot calls, so a
 // batch gives each row exactly what one row alone gives.
 #include "simd.h"
 
@@ -274,7 +274,7 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, const 
     void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
         lp_dot_rows_##T(n, s, vx, 0, (const ACT *)vy, 1);                                                      \
     }                                                                                                          \
-    void lp_vec_dot_r4_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,              \
+    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,              \
                                     const void *restrict vy) {                                                 \
         lp_dot_rows_##T(n, s, vx, bx, (const ACT *)vy, 4);                                                     \
     }

@@ -12,7 +12,7 @@
 #define LP_NEON(f)
 #endif
 #define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON(lp_vec_dot_##t##_neon) }, \
-                   .vec_dot4 = { LP_AVX2(lp_vec_dot4_##t##_avx2) LP_NEON(lp_vec_dot4_##t##_neon) }
+                   .vec_dot_4acts = { LP_AVX2(lp_vec_dot_4acts_##t##_avx2) LP_NEON(lp_vec_dot_4acts_##t##_neon) }
 #define LP_S8(t, unit, min) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8 }, .s8_unit = unit, .s8_min = min, .s8_min_unit = unit
 // Q2_K and Q3_K: an AVX2 decoder as well (the batched product runs on AVX2 and AVX-512 only)
 #if LP_X86
@@ -22,27 +22,27 @@
 #endif
 #define LP_S8_K_LOW(t, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, LP_S8_LOW(t) }, .s8_unit = QK_K, \
                                       .s8_min = min, .s8_min_unit = min_unit
-// Types with an AVX-512 vec_dot of their own: no vec_dot4 there (four vec_dot calls).
-// vec_dot_r4 reads four rows side by side, four streams the prefetchers serve worse
+// Types with an AVX-512 vec_dot of their own: no vec_dot_4acts there (four vec_dot calls).
+// vec_dot_4weights reads four rows side by side, four streams the prefetchers serve worse
 // than one: it pays for short rows (per-row overhead, one region of memory) and, for
 // the offset types (Q4_0, Q5_0: the activations' offset sum shared), at any length.
-// Measured on Zen 4, 1 thread, streaming (r4 / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
+// Measured on Zen 4, 1 thread, streaming (vec_dot_4weights / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
 // at 2 KiB, 0.74 at 4 KiB; Q4_1 1.16 at 1.25 KiB, 0.96 at 2.5 KiB; Q4_0 1.04-1.3 and
 // Q5_0 1.07-1.46 at 0.5-10 KiB (with the two-blocks-per-register layout they had then;
 // their one-block layout, Q4_0: 1.3 at 0.3 KiB, 1.2-1.3 at 2.3 KiB).
 #if LP_X86
-#define LP_DOTS512(t, r4_max) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
+#define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                      .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2 },                                 \
-                      .vec_dot_r4 = { [LP_ISA_AVX512] = lp_vec_dot_r4_##t##_avx512 }, .r4_max_row_bytes = r4_max
+                      .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 },                                 \
+                      .vec_dot_4weights = { [LP_ISA_AVX512] = lp_vec_dot_4weights_##t##_avx512 }, .max_row_bytes_4weights = max_4w
 #else
-#define LP_DOTS512(t, r4_max) LP_DOTS(t)
+#define LP_DOTS512(t, max_4w) LP_DOTS(t)
 #endif
-// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot4 from one body, k_rows.h).
+// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot_4acts from one body, k_rows.h).
 #if LP_X86
 #define LP_DOTS_K512(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                      [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                        .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot4_##t##_avx512 }
+                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }
 #else
 #define LP_DOTS_K512(t) LP_DOTS(t)
 #endif

@@ -139,7 +139,7 @@ static void check_quantizer(int act, int isa, int pattern) {
 }
 
 // ---------------------------------------------------------------------------
-// Dot products: vec_dot, vec_dot4 and vec_dot_r4 on weights and activations of the
+// Dot products: vec_dot, vec_dot_4acts and vec_dot_4weights on weights and activations of the
 // pattern. Non-finite activations give a NaN (quantized) or non-finite (float) dot;
 // the batched kernels give vec_dot's result, bit for bit (any NaN for a NaN).
 
@@ -170,23 +170,23 @@ static void check_dots(int t, int isa, int n, int pattern) {
             if (nonfinite[j]) ok &= tr->vec_dot_type == LP_F32 ? !isfinite(one[r][j]) : isnan(one[r][j]);
         }
     check(ok, "vec_dot: non-finite activations give a non-finite dot", isa_name(isa), tr->name, pattern);
-    if (tr->vec_dot4[isa]) {
+    if (tr->vec_dot_4acts[isa]) {
         ok = 1;
         for (int r = 0; r < 4; r++) {
             float four[8];
-            tr->vec_dot4[isa](n, four, 2, w + r * wbytes, act, abytes);
+            tr->vec_dot_4acts[isa](n, four, 2, w + r * wbytes, act, abytes);
             for (int j = 0; j < 4; j++) ok &= same_float(four[2 * j], one[r][j]);
         }
-        check(ok, "vec_dot4 == vec_dot", isa_name(isa), tr->name, pattern);
+        check(ok, "vec_dot_4acts == vec_dot", isa_name(isa), tr->name, pattern);
     }
-    if (tr->vec_dot_r4[isa]) {
+    if (tr->vec_dot_4weights[isa]) {
         ok = 1;
         for (int j = 0; j < 4; j++) {
             float four[4];
-            tr->vec_dot_r4[isa](n, four, w, wbytes, act + j * abytes);
+            tr->vec_dot_4weights[isa](n, four, w, wbytes, act + j * abytes);
             for (int r = 0; r < 4; r++) ok &= same_float(four[r], one[r][j]);
         }
-        check(ok, "vec_dot_r4 == vec_dot", isa_name(isa), tr->name, pattern);
+        check(ok, "vec_dot_4weights == vec_dot", isa_name(isa), tr->name, pattern);
     }
     free(w); free(act); free(x);
 }
