@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "type_list.h"
 
 // ---------------------------------------------------------------------------
 // Instruction sets. Every kernel has a plain-C reference; the SIMD versions are
@@ -173,11 +174,11 @@ const lp_type_traits *lp_traits(int type);
 // ---------------------------------------------------------------------------
 // Kernels, by file. Names: lp_<type>_to_float, lp_quantize_<act>_<isa>,
 // lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled.
-#define LP_DECLARE_DOT(t)                                                                   \
+#define LP_DECLARE_DOT(T, t)                                                                   \
     void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
-#define LP_DECLARE_DOT_4ACTS(t)                                                                        \
+#define LP_DECLARE_DOT_4ACTS(T, t)                                                                        \
     void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
                                 const void *restrict y, size_t by);                                 \
     void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
@@ -191,20 +192,17 @@ const lp_type_traits *lp_traits(int type);
 #define LP_DECLARE_DOT512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
-#define LP_DECLARE_TO_S8(t) \
+#define LP_DECLARE_TO_S8(T, t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
-#define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
-#define LP_DECLARE_QUANTIZE(t)                                                           \
+#define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
+#define LP_DECLARE_QUANTIZE(T, t)                                                           \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
     void lp_quantize_##t##_avx2(const float *restrict x, void *restrict y, int64_t n); \
     void lp_quantize_##t##_neon(const float *restrict x, void *restrict y, int64_t n);
 
-#define LP_FOR_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) \
-    X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT_4ACTS)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
-#define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
 #define LP_DECLARE_DOT_K512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
@@ -215,11 +213,8 @@ LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)
 void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
-LP_DECLARE_QUANTIZE(q8_0)
-LP_DECLARE_QUANTIZE(q8_1)
-LP_DECLARE_QUANTIZE(q8_K)
-LP_DECLARE_TO_FLOAT(q8_1)
-LP_DECLARE_TO_FLOAT(q8_K)
+LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
+LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
 
 // Thread pool (pool.c). lp_parallel_chunks runs fn(ctx, chunk, ith) for every chunk
 // in [0, n_chunks) on up to nth threads (the caller among them) and returns when all

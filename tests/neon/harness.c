@@ -195,6 +195,8 @@ static void check_matmul(int t, int isa) {
     free(w); free(x); free(y0); free(y1); free(work);
 }
 
+#define LP_TYPE_ID(T, t) LP_##T,
+
 int main(void) {
     if (lp_best_isa() == LP_ISA_REF) {
         printf("no SIMD kernels in this build\n0 passed, 1 failed\n");
@@ -202,8 +204,7 @@ int main(void) {
     }
     const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON };
     const char *names[] = { "AVX2", "AVX-512", "NEON" };
-    const int types[] = { LP_F32, LP_F16, LP_BF16, LP_Q4_0, LP_Q4_1, LP_Q5_0, LP_Q5_1, LP_Q8_0,
-                          LP_Q2_K, LP_Q3_K, LP_Q4_K, LP_Q5_K, LP_Q6_K };
+    const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
     for (int k = 0; k < 3; k++) {
         const int isa = isas[k];
         if (!lp_isa_available(isa)) continue;
