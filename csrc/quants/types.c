@@ -1,4 +1,11 @@
 // types.c — the per-type function table and the run-time choice of ISA.
+//
+// quants/ holds the kernels per type family: <family>.c has the family's layout notes,
+// dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
+// bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
+// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, k_q4_q6_x86.h; k_rows.h is the
+// K-quant families' shared row body). act_quant.c: the activation quantizers. Which types
+// exist is csrc/type_list.h; this table has a row for each.
 #include "simd.h"
 
 #if LP_X86
