@@ -159,9 +159,10 @@ typedef struct {
     lp_to_float_fn to_float;             // reference dequantizer, bit-exact with gguf-py
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
-    lp_vec_dot_4acts_fn vec_dot_4acts[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
+    lp_vec_dot_4acts_fn vec_dot_4acts[LP_ISA_COUNT];        // NULL: matmul makes four vec_dot calls
     lp_vec_dot_4weights_fn vec_dot_4weights[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
-    int64_t max_row_bytes_4weights;            // vec_dot_4weights only for rows up to this long (where it measured faster)
+    int64_t max_row_bytes_4weights;      // vec_dot_4weights only for rows up to this long
+                                         // (where it measured faster)
     lp_to_s8_fn to_s8[LP_ISA_COUNT];     // [LP_ISA_REF] NULL: no batched product (float types);
                                          // NULL for an ISA: the reference serves it
     int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
@@ -173,20 +174,21 @@ const lp_type_traits *lp_traits(int type);
 
 // ---------------------------------------------------------------------------
 // Kernels, by file. Names: lp_<type>_to_float, lp_quantize_<act>_<isa>,
-// lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled.
-#define LP_DECLARE_DOT(T, t)                                                                   \
-    void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+// lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled. The declaration
+// macros take type_list.h's X(NAME, name) pairs.
+#define LP_DECLARE_DOT(T, t)                                                                              \
+    void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
     void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
-#define LP_DECLARE_DOT_4ACTS(T, t)                                                                        \
-    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
-                                const void *restrict y, size_t by);                                 \
-    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
-                                const void *restrict y, size_t by);
+#define LP_DECLARE_DOT_4ACTS(T, t)                                                                \
+    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                     const void *restrict y, size_t by);                          \
+    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                     const void *restrict y, size_t by);
 // vec_dot_4acts as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
-#define LP_DOT_4ACTS_FROM_DOT(t, isa)                                                                  \
-    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,      \
-                                 const void *restrict y, size_t by) {                               \
+#define LP_DOT_4ACTS_FROM_DOT(t, isa)                                                                      \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,         \
+                                      const void *restrict y, size_t by) {                                 \
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
 #define LP_DECLARE_DOT512(t) \
@@ -195,7 +197,7 @@ const lp_type_traits *lp_traits(int type);
 #define LP_DECLARE_TO_S8(T, t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
-#define LP_DECLARE_QUANTIZE(T, t)                                                           \
+#define LP_DECLARE_QUANTIZE(T, t)                                                      \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
     void lp_quantize_##t##_avx2(const float *restrict x, void *restrict y, int64_t n); \
     void lp_quantize_##t##_neon(const float *restrict x, void *restrict y, int64_t n);
@@ -207,7 +209,7 @@ LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
 #define LP_DECLARE_DOT_K512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
-                                  const void *restrict y, size_t by);
+                                       const void *restrict y, size_t by);
 LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
 LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)
 void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);

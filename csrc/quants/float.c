@@ -181,7 +181,7 @@ LP_AVX2_BEGIN
 
 #define LP_DOT_4ACTS_FN(t)                                                                        \
     void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+                                     const void *restrict vy, size_t by)
 LP_DOT_4ACTS_FN(f32) { LP_DOT2_F32X8_BODY(float, load8_f32, f32_value) }
 LP_DOT_4ACTS_FN(f16) { LP_DOT2_F32X8_BODY(lp_half, load8_f16, lp_half_to_float_f16c) }
 LP_DOT_4ACTS_FN(bf16) { LP_DOT2_F32X8_BODY(uint16_t, load8_bf16, lp_bf16_to_fp32) }
@@ -234,7 +234,7 @@ LP_AVX2_END
 
 #define LP_DOT_4ACTS_FN(t)                                                                        \
     void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+                                     const void *restrict vy, size_t by)
 LP_DOT_4ACTS_FN(f32) { LP_DOT_4ACTS_F32X4_BODY(float, load4_f32, f32_value) }
 LP_DOT_4ACTS_FN(f16) { LP_DOT_4ACTS_F32X4_BODY(lp_half, load4_f16, lp_half_to_float) }
 LP_DOT_4ACTS_FN(bf16) { LP_DOT_4ACTS_F32X4_BODY(uint16_t, load4_bf16, lp_bf16_to_fp32) }

@@ -14,13 +14,13 @@
 // block i of activation row r
 #define K_ROW(y, r, by, i) ((const block_q8_K *)((const uint8_t *)(y) + (size_t)(r) * (by)) + (i))
 // lp_vec_dot_<t>_<isa> and lp_vec_dot_4acts_<t>_<isa> from the body <t>_rows_<isa>
-#define K_ROWS_DOTS(t, isa)                                                                           \
+#define K_ROWS_DOTS(t, isa)                                                                                 \
     void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y) { \
-        t##_rows_##isa(n, s, 0, x, y, 0, 1);                                                           \
-    }                                                                                                  \
-    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,         \
-                                 const void *restrict y, size_t by) {                                   \
-        t##_rows_##isa(n, s, bs, x, y, by, 4);                                                         \
+        t##_rows_##isa(n, s, 0, x, y, 0, 1);                                                                \
+    }                                                                                                       \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                      const void *restrict y, size_t by) {                                  \
+        t##_rows_##isa(n, s, bs, x, y, by, 4);                                                              \
     }
 
 #if LP_X86

@@ -270,12 +270,12 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, const 
 #define lp_dot_rows_q4_0(n, s, vx, bx, y, R) lp_dot_rows_offset(0, n, s, vx, bx, y, R)
 #define lp_dot_rows_q5_0(n, s, vx, bx, y, R) lp_dot_rows_offset(1, n, s, vx, bx, y, R)
 
-#define LP_DOT512_ENTRY(T, ACT)                                                                              \
+#define LP_DOT512_ENTRY(T, ACT)                                                                                \
     void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
         lp_dot_rows_##T(n, s, vx, 0, (const ACT *)vy, 1);                                                      \
     }                                                                                                          \
-    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,              \
-                                    const void *restrict vy) {                                                 \
+    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,        \
+                                          const void *restrict vy) {                                           \
         lp_dot_rows_##T(n, s, vx, bx, (const ACT *)vy, 4);                                                     \
     }
 LP_DOT512_ENTRY(q4_0, block_q8_0)

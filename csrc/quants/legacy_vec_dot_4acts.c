@@ -143,7 +143,7 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
 #define Q5_QUANTS(b) _mm256_or_si256(nibbles32(x[b].qs), fifth_bits32(x[b].qh))
 #define LP_DOT_4ACTS_FN(t)                                                                        \
     void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+                                     const void *restrict vy, size_t by)
 
 // A += D * (block's integer sum): signed quants Q against |qy| with qy's sign
 #define LP_ROW(A, Q, YB, D) {                                                                \
@@ -301,7 +301,7 @@ static inline float32x4_t dot_block_f(int8x16_t a, int8x16_t b, const int8_t *qy
 #define Q5_NEON(b, lo, hi) q5_neon(x[b].qs, x[b].qh, lo, hi)
 #define LP_DOT_4ACTS_FN(t)                                                                        \
     void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+                                     const void *restrict vy, size_t by)
 
 LP_DOT_4ACTS_FN(q4_0) {
     const block_q4_0 *restrict x = vx;
