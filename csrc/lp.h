@@ -217,6 +217,16 @@ void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restr
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
 LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
+// aarch64 with the dot-product instructions (quants/dotprod.h): the types with bodies of
+// their own; types.c serves the others with their NEON kernels.
+#define LP_DECLARE_DOTPROD(t)                                                                                \
+    void lp_vec_dot_##t##_dotprod(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
+    void lp_vec_dot_4acts_##t##_dotprod(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                        const void *restrict y, size_t by);
+LP_DECLARE_DOTPROD(q4_0) LP_DECLARE_DOTPROD(q4_1) LP_DECLARE_DOTPROD(q5_0) LP_DECLARE_DOTPROD(q5_1)
+LP_DECLARE_DOTPROD(q8_0) LP_DECLARE_DOTPROD(q4_K) LP_DECLARE_DOTPROD(q5_K) LP_DECLARE_DOTPROD(q6_K)
+// 1 when this CPU has the dot-product instructions (asked of the kernel once; types.c).
+int lp_cpu_has_dotprod(void);
 
 // Thread pool (pool.c). lp_parallel_chunks runs fn(ctx, chunk, ith) for every chunk
 // in [0, n_chunks) on up to nth threads (the caller among them) and returns when all

@@ -149,9 +149,18 @@ def _runtime_archive(runtime: Path) -> pyiarchive.Archive:
         except PayloadError:
             pass  # bytes that look like a ZIP end record but are not one
         try:
-            return pyiarchive.read_archive(f, size)
+            archive = pyiarchive.read_archive(f, size)
         except pyiarchive.ArchiveError as e:
             raise PackError(f"{runtime}: {e}") from None
+    # another PyInstaller program would start, find no launcher and ignore the model
+    try:
+        info = pyiarchive.runtime_info(runtime)
+    except pyiarchive.ArchiveError:
+        info = {}
+    if not info.get("platform"):
+        raise PackError(f"{runtime} is not a llamapack runtime (no {pyiarchive.INFO_NAME} in its archive): "
+                        "build one with `make runtime`")
+    return archive
 
 
 # -- copying -----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Builds the one-file runtime with PyInstaller, again only when its inputs changed.
 
-    python -m packer.runtime_build [--dist DIR] [--work DIR] [--force]
+    python -m packer.runtime_build [--dist DIR] [--work DIR] [--force] [--platform linux-aarch64|all]
 
 `make runtime` and the test suite's fixture both come here. The inputs (every file under
 runtime/, the spec and the entry script, the installed distributions' versions) are hashed
@@ -104,9 +104,25 @@ def main() -> int:
     p.add_argument("--dist", type=Path, default=ROOT / "dist")
     p.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--platform", default=platform_tag(),
+                   help="this machine's (default), another one it can cross-build (packer/runtime_cross.py), or all")
     a = p.parse_args()
-    exe = build_runtime(a.dist, a.work, a.force, say=lambda line: print(f"runtime: {line}", file=sys.stderr, flush=True))
-    print(f"{_shown(exe)}: {exe.stat().st_size / 1e6:.1f} MB")
+    from packer import runtime_cross
+
+    cross = runtime_cross.buildable_platforms()
+    if a.platform not in (platform_tag(), "all", *cross):
+        print(f"error: cannot build a {a.platform} runtime on {platform_tag()} (can: {', '.join([platform_tag(), *cross])})",
+              file=sys.stderr)
+        return 2
+    say = lambda line: print(f"runtime: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        exes = [build_runtime(a.dist, a.work, a.force, say=say)] if a.platform in (platform_tag(), "all") else []
+        exes += [runtime_cross.build_runtime(a.dist, force=a.force) for c in cross if a.platform in (c, "all")]
+    except runtime_cross.CrossBuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for exe in exes:
+        print(f"{_shown(exe)}: {exe.stat().st_size / 1e6:.1f} MB")
     return 0
 
 

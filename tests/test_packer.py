@@ -27,12 +27,11 @@ from packer.pyiarchive import COOKIE, MAGIC, read_archive, read_toc
 from packer.runtime_build import build_runtime_once
 from packer.verify import Report, _check_parts, verify
 from runtime.payload import ALIGNMENT, read_payload
+from tools.bench_pack import write_padded_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
 OUT = ROOT / "tests" / "out"
-sys.path.insert(0, str(ROOT / "tools"))
-from bench_pack import write_padded_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="session")

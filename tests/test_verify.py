@@ -62,11 +62,14 @@ def test_verify_catches_a_flipped_byte(packed, tmp_path) -> None:
 
 
 def flip_byte(path: Path, at: int) -> None:
+    """Changes one byte, undone by a second call. A hex digit stays a hex digit (0<->1, 2<->3, ...,
+    a<->b, ..., e<->f), so that a recorded CRC changes its value, not its syntax."""
     with open(path, "r+b") as fh:
         fh.seek(at)
-        b = fh.read(1)
+        b = fh.read(1)[0]
         fh.seek(at)
-        fh.write(bytes([b[0] ^ 0x01]))
+        hexdigits = b"0123456789abcdef"
+        fh.write(bytes([hexdigits[hexdigits.index(b) ^ 1] if b in hexdigits else b ^ 0x01]))
 
 
 def test_verify_names_each_kind_of_damage(packed, tmp_path) -> None:

@@ -1,114 +1,29 @@
-"""Tiny random-weight llama-architecture GGUFs written with the `gguf` package, and
-a plain numpy (float64) reference forward pass to hold the C forward against.
+"""The tests' tiny random-weight llama models (written by tools/random_gguf.py) and a plain numpy
+(float64) reference forward pass to hold the C forward against; rewrite_gguf (broken copies of a
+GGUF) comes from tools/random_gguf.py too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gguf
 import numpy as np
 
-QT = gguf.GGMLQuantizationType
+from tools.random_gguf import QT, VT, ModelSpec, rewrite_gguf, write_model
+
+__all__ = ["QT", "VT", "TinySpec", "reference_logits", "rewrite_gguf", "write_tiny_llama"]
 
 
-@dataclass
-class TinySpec:
-    n_vocab: int = 96
-    n_embd: int = 64
-    n_layer: int = 2
-    n_head: int = 4
-    n_head_kv: int = 2
-    n_ff: int = 96
-    n_ctx: int = 128
-    n_expert: int = 0
-    n_expert_used: int = 0
-    rope_base: float = 10000.0
-    rope_linear: float | None = None   # linear rope scaling factor
-    rms_eps: float = 1e-5
-    tied: bool = False                 # no output.weight: the output reuses token_embd
-    qtype: QT = QT.F32                 # storage type of the 2-D weights
-    seed: int = 0
-    weights: dict[str, np.ndarray] = field(default_factory=dict)  # float32 values as stored
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-
-def _store(values: np.ndarray, qtype: QT) -> tuple[np.ndarray, np.ndarray]:
-    """(bytes or array to write, float32 values the file then holds)."""
-    if qtype == QT.F32:
-        return values.astype(np.float32), values.astype(np.float32)
-    data = gguf.quants.quantize(values.astype(np.float32), qtype)
-    return data, gguf.quants.dequantize(data, qtype).astype(np.float32)
-
-
-def add_tiny_vocab(w: gguf.GGUFWriter, n_vocab: int) -> None:
-    """A SentencePiece-style vocabulary of n_vocab tokens: <unk>, <s>, </s>, then "t3", "t4", ..."""
-    tokens = ["<unk>", "<s>", "</s>"] + [f"t{i}" for i in range(3, n_vocab)]
-    w.add_tokenizer_model("llama")
-    w.add_token_list(tokens)
-    w.add_token_scores([0.0] * n_vocab)
-    w.add_token_types([2, 3, 3] + [1] * (n_vocab - 3))
+@dataclass(frozen=True)
+class TinySpec(ModelSpec):
+    """A tests' model (ModelSpec's defaults: 96 tokens, embd 64, 2 layers, F32) that keeps, once
+    written, the float32 values its file holds (after quantization) for reference_logits."""
+    weights: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
 
 def write_tiny_llama(path: Path, spec: TinySpec) -> TinySpec:
-    """Writes the model; fills spec.weights with the values as stored (after quantization)."""
-    rng = np.random.default_rng(spec.seed)
-    D, F, V, hd = spec.n_embd, spec.n_ff, spec.n_vocab, spec.head_dim
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(spec.n_ctx)
-    w.add_embedding_length(D)
-    w.add_block_count(spec.n_layer)
-    w.add_feed_forward_length(F)
-    w.add_head_count(spec.n_head)
-    w.add_head_count_kv(spec.n_head_kv)
-    w.add_layer_norm_rms_eps(spec.rms_eps)
-    w.add_rope_freq_base(spec.rope_base)
-    w.add_rope_dimension_count(hd)
-    if spec.rope_linear:
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(spec.rope_linear)
-    if spec.n_expert:
-        w.add_expert_count(spec.n_expert)
-        w.add_expert_used_count(spec.n_expert_used)
-    add_tiny_vocab(w, V)
-
-    def add(name: str, values: np.ndarray, qtype: QT) -> None:
-        data, stored = _store(values, qtype)
-        spec.weights[name] = stored
-        w.add_tensor(name, data, raw_dtype=qtype if qtype != QT.F32 else None)
-
-    def mat(rows: int, cols: int, *lead: int) -> np.ndarray:
-        return rng.standard_normal((*lead, rows, cols)).astype(np.float32) / np.sqrt(cols)
-
-    add("token_embd.weight", rng.standard_normal((V, D)).astype(np.float32), spec.qtype)
-    add("output_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-    if not spec.tied:
-        add("output.weight", mat(V, D) * 4, spec.qtype)
-    for i in range(spec.n_layer):
-        p = f"blk.{i}."
-        add(p + "attn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-        add(p + "attn_q.weight", mat(spec.n_head * hd, D) * 3, spec.qtype)
-        add(p + "attn_k.weight", mat(spec.n_head_kv * hd, D) * 3, spec.qtype)
-        add(p + "attn_v.weight", mat(spec.n_head_kv * hd, D), spec.qtype)
-        add(p + "attn_output.weight", mat(D, spec.n_head * hd), spec.qtype)
-        add(p + "ffn_norm.weight", 1 + 0.1 * rng.standard_normal(D).astype(np.float32), QT.F32)
-        if spec.n_expert:
-            E = spec.n_expert
-            add(p + "ffn_gate_inp.weight", mat(E, D) * 3, QT.F32)
-            add(p + "ffn_gate_exps.weight", mat(F, D, E), spec.qtype)
-            add(p + "ffn_up_exps.weight", mat(F, D, E), spec.qtype)
-            add(p + "ffn_down_exps.weight", mat(D, F, E), spec.qtype)
-        else:
-            add(p + "ffn_gate.weight", mat(F, D), spec.qtype)
-            add(p + "ffn_up.weight", mat(F, D), spec.qtype)
-            add(p + "ffn_down.weight", mat(D, F), spec.qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    """Writes the model; fills spec.weights with the values as stored."""
+    spec.weights.update(write_model(path, spec, keep_values=True))
     return spec
 
 
@@ -174,47 +89,3 @@ def reference_logits(spec: TinySpec, tokens: list[int]) -> np.ndarray:
             x = x + (_silu(g) * u) @ W[p + "ffn_down.weight"].T
     out_w = W["token_embd.weight"] if spec.tied else W["output.weight"]
     return _rmsnorm(x, W["output_norm.weight"], spec.rms_eps) @ out_w.T
-
-
-# ---------------------------------------------------------------------------
-# Broken copies: a GGUF with chosen keys or tensors changed (load-time check tests).
-
-VT = gguf.GGUFValueType
-
-
-def rewrite_gguf(src: Path, dst: Path, keys: dict[str, tuple] | None = None, drop: tuple[str, ...] = (),
-                 tensors: dict[str, np.ndarray | tuple[np.ndarray, QT] | None] | None = None) -> Path:
-    """A copy of src with metadata `keys` set ({key: (value, GGUFValueType[, element type])}, any
-    type, as a hostile file would), keys in `drop` removed, and `tensors` replaced ({name: float32
-    array | (raw bytes array, ggml type) | None to remove}; new names are added)."""
-    keys, tensors = dict(keys or {}), dict(tensors or {})
-    reader = gguf.GGUFReader(src)
-    w = gguf.GGUFWriter(str(dst), "llama")
-    del w.kv_data[0]["general.architecture"]  # copied (or replaced) below like any other key
-    for fld in reader.fields.values():
-        if fld.name.startswith("GGUF.") or fld.name in drop or fld.name in keys:
-            continue
-        vtype = fld.types[0]
-        w.add_key_value(fld.name, fld.contents(), vtype, sub_type=fld.types[-1] if vtype == VT.ARRAY else None)
-    for key, (value, vtype, *sub) in keys.items():
-        w.add_key_value(key, value, vtype, sub_type=sub[0] if sub else None)
-    for t in reader.tensors:
-        new = tensors.pop(t.name, t)
-        if new is None:
-            continue
-        if new is t:
-            w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-        elif isinstance(new, tuple):
-            w.add_tensor(t.name, new[0], raw_dtype=new[1])
-        else:
-            w.add_tensor(t.name, new.astype(np.float32))
-    for name, new in tensors.items():  # added tensors
-        if isinstance(new, tuple):
-            w.add_tensor(name, new[0], raw_dtype=new[1])
-        elif new is not None:
-            w.add_tensor(name, new.astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return dst

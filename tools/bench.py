@@ -1,11 +1,11 @@
 """llamapack against llama.cpp (llama-cpp-python), side by side on the same GGUF files.
 
     make bench                                      # every model, medians of 5 runs (~7 min on a quiet machine)
-    .venv/bin/python tools/bench.py --quick         # 1 run, fewer models (development)
-    .venv/bin/python tools/bench.py --models smollm2-Q4_1,moe-Q4_K_M --runs 3
-    .venv/bin/python tools/bench.py --isa avx2      # llamapack as a CPU without AVX-512 runs it
+    .venv/bin/python -m tools.bench --quick         # 1 run, fewer models (development)
+    .venv/bin/python -m tools.bench --models smollm2-Q4_1,moe-Q4_K_M --runs 3
+    .venv/bin/python -m tools.bench --isa avx2      # llamapack as a CPU without AVX-512 runs it
 
-Each engine runs in its own worker process (this file with --worker), so a crash in one
+Each engine runs in its own worker process (this module with --worker), so a crash in one
 is reported and the other's numbers still print, and its resident memory is its own. The
 parent asks the two workers in turn, run by run (the order flips every run), and prints
 medians. Both are driven the same way from Python: a prompt in one call, then one token per
@@ -42,13 +42,11 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime import kernels
+from runtime.gguf import GGUFFile
+from tools import bench_models, bench_plot
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-import bench_models  # noqa: E402
-import bench_plot  # noqa: E402
-from runtime import kernels  # noqa: E402
-from runtime.gguf import GGUFFile  # noqa: E402
 
 PP, TG, TG_PROMPT = 512, 128, 16
 CONTEXTS, CTX_STEPS = (128, 1024, 4096), 32
@@ -174,8 +172,8 @@ class Worker:
         self.log_path = LOG_DIR / f"{model}.{engine}.t{threads}.c{n_ctx}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker", engine, str(path), str(threads), str(n_ctx),
-             str(int(flash_attn))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)
+            [sys.executable, "-m", "tools.bench", "--worker", engine, str(path), str(threads), str(n_ctx),
+             str(int(flash_attn))], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT)
         self._buf = b""
         self.hello = self._read()
 
@@ -519,7 +517,7 @@ def memory_section(rows: list) -> None:
 # ================================================================= main
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 run, fewer models (development)")
     ap.add_argument("--runs", type=int, help="runs per engine (default 5; --quick: 1)")
     ap.add_argument("--threads", type=int, default=min(2, kernels.default_threads()))

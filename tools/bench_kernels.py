@@ -1,7 +1,7 @@
 """Kernel throughput: matvec GB/s of weight bytes per type, next to read bandwidth.
 
-    make bench-kernels          (or: .venv/bin/python tools/bench_kernels.py [--quick])
-    .venv/bin/python tools/bench_kernels.py --prompt [--isas avx2,avx512] [--types Q4_0,Q4_K]
+    make bench-kernels          (or: .venv/bin/python -m tools.bench_kernels [--quick])
+    .venv/bin/python -m tools.bench_kernels --prompt [--isas avx2,avx512] [--types Q4_0,Q4_K]
 
 For each weight type, y = W x with W 4096x4096 (one activation row: the decode
 case). Several distinct copies of W, together larger than the last-level cache,
@@ -21,14 +21,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runtime import kernels  # noqa: E402
+from runtime import kernels
 
 TYPES = list(kernels.WEIGHT_TYPES)
 GOAL_TYPES = {"Q4_0", "Q4_K", "Q6_K", "Q8_0"}
@@ -147,7 +144,7 @@ def prompt_main(args: argparse.Namespace, types: list[str]) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.bench_kernels", description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--types", default=",".join(TYPES))
     ap.add_argument("--prompt", action="store_true", help="prompt products (n = 512) instead of matvec")

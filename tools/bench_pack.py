@@ -1,4 +1,5 @@
-"""`make bench-pack`: the single file's costs, for a ~100 MB and a >= 2 GB model.
+"""`make bench-pack` (or `.venv/bin/python -m tools.bench_pack`): the single file's costs, for a
+~100 MB and a >= 2 GB model.
 
 - `packer build` wall time and throughput next to `cp` of the same bytes (goal >= 0.8x),
   and the packer's peak resident memory (it must not grow with the model);
@@ -21,11 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from packer.build import default_runtime
+from tools.random_gguf import QT, SparseZeros, rewrite_gguf
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from packer.build import default_runtime  # noqa: E402
-
 OUT = ROOT / "build" / "bench"
 PAD_BYTES = 2_100_000_000
 HUGE_PAD_BYTES = 4_400_000_000
@@ -40,42 +40,11 @@ def smollm2() -> Path:
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class _Hole:
-    """Stands for a tensor's data: `tofile` skips its bytes, leaving a sparse run of zeros."""
-
-    def __init__(self, nbytes: int) -> None:
-        self.nbytes = nbytes
-
-    def tofile(self, f) -> None:
-        f.seek(self.nbytes - 1, os.SEEK_CUR)
-        f.write(b"\0")
-
-
 def write_padded_gguf(src: Path, dst: Path, pad: int) -> Path:
     """src's metadata and tensors, then one unused I8 tensor of `pad` zero bytes, written
     sparse (instant, and no disk used for it): a valid GGUF the engine runs unchanged."""
-    import gguf
-    import numpy as np
-
-    reader = gguf.GGUFReader(src)
-    arch = reader.fields["general.architecture"].contents()
     tmp = Path(str(dst) + ".tmp")
-    w = gguf.GGUFWriter(str(tmp), arch)
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        vtype = field.types[0]
-        w.add_key_value(field.name, field.contents(), vtype,
-                        sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
-    for t in reader.tensors:
-        w.add_tensor(t.name, np.array(t.data), raw_dtype=t.tensor_type)
-    name = "llamapack.bench_padding"
-    w.add_tensor_info(name, (pad,), np.dtype(np.int8), pad, raw_dtype=gguf.GGMLQuantizationType.I8)
-    w.tensors[-1][name].tensor = _Hole(pad)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    rewrite_gguf(src, tmp, tensors={"llamapack.bench_padding": (SparseZeros(pad), QT.I8)})
     tmp.replace(dst)
     return dst
 
@@ -167,7 +136,8 @@ def main() -> None:
     print(f"runtime {runtime} ({runtime.stat().st_size / 1e6:.1f} MB); writing the big model ...", flush=True)
     # in a child process: this one stays small, as the peak RSS a child reports includes its parent's at fork
     big = OUT / "smollm2-big.gguf"
-    subprocess.run([sys.executable, __file__, "--make-big", str(small), str(big)], check=True)
+    subprocess.run([sys.executable, "-m", "tools.bench_pack", "--make-big", str(small), str(big)],
+                   check=True, cwd=ROOT)
     models = {"SmolLM2 Q4_1": small, "SmolLM2 + 2.1 GB": big}
     rows = {}
     for label, model in models.items():

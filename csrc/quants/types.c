@@ -3,9 +3,10 @@
 // quants/ holds the kernels per type family: <family>.c has the family's layout notes,
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
-// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, k_q4_q6_x86.h; k_rows.h is the
-// K-quant families' shared row body). act_quant.c: the activation quantizers. Which types
-// exist is csrc/type_list.h; this table has a row for each.
+// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
+// k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of vec_dot and
+// vec_dot_4acts), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
 #include "simd.h"
 
 #if LP_X86
@@ -13,13 +14,27 @@
 #else
 #define LP_AVX2(f)
 #endif
+// DOTPROD: NEON with the dot-product instructions (quants/dotprod.h); the types without a
+// body of their own there take their NEON kernels.
+#define lp_vec_dot_f32_dotprod lp_vec_dot_f32_neon
+#define lp_vec_dot_4acts_f32_dotprod lp_vec_dot_4acts_f32_neon
+#define lp_vec_dot_f16_dotprod lp_vec_dot_f16_neon
+#define lp_vec_dot_4acts_f16_dotprod lp_vec_dot_4acts_f16_neon
+#define lp_vec_dot_bf16_dotprod lp_vec_dot_bf16_neon
+#define lp_vec_dot_4acts_bf16_dotprod lp_vec_dot_4acts_bf16_neon
+#define lp_vec_dot_q2_K_dotprod lp_vec_dot_q2_K_neon
+#define lp_vec_dot_4acts_q2_K_dotprod lp_vec_dot_4acts_q2_K_neon
+#define lp_vec_dot_q3_K_dotprod lp_vec_dot_q3_K_neon
+#define lp_vec_dot_4acts_q3_K_dotprod lp_vec_dot_4acts_q3_K_neon
 #if LP_ARM
-#define LP_NEON(f) [LP_ISA_NEON] = f,
+#define LP_NEON(f) [LP_ISA_NEON] = f, [LP_ISA_DOTPROD] = f,
+#define LP_NEON_DOT(t, k) [LP_ISA_NEON] = lp_##k##_##t##_neon, [LP_ISA_DOTPROD] = lp_##k##_##t##_dotprod,
 #else
 #define LP_NEON(f)
+#define LP_NEON_DOT(t, k)
 #endif
-#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON(lp_vec_dot_##t##_neon) }, \
-                   .vec_dot_4acts = { LP_AVX2(lp_vec_dot_4acts_##t##_avx2) LP_NEON(lp_vec_dot_4acts_##t##_neon) }
+#define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON_DOT(t, vec_dot) }, \
+                   .vec_dot_4acts = { LP_AVX2(lp_vec_dot_4acts_##t##_avx2) LP_NEON_DOT(t, vec_dot_4acts) }
 #define LP_S8(t, unit, min) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8 }, .s8_unit = unit, .s8_min = min, .s8_min_unit = unit
 // Q2_K and Q3_K: an AVX2 decoder as well (the batched product runs on AVX2 and AVX-512 only)
 #if LP_X86
@@ -97,6 +112,16 @@ int lp_type_half_fields(int type, int *offsets) {
 // ---------------------------------------------------------------------------
 // CPU features, checked once.
 
+#if defined(__linux__) && defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+int lp_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#else
+int lp_cpu_has_dotprod(void) { return 0; }  // other systems: NEON (a check of their own would go here)
+#endif
+
 static int cpu_has(int isa) {
     switch (isa) {
     case LP_ISA_REF: return 1;
@@ -112,6 +137,7 @@ static int cpu_has(int isa) {
 #endif
 #if LP_ARM
     case LP_ISA_NEON: return 1;
+    case LP_ISA_DOTPROD: return lp_cpu_has_dotprod();
 #endif
     default: return 0;
     }
@@ -126,6 +152,7 @@ int lp_best_isa(void) {
         if (lp_isa_available(LP_ISA_AVX2)) b = LP_ISA_AVX2;
         if (lp_isa_available(LP_ISA_AVX512)) b = LP_ISA_AVX512;
         if (lp_isa_available(LP_ISA_NEON)) b = LP_ISA_NEON;
+        if (lp_isa_available(LP_ISA_DOTPROD)) b = LP_ISA_DOTPROD;
         best = b;
     }
     return best;

@@ -195,6 +195,14 @@ static void check_matmul(int t, int isa) {
     free(w); free(x); free(y0); free(y1); free(work);
 }
 
+// The ISA the library picked for this CPU, by name (tests check it per emulated CPU model).
+static void report_best_isa(const int *isas, const char **names, int count) {
+    const char *best = "reference";
+    for (int k = 0; k < count; k++)
+        if (lp_best_isa() == isas[k]) best = names[k];
+    printf("best ISA: %s\n", best);
+}
+
 #define LP_TYPE_ID(T, t) LP_##T,
 
 int main(void) {
@@ -202,10 +210,11 @@ int main(void) {
         printf("no SIMD kernels in this build\n0 passed, 1 failed\n");
         return 1;
     }
-    const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON };
-    const char *names[] = { "AVX2", "AVX-512", "NEON" };
+    const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON, LP_ISA_DOTPROD };
+    const char *names[] = { "AVX2", "AVX-512", "NEON", "DOTPROD" };
+    report_best_isa(isas, names, 4);
     const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         const int isa = isas[k];
         if (!lp_isa_available(isa)) continue;
         printf("checking %s kernels against the reference\n", names[k]);
