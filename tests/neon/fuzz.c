@@ -34,7 +34,8 @@ static void check(int ok, const char *what, const char *isa, const char *type, i
 }
 
 static const char *isa_name(int isa) {
-    static const char *names[] = { "ref", "avx2", "neon", "avx512" };
+    static const char *names[] = { "ref", "avx2", "neon", "avx512", "dotprod" };
+    _Static_assert(sizeof(names) / sizeof(names[0]) == LP_ISA_COUNT, "a name for every ISA");
     return names[isa];
 }
 
