@@ -206,25 +206,23 @@ LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT_4ACTS)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
-#define LP_DECLARE_DOT_K512(t) \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
-                                       const void *restrict y, size_t by);
-LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
-LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)
+// vec_dot and vec_dot_4acts of type t on a further ISA: the K-quants' AVX-512 bodies, and
+// aarch64's dot-product ones (quants/dotprod.h; types.c serves the other types there with
+// their NEON kernels).
+#define LP_DECLARE_DOTS_ON(t, isa)                                                                          \
+    void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                      const void *restrict y, size_t by);
+LP_DECLARE_DOTS_ON(q2_K, avx512) LP_DECLARE_DOTS_ON(q3_K, avx512)
+LP_DECLARE_DOTS_ON(q4_K, avx512) LP_DECLARE_DOTS_ON(q5_K, avx512) LP_DECLARE_DOTS_ON(q6_K, avx512)
+LP_DECLARE_DOTS_ON(q4_0, dotprod) LP_DECLARE_DOTS_ON(q4_1, dotprod) LP_DECLARE_DOTS_ON(q5_0, dotprod)
+LP_DECLARE_DOTS_ON(q5_1, dotprod) LP_DECLARE_DOTS_ON(q8_0, dotprod) LP_DECLARE_DOTS_ON(q4_K, dotprod)
+LP_DECLARE_DOTS_ON(q5_K, dotprod) LP_DECLARE_DOTS_ON(q6_K, dotprod)
 void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
 LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
-// aarch64 with the dot-product instructions (quants/dotprod.h): the types with bodies of
-// their own; types.c serves the others with their NEON kernels.
-#define LP_DECLARE_DOTPROD(t)                                                                                \
-    void lp_vec_dot_##t##_dotprod(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
-    void lp_vec_dot_4acts_##t##_dotprod(int n, float *restrict s, size_t bs, const void *restrict x,          \
-                                        const void *restrict y, size_t by);
-LP_DECLARE_DOTPROD(q4_0) LP_DECLARE_DOTPROD(q4_1) LP_DECLARE_DOTPROD(q5_0) LP_DECLARE_DOTPROD(q5_1)
-LP_DECLARE_DOTPROD(q8_0) LP_DECLARE_DOTPROD(q4_K) LP_DECLARE_DOTPROD(q5_K) LP_DECLARE_DOTPROD(q6_K)
 // 1 when this CPU has the dot-product instructions (asked of the kernel once; types.c).
 int lp_cpu_has_dotprod(void);
 
