@@ -63,7 +63,7 @@ def test_neon_kernels_fuzzed_with_nonfinite_inputs_under_qemu(tmp_path: Path) ->
     subprocess.run([cc, "-O1", *CFLAGS[1:], "-static", "-fsanitize=undefined,float-cast-overflow",
                     "-fsanitize-undefined-trap-on-error", f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(exe)],
                    check=True, capture_output=True, text=True)
-    run = subprocess.run([qemu, str(exe), "neon", "dotprod"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([qemu, str(exe), "neon", "dotprod"], capture_output=True, text=True, timeout=300)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
     assert "fuzzing the neon kernels" in output and "fuzzing the dotprod kernels" in output, output

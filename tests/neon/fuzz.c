@@ -10,7 +10,7 @@
 // batched dot products equal the single ones. Prints "N passed, M failed".
 //
 //   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*/*.c tests/neon/fuzz.c -lm -pthread
-//   ./a.out [ISA...]      (ref avx2 avx512 neon; none: every ISA the CPU has)
+//   ./a.out [ISA...]      (ref avx2 avx512 neon dotprod; none: every ISA the CPU has)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,9 +34,8 @@ static void check(int ok, const char *what, const char *isa, const char *type, i
 }
 
 static const char *isa_name(int isa) {
-    static const char *names[] = { "ref", "avx2", "neon", "avx512", "dotprod" };
-    _Static_assert(sizeof(names) / sizeof(names[0]) == LP_ISA_COUNT, "a name for every ISA");
-    return names[isa];
+    static const char *names[LP_ISA_COUNT] = { "ref", "avx2", "neon", "avx512", "dotprod" };
+    return isa >= 0 && isa < LP_ISA_COUNT && names[isa] ? names[isa] : "?";
 }
 
 // ---------------------------------------------------------------------------
