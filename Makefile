@@ -8,7 +8,7 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KERNELS_STAMP := build/kernels.stamp
 DEBIAN_STAMP  := build/debian.stamp
-CSRC   := $(wildcard csrc/*.c csrc/*.h) csrc/build.py
+CSRC   := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h) csrc/build.py
 
 .PHONY: all setup kernels test bench bench-kernels neon asan clean
 

@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-// GGML type ids, as stored in GGUF tensor infos.
+// GGML type ids, as stored in GGUF tensor infos (the types the library takes: type_list.h).
 enum lp_type {
     LP_F32 = 0, LP_F16 = 1, LP_Q4_0 = 2, LP_Q4_1 = 3, LP_Q5_0 = 6, LP_Q5_1 = 7,
     LP_Q8_0 = 8, LP_Q8_1 = 9, LP_Q2_K = 10, LP_Q3_K = 11, LP_Q4_K = 12, LP_Q5_K = 13,
@@ -75,8 +75,7 @@ void lp_swiglu(float *gate, const float *up, int64_t n);
 typedef struct {
     const void *data;   // the tensor's bytes, NULL when the model has no such tensor
     int type;           // GGML type id
-    int64_t n_mat;      // stacked matrices (experts), else 1
-    int64_t rows, cols; // of one matrix (a vector: rows = 1)
+    int64_t rows, cols; // of one matrix (a vector: rows = 1; stacked experts: each expert's)
 } lp_tensor;
 
 typedef struct {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "type_list.h"
 
 // ---------------------------------------------------------------------------
 // Instruction sets. Every kernel has a plain-C reference; the SIMD versions are
@@ -132,12 +133,12 @@ typedef void (*lp_from_float_fn)(const float *restrict x, void *restrict y, int6
 typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, const void *restrict y);
 // s[j * bs] = dot(x, activation row j at y + j * by), j = 0..3: one weight row decoded once for
 // four activation rows (prompt processing). Each result equals vec_dot's, bit for bit.
-typedef void (*lp_vec_dot4_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
-                               const void *restrict y, size_t by);
+typedef void (*lp_vec_dot_4acts_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                                    const void *restrict y, size_t by);
 // s[r] = dot(weight row r at x + r * bx, y), r = 0..3: four weight rows against one
 // activation row (decoding), the activation read once. Each result equals vec_dot's, bit for bit.
-typedef void (*lp_vec_dot_r4_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
-                                 const void *restrict y);
+typedef void (*lp_vec_dot_4weights_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
+                                       const void *restrict y);
 
 // Weights as int8 for the batched product of prompt processing (gemm.c): n
 // elements of one row to int8 quants q, a float scale per unit of s8_unit (16, 32
@@ -158,9 +159,10 @@ typedef struct {
     lp_to_float_fn to_float;             // reference dequantizer, bit-exact with gguf-py
     lp_from_float_fn from_float[LP_ISA_COUNT];  // activation quantizer (activation types only)
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
-    lp_vec_dot4_fn vec_dot4[LP_ISA_COUNT];      // NULL: matmul makes four vec_dot calls
-    lp_vec_dot_r4_fn vec_dot_r4[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
-    int64_t r4_max_row_bytes;            // vec_dot_r4 only for rows up to this long (where it measured faster)
+    lp_vec_dot_4acts_fn vec_dot_4acts[LP_ISA_COUNT];        // NULL: matmul makes four vec_dot calls
+    lp_vec_dot_4weights_fn vec_dot_4weights[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
+    int64_t max_row_bytes_4weights;      // vec_dot_4weights only for rows up to this long
+                                         // (where it measured faster)
     lp_to_s8_fn to_s8[LP_ISA_COUNT];     // [LP_ISA_REF] NULL: no batched product (float types);
                                          // NULL for an ISA: the reference serves it
     int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
@@ -172,54 +174,57 @@ const lp_type_traits *lp_traits(int type);
 
 // ---------------------------------------------------------------------------
 // Kernels, by file. Names: lp_<type>_to_float, lp_quantize_<act>_<isa>,
-// lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled.
-#define LP_DECLARE_DOT(t)                                                                   \
-    void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y); \
+// lp_vec_dot_<type>_<isa>. The <isa> ones exist only where compiled. The declaration
+// macros take type_list.h's X(NAME, name) pairs.
+#define LP_DECLARE_DOT(T, t)                                                                              \
+    void lp_vec_dot_##t##_ref(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
     void lp_vec_dot_##t##_avx2(int n, float *restrict s, const void *restrict x, const void *restrict y); \
     void lp_vec_dot_##t##_neon(int n, float *restrict s, const void *restrict x, const void *restrict y);
-#define LP_DECLARE_DOT4(t)                                                                        \
-    void lp_vec_dot4_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x,       \
-                                const void *restrict y, size_t by);                                 \
-    void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x,       \
-                                const void *restrict y, size_t by);
-// vec_dot4 as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
-#define LP_DOT4_FROM_DOT(t, isa)                                                                  \
-    void lp_vec_dot4_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,      \
-                                 const void *restrict y, size_t by) {                               \
+#define LP_DECLARE_DOT_4ACTS(T, t)                                                                \
+    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                     const void *restrict y, size_t by);                          \
+    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                     const void *restrict y, size_t by);
+// vec_dot_4acts as four vec_dot calls: for a type or ISA with no shared-decode kernel (yet).
+#define LP_DOT_4ACTS_FROM_DOT(t, isa)                                                                      \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,         \
+                                      const void *restrict y, size_t by) {                                 \
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
 #define LP_DECLARE_DOT512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot_r4_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
-#define LP_DECLARE_TO_S8(t) \
+    void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
+#define LP_DECLARE_TO_S8(T, t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
-#define LP_DECLARE_TO_FLOAT(t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
-#define LP_DECLARE_QUANTIZE(t)                                                           \
+#define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
+#define LP_DECLARE_QUANTIZE(T, t)                                                      \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
     void lp_quantize_##t##_avx2(const float *restrict x, void *restrict y, int64_t n); \
     void lp_quantize_##t##_neon(const float *restrict x, void *restrict y, int64_t n);
 
-#define LP_FOR_WEIGHT_TYPES(X) X(f32) X(f16) X(bf16) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) \
-    X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT)
-LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT4)
+LP_FOR_WEIGHT_TYPES(LP_DECLARE_DOT_4ACTS)
 LP_FOR_WEIGHT_TYPES(LP_DECLARE_TO_FLOAT)
-#define LP_FOR_QUANT_TYPES(X) X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_K) X(q3_K) X(q4_K) X(q5_K) X(q6_K)
 LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
-#define LP_DECLARE_DOT_K512(t) \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot4_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
-                                  const void *restrict y, size_t by);
-LP_DECLARE_DOT_K512(q2_K) LP_DECLARE_DOT_K512(q3_K)
-LP_DECLARE_DOT_K512(q4_K) LP_DECLARE_DOT_K512(q5_K) LP_DECLARE_DOT_K512(q6_K)
+// vec_dot and vec_dot_4acts of type t on a further ISA: the K-quants' AVX-512 bodies, and
+// aarch64's dot-product ones (quants/dotprod.h; types.c serves the other types there with
+// their NEON kernels).
+#define LP_DECLARE_DOTS_ON(t, isa)                                                                          \
+    void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                      const void *restrict y, size_t by);
+LP_DECLARE_DOTS_ON(q2_K, avx512) LP_DECLARE_DOTS_ON(q3_K, avx512)
+LP_DECLARE_DOTS_ON(q4_K, avx512) LP_DECLARE_DOTS_ON(q5_K, avx512) LP_DECLARE_DOTS_ON(q6_K, avx512)
+LP_DECLARE_DOTS_ON(q4_0, dotprod) LP_DECLARE_DOTS_ON(q4_1, dotprod) LP_DECLARE_DOTS_ON(q5_0, dotprod)
+LP_DECLARE_DOTS_ON(q5_1, dotprod) LP_DECLARE_DOTS_ON(q8_0, dotprod) LP_DECLARE_DOTS_ON(q4_K, dotprod)
+LP_DECLARE_DOTS_ON(q5_K, dotprod) LP_DECLARE_DOTS_ON(q6_K, dotprod)
 void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
-LP_DECLARE_QUANTIZE(q8_0)
-LP_DECLARE_QUANTIZE(q8_1)
-LP_DECLARE_QUANTIZE(q8_K)
-LP_DECLARE_TO_FLOAT(q8_1)
-LP_DECLARE_TO_FLOAT(q8_K)
+LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
+LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
+// 1 when this CPU has the dot-product instructions (asked of the kernel once; types.c).
+int lp_cpu_has_dotprod(void);
 
 // Thread pool (pool.c). lp_parallel_chunks runs fn(ctx, chunk, ith) for every chunk
 // in [0, n_chunks) on up to nth threads (the caller among them) and returns when all

@@ -59,7 +59,7 @@ LP_AVX2_END
 LP_AVX512_BEGIN
 #define LP_INLINE static inline __attribute__((always_inline))
 
-// Kernels for R weight rows against one activation row (vec_dot: R = 1, vec_dot_r4:
+// Kernels for R weight rows against one activation row (vec_dot: R = 1, vec_dot_4weights:
 // R = 4) read R rows side by side: R short streams the hardware prefetcher follows
 // badly. While a group of rows is read, the next group (the R rows after it,
 // contiguous in memory) is prefetched at the same pace: the step covering bytes

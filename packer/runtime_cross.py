@@ -205,13 +205,13 @@ def _csrc_builder():
 
 
 def build_kernels(root: Path, out: Path, cache: Path = CACHE) -> Path:
-    """runtime._kernels for aarch64: cffi's C source for api.h, compiled with csrc/*.c by the cross gcc."""
+    """runtime._kernels for aarch64: cffi's C source for api.h, compiled with csrc/*/*.c by the cross gcc."""
     csrc = _csrc_builder()
     src = cache / "kernels" / "_kernels.c"
     src.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # cffi says "generating ..."
         csrc.make_builder(absolute=True).emit_c_code(str(src))
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(src)]
+    sources = [str(p) for p in csrc.c_sources()] + [str(src)]
     out.parent.mkdir(parents=True, exist_ok=True)
     _run([CROSS + "gcc", "-shared", "-fPIC", *csrc.CFLAGS, f"-I{ROOT / 'csrc'}",
           "-isystem", str(root / "usr" / "include" / f"python{PY}"), "-idirafter", str(root / "usr" / "include"),
@@ -269,7 +269,7 @@ _PYINSTALLER_MAIN = ("import runpy, sys; sys.executable = sys.argv.pop(1); sys.a
 def inputs_hash(cache: Path = CACHE) -> str:
     from packer.runtime_build import inputs_hash as host_inputs
 
-    csrc = sorted((ROOT / "csrc").glob("*.[ch]")) + [ROOT / "csrc" / "build.py", Path(__file__)]
+    csrc = sorted((ROOT / "csrc").rglob("*.[ch]")) + [ROOT / "csrc" / "build.py", Path(__file__)]
     debs = sorted(p.name for p in (cache / "apt" / "cache" / "archives").glob("*.deb"))
     return _hash(host_inputs(), *debs, *WHEELS, *(p.read_bytes() for p in csrc))
 

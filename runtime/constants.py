@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from runtime.quant_types import WEIGHT_TYPES
+
 # --- file header ------------------------------------------------------------------------------
 
 GGUF_MAGIC = b"GGUF"                 # first 4 bytes; as a little-endian uint32: 0x46554747
@@ -156,11 +158,6 @@ KEY_TOKENIZER_TOKENS = "tokenizer.ggml.tokens"        # array of str
 KEY_TOKENIZER_SCORES = "tokenizer.ggml.scores"        # array of float32
 KEY_TOKENIZER_TOKEN_TYPE = "tokenizer.ggml.token_type"  # array of int32 (TokenType)
 KEY_TOKENIZER_MERGES = "tokenizer.ggml.merges"        # array of str, "a b"
-KEY_TOKENIZER_BOS_ID = "tokenizer.ggml.bos_token_id"
-KEY_TOKENIZER_EOS_ID = "tokenizer.ggml.eos_token_id"
-KEY_TOKENIZER_EOT_ID = "tokenizer.ggml.eot_token_id"
-KEY_TOKENIZER_UNK_ID = "tokenizer.ggml.unknown_token_id"
-KEY_TOKENIZER_PAD_ID = "tokenizer.ggml.padding_token_id"
 KEY_TOKENIZER_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_TOKENIZER_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_TOKENIZER_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
@@ -228,13 +225,9 @@ METADATA_TYPES: dict[str, tuple[tuple[GGUFValueType, ...], ...]] = {
 
 SUPPORTED_ARCHS = ("llama",)
 
-# Tensor types the C kernels compute with (runtime.kernels.WEIGHT_TYPES; tests/test_model.py
-# checks the two agree). Kept here as data so a model can be checked without loading the kernels.
-RUNTIME_TENSOR_TYPES = frozenset({
-    GGMLType.F32, GGMLType.F16, GGMLType.BF16, GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0,
-    GGMLType.Q5_1, GGMLType.Q8_0, GGMLType.Q2_K, GGMLType.Q3_K, GGMLType.Q4_K, GGMLType.Q5_K,
-    GGMLType.Q6_K,
-})
+# Tensor types the C kernels compute with: csrc/type_list.h's weight types, through the
+# generated runtime/quant_types.py (plain data: a model is checked without loading the kernels).
+RUNTIME_TENSOR_TYPES = frozenset(GGMLType(t) for t in WEIGHT_TYPES.values())
 
 # Hard limits on hyperparameters, checked before anything is sized by them.
 MAX_LAYERS = 512            # llama.cpp's LLAMA_MAX_LAYERS

@@ -13,21 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from runtime import quant_types
 from runtime._kernels import ffi, lib
 
 ISAS = {"ref": lib.LP_ISA_REF, "avx2": lib.LP_ISA_AVX2, "neon": lib.LP_ISA_NEON, "avx512": lib.LP_ISA_AVX512,
         "dotprod": lib.LP_ISA_DOTPROD}
 _ISA_NAMES = {v: k for k, v in ISAS.items()}
 
-#: Weight types the kernels dequantize and multiply (GGML ids).
-WEIGHT_TYPES = {
-    "F32": lib.LP_F32, "F16": lib.LP_F16, "BF16": lib.LP_BF16,
-    "Q4_0": lib.LP_Q4_0, "Q4_1": lib.LP_Q4_1, "Q5_0": lib.LP_Q5_0, "Q5_1": lib.LP_Q5_1,
-    "Q8_0": lib.LP_Q8_0, "Q2_K": lib.LP_Q2_K, "Q3_K": lib.LP_Q3_K, "Q4_K": lib.LP_Q4_K,
-    "Q5_K": lib.LP_Q5_K, "Q6_K": lib.LP_Q6_K,
-}
-#: Activation formats of the integer dot products.
-ACT_TYPES = {"Q8_0": lib.LP_Q8_0, "Q8_1": lib.LP_Q8_1, "Q8_K": lib.LP_Q8_K}
+#: Weight types the kernels dequantize and multiply, and the activation formats of the
+#: integer dot products (GGML ids by name; the lists of csrc/type_list.h).
+WEIGHT_TYPES = dict(quant_types.WEIGHT_TYPES)
+ACT_TYPES = dict(quant_types.ACT_TYPES)
 TYPE_NAMES = {v: k for k, v in {**WEIGHT_TYPES, **ACT_TYPES}.items()}
 
 
@@ -150,21 +146,6 @@ def dequantize(tensor: Any) -> np.ndarray:
     _, data, n = _tensor_bytes(tensor)
     out = np.empty(tuple(tensor.shape), dtype=np.float32)
     _check(lib.lp_dequantize(tensor.type, _ptr(data), _ptr(out, "float *"), n), "dequantize")
-    return out
-
-
-def dequantize_rows(tensor: Any, rows: np.ndarray | list[int]) -> np.ndarray:
-    """float32 (len(rows), cols) of the given rows of a 2-D tensor (embedding lookup)."""
-    info, data, _ = _tensor_bytes(tensor)
-    n_rows, cols = (int(d) for d in tensor.shape[-2:])
-    rb = info.row_bytes(cols)
-    idx = np.asarray(rows, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= n_rows):
-        raise KernelError(f"row index out of range 0..{n_rows - 1}")
-    out = np.empty((idx.size, cols), dtype=np.float32)
-    for i, r in enumerate(idx):
-        _check(lib.lp_dequantize(tensor.type, _ptr(data[r * rb:(r + 1) * rb]), _ptr(out[i], "float *"), cols),
-               "dequantize")
     return out
 
 

@@ -1,5 +1,5 @@
 """The llama-architecture model: hyperparameters from GGUF metadata, weights bound
-in place from the mapped file, and the C forward pass (csrc/model.c).
+in place from the mapped file, and the C forward pass (csrc/engine/model.c).
 
 Every hyperparameter comes from the file; nothing is assumed about a model family.
 Python owns every buffer (numpy arrays, kept alive here); C only fills them.
@@ -48,12 +48,11 @@ class Model:
         if len(t.shape) == 1:  # norms: float32 copies (tiny; any storage type)
             data = kernels.dequantize(t).astype(np.float32)
             self._keep.append(data)
-            out.data, out.type, out.n_mat, out.rows, out.cols = ffi.from_buffer(data), 0, 1, 1, t.shape[0]
+            out.data, out.type, out.rows, out.cols = ffi.from_buffer(data), 0, 1, t.shape[0]
             return out[0]
         self._keep.append(t.data)
         out.data = ffi.from_buffer(t.data)
         out.type = int(t.type)
-        out.n_mat = t.shape[0] if len(t.shape) == 3 else 1
         out.rows, out.cols = t.shape[-2], t.shape[-1]
         return out[0]
 

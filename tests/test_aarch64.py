@@ -97,7 +97,7 @@ def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max"
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
     harness = tmp_path / "harness"
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*.c")) + [str(ROOT / "tests/neon/harness.c")]
+    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon/harness.c")]
     subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
                     f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(harness)], check=True, capture_output=True)
     for cpu, best, checked in (("max", "DOTPROD", ["NEON", "DOTPROD"]), ("cortex-a72", "NEON", ["NEON"])):

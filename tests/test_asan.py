@@ -1,8 +1,8 @@
 """The kernels under AddressSanitizer and UBSan, fed NaN, inf, huge and denormal values.
 
-csrc/build.py compiles csrc/*.c with -fsanitize=address,undefined,float-cast-overflow
+csrc/build.py compiles csrc/*/*.c with -fsanitize=address,undefined,float-cast-overflow
 and links the fuzz harness tests/neon/fuzz.c (the same as `make asan`); the harness
-runs every activation quantizer, dot product (vec_dot, vec_dot4, vec_dot_r4), matrix
+runs every activation quantizer, dot product (vec_dot, vec_dot_4acts, vec_dot_4weights), matrix
 product (row dots and the batched product), row operation and the whole forward pass
 of dense and mixture-of-experts models with damaged weights, on every ISA this CPU
 has. Any out-of-bounds access, out-of-range float-to-int conversion or other

@@ -7,18 +7,21 @@ blocks before the integer dot products, so it is compared with float64
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import gguf
 import numpy as np
 import pytest
 
-from runtime import kernels
+from runtime import kernels, quant_types
 from runtime.kernels import ffi, lib
 from runtime.gguf import GGUFFile
 
 QT = gguf.GGMLQuantizationType
-WEIGHT_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-                "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+WEIGHT_TYPES = list(quant_types.WEIGHT_TYPES)
 ISAS = kernels.available_isas()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def random_blocks(qtype: int, n_blocks: int, rng: np.random.Generator, scale: float = 0.05) -> np.ndarray:
@@ -89,12 +92,59 @@ def test_dequantize_every_smollm2_tensor_bit_exact(smollm2_path) -> None:
             assert np.array_equal(got, want), t.name
 
 
-def test_dequantize_rows_matches_full(smollm2_path) -> None:
+def test_dequantize_row_slices_match_full(smollm2_path) -> None:
+    """Rows dequantized one at a time from their bytes (an embedding lookup) equal the full tensor's."""
     with GGUFFile(smollm2_path) as f:
         emb = f.tensors["token_embd.weight"]
         full = kernels.dequantize(emb)
-        rows = [0, 1, 17, emb.shape[0] - 1]
-        np.testing.assert_array_equal(kernels.dequantize_rows(emb, rows), full[rows])
+        n_rows, cols = emb.shape
+        rb = kernels.type_info(emb.type).row_bytes(cols)
+        for r in (0, 1, 17, n_rows - 1):
+            row = kernels.RawTensor(emb.type, (cols,), emb.data[r * rb:(r + 1) * rb])
+            np.testing.assert_array_equal(kernels.dequantize(row), full[r])
+
+
+# ---------------------------------------------------------------------------
+# The one list of types (csrc/type_list.h)
+
+def _csrc_build():
+    spec = importlib.util.spec_from_file_location("lp_csrc_build", ROOT / "csrc" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quant_types_module_is_generated_from_the_type_list() -> None:
+    """runtime/quant_types.py is what csrc/build.py makes of csrc/type_list.h today (`make` rewrites it)."""
+    build = _csrc_build()
+    assert (ROOT / "runtime" / "quant_types.py").read_text() == build.quant_types_module()
+    lists = build.type_lists()
+    assert lists["WEIGHT"] == {**lists["FLOAT"], **lists["QUANT"]}
+    assert lists["WEIGHT"]["Q4_K"] == lib.LP_Q4_K and lists["ACT"]["Q8_K"] == lib.LP_Q8_K
+
+
+def test_traits_table_has_a_row_for_each_listed_type_and_no_other() -> None:
+    """Each type id: known to the kernels iff listed; a dot product iff a weight type; an
+    activation quantizer iff an activation format; and the weight types' activation formats
+    are the listed ones."""
+    listed = {**quant_types.WEIGHT_TYPES, **quant_types.ACT_TYPES}
+    block = np.zeros(4096, dtype=np.uint8)
+    out = ffi.new("float *")
+    for t in range(lib.LP_TYPE_COUNT):
+        known = lib.lp_type_info(t, ffi.new("int *"), ffi.new("int *"), ffi.new("int *")) == 0
+        assert known == (t in listed.values()), t
+        if not known:
+            continue
+        n = kernels.type_info(t).block_size
+        x = np.zeros(n, dtype=np.float32)
+        dot = lib.lp_vec_dot(t, lib.LP_ISA_REF, n, ffi.from_buffer(block), ffi.from_buffer(block), out)
+        assert (dot == 0) == (t in quant_types.WEIGHT_TYPES.values()), (t, dot)
+        quant = lib.lp_quantize_act(t, lib.LP_ISA_REF, ffi.cast("float *", ffi.from_buffer(x)),
+                                    ffi.from_buffer(block), n)
+        assert (quant == 0) == (t in quant_types.ACT_TYPES.values()), (t, quant)
+    formats = {kernels.type_info(t).vec_dot_type for t in quant_types.QUANT_TYPES.values()}
+    assert formats == set(quant_types.ACT_TYPES.values())
+    assert {kernels.type_info(t).vec_dot_type for t in quant_types.FLOAT_TYPES.values()} == {lib.LP_F32}
 
 
 # ---------------------------------------------------------------------------
@@ -176,7 +226,7 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
-QUANT_TYPES = [n for n in WEIGHT_TYPES if n not in ("F32", "F16", "BF16")]
+QUANT_TYPES = list(quant_types.QUANT_TYPES)
 BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in ISAS]  # instruction sets with a batched product
 AVX2_ROW_DOT_TYPES = {"Q3_K"}  # AVX2 keeps its row dots (as fast: see gemm.c)
 

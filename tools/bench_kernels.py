@@ -27,8 +27,7 @@ import numpy as np
 
 from runtime import kernels
 
-TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
-         "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+TYPES = list(kernels.WEIGHT_TYPES)
 GOAL_TYPES = {"Q4_0", "Q4_K", "Q6_K", "Q8_0"}
 STREAM_BYTES = 512 << 20   # weights cycled through per type: well past the 32 MiB L3
 

@@ -9,7 +9,7 @@
 // up as non-finite logits), the SIMD quantizers agree with the reference, and the
 // batched dot products equal the single ones. Prints "N passed, M failed".
 //
-//   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*.c tests/neon/fuzz.c -lm -pthread
+//   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*/*.c tests/neon/fuzz.c -lm -pthread
 //   ./a.out [ISA...]      (ref avx2 avx512 neon dotprod; none: every ISA the CPU has)
 #include <math.h>
 #include <stdio.h>
@@ -139,7 +139,7 @@ static void check_quantizer(int act, int isa, int pattern) {
 }
 
 // ---------------------------------------------------------------------------
-// Dot products: vec_dot, vec_dot4 and vec_dot_r4 on weights and activations of the
+// Dot products: vec_dot, vec_dot_4acts and vec_dot_4weights on weights and activations of the
 // pattern. Non-finite activations give a NaN (quantized) or non-finite (float) dot;
 // the batched kernels give vec_dot's result, bit for bit (any NaN for a NaN).
 
@@ -170,23 +170,23 @@ static void check_dots(int t, int isa, int n, int pattern) {
             if (nonfinite[j]) ok &= tr->vec_dot_type == LP_F32 ? !isfinite(one[r][j]) : isnan(one[r][j]);
         }
     check(ok, "vec_dot: non-finite activations give a non-finite dot", isa_name(isa), tr->name, pattern);
-    if (tr->vec_dot4[isa]) {
+    if (tr->vec_dot_4acts[isa]) {
         ok = 1;
         for (int r = 0; r < 4; r++) {
             float four[8];
-            tr->vec_dot4[isa](n, four, 2, w + r * wbytes, act, abytes);
+            tr->vec_dot_4acts[isa](n, four, 2, w + r * wbytes, act, abytes);
             for (int j = 0; j < 4; j++) ok &= same_float(four[2 * j], one[r][j]);
         }
-        check(ok, "vec_dot4 == vec_dot", isa_name(isa), tr->name, pattern);
+        check(ok, "vec_dot_4acts == vec_dot", isa_name(isa), tr->name, pattern);
     }
-    if (tr->vec_dot_r4[isa]) {
+    if (tr->vec_dot_4weights[isa]) {
         ok = 1;
         for (int j = 0; j < 4; j++) {
             float four[4];
-            tr->vec_dot_r4[isa](n, four, w, wbytes, act + j * abytes);
+            tr->vec_dot_4weights[isa](n, four, w, wbytes, act + j * abytes);
             for (int r = 0; r < 4; r++) ok &= same_float(four[r], one[r][j]);
         }
-        check(ok, "vec_dot_r4 == vec_dot", isa_name(isa), tr->name, pattern);
+        check(ok, "vec_dot_4weights == vec_dot", isa_name(isa), tr->name, pattern);
     }
     free(w); free(act); free(x);
 }
@@ -270,7 +270,7 @@ static lp_tensor new_tensor(int type, int64_t n_mat, int64_t rows, int64_t cols,
     uint8_t *data = malloc((size_t)(n / tr->blck_size * tr->type_size));
     // small enough that a sound model's activations stay within fp16 (Q8_1's sums are fp16)
     fill_weights(type, data, n, damage == D_RANDOM ? P_MIXED : P_PLAIN, 0.002f);
-    return (lp_tensor){ data, type, n_mat, rows, cols };
+    return (lp_tensor){ data, type, rows, cols };
 }
 
 static lp_tensor new_norm(int64_t dim, int damage) {
@@ -278,7 +278,7 @@ static lp_tensor new_norm(int64_t dim, int damage) {
     for (int64_t i = 0; i < dim; i++) w[i] = damage == D_HUGE_NORM ? 1e30f : 1.0f + 0.1f * rnd_unit();
     if (damage == D_NAN_NORM) w[5] = NAN;
     if (damage == D_RANDOM) fill(w, dim, P_MIXED);
-    return (lp_tensor){ w, LP_F32, 1, 1, dim };
+    return (lp_tensor){ w, LP_F32, 1, dim };
 }
 
 static float *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
@@ -418,16 +418,18 @@ static int wanted(int isa, int argc, char **argv) {
     return argc < 2;
 }
 
+#define LP_TYPE_ID(T, t) LP_##T,
+
 int main(int argc, char **argv) {
-    const int types[] = { LP_F32, LP_F16, LP_BF16, LP_Q4_0, LP_Q4_1, LP_Q5_0, LP_Q5_1, LP_Q8_0,
-                          LP_Q2_K, LP_Q3_K, LP_Q4_K, LP_Q5_K, LP_Q6_K };
-    const int acts[] = { LP_Q8_0, LP_Q8_1, LP_Q8_K };
+    const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
+    const int acts[] = { LP_FOR_ACT_TYPES(LP_TYPE_ID) };
     const int nt = sizeof(types) / sizeof(types[0]);
+    const int na = sizeof(acts) / sizeof(acts[0]);
     for (int isa = 0; isa < LP_ISA_COUNT; isa++) {
         if (!wanted(isa, argc, argv)) continue;
         printf("fuzzing the %s kernels\n", isa_name(isa));
         for (int p = 0; p < P_COUNT; p++) {
-            for (int i = 0; i < 3; i++) check_quantizer(acts[i], isa, p);
+            for (int i = 0; i < na; i++) check_quantizer(acts[i], isa, p);
             for (int i = 0; i < nt; i++) {
                 check_dots(types[i], isa, 512, p);
                 check_dots(types[i], isa, 96, p);  // an odd number of blocks (types with 32-blocks)

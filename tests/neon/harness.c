@@ -3,7 +3,7 @@
 // aarch64 and run under qemu-user; AVX2 on x86-64). Prints one line per check and
 // a closing "N passed, M failed" line; exits non-zero on any failure.
 //
-//   aarch64-linux-gnu-gcc -O2 -static -Icsrc csrc/*.c tests/neon/harness.c -lm -pthread
+//   aarch64-linux-gnu-gcc -O2 -static -Icsrc csrc/*/*.c tests/neon/harness.c -lm -pthread
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,10 +112,10 @@ static void check_dot(int t, int isa, int n, int seeds) {
     free(w); free(act); free(x); free(tw); free(ta);
 }
 
-// vec_dot4 (one weight row, four activation rows) must give vec_dot's results exactly.
-static void check_dot4(int t, int isa, int n) {
+// vec_dot_4acts (one weight row, four activation rows) must give vec_dot's results exactly.
+static void check_4acts(int t, int isa, int n) {
     const lp_type_traits *tr = lp_traits(t);
-    if (!tr->vec_dot4[isa]) return;  // matmul makes four vec_dot calls: the same by construction
+    if (!tr->vec_dot_4acts[isa]) return;  // matmul makes four vec_dot calls: the same by construction
     const lp_type_traits *a = lp_traits(tr->vec_dot_type);
     const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
     const size_t abytes = (size_t)n / a->blck_size * a->type_size;
@@ -131,21 +131,21 @@ static void check_dot4(int t, int isa, int n) {
             else a->from_float[LP_ISA_REF](x, act + j * abytes, n);
         }
         float four[8];
-        tr->vec_dot4[isa](n, four, 2, w, act, abytes);  // results at stride 2
+        tr->vec_dot_4acts[isa](n, four, 2, w, act, abytes);  // results at stride 2
         for (int j = 0; j < 4; j++) {
             float one;
             tr->vec_dot[isa](n, &one, w, act + j * abytes);
             if (memcmp(&one, &four[2 * j], sizeof(float)) != 0 && same) { same = 0; got_w = four[2 * j]; want_w = one; }
         }
     }
-    report(same, "vec_dot4 == vec_dot", tr->name, got_w, want_w, 0);
+    report(same, "vec_dot_4acts == vec_dot", tr->name, got_w, want_w, 0);
     free(w); free(act); free(x);
 }
 
-// vec_dot_r4 (four weight rows, one activation row) must give vec_dot's results exactly.
-static void check_r4(int t, int isa, int n) {
+// vec_dot_4weights (four weight rows, one activation row) must give vec_dot's results exactly.
+static void check_4weights(int t, int isa, int n) {
     const lp_type_traits *tr = lp_traits(t);
-    if (!tr->vec_dot_r4[isa]) return;  // matmul makes a vec_dot call per row
+    if (!tr->vec_dot_4weights[isa]) return;  // matmul makes a vec_dot call per row
     const lp_type_traits *a = lp_traits(tr->vec_dot_type);
     const size_t wbytes = (size_t)n / tr->blck_size * tr->type_size;
     const size_t abytes = (size_t)n / a->blck_size * a->type_size;
@@ -158,14 +158,14 @@ static void check_r4(int t, int isa, int n) {
         for (int i = 0; i < n; i++) x[i] = rnd_unit() * (1 + (i % 5));
         a->from_float[LP_ISA_REF](x, act, n);
         float four[4];
-        tr->vec_dot_r4[isa](n, four, w, wbytes, act);
+        tr->vec_dot_4weights[isa](n, four, w, wbytes, act);
         for (int r = 0; r < 4; r++) {
             float one;
             tr->vec_dot[isa](n, &one, w + r * wbytes, act);
             if (memcmp(&one, &four[r], sizeof(float)) != 0 && same) { same = 0; got_w = four[r]; want_w = one; }
         }
     }
-    report(same, "vec_dot_r4 == vec_dot", tr->name, got_w, want_w, 0);
+    report(same, "vec_dot_4weights == vec_dot", tr->name, got_w, want_w, 0);
     free(w); free(act); free(x);
 }
 
@@ -203,6 +203,8 @@ static void report_best_isa(const int *isas, const char **names, int count) {
     printf("best ISA: %s\n", best);
 }
 
+#define LP_TYPE_ID(T, t) LP_##T,
+
 int main(void) {
     if (lp_best_isa() == LP_ISA_REF) {
         printf("no SIMD kernels in this build\n0 passed, 1 failed\n");
@@ -211,8 +213,7 @@ int main(void) {
     const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON, LP_ISA_DOTPROD };
     const char *names[] = { "AVX2", "AVX-512", "NEON", "DOTPROD" };
     report_best_isa(isas, names, 4);
-    const int types[] = { LP_F32, LP_F16, LP_BF16, LP_Q4_0, LP_Q4_1, LP_Q5_0, LP_Q5_1, LP_Q8_0,
-                          LP_Q2_K, LP_Q3_K, LP_Q4_K, LP_Q5_K, LP_Q6_K };
+    const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
     for (int k = 0; k < 4; k++) {
         const int isa = isas[k];
         if (!lp_isa_available(isa)) continue;
@@ -221,10 +222,10 @@ int main(void) {
             check_dot(types[i], isa, 4096, 20);
             check_dot(types[i], isa, 256, 20);
             check_dot(types[i], isa, 96, 20);  // an odd number of blocks
-            check_dot4(types[i], isa, 1024);
-            check_r4(types[i], isa, 1024);
-            check_r4(types[i], isa, 96);  // an odd number of blocks
-            check_r4(types[i], isa, 416);  // groups of four blocks and a tail
+            check_4acts(types[i], isa, 1024);
+            check_4weights(types[i], isa, 1024);
+            check_4weights(types[i], isa, 96);  // an odd number of blocks
+            check_4weights(types[i], isa, 416);  // groups of four blocks and a tail
             check_matmul(types[i], isa);
         }
     }

@@ -1,10 +1,10 @@
-// k_rows.h — one kernel body for vec_dot and vec_dot4 of the K-quants (k_high.c, k_low.c).
+// k_rows.h — one kernel body for vec_dot and vec_dot_4acts of the K-quants (k_q4_q6.c, k_q2_q3.c).
 //
 // A body `<t>_rows_<isa>(n, s, bs, x, y, by, nr)` dots one weight row x with nr
-// activation rows (nr = 1: vec_dot, nr = 4: vec_dot4): row r's Q8_K blocks start at
+// activation rows (nr = 1: vec_dot, nr = 4: vec_dot_4acts): row r's Q8_K blocks start at
 // y + r * by and its result goes to s[r * bs]. The weight decode (quants, high bits,
 // scales) is done once per block for all rows; each row's own arithmetic is the same
-// whatever nr is, so vec_dot4 gives vec_dot's results bit for bit.
+// whatever nr is, so vec_dot_4acts gives vec_dot's results bit for bit.
 #pragma once
 #include "simd.h"
 
@@ -13,14 +13,14 @@
 #define K_FOR_ROWS(r) _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++)
 // block i of activation row r
 #define K_ROW(y, r, by, i) ((const block_q8_K *)((const uint8_t *)(y) + (size_t)(r) * (by)) + (i))
-// lp_vec_dot_<t>_<isa> and lp_vec_dot4_<t>_<isa> from the body <t>_rows_<isa>
-#define K_ROWS_DOTS(t, isa)                                                                           \
+// lp_vec_dot_<t>_<isa> and lp_vec_dot_4acts_<t>_<isa> from the body <t>_rows_<isa>
+#define K_ROWS_DOTS(t, isa)                                                                                 \
     void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y) { \
-        t##_rows_##isa(n, s, 0, x, y, 0, 1);                                                           \
-    }                                                                                                  \
-    void lp_vec_dot4_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,         \
-                                 const void *restrict y, size_t by) {                                   \
-        t##_rows_##isa(n, s, bs, x, y, by, 4);                                                         \
+        t##_rows_##isa(n, s, 0, x, y, 0, 1);                                                                \
+    }                                                                                                       \
+    void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                      const void *restrict y, size_t by) {                                  \
+        t##_rows_##isa(n, s, bs, x, y, by, 4);                                                              \
     }
 
 #if LP_X86

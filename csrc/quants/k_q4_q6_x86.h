@@ -1,4 +1,4 @@
-// k_high_x86.h — the x86 bodies of the Q4_K, Q5_K and Q6_K dots (k_high.c), compiled
+// k_q4_q6_x86.h — the x86 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), compiled
 // twice: for AVX2, and for AVX-512 (256-bit registers), where VPDPWSSD multiplies by
 // the scales and adds in one instruction (10% faster on Zen 4). The includer defines
 //   K_X86_ISA          avx2 or avx512 (the functions' suffix)

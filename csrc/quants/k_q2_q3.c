@@ -1,4 +1,4 @@
-// k_low.c — the low-bit K-quants, Q2_K and Q3_K: super-blocks of 256 weights in
+// k_q2_q3.c — the low-bit K-quants, Q2_K and Q3_K: super-blocks of 256 weights in
 // 16 groups of 16, each group with its own small scale. Dot products against Q8_K
 // activations (float d, 256 int8 quants, bsums = sums of each 16 quants).
 //

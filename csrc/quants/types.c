@@ -1,5 +1,12 @@
 // types.c — the per-type function table and the run-time choice of ISA.
-#include "dotprod.h"
+//
+// quants/ holds the kernels per type family: <family>.c has the family's layout notes,
+// dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
+// bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
+// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
+// k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of vec_dot and
+// vec_dot_4acts), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
 #include "simd.h"
 
 #if LP_X86
@@ -7,7 +14,18 @@
 #else
 #define LP_AVX2(f)
 #endif
-// DOTPROD: NEON with the dot-product instructions; its kernels are named in dotprod.h.
+// DOTPROD: NEON with the dot-product instructions (quants/dotprod.h); the types without a
+// body of their own there take their NEON kernels.
+#define lp_vec_dot_f32_dotprod lp_vec_dot_f32_neon
+#define lp_vec_dot_4acts_f32_dotprod lp_vec_dot_4acts_f32_neon
+#define lp_vec_dot_f16_dotprod lp_vec_dot_f16_neon
+#define lp_vec_dot_4acts_f16_dotprod lp_vec_dot_4acts_f16_neon
+#define lp_vec_dot_bf16_dotprod lp_vec_dot_bf16_neon
+#define lp_vec_dot_4acts_bf16_dotprod lp_vec_dot_4acts_bf16_neon
+#define lp_vec_dot_q2_K_dotprod lp_vec_dot_q2_K_neon
+#define lp_vec_dot_4acts_q2_K_dotprod lp_vec_dot_4acts_q2_K_neon
+#define lp_vec_dot_q3_K_dotprod lp_vec_dot_q3_K_neon
+#define lp_vec_dot_4acts_q3_K_dotprod lp_vec_dot_4acts_q3_K_neon
 #if LP_ARM
 #define LP_NEON(f) [LP_ISA_NEON] = f, [LP_ISA_DOTPROD] = f,
 #define LP_NEON_DOT(t, k) [LP_ISA_NEON] = lp_##k##_##t##_neon, [LP_ISA_DOTPROD] = lp_##k##_##t##_dotprod,
@@ -16,7 +34,7 @@
 #define LP_NEON_DOT(t, k)
 #endif
 #define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON_DOT(t, vec_dot) }, \
-                   .vec_dot4 = { LP_AVX2(lp_vec_dot4_##t##_avx2) LP_NEON_DOT(t, vec_dot4) }
+                   .vec_dot_4acts = { LP_AVX2(lp_vec_dot_4acts_##t##_avx2) LP_NEON_DOT(t, vec_dot_4acts) }
 #define LP_S8(t, unit, min) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8 }, .s8_unit = unit, .s8_min = min, .s8_min_unit = unit
 // Q2_K and Q3_K: an AVX2 decoder as well (the batched product runs on AVX2 and AVX-512 only)
 #if LP_X86
@@ -26,27 +44,27 @@
 #endif
 #define LP_S8_K_LOW(t, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, LP_S8_LOW(t) }, .s8_unit = QK_K, \
                                       .s8_min = min, .s8_min_unit = min_unit
-// Types with an AVX-512 vec_dot of their own: no vec_dot4 there (four vec_dot calls).
-// vec_dot_r4 reads four rows side by side, four streams the prefetchers serve worse
+// Types with an AVX-512 vec_dot of their own: no vec_dot_4acts there (four vec_dot calls).
+// vec_dot_4weights reads four rows side by side, four streams the prefetchers serve worse
 // than one: it pays for short rows (per-row overhead, one region of memory) and, for
 // the offset types (Q4_0, Q5_0: the activations' offset sum shared), at any length.
-// Measured on Zen 4, 1 thread, streaming (r4 / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
+// Measured on Zen 4, 1 thread, streaming (vec_dot_4weights / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
 // at 2 KiB, 0.74 at 4 KiB; Q4_1 1.16 at 1.25 KiB, 0.96 at 2.5 KiB; Q4_0 1.04-1.3 and
 // Q5_0 1.07-1.46 at 0.5-10 KiB (with the two-blocks-per-register layout they had then;
 // their one-block layout, Q4_0: 1.3 at 0.3 KiB, 1.2-1.3 at 2.3 KiB).
 #if LP_X86
-#define LP_DOTS512(t, r4_max) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
+#define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                      .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2 },                                 \
-                      .vec_dot_r4 = { [LP_ISA_AVX512] = lp_vec_dot_r4_##t##_avx512 }, .r4_max_row_bytes = r4_max
+                      .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 },                                 \
+                      .vec_dot_4weights = { [LP_ISA_AVX512] = lp_vec_dot_4weights_##t##_avx512 }, .max_row_bytes_4weights = max_4w
 #else
-#define LP_DOTS512(t, r4_max) LP_DOTS(t)
+#define LP_DOTS512(t, max_4w) LP_DOTS(t)
 #endif
-// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot4 from one body, k_rows.h).
+// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot_4acts from one body, k_rows.h).
 #if LP_X86
 #define LP_DOTS_K512(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                      [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                        .vec_dot4 = { [LP_ISA_AVX2] = lp_vec_dot4_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot4_##t##_avx512 }
+                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }
 #else
 #define LP_DOTS_K512(t) LP_DOTS(t)
 #endif
@@ -93,6 +111,16 @@ int lp_type_half_fields(int type, int *offsets) {
 
 // ---------------------------------------------------------------------------
 // CPU features, checked once.
+
+#if defined(__linux__) && defined(__aarch64__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+int lp_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#else
+int lp_cpu_has_dotprod(void) { return 0; }  // other systems: NEON (a check of their own would go here)
+#endif
 
 static int cpu_has(int isa) {
     switch (isa) {

@@ -406,4 +406,4 @@ void lp_vec_dot_q5_1_neon(int n, float *restrict s, const void *restrict vx, con
 #undef LP_NEON_Q8_1_BODY
 #endif
 
-// Four activation rows per weight row (vec_dot4): legacy_dot4.c.
+// Four activation rows per weight row (vec_dot_4acts): legacy_vec_dot_4acts.c.

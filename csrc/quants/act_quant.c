@@ -1,4 +1,4 @@
-// q8.c — activation quantizers: a row of floats to 8-bit blocks (Q8_0, Q8_1,
+// act_quant.c — activation quantizers: a row of floats to 8-bit blocks (Q8_0, Q8_1,
 // Q8_K), the right-hand side of every integer dot product. Reference versions
 // follow GGML's rounding; the SIMD versions round ties to even and compute the
 // inverse scale as 127/amax, so a quant may differ from the reference by one step

@@ -1,4 +1,4 @@
-// k_high.c — the 4-, 5- and 6-bit K-quants: Q4_K, Q5_K, Q6_K. Super-blocks of
+// k_q4_q6.c — the 4-, 5- and 6-bit K-quants: Q4_K, Q5_K, Q6_K. Super-blocks of
 // 256 weights; dot products against Q8_K activations (float d, int8 qs[256],
 // int16 bsums[16] = sums of 16 consecutive qs).
 //
@@ -218,7 +218,7 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
 // int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
-// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_high_x86.h,
+// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h,
 // compiled for AVX2 and again for AVX-512 (VPDPWSSD for the scale step).
 
 #if LP_X86
@@ -244,7 +244,7 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
 #define K_X86_ISA avx2
 #define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
 #define K_X86_KEEP(v) K_KEEP(v)
-#include "k_high_x86.h"
+#include "k_q4_q6_x86.h"
 #undef K_X86_ISA
 #undef K_X86_DOT
 #undef K_X86_KEEP
@@ -254,7 +254,7 @@ LP_AVX512_BEGIN
 #define K_X86_ISA avx512
 #define K_X86_DOT(acc, sc, p) _mm256_dpwssd_epi32(acc, p, sc)
 #define K_X86_KEEP(v) K_KEEP_V(v)
-#include "k_high_x86.h"
+#include "k_q4_q6_x86.h"
 #undef K_X86_ISA
 #undef K_X86_DOT
 #undef K_X86_KEEP

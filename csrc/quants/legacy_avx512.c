@@ -19,12 +19,12 @@
 //   rows (576 columns) from memory, which decoding does.
 //
 // Each kernel is written once for R weight rows against one activation row: R = 1
-// is vec_dot, R = 4 is vec_dot_r4 (decoding: the activation blocks, their scales
+// is vec_dot, R = 4 is vec_dot_4weights (decoding: the activation blocks, their scales
 // and the offset sums are loaded or computed once for four rows, and the four
 // results reduced together). Every row goes through the same operations in the
-// same order either way, so vec_dot_r4 gives vec_dot's results bit for bit.
+// same order either way, so vec_dot_4weights gives vec_dot's results bit for bit.
 //
-// For AVX-512 these types have no vec_dot4: matmul makes four vec_dot calls, so a
+// For AVX-512 these types have no vec_dot_4acts: matmul makes four vec_dot calls, so a
 // batch gives each row exactly what one row alone gives.
 #include "simd.h"
 
@@ -270,12 +270,12 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, const 
 #define lp_dot_rows_q4_0(n, s, vx, bx, y, R) lp_dot_rows_offset(0, n, s, vx, bx, y, R)
 #define lp_dot_rows_q5_0(n, s, vx, bx, y, R) lp_dot_rows_offset(1, n, s, vx, bx, y, R)
 
-#define LP_DOT512_ENTRY(T, ACT)                                                                              \
+#define LP_DOT512_ENTRY(T, ACT)                                                                                \
     void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
         lp_dot_rows_##T(n, s, vx, 0, (const ACT *)vy, 1);                                                      \
     }                                                                                                          \
-    void lp_vec_dot_r4_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,              \
-                                    const void *restrict vy) {                                                 \
+    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,        \
+                                          const void *restrict vy) {                                           \
         lp_dot_rows_##T(n, s, vx, bx, (const ACT *)vy, 4);                                                     \
     }
 LP_DOT512_ENTRY(q4_0, block_q8_0)

@@ -179,13 +179,13 @@ LP_AVX2_BEGIN
         s[(r + 1) * bs] = sumb;                                                \
     }
 
-#define LP_DOT4_FN(t)                                                                        \
-    void lp_vec_dot4_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
-LP_DOT4_FN(f32) { LP_DOT2_F32X8_BODY(float, load8_f32, f32_value) }
-LP_DOT4_FN(f16) { LP_DOT2_F32X8_BODY(lp_half, load8_f16, lp_half_to_float_f16c) }
-LP_DOT4_FN(bf16) { LP_DOT2_F32X8_BODY(uint16_t, load8_bf16, lp_bf16_to_fp32) }
-#undef LP_DOT4_FN
+#define LP_DOT_4ACTS_FN(t)                                                                        \
+    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
+                                     const void *restrict vy, size_t by)
+LP_DOT_4ACTS_FN(f32) { LP_DOT2_F32X8_BODY(float, load8_f32, f32_value) }
+LP_DOT_4ACTS_FN(f16) { LP_DOT2_F32X8_BODY(lp_half, load8_f16, lp_half_to_float_f16c) }
+LP_DOT_4ACTS_FN(bf16) { LP_DOT2_F32X8_BODY(uint16_t, load8_bf16, lp_bf16_to_fp32) }
+#undef LP_DOT_4ACTS_FN
 #undef LP_DOT2_F32X8_BODY
 LP_AVX2_END
 #endif
@@ -200,7 +200,7 @@ LP_AVX2_END
     a##j##2 = vfmaq_f32(a##j##2, x2, vld1q_f32(y##j + i + 8));                 \
     a##j##3 = vfmaq_f32(a##j##3, x3, vld1q_f32(y##j + i + 12));
 #define LP_SUM4(j) vaddvq_f32(vaddq_f32(vaddq_f32(a##j##0, a##j##1), vaddq_f32(a##j##2, a##j##3)))
-#define LP_DOT4_F32X4_BODY(W, LOAD4, TO_FLOAT)                                 \
+#define LP_DOT_4ACTS_F32X4_BODY(W, LOAD4, TO_FLOAT)                                 \
     const W *restrict x = vx;                                                  \
     const float *restrict y0 = vy, *restrict y1 = (const float *)((const uint8_t *)vy + by); \
     const float *restrict y2 = (const float *)((const uint8_t *)vy + 2 * by);  \
@@ -232,14 +232,14 @@ LP_AVX2_END
     s[2 * bs] = s2;                                                            \
     s[3 * bs] = s3;
 
-#define LP_DOT4_FN(t)                                                                        \
-    void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
-LP_DOT4_FN(f32) { LP_DOT4_F32X4_BODY(float, load4_f32, f32_value) }
-LP_DOT4_FN(f16) { LP_DOT4_F32X4_BODY(lp_half, load4_f16, lp_half_to_float) }
-LP_DOT4_FN(bf16) { LP_DOT4_F32X4_BODY(uint16_t, load4_bf16, lp_bf16_to_fp32) }
-#undef LP_DOT4_FN
-#undef LP_DOT4_F32X4_BODY
+#define LP_DOT_4ACTS_FN(t)                                                                        \
+    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
+                                     const void *restrict vy, size_t by)
+LP_DOT_4ACTS_FN(f32) { LP_DOT_4ACTS_F32X4_BODY(float, load4_f32, f32_value) }
+LP_DOT_4ACTS_FN(f16) { LP_DOT_4ACTS_F32X4_BODY(lp_half, load4_f16, lp_half_to_float) }
+LP_DOT_4ACTS_FN(bf16) { LP_DOT_4ACTS_F32X4_BODY(uint16_t, load4_bf16, lp_bf16_to_fp32) }
+#undef LP_DOT_4ACTS_FN
+#undef LP_DOT_4ACTS_F32X4_BODY
 #undef LP_ACC4
 #undef LP_FMA4
 #undef LP_SUM4

@@ -1,4 +1,4 @@
-// legacy_dot4.c — vec_dot4 for the legacy formats (legacy.c): one weight row,
+// legacy_vec_dot_4acts.c — vec_dot_4acts for the legacy formats (legacy.c): one weight row,
 // four activation rows (prompt processing). The weight blocks are decoded once
 // for the four rows; each row gets exactly its vec_dot result: the same integer
 // sums per block (any exact integer method gives the same int32 lanes), the same
@@ -58,7 +58,7 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
 // The quants go signed (q - offset), shared by the rows; per row, |qy| times
 // (q - offset) with qy's sign is exactly vec_dot's q . qy - offset . qy in every int32
 // lane, for any qy (-128 included; all fits in int16).
-#define LP_DOT4_Q8_0_BODY(QUANTS, OFFSET)                                                    \
+#define LP_DOT_4ACTS_Q8_0_BODY(QUANTS, OFFSET)                                                    \
     const int nb = n / 32;                                                                   \
     const block_q8_0 *restrict y0 = vy, *restrict y1 = (const block_q8_0 *)((const uint8_t *)vy + by); \
     const block_q8_0 *restrict y2 = (const block_q8_0 *)((const uint8_t *)vy + 2 * by);      \
@@ -96,7 +96,7 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
 // Q4_1 / Q5_1: dm[8b + 2j], dm[8b + 2j + 1] = [dx*dy, m*s] of block c + b for row j;
 // the odd lanes of `mins` sum the four rows' min terms, two blocks at a time as in vec_dot.
 #define LP_DM8(i) _mm256_mul_ps(rep_w(word32(&x[i].d)), rows_w4((const uint8_t *)&y0[i].d, by))
-#define LP_DOT4_Q8_1_BODY(QUANTS)                                                            \
+#define LP_DOT_4ACTS_Q8_1_BODY(QUANTS)                                                            \
     const int nb = n / 32;                                                                   \
     const block_q8_1 *restrict y0 = vy, *restrict y1 = (const block_q8_1 *)((const uint8_t *)vy + by); \
     const block_q8_1 *restrict y2 = (const block_q8_1 *)((const uint8_t *)vy + 2 * by);      \
@@ -141,45 +141,45 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
 
 #define Q4_QUANTS(b) nibbles32(x[b].qs)
 #define Q5_QUANTS(b) _mm256_or_si256(nibbles32(x[b].qs), fifth_bits32(x[b].qh))
-#define LP_DOT4_FN(t)                                                                        \
-    void lp_vec_dot4_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+#define LP_DOT_4ACTS_FN(t)                                                                        \
+    void lp_vec_dot_4acts_##t##_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, \
+                                     const void *restrict vy, size_t by)
 
 // A += D * (block's integer sum): signed quants Q against |qy| with qy's sign
 #define LP_ROW(A, Q, YB, D) {                                                                \
     const __m256i yv = _mm256_loadu_si256((const __m256i *)(YB).qs);                         \
     const __m256i p = lp_dot_u8i8x32(_mm256_sign_epi8(yv, yv), _mm256_sign_epi8(Q, yv));     \
     A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(p), A); }
-LP_DOT4_FN(q4_0) {
+LP_DOT_4ACTS_FN(q4_0) {
     const block_q4_0 *restrict x = vx;
-    LP_DOT4_Q8_0_BODY(Q4_QUANTS, 8)
+    LP_DOT_4ACTS_Q8_0_BODY(Q4_QUANTS, 8)
 }
 
-LP_DOT4_FN(q5_0) {
+LP_DOT_4ACTS_FN(q5_0) {
     const block_q5_0 *restrict x = vx;
-    LP_DOT4_Q8_0_BODY(Q5_QUANTS, 16)
+    LP_DOT_4ACTS_Q8_0_BODY(Q5_QUANTS, 16)
 }
 #undef LP_ROW
 // A += D * (block's integer sum): unsigned quants Q against qy
 #define LP_ROW(A, Q, YB, D) \
     A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(lp_dot_u8i8x32(Q, _mm256_loadu_si256((const __m256i *)(YB).qs))), A);
 
-LP_DOT4_FN(q4_1) {
+LP_DOT_4ACTS_FN(q4_1) {
     const block_q4_1 *restrict x = vx;
-    LP_DOT4_Q8_1_BODY(Q4_QUANTS)
+    LP_DOT_4ACTS_Q8_1_BODY(Q4_QUANTS)
 }
 
-LP_DOT4_FN(q5_1) {
+LP_DOT_4ACTS_FN(q5_1) {
     const block_q5_1 *restrict x = vx;
-    LP_DOT4_Q8_1_BODY(Q5_QUANTS)
+    LP_DOT_4ACTS_Q8_1_BODY(Q5_QUANTS)
 }
 #undef LP_ROW
 #undef LP_DM8
 #undef Q4_QUANTS
 #undef Q5_QUANTS
-#undef LP_DOT4_FN
-#undef LP_DOT4_Q8_0_BODY
-#undef LP_DOT4_Q8_1_BODY
+#undef LP_DOT_4ACTS_FN
+#undef LP_DOT_4ACTS_Q8_0_BODY
+#undef LP_DOT_4ACTS_Q8_1_BODY
 #undef LP_CHUNK
 LP_AVX2_END
 #endif
@@ -299,32 +299,32 @@ static inline float32x4_t dot_block_f(int8x16_t a, int8x16_t b, const int8_t *qy
 
 #define Q4_NEON(b, lo, hi) nibbles_neon(x[b].qs, lo, hi)
 #define Q5_NEON(b, lo, hi) q5_neon(x[b].qs, x[b].qh, lo, hi)
-#define LP_DOT4_FN(t)                                                                        \
-    void lp_vec_dot4_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
-                                const void *restrict vy, size_t by)
+#define LP_DOT_4ACTS_FN(t)                                                                        \
+    void lp_vec_dot_4acts_##t##_neon(int n, float *restrict s, size_t bs, const void *restrict vx, \
+                                     const void *restrict vy, size_t by)
 
-LP_DOT4_FN(q4_0) {
+LP_DOT_4ACTS_FN(q4_0) {
     const block_q4_0 *restrict x = vx;
     LP_NEON4_Q8_0_BODY(Q4_NEON, 8)
 }
 
-LP_DOT4_FN(q5_0) {
+LP_DOT_4ACTS_FN(q5_0) {
     const block_q5_0 *restrict x = vx;
     LP_NEON4_Q8_0_BODY(Q5_NEON, 16)
 }
 
-LP_DOT4_FN(q4_1) {
+LP_DOT_4ACTS_FN(q4_1) {
     const block_q4_1 *restrict x = vx;
     LP_NEON4_Q8_1_BODY(Q4_NEON)
 }
 
-LP_DOT4_FN(q5_1) {
+LP_DOT_4ACTS_FN(q5_1) {
     const block_q5_1 *restrict x = vx;
     LP_NEON4_Q8_1_BODY(Q5_NEON)
 }
 #undef Q4_NEON
 #undef Q5_NEON
-#undef LP_DOT4_FN
+#undef LP_DOT_4ACTS_FN
 #undef LP_NEON4_BLOCK
 #undef LP_NEON4_ROWS
 #undef LP_NEON4_Q8_0_STEP

@@ -100,8 +100,8 @@ static inline __m256 rep_h2(lp_half a, lp_half b) { return _mm256_cvtph_ps(_mm_s
     const __m256i ax = _mm256_sign_epi8(qx, qx);                                             \
     LP_ROW(a0, y0[b], d[k]) LP_ROW(a1, y1[b], d[k + 2]) LP_ROW(a2, y2[b], d[k + 4]) LP_ROW(a3, y3[b], d[k + 6]) }
 
-void lp_vec_dot4_q8_0_avx2(int n, float *restrict s, size_t bs, const void *restrict vx,
-                           const void *restrict vy, size_t by) {
+void lp_vec_dot_4acts_q8_0_avx2(int n, float *restrict s, size_t bs, const void *restrict vx,
+                                const void *restrict vy, size_t by) {
     const block_q8_0 *restrict x = vx;
     const int nb = n / QK8_0;
     const block_q8_0 *restrict y0 = vy, *restrict y1 = (const block_q8_0 *)((const uint8_t *)vy + by);
@@ -138,8 +138,8 @@ LP_AVX2_END
 // NEON: the weight bytes loaded once; per row, vec_dot's two dot products and
 // multiply-add. The four rows' scales come from one conversion of four fp16.
 #if LP_ARM
-void lp_vec_dot4_q8_0_neon(int n, float *restrict s, size_t bs, const void *restrict vx,
-                           const void *restrict vy, size_t by) {
+void lp_vec_dot_4acts_q8_0_neon(int n, float *restrict s, size_t bs, const void *restrict vx,
+                                const void *restrict vy, size_t by) {
     const block_q8_0 *restrict x = vx;
     const block_q8_0 *restrict y[4];
     float32x4_t acc[4];

@@ -3,6 +3,10 @@
 // (dense SwiGLU or a mixture of experts), then final norm and output projection.
 // A call runs a batch of tokens (prompt processing) or one (decoding); buffers are
 // the caller's (see lp_model in api.h).
+//
+// engine/ is what runs a model on the kernels of quants/: this forward pass, attention
+// (attn.c), the other float operations (ops.c), the matmul driver (matmul.c), the
+// batched product of prompt processing (gemm.c) and the thread pool (pool.c).
 #include <math.h>
 
 #include "lp.h"
