@@ -368,13 +368,16 @@ def test_busy_port_given_explicitly_is_one_line_before_announcing() -> None:
                            "choose another with --port N, or leave --port out to take a free one")
 
 
-def test_no_port_given_takes_the_next_free_one(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_port_given_takes_the_next_free_one(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         monkeypatch.setattr(listen, "DEFAULT_PORT", port)
         sock = listen.bind("127.0.0.1", None)
         with sock:
-            assert port < sock.getsockname()[1] < port + listen.PORTS_TRIED
-            assert listen.url_of(sock) == f"http://127.0.0.1:{sock.getsockname()[1]}/"
+            taken_port = sock.getsockname()[1]
+            assert port < taken_port < port + listen.PORTS_TRIED
+            assert listen.url_of(sock) == f"http://127.0.0.1:{taken_port}/"
+    assert capsys.readouterr().err == f"llamapack: port {port} is in use (another server?); taking {taken_port}\n"
     with pytest.raises(listen.ServeError, match="not a port number"):
         listen.bind("127.0.0.1", 70000)

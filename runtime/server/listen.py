@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 import time
 from typing import Any, Callable
 
@@ -44,13 +45,17 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def bind(host: str, port: int | None) -> socket.socket:
-    """A listening socket on host:port; port None: the first free one from 8080 on."""
+    """A listening socket on host:port; port None: the first free one from 8080 on (a note on
+    stderr says when 8080 was taken: another server, maybe another packed file, is there)."""
     ports = [port] if port is not None else list(range(DEFAULT_PORT, DEFAULT_PORT + PORTS_TRIED))
     if port is not None and not 0 <= port <= 65535:
         raise ServeError(f"--port {port} is not a port number (0-65535)")
     for p in ports:
         try:
-            return _listen(host, p)
+            sock = _listen(host, p)
+            if p != ports[0]:
+                print(f"llamapack: port {ports[0]} is in use (another server?); taking {p}", file=sys.stderr)
+            return sock
         except socket.gaierror as e:
             raise ServeError(f"cannot listen on {host!r}: {e.strerror}") from None
         except OSError as e:
