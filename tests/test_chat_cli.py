@@ -18,13 +18,11 @@ from pathlib import Path
 import pytest
 
 from packer.build import build
-from packer.runtime_build import build_runtime_once
 from runtime.chat_cli import run_chat
 from runtime.cli import CHAT_MAX_TOKENS
 from runtime.engine import Stats
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "out"
 
 
 @dataclass
@@ -149,11 +147,6 @@ def test_a_chat_reply_is_capped_unless_n_is_given(tmp_path: Path) -> None:
         n = limit or 4096 + 1 - int(re.search(r"prompt (\d+) tokens", last).group(1))  # the last is not run
         assert re.fullmatch(rf"\[{n} tokens, [\d.]+ tok/s \| prompt \d+ tokens, [\d.]+ tok/s\] \(cut.*\)", last), last
         assert ("-n sets the limit" if limit else "context of 4096 tokens is full") in last
-
-@pytest.fixture(scope="session")
-def runtime_exe() -> Path:
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
-
 
 @pytest.fixture(scope="module")
 def smol_file(runtime_exe, smollm2_path, tmp_path_factory) -> Path:

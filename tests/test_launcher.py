@@ -20,25 +20,11 @@ import pytest
 from tests.cliutil import assert_one_line_error
 
 from packer.build import build
-from packer.runtime_build import build_runtime_once
 from runtime.payload import ALIGNMENT, PayloadError, find_end, merge_args, parse_args_text, read_payload, read_zip
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
-OUT = ROOT / "tests" / "out"
 PROMPT = "Once upon a time"
-
-
-@pytest.fixture(scope="session")
-def runtime_exe() -> Path:
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
-
-
-@pytest.fixture(scope="module")
-def packed(runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("launch")
-    return {"smollm2": build(smollm2_path, d / "smollm2.llamafile", runtime_exe, progress=False).output,
-            "moe": build(MOE, d / "moe.llamafile", runtime_exe, args=["-c", "256", "..."], progress=False).output}
 
 
 def engine_text(model: Path, prompt: str, n: int, n_ctx: int = 4096) -> str:

@@ -24,7 +24,6 @@ from tests.cliutil import assert_one_line_error
 from packer import build as build_mod
 from packer.build import PackError, build, parse_args_option
 from packer.pyiarchive import COOKIE, MAGIC, read_archive, read_toc
-from packer.runtime_build import build_runtime_once
 from packer.verify import Report, _check_parts, verify
 from runtime.payload import ALIGNMENT, read_payload
 from tools.bench_pack import write_padded_gguf
@@ -32,18 +31,6 @@ from tools.bench_pack import write_padded_gguf
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
 OUT = ROOT / "tests" / "out"
-
-
-@pytest.fixture(scope="session")
-def runtime_exe() -> Path:
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
-
-
-@pytest.fixture(scope="module")
-def packed(runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("packed")
-    return {"smollm2": build(smollm2_path, d / "smollm2.llamafile", runtime_exe, progress=False).output,
-            "moe": build(MOE, d / "moe.llamafile", runtime_exe, args=["-c", "256", "..."], progress=False).output}
 
 
 def sha256(path: Path, offset: int = 0, size: int | None = None) -> str:

@@ -316,7 +316,8 @@ def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> Non
     assert err.count("POST /v1/completions") == 2 and "HTTP/1.1" not in err
 
 
-def test_ctrl_c_in_a_terminal_stops_a_packed_server_cleanly(smollm2_path: Path, tmp_path: Path) -> None:
+def test_ctrl_c_in_a_terminal_stops_a_packed_server_cleanly(runtime_exe: Path, smollm2_path: Path,
+                                                            tmp_path: Path) -> None:
     """A terminal's Ctrl+C signals the whole foreground process group, and the one-file runtime's
     bootloader forwards it to the server too: SIGINT twice, milliseconds apart. That is one
     Ctrl+C: a graceful stop and one line (a second SIGINT used to force uvicorn's exit, with a
@@ -324,10 +325,8 @@ def test_ctrl_c_in_a_terminal_stops_a_packed_server_cleanly(smollm2_path: Path, 
     import os
 
     from packer.build import build
-    from packer.runtime_build import build_runtime_once
 
-    exe = build_runtime_once(ROOT / "tests" / "out" / "dist", ROOT / "tests" / "out" / "pyinstaller")
-    packed = build(smollm2_path, tmp_path / "smol.llamafile", exe, progress=False).output
+    packed = build(smollm2_path, tmp_path / "smol.llamafile", runtime_exe, progress=False).output
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([str(packed), "--server", "--nobrowser", "--port", str(port)], cwd=tmp_path,

@@ -9,30 +9,14 @@ import struct
 import zipfile
 from pathlib import Path
 
-import pytest
 
-from packer.build import build
 from packer.pyiarchive import read_archive
-from packer.runtime_build import build_runtime_once
 from packer.verify import inspect, verify
 from runtime.payload import read_payload
 from tests.test_packer import packer
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
-OUT = ROOT / "tests" / "out"
-
-
-@pytest.fixture(scope="session")
-def runtime_exe() -> Path:
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
-
-
-@pytest.fixture(scope="module")
-def packed(runtime_exe, smollm2_path, tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("verify")
-    return {"smollm2": build(smollm2_path, d / "smollm2.llamafile", runtime_exe, progress=False).output,
-            "moe": build(MOE, d / "moe.llamafile", runtime_exe, args=["-c", "256", "..."], progress=False).output}
 
 
 def test_inspect_and_verify(packed) -> None:
