@@ -17,14 +17,8 @@
 
 #include "lp.h"
 
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(void) {  // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
-static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }  // [-1, 1)
+#define RNG_SEED 0x2545f4914f6cdd1dull
+#include "rng.h"
 
 static int passed, failed;
 static void check(int ok, const char *what, const char *isa, const char *type, int pattern) {

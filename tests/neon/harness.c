@@ -10,14 +10,8 @@
 
 #include "lp.h"
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(void) {  // xorshift64*
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
-static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }  // [-1, 1)
+#define RNG_SEED 0x9e3779b97f4a7c15ull
+#include "rng.h"
 
 static int passed, failed;
 static void report(int ok, const char *what, const char *type, double got, double want, double tol) {
