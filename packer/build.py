@@ -103,10 +103,10 @@ def parse_args_option(text: str | None) -> list[str]:
     for a in args:
         if "\n" in a or "\r" in a or "\0" in a:
             raise PackError(f"bad --args: {a!r}: an argument cannot hold a line break")
-    from runtime.cli import ArgsError, build_parser
+    from runtime.cli import ArgsError, check_args
 
     try:
-        build_parser(strict=True).parse_args([a for a in args if a != "..."])
+        check_args(args)
     except ArgsError as e:
         raise PackError(f"bad --args: {e}") from None
     return args

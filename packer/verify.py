@@ -132,10 +132,10 @@ def verify(path: str) -> Report:
         _check_parts(rep, f, payload)
     _check_gguf(rep, path, g)
     if payload.args is not None:
-        from runtime.cli import ArgsError, build_parser
+        from runtime.cli import ArgsError, check_args
 
         try:
-            build_parser(strict=True).parse_args([a for a in payload.args if a != "..."])
+            check_args(payload.args)
             rep.add(ARGS_NAME, True, " ".join(payload.args))
         except ArgsError as e:
             rep.add(ARGS_NAME, False, str(e))

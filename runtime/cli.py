@@ -120,6 +120,13 @@ def _ranged(kind: type, lo: float | None = None, hi: float | None = None):
     return check
 
 
+def check_args(stored: list[str]) -> None:
+    """A packed file's .args lines (`...` marks where the user's go) parse as a command line;
+    ArgsError with argparse's one-line reason otherwise. The launcher, `packer build --args`
+    and `packer verify` all check them here."""
+    build_parser(strict=True).parse_args([a for a in stored if a != "..."])
+
+
 def build_parser(strict: bool = False, prog: str | None = None) -> argparse.ArgumentParser:
     prog = prog or program_name()
     top = _Parser(prog=prog, description=DESCRIPTION, epilog=_epilog(prog), strict=strict,

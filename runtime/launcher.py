@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None, self_path: str | None = None) -> int
     stored = payload.args if payload else None
     if stored:
         try:
-            cli.build_parser(strict=True).parse_args([a for a in stored if a != "..."])
+            cli.check_args(stored)
         except cli.ArgsError as e:
             return _fail(f"bad .args in {os.path.basename(self_path)}: {e}")
     args = cli.build_parser().parse_args(merge_args(stored, user))
