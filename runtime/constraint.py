@@ -1,0 +1,35 @@
+"""What a constraint on generated text promises the generation loop.
+
+A constraint (JSON mode, a GBNF grammar, a JSON Schema, a tool-call format) decides, before
+each sampled token, which tokens may come next. The generation loop calls, per step:
+
+    logits = processors(history, logits)        # penalties, biases
+    logits = constraint.mask(logits)            # rejected tokens get -inf
+    token  = sampler(logits)
+    constraint.advance(token)
+    ... stop checker: constraint.done ends generation with reason COMPLETE
+
+- `mask(logits)` returns the float32 logits (n_vocab,) with every token the constraint
+  rejects set to -inf (it may change and return the array it is given). End-of-generation
+  tokens are allowed only where the output may end. When it leaves no token finite, nothing
+  can continue the output: the loop ends generation (reason COMPLETE) without sampling.
+- `advance(token)` takes the sampled token (always one `mask` allowed) into the state.
+- `done` is True once the output is complete and nothing may follow it (e.g. a JSON object's
+  closing brace): generation ends there, with finish_reason "stop".
+
+A constraint belongs to one request and is used by one thread at a time.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class Constraint(Protocol):
+    def mask(self, logits: np.ndarray) -> np.ndarray: ...
+
+    def advance(self, token: int) -> None: ...
+
+    @property
+    def done(self) -> bool: ...
