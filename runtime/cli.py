@@ -54,6 +54,7 @@ SAMPLING = ("temp", "top_k", "top_p", "min_p", "repeat_penalty", "repeat_last_n"
             "frequency_penalty", "seed")
 CHAT_MAX_TOKENS = 1024   # a chat reply's cap when -n is not given: a looping model stops somewhere
 MAX_PARALLEL = 64        # server slots: each holds a KV cache of the whole context
+MAX_UBATCH = 8192        # rows of one forward step (its scratch grows with them)
 
 DESCRIPTION = """\
 Run a GGUF language model on the CPU: a one-shot completion (-p, -f), a terminal chat
@@ -158,7 +159,11 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
     p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (default: none)")
     p.add_argument("--parallel", "-np", type=_ranged(int, 1, MAX_PARALLEL), default=1, metavar="N",
-                   help="requests served at once, each with its own KV cache (default: 1)")
+                   help="requests decoded at once, in one batch; each has its own KV cache of -c "
+                        "positions (default: 1)")
+    p.add_argument("--ubatch", "-ub", type=_ranged(int, 1, MAX_UBATCH), default=512, metavar="N",
+                   help="rows per forward step: a long prompt is processed N tokens at a time between "
+                        "the other requests' tokens (default: 512)")
     return top
 
 
@@ -206,9 +211,10 @@ def _fail(msg: str) -> int:
     return 1
 
 
-def load_engine(args: argparse.Namespace, offset: int = 0):
-    """The engine for args.model (a GGUF at `offset` in that file); the summary goes to stderr,
-    with a note when -c or -t asked for more than the model or the machine has."""
+def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_batch: int = 512):
+    """The engine for args.model (a GGUF at `offset` in that file) with a KV cache of n_seq
+    sequences; the summary goes to stderr, with a note when -c or -t asked for more than the
+    model or the machine has."""
     from runtime.engine import Engine
     from runtime.kernels import default_threads
 
@@ -220,13 +226,16 @@ def load_engine(args: argparse.Namespace, offset: int = 0):
         _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")
         threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
-                      n_threads=threads, chat_template=args.chat_template)
+                      n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch)
     cfg = eng.model.config
     if args.ctx_size > cfg.n_ctx_train and "ctx_size" in args.given:
         _note(f"-c {args.ctx_size} is above the model's training context; clamped to {eng.n_ctx}")
     print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {cfg.n_layer} layers, "
           f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
           file=sys.stderr)
+    seqs = f" ({n_seq} sequences of {eng.n_ctx} positions)" if n_seq > 1 else ""
+    print(f"llamapack: KV cache {eng.model.kv_bytes / 2**20:.0f} MiB{seqs}, scratch "
+          f"{eng.model.scratch_bytes / 2**20:.0f} MiB", file=sys.stderr)
     return eng
 
 
@@ -314,9 +323,9 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
     from runtime.server import bind
 
     sock = bind(args.host, args.port)  # first: a busy port is said before anything is announced
-    eng = load_engine(args, offset)
-    return serve(eng, api_key=args.api_key, parallel=args.parallel, open_browser=open_browser, sock=sock,
-                 defaults=server_defaults(args))
+    eng = load_engine(args, offset, n_seq=args.parallel, max_batch=args.ubatch + args.parallel)
+    return serve(eng, api_key=args.api_key, parallel=args.parallel, ubatch=args.ubatch, open_browser=open_browser,
+                 sock=sock, defaults=server_defaults(args))
 
 
 def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = None) -> int:

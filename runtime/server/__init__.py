@@ -48,7 +48,7 @@ def _log_to_stderr() -> None:
 
 
 def serve(engine: Engine, host: str = "127.0.0.1", port: int | None = None, api_key: str | None = None,
-          parallel: int = 1, open_browser: bool = False, sock: socket.socket | None = None,
+          parallel: int = 1, ubatch: int = 512, open_browser: bool = False, sock: socket.socket | None = None,
           header_timeout: float = HEADER_TIMEOUT, defaults: Defaults | None = None) -> int:
     """Serves until interrupted (Ctrl+C / SIGTERM); returns the exit status (130 after Ctrl+C).
 
@@ -57,7 +57,7 @@ def serve(engine: Engine, host: str = "127.0.0.1", port: int | None = None, api_
     browser. Binds loopback unless `host` says otherwise. `defaults`: what requests get for
     the fields they do not set (the command line's values)."""
     sock = sock if sock is not None else bind(host, port)
-    app = create_app(engine, api_key=api_key, parallel=parallel, defaults=defaults)
+    app = create_app(engine, api_key=api_key, parallel=parallel, ubatch=ubatch, defaults=defaults)
     server = server_for(app, header_timeout)
     url = url_of(sock)
     _log_to_stderr()

@@ -186,11 +186,11 @@ def model_id(engine: Engine) -> str:
     return os.path.basename(os.fspath(engine.gguf.path)) or "model"
 
 
-def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1,
+def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1, ubatch: int = 512,
                max_body_bytes: int = MAX_BODY_BYTES, defaults: Defaults | None = None) -> Starlette:
     """The server as an ASGI app; it starts its engine worker now and stops it on shutdown.
     `defaults` are what requests get for the fields they do not set (the command line's)."""
-    scheduler = Scheduler(engine, parallel=parallel)
+    scheduler = Scheduler(engine, parallel=parallel, ubatch=ubatch)
     name = model_id(engine)
 
     async def index(request: Request) -> Response:

@@ -1,24 +1,28 @@
-"""Generation slots and the one worker thread that runs them.
+"""The server's slots and the one worker thread that runs every model call: continuous batching.
 
-The engine keeps one KV cache and its forward pass is not re-entrant (the C thread pool
-runs one job at a time), so every model call happens on a single worker thread:
+The forward pass is not re-entrant (the C thread pool runs one job at a time), so every model
+call happens on a single worker thread:
 
     request handler (event loop) --submit(Job)--> waiting queue (FIFO)
-    worker thread: admit waiting jobs into free slots, then step every busy slot by one
-                   piece of output in turn (round robin), until no slot is busy
+    worker thread, each step: admit waiting jobs into free slots, then ONE forward call over
+        one decoding row of every generating slot, plus prompt chunks of the slots still in
+        prompt processing (the shortest prompts first, up to `ubatch` rows in all);
+        each slot's row of logits goes to its request's `Decoding`, which picks the token
     worker --Job._put(item)--> the handler's asyncio queue --> SSE / JSON response
 
-A slot is an Engine with its own KV cache. `parallel=N` gives N slots: slot 0 is the
-engine the server was given, the others share its mapped weights, tokenizer and chat
-template and add a KV cache each. N clients then stream at the same time, interleaved
-token by token (one forward call each per round: decoding is not batched, so the total
-throughput is that of one stream; what N slots buy is fairness and per-client caches).
-A job is admitted into the free slot whose cache holds the longest prefix of its prompt,
-so a follow-up chat turn finds its conversation still cached and only evaluates the new
-tokens. A cancelled job (its client went away) is dropped before its next step, i.e.
-within one token. A job that fails (any exception of the engine) ends with that error for its
-client alone; its slot's cache is emptied (it may hold what the failed step wrote) and the
-worker goes on with the next job.
+A slot is one sequence of the model's KV cache (`parallel` slots, `-c` positions each). N
+clients then decode in one batch: the weights are read once per step for all of them. A long
+prompt is processed `ubatch` tokens at a time between the other slots' tokens, so it delays
+them by one chunk per step rather than by the whole prompt, and a short new prompt goes first.
+A job is admitted into the free slot whose cache holds the longest prefix of its prompt; if
+another slot (busy or not) holds a longer one, that prefix is copied into the new slot's
+sequence instead of recomputed (a shared system prompt is processed once). A cancelled job
+(its client went away) leaves before the next step. A job that fails (any exception of the
+engine) ends with that error for its client alone; its slot's sequence is cleared and the
+worker goes on.
+
+Jobs that are not generations (embeddings) run their own `work(engine)` iterator on a free
+slot's engine, one item per step, between the batched steps.
 
 Tokenizing and chat-template rendering, which take seconds on megabytes of text, run on a
 second thread (`off_loop`), so neither the event loop (/health, the streams) nor the engine
@@ -35,8 +39,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from runtime.engine import Engine
-from runtime.model import Model
+from runtime.decoding import Decoding
+from runtime.engine import Engine, check_finite
+from runtime.model import Model, ModelError
 from runtime.server.errors import APIError
 
 _DONE = object()
@@ -54,12 +59,17 @@ class _Failure:
 
 
 class Job:
-    """One piece of work for an engine: `work(engine)` is an iterator run on the worker thread;
-    its items reach the asyncio side through `async for item in job`. Create it on the event loop."""
+    """One piece of work for an engine: a generation, batched with the others, or `work(engine)`, an
+    iterator run on the worker thread; the items (a generation's Chunks) reach the asyncio side
+    through `async for item in job`. Create it on the event loop."""
 
-    def __init__(self, work: Callable[[Engine], Iterator[Any]], prompt: Sequence[int] = ()) -> None:
+    def __init__(self, work: Callable[[Engine], Iterator[Any]], prompt: Sequence[int] = (),
+                 generation: Any = None) -> None:
         self.work = work
         self.prompt = list(prompt)  # for slot choice: the prefix the slot's cache should hold
+        # a generation (server/generation.py: `decoding(engine)` gives its Decoding) is batched with
+        # the others; a job without one runs `work` on its slot's engine
+        self.generation = generation
         self.loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = False
@@ -110,34 +120,55 @@ class TextThread:
 
 
 class Slot:
+    """One sequence of the model's KV cache and the job using it. `engine` is an Engine on that
+    sequence: its `tokens` are what the sequence holds, position by position."""
+
     def __init__(self, index: int, engine: Engine) -> None:
         self.index = index
         self.engine = engine
         self.job: Job | None = None
-        self.steps: Iterator[Any] | None = None
+        self.steps: Iterator[Any] | None = None  # a job's own work
+        self.state: Decoding | None = None        # a generation's state
+        self.pending: list[int] = []              # prompt tokens still to run
+        self.next_token: int | None = None        # the chosen token that runs next
         self.last_used = 0.0
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.engine.tokens
 
     def common_prefix(self, ids: Sequence[int]) -> int:
         n = 0
-        for a, b in zip(self.engine.tokens, ids):
+        for a, b in zip(self.tokens, ids):
             if a != b:
                 break
             n += 1
         return n
 
 
-def clone_engine(engine: Engine) -> Engine:
-    """Another engine on the same mapped weights, tokenizer and template, with its own KV cache."""
-    model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=engine.model.n_threads)
-    return Engine(engine.gguf, model, engine.tokenizer, engine.template)
+def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
+    """An engine per slot, each on its own sequence of one model: `engine`'s own model when it has
+    the sequences and the batch room, else a new one on the same mapped weights."""
+    model = engine.model
+    if model.n_seq < parallel or model.max_batch < min(ubatch + parallel, parallel * model.n_ctx):
+        model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=model.n_threads, n_seq=parallel,
+                      max_batch=ubatch + parallel)
+    first = engine if model is engine.model else Engine(engine.gguf, model, engine.tokenizer, engine.template)
+    return [first] + [Engine(engine.gguf, model, engine.tokenizer, engine.template, seq=i)
+                      for i in range(1, parallel)]
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, parallel: int = 1, max_waiting: int | None = None) -> None:
+    def __init__(self, engine: Engine, parallel: int = 1, max_waiting: int | None = None, ubatch: int = 512) -> None:
         if parallel < 1:
             raise ValueError(f"parallel must be at least 1, got {parallel}")
+        if ubatch < 1:
+            raise ValueError(f"ubatch must be at least 1, got {ubatch}")
         self.engine = engine
-        self.slots = [Slot(0, engine)] + [Slot(i, clone_engine(engine)) for i in range(1, parallel)]
+        self.slots = [Slot(i, e) for i, e in enumerate(slot_engines(engine, parallel, ubatch))]
+        self.model = self.slots[0].engine.model
+        self.ubatch = min(ubatch, self.model.max_batch)  # prompt rows per step, with the decoding rows
+        self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
@@ -234,7 +265,7 @@ class Scheduler:
                 continue
             slot = max(free, key=lambda s: (s.common_prefix(job.prompt), -s.last_used))
             slot.job, job.slot = job, slot.index
-            slot.steps = None  # started on the worker, outside the lock
+            slot.steps, slot.state = None, None  # started on the worker, outside the lock
 
     def _release(self, slot: Slot, final: Any) -> None:
         job, steps = slot.job, slot.steps
@@ -244,17 +275,21 @@ class Scheduler:
             except Exception:
                 pass
         with self._cv:
-            slot.job, slot.steps = None, None
+            slot.job, slot.steps, slot.state = None, None, None
+            slot.pending, slot.next_token = [], None
             slot.last_used = time.monotonic()
         if job is not None:
             job._put(final)
 
-    def _step(self, slot: Slot) -> None:
+    def _fail(self, slot: Slot, exc: BaseException) -> None:
+        """The job's error goes to its client; its sequence may hold what the failed step wrote."""
+        slot.engine.reset()
+        self._release(slot, _Failure(exc))
+
+    def _step_work(self, slot: Slot) -> None:
+        """One item of a job that is not a generation (its own iterator on the slot's engine)."""
         job = slot.job
         assert job is not None
-        if job.cancelled:
-            self._release(slot, _DONE)
-            return
         try:
             if slot.steps is None:
                 slot.steps = iter(job.work(slot.engine))
@@ -263,10 +298,103 @@ class Scheduler:
             self._release(slot, _DONE)
             return
         except Exception as exc:  # the job's error goes to its client; the worker carries on
-            slot.engine.reset()  # the cache may hold what the failed step wrote: start afresh
-            self._release(slot, _Failure(exc))
+            self._fail(slot, exc)
             return
         job._put(item)
+
+    def _start(self, slot: Slot) -> bool:
+        """A generation's first step: its state, and its sequence holding the longest cached prefix
+        of its prompt (copied from another slot when one holds more). False if it failed."""
+        job = slot.job
+        assert job is not None
+        try:
+            state = job.generation.decoding(slot.engine)
+            ids = job.prompt
+            if not ids or len(ids) >= self.model.n_ctx:
+                raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {self.model.n_ctx}")
+            own = slot.common_prefix(ids)
+            donor = max(self.slots, key=lambda s: s.common_prefix(ids))
+            if donor is not slot and donor.common_prefix(ids) > own:
+                own = donor.common_prefix(ids)
+                self.model.copy_prefix(donor.index, slot.index, own)
+                slot.tokens[:] = donor.tokens[:own]
+            reuse = min(own, len(ids) - 1)  # at least one token runs, for its logits
+            self.model.truncate(slot.index, reuse)
+            del slot.tokens[reuse:]
+            slot.engine.last_reused = reuse
+            state.begin(reuse)
+        except Exception as exc:
+            self._fail(slot, exc)
+            return False
+        slot.state, slot.pending = state, list(ids[reuse:])
+        return True
+
+    def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
+        """This step's rows: (slot, tokens, whether its last row gives logits). Every decoding slot's
+        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows."""
+        rows: list[tuple[Slot, list[int], bool]] = []
+        for slot in slots:
+            if slot.next_token is not None:
+                rows.append((slot, [slot.next_token], True))
+        room = min(max(1, self.ubatch - len(rows)), self.model.max_batch - len(rows))
+        for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
+            if room <= 0:
+                break
+            take = slot.pending[:room]
+            rows.append((slot, take, len(take) == len(slot.pending)))
+            room -= len(take)
+        return rows
+
+    def _step_generations(self, slots: list[Slot]) -> None:
+        """One forward call for every generating slot; each marked row's logits to its request."""
+        slots = [s for s in slots if s.state is not None or self._start(s)]
+        rows = self._batch(slots)
+        if not rows:
+            return
+        self.most_sequences_in_a_step = max(self.most_sequences_in_a_step, len(rows))
+        tokens, positions, seqs, marks = [], [], [], []
+        for slot, ids, out in rows:
+            n = len(slot.tokens)
+            tokens += ids
+            positions += range(n, n + len(ids))
+            seqs += [slot.index] * len(ids)
+            marks += [False] * (len(ids) - 1) + [out]
+        try:
+            logits = self.model.decode(tokens, positions, seqs, marks)
+        except Exception as exc:  # every request in the batch fails; the worker carries on
+            for slot, _, _ in rows:
+                self._fail(slot, exc)
+            return
+        i = 0
+        for slot, ids, out in rows:
+            slot.tokens.extend(ids)
+            if slot.pending:  # a prompt chunk
+                del slot.pending[:len(ids)]
+            else:             # the decoding row
+                slot.next_token = None
+            if out:
+                self._advance(slot, logits[i])
+                i += 1
+
+    def _advance(self, slot: Slot, logits: Any) -> None:
+        """The slot's next token from its row of logits; its chunk to the client; the end if done."""
+        state, job = slot.state, slot.job
+        assert state is not None and job is not None
+        try:
+            check_finite(logits, len(slot.tokens) - 1)
+            tok = state.choose(logits)
+            if tok is not None:
+                chunk = state.accept(tok, len(slot.tokens))
+                if chunk.text:
+                    job._put(chunk)
+            if tok is None or state.done:
+                job._put(state.finish())
+                self._release(slot, _DONE)
+                return
+        except Exception as exc:
+            self._fail(slot, exc)
+            return
+        slot.next_token = tok
 
     def _run(self) -> None:
         while True:
@@ -278,8 +406,14 @@ class Scheduler:
                 if self._closed:
                     break
                 busy = [s for s in self.slots if s.job is not None]
+            for slot in busy:  # a client that went away leaves now
+                if slot.job is not None and slot.job.cancelled:
+                    self._release(slot, _DONE)
+            busy = [s for s in busy if s.job is not None]
             for slot in busy:
-                self._step(slot)
+                if slot.job is not None and slot.job.generation is None:
+                    self._step_work(slot)
+            self._step_generations([s for s in busy if s.job is not None and s.job.generation is not None])
         with self._cv:  # shutting down: nobody waits forever
             for job in self._waiting:
                 job._put(_Failure(APIError(503, "the server is shutting down", code="unavailable")))

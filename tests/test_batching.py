@@ -1,0 +1,160 @@
+"""The server's continuous batching on SmolLM2: concurrent requests decode in one forward call
+per step, a long prompt is processed in chunks between the other requests' tokens, a new request
+reuses a prefix another slot holds, and a client that leaves frees its slot."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from serverutil import ServerThread
+
+from runtime.engine import Engine
+from runtime.sampling import SamplingParams
+
+N_CTX = 2048
+QUESTIONS = ["Name three rivers in Europe.", "What is the capital of Japan?", "Write a haiku about rain.",
+             "How many legs does a spider have?"]
+
+
+@pytest.fixture(scope="module")
+def engine(smollm2_path: Path) -> Engine:
+    eng = Engine.load(smollm2_path, n_ctx=N_CTX, n_seq=4, max_batch=64 + 4)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_path: Path) -> Engine:
+    eng = Engine.load(smollm2_path, n_ctx=N_CTX)
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def server(engine: Engine) -> ServerThread:
+    with ServerThread(engine, parallel=4, ubatch=64) as srv:
+        yield srv
+
+
+def alone(eng: Engine, messages: list[dict[str, str]], max_tokens: int) -> str:
+    eng.reset()
+    return "".join(c.text for c in eng.stream_chat(messages, max_tokens=max_tokens, params=SamplingParams(temp=0)))
+
+
+def stream_chat(url: str, messages: list[dict[str, str]], max_tokens: int,
+                arrivals: list[float] | None = None) -> dict[str, object]:
+    """A streamed chat completion: its text, usage and each piece's arrival time."""
+    body = {"messages": messages, "stream": True, "max_tokens": max_tokens, "temperature": 0,
+            "stream_options": {"include_usage": True}}
+    text, usage = [], {}
+    with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=300) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(decode_unicode=True):
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event.get("choices", []):
+                piece = choice["delta"].get("content")
+                if piece:
+                    text.append(piece)
+                    if arrivals is not None:
+                        arrivals.append(time.monotonic())
+    return {"text": "".join(text), "usage": usage}
+
+
+def concurrently(*calls):  # type: ignore[no-untyped-def]
+    out = [None] * len(calls)
+
+    def run(i: int) -> None:
+        out[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_four_concurrent_greedy_requests_each_give_their_text_alone(server: ServerThread, reference: Engine) -> None:
+    """Decoded in one batch, each request's greedy text is the one it gets on its own."""
+    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    want = [alone(reference, c, 48) for c in convs]
+    got = concurrently(*[lambda c=c: stream_chat(server.url, c, 48) for c in convs])
+    assert [g["text"] for g in got] == want
+    # they ran together: the server's steps carried several sequences' rows
+    assert server.app.state.scheduler.most_sequences_in_a_step >= 2
+
+
+def test_a_long_prompt_is_processed_in_chunks_between_the_streams_tokens(server: ServerThread) -> None:
+    """With --ubatch 64, a ~1,000-token prompt takes many steps; the three streams that were
+    running keep getting tokens during them, instead of waiting for the whole prompt."""
+    arrivals: list[list[float]] = [[], [], []]
+    long_text = " ".join(f"Item {i}: the quick brown fox jumps over the lazy dog." for i in range(80))
+    marks: dict[str, float] = {}
+
+    def background(i: int) -> dict[str, object]:
+        return stream_chat(server.url, [{"role": "user", "content": f"Count from {i} to {i + 200}."}], 160,
+                           arrivals[i])
+
+    def long_request() -> dict[str, object]:
+        while min(len(a) for a in arrivals) < 3:  # the three are generating
+            time.sleep(0.01)
+        marks["sent"] = time.monotonic()
+        first: list[float] = []
+        out = stream_chat(server.url, [{"role": "user", "content": long_text + "\nSummarise."}], 2, first)
+        marks["first"] = first[0] if first else time.monotonic()
+        return out
+
+    results = concurrently(lambda: background(0), lambda: background(1), lambda: background(2), long_request)
+    prompt_tokens = results[3]["usage"]["prompt_tokens"]  # type: ignore[index]
+    assert prompt_tokens > 900
+    for i in range(3):
+        during = [t for t in arrivals[i] if marks["sent"] < t < marks["first"]]
+        # ~15 chunks of 64 rows; a stream gets a token per step (a few steps may fall outside)
+        assert len(during) >= 8, f"stream {i} got {len(during)} tokens while the long prompt ran"
+
+
+def test_a_new_request_copies_the_prefix_another_slot_holds(server: ServerThread, reference: Engine) -> None:
+    """A second conversation with the same long system prompt, arriving while the first one still
+    streams in its slot, starts from a copy of that slot's cached prefix and answers as it would alone."""
+    system = {"role": "system", "content": "You are a helpful assistant. " * 40}
+    first = [system, {"role": "user", "content": "Count from 1 to 100."}]
+    second = [system, {"role": "user", "content": "What is 2 + 2?"}]
+    arrivals: list[float] = []
+    results: dict[str, dict[str, object]] = {}
+
+    def later() -> None:
+        while len(arrivals) < 3:
+            time.sleep(0.01)
+        results["second"] = stream_chat(server.url, second, 24)
+
+    t = threading.Thread(target=later)
+    t.start()
+    results["first"] = stream_chat(server.url, first, 120, arrivals)
+    t.join()
+    usage = results["second"]["usage"]
+    n_system = len(reference.chat_prompt([system], add_generation_prompt=False))
+    assert usage["prompt_tokens_details"]["cached_tokens"] >= n_system - 4  # type: ignore[index]
+    assert results["second"]["text"] == alone(reference, second, 24)
+
+
+def test_a_client_that_leaves_frees_its_slot(server: ServerThread) -> None:
+    scheduler = server.app.state.scheduler
+    body = {"messages": [{"role": "user", "content": "Tell me a very long story."}], "stream": True,
+            "max_tokens": 1000, "temperature": 0}
+    with requests.post(server.url + "/v1/chat/completions", json=body, stream=True, timeout=60) as r:
+        for i, _ in enumerate(r.iter_lines()):
+            if i >= 6:
+                break
+        assert scheduler.status()["slots_processing"] == 1
+    deadline = time.monotonic() + 10
+    while scheduler.status()["slots_processing"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert scheduler.status()["slots_processing"] == 0
