@@ -23,15 +23,24 @@ REF = json.loads((Path(__file__).parent / "fixtures" / "models" / "reference.jso
 
 
 class ToyTokenizer:
-    """A tokenizer with VOCAB's pieces and one end-of-generation token."""
+    """A tokenizer whose tokens are the pieces of `vocab`, token 0 ending generation."""
+
+    def __init__(self, vocab: list[str] = VOCAB) -> None:
+        self.vocab = vocab
 
     def is_eog(self, token: int) -> bool:
         return token == EOS
 
+    def token_to_piece(self, token: int, special: bool = False) -> bytes:
+        # "\xff" stands for a byte-fallback piece: not UTF-8 on its own
+        return b"\xff" if self.vocab[token] == "\xff" else self.vocab[token].encode()
+
     def decoder(self):
+        vocab = self.vocab
+
         class Decoder:
             def feed(self, token: int) -> str:
-                return VOCAB[token]
+                return vocab[token]
 
             def flush(self) -> str:
                 return ""

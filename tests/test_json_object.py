@@ -10,6 +10,8 @@ import json
 import numpy as np
 import pytest
 
+from test_decoding import ToyTokenizer
+
 from runtime.decoding import Decoding
 from runtime.engine import Engine
 from runtime.json_object import MAX_WS_RUN, START, JsonObject, advance, candidates, is_valid_object
@@ -36,26 +38,12 @@ def test_json_automaton_agrees_with_the_json_module() -> None:
     assert advance(START, '{"key": "x\x01') is None             # control characters break strings
 
 
-class ToyTokenizer:
-    def is_eog(self, token: int) -> bool:
-        return token == EOS
-
-    def token_to_piece(self, token: int, special: bool = False) -> bytes:
-        # "\xff" stands for a byte-fallback piece: not UTF-8 on its own
-        return b"\xff" if VOCAB[token] == "\xff" else VOCAB[token].encode()
-
-    def decoder(self):
-        class Decoder:
-            def feed(self, token: int) -> str:
-                return VOCAB[token]
-
-            def flush(self) -> str:
-                return ""
-        return Decoder()
+def toy() -> ToyTokenizer:
+    return ToyTokenizer(VOCAB)
 
 
 def test_mask_keeps_the_k_best_valid_tokens_by_descending_logit() -> None:
-    c = JsonObject(ToyTokenizer(), k=2)
+    c = JsonObject(toy(), k=2)
     logits = np.array([9, 1, 8, 7, 6, 5, 4, 3, 2, 1, 9, 9], np.float32)
     masked = c.mask(logits.copy())
     # EOS, "}" (nothing open), "\xff" (partial UTF-8) and "x" rank high but cannot start the output
@@ -68,7 +56,7 @@ def test_mask_keeps_the_k_best_valid_tokens_by_descending_logit() -> None:
 
 
 def test_eog_is_masked_until_the_object_is_complete() -> None:
-    c = JsonObject(ToyTokenizer(), k=len(VOCAB))
+    c = JsonObject(toy(), k=len(VOCAB))
     for tok in (1, 3, 4, 5):  # {"a":1
         assert not np.isfinite(c.mask(np.zeros(len(VOCAB), np.float32))[EOS])
         c.advance(tok)
@@ -80,7 +68,7 @@ def test_eog_is_masked_until_the_object_is_complete() -> None:
 
 
 def test_whitespace_runs_are_capped() -> None:
-    c = JsonObject(ToyTokenizer(), k=len(VOCAB))
+    c = JsonObject(toy(), k=len(VOCAB))
     c.advance(1)
     row = np.zeros(len(VOCAB), np.float32)
     for _ in range(MAX_WS_RUN):
@@ -98,8 +86,8 @@ def test_candidates_follow_the_sampling_params() -> None:
 
 def test_a_decoding_with_the_constraint_ends_at_the_closing_brace() -> None:
     """Even when the model would rather go on: the object's end is the generation's end."""
-    s = Decoding([1], make_sampler(temp=0.0), constraint=JsonObject(ToyTokenizer(), k=1),
-                 tokenizer=ToyTokenizer(), max_tokens=50)
+    s = Decoding([1], make_sampler(temp=0.0), constraint=JsonObject(toy(), k=1),
+                 tokenizer=toy(), max_tokens=50)
     prefs = [11, 3, 4, 5, 2, 7]  # the token each step's logits favour ("x" cannot start the output)
     text = ""
     for fav in prefs:
