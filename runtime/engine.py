@@ -24,7 +24,7 @@ import numpy as np
 
 from runtime.chat_template import ChatTemplate
 from runtime.constraint import Constraint
-from runtime.decoding import Chunk, Decoding, Stats
+from runtime.decoding import Chunk, Decoding, Stats  # Chunk and Stats: importable from here too
 from runtime.gguf import GGUFFile
 from runtime.model import Model, ModelError
 from runtime.sampling import LogitsProcessor, SamplingParams, make_sampling
