@@ -49,6 +49,14 @@ typedef struct { int type; const void *w; int64_t rows; float *y; } lp_mm;
 int64_t lp_matmul_multi_work_size(const int *types, int count, int64_t cols, int64_t n, int n_threads);
 int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, void *work,
                     int n_threads);
+// The same with the first n_single rows computed by row dot products and the others by the
+// batched product wherever the type has one, whatever their count: each row's result then
+// depends only on which of the two it is (lp_matmul picks by n: the batched product from
+// LP_GEMM_MIN rows on).
+int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, int64_t n_single,
+                   float *y, void *work, int n_threads);
+int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, int64_t n_single,
+                         void *work, int n_threads);
 
 // Single kernels, for tests: quantize n floats to an activation type; dot one
 // weight row with one quantized activation row.
@@ -130,7 +138,7 @@ enum { LP_ATT_ROWS = 16 };
 enum { LP_ATT_SEGS = 8, LP_ATT_SEG_MIN = 256 };
 
 typedef struct {
-    int max_batch, n_ctx, n_threads;
+    int max_batch, n_ctx, n_seq, n_threads;
     float *x;          // (max_batch, n_embd) residual stream
     float *xb;         // (max_batch, max(n_embd, q_dim)) normed input / block output
     float *xb2;        // (max_batch, max(n_embd, q_dim)) attention output / ffn output
@@ -138,10 +146,13 @@ typedef struct {
     float *k, *v;      // (max_batch, kv_dim), kv_dim = n_head_kv * head_dim
     float *hb, *hb2;   // (max_batch, n_ff)
     float *att;        // (n_threads, LP_ATT_ROWS * ctx_blocks) attention scores
-    float *att_part;   // (2 * n_threads, LP_ATT_SEGS, LP_ATT_ROWS, head_dim + 2) partial attention outputs
-    int32_t *order;    // (max_batch) the batch's rows grouped by sequence
-    int32_t *groups;   // (max_batch, 3) per sequence in the batch: sequence, first index in order, rows
-    int32_t *next;     // (max_batch) a sequence's next position while checking a batch
+    float *att_part;   // (min(max_batch, n_seq) * n_head, LP_ATT_SEGS, head_dim + 2) decoding rows'
+                       // partial attention outputs per position segment
+    int32_t *order;    // (max_batch) the batch row of each row as the pass runs them (grouped by sequence)
+    int32_t *row_pos, *row_seq;  // (max_batch) their positions and sequences
+    int32_t *groups;   // (2 * max_batch, 3) per sequence in the batch: sequence, first row, rows
+    int32_t *next;     // (max_batch) a sequence's next position while checking a batch; then each
+                       // batch row's place in `order`
     int32_t *att_first;  // (max_batch + 1) attention: each sequence group's first chunk
     float *router;     // (max_batch, n_expert) router probabilities
     float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
@@ -153,15 +164,21 @@ typedef struct {
     int64_t work_size;
 } lp_scratch;
 
-// Bytes of scratch for batches of up to max_batch rows over caches of n_ctx positions
-// on n_threads threads (negative: an error code, e.g. a weight type the kernels do not take).
-int64_t lp_scratch_size(const lp_weights *w, int max_batch, int n_ctx, int n_threads);
+// Bytes of scratch for batches of up to max_batch rows over caches of up to n_seq sequences
+// of n_ctx positions, on n_threads threads (negative: an error code, e.g. a weight type the
+// kernels do not take).
+int64_t lp_scratch_size(const lp_weights *w, int max_batch, int n_ctx, int n_seq, int n_threads);
 int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size, int max_batch, int n_ctx,
-                    int n_threads);
+                    int n_seq, int n_threads);
 
 // One forward call: n rows; row t runs token[t] at position pos[t] of sequence seq[t].
 // A sequence's rows come in order of position, the first at the sequence's length
 // (each appends one position). out[t] != 0 marks the rows whose output is written.
+// A row's result does not depend on the other sequences in the call: the rows of a
+// sequence with one row in the call (decoding) are computed as a lone row is (row dot
+// products; attention split into position segments as for one row alone), those of a
+// sequence with several (a prompt chunk) as prompt rows are (the batched product, for
+// any count), and every output projection by row dot products.
 typedef struct {
     int n;
     const int32_t *token, *pos, *seq;  // (n)

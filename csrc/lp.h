@@ -245,17 +245,17 @@ static inline int64_t lp_kv_index(int head_dim, int d, int64_t p) {
     return p / LP_KV_BLOCK * head_dim * LP_KV_BLOCK + (int64_t)d * LP_KV_BLOCK + p % LP_KV_BLOCK;
 }
 
-// The batch's rows grouped by sequence (lp_decode fills it in the scratch): group g
-// is sequence seq[g]'s rows order[first[g]] .. order[first[g] + rows[g] - 1], in
-// batch order (so in order of position).
+// The batch's rows grouped by sequence, as lp_decode runs them: group g is sequence
+// groups[3g]'s rows groups[3g+1] .. groups[3g+1] + groups[3g+2] - 1 (in order of
+// position); the n_single groups of one row come first.
 typedef struct {
-    int n;                                   // groups
-    const int32_t *order, *groups;           // scratch order, groups (seq, first, rows)
+    int n, n_single;                         // groups; those of one row (rows 0..n_single-1)
+    const int32_t *groups;                   // (n, 3) sequence, first row, rows
 } lp_seq_groups;
 
-// Causal attention of the batch's rows at one layer (attn.c): out (n, q_dim) from q
-// (n, q_dim), each row over positions 0..pos of its own sequence's cache.
-void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batch *b, const lp_seq_groups *g,
+// Causal attention of the rows at one layer (attn.c): out (n, q_dim) from q (n, q_dim),
+// row i over positions 0..pos[i] of its group's sequence's cache.
+void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_groups *g, const int32_t *pos,
                   const float *q, float *out, const lp_scratch *s);
 
 // Batched product (gemm.c, AVX-512 VNNI and AVX2): used by lp_matmul for n >= LP_GEMM_MIN
@@ -264,5 +264,7 @@ void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batc
 #define LP_GEMM_MIN 16
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads);
 int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n);
+// 1 when type t has a batched product on isa at this row length (for any number of rows).
+int lp_gemm_available(const lp_type_traits *t, int isa, int64_t cols);
 void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
              int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads);

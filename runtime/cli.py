@@ -323,7 +323,9 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
     from runtime.server import bind
 
     sock = bind(args.host, args.port)  # first: a busy port is said before anything is announced
-    eng = load_engine(args, offset, n_seq=args.parallel, max_batch=args.ubatch + args.parallel)
+    from runtime.server.scheduler import batch_rows
+
+    eng = load_engine(args, offset, n_seq=args.parallel, max_batch=batch_rows(args.parallel, args.ubatch))
     return serve(eng, api_key=args.api_key, parallel=args.parallel, ubatch=args.ubatch, open_browser=open_browser,
                  sock=sock, defaults=server_defaults(args))
 

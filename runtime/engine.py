@@ -49,9 +49,11 @@ def check_finite(values: np.ndarray, pos: int, what: str = "logits") -> None:
 
 
 class Engine:
-    def __init__(self, gguf: GGUFFile, model: Model, tokenizer: Tokenizer, template: ChatTemplate) -> None:
+    def __init__(self, gguf: GGUFFile, model: Model, tokenizer: Tokenizer, template: ChatTemplate,
+                 seq: int = 0) -> None:
         self.gguf = gguf
         self.model = model
+        self.seq = seq               # the model's KV cache sequence this engine uses
         self.tokenizer = tokenizer
         self.template = template
         self.tokens: list[int] = []  # what the KV cache holds, position by position
@@ -59,10 +61,12 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | PathLike[str], offset: int = 0, n_ctx: int = 4096, n_threads: int | None = None,
-             chat_template: str | None = None) -> Engine:
+             chat_template: str | None = None, n_seq: int = 1, max_batch: int = 512) -> Engine:
+        """`n_seq` sequences in the KV cache (the server's slots; this engine uses the first),
+        forward calls of up to `max_batch` rows."""
         f = GGUFFile(path, offset)
         try:
-            model = Model(f, n_ctx=n_ctx, n_threads=n_threads)
+            model = Model(f, n_ctx=n_ctx, n_threads=n_threads, n_seq=n_seq, max_batch=max_batch)
             tokenizer = Tokenizer.from_gguf_metadata(f.metadata)
             template = ChatTemplate.from_metadata(f.metadata, override=chat_template)
         except BaseException:
@@ -93,7 +97,7 @@ class Engine:
     def eval(self, ids: list[int]) -> np.ndarray:
         """Runs ids after what the cache holds; returns float32 logits of the last one."""
         ids = [int(i) for i in ids]
-        logits = self.model.forward(ids, self.n_past)
+        logits = self.model.forward(ids, self.n_past, seq=self.seq)
         check_finite(logits, self.n_past + len(ids) - 1)  # before the cache counts these tokens
         self.tokens.extend(ids)
         return logits
@@ -104,7 +108,7 @@ class Engine:
         if not ids:
             raise ModelError("nothing to embed")
         self.reset()
-        hidden = self.model.hidden(ids, 0)
+        hidden = self.model.hidden(ids, 0, seq=self.seq)
         check_finite(hidden, 0, "hidden states")
         mean = hidden.mean(axis=0, dtype=np.float64)
         norm = float(np.linalg.norm(mean))

@@ -114,7 +114,7 @@ class Model:
 
     def _allocate(self) -> None:
         kv_bytes = lib.lp_kv_size(self._w, self.n_seq, self.n_ctx)
-        scratch_bytes = lib.lp_scratch_size(self._w, self.max_batch, self.n_ctx, self.n_threads)
+        scratch_bytes = lib.lp_scratch_size(self._w, self.max_batch, self.n_ctx, self.n_seq, self.n_threads)
         for rc in (kv_bytes, scratch_bytes):
             if rc < 0:
                 raise ModelError(f"cannot lay out the model's buffers: {_error(int(rc))}")
@@ -123,7 +123,7 @@ class Model:
         for rc in (lib.lp_kv_init(self._kv, self._w, ffi.from_buffer(self._kv_mem), kv_bytes, self.n_seq,
                                   self.n_ctx),
                    lib.lp_scratch_init(self._scratch, self._w, ffi.from_buffer(self._scratch_mem), scratch_bytes,
-                                       self.max_batch, self.n_ctx, self.n_threads)):
+                                       self.max_batch, self.n_ctx, self.n_seq, self.n_threads)):
             if rc != 0:
                 raise ModelError(f"cannot lay out the model's buffers: {_error(rc)}")
 
@@ -234,12 +234,16 @@ class Model:
         if pos > self.seq_len(seq):
             raise ModelError(f"position {pos} is past the {self.seq_len(seq)} positions sequence {seq} holds")
         self.truncate(seq, pos)
-        parts = []
-        for start in range(0, n, self.max_batch):
-            chunk = ids[start:start + self.max_batch]
-            marks = [True] * chunk.size if all_rows else None  # None: the last row
-            out = self.decode(chunk, np.arange(pos + start, pos + start + chunk.size), np.full(chunk.size, seq), marks,
+        parts, start = [], 0
+        while start < n:
+            size = min(self.max_batch, n - start)
+            if n - start - size == 1 and size > 2:
+                size -= 1  # no lone last row: it would be computed as a decoding row (lp_decode)
+            chunk = ids[start:start + size]
+            marks = [True] * size if all_rows else None  # None: the last row
+            out = self.decode(chunk, np.arange(pos + start, pos + start + size), np.full(size, seq), marks,
                               hidden=hidden)
-            if all_rows or start + self.max_batch >= n:
+            start += size
+            if all_rows or start >= n:
                 parts.append(out)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

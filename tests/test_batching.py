@@ -16,7 +16,7 @@ from runtime.engine import Engine
 from runtime.sampling import SamplingParams
 
 N_CTX = 2048
-QUESTIONS = ["Name three rivers in Europe.", "What is the capital of Japan?", "Write a haiku about rain.",
+QUESTIONS = ["Name three rivers in Europe.", "Give me a recipe for pancakes.", "Write a haiku about rain.",
              "How many legs does a spider have?"]
 
 
@@ -83,7 +83,8 @@ def concurrently(*calls):  # type: ignore[no-untyped-def]
 
 
 def test_four_concurrent_greedy_requests_each_give_their_text_alone(server: ServerThread, reference: Engine) -> None:
-    """Decoded in one batch, each request's greedy text is the one it gets on its own."""
+    """Decoded in one batch, each request's greedy text is exactly the one it gets on its own: the
+    forward pass computes a row the same way whatever else shares the call (lp_decode)."""
     convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
     want = [alone(reference, c, 48) for c in convs]
     got = concurrently(*[lambda c=c: stream_chat(server.url, c, 48) for c in convs])

@@ -10,14 +10,14 @@
 // one of those scattered lines was a cache miss).
 //
 // Work is split by sequence and kv head: the query rows of one kv head are its group
-// of query heads times the sequence's rows in the batch, ordered (row, head); a
-// chunk takes up to LP_ATT_ROWS
-// of them, so every key and value it reads serves several rows (the query heads of
-// a group during decoding; neighbouring tokens too during prompt processing).
-// When that makes fewer chunks than twice the threads (decoding one sequence of a
-// model with few kv heads: SmolLM2 has 3), each head's positions are also split into segments of
-// whole K blocks, and the segments' results are merged afterwards (flash-decoding):
-// otherwise one thread would take two heads' reads while the other takes one.
+// of query heads times the sequence's rows in the batch, ordered (row, head); a chunk
+// takes up to LP_ATT_ROWS of them, so every key and value it reads serves several rows
+// (the query heads of a group during decoding; neighbouring tokens too during prompt
+// processing). A decoding row (its sequence's only row in the call) of a model with
+// fewer kv heads than twice the threads (SmolLM2 has 3) also has each head's positions
+// split into segments of whole K blocks, merged afterwards (flash-decoding): alone, one
+// thread would otherwise take two heads' reads while the other takes one. The split
+// depends only on the row's own length, so a row's result is the same in any batch.
 // Per chunk, over its positions p in [p0, p1):
 //   s[i][p] = q_i . k_p / sqrt(head_dim)            p < len_i = pos_i + 1
 //   m_i = max s[i][p], e[i][p] = exp(s[i][p] - m_i), l_i = sum e[i][p]
@@ -34,14 +34,13 @@ typedef struct {
     const lp_weights *w;
     const lp_kv *kv;
     const lp_scratch *s;
-    const lp_batch *b;
-    const lp_seq_groups *g;    // the batch's rows by sequence
+    const lp_seq_groups *g;    // the rows by sequence
+    const int32_t *pos;        // (n) each row's position
     const float *q;            // (n, q_dim)
     float *out;                // (n, q_dim)
-    const int32_t *first;      // (groups + 1) each group's first chunk of kv heads
+    const int32_t *first;      // (groups + 1) each group's first chunk
     int layer, group;          // group: query heads per kv head
     int64_t score_len;         // scores per row: n_ctx rounded up to whole blocks
-    int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
     int simd;
 } attn_ctx;
 
@@ -218,53 +217,72 @@ LP_AVX2_END
 
 // ---------------------------------------------------------------------------
 
-// Partial result of (sequence group and kv head, segment, row): o[head_dim], then m, l.
-static float *part_of(const attn_ctx *c, int head_chunk, int seg, int row) {
-    return c->s->att_part + (((int64_t)head_chunk * LP_ATT_SEGS + seg) * LP_ATT_ROWS + row) * (c->w->head_dim + 2);
+// Partial result of (decoding row's group g, kv head, segment, query head of the group):
+// o[head_dim], then m, l. (The scratch holds n_seq decoding rows' worth: one per sequence.)
+static float *part_of(const attn_ctx *c, int g, int kvh, int seg, int row) {
+    const int64_t slot = (((int64_t)g * c->w->n_head_kv + kvh) * LP_ATT_SEGS + seg) * c->group + row;
+    return c->s->att_part + slot * (c->w->head_dim + 2);
 }
 
-// Query row `row` of a group's kv head: its batch row t and query head h.
-static void query_row(const attn_ctx *c, int g, int kvh, int row, int *t, int *h) {
-    *t = c->g->order[c->g->groups[3 * g + 1] + row / c->group];
-    *h = kvh * c->group + row % c->group;
+// Position segments of a decoding row of a sequence of len positions: as many as make
+// twice the threads' chunks out of its kv heads, in all a multiple of the threads, each at
+// least LP_ATT_SEG_MIN long (1: no split). They depend on the row alone, never on the rest
+// of the batch, so a row gets the same sums whatever else is decoded with it.
+static int decoding_segments(int n_head_kv, int nt, int len) {
+    if (nt < 2 || n_head_kv >= 2 * nt) return 1;
+    int segs = (2 * nt + n_head_kv - 1) / n_head_kv;
+    while ((n_head_kv * segs) % nt && segs < LP_ATT_SEGS) segs++;
+    const int most = len / LP_ATT_SEG_MIN;
+    segs = segs < most ? segs : most;
+    return segs > LP_ATT_SEGS ? LP_ATT_SEGS : segs < 1 ? 1 : segs;
+}
+
+// Group g's segments per kv head (prompt rows: 1) and their length (whole K blocks).
+static int group_segs(const attn_ctx *c, int g, int *seg_len) {
+    const int len = c->pos[c->g->groups[3 * g + 1]] + 1;
+    const int segs = g < c->g->n_single ? decoding_segments(c->w->n_head_kv, c->s->n_threads, len) : 1;
+    *seg_len = segs == 1 ? (int)c->score_len
+                         : (int)(((len + segs - 1) / segs + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK);
+    return segs;
 }
 
 static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
     const lp_weights *w = c->w;
     const int hd = w->head_dim, q_dim = w->n_head * hd;
-    const int seg = chunk % c->segs, head_chunk = chunk / c->segs;
-    // the chunk's sequence group: first[g] <= head_chunk < first[g + 1]
+    // the chunk's sequence group: first[g] <= chunk < first[g + 1]; then its segment, kv head, rows
     int g = 0;
-    while (c->first[g + 1] <= head_chunk) g++;
-    const int rows_per_head = c->g->groups[3 * g + 2] * c->group;
-    const int cph = (rows_per_head + LP_ATT_ROWS - 1) / LP_ATT_ROWS, local = head_chunk - c->first[g];
-    const int kvh = local / cph, row0 = local % cph * LP_ATT_ROWS;
+    while (c->first[g + 1] <= chunk) g++;
+    const int32_t *grp = c->g->groups + 3 * g;
+    int seg_len;
+    const int segs = group_segs(c, g, &seg_len), local = chunk - c->first[g];
+    const int seg = local % segs, head_chunk = local / segs;
+    const int rows_per_head = grp[2] * c->group;
+    const int cph = (rows_per_head + LP_ATT_ROWS - 1) / LP_ATT_ROWS;
+    const int kvh = head_chunk / cph, row0 = head_chunk % cph * LP_ATT_ROWS;
     const int nr = rows_per_head - row0 < LP_ATT_ROWS ? rows_per_head - row0 : LP_ATT_ROWS;
-    const int p0 = seg * c->seg_len;
+    const int p0 = seg * seg_len;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_rows r;
     memset(&r, 0, sizeof(r));
     float *s = c->s->att + (int64_t)ith * LP_ATT_ROWS * c->score_len;
     for (int i = 0; i < nr; i++) {
-        int t, h;
-        query_row(c, g, kvh, row0 + i, &t, &h);
-        const int len = c->b->pos[t] + 1 - p0;  // this row's positions in the segment
+        const int row = row0 + i, t = grp[1] + row / c->group, h = kvh * c->group + row % c->group;
+        const int len = c->pos[t] + 1 - p0;  // this row's positions in the segment
         r.q[i] = c->q + (int64_t)t * q_dim + h * hd;
-        r.out[i] = c->segs == 1 ? c->out + (int64_t)t * q_dim + h * hd : part_of(c, head_chunk, seg, row0 + i);
+        r.out[i] = segs == 1 ? c->out + (int64_t)t * q_dim + h * hd : part_of(c, g, kvh, seg, row);
         r.s[i] = s + (int64_t)i * c->score_len;
-        r.len[i] = len < 0 ? 0 : len < c->seg_len ? len : c->seg_len;
+        r.len[i] = len < 0 ? 0 : len < seg_len ? len : seg_len;
     }
     // the segment's keys and values: the group's sequence, from block p0 / LP_KV_BLOCK on
-    const int seq = c->g->groups[3 * g];
     const int64_t ks = lp_kv_index(hd, 0, LP_KV_BLOCK), at = lp_kv_index(hd, 0, p0);
-    const uint16_t *kt = lp_kv_head(c->kv, c->kv->k, seq, c->layer, kvh) + at;
-    const uint16_t *vt = lp_kv_head(c->kv, c->kv->v, seq, c->layer, kvh) + at;
+    const uint16_t *kt = lp_kv_head(c->kv, c->kv->k, grp[0], c->layer, kvh) + at;
+    const uint16_t *vt = lp_kv_head(c->kv, c->kv->v, grp[0], c->layer, kvh) + at;
 #if LP_X86
     if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
 #endif
-        scores_ref(&r, nr, kt, ks, hd, 0, c->seg_len, scale);
+        scores_ref(&r, nr, kt, ks, hd, 0, seg_len, scale);
     float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
     for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
@@ -273,7 +291,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
 #endif
         values_ref(&r, nr, vt, ks, hd);
     for (int i = 0; i < nr; i++) {
-        if (c->segs == 1) {
+        if (segs == 1) {
             const float inv = 1.0f / l[i];
             for (int d = 0; d < hd; d++) r.out[i][d] *= inv;
         } else {
@@ -283,30 +301,31 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     }
 }
 
-// out = sum over segments of w o / sum of w l, w = exp(m - the largest m): each
-// segment's sums rescaled to one common maximum. Segments a row does not reach have
-// l = 0 and m = -inf (w = 0). A segment with NaN scores (l or m NaN) is not skipped:
-// its NaN reaches the output, as it does without segments. (Segments are used only
-// when each group's kv head is one chunk: head_chunk = g * n_head_kv + kvh.)
+// A split decoding row's output from its segments: out = sum over segments of w o / sum
+// of w l, w = exp(m - the largest m): each segment's sums rescaled to one common maximum.
+// Segments a row does not reach have l = 0 and m = -inf (w = 0). A segment with NaN
+// scores (l or m NaN) is not skipped: its NaN reaches the output, as it does without
+// segments.
 static void merge_segments(const attn_ctx *c) {
     const lp_weights *w = c->w;
     const int hd = w->head_dim, q_dim = w->n_head * hd;
-    for (int g = 0; g < c->g->n; g++)
+    for (int g = 0; g < c->g->n_single; g++) {
+        int seg_len;
+        const int segs = group_segs(c, g, &seg_len);
+        if (segs == 1) continue;
         for (int kvh = 0; kvh < w->n_head_kv; kvh++)
-            for (int row = 0; row < c->g->groups[3 * g + 2] * c->group; row++) {
-                const int head_chunk = g * w->n_head_kv + kvh;
-                int t, h;
-                query_row(c, g, kvh, row, &t, &h);
+            for (int row = 0; row < c->group; row++) {
+                const int t = c->g->groups[3 * g + 1], h = kvh * c->group + row;
                 float *out = c->out + (int64_t)t * q_dim + h * hd;
                 float top = -INFINITY;
-                for (int sg = 0; sg < c->segs; sg++) {
-                    const float *p = part_of(c, head_chunk, sg, row);
+                for (int sg = 0; sg < segs; sg++) {
+                    const float *p = part_of(c, g, kvh, sg, row);
                     if (p[hd + 1] != 0.0f && p[hd] > top) top = p[hd];
                 }
                 float lsum = 0.0f;
                 for (int d = 0; d < hd; d++) out[d] = 0.0f;
-                for (int sg = 0; sg < c->segs; sg++) {
-                    const float *p = part_of(c, head_chunk, sg, row);
+                for (int sg = 0; sg < segs; sg++) {
+                    const float *p = part_of(c, g, kvh, sg, row);
                     if (p[hd + 1] == 0.0f) continue;
                     const float wt = expf(p[hd] - top);
                     lsum += wt * p[hd + 1];
@@ -315,41 +334,28 @@ static void merge_segments(const attn_ctx *c) {
                 const float inv = 1.0f / lsum;
                 for (int d = 0; d < hd; d++) out[d] *= inv;
             }
+    }
 }
 
-void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batch *b, const lp_seq_groups *g,
+void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_groups *g, const int32_t *pos,
                   const float *q, float *out, const lp_scratch *s) {
     const int isa = lp_get_isa();
     attn_ctx c = {
-        .w = w, .kv = kv, .s = s, .b = b, .g = g, .q = q, .out = out, .layer = layer,
+        .w = w, .kv = kv, .s = s, .g = g, .pos = pos, .q = q, .out = out, .layer = layer,
         .group = w->n_head / w->n_head_kv, .first = s->att_first,
         .score_len = ((int64_t)s->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK,
         .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
     };
-    // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time
-    int chunks = 0, one_per_head = 1, len = 0;
+    // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time, times the
+    // segments of a decoding row
+    int chunks = 0;
     for (int i = 0; i < g->n; i++) {
         const int cph = (g->groups[3 * i + 2] * c.group + LP_ATT_ROWS - 1) / LP_ATT_ROWS;
+        int seg_len;
         s->att_first[i] = chunks;
-        chunks += w->n_head_kv * cph;
-        one_per_head &= cph == 1;
+        chunks += w->n_head_kv * cph * group_segs(&c, i, &seg_len);
     }
     s->att_first[g->n] = chunks;
-    for (int t = 0; t < b->n; t++) len = b->pos[t] + 1 > len ? b->pos[t] + 1 : len;
-    // segments: enough for twice the threads, a multiple of the threads in all, long enough to pay
-    const int nt = s->n_threads;
-    c.segs = 1;
-    if (one_per_head && nt > 1 && chunks < 2 * nt) {
-        int segs = (2 * nt + chunks - 1) / chunks;
-        while ((chunks * segs) % nt && segs < LP_ATT_SEGS) segs++;
-        const int most = len / LP_ATT_SEG_MIN;
-        c.segs = segs < most ? segs : most;
-        if (c.segs > LP_ATT_SEGS) c.segs = LP_ATT_SEGS;
-        if (c.segs < 1) c.segs = 1;
-    }
-    // a segment is whole K blocks
-    c.seg_len = (int)(((len + c.segs - 1) / c.segs + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK);
-    if (c.segs == 1) c.seg_len = (int)c.score_len;
-    lp_parallel_chunks(attention_chunk, &c, chunks * c.segs, nt);
-    if (c.segs > 1) merge_segments(&c);
+    lp_parallel_chunks(attention_chunk, &c, chunks, s->n_threads);
+    merge_segments(&c);
 }

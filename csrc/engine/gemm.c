@@ -49,7 +49,7 @@ static int64_t wpanel_bytes(const lp_type_traits *t, int64_t cols) {
 }
 
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads) {
-    if (!t->to_s8[LP_ISA_REF] || n < LP_GEMM_MIN || cols % 32 || cols % t->s8_unit) return 0;
+    if (!t->to_s8[LP_ISA_REF] || n < 1 || cols % 32 || cols % t->s8_unit) return 0;
     if (n_threads < 1) n_threads = 1;
     const int64_t groups = (n + LP_G_LANES - 1) / LP_G_LANES;
     return LP_ALIGN + groups * (cols / 32) * (int64_t)sizeof(act_block) + n_threads * wpanel_bytes(t, cols);
@@ -403,12 +403,16 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
 }
 #endif
 
-int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n) {
-    if (lp_gemm_work_size(t, cols, n, 1) <= 0) return 0;
+int lp_gemm_available(const lp_type_traits *t, int isa, int64_t cols) {
+    if (lp_gemm_work_size(t, cols, LP_GEMM_MIN, 1) <= 0) return 0;
     if (isa == LP_ISA_AVX512) return 1;
     // AVX2: Q3_K keeps its row dots, which are as fast: its int8 weights reach -128,
     // which takes the tile's slowest way of multiplying (S8_SIGN).
     return isa == LP_ISA_AVX2 && t != lp_traits(LP_Q3_K);
+}
+
+int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n) {
+    return n >= LP_GEMM_MIN && lp_gemm_available(t, isa, cols);
 }
 
 void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,

@@ -135,24 +135,33 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
     return LP_OK;
 }
 
-int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
-              void *work, int n_threads) {
+int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, int64_t n_single,
+                   float *y, void *work, int n_threads) {
     const int isa = lp_get_isa();
     matmul_ctx c;
     const int rc = matmul_setup(&c, type, w, rows, cols, x, n, y, isa);
     if (rc) return rc;
+    if (n_single < 0 || n_single > n) return LP_EBAD_SIZE;
     if (n_threads < 1) n_threads = 1;
     if (c.quantize) {
         c.xq = work;
         lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
         const lp_type_traits *t = lp_traits(type);
-        if (lp_gemm_use(t, isa, cols, n)) {
-            lp_gemm(t, isa, w, rows, cols, c.xq, c.xq_row_bytes, n, y, c.xq + n * c.xq_row_bytes, n_threads);
-            return LP_OK;
+        if (n_single < n && lp_gemm_available(t, isa, cols)) {  // rows n_single..n-1: the batched product
+            lp_gemm(t, isa, w, rows, cols, c.xq + n_single * c.xq_row_bytes, c.xq_row_bytes, n - n_single,
+                    y + n_single * rows, c.xq + n * c.xq_row_bytes, n_threads);
+            c.n = n_single;
         }
     }
-    lp_parallel_chunks(dot_chunk, &c, (int)((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS), n_threads);
+    if (c.n > 0) lp_parallel_chunks(dot_chunk, &c, (int)((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS), n_threads);
     return LP_OK;
+}
+
+int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
+              void *work, int n_threads) {
+    const lp_type_traits *t = lp_traits(type);
+    const int64_t n_single = t && lp_gemm_use(t, lp_get_isa(), cols, n) ? 0 : n;
+    return lp_matmul_rows(type, w, rows, cols, x, n, n_single, y, work, n_threads);
 }
 
 // ---------------------------------------------------------------------------
@@ -201,15 +210,27 @@ int64_t lp_matmul_multi_work_size(const int *types, int count, int64_t cols, int
 int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, void *work,
                     int n_threads) {
     if (count < 1 || count > LP_MM_MAX) return LP_EBAD_SIZE;
+    int batched = 0;
+    for (int i = 0; i < count; i++) {
+        const lp_type_traits *t = lp_traits(mm[i].type);
+        batched |= t && lp_gemm_use(t, lp_get_isa(), cols, n);
+    }
+    return lp_matmul_multi_rows(mm, count, cols, x, n, batched ? 0 : n, work, n_threads);
+}
+
+int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, int64_t n_single,
+                         void *work, int n_threads) {
+    if (count < 1 || count > LP_MM_MAX) return LP_EBAD_SIZE;
     const int isa = lp_get_isa();
     int batched = 0;  // compute-bound (a batched product among them): one at a time
     for (int i = 0; i < count; i++) {
         const lp_type_traits *t = lp_traits(mm[i].type);
-        batched |= t && lp_gemm_use(t, isa, cols, n);
+        batched |= t && n_single < n && lp_gemm_available(t, isa, cols);
     }
     if (count == 1 || batched) {
         for (int i = 0; i < count; i++) {
-            const int rc = lp_matmul(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, mm[i].y, work, n_threads);
+            const int rc = lp_matmul_rows(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, n_single, mm[i].y, work,
+                                          n_threads);
             if (rc) return rc;
         }
         return LP_OK;

@@ -121,12 +121,13 @@ static int64_t work_size(const lp_weights *w, int64_t n, int n_threads) {
     return most;
 }
 
-static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, int n_ctx, int n_threads,
+static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, int n_ctx, int n_seq, int n_threads,
                            int64_t work) {
     const int64_t q_dim = (int64_t)w->n_head * w->head_dim, kv_dim = (int64_t)w->n_head_kv * w->head_dim;
     const int64_t wide = q_dim > w->n_embd ? q_dim : w->n_embd, f = sizeof(float), i32 = sizeof(int32_t);
     const int64_t E = w->n_expert > 1 ? w->n_expert : 1, K = w->n_expert_used > 1 ? w->n_expert_used : 1;
-    *s = (lp_scratch){ .max_batch = B, .n_ctx = n_ctx, .n_threads = n_threads, .work_size = work };
+    const int64_t decoding = B < n_seq ? B : n_seq;  // rows that can be a sequence's only row
+    *s = (lp_scratch){ .max_batch = B, .n_ctx = n_ctx, .n_seq = n_seq, .n_threads = n_threads, .work_size = work };
     s->x = take(c, B * w->n_embd * f);
     s->xb = take(c, B * wide * f);
     s->xb2 = take(c, B * wide * f);
@@ -136,9 +137,11 @@ static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, 
     s->hb = take(c, B * (int64_t)w->n_ff * f);
     s->hb2 = take(c, B * (int64_t)w->n_ff * f);
     s->att = take(c, (int64_t)n_threads * LP_ATT_ROWS * round_blocks(n_ctx) * f);
-    s->att_part = take(c, 2 * (int64_t)n_threads * LP_ATT_SEGS * LP_ATT_ROWS * (w->head_dim + 2) * f);
+    s->att_part = take(c, decoding * w->n_head * LP_ATT_SEGS * (w->head_dim + 2) * f);
     s->order = take(c, B * i32);
-    s->groups = take(c, 3 * B * i32);
+    s->row_pos = take(c, B * i32);
+    s->row_seq = take(c, B * i32);
+    s->groups = take(c, 6 * B * i32);
     s->next = take(c, B * i32);
     s->att_first = take(c, (B + 1) * i32);
     s->router = take(c, B * E * f);
@@ -151,22 +154,22 @@ static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, 
     s->work = take(c, work);
 }
 
-int64_t lp_scratch_size(const lp_weights *w, int max_batch, int n_ctx, int n_threads) {
-    if (!dims_ok(w) || max_batch < 1 || n_ctx < 1 || n_threads < 1) return LP_EBAD_SIZE;
+int64_t lp_scratch_size(const lp_weights *w, int max_batch, int n_ctx, int n_seq, int n_threads) {
+    if (!dims_ok(w) || max_batch < 1 || n_ctx < 1 || n_seq < 1 || n_threads < 1) return LP_EBAD_SIZE;
     const int64_t work = work_size(w, max_batch, n_threads);
     if (work < 0) return work;
     lp_scratch s;
     carve c = { NULL, 0 };
-    layout_scratch(&s, w, &c, max_batch, n_ctx, n_threads, work);
+    layout_scratch(&s, w, &c, max_batch, n_ctx, n_seq, n_threads, work);
     return c.used;
 }
 
 int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size, int max_batch, int n_ctx,
-                    int n_threads) {
-    const int64_t need = lp_scratch_size(w, max_batch, n_ctx, n_threads);
+                    int n_seq, int n_threads) {
+    const int64_t need = lp_scratch_size(w, max_batch, n_ctx, n_seq, n_threads);
     if (need < 0) return (int)need;
     if (!mem || size < need || (uintptr_t)mem % 64) return LP_EBAD_SIZE;
     carve c = { mem, 0 };
-    layout_scratch(s, w, &c, max_batch, n_ctx, n_threads, work_size(w, max_batch, n_threads));
+    layout_scratch(s, w, &c, max_batch, n_ctx, n_seq, n_threads, work_size(w, max_batch, n_threads));
     return LP_OK;
 }

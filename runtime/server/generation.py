@@ -83,7 +83,8 @@ def check_prompt(engine: Engine, ids: list[int], param: str = "messages") -> Non
 
 
 def start(scheduler: Scheduler, gen: Generation) -> Job:
-    return scheduler.submit(Job(gen.run, gen.ids))
+    """The generation as a job, batched with the others by the scheduler's worker."""
+    return scheduler.submit(Job(gen.run, gen.ids, generation=gen))
 
 
 def timings(stats: Stats) -> dict[str, Any]:

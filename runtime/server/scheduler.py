@@ -146,13 +146,18 @@ class Slot:
         return n
 
 
+def batch_rows(parallel: int, ubatch: int) -> int:
+    """Rows a step may hold: a decoding row per slot and a prompt chunk (at least 3 rows)."""
+    return parallel + max(ubatch, 3)
+
+
 def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
     """An engine per slot, each on its own sequence of one model: `engine`'s own model when it has
     the sequences and the batch room, else a new one on the same mapped weights."""
     model = engine.model
-    if model.n_seq < parallel or model.max_batch < min(ubatch + parallel, parallel * model.n_ctx):
+    if model.n_seq < parallel or model.max_batch < batch_rows(parallel, ubatch):
         model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=model.n_threads, n_seq=parallel,
-                      max_batch=ubatch + parallel)
+                      max_batch=batch_rows(parallel, ubatch))
     first = engine if model is engine.model else Engine(engine.gguf, model, engine.tokenizer, engine.template)
     return [first] + [Engine(engine.gguf, model, engine.tokenizer, engine.template, seq=i)
                       for i in range(1, parallel)]
@@ -331,18 +336,31 @@ class Scheduler:
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
         """This step's rows: (slot, tokens, whether its last row gives logits). Every decoding slot's
-        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows."""
+        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows.
+
+        A prompt chunk is never a lone row of a longer prompt: the forward pass computes a
+        sequence's only row in a call as a decoding row, and every prompt row as a prompt row,
+        which is what makes each request's output the same as when it runs alone."""
         rows: list[tuple[Slot, list[int], bool]] = []
         for slot in slots:
             if slot.next_token is not None:
                 rows.append((slot, [slot.next_token], True))
-        room = min(max(1, self.ubatch - len(rows)), self.model.max_batch - len(rows))
+        room = min(max(3, self.ubatch - len(rows)), self.model.max_batch - len(rows))
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
+            pending = len(slot.pending)
+            k = min(room, pending)
+            if pending - k == 1:
+                k -= 1  # leave two rows, not one
+            if k == 1 and pending > 1:
+                k = 0
+            if k == 0 and not rows:  # no room for a whole chunk at all: progress first
+                k = min(room, pending)
+            if k <= 0:
+                continue
+            rows.append((slot, slot.pending[:k], k == pending))
+            room -= k
             if room <= 0:
                 break
-            take = slot.pending[:room]
-            rows.append((slot, take, len(take) == len(slot.pending)))
-            room -= len(take)
         return rows
 
     def _step_generations(self, slots: list[Slot]) -> None:

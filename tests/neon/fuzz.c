@@ -324,11 +324,11 @@ static fz_model *new_model(const int *types, int n_expert, int damage) {
             y->ffn_down = new_tensor(types[9], 1, D, F, damage);
         }
     }
-    const int64_t kv_bytes = lp_kv_size(w, FZ_SEQ, FZ_CTX), s_bytes = lp_scratch_size(w, FZ_BATCH, FZ_CTX, 2);
+    const int64_t kv_bytes = lp_kv_size(w, FZ_SEQ, FZ_CTX), s_bytes = lp_scratch_size(w, FZ_BATCH, FZ_CTX, FZ_SEQ, 2);
     m->kv_mem = aligned_zeros(kv_bytes);
     m->s_mem = aligned_zeros(s_bytes);
     if (lp_kv_init(&m->kv, w, m->kv_mem, kv_bytes, FZ_SEQ, FZ_CTX) || 
-        lp_scratch_init(&m->s, w, m->s_mem, s_bytes, FZ_BATCH, FZ_CTX, 2)) {
+        lp_scratch_init(&m->s, w, m->s_mem, s_bytes, FZ_BATCH, FZ_CTX, FZ_SEQ, 2)) {
         fprintf(stderr, "cannot lay out the fuzz model's cache and scratch\n");
         exit(2);
     }
