@@ -174,19 +174,23 @@ int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size,
 // One forward call: n rows; row t runs token[t] at position pos[t] of sequence seq[t].
 // A sequence's rows come in order of position, the first at the sequence's length
 // (each appends one position). out[t] != 0 marks the rows whose output is written.
-// A row's result does not depend on the other sequences in the call: the rows of a
-// sequence with one row in the call (decoding) are computed as a lone row is (row dot
-// products; attention split into position segments as for one row alone), those of a
-// sequence with several (a prompt chunk) as prompt rows are (the batched product, for
-// any count), and every output projection by row dot products.
+// prompt[t] says how row t is computed: a prompt row (1: the batched product, whatever
+// the count) or a generated token's row (0: row dot products, attention split into
+// position segments by its own length; a sequence's only row in the call). NULL: a
+// sequence's only row is a generated token's, the rows of a sequence with several are
+// prompt rows. Either way a row's result does not depend on the other sequences in the
+// call, and a prompt gives the same bits in one call or in chunks. Output projections
+// are row dot products for every row.
 typedef struct {
     int n;
     const int32_t *token, *pos, *seq;  // (n)
     const int8_t *out;                 // (n)
+    const int8_t *prompt;              // (n) or NULL
 } lp_batch;
 
 // LP_ESHAPE: head or expert counts that would index outside the buffers (the loader checks them first).
 // LP_EPOS: a row's position is not its sequence's next one. LP_ESEQ: no such sequence.
+// LP_EBATCH also: a sequence with a generated token's row and other rows in one call.
 enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13, LP_ESHAPE = -14, LP_EPOS = -15,
        LP_ESEQ = -16 };
 

@@ -247,9 +247,9 @@ static inline int64_t lp_kv_index(int head_dim, int d, int64_t p) {
 
 // The batch's rows grouped by sequence, as lp_decode runs them: group g is sequence
 // groups[3g]'s rows groups[3g+1] .. groups[3g+1] + groups[3g+2] - 1 (in order of
-// position); the n_single groups of one row come first.
+// position); the n_single groups of a generated token's one row come first.
 typedef struct {
-    int n, n_single;                         // groups; those of one row (rows 0..n_single-1)
+    int n, n_single;                         // groups; those of generated tokens (rows 0..n_single-1)
     const int32_t *groups;                   // (n, 3) sequence, first row, rows
 } lp_seq_groups;
 

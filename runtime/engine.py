@@ -94,10 +94,12 @@ class Engine:
     def reset(self) -> None:
         self.tokens = []
 
-    def eval(self, ids: list[int]) -> np.ndarray:
-        """Runs ids after what the cache holds; returns float32 logits of the last one."""
+    def eval(self, ids: list[int], prompt: bool | None = None) -> np.ndarray:
+        """Runs ids after what the cache holds; returns float32 logits of the last one. `prompt`:
+        whether they are prompt tokens or a generated one (None: several are a prompt), which is
+        how the forward pass computes them (Model.forward)."""
         ids = [int(i) for i in ids]
-        logits = self.model.forward(ids, self.n_past, seq=self.seq)
+        logits = self.model.forward(ids, self.n_past, seq=self.seq, prompt=prompt)
         check_finite(logits, self.n_past + len(ids) - 1)  # before the cache counts these tokens
         self.tokens.extend(ids)
         return logits
@@ -134,7 +136,7 @@ class Engine:
         common = self.cached_prefix(ids)
         del self.tokens[common:]
         self.last_reused = common
-        return self.eval(ids[common:]), common
+        return self.eval(ids[common:], prompt=True), common
 
     # -- generation -----------------------------------------------------------
 
@@ -163,7 +165,7 @@ class Engine:
             yield state.accept(tok, self.n_past)
             if state.done:
                 return
-            logits = self.eval([tok])
+            logits = self.eval([tok], prompt=False)
 
     def generate_step(self, prompt: list[int], sampler: Callable[[np.ndarray], int],
                       logits_processors: Iterable[LogitsProcessor] = (),

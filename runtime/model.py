@@ -170,24 +170,27 @@ class Model:
     # -- forward -------------------------------------------------------------
 
     def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
-               outputs: Sequence[bool] | None = None, hidden: bool = False) -> np.ndarray:
+               outputs: Sequence[bool] | None = None, hidden: bool = False,
+               prompt: Sequence[bool] | None = None) -> np.ndarray:
         """One forward call over a batch of rows (token, position, sequence); a sequence's rows come
         in order of position, the first at its length. Returns the marked rows' float32 logits
         (rows, n_vocab), or final-norm hidden states (rows, n_embd) with hidden; `outputs` None
-        marks the last row only."""
+        marks the last row only. `prompt` says which rows are prompt rows and which a generated
+        token's (one per sequence); None: a sequence's only row is generated, several are a
+        prompt. A row's result depends on its kind, never on the other sequences (lp_batch)."""
         n = len(tokens)
         if n == 0:
             raise ModelError("no tokens to evaluate")
         if n > self.max_batch:
             raise ModelError(f"a batch of {n} rows is larger than {self.max_batch}")
-        if not (len(positions) == len(seqs) == n and (outputs is None or len(outputs) == n)):
-            raise ModelError("tokens, positions, sequences and outputs differ in length")
+        if not (len(positions) == len(seqs) == n and (outputs is None or len(outputs) == n)
+                and (prompt is None or len(prompt) == n)):
+            raise ModelError("tokens, positions, sequences, outputs and kinds differ in length")
         ids = np.ascontiguousarray(tokens, dtype=np.int32)
         pos = np.ascontiguousarray(positions, dtype=np.int32)
         seq = np.ascontiguousarray(seqs, dtype=np.int32)
-        mark = np.zeros(n, np.int8) if outputs is not None else None
-        if mark is not None:
-            mark[:] = np.asarray(outputs, dtype=bool)
+        mark = None if outputs is None else np.asarray(outputs, dtype=bool).astype(np.int8)
+        kinds = None if prompt is None else np.asarray(prompt, dtype=bool).astype(np.int8)
         bad = ids[(ids < 0) | (ids >= self.config.n_vocab)]
         if bad.size:
             raise ModelError(f"token id {int(bad[0])} is outside the vocabulary (0..{self.config.n_vocab - 1})")
@@ -196,12 +199,13 @@ class Model:
         rows = 1 if mark is None else int(mark.sum())
         out = np.empty((rows, self.config.n_embd if hidden else self.config.n_vocab), np.float32)
         batch = ffi.new("lp_batch *")
-        keep = (ids, pos, seq, mark)
+        keep = (ids, pos, seq, mark, kinds)
         batch.n = n
         batch.token = ffi.cast("int32_t *", ffi.from_buffer(ids))
         batch.pos = ffi.cast("int32_t *", ffi.from_buffer(pos))
         batch.seq = ffi.cast("int32_t *", ffi.from_buffer(seq))
         batch.out = ffi.cast("int8_t *", ffi.from_buffer(mark)) if mark is not None else ffi.NULL
+        batch.prompt = ffi.cast("int8_t *", ffi.from_buffer(kinds)) if kinds is not None else ffi.NULL
         rc = lib.lp_decode(self._w, self._kv, self._scratch, batch,
                            ffi.cast("float *", ffi.from_buffer(out)), lib.LP_OUT_HIDDEN if hidden else lib.LP_OUT_LOGITS)
         del keep
@@ -209,21 +213,24 @@ class Model:
             raise ModelError(f"forward pass failed: {_error(rc)}")
         return out
 
-    def forward(self, tokens: list[int] | np.ndarray, pos: int, all_logits: bool = False, seq: int = 0) -> np.ndarray:
+    def forward(self, tokens: list[int] | np.ndarray, pos: int, all_logits: bool = False, seq: int = 0,
+                prompt: bool | None = None) -> np.ndarray:
         """Runs tokens at positions pos.. of sequence seq (the cache keeps its positions 0..pos-1
-        and drops the rest).
+        and drops the rest); `prompt` says whether they are prompt tokens or (one) generated
+        token, None: several are a prompt, one is generated (see `decode`).
 
         Returns float32 logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         Long inputs go through in chunks of max_batch.
         """
-        out = self._run(tokens, pos, seq, all_rows=all_logits, hidden=False)
+        out = self._run(tokens, pos, seq, all_rows=all_logits, hidden=False, prompt=prompt)
         return out if all_logits else out[0]
 
     def hidden(self, tokens: list[int] | np.ndarray, pos: int, seq: int = 0) -> np.ndarray:
         """Final-norm hidden states (n, n_embd) of the tokens run at positions pos.. (embeddings)."""
-        return self._run(tokens, pos, seq, all_rows=True, hidden=True)
+        return self._run(tokens, pos, seq, all_rows=True, hidden=True, prompt=True)
 
-    def _run(self, tokens: list[int] | np.ndarray, pos: int, seq: int, all_rows: bool, hidden: bool) -> np.ndarray:
+    def _run(self, tokens: list[int] | np.ndarray, pos: int, seq: int, all_rows: bool, hidden: bool,
+             prompt: bool | None) -> np.ndarray:
         ids = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         n = ids.size
         self._check_seq(seq)
@@ -234,15 +241,14 @@ class Model:
         if pos > self.seq_len(seq):
             raise ModelError(f"position {pos} is past the {self.seq_len(seq)} positions sequence {seq} holds")
         self.truncate(seq, pos)
+        kinds = np.full(min(n, self.max_batch), n > 1 if prompt is None else prompt)  # every chunk alike
         parts, start = [], 0
         while start < n:
             size = min(self.max_batch, n - start)
-            if n - start - size == 1 and size > 2:
-                size -= 1  # no lone last row: it would be computed as a decoding row (lp_decode)
             chunk = ids[start:start + size]
             marks = [True] * size if all_rows else None  # None: the last row
             out = self.decode(chunk, np.arange(pos + start, pos + start + size), np.full(size, seq), marks,
-                              hidden=hidden)
+                              hidden=hidden, prompt=kinds[:size])
             start += size
             if all_rows or start >= n:
                 parts.append(out)

@@ -152,6 +152,8 @@ def test_real_model_rows_are_computed_alike_in_any_batch(smollm2_path: Path) -> 
     model.clear(2)
     parts = [model.forward(prompt[:17], 0, all_logits=True, seq=2), model.forward(prompt[17:], 17, all_logits=True, seq=2)]
     assert np.array_equal(np.concatenate(parts), whole)
+    model.truncate(2, 39)  # a cached prefix leaving one prompt token: still a prompt row
+    assert np.array_equal(model.forward(prompt[39:], 39, seq=2, prompt=True), whole[-1])
     for ctx in (PROMPTS[2], long):
         model.clear(0)
         model.forward(ctx, 0)

@@ -119,13 +119,13 @@ static int shapes_ok(const lp_weights *w, const lp_kv *kv, const lp_scratch *s) 
     return w->n_expert == 0 || (w->n_expert_used >= 1 && w->n_expert_used <= w->n_expert);
 }
 
-// Checks every row (token, sequence, position: its sequence's next) and lays the rows out
-// as the pass runs them: grouped by sequence, the sequences with one row first (g; the
-// scratch's order, row_pos, row_seq; `next` then maps each batch row to its place).
+// Checks every row (token, sequence, position: its sequence's next; kinds) and lays the
+// rows out as the pass runs them: grouped by sequence, the generated tokens' rows first
+// (g; the scratch's order, row_pos, row_seq; `next` then maps each batch row to its place).
 static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s, const lp_batch *b,
                       lp_seq_groups *g) {
     if (b->n < 1 || b->n > s->max_batch) return LP_EBATCH;
-    int32_t *seen = s->groups + 3 * (int64_t)s->max_batch, *next = s->next;  // seen: (seq, -, rows) per sequence
+    int32_t *seen = s->groups + 3 * (int64_t)s->max_batch, *next = s->next;  // seen: (seq, kind, rows) per sequence
     int ng = 0;
     for (int t = 0; t < b->n; t++) {
         if (b->token[t] < 0 || b->token[t] >= w->n_vocab) return LP_ETOKEN;
@@ -144,12 +144,24 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
         next[i]++;
         seen[3 * i + 2]++;
     }
-    // groups: those of one row, then the others, each in order of first appearance
+    // each sequence's kind: generated (its one row) or prompt (seen[3i + 1]: 1)
+    for (int i = 0; i < ng; i++) seen[3 * i + 1] = b->prompt ? -1 : seen[3 * i + 2] > 1;
+    if (b->prompt)
+        for (int t = 0; t < b->n; t++) {
+            int i = 0;
+            while (seen[3 * i] != b->seq[t]) i++;
+            const int kind = b->prompt[t] != 0;
+            if (seen[3 * i + 1] >= 0 && seen[3 * i + 1] != kind) return LP_EBATCH;  // kinds mixed
+            seen[3 * i + 1] = kind;
+        }
+    for (int i = 0; i < ng; i++)
+        if (!seen[3 * i + 1] && seen[3 * i + 2] != 1) return LP_EBATCH;  // generated rows: one per sequence
+    // groups: the generated tokens' rows, then the prompts', each in order of first appearance
     int32_t *groups = s->groups;
     int k = 0, first = 0, n_single = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < ng; i++)
-            if ((seen[3 * i + 2] == 1) == (pass == 0)) {
+            if ((seen[3 * i + 1] == 0) == (pass == 0)) {
                 groups[3 * k] = seen[3 * i];
                 groups[3 * k + 1] = first;
                 groups[3 * k + 2] = seen[3 * i + 2];
@@ -180,7 +192,7 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     int rc = group_rows(w, kv, s, b, &g);
     if (rc) return rc;
     // row i of every buffer below is batch row order[i]: grouped by sequence, the
-    // g.n_single decoding rows first
+    // g.n_single generated tokens' rows first
     const int n = b->n, ns = g.n_single, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
 
     // token embeddings: x (n, D)

@@ -147,8 +147,8 @@ class Slot:
 
 
 def batch_rows(parallel: int, ubatch: int) -> int:
-    """Rows a step may hold: a decoding row per slot and a prompt chunk (at least 3 rows)."""
-    return parallel + max(ubatch, 3)
+    """Rows a step may hold: a decoding row per slot and a prompt chunk."""
+    return parallel + ubatch
 
 
 def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
@@ -336,31 +336,18 @@ class Scheduler:
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
         """This step's rows: (slot, tokens, whether its last row gives logits). Every decoding slot's
-        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows.
-
-        A prompt chunk is never a lone row of a longer prompt: the forward pass computes a
-        sequence's only row in a call as a decoding row, and every prompt row as a prompt row,
-        which is what makes each request's output the same as when it runs alone."""
+        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows."""
         rows: list[tuple[Slot, list[int], bool]] = []
         for slot in slots:
             if slot.next_token is not None:
                 rows.append((slot, [slot.next_token], True))
-        room = min(max(3, self.ubatch - len(rows)), self.model.max_batch - len(rows))
+        room = min(max(1, self.ubatch - len(rows)), self.model.max_batch - len(rows))
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
-            pending = len(slot.pending)
-            k = min(room, pending)
-            if pending - k == 1:
-                k -= 1  # leave two rows, not one
-            if k == 1 and pending > 1:
-                k = 0
-            if k == 0 and not rows:  # no room for a whole chunk at all: progress first
-                k = min(room, pending)
-            if k <= 0:
-                continue
-            rows.append((slot, slot.pending[:k], k == pending))
-            room -= k
             if room <= 0:
                 break
+            take = slot.pending[:room]
+            rows.append((slot, take, len(take) == len(slot.pending)))
+            room -= len(take)
         return rows
 
     def _step_generations(self, slots: list[Slot]) -> None:
@@ -370,15 +357,17 @@ class Scheduler:
         if not rows:
             return
         self.most_sequences_in_a_step = max(self.most_sequences_in_a_step, len(rows))
-        tokens, positions, seqs, marks = [], [], [], []
+        tokens, positions, seqs, marks, prompt = [], [], [], [], []
         for slot, ids, out in rows:
             n = len(slot.tokens)
             tokens += ids
             positions += range(n, n + len(ids))
             seqs += [slot.index] * len(ids)
             marks += [False] * (len(ids) - 1) + [out]
+            prompt += [bool(slot.pending)] * len(ids)  # a prompt chunk, or the generated token
         try:
-            logits = self.model.decode(tokens, positions, seqs, marks)
+            # each row computed as when its request runs alone (Model.decode's kinds)
+            logits = self.model.decode(tokens, positions, seqs, marks, prompt=prompt)
         except Exception as exc:  # every request in the batch fails; the worker carries on
             for slot, _, _ in rows:
                 self._fail(slot, exc)

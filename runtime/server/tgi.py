@@ -187,22 +187,42 @@ class TGIRoutes:
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[dict[str, str]]:
-        text, index = [], 0
+        """An event per token with text, as TGI streams: each is sent when the next one comes,
+        so the last token's event is the one that carries the details and the whole text (the
+        engine's final chunk, with the text it held back, joins it)."""
+        text: list[str] = []
+        held: Chunk | None = None
+        index = 0
+
+        def event(chunk: Chunk, piece: str, last: Chunk | None = None) -> dict[str, str]:
+            out: dict[str, Any] = {"index": index, "token": {**_token(self.engine, chunk), "text": piece},
+                                   "generated_text": None, "details": None, "top_tokens": None}
+            if last is not None:
+                full = "".join(text)
+                out["generated_text"] = (req.inputs + full) if req.full_text else full
+                out["details"] = {"finish_reason": _finish(self.engine, last),
+                                  "generated_tokens": last.stats.generated_tokens,
+                                  "seed": req.params.seed, "input_length": len(req.ids)}
+            return {"data": json.dumps(out)}
+
         try:
             async for chunk in job:
                 if not chunk.text and not chunk.finish_reason:
                     continue
-                index += 1
                 text.append(chunk.text)
-                event: dict[str, Any] = {"index": index, "token": _token(self.engine, chunk),
-                                         "generated_text": None, "details": None, "top_tokens": None}
                 if chunk.finish_reason:
-                    full = "".join(text)
-                    event["generated_text"] = (req.inputs + full) if req.full_text else full
-                    event["details"] = {"finish_reason": _finish(self.engine, chunk),
-                                        "generated_tokens": chunk.stats.generated_tokens,
-                                        "seed": req.params.seed, "input_length": len(req.ids)}
-                yield {"data": json.dumps(event)}
+                    eog = chunk.token is not None and self.engine.tokenizer.is_eog(chunk.token)
+                    if held is not None and eog:  # the end-of-generation token has its own event
+                        index += 1
+                        yield event(held, held.text)
+                        held = None
+                    index += 1  # else the held token's event takes the rest of the text
+                    yield event(held or chunk, (held.text if held else "") + chunk.text, last=chunk)
+                    return
+                if held is not None:
+                    index += 1
+                    yield event(held, held.text)
+                held = chunk
         except Exception as e:
             err = engine_error(e)
             yield {"data": json.dumps({"error": err.message, "error_type": "generation"})}

@@ -370,7 +370,9 @@ static int run2(fz_model *m, int seq, int n, int pos, int seq2, int n2, int dama
     for (int t = 0; t < total; t++) rows += marks[t];
     const int width = output == OUT_HIDDEN ? m->w.n_embd : m->w.n_vocab;
     float *out = zeros((int64_t)rows * width);
-    const lp_batch b = { total, tokens, positions, seqs, marks };
+    int8_t kinds[FZ_BATCH];
+    for (int t = 0; t < total; t++) kinds[t] = t < n ? n > 1 || pos % 2 : seqs[t] != seq && n2 > 1;
+    const lp_batch b = { total, tokens, positions, seqs, marks, kinds };
     int ok = lp_decode(&m->w, &m->kv, &m->s, &b, out, output == OUT_HIDDEN ? LP_OUT_HIDDEN : LP_OUT_LOGITS) == LP_OK;
     for (int i = 0; i < rows * width; i++)
         ok &= damage == D_NONE ? isfinite(out[i]) : damage == D_NAN_NORM ? isnan(out[i]) : 1;
@@ -450,6 +452,16 @@ static void check_models(int isa) {
                 pos[0] = FZ_CTX - 1, pos[1] = FZ_CTX;
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_ECONTEXT;
                 refused &= m->kv.len[0] == FZ_CTX - 1;  // a refused batch appends nothing
+                m->kv.len[0] = 0;
+                pos[0] = 0, pos[1] = 1;
+                int8_t kinds[2] = { 1, 0 };  // a prompt row and a generated token's row of one sequence
+                b.prompt = kinds;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
+                kinds[0] = 0;  // two generated tokens' rows of one sequence
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
+                kinds[0] = kinds[1] = 1;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_OK && m->kv.len[0] == 2;
+                b.prompt = NULL;
                 b.n = FZ_BATCH + 1;
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
                 refused &= lp_kv_copy(&m->kv, 0, 1, FZ_CTX) == LP_EPOS && lp_kv_copy(&m->kv, 0, FZ_SEQ, 1) == LP_ESEQ;
