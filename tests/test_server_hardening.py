@@ -204,7 +204,7 @@ def test_header_sent_a_byte_at_a_time_is_cut_off(engine: Engine) -> None:
 # -- engine failures ----------------------------------------------------------------------------------
 
 def test_engine_failure_ends_that_request_only(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    forward = engine.model.forward
+    forward = engine.model.decode  # the server's one forward call per step
     armed = {"fail": False}
 
     def failing(*args: Any, **kwargs: Any) -> Any:
@@ -213,7 +213,7 @@ def test_engine_failure_ends_that_request_only(engine: Engine, monkeypatch: pyte
             raise FloatingPointError("non-finite logits (injected)")
         return forward(*args, **kwargs)
 
-    monkeypatch.setattr(engine.model, "forward", failing)
+    monkeypatch.setattr(engine.model, "decode", failing)
     chat = {"messages": HELLO, "max_tokens": 8}
     with ServerThread(engine) as srv:
         ok = requests.post(srv.url + "/v1/chat/completions", json=chat, timeout=60)

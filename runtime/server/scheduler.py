@@ -153,9 +153,10 @@ def batch_rows(parallel: int, ubatch: int) -> int:
 
 def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
     """An engine per slot, each on its own sequence of one model: `engine`'s own model when it has
-    the sequences and the batch room, else a new one on the same mapped weights."""
+    the sequences (the prompt chunks then fit its batch room), else a new one on the same mapped
+    weights."""
     model = engine.model
-    if model.n_seq < parallel or model.max_batch < batch_rows(parallel, ubatch):
+    if model.n_seq < parallel or model.max_batch <= parallel:
         model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=model.n_threads, n_seq=parallel,
                       max_batch=batch_rows(parallel, ubatch))
     first = engine if model is engine.model else Engine(engine.gguf, model, engine.tokenizer, engine.template)
@@ -172,7 +173,8 @@ class Scheduler:
         self.engine = engine
         self.slots = [Slot(i, e) for i, e in enumerate(slot_engines(engine, parallel, ubatch))]
         self.model = self.slots[0].engine.model
-        self.ubatch = min(ubatch, self.model.max_batch)  # prompt rows per step, with the decoding rows
+        # rows per step, decoding rows included; what the model's scratch holds at most
+        self.ubatch = max(1, min(ubatch, self.model.max_batch - parallel))
         self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
