@@ -23,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 
@@ -32,6 +33,7 @@ from packer import runtime_cross
 from packer.build import build
 from packer.pyiarchive import INFO_NAME
 from packer.verify import inspect, verify
+from runtime import quant_types
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"
@@ -87,21 +89,93 @@ def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max"
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
-# -- kernels: dotprod where the CPU has it, NEON where it has not ------------------------------------
+# -- kernels: i8mm and dotprod where the CPU has them, NEON where it has not ---------------------------
+
+def _cross_build(tools, main: str, out: Path) -> Path:
+    """The library's C files and one of tests/neon's programs, statically linked for aarch64."""
+    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon" / main)]
+    subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
+                    f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)], check=True, capture_output=True)
+    return out
+
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
-    harness = tmp_path / "harness"
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon/harness.c")]
-    subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
-                    f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(harness)], check=True, capture_output=True)
-    for cpu, best, checked in (("max", "DOTPROD", ["NEON", "DOTPROD"]), ("cortex-a72", "NEON", ["NEON"])):
+    """-cpu max has dotprod and i8mm (SMMLA), -cpu cortex-a72 neither. The harness checks each ISA's
+    kernels against the reference, and the I8MM batched product against the row dots (to float
+    rounding, 45 shapes and types; see tests/neon/harness.c)."""
+    harness = _cross_build(tools, "harness.c", tmp_path / "harness")
+    for cpu, best, checked in (("max", "I8MM", ["NEON", "DOTPROD"]), ("cortex-a72", "NEON", ["NEON"])):
         out = subprocess.run([tools["qemu-aarch64"], "-cpu", cpu, str(harness)], capture_output=True, text=True,
                              timeout=600).stdout
         assert f"best ISA: {best}\n" in out, out[-2000:]
         assert re.findall(r"^checking (\S+) kernels", out, re.M) == checked, out[-2000:]
+        batched = re.findall(r"^ok +batched ", out, re.M)
+        assert len(batched) == (45 if best == "I8MM" else 0), out[-2000:]
         m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
-        assert m and m.group(2) == "0" and int(m.group(1)) >= 13 * 4 * len(checked), \
+        assert m and m.group(2) == "0" and int(m.group(1)) >= 13 * 4 * len(checked) + len(batched), \
             "\n".join(line for line in out.splitlines() if line.startswith("FAIL"))
+
+
+# (rows, cols, n): odd weight and activation row counts, partial tiles, cols a multiple of 256 and not
+GEMM_SHAPES = [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 67), (19, 416, 24)]
+AVX2_ROW_DOT_TYPES = {"Q3_K"}  # x86 AVX2 keeps its row dots for these (csrc/engine/gemm.c)
+
+
+def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path) -> None:
+    """The batched product of every type with to_s8 at several shapes: the same inputs through
+    lp_matmul on this x86-64 machine (AVX-512 VNNI and AVX2 batched products, tested against
+    float64 and the row dots in test_kernels.py) and on aarch64 under qemu. With i8mm (-cpu max)
+    the results are the x86 ones bit for bit (same integer sums, same float steps in the same
+    order); without it (-cpu neoverse-n1: dotprod only) the dispatch falls back to the row dots,
+    which agree to float rounding and not bit for bit."""
+    from runtime import kernels
+    from tests.test_kernels import weight_tensor
+
+    x86_isas = [i for i in ("avx512", "avx2") if i in kernels.available_isas()]
+    assert x86_isas, "this x86-64 machine has neither AVX2 nor AVX-512"
+    rng = np.random.default_rng(19)
+    cases, want = [], []
+    with (tmp_path / "in").open("wb") as f:
+        for name in quant_types.QUANT_TYPES:
+            qtype = kernels.WEIGHT_TYPES[name]
+            for rows, cols, n in GEMM_SHAPES:
+                if cols % kernels.type_info(qtype).block_size:
+                    continue
+                t = weight_tensor(qtype, rows, cols, rng)
+                x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+                f.write(np.array([qtype, rows, cols, n], "<i4").tobytes() + t.data.tobytes() + x.tobytes())
+                ref = {}
+                try:
+                    for isa in x86_isas:
+                        if isa == "avx2" and name in AVX2_ROW_DOT_TYPES:
+                            continue
+                        kernels.set_isa(isa)
+                        ref[isa] = kernels.matmul(t, x, n_threads=2)
+                finally:
+                    kernels.set_isa(kernels.best_isa())
+                assert ref, name
+                cases.append(f"{name} {rows}x{cols} n={n}")
+                want.append(ref)
+    assert len(cases) == 45
+    dump = _cross_build(tools, "gemm_dump.c", tmp_path / "gemm_dump")
+    for cpu, isa in (("max", "i8mm"), ("neoverse-n1", "dotprod")):
+        r = subprocess.run([tools["qemu-aarch64"], "-cpu", cpu, str(dump), str(tmp_path / "in"), str(tmp_path / "out"),
+                            "3"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout == f"isa: {isa}\n", (cpu, r.stdout, r.stderr)
+        got, off = np.fromfile(tmp_path / "out", np.float32), 0
+        for case, ref in zip(cases, want):
+            first = next(iter(ref.values()))
+            y = got[off:off + first.size].reshape(first.shape)
+            off += first.size
+            assert np.isfinite(y).all(), (cpu, case)
+            for x86_isa, bits in ref.items():
+                if isa == "i8mm":
+                    np.testing.assert_array_equal(y, bits, err_msg=f"{case}: i8mm vs {x86_isa}")
+                else:
+                    tol = 1e-5 * np.abs(bits).max(axis=1, keepdims=True) + 1e-30
+                    assert (np.abs(y - bits) <= tol).all(), f"{case}: dotprod row dots vs {x86_isa}"
+                    assert not np.array_equal(y, bits), f"{case}: the row dots gave the batched bits"
+        assert off == got.size
 
 
 # -- packing -----------------------------------------------------------------------------------------
