@@ -227,7 +227,7 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
 
 
 QUANT_TYPES = list(quant_types.QUANT_TYPES)
-BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in ISAS]  # instruction sets with a batched product
+BATCHED_ISAS = [i for i in ("avx2", "avx512", "i8mm") if i in ISAS]  # instruction sets with a batched product
 AVX2_ROW_DOT_TYPES = {"Q3_K"}  # AVX2 keeps its row dots (as fast: see gemm.c)
 
 
