@@ -120,63 +120,80 @@ def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
 
 # (rows, cols, n): odd weight and activation row counts, partial tiles, cols a multiple of 256 and not
 GEMM_SHAPES = [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 67), (19, 416, 24)]
+EXTREME_FILLS = [0x00, 0x7F, 0x80, 0xFF]  # every quant at an end of its range (Q8_0: -128, 127)
 AVX2_ROW_DOT_TYPES = {"Q3_K"}  # x86 AVX2 keeps its row dots for these (csrc/engine/gemm.c)
 
 
-def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path) -> None:
-    """The batched product of every type with to_s8 at several shapes: the same inputs through
-    lp_matmul on this x86-64 machine (AVX-512 VNNI and AVX2 batched products, tested against
-    float64 and the row dots in test_kernels.py) and on aarch64 under qemu. With i8mm (-cpu max)
-    the results are the x86 ones bit for bit (same integer sums, same float steps in the same
-    order); without it (-cpu neoverse-n1: dotprod only) the dispatch falls back to the row dots,
-    which agree to float rounding and not bit for bit."""
+def _gemm_cases(rng: np.random.Generator):
+    """(label, weights, x, random) for every type with to_s8: random blocks at GEMM_SHAPES, then
+    weights of one repeated byte against activations of +-1 (the largest int32 sums)."""
     from runtime import kernels
     from tests.test_kernels import weight_tensor
 
+    for name in quant_types.QUANT_TYPES:
+        qtype = kernels.WEIGHT_TYPES[name]
+        info = kernels.type_info(qtype)
+        for rows, cols, n in GEMM_SHAPES:
+            if cols % info.block_size == 0:
+                x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+                yield f"{name} {rows}x{cols} n={n}", weight_tensor(qtype, rows, cols, rng), x, True
+        rows, cols, n = 37, 512, 33
+        x = rng.choice([-1.0, 1.0], (n, cols)).astype(np.float32)
+        x[0], x[1] = 1.0, -1.0
+        n_blocks = rows * cols // info.block_size
+        for fill in EXTREME_FILLS:
+            blocks = np.full((n_blocks, info.type_size), fill, np.uint8)
+            for off in kernels.half_fields(qtype):
+                h = rng.uniform(0.001, 0.05, n_blocks).astype(np.float16)
+                blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
+            yield f"{name} fill {fill:#04x}", kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1)), x, False
+
+
+def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path) -> None:
+    """The batched product of every type with to_s8, at several shapes and at the ends of the
+    quant ranges: the same inputs through lp_matmul on this x86-64 machine (AVX-512 VNNI and AVX2
+    batched products, tested against float64 and the row dots in test_kernels.py) and on aarch64
+    under qemu (tests/neon/gemm_dump.c). With i8mm (-cpu max) the results are the x86 ones bit
+    for bit (same integer sums, same float steps in the same order); without it (-cpu neoverse-n1:
+    dotprod only) the dispatch falls back to the row dots, which agree to float rounding and,
+    on random weights, not bit for bit."""
+    from runtime import kernels
+
     x86_isas = [i for i in ("avx512", "avx2") if i in kernels.available_isas()]
     assert x86_isas, "this x86-64 machine has neither AVX2 nor AVX-512"
-    rng = np.random.default_rng(19)
-    cases, want = [], []
+    cases = []  # (label, random, {x86 isa: y})
     with (tmp_path / "in").open("wb") as f:
-        for name in quant_types.QUANT_TYPES:
-            qtype = kernels.WEIGHT_TYPES[name]
-            for rows, cols, n in GEMM_SHAPES:
-                if cols % kernels.type_info(qtype).block_size:
-                    continue
-                t = weight_tensor(qtype, rows, cols, rng)
-                x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
-                f.write(np.array([qtype, rows, cols, n], "<i4").tobytes() + t.data.tobytes() + x.tobytes())
-                ref = {}
-                try:
-                    for isa in x86_isas:
-                        if isa == "avx2" and name in AVX2_ROW_DOT_TYPES:
-                            continue
+        for label, t, x, random in _gemm_cases(np.random.default_rng(19)):
+            f.write(np.array([t.type, *t.shape, len(x)], "<i4").tobytes() + t.data.tobytes() + x.tobytes())
+            ref = {}
+            try:
+                for isa in x86_isas:
+                    if not (isa == "avx2" and label.split()[0] in AVX2_ROW_DOT_TYPES):
                         kernels.set_isa(isa)
                         ref[isa] = kernels.matmul(t, x, n_threads=2)
-                finally:
-                    kernels.set_isa(kernels.best_isa())
-                assert ref, name
-                cases.append(f"{name} {rows}x{cols} n={n}")
-                want.append(ref)
-    assert len(cases) == 45
+            finally:
+                kernels.set_isa(kernels.best_isa())
+            assert ref, label
+            cases.append((label, random, ref))
+    assert len(cases) == 45 + 10 * len(EXTREME_FILLS)
     dump = _cross_build(tools, "gemm_dump.c", tmp_path / "gemm_dump")
     for cpu, isa in (("max", "i8mm"), ("neoverse-n1", "dotprod")):
         r = subprocess.run([tools["qemu-aarch64"], "-cpu", cpu, str(dump), str(tmp_path / "in"), str(tmp_path / "out"),
                             "3"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and r.stdout == f"isa: {isa}\n", (cpu, r.stdout, r.stderr)
         got, off = np.fromfile(tmp_path / "out", np.float32), 0
-        for case, ref in zip(cases, want):
+        for label, random, ref in cases:
             first = next(iter(ref.values()))
             y = got[off:off + first.size].reshape(first.shape)
             off += first.size
-            assert np.isfinite(y).all(), (cpu, case)
+            assert np.isfinite(y).all(), (cpu, label)
             for x86_isa, bits in ref.items():
                 if isa == "i8mm":
-                    np.testing.assert_array_equal(y, bits, err_msg=f"{case}: i8mm vs {x86_isa}")
-                else:
-                    tol = 1e-5 * np.abs(bits).max(axis=1, keepdims=True) + 1e-30
-                    assert (np.abs(y - bits) <= tol).all(), f"{case}: dotprod row dots vs {x86_isa}"
-                    assert not np.array_equal(y, bits), f"{case}: the row dots gave the batched bits"
+                    np.testing.assert_array_equal(y, bits, err_msg=f"{label}: i8mm vs {x86_isa}")
+                    continue
+                tol = 1e-5 * np.abs(bits).max(axis=1, keepdims=True) + 1e-30
+                assert (np.abs(y - bits) <= tol).all(), f"{label}: dotprod row dots vs {x86_isa}"
+                assert not random or not np.array_equal(y, bits), f"{label}: the row dots gave the batched bits"
         assert off == got.size
 
 
