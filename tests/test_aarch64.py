@@ -128,7 +128,7 @@ def _gemm_cases(rng: np.random.Generator):
     """(label, weights, x, random) for every type with to_s8: random blocks at GEMM_SHAPES, then
     weights of one repeated byte against activations of +-1 (the largest int32 sums)."""
     from runtime import kernels
-    from tests.test_kernels import weight_tensor
+    from tests.test_kernels import filled_tensor, weight_tensor
 
     for name in quant_types.QUANT_TYPES:
         qtype = kernels.WEIGHT_TYPES[name]
@@ -140,13 +140,8 @@ def _gemm_cases(rng: np.random.Generator):
         rows, cols, n = 37, 512, 33
         x = rng.choice([-1.0, 1.0], (n, cols)).astype(np.float32)
         x[0], x[1] = 1.0, -1.0
-        n_blocks = rows * cols // info.block_size
         for fill in EXTREME_FILLS:
-            blocks = np.full((n_blocks, info.type_size), fill, np.uint8)
-            for off in kernels.half_fields(qtype):
-                h = rng.uniform(0.001, 0.05, n_blocks).astype(np.float16)
-                blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
-            yield f"{name} fill {fill:#04x}", kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1)), x, False
+            yield f"{name} fill {fill:#04x}", filled_tensor(qtype, rows, cols, fill, rng), x, False
 
 
 def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path) -> None:
