@@ -95,19 +95,27 @@ static inline __attribute__((always_inline)) void tile_i8mm(const gemm_ctx *c, c
                                                             const int has_min, const int min_unit) {
     const act_block *a = c->act + g * c->nblk;
     const int mins_per_unit = unit / min_unit;
+    // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
+    const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
+    const int steps_per_blk = unit < 32 ? unit / 8 : 4;  // steps of 8 columns of a unit in each of its blocks
     float32x4_t acc[4][2];
     for (int p = 0; p < 4; p++) acc[p][0] = acc[p][1] = vdupq_n_f32(0.0f);
-    for (int64_t u = 0; u < c->units; u++) {
+    for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
+    for (int h = 0; h < units_per_blk; h++) {
+        const int64_t u = ub / blocks_per_unit * units_per_blk + h;
         int32x4_t is[4][2];
         for (int p = 0; p < 4; p++) is[p][0] = is[p][1] = vdupq_n_s32(0);
-        for (int64_t s = u * unit / 8; s < (u + 1) * unit / 8; s++) {  // columns 8s .. 8s + 7
-            const int8_t *as = (const int8_t *)a[s / 4].q + 32 * j0 + 16 * (s % 4);  // pair j0 / 2
-            const int8x16_t av0 = vld1q_s8(as), av1 = vld1q_s8(as + 64);
-            const int8_t *ws = wp->q + (s * LP_I8_PAIRS + p0) * 16;
-            for (int p = 0; p < 4; p++) {
-                const int8x16_t wv = vld1q_s8(ws + 16 * p);
-                is[p][0] = vmmlaq_s32(is[p][0], av0, wv);
-                is[p][1] = vmmlaq_s32(is[p][1], av1, wv);
+        // step s (columns 8s .. 8s + 7) of the weights at ws + s * LP_I8_PAIRS * 16
+        const int8_t *ws = wp->q + ((4 * ub + h * steps_per_blk) * LP_I8_PAIRS + p0) * 16;
+        for (int64_t b = ub; b < ub + blocks_per_unit; b++) {
+            const int8_t *as = (const int8_t *)a[b].q + 32 * j0 + 16 * h * steps_per_blk;  // pair j0 / 2
+            for (int k = 0; k < steps_per_blk; k++, as += 16, ws += LP_I8_PAIRS * 16) {
+                const int8x16_t av0 = vld1q_s8(as), av1 = vld1q_s8(as + 64);
+                for (int p = 0; p < 4; p++) {
+                    const int8x16_t wv = vld1q_s8(ws + 16 * p);
+                    is[p][0] = vmmlaq_s32(is[p][0], av0, wv);
+                    is[p][1] = vmmlaq_s32(is[p][1], av1, wv);
+                }
             }
         }
         // the activation scale of the unit's (first) block, per lane: (d 2q, d 2q, d 2q+1, d 2q+1)
