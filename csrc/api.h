@@ -13,8 +13,9 @@ enum lp_type {
 // Instruction sets a kernel may be built for.
 // LP_ISA_AVX512: AVX2 kernels plus the AVX-512 VNNI batched product of prompt processing.
 // LP_ISA_DOTPROD: NEON plus the aarch64 dot-product instructions (SDOT) for the hot types.
+// LP_ISA_I8MM: DOTPROD kernels plus the aarch64 int8 matrix-multiply (SMMLA) batched product.
 enum lp_isa { LP_ISA_REF = 0, LP_ISA_AVX2 = 1, LP_ISA_NEON = 2, LP_ISA_AVX512 = 3, LP_ISA_DOTPROD = 4,
-              LP_ISA_COUNT = 5 };
+              LP_ISA_I8MM = 5, LP_ISA_COUNT = 6 };
 
 // Error codes (negative returns).
 enum lp_err { LP_OK = 0, LP_EUNKNOWN_TYPE = -1, LP_EBAD_SIZE = -2, LP_EBAD_ISA = -3, LP_ENO_KERNEL = -4 };

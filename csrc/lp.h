@@ -223,8 +223,10 @@ void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restr
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
 LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
-// 1 when this CPU has the dot-product instructions (asked of the kernel once; types.c).
+// 1 when this CPU has the dot-product instructions, the int8 matrix multiply (asked of the
+// kernel once; types.c).
 int lp_cpu_has_dotprod(void);
+int lp_cpu_has_i8mm(void);
 
 // Thread pool (pool.c). lp_parallel_chunks runs fn(ctx, chunk, ith) for every chunk
 // in [0, n_chunks) on up to nth threads (the caller among them) and returns when all
@@ -258,9 +260,9 @@ typedef struct {
 void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_groups *g, const int32_t *pos,
                   const float *q, float *out, const lp_scratch *s);
 
-// Batched product (gemm.c, AVX-512 VNNI and AVX2): used by lp_matmul for n >= LP_GEMM_MIN
-// activation rows of a type with to_s8 where lp_gemm_use says so (AVX-512: every such
-// type; AVX2: those it makes faster than the row dots).
+// Batched product (gemm.c, AVX-512 VNNI and AVX2; gemm_i8mm.c, aarch64 SMMLA): used by lp_matmul
+// for n >= LP_GEMM_MIN activation rows of a type with to_s8 where lp_gemm_use says so (AVX-512,
+// I8MM: every such type; AVX2: those it makes faster than the row dots).
 #define LP_GEMM_MIN 16
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads);
 int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n);

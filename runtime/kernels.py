@@ -17,7 +17,7 @@ from runtime import quant_types
 from runtime._kernels import ffi, lib
 
 ISAS = {"ref": lib.LP_ISA_REF, "avx2": lib.LP_ISA_AVX2, "neon": lib.LP_ISA_NEON, "avx512": lib.LP_ISA_AVX512,
-        "dotprod": lib.LP_ISA_DOTPROD}
+        "dotprod": lib.LP_ISA_DOTPROD, "i8mm": lib.LP_ISA_I8MM}
 _ISA_NAMES = {v: k for k, v in ISAS.items()}
 
 #: Weight types the kernels dequantize and multiply, and the activation formats of the
@@ -98,7 +98,7 @@ def set_isa(name: str) -> None:
 
 
 def _isa_from_env() -> None:
-    """LLAMAPACK_ISA=avx2 (or ref, avx512, neon, dotprod) picks the kernels instead of the best
+    """LLAMAPACK_ISA=avx2 (or ref, avx512, neon, dotprod, i8mm) picks the kernels instead of the best
     the CPU has: to compare instruction sets, or to see what a machine without
     AVX-512 gets. A value this CPU cannot run is reported and ignored."""
     name = os.environ.get("LLAMAPACK_ISA", "").strip().lower()

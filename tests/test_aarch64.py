@@ -23,6 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 
@@ -32,11 +33,12 @@ from packer import runtime_cross
 from packer.build import build
 from packer.pyiarchive import INFO_NAME
 from packer.verify import inspect, verify
+from runtime import quant_types
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "out"
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
-CPUS = ["max", "cortex-a72"]  # with and without dotprod
+CPUS = ["max", "cortex-a72"]  # with dotprod and i8mm, with neither
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +84,112 @@ def arm_cmd(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str) -> tup
     return ["qemu-aarch64", "-E", f"LD_PRELOAD={shim}", str(exe), *args], env
 
 
-def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max") -> subprocess.CompletedProcess:
+def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max",
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd, env = arm_cmd(exe, args, bare, shim, cpu)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(cmd, env={**env, **(extra_env or {})}, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
 
 
-# -- kernels: dotprod where the CPU has it, NEON where it has not ------------------------------------
+# -- kernels: i8mm and dotprod where the CPU has them, NEON where it has not ---------------------------
+
+def _cross_build(tools, main: str, out: Path) -> Path:
+    """The library's C files and one of tests/neon's programs, statically linked for aarch64."""
+    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon" / main)]
+    subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
+                    f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)], check=True, capture_output=True)
+    return out
+
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
-    harness = tmp_path / "harness"
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon/harness.c")]
-    subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
-                    f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(harness)], check=True, capture_output=True)
-    for cpu, best, checked in (("max", "DOTPROD", ["NEON", "DOTPROD"]), ("cortex-a72", "NEON", ["NEON"])):
+    """-cpu max has dotprod and i8mm (SMMLA), -cpu cortex-a72 neither. The harness checks each ISA's
+    kernels against the reference, and the I8MM batched product against the row dots (to float
+    rounding, 45 shapes and types; see tests/neon/harness.c)."""
+    harness = _cross_build(tools, "harness.c", tmp_path / "harness")
+    for cpu, best, checked in (("max", "I8MM", ["NEON", "DOTPROD"]), ("cortex-a72", "NEON", ["NEON"])):
         out = subprocess.run([tools["qemu-aarch64"], "-cpu", cpu, str(harness)], capture_output=True, text=True,
                              timeout=600).stdout
         assert f"best ISA: {best}\n" in out, out[-2000:]
         assert re.findall(r"^checking (\S+) kernels", out, re.M) == checked, out[-2000:]
+        batched = re.findall(r"^ok +batched ", out, re.M)
+        assert len(batched) == (45 if best == "I8MM" else 0), out[-2000:]
         m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
-        assert m and m.group(2) == "0" and int(m.group(1)) >= 13 * 4 * len(checked), \
+        assert m and m.group(2) == "0" and int(m.group(1)) >= 13 * 4 * len(checked) + len(batched), \
             "\n".join(line for line in out.splitlines() if line.startswith("FAIL"))
+
+
+# (rows, cols, n): odd weight and activation row counts, partial tiles, cols a multiple of 256 and not
+GEMM_SHAPES = [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 67), (19, 416, 24)]
+EXTREME_FILLS = [0x00, 0x7F, 0x80, 0xFF]  # every quant at an end of its range (Q8_0: -128, 127)
+AVX2_ROW_DOT_TYPES = {"Q3_K"}  # x86 AVX2 keeps its row dots for these (csrc/engine/gemm.c)
+
+
+def _gemm_cases(rng: np.random.Generator):
+    """(label, weights, x, random) for every type with to_s8: random blocks at GEMM_SHAPES, then
+    weights of one repeated byte against activations of +-1 (the largest int32 sums)."""
+    from runtime import kernels
+    from tests.test_kernels import filled_tensor, weight_tensor
+
+    for name in quant_types.QUANT_TYPES:
+        qtype = kernels.WEIGHT_TYPES[name]
+        info = kernels.type_info(qtype)
+        for rows, cols, n in GEMM_SHAPES:
+            if cols % info.block_size == 0:
+                x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+                yield f"{name} {rows}x{cols} n={n}", weight_tensor(qtype, rows, cols, rng), x, True
+        rows, cols, n = 37, 512, 33
+        x = rng.choice([-1.0, 1.0], (n, cols)).astype(np.float32)
+        x[0], x[1] = 1.0, -1.0
+        for fill in EXTREME_FILLS:
+            yield f"{name} fill {fill:#04x}", filled_tensor(qtype, rows, cols, fill, rng), x, False
+
+
+def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path) -> None:
+    """The batched product of every type with to_s8, at several shapes and at the ends of the
+    quant ranges: the same inputs through lp_matmul on this x86-64 machine (AVX-512 VNNI and AVX2
+    batched products, tested against float64 and the row dots in test_kernels.py) and on aarch64
+    under qemu (tests/neon/gemm_dump.c). With i8mm (-cpu max) the results are the x86 ones bit
+    for bit (same integer sums, same float steps in the same order); without it (-cpu neoverse-n1:
+    dotprod only) the dispatch falls back to the row dots, which agree to float rounding and,
+    on random weights, not bit for bit."""
+    from runtime import kernels
+
+    x86_isas = [i for i in ("avx512", "avx2") if i in kernels.available_isas()]
+    assert x86_isas, "this x86-64 machine has neither AVX2 nor AVX-512"
+    cases = []  # (label, random, {x86 isa: y})
+    with (tmp_path / "in").open("wb") as f:
+        for label, t, x, random in _gemm_cases(np.random.default_rng(19)):
+            f.write(np.array([t.type, *t.shape, len(x)], "<i4").tobytes() + t.data.tobytes() + x.tobytes())
+            ref = {}
+            try:
+                for isa in x86_isas:
+                    if not (isa == "avx2" and label.split()[0] in AVX2_ROW_DOT_TYPES):
+                        kernels.set_isa(isa)
+                        ref[isa] = kernels.matmul(t, x, n_threads=2)
+            finally:
+                kernels.set_isa(kernels.best_isa())
+            assert ref, label
+            cases.append((label, random, ref))
+    assert len(cases) == 45 + 10 * len(EXTREME_FILLS)
+    dump = _cross_build(tools, "gemm_dump.c", tmp_path / "gemm_dump")
+    for cpu, isa in (("max", "i8mm"), ("neoverse-n1", "dotprod")):
+        r = subprocess.run([tools["qemu-aarch64"], "-cpu", cpu, str(dump), str(tmp_path / "in"), str(tmp_path / "out"),
+                            "3"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout == f"isa: {isa}\n", (cpu, r.stdout, r.stderr)
+        got, off = np.fromfile(tmp_path / "out", np.float32), 0
+        for label, random, ref in cases:
+            first = next(iter(ref.values()))
+            y = got[off:off + first.size].reshape(first.shape)
+            off += first.size
+            assert np.isfinite(y).all(), (cpu, label)
+            for x86_isa, bits in ref.items():
+                if isa == "i8mm":
+                    np.testing.assert_array_equal(y, bits, err_msg=f"{label}: i8mm vs {x86_isa}")
+                    continue
+                tol = 1e-5 * np.abs(bits).max(axis=1, keepdims=True) + 1e-30
+                assert (np.abs(y - bits) <= tol).all(), f"{label}: dotprod row dots vs {x86_isa}"
+                assert not random or not np.array_equal(y, bits), f"{label}: the row dots gave the batched bits"
+        assert off == got.size
 
 
 # -- packing -----------------------------------------------------------------------------------------
@@ -133,16 +221,35 @@ def test_version(packed, bare, exec_shim) -> None:
     assert r.returncode == 0 and re.fullmatch(r"llamapack \S+\n", r.stdout), r.stderr
 
 
+# Long enough (>= 16 tokens) for prompt processing to take the batched product: AVX-512 VNNI (or AVX2)
+# on this machine, I8MM under -cpu max (its bits are x86's: see the test above), the row dots of
+# NEON under -cpu cortex-a72. A prompt whose next tokens are clear: elsewhere the other kernels
+# (the reference's row operations on ARM, AVX2's on x86) may turn a near tie (SmolLM2 after
+# "Paris is known for the Eiffel Tower, the Louvre museum and its cafes. The capital of France is":
+# " also" and " Paris", 0.04 apart) either way.
+PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,"
+
+
 @pytest.mark.parametrize("model", ["smollm2", "moe"])
-def test_same_greedy_text_as_x86_64(packed, bare, exec_shim, model) -> None:
-    args = ["-p", "The capital of France is", "-n", "6", "--temp", "0", "-c", "256"]
+def test_same_greedy_text_as_x86_64(packed, bare, exec_shim, model, smollm2_path) -> None:
+    from runtime.engine import Engine
+
+    eng = Engine.load(smollm2_path if model == "smollm2" else MOE, n_ctx=256)
+    try:
+        assert len(eng.tokenize(PROMPT)) >= 16
+    finally:
+        eng.close()
+    args = ["-p", PROMPT, "-n", "6", "--temp", "0", "-c", "256"]
     x86 = subprocess.run([str(packed[f"{model}-x86_64"]), *args], capture_output=True, text=True, timeout=120,
                          stdin=subprocess.DEVNULL)
     assert x86.returncode == 0 and x86.stdout.strip(), x86.stderr
     for cpu in CPUS:
-        r = run_arm(packed[f"{model}-aarch64"], args, bare, exec_shim, cpu)
+        # asked for i8mm: taken under -cpu max (no complaint), refused for NEON under cortex-a72
+        r = run_arm(packed[f"{model}-aarch64"], args, bare, exec_shim, cpu, {"LLAMAPACK_ISA": "i8mm"})
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout == x86.stdout, (cpu, r.stdout, x86.stdout)
+        refused = re.search(r"LLAMAPACK_ISA: .*using (\w+)", r.stderr)
+        assert (refused and refused.group(1)) == (None if cpu == "max" else "neon"), (cpu, r.stderr[-2000:])
 
 
 def test_exec_format_error_on_this_machine(packed) -> None:

@@ -47,6 +47,17 @@ def weight_tensor(qtype: int, rows: int, cols: int, rng: np.random.Generator) ->
     return kernels.RawTensor(qtype, (rows, cols), random_blocks(qtype, n_blocks, rng))
 
 
+def filled_tensor(qtype: int, rows: int, cols: int, fill: int, rng: np.random.Generator) -> kernels.RawTensor:
+    """Every byte of every block `fill` but the fp16 scale fields (random, 0.001 to 0.05)."""
+    info = kernels.type_info(qtype)
+    n_blocks = rows * cols // info.block_size
+    blocks = np.full((n_blocks, info.type_size), fill, np.uint8)
+    for off in kernels.half_fields(qtype):
+        h = rng.uniform(0.001, 0.05, n_blocks).astype(np.float16)
+        blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
+    return kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1))
+
+
 def oracle_dequantize(t: kernels.RawTensor) -> np.ndarray:
     info = kernels.type_info(t.type)
     rows = int(np.prod(t.shape[:-1]))
@@ -227,7 +238,7 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
 
 
 QUANT_TYPES = list(quant_types.QUANT_TYPES)
-BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in ISAS]  # instruction sets with a batched product
+BATCHED_ISAS = [i for i in ("avx2", "avx512", "i8mm") if i in ISAS]  # instruction sets with a batched product
 AVX2_ROW_DOT_TYPES = {"Q3_K"}  # AVX2 keeps its row dots (as fast: see gemm.c)
 
 
@@ -282,20 +293,14 @@ def test_batched_product_at_quant_extremes(name: str) -> None:
     at +-127 (rows of +1, of -1, of random signs): the largest int16 pair sums and
     partial sums, which must neither saturate nor wrap. Against float64 and the row dots."""
     qtype = kernels.WEIGHT_TYPES[name]
-    info = kernels.type_info(qtype)
     rows, cols, n = 37, 512, 33
     rng = np.random.default_rng(31)
     signs = rng.choice([-1.0, 1.0], (n, cols))
     signs[0], signs[1] = 1.0, -1.0
     x = signs.astype(np.float32)
     x[-1] *= rng.uniform(0.5, 1.0, cols).astype(np.float32)  # one row not at the extremes
-    n_blocks = rows * cols // info.block_size
     for fill in EXTREME_FILLS:
-        blocks = np.full((n_blocks, info.type_size), fill, np.uint8)
-        for off in kernels.half_fields(qtype):
-            h = rng.uniform(0.001, 0.05, n_blocks).astype(np.float16)
-            blocks[:, off:off + 2] = h.view(np.uint8).reshape(n_blocks, 2)
-        t = kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1))
+        t = filled_tensor(qtype, rows, cols, fill, rng)
         w = oracle_dequantize(t)
         want64 = x.astype(np.float64) @ w.astype(np.float64).T
         bound = _activation_error_bound(qtype, t, w, x)

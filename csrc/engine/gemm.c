@@ -1,4 +1,5 @@
-// gemm.c — the batched matrix product of prompt processing, on AVX-512 VNNI and AVX2.
+// gemm.c — the batched matrix product of prompt processing, on AVX-512 VNNI and AVX2
+// (and the activation panels of aarch64's, gemm_i8mm.c).
 //
 // y (n, rows) = x (n, cols) @ W^T when n is large: every weight is used n times,
 // so the product is compute-bound and worth re-laying out both sides once:
@@ -25,27 +26,20 @@
 // The integer products are vec_dot's own (same quantized activations, same int8
 // weights); only the order of the float additions differs. The two ISAs give the
 // same bits.
-#include "simd.h"
+#include "gemm.h"
 
-#define LP_G_LANES 16  // activation rows per vector
-#define LP_G_RT 16     // weight rows a thread decodes at once (a chunk of the job)
 #define LP_G_R 4       // weight rows per register tile
-#define LP_ALIGN 64
-
-typedef struct {
-    uint8_t q[8][LP_G_LANES][4];  // q[k][j]: columns 4k..4k+3 of row j, + 128
-    float d[LP_G_LANES];          // each row's scale for this block
-    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
-                                  // or of each half (min unit 16)
-} act_block;
-_Static_assert(sizeof(act_block) == 704, "act_block size");
-
-static int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
 
 // Scratch of one thread: LP_G_RT decoded weight rows (quants, scales, mins, corrections).
 static int64_t wpanel_bytes(const lp_type_traits *t, int64_t cols) {
-    return align_up(LP_G_RT * cols) + 2 * align_up(LP_G_RT * cols / t->s8_unit * 4) +
-           align_up(LP_G_RT * cols / t->s8_min_unit * 4);
+    const int64_t x86 = align_up(LP_G_RT * cols) + 2 * align_up(LP_G_RT * cols / t->s8_unit * 4) +
+                        align_up(LP_G_RT * cols / t->s8_min_unit * 4);
+#if LP_ARM
+    const int64_t arm = lp_gemm_i8mm_scratch(t, cols);
+    return arm > x86 ? arm : x86;
+#else
+    return x86;
+#endif
 }
 
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads) {
@@ -54,19 +48,6 @@ int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int 
     const int64_t groups = (n + LP_G_LANES - 1) / LP_G_LANES;
     return LP_ALIGN + groups * (cols / 32) * (int64_t)sizeof(act_block) + n_threads * wpanel_bytes(t, cols);
 }
-
-typedef struct {
-    const lp_type_traits *t;
-    const uint8_t *w;
-    int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
-    const uint8_t *xq;
-    int64_t xq_row_bytes;
-    int isa;               // LP_ISA_AVX512 or LP_ISA_AVX2: which tile
-    act_block *act;        // (groups, nblk)
-    uint8_t *wpanels;      // per thread
-    int64_t wpanel_bytes;
-    float *y;
-} gemm_ctx;
 
 // ---------------------------------------------------------------------------
 // The activation panel
@@ -104,6 +85,11 @@ static void build_act_group(void *vctx, int g, int ith) {
                 const block_q8_0 *k = (const block_q8_0 *)xr + b;
                 qs = k->qs;
                 ab->d[j] = lp_half_to_float(k->d);
+            }
+            if (c->isa == LP_ISA_I8MM) {  // signed, in row pairs (act_block)
+                uint8_t *pair = &ab->q[0][0][0] + 64 * (j / 2) + 8 * (j % 2);
+                for (int s = 0; s < 4; s++) memcpy(pair + 16 * s, qs + 8 * s, 8);
+                continue;
             }
             for (int k = 0; k < 8; k++) {
                 uint32_t v;
@@ -405,7 +391,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
 
 int lp_gemm_available(const lp_type_traits *t, int isa, int64_t cols) {
     if (lp_gemm_work_size(t, cols, LP_GEMM_MIN, 1) <= 0) return 0;
-    if (isa == LP_ISA_AVX512) return 1;
+    if (isa == LP_ISA_AVX512 || isa == LP_ISA_I8MM) return 1;
     // AVX2: Q3_K keeps its row dots, which are as fast: its int8 weights reach -128,
     // which takes the tile's slowest way of multiplying (S8_SIGN).
     return isa == LP_ISA_AVX2 && t != lp_traits(LP_Q3_K);
@@ -429,7 +415,10 @@ void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, i
     c.act = (act_block *)p;
     c.wpanels = p + c.groups * c.nblk * (int64_t)sizeof(act_block);
     lp_parallel_chunks(build_act_group, &c, (int)c.groups, n_threads);
+    const int chunks = (int)((rows + LP_G_RT - 1) / LP_G_RT);
 #if LP_X86
-    lp_parallel_chunks(gemm_chunk, &c, (int)((rows + LP_G_RT - 1) / LP_G_RT), n_threads);
+    lp_parallel_chunks(gemm_chunk, &c, chunks, n_threads);
+#elif LP_ARM
+    if (isa == LP_ISA_I8MM) lp_parallel_chunks(lp_gemm_i8mm_chunk, &c, chunks, n_threads);
 #endif
 }

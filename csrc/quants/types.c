@@ -27,8 +27,10 @@
 #define lp_vec_dot_q3_K_dotprod lp_vec_dot_q3_K_neon
 #define lp_vec_dot_4acts_q3_K_dotprod lp_vec_dot_4acts_q3_K_neon
 #if LP_ARM
-#define LP_NEON(f) [LP_ISA_NEON] = f, [LP_ISA_DOTPROD] = f,
-#define LP_NEON_DOT(t, k) [LP_ISA_NEON] = lp_##k##_##t##_neon, [LP_ISA_DOTPROD] = lp_##k##_##t##_dotprod,
+// I8MM: DOTPROD's kernels, and the batched product of gemm_i8mm.c (which takes the reference to_s8).
+#define LP_NEON(f) [LP_ISA_NEON] = f, [LP_ISA_DOTPROD] = f, [LP_ISA_I8MM] = f,
+#define LP_NEON_DOT(t, k) [LP_ISA_NEON] = lp_##k##_##t##_neon, [LP_ISA_DOTPROD] = lp_##k##_##t##_dotprod, \
+                          [LP_ISA_I8MM] = lp_##k##_##t##_dotprod,
 #else
 #define LP_NEON(f)
 #define LP_NEON_DOT(t, k)
@@ -117,9 +119,14 @@ int lp_type_half_fields(int type, int *offsets) {
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
 #endif
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1 << 13)
+#endif
 int lp_cpu_has_dotprod(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+int lp_cpu_has_i8mm(void) { return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0; }
 #else
 int lp_cpu_has_dotprod(void) { return 0; }  // other systems: NEON (a check of their own would go here)
+int lp_cpu_has_i8mm(void) { return 0; }
 #endif
 
 static int cpu_has(int isa) {
@@ -138,6 +145,7 @@ static int cpu_has(int isa) {
 #if LP_ARM
     case LP_ISA_NEON: return 1;
     case LP_ISA_DOTPROD: return lp_cpu_has_dotprod();
+    case LP_ISA_I8MM: return lp_cpu_has_dotprod() && lp_cpu_has_i8mm();
 #endif
     default: return 0;
     }
@@ -153,6 +161,7 @@ int lp_best_isa(void) {
         if (lp_isa_available(LP_ISA_AVX512)) b = LP_ISA_AVX512;
         if (lp_isa_available(LP_ISA_NEON)) b = LP_ISA_NEON;
         if (lp_isa_available(LP_ISA_DOTPROD)) b = LP_ISA_DOTPROD;
+        if (lp_isa_available(LP_ISA_I8MM)) b = LP_ISA_I8MM;
         best = b;
     }
     return best;

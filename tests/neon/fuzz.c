@@ -10,7 +10,7 @@
 // batched dot products equal the single ones. Prints "N passed, M failed".
 //
 //   gcc -O1 -g -fsanitize=address,undefined,float-cast-overflow -Icsrc csrc/*/*.c tests/neon/fuzz.c -lm -pthread
-//   ./a.out [ISA...]      (ref avx2 avx512 neon dotprod; none: every ISA the CPU has)
+//   ./a.out [ISA...]      (ref avx2 avx512 neon dotprod i8mm; none: every ISA the CPU has)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +28,7 @@ static void check(int ok, const char *what, const char *isa, const char *type, i
 }
 
 static const char *isa_name(int isa) {
-    static const char *names[LP_ISA_COUNT] = { "ref", "avx2", "neon", "avx512", "dotprod" };
+    static const char *names[LP_ISA_COUNT] = { "ref", "avx2", "neon", "avx512", "dotprod", "i8mm" };
     return isa >= 0 && isa < LP_ISA_COUNT && names[isa] ? names[isa] : "?";
 }
 
@@ -473,7 +473,7 @@ static void check_models(int isa) {
         }
 }
 
-// Arguments: the ISAs to fuzz (ref, avx2, avx512, neon); none: every one the CPU has.
+// Arguments: the ISAs to fuzz (ref, avx2, avx512, neon, dotprod, i8mm); none: every one the CPU has.
 static int wanted(int isa, int argc, char **argv) {
     if (!lp_isa_available(isa)) return 0;
     for (int i = 1; i < argc; i++)

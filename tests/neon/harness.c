@@ -189,6 +189,48 @@ static void check_matmul(int t, int isa) {
     free(w); free(x); free(y0); free(y1); free(work);
 }
 
+// The batched product (n >= LP_GEMM_MIN activation rows) against the same rows one at a time
+// (row dots): the same integer products, summed in another float order, so within 1e-5 of
+// each row's largest magnitude, and not the row dots' exact bits (it ran). Partial tiles of
+// weight and activation rows, odd block counts, 1 and 3 threads.
+static void check_batched(int t, int isa) {
+    const lp_type_traits *tr = lp_traits(t);
+    if (!tr->to_s8[LP_ISA_REF]) return;
+    const int shapes[][3] = { { 37, 512, 16 }, { 61, 768, 45 }, { 5, 256, 33 }, { 64, 1024, 67 }, { 19, 416, 24 } };
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        const int rows = shapes[k][0], cols = shapes[k][1], n = shapes[k][2];
+        if (cols % tr->blck_size) continue;
+        uint8_t *w = malloc((size_t)rows * cols / tr->blck_size * tr->type_size);
+        random_weights(t, w, rows * cols);
+        float *x = malloc(sizeof(float) * n * cols), *y = malloc(sizeof(float) * n * rows),
+              *one = malloc(sizeof(float) * n * rows);
+        for (int i = 0; i < n * cols; i++) x[i] = rnd_unit() * (1 + i / cols % 7);
+        const int64_t ws = lp_matmul_work_size(t, cols, n, 3);
+        void *work = malloc(ws > 0 ? ws : 1);
+        lp_set_isa(isa);
+        const int batched = lp_gemm_use(tr, isa, cols, n);
+        for (int i = 0; i < n; i++) lp_matmul(t, w, rows, cols, x + (size_t)i * cols, 1, one + (size_t)i * rows, work, 1);
+        double worst = 0;
+        int same_bits = 1;
+        for (int threads = 1; threads <= 3; threads += 2) {
+            lp_matmul(t, w, rows, cols, x, n, y, work, threads);
+            for (int i = 0; i < n; i++) {
+                double scale = 1e-30;
+                for (int r = 0; r < rows; r++) scale = fmax(scale, fabs((double)one[i * rows + r]));
+                for (int r = 0; r < rows; r++) {
+                    const double err = fabs((double)y[i * rows + r] - one[i * rows + r]) / (1e-5 * scale);
+                    worst = err > worst || err != err ? err : worst;
+                    same_bits &= memcmp(&y[i * rows + r], &one[i * rows + r], sizeof(float)) == 0;
+                }
+            }
+        }
+        char what[64];
+        snprintf(what, sizeof(what), "batched %dx%d n=%d", rows, cols, n);
+        report(batched && worst <= 1.0 && !same_bits, what, tr->name, worst, 0.0, 1.0);
+        free(w); free(x); free(y); free(one); free(work);
+    }
+}
+
 // The ISA the library picked for this CPU, by name (tests check it per emulated CPU model).
 static void report_best_isa(const int *isas, const char **names, int count) {
     const char *best = "reference";
@@ -204,13 +246,18 @@ int main(void) {
         printf("no SIMD kernels in this build\n0 passed, 1 failed\n");
         return 1;
     }
-    const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON, LP_ISA_DOTPROD };
-    const char *names[] = { "AVX2", "AVX-512", "NEON", "DOTPROD" };
-    report_best_isa(isas, names, 4);
+    const int isas[] = { LP_ISA_AVX2, LP_ISA_AVX512, LP_ISA_NEON, LP_ISA_DOTPROD, LP_ISA_I8MM };
+    const char *names[] = { "AVX2", "AVX-512", "NEON", "DOTPROD", "I8MM" };
+    report_best_isa(isas, names, 5);
     const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < 5; k++) {
         const int isa = isas[k];
         if (!lp_isa_available(isa)) continue;
+        if (isa == LP_ISA_I8MM) {  // DOTPROD's kernels (checked above) and a batched product of its own
+            printf("checking the I8MM batched product against the row dots\n");
+            for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) check_batched(types[i], isa);
+            continue;
+        }
         printf("checking %s kernels against the reference\n", names[k]);
         for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
             check_dot(types[i], isa, 4096, 20);

@@ -1,0 +1,39 @@
+// gemm.h — what the batched products of prompt processing share: gemm.c (the activation
+// panels, the x86 tiles, the entry points) and gemm_i8mm.c (the aarch64 SMMLA tile).
+#pragma once
+#include "simd.h"
+
+#define LP_G_LANES 16  // activation rows per panel group (x86: per vector)
+#define LP_G_RT 16     // weight rows a thread decodes at once (a chunk of the job)
+#define LP_ALIGN 64
+
+// One block of 32 columns of a group of LP_G_LANES activation rows. The quants' layout is
+// the ISA's (build_act_group): x86, q[k][j] = columns 4k..4k+3 of row j, + 128 (unsigned);
+// I8MM, signed and in row pairs: byte 16 * (4 p + s) + 8 i + c = column 8 s + c of row 2 p + i.
+typedef struct {
+    uint8_t q[8][LP_G_LANES][4];
+    float d[LP_G_LANES];          // each row's scale for this block
+    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
+                                  // or of each half (min unit 16)
+} act_block;
+_Static_assert(sizeof(act_block) == 704, "act_block size");
+
+static inline int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
+
+typedef struct {
+    const lp_type_traits *t;
+    const uint8_t *w;
+    int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
+    const uint8_t *xq;
+    int64_t xq_row_bytes;
+    int isa;               // LP_ISA_AVX512, LP_ISA_AVX2 or LP_ISA_I8MM: which tile
+    act_block *act;        // (groups, nblk)
+    uint8_t *wpanels;      // per thread
+    int64_t wpanel_bytes;
+    float *y;
+} gemm_ctx;
+
+// The I8MM product (gemm_i8mm.c): a thread's scratch, and one chunk of LP_G_RT weight rows
+// against every activation row (an lp_chunk_fn on a gemm_ctx).
+int64_t lp_gemm_i8mm_scratch(const lp_type_traits *t, int64_t cols);
+void lp_gemm_i8mm_chunk(void *ctx, int chunk, int ith);
