@@ -44,7 +44,15 @@ PRIMITIVES = {
     "json-object": r'"{" ws ( json-member ( "," ws json-member )* )? "}"',
     "json-member": r'json-string ws ":" ws json-value ws',
     "json-array": r'"[" ws ( json-value ws ( "," ws json-value ws )* )? "]"',
-    "date": r'[0-9]{4} "-" ( "0" [1-9] | "1" [0-2] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] )',
+    # dates that exist: day counts per month, 29 February in leap years only, years 0001-9999
+    "date": r'year "-" ( mon31 "-" day31 | mon30 "-" day30 | "02-" day28 ) | leap-year "-02-29"',
+    "year": r'[1-9] [0-9]{3} | "0" [1-9] [0-9]{2} | "00" [1-9] [0-9] | "000" [1-9]',
+    "leap-year": r'[0-9] [0-9] ( "0" [48] | [2468] [048] | [13579] [26] ) | ( "0" [48] | [2468] [048] | [13579] [26] ) "00"',
+    "mon31": r'"0" [13578] | "1" [02]',
+    "mon30": r'"0" [469] | "11"',
+    "day28": r'"0" [1-9] | "1" [0-9] | "2" [0-8]',
+    "day30": r'day28 | "29" | "30"',
+    "day31": r'day30 | "31"',
     "time": r'( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] ":" [0-5] [0-9] ( "." [0-9]{1,6} )? '
             r'( "Z" | [+-] ( [01] [0-9] | "2" [0-3] ) ":" [0-5] [0-9] )',
     "date-time": r'date "T" time',
@@ -53,7 +61,8 @@ PRIMITIVES = {
 _DEPENDS = {"json-string": ["json-char"], "json-number": ["json-int"], "json-member": ["json-string", "ws", "json-value"],
             "json-value": ["json-object", "json-array", "json-string", "json-number", "json-boolean", "json-null"],
             "json-object": ["ws", "json-member"], "json-array": ["ws", "json-value"],
-            "date-time": ["date", "time"]}
+            "date-time": ["date", "time"], "date": ["year", "leap-year", "mon31", "mon30", "day28", "day30", "day31"],
+            "day30": ["day28"], "day31": ["day30", "day28"]}
 
 
 class SchemaError(ValueError):
@@ -257,11 +266,17 @@ class _Converter:
                 props[name] = prop
             merged["properties"] = props
             merged["required"] = list(dict.fromkeys(merged.get("required", []) + sub.get("required", [])))
-            if "additionalProperties" in sub:
-                if "additionalProperties" in merged and merged["additionalProperties"] != sub["additionalProperties"]:
-                    raise self.fail(f"{path}/allOf/{i}", "allOf: different additionalProperties")
-                merged["additionalProperties"] = sub["additionalProperties"]
             merged["type"] = "object"
+        # additionalProperties of a part (or of the outer schema) also forbids the properties
+        # its siblings define: unsatisfiable, or a meaning this merge would not keep
+        closed = [(f"{path}/allOf/{i}", sub) for i, sub in enumerate(schema["allOf"]) if isinstance(sub, dict)]
+        for where, part in closed + [(path, schema)]:
+            extra = part.get("additionalProperties", True)
+            if extra is not True and set(merged.get("properties", {})) - set(part.get("properties", {})):
+                raise self.fail(where, "additionalProperties beside allOf parts that define other "
+                                       "properties is not supported")
+            if extra is not True:
+                merged["additionalProperties"] = extra
         return merged
 
     # --- types -----------------------------------------------------------------------------
