@@ -203,7 +203,9 @@ class Masker:
 
     def _partials_fit(self, cids: np.ndarray, pids: np.ndarray) -> np.ndarray:
         """For tokens ending inside a character: can their config take that character?"""
-        return np.array([self._partial_row(int(c))[p] for c, p in zip(cids, pids)], dtype=bool)
+        uniq, inverse = np.unique(cids, return_inverse=True)
+        rows = np.stack([self._partial_row(int(c)) for c in uniq])
+        return rows[inverse, pids]
 
     def _partial_row(self, cid: int) -> np.ndarray:
         """bool (n_partials,): which of the vocabulary's partial characters the config takes."""
