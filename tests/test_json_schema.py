@@ -207,3 +207,33 @@ def test_unsupported_features_are_named(schema, named: str) -> None:
     with pytest.raises(SchemaError) as err:
         json_schema_to_gbnf(schema)
     assert named in str(err.value), str(err.value)
+
+
+FINITE = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 6}, "n": {"type": "integer", "minimum": -20, "maximum": 300},
+    "kind": {"enum": ["a", "b", None]}, "ok": {"type": "boolean"},
+    "when": {"type": "string", "format": "date"},
+    "xs": {"type": "array", "items": {"type": "string", "pattern": "^[a-c]{1,3}$"}, "maxItems": 2}},
+    "required": ["name", "n"], "additionalProperties": False}
+
+
+def test_token_walks_on_smollm2_validate(smollm2_path) -> None:
+    """Random allowed tokens of the real SmolLM2 vocabulary until end of generation: the text
+    validates (the masks, not only the matcher, keep to the schema)."""
+    from runtime.grammar import GrammarConstraint
+    from runtime.tokenizer import Tokenizer
+    tok = Tokenizer.from_gguf(smollm2_path)
+    rng = np.random.default_rng(3)
+    gbnf = json_schema_to_gbnf(FINITE)
+    for _ in range(8):
+        c, out = GrammarConstraint(gbnf, tok), b""
+        while not c.done:
+            ids = np.flatnonzero(c.allowed())
+            t = int(rng.choice(ids))
+            c.advance(t)
+            if tok.is_eog(t):
+                break
+            out += tok.token_to_piece(t)
+        value = json.loads(out)
+        VALID(FINITE).validate(value)
+        check_formats(FINITE["properties"]["when"], value.get("when"))

@@ -29,7 +29,7 @@ import numpy as np
 from .matcher import DEAD, NO_PARTIAL, Matcher, decode_utf8
 
 SCALAR_LEVEL = 64         # trie levels thinner than this are walked node by node
-MASK_CACHE = 4096          # masks kept per grammar and tokenizer (n_vocab/8 bytes each)
+MASK_CACHE = 1024          # masks kept per grammar and tokenizer (n_vocab/8 bytes each: 6 KB for 49k)
 
 
 class VocabTrie:
@@ -118,7 +118,7 @@ def vocab_trie(tokenizer) -> VocabTrie:
         return trie
 
 
-def masker(matcher: Matcher, tokenizer, keep: int = 32) -> Masker:
+def masker(matcher: Matcher, tokenizer, keep: int = 16) -> Masker:
     """The masker of a grammar over a tokenizer's vocabulary (the last `keep` grammars kept)."""
     trie = vocab_trie(tokenizer)
     with trie.lock:
