@@ -117,6 +117,24 @@ SCHEMA_CASES = [
         "items": False, "minItems": 2},
      "valid": ["[-5, 11]", "[0, 12345]", "[5, 11]"],
      "invalid": ["[-6, 11]", "[6, 11]", "[0, 10]", "[0]", "[0, 11, 1]"]},
+    # required properties first: llama.cpp's converter puts them first, llamapack keeps the order given
+    {"name": "formats-enums", "schema": {"type": "object", "properties": {
+        "day": {"type": "string", "format": "date"}, "mode": {"enum": ["fast", 2.5, False, None]},
+        "id": {"type": "string", "format": "uuid"}, "at": {"type": "string", "format": "time"},
+        "word": {"type": "string", "minLength": 3}},
+        "required": ["day", "mode"], "additionalProperties": False},
+     "valid": ['{"day": "2024-02-29", "mode": null}',
+               '{"day": "1999-12-31", "mode": "fast", "id": "123e4567-e89b-12d3-a456-426614174000", '
+               '"at": "12:30:00Z", "word": "abc"}',
+               '{"day": "2000-01-01", "mode": false}'],
+     "invalid": ['{"day": "2024-1-01", "mode": 2.5}', '{"day": "2024-01-01", "mode": "slow"}',
+                 '{"day": "2024-01-01", "mode": 2.5, "word": "ab"}', '{"day": "2024-01-01", "id": "123", "mode": 2.5}',
+                 '{"mode": 2.5}']},
+    {"name": "nested-arrays", "schema": {"type": "array", "items": {"type": "array", "items": {"type": "integer"},
+                                                                     "minItems": 1, "maxItems": 2},
+                                         "maxItems": 3},
+     "valid": ["[]", "[[1], [2, 3]]", "[[0], [0], [-1, 7]]"],
+     "invalid": ["[[]]", "[[1, 2, 3]]", "[[1], [2], [3], [4]]", "[1]"]},
 ]
 
 
