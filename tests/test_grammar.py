@@ -165,3 +165,12 @@ def test_random_walks_stay_in_the_grammar(smollm2: Tokenizer) -> None:
                 ended = True
                 break
         assert m.match(out) if ended else m.match_prefix(out), out
+
+
+def test_exponentially_ambiguous_grammar_is_refused_not_followed() -> None:
+    """Each "a" may close with "b", "c" or nothing: 3^n stacks. llama.cpp follows them all
+    (and stalls); llamapack stops with an error once more than MAX_STACKS are alive."""
+    m = compile_grammar('root ::= x\nx ::= "a" x "b" | "a" x "c" | "a" x | "d"')
+    assert m.match(b"aad" + b"bc")
+    with pytest.raises(GrammarError, match="too ambiguous"):
+        m.match(b"a" * 40)

@@ -11,6 +11,9 @@ still become one the grammar takes). Two deliberate differences from llama.cpp: 
 (<|im_start|> and the like) are never allowed, even where their text would match (llama.cpp
 matches their text); end-of-generation tokens are allowed only where the grammar has matched
 and no character is half written (llama.cpp does not look at the half character).
+
+mask and advance raise GrammarError for a grammar so ambiguous that more than MAX_STACKS parse
+stacks are alive at once (llama.cpp follows them all, exponentially many for some grammars).
 """
 from __future__ import annotations
 

@@ -27,12 +27,13 @@ import threading
 
 import numpy as np
 
-from .gbnf import ALT, CHAR_ALT, CHAR_ANY, CHAR_NOT, CHAR_RNG_UPPER, CHAR_STARTS, END, RULE_REF, Grammar
+from .gbnf import ALT, CHAR_ALT, CHAR_ANY, CHAR_NOT, CHAR_RNG_UPPER, CHAR_STARTS, END, RULE_REF, Grammar, GrammarError
 
 UNIVERSE = 0x400000          # code points llama.cpp's decoder can produce
 DEAD = 0                     # the config of no stacks
 Stack = tuple[int, ...]
 NO_PARTIAL = (0, 0)          # (bits so far, continuation bytes still due)
+MAX_STACKS = 4096            # parse stacks alive at once: more means a grammar too ambiguous to follow
 _LEAD_LEN = (1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 3, 4)   # UTF-8 length by a lead's high nibble
 
 
@@ -212,6 +213,9 @@ class Matcher:
             base = st[:-1] if self._is_end(p + 1) else st[:-1] + (p + 1,)
             for s in self.alts[values[p]]:
                 todo.append(base if self._is_end(s) else base + (s,))
+            if len(seen) > 4 * MAX_STACKS:
+                raise GrammarError(f"the grammar is too ambiguous: more than {MAX_STACKS} parse stacks "
+                                   "alive at once")
         result = frozenset(out)
         self._expanded[stack] = result
         return result
@@ -227,6 +231,9 @@ class Matcher:
                 if st and (self.member[st[-1]] >> cls) & 1:
                     after = self.after[st[-1]]
                     new |= self.expand(st[:-1] + (after,) if after >= 0 else st[:-1])
+            if len(new) > MAX_STACKS:
+                raise GrammarError(f"the grammar is too ambiguous: more than {MAX_STACKS} parse stacks "
+                                   "alive at once")
             nxt = self.intern(frozenset(new))
             self.trans[cid, cls] = nxt
         return nxt
