@@ -11,6 +11,8 @@ is one contiguous slice of the node arrays:
     tok_id   int32 (n_tok,)     the tokens a grammar may allow (not control, not empty, valid)
     tok_node int32 (n_tok,)     the node where a token's whole code points end
     tok_pid  int32 (n_tok,)     the token's trailing partial character (index in partials), or -1
+    vocab_node int32 (n_vocab,) tok_node by token id; n_nodes (a node that is always dead) for
+                                the tokens a grammar never allows
 
 `Masker` (one per grammar and tokenizer, cached): the allowed-token mask of a grammar state,
 computed by walking the trie level by level with numpy: every node's config is the parent's
@@ -73,6 +75,9 @@ class VocabTrie:
         self._partial_ranges()
         self.tok_id = np.array(tok_id, dtype=np.int64)
         self.tok_pid = np.array(tok_pid, dtype=np.int32)
+        self.vocab_node = np.full(self.n_vocab, self.n_nodes, dtype=np.int32)
+        self.vocab_node[self.tok_id] = self.tok_node
+        self.partial_tok = np.flatnonzero(self.tok_pid >= 0)      # indexes into tok_*
         self.cont_tokens = cont
         self.maskers: OrderedDict[int, Masker] = OrderedDict()   # id(matcher) -> masker
         self.lock = threading.Lock()
@@ -162,7 +167,7 @@ class Masker:
 
     def _walk(self, cid: int) -> np.ndarray:
         trie, m = self.trie, self.matcher
-        state = np.zeros(trie.n_nodes, dtype=np.int32)
+        state = np.zeros(trie.n_nodes + 1, dtype=np.int32)
         state[0] = cid
         nc = m.n_classes
         for d in range(1, len(trie.levels) - 1):
@@ -180,13 +185,13 @@ class Masker:
             state[a:b] = r
             if r.max() == DEAD:
                 break
-        end = state[trie.tok_node]
-        ok_tok = end != DEAD
-        with_partial = np.flatnonzero(ok_tok & (trie.tok_pid >= 0))
-        if len(with_partial):
-            ok_tok[with_partial] = self._partials_fit(end[with_partial], trie.tok_pid[with_partial])
-        ok = np.zeros(trie.n_vocab, dtype=bool)
-        ok[trie.tok_id[ok_tok]] = True
+        ok = state[trie.vocab_node] != DEAD          # state has one more, dead, slot at n_nodes
+        if len(trie.partial_tok):
+            ids = trie.tok_id[trie.partial_tok]
+            live = ok[ids]
+            if live.any():
+                ends = state[trie.tok_node[trie.partial_tok[live]]]
+                ok[ids[live]] = self._partials_fit(ends, trie.tok_pid[trie.partial_tok[live]])
         return ok
 
     def _walk_scalar(self, state: np.ndarray, start: int, base: int) -> None:
