@@ -67,10 +67,15 @@ def gbnf_literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def charset_gbnf(ranges: list[tuple[int, int]]) -> str:
-    """A set of code points as GBNF over a JSON string body: the characters JSON writes raw
-    in one class, the others as their escapes."""
+def charset_gbnf(ranges: list[tuple[int, int]], json_body: bool = True) -> str:
+    """A set of code points as GBNF. Over a JSON string body (json_body) the characters JSON
+    writes raw go in one class, the others are written as their escapes; else one class."""
     ranges = _normalize(ranges)
+    if not json_body:
+        if not ranges:
+            raise PatternError("a character class that matches nothing")
+        return "[" + "".join(_gbnf_char(lo) if lo == hi else f"{_gbnf_char(lo)}-{_gbnf_char(hi)}"
+                             for lo, hi in ranges) + "]"
     raw = _normalize([(lo, hi) for lo, hi in _intersect(ranges, _complement(_RAW_BAD))])
     parts = []
     if raw:
@@ -95,9 +100,13 @@ def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple
 
 
 class _RegexParser:
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, json_body: bool) -> None:
         self.p = pattern
         self.i = 0
+        self.json_body = json_body
+
+    def chars(self, ranges: list[tuple[int, int]]) -> str:
+        return charset_gbnf(ranges, self.json_body)
 
     def error(self, what: str) -> PatternError:
         return PatternError(f"{what} (at offset {self.i} of the pattern)")
@@ -166,15 +175,15 @@ class _RegexParser:
         if ch in "*+?":
             raise self.error(f"nothing to repeat before '{ch}'")
         if ch == "[":
-            return charset_gbnf(self.char_class())
+            return self.chars(self.char_class())
         if ch == ".":
             self.i += 1
-            return charset_gbnf(_complement([(10, 10)]))
+            return self.chars(_complement([(10, 10)]))
         if ch == "\\":
             ranges = self.escape(in_class=False)
-            return charset_gbnf(ranges)
+            return self.chars(ranges)
         self.i += 1
-        return gbnf_literal(json.dumps(ch)[1:-1])
+        return gbnf_literal(json.dumps(ch)[1:-1] if self.json_body else ch)
 
     def escape(self, in_class: bool) -> list[tuple[int, int]]:
         self.i += 1
@@ -235,6 +244,14 @@ class _RegexParser:
         return [(cp, cp)]
 
 
+def _parse(body: str, json_body: bool) -> str:
+    parser = _RegexParser(body, json_body)
+    expr = parser.alternation()
+    if parser.i != len(body):
+        raise parser.error("unbalanced ')'")
+    return f"({expr})" if expr else '""'
+
+
 def pattern_gbnf(pattern: str, any_char: str) -> str:
     """The GBNF of the JSON string bodies that contain a match of `pattern` (or match it whole
     when it is anchored by ^ and $); `any_char` is the rule of one JSON string character."""
@@ -245,10 +262,14 @@ def pattern_gbnf(pattern: str, any_char: str) -> str:
     anchored_end = body.endswith("$") and not body.endswith("\\$")
     if anchored_end:
         body = body[:-1]
-    parser = _RegexParser(body)
-    expr = parser.alternation()
-    if parser.i != len(body):
-        raise parser.error("unbalanced ')'")
-    parts = ([] if anchored_start else [f"{any_char}*"]) + [f"({expr})" if expr else '""'] \
+    parts = ([] if anchored_start else [f"{any_char}*"]) + [_parse(body, True)] \
         + ([] if anchored_end else [f"{any_char}*"])
     return " ".join(parts)
+
+
+def regex_gbnf(pattern: str) -> str:
+    """A grammar (root rule `root`) of the texts that match `pattern` whole (TGI's regex
+    grammars); PatternError for what the subset does not cover."""
+    body = pattern[1:] if pattern.startswith("^") else pattern
+    body = body[:-1] if body.endswith("$") and not body.endswith("\\$") else body
+    return f"root ::= {_parse(body, False)}\n"
