@@ -110,6 +110,7 @@ class Matcher:
         self.trans[DEAD] = DEAD
         self._expanded: dict[Stack, frozenset[Stack]] = {}
         self._partial: dict[tuple[int, int, int], bool] = {}
+        self._moves_of: dict[int, list[tuple[int, frozenset[Stack]]]] = {}
         self.lock = threading.RLock()
         start: set[Stack] = set()
         for s in self.alts[grammar.root]:
@@ -227,16 +228,28 @@ class Matcher:
             return nxt
         with self.lock:
             new: set[Stack] = set()
-            for st in self.configs[cid]:
-                if st and (self.member[st[-1]] >> cls) & 1:
-                    after = self.after[st[-1]]
-                    new |= self.expand(st[:-1] + (after,) if after >= 0 else st[:-1])
+            for bits, moved in self._moves(cid):
+                if (bits >> cls) & 1:
+                    new |= moved
             if len(new) > MAX_STACKS:
                 raise GrammarError(f"the grammar is too ambiguous: more than {MAX_STACKS} parse stacks "
                                    "alive at once")
             nxt = self.intern(frozenset(new))
             self.trans[cid, cls] = nxt
         return nxt
+
+    def _moves(self, cid: int) -> list[tuple[int, frozenset[Stack]]]:
+        """Per stack of the config: the classes its top matches (bits) and the stacks it
+        becomes then (the same for every one of those classes)."""
+        moves = self._moves_of.get(cid)
+        if moves is None:
+            moves = []
+            for st in self.configs[cid]:
+                if st:
+                    after = self.after[st[-1]]
+                    moves.append((self.member[st[-1]], self.expand(st[:-1] + (after,) if after >= 0 else st[:-1])))
+            self._moves_of[cid] = moves
+        return moves
 
     def partial_fits(self, cid: int, value: int, due: int) -> bool:
         """Can some stack of the config take a character begun as (value, due)?"""

@@ -179,8 +179,8 @@ class Masker:
             flat = s * nc + self.node_cls[a:b]
             r = m.trans.ravel()[flat]
             if r.min() < 0:
-                for pair in np.unique(flat[r < 0]):
-                    m.step(int(pair // nc), int(pair % nc))
+                for pair in set(flat[r < 0].tolist()):
+                    m.step(pair // nc, pair % nc)
                 r = m.trans.ravel()[flat]
             state[a:b] = r
             if r.max() == DEAD:
@@ -198,12 +198,17 @@ class Masker:
         """The nodes from `start` on (all deeper than the levels walked), one by one; their
         parents are all at `base` or later."""
         parents, classes = self.trie.parent_list, self.node_cls_list
-        step = self.matcher.step
+        m = self.matcher
+        item = m.trans.item
         out = state[base:].tolist()
         for n in range(start, self.trie.n_nodes):
             s = out[parents[n] - base]
             if s != DEAD:
-                out[n - base] = step(s, classes[n])
+                r = item(s, classes[n])
+                if r < 0:
+                    r = m.step(s, classes[n])
+                    item = m.trans.item          # the table may have grown
+                out[n - base] = r
         state[start:] = out[start - base:]
 
     def _partials_fit(self, cids: np.ndarray, pids: np.ndarray) -> np.ndarray:
