@@ -1,10 +1,11 @@
 """What a constraint on generated text promises the generation loop.
 
 A constraint (JSON mode, a GBNF grammar, a JSON Schema, a tool-call format) decides, before
-each sampled token, which tokens may come next. The generation loop calls, per step:
+each sampled token, which tokens may come next. The generation loop (`Decoding.choose` and
+`Decoding.accept` in runtime/decoding.py) calls, per step:
 
     logits = processors(history, logits)        # penalties, biases
-    logits = constraint.mask(logits)            # rejected tokens get -inf
+    logits = constraint.mask(logits)            # rejected tokens get -inf (on a copy of the row)
     token  = sampler(logits)
     constraint.advance(token)
     ... stop checker: constraint.done ends generation with reason COMPLETE
@@ -17,7 +18,8 @@ each sampled token, which tokens may come next. The generation loop calls, per s
 - `done` is True once the output is complete and nothing may follow it (e.g. a JSON object's
   closing brace): generation ends there, with finish_reason "stop".
 
-A constraint belongs to one request and is used by one thread at a time.
+A constraint belongs to one request and is used by one thread at a time; runtime/json_object.py's
+`JsonObject` is one.
 """
 from __future__ import annotations
 

@@ -8,23 +8,26 @@ Shaped like llama-cpp-python so its users feel at home::
     for piece in eng.generate("Once upon a time", max_tokens=32, temp=0):
         print(piece, end="")
 
-Layers, as in mlx-lm: `generate_step` yields token ids; `stream_generate` turns
-them into text pieces and timings, and ends where `sampling.StopChecker` says; chat,
-the CLI and the server consume only that.
+Layers, as in mlx-lm: `generate_step(prompt, sampler, processors, constraint)` yields token
+ids; `stream_generate` yields text pieces and timings, and ends where `sampling.StopChecker`
+says; chat, the CLI and the server consume only that. Both run the one loop `_decode`, which
+hands each step's logits to a per-request `decoding.Decoding` (processors, constraint, sampler,
+stop checks, text): the same object a batching scheduler drives row by row.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from os import PathLike
+from typing import Callable, Optional
 
 import numpy as np
 
 from runtime.chat_template import ChatTemplate
+from runtime.constraint import Constraint
+from runtime.decoding import Chunk, Decoding, Stats  # Chunk and Stats: importable from here too
 from runtime.gguf import GGUFFile
 from runtime.model import Model, ModelError
-from runtime.sampling import SamplingParams, StopChecker, make_logits_processors, make_sampler
+from runtime.sampling import LogitsProcessor, SamplingParams, make_sampling
 from runtime.tokenizer import Tokenizer
 
 
@@ -43,33 +46,6 @@ def check_finite(values: np.ndarray, pos: int, what: str = "logits") -> None:
     bad = pos + int(np.argmin(rows))
     raise NonFiniteError(f"the model produced non-finite {what} (NaN/inf) at position {bad}: "
                          "the weights or metadata are damaged")
-
-
-@dataclass
-class Stats:
-    prompt_tokens: int = 0       # tokens evaluated for the prompt (after cache reuse)
-    cached_tokens: int = 0       # prompt tokens found already in the KV cache
-    prompt_seconds: float = 0.0
-    generated_tokens: int = 0
-    generation_seconds: float = 0.0
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
-
-    @property
-    def generation_tps(self) -> float:
-        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
-
-
-@dataclass
-class Chunk:
-    """One streamed piece of generated text."""
-    text: str
-    token: int | None
-    finish_reason: str | None = None  # "stop" (EOS or stop string), "length", or None while going
-    stats: Stats = field(default_factory=Stats)
-    stop_string: str | None = None    # on the last chunk: the stop string that ended it, if one did
 
 
 class Engine:
@@ -134,6 +110,16 @@ class Engine:
         norm = float(np.linalg.norm(mean))
         return (mean / norm if norm > 0 else mean).astype(np.float32)
 
+    def cached_prefix(self, ids: list[int]) -> int:
+        """How many leading tokens of ids `prefill` takes from the cache: the common prefix with
+        what the cache holds, less the last token (at least one runs, for its logits)."""
+        common = 0
+        for a, b in zip(self.tokens, ids):
+            if a != b:
+                break
+            common += 1
+        return max(0, min(common, len(ids) - 1))
+
     def prefill(self, ids: list[int]) -> tuple[np.ndarray, int]:
         """Makes the cache hold exactly ids, reusing the longest common prefix.
 
@@ -141,65 +127,72 @@ class Engine:
         """
         if not ids:
             raise ModelError("empty prompt")
-        common = 0
-        for a, b in zip(self.tokens, ids):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(ids) - 1)  # at least one token runs, for its logits
+        common = self.cached_prefix(ids)
         del self.tokens[common:]
         self.last_reused = common
         return self.eval(ids[common:]), common
 
     # -- generation -----------------------------------------------------------
 
-    def generate_step(self, prompt: list[int], params: SamplingParams) -> Iterator[int]:
-        """Yields sampled token ids, the first after the prompt, until the caller stops: at the
-        latest when the context is full (StopChecker), as the next one could not run."""
-        sampler = make_sampler(temp=params.temp, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
-                               seed=params.seed)
-        processors = make_logits_processors(repeat_penalty=params.repeat_penalty,
-                                            repeat_last_n=params.repeat_last_n,
-                                            presence_penalty=params.presence_penalty,
-                                            frequency_penalty=params.frequency_penalty)
-        logits, _ = self.prefill(prompt)
+    def decoding(self, ids: list[int], max_tokens: int = -1, stop: list[str] | None = None,
+                 params: SamplingParams | None = None, constraint: Constraint | None = None,
+                 sampler: Optional[Callable[[np.ndarray], int]] = None,
+                 logits_processors: Optional[Iterable[LogitsProcessor]] = None) -> Decoding:
+        """A request's generation state for ids: sampler and processors from params unless given,
+        this engine's tokenizer (end-of-generation tokens, text) and context size."""
+        made_sampler, made_processors = make_sampling(params or SamplingParams())
+        return Decoding(ids, sampler or made_sampler,
+                        made_processors if logits_processors is None else logits_processors, constraint,
+                        tokenizer=self.tokenizer, max_tokens=max_tokens, stop=stop or [], n_ctx=self.n_ctx)
+
+    def _decode(self, state: Decoding) -> Iterator[Chunk]:
+        """The single-sequence loop: prefill the state's prompt, then choose, accept and run one
+        token at a time until the state is done. Yields each accepted token's chunk (text may be
+        ''); the caller ends with `state.finish()`."""
+        ids = state.history[:state.n_prompt]
+        state.begin(self.cached_prefix(ids))
+        logits, _ = self.prefill(ids)
         while True:
-            for proc in processors:  # the history is the prompt and what was generated, as in llama.cpp
-                logits = proc(self.tokens, logits)
-            tok = int(sampler(logits))
-            yield tok
+            tok = state.choose(logits)
+            if tok is None:
+                return
+            yield state.accept(tok, self.n_past)
+            if state.done:
+                return
             logits = self.eval([tok])
 
+    def generate_step(self, prompt: list[int], sampler: Callable[[np.ndarray], int],
+                      logits_processors: Iterable[LogitsProcessor] = (),
+                      constraint: Constraint | None = None) -> Iterator[int]:
+        """Yields sampled token ids, the first after the prompt, until the caller stops: at the
+        latest when the context is full (the next one could not run) or the constraint is done.
+        End-of-generation tokens are yielded like any other: stopping on them is the caller's."""
+        state = Decoding(prompt, sampler, logits_processors, constraint, n_ctx=self.n_ctx)
+        for chunk in self._decode(state):
+            yield int(chunk.token)  # type: ignore[arg-type]
+
     def stream_generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
-                        params: SamplingParams | None = None, parse_special: bool = True) -> Iterator[Chunk]:
-        """Yields text pieces; the last chunk carries finish_reason and the timings."""
-        params = params or SamplingParams()
+                        params: SamplingParams | None = None, parse_special: bool = True, *,
+                        constraint: Constraint | None = None, sampler: Optional[Callable[[np.ndarray], int]] = None,
+                        logits_processors: Optional[Iterable[LogitsProcessor]] = None) -> Iterator[Chunk]:
+        """Yields text pieces; the last chunk carries finish_reason and the timings.
+
+        `sampler` / `logits_processors`, when given, replace what params would build; `constraint`
+        (runtime/constraint.py) restricts every token, e.g. to one JSON object."""
         ids = self.tokenize(prompt, add_special=True, parse_special=parse_special) if isinstance(prompt, str) \
             else list(prompt)
-        if len(ids) >= self.n_ctx:
-            raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {self.n_ctx}")
-        stats = Stats()
-        decoder = self.tokenizer.decoder()
-        stopper = StopChecker(stop or [], max_tokens, is_eog=self.tokenizer.is_eog, n_ctx=self.n_ctx)
-        t0 = t1 = time.perf_counter()
-        tok = None
-        for i, tok in enumerate(self.generate_step(ids, params)):
-            if i == 0:  # the first token closes prompt processing
-                t1 = time.perf_counter()
-                stats.cached_tokens = self.last_reused
-                stats.prompt_tokens = len(ids) - self.last_reused
-                stats.prompt_seconds = t1 - t0
-            stats.generated_tokens = i + 1
-            stats.generation_seconds = time.perf_counter() - t1
-            text = stopper.push(tok, decoder.feed, n_past=self.n_past)
-            if text:
-                yield Chunk(text, tok, None, stats)
-            if stopper.done:
-                break
-        # text held back (a possible stop-string start, an unfinished character) ends the output,
-        # unless a stop string was found
-        tail = stopper.flush(decoder.flush())
-        yield Chunk(tail, tok, stopper.finish_reason, stats, stopper.stop_string)
+        return self.stream_decoding(self.decoding(ids, max_tokens, stop, params, constraint, sampler,
+                                                  logits_processors))
+
+    def stream_decoding(self, state: Decoding) -> Iterator[Chunk]:
+        """Runs a request's state on this engine: its non-empty text pieces, then the last chunk."""
+        n_prompt = state.n_prompt
+        if n_prompt >= self.n_ctx:
+            raise ModelError(f"the prompt has {n_prompt} tokens; the context holds {self.n_ctx}")
+        for chunk in self._decode(state):
+            if chunk.text:
+                yield chunk
+        yield state.finish()
 
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a conversation rendered with the model's chat template (one BOS)."""

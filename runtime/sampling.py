@@ -8,7 +8,8 @@ llama.cpp's default chain (common/common.h, `common_params_sampling::samplers`) 
 with dry, top_n_sigma, typ_p and xtc disabled by default. Here the chain is split the way mlx-lm
 splits it: `make_logits_processors` builds the history-dependent steps (logit bias, penalties),
 each `processor(history, logits) -> logits`; `make_sampler` builds the rest, `sampler(logits) ->
-token id`. The engine applies the processors in order, then the sampler.
+token id`; `make_sampling(params)` builds both from `SamplingParams`. The generation loop
+(runtime/decoding.py) applies the processors in order, then a constraint's mask, then the sampler.
 
 Each step reproduces llama-sampler.cpp: the candidate order (sorted by descending logit once top_k
 or top_p has run, vocabulary order otherwise), float32 arithmetic, and the `dist` draw: a
@@ -347,6 +348,16 @@ def make_logits_processors(repeat_penalty: float = 1.0, repeat_last_n: int = 64,
     return processors
 
 
+def make_sampling(params: SamplingParams) -> tuple[Sampler, list[LogitsProcessor]]:
+    """The sampler and the logits processors `params` describe."""
+    sampler = make_sampler(temp=params.temp, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
+                           seed=params.seed)
+    processors = make_logits_processors(repeat_penalty=params.repeat_penalty, repeat_last_n=params.repeat_last_n,
+                                        presence_penalty=params.presence_penalty,
+                                        frequency_penalty=params.frequency_penalty)
+    return sampler, processors
+
+
 # ---------------------------------------------------------------------------------------------
 # Stopping
 
@@ -361,7 +372,7 @@ _FINISH = {EOG: "stop", STOP_STRING: "stop", COMPLETE: "stop", MAX_TOKENS: "leng
 
 class StopChecker:
     """Decides when generation ends, why, and what streamed text may be shown: the one place that
-    does, for the engine's generation and the server's JSON mode alike.
+    does, for every request (runtime/decoding.py feeds it; a constraint's end comes in as `complete`).
 
     Per sampled token the caller calls `push(token, decode, n_past)`, which counts the token and
     returns the text safe to emit now; `done` then says whether generation ends with it, and
@@ -391,7 +402,7 @@ class StopChecker:
         return _FINISH.get(self.reason or "")
 
     def end(self, reason: str) -> None:
-        """Ends generation for a reason the caller found (JSON mode: no token continues the object)."""
+        """Ends generation for a reason the caller found (COMPLETE: the constraint allows no token)."""
         self.reason = reason
 
     def push(self, token: int, decode: Callable[[int], str], n_past: int = 0, complete: bool = False) -> str:

@@ -99,18 +99,21 @@ def test_a_full_context_ends_generation(smollm2_path) -> None:
 
 def test_json_mode_stops_where_the_stop_checker_says(engine: Engine) -> None:
     """JSON mode's budget, stop strings and whole object end it as plain generation's do."""
-    from runtime.server.jsonmode import is_valid_object, stream_json
+    from runtime.json_object import JsonObject, is_valid_object
+
+    def stream_json(ids, **kw):
+        return engine.stream_generate(ids, constraint=JsonObject(engine.tokenizer, k=1), **kw)
 
     ids = engine.chat_prompt([{"role": "user", "content": "Describe a cat as JSON with the keys name and age."}])
-    whole = list(stream_json(engine, ids, max_tokens=200, params=GREEDY))
+    whole = list(stream_json(ids, max_tokens=200, params=GREEDY))
     text = "".join(c.text for c in whole)
     assert whole[-1].finish_reason == "stop" and is_valid_object(text)
     assert whole[-1].stats.generated_tokens < 200
-    short = list(stream_json(engine, ids, max_tokens=3, params=GREEDY))
+    short = list(stream_json(ids, max_tokens=3, params=GREEDY))
     assert short[-1].finish_reason == "length" and short[-1].stats.generated_tokens == 3
     assert text.startswith("".join(c.text for c in short))
     cut = text[len(text) // 2:][:3]
-    stopped = list(stream_json(engine, ids, max_tokens=200, stop=[cut], params=GREEDY))
+    stopped = list(stream_json(ids, max_tokens=200, stop=[cut], params=GREEDY))
     assert "".join(c.text for c in stopped) == text[:text.index(cut)]
     assert stopped[-1].finish_reason == "stop" and stopped[-1].stop_string == cut
 

@@ -21,7 +21,6 @@ from serverutil import ServerThread
 
 from runtime.engine import Engine
 from runtime.sampling import SamplingParams
-from runtime.server.jsonmode import START, advance, is_valid_object
 
 FIXTURES = Path(__file__).parent / "fixtures"
 N_CTX = 1024
@@ -178,15 +177,6 @@ def test_embeddings_match_llama_cpp(client: openai.OpenAI, server: ServerThread)
 
 
 # -- JSON mode -------------------------------------------------------------------------------
-
-def test_json_automaton() -> None:
-    for good in ['{}', '{"a": 1}', '{"a": [1, 2.5e-3, -0, true, null, "x\\n\\u00e9"], "b": {"c": {}}}', ' { } ']:
-        assert is_valid_object(good), good
-    for bad in ['[]', '{"a" 1}', '{"a": 01}', '{"a": tru}', '{,}', '{"a": 1,}', '"x"', '{"a": 1}}']:
-        assert not is_valid_object(bad), bad
-    assert advance(START, '{"key": "unfinished') is not None  # a valid prefix
-    assert advance(START, '{"key": "x\x01') is None             # control characters break strings
-
 
 def test_json_mode(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(

@@ -6,30 +6,47 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Callable, Optional
 
 from starlette.requests import Request
 
+from runtime.constraint import Constraint
+from runtime.decoding import Decoding
 from runtime.engine import Chunk, Engine, Stats
+from runtime.json_object import JsonObject
 from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
-from runtime.server.jsonmode import stream_json
 from runtime.server.scheduler import Job, Scheduler
 from runtime.tokenizer import Tokenizer
 
 
+ConstraintFactory = Callable[[Tokenizer], Constraint]
+
+
 @dataclass
 class Generation:
+    """A generation request. `constraint` makes the request's Constraint from the engine's
+    tokenizer, on the worker (a constraint holds per-request state); `json_mode` is shorthand for
+    the JSON-object constraint with `params`' candidate count."""
     ids: list[int]                 # the whole prompt, BOS included
     max_tokens: int = -1           # -1: until end of generation or a full context
     stop: list[str] = field(default_factory=list)
     params: SamplingParams = field(default_factory=SamplingParams)
     json_mode: bool = False
+    constraint: Optional[ConstraintFactory] = None
+
+    def __post_init__(self) -> None:
+        if self.json_mode and self.constraint is None:
+            self.constraint = JsonObject.factory(self.params)
+
+    def decoding(self, engine: Engine) -> Decoding:
+        """This request's generation state (sampler, processors, constraint, stop checks, text)."""
+        constraint = self.constraint(engine.tokenizer) if self.constraint is not None else None
+        return engine.decoding(self.ids, self.max_tokens, self.stop, self.params, constraint)
 
     def run(self, engine: Engine) -> Iterator[Chunk]:
-        if self.json_mode:
-            return stream_json(engine, self.ids, self.max_tokens, self.stop, self.params)
-        return engine.stream_generate(self.ids, max_tokens=self.max_tokens, stop=self.stop, params=self.params)
+        """The single-sequence path: the engine's own loop over this request's state."""
+        return engine.stream_decoding(self.decoding(engine))
 
 
 @lru_cache(maxsize=8)

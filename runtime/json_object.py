@@ -1,16 +1,19 @@
 """`response_format: {"type": "json_object"}`: generation constrained to one JSON object.
 
 llama.cpp compiles a JSON grammar and masks the logits of tokens the grammar rejects.
-This is the same idea with a hand-written JSON automaton instead of a grammar engine:
+This is the same idea with a hand-written JSON automaton instead of a grammar engine, behind
+the `Constraint` interface (runtime/constraint.py) that the generation loop drives:
 
 - `advance(state, text)` runs a character-level JSON recogniser (a pushdown automaton
   with an immutable tuple state) over a token's text and says whether the output so far
   is still the prefix of a valid JSON object.
-- at each step the candidates are visited by descending logit (after the penalties) and
-  the first `k` that keep the output valid are kept (k = 1 when greedy, else top_k, or 64);
-  every other logit is set to -inf, and the usual sampler picks among the rest.
-- when the object is complete, generation ends (finish_reason "stop"); end-of-generation
-  tokens are masked until then. Whitespace runs are capped so a model cannot pad forever.
+- `JsonObject.mask`: the candidates are visited by descending logit (after the penalties)
+  and the first `k` that keep the output valid are kept (k = 1 when greedy, else top_k, or
+  64: `candidates(params)`); every other logit is set to -inf, and the usual sampler picks
+  among the rest. `advance` moves the automaton over the sampled token's text.
+- when the object is complete (`done`), generation ends (finish_reason "stop");
+  end-of-generation tokens are masked until then, and never needed: nothing may follow the
+  object. Whitespace runs are capped so a model cannot pad forever.
 
 The output is therefore always a valid JSON object unless `max_tokens` (or the context)
 cuts it short, in which case finish_reason is "length", as with llama.cpp. Tokens whose
@@ -19,13 +22,12 @@ A JSON schema (`json_schema`) is not enforced: only the object shape.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from typing import Callable
 
 import numpy as np
 
-from runtime.engine import Chunk, Engine, Stats
-from runtime.sampling import COMPLETE, SamplingParams, StopChecker, make_logits_processors, make_sampler
+from runtime.sampling import SamplingParams
+from runtime.tokenizer import Tokenizer
 
 MAX_WS_RUN = 24      # consecutive whitespace characters allowed between tokens of JSON
 SCAN_LIMIT = 2048    # candidates examined per step before settling for the valid ones found
@@ -157,8 +159,8 @@ def is_valid_object(text: str) -> bool:
 class _Pieces:
     """Each token's text, or None for tokens JSON mode never uses (empty, partial UTF-8, EOG)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.tok = engine.tokenizer
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tok = tokenizer
         self.cache: dict[int, str | None] = {}
 
     def __call__(self, tid: int) -> str | None:
@@ -202,48 +204,43 @@ def _allowed(logits: np.ndarray, state: State, pieces: _Pieces, k: int) -> list[
         order = np.argsort(-logits, kind="stable")
 
 
-def stream_json(engine: Engine, ids: Sequence[int], max_tokens: int = -1, stop: list[str] | None = None,
-                params: SamplingParams | None = None) -> Iterator[Chunk]:
-    """Like Engine.stream_generate, with every token constrained to continue a JSON object."""
-    params = params or SamplingParams()
-    sampler = make_sampler(temp=params.temp, top_k=params.top_k, top_p=params.top_p, min_p=params.min_p,
-                           seed=params.seed)
-    processors = make_logits_processors(repeat_penalty=params.repeat_penalty, repeat_last_n=params.repeat_last_n,
-                                        presence_penalty=params.presence_penalty,
-                                        frequency_penalty=params.frequency_penalty)
-    k = 1 if params.temp <= 0 else (params.top_k if params.top_k > 0 else 64)
-    pieces = _Pieces(engine)
-    stats, decoder = Stats(), engine.tokenizer.decoder()
-    stopper = StopChecker(stop or [], max_tokens, n_ctx=engine.n_ctx)  # EOG tokens are masked (_Pieces)
-    state = START
-    t0 = t1 = time.perf_counter()
-    logits, _ = engine.prefill(list(ids))
-    tok, i = None, 0
-    while True:
-        for proc in processors:
-            logits = proc(engine.tokens, logits)
-        allowed = _allowed(logits, state, pieces, k)
-        if not allowed:
-            stopper.end(COMPLETE)  # no token continues the object
-            break
+def candidates(params: SamplingParams) -> int:
+    """How many valid tokens a step keeps: 1 when greedy, else top_k (64 without a top_k)."""
+    return 1 if params.temp <= 0 else (params.top_k if params.top_k > 0 else 64)
+
+
+class JsonObject:
+    """The Constraint "the output is one JSON object"; one per request."""
+
+    def __init__(self, tokenizer: Tokenizer, k: int = 64) -> None:
+        self.pieces = _Pieces(tokenizer)
+        self.k = max(1, k)
+        self.state: State = START
+        self._next: dict[int, State] = {}  # the last mask's allowed tokens and where each leads
+
+    @classmethod
+    def factory(cls, params: SamplingParams) -> Callable[[Tokenizer], JsonObject]:
+        """A per-request constructor for `params` (the server makes the constraint on its worker)."""
+        k = candidates(params)
+        return lambda tokenizer: cls(tokenizer, k)
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        allowed = _allowed(logits, self.state, self.pieces, self.k)
+        self._next = dict(allowed)
         masked = np.full_like(logits, -np.inf)
-        cand = np.array([t for t, _ in allowed])
+        cand = np.fromiter(self._next, dtype=np.int64, count=len(self._next))
         masked[cand] = logits[cand]
-        tok = int(sampler(masked))
-        state = dict(allowed).get(tok, allowed[0][1])
-        if i == 0:
-            t1 = time.perf_counter()
-            stats.cached_tokens = engine.last_reused
-            stats.prompt_tokens = len(ids) - engine.last_reused
-            stats.prompt_seconds = t1 - t0
-        i += 1
-        stats.generated_tokens = i
-        stats.generation_seconds = time.perf_counter() - t1
-        text = stopper.push(tok, decoder.feed, n_past=engine.n_past, complete=state[0] == "done")
-        if text:
-            yield Chunk(text, tok, None, stats)
-        if stopper.done:
-            break
-        logits = engine.eval([tok])
-    tail = stopper.flush(decoder.flush())
-    yield Chunk(tail, tok, stopper.finish_reason, stats, stopper.stop_string)
+        return masked
+
+    def advance(self, token: int) -> None:
+        nxt = self._next.get(token)
+        if nxt is None:  # a token the last mask did not offer: ask the automaton itself
+            text = self.pieces(token)
+            nxt = advance(self.state, text) if text is not None else None
+            if nxt is None:
+                raise ValueError(f"token {token} does not continue the JSON object")
+        self.state, self._next = nxt, {}
+
+    @property
+    def done(self) -> bool:
+        return self.state[0] == "done"

@@ -1,0 +1,167 @@
+"""One request's generation state: from a row of logits to the next token, and from tokens to text.
+
+A `Decoding` holds everything one request decides with: the history (prompt + generated ids,
+what the penalties look at), the sampler and logits processors, an optional `Constraint`
+(runtime/constraint.py), the `StopChecker`, the streaming UTF-8 decoder and the `Stats`. It
+never runs the model: whoever does (`Engine.stream_generate` for one sequence, a scheduler that
+runs one batched forward for many) hands it the logits row of its sequence. Per request:
+
+    state = Decoding(prompt, sampler, processors, constraint, tokenizer=tok, max_tokens=..., stop=...,
+                     n_ctx=...)
+    state.begin(cached_tokens)          # prompt processing starts (timing; cache reuse counts)
+    ... run the prompt; logits = the row of its last position
+    while True:
+        tok = state.choose(logits)      # processors -> constraint.mask -> sampler; None: the
+        if tok is None:                 #   constraint left no token (the state is done, COMPLETE)
+            break
+        chunk = state.accept(tok)       # constraint.advance, stop checks, text; chunk.text may be ''
+        ... emit chunk if chunk.text
+        if state.done:
+            break
+        logits = ... the forward pass of [tok] at position len(state.history) - 1
+    final = state.finish()              # held-back text, finish_reason, stop_string, stats
+
+`accept(tok, n_past)` takes the positions the sequence's KV cache holds before `tok` runs
+(default: the history before `tok`, which is what a cache that holds the whole history has);
+the stop checker ends generation when the cache is full (the token could not run). Timings:
+`begin` starts the prompt clock; the first `choose` closes it (prompt_seconds) and starts the
+generation clock, which each `accept` reads (generation_seconds). Every `Chunk` carries the
+same `Stats` object, updated in place.
+
+`StopChecker` (runtime/sampling.py) alone decides when and why generation ends; a `Decoding`
+only feeds it. A state is used by one thread at a time.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Protocol
+
+import numpy as np
+
+from runtime.constraint import Constraint
+from runtime.sampling import COMPLETE, LogitsProcessor, StopChecker
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0       # tokens evaluated for the prompt (after cache reuse)
+    cached_tokens: int = 0       # prompt tokens found already in the KV cache
+    prompt_seconds: float = 0.0
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds > 0 else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generated_tokens / self.generation_seconds if self.generation_seconds > 0 else 0.0
+
+
+@dataclass
+class Chunk:
+    """One streamed piece of generated text."""
+    text: str
+    token: int | None
+    finish_reason: str | None = None  # "stop" (EOS or stop string), "length", or None while going
+    stats: Stats = field(default_factory=Stats)
+    stop_string: str | None = None    # on the last chunk: the stop string that ended it, if one did
+
+
+class TextDecoder(Protocol):
+    def feed(self, token: int) -> str: ...
+
+    def flush(self) -> str: ...
+
+
+class Detokenizer(Protocol):
+    """What a Decoding needs of a tokenizer (runtime.tokenizer.Tokenizer has it)."""
+
+    def is_eog(self, token: int) -> bool: ...
+
+    def decoder(self) -> TextDecoder: ...
+
+
+class Decoding:
+    """One request's sampling, constraint, stopping and text decoding; see the module doc.
+
+    `tokenizer` None: no end-of-generation tokens and no text (chunks carry ids only), which is
+    what `Engine.generate_step` wants. `max_tokens` < 0 and `n_ctx` < 0: no limit.
+    """
+
+    def __init__(self, prompt: Sequence[int], sampler: Callable[[np.ndarray], int],
+                 processors: Iterable[LogitsProcessor] = (), constraint: Optional[Constraint] = None, *,
+                 tokenizer: Optional[Detokenizer] = None, max_tokens: int = -1, stop: Sequence[str] = (),
+                 n_ctx: int = -1) -> None:
+        self.history: list[int] = [int(t) for t in prompt]
+        self.n_prompt = len(self.history)
+        self.sampler = sampler
+        self.processors = list(processors)
+        self.constraint = constraint
+        self.stopper = StopChecker(stop, max_tokens, is_eog=tokenizer.is_eog if tokenizer else None, n_ctx=n_ctx)
+        self._decoder = tokenizer.decoder() if tokenizer else None
+        self.stats = Stats(prompt_tokens=self.n_prompt)
+        self.last_token: int | None = None
+        self._t_prompt = time.perf_counter()   # begin() restarts it
+        self._t_first: float | None = None     # when the first token was chosen
+
+    @property
+    def done(self) -> bool:
+        return self.stopper.done
+
+    @property
+    def generated(self) -> list[int]:
+        return self.history[self.n_prompt:]
+
+    def begin(self, cached_tokens: int = 0) -> None:
+        """Prompt processing starts now; `cached_tokens` of the prompt are already in the KV cache."""
+        self._t_prompt = time.perf_counter()
+        self.stats.cached_tokens = cached_tokens
+        self.stats.prompt_tokens = self.n_prompt - cached_tokens
+
+    def choose(self, logits: np.ndarray) -> int | None:
+        """The next token from the logits (n_vocab,) of the last position: processors, then the
+        constraint's mask, then the sampler. None when the constraint allows no token: generation
+        then ends (reason COMPLETE, `done`) without a token."""
+        if self._t_first is None:
+            self._t_first = time.perf_counter()
+            self.stats.prompt_seconds = self._t_first - self._t_prompt
+        for proc in self.processors:  # the history is the prompt and what was generated, as in llama.cpp
+            logits = proc(self.history, logits)
+        if self.constraint is not None:
+            # a copy: the mask may write into its argument, and the caller's row may be a model buffer
+            logits = self.constraint.mask(np.array(logits, dtype=np.float32, copy=True))
+            if not np.any(logits > -np.inf):
+                self.stopper.end(COMPLETE)
+                return None
+        return int(self.sampler(logits))
+
+    def accept(self, token: int, n_past: int | None = None) -> Chunk:
+        """Takes the chosen token; returns its chunk (text that is safe to show now, maybe '').
+        `n_past`: positions the KV cache holds before `token` runs (default: the history so far)."""
+        token = int(token)
+        if n_past is None:
+            n_past = len(self.history)
+        complete = False
+        if self.constraint is not None:
+            self.constraint.advance(token)
+            complete = self.constraint.done
+        self.history.append(token)
+        self.last_token = token
+        self.stats.generated_tokens += 1
+        self.stats.generation_seconds = time.perf_counter() - (self._t_first or self._t_prompt)
+        text = self.stopper.push(token, self._decode, n_past=n_past, complete=complete)
+        return Chunk(text, token, None, self.stats)
+
+    def finish(self) -> Chunk:
+        """The last chunk: text held back (a possible stop-string start, an unfinished character)
+        unless a stop string was found, the finish reason (None if generation did not end), the
+        stop string and the stats."""
+        tail = self.stopper.flush(self._decoder.flush() if self._decoder else "")
+        return Chunk(tail, self.last_token, self.stopper.finish_reason, self.stats, self.stopper.stop_string)
+
+    def _decode(self, token: int) -> str:
+        return self._decoder.feed(token) if self._decoder else ""
