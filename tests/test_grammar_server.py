@@ -6,33 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import jsonschema
 import openai
 import pydantic
 import pytest
-from serverutil import ServerThread
-
-from runtime.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def engine(smollm2_path: Path) -> Engine:
-    eng = Engine.load(smollm2_path, n_ctx=1024)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def server(engine: Engine) -> ServerThread:
-    with ServerThread(engine, parallel=1) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerThread) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+from test_server import client, engine, server  # noqa: F401  (the server tests' fixtures, shared)
 
 
 class Cat(pydantic.BaseModel):
