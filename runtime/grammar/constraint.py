@@ -58,8 +58,9 @@ class GrammarConstraint:
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
         ok = self.allowed()
-        np.copyto(logits[:len(ok)], np.float32(-np.inf), where=~ok)
-        logits[len(ok):] = -np.inf      # padded logits rows beyond the vocabulary
+        n = min(len(ok), len(logits))
+        np.copyto(logits[:n], np.float32(-np.inf), where=~ok[:n])
+        logits[n:] = -np.inf            # rows beyond the tokenizer's vocabulary (padding)
         return logits
 
     def advance(self, token: int) -> None:

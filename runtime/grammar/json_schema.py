@@ -16,6 +16,7 @@ the first or after the last character (so the output ends exactly where the valu
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from .regex import PatternError, gbnf_literal, pattern_gbnf
@@ -344,7 +345,6 @@ class _Converter:
         lo, lo_x, hi, hi_x = self.bounds(schema, path)
         if lo is None and hi is None:
             return self.prim("json-int")
-        import math
         ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
         ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
         if ilo is not None and ihi is not None and ilo > ihi:
