@@ -55,6 +55,7 @@ bench: setup
 	$(VPY) -c "import llama_cpp, matplotlib" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]' \
 		|| echo "bench: could not install the bench extra (llama-cpp-python, matplotlib)" >&2
 	$(VPY) -m tools.bench $(BENCH_ARGS)
+	$(VPY) -m tools.bench_grammar
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c

@@ -28,7 +28,7 @@ from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
     ClientGone, Generation, chat_ids, check_prompt, collect, engine_error, prompt_ids, start, timings, usage,
 )
-from runtime.server.params import Defaults, Fields, read_json, sampling_params
+from runtime.server.params import Defaults, Fields, grammar_constraint, read_json, sampling_params
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
 
@@ -67,19 +67,6 @@ def _messages(f: Fields) -> list[dict[str, str]]:
                               param=f"{where}.content")
         out.append({"role": "system" if role == "developer" else role, "content": content})
     return out
-
-
-def _json_mode(f: Fields) -> bool:
-    rf = f.obj("response_format")
-    if rf is None:
-        return False
-    kind = rf.string("type")
-    if kind == "text":
-        return False
-    if kind in ("json_object", "json_schema"):
-        return True
-    raise bad_request(f"'response_format.type' must be text, json_object or json_schema, not {kind!r}",
-                      param="response_format.type")
 
 
 def _unsupported(f: Fields, *keys: str) -> None:
@@ -138,7 +125,7 @@ class OpenAIRoutes:
         f = Fields(await read_json(request))
         messages = _messages(f)
         max_tokens, stop, params, stream = _common(f, -1, self.defaults)
-        json_mode = _json_mode(f)
+        constraint = grammar_constraint(f)
         _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
         opts = f.obj("stream_options")
         include_usage = bool(opts.boolean("include_usage", False)) if opts else False
@@ -147,7 +134,7 @@ class OpenAIRoutes:
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, json_mode))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint))
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
@@ -209,10 +196,11 @@ class OpenAIRoutes:
         ids, text = await self.scheduler.off_loop(self._prompt_ids, f)
         max_tokens, stop, params, stream = _common(f, 16, self.defaults)
         echo = f.boolean("echo", False)
+        constraint = grammar_constraint(f)
         _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
         check_prompt(self.engine, ids, param="prompt")
         prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint))
         head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:

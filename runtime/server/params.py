@@ -177,3 +177,19 @@ def sampling_params(f: Fields, temperature: str = "temperature", repeat_penalty:
         frequency_penalty=f.number("frequency_penalty", d.frequency_penalty, lo=-2.0, hi=2.0),
         seed=None if seed < 0 else seed,
     )
+
+
+def grammar_constraint(f: Fields):
+    """The Constraint factory (tokenizer -> GrammarConstraint) for the output format the request
+    asks for: OpenAI `response_format` (json_object, json_schema), llama.cpp's `grammar` and
+    `json_schema`; None for free text. An invalid grammar or an unsupported schema is a 400
+    naming the fault."""
+    from runtime.grammar import GrammarConstraint
+    from runtime.grammar.request import RequestError, request_grammar
+    try:
+        gbnf = request_grammar({k: f.raw(k) for k in ("response_format", "grammar", "json_schema")})
+    except RequestError as e:
+        raise bad_request(str(e), param=e.param) from None
+    if gbnf is None:
+        return None
+    return lambda tokenizer: GrammarConstraint(gbnf, tokenizer)

@@ -1,0 +1,72 @@
+"""The grammar a request asks for (runtime/grammar/request.py): OpenAI response_format, llama.cpp's
+grammar / json_schema fields, TGI's json and regex grammars; faults named with their field.
+Python's `re` is the oracle for the regex grammars, `jsonschema` for the schema ones."""
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+import pytest
+
+from runtime.grammar import JSON_OBJECT_GBNF, compile_grammar
+from runtime.grammar.request import RequestError, request_grammar, tgi_grammar
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+          "required": ["n"], "additionalProperties": False}
+
+
+def test_openai_and_llama_cpp_fields() -> None:
+    assert request_grammar({}) is None
+    assert request_grammar({"response_format": {"type": "text"}}) is None
+    assert request_grammar({"response_format": {"type": "json_object"}}) == JSON_OBJECT_GBNF
+    for body in ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": SCHEMA,
+                                                                              "strict": True}}},
+                 {"response_format": {"type": "json_object", "schema": SCHEMA}},
+                 {"json_schema": SCHEMA}):
+        m = compile_grammar(request_grammar(body))
+        for text in ('{"n": 3}', '{"n": 10}', '{"n": 0}', '{}'):
+            assert m.match(text.encode()) == jsonschema.Draft202012Validator(SCHEMA).is_valid(json.loads(text))
+    g = request_grammar({"grammar": 'root ::= "yes" | "no"'})
+    assert compile_grammar(g).match(b"no")
+
+
+@pytest.mark.parametrize("body, param, words", [
+    ({"grammar": 'root ::= "a" valu'}, "grammar", "line 1, column 14: undefined rule 'valu'"),
+    ({"grammar": 3}, "grammar", "must be a string"),
+    ({"json_schema": {"type": "string", "format": "email"}}, "json_schema", "unsupported string format 'email'"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema",
+     "schema' is required"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object", "not": {}}}}},
+     "response_format.json_schema.schema", "unsupported JSON Schema keyword 'not'"),
+    ({"response_format": {"type": "xml"}}, "response_format.type", "not 'xml'"),
+    ({"grammar": 'root ::= "a"', "json_schema": SCHEMA}, "json_schema", "give one of them"),
+])
+def test_faults_are_named(body: dict, param: str, words: str) -> None:
+    with pytest.raises(RequestError) as err:
+        request_grammar(body)
+    assert err.value.param == param
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("pattern, texts", [
+    (r"^\d{3}-[a-z]+$", ["123-ab", "12-ab", "123-", "123-abc!", "999-z"]),
+    (r"(ab|c)*\.?", ["", "abc.", "ab.c", "cc", "a"]),
+    (r"[^\s\d]+ \w{2}", ["ab_1 x9", "a b", "é! zz", "9 ab"]),
+    (r'"[^"\\]*"|null', ['"x y"', 'null', '"a"b"', 'nul']),
+])
+def test_tgi_regex_grammars_match_like_re(pattern: str, texts: list[str]) -> None:
+    m = compile_grammar(tgi_grammar({"type": "regex", "value": pattern}))
+    for text in texts:
+        assert m.match(text.encode()) == bool(re.fullmatch(pattern, text)), text
+
+
+def test_tgi_json_and_faults() -> None:
+    m = compile_grammar(tgi_grammar({"type": "json", "value": json.dumps(SCHEMA)}))
+    assert m.match(b'{"n": 5}') and not m.match(b'{"n": 50}')
+    with pytest.raises(RequestError, match="lookahead|not supported"):
+        tgi_grammar({"type": "regex", "value": "a(?=b)"})
+    with pytest.raises(RequestError) as err:
+        tgi_grammar({"type": "lark", "value": "x"})
+    assert err.value.param == "parameters.grammar.type"
