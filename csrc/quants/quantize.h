@@ -1,0 +1,34 @@
+// quantize.h — what the weight quantizers (quantize_legacy.c, quantize_k.c) share:
+// the rounding and float-to-integer conversions their output depends on, bit for bit.
+//
+// The quantizers make the bytes llama.cpp's reference quantizers make (no importance
+// matrix), so they round the way those do: nearest_int adds 1.5 * 2^23 and reads the
+// low mantissa bits (ties to even, exact for |x| < 2^22; outside that range it still
+// returns a well-defined, if meaningless, number), and a plain C cast of a float to a
+// small integer is done as x86-64's cvttss2si does it: truncation toward zero into 32
+// bits, every NaN and every value outside the int32 range giving INT32_MIN, then the
+// low bits. C leaves such conversions undefined; these helpers make them total, and
+// the result is the one llama.cpp's x86-64 build writes for the same inputs (e.g. a
+// block of denormals, whose inverse scale overflows to inf).
+#pragma once
+#include <math.h>
+
+#include "lp.h"
+
+static inline int lp_nearest_int(float f) {
+    const float v = f + 12582912.0f;
+    return (int)(lp_float_to_bits(v) & 0x007fffff) - 0x00400000;
+}
+
+// (int32_t)f as cvttss2si computes it: NaN and out-of-range values give INT32_MIN.
+static inline int32_t lp_cvtt_i32(float f) {
+    if (!(f > -2147483904.0f && f < 2147483648.0f)) return INT32_MIN;  // NaN fails both
+    return (int32_t)f;
+}
+
+// (int8_t)f and (uint8_t)f as compiled for x86-64: the low byte of lp_cvtt_i32.
+static inline int8_t lp_cvt_i8(float f) { return (int8_t)(uint8_t)((uint32_t)lp_cvtt_i32(f) & 0xff); }
+static inline uint8_t lp_cvt_u8(float f) { return (uint8_t)((uint32_t)lp_cvtt_i32(f) & 0xff); }
+
+static inline int lp_imin(int a, int b) { return a < b ? a : b; }
+static inline int lp_imax(int a, int b) { return a > b ? a : b; }
