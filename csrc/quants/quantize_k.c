@@ -214,7 +214,7 @@ void lp_quantize_weights_q2_K(const float *restrict x, void *restrict vy, int64_
         }
         if (max_min > 0) {
             const float iscale = 15.0f / max_min;
-            for (int j = 0; j < QK_K / 16; j++) y[i].scales[j] |= (uint8_t)(lp_nearest_int(iscale * mins[j]) << 4);
+            for (int j = 0; j < QK_K / 16; j++) y[i].scales[j] |= (uint8_t)((unsigned)lp_nearest_int(iscale * mins[j]) << 4);
             y[i].dmin = lp_float_to_half(max_min / 15.0f);
         }
         for (int j = 0; j < QK_K / 16; j++) {  // the quants again, against the stored scales
