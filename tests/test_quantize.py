@@ -1,9 +1,9 @@
 """The weight quantizers and the mixes against llama.cpp's recorded outputs (tests/fixtures/quant,
 made by tools/make_quant_fixtures.py with llama-cpp-python 0.3.36 as the oracle).
 
-- blocks: every type's quantizer (C, lp_quantize_rows) on random and edge-case rows gives the bytes
-  ggml_quantize_chunk gave, row by row, and refuses exactly the rows ggml_validate_row_data refused
-  (an fp16 scale overflowed);
+- blocks: every type's quantizer (C, lp_quantize_rows; the plain C and the AVX2 searches) on random
+  and edge-case rows gives the bytes ggml_quantize_chunk gave, row by row, and refuses exactly the
+  rows ggml_validate_row_data refused (an fp16 scale overflowed);
 - models: for each tiny model (F32, F16, BF16 and a Q8_0 input requantized; row lengths multiples
   of 256 and not; tied output; MoE) and every mix, packer.quantize writes the file
   llama_model_quantize wrote: the same SHA-256 of the whole file, hence the same metadata, tensor
@@ -22,6 +22,7 @@ import pytest
 
 from packer import quantize as Q
 from packer.mixes import MIXES, MixError, find_mix
+from runtime import kernels
 from runtime._kernels import ffi, lib
 from runtime.gguf import GGUFFile
 from tools.make_quant_fixtures import BLOCK_TYPES, HASH_CHARS, MODELS, model_spec
@@ -49,8 +50,17 @@ def short_hash(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()[:HASH_CHARS]
 
 
+@pytest.fixture(params=sorted({"ref", kernels.best_isa()}))
+def isa(request):
+    """The plain C searches, and the SIMD ones where the CPU has them (quantize_k_avx2.c)."""
+    before = kernels.get_isa()
+    kernels.set_isa(request.param)
+    yield request.param
+    kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("name", list(BLOCK_TYPES))
-def test_blocks_match_llama_cpp(name: str) -> None:
+def test_blocks_match_llama_cpp(name: str, isa: str) -> None:
     x = np.load(FIX / "blocks.npz")["x"]
     rec = BLOCKS["types"][name]
     rs = rec["row_bytes"]
@@ -62,7 +72,7 @@ def test_blocks_match_llama_cpp(name: str) -> None:
         got.append(short_hash(out.tobytes()))
         refused.append(rc == lib.LP_EOVERFLOW)
     wrong = [i for i in range(len(x)) if got[i] != rec["sha256"][i]]
-    assert not wrong, f"{name}: rows {wrong} differ from llama.cpp's bytes"
+    assert not wrong, f"{name} ({isa}): rows {wrong} differ from llama.cpp's bytes"
     assert refused == [not v for v in rec["valid"]], f"{name}: refusals differ from ggml_validate_row_data"
     assert not all(refused)
     if name in ("Q4_0", "Q8_0", "F16"):

@@ -32,3 +32,11 @@ static inline uint8_t lp_cvt_u8(float f) { return (uint8_t)((uint32_t)lp_cvtt_i3
 
 static inline int lp_imin(int a, int b) { return a < b ? a : b; }
 static inline int lp_imax(int a, int b) { return a > b ? a : b; }
+
+// The K-quants' scale-and-min search on 8 sub-blocks of n (<= 32) values at xs + n j, weights
+// at ws + n j: quants into Ls + n j, scale and -min into scales[j], neg_mins[j] (quantize_k.c's
+// best_scale_min, once per sub-block; the AVX2 version runs the eight side by side).
+void lp_best_scale_min8_avx2(int n, int nmax, const float *xs, const float *ws, uint8_t *Ls, float *scales,
+                             float *neg_mins, float rmin, float rdelta, int nstep, int mad);
+// Q6_K's search (best_scale_q6) likewise: quants (0..2 nmax - 1) into Ls + n j, scales[j].
+void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales);

@@ -181,6 +181,44 @@ static float best_scale_min(int n, int nmax, const float *x, const float *w, uin
     return scale;
 }
 
+// The AVX2 searches (quantize_k_avx2.c) serve where the kernels run AVX2 or AVX-512.
+static int use_avx2(void) {
+#if LP_X86
+    const int isa = lp_get_isa();
+    return isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
+// best_scale_min on 8 sub-blocks of n values (xs + n j, weights ws + n j): side by side on
+// AVX2 (quantize_k_avx2.c, the same bytes) when the kernels run AVX2 or AVX-512, else one by one.
+static void best_scale_min8(int n, int nmax, const float *xs, const float *ws, uint8_t *Ls, float *scales,
+                            float *neg_mins, float rmin, float rdelta, int nstep, int mad) {
+#if LP_X86
+    if (use_avx2()) {
+        lp_best_scale_min8_avx2(n, nmax, xs, ws, Ls, scales, neg_mins, rmin, rdelta, nstep, mad);
+        return;
+    }
+#endif
+    uint8_t Laux[32];
+    for (int j = 0; j < 8; j++)
+        scales[j] = best_scale_min(n, nmax, xs + n * j, ws + n * j, Ls + n * j, &neg_mins[j], Laux, rmin, rdelta,
+                                   nstep, mad);
+}
+
+
+// best_scale_q6 on 8 sub-blocks of 16 (the AVX2 version side by side, as best_scale_min8).
+static void best_scale_q6_8(const float *xs, int8_t *Ls, float *scales) {
+#if LP_X86
+    if (use_avx2()) {
+        lp_best_scale_q6_8_avx2(16, 32, xs, Ls, scales);
+        return;
+    }
+#endif
+    for (int j = 0; j < 8; j++) scales[j] = best_scale_q6(16, 32, xs + 16 * j, Ls + 16 * j);
+}
+
 // Quants of the 2-bit layout (Q2_K's and Q3_K's low bits): element j + l + 32 k of each
 // 128 in bits 2k of byte j / 4 + l.
 static void pack_2bit(const uint8_t *L, uint8_t *qs) {
@@ -194,13 +232,15 @@ static void pack_2bit(const uint8_t *L, uint8_t *qs) {
 
 void lp_quantize_weights_q2_K(const float *restrict x, void *restrict vy, int64_t n) {
     block_q2_K *restrict y = vy;
-    uint8_t L[QK_K], Laux[16];
-    float w[16], mins[QK_K / 16], scales[QK_K / 16];
+    uint8_t L[QK_K];
+    float w[QK_K], mins[QK_K / 16], scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float max_scale = 0.0f, max_min = 0.0f;
+        for (int l = 0; l < QK_K; l++) w[l] = fabsf(x[l]);
+        for (int h = 0; h < 2; h++)  // sub-blocks 0-7, then 8-15
+            best_scale_min8(16, 3, x + 128 * h, w + 128 * h, L + 128 * h, scales + 8 * h, mins + 8 * h, -0.5f, 0.1f,
+                            15, 1);
         for (int j = 0; j < QK_K / 16; j++) {
-            for (int l = 0; l < 16; l++) w[l] = fabsf(x[16 * j + l]);
-            scales[j] = best_scale_min(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
@@ -312,16 +352,17 @@ static void get_k4_scale_min(const uint8_t *s, int j, int *sc, int *m) {
 // into the block's first 16 bytes (the two types share that layout), quants into L.
 static void k4_super_block(const float *x, int nmax, float rmin, int nstep, lp_half *dm2, uint8_t *packed,
                            uint8_t *L) {
-    uint8_t Laux[32];
-    float w[32], mins[QK_K / 32], scales[QK_K / 32];
+    float w[QK_K], mins[QK_K / 32], scales[QK_K / 32];
     float max_scale = 0.0f, max_min = 0.0f;
     for (int j = 0; j < QK_K / 32; j++) {
         const float *xj = x + 32 * j;
         float sum_x2 = 0.0f;
         for (int l = 0; l < 32; l++) sum_x2 += xj[l] * xj[l];
         const float av_x = sqrtf(sum_x2 / 32);
-        for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(xj[l]);
-        scales[j] = best_scale_min(32, nmax, xj, w, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep, 0);
+        for (int l = 0; l < 32; l++) w[32 * j + l] = av_x + fabsf(xj[l]);
+    }
+    best_scale_min8(32, nmax, x, w, L, scales, mins, rmin, 0.1f, nstep, 0);
+    for (int j = 0; j < QK_K / 32; j++) {
         if (scales[j] > max_scale) max_scale = scales[j];
         if (mins[j] > max_min) max_min = mins[j];
     }
@@ -390,8 +431,9 @@ void lp_quantize_weights_q6_K(const float *restrict x, void *restrict vy, int64_
     float scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float max_scale = 0.0f, max_abs_scale = 0.0f;
+        best_scale_q6_8(x, L, scales);
+        best_scale_q6_8(x + 128, L + 128, scales + 8);
         for (int ib = 0; ib < QK_K / 16; ib++) {
-            scales[ib] = best_scale_q6(16, 32, x + 16 * ib, L + 16 * ib);
             if (fabsf(scales[ib]) > max_abs_scale) {
                 max_abs_scale = fabsf(scales[ib]);
                 max_scale = scales[ib];
