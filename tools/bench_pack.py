@@ -35,7 +35,7 @@ PAD_BYTES = 2_100_000_000
 HUGE_PAD_BYTES = 4_400_000_000
 PROMPT = "Once upon a time"
 RUNS = 5
-QUANT_MIXES = ("Q4_K_M", "Q6_K", "Q8_0", "Q4_0")
+QUANT_MIXES = ("Q4_K_M", "Q6_K", "Q8_0", "Q4_0", "Q3_K_M", "Q2_K")
 QUANT_RUNS = 3
 QUANT_THREADS = 2
 

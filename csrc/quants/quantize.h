@@ -40,3 +40,5 @@ void lp_best_scale_min8_avx2(int n, int nmax, const float *xs, const float *ws, 
                              float *neg_mins, float rmin, float rdelta, int nstep, int mad);
 // Q6_K's search (best_scale_q6) likewise: quants (0..2 nmax - 1) into Ls + n j, scales[j].
 void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales);
+// Q3_K's search (best_scale_q3) likewise.
+void lp_best_scale_q3_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales);

@@ -207,7 +207,6 @@ static void best_scale_min8(int n, int nmax, const float *xs, const float *ws, u
                                    nstep, mad);
 }
 
-
 // best_scale_q6 on 8 sub-blocks of 16 (the AVX2 version side by side, as best_scale_min8).
 static void best_scale_q6_8(const float *xs, int8_t *Ls, float *scales) {
 #if LP_X86
@@ -217,6 +216,17 @@ static void best_scale_q6_8(const float *xs, int8_t *Ls, float *scales) {
     }
 #endif
     for (int j = 0; j < 8; j++) scales[j] = best_scale_q6(16, 32, xs + 16 * j, Ls + 16 * j);
+}
+
+// best_scale_q3 on 8 sub-blocks of 16 (likewise).
+static void best_scale_q3_8(const float *xs, int8_t *Ls, float *scales) {
+#if LP_X86
+    if (use_avx2()) {
+        lp_best_scale_q3_8_avx2(16, 4, xs, Ls, scales);
+        return;
+    }
+#endif
+    for (int j = 0; j < 8; j++) scales[j] = best_scale_q3(16, 4, xs + 16 * j, Ls + 16 * j);
 }
 
 // Quants of the 2-bit layout (Q2_K's and Q3_K's low bits): element j + l + 32 k of each
@@ -289,8 +299,9 @@ void lp_quantize_weights_q3_K(const float *restrict x, void *restrict vy, int64_
     float scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
         float max_scale = 0.0f, amax = 0.0f;
+        best_scale_q3_8(x, L, scales);
+        best_scale_q3_8(x + 128, L + 128, scales + 8);
         for (int j = 0; j < QK_K / 16; j++) {
-            scales[j] = best_scale_q3(16, 4, x + 16 * j, L + 16 * j);
             if (fabsf(scales[j]) > amax) {
                 amax = fabsf(scales[j]);
                 max_scale = scales[j];

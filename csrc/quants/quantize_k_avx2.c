@@ -1,5 +1,5 @@
-// quantize_k_avx2.c — the K-quants' sub-block searches (quantize_k.c's best_scale_min and
-// best_scale_q6) for eight sub-blocks at once, one per AVX2 lane: what takes the K-quant
+// quantize_k_avx2.c — the K-quants' sub-block searches (quantize_k.c's best_scale_min,
+// best_scale_q6 and best_scale_q3) for eight sub-blocks at once, one per AVX2 lane: what takes the K-quant
 // quantizers their time.
 //
 // Bit-identical to the scalar search by construction: lane j does, on sub-block j, exactly
@@ -154,6 +154,64 @@ void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float
         float l[8];
         _mm256_storeu_ps(l, _mm256_blendv_ps(L[i], _mm256_set1_ps((float)-nmax), zeros));  // L 0 after + nmax
         for (int j = 0; j < 8; j++) Ls[n * j + i] = (int8_t)((int)l[j] + nmax);
+    }
+}
+
+// Q3_K's sub-block search (quantize_k.c's best_scale_q3) on 8 sub-blocks of n (<= 32): quants
+// (0..2 nmax - 1) into Ls + n j, scales into scales[j]. A pass that changes nothing in a lane
+// leaves its state as it was, so running further passes there (while other lanes still
+// change) changes nothing either: the scalar search's early stop needs no mask.
+void lp_best_scale_q3_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales) {
+    __m256 x[32], L[32];
+    if (n < 1 || n > 32) return;
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+    const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
+    const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
+    __m256 amax = zero, max = zero;
+    for (int i = 0; i < n; i++) {
+        x[i] = _mm256_i32gather_ps(xs + i, idx, 4);
+        const __m256 ax = _mm256_andnot_ps(sign, x[i]);
+        const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = _mm256_blendv_ps(amax, ax, gt);
+        max = _mm256_blendv_ps(max, x[i], gt);
+    }
+    const __m256 zeros = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);  // all-zero sub-blocks
+    const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
+    __m256 sumlx = zero, suml2 = zero;
+    for (int i = 0; i < n; i++) {
+        L[i] = _mm256_cvtepi32_ps(_mm256_max_epi32(lo, _mm256_min_epi32(hi, nearest8(_mm256_mul_ps(iscale, x[i])))));
+        const __m256 w = _mm256_mul_ps(x[i], x[i]);
+        sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, x[i]), L[i]));
+        suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, L[i]), L[i]));
+    }
+    for (int itry = 0; itry < 5; itry++) {
+        int changed = 0;
+        for (int i = 0; i < n; i++) {
+            const __m256 w = _mm256_mul_ps(x[i], x[i]), wx = _mm256_mul_ps(w, x[i]);
+            __m256 slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wx, L[i]));
+            __m256 sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, L[i]), L[i]));
+            const __m256 new_l = _mm256_cvtepi32_ps(_mm256_max_epi32(
+                lo, _mm256_min_epi32(hi, nearest8(_mm256_div_ps(_mm256_mul_ps(x[i], sl2), slx)))));
+            __m256 take = _mm256_and_ps(_mm256_cmp_ps(slx, zero, _CMP_GT_OQ), _mm256_cmp_ps(new_l, L[i], _CMP_NEQ_OQ));
+            slx = _mm256_add_ps(slx, _mm256_mul_ps(wx, new_l));
+            sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w, new_l), new_l));
+            const __m256 gain = _mm256_cmp_ps(_mm256_mul_ps(_mm256_mul_ps(slx, slx), suml2),
+                                              _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), sl2), _CMP_GT_OQ);
+            take = _mm256_and_ps(take, _mm256_and_ps(_mm256_cmp_ps(sl2, zero, _CMP_GT_OQ), gain));
+            if (_mm256_movemask_ps(take) == 0) continue;
+            changed = 1;
+            L[i] = _mm256_blendv_ps(L[i], new_l, take);
+            sumlx = _mm256_blendv_ps(sumlx, slx, take);
+            suml2 = _mm256_blendv_ps(suml2, sl2, take);
+        }
+        if (!changed) break;
+    }
+    const __m256 scale = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_GT_OQ), _mm256_div_ps(sumlx, suml2));
+    _mm256_storeu_ps(scales, _mm256_blendv_ps(scale, zero, zeros));
+    for (int i = 0; i < n; i++) {
+        float l[8];
+        _mm256_storeu_ps(l, _mm256_blendv_ps(_mm256_add_ps(L[i], _mm256_set1_ps((float)nmax)), zero, zeros));
+        for (int j = 0; j < 8; j++) Ls[n * j + i] = (int8_t)l[j];
     }
 }
 

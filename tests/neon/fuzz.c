@@ -136,11 +136,11 @@ static void check_quantizer(int act, int isa, int pattern) {
 
 // ---------------------------------------------------------------------------
 // Weight quantizers (quants/quantize*.c): each type's quantizer on the pattern's
-// values (no ISA of their own), then lp_quantize_rows, which must refuse exactly the
+// values (the K-quants' searches run plain or AVX2 as the ISA set says), then lp_quantize_rows, which must refuse exactly the
 // rows holding NaN or inf, from float rows and from random quantized rows of every
 // weight type (read as floats first).
 
-static void check_weight_quantizer(int t, int pattern) {
+static void check_weight_quantizer(int t, int isa, int pattern) {
     enum { ROWS = 3, COLS = 512 };
     const lp_type_traits *tr = lp_traits(t);
     const char *name = tr->name;
@@ -153,7 +153,7 @@ static void check_weight_quantizer(int t, int pattern) {
     int64_t bad = 0;
     const int rc = lp_quantize_rows(t, LP_F32, x, y, ROWS, COLS, work, 2, &bad);
     check(nonfinite >= 0 ? rc == LP_ENONFINITE && bad == nonfinite : rc == LP_OK || rc == LP_EOVERFLOW,
-          "weight quantizer refusals", "ref", name, pattern);
+          "weight quantizer refusals", isa_name(isa), name, pattern);
     const int srcs[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };
     for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
         const lp_type_traits *st = lp_traits(srcs[i]);
@@ -161,7 +161,7 @@ static void check_weight_quantizer(int t, int pattern) {
         fill_weights(srcs[i], w, ROWS * COLS, pattern, 1.0f);
         const int rc2 = lp_quantize_rows(t, srcs[i], w, y, ROWS, COLS, work, 2, &bad);
         check(rc2 == LP_OK || rc2 == LP_EOVERFLOW || (rc2 == LP_ENONFINITE && bad >= 0 && bad < ROWS),
-              "weight quantizer from a quantized source", "ref", name, pattern);
+              "weight quantizer from a quantized source", isa_name(isa), name, pattern);
         free(w);
     }
     free(x);
@@ -456,11 +456,12 @@ int main(int argc, char **argv) {
     const int nt = sizeof(types) / sizeof(types[0]);
     const int na = sizeof(acts) / sizeof(acts[0]);
     const int wtypes[] = { LP_FOR_QUANT_TYPES(LP_TYPE_ID) LP_F16, LP_BF16 };
-    for (int p = 0; p < P_COUNT; p++)
-        for (size_t i = 0; i < sizeof(wtypes) / sizeof(wtypes[0]); i++) check_weight_quantizer(wtypes[i], p);
     for (int isa = 0; isa < LP_ISA_COUNT; isa++) {
         if (!wanted(isa, argc, argv)) continue;
         printf("fuzzing the %s kernels\n", isa_name(isa));
+        lp_set_isa(isa);  // the weight quantizers' searches follow it (quantize_k.c)
+        for (int p = 0; p < P_COUNT; p++)
+            for (size_t i = 0; i < sizeof(wtypes) / sizeof(wtypes[0]); i++) check_weight_quantizer(wtypes[i], isa, p);
         for (int p = 0; p < P_COUNT; p++) {
             for (int i = 0; i < na; i++) check_quantizer(acts[i], isa, p);
             for (int i = 0; i < nt; i++) {
