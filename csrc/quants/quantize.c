@@ -10,7 +10,7 @@
 // independent: the result does not depend on the thread count.
 #include <stdatomic.h>
 
-#include "lp.h"
+#include "quantize.h"
 
 typedef struct {
     const lp_type_traits *src, *dst;
@@ -20,6 +20,7 @@ typedef struct {
     float *work;                  // (n_threads, n_per_row)
     _Atomic int64_t bad_row;      // first refused row, nrows if none
     atomic_int err;
+    int f16c;                     // F16 rows read with F16C (quantize_legacy_avx2.c)
 } quantize_job;
 
 static int row_finite(const float *x, int64_t n) {
@@ -67,6 +68,12 @@ static void quantize_chunk(void *ctx, int chunk, int ith) {
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *in = job->in + r * job->in_row;
         const float *x = (const float *)in;
+#if LP_X86
+        if (job->src == lp_traits(LP_F16) && job->f16c) {
+            lp_f16_to_float_f16c(in, work, n);
+            x = work;
+        } else
+#endif
         if (job->src != lp_traits(LP_F32)) {
             job->src->to_float(in, work, n);
             x = work;
@@ -93,7 +100,8 @@ int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int
     if (n_threads < 1) n_threads = 1;
     quantize_job job = { .src = s, .dst = d, .in = src, .out = dst, .nrows = nrows, .n_per_row = n_per_row,
                          .in_row = n_per_row / s->blck_size * s->type_size,
-                         .out_row = n_per_row / d->blck_size * d->type_size, .work = work };
+                         .out_row = n_per_row / d->blck_size * d->type_size, .work = work,
+                         .f16c = lp_quantize_use_avx2() };
     atomic_init(&job.bad_row, nrows);
     atomic_init(&job.err, LP_OK);
     // chunks of about 16K elements (a thread's claim costs an atomic), smaller where that would

@@ -42,3 +42,16 @@ void lp_best_scale_min8_avx2(int n, int nmax, const float *xs, const float *ws, 
 void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales);
 // Q3_K's search (best_scale_q3) likewise.
 void lp_best_scale_q3_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales);
+// Q8_0's quantizer and the F16 -> F32 reading on AVX2 (quantize_legacy_avx2.c): the same results.
+void lp_quantize_weights_q8_0_avx2(const float *restrict x, void *restrict y, int64_t n);
+void lp_f16_to_float_f16c(const void *restrict x, float *restrict y, int64_t n);
+
+// The quantizer's AVX2 paths serve where the kernels run AVX2 or AVX-512 (lp_set_isa).
+static inline int lp_quantize_use_avx2(void) {
+#if LP_X86
+    const int isa = lp_get_isa();
+    return isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512;
+#else
+    return 0;
+#endif
+}

@@ -181,22 +181,12 @@ static float best_scale_min(int n, int nmax, const float *x, const float *w, uin
     return scale;
 }
 
-// The AVX2 searches (quantize_k_avx2.c) serve where the kernels run AVX2 or AVX-512.
-static int use_avx2(void) {
-#if LP_X86
-    const int isa = lp_get_isa();
-    return isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512;
-#else
-    return 0;
-#endif
-}
-
 // best_scale_min on 8 sub-blocks of n values (xs + n j, weights ws + n j): side by side on
 // AVX2 (quantize_k_avx2.c, the same bytes) when the kernels run AVX2 or AVX-512, else one by one.
 static void best_scale_min8(int n, int nmax, const float *xs, const float *ws, uint8_t *Ls, float *scales,
                             float *neg_mins, float rmin, float rdelta, int nstep, int mad) {
 #if LP_X86
-    if (use_avx2()) {
+    if (lp_quantize_use_avx2()) {
         lp_best_scale_min8_avx2(n, nmax, xs, ws, Ls, scales, neg_mins, rmin, rdelta, nstep, mad);
         return;
     }
@@ -210,7 +200,7 @@ static void best_scale_min8(int n, int nmax, const float *xs, const float *ws, u
 // best_scale_q6 on 8 sub-blocks of 16 (the AVX2 version side by side, as best_scale_min8).
 static void best_scale_q6_8(const float *xs, int8_t *Ls, float *scales) {
 #if LP_X86
-    if (use_avx2()) {
+    if (lp_quantize_use_avx2()) {
         lp_best_scale_q6_8_avx2(16, 32, xs, Ls, scales);
         return;
     }
@@ -221,7 +211,7 @@ static void best_scale_q6_8(const float *xs, int8_t *Ls, float *scales) {
 // best_scale_q3 on 8 sub-blocks of 16 (likewise).
 static void best_scale_q3_8(const float *xs, int8_t *Ls, float *scales) {
 #if LP_X86
-    if (use_avx2()) {
+    if (lp_quantize_use_avx2()) {
         lp_best_scale_q3_8_avx2(16, 4, xs, Ls, scales);
         return;
     }

@@ -112,6 +112,12 @@ void lp_quantize_weights_q5_1(const float *restrict x, void *restrict vy, int64_
 }
 
 void lp_quantize_weights_q8_0(const float *restrict x, void *restrict vy, int64_t n) {
+#if LP_X86
+    if (lp_quantize_use_avx2()) {
+        lp_quantize_weights_q8_0_avx2(x, vy, n);
+        return;
+    }
+#endif
     block_q8_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
         float amax = 0.0f;
