@@ -32,6 +32,16 @@ static float signed_amax(const float *x, int n, float *amax_out) {
     return max;
 }
 
+// 1 for a sub-block whose largest magnitude is below GROUP_MAX_EPS (its quants set to 0);
+// else 0, *max its first value of largest magnitude.
+static int all_zero(int n, const float *x, int8_t *L, float *max) {
+    float amax;
+    *max = signed_amax(x, n, &amax);
+    if (amax >= GROUP_MAX_EPS) return 0;
+    memset(L, 0, (size_t)n);
+    return 1;
+}
+
 // Symmetric quants L in [0, 2 nmax) of n values at inverse scale iscale, with the
 // x^2-weighted sums that score the scale; returns suml2 (sumlx in *sumlx).
 static float q6_sums(int n, int nmax, const float *x, float iscale, int8_t *L, float *sumlx) {
@@ -50,12 +60,8 @@ static float q6_sums(int n, int nmax, const float *x, float iscale, int8_t *L, f
 // Q6_K's sub-block search: the scale -nmax / max and 18 neighbours -(nmax + 0.1 k) / max,
 // k = -9..9, the one with the best x^2-weighted fit kept.
 static float best_scale_q6(int n, int nmax, const float *x, int8_t *L) {
-    float amax;
-    const float max = signed_amax(x, n, &amax);
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.0f;
-    }
+    float max;
+    if (all_zero(n, x, L, &max)) return 0.0f;
     float sumlx;
     float suml2 = q6_sums(n, nmax, x, -nmax / max, L, &sumlx);
     float scale = suml2 ? sumlx / suml2 : 0.0f;
@@ -76,12 +82,8 @@ static float best_scale_q6(int n, int nmax, const float *x, int8_t *L) {
 // Q3_K's sub-block search: quants at -nmax / max, then up to five passes that move
 // single quants where that improves the x^2-weighted fit. L ends in [0, 2 nmax).
 static float best_scale_q3(int n, int nmax, const float *x, int8_t *L) {
-    float amax;
-    const float max = signed_amax(x, n, &amax);
-    if (amax < GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.0f;
-    }
+    float max;
+    if (all_zero(n, x, L, &max)) return 0.0f;
     const float iscale = -nmax / max;
     float sumlx = 0.0f, suml2 = 0.0f;
     for (int i = 0; i < n; i++) {
@@ -288,15 +290,10 @@ void lp_quantize_weights_q3_K(const float *restrict x, void *restrict vy, int64_
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        float max_scale = 0.0f, amax = 0.0f;
+        float amax;
         best_scale_q3_8(x, L, scales);
         best_scale_q3_8(x + 128, L + 128, scales + 8);
-        for (int j = 0; j < QK_K / 16; j++) {
-            if (fabsf(scales[j]) > amax) {
-                amax = fabsf(scales[j]);
-                max_scale = scales[j];
-            }
-        }
+        const float max_scale = signed_amax(scales, QK_K / 16, &amax);
         memset(y[i].scales, 0, sizeof(y[i].scales));
         y[i].d = lp_float_to_half(0.0f);
         if (max_scale) {
@@ -431,15 +428,10 @@ void lp_quantize_weights_q6_K(const float *restrict x, void *restrict vy, int64_
     int8_t L[QK_K];
     float scales[QK_K / 16];
     for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
-        float max_scale = 0.0f, max_abs_scale = 0.0f;
+        float max_abs_scale;
         best_scale_q6_8(x, L, scales);
         best_scale_q6_8(x + 128, L + 128, scales + 8);
-        for (int ib = 0; ib < QK_K / 16; ib++) {
-            if (fabsf(scales[ib]) > max_abs_scale) {
-                max_abs_scale = fabsf(scales[ib]);
-                max_scale = scales[ib];
-            }
-        }
+        const float max_scale = signed_amax(scales, QK_K / 16, &max_abs_scale);
         if (max_abs_scale < GROUP_MAX_EPS) {  // all zero
             memset(&y[i], 0, sizeof(y[i]));
             continue;

@@ -102,6 +102,23 @@ void lp_best_scale_min8_avx2(int n, int nmax, const float *xs, const float *ws, 
     }
 }
 
+// Element i of the 8 sub-blocks of n at xs + n j into x[i]; returns each sub-block's first
+// value of largest magnitude, *zeros marking the sub-blocks whose magnitudes are all below 1e-15.
+static inline __m256 gather_signed_amax8(int n, const float *xs, __m256 *x, __m256 *zeros) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 amax = _mm256_setzero_ps(), max = _mm256_setzero_ps();
+    for (int i = 0; i < n; i++) {
+        x[i] = _mm256_i32gather_ps(xs + i, idx, 4);
+        const __m256 ax = _mm256_andnot_ps(sign, x[i]);
+        const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
+        amax = _mm256_blendv_ps(amax, ax, gt);
+        max = _mm256_blendv_ps(max, x[i], gt);
+    }
+    *zeros = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);
+    return max;
+}
+
 // Q6_K's sub-block search (quantize_k.c's best_scale_q6) on 8 sub-blocks of n (<= 32) at xs + n j,
 // lane by lane as above: quants into Ls + n j, scales into scales[j].
 static inline __m256 q6_sums8(int n, int nmax, const __m256 *x, __m256 iscale, __m256 *L, __m256 *sumlx) {
@@ -121,17 +138,9 @@ static inline __m256 q6_sums8(int n, int nmax, const __m256 *x, __m256 iscale, _
 void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales) {
     __m256 x[32], L[32], Laux[32];
     if (n < 1 || n > 32) return;
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
-    const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
-    __m256 amax = zero, max = zero;
-    for (int i = 0; i < n; i++) {
-        x[i] = _mm256_i32gather_ps(xs + i, idx, 4);
-        const __m256 ax = _mm256_andnot_ps(sign, x[i]);
-        const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = _mm256_blendv_ps(amax, ax, gt);
-        max = _mm256_blendv_ps(max, x[i], gt);
-    }
-    const __m256 zeros = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);  // all-zero sub-blocks
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 zeros;  // all-zero sub-blocks
+    const __m256 max = gather_signed_amax8(n, xs, x, &zeros);
     __m256 sumlx;
     __m256 suml2 = q6_sums8(n, nmax, x, _mm256_div_ps(_mm256_set1_ps((float)-nmax), max), L, &sumlx);
     __m256 scale = _mm256_and_ps(_mm256_cmp_ps(suml2, zero, _CMP_NEQ_UQ), _mm256_div_ps(sumlx, suml2));
@@ -164,18 +173,10 @@ void lp_best_scale_q6_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float
 void lp_best_scale_q3_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float *scales) {
     __m256 x[32], L[32];
     if (n < 1 || n > 32) return;
-    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(n));
     const __m256i lo = _mm256_set1_epi32(-nmax), hi = _mm256_set1_epi32(nmax - 1);
-    const __m256 zero = _mm256_setzero_ps(), sign = _mm256_set1_ps(-0.0f);
-    __m256 amax = zero, max = zero;
-    for (int i = 0; i < n; i++) {
-        x[i] = _mm256_i32gather_ps(xs + i, idx, 4);
-        const __m256 ax = _mm256_andnot_ps(sign, x[i]);
-        const __m256 gt = _mm256_cmp_ps(ax, amax, _CMP_GT_OQ);
-        amax = _mm256_blendv_ps(amax, ax, gt);
-        max = _mm256_blendv_ps(max, x[i], gt);
-    }
-    const __m256 zeros = _mm256_cmp_ps(amax, _mm256_set1_ps(1e-15f), _CMP_LT_OQ);  // all-zero sub-blocks
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 zeros;  // all-zero sub-blocks
+    const __m256 max = gather_signed_amax8(n, xs, x, &zeros);
     const __m256 iscale = _mm256_div_ps(_mm256_set1_ps((float)-nmax), max);
     __m256 sumlx = zero, suml2 = zero;
     for (int i = 0; i < n; i++) {

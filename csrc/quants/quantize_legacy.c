@@ -42,6 +42,16 @@ static void min_max(const float *x, int n, float *min, float *max) {
 
 static inline float inverse(float d) { return d ? 1.0f / d : 0.0f; }
 
+// Q4_1's and Q5_1's scale and min: d = (max - min) / levels, m = min (fp16); returns 1 / d.
+static float min_scale(const float *x, int n, int levels, float *min, lp_half *d, lp_half *m) {
+    float max;
+    min_max(x, n, min, &max);
+    const float dv = (max - *min) / levels;
+    *d = lp_float_to_half(dv);
+    *m = lp_float_to_half(*min);
+    return inverse(dv);
+}
+
 void lp_quantize_weights_q4_0(const float *restrict x, void *restrict vy, int64_t n) {
     block_q4_0 *restrict y = vy;
     for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
@@ -59,12 +69,8 @@ void lp_quantize_weights_q4_0(const float *restrict x, void *restrict vy, int64_
 void lp_quantize_weights_q4_1(const float *restrict x, void *restrict vy, int64_t n) {
     block_q4_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK4_1; i++, x += QK4_1) {
-        float min, max;
-        min_max(x, QK4_1, &min, &max);
-        const float d = (max - min) / 15;
-        const float id = inverse(d);
-        y[i].d = lp_float_to_half(d);
-        y[i].m = lp_float_to_half(min);
+        float min;
+        const float id = min_scale(x, QK4_1, 15, &min, &y[i].d, &y[i].m);
         for (int j = 0; j < QK4_1 / 2; j++) {
             const uint8_t lo = (uint8_t)lp_imin(15, lp_cvt_i8((x[j] - min) * id + 0.5f));
             const uint8_t hi = (uint8_t)lp_imin(15, lp_cvt_i8((x[j + QK4_1 / 2] - min) * id + 0.5f));
@@ -99,12 +105,8 @@ void lp_quantize_weights_q5_0(const float *restrict x, void *restrict vy, int64_
 void lp_quantize_weights_q5_1(const float *restrict x, void *restrict vy, int64_t n) {
     block_q5_1 *restrict y = vy;
     for (int64_t i = 0; i < n / QK5_1; i++, x += QK5_1) {
-        float min, max;
-        min_max(x, QK5_1, &min, &max);
-        const float d = (max - min) / 31;
-        const float id = inverse(d);
-        y[i].d = lp_float_to_half(d);
-        y[i].m = lp_float_to_half(min);
+        float min;
+        const float id = min_scale(x, QK5_1, 31, &min, &y[i].d, &y[i].m);
         uint8_t q[QK5_1];
         for (int j = 0; j < QK5_1; j++) q[j] = lp_cvt_u8((x[j] - min) * id + 0.5f);
         pack_q5(q, y[i].qs, y[i].qh);
