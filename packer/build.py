@@ -330,7 +330,11 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     target = _output_target(output)
     _check_model(model)
     with contextlib.ExitStack() as stack:
-        quant = _quant_plan(stack, model, quantize, allow_requantize, threads) if quantize else None
+        quant = None
+        if quantize:  # packer/quantize.py: the model entry's plan (its GGUF mapped until the end)
+            from packer.quantize import entry
+
+            quant = entry(stack, model, quantize, allow_requantize, threads)
         layout = _lay_out(model, runtime, args, full_archive, quant)
         _check_space(target.parent, layout.total)
         bar = _Progress(layout.total, f"packing {output.name}", progress)
@@ -357,30 +361,6 @@ def _check_inputs(model, output, runtime) -> tuple[Path, Path, Path]:
 
 
 @dataclass
-class _Quantized:
-    """The model entry made by the quantizer (packer/quantize.py) instead of copied."""
-    plan: Any               # quantize.QuantPlan
-    threads: int
-    name: str               # the entry's name: <model stem>.<mix>.gguf
-
-
-def _quant_plan(stack: contextlib.ExitStack, model: Path, mix: str, allow_requantize: bool,
-                threads: int | None) -> _Quantized:
-    """The quantizer's plan for model (its GGUF stays open until the build ends)."""
-    from packer.quantize import QuantizeError, plan
-    from runtime.gguf import GGUFFile
-    from runtime.kernels import default_threads
-
-    f = stack.enter_context(GGUFFile(model))
-    try:
-        qp = plan(f, mix, allow_requantize)
-    except QuantizeError as e:
-        raise PackError(f"{model}: {e}") from None
-    stem = model.name[:-5] if model.name.lower().endswith(".gguf") else model.name
-    return _Quantized(qp, max(1, min(256, threads or default_threads())), f"{stem}.{qp.mix}.gguf")
-
-
-@dataclass
 class _Layout:
     """Where each part of the output goes, every offset absolute (see the module docstring)."""
     model: Path
@@ -393,7 +373,7 @@ class _Layout:
     tail_at: int
     cd_at: int                      # the central directory, end records and checksum comment
     total: int                      # the output's size
-    quant: _Quantized | None = None  # the model entry is quantized on the way (else copied)
+    quant: Any = None               # quantize.Entry: the model entry is quantized on the way (else copied)
 
     @property
     def runtime_size(self) -> int:
@@ -411,7 +391,7 @@ class _Layout:
 
 
 def _lay_out(model: Path, runtime: Path, args: list[str] | None, full_archive: bool | None,
-            quant: _Quantized | None = None) -> _Layout:
+            quant: Any = None) -> _Layout:
     """Where everything goes: the runtime, .args, zeros, the aligned model, the tail, the directory."""
     arc = _runtime_archive(runtime)
     args_data = args_text(args if args is not None else ["..."])
@@ -441,48 +421,47 @@ def _tail_cookie(arc: pyiarchive.Archive, tail_at: int, full_archive: bool | Non
 
 
 def _write(fd: int, layout: _Layout, bar: _Progress) -> None:
-    """The whole output into fd, front to back; a thread computes the model's CRC while the weights are copied."""
-    if layout.quant:
-        return _write_quantized(fd, layout, bar)
+    """The whole output into fd, front to back; the model entry copied (_copy_model) or made by
+    the quantizer (_quantize_model), each returning the entry's CRC."""
     copier = _Copier(bar)
-    with open(layout.runtime, "rb") as rf, open(layout.model, "rb") as mf:
-        with _Crc(mf.fileno(), layout.gguf_entry.size) as model_crc:  # joined before mf closes: it reads mf
-            copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
-            _write_entries(fd, copier, mf, layout)
-            tail_crc = _write_tail(fd, copier, rf, layout)
-            runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
-        layout.gguf_entry.crc = model_crc.crc
+    with open(layout.runtime, "rb") as rf:
+        copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
+        _write_headers(fd, layout)
+        make = _quantize_model if layout.quant else _copy_model
+        layout.gguf_entry.crc = make(fd, copier, layout, bar)
+        tail_crc = _write_tail(fd, copier, rf, layout)
+        runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
     _write_directory(fd, layout, runtime_crc, tail_crc)
     bar.add(layout.total - bar.done)
 
 
-def _write_quantized(fd: int, layout: _Layout, bar: _Progress) -> None:
-    """_write with the model entry made by the quantizer: its bytes are written in place as they
-    are made, the CRC computed on the way (packer/quantize.py)."""
-    from packer.quantize import QuantizeError, RateLine, write
+def _copy_model(fd: int, copier: _Copier, layout: _Layout, bar: _Progress) -> int:
+    """The weights copied into place while a thread computes their CRC."""
+    gguf = layout.gguf_entry
+    with open(layout.model, "rb") as mf:
+        with _Crc(mf.fileno(), gguf.size) as model_crc:  # joined before mf closes: it reads mf
+            copier.copy(mf.fileno(), fd, 0, gguf.data_offset, gguf.size)
+            if os.fstat(mf.fileno()).st_size != gguf.size:
+                raise PackError(f"{layout.model} changed size during the build")
+    return model_crc.crc
 
-    copier, q, gguf = _Copier(bar), layout.quant, layout.gguf_entry
+
+def _quantize_model(fd: int, copier: _Copier, layout: _Layout, bar: _Progress) -> int:
+    """The quantized GGUF (packer/quantize.py) written into place as it is made, its CRC on the way."""
+    from packer.quantize import RateLine, write
+
+    q, at = layout.quant, layout.gguf_entry.data_offset
     rate = RateLine()
 
     def emit(data, pos: int) -> None:
-        _pwrite_all(fd, data, gguf.data_offset + pos)
+        _pwrite_all(fd, data, at + pos)
         bar.add(memoryview(data).nbytes)
 
     def progress(*state: int) -> None:
         rate(*state)
         bar.status = "  " + rate.text
 
-    with open(layout.runtime, "rb") as rf:
-        copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
-        _write_headers(fd, layout)
-        try:
-            gguf.crc = write(q.plan, emit, q.threads, progress)
-        except QuantizeError as e:
-            raise PackError(f"{layout.model}: {e}") from None
-        tail_crc = _write_tail(fd, copier, rf, layout)
-        runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
-    _write_directory(fd, layout, runtime_crc, tail_crc)
-    bar.add(layout.total - bar.done)
+    return write(q.plan, emit, q.threads, progress)
 
 
 def _write_headers(fd: int, layout: _Layout) -> None:
@@ -493,15 +472,6 @@ def _write_headers(fd: int, layout: _Layout) -> None:
     gap_at, zeros = layout.gap
     _pwrite_all(fd, zeros, gap_at)
     _pwrite_all(fd, gguf.local_header(), gguf.header_offset)
-
-
-def _write_entries(fd: int, copier: _Copier, mf, layout: _Layout) -> None:
-    """_write_headers, then the weights."""
-    gguf = layout.gguf_entry
-    _write_headers(fd, layout)
-    copier.copy(mf.fileno(), fd, 0, gguf.data_offset, gguf.size)
-    if os.fstat(mf.fileno()).st_size != gguf.size:
-        raise PackError(f"{layout.model} changed size during the build")
 
 
 def _write_tail(fd: int, copier: _Copier, rf, layout: _Layout) -> int:

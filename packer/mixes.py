@@ -104,7 +104,8 @@ def n_dims(shape: tuple[int, ...]) -> int:
 
 
 def quantizable(name: str, shape: tuple[int, ...]) -> bool:
-    return n_dims(shape) >= 2 and name.endswith("weight") and not any(k in name for k in _KEEP)
+    return (n_dims(shape) >= 2 and name.endswith("weight") and not any(k in name for k in _KEEP)
+            and name not in ("position_embd.weight", "token_types.weight"))
 
 
 def category(name: str) -> str:

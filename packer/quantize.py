@@ -21,15 +21,18 @@ them).
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from packer.build import PackError
 from packer.mixes import MIXES, MixError, ModelInfo, choose_types, file_order, find_mix, n_dims
 from runtime.constants import (
     GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGUF_SCALAR_FORMATS, KEY_GENERAL_ALIGNMENT, KEY_GENERAL_FILE_TYPE,
@@ -42,7 +45,7 @@ SLAB_BYTES = 32 << 20      # output bytes made per call into C
 GGUF_MAGIC = b"GGUF"
 
 
-class QuantizeError(ValueError):
+class QuantizeError(PackError):
     """A model that cannot be quantized as asked; the message is one line."""
 
 
@@ -263,6 +266,27 @@ def _drop_pages(t: GGUFTensor, start: int, n: int) -> None:
             mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
         except (OSError, ValueError):
             pass
+
+
+@dataclass
+class Entry:
+    """A packed file's model entry made by the quantizer (packer/build.py)."""
+    plan: QuantPlan
+    threads: int
+    name: str               # <model stem>.<mix>.gguf
+
+
+def entry(stack: contextlib.ExitStack, model: Path, mix: str, allow_requantize: bool, threads: int | None) -> Entry:
+    """The Entry for quantizing model with mix; its GGUF is mapped until stack closes."""
+    from runtime.kernels import default_threads
+
+    f = stack.enter_context(GGUFFile(model))
+    try:
+        qp = plan(f, mix, allow_requantize)
+    except QuantizeError as e:
+        raise QuantizeError(f"{model}: {e}") from None
+    stem = model.name[:-5] if model.name.lower().endswith(".gguf") else model.name
+    return Entry(qp, max(1, min(256, threads or default_threads())), f"{stem}.{qp.mix}.gguf")
 
 
 class RateLine:
