@@ -204,3 +204,18 @@ enum lp_output {
 // Runs the batch: appends each row's k and v to its sequence's cache, writes the
 // marked rows' outputs. On an error nothing is appended (lengths unchanged).
 int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, float *out, int output);
+
+// ---------------------------------------------------------------------------
+// Weight quantization (quants/quantize*.c): the bytes llama.cpp's reference quantizers
+// write into a model file (no importance matrix), bit for bit.
+
+// Refusals of lp_quantize_rows: a row holding NaN or inf; an output whose fp16 scales
+// (F16 / BF16: values) overflow to inf.
+enum { LP_ENONFINITE = -20, LP_EOVERFLOW = -21 };
+
+// dst = nrows rows of n_per_row values of src (type src_type: F32, F16, BF16 or a
+// quantized type, read as floats) in dst_type (a quantized type, F16 or BF16), on
+// n_threads threads (the caller is one of them). work holds n_threads * n_per_row
+// floats. Returns LP_OK, or an error with *bad_row the first refused row (else -1).
+int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int64_t nrows, int64_t n_per_row,
+                     float *work, int n_threads, int64_t *bad_row);

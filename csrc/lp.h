@@ -167,6 +167,8 @@ typedef struct {
                                          // NULL for an ISA: the reference serves it
     int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
     int s8_min_unit;                     // its unit of mins (columns; divides s8_unit)
+    lp_from_float_fn quantize;           // weight quantizer (quantize_*.c): llama.cpp's reference
+                                         // bytes; NULL for a type no model file is written in
 } lp_type_traits;
 
 // NULL for a type id the library does not know.
@@ -222,6 +224,8 @@ void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restr
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
+#define LP_DECLARE_QUANTIZE_WEIGHTS(T, t) void lp_quantize_weights_##t(const float *restrict x, void *restrict y, int64_t n);
+LP_FOR_QUANT_TYPES(LP_DECLARE_QUANTIZE_WEIGHTS) LP_DECLARE_QUANTIZE_WEIGHTS(F16, f16) LP_DECLARE_QUANTIZE_WEIGHTS(BF16, bf16)
 LP_FOR_ACT_TYPES(LP_DECLARE_TO_FLOAT)
 // 1 when this CPU has the dot-product instructions, the int8 matrix multiply (asked of the
 // kernel once; types.c).

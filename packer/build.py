@@ -24,6 +24,10 @@ The ZIP records are runtime/payload.py's, the module the launcher reads them wit
 reads as its steps: check the inputs and the model, lay the file out, then write it into a
 temporary file (runtime, entries, tail, directory) that is renamed over the output at the end.
 
+Quantizing (`--quantize MIX`, packer/quantize.py): the model entry is then the GGUF llama.cpp's
+quantizer would write, made tensor by tensor straight into its place in the temporary file (no
+GGUF on disk in between), its CRC computed as it goes; everything else is as below.
+
 Writing: the bytes are copied by the kernel (copy_file_range, as `cp` does; a plain loop with
 a bounded buffer where that is not available; holes of a sparse input stay holes) while a
 thread computes the CRC over a sliding read-only window of the model: memory stays bounded
@@ -48,6 +52,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
@@ -235,6 +240,7 @@ class _Progress:
         self.total, self.label, self.done = total, label, 0
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self.t0 = self.last = time.monotonic()
+        self.status = ""  # appended to the line (the quantizer's tensors and MB/s)
 
     def add(self, n: int) -> None:
         self.done += n
@@ -245,7 +251,7 @@ class _Progress:
             rate = self.done / max(now - self.t0, 1e-9)
             bar = "#" * int(frac * 30)
             sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}% {self.done / 1e9:6.2f}/"
-                             f"{self.total / 1e9:.2f} GB {rate / 1e9:5.2f} GB/s")
+                             f"{self.total / 1e9:.2f} GB {rate / 1e9:5.2f} GB/s{self.status}")
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -313,21 +319,30 @@ class _Copier:
 # -- build -------------------------------------------------------------------------------
 
 def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime: str | os.PathLike[str] | None = None,
-          args: list[str] | None = None, progress: bool | None = None, full_archive: bool | None = None) -> BuildResult:
+          args: list[str] | None = None, progress: bool | None = None, full_archive: bool | None = None,
+          quantize: str | None = None, allow_requantize: bool = False, threads: int | None = None) -> BuildResult:
     """Packs model into output (see the module docstring). full_archive forces (True) or forbids
-    (False) the whole-archive tail; by default the 88-byte cookie is used whenever it reaches."""
+    (False) the whole-archive tail; by default the 88-byte cookie is used whenever it reaches.
+    quantize names a mix (packer/mixes.py): the entry is then the GGUF llama.cpp's quantizer
+    would make of model, written straight into place on `threads` threads (default: all)."""
     t0 = time.perf_counter()
     model, output, runtime = _check_inputs(model, output, runtime)
     target = _output_target(output)
     _check_model(model)
-    layout = _lay_out(model, runtime, args, full_archive)
-    _check_space(target.parent, layout.total)
-    bar = _Progress(layout.total, f"packing {output.name}", progress)
-    try:
-        with _new_file(target, output) as fd:
-            _write(fd, layout, bar)
-    finally:
-        bar.close()
+    with contextlib.ExitStack() as stack:
+        quant = None
+        if quantize:  # packer/quantize.py: the model entry's plan (its GGUF mapped until the end)
+            from packer.quantize import entry
+
+            quant = entry(stack, model, quantize, allow_requantize, threads)
+        layout = _lay_out(model, runtime, args, full_archive, quant)
+        _check_space(target.parent, layout.total)
+        bar = _Progress(layout.total, f"packing {output.name}", progress)
+        try:
+            with _new_file(target, output) as fd:
+                _write(fd, layout, bar)
+        finally:
+            bar.close()
     g = layout.gguf_entry
     return BuildResult(output, layout.total, layout.runtime_size, g.name, g.data_offset, g.size,
                        "cookie" if layout.cookie else "archive", time.perf_counter() - t0)
@@ -358,6 +373,7 @@ class _Layout:
     tail_at: int
     cd_at: int                      # the central directory, end records and checksum comment
     total: int                      # the output's size
+    quant: Any = None               # quantize.Entry: the model entry is quantized on the way (else copied)
 
     @property
     def runtime_size(self) -> int:
@@ -374,20 +390,22 @@ class _Layout:
         return [self.args_entry, self.gguf_entry]
 
 
-def _lay_out(model: Path, runtime: Path, args: list[str] | None, full_archive: bool | None) -> _Layout:
+def _lay_out(model: Path, runtime: Path, args: list[str] | None, full_archive: bool | None,
+            quant: Any = None) -> _Layout:
     """Where everything goes: the runtime, .args, zeros, the aligned model, the tail, the directory."""
     arc = _runtime_archive(runtime)
     args_data = args_text(args if args is not None else ["..."])
     mtime = model.stat().st_mtime
     name = model.name if model.name.lower().endswith(".gguf") else model.stem + ".gguf"
     args_entry = StoredEntry(ARGS_NAME, len(args_data), runtime.stat().st_size, mtime, zlib.crc32(args_data))
-    gguf_entry = StoredEntry(name, model.stat().st_size, 0, mtime)
+    gguf_entry = (StoredEntry(quant.name, quant.plan.size, 0, mtime) if quant else
+                  StoredEntry(name, model.stat().st_size, 0, mtime))
     gguf_entry.place_aligned(args_entry.data_offset + len(args_data))
     tail_at = gguf_entry.data_offset + gguf_entry.size
     cookie = _tail_cookie(arc, tail_at, full_archive)
     cd_at = tail_at + (len(cookie) if cookie else arc.length)
     total = cd_at + len(central_directory([args_entry, gguf_entry], cd_at)) + CHECKSUM_COMMENT_SIZE
-    return _Layout(model, runtime, arc, args_data, args_entry, gguf_entry, cookie, tail_at, cd_at, total)
+    return _Layout(model, runtime, arc, args_data, args_entry, gguf_entry, cookie, tail_at, cd_at, total, quant)
 
 
 def _tail_cookie(arc: pyiarchive.Archive, tail_at: int, full_archive: bool | None) -> bytes | None:
@@ -403,30 +421,57 @@ def _tail_cookie(arc: pyiarchive.Archive, tail_at: int, full_archive: bool | Non
 
 
 def _write(fd: int, layout: _Layout, bar: _Progress) -> None:
-    """The whole output into fd, front to back; a thread computes the model's CRC while the weights are copied."""
+    """The whole output into fd, front to back; the model entry copied (_copy_model) or made by
+    the quantizer (_quantize_model), each returning the entry's CRC."""
     copier = _Copier(bar)
-    with open(layout.runtime, "rb") as rf, open(layout.model, "rb") as mf:
-        with _Crc(mf.fileno(), layout.gguf_entry.size) as model_crc:  # joined before mf closes: it reads mf
-            copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
-            _write_entries(fd, copier, mf, layout)
-            tail_crc = _write_tail(fd, copier, rf, layout)
-            runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
-        layout.gguf_entry.crc = model_crc.crc
+    with open(layout.runtime, "rb") as rf:
+        copier.copy(rf.fileno(), fd, 0, 0, layout.runtime_size)  # the runtime
+        _write_headers(fd, layout)
+        make = _quantize_model if layout.quant else _copy_model
+        layout.gguf_entry.crc = make(fd, copier, layout, bar)
+        tail_crc = _write_tail(fd, copier, rf, layout)
+        runtime_crc = _crc_range(rf.fileno(), 0, layout.runtime_size)
     _write_directory(fd, layout, runtime_crc, tail_crc)
     bar.add(layout.total - bar.done)
 
 
-def _write_entries(fd: int, copier: _Copier, mf, layout: _Layout) -> None:
-    """.args, the zeros up to the alignment, the model's local header (its CRC is patched in by
-    _write_directory) and the weights."""
+def _copy_model(fd: int, copier: _Copier, layout: _Layout, bar: _Progress) -> int:
+    """The weights copied into place while a thread computes their CRC."""
+    gguf = layout.gguf_entry
+    with open(layout.model, "rb") as mf:
+        with _Crc(mf.fileno(), gguf.size) as model_crc:  # joined before mf closes: it reads mf
+            copier.copy(mf.fileno(), fd, 0, gguf.data_offset, gguf.size)
+            if os.fstat(mf.fileno()).st_size != gguf.size:
+                raise PackError(f"{layout.model} changed size during the build")
+    return model_crc.crc
+
+
+def _quantize_model(fd: int, copier: _Copier, layout: _Layout, bar: _Progress) -> int:
+    """The quantized GGUF (packer/quantize.py) written into place as it is made, its CRC on the way."""
+    from packer.quantize import RateLine, write
+
+    q, at = layout.quant, layout.gguf_entry.data_offset
+    rate = RateLine()
+
+    def emit(data, pos: int) -> None:
+        _pwrite_all(fd, data, at + pos)
+        bar.add(memoryview(data).nbytes)
+
+    def progress(*state: int) -> None:
+        rate(*state)
+        bar.status = "  " + rate.text
+
+    return write(q.plan, emit, q.threads, progress)
+
+
+def _write_headers(fd: int, layout: _Layout) -> None:
+    """.args, the zeros up to the alignment and the model's local header (its CRC is patched in
+    by _write_directory)."""
     args, gguf = layout.args_entry, layout.gguf_entry
     _pwrite_all(fd, args.local_header() + layout.args_data, args.header_offset)
     gap_at, zeros = layout.gap
     _pwrite_all(fd, zeros, gap_at)
     _pwrite_all(fd, gguf.local_header(), gguf.header_offset)
-    copier.copy(mf.fileno(), fd, 0, gguf.data_offset, gguf.size)
-    if os.fstat(mf.fileno()).st_size != gguf.size:
-        raise PackError(f"{layout.model} changed size during the build")
 
 
 def _write_tail(fd: int, copier: _Copier, rf, layout: _Layout) -> int:

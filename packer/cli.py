@@ -1,6 +1,7 @@
 """`packer`: build, inspect and verify single-file models.
 
     packer build MODEL.gguf -o NAME.llamafile [--runtime PATH] [--args "-c 2048 ..."]
+                 [--quantize Q4_K_M [--allow-requantize] [-t THREADS]]
     packer inspect NAME.llamafile
     packer verify NAME.llamafile
 
@@ -24,6 +25,15 @@ def cli() -> None:
     """Ship a GGUF model as one executable file."""
 
 
+def _check_mix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from packer.mixes import MixError, find_mix
+
+    try:
+        return find_mix(value) if value is not None else None
+    except MixError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the file to write")
@@ -33,11 +43,18 @@ def cli() -> None:
               help='default arguments stored in the file, e.g. "-c 2048 --temp 0.7"; "..." marks where '
                    "the user's own go (default: after them)")
 @click.option("--progress/--no-progress", default=None, help="progress bar (default: on a terminal)")
-def build(model: str, output: str, runtime: str | None, args_text: str | None, progress: bool | None) -> None:
+@click.option("--quantize", "mix", metavar="TYPE", callback=_check_mix,
+              help="quantize while packing, as llama.cpp's quantizer does: Q2_K, Q3_K_S/M/L, Q4_0, Q4_1, "
+                   "Q4_K_S/M, Q5_0, Q5_1, Q5_K_S/M, Q6_K, Q8_0, F16, BF16")
+@click.option("--allow-requantize", is_flag=True, help="with --quantize: accept an already quantized model")
+@click.option("-t", "--threads", type=click.IntRange(1, 256), help="quantizer threads (default: every core)")
+def build(model: str, output: str, runtime: str | None, args_text: str | None, progress: bool | None,
+          mix: str | None, allow_requantize: bool, threads: int | None) -> None:
     """Pack MODEL.gguf and the runtime into one executable file."""
     args = parse_args_option(args_text)
     with cleanup_on_signals():
-        r = build_file(model, output, runtime, args=args, progress=progress)
+        r = build_file(model, output, runtime, args=args, progress=progress, quantize=mix,
+                       allow_requantize=allow_requantize, threads=threads)
     click.echo(f"wrote {r.output}: {r.size / 1e6:,.1f} MB (runtime {r.runtime_size / 1e6:,.1f} MB, {r.model_entry} "
                f"{r.model_size / 1e6:,.1f} MB at offset {r.model_offset:,}) in {r.seconds:.1f} s", err=True)
 

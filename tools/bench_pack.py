@@ -6,7 +6,11 @@
 - start-up of the packed file: `--version`, and `-p ... -n 16` (load + 16 greedy tokens),
   small vs big (goal: ratio <= 1.1); the big model also as a naive append (its cookie
   hidden, so the bootloader scans the whole file, as PyInstaller does unhelped);
-- llama.cpp's load + 16 tokens on the same GGUF when `llama_cpp` is importable, else n/a.
+- llama.cpp's load + 16 tokens on the same GGUF when `llama_cpp` is importable, else n/a;
+- quantize while packing (`packer build --quantize MIX`) against llama.cpp's `llama_model_quantize`
+  on the same F16 input (~155M parameters, written once into build/bench/) and thread count, each
+  timed inside its own process (the call only; median of QUANT_RUNS), input MB/s and peak RSS.
+  `python -m tools.bench_pack --quantize-only [RUNTIME]` runs just this part.
 
 The big model is SmolLM2 plus one unused 2.1 GB tensor (a valid GGUF the engine runs
 unchanged), written once into build/bench/. Timings are the best of a few runs (the machine
@@ -31,6 +35,9 @@ PAD_BYTES = 2_100_000_000
 HUGE_PAD_BYTES = 4_400_000_000
 PROMPT = "Once upon a time"
 RUNS = 5
+QUANT_MIXES = ("Q4_K_M", "Q6_K", "Q8_0", "Q4_0", "Q3_K_M", "Q2_K")
+QUANT_RUNS = 3
+QUANT_THREADS = 2
 
 
 def smollm2() -> Path:
@@ -126,6 +133,87 @@ def llama_cpp_time(model: Path) -> str:
     return f"{min(times):.2f} s"
 
 
+# -- quantizing --------------------------------------------------------------------------
+
+def quant_input() -> Path:
+    """The quantize bench's F16 model: llama-shaped, ~155M parameters (tiled random weights)."""
+    from tools.random_gguf import ModelSpec, write_model
+
+    path = OUT / "quant-input-F16.gguf"
+    if not path.is_file():
+        spec = ModelSpec(n_vocab=32000, n_embd=1024, n_layer=8, n_head=16, n_head_kv=4, n_ff=2816, n_ctx=2048,
+                         init="tiled", qtype=QT.F16, seed=5)
+        tmp = path.with_suffix(".part")
+        write_model(tmp, spec)
+        tmp.replace(path)
+    return path
+
+
+OURS = """import sys, time
+from packer.build import build
+t = time.perf_counter()
+build(sys.argv[1], sys.argv[2], sys.argv[3], progress=False, quantize=sys.argv[4], threads=int(sys.argv[5]))
+print(time.perf_counter() - t)
+"""
+THEIRS = """import sys, time, ctypes, llama_cpp, llama_cpp.llama
+quiet = llama_cpp.llama_log_callback(lambda *a: None)  # kept alive: llama.cpp calls it later
+llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3])
+p.nthread = int(sys.argv[4])
+t = time.perf_counter()
+assert llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)) == 0
+print(time.perf_counter() - t)
+"""
+
+
+def timed_call(code: str, *args: str) -> tuple[float, int]:
+    """(seconds the child reports for its call, the child's peak RSS in MB)."""
+    p = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         cwd=ROOT, text=True)
+    _, status, usage = os.wait4(p.pid, 0)
+    out, err = p.stdout.read(), p.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"failed: {args}\n{err}")
+    return float(out.strip().splitlines()[-1]), usage.ru_maxrss // 1024
+
+
+def bench_quantize(runtime: Path) -> None:
+    import statistics
+
+    have_llama = importlib.util.find_spec("llama_cpp") is not None
+    src = quant_input()
+    mb = src.stat().st_size / 1e6
+    print(f"\nquantize: {src.name} ({mb:.0f} MB F16), {QUANT_THREADS} threads, median of {QUANT_RUNS} "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"{'mix':<8} {'packer s':>9} {'MB/s':>7} {'RSS MB':>7} {'llama.cpp s':>12} {'MB/s':>7} {'RSS MB':>7} "
+          f"{'ours/llama':>10}")
+    for mix in QUANT_MIXES:
+        ours, theirs, rss = [], [], [0, 0]
+        for _ in range(QUANT_RUNS):  # alternating, so that load on the machine hits both alike
+            out = OUT / f"quant-{mix}.llamafile"
+            t, r = timed_call(OURS, str(src), str(out), str(runtime), mix, str(QUANT_THREADS))
+            ours.append(t)
+            rss[0] = max(rss[0], r)
+            out.unlink()
+            if have_llama:
+                gguf = OUT / f"quant-{mix}.gguf"
+                t, r = timed_call(THEIRS, str(src), str(gguf), mix, str(QUANT_THREADS))
+                theirs.append(t)
+                rss[1] = max(rss[1], r)
+                gguf.unlink()
+        a = statistics.median(ours)
+        line = f"{mix:<8} {a:>9.2f} {mb / a:>7.0f} {rss[0]:>7d}"
+        if theirs:
+            b = statistics.median(theirs)
+            line += f" {b:>12.2f} {mb / b:>7.0f} {rss[1]:>7d} {b / a:>9.2f}x"
+        else:
+            line += f" {'n/a':>12}"
+        print(line, flush=True)
+    print("packer: the whole build (runtime copied, GGUF quantized into the ZIP entry, CRCs); llama.cpp: "
+          "llama_model_quantize to a GGUF file. MB/s of F16 input; ours/llama > 1: packer faster.")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     try:
@@ -183,10 +271,14 @@ def main() -> None:
     print("pack/cp: cp's time over the packer's for the same bytes (goal >= 0.8x; the packer's time includes "
           "its Python start-up and the GGUF check).\nllama.cpp: load + 16 tokens inside its process (after "
           "`import llama_cpp`); the packed file's columns are whole runs, from exec to exit.")
+    bench_quantize(runtime)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--make-big"]:
         make_big(Path(sys.argv[2]), Path(sys.argv[3]), PAD_BYTES)
+    elif sys.argv[1:2] == ["--quantize-only"]:
+        OUT.mkdir(parents=True, exist_ok=True)
+        bench_quantize(Path(sys.argv[2]) if len(sys.argv) > 2 else default_runtime())
     else:
         main()

@@ -72,21 +72,23 @@
 #endif
 #define LP_QUANTS(t) .from_float = { [LP_ISA_REF] = lp_quantize_##t##_ref, LP_AVX2(lp_quantize_##t##_avx2) LP_NEON(lp_quantize_##t##_neon) }
 
+#define LP_WQ(t) .quantize = lp_quantize_weights_##t  // weight quantizer (quantize_*.c)
+
 static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_F32] = { "f32", 1, 4, LP_F32, 0, {0}, lp_f32_to_float, {0}, LP_DOTS(f32) },
-    [LP_F16] = { "f16", 1, 2, LP_F32, 0, {0}, lp_f16_to_float, {0}, LP_DOTS(f16) },
-    [LP_BF16] = { "bf16", 1, 2, LP_F32, 0, {0}, lp_bf16_to_float, {0}, LP_DOTS(bf16) },
-    [LP_Q4_0] = { "q4_0", QK4_0, sizeof(block_q4_0), LP_Q8_0, 1, {0}, lp_q4_0_to_float, {0}, LP_DOTS512(q4_0, INT64_MAX), LP_S8(q4_0, 32, 0) },
-    [LP_Q4_1] = { "q4_1", QK4_1, sizeof(block_q4_1), LP_Q8_1, 2, {0, 2}, lp_q4_1_to_float, {0}, LP_DOTS512(q4_1, 2048), LP_S8(q4_1, 32, 1) },
-    [LP_Q5_0] = { "q5_0", QK5_0, sizeof(block_q5_0), LP_Q8_0, 1, {0}, lp_q5_0_to_float, {0}, LP_DOTS512(q5_0, INT64_MAX), LP_S8(q5_0, 32, 0) },
-    [LP_Q5_1] = { "q5_1", QK5_1, sizeof(block_q5_1), LP_Q8_1, 2, {0, 2}, lp_q5_1_to_float, {0}, LP_DOTS512(q5_1, 2048), LP_S8(q5_1, 32, 1) },
-    [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512(q8_0, 1536), LP_S8(q8_0, 32, 0) },
+    [LP_F16] = { "f16", 1, 2, LP_F32, 0, {0}, lp_f16_to_float, {0}, LP_DOTS(f16), LP_WQ(f16) },
+    [LP_BF16] = { "bf16", 1, 2, LP_F32, 0, {0}, lp_bf16_to_float, {0}, LP_DOTS(bf16), LP_WQ(bf16) },
+    [LP_Q4_0] = { "q4_0", QK4_0, sizeof(block_q4_0), LP_Q8_0, 1, {0}, lp_q4_0_to_float, {0}, LP_DOTS512(q4_0, INT64_MAX), LP_S8(q4_0, 32, 0), LP_WQ(q4_0) },
+    [LP_Q4_1] = { "q4_1", QK4_1, sizeof(block_q4_1), LP_Q8_1, 2, {0, 2}, lp_q4_1_to_float, {0}, LP_DOTS512(q4_1, 2048), LP_S8(q4_1, 32, 1), LP_WQ(q4_1) },
+    [LP_Q5_0] = { "q5_0", QK5_0, sizeof(block_q5_0), LP_Q8_0, 1, {0}, lp_q5_0_to_float, {0}, LP_DOTS512(q5_0, INT64_MAX), LP_S8(q5_0, 32, 0), LP_WQ(q5_0) },
+    [LP_Q5_1] = { "q5_1", QK5_1, sizeof(block_q5_1), LP_Q8_1, 2, {0, 2}, lp_q5_1_to_float, {0}, LP_DOTS512(q5_1, 2048), LP_S8(q5_1, 32, 1), LP_WQ(q5_1) },
+    [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512(q8_0, 1536), LP_S8(q8_0, 32, 0), LP_WQ(q8_0) },
     [LP_Q8_1] = { "q8_1", QK8_1, sizeof(block_q8_1), LP_Q8_1, 2, {0, 2}, lp_q8_1_to_float, LP_QUANTS(q8_1), {0} },
-    [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K_LOW(q2_K, 1, 16) },
-    [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K_LOW(q3_K, 0, QK_K) },
-    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8(q4_K, 32, 1) },
-    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8(q5_K, 32, 1) },
-    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8(q6_K, 16, 0) },
+    [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K_LOW(q2_K, 1, 16), LP_WQ(q2_K) },
+    [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K_LOW(q3_K, 0, QK_K), LP_WQ(q3_K) },
+    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8(q4_K, 32, 1), LP_WQ(q4_K) },
+    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8(q5_K, 32, 1), LP_WQ(q5_K) },
+    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8(q6_K, 16, 0), LP_WQ(q6_K) },
     [LP_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LP_Q8_K, 0, {0}, lp_q8_K_to_float, LP_QUANTS(q8_K), {0} },
 };
 

@@ -132,6 +132,43 @@ static void check_quantizer(int act, int isa, int pattern) {
     free(x); free(back); free(q); free(qr);
 }
 
+#define LP_TYPE_ID(T, t) LP_##T,
+
+// ---------------------------------------------------------------------------
+// Weight quantizers (quants/quantize*.c): each type's quantizer on the pattern's
+// values (the K-quants' searches run plain or AVX2 as the ISA set says), then lp_quantize_rows, which must refuse exactly the
+// rows holding NaN or inf, from float rows and from random quantized rows of every
+// weight type (read as floats first).
+
+static void check_weight_quantizer(int t, int isa, int pattern) {
+    enum { ROWS = 3, COLS = 512 };
+    const lp_type_traits *tr = lp_traits(t);
+    const char *name = tr->name;
+    float *x = malloc(sizeof(float) * ROWS * COLS), *work = malloc(sizeof(float) * 2 * COLS);
+    uint8_t *y = malloc((size_t)(ROWS * COLS / tr->blck_size * tr->type_size));
+    fill(x, ROWS * COLS, pattern);
+    tr->quantize(x, y, ROWS * COLS);
+    int nonfinite = -1;
+    for (int r = ROWS - 1; r >= 0; r--) if (is_nonfinite_block(x + r * COLS, COLS)) nonfinite = r;
+    int64_t bad = 0;
+    const int rc = lp_quantize_rows(t, LP_F32, x, y, ROWS, COLS, work, 2, &bad);
+    check(nonfinite >= 0 ? rc == LP_ENONFINITE && bad == nonfinite : rc == LP_OK || rc == LP_EOVERFLOW,
+          "weight quantizer refusals", isa_name(isa), name, pattern);
+    const int srcs[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };
+    for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
+        const lp_type_traits *st = lp_traits(srcs[i]);
+        uint8_t *w = malloc((size_t)(ROWS * COLS / st->blck_size * st->type_size));
+        fill_weights(srcs[i], w, ROWS * COLS, pattern, 1.0f);
+        const int rc2 = lp_quantize_rows(t, srcs[i], w, y, ROWS, COLS, work, 2, &bad);
+        check(rc2 == LP_OK || rc2 == LP_EOVERFLOW || (rc2 == LP_ENONFINITE && bad >= 0 && bad < ROWS),
+              "weight quantizer from a quantized source", isa_name(isa), name, pattern);
+        free(w);
+    }
+    free(x);
+    free(work);
+    free(y);
+}
+
 // ---------------------------------------------------------------------------
 // Dot products: vec_dot, vec_dot_4acts and vec_dot_4weights on weights and activations of the
 // pattern. Non-finite activations give a NaN (quantized) or non-finite (float) dot;
@@ -481,16 +518,19 @@ static int wanted(int isa, int argc, char **argv) {
     return argc < 2;
 }
 
-#define LP_TYPE_ID(T, t) LP_##T,
 
 int main(int argc, char **argv) {
     const int types[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };  // csrc/type_list.h
     const int acts[] = { LP_FOR_ACT_TYPES(LP_TYPE_ID) };
     const int nt = sizeof(types) / sizeof(types[0]);
     const int na = sizeof(acts) / sizeof(acts[0]);
+    const int wtypes[] = { LP_FOR_QUANT_TYPES(LP_TYPE_ID) LP_F16, LP_BF16 };
     for (int isa = 0; isa < LP_ISA_COUNT; isa++) {
         if (!wanted(isa, argc, argv)) continue;
         printf("fuzzing the %s kernels\n", isa_name(isa));
+        lp_set_isa(isa);  // the weight quantizers' searches follow it (quantize_k.c)
+        for (int p = 0; p < P_COUNT; p++)
+            for (size_t i = 0; i < sizeof(wtypes) / sizeof(wtypes[0]); i++) check_weight_quantizer(wtypes[i], isa, p);
         for (int p = 0; p < P_COUNT; p++) {
             for (int i = 0; i < na; i++) check_quantizer(acts[i], isa, p);
             for (int i = 0; i < nt; i++) {
