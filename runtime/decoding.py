@@ -69,6 +69,7 @@ class Chunk:
     finish_reason: str | None = None  # "stop" (EOS or stop string), "length", or None while going
     stats: Stats = field(default_factory=Stats)
     stop_string: str | None = None    # on the last chunk: the stop string that ended it, if one did
+    index: int = 0                    # which of a request's choices (OpenAI's `n`) it belongs to
 
 
 class TextDecoder(Protocol):

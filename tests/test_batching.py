@@ -164,3 +164,38 @@ def test_a_client_that_leaves_frees_its_slot(server: ServerThread) -> None:
     while scheduler.status()["slots_processing"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert scheduler.status()["slots_processing"] == 0
+
+
+def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: ServerThread) -> None:
+    """OpenAI's `n`: the prompt is read once (the other choices start from a copy of its cache) and
+    choice i draws with seed + i, so it is the reply a lone request with that seed gets."""
+    body = {"messages": [{"role": "user", "content": "Tell me a fun fact."}], "max_tokens": 24,
+            "temperature": 1.0, "seed": 40}
+    many = requests.post(server.url + "/v1/chat/completions", json={**body, "n": 3}, timeout=120).json()
+    texts = [c["message"]["content"] for c in sorted(many["choices"], key=lambda c: c["index"])]
+    assert [c["index"] for c in sorted(many["choices"], key=lambda c: c["index"])] == [0, 1, 2]
+    alone = [requests.post(server.url + "/v1/chat/completions", json={**body, "seed": 40 + i},
+                           timeout=120).json() for i in range(3)]
+    assert texts == [a["choices"][0]["message"]["content"] for a in alone]
+    assert len(set(texts)) > 1
+    assert many["usage"]["completion_tokens"] == sum(a["usage"]["completion_tokens"] for a in alone)
+    assert many["usage"]["prompt_tokens"] == alone[0]["usage"]["prompt_tokens"]
+    # streamed: each choice's pieces under its index add up to the same texts
+    pieces: dict[int, list[str]] = {}
+    with requests.post(server.url + "/v1/completions", stream=True, timeout=120,
+                       json={"prompt": "The best thing about rain is", "max_tokens": 16, "temperature": 1.0,
+                             "seed": 5, "n": 2, "stream": True}) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    pieces.setdefault(c["index"], []).append(c["text"])
+    plain = requests.post(server.url + "/v1/completions", timeout=120, json={
+        "prompt": "The best thing about rain is", "max_tokens": 16, "temperature": 1.0, "seed": 5, "n": 2}).json()
+    assert {i: "".join(p) for i, p in pieces.items()} == {c["index"]: c["text"] for c in plain["choices"]}
+
+
+def test_n_beyond_the_slots_is_refused(server: ServerThread) -> None:
+    r = requests.post(server.url + "/v1/chat/completions", timeout=60,
+                      json={"messages": [{"role": "user", "content": "hi"}], "n": 5})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+    assert "between 1 and 4" in r.json()["error"]["message"]

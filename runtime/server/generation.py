@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Callable, Optional
 
@@ -14,7 +14,7 @@ from runtime.constraint import Constraint
 from runtime.decoding import Decoding
 from runtime.engine import Chunk, Engine, Stats
 from runtime.json_object import JsonObject
-from runtime.sampling import SamplingParams
+from runtime.sampling import LLAMA_DEFAULT_SEED, SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.scheduler import Job, Scheduler
 from runtime.tokenizer import Tokenizer
@@ -34,15 +34,20 @@ class Generation:
     params: SamplingParams = field(default_factory=SamplingParams)
     json_mode: bool = False
     constraint: Optional[ConstraintFactory] = None
+    n: int = 1                     # choices (OpenAI's `n`): sequences sharing the prompt's cache
 
     def __post_init__(self) -> None:
         if self.json_mode and self.constraint is None:
             self.constraint = JsonObject.factory(self.params)
 
-    def decoding(self, engine: Engine) -> Decoding:
-        """This request's generation state (sampler, processors, constraint, stop checks, text)."""
+    def decoding(self, engine: Engine, choice: int = 0) -> Decoding:
+        """The generation state (sampler, processors, constraint, stop checks, text) of one of this
+        request's choices; choice i > 0 draws with seed + i when the request has a seed."""
         constraint = self.constraint(engine.tokenizer) if self.constraint is not None else None
-        return engine.decoding(self.ids, self.max_tokens, self.stop, self.params, constraint)
+        params = self.params
+        if choice and params.seed is not None and params.seed not in (-1, LLAMA_DEFAULT_SEED):  # a fixed seed
+            params = replace(params, seed=(params.seed + choice) % LLAMA_DEFAULT_SEED)
+        return engine.decoding(self.ids, self.max_tokens, self.stop, params, constraint)
 
     def run(self, engine: Engine) -> Iterator[Chunk]:
         """The single-sequence path: the engine's own loop over this request's state."""

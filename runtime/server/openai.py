@@ -76,17 +76,38 @@ def _unsupported(f: Fields, *keys: str) -> None:
             raise bad_request(f"'{key}' is not supported by this server", param=key)
 
 
-def _common(f: Fields, default_max: int, defaults: Defaults) -> tuple[int, list[str], Any, bool]:
+def _common(f: Fields, default_max: int, defaults: Defaults, slots: int) -> tuple[int, list[str], Any, bool, int]:
     key = "max_completion_tokens" if f.raw("max_completion_tokens") is not None else "max_tokens"
     max_tokens = f.integer(key, defaults.max_tokens_or(default_max), lo=-1)
     if max_tokens == 0:
         raise bad_request(f"'{key}' must be at least 1 (or -1: until the end of generation)", param=key)
-    if f.integer("n", 1) != 1:
-        raise bad_request("'n' must be 1: this server makes one choice per request", param="n")
+    n = f.integer("n", 1)
+    if not 1 <= n <= slots:
+        raise bad_request(f"'n' must be between 1 and {slots}: each choice takes one of the server's "
+                          f"{slots} slot{'s' if slots > 1 else ''} (--parallel)", param="n")
     stop = defaults.stop_for(f)
     params = sampling_params(f, defaults=defaults)
     stream = f.boolean("stream", False)
-    return max_tokens, stop, params, stream
+    return max_tokens, stop, params, stream, n
+
+
+def _by_choice(chunks: list[Chunk], n: int) -> list[tuple[str, Chunk]]:
+    """Each choice's text and last chunk, in choice order."""
+    texts: list[list[str]] = [[] for _ in range(n)]
+    last: list[Any] = [None] * n
+    for c in chunks:
+        texts[c.index].append(c.text)
+        if c.finish_reason is not None or last[c.index] is None:
+            last[c.index] = c
+    return [("".join(t), c) for t, c in zip(texts, last)]
+
+
+def _usage(n_prompt: int, finals: list[Chunk]) -> dict[str, Any]:
+    """The usage of every choice together (one prompt, all their tokens)."""
+    out = usage(n_prompt, finals[0].stats)
+    out["completion_tokens"] = sum(c.stats.generated_tokens for c in finals)
+    out["total_tokens"] = n_prompt + out["completion_tokens"]
+    return out
 
 
 class OpenAIRoutes:
@@ -124,7 +145,7 @@ class OpenAIRoutes:
     async def chat(self, request: Request) -> Response:
         f = Fields(await read_json(request))
         messages = _messages(f)
-        max_tokens, stop, params, stream = _common(f, -1, self.defaults)
+        max_tokens, stop, params, stream, n = _common(f, -1, self.defaults, len(self.scheduler.slots))
         constraint = grammar_constraint(f)
         _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
         opts = f.obj("stream_options")
@@ -134,38 +155,41 @@ class OpenAIRoutes:
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n))
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._chat_events(job, head, len(ids), include_usage))
-        chunks = await self._collect(job, request)
-        last: Chunk = chunks[-1]
+            return self._sse(self._chat_events(job, head, len(ids), include_usage, n))
+        choices = _by_choice(await self._collect(job, request), n)
         return JSONResponse({
             **head, "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(c.text for c in chunks)},
-                         "logprobs": None, "finish_reason": last.finish_reason}],
-            "usage": usage(len(ids), last.stats), "timings": timings(last.stats),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                         "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
+            "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
     async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                           include_usage: bool) -> AsyncIterator[dict[str, str]]:
-        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, str]:
+                           include_usage: bool, n: int = 1) -> AsyncIterator[dict[str, str]]:
+        def event(index: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, str]:
             body = {**head, "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
+                    "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                    **extra}
             return {"data": json.dumps(body)}
 
         try:
-            yield event({"role": "assistant", "content": ""})
+            for i in range(n):
+                yield event(i, {"role": "assistant", "content": ""})
+            finals: list[Chunk] = []
             async for chunk in job:
                 if chunk.text:
-                    yield event({"content": chunk.text})
+                    yield event(chunk.index, {"content": chunk.text})
                 if chunk.finish_reason:
-                    yield event({}, chunk.finish_reason, timings=timings(chunk.stats),
+                    finals.append(chunk)
+                    yield event(chunk.index, {}, chunk.finish_reason, timings=timings(chunk.stats),
                                 usage=usage(n_prompt, chunk.stats))
-                    if include_usage:
-                        yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
-                                                   "usage": usage(n_prompt, chunk.stats)})}
+            if include_usage and finals:
+                yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
+                                           "usage": _usage(n_prompt, finals)})}
             yield {"data": "[DONE]"}
         except Exception as e:  # after the headers went out, the error travels as an event
             yield {"data": json.dumps(engine_error(e).body())}
@@ -194,42 +218,42 @@ class OpenAIRoutes:
     async def completions(self, request: Request) -> Response:
         f = Fields(await read_json(request))
         ids, text = await self.scheduler.off_loop(self._prompt_ids, f)
-        max_tokens, stop, params, stream = _common(f, 16, self.defaults)
+        max_tokens, stop, params, stream, n = _common(f, 16, self.defaults, len(self.scheduler.slots))
         echo = f.boolean("echo", False)
         constraint = grammar_constraint(f)
         _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
         check_prompt(self.engine, ids, param="prompt")
         prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n))
         head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._completion_events(job, head, len(ids), prefix))
-        chunks = await self._collect(job, request)
-        last: Chunk = chunks[-1]
+            return self._sse(self._completion_events(job, head, len(ids), prefix, n))
+        choices = _by_choice(await self._collect(job, request), n)
         return JSONResponse({
             **head, "object": "text_completion",
-            "choices": [{"index": 0, "text": prefix + "".join(c.text for c in chunks), "logprobs": None,
-                         "finish_reason": last.finish_reason}],
-            "usage": usage(len(ids), last.stats), "timings": timings(last.stats),
+            "choices": [{"index": i, "text": prefix + text, "logprobs": None, "finish_reason": last.finish_reason}
+                        for i, (text, last) in enumerate(choices)],
+            "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
     async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                                 prefix: str) -> AsyncIterator[dict[str, str]]:
-        def event(text: str, finish: str | None = None, **extra: Any) -> dict[str, str]:
+                                 prefix: str, n: int = 1) -> AsyncIterator[dict[str, str]]:
+        def event(index: int, text: str, finish: str | None = None, **extra: Any) -> dict[str, str]:
             body = {**head, "object": "text_completion",
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}], **extra}
+                    "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
+                    **extra}
             return {"data": json.dumps(body)}
 
         try:
-            if prefix:
-                yield event(prefix)
+            for i in range(n if prefix else 0):
+                yield event(i, prefix)
             async for chunk in job:
                 if chunk.finish_reason:
-                    yield event(chunk.text, chunk.finish_reason, timings=timings(chunk.stats),
+                    yield event(chunk.index, chunk.text, chunk.finish_reason, timings=timings(chunk.stats),
                                 usage=usage(n_prompt, chunk.stats))
                 elif chunk.text:
-                    yield event(chunk.text)
+                    yield event(chunk.index, chunk.text)
             yield {"data": "[DONE]"}
         except Exception as e:
             yield {"data": json.dumps(engine_error(e).body())}

@@ -70,6 +70,8 @@ class Job:
         # a generation (server/generation.py: `decoding(engine)` gives its Decoding) is batched with
         # the others; a job without one runs `work` on its slot's engine
         self.generation = generation
+        self.n = max(1, getattr(generation, "n", 1))  # choices: a slot each, the first (leader) reads the prompt
+        self.slots: list[Slot] = []  # the slots working for it (worker thread)
         self.loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.cancelled = False
@@ -131,6 +133,8 @@ class Slot:
         self.state: Decoding | None = None        # a generation's state
         self.pending: list[int] = []              # prompt tokens still to run
         self.next_token: int | None = None        # the chosen token that runs next
+        self.choice = 0                           # which of its job's choices this slot makes
+        self.followers: list[Slot] = []           # a leader's other choices, waiting for its prompt
         self.last_used = 0.0
 
     @property
@@ -261,36 +265,60 @@ class Scheduler:
     # -- worker thread ------------------------------------------------------------
 
     def _admit(self) -> None:
-        """FIFO: the oldest waiting job takes the free slot caching most of its prompt."""
+        """FIFO: the oldest waiting job takes the free slot caching most of its prompt (and, for n
+        choices, n - 1 more: it waits until that many are free)."""
         while self._waiting:
             free = [s for s in self.slots if s.job is None]
-            if not free:
-                return
-            job = self._waiting.popleft()
+            job = self._waiting[0]
             if job.cancelled:
+                self._waiting.popleft()
                 job._put(_DONE)
                 continue
-            slot = max(free, key=lambda s: (s.common_prefix(job.prompt), -s.last_used))
-            slot.job, job.slot = job, slot.index
-            slot.steps, slot.state = None, None  # started on the worker, outside the lock
+            if len(free) < job.n:
+                return
+            self._waiting.popleft()
+            lead = max(free, key=lambda s: (s.common_prefix(job.prompt), -s.last_used))
+            others = sorted((s for s in free if s is not lead), key=lambda s: s.last_used)[:job.n - 1]
+            for i, slot in enumerate([lead] + others):
+                slot.job, slot.choice = job, i
+                slot.steps, slot.state, slot.followers = None, None, []  # started on the worker
+            lead.followers = others
+            job.slots, job.slot = [lead] + others, lead.index
 
-    def _release(self, slot: Slot, final: Any) -> None:
-        job, steps = slot.job, slot.steps
+    def _free(self, slot: Slot) -> None:
+        steps = slot.steps
         if steps is not None and hasattr(steps, "close"):
             try:
                 steps.close()  # type: ignore[attr-defined]
             except Exception:
                 pass
         with self._cv:
-            slot.job, slot.steps, slot.state = None, None, None
+            slot.job, slot.steps, slot.state, slot.followers = None, None, None, []
             slot.pending, slot.next_token = [], None
             slot.last_used = time.monotonic()
+
+    def _release(self, slot: Slot, final: Any) -> None:
+        """Ends the slot's job with `final` (_DONE or a failure): every slot it holds is freed."""
+        job = slot.job
+        for s in (job.slots if job is not None else [slot]):
+            if s.job is job:
+                self._free(s)
         if job is not None:
             job._put(final)
 
+    def _choice_done(self, slot: Slot) -> None:
+        """One choice ended (its last chunk is out): its slot is free; the job ends with its last."""
+        job = slot.job
+        assert job is not None
+        self._free(slot)
+        if not any(s.job is job for s in job.slots):
+            job._put(_DONE)
+
     def _fail(self, slot: Slot, exc: BaseException) -> None:
-        """The job's error goes to its client; its sequence may hold what the failed step wrote."""
-        slot.engine.reset()
+        """The job's error goes to its client; its sequences may hold what the failed step wrote."""
+        for s in (slot.job.slots if slot.job is not None else [slot]):
+            if s.job is slot.job:
+                s.engine.reset()
         self._release(slot, _Failure(exc))
 
     def _step_work(self, slot: Slot) -> None:
@@ -334,6 +362,8 @@ class Scheduler:
             self._fail(slot, exc)
             return False
         slot.state, slot.pending = state, list(ids[reuse:])
+        for f in slot.followers:  # their states now; their caches when the prompt is read
+            f.state = job.generation.decoding(f.engine, f.choice)
         return True
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
@@ -354,7 +384,10 @@ class Scheduler:
 
     def _step_generations(self, slots: list[Slot]) -> None:
         """One forward call for every generating slot; each marked row's logits to its request."""
-        slots = [s for s in slots if s.state is not None or self._start(s)]
+        for slot in slots:  # a new job's leader reads the prompt; its followers wait for it
+            if slot.state is None and slot.job is not None and slot.choice == 0:
+                self._start(slot)
+        slots = [s for s in slots if s.state is not None and s.job is not None]
         rows = self._batch(slots)
         if not rows:
             return
@@ -376,14 +409,34 @@ class Scheduler:
             return
         i = 0
         for slot, ids, out in rows:
+            if slot.job is None:  # its job failed meanwhile (a sibling choice's error): nothing to keep
+                i += out
+                continue
             slot.tokens.extend(ids)
             if slot.pending:  # a prompt chunk
                 del slot.pending[:len(ids)]
             else:             # the decoding row
                 slot.next_token = None
             if out:
+                if slot.followers and not slot.pending:  # the prompt is read: each choice starts from it
+                    self._branch(slot, logits[i])
                 self._advance(slot, logits[i])
                 i += 1
+
+    def _branch(self, lead: Slot, logits: Any) -> None:
+        """The other choices of lead's job: a copy of its cache, the same first logits."""
+        for f in lead.followers:
+            if f.job is not lead.job or f.state is None:
+                continue
+            try:
+                self.model.copy_prefix(lead.index, f.index, len(lead.tokens))
+                f.tokens[:] = lead.tokens
+                f.state.begin(len(lead.tokens))
+            except Exception as exc:
+                self._fail(lead, exc)
+                return
+            self._advance(f, logits.copy())
+        lead.followers = []
 
     def _advance(self, slot: Slot, logits: Any) -> None:
         """The slot's next token from its row of logits; its chunk to the client; the end if done."""
@@ -395,10 +448,13 @@ class Scheduler:
             if tok is not None:
                 chunk = state.accept(tok, len(slot.tokens))
                 if chunk.text:
+                    chunk.index = slot.choice
                     job._put(chunk)
             if tok is None or state.done:
-                job._put(state.finish())
-                self._release(slot, _DONE)
+                final = state.finish()
+                final.index = slot.choice
+                job._put(final)
+                self._choice_done(slot)
                 return
         except Exception as exc:
             self._fail(slot, exc)
