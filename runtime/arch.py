@@ -18,6 +18,9 @@ apply (facts from llama.cpp's per-architecture graphs, src/models/*.cpp):
                 has no sliding window and the key is ignored
   moe           "no", "optional" (experts when `{arch}.expert_count` > 0) or "required"
   fused_gate_up the FFN's gate and up projections are one tensor ffn_up of 2*n_ff rows, gate first
+  final_softcap the file's `{arch}.final_logit_softcapping` applies: logits become c*tanh(x/c)
+                (llama.cpp reads it for Gemma 2/3 only; attention logit soft-capping, Gemma 2's, is in
+                none of these architectures: the ModelConfig field stays 0)
   rope_factors  the global per-frequency rope factor tensors the architecture may carry:
                 "rope_freqs" (Llama 3.1+) or "rope_factors_long"/"rope_factors_short" (Phi-3 LongRoPE)
 
@@ -48,6 +51,7 @@ class Arch:
     swa_pattern: int | None = None
     moe: str = "optional"
     fused_gate_up: bool = False
+    final_softcap: bool = False
     rope_factors: tuple[str, ...] = ()
 
 
@@ -57,7 +61,7 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("qwen3", rope_neox=True, qk_norm=True, moe="no"),
     Arch("qwen3moe", rope_neox=True, qk_norm=True, moe="required"),
     Arch("gemma3", rope_neox=True, qk_norm=True, post_norms=True, activation="gelu_tanh",
-         embd_scale=True, swa_pattern=6, moe="no"),
+         embd_scale=True, swa_pattern=6, moe="no", final_softcap=True),
     Arch("phi3", rope_neox=True, moe="no", fused_gate_up=True,
          rope_factors=("rope_factors_long", "rope_factors_short")),
 )}

@@ -29,7 +29,7 @@ from typing import Any
 
 from runtime.arch import ARCHS, Arch, TensorSpec, global_table, layer_table, swa_layers
 from runtime.constants import (
-    GGML_QUANT_SIZES, KEY_ATTN_LOGIT_SOFTCAPPING, KEY_BLOCK_COUNT, KEY_CONTEXT_LENGTH, KEY_EMBEDDING_LENGTH,
+    GGML_QUANT_SIZES, KEY_BLOCK_COUNT, KEY_CONTEXT_LENGTH, KEY_EMBEDDING_LENGTH,
     KEY_EXPERT_COUNT, KEY_EXPERT_FEED_FORWARD_LENGTH, KEY_EXPERT_USED_COUNT, KEY_FEED_FORWARD_LENGTH,
     KEY_FINAL_LOGIT_SOFTCAPPING, KEY_GENERAL_ARCHITECTURE, KEY_HEAD_COUNT, KEY_HEAD_COUNT_KV, KEY_KEY_LENGTH,
     KEY_LAYER_NORM_RMS_EPS, KEY_ROPE_DIMENSION_COUNT, KEY_ROPE_FREQ_BASE, KEY_ROPE_FREQ_BASE_SWA,
@@ -194,8 +194,7 @@ def _read_config(md: dict[str, Any], arch: Arch, n_vocab: int) -> ModelConfig:
         n_expert=n_expert, n_expert_used=n_expert_used, rope_neox=arch.rope_neox, qk_norm=arch.qk_norm,
         post_norms=arch.post_norms, activation=arch.activation, fused_gate_up=arch.fused_gate_up,
         embd_scale=math.sqrt(n_embd) if arch.embd_scale else 1.0, attn_scale=1 / math.sqrt(head_dim),
-        attn_softcap=_softcap(md, key(KEY_ATTN_LOGIT_SOFTCAPPING)),
-        final_softcap=_softcap(md, key(KEY_FINAL_LOGIT_SOFTCAPPING)),
+        final_softcap=_softcap(md, key(KEY_FINAL_LOGIT_SOFTCAPPING)) if arch.final_softcap else 0.0,
         **rope, **_sliding_window(md, key, arch, n_layer, n_ctx_train))
 
 

@@ -124,7 +124,6 @@ RANGE_CASES = {
     "scaling-unknown": ({"llama.rope.scaling.type": ("ntk", STR)}, "dense", ["'ntk'", "llama.rope.scaling.type"]),
     "scaling-yarn": ({"llama.rope.scaling.type": ("yarn", STR), "llama.rope.scaling.factor": (4.0, F32)}, "dense",
                      ["YaRN", "does not implement"]),
-    "softcap-nan": ({"llama.final_logit_softcapping": (NAN, F32)}, "dense", ["llama.final_logit_softcapping"]),
     "attn_factor-0": ({"llama.rope.scaling.attn_factor": (0.0, F32)}, "dense", ["llama.rope.scaling.attn_factor"]),
     "rms_eps-nan": ({"llama.attention.layer_norm_rms_epsilon": (NAN, F32)}, "dense", ["layer_norm_rms_epsilon"]),
     "rms_eps-negative": ({"llama.attention.layer_norm_rms_epsilon": (-1e-5, F32)}, "dense",
