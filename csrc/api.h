@@ -62,15 +62,22 @@ double lp_read_sum(const void *buf, int64_t nbytes, int reps, int n_threads);
 // ---------------------------------------------------------------------------
 // Forward-pass operations (ops.c), row-wise over n rows.
 void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t dim, float eps);
-void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t pos0, float freq_base,
+// Rotates the n_rot first dimensions of every head of row r by position pos[r].
+void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
              float freq_scale);
 void lp_softmax(float *x, int64_t n);
 double lp_softmax_exps(float *x, int64_t n, float *max_out);
 void lp_swiglu(float *gate, const float *up, int64_t n);
 
 // ---------------------------------------------------------------------------
-// The llama-architecture model (model.c). Python fills this from the GGUF file
-// and owns every buffer; the forward pass allocates nothing.
+// The llama-architecture model (model.c), in three parts, each in memory the caller
+// owns and C sizes and lays out (the forward pass allocates nothing):
+//   lp_weights  hyperparameters and tensors, read-only, shared by every sequence;
+//   lp_kv       the KV cache of n_seq sequences of up to n_ctx positions each;
+//   lp_scratch  the buffers of one forward call of up to max_batch rows.
+// A forward call (lp_decode) runs a batch of rows, each (token, position, sequence),
+// as llama.cpp's llama_batch: prompt chunks of several sequences and single decode rows
+// share one call, and every weight matrix is read once per call.
 
 typedef struct {
     const void *data;   // the tensor's bytes, NULL when the model has no such tensor
@@ -85,57 +92,93 @@ typedef struct {
 } lp_layer;
 
 typedef struct {
-    // hyperparameters
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_rot, n_ff;
     int n_expert, n_expert_used;   // 0, 0 for a dense model
-    int n_ctx;                     // KV cache length
-    int max_batch;                 // tokens per forward call the scratch holds
-    int n_threads;
     float rms_eps, rope_base, rope_freq_scale;
-    // weights
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
-    // KV cache in fp16, k and v alike: per layer and kv head, blocks of LP_KV_BLOCK
-    // positions, each (head_dim, LP_KV_BLOCK), n_ctx rounded up to whole blocks
-    uint16_t *k_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
-    uint16_t *v_cache;  // (n_layer, n_ctx rounded up to LP_KV_BLOCK, times kv_dim)
-    // scratch
+} lp_weights;
+
+// Positions per block of the KV cache.
+enum { LP_KV_BLOCK = 16 };
+
+// The KV cache in fp16, K and V alike: per sequence, layer and kv head, blocks of
+// LP_KV_BLOCK positions, each (head_dim, LP_KV_BLOCK); lp_kv_head and lp_kv_index
+// (lp.h) are the one place that addresses it. Sequence s holds positions
+// 0..len[s]-1; a forward call appends to it.
+typedef struct {
+    int n_seq, n_ctx;           // sequences; positions each
+    int n_layer, n_head_kv, head_dim;
+    int64_t ctx_blocks;         // n_ctx rounded up to whole blocks
+    uint16_t *k, *v;            // (n_seq, n_layer, n_head_kv, ctx_blocks * head_dim)
+    int32_t *len;               // (n_seq) positions each sequence holds
+} lp_kv;
+
+// Bytes of the cache of n_seq sequences of n_ctx positions (negative: an error code).
+int64_t lp_kv_size(const lp_weights *w, int n_seq, int n_ctx);
+// Lays the cache out in mem (lp_kv_size bytes, 64-byte aligned), every sequence empty.
+int lp_kv_init(lp_kv *kv, const lp_weights *w, void *mem, int64_t size, int n_seq, int n_ctx);
+// Sequence dst becomes a copy of the first n positions of sequence src (n <= len[src]).
+int lp_kv_copy(lp_kv *kv, int src, int dst, int n);
+// Sequence seq keeps its first n positions (n >= its length: unchanged); n = 0 clears it.
+int lp_kv_truncate(lp_kv *kv, int seq, int n);
+
+// Query rows an attention chunk takes (each thread's scores hold LP_ATT_ROWS rows).
+enum { LP_ATT_ROWS = 16 };
+// At most this many position segments per kv head (decoding with fewer kv heads than
+// twice the threads splits each head's positions), each at least LP_ATT_SEG_MIN long.
+enum { LP_ATT_SEGS = 8, LP_ATT_SEG_MIN = 256 };
+
+typedef struct {
+    int max_batch, n_ctx, n_threads;
     float *x;          // (max_batch, n_embd) residual stream
     float *xb;         // (max_batch, max(n_embd, q_dim)) normed input / block output
     float *xb2;        // (max_batch, max(n_embd, q_dim)) attention output / ffn output
     float *q;          // (max_batch, q_dim), q_dim = n_head * head_dim
     float *k, *v;      // (max_batch, kv_dim), kv_dim = n_head_kv * head_dim
     float *hb, *hb2;   // (max_batch, n_ff)
-    float *att;        // (n_threads, LP_ATT_ROWS * n_ctx rounded up to LP_KV_BLOCK) attention scores
-    float *att_part;   // (n_head_kv, LP_ATT_SEGS, LP_ATT_ROWS, head_dim + 2) partial attention outputs
+    float *att;        // (n_threads, LP_ATT_ROWS * ctx_blocks) attention scores
+    float *att_part;   // (2 * n_threads, LP_ATT_SEGS, LP_ATT_ROWS, head_dim + 2) partial attention outputs
+    int32_t *order;    // (max_batch) the batch's rows grouped by sequence
+    int32_t *groups;   // (max_batch, 3) per sequence in the batch: sequence, first index in order, rows
+    int32_t *next;     // (max_batch) a sequence's next position while checking a batch
+    int32_t *att_first;  // (max_batch + 1) attention: each sequence group's first chunk
     float *router;     // (max_batch, n_expert) router probabilities
     float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
     int32_t *moe_rows;      // (max_batch) tokens routed to one expert
     float *moe_w;           // (max_batch) their weights
     int32_t *moe_sel;       // (max_batch, n_expert_used) chosen experts per token
     float *moe_sel_w;       // (max_batch, n_expert_used) their weights
-    void *work;        // activation quantization scratch
+    void *work;        // activation quantization scratch of the largest matrix product
     int64_t work_size;
-} lp_model;
+} lp_scratch;
 
-// Positions per block of the K cache.
-enum { LP_KV_BLOCK = 16 };
+// Bytes of scratch for batches of up to max_batch rows over caches of n_ctx positions
+// on n_threads threads (negative: an error code, e.g. a weight type the kernels do not take).
+int64_t lp_scratch_size(const lp_weights *w, int max_batch, int n_ctx, int n_threads);
+int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size, int max_batch, int n_ctx,
+                    int n_threads);
 
-// Query rows an attention chunk takes (m->att holds LP_ATT_ROWS rows of scores per thread).
-enum { LP_ATT_ROWS = 16 };
-// At most this many position segments per kv head (decoding with fewer kv heads than
-// twice the threads splits each head's positions), each at least LP_ATT_SEG_MIN long.
-enum { LP_ATT_SEGS = 8, LP_ATT_SEG_MIN = 256 };
+// One forward call: n rows; row t runs token[t] at position pos[t] of sequence seq[t].
+// A sequence's rows come in order of position, the first at the sequence's length
+// (each appends one position). out[t] != 0 marks the rows whose output is written.
+typedef struct {
+    int n;
+    const int32_t *token, *pos, *seq;  // (n)
+    const int8_t *out;                 // (n)
+} lp_batch;
 
 // LP_ESHAPE: head or expert counts that would index outside the buffers (the loader checks them first).
-enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13, LP_ESHAPE = -14 };
+// LP_EPOS: a row's position is not its sequence's next one. LP_ESEQ: no such sequence.
+enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13, LP_ESHAPE = -14, LP_EPOS = -15,
+       LP_ESEQ = -16 };
 
-// What lp_forward writes to out.
+// What lp_decode writes to out, one row per marked row, in batch order.
 enum lp_output {
-    LP_OUT_LAST_LOGITS = 0,  // (1, n_vocab): the last token's logits
-    LP_OUT_ALL_LOGITS = 1,   // (n, n_vocab)
-    LP_OUT_HIDDEN = 2        // (n, n_embd): final-norm hidden states (embeddings), no projection
+    LP_OUT_LOGITS = 0,  // (rows, n_vocab)
+    LP_OUT_HIDDEN = 1   // (rows, n_embd): final-norm hidden states (embeddings), no projection
 };
 
-// Runs n tokens at positions pos..pos+n-1 (the KV cache holds 0..pos-1).
-int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output);
+// Runs the batch: appends each row's k and v to its sequence's cache, writes the
+// marked rows' outputs. On an error nothing is appended (lengths unchanged).
+int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, float *out, int output);

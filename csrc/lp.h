@@ -235,8 +235,28 @@ typedef void (*lp_task_fn)(void *ctx, int ith, int nth);
 void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth);
 void lp_parallel(lp_task_fn fn, void *ctx, int nth);
 
-// Attention of n tokens at positions pos.. over one layer's cache (attn.c).
-void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos);
+// The KV cache's addressing, the one place that knows its layout (api.h, lp_kv): the
+// first block of (sequence, layer, kv head) in the K or V cache, and the offset of
+// dimension d of position p from there.
+static inline uint16_t *lp_kv_head(const lp_kv *kv, uint16_t *cache, int seq, int layer, int kvh) {
+    return cache + (((int64_t)seq * kv->n_layer + layer) * kv->n_head_kv + kvh) * kv->ctx_blocks * kv->head_dim;
+}
+static inline int64_t lp_kv_index(int head_dim, int d, int64_t p) {
+    return p / LP_KV_BLOCK * head_dim * LP_KV_BLOCK + (int64_t)d * LP_KV_BLOCK + p % LP_KV_BLOCK;
+}
+
+// The batch's rows grouped by sequence (lp_decode fills it in the scratch): group g
+// is sequence seq[g]'s rows order[first[g]] .. order[first[g] + rows[g] - 1], in
+// batch order (so in order of position).
+typedef struct {
+    int n;                                   // groups
+    const int32_t *order, *groups;           // scratch order, groups (seq, first, rows)
+} lp_seq_groups;
+
+// Causal attention of the batch's rows at one layer (attn.c): out (n, q_dim) from q
+// (n, q_dim), each row over positions 0..pos of its own sequence's cache.
+void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batch *b, const lp_seq_groups *g,
+                  const float *q, float *out, const lp_scratch *s);
 
 // Batched product (gemm.c, AVX-512 VNNI and AVX2): used by lp_matmul for n >= LP_GEMM_MIN
 // activation rows of a type with to_s8 where lp_gemm_use says so (AVX-512: every such

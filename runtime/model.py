@@ -2,10 +2,17 @@
 in place from the mapped file, and the C forward pass (csrc/engine/model.c).
 
 Every hyperparameter comes from the file; nothing is assumed about a model family.
-Python owns every buffer (numpy arrays, kept alive here); C only fills them.
+The state is in three parts, as in C (api.h): the weights (read-only), the KV cache
+of `n_seq` sequences, and the scratch of one forward call. Python owns the memory
+(numpy arrays, kept alive here); C says how much it needs and fills it.
+
+`forward` and `hidden` run one sequence's tokens (long inputs in chunks of
+`max_batch`); `decode` runs one batch of rows of several sequences, each row
+`(token, position, sequence)`, as the server's continuous batching does.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,26 +24,56 @@ from runtime.model_check import (  # noqa: F401  (ModelConfig, check_model: part
     ModelConfig, ModelError, check_model, global_tensors, layer_tensors,
 )
 
+_ERRORS = {
+    "LP_ECONTEXT": "the position is past the context size",
+    "LP_ETOKEN": "a token id is outside the vocabulary",
+    "LP_EBATCH": "the batch is empty or larger than the scratch holds",
+    "LP_EWORK": "the scratch is too small for a matrix product",
+    "LP_ESHAPE": "the model's shapes do not fit the cache or scratch",
+    "LP_EPOS": "a row's position is not its sequence's next one",
+    "LP_ESEQ": "no such sequence",
+    "LP_EUNKNOWN_TYPE": "a tensor type the kernels do not take",
+    "LP_EBAD_SIZE": "a bad buffer size",
+}
+
+
+def _error(rc: int) -> str:
+    for name, text in _ERRORS.items():
+        if getattr(lib, name) == rc:
+            return f"{text} (error {rc})"
+    return f"error {rc}"
+
+
+def _aligned(nbytes: int) -> np.ndarray:
+    """nbytes of zeroed memory at a 64-byte aligned address (C lays its buffers out in it)."""
+    raw = np.zeros(nbytes + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + nbytes]
+
 
 class Model:
-    """A loaded model with its KV cache; `forward` runs tokens through it."""
+    """A loaded model with the KV cache of `n_seq` sequences; `forward` and `decode` run tokens."""
 
     def __init__(self, f: GGUFFile, n_ctx: int | None = None, n_threads: int | None = None,
-                 max_batch: int = 512) -> None:
+                 max_batch: int = 512, n_seq: int = 1) -> None:
         self.file = f
         self.config = cfg = check_model(f)  # everything the file says, before any allocation
         self.n_ctx = int(min(n_ctx or cfg.n_ctx_train, cfg.n_ctx_train) if n_ctx else cfg.n_ctx_train)
         if self.n_ctx < 1:
             raise ModelError(f"context size must be positive, got {self.n_ctx}")
+        if n_seq < 1:
+            raise ModelError(f"the number of sequences must be positive, got {n_seq}")
         self.n_threads = n_threads or kernels.default_threads()
-        self.max_batch = max(1, min(max_batch, self.n_ctx))
+        self.max_batch = max(1, min(max_batch, self.n_ctx * n_seq))
+        self.n_seq = n_seq
         self._keep: list[Any] = []  # every array and cdata C points into
-        self._c = ffi.new("lp_model *")
+        self._w = ffi.new("lp_weights *")
         self._bind_weights()
         try:
             self._allocate()
         except MemoryError:
-            raise ModelError(f"not enough memory for a context of {self.n_ctx} positions with "
+            each = f" for each of {n_seq} sequences" if n_seq > 1 else ""
+            raise ModelError(f"not enough memory for a context of {self.n_ctx} positions{each} with "
                              f"{self.n_threads} threads (try a smaller -c)") from None
 
     # -- weights -------------------------------------------------------------
@@ -57,101 +94,152 @@ class Model:
         return out[0]
 
     def _bind_weights(self) -> None:
-        cfg, c = self.config, self._c
+        cfg, w = self.config, self._w
+        for name in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_rot", "n_ff",
+                     "n_expert", "n_expert_used", "rms_eps", "rope_base", "rope_freq_scale"):
+            setattr(w, name, getattr(cfg, name))
         names = {field: name for field, (name, _) in global_tensors(cfg).items()}
         if names["output"] not in self.file.tensors:
             names["output"] = names["tok_embd"]  # tied: the output reuses the embeddings
         for field, name in names.items():
-            setattr(c, field, self._tensor(name))
+            setattr(w, field, self._tensor(name))
         layers = ffi.new("lp_layer[]", cfg.n_layer)
         self._keep.append(layers)
         for i in range(cfg.n_layer):
             for field, (name, _) in layer_tensors(cfg, i).items():
                 setattr(layers[i], field, self._tensor(name))
-        c.layers = layers
+        w.layers = layers
 
-    # -- buffers -------------------------------------------------------------
-
-    def _buf(self, shape: tuple[int, ...], dtype: Any = np.float32) -> Any:
-        a = np.zeros(shape, dtype=dtype)
-        self._keep.append(a)
-        return ffi.cast("float *" if dtype == np.float32 else "int32_t *" if dtype == np.int32
-                        else "uint16_t *", ffi.from_buffer(a))
+    # -- cache and scratch -----------------------------------------------------
 
     def _allocate(self) -> None:
-        cfg, c, B = self.config, self._c, self.max_batch
-        for name in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_rot", "n_ff",
-                     "n_expert", "n_expert_used", "rms_eps", "rope_base", "rope_freq_scale"):
-            setattr(c, name, getattr(cfg, name))
-        c.n_ctx, c.max_batch, c.n_threads = self.n_ctx, B, self.n_threads
-        wide = max(cfg.n_embd, cfg.q_dim)
-        k_len = -(-self.n_ctx // lib.LP_KV_BLOCK) * lib.LP_KV_BLOCK  # whole blocks of positions
-        self.k_cache = np.zeros((cfg.n_layer, k_len * cfg.kv_dim), np.uint16)
-        self.v_cache = np.zeros((cfg.n_layer, k_len * cfg.kv_dim), np.uint16)
-        self._keep += [self.k_cache, self.v_cache]
-        c.k_cache = ffi.cast("uint16_t *", ffi.from_buffer(self.k_cache))
-        c.v_cache = ffi.cast("uint16_t *", ffi.from_buffer(self.v_cache))
-        c.x, c.xb, c.xb2 = self._buf((B, cfg.n_embd)), self._buf((B, wide)), self._buf((B, wide))
-        c.q, c.k, c.v = self._buf((B, cfg.q_dim)), self._buf((B, cfg.kv_dim)), self._buf((B, cfg.kv_dim))
-        c.hb, c.hb2 = self._buf((B, cfg.n_ff)), self._buf((B, cfg.n_ff))
-        c.att = self._buf((self.n_threads, lib.LP_ATT_ROWS * k_len))
-        c.att_part = self._buf((cfg.n_head_kv, lib.LP_ATT_SEGS, lib.LP_ATT_ROWS, cfg.head_dim + 2))
-        E, K = max(cfg.n_expert, 1), max(cfg.n_expert_used, 1)
-        c.router = self._buf((B, E))
-        c.moe_x, c.moe_y = self._buf((B, cfg.n_embd)), self._buf((B, cfg.n_embd))
-        c.moe_rows, c.moe_w = self._buf((B,), np.int32), self._buf((B,))
-        c.moe_sel, c.moe_sel_w = self._buf((B, K), np.int32), self._buf((B, K))
-        work = max(lib.lp_matmul_multi_work_size(types, len(types), group[0].cols, B, self.n_threads)
-                   for group in self._matrix_groups() for types in [ffi.new("int[]", [t.type for t in group])])
-        self._work = np.zeros(max(work, 1), np.uint8)
-        c.work, c.work_size = ffi.from_buffer(self._work), self._work.nbytes
+        kv_bytes = lib.lp_kv_size(self._w, self.n_seq, self.n_ctx)
+        scratch_bytes = lib.lp_scratch_size(self._w, self.max_batch, self.n_ctx, self.n_threads)
+        for rc in (kv_bytes, scratch_bytes):
+            if rc < 0:
+                raise ModelError(f"cannot lay out the model's buffers: {_error(int(rc))}")
+        self._kv_mem, self._scratch_mem = _aligned(int(kv_bytes)), _aligned(int(scratch_bytes))
+        self._kv, self._scratch = ffi.new("lp_kv *"), ffi.new("lp_scratch *")
+        for rc in (lib.lp_kv_init(self._kv, self._w, ffi.from_buffer(self._kv_mem), kv_bytes, self.n_seq,
+                                  self.n_ctx),
+                   lib.lp_scratch_init(self._scratch, self._w, ffi.from_buffer(self._scratch_mem), scratch_bytes,
+                                       self.max_batch, self.n_ctx, self.n_threads)):
+            if rc != 0:
+                raise ModelError(f"cannot lay out the model's buffers: {_error(rc)}")
 
-    def _matrix_groups(self) -> list[list[Any]]:
-        """The weight matrices as the forward pass multiplies them: the projections
-        of one input (q, k, v; gate, up) together."""
-        c = self._c
-        out = [[c.output]]
-        for i in range(self.config.n_layer):
-            L = c.layers[i]
-            out += [[L.wq, L.wk, L.wv], [L.wo]]
-            out += ([[L.ffn_gate_inp], [L.ffn_gate_exps, L.ffn_up_exps], [L.ffn_down_exps]] if self.config.n_expert
-                    else [[L.ffn_gate, L.ffn_up], [L.ffn_down]])
-        return out
+    @property
+    def kv_bytes(self) -> int:
+        """Bytes of the KV cache (all sequences)."""
+        return int(self._kv_mem.nbytes)
+
+    @property
+    def scratch_bytes(self) -> int:
+        return int(self._scratch_mem.nbytes)
+
+    # -- sequences -------------------------------------------------------------
+
+    def _check_seq(self, seq: int) -> None:
+        if not 0 <= seq < self.n_seq:
+            raise ModelError(f"sequence {seq} does not exist (0..{self.n_seq - 1})")
+
+    def seq_len(self, seq: int = 0) -> int:
+        """Positions sequence `seq` holds in the cache."""
+        self._check_seq(seq)
+        return int(self._kv.len[seq])
+
+    def copy_prefix(self, src: int, dst: int, n: int) -> None:
+        """Sequence dst becomes the first n positions of sequence src (copied, not recomputed)."""
+        self._check_seq(src)
+        self._check_seq(dst)
+        if not 0 <= n <= self.seq_len(src):
+            raise ModelError(f"sequence {src} holds {self.seq_len(src)} positions, not {n}")
+        rc = lib.lp_kv_copy(self._kv, src, dst, n)
+        if rc != 0:
+            raise ModelError(f"cache copy failed: {_error(rc)}")
+
+    def truncate(self, seq: int, n: int) -> None:
+        """Sequence seq keeps its first n positions (0: cleared)."""
+        self._check_seq(seq)
+        rc = lib.lp_kv_truncate(self._kv, seq, max(0, n))
+        if rc != 0:
+            raise ModelError(f"cache truncate failed: {_error(rc)}")
+
+    def clear(self, seq: int) -> None:
+        self.truncate(seq, 0)
 
     # -- forward -------------------------------------------------------------
 
-    def forward(self, tokens: list[int] | np.ndarray, pos: int, all_logits: bool = False) -> np.ndarray:
-        """Runs tokens at positions pos.. (the cache holds 0..pos-1).
+    def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],
+               outputs: Sequence[bool] | None = None, hidden: bool = False) -> np.ndarray:
+        """One forward call over a batch of rows (token, position, sequence); a sequence's rows come
+        in order of position, the first at its length. Returns the marked rows' float32 logits
+        (rows, n_vocab), or final-norm hidden states (rows, n_embd) with hidden; `outputs` None
+        marks the last row only."""
+        n = len(tokens)
+        if n == 0:
+            raise ModelError("no tokens to evaluate")
+        if n > self.max_batch:
+            raise ModelError(f"a batch of {n} rows is larger than {self.max_batch}")
+        if not (len(positions) == len(seqs) == n and (outputs is None or len(outputs) == n)):
+            raise ModelError("tokens, positions, sequences and outputs differ in length")
+        ids = np.ascontiguousarray(tokens, dtype=np.int32)
+        pos = np.ascontiguousarray(positions, dtype=np.int32)
+        seq = np.ascontiguousarray(seqs, dtype=np.int32)
+        mark = np.zeros(n, np.int8) if outputs is not None else None
+        if mark is not None:
+            mark[:] = np.asarray(outputs, dtype=bool)
+        bad = ids[(ids < 0) | (ids >= self.config.n_vocab)]
+        if bad.size:
+            raise ModelError(f"token id {int(bad[0])} is outside the vocabulary (0..{self.config.n_vocab - 1})")
+        if int(pos.max()) >= self.n_ctx:
+            raise ModelError(f"position {int(pos.max())} exceeds the context size {self.n_ctx}")
+        rows = 1 if mark is None else int(mark.sum())
+        out = np.empty((rows, self.config.n_embd if hidden else self.config.n_vocab), np.float32)
+        batch = ffi.new("lp_batch *")
+        keep = (ids, pos, seq, mark)
+        batch.n = n
+        batch.token = ffi.cast("int32_t *", ffi.from_buffer(ids))
+        batch.pos = ffi.cast("int32_t *", ffi.from_buffer(pos))
+        batch.seq = ffi.cast("int32_t *", ffi.from_buffer(seq))
+        batch.out = ffi.cast("int8_t *", ffi.from_buffer(mark)) if mark is not None else ffi.NULL
+        rc = lib.lp_decode(self._w, self._kv, self._scratch, batch,
+                           ffi.cast("float *", ffi.from_buffer(out)), lib.LP_OUT_HIDDEN if hidden else lib.LP_OUT_LOGITS)
+        del keep
+        if rc != 0:
+            raise ModelError(f"forward pass failed: {_error(rc)}")
+        return out
+
+    def forward(self, tokens: list[int] | np.ndarray, pos: int, all_logits: bool = False, seq: int = 0) -> np.ndarray:
+        """Runs tokens at positions pos.. of sequence seq (the cache keeps its positions 0..pos-1
+        and drops the rest).
 
         Returns float32 logits (n_vocab,) of the last token, or (n, n_vocab) with all_logits.
         Long inputs go through in chunks of max_batch.
         """
-        out = self._run(tokens, pos, lib.LP_OUT_ALL_LOGITS if all_logits else lib.LP_OUT_LAST_LOGITS)
+        out = self._run(tokens, pos, seq, all_rows=all_logits, hidden=False)
         return out if all_logits else out[0]
 
-    def hidden(self, tokens: list[int] | np.ndarray, pos: int) -> np.ndarray:
+    def hidden(self, tokens: list[int] | np.ndarray, pos: int, seq: int = 0) -> np.ndarray:
         """Final-norm hidden states (n, n_embd) of the tokens run at positions pos.. (embeddings)."""
-        return self._run(tokens, pos, lib.LP_OUT_HIDDEN)
+        return self._run(tokens, pos, seq, all_rows=True, hidden=True)
 
-    def _run(self, tokens: list[int] | np.ndarray, pos: int, output: int) -> np.ndarray:
+    def _run(self, tokens: list[int] | np.ndarray, pos: int, seq: int, all_rows: bool, hidden: bool) -> np.ndarray:
         ids = np.ascontiguousarray(tokens, dtype=np.int32).reshape(-1)
         n = ids.size
+        self._check_seq(seq)
         if n == 0:
             raise ModelError("no tokens to evaluate")
         if pos < 0 or pos + n > self.n_ctx:
             raise ModelError(f"{pos + n} tokens exceed the context size {self.n_ctx}")
-        bad = ids[(ids < 0) | (ids >= self.config.n_vocab)]
-        if bad.size:
-            raise ModelError(f"token id {int(bad[0])} is outside the vocabulary (0..{self.config.n_vocab - 1})")
-        every_row = output != lib.LP_OUT_LAST_LOGITS
-        width = self.config.n_embd if output == lib.LP_OUT_HIDDEN else self.config.n_vocab
-        out = np.empty((n if every_row else 1, width), np.float32)
+        if pos > self.seq_len(seq):
+            raise ModelError(f"position {pos} is past the {self.seq_len(seq)} positions sequence {seq} holds")
+        self.truncate(seq, pos)
+        parts = []
         for start in range(0, n, self.max_batch):
             chunk = ids[start:start + self.max_batch]
-            # rows of out for this chunk; the last-logits mode keeps only the final chunk's
-            dst = out[start:start + chunk.size] if every_row else out
-            rc = lib.lp_forward(self._c, ffi.cast("int32_t *", ffi.from_buffer(chunk)), chunk.size, pos + start,
-                                ffi.cast("float *", ffi.from_buffer(dst)), output)
-            if rc != 0:
-                raise ModelError(f"forward pass failed (error {rc})")
-        return out
+            marks = [True] * chunk.size if all_rows else None  # None: the last row
+            out = self.decode(chunk, np.arange(pos + start, pos + start + chunk.size), np.full(chunk.size, seq), marks,
+                              hidden=hidden)
+            if all_rows or start + self.max_batch >= n:
+                parts.append(out)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

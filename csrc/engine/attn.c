@@ -1,6 +1,7 @@
-// attn.c — causal attention over the fp16 KV cache, for a batch of n tokens.
+// attn.c — causal attention over the fp16 KV cache, for a batch of rows of one or
+// several sequences; each row attends to positions 0..pos of its own sequence.
 //
-// K and V are cached alike: per kv head, blocks of LP_KV_BLOCK positions, each
+// K and V are cached alike: per sequence, layer and kv head, blocks of LP_KV_BLOCK positions, each
 // (head_dim, LP_KV_BLOCK), the head's blocks one after another. A 16-position tile
 // of scores reads one contiguous run of head_dim * 16 keys; the outputs sum, per
 // dimension, 8 contiguous positions at a time; and all a head reads at a context of
@@ -8,16 +9,17 @@
 // n_ctx would touch a page per dimension: while decoding at short contexts every
 // one of those scattered lines was a cache miss).
 //
-// Work is split by kv head: the query rows of one kv head are its group of query
-// heads times the n tokens, ordered (token, head); a chunk takes up to LP_ATT_ROWS
+// Work is split by sequence and kv head: the query rows of one kv head are its group
+// of query heads times the sequence's rows in the batch, ordered (row, head); a
+// chunk takes up to LP_ATT_ROWS
 // of them, so every key and value it reads serves several rows (the query heads of
 // a group during decoding; neighbouring tokens too during prompt processing).
-// When that makes fewer chunks than twice the threads (decoding a model with few
-// kv heads: SmolLM2 has 3), each head's positions are also split into segments of
+// When that makes fewer chunks than twice the threads (decoding one sequence of a
+// model with few kv heads: SmolLM2 has 3), each head's positions are also split into segments of
 // whole K blocks, and the segments' results are merged afterwards (flash-decoding):
 // otherwise one thread would take two heads' reads while the other takes one.
 // Per chunk, over its positions p in [p0, p1):
-//   s[i][p] = q_i . k_p / sqrt(head_dim)            p < len_i = pos + t_i + 1
+//   s[i][p] = q_i . k_p / sqrt(head_dim)            p < len_i = pos_i + 1
 //   m_i = max s[i][p], e[i][p] = exp(s[i][p] - m_i), l_i = sum e[i][p]
 //   o_i[d] = sum over p of e[i][p] v_p[d]
 // and out_i = o_i / l_i, or, over segments, out_i = sum w o_i / sum w l_i with
@@ -29,9 +31,16 @@
 #include "simd.h"
 
 typedef struct {
-    const lp_model *m;
-    const uint16_t *kt, *vt;   // this layer's cache: K and V per head in blocks
-    int n, pos, group, rows_per_head, rows_per_chunk, chunks_per_head;
+    const lp_weights *w;
+    const lp_kv *kv;
+    const lp_scratch *s;
+    const lp_batch *b;
+    const lp_seq_groups *g;    // the batch's rows by sequence
+    const float *q;            // (n, q_dim)
+    float *out;                // (n, q_dim)
+    const int32_t *first;      // (groups + 1) each group's first chunk of kv heads
+    int layer, group;          // group: query heads per kv head
+    int64_t score_len;         // scores per row: n_ctx rounded up to whole blocks
     int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
     int simd;
 } attn_ctx;
@@ -49,6 +58,7 @@ typedef struct {
 // Dimension d of position p of one kv head's keys or values (kt: the head's first
 // dimension in block 0; ks: the stride of the blocks).
 #define LP_KEY(kt, ks, d, p) ((kt)[(int64_t)((p) / LP_KV_BLOCK) * (ks) + (d) * LP_KV_BLOCK + (p) % LP_KV_BLOCK])
+// (ks = lp_kv_index(hd, 0, LP_KV_BLOCK): the cache's layout, lp.h, seen from one head)
 
 static void scores_ref(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, int p0, int p1,
                        float scale) {
@@ -208,40 +218,48 @@ LP_AVX2_END
 
 // ---------------------------------------------------------------------------
 
-static int64_t ctx_blocks(const lp_model *m) {
-    return ((int64_t)m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
+// Partial result of (sequence group and kv head, segment, row): o[head_dim], then m, l.
+static float *part_of(const attn_ctx *c, int head_chunk, int seg, int row) {
+    return c->s->att_part + (((int64_t)head_chunk * LP_ATT_SEGS + seg) * LP_ATT_ROWS + row) * (c->w->head_dim + 2);
 }
 
-// Partial result of (kv head, segment, row): o[head_dim], then m, l.
-static float *part_of(const lp_model *m, int kvh, int seg, int row) {
-    return m->att_part + (((int64_t)kvh * LP_ATT_SEGS + seg) * LP_ATT_ROWS + row) * (m->head_dim + 2);
+// Query row `row` of a group's kv head: its batch row t and query head h.
+static void query_row(const attn_ctx *c, int g, int kvh, int row, int *t, int *h) {
+    *t = c->g->order[c->g->groups[3 * g + 1] + row / c->group];
+    *h = kvh * c->group + row % c->group;
 }
 
 static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
-    const lp_model *m = c->m;
-    const int hd = m->head_dim, q_dim = m->n_head * hd;
+    const lp_weights *w = c->w;
+    const int hd = w->head_dim, q_dim = w->n_head * hd;
     const int seg = chunk % c->segs, head_chunk = chunk / c->segs;
-    const int kvh = head_chunk / c->chunks_per_head;
-    const int row0 = head_chunk % c->chunks_per_head * c->rows_per_chunk;
-    const int nr = c->rows_per_head - row0 < c->rows_per_chunk ? c->rows_per_head - row0 : c->rows_per_chunk;
+    // the chunk's sequence group: first[g] <= head_chunk < first[g + 1]
+    int g = 0;
+    while (c->first[g + 1] <= head_chunk) g++;
+    const int rows_per_head = c->g->groups[3 * g + 2] * c->group;
+    const int cph = (rows_per_head + LP_ATT_ROWS - 1) / LP_ATT_ROWS, local = head_chunk - c->first[g];
+    const int kvh = local / cph, row0 = local % cph * LP_ATT_ROWS;
+    const int nr = rows_per_head - row0 < LP_ATT_ROWS ? rows_per_head - row0 : LP_ATT_ROWS;
     const int p0 = seg * c->seg_len;
     const float scale = 1.0f / sqrtf((float)hd);
     attn_rows r;
     memset(&r, 0, sizeof(r));
-    float *s = m->att + (int64_t)ith * LP_ATT_ROWS * ctx_blocks(m);
+    float *s = c->s->att + (int64_t)ith * LP_ATT_ROWS * c->score_len;
     for (int i = 0; i < nr; i++) {
-        const int row = row0 + i, t = row / c->group, h = kvh * c->group + row % c->group;
-        const int len = c->pos + t + 1 - p0;  // this row's positions in the segment
-        r.q[i] = m->q + (int64_t)t * q_dim + h * hd;
-        r.out[i] = c->segs == 1 ? m->xb2 + (int64_t)t * q_dim + h * hd : part_of(m, kvh, seg, row);
-        r.s[i] = s + (int64_t)i * ctx_blocks(m);
+        int t, h;
+        query_row(c, g, kvh, row0 + i, &t, &h);
+        const int len = c->b->pos[t] + 1 - p0;  // this row's positions in the segment
+        r.q[i] = c->q + (int64_t)t * q_dim + h * hd;
+        r.out[i] = c->segs == 1 ? c->out + (int64_t)t * q_dim + h * hd : part_of(c, head_chunk, seg, row0 + i);
+        r.s[i] = s + (int64_t)i * c->score_len;
         r.len[i] = len < 0 ? 0 : len < c->seg_len ? len : c->seg_len;
     }
-    // the segment's keys and values: from block p0 / LP_KV_BLOCK on
-    const int64_t ks = (int64_t)hd * LP_KV_BLOCK;
-    const uint16_t *kt = c->kt + (int64_t)kvh * ctx_blocks(m) * hd + (int64_t)(p0 / LP_KV_BLOCK) * ks;
-    const uint16_t *vt = c->vt + (int64_t)kvh * ctx_blocks(m) * hd + (int64_t)(p0 / LP_KV_BLOCK) * ks;
+    // the segment's keys and values: the group's sequence, from block p0 / LP_KV_BLOCK on
+    const int seq = c->g->groups[3 * g];
+    const int64_t ks = lp_kv_index(hd, 0, LP_KV_BLOCK), at = lp_kv_index(hd, 0, p0);
+    const uint16_t *kt = lp_kv_head(c->kv, c->kv->k, seq, c->layer, kvh) + at;
+    const uint16_t *vt = lp_kv_head(c->kv, c->kv->v, seq, c->layer, kvh) + at;
 #if LP_X86
     if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
@@ -268,46 +286,60 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
 // out = sum over segments of w o / sum of w l, w = exp(m - the largest m): each
 // segment's sums rescaled to one common maximum. Segments a row does not reach have
 // l = 0 and m = -inf (w = 0). A segment with NaN scores (l or m NaN) is not skipped:
-// its NaN reaches the output, as it does without segments.
+// its NaN reaches the output, as it does without segments. (Segments are used only
+// when each group's kv head is one chunk: head_chunk = g * n_head_kv + kvh.)
 static void merge_segments(const attn_ctx *c) {
-    const lp_model *m = c->m;
-    const int hd = m->head_dim, q_dim = m->n_head * hd;
-    for (int kvh = 0; kvh < m->n_head_kv; kvh++)
-        for (int row = 0; row < c->rows_per_head; row++) {
-            const int t = row / c->group, h = kvh * c->group + row % c->group;
-            float *out = m->xb2 + (int64_t)t * q_dim + h * hd;
-            float top = -INFINITY;
-            for (int g = 0; g < c->segs; g++) {
-                const float *p = part_of(m, kvh, g, row);
-                if (p[hd + 1] != 0.0f && p[hd] > top) top = p[hd];
+    const lp_weights *w = c->w;
+    const int hd = w->head_dim, q_dim = w->n_head * hd;
+    for (int g = 0; g < c->g->n; g++)
+        for (int kvh = 0; kvh < w->n_head_kv; kvh++)
+            for (int row = 0; row < c->g->groups[3 * g + 2] * c->group; row++) {
+                const int head_chunk = g * w->n_head_kv + kvh;
+                int t, h;
+                query_row(c, g, kvh, row, &t, &h);
+                float *out = c->out + (int64_t)t * q_dim + h * hd;
+                float top = -INFINITY;
+                for (int sg = 0; sg < c->segs; sg++) {
+                    const float *p = part_of(c, head_chunk, sg, row);
+                    if (p[hd + 1] != 0.0f && p[hd] > top) top = p[hd];
+                }
+                float lsum = 0.0f;
+                for (int d = 0; d < hd; d++) out[d] = 0.0f;
+                for (int sg = 0; sg < c->segs; sg++) {
+                    const float *p = part_of(c, head_chunk, sg, row);
+                    if (p[hd + 1] == 0.0f) continue;
+                    const float wt = expf(p[hd] - top);
+                    lsum += wt * p[hd + 1];
+                    for (int d = 0; d < hd; d++) out[d] += wt * p[d];
+                }
+                const float inv = 1.0f / lsum;
+                for (int d = 0; d < hd; d++) out[d] *= inv;
             }
-            float lsum = 0.0f;
-            for (int d = 0; d < hd; d++) out[d] = 0.0f;
-            for (int g = 0; g < c->segs; g++) {
-                const float *p = part_of(m, kvh, g, row);
-                if (p[hd + 1] == 0.0f) continue;
-                const float w = expf(p[hd] - top);
-                lsum += w * p[hd + 1];
-                for (int d = 0; d < hd; d++) out[d] += w * p[d];
-            }
-            const float inv = 1.0f / lsum;
-            for (int d = 0; d < hd; d++) out[d] *= inv;
-        }
 }
 
-void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int n, int pos) {
-    const int group = m->n_head / m->n_head_kv;
+void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batch *b, const lp_seq_groups *g,
+                  const float *q, float *out, const lp_scratch *s) {
     const int isa = lp_get_isa();
     attn_ctx c = {
-        .m = m, .kt = kt, .vt = vt, .n = n, .pos = pos, .group = group,
-        .rows_per_head = n * group, .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
+        .w = w, .kv = kv, .s = s, .b = b, .g = g, .q = q, .out = out, .layer = layer,
+        .group = w->n_head / w->n_head_kv, .first = s->att_first,
+        .score_len = ((int64_t)s->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK,
+        .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
     };
-    c.rows_per_chunk = LP_ATT_ROWS;
-    c.chunks_per_head = (c.rows_per_head + c.rows_per_chunk - 1) / c.rows_per_chunk;
+    // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time
+    int chunks = 0, one_per_head = 1, len = 0;
+    for (int i = 0; i < g->n; i++) {
+        const int cph = (g->groups[3 * i + 2] * c.group + LP_ATT_ROWS - 1) / LP_ATT_ROWS;
+        s->att_first[i] = chunks;
+        chunks += w->n_head_kv * cph;
+        one_per_head &= cph == 1;
+    }
+    s->att_first[g->n] = chunks;
+    for (int t = 0; t < b->n; t++) len = b->pos[t] + 1 > len ? b->pos[t] + 1 : len;
     // segments: enough for twice the threads, a multiple of the threads in all, long enough to pay
-    const int chunks = m->n_head_kv * c.chunks_per_head, nt = m->n_threads, len = pos + n;
+    const int nt = s->n_threads;
     c.segs = 1;
-    if (c.chunks_per_head == 1 && nt > 1 && chunks < 2 * nt) {
+    if (one_per_head && nt > 1 && chunks < 2 * nt) {
         int segs = (2 * nt + chunks - 1) / chunks;
         while ((chunks * segs) % nt && segs < LP_ATT_SEGS) segs++;
         const int most = len / LP_ATT_SEG_MIN;
@@ -317,7 +349,7 @@ void lp_attention(const lp_model *m, const uint16_t *kt, const uint16_t *vt, int
     }
     // a segment is whole K blocks
     c.seg_len = (int)(((len + c.segs - 1) / c.segs + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK);
-    if (c.segs == 1) c.seg_len = (int)ctx_blocks(m);
-    lp_parallel_chunks(attention_chunk, &c, chunks * c.segs, m->n_threads);
+    if (c.segs == 1) c.seg_len = (int)c.score_len;
+    lp_parallel_chunks(attention_chunk, &c, chunks * c.segs, nt);
     if (c.segs > 1) merge_segments(&c);
 }

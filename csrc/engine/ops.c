@@ -89,20 +89,19 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 }
 
 // Rotary embedding, GGML's "normal" mode (adjacent pairs), for n rows of n_head
-// heads of head_dim values; row r sits at position pos0 + r. The first n_rot
+// heads of head_dim values; row r sits at position pos[r]. The first n_rot
 // values of each head rotate: pair i by angle pos * freq_scale * base^(-2i/n_rot),
 // the per-pair factor built by repeated multiplication as GGML does. Any float
 // base and scale are safe (NaN or inf angles give NaN values); only whole pairs
 // within the head rotate, whatever n_rot says.
-void lp_rope(float *x, int64_t n, int n_head, int head_dim, int n_rot, int64_t pos0, float freq_base,
+void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
              float freq_scale) {
     const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
     const int rot = n_rot < head_dim ? n_rot : head_dim;
     for (int64_t r = 0; r < n; r++) {
-        const float pos = (float)(pos0 + r);
         for (int h = 0; h < n_head; h++) {
             float *v = x + (r * n_head + h) * head_dim;
-            float theta = pos;
+            float theta = (float)pos[r];
             for (int i = 0; i + 1 < rot; i += 2) {
                 const float a = freq_scale * theta;
                 const float c = cosf(a), s = sinf(a);

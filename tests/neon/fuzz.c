@@ -226,7 +226,8 @@ static void check_ops(int isa, int pattern) {
         for (size_t r = 0; r < sizeof(rots) / sizeof(rots[0]); r++) {
             float *q = malloc(sizeof(float) * 2 * 3 * 32);  // 2 rows, 3 heads of 32
             fill(q, 2 * 3 * 32, pattern);
-            lp_rope(q, 2, 3, 32, rots[r], 1000000, bases[b], b % 2 ? NAN : 0.5f);
+            const int32_t pos[2] = { 1000000, 2147483647 };
+            lp_rope(q, 2, pos, 3, 32, rots[r], bases[b], b % 2 ? NAN : 0.5f);
             free(q);
         }
     const int lens[] = { 0, 1, 7, 8, 33, 1000 };
@@ -277,20 +278,35 @@ static lp_tensor new_norm(int64_t dim, int damage) {
 
 static float *zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
 
+// A model as lp_decode takes it: weights, a cache of FZ_SEQ sequences, scratch.
+enum { FZ_SEQ = 2, FZ_CTX = 600, FZ_BATCH = 32 };
+typedef struct {
+    lp_weights w;
+    lp_kv kv;
+    lp_scratch s;
+    void *kv_mem, *s_mem;
+} fz_model;
+
+static void *aligned_zeros(int64_t bytes) {
+    void *p = aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64));
+    memset(p, 0, (size_t)bytes);
+    return p;
+}
+
 // types: tok_embd, output, wq, wk, wv, wo, ffn gate (or router), gate, up, down
-static lp_model *new_model(const int *types, int n_expert, int damage) {
-    lp_model *m = calloc(1, sizeof(lp_model));
+static fz_model *new_model(const int *types, int n_expert, int damage) {
+    fz_model *m = calloc(1, sizeof(fz_model));
     const int D = 256, F = 256, V = 40, L = 2, H = 4, HKV = 2, HD = 64, E = n_expert;
-    *m = (lp_model){ .n_vocab = V, .n_embd = D, .n_layer = L, .n_head = H, .n_head_kv = HKV, .head_dim = HD,
-                     .n_rot = HD, .n_ff = F, .n_expert = E, .n_expert_used = E ? 2 : 0, .n_ctx = 600,
-                     .max_batch = 32, .n_threads = 2, .rms_eps = 1e-5f, .rope_base = 10000.0f,
-                     .rope_freq_scale = 1.0f };
-    m->tok_embd = new_tensor(types[0], 1, V, D, damage);
-    m->output = new_tensor(types[1], 1, V, D, damage);
-    m->output_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
-    m->layers = calloc(L, sizeof(lp_layer));
+    lp_weights *w = &m->w;
+    *w = (lp_weights){ .n_vocab = V, .n_embd = D, .n_layer = L, .n_head = H, .n_head_kv = HKV, .head_dim = HD,
+                       .n_rot = HD, .n_ff = F, .n_expert = E, .n_expert_used = E ? 2 : 0, .rms_eps = 1e-5f,
+                       .rope_base = 10000.0f, .rope_freq_scale = 1.0f };
+    w->tok_embd = new_tensor(types[0], 1, V, D, damage);
+    w->output = new_tensor(types[1], 1, V, D, damage);
+    w->output_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
+    w->layers = calloc(L, sizeof(lp_layer));
     for (int l = 0; l < L; l++) {
-        lp_layer *y = &m->layers[l];
+        lp_layer *y = &w->layers[l];
         y->attn_norm = new_norm(D, l == 0 ? damage : D_NONE);
         y->ffn_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
         y->wq = new_tensor(types[2], 1, H * HD, D, damage);
@@ -308,59 +324,70 @@ static lp_model *new_model(const int *types, int n_expert, int damage) {
             y->ffn_down = new_tensor(types[9], 1, D, F, damage);
         }
     }
-    const int64_t B = m->max_batch, kv = HKV * HD, k_len = (m->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK;
-    m->k_cache = calloc((size_t)(L * k_len * kv), sizeof(uint16_t));
-    m->v_cache = calloc((size_t)(L * k_len * kv), sizeof(uint16_t));
-    m->x = zeros(B * D); m->xb = zeros(B * D); m->xb2 = zeros(B * D);
-    m->q = zeros(B * H * HD); m->k = zeros(B * kv); m->v = zeros(B * kv);
-    m->hb = zeros(B * F); m->hb2 = zeros(B * F);
-    m->att = zeros(m->n_threads * LP_ATT_ROWS * k_len);
-    m->att_part = zeros((int64_t)HKV * LP_ATT_SEGS * LP_ATT_ROWS * (HD + 2));
-    m->router = zeros(B * (E ? E : 1));
-    m->moe_x = zeros(B * D); m->moe_y = zeros(B * D);
-    m->moe_rows = calloc((size_t)B, sizeof(int32_t)); m->moe_w = zeros(B);
-    m->moe_sel = calloc((size_t)(B * 2), sizeof(int32_t)); m->moe_sel_w = zeros(B * 2);
-    int64_t work = 0;
-    for (int i = 0; i < 10; i++) {
-        const int64_t one = lp_matmul_multi_work_size(&types[i], 1, D, B, m->n_threads);
-        work = one > work ? one : work;
+    const int64_t kv_bytes = lp_kv_size(w, FZ_SEQ, FZ_CTX), s_bytes = lp_scratch_size(w, FZ_BATCH, FZ_CTX, 2);
+    m->kv_mem = aligned_zeros(kv_bytes);
+    m->s_mem = aligned_zeros(s_bytes);
+    if (lp_kv_init(&m->kv, w, m->kv_mem, kv_bytes, FZ_SEQ, FZ_CTX) || 
+        lp_scratch_init(&m->s, w, m->s_mem, s_bytes, FZ_BATCH, FZ_CTX, 2)) {
+        fprintf(stderr, "cannot lay out the fuzz model's cache and scratch\n");
+        exit(2);
     }
-    const int64_t qkv = lp_matmul_multi_work_size(&types[2], 3, D, B, m->n_threads);
-    const int64_t gu = lp_matmul_multi_work_size(&types[7], 2, D, B, m->n_threads);
-    work = qkv > work ? qkv : work;
-    work = gu > work ? gu : work;
-    m->work = malloc((size_t)work);
-    m->work_size = work;
     return m;
 }
 
 static void free_tensor(lp_tensor *t) { free((void *)t->data); }
 
-static void free_model(lp_model *m) {
-    free_tensor(&m->tok_embd); free_tensor(&m->output); free_tensor(&m->output_norm);
-    for (int l = 0; l < m->n_layer; l++) {
-        lp_tensor *ts = &m->layers[l].attn_norm;  // every lp_tensor of the layer, in order
+static void free_model(fz_model *m) {
+    lp_weights *w = &m->w;
+    free_tensor(&w->tok_embd); free_tensor(&w->output); free_tensor(&w->output_norm);
+    for (int l = 0; l < w->n_layer; l++) {
+        lp_tensor *ts = &w->layers[l].attn_norm;  // every lp_tensor of the layer, in order
         for (int i = 0; i < (int)(sizeof(lp_layer) / sizeof(lp_tensor)); i++) free_tensor(&ts[i]);
     }
-    free(m->layers); free(m->k_cache); free(m->v_cache);
-    free(m->x); free(m->xb); free(m->xb2); free(m->q); free(m->k); free(m->v); free(m->hb); free(m->hb2);
-    free(m->att); free(m->att_part); free(m->router); free(m->moe_x); free(m->moe_y); free(m->moe_rows);
-    free(m->moe_w); free(m->moe_sel); free(m->moe_sel_w); free(m->work);
+    free(w->layers); free(m->kv_mem); free(m->s_mem);
     free(m);
 }
 
-// Runs n tokens at pos; 1 when it succeeded and the logits are as the damage says
-// (finite for a sound model, all NaN after a NaN norm; anything otherwise).
-static int run(lp_model *m, int n, int pos, int damage, int output) {
-    int32_t tokens[32];
-    for (int t = 0; t < n; t++) tokens[t] = (int32_t)(rnd() % (uint32_t)m->n_vocab);
-    const int rows = output == LP_OUT_LAST_LOGITS ? 1 : n, width = output == LP_OUT_HIDDEN ? m->n_embd : m->n_vocab;
+enum { OUT_LAST, OUT_ALL, OUT_HIDDEN };
+
+// Runs n tokens at positions pos.. of sequence seq (its cache jumps to pos: what lies
+// before holds zeros or earlier runs' values), and, when seq2 >= 0, n2 more rows of
+// sequence seq2 from its length on, in the same batch. 1 when it succeeded and the
+// outputs are as the damage says (finite for a sound model, all NaN after a NaN norm;
+// anything otherwise).
+static int run2(fz_model *m, int seq, int n, int pos, int seq2, int n2, int damage, int output) {
+    int32_t tokens[FZ_BATCH], positions[FZ_BATCH], seqs[FZ_BATCH];
+    int8_t marks[FZ_BATCH];
+    const int total = n + (seq2 >= 0 ? n2 : 0);
+    m->kv.len[seq] = pos;
+    for (int t = 0; t < total; t++) {
+        tokens[t] = (int32_t)(rnd() % (uint32_t)m->w.n_vocab);
+        seqs[t] = t < n ? seq : seq2;
+        positions[t] = t < n ? pos + t : m->kv.len[seq2] + t - n;
+        marks[t] = output != OUT_LAST || t == n - 1 || t == total - 1;
+    }
+    int rows = 0;
+    for (int t = 0; t < total; t++) rows += marks[t];
+    const int width = output == OUT_HIDDEN ? m->w.n_embd : m->w.n_vocab;
     float *out = zeros((int64_t)rows * width);
-    int ok = lp_forward(m, tokens, n, pos, out, output) == LP_OK;
+    const lp_batch b = { total, tokens, positions, seqs, marks };
+    int ok = lp_decode(&m->w, &m->kv, &m->s, &b, out, output == OUT_HIDDEN ? LP_OUT_HIDDEN : LP_OUT_LOGITS) == LP_OK;
     for (int i = 0; i < rows * width; i++)
         ok &= damage == D_NONE ? isfinite(out[i]) : damage == D_NAN_NORM ? isnan(out[i]) : 1;
     free(out);
     return ok;
+}
+
+static int run(fz_model *m, int n, int pos, int damage, int output) { return run2(m, 0, n, pos, -1, 0, damage, output); }
+
+// 1 when one decode row of sequence 0 is refused with code `want`.
+static int refused_with(fz_model *m, int want) {
+    int32_t tok = 0, pos = 0, seq = 0;
+    int8_t mark = 1;
+    float out[40];
+    m->kv.len[0] = 0;
+    const lp_batch b = { 1, &tok, &pos, &seq, &mark };
+    return lp_decode(&m->w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == want;
 }
 
 static void check_models(int isa) {
@@ -369,35 +396,65 @@ static void check_models(int isa) {
     lp_set_isa(isa);
     for (int damage = 0; damage < D_COUNT; damage++)
         for (int e = 0; e < 2; e++) {
-            lp_model *m = new_model(e ? moe : dense, e ? 4 : 0, damage);
-            int ok = run(m, 20, 0, damage, LP_OUT_LAST_LOGITS);  // prompt: the batched product
-            ok &= run(m, 1, 20, damage, LP_OUT_LAST_LOGITS);    // decoding
-            ok &= run(m, 3, 21, damage, LP_OUT_ALL_LOGITS);
-            ok &= run(m, 2, 24, damage, LP_OUT_HIDDEN);
+            fz_model *m = new_model(e ? moe : dense, e ? 4 : 0, damage);
+            int ok = run(m, 20, 0, damage, OUT_LAST);  // prompt: the batched product
+            ok &= run(m, 1, 20, damage, OUT_LAST);    // decoding
+            ok &= run(m, 3, 21, damage, OUT_ALL);
+            ok &= run(m, 2, 24, damage, OUT_HIDDEN);
+            // two sequences in one batch: a prompt chunk of one, decoding rows of the other
+            ok &= run2(m, 1, 12, 0, 0, 1, damage, OUT_ALL);
+            ok &= run2(m, 0, 1, 27, 1, 1, damage, OUT_LAST);
             // long contexts (the cache in between holds zeros): a batch, then decoding past 512
             // positions, where attention splits each head's positions into segments
-            ok &= run(m, 32, 520, damage, LP_OUT_LAST_LOGITS);
-            ok &= run(m, 1, 590, damage, LP_OUT_LAST_LOGITS);
+            ok &= run(m, 32, 520, damage, OUT_LAST);
+            ok &= run(m, 1, 590, damage, OUT_LAST);
+            ok &= run2(m, 0, 1, 591, 1, 1, damage, OUT_ALL);
             const char *what[D_COUNT] = { "forward, sound weights: finite logits", "forward, a NaN norm weight: NaN logits",
                                           "forward, huge norms", "forward, random bytes" };
             check(ok, what[damage], isa_name(isa), e ? "moe" : "dense", damage);
-            if (damage == D_NONE) {  // shapes and types that would index outside the buffers are refused
-                int32_t tok = 0;
-                float out[40];
+            if (damage == D_NONE) {  // shapes, types and rows that would index outside the buffers are refused
+                lp_weights *w = &m->w;
                 int refused = 1;
                 if (e) {
-                    m->n_expert_used = 5;
-                    refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
-                    m->n_expert_used = 2;
+                    w->n_expert_used = 5;
+                    refused &= refused_with(m, LP_ESHAPE);
+                    w->n_expert_used = 2;
                 }
-                m->tok_embd.rows = m->n_vocab - 1;
-                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_ESHAPE;
-                m->tok_embd.rows = m->n_vocab;
-                const int wq_type = m->layers[1].wq.type;
-                m->layers[1].wq.type = 16;  // a type the kernels do not know
-                refused &= lp_forward(m, &tok, 1, 0, out, LP_OUT_LAST_LOGITS) == LP_EUNKNOWN_TYPE;
-                m->layers[1].wq.type = wq_type;
-                check(refused, "forward refuses bad expert counts, embedding rows, types", isa_name(isa),
+                w->tok_embd.rows = w->n_vocab - 1;
+                refused &= refused_with(m, LP_ESHAPE);
+                w->tok_embd.rows = w->n_vocab;
+                const int wq_type = w->layers[1].wq.type;
+                w->layers[1].wq.type = 16;  // a type the kernels do not know
+                refused &= refused_with(m, LP_EUNKNOWN_TYPE);
+                w->layers[1].wq.type = wq_type;
+                // rows: a position that is not the sequence's next, a sequence that does not exist,
+                // a position past the context, a token outside the vocabulary
+                int32_t tok[2] = { 1, 2 }, pos[2] = { 0, 2 }, seq[2] = { 0, 0 };
+                int8_t mark[2] = { 1, 1 };
+                float out[80];
+                lp_batch b = { 2, tok, pos, seq, mark };
+                m->kv.len[0] = 0;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EPOS;  // a gap
+                pos[1] = 0;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EPOS;  // the same position twice
+                pos[1] = 1;
+                seq[1] = FZ_SEQ;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_ESEQ;
+                seq[1] = -1;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_ESEQ;
+                seq[1] = 0;
+                tok[1] = w->n_vocab;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_ETOKEN;
+                tok[1] = 2;
+                m->kv.len[0] = FZ_CTX - 1;
+                pos[0] = FZ_CTX - 1, pos[1] = FZ_CTX;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_ECONTEXT;
+                refused &= m->kv.len[0] == FZ_CTX - 1;  // a refused batch appends nothing
+                b.n = FZ_BATCH + 1;
+                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
+                refused &= lp_kv_copy(&m->kv, 0, 1, FZ_CTX) == LP_EPOS && lp_kv_copy(&m->kv, 0, FZ_SEQ, 1) == LP_ESEQ;
+                refused &= lp_kv_truncate(&m->kv, -1, 0) == LP_ESEQ && lp_kv_truncate(&m->kv, 0, -1) == LP_EPOS;
+                check(refused, "forward refuses bad expert counts, embedding rows, types, rows", isa_name(isa),
                       e ? "moe" : "dense", damage);
             }
             free_model(m);

@@ -1,0 +1,156 @@
+"""Several sequences in one forward call (lp_decode): each row as if decoded alone, each
+sequence's cache its own, and the cache operations the server uses (copy, truncate, clear)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.gguf import GGUFFile
+from runtime.model import Model, ModelError
+from tests.tiny_models import QT, TinySpec, reference_logits, write_tiny_llama
+
+PROMPTS = [[1, 5, 17, 42, 3, 88, 60, 7], [2, 9, 71, 33, 19], [4, 4, 8, 15, 16, 23, 42, 11, 12, 13, 14]]
+
+
+def _model(tmp_path: Path, spec: TinySpec, **kw) -> Model:
+    path = tmp_path / "tiny.gguf"
+    write_tiny_llama(path, spec)
+    return Model(GGUFFile(path), **kw)
+
+
+def _rel_err(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got - want).max() / (want.max() - want.min()))
+
+
+SPECS = [TinySpec(qtype=QT.Q8_0, n_embd=128, n_ff=128, seed=11),
+         TinySpec(qtype=QT.Q4_0, n_embd=128, n_ff=128, n_expert=4, n_expert_used=2, seed=12)]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["dense-Q8_0", "moe-Q4_0"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_interleaved_batches_match_each_sequence_alone(tmp_path: Path, spec: TinySpec, threads: int) -> None:
+    """Three sequences decoded together, prompts in one mixed batch, then a token each per step,
+    give each sequence the logits it gets alone; both are as close to the float64 reference."""
+    model = _model(tmp_path, spec, n_threads=threads, n_seq=3)
+    extra = [[30, 31, 32], [40, 41, 42], [50, 51, 52]]
+    alone = []
+    for i, p in enumerate(PROMPTS):
+        model.clear(0)
+        rows = [model.forward(p, 0)]
+        for j, tok in enumerate(extra[i]):
+            rows.append(model.forward([tok], len(p) + j))
+        alone.append(np.array(rows))
+    model.clear(0)
+    # every prompt in one call, the last row of each marked
+    toks, pos, seqs, marks = [], [], [], []
+    for s, p in enumerate(PROMPTS):
+        toks += p
+        pos += list(range(len(p)))
+        seqs += [s] * len(p)
+        marks += [False] * (len(p) - 1) + [True]
+    together = [[row] for row in model.decode(toks, pos, seqs, marks)]
+    for j in range(3):  # then one row per sequence per call
+        out = model.decode([e[j] for e in extra], [len(p) + j for p in PROMPTS], [0, 1, 2], [True] * 3)
+        for s in range(3):
+            together[s].append(out[s])
+    for s, p in enumerate(PROMPTS):
+        got = np.array(together[s])
+        assert _rel_err(got, alone[s]) < 1e-3, f"sequence {s}"
+        assert (got.argmax(axis=1) == alone[s].argmax(axis=1)).all()
+        want = reference_logits(spec, p + extra[s])[len(p) - 1:]
+        assert _rel_err(got, want) <= 1.25 * _rel_err(alone[s], want) + 1e-3
+
+
+def test_a_sequence_never_reads_another_sequences_cells(tmp_path: Path) -> None:
+    """Sequence 1's logits are the same bits whatever sequence 0 holds, with the batch shapes equal."""
+    model = _model(tmp_path, TinySpec(seed=13), n_seq=2)
+    results = []
+    for other in ([7, 8, 9, 10, 11, 12], [90, 89, 88, 87, 86, 85]):
+        model.clear(0)
+        model.clear(1)
+        model.decode(other[:3] + PROMPTS[1], [0, 1, 2] + list(range(5)), [0] * 3 + [1] * 5)
+        out = model.decode(other[3:] + [60], [3, 4, 5, 5], [0, 0, 0, 1], [True] * 4)
+        results.append(out[3])
+    assert np.array_equal(results[0], results[1])  # sequence 0 held different tokens each time
+    assert model.seq_len(0) == 6 and model.seq_len(1) == 6
+
+
+def test_copy_prefix_continues_like_the_source(tmp_path: Path) -> None:
+    """A copied prefix is the source's cache: continuing from it gives the source's bits."""
+    model = _model(tmp_path, TinySpec(qtype=QT.Q8_0, n_embd=128, n_ff=128, seed=14), n_seq=3)
+    p = PROMPTS[2]
+    for k in (0, 5, 16 + 1):  # none, inside the first block, past it (the source holds 11 + 9)
+        model.clear(0)
+        src = p + [20, 21, 22, 23, 24, 25, 26, 27, 28]
+        model.forward(src[:k], 0) if k else None
+        want = model.forward(src[k:], k, all_logits=True)
+        model.copy_prefix(0, 1, k)
+        assert model.seq_len(1) == k
+        got = model.forward(src[k:], k, all_logits=True, seq=1)
+        assert np.array_equal(got, want)
+    # a copy onto a sequence that held more: the rest is gone
+    model.copy_prefix(0, 2, 20)
+    model.copy_prefix(0, 2, 3)
+    assert model.seq_len(2) == 3
+    with pytest.raises(ModelError, match="position 5 is past the 3 positions"):
+        model.forward([1], 5, seq=2)
+
+
+def test_truncate_and_clear(tmp_path: Path) -> None:
+    model = _model(tmp_path, TinySpec(seed=15), n_seq=2)
+    p = PROMPTS[0]
+    full = model.forward(p, 0, all_logits=True)
+    model.truncate(0, 3)
+    assert model.seq_len(0) == 3
+    again = model.forward(p[3:], 3, all_logits=True)
+    assert np.allclose(again, full[3:], atol=1e-4 * np.ptp(full))
+    model.clear(0)
+    assert model.seq_len(0) == 0
+    model.truncate(0, 50)  # past the length: unchanged
+    assert model.seq_len(0) == 0
+
+
+def test_bad_rows_are_refused_and_append_nothing(tmp_path: Path) -> None:
+    model = _model(tmp_path, TinySpec(seed=16), n_seq=2, max_batch=8)
+    model.decode([1, 2], [0, 1], [0, 0])
+    with pytest.raises(ModelError, match="not its sequence's next"):
+        model.decode([3], [5], [0])  # a gap
+    with pytest.raises(ModelError, match="not its sequence's next"):
+        model.decode([3, 4], [2, 2], [0, 0])  # the same position twice
+    with pytest.raises(ModelError, match="no such sequence"):
+        model.decode([3], [0], [2])
+    with pytest.raises(ModelError, match="larger than 8"):
+        model.decode([1] * 9, list(range(2, 11)), [0] * 9)
+    with pytest.raises(ModelError, match="sequence 5 does not exist"):
+        model.copy_prefix(0, 5, 1)
+    with pytest.raises(ModelError, match="holds 2 positions, not 3"):
+        model.copy_prefix(0, 1, 3)
+    assert model.seq_len(0) == 2 and model.seq_len(1) == 0
+
+
+def test_kv_memory_scales_with_sequences(tmp_path: Path) -> None:
+    spec = TinySpec(seed=17)
+    one = _model(tmp_path, spec, n_ctx=64, n_seq=1).kv_bytes
+    four = _model(tmp_path, spec, n_ctx=64, n_seq=4).kv_bytes
+    # K and V in fp16 per position, layer and kv dimension, whole blocks of 16 positions
+    per_seq = 2 * 2 * 64 * spec.n_layer * spec.n_head_kv * (spec.n_embd // spec.n_head)
+    assert per_seq <= one < per_seq + 1024
+    assert 4 * per_seq <= four < 4 * per_seq + 1024
+
+
+def test_real_model_long_context_batched_like_alone(smollm2_path: Path) -> None:
+    """SmolLM2 (3 kv heads): decoding one sequence at 600 positions on 2 threads splits each head's
+    positions into segments; batched with a second sequence it does not. Same top token, logits
+    within float noise of each other."""
+    model = Model(GGUFFile(smollm2_path), n_ctx=1024, n_threads=2, n_seq=2)
+    rng = np.random.default_rng(0)
+    long = [int(t) for t in rng.integers(100, 20000, 600)]
+    model.forward(long, 0)
+    alone = model.forward([1500], 600)
+    model.truncate(0, 600)
+    model.forward(PROMPTS[0], 0, seq=1)
+    out = model.decode([1500, 77], [600, len(PROMPTS[0])], [0, 1], [True, True])
+    assert out[0].argmax() == alone.argmax()
+    assert _rel_err(out[0], alone) < 1e-4
