@@ -253,6 +253,12 @@ typedef struct {
     const int32_t *order, *groups;           // scratch order, groups (seq, first, rows)
 } lp_seq_groups;
 
+// Layer l attends within the sliding window (api.h's n_swa, swa_pattern; llama.cpp's
+// set_swa_pattern): every layer but each swa_pattern-th, or every layer for pattern 0.
+static inline int lp_layer_swa(const lp_weights *w, int l) {
+    return w->n_swa > 0 && (w->swa_pattern == 0 || l % w->swa_pattern < w->swa_pattern - 1);
+}
+
 // Causal attention of the batch's rows at one layer (attn.c): out (n, q_dim) from q
 // (n, q_dim), each row over positions 0..pos of its own sequence's cache.
 void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batch *b, const lp_seq_groups *g,

@@ -99,14 +99,16 @@ def layer_table(arch: Arch, cfg: ModelConfig, i: int) -> list[TensorSpec]:
            TensorSpec(p + "attn_k.weight", (KV, D), opt, "wk"),
            TensorSpec(p + "attn_v.weight", (KV, D), opt, "wv"),
            TensorSpec(p + "attn_qkv.weight", (Q + 2 * KV, D), opt),
-           TensorSpec(p + "attn_q.bias", (Q,), opt), TensorSpec(p + "attn_k.bias", (KV,), opt),
-           TensorSpec(p + "attn_v.bias", (KV,), opt), TensorSpec(p + "attn_qkv.bias", (Q + 2 * KV,), opt),
+           TensorSpec(p + "attn_q.bias", (Q,), opt, "bq"), TensorSpec(p + "attn_k.bias", (KV,), opt, "bk"),
+           TensorSpec(p + "attn_v.bias", (KV,), opt, "bv"), TensorSpec(p + "attn_qkv.bias", (Q + 2 * KV,), opt),
            TensorSpec(p + "attn_output.weight", (D, Q), field="wo"),
            TensorSpec(p + "ffn_norm.weight", (D,), field="ffn_norm")]
     if arch.qk_norm:
-        out += [TensorSpec(p + "attn_q_norm.weight", (hd,)), TensorSpec(p + "attn_k_norm.weight", (hd,))]
+        out += [TensorSpec(p + "attn_q_norm.weight", (hd,), field="attn_q_norm"),
+                TensorSpec(p + "attn_k_norm.weight", (hd,), field="attn_k_norm")]
     if arch.post_norms:
-        out += [TensorSpec(p + "post_attention_norm.weight", (D,)), TensorSpec(p + "post_ffw_norm.weight", (D,))]
+        out += [TensorSpec(p + "post_attention_norm.weight", (D,), field="attn_post_norm"),
+                TensorSpec(p + "post_ffw_norm.weight", (D,), field="ffn_post_norm")]
     if E:
         out += [TensorSpec(p + "ffn_gate_inp.weight", (E, D), field="ffn_gate_inp"),
                 TensorSpec(p + "ffn_gate_exps.weight", (E, F, D), field="ffn_gate_exps"),

@@ -42,7 +42,9 @@ from runtime.tokenizer import check_vocab
 
 # What the C forward pass (csrc/engine/model.c) implements beyond the plain llama layer: the
 # feature names of `needed_features`. A flag lands here with its branch in the C forward pass.
-C_FORWARD_FEATURES: frozenset[str] = frozenset()
+C_FORWARD_FEATURES: frozenset[str] = frozenset((
+    "NEOX rope", "q/k/v biases", "q/k RMS norms", "post-attention/post-FFN norms", "gelu_tanh activation",
+    "an embedding scale", "an attention scale", "sliding-window attention", "final logit soft-capping"))
 
 
 class ModelError(ValueError):
@@ -83,6 +85,7 @@ class ModelConfig:
     embd_scale: float = 1.0              # token embeddings times this (Gemma: sqrt(n_embd))
     attn_scale: float | None = None      # q.k scale; None: 1/sqrt(head_dim)
     n_swa: int = 0                       # sliding window (positions), 0: none
+    swa_pattern: int = 0                 # ... on every layer but each swa_pattern-th (0: every layer)
     swa_layers: tuple[bool, ...] = ()    # per layer: uses the sliding window
     attn_softcap: float = 0.0            # attention logits c*tanh(x/c); 0: none
     final_softcap: float = 0.0           # output logits c*tanh(x/c); 0: none
@@ -265,7 +268,7 @@ def _sliding_window(md: dict[str, Any], key: Any, arch: Arch, n_layer: int, n_ct
     pattern = get_key(md, key(KEY_SLIDING_WINDOW_PATTERN), arch.swa_pattern)
     if pattern > MAX_LAYERS:
         raise _bad(key(KEY_SLIDING_WINDOW_PATTERN), pattern, f"is out of range (expected 0..{MAX_LAYERS})")
-    return {"n_swa": window, "swa_layers": swa_layers(pattern, n_layer),
+    return {"n_swa": window, "swa_pattern": pattern, "swa_layers": swa_layers(pattern, n_layer),
             "rope_base_swa": _rope_base(md, key(KEY_ROPE_FREQ_BASE_SWA))}
 
 
@@ -282,8 +285,18 @@ def global_tensors(cfg: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
 
 def layer_tensors(cfg: ModelConfig, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """lp_layer field -> (tensor name, numpy shape) of layer i, for the tensors the C forward
-    binds (check_model refuses a model that needs any other)."""
-    return {t.field: (t.name, t.shape) for t in layer_table(ARCHS[cfg.arch], cfg, i) if t.field}
+    binds that the model has (check_model refuses a model that needs any other)."""
+    present = {"wq": not cfg.fused_qkv, "wk": not cfg.fused_qkv, "wv": not cfg.fused_qkv}
+    present.update(dict.fromkeys(("bq", "bk", "bv"), cfg.qkv_bias and not cfg.fused_qkv))
+    return {t.field: (t.name, t.shape) for t in layer_table(ARCHS[cfg.arch], cfg, i)
+            if t.field and present.get(t.field, True)}
+
+
+def c_flags(cfg: ModelConfig) -> dict[str, int | float]:
+    """lp_weights' architecture flags (csrc/api.h) for cfg."""
+    return {"rope_neox": int(cfg.rope_neox), "act_gelu": int(cfg.activation == "gelu_tanh"),
+            "embd_scale": cfg.embd_scale, "attn_scale": cfg.attn_scale or 0.0, "n_swa": cfg.n_swa,
+            "swa_pattern": cfg.swa_pattern, "rope_base_swa": cfg.rope_base_swa, "final_softcap": cfg.final_softcap}
 
 
 def check_tensors(f: GGUFFile, cfg: ModelConfig) -> ModelConfig:

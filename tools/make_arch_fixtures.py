@@ -6,6 +6,12 @@ Dev only (CI reads the JSON and never runs this): llama.cpp through llama-cpp-py
 Run from the repository root with a Python that has llama_cpp and gguf, e.g.
 `/work/main/.venv/bin/python -m tools.make_arch_fixtures`.
 
+`python -m tools.make_arch_fixtures real` writes tests/fixtures/arch/real_models.json instead:
+llama.cpp on the real Qwen2.5-Coder-0.5B-Instruct and Gemma 3 270M (tests/real_models.py), per
+text of REAL_TEXTS its tokens, top-40 last-position logits and a greedy run with its margins, as
+tools/make_model_fixtures.py records SmolLM2 (tests/test_arch.py holds the C forward pass to them
+with tests/test_fidelity.py's rules).
+
 Per model of MODELS: the F32 GGUF is written by tools/random_gguf.py (seeded: the test writes the
 same bytes again and checks their SHA-256), llama.cpp evaluates each prompt in one batch with a
 context of the model's n_ctx, and its last-position logits are stored. The tests hold the float64
@@ -47,6 +53,63 @@ MODELS: dict[str, dict[str, Any]] = {
                           seed=61),
     "phi3-short": dict(arch="phi3", longrope=True, rope_orig_ctx=4096, n_ctx=256, seed=62),
 }
+
+
+REAL_OUT = ROOT / "tests" / "fixtures" / "arch" / "real_models.json"
+REAL_N_CTX = 1024
+REAL_N_GREEDY = 16
+# A text of ~700 tokens: past Gemma 3's 512-position window, so its local layers drop the start.
+LONG = ("Sliding-window attention keeps only the most recent positions in view on most layers, "
+        "while every sixth layer still attends to the whole context. ") * 24 + "To summarise in one sentence:"
+REAL_TEXTS = {
+    "qwen2.5-coder": (
+        "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n<|im_start|>assistant\n",
+        "def quicksort(arr):", "Python is a programming language that", "// Compute the factorial of n in C\n"),
+    "gemma3": (
+        "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
+        "The quick brown fox", "def fibonacci(n):", "Once upon a time", LONG),
+}
+
+
+def real_record(path: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+    import llama_cpp
+
+    from tools.make_model_fixtures import N_TOP, Oracle, margin, sig6
+
+    o = Oracle.__new__(Oracle)
+    o.llm = llama_cpp.Llama(model_path=str(path), n_ctx=REAL_N_CTX, n_threads=2, logits_all=True, verbose=False,
+                            seed=0)
+    o.vocab = llama_cpp.llama_model_get_vocab(o.llm.model)
+    prompts = []
+    try:
+        for text in texts:
+            ids = o.llm.tokenize(text.encode(), add_bos=True, special=True)
+            lg = o.last_logits(ids)
+            top = np.argsort(-lg, kind="stable")[:N_TOP]
+            toks, margins = o.greedy(ids, REAL_N_GREEDY)
+            eog = next((i for i, t in enumerate(toks) if o.is_eog(t)), None)
+            shown = toks if eog is None else toks[:eog]
+            prompts.append({
+                "text": text, "tokens": ids, "top_ids": [int(i) for i in top],
+                "top_logits": [sig6(lg[i]) for i in top], "logit_min": sig6(lg.min()), "logit_max": sig6(lg.max()),
+                "greedy": {"tokens": toks, "margins": [round(m, 6) for m in margins], "eog_index": eog,
+                           "text": o.llm.detokenize(shown, special=False).decode("utf-8", "replace")}})
+            print(f"{path.name} {text[:30]!r} ({len(ids)} tokens) -> {prompts[-1]['greedy']['text'][:60]!r}",
+                  file=sys.stderr)
+    finally:
+        o.close()
+    return {"n_ctx": REAL_N_CTX, "prompts": prompts}
+
+
+def real_main() -> None:
+    from tests.real_models import gemma3_path, qwen25_coder_path
+
+    paths = {"qwen2.5-coder": qwen25_coder_path(), "gemma3": gemma3_path()}
+    doc = {"generator": "tools/make_arch_fixtures.py real",
+           "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
+           "models": {name: real_record(paths[name], texts) for name, texts in REAL_TEXTS.items()}}
+    REAL_OUT.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {REAL_OUT} ({REAL_OUT.stat().st_size} bytes)", file=sys.stderr)
 
 
 def spec_of(name: str):  # -> tests.tiny_models.TinySpec
@@ -98,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    real_main() if sys.argv[1:] == ["real"] else main()

@@ -1,5 +1,6 @@
 // attn.c — causal attention over the fp16 KV cache, for a batch of rows of one or
-// several sequences; each row attends to positions 0..pos of its own sequence.
+// several sequences; each row attends to positions 0..pos of its own sequence (with a
+// sliding window, the last n_swa of them).
 //
 // K and V are cached alike: per sequence, layer and kv head, blocks of LP_KV_BLOCK positions, each
 // (head_dim, LP_KV_BLOCK), the head's blocks one after another. A 16-position tile
@@ -42,6 +43,8 @@ typedef struct {
     int layer, group;          // group: query heads per kv head
     int64_t score_len;         // scores per row: n_ctx rounded up to whole blocks
     int segs, seg_len;         // position segments per head (1: no split), of seg_len positions
+    int window;                // sliding window: a row sees its last `window` positions (0: all)
+    float scale;               // of q.k
     int simd;
 } attn_ctx;
 
@@ -229,6 +232,23 @@ static void query_row(const attn_ctx *c, int g, int kvh, int row, int *t, int *h
     *h = kvh * c->group + row % c->group;
 }
 
+// Sliding window: row i (at position pos) sees positions pos - window + 1 .. pos, as
+// llama.cpp's standard window hides p0 when pos - p0 >= window. Scores before the
+// window become -inf (weight 0); a row whose window starts past this segment sees
+// none of it (length 0: the segment merge then gives it no weight).
+static void hide_outside_window(const attn_ctx *c, attn_rows *r, int nr, int g, int kvh, int row0, int p0) {
+    for (int i = 0; i < nr; i++) {
+        int t, h;
+        query_row(c, g, kvh, row0 + i, &t, &h);
+        const int64_t first = (int64_t)c->b->pos[t] - c->window + 1 - p0;  // first visible, segment-relative
+        if (first >= r->len[i]) {
+            r->len[i] = 0;
+            continue;
+        }
+        for (int64_t p = 0; p < first; p++) r->s[i][p] = -INFINITY;
+    }
+}
+
 static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
     const lp_weights *w = c->w;
@@ -242,7 +262,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     const int kvh = local / cph, row0 = local % cph * LP_ATT_ROWS;
     const int nr = rows_per_head - row0 < LP_ATT_ROWS ? rows_per_head - row0 : LP_ATT_ROWS;
     const int p0 = seg * c->seg_len;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->scale;
     attn_rows r;
     memset(&r, 0, sizeof(r));
     float *s = c->s->att + (int64_t)ith * LP_ATT_ROWS * c->score_len;
@@ -265,6 +285,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     else
 #endif
         scores_ref(&r, nr, kt, ks, hd, 0, c->seg_len, scale);
+    if (c->window > 0) hide_outside_window(c, &r, nr, g, kvh, row0, p0);
     float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
     for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
@@ -324,6 +345,8 @@ void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_batc
         .w = w, .kv = kv, .s = s, .b = b, .g = g, .q = q, .out = out, .layer = layer,
         .group = w->n_head / w->n_head_kv, .first = s->att_first,
         .score_len = ((int64_t)s->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK,
+        .window = lp_layer_swa(w, layer) ? w->n_swa : 0,
+        .scale = w->attn_scale > 0.0f ? w->attn_scale : 1.0f / sqrtf((float)w->head_dim),
         .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
     };
     // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time

@@ -1,6 +1,9 @@
-// model.c — the forward pass of the llama architecture (Llama, Mistral, Mixtral,
-// SmolLM2), read top to bottom: embed, then per layer attention and feed-forward
-// (dense SwiGLU or a mixture of experts), then final norm and output projection.
+// model.c — the forward pass of every architecture runtime/arch.py lists, read top
+// to bottom: embed, then per layer attention and feed-forward (dense SwiGLU / GeGLU
+// or a mixture of experts), then final norm and output projection. The llama layer
+// (Llama, Mistral, Mixtral, SmolLM2) is the path with every flag off; each flag of
+// lp_weights (Qwen's q/k/v biases and NEOX rope, Gemma's embedding scale, q/k norms,
+// post norms, GeGLU, sliding window, soft-cap) is one branch where it applies.
 // A call runs a batch of rows, each a token at a position of a sequence: a prompt
 // chunk, one decoding token per sequence, or both. The weights, the KV cache and
 // the scratch buffers are the caller's (api.h; state.c lays them out).
@@ -89,7 +92,7 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n)
         const lp_tensor *gu[2] = { &L->ffn_gate_exps, &L->ffn_up_exps };
         float *gu_out[2] = { s->hb, s->hb2 };
         if ((rc = matmul_multi(s, 2, gu, e, s->moe_x, ne, gu_out))) return rc;
-        lp_swiglu(s->hb, s->hb2, (int64_t)ne * w->n_ff);
+        (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)ne * w->n_ff);
         if ((rc = matmul(s, &L->ffn_down_exps, e, s->hb, ne, s->moe_y))) return rc;
         // weighted scatter-add back to the tokens
         for (int i = 0; i < ne; i++) {
@@ -101,6 +104,45 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n)
     return LP_OK;
 }
 
+// x (n, len) += b (len) on every row.
+static void add_bias(float *x, const lp_tensor *b, int n, int len) {
+    const float *bias = b->data;
+    for (int64_t t = 0; t < n; t++)
+        for (int i = 0; i < len; i++) x[t * len + i] += bias[i];
+}
+
+// The attention's q, k and v (n rows): projections, biases, per-head norms, rope.
+static int qkv_rows(const lp_weights *w, const lp_layer *L, int l, lp_scratch *s, const lp_batch *b) {
+    const int n = b->n, hd = w->head_dim;
+    const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
+    float *qkv_out[3] = { s->q, s->k, s->v };
+    int rc = matmul_multi(s, 3, qkv, 0, s->xb, n, qkv_out);
+    if (rc) return rc;
+    if (L->bq.data) {  // Qwen 2: biases on q, k and v
+        add_bias(s->q, &L->bq, n, w->n_head * hd);
+        add_bias(s->k, &L->bk, n, w->n_head_kv * hd);
+        add_bias(s->v, &L->bv, n, w->n_head_kv * hd);
+    }
+    if (L->attn_q_norm.data) {  // Qwen 3, Gemma 3: an RMS norm over each head of q and of k
+        lp_rmsnorm(s->q, s->q, L->attn_q_norm.data, (int64_t)n * w->n_head, hd, w->rms_eps);
+        lp_rmsnorm(s->k, s->k, L->attn_k_norm.data, (int64_t)n * w->n_head_kv, hd, w->rms_eps);
+    }
+    // rotate q and k; sliding-window layers have their own base, unscaled (Gemma 3)
+    const int swa = lp_layer_swa(w, l);
+    const float base = swa ? w->rope_base_swa : w->rope_base, scale = swa ? 1.0f : w->rope_freq_scale;
+    void (*rope)(float *, int64_t, const int32_t *, int, int, int, float, float) = w->rope_neox ? lp_rope_neox : lp_rope;
+    rope(s->q, n, b->pos, w->n_head, hd, w->n_rot, base, scale);
+    rope(s->k, n, b->pos, w->n_head_kv, hd, w->n_rot, base, scale);
+    return LP_OK;
+}
+
+// x (n, D) += rmsnorm(y) with the layer's post norm (Gemma 3), or y itself.
+static void residual_add(const lp_weights *w, float *x, float *y, const lp_tensor *post_norm, int n) {
+    const int64_t D = w->n_embd;
+    if (post_norm->data) lp_rmsnorm(y, y, post_norm->data, n, D, w->rms_eps);
+    for (int64_t i = 0; i < n * D; i++) x[i] += y[i];
+}
+
 // ---------------------------------------------------------------------------
 // The batch: checked against the cache, its rows grouped by sequence.
 
@@ -109,6 +151,7 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n)
 // scratch laid out for these weights.
 static int shapes_ok(const lp_weights *w, const lp_kv *kv, const lp_scratch *s) {
     if (w->head_dim < 1 || w->n_head_kv < 1 || w->n_head < 1 || w->n_head % w->n_head_kv) return 0;
+    if (w->n_swa < 0 || w->swa_pattern < 0) return 0;
     const lp_type_traits *et = lp_traits(w->tok_embd.type);  // the embedding lookup's rows
     if (!et || w->tok_embd.cols != w->n_embd || w->n_embd % et->blck_size || w->tok_embd.rows < w->n_vocab) return 0;
     if (kv->n_layer != w->n_layer || kv->n_head_kv != w->n_head_kv || kv->head_dim != w->head_dim) return 0;
@@ -164,22 +207,20 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     if (rc) return rc;
     const int n = b->n, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
 
-    // token embeddings: x (n, D)
+    // token embeddings: x (n, D), times sqrt(D) for Gemma
     const lp_type_traits *et = lp_traits(w->tok_embd.type);
     for (int t = 0; t < n; t++)
         et->to_float((const uint8_t *)w->tok_embd.data + (int64_t)b->token[t] * row_bytes(&w->tok_embd),
                      s->x + (int64_t)t * D, D);
+    if (w->embd_scale != 0.0f && w->embd_scale != 1.0f)
+        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] *= w->embd_scale;
 
     for (int l = 0; l < w->n_layer; l++) {
         const lp_layer *L = &w->layers[l];
 
-        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
+        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k
         lp_rmsnorm(s->xb, s->x, L->attn_norm.data, n, D, w->rms_eps);
-        const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        if ((rc = matmul_multi(s, 3, qkv, 0, s->xb, n, qkv_out))) return rc;
-        lp_rope(s->q, n, b->pos, w->n_head, hd, w->n_rot, w->rope_base, w->rope_freq_scale);
-        lp_rope(s->k, n, b->pos, w->n_head_kv, hd, w->n_rot, w->rope_base, w->rope_freq_scale);
+        if ((rc = qkv_rows(w, L, l, s, b))) return rc;
         // k, v of each row to its sequence's cache at its position (fp16)
         for (int t = 0; t < n; t++)
             for (int h = 0; h < w->n_head_kv; h++) {
@@ -192,10 +233,11 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
                 }
             }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal within each sequence
+        // (and within the sliding window on its layers)
         lp_attention(w, kv, l, b, &g, s->q, s->xb2, s);
-        // x += xb2 Wo
+        // x += xb2 Wo (post-normed for Gemma)
         if ((rc = matmul(s, &L->wo, 0, s->xb2, n, s->xb))) return rc;
-        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] += s->xb[i];
+        residual_add(w, s->x, s->xb, &L->attn_post_norm, n);
 
         // feed-forward: xb = rmsnorm(x); x += ffn(xb)
         lp_rmsnorm(s->xb, s->x, L->ffn_norm.data, n, D, w->rms_eps);
@@ -205,10 +247,10 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
             const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
             float *gu_out[2] = { s->hb, s->hb2 };
             if ((rc = matmul_multi(s, 2, gu, 0, s->xb, n, gu_out))) return rc;
-            lp_swiglu(s->hb, s->hb2, (int64_t)n * w->n_ff);
+            (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)n * w->n_ff);
             if ((rc = matmul(s, &L->ffn_down, 0, s->hb, n, s->xb2))) return rc;
         }
-        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] += s->xb2[i];
+        residual_add(w, s->x, s->xb2, &L->ffn_post_norm, n);
     }
 
     // the rows asked for: final norm, then (logits) the output projection
@@ -219,7 +261,12 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
             lp_rmsnorm(normed + (int64_t)rows * D, s->x + (int64_t)t * D, w->output_norm.data, 1, D, w->rms_eps);
             rows++;
         }
-    if (output != LP_OUT_HIDDEN && rows > 0 && (rc = matmul(s, &w->output, 0, s->xb, rows, out))) return rc;
+    if (output != LP_OUT_HIDDEN && rows > 0) {
+        if ((rc = matmul(s, &w->output, 0, s->xb, rows, out))) return rc;
+        const float cap = w->final_softcap;
+        if (cap > 0.0f)  // Gemma: logits c * tanh(logits / c)
+            for (int64_t i = 0; i < (int64_t)rows * w->n_vocab; i++) out[i] = cap * tanhf(out[i] / cap);
+    }
     // the rows are in their sequences' caches now
     for (int i = 0; i < g.n; i++) kv->len[g.groups[3 * i]] += g.groups[3 * i + 2];
     return LP_OK;

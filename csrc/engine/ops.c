@@ -1,5 +1,5 @@
 // ops.c — the float operations of the forward pass besides matrix products:
-// RMS norm, rotary embedding, softmax, SwiGLU; rows are independent. Softmax and
+// RMS norm, rotary embedding (normal and NEOX), softmax, SwiGLU, GeGLU; rows are independent. Softmax and
 // SwiGLU, an exponential per value, have AVX2 versions with a vector exp.
 #include <math.h>
 
@@ -114,6 +114,28 @@ void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, 
     }
 }
 
+// The same angles in GGML's NEOX mode: value i of a head rotates with value
+// i + n_rot/2 (i < n_rot/2), by angle pos * freq_scale * base^(-2i/n_rot).
+void lp_rope_neox(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
+                  float freq_scale) {
+    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
+    const int half = (n_rot < head_dim ? n_rot : head_dim) / 2;
+    for (int64_t r = 0; r < n; r++) {
+        for (int h = 0; h < n_head; h++) {
+            float *v = x + (r * n_head + h) * head_dim;
+            float theta = (float)pos[r];
+            for (int i = 0; i < half; i++) {
+                const float a = freq_scale * theta;
+                const float c = cosf(a), s = sinf(a);
+                const float x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * c - x1 * s;
+                v[i + half] = x0 * s + x1 * c;
+                theta *= theta_scale;
+            }
+        }
+    }
+}
+
 // In place: x = exp(x - max(x)), the unnormalised softmax; returns the sum of the
 // new x (summed in double by the plain C version), *max_out = max(x) (-inf for n = 0).
 double lp_softmax_exps(float *x, int64_t n, float *max_out) {
@@ -136,6 +158,16 @@ void lp_softmax(float *x, int64_t n) {
     float max;
     const float inv = (float)(1.0 / lp_softmax_exps(x, n, &max));
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+// gate[i] = gelu(gate[i]) * up[i] (GeGLU), GELU's tanh approximation, n values.
+// Large |g| is exact either way (tanhf saturates to +-1), NaN stays NaN.
+void lp_geglu(float *gate, const float *up, int64_t n) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = 0.5f * g * (1.0f + tanhf(c * g * (1.0f + 0.044715f * g * g))) * up[i];
+    }
 }
 
 // gate[i] = silu(gate[i]) * up[i]  (SwiGLU), n values.
