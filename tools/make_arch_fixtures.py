@@ -74,30 +74,19 @@ REAL_TEXTS = {
 def real_record(path: Path, texts: tuple[str, ...]) -> dict[str, Any]:
     import llama_cpp
 
-    from tools.make_model_fixtures import N_TOP, Oracle, margin, sig6
+    from tools.make_model_fixtures import Oracle, text_record
 
-    o = Oracle.__new__(Oracle)
+    o = Oracle.__new__(Oracle)  # Oracle's n_ctx is the tiny models' 512: one prompt here is longer
     o.llm = llama_cpp.Llama(model_path=str(path), n_ctx=REAL_N_CTX, n_threads=2, logits_all=True, verbose=False,
                             seed=0)
     o.vocab = llama_cpp.llama_model_get_vocab(o.llm.model)
-    prompts = []
     try:
-        for text in texts:
-            ids = o.llm.tokenize(text.encode(), add_bos=True, special=True)
-            lg = o.last_logits(ids)
-            top = np.argsort(-lg, kind="stable")[:N_TOP]
-            toks, margins = o.greedy(ids, REAL_N_GREEDY)
-            eog = next((i for i, t in enumerate(toks) if o.is_eog(t)), None)
-            shown = toks if eog is None else toks[:eog]
-            prompts.append({
-                "text": text, "tokens": ids, "top_ids": [int(i) for i in top],
-                "top_logits": [sig6(lg[i]) for i in top], "logit_min": sig6(lg.min()), "logit_max": sig6(lg.max()),
-                "greedy": {"tokens": toks, "margins": [round(m, 6) for m in margins], "eog_index": eog,
-                           "text": o.llm.detokenize(shown, special=False).decode("utf-8", "replace")}})
-            print(f"{path.name} {text[:30]!r} ({len(ids)} tokens) -> {prompts[-1]['greedy']['text'][:60]!r}",
-                  file=sys.stderr)
+        prompts = [text_record(o, text, REAL_N_GREEDY) for text in texts]
     finally:
         o.close()
+    for p in prompts:
+        print(f"{path.name} {p['text'][:30]!r} ({len(p['tokens'])} tokens) -> {p['greedy']['text'][:60]!r}",
+              file=sys.stderr)
     return {"n_ctx": REAL_N_CTX, "prompts": prompts}
 
 
