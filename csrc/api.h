@@ -98,6 +98,9 @@ typedef struct {
     lp_tensor bq, bk, bv;                      // (q_dim), (kv_dim), (kv_dim) biases of q, k, v
     lp_tensor attn_q_norm, attn_k_norm;        // (head_dim) RMS norm weights per head of q and k
     lp_tensor attn_post_norm, ffn_post_norm;   // (n_embd) norms of the attention and FFN outputs
+    lp_tensor wqkv;                            // (q_dim + 2 kv_dim, n_embd) q, k, v in one (Phi-3): wq, wk, wv empty
+    lp_tensor bqkv;                            // (q_dim + 2 kv_dim) its bias, when one (instead of bq, bk, bv)
+    // a dense layer without ffn_gate has gate and up in ffn_up (2 n_ff, n_embd), gate rows first (Phi-3)
 } lp_layer;
 
 typedef struct {
@@ -115,6 +118,12 @@ typedef struct {
                                    // but each swa_pattern-th (0: on every layer)
     float rope_base_swa;           // rope base of the sliding-window layers (their scale is 1)
     float final_softcap;           // logits c * tanh(logits / c) (0: none)
+    // rope scaling beyond linear (runtime/model_check.py's rope_* fields):
+    lp_tensor rope_freqs;          // (n_rot/2) divisors of the angles (Llama 3.1+), or empty
+    lp_tensor rope_long, rope_short;  // (n_rot/2) LongRoPE's (Phi-3): long when n_ctx > rope_orig_ctx
+    int rope_yarn;                 // YaRN (with rope_freq_scale as 1 / its factor)
+    int rope_orig_ctx;             // the context the model was trained for (YaRN, LongRoPE)
+    float rope_attn_factor;        // cos and sin times this (0: 1)
 } lp_weights;
 
 // Positions per block of the KV cache.

@@ -84,7 +84,8 @@ def global_table(arch: Arch, cfg: ModelConfig) -> list[TensorSpec]:
     out = [TensorSpec("token_embd.weight", (V, D), field="tok_embd"),
            TensorSpec("output_norm.weight", (D,), field="output_norm"),
            TensorSpec("output.weight", (V, D), "optional", field="output")]  # absent: tied
-    out += [TensorSpec(f"{name}.weight", (cfg.n_rot // 2,), "optional") for name in arch.rope_factors]
+    fields = {"rope_freqs": "rope_freqs", "rope_factors_long": "rope_long", "rope_factors_short": "rope_short"}
+    out += [TensorSpec(f"{name}.weight", (cfg.n_rot // 2,), "optional", fields[name]) for name in arch.rope_factors]
     return out
 
 
@@ -98,9 +99,9 @@ def layer_table(arch: Arch, cfg: ModelConfig, i: int) -> list[TensorSpec]:
            TensorSpec(p + "attn_q.weight", (Q, D), opt, "wq"),
            TensorSpec(p + "attn_k.weight", (KV, D), opt, "wk"),
            TensorSpec(p + "attn_v.weight", (KV, D), opt, "wv"),
-           TensorSpec(p + "attn_qkv.weight", (Q + 2 * KV, D), opt),
+           TensorSpec(p + "attn_qkv.weight", (Q + 2 * KV, D), opt, "wqkv"),
            TensorSpec(p + "attn_q.bias", (Q,), opt, "bq"), TensorSpec(p + "attn_k.bias", (KV,), opt, "bk"),
-           TensorSpec(p + "attn_v.bias", (KV,), opt, "bv"), TensorSpec(p + "attn_qkv.bias", (Q + 2 * KV,), opt),
+           TensorSpec(p + "attn_v.bias", (KV,), opt, "bv"), TensorSpec(p + "attn_qkv.bias", (Q + 2 * KV,), opt, "bqkv"),
            TensorSpec(p + "attn_output.weight", (D, Q), field="wo"),
            TensorSpec(p + "ffn_norm.weight", (D,), field="ffn_norm")]
     if arch.qk_norm:
@@ -115,7 +116,8 @@ def layer_table(arch: Arch, cfg: ModelConfig, i: int) -> list[TensorSpec]:
                 TensorSpec(p + "ffn_up_exps.weight", (E, F, D), field="ffn_up_exps"),
                 TensorSpec(p + "ffn_down_exps.weight", (E, D, F), field="ffn_down_exps")]
     elif arch.fused_gate_up:
-        out += [TensorSpec(p + "ffn_up.weight", (2 * F, D)), TensorSpec(p + "ffn_down.weight", (D, F))]
+        out += [TensorSpec(p + "ffn_up.weight", (2 * F, D), field="ffn_up"),
+                TensorSpec(p + "ffn_down.weight", (D, F), field="ffn_down")]
     else:
         out += [TensorSpec(p + "ffn_gate.weight", (F, D), field="ffn_gate"),
                 TensorSpec(p + "ffn_up.weight", (F, D), field="ffn_up"),

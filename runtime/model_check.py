@@ -44,7 +44,9 @@ from runtime.tokenizer import check_vocab
 # feature names of `needed_features`. A flag lands here with its branch in the C forward pass.
 C_FORWARD_FEATURES: frozenset[str] = frozenset((
     "NEOX rope", "q/k/v biases", "q/k RMS norms", "post-attention/post-FFN norms", "gelu_tanh activation",
-    "an embedding scale", "an attention scale", "sliding-window attention", "final logit soft-capping"))
+    "an embedding scale", "an attention scale", "sliding-window attention", "final logit soft-capping",
+    "YaRN rope scaling", "rope frequency factors (rope_freqs.weight)", "LongRoPE factors (rope_factors_long/short)",
+    "a rope attention factor", "a fused attn_qkv tensor", "a fused attn_qkv.bias", "a fused gate/up ffn_up tensor"))
 
 
 class ModelError(ValueError):
@@ -78,6 +80,7 @@ class ModelConfig:
     rope_base_swa: float = 10000.0       # rope base of the sliding-window layers
     qkv_bias: bool = False               # biases on q, k and v
     fused_qkv: bool = False              # one attn_qkv tensor: q rows, then k, then v
+    fused_qkv_bias: bool = False         # ... with one attn_qkv.bias
     fused_gate_up: bool = False          # one ffn_up tensor of 2*n_ff rows: gate, then up
     qk_norm: bool = False                # RMS norm per head of q and k (attn_q_norm, attn_k_norm)
     post_norms: bool = False             # post_attention_norm, post_ffw_norm before the residual adds
@@ -137,6 +140,7 @@ def needed_features(cfg: ModelConfig) -> list[str]:
         (cfg.rope_factors == "longrope", "LongRoPE factors (rope_factors_long/short)"),
         (cfg.rope_attn_factor != 1.0, "a rope attention factor"),
         (cfg.qkv_bias, "q/k/v biases"), (cfg.fused_qkv, "a fused attn_qkv tensor"),
+        (cfg.fused_qkv_bias, "a fused attn_qkv.bias"),
         (cfg.fused_gate_up, "a fused gate/up ffn_up tensor"), (cfg.qk_norm, "q/k RMS norms"),
         (cfg.post_norms, "post-attention/post-FFN norms"), (cfg.activation != "silu", f"{cfg.activation} activation"),
         (cfg.embd_scale != 1.0, "an embedding scale"),
@@ -280,14 +284,17 @@ _BLOCK_NAME = re.compile(r"blk\.(\d+)\.")
 def global_tensors(cfg: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
     """lp_model field -> (tensor name, numpy shape) outside the layers; output.weight may be
     absent (tied to token_embd)."""
-    return {t.field: (t.name, t.shape) for t in global_table(ARCHS[cfg.arch], cfg) if t.field}
+    present = {"rope_freqs": cfg.rope_factors == "rope_freqs", "rope_long": cfg.rope_factors == "longrope",
+               "rope_short": cfg.rope_factors == "longrope"}
+    return {t.field: (t.name, t.shape) for t in global_table(ARCHS[cfg.arch], cfg)
+            if t.field and present.get(t.field, True)}
 
 
 def layer_tensors(cfg: ModelConfig, i: int) -> dict[str, tuple[str, tuple[int, ...]]]:
     """lp_layer field -> (tensor name, numpy shape) of layer i, for the tensors the C forward
     binds that the model has (check_model refuses a model that needs any other)."""
-    present = {"wq": not cfg.fused_qkv, "wk": not cfg.fused_qkv, "wv": not cfg.fused_qkv}
-    present.update(dict.fromkeys(("bq", "bk", "bv"), cfg.qkv_bias and not cfg.fused_qkv))
+    present = {"wq": not cfg.fused_qkv, "wk": not cfg.fused_qkv, "wv": not cfg.fused_qkv, "wqkv": cfg.fused_qkv}
+    present.update(dict.fromkeys(("bq", "bk", "bv"), cfg.qkv_bias and not cfg.fused_qkv_bias), bqkv=cfg.fused_qkv_bias)
     return {t.field: (t.name, t.shape) for t in layer_table(ARCHS[cfg.arch], cfg, i)
             if t.field and present.get(t.field, True)}
 
@@ -296,7 +303,9 @@ def c_flags(cfg: ModelConfig) -> dict[str, int | float]:
     """lp_weights' architecture flags (csrc/api.h) for cfg."""
     return {"rope_neox": int(cfg.rope_neox), "act_gelu": int(cfg.activation == "gelu_tanh"),
             "embd_scale": cfg.embd_scale, "attn_scale": cfg.attn_scale or 0.0, "n_swa": cfg.n_swa,
-            "swa_pattern": cfg.swa_pattern, "rope_base_swa": cfg.rope_base_swa, "final_softcap": cfg.final_softcap}
+            "swa_pattern": cfg.swa_pattern, "rope_base_swa": cfg.rope_base_swa, "final_softcap": cfg.final_softcap,
+            "rope_yarn": int(cfg.rope_scaling == "yarn"), "rope_orig_ctx": cfg.rope_orig_ctx,
+            "rope_attn_factor": cfg.rope_attn_factor}
 
 
 def check_tensors(f: GGUFFile, cfg: ModelConfig) -> ModelConfig:
@@ -355,10 +364,12 @@ def _tensor_flags(f: GGUFFile, cfg: ModelConfig) -> ModelConfig:
     """The flags that optional tensors set (their presence is uniform across layers in real files;
     layer 0 decides, and the others were checked against the same table)."""
     t = f.tensors
-    factors = ("rope_freqs" if "rope_freqs.weight" in t
-               else "longrope" if "rope_factors_long.weight" in t or "rope_factors_short.weight" in t else "")
+    long_short = ["rope_factors_long.weight" in t, "rope_factors_short.weight" in t]
+    if any(long_short) and not all(long_short):
+        raise ModelError("model has only one of rope_factors_long.weight and rope_factors_short.weight (LongRoPE needs both)")
+    factors = "rope_freqs" if "rope_freqs.weight" in t else "longrope" if all(long_short) else ""
     return dataclasses.replace(
-        cfg, fused_qkv="blk.0.attn_qkv.weight" in t, rope_factors=factors,
+        cfg, fused_qkv="blk.0.attn_qkv.weight" in t, rope_factors=factors, fused_qkv_bias="blk.0.attn_qkv.bias" in t,
         qkv_bias="blk.0.attn_q.bias" in t or "blk.0.attn_qkv.bias" in t)
 
 

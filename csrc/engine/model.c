@@ -3,7 +3,8 @@
 // or a mixture of experts), then final norm and output projection. The llama layer
 // (Llama, Mistral, Mixtral, SmolLM2) is the path with every flag off; each flag of
 // lp_weights (Qwen's q/k/v biases and NEOX rope, Gemma's embedding scale, q/k norms,
-// post norms, GeGLU, sliding window, soft-cap) is one branch where it applies.
+// post norms, GeGLU, sliding window, soft-cap; Phi-3's fused tensors and LongRoPE,
+// Llama 3.1's rope factors, YaRN) is one branch where it applies.
 // A call runs a batch of rows, each a token at a position of a sequence: a prompt
 // chunk, one decoding token per sequence, or both. The weights, the KV cache and
 // the scratch buffers are the caller's (api.h; state.c lays them out).
@@ -104,36 +105,87 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n)
     return LP_OK;
 }
 
-// x (n, len) += b (len) on every row.
-static void add_bias(float *x, const lp_tensor *b, int n, int len) {
-    const float *bias = b->data;
+// x (n, len) += bias (len) on every row.
+static void add_bias(float *x, const float *bias, int n, int len) {
     for (int64_t t = 0; t < n; t++)
         for (int i = 0; i < len; i++) x[t * len + i] += bias[i];
 }
 
+// Rows [first, first + rows) of matrix t, as a matrix of its own (the parts of a fused tensor).
+static lp_tensor rows_of(const lp_tensor *t, int64_t first, int64_t rows) {
+    lp_tensor out = *t;
+    out.data = (const uint8_t *)t->data + first * row_bytes(t);
+    out.rows = rows;
+    return out;
+}
+
+// Layer l's rope: its base and scale (sliding-window layers: their own base, unscaled),
+// the frequency factors, YaRN's ramp, the magnitude factor.
+static lp_rope_cfg rope_of(const lp_weights *w, const lp_kv *kv, int l) {
+    const int swa = lp_layer_swa(w, l);
+    lp_rope_cfg c = { .base = swa ? w->rope_base_swa : w->rope_base, .freq_scale = swa ? 1.0f : w->rope_freq_scale,
+                      .attn_factor = w->rope_attn_factor > 0.0f ? w->rope_attn_factor : 1.0f, .neox = w->rope_neox };
+    if (w->rope_freqs.data) c.factors = w->rope_freqs.data;
+    else if (w->rope_long.data) c.factors = kv->n_ctx > w->rope_orig_ctx ? w->rope_long.data : w->rope_short.data;
+    if (w->rope_yarn && !swa) {  // GGML's correction dimensions, beta_fast 32 and beta_slow 1
+        const float two_pi = 6.283185307179586f, n = (float)w->n_rot, lb = 2.0f * logf(c.base);
+        c.ext_factor = 1.0f;
+        c.corr_low = fmaxf(0.0f, floorf(n * logf((float)w->rope_orig_ctx / (32.0f * two_pi)) / lb));
+        c.corr_high = fminf(n - 1.0f, ceilf(n * logf((float)w->rope_orig_ctx / two_pi) / lb));
+    }
+    return c;
+}
+
 // The attention's q, k and v (n rows): projections, biases, per-head norms, rope.
-static int qkv_rows(const lp_weights *w, const lp_layer *L, int l, lp_scratch *s, const lp_batch *b) {
-    const int n = b->n, hd = w->head_dim;
+static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int l, lp_scratch *s,
+                    const lp_batch *b) {
+    const int n = b->n, hd = w->head_dim, q_dim = w->n_head * hd, kv_dim = w->n_head_kv * hd;
+    lp_tensor fused[3];
     const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
+    if (L->wqkv.data) {  // Phi-3: q, k, v are the rows of one tensor
+        fused[0] = rows_of(&L->wqkv, 0, q_dim);
+        fused[1] = rows_of(&L->wqkv, q_dim, kv_dim);
+        fused[2] = rows_of(&L->wqkv, q_dim + kv_dim, kv_dim);
+        for (int i = 0; i < 3; i++) qkv[i] = &fused[i];
+    }
     float *qkv_out[3] = { s->q, s->k, s->v };
     int rc = matmul_multi(s, 3, qkv, 0, s->xb, n, qkv_out);
     if (rc) return rc;
     if (L->bq.data) {  // Qwen 2: biases on q, k and v
-        add_bias(s->q, &L->bq, n, w->n_head * hd);
-        add_bias(s->k, &L->bk, n, w->n_head_kv * hd);
-        add_bias(s->v, &L->bv, n, w->n_head_kv * hd);
+        add_bias(s->q, L->bq.data, n, q_dim);
+        add_bias(s->k, L->bk.data, n, kv_dim);
+        add_bias(s->v, L->bv.data, n, kv_dim);
+    } else if (L->bqkv.data) {  // one bias of the fused tensor's rows
+        const float *bias = L->bqkv.data;
+        add_bias(s->q, bias, n, q_dim);
+        add_bias(s->k, bias + q_dim, n, kv_dim);
+        add_bias(s->v, bias + q_dim + kv_dim, n, kv_dim);
     }
     if (L->attn_q_norm.data) {  // Qwen 3, Gemma 3: an RMS norm over each head of q and of k
         lp_rmsnorm(s->q, s->q, L->attn_q_norm.data, (int64_t)n * w->n_head, hd, w->rms_eps);
         lp_rmsnorm(s->k, s->k, L->attn_k_norm.data, (int64_t)n * w->n_head_kv, hd, w->rms_eps);
     }
-    // rotate q and k; sliding-window layers have their own base, unscaled (Gemma 3)
-    const int swa = lp_layer_swa(w, l);
-    const float base = swa ? w->rope_base_swa : w->rope_base, scale = swa ? 1.0f : w->rope_freq_scale;
-    void (*rope)(float *, int64_t, const int32_t *, int, int, int, float, float) = w->rope_neox ? lp_rope_neox : lp_rope;
-    rope(s->q, n, b->pos, w->n_head, hd, w->n_rot, base, scale);
-    rope(s->k, n, b->pos, w->n_head_kv, hd, w->n_rot, base, scale);
+    const lp_rope_cfg rope = rope_of(w, kv, l);
+    lp_rope_apply(s->q, n, b->pos, w->n_head, hd, w->n_rot, &rope);
+    lp_rope_apply(s->k, n, b->pos, w->n_head_kv, hd, w->n_rot, &rope);
     return LP_OK;
+}
+
+// The dense feed-forward: xb2 (n, D) = down(act(gate xb) * up xb).
+static int dense_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n) {
+    lp_tensor fused[2];
+    const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
+    if (!L->ffn_gate.data) {  // Phi-3: gate and up are the rows of ffn_up
+        fused[0] = rows_of(&L->ffn_up, 0, w->n_ff);
+        fused[1] = rows_of(&L->ffn_up, w->n_ff, w->n_ff);
+        gu[0] = &fused[0];
+        gu[1] = &fused[1];
+    }
+    float *gu_out[2] = { s->hb, s->hb2 };
+    int rc = matmul_multi(s, 2, gu, 0, s->xb, n, gu_out);
+    if (rc) return rc;
+    (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)n * w->n_ff);
+    return matmul(s, &L->ffn_down, 0, s->hb, n, s->xb2);
 }
 
 // x (n, D) += rmsnorm(y) with the layer's post norm (Gemma 3), or y itself.
@@ -220,7 +272,7 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k
         lp_rmsnorm(s->xb, s->x, L->attn_norm.data, n, D, w->rms_eps);
-        if ((rc = qkv_rows(w, L, l, s, b))) return rc;
+        if ((rc = qkv_rows(w, L, kv, l, s, b))) return rc;
         // k, v of each row to its sequence's cache at its position (fp16)
         for (int t = 0; t < n; t++)
             for (int h = 0; h < w->n_head_kv; h++) {
@@ -243,12 +295,8 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
         lp_rmsnorm(s->xb, s->x, L->ffn_norm.data, n, D, w->rms_eps);
         if (w->n_expert > 0) {
             if ((rc = moe_ffn(w, L, s, n))) return rc;
-        } else {
-            const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
-            float *gu_out[2] = { s->hb, s->hb2 };
-            if ((rc = matmul_multi(s, 2, gu, 0, s->xb, n, gu_out))) return rc;
-            (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)n * w->n_ff);
-            if ((rc = matmul(s, &L->ffn_down, 0, s->hb, n, s->xb2))) return rc;
+        } else if ((rc = dense_ffn(w, L, s, n))) {
+            return rc;
         }
         residual_add(w, s->x, s->xb2, &L->ffn_post_norm, n);
     }
