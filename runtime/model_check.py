@@ -12,8 +12,8 @@ the runtime would refuse at start-up, with the same one-line message. Checked, i
   4. the vocabulary can be built (tokenizer.check_vocab);
   5. the tensors against the architecture's table (arch.py): block_count matches the blk.N
      tensors present, every required tensor exists with the shape the hyperparameters give and a
-     type the kernels compute with, no tensor is one the table does not know (it would be
-     silently ignored);
+     type the kernels compute with, no model tensor is one the table does not know (it would be
+     silently ignored; a tensor named like none of llama.cpp's, e.g. padding, is not a model tensor);
   6. every feature the model needs (its architecture's flags, its optional tensors, its rope
      scaling) is one the C forward pass implements (C_FORWARD_FEATURES); otherwise one line names
      what is missing.
@@ -279,6 +279,11 @@ def _sliding_window(md: dict[str, Any], key: Any, arch: Arch, n_layer: int, n_ct
 # -- tensors -------------------------------------------------------------------
 
 _BLOCK_NAME = re.compile(r"blk\.(\d+)\.")
+# Names of model tensors outside the layers, as llama.cpp's architectures name them: one of these
+# that the table does not list is a tensor the model needs and this runtime would ignore. Other
+# names (a file's own extra data, e.g. the benchmarks' padding tensor) are not model tensors.
+_GLOBAL_NAME = re.compile(r"(token_embd|token_embd_norm|token_types|position_embd|output|output_norm|rope_\w+"
+                          r"|cls|cls\.output|per_layer_\w+|altup_\w+|laurel_\w+|dense_\w+)\.(weight|bias)$")
 
 
 def global_tensors(cfg: ModelConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -323,7 +328,7 @@ def check_tensors(f: GGUFFile, cfg: ModelConfig) -> ModelConfig:
     table = global_table(arch, cfg)
     known = {t.name for t in table}
     for name in f.tensors:
-        if name not in known and not _BLOCK_NAME.match(name):
+        if name not in known and _GLOBAL_NAME.match(name):
             raise _unused(name, cfg)
     for i in range(cfg.n_layer):
         if i not in blocks:
