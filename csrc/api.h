@@ -74,9 +74,14 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 // Rotates the n_rot first dimensions of every head of row r by position pos[r].
 void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
              float freq_scale);
+// The same rotation in GGML's NEOX mode: value i pairs with value i + n_rot/2 (Qwen, Gemma, Phi-3).
+void lp_rope_neox(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
+                  float freq_scale);
 void lp_softmax(float *x, int64_t n);
 double lp_softmax_exps(float *x, int64_t n, float *max_out);
 void lp_swiglu(float *gate, const float *up, int64_t n);
+// gate[i] = gelu(gate[i]) * up[i], GELU's tanh approximation (GeGLU: Gemma).
+void lp_geglu(float *gate, const float *up, int64_t n);
 
 // ---------------------------------------------------------------------------
 // The llama-architecture model (model.c), in three parts, each in memory the caller
@@ -98,6 +103,13 @@ typedef struct {
     lp_tensor attn_norm, wq, wk, wv, wo, ffn_norm;
     lp_tensor ffn_gate, ffn_up, ffn_down;                               // dense feed-forward
     lp_tensor ffn_gate_inp, ffn_gate_exps, ffn_up_exps, ffn_down_exps;  // mixture of experts
+    // optional (data NULL when the architecture or the file has none; runtime/arch.py):
+    lp_tensor bq, bk, bv;                      // (q_dim), (kv_dim), (kv_dim) biases of q, k, v
+    lp_tensor attn_q_norm, attn_k_norm;        // (head_dim) RMS norm weights per head of q and k
+    lp_tensor attn_post_norm, ffn_post_norm;   // (n_embd) norms of the attention and FFN outputs
+    lp_tensor wqkv;                            // (q_dim + 2 kv_dim, n_embd) q, k, v in one (Phi-3): wq, wk, wv empty
+    lp_tensor bqkv;                            // (q_dim + 2 kv_dim) its bias, when one (instead of bq, bk, bv)
+    // a dense layer without ffn_gate has gate and up in ffn_up (2 n_ff, n_embd), gate rows first (Phi-3)
 } lp_layer;
 
 typedef struct {
@@ -106,6 +118,21 @@ typedef struct {
     float rms_eps, rope_base, rope_freq_scale;
     lp_tensor tok_embd, output_norm, output;
     lp_layer *layers;              // (n_layer)
+    // architecture flags (runtime/arch.py; all 0 is the plain llama layer):
+    int rope_neox;                 // rotate value i with i + n_rot/2 (NEOX) instead of adjacent pairs
+    int act_gelu;                  // GeGLU (GELU, tanh approximation) instead of SwiGLU
+    float embd_scale;              // token embeddings times this (0: 1)
+    float attn_scale;              // q.k scale (0: 1 / sqrt(head_dim))
+    int n_swa, swa_pattern;        // sliding window of n_swa positions (0: none) on every layer
+                                   // but each swa_pattern-th (0: on every layer)
+    float rope_base_swa;           // rope base of the sliding-window layers (their scale is 1)
+    float final_softcap;           // logits c * tanh(logits / c) (0: none)
+    // rope scaling beyond linear (runtime/model_check.py's rope_* fields):
+    lp_tensor rope_freqs;          // (n_rot/2) divisors of the angles (Llama 3.1+), or empty
+    lp_tensor rope_long, rope_short;  // (n_rot/2) LongRoPE's (Phi-3): long when n_ctx > rope_orig_ctx
+    int rope_yarn;                 // YaRN (with rope_freq_scale as 1 / its factor)
+    int rope_orig_ctx;             // the context the model was trained for (YaRN, LongRoPE)
+    float rope_attn_factor;        // cos and sin times this (0: 1)
 } lp_weights;
 
 // Positions per block of the KV cache.

@@ -259,6 +259,24 @@ typedef struct {
     const int32_t *groups;                   // (n, 3) sequence, first row, rows
 } lp_seq_groups;
 
+// Rotary embedding with every option of GGML's rope_ext (ops.c: lp_rope_apply).
+typedef struct {
+    float base, freq_scale;
+    float ext_factor;              // YaRN's mix (0: none, 1: YaRN)
+    float corr_low, corr_high;     // YaRN's correction dimensions (pair indices)
+    float attn_factor;             // cos and sin times this
+    const float *factors;          // (n_rot/2) divisors of the angles, or NULL
+    int neox;                      // pairs (i, i + n_rot/2) instead of (2i, 2i + 1)
+} lp_rope_cfg;
+void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
+                   const lp_rope_cfg *cfg);
+
+// Layer l attends within the sliding window (api.h's n_swa, swa_pattern; llama.cpp's
+// set_swa_pattern): every layer but each swa_pattern-th, or every layer for pattern 0.
+static inline int lp_layer_swa(const lp_weights *w, int l) {
+    return w->n_swa > 0 && (w->swa_pattern == 0 || l % w->swa_pattern < w->swa_pattern - 1);
+}
+
 // Causal attention of the rows at one layer (attn.c): out (n, q_dim) from q (n, q_dim),
 // row i over positions 0..pos[i] of its group's sequence's cache.
 void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_groups *g, const int32_t *pos,

@@ -151,6 +151,14 @@ KEY_ROPE_DIMENSION_COUNT = "{arch}.rope.dimension_count"
 KEY_ROPE_FREQ_BASE = "{arch}.rope.freq_base"
 KEY_ROPE_SCALING_TYPE = "{arch}.rope.scaling.type"
 KEY_ROPE_SCALING_FACTOR = "{arch}.rope.scaling.factor"
+KEY_ROPE_SCALING_ATTN_FACTOR = "{arch}.rope.scaling.attn_factor"       # LongRoPE's magnitude factor
+KEY_ROPE_SCALING_ORIG_CTX_LEN = "{arch}.rope.scaling.original_context_length"  # YaRN, LongRoPE
+KEY_ROPE_FREQ_BASE_SWA = "{arch}.rope.freq_base_swa"                  # sliding-window layers' base
+KEY_EXPERT_FEED_FORWARD_LENGTH = "{arch}.expert_feed_forward_length"  # qwen3moe: n_ff per expert
+KEY_SLIDING_WINDOW = "{arch}.attention.sliding_window"
+KEY_SLIDING_WINDOW_PATTERN = "{arch}.attention.sliding_window_pattern"
+KEY_ATTN_LOGIT_SOFTCAPPING = "{arch}.attn_logit_softcapping"
+KEY_FINAL_LOGIT_SOFTCAPPING = "{arch}.final_logit_softcapping"
 
 KEY_TOKENIZER_MODEL = "tokenizer.ggml.model"          # "llama" (SentencePiece) or "gpt2" (BPE)
 KEY_TOKENIZER_PRE = "tokenizer.ggml.pre"              # pre-tokenizer name, e.g. "smollm"
@@ -162,6 +170,10 @@ KEY_TOKENIZER_ADD_BOS = "tokenizer.ggml.add_bos_token"
 KEY_TOKENIZER_ADD_EOS = "tokenizer.ggml.add_eos_token"
 KEY_TOKENIZER_ADD_SPACE_PREFIX = "tokenizer.ggml.add_space_prefix"
 KEY_TOKENIZER_CHAT_TEMPLATE = "tokenizer.chat_template"
+KEY_TOKENIZER_TOKEN_ID = "tokenizer.ggml.{name}_token_id"  # name: one of TOKENIZER_ID_NAMES
+TOKENIZER_ID_NAMES = ("bos", "eos", "eot", "eom", "unknown", "padding", "seperator", "mask",
+                      "prefix", "suffix", "middle",  # older FIM names
+                      "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep")
 
 
 class TokenType(IntEnum):
@@ -204,6 +216,14 @@ METADATA_TYPES: dict[str, tuple[tuple[GGUFValueType, ...], ...]] = {
     KEY_ROPE_FREQ_BASE: _F32,
     KEY_ROPE_SCALING_TYPE: _STR,
     KEY_ROPE_SCALING_FACTOR: _F32,
+    KEY_ROPE_SCALING_ATTN_FACTOR: _F32,
+    KEY_ROPE_SCALING_ORIG_CTX_LEN: _U32,
+    KEY_ROPE_FREQ_BASE_SWA: _F32,
+    KEY_EXPERT_FEED_FORWARD_LENGTH: _U32,
+    KEY_SLIDING_WINDOW: _U32,
+    KEY_SLIDING_WINDOW_PATTERN: _U32,  # llama.cpp also takes a per-layer bool array; refused here
+    KEY_ATTN_LOGIT_SOFTCAPPING: _F32,
+    KEY_FINAL_LOGIT_SOFTCAPPING: _F32,
     KEY_TOKENIZER_MODEL: _STR,
     KEY_TOKENIZER_PRE: _STR,
     KEY_TOKENIZER_TOKENS: ((_T.ARRAY, _T.STRING),),
@@ -215,10 +235,7 @@ METADATA_TYPES: dict[str, tuple[tuple[GGUFValueType, ...], ...]] = {
     KEY_TOKENIZER_ADD_EOS: _BOOL,
     KEY_TOKENIZER_ADD_SPACE_PREFIX: _BOOL,
     KEY_TOKENIZER_CHAT_TEMPLATE: _STR,
-    **{f"tokenizer.ggml.{name}_token_id": _U32 for name in (
-        "bos", "eos", "eot", "eom", "unknown", "padding", "seperator", "mask",
-        "prefix", "suffix", "middle",
-        "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep")},
+    **{KEY_TOKENIZER_TOKEN_ID.format(name=name): _U32 for name in TOKENIZER_ID_NAMES},
 }
 
 # --- what the runtime can run -------------------------------------------------------------------

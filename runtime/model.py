@@ -21,7 +21,7 @@ from runtime import kernels
 from runtime.gguf import GGUFFile
 from runtime.kernels import ffi, lib
 from runtime.model_check import (  # noqa: F401  (ModelConfig, check_model: part of this module's API)
-    ModelConfig, ModelError, check_model, global_tensors, layer_tensors,
+    ModelConfig, ModelError, c_flags, check_model, global_tensors, layer_tensors,
 )
 
 _ERRORS = {
@@ -98,6 +98,8 @@ class Model:
         for name in ("n_vocab", "n_embd", "n_layer", "n_head", "n_head_kv", "head_dim", "n_rot", "n_ff",
                      "n_expert", "n_expert_used", "rms_eps", "rope_base", "rope_freq_scale"):
             setattr(w, name, getattr(cfg, name))
+        for name, value in c_flags(cfg).items():  # the architecture's flags (runtime/arch.py)
+            setattr(w, name, value)
         names = {field: name for field, (name, _) in global_tensors(cfg).items()}
         if names["output"] not in self.file.tensors:
             names["output"] = names["tok_embd"]  # tied: the output reuses the embeddings

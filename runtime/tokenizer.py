@@ -41,7 +41,11 @@ from __future__ import annotations
 import codecs
 from typing import Any, Iterable
 
-from .constants import TokenType
+from .constants import (
+    KEY_GENERAL_NAME, KEY_TOKENIZER_ADD_BOS, KEY_TOKENIZER_ADD_EOS, KEY_TOKENIZER_ADD_SPACE_PREFIX, KEY_TOKENIZER_MERGES,
+    KEY_TOKENIZER_MODEL, KEY_TOKENIZER_PRE, KEY_TOKENIZER_SCORES, KEY_TOKENIZER_TOKEN_ID, KEY_TOKENIZER_TOKEN_TYPE,
+    KEY_TOKENIZER_TOKENS, TokenType,
+)
 from .gguf import get_key
 from .tokenizer_bpe import BPE, PRE_TOKENIZERS, decode_piece
 from .tokenizer_spm import SPACE, SPM
@@ -85,7 +89,6 @@ EOG_NAMES = frozenset((
     "<｜end▁of▁sentence｜>", "[e~["))
 
 _C_SPACES = " \t\n\v\f\r"  # C isspace(), what llama.cpp strips around LSTRIP/RSTRIP tokens
-_K = "tokenizer.ggml."
 
 
 class TokenizerError(ValueError):
@@ -97,29 +100,29 @@ def check_vocab(metadata: dict[str, Any]) -> int:
     (gguf.get_key), a supported model and pre-tokenizer, a non-empty token list, one score and
     one type per token when present, merges for a gpt2 vocabulary. TokenizerError otherwise."""
     md = metadata
-    model = get_key(md, _K + "model")
+    model = get_key(md, KEY_TOKENIZER_MODEL)
     if model is None:
-        raise TokenizerError("tokenizer: the file has no tokenizer (metadata key tokenizer.ggml.model is missing)")
+        raise TokenizerError(f"tokenizer: the file has no tokenizer (metadata key {KEY_TOKENIZER_MODEL} is missing)")
     if model not in ("llama", "gpt2"):
         raise TokenizerError(f"tokenizer: unsupported tokenizer model {model!r} "
-                             "(tokenizer.ggml.model); supported: 'llama', 'gpt2'")
-    tokens = get_key(md, _K + "tokens")
+                             f"({KEY_TOKENIZER_MODEL}); supported: 'llama', 'gpt2'")
+    tokens = get_key(md, KEY_TOKENIZER_TOKENS)
     if not tokens:
-        raise TokenizerError("tokenizer: the file has no vocabulary (tokenizer.ggml.tokens)")
+        raise TokenizerError(f"tokenizer: the file has no vocabulary ({KEY_TOKENIZER_TOKENS})")
     n = len(tokens)
-    for key in ("scores", "token_type"):
-        values = get_key(md, _K + key)
+    for key in (KEY_TOKENIZER_SCORES, KEY_TOKENIZER_TOKEN_TYPE):
+        values = get_key(md, key)
         if values is not None and len(values) != n:
-            raise TokenizerError(f"tokenizer: tokenizer.ggml.{key} has {len(values)} entries for "
-                                 f"{n} tokens (tokenizer.ggml.tokens); expected one per token")
+            raise TokenizerError(f"tokenizer: {key} has {len(values)} entries for "
+                                 f"{n} tokens ({KEY_TOKENIZER_TOKENS}); expected one per token")
     if model == "gpt2":
-        pre = get_key(md, _K + "pre") or "default"
+        pre = get_key(md, KEY_TOKENIZER_PRE) or "default"
         if pre not in PRE_TOKENIZERS:
             raise TokenizerError(
-                f"tokenizer: unknown pre-tokenizer type {pre!r} (tokenizer.ggml.pre); "
+                f"tokenizer: unknown pre-tokenizer type {pre!r} ({KEY_TOKENIZER_PRE}); "
                 f"supported: {', '.join(sorted(PRE_TOKENIZERS))}")
-        if get_key(md, _K + "merges") is None:
-            raise TokenizerError("tokenizer: gpt2 vocabulary without tokenizer.ggml.merges")
+        if get_key(md, KEY_TOKENIZER_MERGES) is None:
+            raise TokenizerError(f"tokenizer: gpt2 vocabulary without {KEY_TOKENIZER_MERGES}")
     return n
 
 
@@ -145,18 +148,18 @@ class Tokenizer:
         md = metadata
         self._read_vocabulary(md)
         bos, eos, unk = self._read_type_defaults(md)
-        self.attrs = _token_attributes(get_key(md, _K + "token_type"), self.n_vocab)
+        self.attrs = _token_attributes(get_key(md, KEY_TOKENIZER_TOKEN_TYPE), self.n_vocab)
         fim = self._read_special_ids(md, bos, eos, unk)
         self._find_named_tokens(fim)
-        self._specials = self._special_tokens(get_key(md, "general.name", "").lower())
+        self._specials = self._special_tokens(get_key(md, KEY_GENERAL_NAME, "").lower())
         self._pieces: list[bytes | None] = [None] * self.n_vocab
         self._spm, self._bpe = self._make_encoder(md)
 
     def _read_vocabulary(self, md: dict[str, Any]) -> None:
         """The model type and the token texts (empty ones named, as llama.cpp does)."""
         n = check_vocab(md)
-        tokens = md[_K + "tokens"]
-        self.model = md[_K + "model"]
+        tokens = md[KEY_TOKENIZER_TOKENS]
+        self.model = md[KEY_TOKENIZER_MODEL]
         self.tokens = tokens if all(tokens) else [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
         self.n_vocab = n
         self.token_to_id = dict(zip(self.tokens, range(n)))  # a repeated text: the last id wins
@@ -170,11 +173,11 @@ class Tokenizer:
             self.add_bos, self.add_eos = True, False
             self.add_space_prefix, self.clean_spaces = True, False
         else:  # "gpt2" (check_vocab)
-            self.pre = get_key(md, _K + "pre") or "default"
+            self.pre = get_key(md, KEY_TOKENIZER_PRE) or "default"
             _, self.clean_spaces, _, self.add_bos = PRE_TOKENIZERS[self.pre]
             bos, eos, unk = 11, 11, None
             self.add_eos, self.add_space_prefix = False, False
-        self.add_space_prefix = get_key(md, _K + "add_space_prefix", self.add_space_prefix)
+        self.add_space_prefix = get_key(md, KEY_TOKENIZER_ADD_SPACE_PREFIX, self.add_space_prefix)
         return bos, eos, unk
 
     def _read_special_ids(self, md: dict[str, Any], bos: int, eos: int, unk: int | None) -> dict[str, int | None]:
@@ -185,21 +188,21 @@ class Tokenizer:
         def special(key: str, default: int | None) -> int | None:
             if default is not None and default >= n:
                 default = None
-            value = get_key(md, _K + key)
+            value = get_key(md, KEY_TOKENIZER_TOKEN_ID.format(name=key))
             return value if value is not None and value < n else default  # as llama.cpp: bad ids ignored
 
-        self.bos_id = special("bos_token_id", bos)
-        self.eos_id = special("eos_token_id", eos)
-        self.unk_id = special("unknown_token_id", unk)
-        self.pad_id = special("padding_token_id", None)
-        self.eot_id = special("eot_token_id", None)
-        self.eom_id = special("eom_token_id", None)
-        fim = {k: special(f"fim_{k}_token_id", None)
+        self.bos_id = special("bos", bos)
+        self.eos_id = special("eos", eos)
+        self.unk_id = special("unknown", unk)
+        self.pad_id = special("padding", None)
+        self.eot_id = special("eot", None)
+        self.eom_id = special("eom", None)
+        fim = {k: special(f"fim_{k}", None)
                for k in ("pre", "suf", "mid", "pad", "rep", "sep")}
         for key, old in (("pre", "prefix"), ("suf", "suffix"), ("mid", "middle")):
-            fim[key] = special(f"{old}_token_id", fim[key])
-        self.add_bos = get_key(md, _K + "add_bos_token", self.add_bos)
-        self.add_eos = get_key(md, _K + "add_eos_token", self.add_eos)
+            fim[key] = special(old, fim[key])
+        self.add_bos = get_key(md, KEY_TOKENIZER_ADD_BOS, self.add_bos)
+        self.add_eos = get_key(md, KEY_TOKENIZER_ADD_EOS, self.add_eos)
         return fim
 
     def _find_named_tokens(self, fim: dict[str, int | None]) -> None:
@@ -240,7 +243,7 @@ class Tokenizer:
         """The fragment encoder: SentencePiece by scores (llama) or byte-level BPE by merges (gpt2)."""
         n = self.n_vocab
         if self.model == "llama":
-            scores = get_key(md, _K + "scores") or [0.0] * n  # one per token (check_vocab)
+            scores = get_key(md, KEY_TOKENIZER_SCORES) or [0.0] * n  # one per token (check_vocab)
             byte_ids: list[int | None] = []
             for b in range(256):
                 tid = self.token_to_id.get(f"<0x{b:02X}>")
@@ -249,7 +252,7 @@ class Tokenizer:
                 byte_ids.append(tid)
             return SPM(self.token_to_id, scores, byte_ids), None
         family, _, ignore_merges, _ = PRE_TOKENIZERS[self.pre]
-        merges = md[_K + "merges"]  # present (check_vocab)
+        merges = md[KEY_TOKENIZER_MERGES]  # present (check_vocab)
         return None, BPE(self.token_to_id, merges, family, ignore_merges)
 
     @classmethod

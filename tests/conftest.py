@@ -28,6 +28,31 @@ def smollm2_path() -> Path:
     return path
 
 
+def _real_model(assemble) -> Path:  # noqa: ANN001
+    from tests.real_models import MissingModel
+
+    try:
+        return assemble()
+    except MissingModel as e:  # a set-up failure, not a reason to skip
+        pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def qwen25_coder_path() -> Path:
+    """Qwen2.5-Coder-0.5B-Instruct (qwen2), assembled from PyPI parts into build/models/ (tests/real_models.py)."""
+    from tests.real_models import qwen25_coder_path
+
+    return _real_model(qwen25_coder_path)
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """Gemma 3 270M Q4_K_M (gemma3), assembled from PyPI parts into build/models/ (tests/real_models.py)."""
+    from tests.real_models import gemma3_path
+
+    return _real_model(gemma3_path)
+
+
 @pytest.fixture(scope="session")
 def runtime_exe() -> Path:
     """The one-file runtime for this machine, built once (again only when its inputs changed)."""

@@ -121,7 +121,10 @@ RANGE_CASES = {
                                      ["llama.rope.scaling.factor"]),
     "scaling_factor-nan": ({"llama.rope.scaling.factor": (NAN, F32)}, "dense", ["llama.rope.scaling.factor"]),
     "scaling_factor-negative": ({"llama.rope.scaling.factor": (-2.0, F32)}, "dense", ["llama.rope.scaling.factor"]),
-    "scaling-yarn": ({"llama.rope.scaling.type": ("yarn", STR)}, "dense", ["'yarn'", "llama.rope.scaling.type"]),
+    "scaling-unknown": ({"llama.rope.scaling.type": ("ntk", STR)}, "dense", ["'ntk'", "llama.rope.scaling.type"]),
+    "orig_ctx-0": ({"llama.rope.scaling.original_context_length": (0, U32)}, "dense",
+                   ["llama.rope.scaling.original_context_length = 0"]),
+    "attn_factor-0": ({"llama.rope.scaling.attn_factor": (0.0, F32)}, "dense", ["llama.rope.scaling.attn_factor"]),
     "rms_eps-nan": ({"llama.attention.layer_norm_rms_epsilon": (NAN, F32)}, "dense", ["layer_norm_rms_epsilon"]),
     "rms_eps-negative": ({"llama.attention.layer_norm_rms_epsilon": (-1e-5, F32)}, "dense",
                          ["layer_norm_rms_epsilon"]),
@@ -202,7 +205,14 @@ TENSOR_CASES = {
     "ffn_norm-2d": ({"blk.0.ffn_norm.weight": _zeros(1, 64)}, "dense", ["blk.0.ffn_norm.weight"]),
     "missing-ffn_up": ({"blk.0.ffn_up.weight": None}, "dense", ["lacks", "blk.0.ffn_up.weight"]),
     "missing-embd": ({"token_embd.weight": None}, "dense", ["lacks", "token_embd.weight"]),
-    "extra-bias": ({"blk.0.attn_q.bias": _zeros(64)}, "dense", ["blk.0.attn_q.bias", "not used"]),
+    "extra-bias": ({"blk.0.attn_q.bias": _zeros(64)}, "dense", ["blk.0.attn_q/k/v.bias", "all three or none"]),
+    "fused-qkv-shape": ({**{f"blk.{i}.attn_{x}.weight": None for i in (0, 1) for x in "qkv"},
+                        **{f"blk.{i}.attn_qkv.weight": _zeros(96, 64) for i in (0, 1)}},
+                       "dense", ["blk.0.attn_qkv.weight", "(96, 64)", "(128, 64)"]),
+    "longrope-half": ({"rope_factors_long.weight": np.ones(8, np.float32)}, "dense", ["rope_factors_long.weight"]),
+    "rope_freqs-shape": ({"rope_freqs.weight": np.ones(16, np.float32)}, "dense", ["rope_freqs.weight", "(8,)"]),
+    "unknown-global": ({"output.bias": _zeros(96)}, "dense", ["output.bias", "not used"]),
+    "qkv-fused-and-separate": ({"blk.0.attn_qkv.weight": _zeros(128, 64)}, "dense", ["attn_qkv", "both"]),
     "extra-layer": ({"blk.2.attn_norm.weight": _zeros(64)}, "dense", ["llama.block_count", "3 layers"]),
     "gap-in-layers": ({**{f"blk.1.{n}.weight": None for n in DENSE_LAYER}, "blk.2.attn_norm.weight": _zeros(64)},
                       "dense", ["llama.block_count", "no blk.1.* tensors"]),
@@ -224,6 +234,25 @@ def test_bad_tensor_is_refused(bases: dict[str, Path], tmp_path: Path, case: str
 
 def test_unsupported_architecture(bases: dict[str, Path], tmp_path: Path) -> None:
     _refused(_broken(bases, tmp_path, keys={"general.architecture": ("gpt2", STR)}), "architecture 'gpt2'")
+
+
+def test_llama_with_biases_runs_them(bases: dict[str, Path], tmp_path: Path) -> None:
+    """q/k/v biases (optional in every architecture, as llama.cpp loads them) are bound and applied:
+    a bias on v of 1 everywhere adds v's bias through attention (weights sum to 1) to the output."""
+    from runtime.model import Model
+
+    biases = {f"blk.{i}.attn_{x}.bias": _zeros(64 if x == "q" else 32) for i in (0, 1) for x in "qkv"}
+    zero = _broken(bases, tmp_path, tensors=biases)
+    with GGUFFile(zero) as f:
+        assert check_model(f).qkv_bias
+        with_zero = Model(f, n_ctx=16, n_threads=1).forward([1, 5, 9], 0)
+    with GGUFFile(bases["dense"]) as f:
+        plain = Model(f, n_ctx=16, n_threads=1).forward([1, 5, 9], 0)
+    np.testing.assert_array_equal(with_zero, plain)  # zero biases change nothing
+    ones = rewrite_gguf(bases["dense"], tmp_path / "ones.gguf", tensors={**biases, **{
+        f"blk.{i}.attn_v.bias": np.ones(32, np.float32) for i in (0, 1)}})
+    with GGUFFile(ones) as f:
+        assert not np.allclose(Model(f, n_ctx=16, n_threads=1).forward([1, 5, 9], 0), plain, atol=1e-3)
 
 
 def test_good_models_pass(bases: dict[str, Path]) -> None:

@@ -231,7 +231,7 @@ def test_build_refuses_a_model_the_runtime_cannot_run(runtime_exe, tmp_path) -> 
 
     from tests.tiny_models import TinySpec, write_tiny_llama
 
-    phi3 = write_gguf(tmp_path / "phi3.gguf", "phi3", {"context_length": 128},
+    phi2 = write_gguf(tmp_path / "phi2.gguf", "phi2", {"context_length": 128},
                       {"token_embd.weight": np.zeros((8, 32), np.float32)})
     lacking = write_gguf(tmp_path / "lacking.gguf", "llama", {"context_length": 128},
                          {"token_embd.weight": np.zeros((8, 32), np.float32)})
@@ -240,7 +240,7 @@ def test_build_refuses_a_model_the_runtime_cannot_run(runtime_exe, tmp_path) -> 
     out = tmp_path / "out" / "o.llamafile"
     out.parent.mkdir()
     # the runtime's wording may change; the reason's subject may not: the architecture, a missing key, the tensor
-    for model, needle in ((phi3, "'phi3'"), (lacking, "tokenizer.ggml.model"), (i32, "blk.0.attn_q.weight")):
+    for model, needle in ((phi2, "'phi2'"), (lacking, "tokenizer.ggml.model"), (i32, "blk.0.attn_q.weight")):
         r = packer("build", str(model), "-o", str(out), "--runtime", str(runtime_exe))
         assert_one_line_error(r, needle)
         assert str(model) in r.stderr

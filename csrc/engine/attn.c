@@ -1,5 +1,6 @@
 // attn.c — causal attention over the fp16 KV cache, for a batch of rows of one or
-// several sequences; each row attends to positions 0..pos of its own sequence.
+// several sequences; each row attends to positions 0..pos of its own sequence (with a
+// sliding window, the last n_swa of them).
 //
 // K and V are cached alike: per sequence, layer and kv head, blocks of LP_KV_BLOCK positions, each
 // (head_dim, LP_KV_BLOCK), the head's blocks one after another. A 16-position tile
@@ -41,6 +42,8 @@ typedef struct {
     const int32_t *first;      // (groups + 1) each group's first chunk
     int layer, group;          // group: query heads per kv head
     int64_t score_len;         // scores per row: n_ctx rounded up to whole blocks
+    int window;                // sliding window: a row sees its last `window` positions (0: all)
+    float scale;               // of q.k
     int simd;
 } attn_ctx;
 
@@ -246,6 +249,23 @@ static int group_segs(const attn_ctx *c, int g, int *seg_len) {
     return segs;
 }
 
+// Sliding window: a row at position pos sees positions pos - window + 1 .. pos, as
+// llama.cpp's standard window hides p0 when pos - p0 >= window. Scores before the
+// window become -inf (weight 0); a row whose window starts past this segment sees
+// none of it (length 0: the segment merge then gives it no weight). Rows row0.. of
+// the chunk; the group's rows start at `first`.
+static void hide_outside_window(const attn_ctx *c, attn_rows *r, int nr, int first, int row0, int p0) {
+    for (int i = 0; i < nr; i++) {
+        const int t = first + (row0 + i) / c->group;
+        const int64_t start = (int64_t)c->pos[t] - c->window + 1 - p0;  // first visible, segment-relative
+        if (start >= r->len[i]) {
+            r->len[i] = 0;
+            continue;
+        }
+        for (int64_t p = 0; p < start; p++) r->s[i][p] = -INFINITY;
+    }
+}
+
 static void attention_chunk(void *vctx, int chunk, int ith) {
     const attn_ctx *c = vctx;
     const lp_weights *w = c->w;
@@ -262,7 +282,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     const int kvh = head_chunk / cph, row0 = head_chunk % cph * LP_ATT_ROWS;
     const int nr = rows_per_head - row0 < LP_ATT_ROWS ? rows_per_head - row0 : LP_ATT_ROWS;
     const int p0 = seg * seg_len;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = c->scale;
     attn_rows r;
     memset(&r, 0, sizeof(r));
     float *s = c->s->att + (int64_t)ith * LP_ATT_ROWS * c->score_len;
@@ -283,6 +303,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     else
 #endif
         scores_ref(&r, nr, kt, ks, hd, 0, seg_len, scale);
+    if (c->window > 0) hide_outside_window(c, &r, nr, grp[1], row0, p0);
     float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
     for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
@@ -344,6 +365,8 @@ void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_
         .w = w, .kv = kv, .s = s, .g = g, .pos = pos, .q = q, .out = out, .layer = layer,
         .group = w->n_head / w->n_head_kv, .first = s->att_first,
         .score_len = ((int64_t)s->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK,
+        .window = lp_layer_swa(w, layer) ? w->n_swa : 0,
+        .scale = w->attn_scale > 0.0f ? w->attn_scale : 1.0f / sqrtf((float)w->head_dim),
         .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
     };
     // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time, times the

@@ -1,6 +1,10 @@
-// model.c — the forward pass of the llama architecture (Llama, Mistral, Mixtral,
-// SmolLM2), read top to bottom: embed, then per layer attention and feed-forward
-// (dense SwiGLU or a mixture of experts), then final norm and output projection.
+// model.c — the forward pass of every architecture runtime/arch.py lists, read top
+// to bottom: embed, then per layer attention and feed-forward (dense SwiGLU / GeGLU
+// or a mixture of experts), then final norm and output projection. The llama layer
+// (Llama, Mistral, Mixtral, SmolLM2) is the path with every flag off; each flag of
+// lp_weights (Qwen's q/k/v biases and NEOX rope, Gemma's embedding scale, q/k norms,
+// post norms, GeGLU, sliding window, soft-cap; Phi-3's fused tensors and LongRoPE,
+// Llama 3.1's rope factors, YaRN) is one branch where it applies.
 // A call runs a batch of rows, each a token at a position of a sequence: a prompt
 // chunk, one decoding token per sequence, or both. The weights, the KV cache and
 // the scratch buffers are the caller's (api.h; state.c lays them out).
@@ -92,7 +96,7 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n,
         const lp_tensor *gu[2] = { &L->ffn_gate_exps, &L->ffn_up_exps };
         float *gu_out[2] = { s->hb, s->hb2 };
         if ((rc = matmul_multi(s, 2, gu, e, s->moe_x, ne, ne_single, gu_out))) return rc;
-        lp_swiglu(s->hb, s->hb2, (int64_t)ne * w->n_ff);
+        (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)ne * w->n_ff);
         if ((rc = matmul(s, &L->ffn_down_exps, e, s->hb, ne, ne_single, s->moe_y))) return rc;
         // weighted scatter-add back to the tokens
         for (int i = 0; i < ne; i++) {
@@ -104,6 +108,96 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n,
     return LP_OK;
 }
 
+// x (n, len) += bias (len) on every row.
+static void add_bias(float *x, const float *bias, int n, int len) {
+    for (int64_t t = 0; t < n; t++)
+        for (int i = 0; i < len; i++) x[t * len + i] += bias[i];
+}
+
+// Rows [first, first + rows) of matrix t, as a matrix of its own (the parts of a fused tensor).
+static lp_tensor rows_of(const lp_tensor *t, int64_t first, int64_t rows) {
+    lp_tensor out = *t;
+    out.data = (const uint8_t *)t->data + first * row_bytes(t);
+    out.rows = rows;
+    return out;
+}
+
+// Layer l's rope: its base and scale (sliding-window layers: their own base, unscaled),
+// the frequency factors, YaRN's ramp, the magnitude factor.
+static lp_rope_cfg rope_of(const lp_weights *w, const lp_kv *kv, int l) {
+    const int swa = lp_layer_swa(w, l);
+    lp_rope_cfg c = { .base = swa ? w->rope_base_swa : w->rope_base, .freq_scale = swa ? 1.0f : w->rope_freq_scale,
+                      .attn_factor = w->rope_attn_factor > 0.0f ? w->rope_attn_factor : 1.0f, .neox = w->rope_neox };
+    if (w->rope_freqs.data) c.factors = w->rope_freqs.data;
+    else if (w->rope_long.data) c.factors = kv->n_ctx > w->rope_orig_ctx ? w->rope_long.data : w->rope_short.data;
+    if (w->rope_yarn && !swa) {  // GGML's correction dimensions, beta_fast 32 and beta_slow 1
+        const float two_pi = 6.283185307179586f, n = (float)w->n_rot, lb = 2.0f * logf(c.base);
+        c.ext_factor = 1.0f;
+        c.corr_low = fmaxf(0.0f, floorf(n * logf((float)w->rope_orig_ctx / (32.0f * two_pi)) / lb));
+        c.corr_high = fminf(n - 1.0f, ceilf(n * logf((float)w->rope_orig_ctx / two_pi) / lb));
+    }
+    return c;
+}
+
+// The attention's q, k and v (n rows, the first ns generated tokens'): projections, biases,
+// per-head norms, rope at each row's position.
+static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int l, lp_scratch *s, int n, int ns) {
+    const int hd = w->head_dim, q_dim = w->n_head * hd, kv_dim = w->n_head_kv * hd;
+    lp_tensor fused[3];
+    const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
+    if (L->wqkv.data) {  // Phi-3: q, k, v are the rows of one tensor
+        fused[0] = rows_of(&L->wqkv, 0, q_dim);
+        fused[1] = rows_of(&L->wqkv, q_dim, kv_dim);
+        fused[2] = rows_of(&L->wqkv, q_dim + kv_dim, kv_dim);
+        for (int i = 0; i < 3; i++) qkv[i] = &fused[i];
+    }
+    float *qkv_out[3] = { s->q, s->k, s->v };
+    int rc = matmul_multi(s, 3, qkv, 0, s->xb, n, ns, qkv_out);
+    if (rc) return rc;
+    if (L->bq.data) {  // Qwen 2: biases on q, k and v
+        add_bias(s->q, L->bq.data, n, q_dim);
+        add_bias(s->k, L->bk.data, n, kv_dim);
+        add_bias(s->v, L->bv.data, n, kv_dim);
+    } else if (L->bqkv.data) {  // one bias of the fused tensor's rows
+        const float *bias = L->bqkv.data;
+        add_bias(s->q, bias, n, q_dim);
+        add_bias(s->k, bias + q_dim, n, kv_dim);
+        add_bias(s->v, bias + q_dim + kv_dim, n, kv_dim);
+    }
+    if (L->attn_q_norm.data) {  // Qwen 3, Gemma 3: an RMS norm over each head of q and of k
+        lp_rmsnorm(s->q, s->q, L->attn_q_norm.data, (int64_t)n * w->n_head, hd, w->rms_eps);
+        lp_rmsnorm(s->k, s->k, L->attn_k_norm.data, (int64_t)n * w->n_head_kv, hd, w->rms_eps);
+    }
+    const lp_rope_cfg rope = rope_of(w, kv, l);
+    lp_rope_apply(s->q, n, s->row_pos, w->n_head, hd, w->n_rot, &rope);
+    lp_rope_apply(s->k, n, s->row_pos, w->n_head_kv, hd, w->n_rot, &rope);
+    return LP_OK;
+}
+
+// The dense feed-forward: xb2 (n, D) = down(act(gate xb) * up xb).
+static int dense_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n, int ns) {
+    lp_tensor fused[2];
+    const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
+    if (!L->ffn_gate.data) {  // Phi-3: gate and up are the rows of ffn_up
+        fused[0] = rows_of(&L->ffn_up, 0, w->n_ff);
+        fused[1] = rows_of(&L->ffn_up, w->n_ff, w->n_ff);
+        gu[0] = &fused[0];
+        gu[1] = &fused[1];
+    }
+    float *gu_out[2] = { s->hb, s->hb2 };
+    int rc = matmul_multi(s, 2, gu, 0, s->xb, n, ns, gu_out);
+    if (rc) return rc;
+    (w->act_gelu ? lp_geglu : lp_swiglu)(s->hb, s->hb2, (int64_t)n * w->n_ff);
+    return matmul(s, &L->ffn_down, 0, s->hb, n, ns, s->xb2);
+}
+
+// x (n, D) += rmsnorm(y) with the layer's post norm (Gemma 3), or y itself.
+static void residual_add(const lp_weights *w, float *x, float *y, const lp_tensor *post_norm, int n) {
+    const int64_t D = w->n_embd;
+    if (post_norm->data) lp_rmsnorm(y, y, post_norm->data, n, D, w->rms_eps);
+    for (int64_t i = 0; i < n * D; i++) x[i] += y[i];
+}
+
 // ---------------------------------------------------------------------------
 // The batch: checked against the cache, its rows grouped by sequence.
 
@@ -112,6 +206,7 @@ static int moe_ffn(const lp_weights *w, const lp_layer *L, lp_scratch *s, int n,
 // scratch laid out for these weights.
 static int shapes_ok(const lp_weights *w, const lp_kv *kv, const lp_scratch *s) {
     if (w->head_dim < 1 || w->n_head_kv < 1 || w->n_head < 1 || w->n_head % w->n_head_kv) return 0;
+    if (w->n_swa < 0 || w->swa_pattern < 0) return 0;
     const lp_type_traits *et = lp_traits(w->tok_embd.type);  // the embedding lookup's rows
     if (!et || w->tok_embd.cols != w->n_embd || w->n_embd % et->blck_size || w->tok_embd.rows < w->n_vocab) return 0;
     if (kv->n_layer != w->n_layer || kv->n_head_kv != w->n_head_kv || kv->head_dim != w->head_dim) return 0;
@@ -195,22 +290,20 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     // g.n_single generated tokens' rows first
     const int n = b->n, ns = g.n_single, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
 
-    // token embeddings: x (n, D)
+    // token embeddings: x (n, D), times sqrt(D) for Gemma
     const lp_type_traits *et = lp_traits(w->tok_embd.type);
     for (int i = 0; i < n; i++)
         et->to_float((const uint8_t *)w->tok_embd.data + (int64_t)b->token[s->order[i]] * row_bytes(&w->tok_embd),
                      s->x + (int64_t)i * D, D);
+    if (w->embd_scale != 0.0f && w->embd_scale != 1.0f)
+        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] *= w->embd_scale;
 
     for (int l = 0; l < w->n_layer; l++) {
         const lp_layer *L = &w->layers[l];
 
-        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv; rotate q and k
+        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k
         lp_rmsnorm(s->xb, s->x, L->attn_norm.data, n, D, w->rms_eps);
-        const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
-        float *qkv_out[3] = { s->q, s->k, s->v };
-        if ((rc = matmul_multi(s, 3, qkv, 0, s->xb, n, ns, qkv_out))) return rc;
-        lp_rope(s->q, n, s->row_pos, w->n_head, hd, w->n_rot, w->rope_base, w->rope_freq_scale);
-        lp_rope(s->k, n, s->row_pos, w->n_head_kv, hd, w->n_rot, w->rope_base, w->rope_freq_scale);
+        if ((rc = qkv_rows(w, L, kv, l, s, n, ns))) return rc;
         // k, v of each row to its sequence's cache at its position (fp16)
         for (int i = 0; i < n; i++)
             for (int h = 0; h < w->n_head_kv; h++) {
@@ -224,23 +317,20 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
                 }
             }
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal within each sequence
+        // (and within the sliding window on its layers)
         lp_attention(w, kv, l, &g, s->row_pos, s->q, s->xb2, s);
-        // x += xb2 Wo
+        // x += xb2 Wo (post-normed for Gemma)
         if ((rc = matmul(s, &L->wo, 0, s->xb2, n, ns, s->xb))) return rc;
-        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] += s->xb[i];
+        residual_add(w, s->x, s->xb, &L->attn_post_norm, n);
 
         // feed-forward: xb = rmsnorm(x); x += ffn(xb)
         lp_rmsnorm(s->xb, s->x, L->ffn_norm.data, n, D, w->rms_eps);
         if (w->n_expert > 0) {
             if ((rc = moe_ffn(w, L, s, n, ns))) return rc;
-        } else {
-            const lp_tensor *gu[2] = { &L->ffn_gate, &L->ffn_up };
-            float *gu_out[2] = { s->hb, s->hb2 };
-            if ((rc = matmul_multi(s, 2, gu, 0, s->xb, n, ns, gu_out))) return rc;
-            lp_swiglu(s->hb, s->hb2, (int64_t)n * w->n_ff);
-            if ((rc = matmul(s, &L->ffn_down, 0, s->hb, n, ns, s->xb2))) return rc;
+        } else if ((rc = dense_ffn(w, L, s, n, ns))) {
+            return rc;
         }
-        for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] += s->xb2[i];
+        residual_add(w, s->x, s->xb2, &L->ffn_post_norm, n);
     }
 
     // the rows asked for, in batch order: final norm, then (logits) the output projection,
@@ -253,7 +343,12 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
                        w->rms_eps);
             rows++;
         }
-    if (output != LP_OUT_HIDDEN && rows > 0 && (rc = matmul(s, &w->output, 0, s->xb, rows, rows, out))) return rc;
+    if (output != LP_OUT_HIDDEN && rows > 0) {
+        if ((rc = matmul(s, &w->output, 0, s->xb, rows, rows, out))) return rc;
+        const float cap = w->final_softcap;
+        if (cap > 0.0f)  // Gemma: logits c * tanh(logits / c)
+            for (int64_t i = 0; i < (int64_t)rows * w->n_vocab; i++) out[i] = cap * tanhf(out[i] / cap);
+    }
     // the rows are in their sequences' caches now
     for (int i = 0; i < g.n; i++) kv->len[g.groups[3 * i]] += g.groups[3 * i + 2];
     return LP_OK;

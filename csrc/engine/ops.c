@@ -1,5 +1,5 @@
 // ops.c — the float operations of the forward pass besides matrix products:
-// RMS norm, rotary embedding, softmax, SwiGLU; rows are independent. Softmax and
+// RMS norm, rotary embedding (normal and NEOX), softmax, SwiGLU, GeGLU; rows are independent. Softmax and
 // SwiGLU, an exponential per value, have AVX2 versions with a vector exp.
 #include <math.h>
 
@@ -88,30 +88,58 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
     }
 }
 
-// Rotary embedding, GGML's "normal" mode (adjacent pairs), for n rows of n_head
-// heads of head_dim values; row r sits at position pos[r]. The first n_rot
-// values of each head rotate: pair i by angle pos * freq_scale * base^(-2i/n_rot),
-// the per-pair factor built by repeated multiplication as GGML does. Any float
-// base and scale are safe (NaN or inf angles give NaN values); only whole pairs
-// within the head rotate, whatever n_rot says.
-void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
-             float freq_scale) {
-    const float theta_scale = powf(freq_base, -2.0f / (float)n_rot);
-    const int rot = n_rot < head_dim ? n_rot : head_dim;
+// Rotary embedding as GGML computes it, for n rows of n_head heads of head_dim
+// values; row r sits at position pos[r]. The first n_rot values of each head rotate
+// in pairs: adjacent (i, i + 1) in the normal mode, (i, i + n_rot/2) in NEOX mode.
+// Pair i turns by theta_i = pos * base^(-2i/n_rot) / factors[i] (the per-pair factor
+// built by repeated multiplication as GGML does; factors: Llama 3.1's rope_freqs,
+// Phi-3's LongRoPE, or none), scaled by freq_scale; with YaRN (ext_factor != 0) the
+// angle mixes the scaled and unscaled one by a ramp over the pairs between
+// corr_dims, and cos/sin grow by 1 + 0.1 ln(1 / freq_scale); attn_factor multiplies
+// cos and sin. Any float parameters are safe (NaN or inf angles give NaN values);
+// only whole pairs within the head rotate, whatever n_rot says.
+void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
+                   const lp_rope_cfg *cfg) {
+    const float theta_scale = powf(cfg->base, -2.0f / (float)n_rot);
+    const int rot = n_rot < head_dim ? n_rot : head_dim, pairs = rot / 2;
+    const int stride = cfg->neox ? 1 : 2, other = cfg->neox ? pairs : 1;  // pair i: values i*stride, + other
+    float mscale = cfg->attn_factor;
+    if (cfg->ext_factor != 0.0f) mscale *= 1.0f + 0.1f * logf(1.0f / cfg->freq_scale);
+    const float span = cfg->corr_high - cfg->corr_low > 0.001f ? cfg->corr_high - cfg->corr_low : 0.001f;
     for (int64_t r = 0; r < n; r++) {
         for (int h = 0; h < n_head; h++) {
             float *v = x + (r * n_head + h) * head_dim;
             float theta = (float)pos[r];
-            for (int i = 0; i + 1 < rot; i += 2) {
-                const float a = freq_scale * theta;
-                const float c = cosf(a), s = sinf(a);
-                const float x0 = v[i], x1 = v[i + 1];
-                v[i] = x0 * c - x1 * s;
-                v[i + 1] = x0 * s + x1 * c;
+            for (int i = 0; i < pairs; i++) {
+                const float extrap = cfg->factors ? theta / cfg->factors[i] : theta;
+                float a = cfg->freq_scale * extrap;
+                if (cfg->ext_factor != 0.0f) {  // YaRN: 1 below corr_low, 0 above corr_high
+                    const float y = ((float)i - cfg->corr_low) / span;
+                    const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * cfg->ext_factor;
+                    a = a * (1.0f - mix) + extrap * mix;
+                }
+                const float c = cosf(a) * mscale, s = sinf(a) * mscale;
+                float *p0 = v + i * stride, *p1 = p0 + other;
+                const float x0 = *p0, x1 = *p1;
+                *p0 = x0 * c - x1 * s;
+                *p1 = x0 * s + x1 * c;
                 theta *= theta_scale;
             }
         }
     }
+}
+
+// The plain rotations (api.h): no factors, no YaRN.
+void lp_rope(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
+             float freq_scale) {
+    const lp_rope_cfg cfg = { .base = freq_base, .freq_scale = freq_scale, .attn_factor = 1.0f };
+    lp_rope_apply(x, n, pos, n_head, head_dim, n_rot, &cfg);
+}
+
+void lp_rope_neox(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot, float freq_base,
+                  float freq_scale) {
+    const lp_rope_cfg cfg = { .base = freq_base, .freq_scale = freq_scale, .attn_factor = 1.0f, .neox = 1 };
+    lp_rope_apply(x, n, pos, n_head, head_dim, n_rot, &cfg);
 }
 
 // In place: x = exp(x - max(x)), the unnormalised softmax; returns the sum of the
@@ -136,6 +164,16 @@ void lp_softmax(float *x, int64_t n) {
     float max;
     const float inv = (float)(1.0 / lp_softmax_exps(x, n, &max));
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+// gate[i] = gelu(gate[i]) * up[i] (GeGLU), GELU's tanh approximation, n values.
+// Large |g| is exact either way (tanhf saturates to +-1), NaN stays NaN.
+void lp_geglu(float *gate, const float *up, int64_t n) {
+    const float c = 0.7978845608028654f;  // sqrt(2 / pi)
+    for (int64_t i = 0; i < n; i++) {
+        const float g = gate[i];
+        gate[i] = 0.5f * g * (1.0f + tanhf(c * g * (1.0f + 0.044715f * g * g))) * up[i];
+    }
 }
 
 // gate[i] = silu(gate[i]) * up[i]  (SwiGLU), n values.

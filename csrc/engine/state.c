@@ -106,14 +106,16 @@ static int64_t work_size(const lp_weights *w, int64_t n, int n_threads) {
     LP_GROUP(&w->output);
     for (int l = 0; l < w->n_layer; l++) {
         const lp_layer *L = &w->layers[l];
-        LP_GROUP(&L->wq, &L->wk, &L->wv);
+        if (L->wqkv.data) LP_GROUP(&L->wqkv);  // fused: its parts take what the whole does
+        else LP_GROUP(&L->wq, &L->wk, &L->wv);
         LP_GROUP(&L->wo);
         if (w->n_expert > 0) {
             LP_GROUP(&L->ffn_gate_inp);
             LP_GROUP(&L->ffn_gate_exps, &L->ffn_up_exps);
             LP_GROUP(&L->ffn_down_exps);
         } else {
-            LP_GROUP(&L->ffn_gate, &L->ffn_up);
+            if (L->ffn_gate.data) LP_GROUP(&L->ffn_gate, &L->ffn_up);
+            else LP_GROUP(&L->ffn_up);  // gate and up fused
             LP_GROUP(&L->ffn_down);
         }
     }

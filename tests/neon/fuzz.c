@@ -152,7 +152,9 @@ static void check_weight_quantizer(int t, int isa, int pattern) {
     for (int r = ROWS - 1; r >= 0; r--) if (is_nonfinite_block(x + r * COLS, COLS)) nonfinite = r;
     int64_t bad = 0;
     const int rc = lp_quantize_rows(t, LP_F32, x, y, ROWS, COLS, work, 2, &bad);
-    check(nonfinite >= 0 ? rc == LP_ENONFINITE && bad == nonfinite : rc == LP_OK || rc == LP_EOVERFLOW,
+    // the first refused row: the first with NaN or inf, unless an earlier one overflows fp16
+    check(nonfinite >= 0 ? (rc == LP_ENONFINITE && bad == nonfinite) || (rc == LP_EOVERFLOW && bad >= 0 && bad < nonfinite)
+                         : rc == LP_OK || (rc == LP_EOVERFLOW && bad >= 0 && bad < ROWS),
           "weight quantizer refusals", isa_name(isa), name, pattern);
     const int srcs[] = { LP_FOR_WEIGHT_TYPES(LP_TYPE_ID) };
     for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++) {
@@ -290,7 +292,7 @@ static void check_ops(int isa, int pattern) {
 
 // ---------------------------------------------------------------------------
 // The forward pass (model.c: embedding, norms, rope, attention with and without
-// position segments, dense and expert feed-forward) on tiny models with damaged
+// position segments, dense and expert feed-forward, every architecture flag) on tiny models with damaged
 // weights: a NaN in a norm (every logit must come out NaN), huge norms (activations
 // past the fp16 range), random bytes everywhere (NaN and inf scales).
 
@@ -330,8 +332,36 @@ static void *aligned_zeros(int64_t bytes) {
     return p;
 }
 
+// Every architecture flag of lp_weights at once (runtime/arch.py): NEOX rope with YaRN and
+// frequency factors, a magnitude factor, a sliding window on every other layer with its own
+// base, GeGLU, embedding and attention scales, a final soft-cap, q/k norms, post norms, and
+// q, k, v and gate, up fused into one tensor each, with one bias on the fused q, k, v.
+static void every_flag(lp_weights *w, const int *types, int damage) {
+    const int D = w->n_embd, F = w->n_ff, QKV = (w->n_head + 2 * w->n_head_kv) * w->head_dim;
+    w->rope_neox = w->act_gelu = w->rope_yarn = 1;
+    w->rope_base = 1e6f, w->rope_freq_scale = 0.25f, w->rope_orig_ctx = 64, w->rope_attn_factor = 1.2f;
+    w->n_swa = 8, w->swa_pattern = 2, w->rope_base_swa = 10000.0f;
+    w->embd_scale = 16.0f, w->attn_scale = 0.1f, w->final_softcap = 30.0f;
+    w->rope_freqs = new_norm(w->n_rot / 2, D_NONE);
+    for (int l = 0; l < w->n_layer; l++) {
+        lp_layer *y = &w->layers[l];
+        lp_tensor *gone[] = { &y->wq, &y->wk, &y->wv, &y->ffn_gate, &y->ffn_up };
+        for (int i = 0; i < 5; i++) {
+            free((void *)gone[i]->data);
+            *gone[i] = (lp_tensor){ 0 };
+        }
+        y->wqkv = new_tensor(types[2], 1, QKV, D, damage);
+        y->bqkv = new_norm(QKV, D_NONE);
+        y->ffn_up = new_tensor(types[8], 1, 2 * F, D, damage);
+        y->attn_q_norm = new_norm(w->head_dim, D_NONE);
+        y->attn_k_norm = new_norm(w->head_dim, D_NONE);
+        y->attn_post_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
+        y->ffn_post_norm = new_norm(D, damage == D_NAN_NORM ? D_NONE : damage);
+    }
+}
+
 // types: tok_embd, output, wq, wk, wv, wo, ffn gate (or router), gate, up, down
-static fz_model *new_model(const int *types, int n_expert, int damage) {
+static fz_model *new_model(const int *types, int n_expert, int damage, int flags) {
     fz_model *m = calloc(1, sizeof(fz_model));
     const int D = 256, F = 256, V = 40, L = 2, H = 4, HKV = 2, HD = 64, E = n_expert;
     lp_weights *w = &m->w;
@@ -361,6 +391,7 @@ static fz_model *new_model(const int *types, int n_expert, int damage) {
             y->ffn_down = new_tensor(types[9], 1, D, F, damage);
         }
     }
+    if (flags) every_flag(w, types, damage);
     const int64_t kv_bytes = lp_kv_size(w, FZ_SEQ, FZ_CTX), s_bytes = lp_scratch_size(w, FZ_BATCH, FZ_CTX, FZ_SEQ, 2);
     m->kv_mem = aligned_zeros(kv_bytes);
     m->s_mem = aligned_zeros(s_bytes);
@@ -376,7 +407,7 @@ static void free_tensor(lp_tensor *t) { free((void *)t->data); }
 
 static void free_model(fz_model *m) {
     lp_weights *w = &m->w;
-    free_tensor(&w->tok_embd); free_tensor(&w->output); free_tensor(&w->output_norm);
+    free_tensor(&w->tok_embd); free_tensor(&w->output); free_tensor(&w->output_norm); free_tensor(&w->rope_freqs);
     for (int l = 0; l < w->n_layer; l++) {
         lp_tensor *ts = &w->layers[l].attn_norm;  // every lp_tensor of the layer, in order
         for (int i = 0; i < (int)(sizeof(lp_layer) / sizeof(lp_tensor)); i++) free_tensor(&ts[i]);
@@ -434,8 +465,8 @@ static void check_models(int isa) {
     const int moe[10] = { LP_F32, LP_Q6_K, LP_F16, LP_BF16, LP_F32, LP_Q5_0, LP_F32, LP_Q4_K, LP_Q8_0, LP_Q5_1 };
     lp_set_isa(isa);
     for (int damage = 0; damage < D_COUNT; damage++)
-        for (int e = 0; e < 2; e++) {
-            fz_model *m = new_model(e ? moe : dense, e ? 4 : 0, damage);
+        for (int e = 0; e < 3; e++) {  // dense, MoE, dense with every architecture flag
+            fz_model *m = new_model(e == 1 ? moe : dense, e == 1 ? 4 : 0, damage, e == 2);
             int ok = run(m, 20, 0, damage, OUT_LAST);  // prompt: the batched product
             ok &= run(m, 1, 20, damage, OUT_LAST);    // decoding
             ok &= run(m, 3, 21, damage, OUT_ALL);
@@ -450,8 +481,9 @@ static void check_models(int isa) {
             ok &= run2(m, 0, 1, 591, 1, 1, damage, OUT_ALL);
             const char *what[D_COUNT] = { "forward, sound weights: finite logits", "forward, a NaN norm weight: NaN logits",
                                           "forward, huge norms", "forward, random bytes" };
-            check(ok, what[damage], isa_name(isa), e ? "moe" : "dense", damage);
-            if (damage == D_NONE) {  // shapes, types and rows that would index outside the buffers are refused
+            const char *kind[3] = { "dense", "moe", "every flag" };
+            check(ok, what[damage], isa_name(isa), kind[e], damage);
+            if (damage == D_NONE && e < 2) {  // shapes, types and rows that would index outside the buffers are refused
                 lp_weights *w = &m->w;
                 int refused = 1;
                 if (e) {

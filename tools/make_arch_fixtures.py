@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Regenerate tests/fixtures/arch/llama_cpp_logits.json: llama.cpp's logits for a tiny random-weight
+model of each architecture and flag in runtime/arch.py.
+
+Dev only (CI reads the JSON and never runs this): llama.cpp through llama-cpp-python is the oracle.
+Run from the repository root with a Python that has llama_cpp and gguf, e.g.
+`/work/main/.venv/bin/python -m tools.make_arch_fixtures`.
+
+`python -m tools.make_arch_fixtures real` writes tests/fixtures/arch/real_models.json instead:
+llama.cpp on the real Qwen2.5-Coder-0.5B-Instruct and Gemma 3 270M (tests/real_models.py), per
+text of REAL_TEXTS its tokens, top-40 last-position logits and a greedy run with its margins, as
+tools/make_model_fixtures.py records SmolLM2 (tests/test_arch.py holds the C forward pass to them
+with tests/test_fidelity.py's rules).
+
+Per model of MODELS: the F32 GGUF is written by tools/random_gguf.py (seeded: the test writes the
+same bytes again and checks their SHA-256), llama.cpp evaluates each prompt in one batch with a
+context of the model's n_ctx, and its last-position logits are stored. The tests hold the float64
+reference forward pass of tests/tiny_models.py to them (tests/test_arch.py); so does this script,
+which prints the largest difference per model as a check of its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "arch" / "llama_cpp_logits.json"
+PROMPT_LENGTHS = (1, 12, 40)
+
+# The shared shape: 512 tokens of the "bytes" vocabulary, embd 128, 4 heads / 2 kv, ff 192,
+# 2 layers, context 256, F32, fan_in draws. Each model changes what its flags need.
+BASE: dict[str, Any] = dict(n_vocab=512, n_embd=128, n_layer=2, n_head=4, n_head_kv=2, n_ff=192, n_ctx=256,
+                            rope_base=10000.0, vocab="bytes", init="fan_in")
+MODELS: dict[str, dict[str, Any]] = {
+    "llama-rope_freqs": dict(rope_freqs=True, rope_base=500000.0, seed=11),
+    "llama-yarn": dict(rope_yarn=4.0, rope_orig_ctx=64, seed=12),
+    "llama-bias-fused_qkv": dict(qkv_bias=True, fused_qkv=True, seed=13),
+    "qwen2": dict(arch="qwen2", qkv_bias=True, tied=True, rope_base=1e6, seed=21),
+    "qwen3": dict(arch="qwen3", key_length=64, rope_base=1e6, seed=31),
+    "qwen3moe": dict(arch="qwen3moe", n_expert=8, n_expert_used=2, n_ff=64, key_length=64, seed=41),
+    "gemma3": dict(arch="gemma3", n_layer=6, n_swa=8, key_length=64, n_head_kv=1, rope_base=1e6,
+                   final_softcap=8.0, rms_eps=1e-6, seed=51),
+    "gemma3-pattern2": dict(arch="gemma3", n_swa=5, swa_pattern=2, rope_base_swa=20000.0, seed=52),
+    "phi3-longrope": dict(arch="phi3", fused_qkv=True, longrope=True, rope_orig_ctx=64, rope_attn_factor=1.19,
+                          seed=61),
+    "phi3-short": dict(arch="phi3", longrope=True, rope_orig_ctx=4096, n_ctx=256, seed=62),
+}
+
+
+REAL_OUT = ROOT / "tests" / "fixtures" / "arch" / "real_models.json"
+REAL_N_CTX = 1024
+REAL_N_GREEDY = 16
+# A text of ~700 tokens: past Gemma 3's 512-position window, so its local layers drop the start.
+LONG = ("Sliding-window attention keeps only the most recent positions in view on most layers, "
+        "while every sixth layer still attends to the whole context. ") * 24 + "To summarise in one sentence:"
+REAL_TEXTS = {
+    "qwen2.5-coder": (
+        "<|im_start|>user\nWrite a Python function that reverses a string.<|im_end|>\n<|im_start|>assistant\n",
+        "def quicksort(arr):", "Python is a programming language that", "// Compute the factorial of n in C\n"),
+    "gemma3": (
+        "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
+        "The quick brown fox", "def fibonacci(n):", "Once upon a time", LONG),
+}
+
+
+def real_record(path: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+    import llama_cpp
+
+    from tools.make_model_fixtures import Oracle, text_record
+
+    o = Oracle.__new__(Oracle)  # Oracle's n_ctx is the tiny models' 512: one prompt here is longer
+    o.llm = llama_cpp.Llama(model_path=str(path), n_ctx=REAL_N_CTX, n_threads=2, logits_all=True, verbose=False,
+                            seed=0)
+    o.vocab = llama_cpp.llama_model_get_vocab(o.llm.model)
+    try:
+        prompts = [text_record(o, text, REAL_N_GREEDY) for text in texts]
+    finally:
+        o.close()
+    for p in prompts:
+        print(f"{path.name} {p['text'][:30]!r} ({len(p['tokens'])} tokens) -> {p['greedy']['text'][:60]!r}",
+              file=sys.stderr)
+    return {"n_ctx": REAL_N_CTX, "prompts": prompts}
+
+
+def real_main() -> None:
+    from tests.real_models import gemma3_path, qwen25_coder_path
+
+    paths = {"qwen2.5-coder": qwen25_coder_path(), "gemma3": gemma3_path()}
+    doc = {"generator": "tools/make_arch_fixtures.py real",
+           "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
+           "models": {name: real_record(paths[name], texts) for name, texts in REAL_TEXTS.items()}}
+    REAL_OUT.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {REAL_OUT} ({REAL_OUT.stat().st_size} bytes)", file=sys.stderr)
+
+
+def spec_of(name: str):  # -> tests.tiny_models.TinySpec
+    from tests.tiny_models import TinySpec
+
+    return TinySpec(**{**BASE, **MODELS[name]})
+
+
+def prompts(spec, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [[1] + [int(t) for t in rng.integers(3, spec.n_vocab, n - 1)] for n in PROMPT_LENGTHS]
+
+
+def llama_cpp_last_logits(path: Path, n_ctx: int, ids: list[int]) -> np.ndarray:
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, logits_all=True, verbose=False, seed=0)
+    try:
+        llm.eval(ids)
+        return np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+    finally:
+        llm.close()
+
+
+def main() -> None:
+    from tests.tiny_models import reference_logits, write_tiny_llama
+
+    models = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in MODELS:
+            spec = spec_of(name)
+            path = Path(tmp) / f"{name}.gguf"
+            write_tiny_llama(path, spec)
+            entry: dict[str, Any] = {"spec": MODELS[name],
+                                     "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "prompts": []}
+            worst = 0.0
+            for ids in prompts(spec, spec.seed):
+                want = llama_cpp_last_logits(path, spec.n_ctx, ids)
+                ref = reference_logits(spec, ids)[-1]
+                worst = max(worst, float(np.abs(ref - want).max() / (want.max() - want.min())))
+                entry["prompts"].append({"tokens": ids, "last_logits": [round(float(v), 5) for v in want]})
+            models[name] = entry
+            print(f"{name}: reference vs llama.cpp max |diff| {worst:.3%} of the logit range", file=sys.stderr)
+    doc = {"generator": "tools/make_arch_fixtures.py", "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
+           "base": BASE, "models": models}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(doc, separators=(",", ":")) + "\n")
+    print(f"wrote {OUT} ({OUT.stat().st_size} bytes)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    real_main() if sys.argv[1:] == ["real"] else main()
