@@ -358,12 +358,12 @@ class Scheduler:
             del slot.tokens[reuse:]
             slot.engine.last_reused = reuse
             state.begin(reuse)
+            for f in slot.followers:  # their states now; their caches when the prompt is read
+                f.state = job.generation.decoding(f.engine, f.choice)
         except Exception as exc:
             self._fail(slot, exc)
             return False
         slot.state, slot.pending = state, list(ids[reuse:])
-        for f in slot.followers:  # their states now; their caches when the prompt is read
-            f.state = job.generation.decoding(f.engine, f.choice)
         return True
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
