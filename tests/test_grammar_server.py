@@ -74,3 +74,26 @@ def test_faults_are_400s_naming_them(client: openai.OpenAI, body: dict, param: s
     assert words in err.value.body["message"] and err.value.body["param"] == param
     r = client.chat.completions.create(model="m", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].finish_reason in ("stop", "length")            # still serving
+
+
+def test_tgi_grammar_json_schema_and_regex(server) -> None:  # noqa: F811  (the fixture)
+    """TGI's parameters.grammar through huggingface_hub's client: a JSON Schema, a regex, and a bad regex."""
+    import requests
+    from huggingface_hub import InferenceClient
+
+    hub = InferenceClient(server.url)
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+                                               "population": {"type": "integer", "minimum": 0}},
+              "required": ["city", "population"], "additionalProperties": False}
+    text = hub.text_generation("The largest city in France as JSON:", max_new_tokens=60,
+                               grammar={"type": "json", "value": schema})
+    jsonschema.validate(json.loads(text), schema)
+    text = hub.text_generation("Today's date:", max_new_tokens=20,
+                               grammar={"type": "regex", "value": r"20[0-9]{2}-[01][0-9]-[0-3][0-9]"})
+    assert re.fullmatch(r"20[0-9]{2}-[01][0-9]-[0-3][0-9]", text), text
+    any_object = requests.post(server.url + "/generate", timeout=60, json={
+        "inputs": "A cat as JSON:", "parameters": {"max_new_tokens": 60, "grammar": {"type": "json"}}}).json()
+    assert isinstance(json.loads(any_object["generated_text"]), dict)
+    bad = requests.post(server.url + "/generate", timeout=60, json={
+        "inputs": "x", "parameters": {"grammar": {"type": "regex", "value": "a(b"}}})
+    assert bad.status_code == 422 and "parameters.grammar.value" in bad.json()["error"]  # TGI: 422

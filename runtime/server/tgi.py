@@ -95,12 +95,7 @@ class TGIRequest:
         self.prefill_details = bool(p.boolean("decoder_input_details", False))
         self.full_text = bool(p.boolean("return_full_text", False))
         self.stream = bool(f.boolean("stream", False))
-        grammar = p.obj("grammar")
-        self.json_mode = False
-        if grammar is not None:
-            if grammar.string("type") != "json":
-                raise bad_request("'parameters.grammar': only type json is supported", param="parameters.grammar")
-            self.json_mode = True
+        self.constraint = _grammar(p.raw("grammar"))
         ids = engine.tokenize(self.inputs, add_special=True, parse_special=True)
         truncate = p.integer("truncate", None, lo=1)
         if truncate is not None and len(ids) > truncate:
@@ -109,7 +104,24 @@ class TGIRequest:
         self.ids = ids
 
     def generation(self) -> Generation:
-        return Generation(self.ids, self.max_new_tokens, self.stop, self.params, self.json_mode)
+        return Generation(self.ids, self.max_new_tokens, self.stop, self.params, constraint=self.constraint)
+
+
+def _grammar(grammar: Any) -> Any:
+    """TGI's `parameters.grammar` as a constraint factory: {"type": "json", "value": a JSON Schema}
+    (no value: any JSON object) or {"type": "regex", "value": a regular expression}; None if absent."""
+    from runtime.grammar import GrammarConstraint
+    from runtime.grammar.request import JSON_OBJECT_GBNF, RequestError, tgi_grammar
+    if grammar is None:
+        return None
+    try:
+        if isinstance(grammar, dict) and grammar.get("type") == "json" and grammar.get("value") is None:
+            gbnf = JSON_OBJECT_GBNF
+        else:
+            gbnf = tgi_grammar(grammar)
+    except RequestError as e:
+        raise bad_request(str(e), param=e.param) from None
+    return lambda tokenizer: GrammarConstraint(gbnf, tokenizer)
 
 
 def _finish(engine: Engine, last: Chunk) -> str:
