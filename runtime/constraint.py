@@ -18,8 +18,8 @@ each sampled token, which tokens may come next. The generation loop (`Decoding.c
 - `done` is True once the output is complete and nothing may follow it (e.g. a JSON object's
   closing brace): generation ends there, with finish_reason "stop".
 
-A constraint belongs to one request and is used by one thread at a time; runtime/json_object.py's
-`JsonObject` is one.
+A constraint belongs to one request and is used by one thread at a time; runtime/grammar's
+`GrammarConstraint` (GBNF grammars, JSON Schemas, any JSON object) is the one the server uses.
 """
 from __future__ import annotations
 

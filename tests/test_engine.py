@@ -97,17 +97,30 @@ def test_a_full_context_ends_generation(smollm2_path) -> None:
     eng.close()
 
 
+def _json_object(engine: Engine):  # noqa: ANN202
+    from runtime.grammar import GrammarConstraint
+    from runtime.grammar.request import JSON_OBJECT_GBNF
+    return GrammarConstraint(JSON_OBJECT_GBNF, engine.tokenizer)
+
+
+def _is_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 def test_json_mode_stops_where_the_stop_checker_says(engine: Engine) -> None:
-    """JSON mode's budget, stop strings and whole object end it as plain generation's do."""
-    from runtime.json_object import JsonObject, is_valid_object
+    """JSON mode (the grammar of any JSON object): its budget, stop strings and whole object end it
+    as plain generation's do."""
 
     def stream_json(ids, **kw):
-        return engine.stream_generate(ids, constraint=JsonObject(engine.tokenizer, k=1), **kw)
+        return engine.stream_generate(ids, constraint=_json_object(engine), **kw)
 
     ids = engine.chat_prompt([{"role": "user", "content": "Describe a cat as JSON with the keys name and age."}])
     whole = list(stream_json(ids, max_tokens=200, params=GREEDY))
     text = "".join(c.text for c in whole)
-    assert whole[-1].finish_reason == "stop" and is_valid_object(text)
+    assert whole[-1].finish_reason == "stop" and _is_object(text)
     assert whole[-1].stats.generated_tokens < 200
     short = list(stream_json(ids, max_tokens=3, params=GREEDY))
     assert short[-1].finish_reason == "length" and short[-1].stats.generated_tokens == 3
@@ -116,6 +129,19 @@ def test_json_mode_stops_where_the_stop_checker_says(engine: Engine) -> None:
     stopped = list(stream_json(ids, max_tokens=200, stop=[cut], params=GREEDY))
     assert "".join(c.text for c in stopped) == text[:text.index(cut)]
     assert stopped[-1].finish_reason == "stop" and stopped[-1].stop_string == cut
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_sampled_json_mode_gives_an_object(engine: Engine, seed: int) -> None:
+    """Sampling under the JSON-object grammar gives one JSON object, or stops at the budget."""
+    params = SamplingParams(temp=0.7, top_k=8, seed=seed)
+    ids = engine.chat_prompt([{"role": "user", "content": "Give me a JSON object with a key x."}])
+    chunks = list(engine.stream_generate(ids, max_tokens=120, params=params, constraint=_json_object(engine)))
+    text = "".join(c.text for c in chunks)
+    if chunks[-1].finish_reason == "stop":
+        assert _is_object(text), text
+    else:
+        assert chunks[-1].finish_reason == "length" and chunks[-1].stats.generated_tokens == 120
 
 
 def test_check_finite_names_the_first_bad_position() -> None:

@@ -13,7 +13,6 @@ from starlette.requests import Request
 from runtime.constraint import Constraint
 from runtime.decoding import Decoding
 from runtime.engine import Chunk, Engine, Stats
-from runtime.json_object import JsonObject
 from runtime.sampling import LLAMA_DEFAULT_SEED, SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.scheduler import Job, Scheduler
@@ -25,20 +24,15 @@ ConstraintFactory = Callable[[Tokenizer], Constraint]
 
 @dataclass
 class Generation:
-    """A generation request. `constraint` makes the request's Constraint from the engine's
-    tokenizer, on the worker (a constraint holds per-request state); `json_mode` is shorthand for
-    the JSON-object constraint with `params`' candidate count."""
+    """A generation request. `constraint` makes the request's Constraint (runtime/constraint.py:
+    a grammar, a JSON Schema) from the engine's tokenizer, on the worker: a constraint holds
+    per-request state."""
     ids: list[int]                 # the whole prompt, BOS included
     max_tokens: int = -1           # -1: until end of generation or a full context
     stop: list[str] = field(default_factory=list)
     params: SamplingParams = field(default_factory=SamplingParams)
-    json_mode: bool = False
     constraint: Optional[ConstraintFactory] = None
     n: int = 1                     # choices (OpenAI's `n`): sequences sharing the prompt's cache
-
-    def __post_init__(self) -> None:
-        if self.json_mode and self.constraint is None:
-            self.constraint = JsonObject.factory(self.params)
 
     def decoding(self, engine: Engine, choice: int = 0) -> Decoding:
         """The generation state (sampler, processors, constraint, stop checks, text) of one of this
