@@ -18,8 +18,7 @@ typedef struct {
     uint8_t *out;
     int64_t nrows, n_per_row, rows_per_chunk, in_row, out_row;
     float *work;                  // (n_threads, n_per_row)
-    _Atomic int64_t bad_row;      // first refused row, nrows if none
-    atomic_int err;
+    _Atomic int64_t bad_row;      // first refused row * 2 + 1 if it overflowed (refuse); 2 * nrows if none
     int f16c;                     // F16 rows read with F16C (quantize_legacy_avx2.c)
 } quantize_job;
 
@@ -52,11 +51,13 @@ static int output_finite(const lp_type_traits *t, const uint8_t *y, int64_t n) {
     return 1;
 }
 
+// The first refused row wins, with its own reason: the threads meet rows in any order, so
+// the row and its reason go together in one atomic minimum (row * 2 + 1 for an overflow;
+// a row is refused for one reason only).
 static void refuse(quantize_job *job, int64_t row, int err) {
+    const int64_t key = row * 2 + (err == LP_EOVERFLOW);
     int64_t cur = atomic_load(&job->bad_row);
-    while (row < cur && !atomic_compare_exchange_weak(&job->bad_row, &cur, row)) {}
-    int none = LP_OK;
-    atomic_compare_exchange_strong(&job->err, &none, err);
+    while (key < cur && !atomic_compare_exchange_weak(&job->bad_row, &cur, key)) {}
 }
 
 static void quantize_chunk(void *ctx, int chunk, int ith) {
@@ -102,8 +103,7 @@ int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int
                          .in_row = n_per_row / s->blck_size * s->type_size,
                          .out_row = n_per_row / d->blck_size * d->type_size, .work = work,
                          .f16c = lp_quantize_use_avx2() };
-    atomic_init(&job.bad_row, nrows);
-    atomic_init(&job.err, LP_OK);
+    atomic_init(&job.bad_row, 2 * nrows);  // row * 2 + reason (refuse); 2 * nrows: none
     // chunks of about 16K elements (a thread's claim costs an atomic), smaller where that would
     // leave a thread fewer than 4
     int64_t rows = (16384 + n_per_row - 1) / n_per_row;
@@ -113,7 +113,8 @@ int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int
     const int64_t n_chunks = (nrows + rows - 1) / rows;
     if (n_chunks > INT32_MAX) return LP_EBAD_SIZE;
     lp_parallel_chunks(quantize_chunk, &job, (int)n_chunks, n_threads);
-    const int err = atomic_load(&job.err);
-    if (err != LP_OK) *bad_row = atomic_load(&job.bad_row);
-    return err;
+    const int64_t key = atomic_load(&job.bad_row);
+    if (key >= 2 * nrows) return LP_OK;
+    *bad_row = key / 2;
+    return key % 2 ? LP_EOVERFLOW : LP_ENONFINITE;
 }
