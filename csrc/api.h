@@ -139,3 +139,9 @@ enum lp_output {
 
 // Runs n tokens at positions pos..pos+n-1 (the KV cache holds 0..pos-1).
 int lp_forward(lp_model *m, const int32_t *tokens, int n, int pos, float *out, int output);
+
+// The int8 multiply-add peak (engine/peak.c): iters loop steps of register-only multiply-adds
+// (AVX-512 VNNI vpdpbusd for LP_ISA_AVX512, vpmaddubsw + vpmaddwd for LP_ISA_AVX2) on each of
+// n_threads threads. Returns the multiply-adds done (the caller times the call), or
+// LP_EBAD_ISA / LP_EBAD_SIZE.
+int64_t lp_int8_peak(int isa, int64_t iters, int n_threads);
