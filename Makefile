@@ -52,7 +52,7 @@ bench-kernels: setup
 # only. The first run also makes the benchmark models (build/bench-models/, ~3 min).
 # Options: make bench BENCH_ARGS="--quick" (or --models ..., --runs N; see python -m tools.bench -h)
 bench: setup
-	$(VPY) -c "import llama_cpp, matplotlib" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]' \
+	$(VPY) -c "import llama_cpp, matplotlib, sentencepiece, mistral_common" 2>/dev/null || $(VPY) -m pip install -q -e '.[bench]' \
 		|| echo "bench: could not install the bench extra (llama-cpp-python, matplotlib)" >&2
 	$(MAKE) --no-print-directory $(LLAMA_AVX2_STAMP) \
 		|| echo "bench: the AVX2-only llama.cpp did not build (see build/llama-cpp-avx2.log)" >&2
