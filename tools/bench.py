@@ -122,6 +122,10 @@ def machine_line(args, rb: ReadBandwidth, lc_version: str, load0: tuple) -> None
     print(f"llamapack vs llama.cpp" + (f" (llama-cpp-python {lc_version}, flash_attn "
                                       f"{'on' if args.flash_attn else 'off'})" if lc_version else " (not run)")
           + f" | {os.cpu_count()} CPUs | load average at start {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+    if load0[0] > (os.cpu_count() or 1) - 0.5:
+        print(f"warning: load average {load0[0]:.1f} on {os.cpu_count()} CPUs: other jobs share the cores. llama.cpp's "
+              "threads wait for each other (spinning) at every operation, so its multi-thread figures suffer most; "
+              "the figures are indicative only")
     print("read bandwidth at start: " + ", ".join(f"{bws[t]:.1f} GB/s ({t} thr)" for t in counts))
     print("int8 multiply-add peak at start (registers only; avx512: vpdpbusd, avx2: vpmaddubsw+vpmaddwd): "
           + ", ".join(f"{isa} {v:.0f} GMAC/s ({t} thr)" for (isa, t), v in peaks.items()))
