@@ -1,6 +1,6 @@
 """llamapack against llama.cpp (llama-cpp-python), side by side on the same GGUF files.
 
-    make bench                                      # every model, every ISA table, medians of 5 runs
+    make bench                                      # every model, every ISA table, medians of 5 runs (over an hour)
     .venv/bin/python -m tools.bench --quick         # 1 run, fewer models (development)
     .venv/bin/python -m tools.bench --models smollm2-Q4_1,mistral-Q4_K_M --runs 3
     .venv/bin/python -m tools.bench --isa avx2      # only the AVX2 table
