@@ -3,7 +3,8 @@
 - ReadBandwidth: the machine's read bandwidth (lp_read_sum over 1 GiB), what generation is held to.
 - Int8Peak: the machine's int8 multiply-add peak per ISA (lp_int8_peak: AVX-512 VNNI vpdpbusd or
   AVX2 vpmaddubsw + vpmaddwd, registers only, on every thread), what prompt processing is held to.
-  Both are sampled between the runs: on a shared machine they show what the other jobs leave.
+  Both are sampled between the runs: the bandwidth's median shows what the other jobs leave; the
+  peak is the best sample, the machine's own.
 - ModelInfo: bytes read and int8 multiply-adds per token, from the GGUF's tensor table, and the
   full-depth estimates of a model that holds a few of its real layers.
 """
@@ -48,7 +49,8 @@ class ReadBandwidth:
 
 
 class Int8Peak:
-    """The int8 multiply-add peak of `isa` (avx512: VNNI, avx2: maddubs + madd) in G multiply-adds/s."""
+    """The int8 multiply-add peak of `isa` (avx512: VNNI, avx2: maddubs + madd) in G multiply-adds/s: the
+    best of the samples (a sample lasts milliseconds; other jobs can only slow it, never speed it up)."""
 
     ITERS = 2_000_000  # loop steps per thread per sample: ~0.05-0.2 s
 
@@ -62,7 +64,7 @@ class Int8Peak:
             t0 = time.perf_counter()
             n = kernels.lib.lp_int8_peak(self.isa, self.ITERS, threads)
             rates.append(n / (time.perf_counter() - t0) / 1e9)
-        return statistics.median(rates)
+        return max(rates)
 
 
 def peak_isa(isa: str) -> str | None:

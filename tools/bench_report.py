@@ -45,8 +45,8 @@ def main_header(title: str, threads: int, runs: int) -> None:
     print(f"\n== {title}\n   prompt {PP} and generation {TG} (after a {TG_PROMPT}-token prompt), tok/s | {threads} "
           f"threads | median of {runs}\n   ratio: ours / llama.cpp | bw: generation tok/s x weight bytes read per "
           f"token (read/tok) / read bandwidth (GB/s)\n   int8: prompt tok/s x int8 multiply-adds per token (the "
-          f"weight matrices') / this ISA's int8 multiply-add peak (GMAC/s)\n   both yardsticks are medians of "
-          f"samples taken between the runs; rows 'xN layers': the real model's depth, estimated from the "
+          f"weight matrices') / this ISA's int8 multiply-add peak (GMAC/s)\n   both yardsticks are sampled "
+          f"between the runs (bandwidth: median, peak: best sample); rows 'xN layers': the real model's depth, estimated from the "
           f"measured rows\n   (prompt scaled by multiply-adds per token, generation by bytes read per token)")
     print(HEAD + "\n" + "-" * len(HEAD), flush=True)
 

@@ -25,8 +25,8 @@ class Yardsticks:
 
 
 def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, dict]:
-    """{engine: {pp, tg (tok/s medians), tokens (first greedy run), spread}, "_bw": GB/s, "_peak": G
-    multiply-adds/s}: a warm-up, then alternating runs, the yardsticks sampled after each."""
+    """{engine: {pp, tg (tok/s medians), tokens (first greedy run), spread}, "_bw": GB/s (median), "_peak":
+    G multiply-adds/s (best)}: a warm-up, then alternating runs, the yardsticks sampled after each."""
     res: dict[str, dict] = {e: {"pp": [], "tg": [], "tokens": None} for e in pair.workers}
     bws, peaks = [], []
     for run in range(-1, runs):  # run -1: warm-up (pages the weights in, starts the threads)
@@ -46,7 +46,7 @@ def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, 
                                 "spread": {k: spread(r[k]) for k in ("pp", "tg")}}
                             for e, r in res.items() if e in pair.workers}
     out["_bw"] = med(bws)  # type: ignore[assignment]
-    out["_peak"] = med(peaks)  # type: ignore[assignment]
+    out["_peak"] = max(peaks) if peaks else float("nan")  # type: ignore[assignment]
     return out
 
 
