@@ -246,3 +246,9 @@ enum { LP_ENONFINITE = -20, LP_EOVERFLOW = -21 };
 // floats. Returns LP_OK, or an error with *bad_row the first refused row (else -1).
 int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int64_t nrows, int64_t n_per_row,
                      float *work, int n_threads, int64_t *bad_row);
+
+// The int8 multiply-add peak (engine/peak.c): iters loop steps of register-only multiply-adds
+// (AVX-512 VNNI vpdpbusd for LP_ISA_AVX512, vpmaddubsw + vpmaddwd for LP_ISA_AVX2) on each of
+// n_threads threads. Returns the multiply-adds done (the caller times the call), or
+// LP_EBAD_ISA / LP_EBAD_SIZE.
+int64_t lp_int8_peak(int isa, int64_t iters, int n_threads);

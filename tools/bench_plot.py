@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-FAMILY = {"smollm2": "SmolLM2", "moe": "MoE 8x2", "dense": "dense"}
+FAMILY = {"smollm2": "SmolLM2", "moe": "MoE 8x2", "dense": "dense", "mistral": "Mistral w.", "mixtral": "Mixtral w."}
 
 
 def _label(name: str) -> str:
@@ -25,7 +25,7 @@ def plot(path: Path, rows: list, ctx: dict | None, thr: dict | None, moe: dict |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     colors = {"llamapack": "#1f77b4", "llama.cpp": "#ff7f0e"}
-    fig, axs = plt.subplots(2, 3, figsize=(17, 9.5))
+    fig, axs = plt.subplots(2, 3, figsize=(20, 10.5))
     names = [info.name for info, _, _ in rows]
     x = np.arange(len(names))
     for ax, key, label in ((axs[0, 0], "tg", f"generation ({tg} tokens), tok/s"),
@@ -39,9 +39,10 @@ def plot(path: Path, rows: list, ctx: dict | None, thr: dict | None, moe: dict |
                     if v == v and r == r:
                         ax.annotate(f"{v / r:.2f}x", (b.get_x() + 0.4, max(v, r)), ha="center", va="bottom",
                                     fontsize=7)
-        ax.set_xticks(x, [_label(n) for n in names], fontsize=8)
+        ax.set_xticks(x, [_label(n) for n in names], fontsize=7, rotation=90)
         ax.set_title(label + "  (numbers: ours / llama.cpp)", fontsize=10)
-        _headroom(ax)
+        ax.set_yscale("log")  # 135M-parameter models next to real-width ones
+        ax.set_ylim(top=ax.get_ylim()[1] * 3)
         ax.legend(fontsize=8, ncol=2, loc="upper center")
         ax.grid(axis="y", alpha=0.3)
     ax = axs[0, 2]
@@ -102,7 +103,7 @@ def plot(path: Path, rows: list, ctx: dict | None, thr: dict | None, moe: dict |
     ax.bar(xm - 0.3, exp_vals, 0.3, label="weights + KV", color="#999999")
     for i, e in enumerate(engines):
         ax.bar(xm + i * 0.3, mem_vals[e], 0.3, label=f"{e} RSS", color=colors[e])
-    ax.set_xticks(xm, mem_names, fontsize=8)
+    ax.set_xticks(xm, mem_names, fontsize=7, rotation=90)
     ax.set_title("resident memory growth after load + runs, MiB (n_ctx 1024)", fontsize=10)
     _headroom(ax, 1.2)
     ax.legend(fontsize=8, ncol=3, loc="upper center")

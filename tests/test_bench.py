@@ -1,0 +1,106 @@
+"""The benchmark's pure parts (tools/bench_*.py): model specs, per-token work, full-depth estimates,
+tables, and the int8-peak kernel's bookkeeping. Nothing here times anything."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gguf
+import pytest
+
+from runtime import kernels
+from tools import bench_models, bench_report
+from tools.bench_machine import med, model_info, spread
+from tools.bench_worker import PP
+from tools.random_gguf import QT, ModelSpec, tensor_layout, write_model
+
+# Published parameter counts of the models the real-width benchmark models stand for.
+MISTRAL_7B_PARAMS = 7_241_732_096
+MIXTRAL_8X7B_PARAMS = 46_702_792_704
+
+
+@pytest.mark.parametrize("family,params", [("mistral", MISTRAL_7B_PARAMS), ("mixtral", MIXTRAL_8X7B_PARAMS)])
+def test_real_width_models_are_the_real_models_cut_short(family, params):
+    syn = bench_models.SYNTHETIC[family]
+    full = dataclasses.replace(syn.spec, n_layer=syn.full_layers)
+    assert sum(math.prod(shape) for _, shape in tensor_layout(full)) == params
+    assert syn.spec.n_layer < syn.full_layers and syn.spec.vocab == "mistral"
+    k_block = gguf.GGML_QUANT_SIZES[QT.Q4_K][0]
+    assert all(shape[-1] % k_block == 0 for _, shape in tensor_layout(syn.spec) if len(shape) > 1)
+    assert all(f"{family}-{q}" in bench_models.ALL for q in syn.ftypes)
+    # a new shape makes a new file: the width is in the name
+    assert "4096" in bench_models.model_path(f"{family}-Q4_K_M").name
+
+
+def test_seed_types_and_small_models_stay():
+    assert set(bench_models.SYNTHETIC["mistral"].ftypes) == {"Q4_K_M", "Q4_0", "Q5_K_M", "Q6_K", "Q8_0", "Q2_K",
+                                                             "Q3_K_M"}
+    assert set(bench_models.SYNTHETIC["mixtral"].ftypes) == {"Q4_K_M", "Q2_K"}
+    assert {"smollm2-Q4_1", "moe-Q4_K_M", "dense-Q4_K_M"} <= set(bench_models.ALL)
+    assert bench_models.full_layers("mistral-Q8_0") == 32 and bench_models.full_layers("smollm2-Q4_1") is None
+
+
+def _moe(tmp_path, n_layer):
+    spec = ModelSpec(n_vocab=320, n_embd=256, n_ff=256, n_head=4, n_head_kv=2, n_layer=n_layer, n_expert=4,
+                     n_expert_used=2, vocab="bytes", init="tiled", qtype=QT.F16)
+    path = tmp_path / f"moe{n_layer}.gguf"
+    write_model(path, spec)
+    return model_info(f"moe{n_layer}", path), path
+
+
+def test_model_info_counts_what_the_gguf_package_reads(tmp_path):
+    info, path = _moe(tmp_path, 2)
+    tensors = gguf.GGUFReader(path).tensors
+    assert info.file_bytes == sum(int(t.n_bytes) for t in tensors)
+    # multiply-adds per prompt token: every layer matrix, the experts at 2 of 4, the output for one token of PP
+    expect = sum(int(t.n_elements) * (0.5 if "_exps" in t.name else 1.0)
+                 for t in tensors if t.name.startswith("blk.") and len(t.shape) > 1)
+    assert info.layer_macs == expect
+    out = next(t for t in tensors if t.name == "output.weight")
+    assert info.rest_macs == pytest.approx(int(out.n_elements) / PP)
+    assert info.kv_bytes_per_ctx == 2 * 2 * 2 * 2 * 64  # layers x (K, V) x fp16 x kv heads x head_dim
+
+
+def test_full_depth_estimate_matches_the_deeper_file(tmp_path):
+    short, _ = _moe(tmp_path, 2)
+    deep, _ = _moe(tmp_path, 6)
+    read, macs = short.at_depth(6)
+    assert read == pytest.approx(deep.token_bytes, abs=1)
+    assert macs == pytest.approx(deep.macs)
+    short.full_layers = 6
+    pp, tg = short.full_depth(300.0, 90.0)
+    assert pp == pytest.approx(300.0 * short.macs / deep.macs)
+    assert tg == pytest.approx(90.0 * short.token_bytes / deep.token_bytes, rel=1e-6)
+    assert pp < 300.0 / 2.5 and tg < 90.0  # three times the layers: over twice as slow, the rest is shared
+
+
+def test_main_row_fractions_and_missing_engine(tmp_path):
+    info, _ = _moe(tmp_path, 2)
+    bw, peak = 20.0, 100.0
+    res = {"llamapack": {"pp": peak * 1e9 / info.macs / 2, "tg": bw * 1e9 / info.token_bytes},
+           "_bw": bw, "_peak": peak}
+    assert bench_report.fractions(info, res, "llamapack") == pytest.approx((1.0, 0.5))
+    text = bench_report.main_row_text(info, res)
+    cells = [c.split() for c in text.split("|")]
+    assert cells[3] == ["100%", "-", "20.0"] and cells[4] == ["50%", "-", "100"]
+    assert cells[1][-1] == "-" and cells[2][-1] == "-"  # no llama.cpp: no ratio
+    assert "layers" not in text
+    info.full_layers = 32
+    assert "x32 layers" in bench_report.main_row_text(info, res).splitlines()[1]
+
+
+def test_medians_and_spread():
+    assert med([3.0, 1.0, 2.0]) == 2.0 and math.isnan(med([]))
+    assert spread([9.0, 10.0, 11.0]) == pytest.approx(0.2) and math.isnan(spread([1.0]))
+    assert bench_report.fmt(float("nan")) == "-" and bench_report.pct(0.456) == "46%"
+
+
+def test_int8_peak_counts_its_multiply_adds():
+    lib = kernels.lib
+    assert lib.lp_int8_peak(kernels.ISAS["ref"], 10, 1) == lib.LP_EBAD_ISA
+    x86 = [isa for isa in ("avx2", "avx512") if isa in kernels.available_isas()]
+    for isa in x86:
+        per_step = 64 if isa == "avx512" else 32  # bytes per register: 512 or 256 bits
+        assert lib.lp_int8_peak(kernels.ISAS[isa], 1000, 2) == 1000 * 12 * per_step * 2
+        assert lib.lp_int8_peak(kernels.ISAS[isa], 0, 1) == lib.LP_EBAD_SIZE
+        assert lib.lp_int8_peak(kernels.ISAS[isa], 10, 0) == lib.LP_EBAD_SIZE

@@ -1,0 +1,139 @@
+"""The benchmark's yardsticks and what it knows of each model, for tools/bench.py.
+
+- ReadBandwidth: the machine's read bandwidth (lp_read_sum over 1 GiB), what generation is held to.
+- Int8Peak: the machine's int8 multiply-add peak per ISA (lp_int8_peak: AVX-512 VNNI vpdpbusd or
+  AVX2 vpmaddubsw + vpmaddwd, registers only, on every thread), what prompt processing is held to.
+  Both are sampled between the runs: the bandwidth's median shows what the other jobs leave; the
+  peak is the best sample, the machine's own.
+- ModelInfo: bytes read and int8 multiply-adds per token, from the GGUF's tensor table, and the
+  full-depth estimates of a model that holds a few of its real layers.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime import kernels
+from runtime.gguf import GGUFFile
+from tools import bench_models
+from tools.bench_worker import PP
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs: list[float]) -> float:
+    """(max - min) / median of the runs: how noisy the median is."""
+    return (max(xs) - min(xs)) / statistics.median(xs) if len(xs) > 1 else float("nan")
+
+
+class ReadBandwidth:
+    """The machine's read bandwidth in GB/s (runtime.kernels.read_sum over 1 GiB), sampled as often as asked."""
+
+    def __init__(self) -> None:
+        self.buf = np.ones(1 << 27, dtype=np.uint64)  # 1 GiB, touched
+
+    def measure(self, threads: int, reps: int = 1) -> float:
+        kernels.read_sum(self.buf, 1, threads)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            kernels.read_sum(self.buf, 2, threads)
+            times.append(time.perf_counter() - t0)
+        return 2 * self.buf.nbytes / statistics.median(times) / 1e9
+
+
+class Int8Peak:
+    """The int8 multiply-add peak of `isa` (avx512: VNNI, avx2: maddubs + madd) in G multiply-adds/s: the
+    best of the samples (a sample lasts milliseconds; other jobs can only slow it, never speed it up)."""
+
+    ITERS = 2_000_000  # loop steps per thread per sample: ~0.05-0.2 s
+
+    def __init__(self, isa: str) -> None:
+        self.isa = kernels.ISAS[isa]
+
+    def measure(self, threads: int, reps: int = 1) -> float:
+        kernels.lib.lp_int8_peak(self.isa, self.ITERS // 20, threads)  # wakes the threads and the units
+        rates = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            n = kernels.lib.lp_int8_peak(self.isa, self.ITERS, threads)
+            rates.append(n / (time.perf_counter() - t0) / 1e9)
+        return max(rates)
+
+
+def peak_isa(isa: str) -> str | None:
+    """The ISA whose int8 peak bounds `isa`'s prompt processing (None: no micro-kernel for it)."""
+    return isa if isa in ("avx2", "avx512") else None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Path
+    file_bytes: int          # every tensor
+    token_bytes: int         # weights read per generated token
+    layer_bytes: int         # the part of token_bytes in the layers (blk.N.*)
+    layer_macs: int          # int8 multiply-adds per prompt token in the layers' matrices
+    rest_macs: float         # per prompt token outside them: the output matrix, for the last token only
+    kv_bytes_per_ctx: int    # fp16 K and V, per token of context
+    n_layer: int
+    n_expert: int
+    n_expert_used: int
+    types: str
+    full_layers: int | None = None  # the real model's depth, when the file holds fewer layers
+
+    @property
+    def macs(self) -> float:
+        return self.layer_macs + self.rest_macs
+
+    def at_depth(self, layers: int) -> tuple[float, float]:
+        """(read bytes per generated token, multiply-adds per prompt token) with `layers` layers like these."""
+        k = layers / self.n_layer
+        return (self.token_bytes - self.layer_bytes + k * self.layer_bytes, self.rest_macs + k * self.layer_macs)
+
+    def full_depth(self, pp: float, tg: float) -> tuple[float, float]:
+        """Estimated (prompt, generation) tok/s at the real depth from those measured here: time per token
+        scales with the work per token, weight bytes read for generation (memory-bound), multiply-adds for
+        the prompt (compute-bound). Attention's own cost, small at these contexts, scales with the layers too."""
+        if not self.full_layers:
+            return float("nan"), float("nan")
+        read, macs = self.at_depth(self.full_layers)
+        return pp * self.macs / macs, tg * self.token_bytes / read
+
+
+def model_info(name: str, path: Path) -> ModelInfo:
+    with GGUFFile(path) as f:
+        md, T = f.metadata, f.tensors
+        arch = md["general.architecture"]
+        n_expert = int(md.get(f"{arch}.expert_count", 0))
+        used = int(md.get(f"{arch}.expert_used_count", 0)) if n_expert else 0
+        n_layer, n_embd = int(md[f"{arch}.block_count"]), int(md[f"{arch}.embedding_length"])
+        n_head = int(md[f"{arch}.attention.head_count"])
+        n_head_kv = int(md.get(f"{arch}.attention.head_count_kv", n_head))
+        head_dim = int(md.get(f"{arch}.attention.key_length", n_embd // n_head))
+        emb = T["token_embd.weight"]
+        tied = "output.weight" not in T
+        token = layer = 0.0
+        layer_macs, rest_macs = 0.0, 0.0
+        for t in T.values():
+            share = used / n_expert if "_exps." in t.name else 1.0  # of the experts, those a token uses
+            elements = int(np.prod(t.shape)) * share
+            if t.name == "token_embd.weight":
+                token += t.nbytes if tied else t.nbytes / emb.shape[0]  # the output matrix, or one row
+                rest_macs += elements / PP if tied else 0.0
+                continue
+            token += t.nbytes * share
+            if t.name.startswith("blk."):
+                layer += t.nbytes * share
+                layer_macs += elements if len(t.shape) > 1 else 0.0
+            elif t.name == "output.weight":
+                rest_macs += elements / PP
+        return ModelInfo(name, path, sum(t.nbytes for t in T.values()), int(token), int(layer), int(layer_macs),
+                         rest_macs, n_layer * n_head_kv * head_dim * 2 * 2, n_layer, n_expert, used,
+                         bench_models.type_histogram(path), bench_models.full_layers(name))
