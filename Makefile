@@ -11,7 +11,7 @@ DEBIAN_STAMP  := build/debian.stamp
 MODELS_STAMP  := $(VENV)/.real-models
 CSRC   := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h) csrc/build.py
 
-.PHONY: all setup kernels test bench bench-kernels neon asan clean
+.PHONY: all setup kernels test bench bench-serving bench-kernels neon asan clean
 
 all: setup
 
@@ -69,6 +69,12 @@ bench: setup
 		|| echo "bench: the AVX2-only llama.cpp did not build (see build/llama-cpp-avx2.log)" >&2
 	$(VPY) -m tools.bench $(BENCH_ARGS)
 	$(VPY) -m tools.bench_grammar
+	$(VPY) -m tools.bench_serving --models smollm2-Q4_1,mistral-Q4_K_M
+
+# Many sequences at once: batched decoding against llama.cpp's llama_batch, and the server's
+# continuous batching (tools/bench_serving.py).
+bench-serving: setup
+	$(VPY) -m tools.bench_serving $(BENCH_ARGS)
 
 # A second llama.cpp for the AVX2 tables (`--isa avx2` against it): the same llama-cpp-python
 # built from source without AVX-512 (and without AVX-VNNI, which llamapack's avx2 kernels do not

@@ -287,7 +287,11 @@ def main() -> None:
     args = ap.parse_args()
     models = []
     for m in args.models.split(","):
-        models.append((Path(m).name, Path(m)) if os.path.exists(m) else (m, bench_models.make(m)))
+        if os.path.exists(m):
+            models.append((Path(m).name, Path(m)))
+        else:
+            bench_models.make([m])
+            models.append((m, bench_models.model_path(m)))
     print(f"load average {os.getloadavg()[0]:.2f} at the start")
     if args.only != "server":
         table_batched(models, args.threads, args.runs)
