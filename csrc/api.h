@@ -53,7 +53,7 @@ int lp_matmul_multi(const lp_mm *mm, int count, int64_t cols, const float *x, in
 // The same with the first n_single rows computed by row dot products and the others by the
 // batched product wherever the type has one, whatever their count: each row's result then
 // depends only on which of the two it is (lp_matmul picks by n: the batched product from
-// LP_GEMM_MIN rows on).
+// LP_BATCHED_MIN rows on).
 int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, int64_t n_single,
                    float *y, void *work, int n_threads);
 int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *x, int64_t n, int64_t n_single,
@@ -138,6 +138,9 @@ typedef struct {
 // Positions per block of the KV cache.
 enum { LP_KV_BLOCK = 16 };
 
+// Prompt rows of one sequence from which a call uses the batched product (see lp_batch).
+enum { LP_BATCHED_MIN = 16 };
+
 // The KV cache in fp16, K and V alike: per sequence, layer and kv head, blocks of
 // LP_KV_BLOCK positions, each (head_dim, LP_KV_BLOCK); lp_kv_head and lp_kv_index
 // (lp.h) are the one place that addresses it. Sequence s holds positions
@@ -202,13 +205,14 @@ int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size,
 // One forward call: n rows; row t runs token[t] at position pos[t] of sequence seq[t].
 // A sequence's rows come in order of position, the first at the sequence's length
 // (each appends one position). out[t] != 0 marks the rows whose output is written.
-// prompt[t] says how row t is computed: a prompt row (1: the batched product, whatever
-// the count) or a generated token's row (0: row dot products, attention split into
-// position segments by its own length; a sequence's only row in the call). NULL: a
-// sequence's only row is a generated token's, the rows of a sequence with several are
-// prompt rows. Either way a row's result does not depend on the other sequences in the
-// call, and a prompt gives the same bits in one call or in chunks. Output projections
-// are row dot products for every row.
+// prompt[t] says what row t is: a prompt row (1) or a generated token's row (0: a
+// sequence's only row in the call; attention splits its positions into segments by its
+// own length). NULL: a sequence's only row is a generated token's, the rows of a sequence
+// with several are prompt rows. A sequence's prompt rows are computed by the batched
+// product when it has LP_BATCHED_MIN or more of them in the call (where the type has
+// one), else like generated tokens by row dot products; output projections by row dot
+// products. So a row's result never depends on the other sequences in the call, and a
+// prompt gives the same bits in any chunks of LP_BATCHED_MIN or more rows.
 typedef struct {
     int n;
     const int32_t *token, *pos, *seq;  // (n)

@@ -253,9 +253,12 @@ static inline int64_t lp_kv_index(int head_dim, int d, int64_t p) {
 
 // The batch's rows grouped by sequence, as lp_decode runs them: group g is sequence
 // groups[3g]'s rows groups[3g+1] .. groups[3g+1] + groups[3g+2] - 1 (in order of
-// position); the n_single groups of a generated token's one row come first.
+// position); the n_single groups of a generated token's one row come first, then the
+// prompts of fewer than LP_GEMM_MIN rows (rows 0..n_dot_rows-1: row dot products),
+// then the longer prompts (the batched product).
 typedef struct {
     int n, n_single;                         // groups; those of generated tokens (rows 0..n_single-1)
+    int n_dot_rows;                          // rows computed by row dot products
     const int32_t *groups;                   // (n, 3) sequence, first row, rows
 } lp_seq_groups;
 
@@ -285,7 +288,7 @@ void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_
 // Batched product (gemm.c, AVX-512 VNNI and AVX2; gemm_i8mm.c, aarch64 SMMLA): used by lp_matmul
 // for n >= LP_GEMM_MIN activation rows of a type with to_s8 where lp_gemm_use says so (AVX-512,
 // I8MM: every such type; AVX2: those it makes faster than the row dots).
-#define LP_GEMM_MIN 16
+#define LP_GEMM_MIN LP_BATCHED_MIN
 int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int n_threads);
 int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n);
 // 1 when type t has a batched product on isa at this row length (for any number of rows).

@@ -16,8 +16,11 @@ from runtime.engine import Engine
 from runtime.sampling import SamplingParams
 
 N_CTX = 4096
-QUESTIONS = ["Name three rivers in Europe.", "Give me a recipe for pancakes.", "Write a haiku about rain.",
-             "How many legs does a spider have?"]
+# four prompts with nothing in common, each one chunk of 16+ rows (the batched product), as alone
+PROMPTS = ["The three longest rivers in Europe are the Volga, the Danube and the Ural. The Volga flows",
+           "To make pancakes for four people you need flour, milk, eggs, a pinch of salt and some butter. First,",
+           "Rain fell on the old tin roof all night long, and in the morning the garden smelled of wet earth and",
+           "A spider has eight legs, two body parts and no antennae; most spiders also have eight eyes. They"]
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +89,13 @@ def concurrently(*calls):  # type: ignore[no-untyped-def]
 
 def test_four_concurrent_greedy_requests_each_give_their_text_alone(server: ServerThread, reference: Engine) -> None:
     """Decoded in one batch, each request's greedy text is exactly the one it gets on its own: the
-    forward pass computes a row the same way whatever else shares the call (lp_decode)."""
-    convs = [[{"role": "user", "content": q}] for q in QUESTIONS]
-    want = [alone(reference, c, 48) for c in convs]
-    got = concurrently(*[lambda c=c: stream_chat(server.url, c, 48) for c in convs])
+    forward pass computes a row the same way whatever else shares the call (lp_decode), and the
+    scheduler cuts prompts only into chunks computed as the whole prompt is."""
+    want = []
+    for p in PROMPTS:
+        reference.reset()
+        want.append("".join(reference.generate(p, max_tokens=48, temp=0)))
+    got = concurrently(*[lambda p=p: stream_chat(server.url, p, 48) for p in PROMPTS])
     assert [g["text"] for g in got] == want
     # they ran together: the server's steps carried several sequences' rows
     assert server.app.state.scheduler.most_sequences_in_a_step >= 2
@@ -129,7 +135,8 @@ def test_a_long_prompt_is_processed_in_chunks_between_the_streams_tokens(server:
 
 def test_a_new_request_copies_the_prefix_another_slot_holds(server: ServerThread, reference: Engine) -> None:
     """A second conversation with the same long system prompt, arriving while the first one still
-    streams in its slot, starts from a copy of that slot's cached prefix and answers as it would alone."""
+    streams in its slot, starts from a copy of that slot's cached prefix and answers as it does alone
+    after the first conversation's prompt (its cached prefix computed the same way)."""
     system = {"role": "system", "content": "You are a helpful assistant. " * 40}
     first = [system, {"role": "user", "content": "Count from 1 to 100."}]
     second = [system, {"role": "user", "content": "What is 2 + 2?"}]
@@ -148,7 +155,11 @@ def test_a_new_request_copies_the_prefix_another_slot_holds(server: ServerThread
     usage = results["second"]["usage"]
     n_system = len(reference.chat_prompt([system], add_generation_prompt=False))
     assert usage["prompt_tokens_details"]["cached_tokens"] >= n_system - 4  # type: ignore[index]
-    assert results["second"]["text"] == alone(reference, second, 24)
+    # alone, the same way: the first conversation's prompt cached, the second's rest computed after it
+    reference.reset()
+    reference.prefill(reference.chat_prompt(first))
+    want = "".join(c.text for c in reference.stream_chat(second, max_tokens=24, params=SamplingParams(temp=0)))
+    assert results["second"]["text"] == want
 
 
 def test_a_client_that_leaves_frees_its_slot(server: ServerThread) -> None:

@@ -215,8 +215,9 @@ static int shapes_ok(const lp_weights *w, const lp_kv *kv, const lp_scratch *s) 
 }
 
 // Checks every row (token, sequence, position: its sequence's next; kinds) and lays the
-// rows out as the pass runs them: grouped by sequence, the generated tokens' rows first
-// (g; the scratch's order, row_pos, row_seq; `next` then maps each batch row to its place).
+// rows out as the pass runs them: grouped by sequence, the rows computed by row dot
+// products first (g; the scratch's order, row_pos, row_seq; `next` then maps each batch
+// row to its place).
 static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s, const lp_batch *b,
                       lp_seq_groups *g) {
     if (b->n < 1 || b->n > s->max_batch) return LP_EBATCH;
@@ -251,19 +252,23 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
         }
     for (int i = 0; i < ng; i++)
         if (!seen[3 * i + 1] && seen[3 * i + 2] != 1) return LP_EBATCH;  // generated rows: one per sequence
-    // groups: the generated tokens' rows, then the prompts', each in order of first appearance
+    // groups: the generated tokens' rows, then the prompts of fewer than LP_GEMM_MIN rows
+    // (both by row dot products), then the longer prompts' (the batched product), each in
+    // order of first appearance
     int32_t *groups = s->groups;
-    int k = 0, first = 0, n_single = 0;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < ng; i++)
-            if ((seen[3 * i + 1] == 0) == (pass == 0)) {
-                groups[3 * k] = seen[3 * i];
-                groups[3 * k + 1] = first;
-                groups[3 * k + 2] = seen[3 * i + 2];
-                first += seen[3 * i + 2];
-                n_single += pass == 0;
-                k++;
-            }
+    int k = 0, first = 0, n_single = 0, n_dot_rows = 0;
+    for (int pass = 0; pass < 3; pass++)
+        for (int i = 0; i < ng; i++) {
+            const int rows = seen[3 * i + 2], kind = !seen[3 * i + 1] ? 0 : rows < LP_GEMM_MIN ? 1 : 2;
+            if (kind != pass) continue;
+            groups[3 * k] = seen[3 * i];
+            groups[3 * k + 1] = first;
+            groups[3 * k + 2] = rows;
+            first += rows;
+            n_single += pass == 0;
+            n_dot_rows += pass < 2 ? rows : 0;
+            k++;
+        }
     // each row to its group's next place
     for (int i = 0; i < ng; i++) next[i] = groups[3 * i + 1];
     for (int t = 0; t < b->n; t++) {
@@ -275,7 +280,7 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
         s->row_seq[at] = b->seq[t];
     }
     for (int at = 0; at < b->n; at++) next[s->order[at]] = at;
-    *g = (lp_seq_groups){ ng, n_single, groups };
+    *g = (lp_seq_groups){ ng, n_single, n_dot_rows, groups };
     return LP_OK;
 }
 
@@ -287,8 +292,8 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     int rc = group_rows(w, kv, s, b, &g);
     if (rc) return rc;
     // row i of every buffer below is batch row order[i]: grouped by sequence, the
-    // g.n_single generated tokens' rows first
-    const int n = b->n, ns = g.n_single, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
+    // g.n_dot_rows computed by row dot products first (generated tokens, short prompts)
+    const int n = b->n, ns = g.n_dot_rows, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
 
     // token embeddings: x (n, D), times sqrt(D) for Gemma
     const lp_type_traits *et = lp_traits(w->tok_embd.type);

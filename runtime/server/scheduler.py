@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 from runtime.decoding import Decoding
 from runtime.engine import Engine, check_finite
+from runtime.kernels import lib
 from runtime.model import Model, ModelError
 from runtime.server.errors import APIError
 
@@ -151,8 +152,8 @@ class Slot:
 
 
 def batch_rows(parallel: int, ubatch: int) -> int:
-    """Rows a step may hold: a decoding row per slot and a prompt chunk."""
-    return parallel + ubatch
+    """Rows a step may hold: a decoding row per slot and a prompt chunk (at least LP_BATCHED_MIN)."""
+    return parallel + max(ubatch, int(lib.LP_BATCHED_MIN))
 
 
 def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
@@ -160,7 +161,7 @@ def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
     the sequences (the prompt chunks then fit its batch room), else a new one on the same mapped
     weights."""
     model = engine.model
-    if model.n_seq < parallel or model.max_batch <= parallel:
+    if model.n_seq < parallel or model.max_batch < batch_rows(parallel, 1):
         model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=model.n_threads, n_seq=parallel,
                       max_batch=batch_rows(parallel, ubatch))
     first = engine if model is engine.model else Engine(engine.gguf, model, engine.tokenizer, engine.template)
@@ -179,6 +180,7 @@ class Scheduler:
         self.model = self.slots[0].engine.model
         # rows per step, decoding rows included; what the model's scratch holds at most
         self.ubatch = max(1, min(ubatch, self.model.max_batch - parallel))
+        # (prompt chunks take at least LP_BATCHED_MIN rows: see _batch)
         self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
@@ -368,18 +370,34 @@ class Scheduler:
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
         """This step's rows: (slot, tokens, whether its last row gives logits). Every decoding slot's
-        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows."""
+        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows.
+
+        A prompt is cut only into chunks of at least LP_BATCHED_MIN rows (its short rest, and a
+        short prompt, go whole): the forward pass computes a chunk that long by the batched
+        product and a shorter one by row dot products, so this keeps a prompt's rows computed as
+        they are when the request runs alone, in one call."""
+        least = int(lib.LP_BATCHED_MIN)
         rows: list[tuple[Slot, list[int], bool]] = []
         for slot in slots:
             if slot.next_token is not None:
                 rows.append((slot, [slot.next_token], True))
-        room = min(max(1, self.ubatch - len(rows)), self.model.max_batch - len(rows))
+        room = min(max(least, self.ubatch - len(rows)), self.model.max_batch - len(rows))
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
+            pending = len(slot.pending)
+            if pending <= room:
+                k = pending
+            elif pending - room >= least:
+                k = room
+            elif pending - least >= least:
+                k = pending - least  # leave a whole chunk for the next step
+            elif room >= least:
+                k = room  # (a short rest follows: only when ubatch is under twice the least chunk)
+            else:
+                continue  # no room for a chunk this step
+            rows.append((slot, slot.pending[:k], k == pending))
+            room -= k
             if room <= 0:
                 break
-            take = slot.pending[:room]
-            rows.append((slot, take, len(take) == len(slot.pending)))
-            room -= len(take)
         return rows
 
     def _step_generations(self, slots: list[Slot]) -> None:
