@@ -156,13 +156,13 @@ class Server:
                                       "--port", str(self.port), "--parallel", str(parallel), "-c", str(n_ctx),
                                       "-t", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True)
-        import httpx
+        import requests
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except requests.RequestException:
                 time.sleep(0.2)
         self.close()
         raise RuntimeError("the server did not start")
@@ -175,18 +175,21 @@ class Server:
             self.proc.kill()
 
 
-def stream(url: str, prompt: str | list[int], max_tokens: int, log: list[float] | None = None) -> dict[str, float]:
+def stream(url: str, prompt: str | list[int], max_tokens: int, log: list[float] | None = None,
+           until: threading.Event | None = None) -> dict[str, float]:
     """One streaming completion; its start, first-token and end times and its generated tokens
-    (log: every streamed piece's arrival time)."""
-    import httpx
+    (log: every streamed piece's arrival time; until: leave when it is set)."""
+    import requests
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
     first, tokens = None, 0
-    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=600) as r:
-        for line in r.iter_lines():
+    with requests.post(url + "/v1/completions", json=body, stream=True, timeout=600) as r:
+        for line in r.iter_lines(decode_unicode=True):
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
+            if until is not None and until.is_set():
+                break
             event = json.loads(line[6:])
             now = time.perf_counter()
             if event.get("choices") and event["choices"][0].get("text"):
@@ -243,15 +246,17 @@ def ttft(name: str, srv: Server, runs: int) -> None:
     """A short request's time to first token while 3 streams run, alone and with a 2,000-token prompt
     sent just before it; the 3 streams' longest pause between pieces meanwhile."""
     rng = np.random.default_rng(2)
-    long_prompt = [int(t) for t in rng.integers(300, 20000, 2000)]
     for with_long in (False, True):
         firsts, pauses = [], []
         for _ in range(runs):
+            long_prompt = [int(t) for t in rng.integers(300, 20000, 2000)]  # a new one each run: none cached
             logs: list[list[float]] = [[], [], []]
             result: dict[str, object] = {}
 
-            def background(i: int) -> None:
-                stream(srv.url, STORY, 200, logs[i])
+            done = threading.Event()
+
+            def background(i: int) -> None:  # counting: goes on until told to leave
+                stream(srv.url, ", ".join(str(k) for k in range(100 * i, 100 * i + 8)) + ",", 4000, logs[i], done)
 
             bg = [threading.Thread(target=background, args=(i,)) for i in range(3)]
             for t in bg:
@@ -263,13 +268,15 @@ def ttft(name: str, srv: Server, runs: int) -> None:
                 long_t = threading.Thread(target=lambda: result.setdefault("long", stream(srv.url, long_prompt, 1)))
                 long_t.start()
                 time.sleep(0.05)
-            short = stream(srv.url, STORY + " a cat", 4)
+            short = stream(srv.url, f"{STORY} a cat number {len(firsts)}", 4)
             firsts.append(short["first"] - short["start"])
             if long_t is not None:
                 long_t.join()
             t_end = time.perf_counter()
+            done.set()
             for t in bg:
                 t.join()
+            time.sleep(0.5)  # the server lets the three go
             gaps = [b - a for log in logs for a, b in zip(log, log[1:]) if t_new <= a <= t_end]
             pauses.append(max(gaps) if gaps else float("nan"))
         what = "with a 2,000-token prompt arriving" if with_long else "alone"
