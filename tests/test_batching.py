@@ -177,32 +177,46 @@ def test_a_client_that_leaves_frees_its_slot(server: ServerThread) -> None:
     assert scheduler.status()["slots_processing"] == 0
 
 
-def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: ServerThread) -> None:
+def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: ServerThread, reference: Engine) -> None:
     """OpenAI's `n`: the prompt is read once (the other choices start from a copy of its cache) and
-    choice i draws with seed + i, so it is the reply a lone request with that seed gets."""
-    body = {"messages": [{"role": "user", "content": "Tell me a fun fact."}], "max_tokens": 24,
-            "temperature": 1.0, "seed": 40}
-    many = requests.post(server.url + "/v1/chat/completions", json={**body, "n": 3}, timeout=120).json()
-    texts = [c["message"]["content"] for c in sorted(many["choices"], key=lambda c: c["index"])]
-    assert [c["index"] for c in sorted(many["choices"], key=lambda c: c["index"])] == [0, 1, 2]
-    alone = [requests.post(server.url + "/v1/chat/completions", json={**body, "seed": 40 + i},
-                           timeout=120).json() for i in range(3)]
-    assert texts == [a["choices"][0]["message"]["content"] for a in alone]
+    choice i draws with seed + i, so it is the reply the prompt gets alone with that seed (a prompt
+    nothing else shares, so the server reads all of it, as the lone run does)."""
+    prompt = "Seven unusual facts about the deep sea, written for curious children who love octopuses:"
+    sampling = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+
+    def lone(seed: int, max_tokens: int) -> tuple[str, int]:
+        reference.reset()
+        chunks = list(reference.stream_generate(prompt, max_tokens=max_tokens, params=SamplingParams(
+            temp=1.0, top_k=40, top_p=0.95, min_p=0.05, seed=seed)))
+        return "".join(c.text for c in chunks), chunks[-1].stats.generated_tokens
+
+    many = requests.post(server.url + "/v1/completions", timeout=120,
+                         json={"prompt": prompt, "max_tokens": 24, "seed": 40, "n": 3, **sampling}).json()
+    choices = sorted(many["choices"], key=lambda c: c["index"])
+    assert [c["index"] for c in choices] == [0, 1, 2]
+    texts = [c["text"] for c in choices]
+    want = [lone(40 + i, 24) for i in range(3)]
+    assert texts == [text for text, _ in want]
     assert len(set(texts)) > 1
-    assert many["usage"]["completion_tokens"] == sum(a["usage"]["completion_tokens"] for a in alone)
-    assert many["usage"]["prompt_tokens"] == alone[0]["usage"]["prompt_tokens"]
-    # streamed: each choice's pieces under its index add up to the same texts
+    # the prompt was read once, by the first choice; the usage counts every choice's tokens
+    assert many["usage"]["prompt_tokens_details"]["cached_tokens"] < many["usage"]["prompt_tokens"]
+    assert many["usage"]["completion_tokens"] == sum(n for _, n in want)
+    # streamed (chat, with usage): each choice's pieces under its index; the prompt read once
     pieces: dict[int, list[str]] = {}
-    with requests.post(server.url + "/v1/completions", stream=True, timeout=120,
-                       json={"prompt": "The best thing about rain is", "max_tokens": 16, "temperature": 1.0,
-                             "seed": 5, "n": 2, "stream": True}) as r:
+    usage: dict[str, object] = {}
+    with requests.post(server.url + "/v1/chat/completions", stream=True, timeout=120, json={
+            "messages": [{"role": "user", "content": "Name a fruit that grows on trees in cold places."}],
+            "max_tokens": 16, "seed": 5, "n": 2, "stream": True, "stream_options": {"include_usage": True},
+            **sampling}) as r:
         for line in r.iter_lines(decode_unicode=True):
             if line.startswith("data: {"):
-                for c in json.loads(line[6:])["choices"]:
-                    pieces.setdefault(c["index"], []).append(c["text"])
-    plain = requests.post(server.url + "/v1/completions", timeout=120, json={
-        "prompt": "The best thing about rain is", "max_tokens": 16, "temperature": 1.0, "seed": 5, "n": 2}).json()
-    assert {i: "".join(p) for i, p in pieces.items()} == {c["index"]: c["text"] for c in plain["choices"]}
+                event = json.loads(line[6:])
+                for c in event["choices"]:
+                    pieces.setdefault(c["index"], []).append(c["delta"].get("content") or "")
+                if event.get("usage") and not event["choices"]:
+                    usage = event["usage"]
+    assert sorted(pieces) == [0, 1] and all("".join(p) for p in pieces.values())
+    assert usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"]  # type: ignore[index]
 
 
 def test_n_beyond_the_slots_is_refused(server: ServerThread) -> None:

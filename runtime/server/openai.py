@@ -103,8 +103,9 @@ def _by_choice(chunks: list[Chunk], n: int) -> list[tuple[str, Chunk]]:
 
 
 def _usage(n_prompt: int, finals: list[Chunk]) -> dict[str, Any]:
-    """The usage of every choice together (one prompt, all their tokens)."""
-    out = usage(n_prompt, finals[0].stats)
+    """The usage of every choice together (one prompt, all their tokens; the prompt's cached part as
+    the first choice, which read it, found it)."""
+    out = usage(n_prompt, min(finals, key=lambda c: c.index).stats)
     out["completion_tokens"] = sum(c.stats.generated_tokens for c in finals)
     out["total_tokens"] = n_prompt + out["completion_tokens"]
     return out

@@ -97,8 +97,8 @@ class Job:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
-            stats = getattr(item, "stats", None)
-            if stats is not None and self.record is not None:
+            stats = getattr(item, "stats", None)  # the first choice's: it read the prompt
+            if stats is not None and self.record is not None and getattr(item, "index", 0) == 0:
                 self.record["stats"] = stats
             yield item
 
