@@ -229,29 +229,24 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
         if (seq < 0 || seq >= kv->n_seq) return LP_ESEQ;
         int i = 0;
         while (i < ng && seen[3 * i] != seq) i++;
-        if (i == ng) {  // the sequence's first row in this batch
+        if (i == ng) {  // the sequence's first row in this batch; its kind (1: prompt) from that row
             seen[3 * i] = seq;
+            seen[3 * i + 1] = b->prompt ? b->prompt[t] != 0 : -1;
             seen[3 * i + 2] = 0;
             next[i] = kv->len[seq];
             ng++;
         }
+        if (b->prompt && seen[3 * i + 1] != (b->prompt[t] != 0)) return LP_EBATCH;  // kinds mixed
         if (b->pos[t] != next[i]) return LP_EPOS;
         if (b->pos[t] >= kv->n_ctx) return LP_ECONTEXT;
         next[i]++;
         seen[3 * i + 2]++;
     }
-    // each sequence's kind: generated (its one row) or prompt (seen[3i + 1]: 1)
-    for (int i = 0; i < ng; i++) seen[3 * i + 1] = b->prompt ? -1 : seen[3 * i + 2] > 1;
-    if (b->prompt)
-        for (int t = 0; t < b->n; t++) {
-            int i = 0;
-            while (seen[3 * i] != b->seq[t]) i++;
-            const int kind = b->prompt[t] != 0;
-            if (seen[3 * i + 1] >= 0 && seen[3 * i + 1] != kind) return LP_EBATCH;  // kinds mixed
-            seen[3 * i + 1] = kind;
-        }
-    for (int i = 0; i < ng; i++)
+    // without kinds: a sequence's only row is a generated token's, several are a prompt
+    for (int i = 0; i < ng; i++) {
+        if (seen[3 * i + 1] < 0) seen[3 * i + 1] = seen[3 * i + 2] > 1;
         if (!seen[3 * i + 1] && seen[3 * i + 2] != 1) return LP_EBATCH;  // generated rows: one per sequence
+    }
     // groups: the generated tokens' rows, then the prompts of fewer than LP_GEMM_MIN rows
     // (both by row dot products), then the longer prompts' (the batched product), each in
     // order of first appearance

@@ -299,12 +299,17 @@ class Scheduler:
             slot.pending, slot.next_token = [], None
             slot.last_used = time.monotonic()
 
+    @staticmethod
+    def _held(slot: Slot) -> list[Slot]:
+        """The slots still working for slot's job (slot itself when it has none)."""
+        job = slot.job
+        return [s for s in job.slots if s.job is job] if job is not None else [slot]
+
     def _release(self, slot: Slot, final: Any) -> None:
         """Ends the slot's job with `final` (_DONE or a failure): every slot it holds is freed."""
         job = slot.job
-        for s in (job.slots if job is not None else [slot]):
-            if s.job is job:
-                self._free(s)
+        for s in self._held(slot):
+            self._free(s)
         if job is not None:
             job._put(final)
 
@@ -318,9 +323,8 @@ class Scheduler:
 
     def _fail(self, slot: Slot, exc: BaseException) -> None:
         """The job's error goes to its client; its sequences may hold what the failed step wrote."""
-        for s in (slot.job.slots if slot.job is not None else [slot]):
-            if s.job is slot.job:
-                s.engine.reset()
+        for s in self._held(slot):
+            s.engine.reset()
         self._release(slot, _Failure(exc))
 
     def _step_work(self, slot: Slot) -> None:
@@ -351,8 +355,9 @@ class Scheduler:
                 raise ModelError(f"the prompt has {len(ids)} tokens; the context holds {self.model.n_ctx}")
             own = slot.common_prefix(ids)
             donor = max(self.slots, key=lambda s: s.common_prefix(ids))
-            if donor is not slot and donor.common_prefix(ids) > own:
-                own = donor.common_prefix(ids)
+            shared = donor.common_prefix(ids)
+            if shared > own:  # another slot holds more of the prompt: copy it
+                own = shared
                 self.model.copy_prefix(donor.index, slot.index, own)
                 slot.tokens[:] = donor.tokens[:own]
             reuse = min(own, len(ids) - 1)  # at least one token runs, for its logits
