@@ -161,6 +161,9 @@ int lp_kv_init(lp_kv *kv, const lp_weights *w, void *mem, int64_t size, int n_se
 int lp_kv_copy(lp_kv *kv, int src, int dst, int n);
 // Sequence seq keeps its first n positions (n >= its length: unchanged); n = 0 clears it.
 int lp_kv_truncate(lp_kv *kv, int seq, int n);
+// Context shift (kv_shift.c): sequence seq drops positions keep .. keep+discard-1; the later
+// ones move down by discard, their k rotated to the new positions. len[seq] -= discard.
+int lp_kv_shift(const lp_weights *w, lp_kv *kv, int seq, int keep, int discard);
 
 // Query rows an attention chunk takes (each thread's scores hold LP_ATT_ROWS rows).
 enum { LP_ATT_ROWS = 16 };

@@ -273,6 +273,8 @@ typedef struct {
 } lp_rope_cfg;
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg);
+// Layer l's rope as the forward pass applies it (model.c; the context shift rotates with it too).
+lp_rope_cfg lp_rope_of(const lp_weights *w, const lp_kv *kv, int l);
 
 // Layer l attends within the sliding window (api.h's n_swa, swa_pattern; llama.cpp's
 // set_swa_pattern): every layer but each swa_pattern-th, or every layer for pattern 0.

@@ -152,6 +152,11 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
                    help="override the model's chat template (default: the model's own)")
     g.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
+    g.add_argument("--context-shift", action=argparse.BooleanOptionalAction, default=False,
+                   help="when the context is full, drop half of what follows the first --keep tokens and "
+                        "go on (default: generation ends)")
+    g.add_argument("--keep", type=_ranged(int, lo=-1), default=0, metavar="N",
+                   help="tokens of the prompt a context shift keeps (default 0, -1: all; plus the BOS)")
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
@@ -227,6 +232,7 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
         threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
                       n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch)
+    eng.context_shift, eng.n_keep = args.context_shift, args.keep
     cfg = eng.model.config
     if args.ctx_size > cfg.n_ctx_train and "ctx_size" in args.given:
         _note(f"-c {args.ctx_size} is above the model's training context; clamped to {eng.n_ctx}")

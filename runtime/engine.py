@@ -58,6 +58,10 @@ class Engine:
         self.template = template
         self.tokens: list[int] = []  # what the KV cache holds, position by position
         self.last_reused = 0         # prompt tokens the last prefill found in the cache
+        # A full context: generation ends (False), or the cache drops half of what follows the
+        # first n_keep tokens (-1: the prompt) and goes on (llama.cpp's --context-shift, --keep).
+        self.context_shift = False
+        self.n_keep = 0
 
     @classmethod
     def load(cls, path: str | PathLike[str], offset: int = 0, n_ctx: int = 4096, n_threads: int | None = None,
@@ -138,6 +142,18 @@ class Engine:
         self.last_reused = common
         return self.eval(ids[common:], prompt=True), common
 
+    def shift_context(self, n_prompt: int) -> int:
+        """Makes room in a full cache as llama.cpp's server does: keeps the first n_keep tokens
+        (the prompt's n_prompt for -1; one more for the BOS), drops half of the rest, and moves
+        the later ones down. Returns how many positions were dropped."""
+        n_keep = (n_prompt if self.n_keep < 0 else self.n_keep) + int(self.tokenizer.add_bos)
+        n_keep = max(0, min(self.n_ctx - 4, n_keep))
+        n_left = self.n_past - n_keep
+        n_discard = max(0, min(n_left // 2, n_left - 1))
+        self.model.shift(self.seq, n_keep, n_discard)
+        del self.tokens[n_keep:n_keep + n_discard]
+        return n_discard
+
     # -- generation -----------------------------------------------------------
 
     def decoding(self, ids: list[int], max_tokens: int = -1, stop: list[str] | None = None,
@@ -149,7 +165,8 @@ class Engine:
         made_sampler, made_processors = make_sampling(params or SamplingParams())
         return Decoding(ids, sampler or made_sampler,
                         made_processors if logits_processors is None else logits_processors, constraint,
-                        tokenizer=self.tokenizer, max_tokens=max_tokens, stop=stop or [], n_ctx=self.n_ctx)
+                        tokenizer=self.tokenizer, max_tokens=max_tokens, stop=stop or [],
+                        n_ctx=-1 if self.context_shift else self.n_ctx)
 
     def _decode(self, state: Decoding) -> Iterator[Chunk]:
         """The single-sequence loop: prefill the state's prompt, then choose, accept and run one
@@ -165,6 +182,8 @@ class Engine:
             yield state.accept(tok, self.n_past)
             if state.done:
                 return
+            if self.context_shift and self.n_past + 1 >= self.n_ctx:
+                self.shift_context(state.n_prompt)
             logits = self.eval([tok], prompt=False)
 
     def generate_step(self, prompt: list[int], sampler: Callable[[np.ndarray], int],
@@ -173,7 +192,7 @@ class Engine:
         """Yields sampled token ids, the first after the prompt, until the caller stops: at the
         latest when the context is full (the next one could not run) or the constraint is done.
         End-of-generation tokens are yielded like any other: stopping on them is the caller's."""
-        state = Decoding(prompt, sampler, logits_processors, constraint, n_ctx=self.n_ctx)
+        state = Decoding(prompt, sampler, logits_processors, constraint, n_ctx=-1 if self.context_shift else self.n_ctx)
         for chunk in self._decode(state):
             yield int(chunk.token)  # type: ignore[arg-type]
 

@@ -169,6 +169,18 @@ class Model:
     def clear(self, seq: int) -> None:
         self.truncate(seq, 0)
 
+    def shift(self, seq: int, keep: int, discard: int) -> None:
+        """Context shift: sequence seq drops positions keep .. keep+discard-1 and the later ones
+        move down by discard (their keys rotated to the new positions), as llama.cpp's
+        `--context-shift` does when the context is full."""
+        self._check_seq(seq)
+        if keep < 0 or discard < 0 or keep + discard > self.seq_len(seq):
+            raise ModelError(f"cannot drop positions {keep}..{keep + discard - 1} of sequence {seq}, "
+                             f"which holds {self.seq_len(seq)}")
+        rc = lib.lp_kv_shift(self._w, self._kv, seq, keep, discard)
+        if rc != 0:
+            raise ModelError(f"context shift failed: {_error(rc)}")
+
     # -- forward -------------------------------------------------------------
 
     def decode(self, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[int],

@@ -187,6 +187,13 @@ def test_stop_reasons() -> None:
     assert r.returncode == 0 and r.stderr.rstrip().endswith('stop: stop string "ii"'), r.stderr
 
 
+def test_context_shift_goes_past_a_full_context() -> None:
+    """--context-shift: a full context drops half of what follows the kept tokens and goes on."""
+    r = run("-m", TINY, "-p", "hi", "--temp", "0", "-c", "32", "-n", "100", "--context-shift", "--keep", "-1")
+    assert r.returncode == 0, r.stderr
+    assert "generation 100 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 100)")
+
+
 # -- --help ------------------------------------------------------------------------------------
 
 def test_help_describes_every_flag_and_the_modes() -> None:

@@ -124,7 +124,7 @@ static lp_tensor rows_of(const lp_tensor *t, int64_t first, int64_t rows) {
 
 // Layer l's rope: its base and scale (sliding-window layers: their own base, unscaled),
 // the frequency factors, YaRN's ramp, the magnitude factor.
-static lp_rope_cfg rope_of(const lp_weights *w, const lp_kv *kv, int l) {
+lp_rope_cfg lp_rope_of(const lp_weights *w, const lp_kv *kv, int l) {
     const int swa = lp_layer_swa(w, l);
     lp_rope_cfg c = { .base = swa ? w->rope_base_swa : w->rope_base, .freq_scale = swa ? 1.0f : w->rope_freq_scale,
                       .attn_factor = w->rope_attn_factor > 0.0f ? w->rope_attn_factor : 1.0f, .neox = w->rope_neox };
@@ -168,7 +168,7 @@ static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int
         lp_rmsnorm(s->q, s->q, L->attn_q_norm.data, (int64_t)n * w->n_head, hd, w->rms_eps);
         lp_rmsnorm(s->k, s->k, L->attn_k_norm.data, (int64_t)n * w->n_head_kv, hd, w->rms_eps);
     }
-    const lp_rope_cfg rope = rope_of(w, kv, l);
+    const lp_rope_cfg rope = lp_rope_of(w, kv, l);
     lp_rope_apply(s->q, n, s->row_pos, w->n_head, hd, w->n_rot, &rope);
     lp_rope_apply(s->k, n, s->row_pos, w->n_head_kv, hd, w->n_rot, &rope);
     return LP_OK;

@@ -479,6 +479,9 @@ static void check_models(int isa) {
             ok &= run(m, 32, 520, damage, OUT_LAST);
             ok &= run(m, 1, 590, damage, OUT_LAST);
             ok &= run2(m, 0, 1, 591, 1, 1, damage, OUT_ALL);
+            // a context shift (every rope flag with e == 2) of damaged keys, then decoding on
+            ok &= lp_kv_shift(&m->w, &m->kv, 0, 4, 300) == LP_OK && m->kv.len[0] == 592 - 300;
+            ok &= run(m, 1, 292, damage, OUT_LAST);
             const char *what[D_COUNT] = { "forward, sound weights: finite logits", "forward, a NaN norm weight: NaN logits",
                                           "forward, huge norms", "forward, random bytes" };
             const char *kind[3] = { "dense", "moe", "every flag" };
@@ -535,6 +538,8 @@ static void check_models(int isa) {
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
                 refused &= lp_kv_copy(&m->kv, 0, 1, FZ_CTX) == LP_EPOS && lp_kv_copy(&m->kv, 0, FZ_SEQ, 1) == LP_ESEQ;
                 refused &= lp_kv_truncate(&m->kv, -1, 0) == LP_ESEQ && lp_kv_truncate(&m->kv, 0, -1) == LP_EPOS;
+                refused &= lp_kv_shift(w, &m->kv, FZ_SEQ, 0, 1) == LP_ESEQ && lp_kv_shift(w, &m->kv, 0, 1, 2) == LP_EPOS &&
+                           lp_kv_shift(w, &m->kv, 0, -1, 1) == LP_EPOS && lp_kv_shift(w, &m->kv, 0, 0, -1) == LP_EPOS;
                 check(refused, "forward refuses bad expert counts, embedding rows, types, rows", isa_name(isa),
                       e ? "moe" : "dense", damage);
             }
