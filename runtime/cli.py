@@ -350,8 +350,11 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
     try:
         if not args.model:
             return _fail("no model given (-m PATH)")
-        if not os.path.isfile(args.model):
+        if not os.path.exists(args.model):
             return _fail(f"model file not found: {args.model}")
+        if not os.path.isfile(args.model):  # a directory, a FIFO, a device: nothing to map
+            kind = "a directory" if os.path.isdir(args.model) else "not a regular file"
+            return _fail(f"model path is {kind}: {args.model}")
         prompt = args.prompt
         if args.file:
             prompt = read_prompt_file(args.file)

@@ -43,6 +43,13 @@ def test_missing_model(tmp_path: Path) -> None:
     assert_one_line_error(run("-m", str(tmp_path / "nope.gguf"), "-p", "hi"), "not found")
 
 
+def test_model_path_that_is_not_a_file(tmp_path: Path) -> None:
+    """A directory or a FIFO is named as such, at once (opening a FIFO would wait for a writer)."""
+    assert_one_line_error(run("-m", str(tmp_path), "-p", "hi", timeout=30), "is a directory")
+    os.mkfifo(tmp_path / "pipe")
+    assert_one_line_error(run("-m", str(tmp_path / "pipe"), "-p", "hi", timeout=30), "not a regular file")
+
+
 def test_not_a_gguf(tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\xff" * 60)
