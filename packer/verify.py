@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from packer import pyiarchive
+from runtime.constants import KEY_GENERAL_ARCHITECTURE, KEY_GENERAL_NAME, KEY_TOKENIZER_CHAT_TEMPLATE
 from runtime.payload import (
     ALIGNMENT, ARGS_HEADER_START, ARGS_NAME, CDIR_MAGIC, EOCD_MAGIC, NoPayload, PayloadError, checksum_ranges,
     find_end, read_checksum_comment, read_payload, read_zip,
@@ -49,13 +50,13 @@ def _gguf_summary(path: str, offset: int) -> list[tuple[str, str]]:
     f = GGUFFile(path, offset)
     try:
         md = f.metadata
-        arch = md.get("general.architecture", "?")
+        arch = md.get(KEY_GENERAL_ARCHITECTURE, "?")
         n_params = sum(t.n_elements for t in f.tensors.values())
         types = Counter()
         for t in f.tensors.values():
             types[GGMLType(t.type).name if t.type in GGMLType._value2member_map_ else str(t.type)] += t.nbytes
         total = sum(types.values()) or 1
-        rows = [("name", str(md.get("general.name", "-"))),
+        rows = [("name", str(md.get(KEY_GENERAL_NAME, "-"))),
                 ("architecture", f"{arch}, {md.get(f'{arch}.block_count', '?')} layers, "
                                  f"{md.get(f'{arch}.embedding_length', '?')} embd"
                                  + (f", {md[f'{arch}.expert_count']} experts ({md.get(f'{arch}.expert_used_count')} used)"
@@ -63,7 +64,7 @@ def _gguf_summary(path: str, offset: int) -> list[tuple[str, str]]:
                 ("parameters", f"{n_params / 1e6:,.1f} M in {len(f.tensors)} tensors"),
                 ("quant types", ", ".join(f"{k} {v / total:.0%}" for k, v in types.most_common())),
                 ("context", f"{md.get(f'{arch}.context_length', '?')} (training)"),
-                ("chat template", "yes" if md.get("tokenizer.chat_template") else "no (a default is used)"),
+                ("chat template", "yes" if md.get(KEY_TOKENIZER_CHAT_TEMPLATE) else "no (a default is used)"),
                 ("gguf", f"v{f.version}, {len(md)} metadata keys, tensor data at offset {f.data_offset}")]
     finally:
         f.close()
