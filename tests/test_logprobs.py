@@ -22,30 +22,13 @@ import pytest
 import requests
 from serverutil import ServerThread
 from test_fidelity import MARGIN_EXACT, SMOLLM2_LOGITS_REL
+from test_server import client, engine, server  # noqa: F401 - the SmolLM2 server, its engine, an openai client
 
 from runtime.decoding import log_softmax, top_logprobs
 from runtime.engine import Engine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "server"
 REF = json.loads((FIXTURES / "logprobs.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def engine(smollm2_path: Path) -> Engine:
-    eng = Engine.load(smollm2_path, n_ctx=512)
-    yield eng
-    eng.close()
-
-
-@pytest.fixture(scope="module")
-def server(engine: Engine) -> ServerThread:
-    with ServerThread(engine, parallel=2) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerThread) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
 def _comparable(steps: list[dict]) -> int:
@@ -137,6 +120,12 @@ def test_chat_logprobs_with_the_openai_client(client: openai.OpenAI, engine: Eng
     streamed = [c for chunk in stream for ch in chunk.choices if ch.logprobs for c in ch.logprobs.content]
     assert [c.token for c in streamed] == [c.token for c in content]
     np.testing.assert_allclose([c.logprob for c in streamed], [c.logprob for c in content], atol=0.1)
+    # n choices: each its own list
+    two = client.chat.completions.create(model="m", messages=messages, max_tokens=6, temperature=0, n=2,
+                                         logprobs=True, top_logprobs=2)
+    for choice in two.choices:
+        assert "".join(c.token for c in choice.logprobs.content) == choice.message.content
+        assert all(len(c.top_logprobs) == 2 for c in choice.logprobs.content)
 
 
 def test_chosen_token_logprob_even_outside_top_k(client: openai.OpenAI) -> None:
@@ -147,6 +136,20 @@ def test_chosen_token_logprob_even_outside_top_k(client: openai.OpenAI) -> None:
     content = r.choices[0].logprobs.content
     assert content and all(c.top_logprobs == [] for c in content)
     assert any(c.logprob < -5 for c in content)  # temperature 5 over the whole vocabulary
+
+
+def test_a_stop_strings_tokens_are_not_listed(client: openai.OpenAI, engine: Engine) -> None:
+    """The listed tokens are those whose text is in the answer: " Paris" but not the "." that stops
+    it, nor an end-of-generation token (forced here by logit_bias)."""
+    item = REF["items"][0]
+    r = client.completions.create(model="m", prompt=item["tokens"], max_tokens=4, temperature=0, logprobs=1,
+                                  stop=["."])
+    assert r.choices[0].text == " Paris" and r.choices[0].logprobs.tokens == [" Paris"]
+    eos = engine.tokenizer.eos_id
+    chat = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Say OK."}],
+                                          max_tokens=8, logprobs=True, logit_bias={str(eos): 100})
+    assert chat.choices[0].finish_reason == "stop" and chat.choices[0].message.content == ""
+    assert chat.choices[0].logprobs.content == []
 
 
 def test_logit_bias_forces_and_bans(client: openai.OpenAI, engine: Engine) -> None:
