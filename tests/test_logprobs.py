@@ -38,6 +38,32 @@ def _comparable(steps: list[dict]) -> int:
     return len(steps)
 
 
+def test_tokens_go_out_with_their_text(engine: Engine) -> None:
+    """A character split over byte tokens goes out whole, with all of its tokens; the tokens of a
+    stop string never do. Driven token by token through a Decoding with a scripted sampler."""
+    script = engine.tokenize("Hi \U0001F999 there. Bye", add_special=False)  # the llama: 3 byte tokens
+    assert len(script) == 8
+    feed = iter(script)
+    state = engine.decoding([1, 2], max_tokens=20, stop=["."], sampler=lambda logits: next(feed))
+    state.logprobs = 2
+    logits = np.linspace(0.0, 1.0, engine.model.config.n_vocab, dtype=np.float32)
+    chunks = []
+    while not state.done:
+        chunks.append(state.accept(state.choose(logits)))
+    chunks.append(state.finish())
+    assert "".join(c.text for c in chunks) == "Hi \U0001F999 there"
+    assert [t for c in chunks for t in c.tokens] == script[:5]  # not ".", which stopped it
+    # "Hi" | " " (the first byte token: its text starts here) | "" | the llama, with its last two
+    # byte tokens | " there" | "." stops: no text, no token | the end
+    assert [(c.text, c.tokens) for c in chunks] == [
+        ("Hi", script[:1]), (" ", script[1:2]), ("", []), ("\U0001F999", script[2:4]), (" there", script[4:5]),
+        ("", []), ("", [])]
+    assert all([lp.token for lp in c.logprobs] == c.tokens for c in chunks)
+    lp = chunks[0].logprobs[0]
+    want = log_softmax(logits)
+    assert lp.logprob == want[script[0]] and lp.top == top_logprobs(want, 2)
+
+
 def test_log_softmax_matches_llama_cpp_on_its_own_logits() -> None:
     logits = np.load(FIXTURES / "logits0.npy")
     step = REF["items"][0]["steps"][0]
