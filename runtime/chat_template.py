@@ -274,12 +274,18 @@ class ChatTemplate:
         return "".join(out)
 
     def prompt(self, messages: Sequence[Mapping[str, Any]], add_bos: bool,
-               add_generation_prompt: bool = True, **extra: Any) -> str:
+               add_generation_prompt: bool = True, continue_final: bool = False, **extra: Any) -> str:
         """`render()` ready to tokenize with add_special=add_bos, parse_special=True.
 
         When the tokenizer will add BOS itself (`add_bos`), a leading BOS text is removed so
         the prompt does not start with two BOS tokens (llama.cpp's server does the same).
+        `continue_final`: the last message (the assistant's start of a reply) is continued, not
+        closed: as llama.cpp does, the messages before it are rendered with the generation
+        prompt and its content follows as it is.
         """
+        if continue_final and messages:
+            head = self.render(messages[:-1], True, **extra)
+            return self.strip_bos(head + str(messages[-1].get("content") or ""), add_bos)
         return self.strip_bos(self.render(messages, add_generation_prompt, **extra), add_bos)
 
     def strip_bos(self, text: str, add_bos: bool) -> str:

@@ -28,6 +28,12 @@ the stop checker ends generation when the cache is full (the token could not run
 generation clock, which each `accept` reads (generation_seconds). Every `Chunk` carries the
 same `Stats` object, updated in place.
 
+Each chunk also lists the generated tokens whose text it carries (`tokens`: an end-of-generation
+token and the tokens of a stop string are in none), and, when `state.logprobs` is set to k (0 for
+the chosen token's alone), their log-probabilities with the step's k most likely tokens
+(`TokenLogprob`): the log-softmax of the model's logits, taken before the processors, the
+constraint and the sampler change them.
+
 `StopChecker` (runtime/sampling.py) alone decides when and why generation ends; a `Decoding`
 only feeds it. A state is used by one thread at a time.
 """
@@ -62,6 +68,17 @@ class Stats:
 
 
 @dataclass
+class TokenLogprob:
+    """A generated token's log-probability and the step's most likely tokens: the log-softmax of
+    the model's logits for that step, before any sampling transform (bias, penalties, constraint,
+    temperature), computed in float64."""
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token, logprob), most likely first
+    offset: int                   # characters of generated text before this token's text
+
+
+@dataclass
 class Chunk:
     """One streamed piece of generated text."""
     text: str
@@ -70,6 +87,27 @@ class Chunk:
     stats: Stats = field(default_factory=Stats)
     stop_string: str | None = None    # on the last chunk: the stop string that ended it, if one did
     index: int = 0                    # which of a request's choices (OpenAI's `n`) it belongs to
+    # the generated tokens whose text (or the start of it) this chunk carries, and their
+    # log-probabilities when the request asked for them (Decoding.logprobs)
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """log(softmax(logits)) in float64 from a float32 row."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max()
+    return x - (m + np.log(np.exp(x - m).sum()))
+
+
+def top_logprobs(logprobs: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The k most likely tokens, most likely first (ties: lower id first)."""
+    if k <= 0:
+        return []
+    k = min(k, logprobs.size)
+    part = np.argpartition(-logprobs, k - 1)[:k]
+    part = part[np.lexsort((part, -logprobs[part]))]
+    return [(int(t), float(logprobs[t])) for t in part]
 
 
 class TextDecoder(Protocol):
@@ -108,6 +146,14 @@ class Decoding:
         self.last_token: int | None = None
         self._t_prompt = time.perf_counter()   # begin() restarts it
         self._t_first: float | None = None     # when the first token was chosen
+        # log-probabilities: None, or how many of each step's most likely tokens to report
+        self.logprobs: int | None = None
+        self._step_logprobs: np.ndarray | None = None  # this step's, until its token is accepted
+        # generated tokens whose text is not out yet: (token, offset, logprob); a token goes out
+        # with the chunk whose text reaches past its offset (a stop string's tokens never do)
+        self._pending: list[tuple[int, int, TokenLogprob | None]] = []
+        self._decoded = 0   # characters decoded so far
+        self._released = 0  # characters sent out so far (a prefix of the decoded ones)
 
     @property
     def done(self) -> bool:
@@ -130,6 +176,8 @@ class Decoding:
         if self._t_first is None:
             self._t_first = time.perf_counter()
             self.stats.prompt_seconds = self._t_first - self._t_prompt
+        if self.logprobs is not None:  # the model's own distribution, before any transform
+            self._step_logprobs = log_softmax(logits)
         for proc in self.processors:  # the history is the prompt and what was generated, as in llama.cpp
             logits = proc(self.history, logits)
         if self.constraint is not None:
@@ -154,15 +202,39 @@ class Decoding:
         self.last_token = token
         self.stats.generated_tokens += 1
         self.stats.generation_seconds = time.perf_counter() - (self._t_first or self._t_prompt)
+        self._pending.append((token, self._decoded, self._token_logprob(token)))
         text = self.stopper.push(token, self._decode, n_past=n_past, complete=complete)
-        return Chunk(text, token, None, self.stats)
+        return self._release(Chunk(text, token, None, self.stats))
 
     def finish(self) -> Chunk:
         """The last chunk: text held back (a possible stop-string start, an unfinished character)
         unless a stop string was found, the finish reason (None if generation did not end), the
         stop string and the stats."""
         tail = self.stopper.flush(self._decoder.flush() if self._decoder else "")
-        return Chunk(tail, self.last_token, self.stopper.finish_reason, self.stats, self.stopper.stop_string)
+        chunk = self._release(Chunk(tail, self.last_token, self.stopper.finish_reason, self.stats,
+                                    self.stopper.stop_string))
+        self._pending.clear()  # an end-of-generation token, a stop string's tokens: no text of theirs is out
+        return chunk
+
+    def _token_logprob(self, token: int) -> TokenLogprob | None:
+        lp, self._step_logprobs = self._step_logprobs, None
+        if lp is None or self.logprobs is None:
+            return None
+        return TokenLogprob(token, float(lp[token]), top_logprobs(lp, self.logprobs), self._decoded)
+
+    def _release(self, chunk: Chunk) -> Chunk:
+        """Gives `chunk` the pending tokens whose text starts within what is now out."""
+        self._released += len(chunk.text)
+        n = 0 if self._decoder is not None else len(self._pending)  # no text: every token goes out at once
+        while n < len(self._pending) and self._pending[n][1] < self._released:
+            n += 1
+        out, self._pending = self._pending[:n], self._pending[n:]
+        chunk.tokens = [t for t, _, _ in out]
+        if self.logprobs is not None:
+            chunk.logprobs = [lp for _, _, lp in out if lp is not None]
+        return chunk
 
     def _decode(self, token: int) -> str:
-        return self._decoder.feed(token) if self._decoder else ""
+        text = self._decoder.feed(token) if self._decoder else ""
+        self._decoded += len(text)
+        return text

@@ -56,6 +56,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: Optional[int] = None   # None / -1 / 0xFFFFFFFF: random
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, added to its logit; -inf: never)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +355,8 @@ def make_sampling(params: SamplingParams) -> tuple[Sampler, list[LogitsProcessor
                            seed=params.seed)
     processors = make_logits_processors(repeat_penalty=params.repeat_penalty, repeat_last_n=params.repeat_last_n,
                                         presence_penalty=params.presence_penalty,
-                                        frequency_penalty=params.frequency_penalty)
+                                        frequency_penalty=params.frequency_penalty,
+                                        logit_bias=dict(params.logit_bias))
     return sampler, processors
 
 

@@ -214,6 +214,7 @@ class Tokenizer:
                            ("pad", FIM_PAD_NAMES), ("rep", FIM_REP_NAMES), ("sep", FIM_SEP_NAMES)):
             if fim[key] is None:
                 fim[key] = self._find(names)
+        self.fim_ids = dict(fim)  # pre, suf, mid, pad, rep, sep: the fill-in-the-middle tokens or None
         eog = {fim[k] for k in ("pad", "rep", "sep") if fim[k] is not None}
         for name in EOG_NAMES:
             tid = self.token_to_id.get(name)

@@ -5,6 +5,7 @@ Routes (see the route modules):
     POST /v1/chat/completions    POST /v1/completions    GET /v1/models    POST /v1/embeddings
                                  (also without the /v1 prefix, as llama.cpp serves them)
     POST /tokenize  POST /detokenize  GET /health  GET /props      llama.cpp's utility routes
+    POST /completion  POST /infill  POST /apply-template  GET /slots  llama.cpp's native routes
     POST /generate  POST /generate_stream  POST /                   Text Generation Inference
 
 With an API key, every route except the UI's files and /health needs `Authorization: Bearer KEY`.
@@ -34,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime.chat_template import ChatTemplateError
 from runtime.engine import Engine
 from runtime.server.errors import APIError
+from runtime.server.native import NativeRoutes
 from runtime.server.openai import OpenAIRoutes
 from runtime.server.params import Defaults
 from runtime.server.scheduler import Scheduler, request_record
@@ -208,6 +210,7 @@ def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1, ub
     ]
     routes += OpenAIRoutes(engine, scheduler, name, defaults).routes()
     routes += UtilityRoutes(engine, scheduler, name, defaults).routes()
+    routes += NativeRoutes(engine, scheduler, name, defaults).routes()
     routes += TGIRoutes(engine, scheduler, defaults).routes()
     app = _App(routes=routes, lifespan=lifespan, exception_handlers={
         APIError: _api_error,

@@ -33,6 +33,7 @@ class Generation:
     params: SamplingParams = field(default_factory=SamplingParams)
     constraint: Optional[ConstraintFactory] = None
     n: int = 1                     # choices (OpenAI's `n`): sequences sharing the prompt's cache
+    logprobs: Optional[int] = None  # report log-probabilities with this many top tokens (Decoding.logprobs)
 
     def decoding(self, engine: Engine, choice: int = 0) -> Decoding:
         """The generation state (sampler, processors, constraint, stop checks, text) of one of this
@@ -41,7 +42,9 @@ class Generation:
         params = self.params
         if choice and params.seed is not None and params.seed not in (-1, LLAMA_DEFAULT_SEED):  # a fixed seed
             params = replace(params, seed=(params.seed + choice) % LLAMA_DEFAULT_SEED)
-        return engine.decoding(self.ids, self.max_tokens, self.stop, params, constraint)
+        state = engine.decoding(self.ids, self.max_tokens, self.stop, params, constraint)
+        state.logprobs = self.logprobs
+        return state
 
     def run(self, engine: Engine) -> Iterator[Chunk]:
         """The single-sequence path: the engine's own loop over this request's state."""
@@ -67,9 +70,10 @@ def prompt_ids(engine: Engine, text: str, param: str = "prompt") -> list[int]:
     return engine.tokenize(text, add_special=True, parse_special=True)
 
 
-def chat_ids(engine: Engine, messages: list[dict[str, str]]) -> list[int]:
-    """`engine.chat_prompt(messages)` with the size check of `prompt_ids`. Run it off the event loop."""
-    text = engine.template.prompt(messages, add_bos=engine.tokenizer.add_bos)
+def chat_ids(engine: Engine, messages: list[dict[str, str]], **options: Any) -> list[int]:
+    """`engine.chat_prompt(messages)` with the size check of `prompt_ids`; `options` go to the
+    template's `prompt` (add_generation_prompt, continue_final). Run it off the event loop."""
+    text = engine.template.prompt(messages, add_bos=engine.tokenizer.add_bos, **options)
     return prompt_ids(engine, text, param="messages")
 
 

@@ -5,7 +5,10 @@ line's (-n, --temp, --seed, -r...), else llama.cpp's (temperature 0.8, top_k 40,
 min_p 0.05; no token limit for a chat, 16 tokens for a completion, as OpenAI has it).
 llama.cpp's extra fields (top_k, min_p, repeat_penalty, repeat_last_n) are accepted too. The last
 streamed chunk and every plain response carry llama.cpp's `timings` object (prompt and generation
-speed).
+speed). `logprobs` (chat: with `top_logprobs` up to 20; completions: `logprobs: k`) come in OpenAI's
+shapes (server/logprobs.py), plain and streamed; `logit_bias` changes sampling, not the reported
+logprobs (as OpenAI and llama.cpp). A chat whose last message is the assistant's is continued
+(llama.cpp's prefill; `continue_final_message`, `add_generation_prompt` honoured: params.py).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +32,11 @@ from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
     ClientGone, Generation, chat_ids, check_prompt, collect, engine_error, prompt_ids, start, timings, usage,
 )
-from runtime.server.params import Defaults, Fields, grammar_constraint, read_json, sampling_params
+from runtime.server.logprobs import LogprobFormat, by_choice
+from runtime.server.params import (
+    Defaults, Fields, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
+    top_logprobs_count,
+)
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
 
@@ -148,32 +156,42 @@ class OpenAIRoutes:
         messages = _messages(f)
         max_tokens, stop, params, stream, n = _common(f, -1, self.defaults, len(self.scheduler.slots))
         constraint = grammar_constraint(f)
-        _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
+        _unsupported(f, "tools", "functions")
+        logprobs = chat_logprobs(f)
+        params = self._biased(f, params)
+        options = prompt_options(f, messages)
         opts = f.obj("stream_options")
         include_usage = bool(opts.boolean("include_usage", False)) if opts else False
         try:
-            ids = await self.scheduler.off_loop(chat_ids, self.engine, messages)
+            ids = await self.scheduler.off_loop(lambda: chat_ids(self.engine, messages, **options))
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,
+                                               logprobs=logprobs))
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
             return self._sse(self._chat_events(job, head, len(ids), include_usage, n))
-        choices = _by_choice(await self._collect(job, request), n)
+        chunks = await self._collect(job, request)
+        choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
+        fmt = LogprobFormat(self.engine.tokenizer)
         return JSONResponse({
             **head, "object": "chat.completion",
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                         "logprobs": None if logprobs is None else fmt.chat(lps[i]),
                          "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
     async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int,
                            include_usage: bool, n: int = 1) -> AsyncIterator[dict[str, str]]:
-        def event(index: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, str]:
+        fmt = LogprobFormat(self.engine.tokenizer)
+
+        def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None,
+                  **extra: Any) -> dict[str, str]:
             body = {**head, "object": "chat.completion.chunk",
-                    "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                    "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                     **extra}
             return {"data": json.dumps(body)}
 
@@ -183,7 +201,8 @@ class OpenAIRoutes:
             finals: list[Chunk] = []
             async for chunk in job:
                 if chunk.text:
-                    yield event(chunk.index, {"content": chunk.text})
+                    yield event(chunk.index, {"content": chunk.text},
+                                logprobs=None if chunk.logprobs is None else fmt.chat(chunk.logprobs))
                 if chunk.finish_reason:
                     finals.append(chunk)
                     yield event(chunk.index, {}, chunk.finish_reason, timings=timings(chunk.stats),
@@ -222,27 +241,40 @@ class OpenAIRoutes:
         max_tokens, stop, params, stream, n = _common(f, 16, self.defaults, len(self.scheduler.slots))
         echo = f.boolean("echo", False)
         constraint = grammar_constraint(f)
-        _unsupported(f, "logprobs", "best_of", "logit_bias", "suffix")
+        _unsupported(f, "best_of", "suffix")
+        logprobs = top_logprobs_count(f, "logprobs")
+        if echo and logprobs is not None:
+            raise bad_request("'logprobs' with 'echo' is not supported: the prompt's tokens have no "
+                              "log-probabilities here", param="logprobs")
+        params = self._biased(f, params)
         check_prompt(self.engine, ids, param="prompt")
         prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
-        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n))
+        job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,
+                                               logprobs=logprobs))
         head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
             return self._sse(self._completion_events(job, head, len(ids), prefix, n))
-        choices = _by_choice(await self._collect(job, request), n)
+        chunks = await self._collect(job, request)
+        choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
+        fmt = LogprobFormat(self.engine.tokenizer)
         return JSONResponse({
             **head, "object": "text_completion",
-            "choices": [{"index": i, "text": prefix + text, "logprobs": None, "finish_reason": last.finish_reason}
-                        for i, (text, last) in enumerate(choices)],
+            "choices": [{"index": i, "text": prefix + text,
+                         "logprobs": None if logprobs is None else fmt.completion(lps[i]),
+                         "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
     async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
                                  prefix: str, n: int = 1) -> AsyncIterator[dict[str, str]]:
-        def event(index: int, text: str, finish: str | None = None, **extra: Any) -> dict[str, str]:
+        fmt = LogprobFormat(self.engine.tokenizer)
+
+        def event(index: int, text: str, finish: str | None = None, chunk: Chunk | None = None,
+                  **extra: Any) -> dict[str, str]:
+            lps = None if chunk is None or chunk.logprobs is None else fmt.completion(chunk.logprobs)
             body = {**head, "object": "text_completion",
-                    "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
+                    "choices": [{"index": index, "text": text, "logprobs": lps, "finish_reason": finish}],
                     **extra}
             return {"data": json.dumps(body)}
 
@@ -251,10 +283,10 @@ class OpenAIRoutes:
                 yield event(i, prefix)
             async for chunk in job:
                 if chunk.finish_reason:
-                    yield event(chunk.index, chunk.text, chunk.finish_reason, timings=timings(chunk.stats),
+                    yield event(chunk.index, chunk.text, chunk.finish_reason, chunk, timings=timings(chunk.stats),
                                 usage=usage(n_prompt, chunk.stats))
                 elif chunk.text:
-                    yield event(chunk.index, chunk.text)
+                    yield event(chunk.index, chunk.text, chunk=chunk)
             yield {"data": "[DONE]"}
         except Exception as e:
             yield {"data": json.dumps(engine_error(e).body())}
@@ -312,6 +344,12 @@ class OpenAIRoutes:
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     # -- shared ------------------------------------------------------------------
+
+    def _biased(self, f: Fields, params: Any) -> Any:
+        """`params` with the request's logit_bias (text keys are tokenized: llama.cpp's extension)."""
+        bias = logit_bias(f, self.engine.model.config.n_vocab,
+                          lambda text: self.engine.tokenize(text, add_special=False, parse_special=False))
+        return replace(params, logit_bias=bias) if bias else params
 
     async def _collect(self, job: Job, request: Request) -> list[Any]:
         try:

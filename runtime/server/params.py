@@ -193,3 +193,92 @@ def grammar_constraint(f: Fields):
     if gbnf is None:
         return None
     return lambda tokenizer: GrammarConstraint(gbnf, tokenizer)
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit on top_logprobs
+
+
+def top_logprobs_count(f: Fields, key: str) -> int | None:
+    """An integer field asking for that many most likely tokens per step (0..20), None when absent."""
+    return f.integer(key, None, lo=0, hi=MAX_TOP_LOGPROBS)
+
+
+def chat_logprobs(f: Fields) -> int | None:
+    """OpenAI chat's `logprobs` (bool) and `top_logprobs` (0..20): None when not asked for."""
+    top = top_logprobs_count(f, "top_logprobs")
+    if not f.boolean("logprobs", False):
+        if top is not None:
+            raise bad_request("'top_logprobs' requires 'logprobs': true", param="top_logprobs")
+        return None
+    return top or 0
+
+
+def _bias_value(key: str, v: Any) -> float:
+    if v is False:  # llama.cpp: the token is never chosen
+        return -math.inf
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise bad_request(f"'{key}' must be a number between -100 and 100 (or false: never), not {_kind(v)}",
+                          param="logit_bias")
+    if not -100 <= v <= 100:
+        raise bad_request(f"'{key}' must be between -100 and 100, got {v}", param="logit_bias")
+    return float(v)
+
+
+def logit_bias(f: Fields, n_vocab: int, tokenize: Any) -> tuple[tuple[int, float], ...]:
+    """`logit_bias` as (token id, bias) pairs, a token's biases summed: OpenAI's object of token
+    ids (as strings) -> bias in [-100, 100], and llama.cpp's forms too: `[[id or text, bias], ...]`,
+    a text key (`tokenize(text)` gives its tokens, each biased), `false` for "never"."""
+    raw = f.raw("logit_bias")
+    if raw is None:
+        return ()
+    if isinstance(raw, dict):
+        pairs = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
+        pairs = [(p[0], p[1]) for p in raw]
+    else:
+        raise bad_request("'logit_bias' must be an object {token id: bias} or an array of [token, bias] pairs",
+                          param="logit_bias")
+    total: dict[int, float] = {}
+    for key, value in pairs:
+        where = f"logit_bias[{json.dumps(key)}]"
+        bias = _bias_value(where, value)
+        if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+            key = int(key)
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not 0 <= key < n_vocab:
+                raise bad_request(f"'{where}': token id {key} is outside the vocabulary (0..{n_vocab - 1})",
+                                  param="logit_bias")
+            ids = [key]
+        elif isinstance(key, str) and key:
+            ids = tokenize(key)
+        else:
+            raise bad_request(f"'{where}': a token must be an id or a non-empty text", param="logit_bias")
+        for t in ids:
+            total[t] = total.get(t, 0.0) + bias
+    return tuple(total.items())
+
+
+def prompt_options(f: Fields, messages: list[dict[str, Any]]) -> dict[str, bool]:
+    """How a conversation becomes the prompt (ChatTemplate.prompt's options): a last assistant
+    message is continued, not closed (llama.cpp's assistant prefill), unless the request says
+    `continue_final_message: false`; `continue_final_message: true` asks for it explicitly;
+    `add_generation_prompt` (default true) is the template's own switch otherwise."""
+    cfm = f.raw("continue_final_message")
+    if cfm not in (None, True, False, "content"):
+        raise bad_request("'continue_final_message' must be a boolean", param="continue_final_message")
+    add = f.boolean("add_generation_prompt", None)
+    last_is_assistant = bool(messages) and messages[-1].get("role") == "assistant"
+    if cfm is None and last_is_assistant:  # the prefill
+        if len(messages) >= 2 and messages[-2].get("role") == "assistant":
+            raise bad_request("the conversation ends with two assistant messages: only the last one can be "
+                              "continued", param="messages")
+        return {"add_generation_prompt": False, "continue_final": True}
+    if cfm in (True, "content"):
+        if add:
+            raise bad_request("'add_generation_prompt' and 'continue_final_message' cannot both be true",
+                              param="add_generation_prompt")
+        if not last_is_assistant:
+            raise bad_request("'continue_final_message' needs the last message to be the assistant's",
+                              param="continue_final_message")
+        return {"add_generation_prompt": False, "continue_final": True}
+    return {"add_generation_prompt": True if add is None else add, "continue_final": False}

@@ -249,6 +249,13 @@ class Scheduler:
             return [{"id": s.index, "is_processing": s.job is not None, "n_ctx": s.engine.n_ctx,
                      "n_cached": s.engine.n_past} for s in self.slots]
 
+    def slot_work(self) -> list[tuple[Any, int]]:
+        """Each slot's generation request (None when idle, or not generating) and the tokens it
+        generated so far (its Decoding is the worker's: these counts are read as they are)."""
+        with self._cv:
+            return [(getattr(s.job, "generation", None), s.state.stats.generated_tokens if s.state else 0)
+                    for s in self.slots]
+
     def stop(self) -> None:
         """Ends every job after its current step: waiting and running ones fail with 503, and so
         do the calls waiting for the text thread. Call it on the event loop."""

@@ -9,6 +9,7 @@ from starlette.routing import Route
 
 from runtime.engine import Engine
 from runtime.server.errors import bad_request
+from runtime.server.native import generation_settings
 from runtime.server.params import Defaults, Fields, read_json
 
 
@@ -87,10 +88,6 @@ class UtilityRoutes:
         })
 
     def _default_params(self) -> dict[str, Any]:
-        d, s = self.defaults, self.defaults.sampling
-        n_predict = d.max_tokens_or(-1)  # a chat's default; /v1/completions has 16 unless -n was given
-        return {"n_predict": n_predict, "max_tokens": n_predict, "temperature": s.temp, "top_k": s.top_k,
-                "top_p": s.top_p, "min_p": s.min_p, "repeat_penalty": s.repeat_penalty,
-                "repeat_last_n": s.repeat_last_n, "presence_penalty": s.presence_penalty,
-                "frequency_penalty": s.frequency_penalty, "seed": -1 if s.seed is None else s.seed,
-                "stop": list(d.stop)}
+        d = self.defaults
+        # n_predict: a chat's and /completion's default; /v1/completions has 16 unless -n was given
+        return generation_settings(d.sampling, d.max_tokens_or(-1), list(d.stop))
