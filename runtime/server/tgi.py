@@ -10,8 +10,8 @@ looks at the whole sequence; `max_new_tokens` defaults to 100; finish reasons ar
 -r...) replaces TGI's neutral defaults for requests that leave it unset: `--temp 0.7` makes such
 requests sample at 0.7 unless they say `do_sample: false`. Errors have TGI's shape,
 `{"error": "...", "error_type": "validation"}`, which huggingface_hub turns into its
-ValidationError. Token log-probabilities are not computed (the engine does not expose them):
-`logprob` is null.
+ValidationError. TGI's `logprob` fields are null and `top_n_tokens` is refused: log-probabilities
+are reported by the OpenAI routes (`logprobs`) and llama.cpp's `/completion` (`n_probs`).
 """
 from __future__ import annotations
 
