@@ -30,6 +30,7 @@ from runtime.server.generation import (
 )
 from runtime.server.params import Defaults, Fields, grammar_constraint, read_json, sampling_params
 from runtime.server.scheduler import Job
+from runtime.server.tools import ToolPlan, refuse_functions, tool_plan
 from runtime.tokenizer import TokenizerError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -148,11 +149,14 @@ class OpenAIRoutes:
         messages = _messages(f)
         max_tokens, stop, params, stream, n = _common(f, -1, self.defaults, len(self.scheduler.slots))
         constraint = grammar_constraint(f)
-        _unsupported(f, "tools", "functions", "logprobs", "top_logprobs", "logit_bias")
+        tools = tool_plan(f, self.engine.template, messages, constraint is not None)
+        constraint = (tools.constraint() if tools else None) or constraint
+        refuse_functions(f)
+        _unsupported(f, "logprobs", "top_logprobs", "logit_bias")
         opts = f.obj("stream_options")
         include_usage = bool(opts.boolean("include_usage", False)) if opts else False
         try:
-            ids = await self.scheduler.off_loop(chat_ids, self.engine, messages)
+            ids = await self.scheduler.off_loop(tools.chat_ids if tools else chat_ids, self.engine, messages)
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
@@ -160,17 +164,19 @@ class OpenAIRoutes:
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._chat_events(job, head, len(ids), include_usage, n))
+            return self._sse(self._chat_events(job, head, len(ids), include_usage, n, tools))
         choices = _by_choice(await self._collect(job, request), n)
+        messages_out = [tools.message(text, last.finish_reason) if tools else
+                        ({"role": "assistant", "content": text}, last.finish_reason) for text, last in choices]
         return JSONResponse({
             **head, "object": "chat.completion",
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
+            "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish}
+                        for i, (message, finish) in enumerate(messages_out)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
-    async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                           include_usage: bool, n: int = 1) -> AsyncIterator[dict[str, str]]:
+    async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int, include_usage: bool,
+                           n: int = 1, tools: ToolPlan | None = None) -> AsyncIterator[dict[str, str]]:
         def event(index: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, str]:
             body = {**head, "object": "chat.completion.chunk",
                     "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
@@ -181,12 +187,21 @@ class OpenAIRoutes:
             for i in range(n):
                 yield event(i, {"role": "assistant", "content": ""})
             finals: list[Chunk] = []
+            shapes = [tools.stream() for _ in range(n)] if tools else None
             async for chunk in job:
-                if chunk.text:
+                finish = chunk.finish_reason
+                if shapes:  # tool calls: content and call deltas, the finish reason
+                    deltas = shapes[chunk.index].feed(chunk.text)
+                    if finish:
+                        more, finish = shapes[chunk.index].finish(finish)
+                        deltas += more
+                    for delta in deltas:
+                        yield event(chunk.index, delta)
+                elif chunk.text:
                     yield event(chunk.index, {"content": chunk.text})
-                if chunk.finish_reason:
+                if finish:
                     finals.append(chunk)
-                    yield event(chunk.index, {}, chunk.finish_reason, timings=timings(chunk.stats),
+                    yield event(chunk.index, {}, finish, timings=timings(chunk.stats),
                                 usage=usage(n_prompt, chunk.stats))
             if include_usage and finals:
                 yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
