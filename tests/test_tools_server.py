@@ -14,9 +14,16 @@ import openai
 import pytest
 from serverutil import ServerThread
 from test_server import client, engine, server  # noqa: F401  (the server tests' fixtures, shared)
-from test_tools import TOOLS, conversation, hf_render, template_source
+from test_tools import TEMPLATES, TOOLS, conversation, hf_render, template_source
 
 from runtime.engine import Engine
+from tools.random_gguf import VT, rewrite_gguf
+
+TINY = Path(__file__).parent / "fixtures" / "models" / "dense-Q8_0.gguf"
+LIGHT = [{"type": "function", "function": {"name": "light", "description": "Light", "parameters": {  # Hermes'
+    "type": "object", "properties": {"on": {"type": "boolean", "description": "On"},           # template wants
+                                     "room": {"enum": ["hall", "bed"], "description": "Room"}},  # descriptions
+    "required": ["on"]}}}]
 
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
@@ -133,3 +140,45 @@ def test_qwen_history_with_a_tool_result_renders_as_transformers(qwen, qwen25_co
     expected = hf_render(source, hf_form, bos, eos, tools=TOOLS)
     assert "<tool_response>\n{\"temperature\": 21}\n</tool_response>" in expected
     assert r.usage.prompt_tokens == len(eng.tokenize(expected, add_special=True, parse_special=True))
+
+
+# ----------------------------------------------------------------------------- tiny random model, real templates
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory) -> Path:
+    """The tiny random model with room for the templates' tool prompts (2048 positions)."""
+    return rewrite_gguf(TINY, tmp_path_factory.mktemp("tools") / "tiny.gguf",
+                        keys={"llama.context_length": (2048, VT.UINT32)})
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_tiny_model_calls_in_the_templates_format(name, tiny_path) -> None:
+    """Random weights, so only the grammar makes these calls: Mistral's [TOOL_CALLS] array, Llama
+    3.1's JSON, Hermes' <tool_call> tags, plain and streamed; and a history with a call and its
+    result renders as transformers renders it."""
+    source, bos, eos = template_source(name)
+    eng = Engine.load(tiny_path, n_ctx=2048, chat_template=source)
+    with ServerThread(eng, parallel=1) as srv:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        schema = LIGHT[0]["function"]["parameters"]
+        for seed in range(2):
+            r = c.chat.completions.create(model="m", messages=[{"role": "user", "content": "On"}], tools=LIGHT,
+                                          tool_choice="required", parallel_tool_calls=False, temperature=1,
+                                          seed=seed, max_tokens=150)
+            (call,) = r.choices[0].message.tool_calls
+            assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "light"
+            jsonschema.validate(json.loads(call.function.arguments), schema)
+        content, calls, finish = streamed(c.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "On"}], tools=LIGHT, stream=True,
+            tool_choice={"type": "function", "function": {"name": "light"}}, parallel_tool_calls=False,
+            temperature=1, seed=7, max_tokens=150))
+        assert finish == "tool_calls" and len(calls) == 1 and not content.strip()
+        jsonschema.validate(json.loads(calls[0].function.arguments), schema)
+        openai_form, hf_form = conversation("a1B2c3D4e")
+        if name == "llama3":        # its template puts the tools into the first user message
+            openai_form, hf_form = openai_form[1:], hf_form[1:]
+        r = c.chat.completions.create(model="m", messages=openai_form, tools=TOOLS, max_tokens=1)
+        expected = hf_render(source, hf_form, eng.template.bos_token, eng.template.eos_token, tools=TOOLS)
+        assert r.usage.prompt_tokens == len(eng.tokenize(expected, add_special=False, parse_special=True))
+    eng.close()

@@ -2,9 +2,9 @@
 
 Two ways in, then the section's grammar (Format.body_gbnf) decides every token:
 - forced (tool_choice required or a named function; the generic format always): the section's
-  start text is forced token by token (its tokens as the tokenizer writes it, special tokens
-  included, so Qwen's `<tool_call>` or Mistral's `[TOOL_CALLS]` is the one token the model
-  knows), then the grammar;
+  start text comes first: when the vocabulary has it as one token (Qwen's `<tool_call>`, Mistral's
+  `[TOOL_CALLS]`, special or not) that token is forced, the one the model knows; otherwise the
+  text is part of the grammar, which lets the model spell it with any tokens. Then the grammar;
 - lazy (tool_choice auto): any text, until the output shows one of the format's triggers (read
   with special tokens' text); the text from there is fed to the grammar, which decides the rest
   (llama.cpp's lazy grammars with trigger words work this way). Text the grammar cannot take
@@ -19,9 +19,17 @@ import numpy as np
 
 from runtime.grammar.constraint import compile_grammar
 from runtime.grammar.matcher import DEAD, NO_PARTIAL
+from runtime.grammar.regex import gbnf_literal
 from runtime.grammar.vocab import masker
 
 from .parse import Trigger, find_trigger
+
+
+def prefixed(gbnf: str, text: str) -> str:
+    """The grammar `gbnf` (its first line the root rule, as formats.embed writes it) after `text`."""
+    head, rest = gbnf.split("\n", 1)
+    assert head.startswith("root ::= ")
+    return f"root ::= {gbnf_literal(text)} ( {head[len('root ::= '):]} )\n{rest}"
 
 FREE, FORCED, GRAMMAR = "free", "forced", "grammar"
 
@@ -31,6 +39,13 @@ class ToolConstraint:
                  forced: str | None = None) -> None:
         """`forced` (the text a required section starts with, maybe ""): forced mode; None: lazy
         mode with `triggers`."""
+        self._forced: list[int] = []
+        if forced:
+            ids = tokenizer.tokenize(forced, add_special=False, parse_special=True)
+            if len(ids) == 1 and tokenizer.token_to_piece(ids[0], True) == forced.encode():
+                self._forced = ids
+            else:
+                body_gbnf = prefixed(body_gbnf, forced)
         self.matcher = compile_grammar(body_gbnf)
         self.tokenizer = tokenizer
         self._masker = masker(self.matcher, tokenizer)
@@ -38,14 +53,7 @@ class ToolConstraint:
         self._cid, self._partial = self.matcher.start, NO_PARTIAL
         self._ended = False
         self._text = b""                      # lazy mode: the output so far (special tokens' text too)
-        self._forced: list[int] = []
-        if forced is None:
-            self.phase = FREE
-        elif forced:
-            self._forced = tokenizer.tokenize(forced, add_special=False, parse_special=True)
-            self.phase = FORCED
-        else:
-            self.phase = GRAMMAR
+        self.phase = FREE if forced is None else FORCED if self._forced else GRAMMAR
 
     # --- Constraint --------------------------------------------------------------------------
 
