@@ -29,10 +29,11 @@ import string
 from typing import Any
 
 from runtime.grammar.json_schema import json_schema_to_gbnf
+from runtime.grammar.regex import gbnf_literal
 
-from .parse import INVALID, Call, Cursor, Incomplete, Mismatch, Parsed, Trigger, PARTIAL, COMPLETE, \
-    find_trigger, read_call
-from .request import Tool, ToolRequest
+from .parse import COMPLETE, INVALID, PARTIAL, Call, Cursor, Incomplete, Mismatch, Parsed, Trigger, \
+    find_trigger, read_arguments, read_call, read_until
+from .request import NAME, Tool, ToolRequest
 
 SP = "x-tool-sp"           # rule names of the wrappers around the JSON grammar
 CALLS = "x-tool-calls"
@@ -214,6 +215,42 @@ class Mistral(Format):
         return "".join(alphabet[b % len(alphabet)] for b in digest[:9])
 
 
+class MistralArgs(Mistral):
+    """Mistral's newer format (Mistral Small 3.2, Devstral, Magistral): each call is
+    [TOOL_CALLS]name[ARGS]{...}, some templates with [CALL_ID]id before [ARGS]."""
+    name = "mistral-args"
+    triggers = (Trigger("[TOOL_CALLS]"),)
+
+    def body_gbnf(self, req: ToolRequest) -> str:
+        tools = req.callable
+        # the converter names the rule of "#/$defs/tool-i" after its last part: tool-i
+        refs = {"anyOf": [{"$ref": f"#/$defs/tool-{i}"} for i in range(len(tools))]}
+        lines = json_schema_to_gbnf(with_tools(tools, refs)).splitlines()[1:]
+        for i in range(len(tools)):
+            assert any(line.startswith(f"tool-{i} ::= ") for line in lines)
+        one = " | ".join(f'{gbnf_literal(t.name)} ( "[CALL_ID]" [a-zA-Z0-9]{{9}} )? "[ARGS]" tool-{i}'
+                         for i, t in enumerate(tools))
+        more = f'( {SP} "[TOOL_CALLS]" {CALLS} )*' if req.parallel else ""
+        return "\n".join([f"root ::= {CALLS} {more}", f"{CALLS} ::= {one}", f"{SP} ::= [ \\t\\n]{{0,2}}"]
+                         + lines) + "\n"
+
+    def read_body(self, cur: Cursor, calls: list[Call], out: Parsed, trig: Trigger) -> None:
+        while True:
+            call = Call()
+            calls.append(call)
+            name = read_until(cur, ("[CALL_ID]", "[ARGS]"))
+            if not NAME.fullmatch(name):
+                raise Mismatch(f"a tool name {name!r}")
+            call.name = name
+            if cur.at("[CALL_ID]"):
+                read_until(cur, ("[ARGS]",))
+            cur.lit("[ARGS]")
+            read_arguments(cur, call)
+            cur.ws()
+            if not cur.at("[TOOL_CALLS]"):
+                return
+
+
 class Llama3(Format):
     name = "llama3"
     # <|python_tag|> is a control token: invisible in the text, where the call is the output's start
@@ -308,13 +345,13 @@ class Generic(Format):
         return text + "."
 
 
-FORMATS = {f.name: f for f in (Hermes(), Mistral(), Llama3(), Generic())}
+FORMATS = {f.name: f for f in (Hermes(), Mistral(), MistralArgs(), Llama3(), Generic())}
 
 
 def detect_format(template_source: str) -> Format:
     """The format a chat template writes calls in (generic when it writes none we know)."""
     if "[TOOL_CALLS]" in template_source:
-        return FORMATS["mistral"]
+        return FORMATS["mistral-args" if "[ARGS]" in template_source else "mistral"]
     if "<tool_call>" in template_source:
         return FORMATS["hermes"]
     if "ipython<|end_header_id|>" in template_source and '"parameters"' in template_source:

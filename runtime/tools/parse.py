@@ -181,13 +181,7 @@ def read_call(cur: Cursor, calls: list[Call], args_key: str) -> None:
         if key == "name":
             call.name = cur.string()
         elif key == args_key:
-            start = cur.i
-            try:
-                end = cur.value_end()
-            except Incomplete:
-                call.arguments = cur.text[start:]
-                raise
-            call.arguments, call.closed = cur.text[start:end], True
+            read_arguments(cur, call)
         else:
             cur.value_end()
         cur.ws()
@@ -196,6 +190,29 @@ def read_call(cur: Cursor, calls: list[Call], args_key: str) -> None:
             continue
         cur.lit("}")
         return
+
+
+def read_arguments(cur: Cursor, call: Call) -> None:
+    """The arguments value's text into `call` (as far as it goes when the text ends inside it)."""
+    start = cur.i
+    try:
+        end = cur.value_end()
+    except Incomplete:
+        call.arguments = cur.text[start:]
+        raise
+    call.arguments, call.closed = cur.text[start:end], True
+
+
+def read_until(cur: Cursor, marks: tuple[str, ...]) -> str:
+    """The text up to the first of `marks` (not taken); Incomplete if none comes before the end."""
+    t = cur.text
+    found = [(t.find(m, cur.i), m) for m in marks]
+    found = [(i, m) for i, m in found if i >= 0]
+    if not found:
+        raise Incomplete()
+    end = min(found)[0]
+    out, cur.i = t[cur.i:end], end
+    return out
 
 
 def find_trigger(triggers: tuple[Trigger, ...], text: str) -> tuple[int, Trigger] | None:
