@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import jinja2
@@ -22,6 +23,7 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from runtime.chat_template import ChatTemplate
+from runtime.decoding import Decoding
 from runtime.gguf import GGUFFile
 from runtime.grammar.constraint import compile_grammar
 from runtime.server.errors import APIError
@@ -32,10 +34,12 @@ from runtime.tokenizer import Tokenizer
 from runtime.tools import ToolError, detect_format, read_tool_request
 from runtime.tools.constraint import ToolConstraint
 from runtime.tools.parse import COMPLETE, PARTIAL
+from tools.random_gguf import VT, rewrite_gguf
 
 CHAT = Path(__file__).parent / "fixtures" / "chat"
 TEMPLATES = {
     "mistral": ("mistralai-Mistral-Nemo-Instruct-2407.jinja", "<s>", "</s>"),
+    "mistral-args": ("Mistral-Small-3.2-24B-Instruct-2506.jinja", "<s>", "</s>"),
     "llama3": ("meta-llama-Llama-3.1-8B-Instruct.jinja", "<|begin_of_text|>", "<|eot_id|>"),
     "hermes": ("NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja", "<|begin_of_text|>", "<|im_end|>"),
 }
@@ -55,6 +59,22 @@ ADD = {"type": "function", "function": {
 TOOLS = [WEATHER, ADD]
 
 
+TINY = Path(__file__).parent / "fixtures" / "models" / "dense-Q8_0.gguf"
+MARKERS = ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "<|python_tag|>")
+
+
+def tiny_with_markers(dst: Path) -> Path:
+    """The tiny random model (Mistral's first 512 pieces) with the tool formats' markers as control
+    tokens 508.. (as in Mistral's and Llama 3's own vocabularies) and room for 2048 positions."""
+    md = GGUFFile(TINY).metadata
+    tokens, types = list(md["tokenizer.ggml.tokens"]), list(md["tokenizer.ggml.token_type"])
+    for i, m in enumerate(MARKERS):
+        tokens[508 + i], types[508 + i] = m, 3                     # CONTROL
+    return rewrite_gguf(TINY, dst, keys={"llama.context_length": (2048, VT.UINT32),
+                                         "tokenizer.ggml.tokens": (tokens, VT.ARRAY, VT.STRING),
+                                         "tokenizer.ggml.token_type": (types, VT.ARRAY, VT.INT32)})
+
+
 def template_source(name: str, qwen_path: Path | None = None) -> tuple[str, str, str]:
     if name == "qwen":
         return GGUFFile(qwen_path).metadata["tokenizer.chat_template"], "", "<|im_end|>"
@@ -72,6 +92,7 @@ def hf_render(source: str, messages: list, bos: str, eos: str, add_generation_pr
     def raise_exception(msg: str) -> None:
         raise jinja2.TemplateError(msg)
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env.from_string(source).render(messages=messages, bos_token=bos, eos_token=eos,
                                           add_generation_prompt=add_generation_prompt, **variables)
 
@@ -110,7 +131,7 @@ def plan_for(source: str, bos: str, eos: str, body: dict):
 # ----------------------------------------------------------------------------- rendering
 
 
-@pytest.mark.parametrize("name", ["mistral", "llama3", "hermes", "qwen"])
+@pytest.mark.parametrize("name", [*TEMPLATES, "qwen"])
 def test_history_renders_as_hugging_face_renders_it(name, qwen25_coder_path):
     source, bos, eos = template_source(name, qwen25_coder_path)
     call_id = "a1B2c3D4e"        # Mistral's templates want 9 letters and digits
@@ -149,6 +170,7 @@ def test_generic_format_describes_tools_and_writes_the_history_as_json(smollm2_p
 
 ASSISTANT_TURN = {    # where the template writes an assistant turn: (start marker, end marker)
     "mistral": ("[/INST]", "</s>"),
+    "mistral-args": ("[/INST]", "</s>"),
     "llama3": ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
     "hermes": ("<|im_start|>assistant\n", "<|im_end|>"),
     "qwen": ("<|im_start|>assistant\n", "<|im_end|>"),
@@ -169,7 +191,7 @@ def written_calls(name: str, calls: list, qwen_path: Path | None) -> tuple[str, 
     return turn[:turn.index(end)].lstrip("\n"), detect_format(source)
 
 
-@pytest.mark.parametrize("name", ["mistral", "llama3", "hermes", "qwen"])
+@pytest.mark.parametrize("name", [*TEMPLATES, "qwen"])
 def test_parse_reads_the_calls_the_template_writes(name, qwen25_coder_path):
     calls = [("get_weather", {"city": "Paris", "unit": "celsius"})]
     if name != "llama3":               # Llama 3.1 writes one call per turn
@@ -180,7 +202,7 @@ def test_parse_reads_the_calls_the_template_writes(name, qwen25_coder_path):
     assert [(c.name, json.loads(c.arguments)) for c in parsed.calls] == calls
 
 
-@pytest.mark.parametrize("name", ["mistral", "llama3", "hermes", "qwen"])
+@pytest.mark.parametrize("name", [*TEMPLATES, "qwen"])
 def test_the_call_grammar_accepts_what_the_template_writes(name, qwen25_coder_path):
     text, fmt = written_calls(name, [("add", {"a": 2, "b": 3})], qwen25_coder_path)
     req = read_tool_request({"tools": TOOLS, "tool_choice": "required"})
@@ -191,7 +213,7 @@ def test_the_call_grammar_accepts_what_the_template_writes(name, qwen25_coder_pa
     assert matcher.match(body.encode())
     for wrong in ('"a": 2', '"a": 2, "b": 30', '"a": 2, "b": 3, "c": 1'):  # b missing, above maximum; extra
         assert not matcher.match(body.replace('"a": 2, "b": 3', wrong).encode())
-    assert not matcher.match(body.replace('"add"', '"sub"').encode())
+    assert not matcher.match(body.replace("add", "sub", 1).encode())           # a tool it does not have
 
 
 def test_content_before_a_call_and_partial_text():
@@ -284,7 +306,7 @@ def _generate(constraint: ToolConstraint, tok: Tokenizer, rng: np.random.Generat
     return tok.detokenize(out)
 
 
-@pytest.mark.parametrize("name", ["mistral", "llama3", "hermes", "generic"])
+@pytest.mark.parametrize("name", [*TEMPLATES, "generic"])
 def test_required_calls_under_random_logits_parse_and_validate(name, smollm2):
     source = "" if name == "generic" else template_source(name)[0]
     fmt = detect_format(source)
@@ -367,3 +389,59 @@ def test_history_faults_and_tools_beside_a_grammar_are_400s():
     with pytest.raises(APIError) as err:
         tool_plan(f, template, _messages(f), True)
     assert "both constrain" in err.value.message
+
+
+def byte_tokens(text: str) -> list[int]:
+    """`text` as the tiny vocabulary's byte tokens (<0x00>.. are ids 3..258): no SentencePiece space."""
+    return [3 + b for b in text.encode()]
+
+
+@pytest.fixture(scope="module")
+def marked(tmp_path_factory) -> Tokenizer:
+    return Tokenizer.from_gguf(tiny_with_markers(tmp_path_factory.mktemp("tools") / "marked.gguf"))
+
+
+def test_control_token_markers_are_allowed_where_the_grammar_takes_them_and_shown(marked):
+    fmt = detect_format(template_source("mistral-args")[0])
+    calls, args, call_id = (marked.tokenize(m, add_special=False, parse_special=True) for m in MARKERS[:3])
+    assert [len(calls), len(args), len(call_id)] == [1, 1, 1] and marked.token_to_piece(calls[0]) == b""
+    req = read_tool_request({"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False})
+    c = ToolConstraint(fmt.body_gbnf(req), marked, triggers=fmt.triggers, forced="[TOOL_CALLS]", markers=fmt.markers)
+    assert np.flatnonzero(np.isfinite(c.mask(np.zeros(marked.n_vocab, np.float32)))).tolist() == calls
+    assert c.shown_text(calls[0]) == "[TOOL_CALLS]" and c.shown_text(5) is None
+    for t in calls + byte_tokens("add"):
+        c.advance(t)
+    ok = np.isfinite(c.mask(np.zeros(marked.n_vocab, np.float32)))
+    assert ok[args[0]] and ok[call_id[0]]
+    c.advance(args[0])
+    assert not np.isfinite(c.mask(np.zeros(marked.n_vocab, np.float32)))[args[0]]   # not inside the arguments
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_decoding_shows_the_markers_and_the_call_parses(marked, lazy):
+    """Generation under random logits (the loop's own Decoding): the text has the control markers."""
+    fmt = detect_format(template_source("mistral-args")[0])
+    req = read_tool_request({"tools": TOOLS, "tool_choice": "auto" if lazy else "required",
+                             "parallel_tool_calls": False})
+    c = ToolConstraint(fmt.body_gbnf(req), marked, triggers=fmt.triggers, markers=fmt.markers,
+                       forced=None if lazy else "[TOOL_CALLS]")
+    state = Decoding([1], lambda logits: int(np.argmax(logits)), constraint=c, tokenizer=marked, max_tokens=300)
+    rng = np.random.default_rng(1)
+    script = byte_tokens("Sure.") + marked.tokenize("[TOOL_CALLS]", parse_special=True, add_special=False) \
+        if lazy else []
+    text = ""
+    while not state.done:
+        logits = rng.standard_normal(marked.n_vocab).astype(np.float32) * 4
+        if script:                                   # auto: the model writes some text, then starts a call
+            logits[script.pop(0)] = 1e9
+        token = state.choose(logits)
+        if token is None:
+            break
+        text += state.accept(token).text
+    text += state.finish().text
+    p = fmt.parse(text, final=True)
+    assert p.state == COMPLETE and len(p.calls) == 1, text
+    assert p.content == ("Sure." if lazy else "")
+    call = p.calls[0]
+    jsonschema.validate(json.loads(call.arguments), {t["function"]["name"]: t["function"]["parameters"]
+                                                     for t in TOOLS}[call.name])

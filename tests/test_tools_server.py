@@ -14,12 +14,10 @@ import openai
 import pytest
 from serverutil import ServerThread
 from test_server import client, engine, server  # noqa: F401  (the server tests' fixtures, shared)
-from test_tools import TEMPLATES, TOOLS, conversation, hf_render, template_source
+from test_tools import TEMPLATES, TOOLS, conversation, hf_render, template_source, tiny_with_markers
 
 from runtime.engine import Engine
-from tools.random_gguf import VT, rewrite_gguf
 
-TINY = Path(__file__).parent / "fixtures" / "models" / "dense-Q8_0.gguf"
 LIGHT = [{"type": "function", "function": {"name": "light", "description": "Light", "parameters": {  # Hermes'
     "type": "object", "properties": {"on": {"type": "boolean", "description": "On"},           # template wants
                                      "room": {"enum": ["hall", "bed"], "description": "Room"}},  # descriptions
@@ -147,16 +145,16 @@ def test_qwen_history_with_a_tool_result_renders_as_transformers(qwen, qwen25_co
 
 @pytest.fixture(scope="module")
 def tiny_path(tmp_path_factory) -> Path:
-    """The tiny random model with room for the templates' tool prompts (2048 positions)."""
-    return rewrite_gguf(TINY, tmp_path_factory.mktemp("tools") / "tiny.gguf",
-                        keys={"llama.context_length": (2048, VT.UINT32)})
+    """The tiny random model with the formats' markers as control tokens and room for the templates'
+    tool prompts."""
+    return tiny_with_markers(tmp_path_factory.mktemp("tools") / "tiny.gguf")
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))
 def test_tiny_model_calls_in_the_templates_format(name, tiny_path) -> None:
-    """Random weights, so only the grammar makes these calls: Mistral's [TOOL_CALLS] array, Llama
-    3.1's JSON, Hermes' <tool_call> tags, plain and streamed; and a history with a call and its
-    result renders as transformers renders it."""
+    """Random weights, so only the grammar makes these calls: Mistral's [TOOL_CALLS] array and
+    [TOOL_CALLS]name[ARGS]{...} (control tokens), Llama 3.1's JSON, Hermes' <tool_call> tags, plain
+    and streamed; and a history with a call and its result renders as transformers renders it."""
     source, bos, eos = template_source(name)
     eng = Engine.load(tiny_path, n_ctx=2048, chat_template=source)
     with ServerThread(eng, parallel=1) as srv:

@@ -101,7 +101,8 @@ class ToolPlan:
             return None
         gbnf, fmt = self.gbnf, self.fmt
         forced = fmt.forced_prefix() if self.req.forced or not fmt.lazy else None
-        return lambda tokenizer: ToolConstraint(gbnf, tokenizer, triggers=fmt.triggers, forced=forced)
+        return lambda tokenizer: ToolConstraint(gbnf, tokenizer, triggers=fmt.triggers, forced=forced,
+                                                markers=fmt.markers)
 
     def message(self, text: str, finish_reason: str | None) -> tuple[dict, str | None]:
         """A plain response's message and finish reason."""

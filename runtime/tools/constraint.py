@@ -11,7 +11,10 @@ Two ways in, then the section's grammar (Format.body_gbnf) decides every token:
   leaves the output free: the parse then finds no call in it.
 
 Like GrammarConstraint, control tokens are never allowed inside the grammar, and end of
-generation only where the section may end.
+generation only where the section may end, with one exception: the format's markers. Where the
+vocabulary has a marker as one control token (Mistral's [TOOL_CALLS] and [ARGS], Llama's
+<|python_tag|>), that token is allowed wherever the grammar takes the marker's text, and its text
+is shown in the output (`shown_text`, read by the generation loop) so that the call parses.
 """
 from __future__ import annotations
 
@@ -36,9 +39,15 @@ FREE, FORCED, GRAMMAR = "free", "forced", "grammar"
 
 class ToolConstraint:
     def __init__(self, body_gbnf: str, tokenizer, *, triggers: tuple[Trigger, ...] = (),
-                 forced: str | None = None) -> None:
+                 forced: str | None = None, markers: tuple[str, ...] = ()) -> None:
         """`forced` (the text a required section starts with, maybe ""): forced mode; None: lazy
-        mode with `triggers`."""
+        mode with `triggers`. `markers`: the format's marker texts."""
+        self._marks: dict[int, bytes] = {}     # control tokens that are a marker: their text
+        for text in markers:
+            ids = tokenizer.tokenize(text, add_special=False, parse_special=True)
+            if len(ids) == 1 and not tokenizer.token_to_piece(ids[0], False) \
+                    and tokenizer.token_to_piece(ids[0], True) == text.encode():
+                self._marks[ids[0]] = text.encode()
         self._forced: list[int] = []
         if forced:
             ids = tokenizer.tokenize(forced, add_special=False, parse_special=True)
@@ -68,6 +77,10 @@ class ToolConstraint:
             return logits
         ok = np.zeros(self.tokenizer.n_vocab, dtype=bool) if self._ended else \
             self._masker.allowed(self._cid, self._partial)
+        if self._marks and not self._ended:
+            ok = ok.copy()              # the masker's array may be its cache
+            for token, text in self._marks.items():
+                ok[token] = self.matcher.feed(self._cid, self._partial, text)[0] != DEAD
         n = min(len(ok), len(logits))
         np.copyto(logits[:n], np.float32(-np.inf), where=~ok[:n])
         logits[n:] = -np.inf
@@ -84,6 +97,11 @@ class ToolConstraint:
                 self.phase = GRAMMAR
         else:
             self._grammar(token)
+
+    def shown_text(self, token: int) -> str | None:
+        """A marker's text for its control token (else None: the token shows as it always does)."""
+        text = self._marks.get(token)
+        return None if text is None else text.decode()
 
     @property
     def done(self) -> bool:
@@ -118,7 +136,7 @@ class ToolConstraint:
                 raise ValueError(f"tool call: end of generation (token {token}) inside the call")
             self._ended = True
             return
-        piece = self.tokenizer.token_to_piece(token, False)
+        piece = self._marks.get(token) or self.tokenizer.token_to_piece(token, False)
         cid, partial = self.matcher.feed(self._cid, self._partial, piece)
         if cid == DEAD or not piece:
             raise ValueError(f"tool call: token {token} ({piece!r}) does not fit the call here")

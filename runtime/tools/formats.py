@@ -84,6 +84,7 @@ def embed(schema: dict, name: str, wrappers: dict[str, str]) -> str:
 class Format:
     name = "generic"
     triggers: tuple[Trigger, ...] = (Trigger("{", anchored=True, in_body=True),)
+    markers: tuple[str, ...] = ()  # the format's special texts (maybe control tokens: see constraint.py)
     args_key = "arguments"
     template_tools = False     # the template is given `tools` and Hugging Face shaped messages
     lazy = False               # tool_choice auto: free text until a trigger (else the whole output
@@ -157,6 +158,7 @@ class Hermes(Format):
     name = "hermes"
     # Qwen 2.5 (the Coder models above all) often writes the call's JSON alone, without the tags
     triggers = (Trigger("<tool_call>"), Trigger('{"name"', anchored=True, in_body=True))
+    markers = ("<tool_call>", "</tool_call>")
     template_tools = True
     lazy = True
 
@@ -185,6 +187,7 @@ class Mistral(Format):
     # [TOOL_CALLS] is a control token in Mistral's newer vocabularies: its text is not part of the
     # visible output, where the section then shows as a JSON array of calls
     triggers = (Trigger("[TOOL_CALLS]"), Trigger('[{"name"', in_body=True))
+    markers = ("[TOOL_CALLS]",)
     template_tools = True
     lazy = True
     ID = {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}
@@ -220,6 +223,7 @@ class MistralArgs(Mistral):
     [TOOL_CALLS]name[ARGS]{...}, some templates with [CALL_ID]id before [ARGS]."""
     name = "mistral-args"
     triggers = (Trigger("[TOOL_CALLS]"),)
+    markers = ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")
 
     def body_gbnf(self, req: ToolRequest) -> str:
         tools = req.callable
@@ -255,6 +259,7 @@ class Llama3(Format):
     name = "llama3"
     # <|python_tag|> is a control token: invisible in the text, where the call is the output's start
     triggers = (Trigger("{", anchored=True, in_body=True), Trigger("<|python_tag|>"))
+    markers = ("<|python_tag|>",)
     args_key = "parameters"
     template_tools = True
     lazy = True
