@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from runtime.chat_template import ChatTemplate
 from runtime.engine import Engine
+from runtime.grammar import GrammarError, SchemaError, parse_grammar
 from runtime.server.errors import bad_request
 from runtime.server.generation import prompt_ids
 from runtime.server.params import Fields
@@ -189,7 +190,13 @@ def tool_plan(f: Fields, template: ChatTemplate, messages: list[dict], constrain
                           "(or tool_choice none)", param="tools")
     fmt = detect_format(template.source)
     msgs, variables = fmt.prepare(history, req)
-    return ToolPlan(req, fmt, msgs, variables)
+    try:
+        plan = ToolPlan(req, fmt, msgs, variables)
+        if plan.gbnf is not None:
+            parse_grammar(plan.gbnf)        # the tools together (each one's schema is checked already)
+    except (SchemaError, GrammarError) as e:
+        raise bad_request(f"'tools': the call grammar cannot be built: {e}", param="tools") from None
+    return plan
 
 
 def refuse_functions(f: Fields) -> None:
