@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.grammar.constraint import compile_grammar
-from runtime.grammar.matcher import DEAD, NO_PARTIAL
+from runtime.grammar.constraint import GrammarConstraint
 from runtime.grammar.regex import gbnf_literal
-from runtime.grammar.vocab import masker
 
 from .parse import Trigger, find_trigger
 
@@ -55,12 +53,9 @@ class ToolConstraint:
                 self._forced = ids
             else:
                 body_gbnf = prefixed(body_gbnf, forced)
-        self.matcher = compile_grammar(body_gbnf)
+        self.grammar = GrammarConstraint(body_gbnf, tokenizer)
         self.tokenizer = tokenizer
-        self._masker = masker(self.matcher, tokenizer)
         self.triggers = triggers
-        self._cid, self._partial = self.matcher.start, NO_PARTIAL
-        self._ended = False
         self._text = b""                      # lazy mode: the output so far (special tokens' text too)
         self.phase = FREE if forced is None else FORCED if self._forced else GRAMMAR
 
@@ -75,15 +70,11 @@ class ToolConstraint:
             logits[:] = -np.inf
             logits[keep] = value if np.isfinite(value) else 0.0
             return logits
-        ok = np.zeros(self.tokenizer.n_vocab, dtype=bool) if self._ended else \
-            self._masker.allowed(self._cid, self._partial)
-        if self._marks and not self._ended:
-            ok = ok.copy()              # the masker's array may be its cache
-            for token, text in self._marks.items():
-                ok[token] = self.matcher.feed(self._cid, self._partial, text)[0] != DEAD
-        n = min(len(ok), len(logits))
-        np.copyto(logits[:n], np.float32(-np.inf), where=~ok[:n])
-        logits[n:] = -np.inf
+        saved = [float(logits[t]) for t in self._marks]
+        logits = self.grammar.mask(logits)
+        for (token, text), value in zip(self._marks.items(), saved):
+            if self.grammar.fits(text):      # a marker's control token where the grammar takes its text
+                logits[token] = value
         return logits
 
     def advance(self, token: int) -> None:
@@ -95,8 +86,10 @@ class ToolConstraint:
             self._forced.pop(0)
             if not self._forced:
                 self.phase = GRAMMAR
-        else:
-            self._grammar(token)
+        elif token not in self._marks:
+            self.grammar.advance(token)
+        elif not self.grammar.feed(self._marks[token]):
+            raise ValueError(f"tool call: {self._marks[token]!r} does not fit the call here")
 
     def shown_text(self, token: int) -> str | None:
         """A marker's text for its control token (else None: the token shows as it always does)."""
@@ -105,11 +98,9 @@ class ToolConstraint:
 
     @property
     def done(self) -> bool:
-        if self.phase != GRAMMAR:
-            return False
-        return self._ended or (self._partial == NO_PARTIAL and self.matcher.finished(self._cid))
+        return self.phase == GRAMMAR and self.grammar.done
 
-    # --- the phases --------------------------------------------------------------------------
+    # --- lazy: free text until a trigger -----------------------------------------------------
 
     def _free(self, token: int) -> None:
         if self.tokenizer.is_eog(token):
@@ -120,25 +111,7 @@ class ToolConstraint:
         if found is None:
             return
         pos, trig = found
-        body = text[pos if trig.in_body else pos + len(trig.text):]
-        cid, partial = self.matcher.feed(self.matcher.start, NO_PARTIAL, body.encode("utf-8"))
-        if cid == DEAD:
+        if self.grammar.feed(text[pos if trig.in_body else pos + len(trig.text):].encode("utf-8")):
+            self.phase = GRAMMAR
+        else:
             self.triggers = ()          # not a call this grammar takes: the output stays free
-            return
-        self._cid, self._partial = cid, partial
-        self.phase = GRAMMAR
-
-    def _grammar(self, token: int) -> None:
-        if self._ended:
-            raise ValueError(f"tool call: token {token} after the end of the call")
-        if self.tokenizer.is_eog(token):
-            if not (self._partial == NO_PARTIAL and self.matcher.accepts(self._cid)):
-                raise ValueError(f"tool call: end of generation (token {token}) inside the call")
-            self._ended = True
-            return
-        piece = self._marks.get(token) or self.tokenizer.token_to_piece(token, False)
-        cid, partial = self.matcher.feed(self._cid, self._partial, piece)
-        if cid == DEAD or not piece:
-            raise ValueError(f"tool call: token {token} ({piece!r}) does not fit the call here")
-        self._cid, self._partial = cid, partial
-

@@ -32,7 +32,7 @@ from runtime.grammar.json_schema import json_schema_to_gbnf
 from runtime.grammar.regex import gbnf_literal
 
 from .parse import COMPLETE, INVALID, PARTIAL, Call, Cursor, Incomplete, Mismatch, Parsed, Trigger, \
-    find_trigger, read_arguments, read_call, read_until
+    find_trigger, read_arguments, read_call, read_call_array, read_until
 from .request import NAME, Tool, ToolRequest
 
 SP = "x-tool-sp"           # rule names of the wrappers around the JSON grammar
@@ -199,14 +199,7 @@ class Mistral(Format):
 
     def read_body(self, cur: Cursor, calls: list[Call], out: Parsed, trig: Trigger) -> None:
         cur.ws()
-        cur.lit("[")
-        while True:
-            cur.ws()
-            read_call(cur, calls, self.args_key)
-            cur.ws()
-            if not cur.at(","):
-                cur.lit("]")
-                return
+        read_call_array(cur, calls, self.args_key)
 
     def call_id(self, call_id: str) -> str:
         """Mistral's templates insist on ids of 9 letters and digits: other ids (OpenAI's call_...)
@@ -299,14 +292,7 @@ class Generic(Format):
             if not whole:
                 raise Incomplete()
         elif key == "tool_calls":
-            cur.lit("[")
-            while True:
-                cur.ws()
-                read_call(cur, calls, self.args_key)
-                cur.ws()
-                if not cur.at(","):
-                    cur.lit("]")
-                    break
+            read_call_array(cur, calls, self.args_key)
         else:
             raise Mismatch(f"unknown key {key!r}")
         cur.ws()
@@ -364,4 +350,4 @@ def detect_format(template_source: str) -> Format:
     return FORMATS["generic"]
 
 
-__all__ = ["Format", "FORMATS", "detect_format", "call_schema", "INVALID"]
+__all__ = ["Format", "FORMATS", "detect_format", "call_schema"]

@@ -192,6 +192,18 @@ def read_call(cur: Cursor, calls: list[Call], args_key: str) -> None:
         return
 
 
+def read_call_array(cur: Cursor, calls: list[Call], args_key: str) -> None:
+    """A JSON array of call objects."""
+    cur.lit("[")
+    while True:
+        cur.ws()
+        read_call(cur, calls, args_key)
+        cur.ws()
+        if not cur.at(","):
+            cur.lit("]")
+            return
+
+
 def read_arguments(cur: Cursor, call: Call) -> None:
     """The arguments value's text into `call` (as far as it goes when the text ends inside it)."""
     start = cur.i
