@@ -224,6 +224,11 @@ def test_content_before_a_call_and_partial_text():
     cut = fmt.parse(text[:text.index('"b"') + 3])
     assert cut.state == PARTIAL and cut.calls[0].name == "add" and cut.calls[0].arguments == '{"a": 1, "b"'
     assert fmt.parse("No tools needed.", final=True).calls == []
+    matcher = compile_grammar(fmt.body_gbnf(read_tool_request({"tools": TOOLS})))
+    for bare in ('{"name": "add", "arguments": {"a": 1, "b": 2}}',        # Qwen 2.5 often leaves out the tags
+                 '{"name": "add", "arguments": {"a": 1, "b": 2}}\n</tool_call>'):
+        p = fmt.parse(bare, final=True)
+        assert p.state == COMPLETE and p.calls[0].arguments == '{"a": 1, "b": 2}' and matcher.match(bare.encode())
 
 
 def _stream(plan, text: str, pieces: int) -> tuple[str, list, str]:

@@ -169,17 +169,19 @@ class Hermes(Format):
             SP: "[ \\t\\n]{0,3}"})
 
     def read_body(self, cur: Cursor, calls: list[Call], out: Parsed, trig: Trigger) -> None:
-        if trig.in_body:                 # a bare call
-            read_call(cur, calls, self.args_key)
-            return
+        bare = trig.in_body              # a call without its opening tag (the closing one may follow)
         while True:
             cur.ws()
             read_call(cur, calls, self.args_key)
             cur.ws()
-            cur.lit("</tool_call>")
+            if not bare:
+                cur.lit("</tool_call>")
+            elif not cur.at("</tool_call>"):
+                return
             cur.ws()
             if not cur.at("<tool_call>"):
                 return
+            bare = False
 
 
 class Mistral(Format):
