@@ -8,6 +8,8 @@ llama.cpp's common/chat.cpp reads: the markers the template writes):
              <tool_call>\n{"name": "f", "arguments": {...}}\n</tool_call>   (repeated)
     mistral  `[TOOL_CALLS]` (Mistral Nemo and Mistral v0.3 style, tools in `[AVAILABLE_TOOLS]`):
              [TOOL_CALLS][{"name": "f", "arguments": {...}, "id": "a1b2c3d4e"}, ...]
+    mistral-args  `[TOOL_CALLS]` and `[ARGS]` (Mistral Small 3.2, Devstral):
+             [TOOL_CALLS]f[CALL_ID]a1b2c3d4e[ARGS]{...}   ([CALL_ID] part optional; repeated)
     llama3   the `ipython` role and `"parameters"` (Llama 3.1 / 3.2 / 3.3):
              {"name": "f", "parameters": {...}}   (or after <|python_tag|>; one call)
 
@@ -186,9 +188,7 @@ class Hermes(Format):
 
 class Mistral(Format):
     name = "mistral"
-    # [TOOL_CALLS] is a control token in Mistral's newer vocabularies: its text is not part of the
-    # visible output, where the section then shows as a JSON array of calls
-    triggers = (Trigger("[TOOL_CALLS]"), Trigger('[{"name"', in_body=True))
+    triggers = (Trigger("[TOOL_CALLS]"),)
     markers = ("[TOOL_CALLS]",)
     template_tools = True
     lazy = True
@@ -252,7 +252,7 @@ class MistralArgs(Mistral):
 
 class Llama3(Format):
     name = "llama3"
-    # <|python_tag|> is a control token: invisible in the text, where the call is the output's start
+    # the JSON at the start of the output, or after <|python_tag|> (Llama 3's marker for tool code)
     triggers = (Trigger("{", anchored=True, in_body=True), Trigger("<|python_tag|>"))
     markers = ("<|python_tag|>",)
     args_key = "parameters"
