@@ -275,11 +275,17 @@ def test_generic_response_streams_as_content(smollm2_path):
     assert plan.message(text, "stop") == ({"role": "assistant", "content": 'Café "ok"\n'}, "stop")
 
 
-def test_a_call_cut_by_max_tokens_is_content():
+def test_a_call_cut_by_max_tokens_is_content(smollm2_path):
     source, bos, eos = template_source("hermes")
     _, plan = plan_for(source, bos, eos, {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS})
-    text = '<tool_call>\n{"name": "add", "arguments": {"a": 1'
+    text = 'Well. <tool_call>\n{"name": "ad'          # cut before a call could be streamed
     assert plan.message(text, "length") == ({"role": "assistant", "content": text}, "length")
+    s = ToolStream(plan)
+    deltas = s.feed(text) + s.finish("length")[0]
+    assert "".join(d["content"] for d in deltas) == text
+    _, generic = plan_for(GGUFFile(smollm2_path).metadata["tokenizer.chat_template"], "", "",
+                          {"messages": [{"role": "user", "content": "x"}], "tools": TOOLS})
+    assert generic.message('{"response": "It is', "length") == ({"role": "assistant", "content": "It is"}, "length")
 
 
 # ----------------------------------------------------------------------------- the constraint

@@ -12,7 +12,7 @@ own format, see runtime/tools/formats.py), makes the request's Constraint, and s
   name and empty arguments, then deltas of `function.arguments`, as OpenAI streams them.
 
 Output that does not parse as calls (only possible when generation stopped inside one, e.g. at
-max_tokens) is returned as content.
+max_tokens) is returned as content (the generic format's cut `response`: its text so far).
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ class ToolPlan:
             calls = [{"id": call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                      for c in p.calls]
             return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, "tool_calls"
-        if p.state == COMPLETE and not p.calls:          # the generic format's {"response": ...}
+        if self.fmt.content_in_body and not p.calls and p.state != INVALID:    # {"response": ...}
             return {"role": "assistant", "content": p.content}, finish_reason
         return {"role": "assistant", "content": text}, finish_reason
 
@@ -165,6 +165,8 @@ class ToolStream:
             return self._content(self.text), finish_reason
         if self.calls and p.state == COMPLETE and check_calls(p.calls, self.plan.names):
             return [], "tool_calls"
+        if not self.calls and not self.plan.fmt.content_in_body:   # a call cut short: its text, as content
+            return self._content(self.text), finish_reason
         return [], finish_reason
 
     def _content(self, content: str) -> list[dict]:

@@ -87,6 +87,7 @@ class Format:
     name = "generic"
     triggers: tuple[Trigger, ...] = (Trigger("{", anchored=True, in_body=True),)
     markers: tuple[str, ...] = ()  # the format's special texts (maybe control tokens: see constraint.py)
+    content_in_body = False    # the answer's content is inside the section (generic: "response")
     args_key = "arguments"
     template_tools = False     # the template is given `tools` and Hugging Face shaped messages
     lazy = False               # tool_choice auto: free text until a trigger (else the whole output
@@ -269,6 +270,7 @@ class Llama3(Format):
 
 class Generic(Format):
     """For templates that know no tools: the tools in a system message, a JSON answer."""
+    content_in_body = True
 
     def body_gbnf(self, req: ToolRequest) -> str:
         calls = {"type": "array", "items": call_schema(req.callable, "arguments"),
