@@ -18,6 +18,10 @@ each sampled token, which tokens may come next. The generation loop (`Decoding.c
 - `done` is True once the output is complete and nothing may follow it (e.g. a JSON object's
   closing brace): generation ends there, with finish_reason "stop".
 
+Optional: `shown_text(token)` -> the text to show for a control token (normally shown as
+nothing), or None: a tool-call format whose markers are control tokens ([TOOL_CALLS]) needs them in
+the text it parses.
+
 A constraint belongs to one request and is used by one thread at a time; runtime/grammar's
 `GrammarConstraint` (GBNF grammars, JSON Schemas, any JSON object) is the one the server uses.
 """

@@ -142,6 +142,8 @@ class Decoding:
         self.constraint = constraint
         self.stopper = StopChecker(stop, max_tokens, is_eog=tokenizer.is_eog if tokenizer else None, n_ctx=n_ctx)
         self._decoder = tokenizer.decoder() if tokenizer else None
+        # a constraint may show some control tokens as text (a tool-call format's markers)
+        self._shown: Optional[Callable[[int], Optional[str]]] = getattr(constraint, "shown_text", None)
         self.stats = Stats(prompt_tokens=self.n_prompt)
         self.last_token: int | None = None
         self._t_prompt = time.perf_counter()   # begin() restarts it
@@ -235,6 +237,9 @@ class Decoding:
         return chunk
 
     def _decode(self, token: int) -> str:
-        text = self._decoder.feed(token) if self._decoder else ""
+        if not self._decoder:
+            return ""
+        shown = self._shown(token) if self._shown else None
+        text = self._decoder.feed(token) if shown is None else shown
         self._decoded += len(text)
         return text

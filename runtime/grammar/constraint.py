@@ -72,10 +72,21 @@ class GrammarConstraint:
             self._ended = True
             return
         piece = self.tokenizer.token_to_piece(token, False)
-        cid, partial = self.matcher.feed(self._cid, self._partial, piece)
-        if cid == DEAD or not piece:
+        if not piece or not self.feed(piece):
             raise ValueError(f"grammar: token {token} ({piece!r}) does not fit the grammar here")
+
+    def fits(self, data: bytes) -> bool:
+        """Would the grammar take `data` next?"""
+        return not self._ended and self.matcher.feed(self._cid, self._partial, data)[0] != DEAD
+
+    def feed(self, data: bytes) -> bool:
+        """Takes `data`, text that came other than as one allowed token (a tool call's start seen in
+        free text, a control token's text); False, and nothing taken, if the grammar rejects it."""
+        cid, partial = self.matcher.feed(self._cid, self._partial, data)
+        if self._ended or cid == DEAD:
+            return False
         self._cid, self._partial = cid, partial
+        return True
 
     @property
     def done(self) -> bool:

@@ -38,6 +38,7 @@ from runtime.server.params import (
     top_logprobs_count,
 )
 from runtime.server.scheduler import Job
+from runtime.server.tools import ToolPlan, refuse_functions, tool_plan
 from runtime.tokenizer import TokenizerError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -156,14 +157,19 @@ class OpenAIRoutes:
         messages = _messages(f)
         max_tokens, stop, params, stream, n = _common(f, -1, self.defaults, len(self.scheduler.slots))
         constraint = grammar_constraint(f)
-        _unsupported(f, "tools", "functions")
+        tools = tool_plan(f, self.engine.template, messages, constraint is not None)
+        constraint = (tools.constraint() if tools else None) or constraint
+        refuse_functions(f)
         logprobs = chat_logprobs(f)
         params = self._biased(f, params)
         options = prompt_options(f, messages)
         opts = f.obj("stream_options")
         include_usage = bool(opts.boolean("include_usage", False)) if opts else False
         try:
-            ids = await self.scheduler.off_loop(lambda: chat_ids(self.engine, messages, **options))
+            if tools:  # the plan renders its own prompt (tools and tool messages for the template)
+                ids = await self.scheduler.off_loop(tools.chat_ids, self.engine, messages)
+            else:
+                ids = await self.scheduler.off_loop(lambda: chat_ids(self.engine, messages, **options))
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
@@ -172,20 +178,22 @@ class OpenAIRoutes:
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._chat_events(job, head, len(ids), include_usage, n))
+            return self._sse(self._chat_events(job, head, len(ids), include_usage, n, tools))
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
+        messages_out = [tools.message(text, last.finish_reason) if tools else
+                        ({"role": "assistant", "content": text}, last.finish_reason) for text, last in choices]
         return JSONResponse({
             **head, "object": "chat.completion",
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+            "choices": [{"index": i, "message": message,
                          "logprobs": None if logprobs is None else fmt.chat(lps[i]),
-                         "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
+                         "finish_reason": finish} for i, (message, finish) in enumerate(messages_out)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
         })
 
-    async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                           include_usage: bool, n: int = 1) -> AsyncIterator[dict[str, str]]:
+    async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int, include_usage: bool,
+                           n: int = 1, tools: ToolPlan | None = None) -> AsyncIterator[dict[str, str]]:
         fmt = LogprobFormat(self.engine.tokenizer)
 
         def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None,
@@ -199,14 +207,28 @@ class OpenAIRoutes:
             for i in range(n):
                 yield event(i, {"role": "assistant", "content": ""})
             finals: list[Chunk] = []
+            shapes = [tools.stream() for _ in range(n)] if tools else None
+            unsent: list[list[Any]] = [[] for _ in range(n)]  # logprobs of text a tool stream holds back
             async for chunk in job:
-                if chunk.text:
+                finish = chunk.finish_reason
+                if shapes:  # tool calls: content and call deltas, the finish reason
+                    deltas = shapes[chunk.index].feed(chunk.text)
+                    if finish:
+                        more, finish = shapes[chunk.index].finish(finish)
+                        deltas += more
+                    if chunk.logprobs is not None:  # they go out with the next delta
+                        unsent[chunk.index] += chunk.logprobs
+                    for delta in deltas:
+                        lps, unsent[chunk.index] = unsent[chunk.index], []
+                        yield event(chunk.index, delta, logprobs=fmt.chat(lps) if chunk.logprobs is not None else None)
+                elif chunk.text:
                     yield event(chunk.index, {"content": chunk.text},
                                 logprobs=None if chunk.logprobs is None else fmt.chat(chunk.logprobs))
-                if chunk.finish_reason:
+                if finish:
                     finals.append(chunk)
-                    yield event(chunk.index, {}, chunk.finish_reason, timings=timings(chunk.stats),
-                                usage=usage(n_prompt, chunk.stats))
+                    rest, unsent[chunk.index] = unsent[chunk.index], []
+                    yield event(chunk.index, {}, finish, logprobs=fmt.chat(rest) if rest else None,
+                                timings=timings(chunk.stats), usage=usage(n_prompt, chunk.stats))
             if include_usage and finals:
                 yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
                                            "usage": _usage(n_prompt, finals)})}
