@@ -1,0 +1,172 @@
+"""Regenerates tests/fixtures/hf/: tiny Hugging Face checkpoints and what llama.cpp's own
+converter and `transformers` make of them (dev only; CI reads the fixtures, never torch).
+
+Run in a venv of its own (torch is never a project dependency):
+
+    python3 -m venv /work/hfenv
+    /work/hfenv/bin/pip install torch transformers sentencepiece protobuf numpy mistral-common
+    pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36   # llama.cpp's source
+    /work/hfenv/bin/python -m tools.make_hf_fixtures --llama-cpp .../vendor/llama.cpp
+
+For each model (`mistral`: MistralForCausalLM, BF16, one file; `mixtral`: MixtralForCausalLM,
+F16, sharded with an index), into tests/fixtures/hf/<model>/:
+- the checkpoint as transformers' save_pretrained writes it (config.json, *.safetensors,
+  model.safetensors.index.json when sharded), random weights scaled by 1/sqrt(fan-in);
+- tokenizer.model: Mistral's SentencePiece model (mistral-common's tokenizer.model.v1) cut to
+  its first 512 pieces (the fixture budget), and a tokenizer_config.json with Mistral's chat
+  template and special tokens;
+- llama_cpp.json: the GGUF llama.cpp's convert_hf_to_gguf.py writes from the folder (outtype
+  auto): every metadata key with its GGUF type and value, every tensor's name, shape, type and
+  sha256 of its bytes;
+- transformers.json: the float32 logits of transformers' forward pass (weights as stored) at
+  the last position of a few prompts.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "fixtures" / "hf"
+N_VOCAB = 512
+PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog", "a b c 1 2 3"]
+CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+                 "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+                 "{{ message['content'] + eos_token }}{% endif %}{% endfor %}")
+
+
+def _sp_model(dst: Path) -> None:
+    """Mistral's tokenizer.model.v1 cut to its first N_VOCAB pieces."""
+    import importlib.util
+
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    src = Path(importlib.util.find_spec("mistral_common").origin).parent / "data" / "tokenizer.model.v1"
+    m = pb.ModelProto()
+    m.ParseFromString(src.read_bytes())
+    del m.pieces[N_VOCAB:]
+    m.trainer_spec.vocab_size = N_VOCAB
+    dst.write_bytes(m.SerializeToString())
+
+
+def _tokenizer_files(d: Path) -> None:
+    _sp_model(d / "tokenizer.model")
+    special = {str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                        "special": True} for i, c in enumerate(("<unk>", "<s>", "</s>"))}
+    cfg = {"add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": special, "bos_token": "<s>",
+           "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+           "legacy": False, "model_max_length": 512, "pad_token": None, "sp_model_kwargs": {},
+           "tokenizer_class": "LlamaTokenizer", "use_default_system_prompt": False}
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def _randomize(model, seed: int) -> None:
+    """Weights ~ N(0, 1/fan_in) (embeddings N(0, 1)), norms ~ 1 +- 0.2: logits with a spread,
+    unlike transformers' 0.02 initialisation."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if p.dim() == 1:
+                p.copy_(1 + 0.2 * (torch.rand(p.shape, generator=g) * 2 - 1))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5)
+
+
+def _models():
+    from transformers import MistralConfig, MixtralConfig
+
+    common = dict(vocab_size=N_VOCAB, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512, rope_theta=1e6, rms_norm_eps=1e-5,
+                  tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    yield "mistral", "MistralForCausalLM", MistralConfig(intermediate_size=256, sliding_window=None, **common), "bfloat16", None
+    common["num_hidden_layers"] = 1
+    yield ("mixtral", "MixtralForCausalLM",
+           MixtralConfig(intermediate_size=128, num_local_experts=8, num_experts_per_tok=2, sliding_window=None, **common),
+           "float16", "1MB")
+
+
+def _save(name: str, arch: str, config, dtype: str, shard: str | None, d: Path) -> list[list[int]]:
+    import torch
+    import transformers
+    from sentencepiece import SentencePieceProcessor
+
+    cls = getattr(transformers, arch)
+    torch.manual_seed(0)
+    model = cls(config)
+    _randomize(model, seed=1 if name == "mistral" else 2)
+    model = model.to(getattr(torch, dtype))
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(d, **kw)
+    _tokenizer_files(d)
+    sp = SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    prompts = [[1] + sp.encode(p) for p in PROMPTS]
+    model = model.float().eval()
+    logits = []
+    with torch.no_grad():
+        for ids in prompts:
+            logits.append(model(torch.tensor([ids])).logits[0, -1].numpy().astype(np.float32))
+    record = {"prompts": prompts, "logits": [lg.tolist() for lg in logits],
+              "transformers": transformers.__version__, "torch": torch.__version__}
+    (d.parent / f"{name}.transformers.json").write_text(json.dumps(record))
+    return prompts
+
+
+def _convert(d: Path, llama_cpp: Path, out: Path) -> None:
+    env = dict(os.environ)
+    env.pop("NO_LOCAL_GGUF", None)
+    subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(d), "--outfile", str(out)],
+                   check=True, env=env)
+
+
+def _describe(gguf_path: Path) -> dict:
+    """Every key (type, value) and tensor (shape, type, sha256) of a GGUF, read with llama.cpp's gguf-py."""
+    import gguf
+
+    r = gguf.GGUFReader(gguf_path)
+    keys = {}
+    for k, f in r.fields.items():
+        if k.startswith("GGUF."):
+            continue
+        types = [t.name for t in f.types]
+        v = f.contents()
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "surrogateescape")
+        keys[k] = {"type": types, "value": v}
+    tensors = [{"name": t.name, "shape": [int(x) for x in t.shape], "type": t.tensor_type.name,
+                "sha256": hashlib.sha256(bytes(t.data)).hexdigest()} for t in r.tensors]
+    return {"keys": keys, "tensors": tensors, "alignment": r.alignment}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
+    args = ap.parse_args()
+    sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name, arch, config, dtype, shard in _models():
+        d = OUT / name
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        _save(name, arch, config, dtype, shard, d)
+        with tempfile.TemporaryDirectory() as tmp:
+            g = Path(tmp) / "model.gguf"
+            _convert(d, args.llama_cpp, g)
+            (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(_describe(g), indent=1))
+        print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
