@@ -17,7 +17,8 @@ F16, sharded with an index), into tests/fixtures/hf/<model>/:
   template and special tokens;
 - llama_cpp.json: the GGUF llama.cpp's convert_hf_to_gguf.py writes from the folder (outtype
   auto): every metadata key with its GGUF type and value, every tensor's name, shape, type and
-  sha256 of its bytes;
+  sha256 of its bytes; the whole file's sha256; and the whole-file sha256 of what
+  llama_model_quantize (llama-cpp-python 0.3.36) makes of it for a few mixes;
 - transformers.json: the float32 logits of transformers' forward pass (weights as stored) at
   the last position of a few prompts.
 """
@@ -38,6 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "fixtures" / "hf"
 N_VOCAB = 512
+MIXES = ("Q4_K_M", "Q8_0", "Q4_0")   # llama_model_quantize of llama.cpp's conversion, whole-file hashes
 PROMPTS = ["Hello world", "The quick brown fox jumps over the lazy dog", "a b c 1 2 3"]
 CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
                  "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
@@ -147,12 +149,32 @@ def _describe(gguf_path: Path) -> dict:
         keys[k] = {"type": types, "value": v}
     tensors = [{"name": t.name, "shape": [int(x) for x in t.shape], "type": t.tensor_type.name,
                 "sha256": hashlib.sha256(bytes(t.data)).hexdigest()} for t in r.tensors]
-    return {"keys": keys, "tensors": tensors, "alignment": r.alignment}
+    blob = gguf_path.read_bytes()
+    return {"keys": keys, "tensors": tensors, "alignment": r.alignment, "file_size": len(blob),
+            "file_sha256": hashlib.sha256(blob).hexdigest()}
+
+
+QUANTIZE = """
+import ctypes, sys, llama_cpp
+p = llama_cpp.llama_model_quantize_default_params()
+p.ftype = getattr(llama_cpp, "LLAMA_FTYPE_MOSTLY_" + sys.argv[3]); p.nthread = 2
+sys.exit(llama_cpp.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)))
+"""
+
+
+def _quantized(src: Path, llama_python: str, mix: str) -> dict:
+    """llama.cpp's llama_model_quantize of the converted file (run by a Python that has llama_cpp)."""
+    dst = src.with_suffix(f".{mix}.gguf")
+    subprocess.run([llama_python, "-c", QUANTIZE, str(src), str(dst), mix], check=True, capture_output=True)
+    blob = dst.read_bytes()
+    return {"file_size": len(blob), "file_sha256": hashlib.sha256(blob).hexdigest()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
+    ap.add_argument("--llama-python", default="/work/main/.venv/bin/python",
+                    help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -164,7 +186,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             g = Path(tmp) / "model.gguf"
             _convert(d, args.llama_cpp, g)
-            (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(_describe(g), indent=1))
+            desc = _describe(g)
+            desc["quantized"] = {mix: _quantized(g, args.llama_python, mix) for mix in MIXES}
+            (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
