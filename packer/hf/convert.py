@@ -30,12 +30,14 @@ import numpy as np
 
 from packer.hf import HFError
 from packer.hf.config import HFConfig, hparam_keys, read_config
+from packer.hf.gptq import group_weights, read_gptq_config
 from packer.hf.safetensors import SafeTensor, checkpoint_tensors
 from packer.hf.tokenizer import tokenizer_keys
 from runtime.constants import GGML_QUANT_SIZES, GGMLType, GGUFValueType as VT
 from runtime.gguf import Metadata
 
 ALIGNMENT = 32
+_FILE_TYPES = {GGMLType.BF16: 32, GGMLType.F16: 1, GGMLType.Q4_1: 3}   # general.file_type (llama_ftype)
 _LAYER_NAMES = {
     "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
@@ -74,11 +76,15 @@ class HFTensor:
 class HFCheckpoint:
     """The GGUF a checkpoint folder converts to, in GGUFFile's shape (packer/quantize.py reads it)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, gptq_lossless: bool = True) -> None:
         self.path = folder
         self.config = read_config(folder)
         self.alignment = ALIGNMENT
-        sources = checkpoint_tensors(folder)
+        self.gptq = read_gptq_config(folder, self.config.hparams)
+        self.notes: list[str] = []   # what a GPTQ checkpoint's conversion kept and lost, for stderr
+        sources = checkpoint_tensors(folder, ("F32", "F16", "BF16") + (("I32",) if self.gptq else ()))
+        if self.gptq:  # packer/hf/gptq.py: layers as Q4_1 blocks (lossless) or dequantized
+            sources, self.notes = group_weights(self.gptq, sources, gptq_lossless)
         self.file_type = _file_type(sources)
         self.tensors: dict[str, HFTensor] = {t.name: t for t in _tensors(self.config, sources, self.file_type)}
         self.metadata = Metadata()
@@ -93,9 +99,18 @@ class HFCheckpoint:
         head += _sampling_keys(self.path)
         head += [("general.name", "STRING", id_to_title(self.path.name)),
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
-        body = hparam_keys(cfg, 32 if self.file_type == GGMLType.BF16 else 1)
+        body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
         return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"))
+
+    @property
+    def output_type(self) -> GGMLType:
+        """The file's type: Q4_1 when GPTQ layers are kept as Q4_1 blocks, else the float type."""
+        return GGMLType.Q4_1 if self.kept_q4_1 else self.file_type
+
+    @property
+    def kept_q4_1(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tensors.values() if t.type == GGMLType.Q4_1)
 
     def close(self) -> None:
         pass
@@ -110,11 +125,14 @@ class HFCheckpoint:
 # -- tensors -------------------------------------------------------------------------------
 
 def _file_type(sources: list[SafeTensor]) -> GGMLType:
-    first = next((t for t in sources if len(t.shape) >= 2), None)
+    """The first 2-D BF16 or F16 tensor's type; F16 when there is none."""
+    first = next((t for t in sources if len(t.shape) >= 2 and t.dtype in ("BF16", "F16")), None)
     return GGMLType.BF16 if first is not None and first.dtype == "BF16" else GGMLType.F16
 
 
-def _gguf_type(name: str, ndim: int, file_type: GGMLType) -> GGMLType:
+def _gguf_type(name: str, ndim: int, file_type: GGMLType, dtype: str = "") -> GGMLType:
+    if dtype == "Q4_1":  # a GPTQ layer kept as it is
+        return GGMLType.Q4_1
     if ndim <= 1 or name.endswith("_norm.weight") or name.endswith("ffn_gate_inp.weight") or not name.endswith(".weight"):
         return GGMLType.F32
     return file_type
@@ -158,7 +176,7 @@ def _single(cfg: HFConfig, name: str, src: SafeTensor, file_type: GGMLType) -> H
         make = _permuted(src, cfg.n_head)
     elif name.endswith(("attn_k.weight", "attn_k.bias")):
         make = _permuted(src, cfg.n_head_kv)
-    return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type), make, [src])
+    return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type, src.dtype), make, [src])
 
 
 def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
@@ -179,7 +197,8 @@ def _stacked(cfg: HFConfig, bid: int, layer: dict[str, SafeTensor], file_type: G
 
         def make(parts=parts) -> np.ndarray:
             return np.stack([p.read() for p in parts])
-        yield HFTensor(name, (cfg.n_expert, *parts[0].shape), file_type, make, parts)
+        gtype = _gguf_type(name, 3, file_type, parts[0].dtype)
+        yield HFTensor(name, (cfg.n_expert, *parts[0].shape), gtype, make, parts)
 
 
 def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
@@ -222,6 +241,8 @@ def _as_f32(values: np.ndarray, dtype: str) -> np.ndarray:
 def encode(values: np.ndarray, gtype: GGMLType, dtype: str) -> np.ndarray:
     """values (safetensors dtype `dtype`) as the bytes of GGUF type gtype. The converter reads
     F16 and F32 as they are and everything else (BF16) as float32 first."""
+    if dtype == "Q4_1":  # already the blocks' bytes
+        return np.ascontiguousarray(values).reshape(-1).view(np.uint8)
     if dtype == "BF16":
         values = _as_f32(values, dtype)
     if gtype == GGMLType.F32:

@@ -4,6 +4,7 @@ reads the converted tensors as it reads a GGUF's), planned before anything is wr
 from __future__ import annotations
 
 import struct
+import sys
 from pathlib import Path
 
 from packer.hf import HFError
@@ -11,7 +12,7 @@ from packer.hf.convert import HFCheckpoint
 from packer.quantize import GGUF_MAGIC, Entry, QuantizeError, QuantPlan, TensorPlan, _kv, _pad, _string, plan
 from runtime.constants import GGMLType
 
-_FILE_TYPE_NAMES = {GGMLType.BF16: "BF16", GGMLType.F16: "F16"}
+_FILE_TYPE_NAMES = {GGMLType.BF16: "BF16", GGMLType.F16: "F16", GGMLType.Q4_1: "Q4_1"}
 
 
 def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | None) -> Entry:
@@ -20,12 +21,14 @@ def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | 
     from runtime.model_check import check_model
 
     ckpt = HFCheckpoint(folder)
+    for note in ckpt.notes:
+        sys.stderr.write(f"note: {note}\n")
     try:
         check_model(ckpt)
     except ValueError as e:  # ModelError, GGUFError, TokenizerError: one line each
         raise HFError(f"{folder}: {e}") from None
     try:
-        qp = plan(ckpt, mix, allow_requantize) if mix else as_converted(ckpt)
+        qp = plan(ckpt, mix, allow_requantize, ckpt.kept_q4_1) if mix else as_converted(ckpt)
     except QuantizeError as e:
         raise HFError(f"{folder}: {e}") from None
     name = f"{folder.resolve().name}.{qp.mix}.gguf"
@@ -46,5 +49,5 @@ def as_converted(ckpt: HFCheckpoint) -> QuantPlan:
         infos.append(_string(p.name) + struct.pack(f"<I{len(ne)}qIQ", len(ne), *ne, p.type, p.offset))
     head = GGUF_MAGIC + struct.pack("<IQQ", 3, len(plans), len(kvs)) + b"".join(kvs) + b"".join(infos)
     head += bytes(_pad(len(head), ckpt.alignment) - len(head))
-    return QuantPlan(_FILE_TYPE_NAMES[ckpt.file_type], ckpt.metadata["general.file_type"], head, plans,
+    return QuantPlan(_FILE_TYPE_NAMES[ckpt.output_type], ckpt.metadata["general.file_type"], head, plans,
                      ckpt.alignment, len(head) + offset)
