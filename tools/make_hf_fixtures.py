@@ -19,6 +19,12 @@ F16, sharded with an index), into tests/fixtures/hf/<model>/:
   auto): every metadata key with its GGUF type and value, every tensor's name, shape, type and
   sha256 of its bytes; the whole file's sha256; and the whole-file sha256 of what
   llama_model_quantize (llama-cpp-python 0.3.36) makes of it for a few mixes;
+- GPTQ (`gptq-mixtral`: 4 bits, group 64, no act-order, original "gptq" format with zero-1 stored,
+  scales rounded to 5 significant bits; `gptq-mistral`: 8 bits, group 32, act-order, "gptq_v2"): the
+  float model's linear layers rounded to the nearest GPTQ grid point (no GPTQ implementation runs on
+  a CPU here) and packed by the format (qweight, qzeros, scales, g_idx); llama.cpp's converter
+  dequantizes them (its dequant_gptq, after GPTQModel's): its auto and f32 conversions recorded, and
+  transformers' logits of the dequantized float model;
 - transformers.json: the float32 logits of transformers' forward pass (weights as stored) at
   the last position of a few prompts.
 """
@@ -126,11 +132,11 @@ def _save(name: str, arch: str, config, dtype: str, shard: str | None, d: Path) 
     return prompts
 
 
-def _convert(d: Path, llama_cpp: Path, out: Path) -> None:
+def _convert(d: Path, llama_cpp: Path, out: Path, outtype: str = "auto") -> None:
     env = dict(os.environ)
     env.pop("NO_LOCAL_GGUF", None)
-    subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(d), "--outfile", str(out)],
-                   check=True, env=env)
+    subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(d), "--outfile", str(out),
+                    "--outtype", outtype], check=True, env=env)
 
 
 def _describe(gguf_path: Path) -> dict:
@@ -170,14 +176,129 @@ def _quantized(src: Path, llama_python: str, mix: str) -> dict:
     return {"file_size": len(blob), "file_sha256": hashlib.sha256(blob).hexdigest()}
 
 
+# -- GPTQ ------------------------------------------------------------------------------------
+
+#: name, base model (of _models), GPTQ settings, scales rounded to 5 significant bits (then
+#: -scale*zero is exact in fp16 and the Q4_1 blocks dequantize exactly to the GPTQ weights)
+GPTQ = [("gptq-mixtral", "mixtral", {"bits": 4, "group_size": 64, "desc_act": False, "checkpoint_format": "gptq"}, True),
+        ("gptq-mistral", "mistral", {"bits": 8, "group_size": 32, "desc_act": True, "checkpoint_format": "gptq_v2"},
+         False)]
+_QUANTIZED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", ".w1", ".w2", ".w3")
+
+
+def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """codes [R, C] packed along R, little end first: int32 [R*bits/32, C]."""
+    per = 32 // bits
+    c = codes.astype(np.uint32).reshape(codes.shape[0] // per, per, codes.shape[1])
+    words = np.zeros((c.shape[0], c.shape[2]), np.uint32)
+    for j in range(per):
+        words |= c[:, j, :] << np.uint32(bits * j)
+    return words.view(np.int32)
+
+
+def gptq_quantize(w: np.ndarray, bits: int, g: int, act_order: bool, coarse: bool, v1: bool, rng):
+    """Round-to-nearest GPTQ of w [N, K] in the checkpoint format: (qweight, qzeros, scales, g_idx)
+    and the dequantized weights s*(q-z) (float32)."""
+    n, k = w.shape
+    maxq = (1 << bits) - 1
+    g_idx = np.arange(k) // g
+    if act_order:
+        perm = rng.permutation(k)
+        g_idx = np.empty(k, np.int64)
+        g_idx[perm] = np.arange(k) // g
+    groups = k // g
+    scales = np.empty((groups, n), np.float16)
+    zeros = np.empty((groups, n), np.int64)
+    for j in range(groups):
+        cols = w[:, g_idx == j]
+        lo, hi = np.minimum(cols.min(1), 0), np.maximum(cols.max(1), 0)
+        s = ((hi - lo) / maxq).astype(np.float16)
+        if coarse:
+            s = (s.view(np.uint16) & np.uint16(0xFFC0)).view(np.float16)
+        s = np.maximum(s, np.float16(1e-3))
+        scales[j] = s
+        zeros[j] = np.clip(np.round(-lo / s.astype(np.float32)), 1 if v1 else 0, maxq)
+    s_k, z_k = scales[g_idx].astype(np.float32), zeros[g_idx]          # [K, N]
+    q = np.clip(np.round(w.T / s_k) + z_k, 0, maxq).astype(np.int64)   # [K, N]
+    deq = (s_k * (q - z_k).astype(np.float32)).T
+    stored = zeros - 1 if v1 else zeros
+    return _pack(q, bits), _pack(stored.T, bits).T.copy(), scales, g_idx.astype(np.int32), deq
+
+
+def _save_gptq(name: str, base: str, qc: dict, coarse: bool, d: Path) -> None:
+    import torch
+    import transformers
+    from safetensors.torch import load_file, save_file
+    from sentencepiece import SentencePieceProcessor
+
+    _, arch, config, _, _ = next(m for m in _models() if m[0] == base)
+    config.num_hidden_layers = 1
+    torch.manual_seed(0)
+    model = getattr(transformers, arch)(config)
+    _randomize(model, seed=3)
+    rng = np.random.default_rng(4)
+    with tempfile.TemporaryDirectory() as tmp:
+        # the checkpoint's own tensor names (transformers 5 fuses Mixtral's experts in memory)
+        model.to(torch.float16).save_pretrained(Path(tmp) / "float", max_shard_size="1GB")
+        floats = load_file(str(Path(tmp) / "float" / "model.safetensors"))
+        tensors, deq = {}, {}
+        for pname, p in floats.items():
+            if pname.endswith(".weight") and any(q in pname for q in _QUANTIZED):
+                stem = pname[:-len(".weight")]
+                qw, qz, sc, gi, w = gptq_quantize(p.float().numpy(), qc["bits"], qc["group_size"], qc["desc_act"],
+                                                 coarse, qc["checkpoint_format"] == "gptq", rng)
+                tensors.update({f"{stem}.qweight": torch.from_numpy(qw), f"{stem}.qzeros": torch.from_numpy(qz),
+                                f"{stem}.scales": torch.from_numpy(sc), f"{stem}.g_idx": torch.from_numpy(gi)})
+                deq[pname] = torch.from_numpy(np.ascontiguousarray(w))
+            else:
+                tensors[pname] = p.contiguous()
+                deq[pname] = p.float()
+        d.mkdir(parents=True)
+        save_file(tensors, str(d / "model.safetensors"), metadata={"format": "pt"})
+        cfg = json.loads((Path(tmp) / "float" / "config.json").read_text())
+        cfg["quantization_config"] = {"quant_method": "gptq", "sym": False, **qc}
+        (d / "config.json").write_text(json.dumps(cfg, indent=2))
+        _tokenizer_files(d)
+        # transformers' logits of the dequantized float model (the GPTQ weights s*(q-z) in float32)
+        save_file(deq, str(Path(tmp) / "float" / "model.safetensors"), metadata={"format": "pt"})
+        ref = getattr(transformers, arch).from_pretrained(Path(tmp) / "float", dtype=torch.float32).eval()
+    sp = SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    prompts = [[1] + sp.encode(p) for p in PROMPTS]
+    with torch.no_grad():
+        logits = [ref(torch.tensor([ids])).logits[0, -1].numpy().astype(np.float32).tolist() for ids in prompts]
+    (d.parent / f"{name}.transformers.json").write_text(json.dumps({
+        "prompts": prompts, "logits": logits, "transformers": transformers.__version__, "torch": torch.__version__,
+        "what": "the dequantized float model: weights scales[g_idx] * (q - zeros[g_idx]) in float32"}))
+
+
+def _gptq_fixtures(llama_cpp: Path, llama_python: str) -> None:
+    for name, base, qc, coarse in GPTQ:
+        d = OUT / name
+        shutil.rmtree(d, ignore_errors=True)
+        _save_gptq(name, base, qc, coarse, d)
+        with tempfile.TemporaryDirectory() as tmp:
+            g, g32 = Path(tmp) / "model.gguf", Path(tmp) / "model-f32.gguf"
+            _convert(d, llama_cpp, g)
+            _convert(d, llama_cpp, g32, "f32")
+            desc = _describe(g)
+            desc["f32_tensors"] = _describe(g32)["tensors"]
+            desc["quantized"] = {"Q4_K_M": _quantized(g, llama_python, "Q4_K_M")}
+            (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
+        print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
     ap.add_argument("--llama-python", default="/work/main/.venv/bin/python",
                     help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
+    ap.add_argument("--gptq-only", action="store_true", help="only the GPTQ checkpoints")
     args = ap.parse_args()
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
+    _gptq_fixtures(args.llama_cpp, args.llama_python)
+    if args.gptq_only:
+        return
     for name, arch, config, dtype, shard in _models():
         d = OUT / name
         shutil.rmtree(d, ignore_errors=True)

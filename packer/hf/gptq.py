@@ -166,8 +166,8 @@ def group_weights(cfg: GPTQConfig, sources: list[SafeTensor], lossless: bool = T
         weights.append(w)
     notes = []
     if kept:
-        notes.append(f"{cfg.describe()}: {kept} layers kept as Q4_1 blocks, codes and scales unchanged (each "
-                     "group's -scale*zero rounded to fp16)")
+        notes.append(f"{cfg.describe()}: {kept} layers kept losslessly as Q4_1 blocks (codes and scales "
+                     "unchanged; each group's -scale*zero rounded to fp16)")
     if deq:
         why = "not 4-bit" if cfg.bits != 4 else ("act-order" if cfg.desc_act else "groups not a multiple of 32")
         notes.append(f"{cfg.describe()}: {deq} layers dequantized to float ({why}): quantizing them again "
