@@ -226,10 +226,16 @@ def _check_shape(cfg: HFConfig, name: str, src: SafeTensor, shape: tuple[int, ..
 # -- data ----------------------------------------------------------------------------------
 
 def bf16_from_f32(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bits: round to nearest even, NaN made quiet (gguf-py's rounding)."""
-    n = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    n = np.where((n & 0x7FFFFFFF) > 0x7F800000, (n & 0xFFFF0000) | (64 << 16), n)
-    return ((n + (0x7FFF + ((n >> 16) & 1))) >> 16).astype(np.uint16)
+    """float32 -> bfloat16 bits: round to nearest even, NaN made quiet (gguf-py's rounding). In
+    uint32: after the NaN step no value is within 0x8000 of the top, so the sum cannot wrap."""
+    n = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    n = np.where((n & 0x7FFFFFFF) > 0x7F800000, (n & 0xFFFF0000) | np.uint32(64 << 16), n)
+    return ((n + (np.uint32(0x7FFF) + ((n >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def _bf16_kept(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits through float32 and back, as the converter does: the same bits, NaN made quiet."""
+    return np.where((bits & 0x7FFF) > 0x7F80, bits | np.uint16(0x40), bits)
 
 
 def _as_f32(values: np.ndarray, dtype: str) -> np.ndarray:
@@ -243,6 +249,8 @@ def encode(values: np.ndarray, gtype: GGMLType, dtype: str) -> np.ndarray:
     F16 and F32 as they are and everything else (BF16) as float32 first."""
     if dtype == "Q4_1":  # already the blocks' bytes
         return np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+    if dtype == "BF16" and gtype == GGMLType.BF16:  # no float32 copy of the tensor
+        return np.ascontiguousarray(_bf16_kept(values)).reshape(-1).view(np.uint8)
     if dtype == "BF16":
         values = _as_f32(values, dtype)
     if gtype == GGMLType.F32:
