@@ -158,3 +158,42 @@ def test_other_quantization_methods_are_refused(runtime_exe, tmp_path, capsys) -
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 1 and len(err) == 1 and f"{folder}/config.json: quantization method 'awq' is not supported" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]
+
+
+def _pack_3bit(codes: np.ndarray) -> np.ndarray:
+    """AutoGPTQ's 3-bit packing, word by word as its pack() lays it out: per 32 codes along axis 0,
+    three int32 words; codes 10 and 21 straddle two words."""
+    rows, cols = codes.shape
+    c = codes.astype(np.uint64)
+    out = np.zeros((rows // 32 * 3, cols), np.uint64)
+    for blk in range(rows // 32):
+        v, w = c[blk * 32:(blk + 1) * 32], out[blk * 3:(blk + 1) * 3]
+        for j in range(10):
+            w[0] |= v[j] << (3 * j)
+        w[0] |= (v[10] << 30) & 0xFFFFFFFF
+        w[1] |= (v[10] >> 2) & 1
+        for j in range(10):
+            w[1] |= v[11 + j] << (3 * j + 1)
+        w[1] |= (v[21] << 31) & 0xFFFFFFFF
+        w[2] |= (v[21] >> 1) & 3
+        for j in range(10):
+            w[2] |= v[22 + j] << (3 * j + 2)
+    return out.astype(np.uint32).view(np.int32)
+
+
+def test_3bit_act_order_dequantizes_by_the_format(tmp_path) -> None:
+    """3-bit codes (AutoGPTQ's straddling layout, zeros packed the same way along the outputs),
+    act-order g_idx, original format: the weights are scale * (q - (stored zero + 1))."""
+    rng = np.random.default_rng(9)
+    k, n, g = 128, 64, 32
+    q = rng.integers(0, 8, (k, n))
+    zeros = rng.integers(1, 8, (k // g, n))               # true zeros; stored as zero - 1
+    scales = (rng.random((k // g, n)) * 0.1 + 0.01).astype(np.float16)
+    g_idx = rng.permutation(np.arange(k) // g).astype(np.int32)
+    path = tmp_path / "layer.safetensors"
+    _write_safetensors(path, {"l.qweight": _pack_3bit(q), "l.qzeros": _pack_3bit((zeros - 1).T).T.copy(),
+                              "l.scales": scales, "l.g_idx": g_idx})
+    parts = {name.split(".")[1]: t for name, t in read_header(path, ("I32", "F16")).items()}
+    got = GPTQWeight("l.weight", parts, GPTQConfig(3, g, True, True, path), (n, k), "F32").read()
+    want = (scales[g_idx].astype(np.float32) * (q - zeros[g_idx]).astype(np.float32)).T
+    assert np.array_equal(got, want)
