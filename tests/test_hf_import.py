@@ -1,7 +1,8 @@
 """`packer build FOLDER`: a Hugging Face checkpoint folder against llama.cpp's own converter and
 `transformers` (tests/fixtures/hf, made by tools/make_hf_fixtures.py: tiny random-weight
-MistralForCausalLM (BF16, one file) and MixtralForCausalLM (F16, four shards + index) checkpoints
-written by transformers, with Mistral's SentencePiece model cut to 512 pieces).
+MistralForCausalLM (BF16, one file), MixtralForCausalLM (F16, four shards + index) and
+Qwen2ForCausalLM (F32, biases, tied embeddings) checkpoints written by transformers, with Mistral's
+SentencePiece model cut to 512 pieces; SmolLM2's BPE tokenizer.json).
 
 - the conversion's metadata (keys, GGUF types, values, order) and tensors (names, shapes, types,
   SHA-256 of the bytes) are those of llama.cpp's convert_hf_to_gguf.py;
@@ -33,7 +34,7 @@ from packer.quantize import write
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "hf"
-MODELS = ("mistral", "mixtral")
+MODELS = ("mistral", "mixtral", "qwen2")
 
 
 def llama_cpp(name: str) -> dict:
@@ -78,13 +79,14 @@ def test_conversion_is_llama_cpps(name: str) -> None:
 
 
 @pytest.mark.parametrize("name,mix", [("mistral", None), ("mixtral", None), ("mistral", "Q4_K_M"),
-                                      ("mixtral", "Q4_K_M"), ("mistral", "Q8_0"), ("mixtral", "Q4_0")])
+                                      ("mixtral", "Q4_K_M"), ("mistral", "Q8_0"), ("mixtral", "Q4_0"),
+                                      ("qwen2", None), ("qwen2", "Q4_K_M")])
 def test_packed_entry_is_llama_cpps_file(runtime_exe, tmp_path, name: str, mix: str | None) -> None:
     ref = llama_cpp(name)
     want = ref if mix is None else ref["quantized"][mix]
     out = tmp_path / "m.llamafile"
     r = build(FIX / name, out, runtime_exe, progress=False, quantize=mix, threads=2)
-    label = mix or {"mistral": "BF16", "mixtral": "F16"}[name]
+    label = mix or {"mistral": "BF16", "mixtral": "F16", "qwen2": "F16"}[name]
     assert r.model_entry == f"{name}.{label}.gguf" and r.model_offset % 65536 == 0
     assert r.model_size == want["file_size"]
     assert entry_sha(out) == (r.model_entry, want["file_sha256"])

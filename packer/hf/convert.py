@@ -101,7 +101,7 @@ class HFCheckpoint:
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
-        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"))
+        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama)
 
     @property
     def output_type(self) -> GGMLType:
@@ -172,9 +172,9 @@ def _gguf_name(cfg: HFConfig, src: SafeTensor) -> str:
 def _single(cfg: HFConfig, name: str, src: SafeTensor, file_type: GGMLType) -> HFTensor:
     _check_shape(cfg, name, src, src.shape)
     make = src.read
-    if name.endswith(("attn_q.weight", "attn_q.bias")):
+    if cfg.llama and name.endswith(("attn_q.weight", "attn_q.bias")):
         make = _permuted(src, cfg.n_head)
-    elif name.endswith(("attn_k.weight", "attn_k.bias")):
+    elif cfg.llama and name.endswith(("attn_k.weight", "attn_k.bias")):
         make = _permuted(src, cfg.n_head_kv)
     return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type, src.dtype), make, [src])
 

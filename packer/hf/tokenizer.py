@@ -178,16 +178,18 @@ def _template_file(folder: Path) -> str | None:
     return None
 
 
-def tokenizer_keys(folder: Path, vocab_size: int | None) -> KV:
+def tokenizer_keys(folder: Path, vocab_size: int | None, llama: bool = True) -> KV:
     """Every tokenizer.* key, in the converter's order: SentencePiece (tokenizer.model) or, without
-    one, byte-level BPE (tokenizer.json: packer/hf/bpe.py)."""
+    one, byte-level BPE (tokenizer.json: packer/hf/bpe.py). llama: the converter's llama model class,
+    which also reads add_prefix_space and applies its vocabulary-size rules."""
     from packer.hf.bpe import bpe_keys, is_bpe
 
-    if is_bpe(folder):
-        out = bpe_keys(folder, vocab_size)
-    else:
-        out = _spm_keys(folder, vocab_size)
-    if vocab_size == 49152:  # the converter's rule for llama models of this vocabulary size (Granite, SmolLM)
+    cfg = _json(folder / "tokenizer_config.json")
+    out: KV = []
+    if llama and isinstance(cfg.get("add_prefix_space"), bool):
+        out.append(("tokenizer.ggml.add_space_prefix", "BOOL", cfg["add_prefix_space"]))
+    out += bpe_keys(folder, vocab_size) if is_bpe(folder) else _spm_keys(folder, vocab_size)
+    if llama and vocab_size == 49152:  # the llama class's rule for this vocabulary size (Granite, SmolLM)
         out = _set(out, "tokenizer.ggml.add_bos_token", "BOOL", False)
     return out
 
@@ -200,12 +202,8 @@ def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
 
 
 def _spm_keys(folder: Path, vocab_size: int | None) -> KV:
-    cfg = _json(folder / "tokenizer_config.json")
-    out: KV = []
-    if isinstance(cfg.get("add_prefix_space"), bool):
-        out.append(("tokenizer.ggml.add_space_prefix", "BOOL", cfg["add_prefix_space"]))
     tokens, scores, types = sentencepiece_vocab(folder, vocab_size)
-    out += [("tokenizer.ggml.model", "STRING", "llama"), ("tokenizer.ggml.pre", "STRING", "default"),
+    out: KV = [("tokenizer.ggml.model", "STRING", "llama"), ("tokenizer.ggml.pre", "STRING", "default"),
             ("tokenizer.ggml.tokens", "ARRAY:STRING", tokens), ("tokenizer.ggml.scores", "ARRAY:FLOAT32", scores),
             ("tokenizer.ggml.token_type", "ARRAY:INT32", types)]
     return out + special_keys(folder, len(tokens))
