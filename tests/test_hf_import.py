@@ -174,7 +174,8 @@ def _retype(header: dict) -> None:
 DAMAGE = {
     "architecture": ("mistral", lambda d: _set_config(d, architectures=["GPT2LMHeadModel"]),
                      "config.json: architecture GPT2LMHeadModel is not supported"),
-    "tokenizer": ("mistral", lambda d: (d / "tokenizer.model").unlink(), "tokenizer.model: missing: the folder has no tokenizer.model (SentencePiece) nor tokenizer.json"),
+    "tokenizer": ("mistral", lambda d: (d / "tokenizer.model").unlink(),
+                  "tokenizer.model: missing: the folder has no tokenizer.model (SentencePiece) nor tokenizer.json"),
     "shard missing": ("mixtral", lambda d: (d / "model-00002-of-00004.safetensors").unlink(),
                       "model-00002-of-00004.safetensors: missing (model.safetensors.index.json puts tensor"),
     "shard truncated": ("mixtral", lambda d: os.truncate(d / "model-00003-of-00004.safetensors", 400_000),

@@ -72,7 +72,8 @@ def _tokenizer_files(d: Path) -> None:
     special = {str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
                         "special": True} for i, c in enumerate(("<unk>", "<s>", "</s>"))}
     cfg = {"add_bos_token": True, "add_eos_token": False, "added_tokens_decoder": special, "bos_token": "<s>",
-           "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE, "clean_up_tokenization_spaces": False,
+           "eos_token": "</s>", "unk_token": "<unk>", "chat_template": CHAT_TEMPLATE,
+           "clean_up_tokenization_spaces": False,
            "legacy": False, "model_max_length": 512, "pad_token": None, "sp_model_kwargs": {},
            "tokenizer_class": "LlamaTokenizer", "use_default_system_prompt": False}
     (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
@@ -100,13 +101,16 @@ def _models():
     common = dict(vocab_size=N_VOCAB, hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=512, rope_theta=1e6, rms_norm_eps=1e-5,
                   tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-    yield "mistral", "MistralForCausalLM", MistralConfig(intermediate_size=256, sliding_window=None, **common), "bfloat16", None
+    yield ("mistral", "MistralForCausalLM", MistralConfig(intermediate_size=256, sliding_window=None, **common),
+           "bfloat16", None)
     common["num_hidden_layers"] = 1
     yield ("mixtral", "MixtralForCausalLM",
-           MixtralConfig(intermediate_size=128, num_local_experts=8, num_experts_per_tok=2, sliding_window=None, **common),
+           MixtralConfig(intermediate_size=128, num_local_experts=8, num_experts_per_tok=2, sliding_window=None,
+                         **common),
            "float16", "1MB")
     common.update(hidden_size=128, tie_word_embeddings=True)
-    yield "qwen2", "Qwen2ForCausalLM", Qwen2Config(intermediate_size=256, use_sliding_window=False, **common), "float32", None
+    yield ("qwen2", "Qwen2ForCausalLM", Qwen2Config(intermediate_size=256, use_sliding_window=False, **common),
+           "float32", None)
 
 
 def _save(name: str, arch: str, config, dtype: str, shard: str | None, d: Path) -> list[list[int]]:
@@ -183,7 +187,8 @@ def _quantized(src: Path, llama_python: str, mix: str) -> dict:
 
 #: name, base model (of _models), GPTQ settings, scales rounded to 5 significant bits (then
 #: -scale*zero is exact in fp16 and the Q4_1 blocks dequantize exactly to the GPTQ weights)
-GPTQ = [("gptq-mixtral", "mixtral", {"bits": 4, "group_size": 64, "desc_act": False, "checkpoint_format": "gptq"}, True),
+GPTQ = [("gptq-mixtral", "mixtral", {"bits": 4, "group_size": 64, "desc_act": False, "checkpoint_format": "gptq"},
+         True),
         ("gptq-mistral", "mistral", {"bits": 8, "group_size": 32, "desc_act": True, "checkpoint_format": "gptq_v2"},
          False)]
 _QUANTIZED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", ".w1", ".w2", ".w3")

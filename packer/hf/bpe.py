@@ -31,7 +31,9 @@ def is_bpe(folder: Path) -> bool:
 def _merges(model: dict, path: Path) -> list[str]:
     merges = model.get("merges") or []
     if merges and isinstance(merges[0], list):
-        return [" ".join("".join(chr(ord(c) + 256) if c == " " else c for c in part) for part in pair) for pair in merges]
+        def part(text: str) -> str:
+            return "".join(chr(ord(c) + 256) if c == " " else c for c in text)
+        return [" ".join(part(p) for p in pair) for pair in merges]
     if merges and not isinstance(merges[0], str):
         raise HFError(f"{path}: model.merges in an unknown format")
     return list(merges)
@@ -82,7 +84,8 @@ def find_pre(tokens: list[str], types: list[int], merges: list[str], add_bos: li
     alike = {PRE_TOKENIZERS[name]: name for name in PRE_BY_HASH.values()}
     for behaviour, pre in alike.items():
         md = Metadata()
-        for key, vtype, value in (("tokenizer.ggml.model", (VT.STRING,), "gpt2"), ("tokenizer.ggml.pre", (VT.STRING,), pre),
+        for key, vtype, value in (("tokenizer.ggml.model", (VT.STRING,), "gpt2"),
+                                  ("tokenizer.ggml.pre", (VT.STRING,), pre),
                                   ("tokenizer.ggml.tokens", (VT.ARRAY, VT.STRING), tokens),
                                   ("tokenizer.ggml.token_type", (VT.ARRAY, VT.INT32), types),
                                   ("tokenizer.ggml.merges", (VT.ARRAY, VT.STRING), merges)):

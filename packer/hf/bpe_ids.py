@@ -1,7 +1,7 @@
 """Data: how llama.cpp's converter names a BPE tokenizer's pre-tokenizer (tokenizer.ggml.pre):
 the SHA-256 of str(ids) of CHECK_TEXT as the Hugging Face tokenizer encodes it, for the known
 tokenizers whose pre-tokenizer runtime/tokenizer_bpe.py implements (from llama-cpp-python 0.3.36's
-conversion/base.py; regenerate when runtime/tokenizer_bpe.PRE_TOKENIZERS grows)."""
+conversion/base.py, where a later entry wins; regenerate when runtime/tokenizer_bpe.PRE_TOKENIZERS grows)."""
 
 CHECK_TEXT = '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
 
@@ -17,7 +17,6 @@ PRE_BY_HASH = {
     "9e454714343b69b99b71795c1d27a68c2a1d15dab111f4d353109f966af29da7": "lfm2",
     "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",
     "9d032fcbd5501f4a38150912590928bfb36091efb5df11b8e2124b0390e3fb1e": "falcon3",
-    "b6dc8df998e1cfbdc4eac8243701a65afe638679230920b50d6f17d81c098166": "mpt",
     "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34": "starcoder",
     "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",
     "32d85c31273f8019248f2559fed492d929ea28b17e51d81d3bb36fff23ca72b3": "stablelm2",

@@ -133,7 +133,7 @@ def _file_type(sources: list[SafeTensor]) -> GGMLType:
 def _gguf_type(name: str, ndim: int, file_type: GGMLType, dtype: str = "") -> GGMLType:
     if dtype == "Q4_1":  # a GPTQ layer kept as it is
         return GGMLType.Q4_1
-    if ndim <= 1 or name.endswith("_norm.weight") or name.endswith("ffn_gate_inp.weight") or not name.endswith(".weight"):
+    if ndim <= 1 or name.endswith(("_norm.weight", "ffn_gate_inp.weight")) or not name.endswith(".weight"):
         return GGMLType.F32
     return file_type
 

@@ -105,7 +105,10 @@ class GPTQWeight:
         q = _unpack(self.parts["qweight"].read().T, b, k).T
         scales = self.parts["scales"].read()
         zeros = _unpack(self.parts["qzeros"].read(), b, n).astype(np.int16) + (1 if self.config.v1 else 0)
-        g_idx = self.parts["g_idx"].read().astype(np.int64) if "g_idx" in self.parts else np.arange(k) // _g(self.config, k)
+        if "g_idx" in self.parts:
+            g_idx = self.parts["g_idx"].read().astype(np.int64)
+        else:
+            g_idx = np.arange(k) // _g(self.config, k)
         if g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= scales.shape[0]:
             raise HFError(f"{self.parts['g_idx'].file}: tensor {self.name[:-7]}.g_idx names a group past its "
                           f"{scales.shape[0]} groups")
