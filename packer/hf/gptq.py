@@ -173,8 +173,8 @@ def group_weights(cfg: GPTQConfig, sources: list[SafeTensor], lossless: bool = T
                      "unchanged; each group's -scale*zero rounded to fp16)")
     if deq:
         why = "not 4-bit" if cfg.bits != 4 else ("act-order" if cfg.desc_act else "groups not a multiple of 32")
-        notes.append(f"{cfg.describe()}: {deq} layers dequantized to float ({why}): quantizing them again "
-                     "rounds twice")
+        notes.append(f"{cfg.describe()}: {deq} layers dequantized to float ({why}): the GPTQ grid is lost, "
+                     "and --quantize rounds them a second time")
     return floats + weights, notes
 
 
