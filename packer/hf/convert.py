@@ -97,7 +97,7 @@ class HFCheckpoint:
         cfg = self.config
         head = [("general.architecture", "STRING", cfg.arch), ("general.type", "STRING", "model")]
         head += _sampling_keys(self.path)
-        head += [("general.name", "STRING", id_to_title(self.path.name)),
+        head += [("general.name", "STRING", id_to_title(self.path.resolve().name)),
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))

@@ -21,8 +21,6 @@ def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | 
     from runtime.model_check import check_model
 
     ckpt = HFCheckpoint(folder)
-    for note in ckpt.notes:
-        sys.stderr.write(f"note: {note}\n")
     try:
         check_model(ckpt)
     except ValueError as e:  # ModelError, GGUFError, TokenizerError: one line each
@@ -31,6 +29,8 @@ def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | 
         qp = plan(ckpt, mix, allow_requantize, ckpt.kept_q4_1) if mix else as_converted(ckpt)
     except QuantizeError as e:
         raise HFError(f"{folder}: {e}") from None
+    for note in ckpt.notes:  # once the plan stands: an error stays the one line
+        sys.stderr.write(f"note: {note}\n")
     name = f"{folder.resolve().name}.{qp.mix}.gguf"
     return Entry(qp, max(1, min(256, threads or default_threads())), name)
 
