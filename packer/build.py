@@ -43,7 +43,6 @@ import errno
 import mmap
 import os
 import shlex
-import signal
 import stat
 import sys
 import tempfile
@@ -56,6 +55,7 @@ from typing import Any
 
 from packer import pyiarchive
 from packer.runtime_info import platform_tag
+from packer.signals import CLEANUP_SIGNALS, Interrupted, cleanup_on_signals, signals_held as _signals_held  # noqa: F401 (re-exported)
 from runtime.payload import (
     ARGS_NAME, CHECKSUM_COMMENT_SIZE, MAX_ARGS_LINES, NoPayload, PayloadError, StoredEntry, args_text,
     central_directory, checksum_comment, read_zip,
@@ -321,20 +321,27 @@ class _Copier:
 def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime: str | os.PathLike[str] | None = None,
           args: list[str] | None = None, progress: bool | None = None, full_archive: bool | None = None,
           quantize: str | None = None, allow_requantize: bool = False, threads: int | None = None) -> BuildResult:
-    """Packs model into output (see the module docstring). full_archive forces (True) or forbids
+    """Packs model (a GGUF, or a Hugging Face checkpoint folder: packer/hf) into output (see the
+    module docstring). full_archive forces (True) or forbids
     (False) the whole-archive tail; by default the 88-byte cookie is used whenever it reaches.
     quantize names a mix (packer/mixes.py): the entry is then the GGUF llama.cpp's quantizer
     would make of model, written straight into place on `threads` threads (default: all)."""
     t0 = time.perf_counter()
     model, output, runtime = _check_inputs(model, output, runtime)
     target = _output_target(output)
-    _check_model(model)
     with contextlib.ExitStack() as stack:
         quant = None
-        if quantize:  # packer/quantize.py: the model entry's plan (its GGUF mapped until the end)
+        if model.is_dir():  # a Hugging Face checkpoint folder, converted on the way (packer/hf)
+            from packer.hf.entry import entry as hf_entry
+
+            quant = hf_entry(model, quantize, allow_requantize, threads)
+        elif quantize:  # packer/quantize.py: the model entry's plan (its GGUF mapped until the end)
             from packer.quantize import entry
 
+            _check_model(model)
             quant = entry(stack, model, quantize, allow_requantize, threads)
+        else:
+            _check_model(model)
         layout = _lay_out(model, runtime, args, full_archive, quant)
         _check_space(target.parent, layout.total)
         bar = _Progress(layout.total, f"packing {output.name}", progress)
@@ -353,7 +360,7 @@ def _check_inputs(model, output, runtime) -> tuple[Path, Path, Path]:
     model, output = Path(model), Path(output)
     runtime = Path(runtime) if runtime is not None else default_runtime()
     for what, p in (("model", model), ("runtime", runtime)):
-        if not p.is_file():
+        if not (p.is_file() or (what == "model" and p.is_dir())):
             raise PackError(f"{what} not found: {p}")
         if _same_file(p, output):
             raise PackError(f"the output {output} is the {what} itself: choose another name")
@@ -565,62 +572,6 @@ def _temp_file(target: Path) -> tuple[int, str]:
         return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
         raise PackError(f"cannot create a file in {target.parent} ({e.strerror or e})") from None
-
-
-# -- signals ---------------------------------------------------------------------------------
-
-# The signals that end a process unless caught. Not here: the faults a program raises itself
-# (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS), and SIGPIPE and SIGXFSZ, which
-# Python ignores (the write fails instead, and the build cleans up as after any error).
-CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in (
-    "SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
-    "SIGXCPU", "SIGPWR") if hasattr(signal, name))
-
-
-class Interrupted(BaseException):
-    """A signal stopped the build; the exit status is 128 + its number, as a shell reports it.
-    (Not a KeyboardInterrupt: click would turn that into its own Abort.)"""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
-
-
-def _interrupt(signum, frame) -> None:
-    raise Interrupted(signum)
-
-
-@contextlib.contextmanager
-def cleanup_on_signals():
-    """Within the block, each of CLEANUP_SIGNALS raises Interrupted, so that build() removes its
-    temporary file (a hidden file as large as the model) before the process ends; the block
-    restores the previous handlers. For a command line: a library call leaves handlers alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, _interrupt) for s in CLEANUP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Holds CLEANUP_SIGNALS back (where the system can) until the block is done."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(CLEANUP_SIGNALS))
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _umask() -> int:

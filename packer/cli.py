@@ -1,6 +1,6 @@
 """`packer`: build, inspect and verify single-file models.
 
-    packer build MODEL.gguf -o NAME.llamafile [--runtime PATH] [--args "-c 2048 ..."]
+    packer build MODEL.gguf|CHECKPOINT-DIR -o NAME.llamafile [--runtime PATH] [--args "-c 2048 ..."]
                  [--quantize Q4_K_M [--allow-requantize] [-t THREADS]]
     packer inspect NAME.llamafile
     packer verify NAME.llamafile
@@ -35,7 +35,7 @@ def _check_mix(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="the file to write")
 @click.option("--runtime", type=click.Path(dir_okay=False),
               help="runtime executable (default: the one `make runtime` built for this platform)")
@@ -50,7 +50,8 @@ def _check_mix(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("-t", "--threads", type=click.IntRange(1, 256), help="quantizer threads (default: every core)")
 def build(model: str, output: str, runtime: str | None, args_text: str | None, progress: bool | None,
           mix: str | None, allow_requantize: bool, threads: int | None) -> None:
-    """Pack MODEL.gguf and the runtime into one executable file."""
+    """Pack MODEL (a GGUF file, or a Hugging Face checkpoint folder: config.json, *.safetensors,
+    tokenizer.model) and the runtime into one executable file."""
     args = parse_args_option(args_text)
     with cleanup_on_signals():
         r = build_file(model, output, runtime, args=args, progress=progress, quantize=mix,

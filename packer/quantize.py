@@ -104,13 +104,15 @@ def model_info(f: GGUFFile) -> ModelInfo:
                      first("expert_count", 0))
 
 
-def plan(f: GGUFFile, mix: str, allow_requantize: bool = False) -> QuantPlan:
-    """The output of quantizing f with mix (find_mix's names); QuantizeError when it cannot be made."""
+def plan(f: GGUFFile, mix: str, allow_requantize: bool = False, keep: frozenset[str] = frozenset()) -> QuantPlan:
+    """The output of quantizing f with mix (find_mix's names); QuantizeError when it cannot be made.
+    Tensors named in keep keep their type (a GPTQ layer's lossless Q4_1 blocks: packer/hf)."""
     try:
         mix = find_mix(mix)
         names = file_order(list(f.tensors))
         tensors = [f.tensors[n] for n in names]
         types = choose_types(mix, model_info(f), [(t.name, t.shape, t.type) for t in tensors])
+        types.update((t.name, t.type) for t in tensors if t.name in keep)
     except MixError as e:
         raise QuantizeError(str(e)) from None
     plans = [TensorPlan(t.name, t.shape, t, types[t.name]) for t in tensors]

