@@ -14,6 +14,11 @@ first and stops on a difference), llama.cpp's top-20 last-position logits on thr
 with a clear top token in every file, a greedy run with its margins, and how far llama.cpp's top-20
 logits are from the float64 forward pass of the file's own (dequantized) weights.
 
+`python -m tools.make_arch_fixtures chat` writes tests/fixtures/arch/real_chat.json: the chat prompt
+llama.cpp makes for the real Gemma 3 270M, whose file has no chat template: the model's template
+as llama_model_chat_template gives it (none) through llama_chat_apply_template, for
+tools/make_chat_fixtures.py's conversations.
+
 `python -m tools.make_arch_fixtures real` writes tests/fixtures/arch/real_models.json instead:
 llama.cpp on the real Qwen2.5-Coder-0.5B-Instruct and Gemma 3 270M (tests/real_models.py), per
 text of REAL_TEXTS its tokens, top-40 last-position logits and a greedy run with its margins, as
@@ -295,5 +300,41 @@ def quant_main() -> None:
     print(f"wrote {QUANT_OUT} ({QUANT_OUT.stat().st_size} bytes)", file=sys.stderr)
 
 
+# ---------------------------------------------------------------- chat without a template (mode "chat")
+
+CHAT_OUT = ROOT / "tests" / "fixtures" / "arch" / "real_chat.json"
+
+
+def chat_main() -> None:
+    import ctypes
+
+    import llama_cpp
+
+    from tests.real_models import gemma3_path
+    from tools.make_chat_fixtures import CONVERSATIONS
+
+    llm = llama_cpp.Llama(model_path=str(gemma3_path()), n_ctx=64, vocab_only=True, verbose=False)
+    tmpl = llama_cpp.llama_model_chat_template(llm.model, None)  # NULL: the file has none
+    cases = []
+    for cname, messages in CONVERSATIONS.items():
+        if cname in ("bad_order", "tool_role"):
+            continue
+        for add_ass in (True, False):
+            chat = (llama_cpp.llama_chat_message * len(messages))()
+            for i, m in enumerate(messages):
+                chat[i].role, chat[i].content = m["role"].encode(), m["content"].encode()
+            buf = ctypes.create_string_buffer(1 << 16)
+            n = llama_cpp.llama_chat_apply_template(tmpl, chat, len(messages), add_ass, buf, len(buf))
+            assert 0 <= n < len(buf), (cname, n)
+            cases.append({"conversation": cname, "add_generation_prompt": add_ass,
+                          "expected": buf.raw[:n].decode("utf-8")})
+    llm.close()
+    doc = {"generator": "tools/make_arch_fixtures.py chat",
+           "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
+           "model": "gemma3", "file_template": tmpl.decode() if tmpl else None, "cases": cases}
+    CHAT_OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {CHAT_OUT} ({len(cases)} cases)", file=sys.stderr)
+
+
 if __name__ == "__main__":
-    {"real": real_main, "quant": quant_main}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    {"real": real_main, "quant": quant_main, "chat": chat_main}.get(sys.argv[1] if sys.argv[1:] else "", main)()
