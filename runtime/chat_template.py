@@ -11,8 +11,9 @@ The template comes from a GGUF someone else made, so it is untrusted code: the s
 attribute access that could reach Python internals (here that *raises* instead of rendering an
 empty string as plain jinja2 does), and every failure becomes a one-line `ChatTemplateError`.
 
-Without a template in the GGUF the Mistral `[INST] ... [/INST]` format is used (see
-`MISTRAL_TEMPLATE`). Note: llama.cpp itself falls back to chatml (src/llama.cpp,
+Without a template in the GGUF a `llama`-architecture file (Mistral, Mixtral) gets the Mistral
+`[INST] ... [/INST]` format (see `MISTRAL_TEMPLATE`); any other architecture (e.g. Gemma 3 270M,
+which ships none) gets chatml, as llama.cpp gives every template-less file (src/llama.cpp,
 `llama_chat_apply_template`: `tmpl == nullptr ? "chatml"`; common/chat.cpp likewise).
 
 BOS: templates often start with `bos_token` ("<s>"). Like llama.cpp's server
@@ -236,7 +237,8 @@ class ChatTemplate:
     def from_metadata(cls, metadata: Mapping[str, Any], override: Optional[str] = None,
                       tokens: Optional[Sequence[str]] = None) -> "ChatTemplate":
         """The template for a GGUF: `override` (--chat-template: a name or Jinja source), else
-        the file's `tokenizer.chat_template`, else Mistral's format. BOS/EOS strings come from
+        the file's `tokenizer.chat_template`, else Mistral's format for a llama-architecture file
+        and llama.cpp's default, chatml, for the others. BOS/EOS strings come from
         `tokens` (default: the file's `tokenizer.ggml.tokens`) at the file's BOS/EOS ids."""
         if tokens is None:
             tokens = get_key(metadata, KEY_TOKENS) or ()
@@ -248,6 +250,8 @@ class ChatTemplate:
         source = get_key(metadata, KEY_CHAT_TEMPLATE)
         if isinstance(source, str) and source.strip():
             return cls(source, bos, eos, name="gguf")
+        if get_key(metadata, "general.architecture", "llama") != "llama":
+            return cls("chatml", bos, eos)
         return cls(MISTRAL_TEMPLATE, bos, eos, name="mistral")
 
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,

@@ -47,3 +47,21 @@ def test_real_model_matches_llama_cpp(engines, name: str, index: int) -> None:
     n = _comparable_steps(g["margins"], g["eog_index"])
     assert n >= 2, f"{p['text'][:30]!r}: llama.cpp's own run has a near-tie at step {n}"
     assert _greedy(model, p["tokens"], n) == g["tokens"][:n], f"{name} {p['text'][:30]!r}: greedy continuation differs"
+
+
+CHAT = json.loads((Path(__file__).parent / "fixtures/arch/real_chat.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("case", CHAT["cases"], ids=lambda c: f"{c['conversation']}-{c['add_generation_prompt']}")
+def test_gemma3_without_template_chats_as_llama_cpp(gemma3_path: Path, case: dict) -> None:
+    """Gemma 3 270M's file has no chat template: the prompt is the one llama.cpp makes for it (its
+    default, chatml), not the Mistral format a template-less llama-architecture file gets."""
+    from runtime.chat_template import ChatTemplate
+    from tools.make_chat_fixtures import CONVERSATIONS
+
+    with GGUFFile(gemma3_path) as f:
+        assert "tokenizer.chat_template" not in f.metadata and CHAT["file_template"] is None
+        tmpl = ChatTemplate.from_metadata(f.metadata)
+    assert tmpl.name == "chatml"
+    got = tmpl.render(CONVERSATIONS[case["conversation"]], add_generation_prompt=case["add_generation_prompt"])
+    assert got == case["expected"]

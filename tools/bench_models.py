@@ -7,6 +7,10 @@
   to Q4_0, Q4_K_M, Q5_K_M, Q6_K, Q8_0. SmolLM2's n_embd 576 is not a multiple of 256, so in the
   K ftypes llama.cpp falls back to legacy types for many tensors: `type_histogram` shows what
   each file really holds.
+- gemma3-Q4_K_M: Gemma 3 270M Q4_K_M (`gemma3`: 262k vocabulary, tied output, sliding-window
+  layers; n_embd 640 is not a multiple of 256, so it is mostly Q8_0 and Q5_0) and
+  qwen2.5-Q4_K_M: Qwen2.5-Coder-0.5B-Instruct (`qwen2`: q/k/v biases, 152k vocabulary; Q5_0,
+  Q8_0, Q6_K, Q4_K), both real, from the PyPI packages tests/real_models.py assembles.
 - moe-Q4_K_M: a Mixtral-shaped random-weight model (llama arch, 8 experts, 2 used, GQA 16/4,
   rope base 1e6) written in F16 by tools/random_gguf.py, then quantized by llama.cpp to Q4_K_M.
 - dense-Q4_K_M: the same shapes without experts, n_ff = 2 x the expert n_ff, so a token costs
@@ -79,7 +83,7 @@ SYNTHETIC = {
                           n_expert=8, n_expert_used=2),
 }
 SMALL = ("smollm2-Q4_1",) + tuple(f"smollm2-{q}" for q in SMOLLM2_REQUANT) + (
-    "moe-Q4_K_M", "dense-Q4_K_M", "dense-Q3_K_M", "dense-Q2_K")
+    "gemma3-Q4_K_M", "qwen2.5-Q4_K_M", "moe-Q4_K_M", "dense-Q4_K_M", "dense-Q3_K_M", "dense-Q2_K")
 REAL_WIDTH = tuple(f"{fam}-{q}" for fam in ("mistral", "mixtral") for q in SYNTHETIC[fam].ftypes)
 ALL = SMALL + REAL_WIDTH
 
@@ -101,6 +105,13 @@ def model_path(name: str) -> Path:
     """Where model `name` is (or will be, once made)."""
     if name == "smollm2-Q4_1":
         return smollm2_q4_1()
+    if name in ("gemma3-Q4_K_M", "qwen2.5-Q4_K_M"):  # real models, assembled from their packages
+        from tests import real_models
+        gemma = name.startswith("gemma3")
+        try:
+            return real_models.gemma3_path() if gemma else real_models.qwen25_coder_path()
+        except real_models.MissingModel:  # not installed: a path that does not exist (the bench skips it)
+            return real_models.CACHE / (real_models.GEMMA_NAME if gemma else real_models.QWEN_NAME)
     family, ftype = name.split("-", 1)
     if family == "smollm2":
         return OUT_DIR / f"SmolLM2-135M-Instruct.{ftype}.gguf"

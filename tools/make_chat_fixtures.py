@@ -88,24 +88,29 @@ def jinja_cases(templates: dict[str, str], tokens: dict[str, dict[str, str]]) ->
 
 def builtin_cases() -> list[dict]:
     """llama.cpp's hard-coded templates by name, via llama_chat_apply_template."""
-    import llama_cpp
-
     cases = []
     for name in BUILTIN_NAMES:
         for cname, messages in CONVERSATIONS.items():
             if cname in ("bad_order", "tool_role"):
                 continue
             for add_ass in (True, False):
-                chat = (llama_cpp.llama_chat_message * len(messages))()
-                for i, m in enumerate(messages):
-                    chat[i].role = m["role"].encode()
-                    chat[i].content = m["content"].encode()
-                buf = ctypes.create_string_buffer(1 << 16)
-                n = llama_cpp.llama_chat_apply_template(name.encode(), chat, len(messages), add_ass, buf, len(buf))
-                assert 0 <= n < len(buf), (name, cname, n)
                 cases.append({"name": name, "conversation": cname, "add_generation_prompt": add_ass,
-                              "expected": buf.raw[:n].decode("utf-8")})
+                              "expected": apply_template(name.encode(), messages, add_ass)})
     return cases
+
+
+def apply_template(tmpl: bytes | None, messages: list[dict], add_ass: bool) -> str:
+    """llama_chat_apply_template(tmpl, messages): a built-in's name, or None for llama.cpp's default."""
+    import llama_cpp
+
+    chat = (llama_cpp.llama_chat_message * len(messages))()
+    for i, m in enumerate(messages):
+        chat[i].role = m["role"].encode()
+        chat[i].content = m["content"].encode()
+    buf = ctypes.create_string_buffer(1 << 16)
+    n = llama_cpp.llama_chat_apply_template(tmpl, chat, len(messages), add_ass, buf, len(buf))
+    assert 0 <= n < len(buf), (tmpl, messages, n)
+    return buf.raw[:n].decode("utf-8")
 
 
 def main() -> None:
