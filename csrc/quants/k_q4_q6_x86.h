@@ -26,6 +26,7 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
+        K_PREFETCH_AHEAD(x, size);
         const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
         const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
         const __m128i sm = k4_scale_min_avx2(b->scales);
@@ -83,6 +84,7 @@ K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *
     __m256 acc[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
+        K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
         const float xd = lp_half_to_float_f16c(x[i].d);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);

@@ -62,11 +62,13 @@
 #else
 #define LP_DOTS512(t, max_4w) LP_DOTS(t)
 #endif
-// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot_4acts from one body, k_rows.h).
+// K-quants with AVX-512 bodies of their own (vec_dot, vec_dot_4acts and vec_dot_rows from one
+// body, k_rows.h).
 #if LP_X86
 #define LP_DOTS_K512(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                      [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }
+                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }, \
+                        .vec_dot_rows = { [LP_ISA_AVX2] = lp_vec_dot_rows_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_rows_##t##_avx512 }
 #else
 #define LP_DOTS_K512(t) LP_DOTS(t)
 #endif
