@@ -93,32 +93,27 @@ static void dot_chunk(void *vctx, int tile, int ith) {
     const int64_t act_bytes = c->xq ? c->xq_row_bytes : c->cols * (int64_t)sizeof(float);
     const int64_t r0 = (int64_t)tile * LP_TILE_ROWS;
     const int64_t r1 = r0 + LP_TILE_ROWS < c->rows ? r0 + LP_TILE_ROWS : c->rows;
-    int64_t j = 0;
-    if (c->dot_rows) {  // activation rows in groups of up to LP_ROWS_MAX, each weight block decoded once per group
-        for (; j < c->n; j += LP_ROWS_MAX) {
-            const int nr = c->n - j < LP_ROWS_MAX ? (int)(c->n - j) : LP_ROWS_MAX;
-            float *yj = c->y + j * c->rows;
-            const uint8_t *aj = act + j * act_bytes;
-            for (int64_t r = r0; r < r1; r++)
-                c->dot_rows((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes, nr);
-        }
-        return;
-    }
-    if (c->dot_4acts)  // activation rows four at a time: each weight block decoded once for four
-        for (; j + 4 <= c->n; j += 4) {
-            float *yj = c->y + j * c->rows;
-            const uint8_t *aj = act + j * act_bytes;
-            for (int64_t r = r0; r < r1; r++)
-                c->dot_4acts((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
-        }
-    for (; j < c->n; j++) {
+    for (int64_t j = 0; j < c->n;) {
+        const int64_t left = c->n - j;
         float *yj = c->y + j * c->rows;
         const uint8_t *aj = act + j * act_bytes;
-        int64_t r = r0;
-        if (c->dot_4weights)  // weight rows four at a time: each activation block read once for four
-            for (; r + 4 <= r1; r += 4)
-                c->dot_4weights((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, (size_t)c->w_row_bytes, aj);
-        for (; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+        if (c->dot_rows && left >= 2) {  // up to LP_ROWS_MAX activation rows per decoded weight row
+            const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
+            for (int64_t r = r0; r < r1; r++)
+                c->dot_rows((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes, nr);
+            j += nr;
+        } else if (c->dot_4acts && left >= 4) {  // four activation rows: each weight block decoded once for four
+            for (int64_t r = r0; r < r1; r++)
+                c->dot_4acts((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
+            j += 4;
+        } else {
+            int64_t r = r0;
+            if (c->dot_4weights)  // weight rows four at a time: each activation block read once for four
+                for (; r + 4 <= r1; r += 4)
+                    c->dot_4weights((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, (size_t)c->w_row_bytes, aj);
+            for (; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+            j += 1;
+        }
     }
 }
 
