@@ -137,7 +137,7 @@ typedef void (*lp_vec_dot_4acts_fn)(int n, float *restrict s, size_t bs, const v
                                     const void *restrict y, size_t by);
 // vec_dot_4acts for nr = 1..LP_ROWS_MAX activation rows (decoding several sequences, small
 // prompt groups): each result equals vec_dot's, bit for bit.
-#define LP_ROWS_MAX 4
+#define LP_ROWS_MAX 8
 typedef void (*lp_vec_dot_rows_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                    const void *restrict y, size_t by, int nr);
 // s[r] = dot(weight row r at x + r * bx, y), r = 0..3: four weight rows against one

@@ -10,6 +10,30 @@
 // arithmetic is the same whatever nr is, so vec_dot, vec_dot_4acts and vec_dot_rows
 // agree bit for bit.
 
+// Up to 8 rows at once (32 vector registers hold their accumulators).
+#define K8_FOR_ROWS(r) _Pragma("GCC unroll 8") for (int r = 0; r < nr; r++)
+#define K8_ROWS_DOTS(t)                                                                                       \
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y) {  \
+        t##_rows_avx512(n, s, 0, x, y, 0, 1);                                                                \
+    }                                                                                                        \
+    void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                       const void *restrict y, size_t by) {                                  \
+        t##_rows_avx512(n, s, bs, x, y, by, 4);                                                              \
+    }                                                                                                        \
+    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,           \
+                                      const void *restrict y, size_t by, int nr) {                           \
+        switch (nr) {                                                                                        \
+        case 1: t##_rows_avx512(n, s, bs, x, y, by, 1); break;                                               \
+        case 2: t##_rows_avx512(n, s, bs, x, y, by, 2); break;                                               \
+        case 3: t##_rows_avx512(n, s, bs, x, y, by, 3); break;                                               \
+        case 4: t##_rows_avx512(n, s, bs, x, y, by, 4); break;                                               \
+        case 5: t##_rows_avx512(n, s, bs, x, y, by, 5); break;                                               \
+        case 6: t##_rows_avx512(n, s, bs, x, y, by, 6); break;                                               \
+        case 7: t##_rows_avx512(n, s, bs, x, y, by, 7); break;                                               \
+        default: t##_rows_avx512(n, s, bs, x, y, by, 8); break;                                              \
+        }                                                                                                    \
+    }
+
 // int16 lanes 0..15 from element a, lanes 16..31 from element b, of a 32 x int16 vector
 static inline __m512i k_pair16_idx(int a, int b) {
     return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
@@ -38,9 +62,9 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i bit4 = _mm512_set1_epi8(0x10);
     const __m512i nib_shift = k_half_counts(0, 4);
-    __m512 acc[4];
-    __m256 accm[4];
-    K_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
+    __m512 acc[8];
+    __m256 accm[8];
+    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
@@ -60,7 +84,7 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
             }
             sc[k] = _mm512_permutexvar_epi16(k_pair16_idx(2 * k, 2 * k + 1), sc16);
         }
-        K_FOR_ROWS(r) {
+        K8_FOR_ROWS(r) {
             const block_q8_K *yr = K_ROW(vy, r, by, i);
             __m512i sumi = _mm512_setzero_si512();
             for (int k = 0; k < 4; k++) {
@@ -72,7 +96,7 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
             accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(yr->d)), _mm256_cvtepi32_ps(summ), accm[r]);
         }
     }
-    K_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
+    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
 }
 K_INLINE void q4_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
                                size_t by, const int nr) {
@@ -82,8 +106,8 @@ K_INLINE void q5_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
                                size_t by, const int nr) {
     k4_rows_avx512(n, s, bs, x, y, by, nr, 1);
 }
-K_ROWS_DOTS(q4_K, avx512)
-K_ROWS_DOTS(q5_K, avx512)
+K8_ROWS_DOTS(q4_K)
+K8_ROWS_DOTS(q5_K)
 
 // Q6_K: register 2h holds quants 128h..128h+63 (low nibbles of ql[64h..64h+63], high
 // bits 0-1 / 2-3 of qh[32h..32h+31]), register 2h+1 quants 128h+64..128h+127 (high
@@ -95,8 +119,8 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i m30 = _mm512_set1_epi8(0x30);
     const __m512i lo_counts = k_half_counts(4, 2), hi_counts = k_half_counts(0, 2);
-    __m512 acc[4];
-    K_FOR_ROWS(r) acc[r] = _mm512_setzero_ps();
+    __m512 acc[8];
+    K8_FOR_ROWS(r) acc[r] = _mm512_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
         K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
         const float xd = lp_half_to_float_f16c(x[i].d);
@@ -122,7 +146,7 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
                 1);
             sc[m] = _mm512_permutexvar_epi16(idx, sc512);
         }
-        K_FOR_ROWS(r) {
+        K8_FOR_ROWS(r) {
             const block_q8_K *yr = K_ROW(vy, r, by, i);
             // the -32 offset: 32 * sum of scale * (activation sum of its group), in lanes 0..7
             const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
@@ -135,6 +159,6 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
             acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xd * yr->d), _mm512_cvtepi32_ps(sumi), acc[r]);
         }
     }
-    K_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_setzero_ps());
+    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_setzero_ps());
 }
-K_ROWS_DOTS(q6_K, avx512)
+K8_ROWS_DOTS(q6_K)

@@ -1,7 +1,8 @@
 // k_rows.h — one kernel body for vec_dot and vec_dot_4acts of the K-quants (k_q4_q6.c, k_q2_q3.c).
 //
 // A body `<t>_rows_<isa>(n, s, bs, x, y, by, nr)` dots one weight row x with nr
-// activation rows (nr = 1: vec_dot, nr = 4: vec_dot_4acts, nr = 1..4: vec_dot_rows): row r's Q8_K blocks start at
+// activation rows (nr = 1: vec_dot, nr = 4: vec_dot_4acts, nr = 1..4: vec_dot_rows, which
+// takes more rows four at a time): row r's Q8_K blocks start at
 // y + r * by and its result goes to s[r * bs]. The weight decode (quants, high bits,
 // scales) is done once per block for all rows; each row's own arithmetic is the same
 // whatever nr is, so vec_dot_4acts gives vec_dot's results bit for bit.
@@ -24,6 +25,8 @@
     }                                                                                                       \
     void lp_vec_dot_rows_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,           \
                                      const void *restrict y, size_t by, int nr) {                           \
+        for (; nr > 4; nr -= 4, s += 4 * bs, y = (const uint8_t *)y + 4 * by)                               \
+            t##_rows_##isa(n, s, bs, x, y, by, 4);                                                          \
         switch (nr) {                                                                                       \
         case 1: t##_rows_##isa(n, s, bs, x, y, by, 1); break;                                               \
         case 2: t##_rows_##isa(n, s, bs, x, y, by, 2); break;                                               \

@@ -306,6 +306,8 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t
     }                                                                                                          \
     void lp_vec_dot_rows_##T##_avx512(int n, float *restrict s, size_t bs, const void *restrict vx,            \
                                       const void *restrict vy, size_t by, int nr) {                            \
+        for (; nr > 4; nr -= 4, s += 4 * bs, vy = (const uint8_t *)vy + 4 * by)                               \
+            lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 4);                                       \
         switch (nr) {                                                                                          \
         case 1: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 1); break;                            \
         case 2: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 2); break;                            \
