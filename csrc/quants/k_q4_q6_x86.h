@@ -1,11 +1,11 @@
-// k_q4_q6_x86.h — the x86 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), compiled
-// twice: for AVX2, and for AVX-512 (256-bit registers), where VPDPWSSD multiplies by
-// the scales and adds in one instruction (10% faster on Zen 4). The includer defines
-//   K_X86_ISA          avx2 or avx512 (the functions' suffix)
+// k_q4_q6_x86.h — the AVX2 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), 256-bit
+// registers (AVX-512 has bodies of its own in 512-bit registers: k_q4_q6_avx512.h). The
+// includer defines
+//   K_X86_ISA          avx2 (the functions' suffix)
 //   K_X86_DOT(acc, sc, p)  acc + pairwise sums of sc * p (int16 -> int32 lanes)
 //   K_X86_KEEP(v)      K_KEEP for those registers
-// and includes it between the ISA's BEGIN/END brackets. Integer sums are exact, so
-// both give the same results; each is checked against the reference by the tests.
+// and includes it between the ISA's BEGIN/END brackets. Each is checked against the
+// reference by the tests.
 #define K_X86_CAT2(f, isa) f##_##isa
 #define K_X86_CAT(f, isa) K_X86_CAT2(f, isa)
 #define K_X86(f) K_X86_CAT(f, K_X86_ISA)

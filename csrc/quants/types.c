@@ -4,8 +4,8 @@
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
 // includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
-// k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of vec_dot and
-// vec_dot_4acts), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
+// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
 // activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
 #include "simd.h"
 
