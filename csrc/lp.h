@@ -135,6 +135,11 @@ typedef void (*lp_vec_dot_fn)(int n, float *restrict s, const void *restrict x, 
 // four activation rows (prompt processing). Each result equals vec_dot's, bit for bit.
 typedef void (*lp_vec_dot_4acts_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                     const void *restrict y, size_t by);
+// vec_dot_4acts for nr = 1..LP_ROWS_MAX activation rows (decoding several sequences, small
+// prompt groups): each result equals vec_dot's, bit for bit.
+#define LP_ROWS_MAX 8
+typedef void (*lp_vec_dot_rows_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                                   const void *restrict y, size_t by, int nr);
 // s[r] = dot(weight row r at x + r * bx, y), r = 0..3: four weight rows against one
 // activation row (decoding), the activation read once. Each result equals vec_dot's, bit for bit.
 typedef void (*lp_vec_dot_4weights_fn)(int n, float *restrict s, const void *restrict x, size_t bx,
@@ -161,6 +166,7 @@ typedef struct {
     lp_vec_dot_fn vec_dot[LP_ISA_COUNT];        // NULL where not compiled for that ISA
     lp_vec_dot_4acts_fn vec_dot_4acts[LP_ISA_COUNT];        // NULL: matmul makes four vec_dot calls
     lp_vec_dot_4weights_fn vec_dot_4weights[LP_ISA_COUNT];  // NULL: a vec_dot call per weight row
+    lp_vec_dot_rows_fn vec_dot_rows[LP_ISA_COUNT];  // NULL: vec_dot_4acts, then vec_dot per row
     int64_t max_row_bytes_4weights;      // vec_dot_4weights only for rows up to this long
                                          // (where it measured faster)
     lp_to_s8_fn to_s8[LP_ISA_COUNT];     // [LP_ISA_REF] NULL: no batched product (float types);
@@ -195,7 +201,9 @@ const lp_type_traits *lp_traits(int type);
     }
 #define LP_DECLARE_DOT512(t) \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y);
+    void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y); \
+    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y, \
+                                      size_t by, int nr);
 #define LP_DECLARE_TO_S8(T, t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
@@ -214,7 +222,13 @@ LP_FOR_QUANT_TYPES(LP_DECLARE_TO_S8)
 #define LP_DECLARE_DOTS_ON(t, isa)                                                                          \
     void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y);  \
     void lp_vec_dot_4acts_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,          \
-                                      const void *restrict y, size_t by);
+                                      const void *restrict y, size_t by);                                  \
+    void lp_vec_dot_rows_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,           \
+                                     const void *restrict y, size_t by, int nr);
+LP_DECLARE_DOTS_ON(q2_K, avx2) LP_DECLARE_DOTS_ON(q3_K, avx2) LP_DECLARE_DOTS_ON(q4_K, avx2)
+LP_DECLARE_DOTS_ON(q5_K, avx2) LP_DECLARE_DOTS_ON(q6_K, avx2)
+LP_DECLARE_DOTS_ON(q2_K, neon) LP_DECLARE_DOTS_ON(q3_K, neon) LP_DECLARE_DOTS_ON(q4_K, neon)
+LP_DECLARE_DOTS_ON(q5_K, neon) LP_DECLARE_DOTS_ON(q6_K, neon)
 LP_DECLARE_DOTS_ON(q2_K, avx512) LP_DECLARE_DOTS_ON(q3_K, avx512)
 LP_DECLARE_DOTS_ON(q4_K, avx512) LP_DECLARE_DOTS_ON(q5_K, avx512) LP_DECLARE_DOTS_ON(q6_K, avx512)
 LP_DECLARE_DOTS_ON(q4_0, dotprod) LP_DECLARE_DOTS_ON(q4_1, dotprod) LP_DECLARE_DOTS_ON(q5_0, dotprod)

@@ -58,6 +58,7 @@ int lp_vec_dot(int type, int isa, int64_t n, const void *w, const void *act, flo
 
 typedef struct {
     lp_vec_dot_fn dot;
+    lp_vec_dot_rows_fn dot_rows;          // NULL: dot_4acts, then dot per activation row
     lp_vec_dot_4acts_fn dot_4acts;        // NULL: dot per activation row
     lp_vec_dot_4weights_fn dot_4weights;  // NULL: dot per weight row
     lp_from_float_fn quantize;
@@ -92,22 +93,27 @@ static void dot_chunk(void *vctx, int tile, int ith) {
     const int64_t act_bytes = c->xq ? c->xq_row_bytes : c->cols * (int64_t)sizeof(float);
     const int64_t r0 = (int64_t)tile * LP_TILE_ROWS;
     const int64_t r1 = r0 + LP_TILE_ROWS < c->rows ? r0 + LP_TILE_ROWS : c->rows;
-    int64_t j = 0;
-    if (c->dot_4acts)  // activation rows four at a time: each weight block decoded once for four
-        for (; j + 4 <= c->n; j += 4) {
-            float *yj = c->y + j * c->rows;
-            const uint8_t *aj = act + j * act_bytes;
-            for (int64_t r = r0; r < r1; r++)
-                c->dot_4acts((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
-        }
-    for (; j < c->n; j++) {
+    for (int64_t j = 0; j < c->n;) {
+        const int64_t left = c->n - j;
         float *yj = c->y + j * c->rows;
         const uint8_t *aj = act + j * act_bytes;
-        int64_t r = r0;
-        if (c->dot_4weights)  // weight rows four at a time: each activation block read once for four
-            for (; r + 4 <= r1; r += 4)
-                c->dot_4weights((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, (size_t)c->w_row_bytes, aj);
-        for (; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+        if (c->dot_rows && left >= 2) {  // up to LP_ROWS_MAX activation rows per decoded weight row
+            const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
+            for (int64_t r = r0; r < r1; r++)
+                c->dot_rows((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes, nr);
+            j += nr;
+        } else if (c->dot_4acts && left >= 4) {  // four activation rows: each weight block decoded once for four
+            for (int64_t r = r0; r < r1; r++)
+                c->dot_4acts((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes);
+            j += 4;
+        } else {
+            int64_t r = r0;
+            if (c->dot_4weights)  // weight rows four at a time: each activation block read once for four
+                for (; r + 4 <= r1; r += 4)
+                    c->dot_4weights((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, (size_t)c->w_row_bytes, aj);
+            for (; r < r1; r++) c->dot((int)c->cols, &yj[r], c->w + r * c->w_row_bytes, aj);
+            j += 1;
+        }
     }
 }
 
@@ -121,6 +127,8 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
     if ((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS > INT32_MAX) return LP_EBAD_SIZE;
     *c = (matmul_ctx){
         .dot = t->vec_dot[isa] ? t->vec_dot[isa] : t->vec_dot[LP_ISA_REF],
+        .dot_rows = t->vec_dot[isa] ? t->vec_dot_rows[isa] : NULL,
+
         .dot_4acts = t->vec_dot[isa] ? t->vec_dot_4acts[isa] : NULL,
         .dot_4weights = t->vec_dot[isa] && cols / t->blck_size * t->type_size <= t->max_row_bytes_4weights
                             ? t->vec_dot_4weights[isa] : NULL,

@@ -218,8 +218,8 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
 // int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
-// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h,
-// compiled for AVX2 and again for AVX-512 (VPDPWSSD for the scale step).
+// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h (AVX2)
+// and k_q4_q6_avx512.h (512-bit registers, VPDPWSSD for the scale step).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -251,13 +251,7 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
 LP_AVX2_END
 
 LP_AVX512_BEGIN
-#define K_X86_ISA avx512
-#define K_X86_DOT(acc, sc, p) _mm256_dpwssd_epi32(acc, p, sc)
-#define K_X86_KEEP(v) K_KEEP_V(v)
-#include "k_q4_q6_x86.h"
-#undef K_X86_ISA
-#undef K_X86_DOT
-#undef K_X86_KEEP
+#include "k_q4_q6_avx512.h"
 LP_AVX512_END
 #endif
 

@@ -1,11 +1,11 @@
-// k_q4_q6_x86.h — the x86 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), compiled
-// twice: for AVX2, and for AVX-512 (256-bit registers), where VPDPWSSD multiplies by
-// the scales and adds in one instruction (10% faster on Zen 4). The includer defines
-//   K_X86_ISA          avx2 or avx512 (the functions' suffix)
+// k_q4_q6_x86.h — the AVX2 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), 256-bit
+// registers (AVX-512 has bodies of its own in 512-bit registers: k_q4_q6_avx512.h). The
+// includer defines
+//   K_X86_ISA          avx2 (the functions' suffix)
 //   K_X86_DOT(acc, sc, p)  acc + pairwise sums of sc * p (int16 -> int32 lanes)
 //   K_X86_KEEP(v)      K_KEEP for those registers
-// and includes it between the ISA's BEGIN/END brackets. Integer sums are exact, so
-// both give the same results; each is checked against the reference by the tests.
+// and includes it between the ISA's BEGIN/END brackets. Each is checked against the
+// reference by the tests.
 #define K_X86_CAT2(f, isa) f##_##isa
 #define K_X86_CAT(f, isa) K_X86_CAT2(f, isa)
 #define K_X86(f) K_X86_CAT(f, K_X86_ISA)
@@ -26,6 +26,7 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
+        K_PREFETCH_AHEAD(x, size);
         const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
         const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
         const __m128i sm = k4_scale_min_avx2(b->scales);
@@ -83,6 +84,7 @@ K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *
     __m256 acc[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
+        K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
         const float xd = lp_half_to_float_f16c(x[i].d);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);

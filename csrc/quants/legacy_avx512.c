@@ -18,14 +18,13 @@
 //   cache, their m * s adds work per block) and, for Q8_0, slower streaming short
 //   rows (576 columns) from memory, which decoding does.
 //
-// Each kernel is written once for R weight rows against one activation row: R = 1
-// is vec_dot, R = 4 is vec_dot_4weights (decoding: the activation blocks, their scales
-// and the offset sums are loaded or computed once for four rows, and the four
-// results reduced together). Every row goes through the same operations in the
-// same order either way, so vec_dot_4weights gives vec_dot's results bit for bit.
-//
-// For AVX-512 these types have no vec_dot_4acts: matmul makes four vec_dot calls, so a
-// batch gives each row exactly what one row alone gives.
+// Each kernel is written once for R weight rows against one activation row, or one
+// weight row against A activation rows: R = A = 1 is vec_dot, R = 4 is vec_dot_4weights
+// (decoding one sequence: the activation blocks, their scales and the offset sums are
+// loaded or computed once for four rows, and the four results reduced together), A = 2..4
+// is vec_dot_rows (several sequences, small prompt groups: the weight quants decoded once).
+// Every row goes through the same operations in the same order either way, so both give
+// vec_dot's results bit for bit.
 #include "simd.h"
 
 #if LP_X86
@@ -82,90 +81,111 @@ LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
     return _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)a | (uint64_t)b << 32)));
 }
 
+// The bodies below dot R weight rows (at vx + r * bx) with one activation row, or one
+// weight row with A activation rows (at vy + a * by): R * A pairs, pair k in acc[k]. Each
+// pair goes through the same operations in the same order whatever R and A are; what is
+// shared (the activation blocks when R > 1, the weight quants when A > 1) is the same
+// expression in every pair, computed once after the pair loop is unrolled.
+#define LP_FOR_PAIRS(k) _Pragma("GCC unroll 4") for (int k = 0; k < R * A; k++)
+#define LP_PAIR_X(k) (vx + (A > 1 ? 0 : (size_t)(k) * bx))
+#define LP_PAIR_Y(k) ((const __typeof__(*vy) *)((const uint8_t *)vy + (A > 1 ? (size_t)(k) * by : 0)))
+
+// The pairs' sums: R weight rows to s[0..R-1] (lp_store_sums), A activation rows to s[a * bs],
+// each reduced as one row alone is.
+LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const float *add, const int R, const int A) {
+    if (A == 1) {
+        lp_store_sums(s, acc, add, R);
+        return;
+    }
+    for (int a = 0; a < A; a++) lp_store_sums(s + a * bs, acc + a, add + a, 1);
+}
+
 // Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
 #define LP_Q4_1_2(x, i, j) lp_nibbles64((x)[i].qs, (x)[j].qs)
 #define LP_Q5_1_2(x, i, j) _mm512_or_si512(lp_nibbles64((x)[i].qs, (x)[j].qs), lp_fifth_bits64((x)[i].qh, (x)[j].qh))
 
 // Q4_1 / Q5_1: sum over blocks of dx*dy * sum(q * qy) + m * s.
 #define LP_DOT512_MIN(T, QUANTS2)                                                                           \
-    LP_INLINE void lp_dot_rows_##T(int n, float *restrict s, const uint8_t *restrict vx, size_t bx,       \
-                                   const block_q8_1 *restrict y, const int R) {                          \
+    LP_INLINE void lp_dot_rows_##T(int n, float *restrict s, size_t bs, const uint8_t *restrict vx,       \
+                                   size_t bx, const block_q8_1 *restrict vy, size_t by, const int R,      \
+                                   const int A) {                                                          \
         const int nb = n / 32;                                                                             \
         __m512 acc[4];                                                                                     \
         __m128 mins4[4];                                                                                   \
-        for (int r = 0; r < R; r++) {                                                                      \
-            acc[r] = _mm512_setzero_ps();                                                                  \
-            mins4[r] = _mm_setzero_ps();                                                                   \
+        LP_FOR_PAIRS(k) {                                                                                  \
+            acc[k] = _mm512_setzero_ps();                                                                  \
+            mins4[k] = _mm_setzero_ps();                                                                   \
         }                                                                                                  \
         int i = 0;                                                                                         \
         for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                                        \
-            const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);                                              \
-            const __m128 ds = lp_dm2(&y[i].d, &y[i + 1].d);                                                \
-            for (int r = 0; r < R; r++) {                                                                  \
-                const block_##T *x = (const block_##T *)(vx + r * bx);                                     \
-                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i + 1), a);   \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                     \
+            LP_FOR_PAIRS(k) {                                                                              \
+                const block_##T *x = (const block_##T *)LP_PAIR_X(k);                                      \
+                const block_q8_1 *y = LP_PAIR_Y(k);                                                        \
+                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i + 1),        \
+                                                      lp_act64(y[i].qs, y[i + 1].qs));                     \
                 /* [d m] of two weight blocks times [d s] of two activation blocks: dx*dy, m*s, dx*dy, m*s */ \
-                const __m128 f = _mm_mul_ps(lp_dm2(&x[i].d, &x[i + 1].d), ds);                            \
+                const __m128 f = _mm_mul_ps(lp_dm2(&x[i].d, &x[i + 1].d), lp_dm2(&y[i].d, &y[i + 1].d));   \
                 const __m512 d = _mm512_permutexvar_ps(                                                    \
                     _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(f)); \
-                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r]);                               \
-                mins4[r] = _mm_add_ps(mins4[r], f);                                                        \
+                acc[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[k]);                               \
+                mins4[k] = _mm_add_ps(mins4[k], f);                                                        \
             }                                                                                              \
         }                                                                                                  \
         float mins[4];                                                                                     \
-        for (int r = 0; r < R; r++)                                                                        \
-            mins[r] = _mm_cvtss_f32(_mm_shuffle_ps(mins4[r], mins4[r], 1)) +                               \
-                      _mm_cvtss_f32(_mm_shuffle_ps(mins4[r], mins4[r], 3));                                \
+        LP_FOR_PAIRS(k)                                                                                    \
+            mins[k] = _mm_cvtss_f32(_mm_shuffle_ps(mins4[k], mins4[k], 1)) +                               \
+                      _mm_cvtss_f32(_mm_shuffle_ps(mins4[k], mins4[k], 3));                                \
         if (i < nb) {                                                                                      \
-            const __m512i a = lp_act32(y[i].qs);                                                           \
-            for (int r = 0; r < R; r++) {                                                                  \
-                const block_##T *x = (const block_##T *)(vx + r * bx);                                     \
+            LP_FOR_PAIRS(k) {                                                                              \
+                const block_##T *x = (const block_##T *)LP_PAIR_X(k);                                      \
+                const block_q8_1 *y = LP_PAIR_Y(k);                                                        \
                 const __m512i p = _mm512_maskz_mov_epi32(                                                  \
-                    0x00ff, _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i), a));             \
-                acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d)),           \
-                                         _mm512_cvtepi32_ps(p), acc[r]);                                   \
-                mins[r] += _cvtsh_ss(x[i].m) * _cvtsh_ss(y[i].s);                                          \
+                    0x00ff, _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i), lp_act32(y[i].qs))); \
+                acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d)),           \
+                                         _mm512_cvtepi32_ps(p), acc[k]);                                   \
+                mins[k] += _cvtsh_ss(x[i].m) * _cvtsh_ss(y[i].s);                                          \
             }                                                                                              \
         }                                                                                                  \
-        lp_store_sums(s, acc, mins, R);                                                                    \
+        lp_store_pairs(s, bs, acc, mins, R, A);                                                            \
     }
 
 LP_DOT512_MIN(q4_1, LP_Q4_1_2)
 LP_DOT512_MIN(q5_1, LP_Q5_1_2)
 
 // Q8_0: |qx| (at most 128, fits the unsigned side) times qy with qx's sign.
-LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, const uint8_t *restrict vx, size_t bx,
-                                const block_q8_0 *restrict y, const int R) {
+LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, size_t bs, const uint8_t *restrict vx, size_t bx,
+                                const block_q8_0 *restrict vy, size_t by, const int R, const int A) {
     const int nb = n / 32;
     __m512 acc[4];
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    LP_FOR_PAIRS(k) acc[k] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 1 < nb; i += 2) {
         lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), R);
-        const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);
-        const __m128 dy = lp_half2(y[i].d, y[i + 1].d);
-        for (int r = 0; r < R; r++) {
-            const block_q8_0 *x = (const block_q8_0 *)(vx + r * bx);
+        LP_FOR_PAIRS(k) {
+            const block_q8_0 *x = (const block_q8_0 *)LP_PAIR_X(k);
+            const block_q8_0 *y = LP_PAIR_Y(k);
+            const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);
             const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
             const __mmask64 neg = _mm512_movepi8_mask(q);
             const __m512i sa = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
             const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(q), sa);
-            const __m512 d = lp_spread2(_mm_mul_ps(lp_half2(x[i].d, x[i + 1].d), dy));
-            acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r]);
+            const __m512 d = lp_spread2(_mm_mul_ps(lp_half2(x[i].d, x[i + 1].d), lp_half2(y[i].d, y[i + 1].d)));
+            acc[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[k]);
         }
     }
     float tail[4] = { 0 };
     if (i < nb) {
-        const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        for (int r = 0; r < R; r++) {
-            const block_q8_0 *x = (const block_q8_0 *)(vx + r * bx);
+        LP_FOR_PAIRS(k) {
+            const block_q8_0 *x = (const block_q8_0 *)LP_PAIR_X(k);
+            const block_q8_0 *y = LP_PAIR_Y(k);
+            const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
             const __m256i q = _mm256_loadu_si256((const __m256i *)x[i].qs);
             const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(q), _mm256_sign_epi8(a, q));
-            tail[r] = _cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d) * (float)lp_hsum_i32x8(p);
+            tail[k] = _cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d) * (float)lp_hsum_i32x8(p);
         }
     }
-    lp_store_sums(s, acc, tail, R);
+    lp_store_pairs(s, bs, acc, tail, R, A);
 }
 
 // Four fp16 values, at p, p + stride, p + 2 stride and p + 3 stride, as floats in
@@ -208,75 +228,92 @@ LP_INLINE __m256i lp_block_quants(const int q5, const uint8_t *x) {
 // product is broadcast from that register with an in-lane shuffle. Two
 // accumulators per row (even and odd blocks) keep the adds from waiting on each
 // other.
-LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, const uint8_t *restrict vx, size_t bx,
-                                  const block_q8_0 *restrict y, const int R) {
+LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t sb, const uint8_t *restrict vx,
+                                  size_t bx, const block_q8_0 *restrict vy, size_t by, const int R, const int A) {
     const size_t bs = q5 ? sizeof(block_q5_0) : sizeof(block_q4_0);
     const __m256i off = q5 ? _mm256_set1_epi8(16) : _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8((char)0x80));
     const int nb = n / 32;
     __m256 acc[4][2];
-    for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-// block j of row r (at x) against activation quants a, integer sums starting at
+    LP_FOR_PAIRS(k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
+// block j of pair k (weights at x) against activation quants a, integer sums starting at
 // p0, times d (the block's dx * dy in every lane)
-#define LP_BLOCK(x, a, p0, d, r, j) \
-    acc[r][(j) & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(p0, lp_block_quants(q5, x), a)), acc[r][(j) & 1])
+#define LP_BLOCK(x, a, p0, d, k, j) \
+    acc[k][(j) & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(p0, lp_block_quants(q5, x), a)), acc[k][(j) & 1])
     int i = 0;
     for (; i + 4 <= nb; i += 4) {
         lp_prefetch_next(vx, bx, i * bs, 4 * bs, R);
-        __m256i a[4], p0[4];
-        for (int b = 0; b < 4; b++) {
-            a[b] = _mm256_loadu_si256((const __m256i *)y[i + b].qs);
-            p0[b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a[b]));
-        }
-        const __m256 dy = lp_halves4x2((const uint8_t *)&y[i].d, sizeof(block_q8_0));
-        for (int r = 0; r < R; r++) {
-            const uint8_t *x = vx + r * bx + i * bs;
+        LP_FOR_PAIRS(k) {
+            const block_q8_0 *y = LP_PAIR_Y(k);
+            __m256i a[4], p0[4];
+            for (int b = 0; b < 4; b++) {
+                a[b] = _mm256_loadu_si256((const __m256i *)y[i + b].qs);
+                p0[b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a[b]));
+            }
+            const __m256 dy = lp_halves4x2((const uint8_t *)&y[i].d, sizeof(block_q8_0));
+            const uint8_t *x = LP_PAIR_X(k) + i * bs;
             const __m256 d = _mm256_mul_ps(lp_halves4x2(x, bs), dy);  // d is the first field of both
-            LP_BLOCK(x, a[0], p0[0], _mm256_shuffle_ps(d, d, 0x00), r, 0);
-            LP_BLOCK(x + bs, a[1], p0[1], _mm256_shuffle_ps(d, d, 0x55), r, 1);
-            LP_BLOCK(x + 2 * bs, a[2], p0[2], _mm256_shuffle_ps(d, d, 0xaa), r, 2);
-            LP_BLOCK(x + 3 * bs, a[3], p0[3], _mm256_shuffle_ps(d, d, 0xff), r, 3);
+            LP_BLOCK(x, a[0], p0[0], _mm256_shuffle_ps(d, d, 0x00), k, 0);
+            LP_BLOCK(x + bs, a[1], p0[1], _mm256_shuffle_ps(d, d, 0x55), k, 1);
+            LP_BLOCK(x + 2 * bs, a[2], p0[2], _mm256_shuffle_ps(d, d, 0xaa), k, 2);
+            LP_BLOCK(x + 3 * bs, a[3], p0[3], _mm256_shuffle_ps(d, d, 0xff), k, 3);
         }
     }
     for (; i < nb; i++) {
         lp_prefetch_next(vx, bx, i * bs, bs, R);
-        const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        const __m256i p0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a));
-        for (int r = 0; r < R; r++) {
-            const uint8_t *x = vx + r * bx + i * bs;
+        LP_FOR_PAIRS(k) {
+            const block_q8_0 *y = LP_PAIR_Y(k);
+            const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
+            const __m256i p0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a));
+            const uint8_t *x = LP_PAIR_X(k) + i * bs;
             lp_half dx;
             memcpy(&dx, x, 2);
-            LP_BLOCK(x, a, p0, _mm256_set1_ps(_cvtsh_ss(dx) * _cvtsh_ss(y[i].d)), r, i);
+            LP_BLOCK(x, a, p0, _mm256_set1_ps(_cvtsh_ss(dx) * _cvtsh_ss(y[i].d)), k, i);
         }
     }
 #undef LP_BLOCK
-    // per row: the two accumulators added, then the high half (elements 16..31 of
+    // per pair: the two accumulators added, then the high half (elements 16..31 of
     // each block; times 16 for Q4_0) onto the low half, then the four lanes summed
     // as (0 + 2) + (1 + 3)
     __m128 v[4];
-    for (int r = 0; r < R; r++) {
-        const __m256 t = _mm256_add_ps(acc[r][0], acc[r][1]);
+    LP_FOR_PAIRS(k) {
+        const __m256 t = _mm256_add_ps(acc[k][0], acc[k][1]);
         const __m128 hi = _mm256_extractf128_ps(t, 1), lo = _mm256_castps256_ps128(t);
-        v[r] = q5 ? _mm_add_ps(lo, hi) : _mm_fmadd_ps(hi, _mm_set1_ps(1.0f / 16), lo);
+        v[k] = q5 ? _mm_add_ps(lo, hi) : _mm_fmadd_ps(hi, _mm_set1_ps(1.0f / 16), lo);
     }
-    if (R == 1) {
-        const __m128 h = _mm_add_ps(v[0], _mm_movehl_ps(v[0], v[0]));
-        s[0] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    if (R == 1) {  // one weight row: each activation row's sum alone
+        for (int a = 0; a < A; a++) {
+            const __m128 h = _mm_add_ps(v[a], _mm_movehl_ps(v[a], v[a]));
+            s[a * sb] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+        }
         return;
     }
     const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(v[0], v[1]), _mm_unpackhi_ps(v[0], v[1]));
     const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(v[2], v[3]), _mm_unpackhi_ps(v[2], v[3]));
     _mm_storeu_ps(s, _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01)));
 }
-#define lp_dot_rows_q4_0(n, s, vx, bx, y, R) lp_dot_rows_offset(0, n, s, vx, bx, y, R)
-#define lp_dot_rows_q5_0(n, s, vx, bx, y, R) lp_dot_rows_offset(1, n, s, vx, bx, y, R)
+#define lp_dot_rows_q4_0(...) lp_dot_rows_offset(0, __VA_ARGS__)
+#define lp_dot_rows_q5_0(...) lp_dot_rows_offset(1, __VA_ARGS__)
 
+// vec_dot (R = A = 1), vec_dot_4weights (R = 4), vec_dot_rows (A = nr: decoding several
+// sequences, small prompt groups)
 #define LP_DOT512_ENTRY(T, ACT)                                                                                \
     void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
-        lp_dot_rows_##T(n, s, vx, 0, (const ACT *)vy, 1);                                                      \
+        lp_dot_rows_##T(n, s, 0, vx, 0, (const ACT *)vy, 0, 1, 1);                                             \
     }                                                                                                          \
     void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,        \
                                           const void *restrict vy) {                                           \
-        lp_dot_rows_##T(n, s, vx, bx, (const ACT *)vy, 4);                                                     \
+        lp_dot_rows_##T(n, s, 0, vx, bx, (const ACT *)vy, 0, 4, 1);                                            \
+    }                                                                                                          \
+    void lp_vec_dot_rows_##T##_avx512(int n, float *restrict s, size_t bs, const void *restrict vx,            \
+                                      const void *restrict vy, size_t by, int nr) {                            \
+        for (; nr > 4; nr -= 4, s += 4 * bs, vy = (const uint8_t *)vy + 4 * by)                               \
+            lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 4);                                       \
+        switch (nr) {                                                                                          \
+        case 1: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 1); break;                            \
+        case 2: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 2); break;                            \
+        case 3: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 3); break;                            \
+        default: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 4); break;                           \
+        }                                                                                                      \
     }
 LP_DOT512_ENTRY(q4_0, block_q8_0)
 LP_DOT512_ENTRY(q5_0, block_q8_0)
@@ -287,5 +324,8 @@ LP_DOT512_ENTRY(q8_0, block_q8_0)
 #undef LP_DOT512_OFFSET
 #undef LP_DOT512_MIN
 #undef LP_DOT512_ENTRY
+#undef LP_FOR_PAIRS
+#undef LP_PAIR_X
+#undef LP_PAIR_Y
 LP_AVX512_END
 #endif

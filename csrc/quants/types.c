@@ -4,8 +4,8 @@
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
 // includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
-// k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of vec_dot and
-// vec_dot_4acts), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
+// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
 // activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
 #include "simd.h"
 
@@ -46,7 +46,8 @@
 #endif
 #define LP_S8_K_LOW(t, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, LP_S8_LOW(t) }, .s8_unit = QK_K, \
                                       .s8_min = min, .s8_min_unit = min_unit
-// Types with an AVX-512 vec_dot of their own: no vec_dot_4acts there (four vec_dot calls).
+// Types with an AVX-512 vec_dot of their own: vec_dot_rows there (several activation rows),
+// no vec_dot_4acts.
 // vec_dot_4weights reads four rows side by side, four streams the prefetchers serve worse
 // than one: it pays for short rows (per-row overhead, one region of memory) and, for
 // the offset types (Q4_0, Q5_0: the activations' offset sum shared), at any length.
@@ -58,15 +59,18 @@
 #define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
                       .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 },                                 \
-                      .vec_dot_4weights = { [LP_ISA_AVX512] = lp_vec_dot_4weights_##t##_avx512 }, .max_row_bytes_4weights = max_4w
+                      .vec_dot_4weights = { [LP_ISA_AVX512] = lp_vec_dot_4weights_##t##_avx512 }, .max_row_bytes_4weights = max_4w, \
+                      .vec_dot_rows = { [LP_ISA_AVX512] = lp_vec_dot_rows_##t##_avx512 }
 #else
 #define LP_DOTS512(t, max_4w) LP_DOTS(t)
 #endif
-// K-quants with AVX-512 bodies of their own (vec_dot and vec_dot_4acts from one body, k_rows.h).
+// K-quants with AVX-512 bodies of their own (vec_dot, vec_dot_4acts and vec_dot_rows from one
+// body, k_rows.h).
 #if LP_X86
 #define LP_DOTS_K512(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                      [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }
+                        .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_4acts_##t##_avx512 }, \
+                        .vec_dot_rows = { [LP_ISA_AVX2] = lp_vec_dot_rows_##t##_avx2, [LP_ISA_AVX512] = lp_vec_dot_rows_##t##_avx512 }
 #else
 #define LP_DOTS_K512(t) LP_DOTS(t)
 #endif

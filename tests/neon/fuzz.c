@@ -172,7 +172,7 @@ static void check_weight_quantizer(int t, int isa, int pattern) {
 }
 
 // ---------------------------------------------------------------------------
-// Dot products: vec_dot, vec_dot_4acts and vec_dot_4weights on weights and activations of the
+// Dot products: vec_dot, vec_dot_4acts, vec_dot_rows and vec_dot_4weights on weights and activations of the
 // pattern. Non-finite activations give a NaN (quantized) or non-finite (float) dot;
 // the batched kernels give vec_dot's result, bit for bit (any NaN for a NaN).
 
@@ -211,6 +211,16 @@ static void check_dots(int t, int isa, int n, int pattern) {
             for (int j = 0; j < 4; j++) ok &= same_float(four[2 * j], one[r][j]);
         }
         check(ok, "vec_dot_4acts == vec_dot", isa_name(isa), tr->name, pattern);
+    }
+    if (tr->vec_dot_rows[isa]) {  // 1..4 activation rows (the buffers hold exactly four)
+        ok = 1;
+        for (int nr = 1; nr <= 4; nr++)
+            for (int r = 0; r < 4; r++) {
+                float rows[8];
+                tr->vec_dot_rows[isa](n, rows, 2, w + r * wbytes, act, abytes, nr);
+                for (int j = 0; j < nr; j++) ok &= same_float(rows[2 * j], one[r][j]);
+            }
+        check(ok, "vec_dot_rows == vec_dot", isa_name(isa), tr->name, pattern);
     }
     if (tr->vec_dot_4weights[isa]) {
         ok = 1;

@@ -1,0 +1,164 @@
+// k_q4_q6_avx512.h — the AVX-512 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c includes
+// it between the AVX-512 brackets), in 512-bit registers: 64 quants per instruction.
+//
+// Decoding one token is compute-bound on these types (a core decodes Q4_K at about the
+// rate it reads memory), so several activation rows (k_rows.h's nr: decoding several
+// sequences, small prompt groups) cost what their per-row work costs. The bodies keep
+// that work small: per row and 64 quants a maddubs and a VPDPWSSD (the scales applied in
+// the same instruction), per row and block a few float operations; the weight decode
+// (nibbles, high bits, scales) is done once per block for all rows. Each row's
+// arithmetic is the same whatever nr is, so vec_dot, vec_dot_4acts and vec_dot_rows
+// agree bit for bit.
+
+// Up to 8 rows at once (32 vector registers hold their accumulators).
+#define K8_FOR_ROWS(r) _Pragma("GCC unroll 8") for (int r = 0; r < nr; r++)
+#define K8_ROWS_DOTS(t)                                                                                       \
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y) {  \
+        t##_rows_avx512(n, s, 0, x, y, 0, 1);                                                                \
+    }                                                                                                        \
+    void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,          \
+                                       const void *restrict y, size_t by) {                                  \
+        t##_rows_avx512(n, s, bs, x, y, by, 4);                                                              \
+    }                                                                                                        \
+    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,           \
+                                      const void *restrict y, size_t by, int nr) {                           \
+        switch (nr) {                                                                                        \
+        case 1: t##_rows_avx512(n, s, bs, x, y, by, 1); break;                                               \
+        case 2: t##_rows_avx512(n, s, bs, x, y, by, 2); break;                                               \
+        case 3: t##_rows_avx512(n, s, bs, x, y, by, 3); break;                                               \
+        case 4: t##_rows_avx512(n, s, bs, x, y, by, 4); break;                                               \
+        case 5: t##_rows_avx512(n, s, bs, x, y, by, 5); break;                                               \
+        case 6: t##_rows_avx512(n, s, bs, x, y, by, 6); break;                                               \
+        case 7: t##_rows_avx512(n, s, bs, x, y, by, 7); break;                                               \
+        default: t##_rows_avx512(n, s, bs, x, y, by, 8); break;                                              \
+        }                                                                                                    \
+    }
+
+// int16 lanes 0..15 from element a, lanes 16..31 from element b, of a 32 x int16 vector
+static inline __m512i k_pair16_idx(int a, int b) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
+}
+// shift counts per 256-bit half: a in the low half, b in the high one
+static inline __m512i k_half_counts(int a, int b) {
+    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
+}
+// The 32 bytes at p in both 256-bit halves
+static inline __m512i k_bcast32(const uint8_t *p) {
+    return _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+}
+static inline float k_hsum_f32x16(__m512 v, __m256 extra) {
+    return lp_hsum_f32x8(_mm256_add_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)), extra));
+}
+
+// Q4_K (q5 = 0) or Q5_K (q5 = 1). Register k (k = 0..3) holds sub-blocks 2k (low
+// nibbles of qs[32k..32k+31]) and 2k+1 (their high nibbles): quants 64k..64k+63 in order,
+// against the activations as they lie. Per block and row:
+// d * yd * sum(scale * quant dot) in 16 lanes, and dmin * yd * sum(min * bsum) in 8.
+K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr, const int q5) {
+    const uint8_t *x = vx;
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i bit4 = _mm512_set1_epi8(0x10);
+    const __m512i nib_shift = k_half_counts(0, 4);
+    __m512 acc[8];
+    __m256 accm[8];
+    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
+    for (int i = 0; i < n / QK_K; i++, x += size) {
+        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
+        K_PREFETCH_AHEAD(x, size);
+        const __m512 d = _mm512_set1_ps(lp_half_to_float_f16c(b->d));
+        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
+        const __m128i sm = k4_scale_min_avx2(b->scales);
+        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(sm));  // lanes 0..7 scales
+        // the 8 mins as int16, each twice (against the 16 bsums)
+        const __m256i mins = _mm256_cvtepu8_epi16(
+            _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+        __m512i q[4], sc[4];
+        for (int k = 0; k < 4; k++) {
+            q[k] = _mm512_and_si512(_mm512_srlv_epi16(k_bcast32(x + qs_off + 32 * k), nib_shift), m4);
+            if (q5) {  // qh byte l: bit j is the fifth bit of quant l of sub-block j
+                const __m512i hb = _mm512_srlv_epi16(k_bcast32(x + offsetof(block_q5_K, qh)), k_half_counts(2 * k, 2 * k + 1));
+                q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_slli_epi16(hb, 4), bit4));
+            }
+            sc[k] = _mm512_permutexvar_epi16(k_pair16_idx(2 * k, 2 * k + 1), sc16);
+        }
+        K8_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            __m512i sumi = _mm512_setzero_si512();
+            for (int k = 0; k < 4; k++) {
+                const __m512i p = _mm512_maddubs_epi16(q[k], _mm512_loadu_si512((const void *)(yr->qs + 64 * k)));
+                sumi = _mm512_dpwssd_epi32(sumi, p, sc[k]);
+            }
+            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(yr->d)), _mm512_cvtepi32_ps(sumi), acc[r]);
+            accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(yr->d)), _mm256_cvtepi32_ps(summ), accm[r]);
+        }
+    }
+    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
+}
+K_INLINE void q4_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                               size_t by, const int nr) {
+    k4_rows_avx512(n, s, bs, x, y, by, nr, 0);
+}
+K_INLINE void q5_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                               size_t by, const int nr) {
+    k4_rows_avx512(n, s, bs, x, y, by, nr, 1);
+}
+K8_ROWS_DOTS(q4_K)
+K8_ROWS_DOTS(q5_K)
+
+// Q6_K: register 2h holds quants 128h..128h+63 (low nibbles of ql[64h..64h+63], high
+// bits 0-1 / 2-3 of qh[32h..32h+31]), register 2h+1 quants 128h+64..128h+127 (high
+// nibbles, qh bits 4-5 / 6-7). Quants unsigned 0..63; the -32 offset per row as
+// 32 * sum(scale * bsum), subtracted in the integer sum.
+K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                               size_t by, const int nr) {
+    const block_q6_K *restrict x = vx;
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    const __m512i lo_counts = k_half_counts(4, 2), hi_counts = k_half_counts(0, 2);
+    __m512 acc[8];
+    K8_FOR_ROWS(r) acc[r] = _mm512_setzero_ps();
+    for (int i = 0; i < n / QK_K; i++) {
+        K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
+        const float xd = lp_half_to_float_f16c(x[i].d);
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // group g's scale in lane g
+        const __m512i sc512 = _mm512_castsi256_si512(sc16);
+        __m512i q[4], sc[4];
+        for (int h = 0; h < 2; h++) {
+            const __m512i l = _mm512_loadu_si512((const void *)(x[i].ql + 64 * h));
+            const __m512i hh = k_bcast32(x[i].qh + 32 * h);
+            // bits 0-1 (low half) and 2-3 (high half) of hh to bits 4-5; then bits 4-5 and 6-7
+            q[2 * h] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi16(hh, lo_counts), m30));
+            q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                           _mm512_and_si512(_mm512_srlv_epi16(hh, hi_counts), m30));
+        }
+        for (int m = 0; m < 4; m++) {  // quants 64m..64m+63: groups 4m..4m+3, 8 int16 lanes each
+            const __m512i idx = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_setr_epi16(4 * m, 4 * m, 4 * m, 4 * m, 4 * m, 4 * m, 4 * m, 4 * m, 4 * m + 1,
+                                                         4 * m + 1, 4 * m + 1, 4 * m + 1, 4 * m + 1, 4 * m + 1, 4 * m + 1,
+                                                         4 * m + 1)),
+                _mm256_setr_epi16(4 * m + 2, 4 * m + 2, 4 * m + 2, 4 * m + 2, 4 * m + 2, 4 * m + 2, 4 * m + 2, 4 * m + 2,
+                                  4 * m + 3, 4 * m + 3, 4 * m + 3, 4 * m + 3, 4 * m + 3, 4 * m + 3, 4 * m + 3, 4 * m + 3),
+                1);
+            sc[m] = _mm512_permutexvar_epi16(idx, sc512);
+        }
+        K8_FOR_ROWS(r) {
+            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            // the -32 offset: 32 * sum of scale * (activation sum of its group), in lanes 0..7
+            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
+            __m512i sumi = _mm512_setzero_si512();
+            for (int m = 0; m < 4; m++) {
+                const __m512i p = _mm512_maddubs_epi16(q[m], _mm512_loadu_si512((const void *)(yr->qs + 64 * m)));
+                sumi = _mm512_dpwssd_epi32(sumi, p, sc[m]);
+            }
+            sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));  // (after the chain: no wait on bsums)
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xd * yr->d), _mm512_cvtepi32_ps(sumi), acc[r]);
+        }
+    }
+    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_setzero_ps());
+}
+K8_ROWS_DOTS(q6_K)

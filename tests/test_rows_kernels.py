@@ -1,0 +1,89 @@
+"""Several activation rows per decoded weight row (vec_dot_rows, vec_dot_4acts): each row's
+result is bit for bit the one-row dot's, whatever the other rows are.
+
+Decoding several sequences (and prompt groups under 16 rows) puts 2..8 activation rows
+through one product; a sequence's logits must not depend on its neighbours, so the kernels
+that decode a weight block once for several rows must give every row exactly vec_dot's
+bits. Checked for every weight type on every instruction set this CPU runs, for 1..8 rows
+(groups of up to four and the remainder), short and long rows (a Mistral-width 14336), and
+with NaN and inf among the activations. The values themselves are checked against float64
+in test_kernels.py (test_matmul_against_float64 runs 7 rows: a group of 4 and one of 3).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime import kernels, quant_types
+
+WEIGHT_TYPES = list(quant_types.WEIGHT_TYPES)
+ISAS = kernels.available_isas()
+
+
+def _tensor(qtype: int, rows: int, cols: int, rng: np.random.Generator) -> kernels.RawTensor:
+    """Random blocks with finite fp16 scale fields (random bytes elsewhere)."""
+    info = kernels.type_info(qtype)
+    if info.block_size == 1:
+        vals = (rng.standard_normal(rows * cols) * 0.05).astype(np.float32)
+        raw = vals.astype(np.float16).view(np.uint8) if qtype == kernels.WEIGHT_TYPES["F16"] else \
+            (vals.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8) if qtype == kernels.WEIGHT_TYPES["BF16"] \
+            else vals.view(np.uint8)
+        return kernels.RawTensor(qtype, (rows, cols), raw)
+    blocks = rng.integers(0, 256, (rows * cols // info.block_size, info.type_size), dtype=np.uint8)
+    for off in kernels.half_fields(qtype):
+        blocks[:, off:off + 2] = rng.uniform(-0.05, 0.05, (len(blocks), 1)).astype(np.float16).view(np.uint8)
+    return kernels.RawTensor(qtype, (rows, cols), blocks.reshape(-1))
+
+
+def _alone(t: kernels.RawTensor, x: np.ndarray) -> np.ndarray:
+    return np.stack([kernels.matmul(t, row, n_threads=1) for row in x])
+
+
+def _each_isa(fn) -> None:
+    for isa in ISAS:
+        kernels.set_isa(isa)
+        try:
+            fn(isa)
+        finally:
+            kernels.set_isa(kernels.best_isa())
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+def test_rows_together_equal_rows_alone(name: str) -> None:
+    qtype = kernels.WEIGHT_TYPES[name]
+    bs = kernels.type_info(qtype).block_size
+    rng = np.random.default_rng(qtype)
+    # short rows, and a Mistral-width feed-forward row (the long-row case)
+    shapes = [(19, 3 * 256 if bs == 256 else 13 * 32), (5, 14336)]
+    for rows, cols in shapes:
+        t = _tensor(qtype, rows, cols, rng)
+        x = (rng.standard_normal((8, cols)) * rng.uniform(0.1, 10, (8, 1))).astype(np.float32)
+
+        def check(isa: str) -> None:
+            alone = _alone(t, x)
+            for n in range(1, 9):
+                got = kernels.matmul(t, x[:n], n_threads=2)
+                np.testing.assert_array_equal(got, alone[:n], err_msg=f"{name} {isa} {rows}x{cols} n={n}")
+        _each_isa(check)
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+def test_rows_with_nonfinite_neighbours(name: str) -> None:
+    """A row of NaN, one with an inf, one of huge values next to finite rows: no crash, and
+    every row (the finite ones untouched by their neighbours) as it comes out alone."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    bs = kernels.type_info(qtype).block_size
+    cols = 2 * 256 if bs == 256 else 8 * 32
+    rng = np.random.default_rng(100 + qtype)
+    t = _tensor(qtype, 7, cols, rng)
+    x = rng.standard_normal((6, cols)).astype(np.float32)
+    x[1, :] = np.nan
+    x[3, 5] = np.inf
+    x[4, :] = 3e38
+
+    def check(isa: str) -> None:
+        alone = _alone(t, x)
+        got = kernels.matmul(t, x, n_threads=1)
+        np.testing.assert_array_equal(got, alone, err_msg=f"{name} {isa}")
+        assert np.isfinite(got[[0, 2, 5]]).all(), f"{name} {isa}: a finite row took its neighbour's NaN"
+    _each_isa(check)
