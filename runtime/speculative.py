@@ -1,0 +1,235 @@
+"""Speculative decoding with no second model: prompt lookup (n-gram drafts), verified in one pass.
+
+One stream's generation reads every weight once per token; a forward call over a few rows of
+the same sequence reads them once for all of those rows. So, each step, guess the tokens that
+follow from the text itself, feed [the chosen token, draft 1 .. draft k] as k + 1 rows of one
+forward call, and keep the drafts the model agrees with: up to k + 1 tokens for one weight read.
+
+Drafting (`NgramIndex`): the longest recent suffix of the history (prompt + generated, n-grams
+of `ngram_max` down to `ngram_min` tokens) that occurred before; the tokens that followed its
+latest earlier occurrence are the draft (as llama.cpp's prompt-lookup / n-gram drafting does).
+Text that repeats or edits its prompt (rewriting a document, code edits, quoting) drafts well;
+free text rarely finds a match, and then nothing is drafted and nothing is lost.
+
+Verifying (`take_rows`): row i of the call gives the logits after [token, d1 .. di]. The
+request's own `Decoding` chooses from row 0 exactly as it would without drafts (processors
+on the history so far, the constraint's mask, the sampler); row i + 1 is used only if the token
+chosen from row i is d(i+1). So every token comes from the logits of the same history through
+the same chain, one `choose` and one `accept` each, in order: penalties, grammar constraints,
+stop strings, end-of-generation tokens and max_tokens act per position as they always do.
+At temperature 0 the output is the one of decoding token by token, provided the rows' logits
+are too: the forward pass computes every generated row of a sequence as if it were the
+sequence's only row (lp_batch in csrc/api.h), so they are bit for bit.
+
+When sampling, drawing x from p and keeping the draft d when x == d *is* the standard
+accept/reject rule for a deterministic draft (draft probability 1 for d): d is kept with
+probability p(d), and on rejection x is distributed as p without d, renormalised. The output
+is distributed exactly as without speculation; with a fixed seed it is even the same text,
+since the sampler draws once per token either way.
+
+When it pays (`DraftPolicy`): a draft of k tokens costs k more rows in the call; its i-th
+token is worth having when the estimated chance that the first i are all accepted, a^i (a:
+the recent per-token acceptance rate), exceeds the measured cost of one more row relative to a
+one-row call (`CostModel`). k is the largest such count (up to draft_max; below draft_min:
+no draft). A run of rejections brings a down and drafting stops; while it is stopped the
+evidence decays, so a later repetitive stretch is tried again.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from runtime.decoding import Chunk, Decoding
+
+
+@dataclass(frozen=True)
+class SpecParams:
+    """Speculative decoding settings (CLI: --draft-max, --draft-min)."""
+    draft_max: int = 8        # most draft tokens per step (0: no speculation); at most MAX_DRAFT
+    draft_min: int = 0        # a draft shorter than this is not verified
+    ngram_min: int = 2        # the shortest suffix looked up in the history
+    ngram_max: int = 4        # the longest
+    row_cost: float = 0.15    # one more row's cost relative to a one-row call, until measured
+
+    @property
+    def enabled(self) -> bool:
+        return self.draft_max > 0
+
+
+MAX_DRAFT = 15  # LP_GEN_ROWS - 1: a call holds a token and at most 15 drafts of one sequence
+
+
+# ---------------------------------------------------------------------------------------------
+# Drafting
+
+class NgramIndex:
+    """Where each n-gram of a growing token list last occurred with a token after it.
+
+    `update(tokens)` takes the list again after it grew (a list that is not an extension of
+    the one indexed is indexed from scratch); `draft(tokens, k)` proposes up to k tokens."""
+
+    def __init__(self, ngram_min: int = 2, ngram_max: int = 4) -> None:
+        if not 1 <= ngram_min <= ngram_max:
+            raise ValueError(f"n-gram sizes {ngram_min}..{ngram_max} are not a range")
+        self.sizes = range(ngram_max, ngram_min - 1, -1)  # the longest first
+        self._at: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in self.sizes}
+        self._seen: list[int] = []  # the indexed tokens (a copy, to notice a different list)
+
+    def update(self, tokens: Sequence[int]) -> None:
+        seen = self._seen
+        if len(tokens) < len(seen) or (seen and tokens[len(seen) - 1] != seen[-1]):
+            for table in self._at.values():
+                table.clear()
+            seen.clear()
+        start = len(seen)
+        seen.extend(tokens[start:])
+        # the n-gram ending before index `end` is followed by tokens[end]: end < len(tokens)
+        for end in range(max(start, 1), len(seen)):
+            for n, table in self._at.items():
+                if end >= n:
+                    table[tuple(seen[end - n:end])] = end
+
+    def draft(self, tokens: Sequence[int], k: int) -> list[int]:
+        """Up to k tokens that followed the latest earlier occurrence of the longest suffix of
+        tokens found (n-grams of ngram_max down to ngram_min); [] when none occurred."""
+        if k <= 0:
+            return []
+        self.update(tokens)
+        for n in self.sizes:
+            if len(tokens) < n:
+                continue
+            at = self._at[n].get(tuple(tokens[-n:]))
+            if at is not None:
+                return [int(t) for t in self._seen[at:at + k]]
+        return []
+
+
+# ---------------------------------------------------------------------------------------------
+# When drafting pays
+
+class CostModel:
+    """The cost of one more row in a call relative to a one-row call, from calls timed on this
+    model (moving averages of one-row calls and of the extra time per row of longer ones)."""
+
+    def __init__(self, row_cost: float = 0.15) -> None:
+        self.prior = row_cost
+        self.single: Optional[float] = None  # seconds of a one-row call
+        self.per_row: Optional[float] = None  # extra seconds per further row
+
+    def record(self, rows: int, seconds: float) -> None:
+        if rows == 1:
+            self.single = seconds if self.single is None else 0.9 * self.single + 0.1 * seconds
+        elif self.single is not None:
+            extra = max(0.0, seconds - self.single) / (rows - 1)
+            self.per_row = extra if self.per_row is None else 0.8 * self.per_row + 0.2 * extra
+
+    @property
+    def row_cost(self) -> float:
+        if self.single is None or self.per_row is None or self.single <= 0:
+            return self.prior
+        return min(1.0, max(0.01, self.per_row / self.single))
+
+
+class DraftPolicy:
+    """How many tokens to draft: the largest k with a^k >= row cost (a: the recent per-token
+    acceptance rate, a decaying count of accepted over tried drafts with a prior of one half)."""
+
+    def __init__(self, params: SpecParams, cost: CostModel) -> None:
+        self.params, self.cost = params, cost
+        self._accepted = 0.0   # decaying counts
+        self._tried = 0.0
+
+    @property
+    def rate(self) -> float:
+        return (self._accepted + 0.5) / (self._tried + 1.0)
+
+    def size(self, room: int) -> int:
+        """Draft tokens worth verifying now, at most `room` (0: none)."""
+        most = min(self.params.draft_max, MAX_DRAFT, room)
+        if most <= 0:
+            return 0
+        a, c = self.rate, self.cost.row_cost
+        k = most if a >= 1.0 else int(math.floor(math.log(c) / math.log(a))) if a > 0 else 0
+        return min(k, most)
+
+    def record(self, drafted: int, accepted: int) -> None:
+        """A verified draft: `accepted` of its `drafted` tokens were kept."""
+        self._accepted = 0.8 * self._accepted + accepted
+        self._tried = 0.8 * self._tried + accepted + (accepted < drafted)
+
+    def skipped(self) -> None:
+        """A draft was found but not tried: the evidence against drafting fades."""
+        self._accepted *= 0.95
+        self._tried *= 0.95
+
+
+class Speculator:
+    """One request's drafting: its n-gram index over the history and its policy."""
+
+    def __init__(self, params: SpecParams, cost: CostModel) -> None:
+        self.params = params
+        self.index = NgramIndex(params.ngram_min, params.ngram_max)
+        self.policy = DraftPolicy(params, cost)
+
+    def draft(self, state: Decoding, room: int) -> list[int]:
+        """Draft tokens to follow state's history (its last token is the one about to run), at
+        most `room` (the rows and positions left) and one less than the tokens still allowed."""
+        left = state.stopper.max_tokens - state.stopper.n_tokens if state.stopper.max_tokens >= 0 else room + 1
+        room = min(room, left - 1)
+        if room <= 0 or state.done:
+            return []
+        k = self.policy.size(room)
+        if k <= 0:
+            if self.index.draft(state.history, 1):
+                self.policy.skipped()
+            return []
+        drafts = self.index.draft(state.history, k)
+        if len(drafts) < max(1, self.params.draft_min):
+            return []
+        return drafts
+
+    def record(self, state: Decoding, drafted: int, kept: int) -> None:
+        if drafted:
+            self.policy.record(drafted, kept - 1)
+            stats = state.stats
+            stats.draft_tokens += drafted
+            stats.draft_accepted += kept - 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying
+
+def take_rows(state: Decoding, drafts: Sequence[int], logits: np.ndarray, n_past: int,
+              check: Callable[[np.ndarray, int], None] = lambda row, pos: None
+              ) -> tuple[list[Chunk], int, Optional[int]]:
+    """Chooses and accepts tokens from the rows of a verification call: logits (len(drafts) + 1,
+    n_vocab), row i after [token, d1 .. di] with the token at position n_past. Row i + 1 is used
+    only when the token chosen from row i is d(i+1).
+
+    Returns the chunks of the accepted tokens, how many of the fed rows the cache keeps (the
+    token and the drafts that were chosen), and the token that runs next (None: generation ended).
+    `check(row, position)` vets each row before it is used (non-finite logits)."""
+    chunks: list[Chunk] = []
+    for i in range(len(drafts) + 1):
+        check(logits[i], n_past + i)
+        tok = state.choose(logits[i])
+        if tok is None:
+            return chunks, i + 1, None
+        chunks.append(state.accept(tok, n_past + 1 + i))
+        if state.done:
+            return chunks, i + 1, None
+        if i == len(drafts) or tok != drafts[i]:
+            return chunks, i + 1, tok
+    raise AssertionError("unreachable")
+
+
+def stats_line(stats) -> str:  # noqa: ANN001 - a decoding.Stats
+    """' | draft tokens accepted n/m (p%)' for a timings line, '' when nothing was drafted."""
+    if not getattr(stats, "draft_tokens", 0):
+        return ""
+    return (f" | draft tokens accepted {stats.draft_accepted}/{stats.draft_tokens} "
+            f"({100.0 * stats.draft_accepted / stats.draft_tokens:.0f}%)")
