@@ -156,11 +156,9 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
 
 def _summary(last, max_tokens: int, n_ctx: int, stopped: bool) -> str:
     """The line after a reply: its speed and, unless the model ended it, why it ended."""
-    from runtime.speculative import stats_line
-
     s = last.stats
     line = f"[{s.generated_tokens} tokens, {s.generation_tps:.1f} tok/s | prompt {s.prompt_tokens} tokens, " \
-           f"{s.prompt_tps:.1f} tok/s{stats_line(s)}]"
+           f"{s.prompt_tps:.1f} tok/s]"
     if stopped:
         return f"{line} (stopped)"
     if last.finish_reason == "length":

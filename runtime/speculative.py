@@ -27,16 +27,15 @@ probability p(d), and on rejection x is distributed as p without d, renormalised
 is distributed exactly as without speculation; with a fixed seed it is even the same text,
 since the sampler draws once per token either way.
 
-When it pays (`DraftPolicy`): a draft of k tokens costs k more rows in the call; its i-th
-token is worth having when the estimated chance that the first i are all accepted, a^i (a:
-the recent per-token acceptance rate), exceeds the measured cost of one more row relative to a
-one-row call (`CostModel`). k is the largest such count (up to draft_max; below draft_min:
-no draft). A run of rejections brings a down and drafting stops; while it is stopped the
-evidence decays, so a later repetitive stretch is tried again.
+When it pays (`DraftPolicy`): a draft of k tokens costs k more rows in the call, each c of a
+one-row call (`CostModel`: measured on this model as it runs), and brings 1 + a + ... + a^k
+tokens on average (a: the recent per-token acceptance rate). k is the count that makes the most
+tokens per unit of time (0 when none beats a lone row; up to draft_max; a draft shorter than
+draft_min is not verified). A run of rejections brings a down and drafting stops; while it is
+stopped the evidence decays, so a later repetitive stretch is tried again.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -54,6 +53,7 @@ class SpecParams:
     ngram_min: int = 2        # the shortest suffix looked up in the history
     ngram_max: int = 4        # the longest
     row_cost: float = 0.15    # one more row's cost relative to a one-row call, until measured
+    adaptive: bool = True     # False: draft draft_max tokens whenever a match is found
 
     @property
     def enabled(self) -> bool:
@@ -135,8 +135,9 @@ class CostModel:
 
 
 class DraftPolicy:
-    """How many tokens to draft: the largest k with a^k >= row cost (a: the recent per-token
-    acceptance rate, a decaying count of accepted over tried drafts with a prior of one half)."""
+    """How many tokens to draft: the count that makes the most tokens per unit of time (a: the
+    recent per-token acceptance rate: accepted over tried draft tokens, decaying per token, with
+    a prior of one half; c: the cost model's row cost)."""
 
     def __init__(self, params: SpecParams, cost: CostModel) -> None:
         self.params, self.cost = params, cost
@@ -148,18 +149,24 @@ class DraftPolicy:
         return (self._accepted + 0.5) / (self._tried + 1.0)
 
     def size(self, room: int) -> int:
-        """Draft tokens worth verifying now, at most `room` (0: none)."""
+        """Draft tokens worth verifying now, at most `room` (0: none): the k that makes the most
+        tokens per unit of time, (1 + a + ... + a^k) tokens for a call costing 1 + k c."""
         most = min(self.params.draft_max, MAX_DRAFT, room)
-        if most <= 0:
-            return 0
+        if not self.params.adaptive:
+            return max(0, most)
         a, c = self.rate, self.cost.row_cost
-        k = most if a >= 1.0 else int(math.floor(math.log(c) / math.log(a))) if a > 0 else 0
-        return min(k, most)
+        best, best_rate, tokens = 0, 1.0, 1.0
+        for k in range(1, most + 1):
+            tokens += a ** k
+            if tokens / (1.0 + k * c) > best_rate:
+                best, best_rate = k, tokens / (1.0 + k * c)
+        return best
 
     def record(self, drafted: int, accepted: int) -> None:
         """A verified draft: `accepted` of its `drafted` tokens were kept."""
-        self._accepted = 0.8 * self._accepted + accepted
-        self._tried = 0.8 * self._tried + accepted + (accepted < drafted)
+        for kept in [True] * accepted + [False] * (accepted < drafted):  # per token: the last ~10 count
+            self._accepted = 0.9 * self._accepted + kept
+            self._tried = 0.9 * self._tried + 1.0
 
     def skipped(self) -> None:
         """A draft was found but not tried: the evidence against drafting fades."""

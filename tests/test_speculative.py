@@ -15,12 +15,13 @@ from serverutil import ServerThread
 from runtime.decoding import Decoding
 from runtime.engine import Engine
 from runtime.sampling import SamplingParams, make_sampler
-from runtime.speculative import NgramIndex, SpecParams, take_rows
+from runtime.speculative import CostModel, DraftPolicy, NgramIndex, SpecParams, take_rows
 
 DOC = ("The old lighthouse stood at the edge of the cliff for more than a hundred years. Every night its keeper "
        "climbed the narrow stairs, trimmed the wick and watched the ships pass safely through the dark water.")
 EDIT = [{"role": "user", "content": "Repeat the following text exactly, but change the word 'keeper' to "
                                     "'guardian':\n\n" + DOC}]
+FIXED = SpecParams(adaptive=False)  # drafts whenever a match is found (not on timings: deterministic)
 FREE = [{"role": "user", "content": "Write a short poem about autumn leaves and a quiet river."}]
 
 
@@ -53,6 +54,29 @@ def test_the_draft_follows_the_latest_earlier_occurrence_of_the_longest_suffix()
     assert index.draft(tokens + [5, 6, 7], 2) == [8, 9]  # the 3-gram (5, 6, 7) wins over the later (6, 7)
     assert index.draft(tokens + [4, 4], 3) == []         # no suffix of two tokens occurred
     assert index.draft([1, 2, 1, 2], 4) == [1, 2]        # a different list is indexed afresh; up to its end
+
+
+def test_drafting_stops_when_rejected_resumes_later_and_grows_when_rows_are_cheap() -> None:
+    cost = CostModel()
+    cost.record(1, 0.010)
+    cost.record(5, 0.018)  # 2 ms per further row: a fifth of a lone row
+    assert abs(cost.row_cost - 0.2) < 1e-9
+    policy = DraftPolicy(SpecParams(draft_max=15), cost)
+    for _ in range(10):
+        policy.record(8, 8)  # every draft kept
+    long = policy.size(15)
+    assert 4 <= long <= 15 and policy.size(2) == 2  # bounded by the room
+    for _ in range(30):
+        policy.record(long, 0)  # every draft rejected
+    assert policy.size(15) == 0
+    for _ in range(60):
+        policy.skipped()  # matches found but not tried: the evidence fades
+    assert policy.size(15) >= 1
+    cheap = CostModel()
+    cheap.record(1, 0.010)
+    cheap.record(5, 0.0104)  # multi-row kernels: a further row costs 1% of a lone one
+    half = DraftPolicy(SpecParams(draft_max=15), cheap)  # the prior: half the drafts kept
+    assert half.size(15) > DraftPolicy(SpecParams(draft_max=15), cost).size(15)
 
 
 # -- the forward pass --------------------------------------------------------------------------
@@ -96,7 +120,7 @@ def test_rejected_drafts_leave_the_cache_as_if_never_fed(engine: Engine) -> None
 @pytest.mark.parametrize("messages,accepted", [(EDIT, True), (FREE, False)])
 def test_greedy_output_is_the_same_with_speculation(engine: Engine, messages, accepted: bool) -> None:
     _, want, last_off = run(engine, messages, None, 64)
-    _, got, last_on = run(engine, messages, SpecParams(), 64)
+    _, got, last_on = run(engine, messages, FIXED, 64)
     assert got == want
     assert last_on.finish_reason == last_off.finish_reason
     assert last_on.stats.generated_tokens == last_off.stats.generated_tokens
@@ -109,7 +133,7 @@ def test_greedy_output_is_the_same_with_speculation(engine: Engine, messages, ac
 def test_a_seeded_sampled_reply_is_the_same_with_speculation(engine: Engine) -> None:
     """The sampler draws once per token with or without drafts: the same seed, the same text."""
     _, want, _ = run(engine, EDIT, None, 48, temp=0.7, seed=1234)
-    _, got, last = run(engine, EDIT, SpecParams(), 48, temp=0.7, seed=1234)
+    _, got, last = run(engine, EDIT, FIXED, 48, temp=0.7, seed=1234)
     assert got == want
     assert last.stats.draft_tokens > 0
 
@@ -117,7 +141,7 @@ def test_a_seeded_sampled_reply_is_the_same_with_speculation(engine: Engine) -> 
 @pytest.mark.parametrize("stop,max_tokens", [(["narrow stairs"], 200), ([], 9)])
 def test_stop_strings_and_max_tokens_inside_a_draft(engine: Engine, stop: list[str], max_tokens: int) -> None:
     _, want, off = run(engine, EDIT, None, max_tokens, stop=stop)
-    ids, got, on = run(engine, EDIT, SpecParams(draft_max=15), max_tokens, stop=stop)
+    ids, got, on = run(engine, EDIT, SpecParams(draft_max=15, adaptive=False), max_tokens, stop=stop)
     assert got == want
     assert (on.finish_reason, on.stop_string, on.stats.generated_tokens) == \
            (off.finish_reason, off.stop_string, off.stats.generated_tokens)
@@ -203,6 +227,7 @@ def chat(url: str, messages: list[dict[str, str]], max_tokens: int) -> dict:
 def test_the_server_gives_the_same_greedy_text_with_drafts_in_its_steps(smollm2_path: Path, engine: Engine) -> None:
     want = [run(engine, m, None, 48)[1] for m in (EDIT, FREE)]
     served = Engine.load(smollm2_path, n_ctx=1024, n_threads=2, n_seq=2, max_batch=48)
+    served.speculation = FIXED
     try:
         with ServerThread(served, parallel=2, ubatch=32) as srv:
             import threading
