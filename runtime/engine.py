@@ -174,15 +174,23 @@ class Engine:
             drafts = spec.draft(state, min(self.n_ctx - self.n_past, self.model.max_batch) - 1) if spec else []
             base = self.n_past
             rows = self._run_generated([tok] + drafts)
-            chunks, kept, tok = take_rows(state, drafts, rows, base, check_finite)  # type: ignore[assignment]
-            if kept < len(drafts) + 1:  # the rejected drafts leave the cache
-                self.model.truncate(self.seq, base + kept)
-                del self.tokens[base + kept:]
+            try:
+                chunks, kept, tok = take_rows(state, drafts, rows, base, check_finite)  # type: ignore[assignment]
+            except BaseException:  # e.g. non-finite logits: the cache does not keep what made them
+                self._keep_generated(base, 0)
+                raise
+            self._keep_generated(base, kept)
             if spec:
                 spec.record(state, len(drafts), kept)
             yield from chunks
             if tok is None:
                 return
+
+    def _keep_generated(self, base: int, kept: int) -> None:
+        """The cache keeps `kept` of the rows run from position base (the rejected drafts leave)."""
+        if base + kept < self.n_past:
+            self.model.truncate(self.seq, base + kept)
+            del self.tokens[base + kept:]
 
     def _run_generated(self, ids: list[int]) -> np.ndarray:
         """Runs a chosen token and its drafts as generated rows (each computed as a lone generated

@@ -27,10 +27,10 @@ probability p(d), and on rejection x is distributed as p without d, renormalised
 is distributed exactly as without speculation; with a fixed seed it is even the same text,
 since the sampler draws once per token either way.
 
-When it pays (`DraftPolicy`): a draft of k tokens costs k more rows in the call, each c of a
-one-row call (`CostModel`: measured on this model as it runs), and brings 1 + a + ... + a^k
-tokens on average (a: the recent per-token acceptance rate). k is the count that makes the most
-tokens per unit of time (0 when none beats a lone row; up to draft_max; a draft shorter than
+When it pays (`DraftPolicy`): a draft of k tokens makes a call of k + 1 rows, which costs
+cost(k + 1) one-row calls (`CostModel`: measured on this model as it runs), and brings
+1 + a + ... + a^k tokens on average (a: the recent per-token acceptance rate). k is the count
+that makes the most tokens per unit of time (0 when none beats a lone row; up to draft_max; a draft shorter than
 draft_min is not verified). A run of rejections brings a down and drafting stops; while it is
 stopped the evidence decays, so a later repetitive stretch is tried again.
 """
@@ -112,32 +112,38 @@ class NgramIndex:
 # When drafting pays
 
 class CostModel:
-    """The cost of one more row in a call relative to a one-row call, from calls timed on this
-    model (moving averages of one-row calls and of the extra time per row of longer ones)."""
+    """What a call of r generated rows costs relative to one row, from calls timed on this model:
+    a moving average of the seconds per row count, linear between the counts measured, and
+    `row_cost` per row past the largest (so a longer draft is tried once before it is judged).
+    The cost is not linear: the kernels take activation rows four at a time."""
 
     def __init__(self, row_cost: float = 0.15) -> None:
         self.prior = row_cost
-        self.single: Optional[float] = None  # seconds of a one-row call
-        self.per_row: Optional[float] = None  # extra seconds per further row
+        self.seconds: dict[int, float] = {}  # rows -> moving average
 
     def record(self, rows: int, seconds: float) -> None:
-        if rows == 1:
-            self.single = seconds if self.single is None else 0.9 * self.single + 0.1 * seconds
-        elif self.single is not None:
-            extra = max(0.0, seconds - self.single) / (rows - 1)
-            self.per_row = extra if self.per_row is None else 0.8 * self.per_row + 0.2 * extra
+        old = self.seconds.get(rows)
+        self.seconds[rows] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
-    @property
-    def row_cost(self) -> float:
-        if self.single is None or self.per_row is None or self.single <= 0:
-            return self.prior
-        return min(1.0, max(0.01, self.per_row / self.single))
+    def cost(self, rows: int) -> float:
+        """Seconds of a call of `rows` rows over those of one row."""
+        t = self.seconds
+        if 1 not in t or t[1] <= 0:
+            return 1.0 + (rows - 1) * self.prior
+        if rows in t:
+            return t[rows] / t[1]
+        lo = max(r for r in t if r < rows)
+        above = [r for r in t if r > rows]
+        if not above:
+            return t[lo] / t[1] + (rows - lo) * self.prior
+        hi = min(above)
+        return (t[lo] + (t[hi] - t[lo]) * (rows - lo) / (hi - lo)) / t[1]
 
 
 class DraftPolicy:
-    """How many tokens to draft: the count that makes the most tokens per unit of time (a: the
-    recent per-token acceptance rate: accepted over tried draft tokens, decaying per token, with
-    a prior of one half; c: the cost model's row cost)."""
+    """How many tokens to draft: the count that makes the most tokens per unit of time, (1 + a +
+    ... + a^k) tokens for a call of cost(k + 1) (a: the recent per-token acceptance rate:
+    accepted over tried draft tokens, decaying per token, with a prior of one half)."""
 
     def __init__(self, params: SpecParams, cost: CostModel) -> None:
         self.params, self.cost = params, cost
@@ -149,17 +155,17 @@ class DraftPolicy:
         return (self._accepted + 0.5) / (self._tried + 1.0)
 
     def size(self, room: int) -> int:
-        """Draft tokens worth verifying now, at most `room` (0: none): the k that makes the most
-        tokens per unit of time, (1 + a + ... + a^k) tokens for a call costing 1 + k c."""
+        """Draft tokens worth verifying now, at most `room` (0: none)."""
         most = min(self.params.draft_max, MAX_DRAFT, room)
         if not self.params.adaptive:
             return max(0, most)
-        a, c = self.rate, self.cost.row_cost
+        a = self.rate
         best, best_rate, tokens = 0, 1.0, 1.0
         for k in range(1, most + 1):
             tokens += a ** k
-            if tokens / (1.0 + k * c) > best_rate:
-                best, best_rate = k, tokens / (1.0 + k * c)
+            rate = tokens / self.cost.cost(k + 1)
+            if rate > best_rate:
+                best, best_rate = k, rate
         return best
 
     def record(self, drafted: int, accepted: int) -> None:

@@ -60,7 +60,7 @@ def test_drafting_stops_when_rejected_resumes_later_and_grows_when_rows_are_chea
     cost = CostModel()
     cost.record(1, 0.010)
     cost.record(5, 0.018)  # 2 ms per further row: a fifth of a lone row
-    assert abs(cost.row_cost - 0.2) < 1e-9
+    assert abs(cost.cost(3) - 1.4) < 1e-9 and abs(cost.cost(7) - (1.8 + 2 * cost.prior)) < 1e-9
     policy = DraftPolicy(SpecParams(draft_max=15), cost)
     for _ in range(10):
         policy.record(8, 8)  # every draft kept

@@ -1,7 +1,9 @@
 """What speculative decoding (n-gram drafts, runtime/speculative.py) gains and costs, single stream:
 `python -m tools.bench_speculative` (part of `make bench`).
 
-1. Generation tok/s with drafting on and off, greedy, runs alternating (medians):
+1. Generation tok/s with drafting off, on (the default: drafts sized by the measured acceptance
+   and row cost) and "k=8 always" (8 drafts whenever a match is found), greedy, runs alternating
+   (medians):
    - SmolLM2 (real weights), "edit": a paragraph to repeat with one word changed (the drafts come
      from the prompt); "free": a story (drafts only where the text repeats itself).
    - The Mistral-width model (random weights: its text never repeats a prompt), "self-edit": its own
@@ -73,23 +75,32 @@ def generate(eng: Engine, ids: list[int], n: int, spec: SpecParams | None) -> tu
     return eng.tokens[len(ids):] + [last.token], s.generation_tps, s  # type: ignore[union-attr]
 
 
+CONFIGS = (("off", None), ("on", SpecParams()), ("k=8 always", SpecParams(adaptive=False)))
+
+
 def workload(eng: Engine, name: str, ids: list[int], n: int, runs: int) -> None:
-    on, off, accepted, drafted, same = [], [], 0, 0, True
+    """tok/s off, on (the default: adaptive), and with 8 drafts whenever a match is found."""
+    tps: dict[str, list[float]] = {c: [] for c, _ in CONFIGS}
+    counts = {c: [0, 0] for c, _ in CONFIGS}
+    same, n_out = True, 0
     for run in range(runs + 1):  # run 0: warm-up
-        order = (SpecParams(), None) if run % 2 else (None, SpecParams())
-        outs = {}
-        for spec in order:
-            toks, tps, s = generate(eng, ids, n, spec)
-            outs[spec is not None] = toks
+        outs = []
+        for label, spec in (CONFIGS if run % 2 else CONFIGS[::-1]):
+            toks, rate, s = generate(eng, ids, n, spec)
+            outs.append(toks)
             if run:
-                (on if spec else off).append(tps)
-                if spec:
-                    accepted, drafted = accepted + s.draft_accepted, drafted + s.draft_tokens  # type: ignore[attr-defined]
-        same &= outs[True] == outs[False]
-    a, b = statistics.median(on), statistics.median(off)
-    rate = f"{accepted}/{drafted} ({100 * accepted / drafted:.0f}%)" if drafted else "0/0"
-    print(f"  {name:<22} {len(outs[True]):>4} tok | off {b:7.1f} tok/s | on {a:7.1f} tok/s | {a / b:5.2f}x | "
-          f"drafts accepted {rate} | identical output: {'yes' if same else 'NO'}", flush=True)
+                tps[label].append(rate)
+                counts[label][0] += s.draft_accepted  # type: ignore[attr-defined]
+                counts[label][1] += s.draft_tokens  # type: ignore[attr-defined]
+        same &= all(o == outs[0] for o in outs)
+        n_out = len(outs[0])
+    med = {c: statistics.median(v) for c, v in tps.items()}
+    cells = [f"off {med['off']:6.1f} tok/s"]
+    for label, _ in CONFIGS[1:]:
+        a, d = counts[label]
+        cells.append(f"{label} {med[label]:6.1f} ({med[label] / med['off']:4.2f}x, {a}/{d} drafts kept)")
+    print(f"  {name:<22} {n_out:>4} tok | " + " | ".join(cells) + f" | same output: {'yes' if same else 'NO'}",
+          flush=True)
 
 
 def row_costs(eng: Engine, reps: int) -> None:

@@ -193,7 +193,7 @@ class Scheduler:
         # (prompt chunks take at least LP_BATCHED_MIN rows: see _batch)
         self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
         self.speculation = engine.speculation if engine.speculation and engine.speculation.enabled else None
-        self.draft_cost = CostModel(engine.draft_cost.row_cost)  # timed on steps of one decoding slot alone
+        self.draft_cost = CostModel(engine.draft_cost.prior)  # timed on steps of one decoding slot alone
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
