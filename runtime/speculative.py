@@ -29,10 +29,11 @@ since the sampler draws once per token either way.
 
 When it pays (`DraftPolicy`): a draft of k tokens makes a call of k + 1 rows, which costs
 cost(k + 1) one-row calls (`CostModel`: measured on this model as it runs), and brings
-1 + a + ... + a^k tokens on average (a: the recent per-token acceptance rate). k is the count
-that makes the most tokens per unit of time (0 when none beats a lone row; up to draft_max; a draft shorter than
-draft_min is not verified). A run of rejections brings a down and drafting stops; while it is
-stopped the evidence decays, so a later repetitive stretch is tried again.
+1 + a1 + a1 a2 + ... + a1 ... ak tokens on average (ai: the recent rate at which draft i is
+kept when the ones before it were: drafts are kept in runs). k is the count that makes the
+most tokens per unit of time (0 when none beats a lone row; up to draft_max; a draft shorter
+than draft_min is not verified). A run of rejections brings a1 down and drafting stops; while
+it is stopped the evidence decays, so a later repetitive stretch is tried again.
 """
 from __future__ import annotations
 
@@ -141,43 +142,51 @@ class CostModel:
 
 
 class DraftPolicy:
-    """How many tokens to draft: the count that makes the most tokens per unit of time, (1 + a +
-    ... + a^k) tokens for a call of cost(k + 1) (a: the recent per-token acceptance rate:
-    accepted over tried draft tokens, decaying per token, with a prior of one half)."""
+    """How many tokens to draft: the count k that makes the most tokens per unit of time, the
+    expected tokens of a draft of k over the cost of a call of k + 1 rows.
+
+    Drafts are kept in runs (a repeated sentence goes through, a new one fails at its first
+    token), so the chance of keeping draft i is estimated per position, given the ones before it
+    were kept: decaying counts of kept over tried at that position, each position's estimate
+    starting from the one before it (the first from one half)."""
 
     def __init__(self, params: SpecParams, cost: CostModel) -> None:
         self.params, self.cost = params, cost
-        self._accepted = 0.0   # decaying counts
-        self._tried = 0.0
+        self._kept = [0.0] * MAX_DRAFT   # per position: decaying counts
+        self._tried = [0.0] * MAX_DRAFT
 
-    @property
-    def rate(self) -> float:
-        return (self._accepted + 0.5) / (self._tried + 1.0)
+    def rates(self) -> list[float]:
+        """Per position i: the chance that draft i is kept when the ones before it were."""
+        out, prior = [], 0.5
+        for kept, tried in zip(self._kept, self._tried):
+            prior = (kept + prior) / (tried + 1.0)
+            out.append(prior)
+        return out
 
     def size(self, room: int) -> int:
         """Draft tokens worth verifying now, at most `room` (0: none)."""
         most = min(self.params.draft_max, MAX_DRAFT, room)
         if not self.params.adaptive:
             return max(0, most)
-        a = self.rate
-        best, best_rate, tokens = 0, 1.0, 1.0
-        for k in range(1, most + 1):
-            tokens += a ** k
-            rate = tokens / self.cost.cost(k + 1)
-            if rate > best_rate:
-                best, best_rate = k, rate
+        best, best_rate, tokens, reach = 0, 1.0, 1.0, 1.0
+        for k, rate in enumerate(self.rates()[:most], start=1):
+            reach *= rate          # the chance that drafts 1..k are all kept
+            tokens += reach
+            per_time = tokens / self.cost.cost(k + 1)
+            if per_time > best_rate:
+                best, best_rate = k, per_time
         return best
 
     def record(self, drafted: int, accepted: int) -> None:
-        """A verified draft: `accepted` of its `drafted` tokens were kept."""
-        for kept in [True] * accepted + [False] * (accepted < drafted):  # per token: the last ~10 count
-            self._accepted = 0.9 * self._accepted + kept
-            self._tried = 0.9 * self._tried + 1.0
+        """A verified draft: its first `accepted` of `drafted` tokens were kept."""
+        for i in range(min(drafted, accepted + 1)):
+            self._kept[i] = 0.8 * self._kept[i] + (i < accepted)
+            self._tried[i] = 0.8 * self._tried[i] + 1.0
 
     def skipped(self) -> None:
         """A draft was found but not tried: the evidence against drafting fades."""
-        self._accepted *= 0.95
-        self._tried *= 0.95
+        self._kept = [0.95 * v for v in self._kept]
+        self._tried = [0.95 * v for v in self._tried]
 
 
 class Speculator:
