@@ -79,6 +79,7 @@ class NgramIndex:
         self.sizes = range(ngram_max, ngram_min - 1, -1)  # the longest first
         self._at: dict[int, dict[tuple[int, ...], int]] = {n: {} for n in self.sizes}
         self._seen: list[int] = []  # the indexed tokens (a copy, to notice a different list)
+        self.matched = 0            # the n-gram size the last draft was found with (0: none)
 
     def update(self, tokens: Sequence[int]) -> None:
         seen = self._seen
@@ -97,6 +98,7 @@ class NgramIndex:
     def draft(self, tokens: Sequence[int], k: int) -> list[int]:
         """Up to k tokens that followed the latest earlier occurrence of the longest suffix of
         tokens found (n-grams of ngram_max down to ngram_min); [] when none occurred."""
+        self.matched = 0
         if k <= 0:
             return []
         self.update(tokens)
@@ -105,6 +107,7 @@ class NgramIndex:
                 continue
             at = self._at[n].get(tuple(tokens[-n:]))
             if at is not None:
+                self.matched = n
                 return [int(t) for t in self._seen[at:at + k]]
         return []
 
@@ -148,28 +151,37 @@ class DraftPolicy:
     Drafts are kept in runs (a repeated sentence goes through, a new one fails at its first
     token), so the chance of keeping draft i is estimated per position, given the ones before it
     were kept: decaying counts of kept over tried at that position, each position's estimate
-    starting from the one before it (the first from one half)."""
+    starting from the one before it. A longer match predicts better: each matched n-gram size
+    has its own counts, the first position's starting from PRIORS (so a 4-token match is tried
+    even where rows are dear, and a 2-token one only where they are cheap)."""
+
+    PRIORS = {1: 0.3, 2: 0.5, 3: 0.75}  # larger sizes: 0.9
 
     def __init__(self, params: SpecParams, cost: CostModel) -> None:
         self.params, self.cost = params, cost
-        self._kept = [0.0] * MAX_DRAFT   # per position: decaying counts
-        self._tried = [0.0] * MAX_DRAFT
+        self._counts: dict[int, tuple[list[float], list[float]]] = {}  # n -> per position: kept, tried
 
-    def rates(self) -> list[float]:
-        """Per position i: the chance that draft i is kept when the ones before it were."""
-        out, prior = [], 0.5
-        for kept, tried in zip(self._kept, self._tried):
+    def _table(self, n: int) -> tuple[list[float], list[float]]:
+        if n not in self._counts:
+            self._counts[n] = ([0.0] * MAX_DRAFT, [0.0] * MAX_DRAFT)
+        return self._counts[n]
+
+    def rates(self, n: int) -> list[float]:
+        """Per position i: the chance that draft i of an n-gram match is kept when the ones
+        before it were."""
+        out, prior = [], self.PRIORS.get(n, 0.9)
+        for kept, tried in zip(*self._table(n)):
             prior = (kept + prior) / (tried + 1.0)
             out.append(prior)
         return out
 
-    def size(self, room: int) -> int:
-        """Draft tokens worth verifying now, at most `room` (0: none)."""
+    def size(self, room: int, n: int) -> int:
+        """Draft tokens of an n-gram match worth verifying now, at most `room` (0: none)."""
         most = min(self.params.draft_max, MAX_DRAFT, room)
         if not self.params.adaptive:
             return max(0, most)
         best, best_rate, tokens, reach = 0, 1.0, 1.0, 1.0
-        for k, rate in enumerate(self.rates()[:most], start=1):
+        for k, rate in enumerate(self.rates(n)[:most], start=1):
             reach *= rate          # the chance that drafts 1..k are all kept
             tokens += reach
             per_time = tokens / self.cost.cost(k + 1)
@@ -177,16 +189,17 @@ class DraftPolicy:
                 best, best_rate = k, per_time
         return best
 
-    def record(self, drafted: int, accepted: int) -> None:
-        """A verified draft: its first `accepted` of `drafted` tokens were kept."""
+    def record(self, n: int, drafted: int, accepted: int) -> None:
+        """A verified draft of an n-gram match: its first `accepted` of `drafted` tokens were kept."""
+        kept, tried = self._table(n)
         for i in range(min(drafted, accepted + 1)):
-            self._kept[i] = 0.8 * self._kept[i] + (i < accepted)
-            self._tried[i] = 0.8 * self._tried[i] + 1.0
+            kept[i] = 0.8 * kept[i] + (i < accepted)
+            tried[i] = 0.8 * tried[i] + 1.0
 
-    def skipped(self) -> None:
-        """A draft was found but not tried: the evidence against drafting fades."""
-        self._kept = [0.95 * v for v in self._kept]
-        self._tried = [0.95 * v for v in self._tried]
+    def skipped(self, n: int) -> None:
+        """A draft of an n-gram match was found but not tried: the evidence against it fades."""
+        for counts in self._table(n):
+            counts[:] = [0.95 * v for v in counts]
 
 
 class Speculator:
@@ -196,6 +209,7 @@ class Speculator:
         self.params = params
         self.index = NgramIndex(params.ngram_min, params.ngram_max)
         self.policy = DraftPolicy(params, cost)
+        self._matched = 0  # the n-gram size of the draft being verified
 
     def draft(self, state: Decoding, room: int) -> list[int]:
         """Draft tokens to follow state's history (its last token is the one about to run), at
@@ -204,19 +218,21 @@ class Speculator:
         room = min(room, left - 1)
         if room <= 0 or state.done:
             return []
-        k = self.policy.size(room)
+        drafts = self.index.draft(state.history, min(room, self.params.draft_max, MAX_DRAFT))
+        n = self._matched = self.index.matched
+        if not drafts:
+            return []
+        k = self.policy.size(len(drafts), n)
         if k <= 0:
-            if self.index.draft(state.history, 1):
-                self.policy.skipped()
+            self.policy.skipped(n)
             return []
-        drafts = self.index.draft(state.history, k)
-        if len(drafts) < max(1, self.params.draft_min):
+        if k < max(1, self.params.draft_min):
             return []
-        return drafts
+        return drafts[:k]
 
     def record(self, state: Decoding, drafted: int, kept: int) -> None:
         if drafted:
-            self.policy.record(drafted, kept - 1)
+            self.policy.record(self._matched, drafted, kept - 1)
             stats = state.stats
             stats.draft_tokens += drafted
             stats.draft_accepted += kept - 1

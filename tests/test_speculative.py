@@ -52,6 +52,7 @@ def test_the_draft_follows_the_latest_earlier_occurrence_of_the_longest_suffix()
     tokens = [5, 6, 7, 8, 9, 1, 6, 7, 2, 3]
     assert index.draft(tokens + [6, 7], 3) == [2, 3, 6]  # (6, 7) last seen at 6..7, followed by 2, 3, 6
     assert index.draft(tokens + [5, 6, 7], 2) == [8, 9]  # the 3-gram (5, 6, 7) wins over the later (6, 7)
+    assert index.matched == 3
     assert index.draft(tokens + [4, 4], 3) == []         # no suffix of two tokens occurred
     assert index.draft([1, 2, 1, 2], 4) == [1, 2]        # a different list is indexed afresh; up to its end
 
@@ -63,20 +64,21 @@ def test_drafting_stops_when_rejected_resumes_later_and_grows_when_rows_are_chea
     assert abs(cost.cost(3) - 1.4) < 1e-9 and abs(cost.cost(7) - (1.8 + 2 * cost.prior)) < 1e-9
     policy = DraftPolicy(SpecParams(draft_max=15), cost)
     for _ in range(10):
-        policy.record(8, 8)  # every draft kept
-    long = policy.size(15)
-    assert 4 <= long <= 15 and policy.size(2) == 2  # bounded by the room
+        policy.record(3, 8, 8)  # every draft of a 3-gram match kept
+    long = policy.size(15, 3)
+    assert 4 <= long <= 15 and policy.size(2, 3) == 2  # bounded by the room
     for _ in range(30):
-        policy.record(long, 0)  # every draft rejected
-    assert policy.size(15) == 0
+        policy.record(3, long, 0)  # every draft rejected
+    assert policy.size(15, 3) == 0
     for _ in range(60):
-        policy.skipped()  # matches found but not tried: the evidence fades
-    assert policy.size(15) >= 1
+        policy.skipped(3)  # matches found but not tried: the evidence fades
+    assert policy.size(15, 3) >= 1
+    # a 2-token match is a weaker guess than a 4-token one; cheap rows make drafts longer
+    assert DraftPolicy(SpecParams(draft_max=15), cost).size(15, 2) < DraftPolicy(SpecParams(draft_max=15), cost).size(15, 4)
     cheap = CostModel()
     cheap.record(1, 0.010)
     cheap.record(5, 0.0104)  # multi-row kernels: a further row costs 1% of a lone one
-    half = DraftPolicy(SpecParams(draft_max=15), cheap)  # the prior: half the drafts kept
-    assert half.size(15) > DraftPolicy(SpecParams(draft_max=15), cost).size(15)
+    assert DraftPolicy(SpecParams(draft_max=15), cheap).size(15, 2) > DraftPolicy(SpecParams(draft_max=15), cost).size(15, 2)
 
 
 # -- the forward pass --------------------------------------------------------------------------
