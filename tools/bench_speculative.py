@@ -5,12 +5,14 @@
    and row cost) and "k=8 always" (8 drafts whenever a match is found), greedy, runs alternating
    (medians):
    - SmolLM2 (real weights), "edit": a paragraph to repeat with one word changed (the drafts come
-     from the prompt); "free": a story (drafts only where the text repeats itself).
+     from the prompt); "free": a story (drafts only where the text repeats itself; greedy, and
+     sampled with a seed, which gives the same text with drafting on).
    - The Mistral-width model (random weights: its text never repeats a prompt), "self-edit": its own
      greedy continuation of a prompt, made once with drafting off, is the document the drafts are
      looked up in (as a static lookup document; the upper bound: every draft is right); "free":
      drafting as it is (no match is ever found: the cost of looking).
-   The output with drafting on is checked token for token against the output with it off.
+   The output with drafting on is checked token for token against the output with it off. Other
+   jobs on the machine skew every figure: the load average is printed.
 2. The cost of verifying: one forward call of 1 + k generated rows (a token and k drafts) relative
    to one row, per model: what the multi-row kernels bring down.
 """
@@ -64,12 +66,13 @@ class DocumentSpeculator(Speculator):
         self.index = DocumentIndex(params.ngram_min, params.ngram_max)
 
 
-def generate(eng: Engine, ids: list[int], n: int, spec: SpecParams | None) -> tuple[list[int], float, object]:
-    """Greedy tokens, generation tok/s, stats."""
+def generate(eng: Engine, ids: list[int], n: int, spec: SpecParams | None,
+             params: SamplingParams = SamplingParams(temp=0)) -> tuple[list[int], float, object]:
+    """The tokens (greedy by default), generation tok/s, stats."""
     eng.speculation = spec
     eng.reset()
     last = None
-    for last in eng.stream_generate(ids, max_tokens=n, params=SamplingParams(temp=0)):
+    for last in eng.stream_generate(ids, max_tokens=n, params=params):
         pass
     s = last.stats  # type: ignore[union-attr]
     return eng.tokens[len(ids):] + [last.token], s.generation_tps, s  # type: ignore[union-attr]
@@ -78,7 +81,8 @@ def generate(eng: Engine, ids: list[int], n: int, spec: SpecParams | None) -> tu
 CONFIGS = (("off", None), ("on", SpecParams()), ("k=8 always", SpecParams(adaptive=False)))
 
 
-def workload(eng: Engine, name: str, ids: list[int], n: int, runs: int) -> None:
+def workload(eng: Engine, name: str, ids: list[int], n: int, runs: int,
+             params: SamplingParams = SamplingParams(temp=0)) -> None:
     """tok/s off, on (the default: adaptive), and with 8 drafts whenever a match is found."""
     tps: dict[str, list[float]] = {c: [] for c, _ in CONFIGS}
     counts = {c: [0, 0] for c, _ in CONFIGS}
@@ -86,7 +90,7 @@ def workload(eng: Engine, name: str, ids: list[int], n: int, runs: int) -> None:
     for run in range(runs + 1):  # run 0: warm-up
         outs = []
         for label, spec in (CONFIGS if run % 2 else CONFIGS[::-1]):
-            toks, rate, s = generate(eng, ids, n, spec)
+            toks, rate, s = generate(eng, ids, n, spec, params)
             outs.append(toks)
             if run:
                 tps[label].append(rate)
@@ -135,6 +139,8 @@ def main() -> None:
     print("SmolLM2-135M-Instruct Q4_1:")
     workload(eng, "edit (repeat, 1 change)", eng.chat_prompt(EDIT), args.tokens, args.runs)
     workload(eng, "free (a story)", eng.chat_prompt(FREE), args.tokens, args.runs)
+    workload(eng, "free, temp 0.8 seed 1", eng.chat_prompt(FREE), args.tokens, args.runs,
+             SamplingParams(temp=0.8, seed=1))
     row_costs(eng, 10)
     eng.close()
 
