@@ -155,7 +155,7 @@ class DraftPolicy:
     has its own counts, the first position's starting from PRIORS (so a 4-token match is tried
     even where rows are dear, and a 2-token one only where they are cheap)."""
 
-    PRIORS = {1: 0.3, 2: 0.5, 3: 0.75}  # larger sizes: 0.9
+    PRIORS = {1: 0.25, 2: 0.35, 3: 0.7}  # larger sizes: 0.9
 
     def __init__(self, params: SpecParams, cost: CostModel) -> None:
         self.params, self.cost = params, cost
