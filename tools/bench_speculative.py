@@ -133,15 +133,15 @@ def row_costs(eng: Engine, reps: int) -> CostModel:
     m.truncate(0, 0)
     m.forward(list(range(100, 356)), 0, prompt=True)
     base = m.seq_len(0)
-    times = {}
-    for k in (1, 2, 3, 4, 5, 7, 9, 16):
-        ts = []
-        for _ in range(reps):
+    sizes = (1, 2, 3, 4, 5, 7, 9, 16)
+    runs: dict[int, list[float]] = {k: [] for k in sizes}
+    for _ in range(reps):  # the sizes in turn, so that other jobs weigh on all of them alike
+        for k in sizes:
             m.truncate(0, base)
             t = time.perf_counter()
             m.decode([7] * k, range(base, base + k), [0] * k, [True] * k, prompt=[False] * k)
-            ts.append(time.perf_counter() - t)
-        times[k] = min(ts)  # other jobs only add time: the least is the call's own
+            runs[k].append(time.perf_counter() - t)
+    times = {k: statistics.median(ts) for k, ts in runs.items()}
     print("  call of 1 + k generated rows vs 1 row: " + ", ".join(
         f"k={k - 1} {times[k] / times[1]:.2f}x" for k in times if k > 1) + f" (1 row: {times[1] * 1000:.1f} ms)")
     cost = CostModel()
