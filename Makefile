@@ -69,6 +69,7 @@ bench: setup
 		|| echo "bench: the AVX2-only llama.cpp did not build (see build/llama-cpp-avx2.log)" >&2
 	$(VPY) -m tools.bench $(BENCH_ARGS)
 	$(VPY) -m tools.bench_grammar
+	$(VPY) -m tools.bench_speculative
 	$(VPY) -m tools.bench_serving --models smollm2-Q4_1,mistral-Q4_K_M
 
 # Many sequences at once: batched decoding against llama.cpp's llama_batch, and the server's

@@ -141,6 +141,10 @@ enum { LP_KV_BLOCK = 16 };
 // Prompt rows of one sequence from which a call uses the batched product (see lp_batch).
 enum { LP_BATCHED_MIN = 16 };
 
+// Generated rows one sequence may have in a call: a token and the draft tokens that
+// follow it (speculative decoding verifies them in one pass; see lp_batch).
+enum { LP_GEN_ROWS = 16 };
+
 // The KV cache in fp16, K and V alike: per sequence, layer and kv head, blocks of
 // LP_KV_BLOCK positions, each (head_dim, LP_KV_BLOCK); lp_kv_head and lp_kv_index
 // (lp.h) are the one place that addresses it. Sequence s holds positions
@@ -208,9 +212,11 @@ int lp_scratch_init(lp_scratch *s, const lp_weights *w, void *mem, int64_t size,
 // One forward call: n rows; row t runs token[t] at position pos[t] of sequence seq[t].
 // A sequence's rows come in order of position, the first at the sequence's length
 // (each appends one position). out[t] != 0 marks the rows whose output is written.
-// prompt[t] says what row t is: a prompt row (1) or a generated token's row (0: a
-// sequence's only row in the call; attention splits its positions into segments by its
-// own length). NULL: a sequence's only row is a generated token's, the rows of a sequence
+// prompt[t] says what row t is: a prompt row (1) or a generated token's row (0; up to
+// LP_GEN_ROWS of a sequence: a token and its drafts, each computed exactly as if it were
+// its sequence's only row, so that verifying drafts gives the bits of decoding them one
+// at a time; attention splits its positions into segments by the row's own length).
+// NULL: a sequence's only row is a generated token's, the rows of a sequence
 // with several are prompt rows. A sequence's prompt rows are computed by the batched
 // product when it has LP_BATCHED_MIN or more of them in the call (where the type has
 // one), else like generated tokens by row dot products; output projections by row dot
@@ -225,7 +231,7 @@ typedef struct {
 
 // LP_ESHAPE: head or expert counts that would index outside the buffers (the loader checks them first).
 // LP_EPOS: a row's position is not its sequence's next one. LP_ESEQ: no such sequence.
-// LP_EBATCH also: a sequence with a generated token's row and other rows in one call.
+// LP_EBATCH also: a sequence with generated and prompt rows in one call, or more than LP_GEN_ROWS generated.
 enum { LP_ECONTEXT = -10, LP_ETOKEN = -11, LP_EBATCH = -12, LP_EWORK = -13, LP_ESHAPE = -14, LP_EPOS = -15,
        LP_ESEQ = -16 };
 

@@ -157,6 +157,12 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "go on (default: generation ends)")
     g.add_argument("--keep", type=_ranged(int, lo=-1), default=0, metavar="N",
                    help="tokens of the prompt a context shift keeps (default 0, -1: all; plus the BOS)")
+    g.add_argument("--draft-max", "--spec-draft-n-max", type=_ranged(int, 0, 15), default=8, metavar="N",
+                   help="speculative decoding: at most N draft tokens per step, looked up in the prompt and "
+                        "the text so far and verified in one pass; drafted only while they are accepted "
+                        "often enough to pay (default: 8; 0: off)")
+    g.add_argument("--draft-min", "--spec-draft-n-min", type=_ranged(int, 0, 15), default=0, metavar="N",
+                   help="speculative decoding: verify no draft shorter than N tokens (default: 0)")
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
@@ -233,6 +239,8 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
                       n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch)
     eng.context_shift, eng.n_keep = args.context_shift, args.keep
+    from runtime.speculative import SpecParams
+    eng.speculation = SpecParams(draft_max=getattr(args, "draft_max", 8), draft_min=getattr(args, "draft_min", 0))
     cfg = eng.model.config
     if args.ctx_size > cfg.n_ctx_train and "ctx_size" in args.given:
         _note(f"-c {args.ctx_size} is above the model's training context; clamped to {eng.n_ctx}")
@@ -297,6 +305,8 @@ def read_prompt_file(path: str) -> str:
 
 
 def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
+    from runtime.speculative import stats_line
+
     eng = load_engine(args, offset)
     out = sys.stdout
     last = None
@@ -313,8 +323,8 @@ def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
         print(f"llamapack: prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached) in "
               f"{s.prompt_seconds * 1000:.0f} ms, {s.prompt_tps:.1f} tok/s | generation "
               f"{s.generated_tokens} tokens in {s.generation_seconds * 1000:.0f} ms, "
-              f"{s.generation_tps:.1f} tok/s | stop: {stop_description(last, args.n_predict, eng.n_ctx)}",
-              file=sys.stderr)
+              f"{s.generation_tps:.1f} tok/s{stats_line(s)} | stop: "
+              f"{stop_description(last, args.n_predict, eng.n_ctx)}", file=sys.stderr)
     eng.close()
     return 0
 

@@ -57,6 +57,8 @@ class Stats:
     prompt_seconds: float = 0.0
     generated_tokens: int = 0
     generation_seconds: float = 0.0
+    draft_tokens: int = 0        # speculative decoding: tokens drafted and verified
+    draft_accepted: int = 0      # drafted tokens kept (runtime/speculative.py)
 
     @property
     def prompt_tps(self) -> float:

@@ -16,6 +16,7 @@ stop checks, text): the same object a batching scheduler drives row by row.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from os import PathLike
 from typing import Callable, Optional
@@ -28,6 +29,7 @@ from runtime.decoding import Chunk, Decoding, Stats  # Chunk and Stats: importab
 from runtime.gguf import GGUFFile
 from runtime.model import Model, ModelError
 from runtime.sampling import LogitsProcessor, SamplingParams, make_sampling
+from runtime.speculative import CostModel, SpecParams, Speculator, take_rows
 from runtime.tokenizer import Tokenizer
 
 
@@ -62,6 +64,9 @@ class Engine:
         # first n_keep tokens (-1: the prompt) and goes on (llama.cpp's --context-shift, --keep).
         self.context_shift = False
         self.n_keep = 0
+        # speculative decoding (runtime/speculative.py): on unless None or draft_max 0
+        self.speculation: SpecParams | None = SpecParams()
+        self.draft_cost = CostModel(SpecParams().row_cost)  # this model's cost of a draft row
 
     @classmethod
     def load(cls, path: str | PathLike[str], offset: int = 0, n_ctx: int = 4096, n_threads: int | None = None,
@@ -169,22 +174,54 @@ class Engine:
                         n_ctx=-1 if self.context_shift else self.n_ctx)
 
     def _decode(self, state: Decoding) -> Iterator[Chunk]:
-        """The single-sequence loop: prefill the state's prompt, then choose, accept and run one
-        token at a time until the state is done. Yields each accepted token's chunk (text may be
-        ''); the caller ends with `state.finish()`."""
+        """The single-sequence loop: prefill the state's prompt, then choose, accept and run the
+        chosen token until the state is done: alone, or with draft tokens that follow it, verified
+        in the same call (runtime/speculative.py; `speculation` None or draft_max 0: never).
+        Yields each accepted token's chunk (text may be ''); the caller ends with `state.finish()`."""
         ids = state.history[:state.n_prompt]
         state.begin(self.cached_prefix(ids))
         logits, _ = self.prefill(ids)
-        while True:
-            tok = state.choose(logits)
-            if tok is None:
-                return
-            yield state.accept(tok, self.n_past)
-            if state.done:
-                return
+        tok = state.choose(logits)
+        if tok is None:
+            return
+        yield state.accept(tok, self.n_past)
+        spec = Speculator(self.speculation, self.draft_cost) if self.speculation and self.speculation.enabled \
+            else None
+        while not state.done:
             if self.context_shift and self.n_past + 1 >= self.n_ctx:
                 self.shift_context(state.n_prompt)
-            logits = self.eval([tok], prompt=False)
+            drafts = spec.draft(state, min(self.n_ctx - self.n_past, self.model.max_batch) - 1) if spec else []
+            base = self.n_past
+            rows = self._run_generated([tok] + drafts)
+            try:
+                chunks, kept, tok = take_rows(state, drafts, rows, base, check_finite)  # type: ignore[assignment]
+            except BaseException:  # e.g. non-finite logits: the cache does not keep what made them
+                self._keep_generated(base, 0)
+                raise
+            self._keep_generated(base, kept)
+            if spec:
+                spec.record(state, len(drafts), kept)
+            yield from chunks
+            if tok is None:
+                return
+
+    def _keep_generated(self, base: int, kept: int) -> None:
+        """The cache keeps `kept` of the rows run from position base (the rejected drafts leave)."""
+        if base + kept < self.n_past:
+            self.model.truncate(self.seq, base + kept)
+            del self.tokens[base + kept:]
+
+    def _run_generated(self, ids: list[int]) -> np.ndarray:
+        """Runs a chosen token and its drafts as generated rows (each computed as a lone generated
+        row); returns every row's logits (len(ids), n_vocab). The call is timed for the drafts'
+        cost model."""
+        n = self.n_past
+        start = time.perf_counter()
+        rows = self.model.decode(ids, range(n, n + len(ids)), [self.seq] * len(ids), [True] * len(ids),
+                                 prompt=[False] * len(ids))
+        self.draft_cost.record(len(ids), time.perf_counter() - start)
+        self.tokens.extend(ids)
+        return rows
 
     def generate_step(self, prompt: list[int], sampler: Callable[[np.ndarray], int],
                       logits_processors: Iterable[LogitsProcessor] = (),

@@ -190,8 +190,8 @@ class Model:
         in order of position, the first at its length. Returns the marked rows' float32 logits
         (rows, n_vocab), or final-norm hidden states (rows, n_embd) with hidden; `outputs` None
         marks the last row only. `prompt` says which rows are prompt rows and which a generated
-        token's (one per sequence); None: a sequence's only row is generated, several are a
-        prompt. A row's result depends on its kind, never on the other sequences (lp_batch)."""
+        token's (one per sequence, or a token and its drafts: up to LP_GEN_ROWS, each computed as a
+        lone generated row); None: a sequence's only row is generated, several are a prompt. A row's result depends on its kind, never on the other sequences (lp_batch)."""
         n = len(tokens)
         if n == 0:
             raise ModelError("no tokens to evaluate")

@@ -245,27 +245,30 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
     // without kinds: a sequence's only row is a generated token's, several are a prompt
     for (int i = 0; i < ng; i++) {
         if (seen[3 * i + 1] < 0) seen[3 * i + 1] = seen[3 * i + 2] > 1;
-        if (!seen[3 * i + 1] && seen[3 * i + 2] != 1) return LP_EBATCH;  // generated rows: one per sequence
+        if (!seen[3 * i + 1] && seen[3 * i + 2] > LP_GEN_ROWS) return LP_EBATCH;  // a token and its drafts
     }
-    // groups: the generated tokens' rows, then the prompts of fewer than LP_GEMM_MIN rows
-    // (both by row dot products), then the longer prompts' (the batched product), each in
-    // order of first appearance
+    // groups: the generated tokens' rows, one group each (a draft row is computed as a lone
+    // generated row), then the prompts of fewer than LP_GEMM_MIN rows (both by row dot
+    // products), then the longer prompts' (the batched product), each in order of first appearance
     int32_t *groups = s->groups;
     int k = 0, first = 0, n_single = 0, n_dot_rows = 0;
     for (int pass = 0; pass < 3; pass++)
         for (int i = 0; i < ng; i++) {
             const int rows = seen[3 * i + 2], kind = !seen[3 * i + 1] ? 0 : rows < LP_GEMM_MIN ? 1 : 2;
             if (kind != pass) continue;
-            groups[3 * k] = seen[3 * i];
-            groups[3 * k + 1] = first;
-            groups[3 * k + 2] = rows;
-            first += rows;
-            n_single += pass == 0;
-            n_dot_rows += pass < 2 ? rows : 0;
-            k++;
+            for (int r = 0; r < (pass == 0 ? rows : 1); r++) {
+                const int size = pass == 0 ? 1 : rows;
+                groups[3 * k] = seen[3 * i];
+                groups[3 * k + 1] = first;
+                groups[3 * k + 2] = size;
+                first += size;
+                n_single += pass == 0;
+                n_dot_rows += pass < 2 ? size : 0;
+                k++;
+            }
         }
-    // each row to its group's next place
-    for (int i = 0; i < ng; i++) next[i] = groups[3 * i + 1];
+    // each row to its sequence's next place (a sequence's groups are consecutive)
+    for (int i = 0; i < k; i++) next[i] = groups[3 * i + 1];
     for (int t = 0; t < b->n; t++) {
         int i = 0;
         while (groups[3 * i] != b->seq[t]) i++;
@@ -275,7 +278,7 @@ static int group_rows(const lp_weights *w, const lp_kv *kv, const lp_scratch *s,
         s->row_seq[at] = b->seq[t];
     }
     for (int at = 0; at < b->n; at++) next[s->order[at]] = at;
-    *g = (lp_seq_groups){ ng, n_single, n_dot_rows, groups };
+    *g = (lp_seq_groups){ k, n_single, n_dot_rows, groups };
     return LP_OK;
 }
 

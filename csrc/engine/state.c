@@ -128,7 +128,7 @@ static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, 
     const int64_t q_dim = (int64_t)w->n_head * w->head_dim, kv_dim = (int64_t)w->n_head_kv * w->head_dim;
     const int64_t wide = q_dim > w->n_embd ? q_dim : w->n_embd, f = sizeof(float), i32 = sizeof(int32_t);
     const int64_t E = w->n_expert > 1 ? w->n_expert : 1, K = w->n_expert_used > 1 ? w->n_expert_used : 1;
-    const int64_t decoding = B < n_seq ? B : n_seq;  // rows that can be a sequence's only row
+    const int64_t gen = (int64_t)n_seq * LP_GEN_ROWS, decoding = B < gen ? B : gen;  // generated rows
     *s = (lp_scratch){ .max_batch = B, .n_ctx = n_ctx, .n_seq = n_seq, .n_threads = n_threads, .work_size = work };
     s->x = take(c, B * w->n_embd * f);
     s->xb = take(c, B * wide * f);

@@ -103,13 +103,17 @@ def timings(stats: Stats) -> dict[str, Any]:
         "predicted_ms": g_ms,
         "predicted_per_token_ms": g_ms / stats.generated_tokens if stats.generated_tokens else 0.0,
         "predicted_per_second": stats.generation_tps,
+        **({"draft_n": stats.draft_tokens, "draft_n_accepted": stats.draft_accepted} if stats.draft_tokens else {}),
     }
 
 
 def usage(n_prompt: int, stats: Stats) -> dict[str, Any]:
     return {"prompt_tokens": n_prompt, "completion_tokens": stats.generated_tokens,
             "total_tokens": n_prompt + stats.generated_tokens,
-            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens}}
+            "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+            # speculative decoding's drafts, as OpenAI reports predicted outputs
+            "completion_tokens_details": {"accepted_prediction_tokens": stats.draft_accepted,
+                                          "rejected_prediction_tokens": stats.draft_tokens - stats.draft_accepted}}
 
 
 class ClientGone(Exception):

@@ -5,8 +5,9 @@ call happens on a single worker thread:
 
     request handler (event loop) --submit(Job)--> waiting queue (FIFO)
     worker thread, each step: admit waiting jobs into free slots, then ONE forward call over
-        one decoding row of every generating slot, plus prompt chunks of the slots still in
-        prompt processing (the shortest prompts first, up to `ubatch` rows in all);
+        one decoding row of every generating slot (and the draft tokens that follow it, see
+        below), plus prompt chunks of the slots still in prompt processing (the shortest
+        prompts first, up to `ubatch` rows in all);
         each slot's row of logits goes to its request's `Decoding`, which picks the token
     worker --Job._put(item)--> the handler's asyncio queue --> SSE / JSON response
 
@@ -20,6 +21,12 @@ sequence instead of recomputed (a shared system prompt is processed once). A can
 (its client went away) leaves before the next step. A job that fails (any exception of the
 engine) ends with that error for its client alone; its slot's sequence is cleared and the
 worker goes on.
+
+Speculative decoding (runtime/speculative.py, the engine's `speculation`): a generating slot's
+decoding row may bring draft tokens from n-gram matches in its own history, as more generated
+rows of its sequence in the same call; its request keeps the drafts its own sampler chooses and
+the rest leave its sequence. Every row is computed as a lone generated row, so neither the other
+requests' rows nor the request's own text change (at temperature 0, or with a seed).
 
 Jobs that are not generations (embeddings) run their own `work(engine)` iterator on a free
 slot's engine, one item per step, between the batched steps.
@@ -44,6 +51,7 @@ from runtime.engine import Engine, check_finite
 from runtime.kernels import lib
 from runtime.model import Model, ModelError
 from runtime.server.errors import APIError
+from runtime.speculative import CostModel, Speculator, take_rows
 
 _DONE = object()
 T = TypeVar("T")
@@ -134,6 +142,8 @@ class Slot:
         self.state: Decoding | None = None        # a generation's state
         self.pending: list[int] = []              # prompt tokens still to run
         self.next_token: int | None = None        # the chosen token that runs next
+        self.drafts: list[int] = []               # draft tokens that run after it this step
+        self.spec: Speculator | None = None       # the generation's drafting
         self.choice = 0                           # which of its job's choices this slot makes
         self.followers: list[Slot] = []           # a leader's other choices, waiting for its prompt
         self.last_used = 0.0
@@ -182,6 +192,8 @@ class Scheduler:
         self.ubatch = max(1, min(ubatch, self.model.max_batch - parallel))
         # (prompt chunks take at least LP_BATCHED_MIN rows: see _batch)
         self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
+        self.speculation = engine.speculation if engine.speculation and engine.speculation.enabled else None
+        self.draft_cost = CostModel(engine.draft_cost.prior)  # timed on steps of one decoding slot alone
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
@@ -303,7 +315,7 @@ class Scheduler:
                 pass
         with self._cv:
             slot.job, slot.steps, slot.state, slot.followers = None, None, None, []
-            slot.pending, slot.next_token = [], None
+            slot.pending, slot.next_token, slot.drafts, slot.spec = [], None, [], None
             slot.last_used = time.monotonic()
 
     @staticmethod
@@ -390,10 +402,15 @@ class Scheduler:
         they are when the request runs alone, in one call."""
         least = int(lib.LP_BATCHED_MIN)
         rows: list[tuple[Slot, list[int], bool]] = []
-        for slot in slots:
-            if slot.next_token is not None:
-                rows.append((slot, [slot.next_token], True))
-        room = min(max(least, self.ubatch - len(rows)), self.model.max_batch - len(rows))
+        decoding = [s for s in slots if s.next_token is not None]
+        # draft rows: what the call holds beyond a row per decoding slot and a prompt chunk
+        spare = self.model.max_batch - len(decoding) - (least if any(s.pending for s in slots) else 0)
+        for slot in decoding:
+            slot.drafts = self._drafts(slot, spare)
+            spare -= len(slot.drafts)
+            rows.append((slot, [slot.next_token] + slot.drafts, True))  # type: ignore[list-item]
+        used = sum(len(ids) for _, ids, _ in rows)
+        room = min(max(least, self.ubatch - used), self.model.max_batch - used)
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
             pending = len(slot.pending)
             if pending <= room:
@@ -412,6 +429,14 @@ class Scheduler:
                 break
         return rows
 
+    def _drafts(self, slot: Slot, spare: int) -> list[int]:
+        """Draft tokens to follow the slot's next token this step (at most `spare`)."""
+        if self.speculation is None or slot.state is None or spare <= 0:
+            return []
+        if slot.spec is None:
+            slot.spec = Speculator(self.speculation, self.draft_cost)
+        return slot.spec.draft(slot.state, min(spare, self.model.n_ctx - len(slot.tokens) - 1))
+
     def _step_generations(self, slots: list[Slot]) -> None:
         """One forward call for every generating slot; each marked row's logits to its request."""
         for slot in slots:  # a new job's leader reads the prompt; its followers wait for it
@@ -428,30 +453,38 @@ class Scheduler:
             tokens += ids
             positions += range(n, n + len(ids))
             seqs += [slot.index] * len(ids)
-            marks += [False] * (len(ids) - 1) + [out]
-            prompt += [bool(slot.pending)] * len(ids)  # a prompt chunk, or the generated token
+            # a prompt chunk (its last row's logits, if it is the prompt's end), or the generated
+            # token and its drafts (every row's)
+            marks += [False] * (len(ids) - 1) + [out] if slot.pending else [True] * len(ids)
+            prompt += [bool(slot.pending)] * len(ids)
+        alone = len(rows) == 1 and not rows[0][0].pending  # one decoding slot: time its cost
         try:
             # each row computed as when its request runs alone (Model.decode's kinds)
+            start = time.perf_counter()
             logits = self.model.decode(tokens, positions, seqs, marks, prompt=prompt)
+            if alone:
+                self.draft_cost.record(len(tokens), time.perf_counter() - start)
         except Exception as exc:  # every request in the batch fails; the worker carries on
             for slot, _, _ in rows:
                 self._fail(slot, exc)
             return
         i = 0
         for slot, ids, out in rows:
+            n_out = len(ids) if not slot.pending else int(out)
             if slot.job is None:  # its job failed meanwhile (a sibling choice's error): nothing to keep
-                i += out
+                i += n_out
                 continue
             slot.tokens.extend(ids)
+            drafts = []
             if slot.pending:  # a prompt chunk
                 del slot.pending[:len(ids)]
-            else:             # the decoding row
-                slot.next_token = None
+            else:             # the decoding row and its drafts
+                slot.next_token, drafts, slot.drafts = None, slot.drafts, []
             if out:
                 if slot.followers and not slot.pending:  # the prompt is read: each choice starts from it
                     self._branch(slot, logits[i])
-                self._advance(slot, logits[i])
-                i += 1
+                self._advance(slot, logits[i:i + n_out], drafts)
+            i += n_out
 
     def _branch(self, lead: Slot, logits: Any) -> None:
         """The other choices of lead's job: a copy of its cache, the same first logits."""
@@ -465,22 +498,28 @@ class Scheduler:
             except Exception as exc:
                 self._fail(lead, exc)
                 return
-            self._advance(f, logits.copy())
+            self._advance(f, logits[None].copy())
         lead.followers = []
 
-    def _advance(self, slot: Slot, logits: Any) -> None:
-        """The slot's next token from its row of logits; its chunk to the client; the end if done."""
+    def _advance(self, slot: Slot, logits: Any, drafts: Sequence[int] = ()) -> None:
+        """The slot's next tokens from its rows of logits (the last fed token's, then one per
+        draft: runtime/speculative.py's take_rows); the rejected drafts leave its sequence; the
+        chunks to the client; the end if done."""
         state, job = slot.state, slot.job
         assert state is not None and job is not None
         try:
-            check_finite(logits, len(slot.tokens) - 1)
-            tok = state.choose(logits)
-            if tok is not None:
-                chunk = state.accept(tok, len(slot.tokens))
+            base = len(slot.tokens) - len(drafts) - 1  # the position of the first row
+            chunks, kept, tok = take_rows(state, drafts, logits, base, check_finite)
+            if kept < len(drafts) + 1:
+                self.model.truncate(slot.index, base + kept)
+                del slot.tokens[base + kept:]
+            if slot.spec is not None:
+                slot.spec.record(state, len(drafts), kept)
+            for chunk in chunks:
                 if chunk.text:
                     chunk.index = slot.choice
                     job._put(chunk)
-            if tok is None or state.done:
+            if tok is None:
                 final = state.finish()
                 final.index = slot.choice
                 job._put(final)

@@ -539,8 +539,19 @@ static void check_models(int isa) {
                 int8_t kinds[2] = { 1, 0 };  // a prompt row and a generated token's row of one sequence
                 b.prompt = kinds;
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
-                kinds[0] = 0;  // two generated tokens' rows of one sequence
-                refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
+                // more generated rows of one sequence than LP_GEN_ROWS (a token and its drafts)
+                int32_t many_tok[LP_GEN_ROWS + 1], many_pos[LP_GEN_ROWS + 1], many_seq[LP_GEN_ROWS + 1];
+                int8_t many_kind[LP_GEN_ROWS + 1];
+                for (int i = 0; i <= LP_GEN_ROWS; i++) many_tok[i] = 1, many_pos[i] = i, many_seq[i] = 0, many_kind[i] = 0;
+                lp_batch many = { LP_GEN_ROWS + 1, many_tok, many_pos, many_seq, NULL, many_kind };
+                refused &= lp_decode(w, &m->kv, &m->s, &many, out, LP_OUT_LOGITS) == LP_EBATCH;
+                // LP_GEN_ROWS of them run, each as a lone generated row (attention segments at the
+                // end of the context)
+                m->kv.len[0] = FZ_CTX - LP_GEN_ROWS;
+                for (int i = 0; i < LP_GEN_ROWS; i++) many_pos[i] = FZ_CTX - LP_GEN_ROWS + i;
+                many.n = LP_GEN_ROWS;
+                refused &= lp_decode(w, &m->kv, &m->s, &many, out, LP_OUT_LOGITS) == LP_OK && m->kv.len[0] == FZ_CTX;
+                m->kv.len[0] = 0;
                 kinds[0] = kinds[1] = 1;
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_OK && m->kv.len[0] == 2;
                 b.prompt = NULL;
