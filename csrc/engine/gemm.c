@@ -318,6 +318,43 @@ static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
     if (*m < 2) *mode = S8_SIGN, *m = 1;
 }
 
+#if LP_X86
+LP_AVX2_BEGIN
+// corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the
+// row's range folded into [*lo, *hi]. 32 quants at a time: + 128 makes them unsigned,
+// VPSADBW against zero sums each 8 of them (their sum + 1024).
+static void unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    __m256i vlo = _mm256_set1_epi8((char)*lo), vhi = _mm256_set1_epi8((char)*hi);
+    int64_t acc = 0;
+    for (int64_t b = 0; b < cols; b += 32) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + b));
+        vlo = _mm256_min_epi8(vlo, v);
+        vhi = _mm256_max_epi8(vhi, v);
+        int64_t s[4];
+        _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(_mm256_xor_si256(v, flip), zero));
+        if (unit == 16) {
+            corr[b / 16] = -128 * (int32_t)(s[0] + s[1] - 2048);
+            corr[b / 16 + 1] = -128 * (int32_t)(s[2] + s[3] - 2048);
+            continue;
+        }
+        acc += s[0] + s[1] + s[2] + s[3] - 4096;
+        if ((b + 32) % unit == 0) {
+            corr[b / unit] = -128 * (int32_t)acc;
+            acc = 0;
+        }
+    }
+    int8_t l[32], h[32];
+    _mm256_storeu_si256((__m256i *)l, vlo);
+    _mm256_storeu_si256((__m256i *)h, vhi);
+    for (int i = 0; i < 32; i++) {
+        *lo = l[i] < *lo ? l[i] : *lo;
+        *hi = h[i] > *hi ? h[i] : *hi;
+    }
+}
+LP_AVX2_END
+#endif
+
 // ---------------------------------------------------------------------------
 
 #if LP_X86
@@ -346,16 +383,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(sr, 0, sizeof(float) * (size_t)units);
             memset(mr, 0, sizeof(float) * (size_t)min_units);
         }
-        for (int64_t u = 0; u < units; u++) {
-            int sum = 0;
-            for (int k = 0; k < unit; k++) {
-                const int v = qr[u * unit + k];
-                sum += v;
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-            corr[r * units + u] = -128 * sum;
-        }
+        unit_sums_avx2(qr, cols, unit, corr + r * units, &lo, &hi);
     }
     const wpanel wp = { q, scale, corr, min };
     gemm_ctx cc = *c;  // y offset to this chunk's rows
