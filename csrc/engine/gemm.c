@@ -320,28 +320,35 @@ static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
 
 #if LP_X86
 LP_AVX2_BEGIN
-// corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the
-// row's range folded into [*lo, *hi]. 32 quants at a time: + 128 makes them unsigned,
-// VPSADBW against zero sums each 8 of them (their sum + 1024).
+// Quants q[0..31]: their range folded into [vlo, vhi]; + 128 makes them unsigned, and VPSADBW
+// against zero sums each 8 of them: s[i] = the sum of quants 8i..8i+7, + 1024.
+static inline void sums_of_32(const int8_t *q, __m256i *vlo, __m256i *vhi, int64_t s[4]) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    *vlo = _mm256_min_epi8(*vlo, v);
+    *vhi = _mm256_max_epi8(*vhi, v);
+    const __m256i u = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+    _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(u, _mm256_setzero_si256()));
+}
+
+// corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the row's
+// range folded into [*lo, *hi]; 32 quants a step.
 static void unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi) {
-    const __m256i flip = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
     __m256i vlo = _mm256_set1_epi8((char)*lo), vhi = _mm256_set1_epi8((char)*hi);
-    int64_t acc = 0;
-    for (int64_t b = 0; b < cols; b += 32) {
-        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + b));
-        vlo = _mm256_min_epi8(vlo, v);
-        vhi = _mm256_max_epi8(vhi, v);
-        int64_t s[4];
-        _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(_mm256_xor_si256(v, flip), zero));
-        if (unit == 16) {
-            corr[b / 16] = -128 * (int32_t)(s[0] + s[1] - 2048);
-            corr[b / 16 + 1] = -128 * (int32_t)(s[2] + s[3] - 2048);
-            continue;
+    int64_t s[4];
+    if (unit == 16) {  // two units a step
+        for (int64_t b = 0; b < cols; b += 32, corr += 2) {
+            sums_of_32(q + b, &vlo, &vhi, s);
+            corr[0] = -128 * (int32_t)(s[0] + s[1] - 2048);
+            corr[1] = -128 * (int32_t)(s[2] + s[3] - 2048);
         }
-        acc += s[0] + s[1] + s[2] + s[3] - 4096;
-        if ((b + 32) % unit == 0) {
-            corr[b / unit] = -128 * (int32_t)acc;
-            acc = 0;
+    } else {  // unit / 32 steps a unit
+        for (int64_t b = 0; b < cols; corr++) {
+            int64_t sum = 0;
+            for (int k = 0; k < unit; k += 32, b += 32) {
+                sums_of_32(q + b, &vlo, &vhi, s);
+                sum += s[0] + s[1] + s[2] + s[3] - 4096;
+            }
+            *corr = -128 * (int32_t)sum;
         }
     }
     int8_t l[32], h[32];
