@@ -383,6 +383,10 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * min_units;
         if (r < nr) {
+            if (first + r + 2 < c->rows) {  // the row after next into L1 (decoding waited on memory)
+                const uint8_t *ahead = c->w + (first + r + 2) * c->w_row_bytes;
+                for (int64_t o = 0; o < c->w_row_bytes; o += 64) _mm_prefetch((const char *)ahead + o, _MM_HINT_T0);
+            }
             to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, mr, cols);
             if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
         } else {  // rows past the matrix: zero weights
