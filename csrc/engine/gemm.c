@@ -318,6 +318,50 @@ static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
     if (*m < 2) *mode = S8_SIGN, *m = 1;
 }
 
+#if LP_X86
+LP_AVX2_BEGIN
+// Quants q[0..31]: their range folded into [vlo, vhi]; + 128 makes them unsigned, and VPSADBW
+// against zero sums each 8 of them: s[i] = the sum of quants 8i..8i+7, + 1024.
+static inline void sums_of_32(const int8_t *q, __m256i *vlo, __m256i *vhi, int64_t s[4]) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    *vlo = _mm256_min_epi8(*vlo, v);
+    *vhi = _mm256_max_epi8(*vhi, v);
+    const __m256i u = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+    _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(u, _mm256_setzero_si256()));
+}
+
+// corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the row's
+// range folded into [*lo, *hi]; 32 quants a step.
+static void unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi) {
+    __m256i vlo = _mm256_set1_epi8((char)*lo), vhi = _mm256_set1_epi8((char)*hi);
+    int64_t s[4];
+    if (unit == 16) {  // two units a step
+        for (int64_t b = 0; b < cols; b += 32, corr += 2) {
+            sums_of_32(q + b, &vlo, &vhi, s);
+            corr[0] = -128 * (int32_t)(s[0] + s[1] - 2048);
+            corr[1] = -128 * (int32_t)(s[2] + s[3] - 2048);
+        }
+    } else {  // unit / 32 steps a unit
+        for (int64_t b = 0; b < cols; corr++) {
+            int64_t sum = 0;
+            for (int k = 0; k < unit; k += 32, b += 32) {
+                sums_of_32(q + b, &vlo, &vhi, s);
+                sum += s[0] + s[1] + s[2] + s[3] - 4096;
+            }
+            *corr = -128 * (int32_t)sum;
+        }
+    }
+    int8_t l[32], h[32];
+    _mm256_storeu_si256((__m256i *)l, vlo);
+    _mm256_storeu_si256((__m256i *)h, vhi);
+    for (int i = 0; i < 32; i++) {
+        *lo = l[i] < *lo ? l[i] : *lo;
+        *hi = h[i] > *hi ? h[i] : *hi;
+    }
+}
+LP_AVX2_END
+#endif
+
 // ---------------------------------------------------------------------------
 
 #if LP_X86
@@ -339,6 +383,10 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * min_units;
         if (r < nr) {
+            if (first + r + 2 < c->rows) {  // the row after next into L1 (decoding waited on memory)
+                const uint8_t *ahead = c->w + (first + r + 2) * c->w_row_bytes;
+                for (int64_t o = 0; o < c->w_row_bytes; o += 64) _mm_prefetch((const char *)ahead + o, _MM_HINT_T0);
+            }
             to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, mr, cols);
             if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
         } else {  // rows past the matrix: zero weights
@@ -346,16 +394,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(sr, 0, sizeof(float) * (size_t)units);
             memset(mr, 0, sizeof(float) * (size_t)min_units);
         }
-        for (int64_t u = 0; u < units; u++) {
-            int sum = 0;
-            for (int k = 0; k < unit; k++) {
-                const int v = qr[u * unit + k];
-                sum += v;
-                lo = v < lo ? v : lo;
-                hi = v > hi ? v : hi;
-            }
-            corr[r * units + u] = -128 * sum;
-        }
+        unit_sums_avx2(qr, cols, unit, corr + r * units, &lo, &hi);
     }
     const wpanel wp = { q, scale, corr, min };
     gemm_ctx cc = *c;  // y offset to this chunk's rows
