@@ -158,3 +158,44 @@ def test_generation_goes_past_a_full_context_with_the_shift(smollm2_path) -> Non
         assert eng.tokens[:len(ids)] == ids
     finally:
         eng.close()
+
+
+def test_the_server_shifts_each_slots_context(smollm2_path) -> None:
+    """--context-shift in the server: two concurrent requests each go past the full context, and
+    each gives the text the engine gives alone with the same shift (greedy; no drafts, so both
+    shift at the same token)."""
+    import requests
+
+    from tests.serverutil import ServerThread
+
+    def setup(eng: Engine) -> Engine:
+        eng.context_shift, eng.n_keep, eng.speculation = True, -1, None
+        return eng
+
+    prompts = ["Once upon a time", "The capital of France is"]
+    alone = setup(Engine.load(smollm2_path, n_ctx=40, n_threads=2))
+    never = sorted(alone.tokenizer.eog_ids)  # the text runs on to max_tokens
+    try:
+        params = SamplingParams(temp=0.0, logit_bias=tuple((t, -float("inf")) for t in never))
+        want = ["".join(c.text for c in alone.stream_generate(p, max_tokens=90, params=params)) for p in prompts]
+    finally:
+        alone.close()
+    eng = setup(Engine.load(smollm2_path, n_ctx=40, n_threads=2))
+    try:
+        with ServerThread(eng, parallel=2) as srv:
+            from concurrent.futures import ThreadPoolExecutor
+
+            def ask(prompt: str) -> dict:
+                r = requests.post(srv.url + "/v1/completions", timeout=120,
+                                  json={"prompt": prompt, "max_tokens": 90, "temperature": 0,
+                                        "logit_bias": {str(t): -100 for t in never}})
+                assert r.status_code == 200, r.text
+                return r.json()
+
+            with ThreadPoolExecutor(2) as pool:
+                got = list(pool.map(ask, prompts))
+    finally:
+        eng.close()
+    for g, w in zip(got, want):
+        assert (g["usage"]["completion_tokens"], g["choices"][0]["finish_reason"]) == (90, "length"), g
+        assert g["choices"][0]["text"] == w

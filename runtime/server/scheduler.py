@@ -175,8 +175,11 @@ def slot_engines(engine: Engine, parallel: int, ubatch: int) -> list[Engine]:
         model = Model(engine.gguf, n_ctx=engine.n_ctx, n_threads=model.n_threads, n_seq=parallel,
                       max_batch=batch_rows(parallel, ubatch))
     first = engine if model is engine.model else Engine(engine.gguf, model, engine.tokenizer, engine.template)
-    return [first] + [Engine(engine.gguf, model, engine.tokenizer, engine.template, seq=i)
-                      for i in range(1, parallel)]
+    engines = [first] + [Engine(engine.gguf, model, engine.tokenizer, engine.template, seq=i)
+                         for i in range(1, parallel)]
+    for e in engines:  # what a full context does (--context-shift, --keep)
+        e.context_shift, e.n_keep = engine.context_shift, engine.n_keep
+    return engines
 
 
 class Scheduler:
@@ -525,6 +528,8 @@ class Scheduler:
                 job._put(final)
                 self._choice_done(slot)
                 return
+            if slot.engine.context_shift and len(slot.tokens) + 1 >= self.model.n_ctx:
+                slot.engine.shift_context(state.n_prompt)  # room for tok: the sequence drops older cells
         except Exception as exc:
             self._fail(slot, exc)
             return
