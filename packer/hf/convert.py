@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from packer.hf import HFError
+from packer.hf.archs import generated_tensors, norm_shift, phi3_head_keys, tokenizer_extra
 from packer.hf.config import HFConfig, hparam_keys, read_config
 from packer.hf.gptq import group_weights, read_gptq_config
 from packer.hf.safetensors import SafeTensor, checkpoint_tensors
@@ -43,7 +44,12 @@ _LAYER_NAMES = {
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",          # Qwen3, Gemma 3
+    "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",   # Gemma 3
+    "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",                 # Phi-3 (kept fused)
 }
+#: Gemma 3's post_attention_layernorm is a norm of the attention output, not the FFN's input norm
+_GEMMA3_NAMES = {**_LAYER_NAMES, "post_attention_layernorm": "post_attention_norm"}
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
                  "model.norm.weight": "output_norm.weight"}
 _EXPERT = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
@@ -95,13 +101,14 @@ class HFCheckpoint:
 
     def _keys(self) -> list[tuple[str, str, object]]:
         cfg = self.config
-        head = [("general.architecture", "STRING", cfg.arch), ("general.type", "STRING", "model")]
+        head = [("general.architecture", "STRING", cfg.arch), *phi3_head_keys(cfg),
+                ("general.type", "STRING", "model")]
         head += _sampling_keys(self.path)
         head += [("general.name", "STRING", id_to_title(self.path.resolve().name)),
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
-        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama)
+        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama) + tokenizer_extra(cfg)
 
     @property
     def output_type(self) -> GGMLType:
@@ -142,6 +149,8 @@ def _tensors(cfg: HFConfig, sources: list[SafeTensor], file_type: GGMLType):
     """The GGUF's tensors in the converter's order, each shape checked against config.json."""
     experts: dict[int, dict[str, SafeTensor]] = {}
     n_expert = cfg.n_expert
+    for name, values in generated_tensors(cfg):   # written first, as the converter does
+        yield HFTensor(name, values.shape, GGMLType.F32, lambda v=values: v)
     for src in sources:
         if _SKIP.search(src.name):
             continue
@@ -164,8 +173,9 @@ def _gguf_name(cfg: HFConfig, src: SafeTensor) -> str:
     if src.name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[src.name]
     m = _LAYER.match(src.name)
-    if m and m[2] in _LAYER_NAMES and int(m[1]) < cfg.n_layer:
-        return f"blk.{m[1]}.{_LAYER_NAMES[m[2]]}.{m[3]}"
+    names = _GEMMA3_NAMES if cfg.arch == "gemma3" else _LAYER_NAMES
+    if m and m[2] in names and int(m[1]) < cfg.n_layer:
+        return f"blk.{m[1]}.{names[m[2]]}.{m[3]}"
     raise HFError(f"{src.file}: tensor {src.name!r} is not one this converter knows for {cfg.hf_arch}")
 
 
@@ -176,7 +186,20 @@ def _single(cfg: HFConfig, name: str, src: SafeTensor, file_type: GGMLType) -> H
         make = _permuted(src, cfg.n_head)
     elif cfg.llama and name.endswith(("attn_k.weight", "attn_k.bias")):
         make = _permuted(src, cfg.n_head_kv)
-    return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type, src.dtype), make, [src])
+    gtype = _gguf_type(name, len(src.shape), file_type, src.dtype)
+    if shift := norm_shift(cfg, name):   # in float32, as the converter adds it
+        return HFTensor(name, src.shape, gtype, lambda: _as_f32(src.read(), src.dtype) + np.float32(shift))
+    if cfg.arch == "gemma3" and name == "token_embd.weight":
+        return _vocab_rows(cfg, name, src, gtype)
+    return HFTensor(name, src.shape, gtype, make, [src])
+
+
+def _vocab_rows(cfg: HFConfig, name: str, src: SafeTensor, gtype: GGMLType) -> HFTensor:
+    """Gemma 3's embedding cut to the tokenizer's tokens (the converter drops the rows past them)."""
+    from packer.hf.tokenizer import vocab_count
+
+    n = min(vocab_count(cfg.path.parent), src.shape[0])
+    return HFTensor(name, (n, *src.shape[1:]), gtype, lambda: src.read()[:n], [src])
 
 
 def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
@@ -207,12 +230,15 @@ def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
     head_dim = int(cfg.hparams.get("head_dim") or n_embd // cfg.n_head)
     n_ff = int(cfg.get("intermediate_size", required=True))
     q, kv = cfg.n_head * head_dim, cfg.n_head_kv * head_dim
+    n_up = 2 * n_ff if cfg.arch == "phi3" else n_ff   # Phi-3's gate and up in one tensor
     role = name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
     return {"token_embd": (n_vocab, n_embd), "output": (n_vocab, n_embd), "output_norm": (n_embd,),
             "attn_norm": (n_embd,), "ffn_norm": (n_embd,), "attn_q": (q, n_embd), "attn_k": (kv, n_embd),
-            "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_ff, n_embd),
+            "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_up, n_embd),
             "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff, n_embd),
-            "ffn_up_exps": (n_ff, n_embd), "ffn_down_exps": (n_embd, n_ff)}.get(role)
+            "ffn_up_exps": (n_ff, n_embd), "ffn_down_exps": (n_embd, n_ff), "attn_q_norm": (head_dim,),
+            "attn_k_norm": (head_dim,), "post_attention_norm": (n_embd,), "post_ffw_norm": (n_embd,),
+            "attn_qkv": (q + 2 * kv, n_embd)}.get(role)
 
 
 def _check_shape(cfg: HFConfig, name: str, src: SafeTensor, shape: tuple[int, ...]) -> None:

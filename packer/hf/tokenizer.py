@@ -195,6 +195,14 @@ def tokenizer_keys(folder: Path, vocab_size: int | None, llama: bool = True) -> 
     return out
 
 
+def vocab_count(folder: Path) -> int:
+    """How many tokens the converter's vocabulary has: tokenizer.json's vocab and added tokens, or
+    the SentencePiece vocabulary padded to config.json's vocab_size."""
+    if not (folder / "tokenizer.model").is_file() and (tok := _json(folder / "tokenizer.json")):
+        return len(tok.get("model", {}).get("vocab", {})) + len(tok.get("added_tokens", []))
+    return len(sentencepiece_vocab(folder, _json(folder / "config.json").get("vocab_size"))[0])
+
+
 def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
     """kv with key set to value: in its place when present (as a GGUF writer overwrites), else last."""
     if any(k == key for k, _, _ in kv):
