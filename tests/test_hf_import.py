@@ -65,6 +65,12 @@ def _same_value(mine, ref, types: list[str]) -> bool:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_conversion_is_llama_cpps(name: str) -> None:
+    assert_conversion(name)
+
+
+def assert_conversion(name: str) -> None:
+    """FIX/name converted: llama.cpp's keys (types, values, order) and tensors (names, shapes, types,
+    SHA-256 of the bytes), as its <name>.llama_cpp.json records them."""
     ref = llama_cpp(name)
     ckpt = HFCheckpoint(FIX / name)
     assert list(ckpt.metadata) == list(ref["keys"])

@@ -11,8 +11,9 @@ dim 32, 2 heads / 1 KV head, n_ff 128, 2 layers, random weights as _randomize ma
   context 1024), 2 KV heads.
 Recorded as the llama-family fixtures are: the folder, `<name>.llama_cpp.json` (llama.cpp's
 conversion described, and the Q4_K_M quantization's hash), `<name>.transformers.json` (float32
-logits). `llama3.llama_cpp.json` also keeps `rope_freqs_torch_freqs`: the inverse frequencies
-llama.cpp's converter starts from (torch float32 pow), to tell its pow apart from the factor formula.
+logits). `llama3.llama_cpp.json` also keeps `rope_freqs_grid`: for the rope settings of
+LLAMA3_GRID, the converter's rope_freqs and the torch float32 inverse frequencies it starts from
+(its pow is a vectorized approximation: this tells its last bits apart from the factor formula).
 """
 from __future__ import annotations
 
@@ -61,6 +62,37 @@ def torch_llama3_freqs(base: float, dim: int) -> list[float]:
     return (1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))).tolist()
 
 
+#: Llama 3 rope settings: (head dim, theta, factor, low, high, original context). The first two are
+#: Llama 3.1 8B/70B/405B's and Llama 3.2 1B/3B's; the rest spread the frequencies about.
+LLAMA3_GRID = [(128, 500000.0, 8.0, 1.0, 4.0, 8192), (64, 500000.0, 32.0, 1.0, 4.0, 8192),
+               (128, 500000.0, 32.0, 1.0, 4.0, 8192)] + [
+    (dim, base, 16.0, 2.0, 8.0, 4096) for dim in (64, 96, 128, 256) for base in (10000.0, 50000.0, 1e6, 8e6)]
+
+
+def llama3_grid(llama_cpp: Path) -> list[dict]:
+    """llama.cpp's converter's own rope_freqs (its LlamaModel.generate_extra_tensors, on a bare
+    instance) for each LLAMA3_GRID setting, and the torch float32 inverse frequencies it starts
+    from: float32 bit patterns."""
+    import numpy as np
+
+    sys.path.insert(0, str(llama_cpp))
+    from conversion.llama import LlamaModel
+
+    out = []
+    for dim, base, factor, low, high, old in LLAMA3_GRID:
+        m = LlamaModel.__new__(LlamaModel)
+        m.hparams = {"head_dim": dim, "hidden_size": dim * 4, "num_attention_heads": 4}
+        rp = {"rope_type": "llama3", "rope_theta": base, "factor": factor, "low_freq_factor": low,
+              "high_freq_factor": high, "original_max_position_embeddings": old}
+        m.rope_parameters = rp
+        (name, t), = list(m.generate_extra_tensors())
+        assert name == "rope_freqs.weight"
+        freqs = np.asarray(torch_llama3_freqs(base, dim), np.float32)
+        out.append({"head_dim": dim, "rope": rp, "rope_freqs_bits": t.numpy().view(np.uint32).tolist(),
+                    "torch_freqs_bits": freqs.view(np.uint32).tolist()})
+    return out
+
+
 def arch_fixtures(args, out: Path, only: str | None) -> None:
     from tools.make_hf_fixtures import MIXES, _convert, _describe, _quantized, _randomize, _tokenizer_files
 
@@ -77,7 +109,7 @@ def arch_fixtures(args, out: Path, only: str | None) -> None:
             desc = _describe(g)
             desc["quantized"] = {mix: _quantized(g, args.llama_python, mix) for mix in MIXES[:1]}
         if name == "llama3":
-            desc["rope_freqs_torch_freqs"] = torch_llama3_freqs(500000.0, 32)
+            desc["rope_freqs_grid"] = llama3_grid(args.llama_cpp)
         (out / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
