@@ -98,3 +98,45 @@ def test_phi3_rope_factor_count_is_one_line_error(runtime_exe, tmp_path, capsys)
     assert rc != 0 and len(err) == 1 and err[0].startswith("error: ") and "long_factor" in err[0], err
     assert str(folder) in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# -- Qwen3 MoE: SmolLM2's BPE vocabulary, the embedding rebuilt ----------------------------------
+
+@pytest.fixture(scope="module")
+def moe_folder(smollm2_path, tmp_path_factory) -> Path:
+    """The qwen3moe checkpoint whole: the committed files, tokenizer.json rebuilt from the SmolLM2
+    GGUF and the embedding shard from its generator (tools/hf_arch_fixtures.py)."""
+    import shutil
+
+    from tools.hf_arch_fixtures import write_moe_embedding
+    from tools.make_hf_fixtures import smollm2_tokenizer_json
+
+    folder = Path(shutil.copytree(FIX / "qwen3moe", tmp_path_factory.mktemp("moe") / "qwen3moe"))
+    (folder / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2_path)))
+    write_moe_embedding(folder)
+    return folder
+
+
+def test_qwen3moe_conversion_is_llama_cpps(moe_folder) -> None:
+    assert_conversion("qwen3moe", moe_folder)
+
+
+@pytest.mark.parametrize("mix", [None, "Q4_K_M"])
+def test_qwen3moe_packed_entry_is_llama_cpps_file(runtime_exe, moe_folder, tmp_path, mix) -> None:
+    ref = llama_cpp("qwen3moe")
+    want = ref if mix is None else ref["quantized"][mix]
+    out = tmp_path / "m.llamafile"
+    r = build(moe_folder, out, runtime_exe, progress=False, quantize=mix, threads=2)
+    assert entry_sha(out) == (r.model_entry, want["file_sha256"])
+
+
+def test_qwen3moe_logits_match_transformers(moe_folder, tmp_path) -> None:
+    """transformers' top 64 logits recorded: the engine's top token is theirs, its logits at their
+    top 20 within 1% of their logit range."""
+    ref = json.loads((FIX / "qwen3moe.transformers.json").read_text())
+    gguf = write_gguf(moe_folder, None, tmp_path / "m.gguf")
+    for i, prompt in enumerate(ref["prompts"]):
+        got = _engine_logits(gguf, prompt)
+        ids, want = np.asarray(ref["top_ids"][i][:20]), np.asarray(ref["top_logits"][i][:20], np.float64)
+        assert int(np.argmax(got)) == int(ids[0]), prompt
+        assert np.abs(got[ids] - want).max() <= 0.01 * (ref["max"][i] - ref["min"][i]), prompt

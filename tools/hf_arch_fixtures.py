@@ -14,9 +14,18 @@ conversion described, and the Q4_K_M quantization's hash), `<name>.transformers.
 logits). `llama3.llama_cpp.json` also keeps `rope_freqs_grid`: for the rope settings of
 LLAMA3_GRID, the converter's rope_freqs and the torch float32 inverse frequencies it starts from
 (its pow is a vectorized approximation: this tells its last bits apart from the factor formula).
+
+`qwen3moe`: Qwen3MoeForCausalLM, BF16, 1 layer, 4 experts (2 used, n_ff 64, weights normalized),
+SmolLM2's BPE tokenizer (llama.cpp's converter takes no SentencePiece model for this class and
+needs a pre-tokenizer it knows): 49152 rows of embedding are not committed. The committed folder
+has config files and the layers' shard; the tests rebuild tokenizer.json from the SmolLM2 GGUF and
+the embedding shard from `moe_embedding` (integers from PCG64's raw stream, exact in BF16). Its
+transformers.json keeps the top 64 logits (ids, values) and each prompt's logit min and max; its
+llama_cpp.json keys' arrays are SHA-256 of their JSON (with length and head).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -24,12 +33,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}
 
 
 def arch_models():
-    from transformers import Gemma3TextConfig, LlamaConfig, Phi3Config, Qwen3Config
+    from transformers import Gemma3TextConfig, LlamaConfig, Phi3Config, Qwen3Config, Qwen3MoeConfig
 
     common = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                   num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
@@ -136,3 +147,107 @@ def _save_arch(name, arch, config, dtype, seed, d: Path, out: Path, randomize, t
     (out / f"{name}.transformers.json").write_text(json.dumps({
         "prompts": prompts, "logits": logits, "transformers": transformers.__version__, "torch": torch.__version__}))
     assert math.isfinite(sum(logits[0]))
+
+
+# -- Qwen3 MoE: a BPE vocabulary, the embedding made at test time --------------------------------
+
+MOE_VOCAB, MOE_EMBD, MOE_SEED = 49152, 64, 16
+MOE_EMBED_SHARD = "model-00002-of-00002.safetensors"
+
+
+def moe_embedding() -> np.ndarray:
+    """The qwen3moe embedding: (k - 64) / 32 for k the top 7 bits of PCG64's raw outputs (a
+    bit stream NumPy keeps stable), float32 values exact in BF16."""
+    raw = np.random.PCG64(MOE_SEED).random_raw(MOE_VOCAB * MOE_EMBD)
+    k = (raw >> np.uint64(57)).astype(np.float32)
+    return ((k - 64) / 32).reshape(MOE_VOCAB, MOE_EMBD)
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
+    """A safetensors file: name -> (dtype name, array of that dtype's bytes), in name order."""
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        dtype, arr = tensors[name]
+        blob = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": dtype, "shape": list(arr.shape), "data_offsets": [offset, offset + len(blob)]}
+        offset += len(blob)
+        blobs.append(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def write_moe_embedding(folder: Path) -> None:
+    """The qwen3moe embedding shard (BF16: the top halves of the float32 values, exact)."""
+    bits = (moe_embedding().view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    write_safetensors(folder / MOE_EMBED_SHARD, {"model.embed_tokens.weight": ("BF16", bits)})
+
+
+def moe_fixture(args, out: Path) -> None:
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+
+    from tools.make_hf_fixtures import (PROMPTS, _convert, _describe, _quantized, _randomize,
+                                        smollm2_tokenizer_json)
+
+    name, d = "qwen3moe", out / "qwen3moe"
+    shutil.rmtree(d, ignore_errors=True)
+    config = transformers.Qwen3MoeConfig(
+        vocab_size=MOE_VOCAB, hidden_size=MOE_EMBD, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+        max_position_embeddings=512, tie_word_embeddings=True, rope_theta=1e6, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=64, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])
+    torch.manual_seed(0)
+    model = transformers.Qwen3MoeForCausalLM(config)
+    _randomize(model, seed=MOE_SEED)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.from_numpy(moe_embedding()))
+    model = model.to(torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        full = Path(tmp) / name
+        model.save_pretrained(full)
+        weights = load_file(str(full / "model.safetensors"))
+        (full / "model.safetensors").unlink()
+        layers = {k: ("BF16", v.view(torch.int16).numpy().view(np.uint16)) for k, v in weights.items()
+                  if k != "model.embed_tokens.weight"}
+        first = "model-00001-of-00002.safetensors"
+        write_safetensors(full / first, layers)
+        write_moe_embedding(full)
+        emb = load_file(str(full / MOE_EMBED_SHARD))["model.embed_tokens.weight"]
+        assert torch.equal(emb.view(torch.int16), weights["model.embed_tokens.weight"].view(torch.int16))
+        index = {"metadata": {"total_size": sum(v.numel() * 2 for v in weights.values())},
+                 "weight_map": {k: (MOE_EMBED_SHARD if k == "model.embed_tokens.weight" else first)
+                                for k in sorted(weights)}}
+        (full / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        (full / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(args.smollm2)))
+        shutil.copy(out / "bpe-smollm2" / "tokenizer_config.json", full / "tokenizer_config.json")
+        d.mkdir()
+        for f in ("config.json", "generation_config.json", "tokenizer_config.json", "model.safetensors.index.json",
+                  first):
+            shutil.copy(full / f, d / f)
+        g = Path(tmp) / "model.gguf"
+        _convert(full, args.llama_cpp, g)
+        desc = _describe(g)
+        desc["quantized"] = {"Q4_K_M": _quantized(g, args.llama_python, "Q4_K_M")}
+        tok = Tokenizer.from_file(str(full / "tokenizer.json"))
+        ref = transformers.Qwen3MoeForCausalLM.from_pretrained(full, dtype=torch.float32).eval()
+    for v in desc["keys"].values():
+        if v["type"][0] == "ARRAY":
+            v["value"] = {"sha256": hashlib.sha256(json.dumps(v["value"]).encode()).hexdigest(),
+                          "len": len(v["value"]), "head": v["value"][:20]}
+    (out / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))
+    prompts = [tok.encode(p).ids for p in PROMPTS]
+    record = {"prompts": prompts, "top_ids": [], "top_logits": [], "min": [], "max": [],
+              "transformers": transformers.__version__, "torch": torch.__version__}
+    with torch.no_grad():
+        for ids in prompts:
+            lg = ref(torch.tensor([ids])).logits[0, -1].numpy().astype(np.float32)
+            top = np.argsort(-lg)[:64]
+            record["top_ids"].append(top.tolist())
+            record["top_logits"].append(lg[top].tolist())
+            record["min"].append(float(lg.min()))
+            record["max"].append(float(lg.max()))
+    (out / f"{name}.transformers.json").write_text(json.dumps(record))
+    print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)

@@ -443,7 +443,7 @@ def _float_fixtures(args: argparse.Namespace) -> None:
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
-PARTS = ("models", "gptq", "bpe", "gptqmodel", "arch")   # "all" makes them in this order (gptqmodel starts from mistral)
+PARTS = ("models", "gptq", "bpe", "gptqmodel", "arch", "moe")   # "all" makes them in this order (gptqmodel starts from mistral)
 
 
 def main() -> None:
@@ -456,7 +456,7 @@ def main() -> None:
                     help="gptqmodel-record: only record from the existing GPTQModel folder")
     ap.add_argument("--only", help="with --part models or arch: only this model (e.g. qwen2, gemma3)")
     args = ap.parse_args()
-    if args.part in ("all", "bpe") and not args.smollm2:
+    if args.part in ("all", "bpe", "moe") and not args.smollm2:
         ap.error("--smollm2 PATH is needed for the bpe fixture")
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -470,6 +470,9 @@ def main() -> None:
     if "arch" in parts:  # tools/hf_arch_fixtures.py: Llama 3 rope, Qwen3, Gemma3, Phi3
         from tools.hf_arch_fixtures import arch_fixtures
         arch_fixtures(args, OUT, args.only)
+    if "moe" in parts:   # Qwen3 MoE with SmolLM2's BPE tokenizer
+        from tools.hf_arch_fixtures import moe_fixture
+        moe_fixture(args, OUT)
     if "gptqmodel" in parts or "gptqmodel-record" in parts:
         _gptqmodel_fixture(args.llama_cpp, quantize=args.part != "gptqmodel-record")
         os._exit(0)  # GPTQModel's worker threads would keep the process alive

@@ -15,7 +15,7 @@ from packer.hf import HFError
 #: Qwen3, Gemma 3 and Phi-3: packer/hf/archs.py.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
                  "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3",
-                 "Phi3ForCausalLM": "phi3"}
+                 "Phi3ForCausalLM": "phi3", "Qwen3MoeForCausalLM": "qwen3moe"}
 
 
 @dataclass
@@ -114,6 +114,8 @@ def hparam_keys(cfg: HFConfig, file_type: int) -> list[tuple[str, str, Any]]:
     out.append(("general.file_type", "UINT32", file_type))
     if a == "gemma3":
         out += gemma3_keys(cfg)
+    if a == "qwen3moe" and (n_ff_exp := cfg.get("moe_intermediate_size")) is not None:
+        out.append((f"{a}.expert_feed_forward_length", "UINT32", int(n_ff_exp)))
     if cfg.llama:
         out.append((f"{a}.vocab_size", "UINT32", int(cfg.get("vocab_size", required=True))))
         rope_dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head

@@ -43,7 +43,7 @@ _LAYER_NAMES = {
     "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp",
+    "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp", "mlp.gate": "ffn_gate_inp",
     "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",          # Qwen3, Gemma 3
     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",   # Gemma 3
     "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",                 # Phi-3 (kept fused)
@@ -52,9 +52,13 @@ _LAYER_NAMES = {
 _GEMMA3_NAMES = {**_LAYER_NAMES, "post_attention_layernorm": "post_attention_norm"}
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
                  "model.norm.weight": "output_norm.weight"}
-_EXPERT = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+_EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\."
+                     r"(w[123]|gate_proj|up_proj|down_proj)\.weight$")
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
-_EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps"}
+_EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps",
+                 "gate_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps", "up_proj": "ffn_up_exps"}
+#: the order the converter writes a layer's stacked experts in: Mixtral's, Qwen3 MoE's
+_EXPERT_ORDERS = (("w1", "w2", "w3"), ("down_proj", "gate_proj", "up_proj"))
 _SKIP = re.compile(r"rotary_emb\.inv_freq$")
 
 
@@ -210,7 +214,11 @@ def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
 
 
 def _stacked(cfg: HFConfig, bid: int, layer: dict[str, SafeTensor], file_type: GGMLType):
-    for wid in ("w1", "w2", "w3"):
+    order = next((o for o in _EXPERT_ORDERS if any(k.endswith("." + o[0]) for k in layer)), _EXPERT_ORDERS[0])
+    for wid in order:
+        if any(f"{e}.{wid}" not in layer for e in range(cfg.n_expert)):
+            some = next(iter(layer.values()))
+            raise HFError(f"{some.file}: layer {bid} lacks {wid} of some of its {cfg.n_expert} experts")
         parts = [layer[f"{e}.{wid}"] for e in range(cfg.n_expert)]
         name = f"blk.{bid}.{_EXPERT_NAMES[wid]}.weight"
         for p in parts:
@@ -229,14 +237,15 @@ def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
     n_embd, n_vocab = int(cfg.get("hidden_size", required=True)), int(cfg.get("vocab_size", required=True))
     head_dim = int(cfg.hparams.get("head_dim") or n_embd // cfg.n_head)
     n_ff = int(cfg.get("intermediate_size", required=True))
+    n_ff_exp = int(cfg.get("moe_intermediate_size", "intermediate_size"))   # Qwen3 MoE's experts
     q, kv = cfg.n_head * head_dim, cfg.n_head_kv * head_dim
     n_up = 2 * n_ff if cfg.arch == "phi3" else n_ff   # Phi-3's gate and up in one tensor
     role = name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
     return {"token_embd": (n_vocab, n_embd), "output": (n_vocab, n_embd), "output_norm": (n_embd,),
             "attn_norm": (n_embd,), "ffn_norm": (n_embd,), "attn_q": (q, n_embd), "attn_k": (kv, n_embd),
             "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_up, n_embd),
-            "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff, n_embd),
-            "ffn_up_exps": (n_ff, n_embd), "ffn_down_exps": (n_embd, n_ff), "attn_q_norm": (head_dim,),
+            "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff_exp, n_embd),
+            "ffn_up_exps": (n_ff_exp, n_embd), "ffn_down_exps": (n_embd, n_ff_exp), "attn_q_norm": (head_dim,),
             "attn_k_norm": (head_dim,), "post_attention_norm": (n_embd,), "post_ffw_norm": (n_embd,),
             "attn_qkv": (q + 2 * kv, n_embd)}.get(role)
 
