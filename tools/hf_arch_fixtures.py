@@ -8,7 +8,8 @@ dim 32, 2 heads / 1 KV head, n_ff 128, 2 layers, random weights as _randomize ma
 - `qwen3`: Qwen3ForCausalLM, F16, q/k norms, tied embeddings;
 - `gemma3`: Gemma3ForCausalLM (gemma3_text), BF16, post norms, final logit soft-capping 30;
 - `phi3`: Phi3ForCausalLM, F16, fused qkv and gate_up projections, LongRoPE (original context 256,
-  context 1024), 2 KV heads.
+  context 1024), 2 KV heads, vocab_size 520: added tokens past the 512 pieces in
+  tokenizer_config.json and tokenizer.json, the rest [PADi].
 Recorded as the llama-family fixtures are: the folder, `<name>.llama_cpp.json` (llama.cpp's
 conversion described, and the Q4_K_M quantization's hash), `<name>.transformers.json` (float32
 logits). `llama3.llama_cpp.json` also keeps `rope_freqs_grid`: for the rope settings of
@@ -56,7 +57,7 @@ def arch_models():
                             final_logit_softcapping=30.0, rope_theta=1e6, rope_local_base_freq=10000.0,
                             pad_token_id=0, **common), "bfloat16", 13)
     n_half = 16   # head_dim / 2 frequencies
-    phi = dict(common, num_key_value_heads=2)
+    phi = dict(common, num_key_value_heads=2, vocab_size=520)   # 8 ids past the SentencePiece model
     yield ("phi3", "Phi3ForCausalLM",
            Phi3Config(max_position_embeddings=1024, original_max_position_embeddings=256, tie_word_embeddings=False,
                       rope_theta=10000.0, pad_token_id=0,
@@ -125,6 +126,20 @@ def arch_fixtures(args, out: Path, only: str | None) -> None:
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
+def _phi3_added_tokens(d: Path) -> None:
+    """Phi-3's extra tokens past the SentencePiece model, as its releases have them: in
+    tokenizer_config.json's added_tokens_decoder (one special, one not) and tokenizer.json's
+    added_tokens (only that list: the converter reads nothing else of it for Phi-3)."""
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    entry = {"lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    cfg["added_tokens_decoder"].update({"512": {"content": "<|assistant|>", **entry, "special": True},
+                                        "513": {"content": "\u2581hello", **entry, "special": False}})
+    (d / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2))
+    added = [{"id": int(i), **e} for i, e in cfg["added_tokens_decoder"].items()]
+    added.append({"id": 514, "content": "<|end|>", **entry, "special": True})
+    (d / "tokenizer.json").write_text(json.dumps({"version": "1.0", "added_tokens": added}, indent=2))
+
+
 def _save_arch(name, arch, config, dtype, seed, d: Path, out: Path, randomize, tokenizer_files) -> None:
     import numpy as np
     import torch
@@ -139,6 +154,8 @@ def _save_arch(name, arch, config, dtype, seed, d: Path, out: Path, randomize, t
     model = model.to(getattr(torch, dtype))
     model.save_pretrained(d)
     tokenizer_files(d)
+    if name == "phi3":
+        _phi3_added_tokens(d)
     sp = SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
     prompts = [[1] + sp.encode(p) for p in PROMPTS]
     model = model.float().eval()

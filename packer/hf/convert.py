@@ -112,7 +112,8 @@ class HFCheckpoint:
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
-        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama) + tokenizer_extra(cfg)
+        keys = head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama, cfg.arch == "phi3")
+        return keys + tokenizer_extra(cfg)
 
     @property
     def output_type(self) -> GGMLType:
