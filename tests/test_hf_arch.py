@@ -6,7 +6,9 @@ pieces as their tokenizer):
 - llama3: LlamaForCausalLM with rope_scaling llama3 (the generated rope_freqs tensor), BF16;
 - qwen3: Qwen3ForCausalLM (q/k norms), F16; gemma3: Gemma3ForCausalLM (norms stored as w - 1,
   post norms, soft-capping, sliding window), BF16; phi3: Phi3ForCausalLM (fused qkv and gate_up,
-  LongRoPE factors), F16.
+  LongRoPE factors, added tokens), F16;
+- with SmolLM2's BPE tokenizer.json, the 49152-row embedding rebuilt at test time: qwen3moe
+  (Qwen3MoeForCausalLM, 4 experts), llama3-bpe (Llama 3 rope and a byte-level BPE vocabulary).
 
 Each: the conversion's keys (types, values, order) and tensors (names, shapes, types, SHA-256) are
 llama.cpp's convert_hf_to_gguf.py's; the packed entry is its file byte for byte, and with
@@ -100,41 +102,45 @@ def test_phi3_rope_factor_count_is_one_line_error(runtime_exe, tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
-# -- Qwen3 MoE: SmolLM2's BPE vocabulary, the embedding rebuilt ----------------------------------
+# -- SmolLM2's BPE vocabulary (Qwen3 MoE, Llama 3): the embedding rebuilt --------------------------
 
-@pytest.fixture(scope="module")
-def moe_folder(smollm2_path, tmp_path_factory) -> Path:
-    """The qwen3moe checkpoint whole: the committed files, tokenizer.json rebuilt from the SmolLM2
-    GGUF and the embedding shard from its generator (tools/hf_arch_fixtures.py)."""
+BPE_MODELS = ("qwen3moe", "llama3-bpe")
+
+
+@pytest.fixture(scope="module", params=BPE_MODELS)
+def bpe_folder(request, smollm2_path, tmp_path_factory) -> Path:
+    """The checkpoint whole: the committed files, tokenizer.json rebuilt from the SmolLM2 GGUF and
+    the embedding shard from its generator (tools/hf_arch_fixtures.py)."""
     import shutil
 
-    from tools.hf_arch_fixtures import write_moe_embedding
+    from tools.hf_arch_fixtures import write_embedding
     from tools.make_hf_fixtures import smollm2_tokenizer_json
 
-    folder = Path(shutil.copytree(FIX / "qwen3moe", tmp_path_factory.mktemp("moe") / "qwen3moe"))
+    name = request.param
+    folder = Path(shutil.copytree(FIX / name, tmp_path_factory.mktemp("bpe") / name))
     (folder / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2_path)))
-    write_moe_embedding(folder)
+    write_embedding(folder, name)
     return folder
 
 
-def test_qwen3moe_conversion_is_llama_cpps(moe_folder) -> None:
-    assert_conversion("qwen3moe", moe_folder)
+def test_bpe_model_conversion_is_llama_cpps(bpe_folder) -> None:
+    assert_conversion(bpe_folder.name, bpe_folder)
 
 
 @pytest.mark.parametrize("mix", [None, "Q4_K_M"])
-def test_qwen3moe_packed_entry_is_llama_cpps_file(runtime_exe, moe_folder, tmp_path, mix) -> None:
-    ref = llama_cpp("qwen3moe")
+def test_bpe_model_packed_entry_is_llama_cpps_file(runtime_exe, bpe_folder, tmp_path, mix) -> None:
+    ref = llama_cpp(bpe_folder.name)
     want = ref if mix is None else ref["quantized"][mix]
     out = tmp_path / "m.llamafile"
-    r = build(moe_folder, out, runtime_exe, progress=False, quantize=mix, threads=2)
+    r = build(bpe_folder, out, runtime_exe, progress=False, quantize=mix, threads=2)
     assert entry_sha(out) == (r.model_entry, want["file_sha256"])
 
 
-def test_qwen3moe_logits_match_transformers(moe_folder, tmp_path) -> None:
+def test_bpe_model_logits_match_transformers(bpe_folder, tmp_path) -> None:
     """transformers' top 64 logits recorded: the engine's top token is theirs, its logits at their
     top 20 within 1% of their logit range."""
-    ref = json.loads((FIX / "qwen3moe.transformers.json").read_text())
-    gguf = write_gguf(moe_folder, None, tmp_path / "m.gguf")
+    ref = json.loads((FIX / f"{bpe_folder.name}.transformers.json").read_text())
+    gguf = write_gguf(bpe_folder, None, tmp_path / "m.gguf")
     for i, prompt in enumerate(ref["prompts"]):
         got = _engine_logits(gguf, prompt)
         ids, want = np.asarray(ref["top_ids"][i][:20]), np.asarray(ref["top_logits"][i][:20], np.float64)

@@ -16,13 +16,16 @@ logits). `llama3.llama_cpp.json` also keeps `rope_freqs_grid`: for the rope sett
 LLAMA3_GRID, the converter's rope_freqs and the torch float32 inverse frequencies it starts from
 (its pow is a vectorized approximation: this tells its last bits apart from the factor formula).
 
-`qwen3moe`: Qwen3MoeForCausalLM, BF16, 1 layer, 4 experts (2 used, n_ff 64, weights normalized),
-SmolLM2's BPE tokenizer (llama.cpp's converter takes no SentencePiece model for this class and
-needs a pre-tokenizer it knows): 49152 rows of embedding are not committed. The committed folder
-has config files and the layers' shard; the tests rebuild tokenizer.json from the SmolLM2 GGUF and
-the embedding shard from `moe_embedding` (integers from PCG64's raw stream, exact in BF16). Its
-transformers.json keeps the top 64 logits (ids, values) and each prompt's logit min and max; its
-llama_cpp.json keys' arrays are SHA-256 of their JSON (with length and head).
+The `moe` part, with SmolLM2's BPE tokenizer (1 layer, BF16, tied embeddings):
+- `qwen3moe`: Qwen3MoeForCausalLM, 4 experts (2 used, n_ff 64, weights normalized): llama.cpp's
+  converter takes no SentencePiece model for this class and needs a pre-tokenizer it knows;
+- `llama3-bpe`: LlamaForCausalLM, rope llama3 as `llama3`, a byte-level BPE tokenizer.json (no
+  real Llama 3 tokenizer is at hand offline; SmolLM2's is GPT-2 style, as Llama 3's is).
+Their 49152 rows of embedding are not committed: the folders have config files and the layers'
+shard; the tests rebuild tokenizer.json from the SmolLM2 GGUF and the embedding shard from
+`bpe_embedding` (integers from PCG64's raw stream, exact in BF16). transformers.json keeps the
+top 64 logits (ids, values) and each prompt's logit min and max; llama_cpp.json's key arrays are
+SHA-256 of their JSON (with length and head).
 """
 from __future__ import annotations
 
@@ -166,18 +169,34 @@ def _save_arch(name, arch, config, dtype, seed, d: Path, out: Path, randomize, t
     assert math.isfinite(sum(logits[0]))
 
 
-# -- Qwen3 MoE: a BPE vocabulary, the embedding made at test time --------------------------------
+# -- SmolLM2's BPE vocabulary: the embedding made at test time ----------------------------------
 
-MOE_VOCAB, MOE_EMBD, MOE_SEED = 49152, 64, 16
-MOE_EMBED_SHARD = "model-00002-of-00002.safetensors"
+BPE_VOCAB, BPE_EMBD = 49152, 64
+BPE_SEEDS = {"qwen3moe": 16, "llama3-bpe": 17}
+EMBED_SHARD = "model-00002-of-00002.safetensors"
 
 
-def moe_embedding() -> np.ndarray:
-    """The qwen3moe embedding: (k - 64) / 32 for k the top 7 bits of PCG64's raw outputs (a
-    bit stream NumPy keeps stable), float32 values exact in BF16."""
-    raw = np.random.PCG64(MOE_SEED).random_raw(MOE_VOCAB * MOE_EMBD)
+def bpe_models():
+    """(name, transformers class, config) of the checkpoints with SmolLM2's tokenizer."""
+    import transformers
+
+    common = dict(vocab_size=BPE_VOCAB, hidden_size=BPE_EMBD, intermediate_size=128, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-5, bos_token_id=1,
+                  eos_token_id=2, tie_word_embeddings=True)
+    yield "qwen3moe", "Qwen3MoeForCausalLM", transformers.Qwen3MoeConfig(
+        max_position_embeddings=512, rope_theta=1e6, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=64,
+        norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], **common)
+    yield "llama3-bpe", "LlamaForCausalLM", transformers.LlamaConfig(
+        max_position_embeddings=131072, rope_scaling={**LLAMA3_ROPE, "rope_theta": 500000.0}, rope_theta=500000.0,
+        **common)
+
+
+def bpe_embedding(name: str) -> np.ndarray:
+    """name's embedding: (k - 64) / 32 for k the top 7 bits of PCG64's raw outputs (a bit stream
+    NumPy keeps stable), float32 values exact in BF16."""
+    raw = np.random.PCG64(BPE_SEEDS[name]).random_raw(BPE_VOCAB * BPE_EMBD)
     k = (raw >> np.uint64(57)).astype(np.float32)
-    return ((k - 64) / 32).reshape(MOE_VOCAB, MOE_EMBD)
+    return ((k - 64) / 32).reshape(BPE_VOCAB, BPE_EMBD)
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
@@ -194,13 +213,19 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) ->
     path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
 
 
-def write_moe_embedding(folder: Path) -> None:
-    """The qwen3moe embedding shard (BF16: the top halves of the float32 values, exact)."""
-    bits = (moe_embedding().view(np.uint32) >> np.uint32(16)).astype(np.uint16)
-    write_safetensors(folder / MOE_EMBED_SHARD, {"model.embed_tokens.weight": ("BF16", bits)})
+def write_embedding(folder: Path, name: str) -> None:
+    """name's embedding shard (BF16: the top halves of the float32 values, exact)."""
+    bits = (bpe_embedding(name).view(np.uint32) >> np.uint32(16)).astype(np.uint16)
+    write_safetensors(folder / EMBED_SHARD, {"model.embed_tokens.weight": ("BF16", bits)})
 
 
-def moe_fixture(args, out: Path) -> None:
+def bpe_fixtures(args, out: Path, only: str | None) -> None:
+    for name, arch, config in bpe_models():
+        if not only or only == name:
+            _bpe_fixture(args, out, name, arch, config)
+
+
+def _bpe_fixture(args, out: Path, name: str, arch: str, config) -> None:
     import torch
     import transformers
     from safetensors.torch import load_file
@@ -209,18 +234,13 @@ def moe_fixture(args, out: Path) -> None:
     from tools.make_hf_fixtures import (PROMPTS, _convert, _describe, _quantized, _randomize,
                                         smollm2_tokenizer_json)
 
-    name, d = "qwen3moe", out / "qwen3moe"
+    d = out / name
     shutil.rmtree(d, ignore_errors=True)
-    config = transformers.Qwen3MoeConfig(
-        vocab_size=MOE_VOCAB, hidden_size=MOE_EMBD, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
-        max_position_embeddings=512, tie_word_embeddings=True, rope_theta=1e6, num_experts=4, num_experts_per_tok=2,
-        moe_intermediate_size=64, norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[])
     torch.manual_seed(0)
-    model = transformers.Qwen3MoeForCausalLM(config)
-    _randomize(model, seed=MOE_SEED)
+    model = getattr(transformers, arch)(config)
+    _randomize(model, seed=BPE_SEEDS[name])
     with torch.no_grad():
-        model.model.embed_tokens.weight.copy_(torch.from_numpy(moe_embedding()))
+        model.model.embed_tokens.weight.copy_(torch.from_numpy(bpe_embedding(name)))
     model = model.to(torch.bfloat16)
     with tempfile.TemporaryDirectory() as tmp:
         full = Path(tmp) / name
@@ -231,11 +251,11 @@ def moe_fixture(args, out: Path) -> None:
                   if k != "model.embed_tokens.weight"}
         first = "model-00001-of-00002.safetensors"
         write_safetensors(full / first, layers)
-        write_moe_embedding(full)
-        emb = load_file(str(full / MOE_EMBED_SHARD))["model.embed_tokens.weight"]
+        write_embedding(full, name)
+        emb = load_file(str(full / EMBED_SHARD))["model.embed_tokens.weight"]
         assert torch.equal(emb.view(torch.int16), weights["model.embed_tokens.weight"].view(torch.int16))
         index = {"metadata": {"total_size": sum(v.numel() * 2 for v in weights.values())},
-                 "weight_map": {k: (MOE_EMBED_SHARD if k == "model.embed_tokens.weight" else first)
+                 "weight_map": {k: (EMBED_SHARD if k == "model.embed_tokens.weight" else first)
                                 for k in sorted(weights)}}
         (full / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
         (full / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(args.smollm2)))
@@ -249,7 +269,7 @@ def moe_fixture(args, out: Path) -> None:
         desc = _describe(g)
         desc["quantized"] = {"Q4_K_M": _quantized(g, args.llama_python, "Q4_K_M")}
         tok = Tokenizer.from_file(str(full / "tokenizer.json"))
-        ref = transformers.Qwen3MoeForCausalLM.from_pretrained(full, dtype=torch.float32).eval()
+        ref = getattr(transformers, arch).from_pretrained(full, dtype=torch.float32).eval()
     for v in desc["keys"].values():
         if v["type"][0] == "ARRAY":
             v["value"] = {"sha256": hashlib.sha256(json.dumps(v["value"]).encode()).hexdigest(),

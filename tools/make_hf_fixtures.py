@@ -470,9 +470,9 @@ def main() -> None:
     if "arch" in parts:  # tools/hf_arch_fixtures.py: Llama 3 rope, Qwen3, Gemma3, Phi3
         from tools.hf_arch_fixtures import arch_fixtures
         arch_fixtures(args, OUT, args.only)
-    if "moe" in parts:   # Qwen3 MoE with SmolLM2's BPE tokenizer
-        from tools.hf_arch_fixtures import moe_fixture
-        moe_fixture(args, OUT)
+    if "moe" in parts:   # Qwen3 MoE and Llama 3 with SmolLM2's BPE tokenizer
+        from tools.hf_arch_fixtures import bpe_fixtures
+        bpe_fixtures(args, OUT, args.only)
     if "gptqmodel" in parts or "gptqmodel-record" in parts:
         _gptqmodel_fixture(args.llama_cpp, quantize=args.part != "gptqmodel-record")
         os._exit(0)  # GPTQModel's worker threads would keep the process alive
