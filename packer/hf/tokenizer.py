@@ -123,9 +123,10 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None,
     if phi3:
         added = [(e.get("id"), e) for e in _json(folder / "tokenizer.json").get("added_tokens", [])]
         for tid, entry in [*decoder.items(), *added]:
-            if isinstance(tid, (int, str)) and 0 <= int(tid) < n and isinstance(entry.get("content"), str):
-                i = int(tid)
-                tokens[i], scores[i], types[i] = entry["content"], -1000.0, CONTROL if entry.get("special") else USER_DEFINED
+            i = int(tid) if isinstance(tid, int) or (isinstance(tid, str) and tid.isdigit()) else -1
+            if 0 <= i < n and isinstance(entry, dict) and isinstance(entry.get("content"), str):
+                types[i] = CONTROL if entry.get("special") else USER_DEFINED
+                tokens[i], scores[i] = entry["content"], -1000.0
         return tokens, scores, types
     for tid, entry in decoder.items():
         i, text = int(tid), entry["content"]
