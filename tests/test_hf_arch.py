@@ -26,7 +26,8 @@ import pytest
 from packer.build import build
 from packer.cli import main as packer_main
 from packer.hf.archs import llama3_factors_from_freqs, llama3_rope_factors
-from tests.test_hf_import import _copy, _engine_logits, _set_config, assert_conversion, entry_sha, llama_cpp, write_gguf
+from tests.test_hf_import import (_copy, _engine_logits, _rewrite_header, _set_config, assert_conversion, entry_sha,
+                                  llama_cpp, write_gguf)
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "hf"
 MODELS = ("llama3", "qwen3", "gemma3", "phi3")
@@ -107,20 +108,23 @@ def test_phi3_rope_factor_count_is_one_line_error(runtime_exe, tmp_path, capsys)
 BPE_MODELS = ("qwen3moe", "llama3-bpe")
 
 
-@pytest.fixture(scope="module", params=BPE_MODELS)
-def bpe_folder(request, smollm2_path, tmp_path_factory) -> Path:
-    """The checkpoint whole: the committed files, tokenizer.json rebuilt from the SmolLM2 GGUF and
-    the embedding shard from its generator (tools/hf_arch_fixtures.py)."""
+def bpe_checkpoint(name: str, dst: Path, smollm2_path: Path) -> Path:
+    """The checkpoint whole in dst/name: the committed files, tokenizer.json rebuilt from the
+    SmolLM2 GGUF and the embedding shard from its generator (tools/hf_arch_fixtures.py)."""
     import shutil
 
     from tools.hf_arch_fixtures import write_embedding
     from tools.make_hf_fixtures import smollm2_tokenizer_json
 
-    name = request.param
-    folder = Path(shutil.copytree(FIX / name, tmp_path_factory.mktemp("bpe") / name))
+    folder = Path(shutil.copytree(FIX / name, dst / name))
     (folder / "tokenizer.json").write_text(json.dumps(smollm2_tokenizer_json(smollm2_path)))
     write_embedding(folder, name)
     return folder
+
+
+@pytest.fixture(scope="module", params=BPE_MODELS)
+def bpe_folder(request, smollm2_path, tmp_path_factory) -> Path:
+    return bpe_checkpoint(request.param, tmp_path_factory.mktemp("bpe"), smollm2_path)
 
 
 def test_bpe_model_conversion_is_llama_cpps(bpe_folder) -> None:
@@ -146,3 +150,20 @@ def test_bpe_model_logits_match_transformers(bpe_folder, tmp_path) -> None:
         ids, want = np.asarray(ref["top_ids"][i][:20]), np.asarray(ref["top_logits"][i][:20], np.float64)
         assert int(np.argmax(got)) == int(ids[0]), prompt
         assert np.abs(got[ids] - want).max() <= 0.01 * (ref["max"][i] - ref["min"][i]), prompt
+
+
+def test_qwen3moe_expert_missing_is_one_line_error(runtime_exe, smollm2_path, tmp_path, capsys) -> None:
+    """Expert 3's up_proj renamed expert 9 (header and index): the layer's experts are incomplete."""
+    folder = bpe_checkpoint("qwen3moe", tmp_path, smollm2_path)
+    old, new = "model.layers.0.mlp.experts.3.up_proj.weight", "model.layers.0.mlp.experts.9.up_proj.weight"
+    _rewrite_header(folder / "model-00001-of-00002.safetensors", lambda h: h.__setitem__(new, h.pop(old)))
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    index["weight_map"][new] = index["weight_map"].pop(old)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+                      "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc != 0 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "model-00001-of-00002.safetensors: layer 0 lacks up_proj" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
