@@ -62,6 +62,20 @@ def test_logits_match_transformers(tmp_path, name: str) -> None:
         assert np.abs(got[top] - want[top]).max() <= 0.01 * (want.max() - want.min()), prompt
 
 
+def test_gemma3_transformers4_config_is_llama_cpps_file(runtime_exe, tmp_path) -> None:
+    """The same checkpoint with config.json as transformers 4 wrote it (rope_theta and
+    rope_local_base_freq at the top level, no rope_parameters): llama.cpp's file from that."""
+    import shutil
+
+    from tools.hf_arch_fixtures import gemma3_legacy_config
+
+    folder = Path(shutil.copytree(FIX / "gemma3", tmp_path / "gemma3-legacy"))
+    gemma3_legacy_config(folder)
+    out = tmp_path / "m.llamafile"
+    r = build(folder, out, runtime_exe, progress=False, threads=2)
+    assert entry_sha(out) == (r.model_entry, llama_cpp("gemma3")["legacy_config_file_sha256"])
+
+
 def _bits(x: list[int]) -> np.ndarray:
     return np.asarray(x, np.uint32).view(np.float32)
 

@@ -15,6 +15,8 @@ conversion described, and the Q4_K_M quantization's hash), `<name>.transformers.
 logits). `llama3.llama_cpp.json` also keeps `rope_freqs_grid`: for the rope settings of
 LLAMA3_GRID, the converter's rope_freqs and the torch float32 inverse frequencies it starts from
 (its pow is a vectorized approximation: this tells its last bits apart from the factor formula).
+`gemma3.llama_cpp.json` also has `legacy_config_file_sha256`: the converter's file from the same
+checkpoint with a transformers 4 style config.json (gemma3_legacy_config).
 
 The `moe` part, with SmolLM2's BPE tokenizer (1 layer, BF16, tied embeddings):
 - `qwen3moe`: Qwen3MoeForCausalLM, 4 experts (2 used, n_ff 64, weights normalized): llama.cpp's
@@ -108,6 +110,18 @@ def llama3_grid(llama_cpp: Path) -> list[dict]:
     return out
 
 
+def gemma3_legacy_config(folder: Path) -> None:
+    """folder's Gemma 3 config.json rewritten as transformers 4 wrote it: rope_theta,
+    rope_local_base_freq and sliding_window_pattern at the top, rope_scaling null."""
+    cfg = json.loads((folder / "config.json").read_text())
+    rp = cfg.pop("rope_parameters")
+    for key in ("layer_types", "_sliding_window_pattern"):
+        cfg.pop(key, None)
+    cfg.update(rope_theta=rp["full_attention"]["rope_theta"], rope_local_base_freq=rp["sliding_attention"]["rope_theta"],
+               rope_scaling=None, sliding_window_pattern=6)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
 def arch_fixtures(args, out: Path, only: str | None) -> None:
     from tools.make_hf_fixtures import MIXES, _convert, _describe, _quantized, _randomize, _tokenizer_files
 
@@ -123,6 +137,12 @@ def arch_fixtures(args, out: Path, only: str | None) -> None:
             _convert(d, args.llama_cpp, g)
             desc = _describe(g)
             desc["quantized"] = {mix: _quantized(g, args.llama_python, mix) for mix in MIXES[:1]}
+            if name == "gemma3":   # the same checkpoint with a transformers 4 style config.json
+                legacy = Path(tmp) / "gemma3-legacy"
+                shutil.copytree(d, legacy)
+                gemma3_legacy_config(legacy)
+                _convert(legacy, args.llama_cpp, Path(tmp) / "legacy.gguf")
+                desc["legacy_config_file_sha256"] = _describe(Path(tmp) / "legacy.gguf")["file_sha256"]
         if name == "llama3":
             desc["rope_freqs_grid"] = llama3_grid(args.llama_cpp)
         (out / f"{name}.llama_cpp.json").write_text(json.dumps(desc, indent=1))

@@ -18,6 +18,11 @@ ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Mi
                  "Phi3ForCausalLM": "phi3", "Qwen3MoeForCausalLM": "qwen3moe"}
 
 
+_GLOBAL_THETA = ("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base")
+_LOCAL_THETA = ("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq")
+_PARTIAL_ROTARY = ("partial_rotary_factor", "rope_pct", "rope_percent")
+
+
 @dataclass
 class HFConfig:
     path: Path
@@ -57,11 +62,30 @@ class HFConfig:
 
     @property
     def rope(self) -> dict[str, Any]:
-        """rope_parameters (transformers 5) or rope_scaling + rope_theta (earlier), one dict."""
+        """rope_parameters (transformers 5) or rope_scaling + top-level rope keys (earlier), one
+        dict: the global layers' where they are given per layer type (Gemma 3)."""
+        rp = self._rope_parameters()
+        return dict(rp.get("full_attention", rp))
+
+    @property
+    def rope_swa_theta(self) -> float | None:
+        """The sliding-window layers' rope base: rope_parameters' sliding_attention, or (earlier
+        configs) rope_local_base_freq and its other names."""
+        theta = self._rope_parameters().get("sliding_attention", {}).get("rope_theta")
+        return None if theta is None else float(theta)
+
+    def _rope_parameters(self) -> dict[str, Any]:
+        """As the converter reads them: a split per layer type kept as it is; otherwise the
+        top-level keys of earlier configs mirrored in."""
         rp = dict(self.hparams.get("rope_parameters") or self.hparams.get("rope_scaling") or {})
-        rp = dict(rp.get("full_attention", rp))   # per layer type (Gemma 3): the global layers'
-        if "rope_theta" not in rp and self.hparams.get("rope_theta") is not None:
-            rp["rope_theta"] = self.hparams["rope_theta"]
+        if "full_attention" in rp or "sliding_attention" in rp:
+            return rp
+        if (local := self.get(*_LOCAL_THETA)) is not None:
+            rp["sliding_attention"] = {"rope_theta": local}
+        for key, names in (("rope_theta", _GLOBAL_THETA), ("partial_rotary_factor", _PARTIAL_ROTARY),
+                           ("original_max_position_embeddings", ("original_max_position_embeddings",))):
+            if key not in rp and (v := self.get(*names)) is not None:
+                rp[key] = v
         if "rope_type" not in rp and rp.get("type") is not None:
             rp["rope_type"] = rp["type"]
         return rp
@@ -136,7 +160,6 @@ def _rope_keys(cfg: HFConfig) -> list[tuple[str, str, Any]]:
         raise HFError(f"{cfg.path}: rope type {kind!r} is not supported by this converter")
     if rp.get("rope_theta") is not None:
         out.append((f"{a}.rope.freq_base", "FLOAT32", float(rp["rope_theta"])))
-    swa = (cfg.hparams.get("rope_parameters") or {}).get("sliding_attention") or {}
-    if swa.get("rope_theta") is not None:
-        out.append((f"{a}.rope.freq_base_swa", "FLOAT32", float(swa["rope_theta"])))
+    if cfg.rope_swa_theta is not None:
+        out.append((f"{a}.rope.freq_base_swa", "FLOAT32", cfg.rope_swa_theta))
     return out
