@@ -7,6 +7,9 @@ dim 32, 2 heads / 1 KV head, n_ff 128, 2 layers, random weights as _randomize ma
   frequency factors 1/4, original context 8192), tied embeddings;
 - `qwen3`: Qwen3ForCausalLM, F16, q/k norms, tied embeddings;
 - `gemma3`: Gemma3ForCausalLM (gemma3_text), BF16, post norms, final logit soft-capping 30;
+- `gemma3-mm`: Gemma3ForConditionalGeneration (Gemma 3 4B+'s form: the text model under
+  model.language_model, a tiny SigLIP vision tower and projector the text conversion leaves out),
+  1 layer;
 - `phi3`: Phi3ForCausalLM, F16, fused qkv and gate_up projections, LongRoPE (original context 256,
   context 1024), 2 KV heads, vocab_size 520: added tokens past the 512 pieces in
   tokenizer_config.json and tokenizer.json, the rest [PADi].
@@ -61,6 +64,16 @@ def arch_models():
            Gemma3TextConfig(max_position_embeddings=512, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
                             final_logit_softcapping=30.0, rope_theta=1e6, rope_local_base_freq=10000.0,
                             pad_token_id=0, **common), "bfloat16", 13)
+    from transformers import Gemma3Config, SiglipVisionConfig
+
+    # no soft-capping, as Gemma 3 4B+ (transformers' Gemma3ForConditionalGeneration would not apply it)
+    text = Gemma3TextConfig(max_position_embeddings=512, head_dim=32, query_pre_attn_scalar=32, sliding_window=8,
+                            final_logit_softcapping=None, rope_theta=1e6, rope_local_base_freq=10000.0,
+                            pad_token_id=0, **dict(common, num_hidden_layers=1))
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    yield ("gemma3-mm", "Gemma3ForConditionalGeneration",
+           Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4), "bfloat16", 18)
     n_half = 16   # head_dim / 2 frequencies
     phi = dict(common, num_key_value_heads=2, vocab_size=520)   # 8 ids past the SentencePiece model
     yield ("phi3", "Phi3ForCausalLM",

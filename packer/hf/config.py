@@ -15,7 +15,8 @@ from packer.hf import HFError
 #: Qwen3, Gemma 3 and Phi-3: packer/hf/archs.py.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
                  "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3",
-                 "Phi3ForCausalLM": "phi3", "Qwen3MoeForCausalLM": "qwen3moe"}
+                 "Phi3ForCausalLM": "phi3", "Qwen3MoeForCausalLM": "qwen3moe",
+                 "Gemma3ForConditionalGeneration": "gemma3"}   # its text model only
 
 
 _GLOBAL_THETA = ("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +60,8 @@ _EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exp
 #: the order the converter writes a layer's stacked experts in: Mixtral's, Qwen3 MoE's
 _EXPERT_ORDERS = (("w1", "w2", "w3"), ("down_proj", "gate_proj", "up_proj"))
 _SKIP = re.compile(r"rotary_emb\.inv_freq$")
+#: a multimodal checkpoint's vision tower and projector, which a text conversion leaves out
+_MULTIMODAL = re.compile(r"^(vision_tower|multi_modal_projector)\.|\.(vision_tower|multi_modal_projector)\.")
 
 
 @dataclass(eq=False)
@@ -157,8 +159,10 @@ def _tensors(cfg: HFConfig, sources: list[SafeTensor], file_type: GGMLType):
     for name, values in generated_tensors(cfg):   # written first, as the converter does
         yield HFTensor(name, values.shape, GGMLType.F32, lambda v=values: v)
     for src in sources:
-        if _SKIP.search(src.name):
+        if _SKIP.search(src.name) or _MULTIMODAL.search(src.name):
             continue
+        if "language_model." in src.name:   # a multimodal checkpoint's text model, as a text checkpoint's
+            src = replace(src, name=src.name.replace("language_model.", ""))
         if m := _EXPERT.match(src.name):
             layer = experts.setdefault(int(m[1]), {})
             layer[f"{m[2]}.{m[3]}"] = src

@@ -172,8 +172,10 @@ def special_keys(folder: Path, n_vocab: int, add: dict[str, bool] | None = None)
             if isinstance(text, str):
                 set_id(kind, next((a.get("id") for a in added if a.get("content") == text), None))
     config = _json(folder / "config.json")
-    for kind in SPECIAL_TYPES:
-        set_id(kind, config.get(f"{kind}_token_id"))
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    for kind in SPECIAL_TYPES:   # at the top, else in a multimodal config's text_config
+        tid = config.get(f"{kind}_token_id")
+        set_id(kind, text.get(f"{kind}_token_id") if tid is None else tid)
     out: KV = [(f"tokenizer.ggml.{ID_KEYS[k]}", "UINT32", v) for k, v in ids.items() if k in ID_KEYS]
     out += [(f"tokenizer.ggml.add_{k}_token", "BOOL", v) for k, v in add.items() if k in ADD_KEYS]
     if isinstance(template, str):
