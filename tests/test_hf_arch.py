@@ -6,8 +6,8 @@ pieces as their tokenizer):
 - llama3: LlamaForCausalLM with rope_scaling llama3 (the generated rope_freqs tensor), BF16;
 - qwen3: Qwen3ForCausalLM (q/k norms), F16; gemma3: Gemma3ForCausalLM (norms stored as w - 1,
   post norms, soft-capping, sliding window), BF16; gemma3-mm: Gemma3ForConditionalGeneration (the
-  text model under language_model, a vision tower and projector left out), BF16; phi3: Phi3ForCausalLM (fused qkv and gate_up,
-  LongRoPE factors, added tokens), F16;
+  text model under language_model, a vision tower and projector left out), BF16;
+  phi3: Phi3ForCausalLM (fused qkv and gate_up, LongRoPE factors, added tokens), F16;
 - with SmolLM2's BPE tokenizer.json, the 49152-row embedding rebuilt at test time: qwen3moe
   (Qwen3MoeForCausalLM, 4 experts), llama3-bpe (Llama 3 rope and a byte-level BPE vocabulary).
 

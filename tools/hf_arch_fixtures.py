@@ -130,7 +130,8 @@ def gemma3_legacy_config(folder: Path) -> None:
     rp = cfg.pop("rope_parameters")
     for key in ("layer_types", "_sliding_window_pattern"):
         cfg.pop(key, None)
-    cfg.update(rope_theta=rp["full_attention"]["rope_theta"], rope_local_base_freq=rp["sliding_attention"]["rope_theta"],
+    cfg.update(rope_theta=rp["full_attention"]["rope_theta"],
+               rope_local_base_freq=rp["sliding_attention"]["rope_theta"],
                rope_scaling=None, sliding_window_pattern=6)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
 
