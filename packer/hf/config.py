@@ -11,9 +11,17 @@ from packer.hf import HFError
 
 #: Hugging Face class -> GGUF architecture. All share the llama layer's tensor names; "llama"
 #: models get the converter's llama extras (q/k rows permuted, vocab_size and rope dimension keys,
-#: add_space_prefix from tokenizer_config.json); Qwen2 has q/k/v biases and NEOX rope instead.
+#: add_space_prefix from tokenizer_config.json); Qwen2 has q/k/v biases and NEOX rope instead;
+#: Qwen3, Gemma 3 and Phi-3: packer/hf/archs.py.
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "MixtralForCausalLM": "llama",
-                 "Qwen2ForCausalLM": "qwen2"}
+                 "Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3",
+                 "Phi3ForCausalLM": "phi3", "Qwen3MoeForCausalLM": "qwen3moe",
+                 "Gemma3ForConditionalGeneration": "gemma3"}   # its text model only
+
+
+_GLOBAL_THETA = ("global_rope_theta", "rope_global_theta", "rope_theta_global", "rope_theta", "rotary_emb_base")
+_LOCAL_THETA = ("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta", "rope_local_base_freq")
+_PARTIAL_ROTARY = ("partial_rotary_factor", "rope_pct", "rope_percent")
 
 
 @dataclass
@@ -55,10 +63,30 @@ class HFConfig:
 
     @property
     def rope(self) -> dict[str, Any]:
-        """rope_parameters (transformers 5) or rope_scaling + rope_theta (earlier), one dict."""
+        """rope_parameters (transformers 5) or rope_scaling + top-level rope keys (earlier), one
+        dict: the global layers' where they are given per layer type (Gemma 3)."""
+        rp = self._rope_parameters()
+        return dict(rp.get("full_attention", rp))
+
+    @property
+    def rope_swa_theta(self) -> float | None:
+        """The sliding-window layers' rope base: rope_parameters' sliding_attention, or (earlier
+        configs) rope_local_base_freq and its other names."""
+        theta = self._rope_parameters().get("sliding_attention", {}).get("rope_theta")
+        return None if theta is None else float(theta)
+
+    def _rope_parameters(self) -> dict[str, Any]:
+        """As the converter reads them: a split per layer type kept as it is; otherwise the
+        top-level keys of earlier configs mirrored in."""
         rp = dict(self.hparams.get("rope_parameters") or self.hparams.get("rope_scaling") or {})
-        if "rope_theta" not in rp and self.hparams.get("rope_theta") is not None:
-            rp["rope_theta"] = self.hparams["rope_theta"]
+        if "full_attention" in rp or "sliding_attention" in rp:
+            return rp
+        if (local := self.get(*_LOCAL_THETA)) is not None:
+            rp["sliding_attention"] = {"rope_theta": local}
+        for key, names in (("rope_theta", _GLOBAL_THETA), ("partial_rotary_factor", _PARTIAL_ROTARY),
+                           ("original_max_position_embeddings", ("original_max_position_embeddings",))):
+            if key not in rp and (v := self.get(*names)) is not None:
+                rp[key] = v
         if "rope_type" not in rp and rp.get("type") is not None:
             rp["rope_type"] = rp["type"]
         return rp
@@ -84,7 +112,11 @@ def read_config(folder: Path) -> HFConfig:
 
 def hparam_keys(cfg: HFConfig, file_type: int) -> list[tuple[str, str, Any]]:
     """(key, GGUF type, value) for the model's hyperparameters, in the converter's order."""
+    from packer.hf.archs import gemma3_keys, phi3_keys
+
     a = cfg.arch
+    if a == "phi3":
+        return phi3_keys(cfg, file_type)
     out: list[tuple[str, str, Any]] = [(f"{a}.block_count", "UINT32", cfg.n_layer)]
     for key, names in (("context_length", ("max_position_embeddings", "n_ctx", "n_positions", "max_length",
                                            "max_sequence_length", "model_max_length")),
@@ -105,6 +137,10 @@ def hparam_keys(cfg: HFConfig, file_type: int) -> list[tuple[str, str, Any]]:
         out += [(f"{a}.attention.key_length", "UINT32", int(head_dim)),
                 (f"{a}.attention.value_length", "UINT32", int(head_dim))]
     out.append(("general.file_type", "UINT32", file_type))
+    if a == "gemma3":
+        out += gemma3_keys(cfg)
+    if a == "qwen3moe" and (n_ff_exp := cfg.get("moe_intermediate_size")) is not None:
+        out.append((f"{a}.expert_feed_forward_length", "UINT32", int(n_ff_exp)))
     if cfg.llama:
         out.append((f"{a}.vocab_size", "UINT32", int(cfg.get("vocab_size", required=True))))
         rope_dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head
@@ -121,8 +157,10 @@ def _rope_keys(cfg: HFConfig) -> list[tuple[str, str, Any]]:
     elif kind == "yarn" and factor is not None:
         out += [(f"{a}.rope.scaling.type", "STRING", "yarn"), (f"{a}.rope.scaling.factor", "FLOAT32", float(factor)),
                 (f"{a}.rope.scaling.original_context_length", "UINT32", int(rp["original_max_position_embeddings"]))]
-    elif kind not in (None, "default"):
+    elif kind not in (None, "default", "llama3"):   # llama3: the rope_freqs tensor (archs.py)
         raise HFError(f"{cfg.path}: rope type {kind!r} is not supported by this converter")
     if rp.get("rope_theta") is not None:
         out.append((f"{a}.rope.freq_base", "FLOAT32", float(rp["rope_theta"])))
+    if cfg.rope_swa_theta is not None:
+        out.append((f"{a}.rope.freq_base_swa", "FLOAT32", cfg.rope_swa_theta))
     return out

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from packer.hf import HFError
+from packer.hf.archs import generated_tensors, norm_shift, phi3_head_keys, tokenizer_extra
 from packer.hf.config import HFConfig, hparam_keys, read_config
 from packer.hf.gptq import group_weights, read_gptq_config
 from packer.hf.safetensors import SafeTensor, checkpoint_tensors
@@ -42,14 +43,25 @@ _LAYER_NAMES = {
     "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp",
+    "mlp.down_proj": "ffn_down", "block_sparse_moe.gate": "ffn_gate_inp", "mlp.gate": "ffn_gate_inp",
+    "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm",          # Qwen3, Gemma 3
+    "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",   # Gemma 3
+    "self_attn.qkv_proj": "attn_qkv", "mlp.gate_up_proj": "ffn_up",                 # Phi-3 (kept fused)
 }
+#: Gemma 3's post_attention_layernorm is a norm of the attention output, not the FFN's input norm
+_GEMMA3_NAMES = {**_LAYER_NAMES, "post_attention_layernorm": "post_attention_norm"}
 _GLOBAL_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "lm_head.weight": "output.weight",
                  "model.norm.weight": "output_norm.weight"}
-_EXPERT = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+_EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:block_sparse_moe|mlp)\.experts\.(\d+)\."
+                     r"(w[123]|gate_proj|up_proj|down_proj)\.weight$")
 _LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)\.(weight|bias)$")
-_EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps"}
+_EXPERT_NAMES = {"w1": "ffn_gate_exps", "w2": "ffn_down_exps", "w3": "ffn_up_exps",
+                 "gate_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps", "up_proj": "ffn_up_exps"}
+#: the order the converter writes a layer's stacked experts in: Mixtral's, Qwen3 MoE's
+_EXPERT_ORDERS = (("w1", "w2", "w3"), ("down_proj", "gate_proj", "up_proj"))
 _SKIP = re.compile(r"rotary_emb\.inv_freq$")
+#: a multimodal checkpoint's vision tower and projector, which a text conversion leaves out
+_MULTIMODAL = re.compile(r"^(vision_tower|multi_modal_projector)\.|\.(vision_tower|multi_modal_projector)\.")
 
 
 @dataclass(eq=False)
@@ -95,13 +107,15 @@ class HFCheckpoint:
 
     def _keys(self) -> list[tuple[str, str, object]]:
         cfg = self.config
-        head = [("general.architecture", "STRING", cfg.arch), ("general.type", "STRING", "model")]
+        head = [("general.architecture", "STRING", cfg.arch), *phi3_head_keys(cfg),
+                ("general.type", "STRING", "model")]
         head += _sampling_keys(self.path)
         head += [("general.name", "STRING", id_to_title(self.path.resolve().name)),
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
-        return head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama)
+        keys = head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama, cfg.arch == "phi3")
+        return keys + tokenizer_extra(cfg)
 
     @property
     def output_type(self) -> GGMLType:
@@ -142,9 +156,13 @@ def _tensors(cfg: HFConfig, sources: list[SafeTensor], file_type: GGMLType):
     """The GGUF's tensors in the converter's order, each shape checked against config.json."""
     experts: dict[int, dict[str, SafeTensor]] = {}
     n_expert = cfg.n_expert
+    for name, values in generated_tensors(cfg):   # written first, as the converter does
+        yield HFTensor(name, values.shape, GGMLType.F32, lambda v=values: v)
     for src in sources:
-        if _SKIP.search(src.name):
+        if _SKIP.search(src.name) or _MULTIMODAL.search(src.name):
             continue
+        if "language_model." in src.name:   # a multimodal checkpoint's text model, as a text checkpoint's
+            src = replace(src, name=src.name.replace("language_model.", ""))
         if m := _EXPERT.match(src.name):
             layer = experts.setdefault(int(m[1]), {})
             layer[f"{m[2]}.{m[3]}"] = src
@@ -164,8 +182,9 @@ def _gguf_name(cfg: HFConfig, src: SafeTensor) -> str:
     if src.name in _GLOBAL_NAMES:
         return _GLOBAL_NAMES[src.name]
     m = _LAYER.match(src.name)
-    if m and m[2] in _LAYER_NAMES and int(m[1]) < cfg.n_layer:
-        return f"blk.{m[1]}.{_LAYER_NAMES[m[2]]}.{m[3]}"
+    names = _GEMMA3_NAMES if cfg.arch == "gemma3" else _LAYER_NAMES
+    if m and m[2] in names and int(m[1]) < cfg.n_layer:
+        return f"blk.{m[1]}.{names[m[2]]}.{m[3]}"
     raise HFError(f"{src.file}: tensor {src.name!r} is not one this converter knows for {cfg.hf_arch}")
 
 
@@ -176,7 +195,20 @@ def _single(cfg: HFConfig, name: str, src: SafeTensor, file_type: GGMLType) -> H
         make = _permuted(src, cfg.n_head)
     elif cfg.llama and name.endswith(("attn_k.weight", "attn_k.bias")):
         make = _permuted(src, cfg.n_head_kv)
-    return HFTensor(name, src.shape, _gguf_type(name, len(src.shape), file_type, src.dtype), make, [src])
+    gtype = _gguf_type(name, len(src.shape), file_type, src.dtype)
+    if shift := norm_shift(cfg, name):   # in float32, as the converter adds it
+        return HFTensor(name, src.shape, gtype, lambda: _as_f32(src.read(), src.dtype) + np.float32(shift))
+    if cfg.arch == "gemma3" and name == "token_embd.weight":
+        return _vocab_rows(cfg, name, src, gtype)
+    return HFTensor(name, src.shape, gtype, make, [src])
+
+
+def _vocab_rows(cfg: HFConfig, name: str, src: SafeTensor, gtype: GGMLType) -> HFTensor:
+    """Gemma 3's embedding cut to the tokenizer's tokens (the converter drops the rows past them)."""
+    from packer.hf.tokenizer import vocab_count
+
+    n = min(vocab_count(cfg.path.parent), src.shape[0])
+    return HFTensor(name, (n, *src.shape[1:]), gtype, lambda: src.read()[:n], [src])
 
 
 def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
@@ -187,7 +219,11 @@ def _permuted(src: SafeTensor, n_head: int) -> Callable[[], np.ndarray]:
 
 
 def _stacked(cfg: HFConfig, bid: int, layer: dict[str, SafeTensor], file_type: GGMLType):
-    for wid in ("w1", "w2", "w3"):
+    order = next((o for o in _EXPERT_ORDERS if any(k.endswith("." + o[0]) for k in layer)), _EXPERT_ORDERS[0])
+    for wid in order:
+        if any(f"{e}.{wid}" not in layer for e in range(cfg.n_expert)):
+            some = next(iter(layer.values()))
+            raise HFError(f"{some.file}: layer {bid} lacks {wid} of some of its {cfg.n_expert} experts")
         parts = [layer[f"{e}.{wid}"] for e in range(cfg.n_expert)]
         name = f"blk.{bid}.{_EXPERT_NAMES[wid]}.weight"
         for p in parts:
@@ -206,13 +242,17 @@ def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
     n_embd, n_vocab = int(cfg.get("hidden_size", required=True)), int(cfg.get("vocab_size", required=True))
     head_dim = int(cfg.hparams.get("head_dim") or n_embd // cfg.n_head)
     n_ff = int(cfg.get("intermediate_size", required=True))
+    n_ff_exp = int(cfg.get("moe_intermediate_size", "intermediate_size"))   # Qwen3 MoE's experts
     q, kv = cfg.n_head * head_dim, cfg.n_head_kv * head_dim
+    n_up = 2 * n_ff if cfg.arch == "phi3" else n_ff   # Phi-3's gate and up in one tensor
     role = name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
     return {"token_embd": (n_vocab, n_embd), "output": (n_vocab, n_embd), "output_norm": (n_embd,),
             "attn_norm": (n_embd,), "ffn_norm": (n_embd,), "attn_q": (q, n_embd), "attn_k": (kv, n_embd),
-            "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_ff, n_embd),
-            "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff, n_embd),
-            "ffn_up_exps": (n_ff, n_embd), "ffn_down_exps": (n_embd, n_ff)}.get(role)
+            "attn_v": (kv, n_embd), "attn_output": (n_embd, q), "ffn_gate": (n_ff, n_embd), "ffn_up": (n_up, n_embd),
+            "ffn_down": (n_embd, n_ff), "ffn_gate_inp": (cfg.n_expert, n_embd), "ffn_gate_exps": (n_ff_exp, n_embd),
+            "ffn_up_exps": (n_ff_exp, n_embd), "ffn_down_exps": (n_embd, n_ff_exp), "attn_q_norm": (head_dim,),
+            "attn_k_norm": (head_dim,), "post_attention_norm": (n_embd,), "post_ffw_norm": (n_embd,),
+            "attn_qkv": (q + 2 * kv, n_embd)}.get(role)
 
 
 def _check_shape(cfg: HFConfig, name: str, src: SafeTensor, shape: tuple[int, ...]) -> None:

@@ -99,10 +99,13 @@ def _looks_special(text: str) -> bool:
             or (text.startswith("<unused") and text.endswith(">")))
 
 
-def sentencepiece_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[float], list[int]]:
+def sentencepiece_vocab(folder: Path, vocab_size: int | None,
+                        phi3: bool = False) -> tuple[list[str], list[float], list[int]]:
     """tokens, scores and types as llama.cpp's converter lays them out: the model's pieces, padded
     to config.json's vocab_size with [PADi] (unused), then added_tokens.json and tokenizer_config's
-    added_tokens_decoder over them."""
+    added_tokens_decoder over them. phi3: the converter's Phi-3 vocabulary, whose added tokens keep
+    their text as written, are control tokens only when marked special, and also come from
+    tokenizer.json's added_tokens."""
     path = folder / "tokenizer.model"
     if not path.is_file():
         raise HFError(f"{path}: missing: the folder has no tokenizer.model (SentencePiece) nor "
@@ -117,6 +120,14 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str]
         if isinstance(text, int) and text < n:
             tokens[text], scores[text], types[text] = tid, -1000.0, USER_DEFINED
     decoder = _json(folder / "tokenizer_config.json").get("added_tokens_decoder", {})
+    if phi3:
+        added = [(e.get("id"), e) for e in _json(folder / "tokenizer.json").get("added_tokens", [])]
+        for tid, entry in [*decoder.items(), *added]:
+            i = int(tid) if isinstance(tid, int) or (isinstance(tid, str) and tid.isdigit()) else -1
+            if 0 <= i < n and isinstance(entry, dict) and isinstance(entry.get("content"), str):
+                types[i] = CONTROL if entry.get("special") else USER_DEFINED
+                tokens[i], scores[i] = entry["content"], -1000.0
+        return tokens, scores, types
     for tid, entry in decoder.items():
         i, text = int(tid), entry["content"]
         if i >= n:
@@ -161,8 +172,10 @@ def special_keys(folder: Path, n_vocab: int, add: dict[str, bool] | None = None)
             if isinstance(text, str):
                 set_id(kind, next((a.get("id") for a in added if a.get("content") == text), None))
     config = _json(folder / "config.json")
-    for kind in SPECIAL_TYPES:
-        set_id(kind, config.get(f"{kind}_token_id"))
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else {}
+    for kind in SPECIAL_TYPES:   # at the top, else in a multimodal config's text_config
+        tid = config.get(f"{kind}_token_id")
+        set_id(kind, text.get(f"{kind}_token_id") if tid is None else tid)
     out: KV = [(f"tokenizer.ggml.{ID_KEYS[k]}", "UINT32", v) for k, v in ids.items() if k in ID_KEYS]
     out += [(f"tokenizer.ggml.add_{k}_token", "BOOL", v) for k, v in add.items() if k in ADD_KEYS]
     if isinstance(template, str):
@@ -179,7 +192,7 @@ def _template_file(folder: Path) -> str | None:
     return None
 
 
-def tokenizer_keys(folder: Path, vocab_size: int | None, llama: bool = True) -> KV:
+def tokenizer_keys(folder: Path, vocab_size: int | None, llama: bool = True, phi3: bool = False) -> KV:
     """Every tokenizer.* key, in the converter's order: SentencePiece (tokenizer.model) or, without
     one, byte-level BPE (tokenizer.json: packer/hf/bpe.py). llama: the converter's llama model class,
     which also reads add_prefix_space and applies its vocabulary-size rules."""
@@ -189,10 +202,18 @@ def tokenizer_keys(folder: Path, vocab_size: int | None, llama: bool = True) -> 
     out: KV = []
     if llama and isinstance(cfg.get("add_prefix_space"), bool):
         out.append(("tokenizer.ggml.add_space_prefix", "BOOL", cfg["add_prefix_space"]))
-    out += bpe_keys(folder, vocab_size) if is_bpe(folder) else _spm_keys(folder, vocab_size)
+    out += bpe_keys(folder, vocab_size) if is_bpe(folder) else _spm_keys(folder, vocab_size, phi3)
     if llama and vocab_size == 49152:  # the llama class's rule for this vocabulary size (Granite, SmolLM)
         out = _set(out, "tokenizer.ggml.add_bos_token", "BOOL", False)
     return out
+
+
+def vocab_count(folder: Path) -> int:
+    """How many tokens the converter's vocabulary has: tokenizer.json's vocab and added tokens, or
+    the SentencePiece vocabulary padded to config.json's vocab_size."""
+    if not (folder / "tokenizer.model").is_file() and (tok := _json(folder / "tokenizer.json")):
+        return len(tok.get("model", {}).get("vocab", {})) + len(tok.get("added_tokens", []))
+    return len(sentencepiece_vocab(folder, _json(folder / "config.json").get("vocab_size"))[0])
 
 
 def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
@@ -202,8 +223,8 @@ def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
     return kv + [(key, vtype, value)]
 
 
-def _spm_keys(folder: Path, vocab_size: int | None) -> KV:
-    tokens, scores, types = sentencepiece_vocab(folder, vocab_size)
+def _spm_keys(folder: Path, vocab_size: int | None, phi3: bool = False) -> KV:
+    tokens, scores, types = sentencepiece_vocab(folder, vocab_size, phi3)
     out: KV = [("tokenizer.ggml.model", "STRING", "llama"), ("tokenizer.ggml.pre", "STRING", "default"),
             ("tokenizer.ggml.tokens", "ARRAY:STRING", tokens), ("tokenizer.ggml.scores", "ARRAY:FLOAT32", scores),
             ("tokenizer.ggml.token_type", "ARRAY:INT32", types)]
