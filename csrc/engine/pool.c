@@ -11,7 +11,11 @@
 // Every segment has its own counter, on its own cache line, so claiming a chunk
 // of one's own segment touches no line another thread is using. A counter holds
 // the job's generation in its high 32 bits, so a worker that wakes late can never
-// claim chunks of a job it did not read. Finished chunks are counted per thread
+// claim chunks of a job it did not read. The job's description (fn, ctx, sizes) is
+// read like a sequence lock: the caller marks the job word busy (bit 0) before it
+// rewrites the description, and a worker uses what it read only if the job word is
+// unchanged afterwards (else a late worker could pair one job's function or chunk
+// count with the next one's, or with a context whose caller has returned). Finished chunks are counted per thread
 // and added once. Workers spin a while on the generation (a decode step issues
 // hundreds of small jobs, and waking a sleeping thread costs more than a small
 // job), then sleep on a condition variable.
@@ -91,8 +95,9 @@ static void *worker_main(void *arg) {
     uint32_t seen = start.gen;
     for (;;) {
         uint32_t gen;
+        uint64_t word;
         int spins = 0;
-        while ((gen = (uint32_t)(atomic_load_explicit(&pool.job, memory_order_acquire) >> 32)) == seen) {
+        while ((gen = (uint32_t)((word = atomic_load_explicit(&pool.job, memory_order_acquire)) >> 32)) == seen) {
             if (++spins < LP_SPIN_ROUNDS) {
                 lp_cpu_relax();
                 continue;
@@ -103,13 +108,15 @@ static void *worker_main(void *arg) {
             pthread_mutex_unlock(&pool.lock);
         }
         seen = gen;
-        // read the job, then check it is still the one announced (else skip to the newer one)
+        if (word & 1) continue;  // the next job is being written: the others run this one
+        // read the job, then check it is still the one announced and not being rewritten
+        // (else skip to the newer one)
         const lp_chunk_fn fn = atomic_load_explicit(&pool.fn, memory_order_relaxed);
         void *ctx = atomic_load_explicit(&pool.ctx, memory_order_relaxed);
         const int n_chunks = atomic_load_explicit(&pool.n_chunks, memory_order_relaxed);
         const int nth = atomic_load_explicit(&pool.nth, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
-        if ((uint32_t)(atomic_load_explicit(&pool.job, memory_order_relaxed) >> 32) != gen) continue;
+        if (atomic_load_explicit(&pool.job, memory_order_relaxed) != word) continue;
         if (ith < nth) run_chunks(gen, fn, ctx, n_chunks, nth, ith);
     }
     return NULL;
@@ -146,12 +153,15 @@ void lp_parallel_chunks(lp_chunk_fn fn, void *ctx, int n_chunks, int nth) {
     pthread_mutex_lock(&pool.call_lock);
     start_workers(nth - 1);
     if (nth > pool.n_workers + 1) nth = pool.n_workers + 1;
+    const uint64_t last = atomic_load_explicit(&pool.job, memory_order_relaxed);
+    atomic_store_explicit(&pool.job, last | 1, memory_order_relaxed);  // busy: the description changes
+    atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&pool.fn, fn, memory_order_relaxed);
     atomic_store_explicit(&pool.ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&pool.n_chunks, n_chunks, memory_order_relaxed);
     atomic_store_explicit(&pool.nth, nth, memory_order_relaxed);
     atomic_store_explicit(&pool.done, 0, memory_order_relaxed);
-    const uint32_t gen = (uint32_t)(atomic_load_explicit(&pool.job, memory_order_relaxed) >> 32) + 1;
+    const uint32_t gen = (uint32_t)(last >> 32) + 1;
     for (int i = 0; i < nth; i++)
         atomic_store_explicit(&pool.seg[i].next, (uint64_t)gen << 32 | (uint32_t)seg_first(i, n_chunks, nth),
                               memory_order_relaxed);
