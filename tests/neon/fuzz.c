@@ -568,6 +568,35 @@ static void check_models(int isa) {
         }
 }
 
+// The thread pool under a stream of jobs of changing sizes, each context on the stack of a
+// call that returns right after its job: every chunk of every job must run exactly once, with
+// its own job's context (a worker that woke late and paired one job's function or chunk count
+// with another's, or with a returned call's context, shows here or to ASan).
+typedef struct { int n, job; int ran[40]; int bad; } pool_ctx;
+static void pool_chunk(void *vctx, int chunk, int ith) {
+    pool_ctx *c = vctx;
+    (void)ith;
+    if (chunk < 0 || chunk >= c->n) c->bad = 1;
+    else __atomic_fetch_add(&c->ran[chunk], 1, __ATOMIC_RELAXED);
+}
+static __attribute__((noinline)) int pool_job(int job) {
+    pool_ctx c = { .n = 1 + (job * 7) % 37, .job = job };
+    lp_parallel_chunks(pool_chunk, &c, c.n, 2 + job % 2);
+    int ok = !c.bad;
+    for (int i = 0; i < c.n; i++) ok &= c.ran[i] == 1;
+    return ok;
+}
+#if defined(__x86_64__)
+enum { POOL_JOBS = 40000 };
+#else
+enum { POOL_JOBS = 4000 };  // under qemu: slower by far
+#endif
+static void check_pool(void) {
+    int ok = 1;
+    for (int job = 0; job < POOL_JOBS; job++) ok &= pool_job(job);
+    check(ok, "thread pool: every chunk of every job once, with its own context", "-", "-", 0);
+}
+
 // Arguments: the ISAs to fuzz (ref, avx2, avx512, neon, dotprod, i8mm); none: every one the CPU has.
 static int wanted(int isa, int argc, char **argv) {
     if (!lp_isa_available(isa)) return 0;
@@ -603,6 +632,7 @@ int main(int argc, char **argv) {
         }
         check_models(isa);
     }
+    check_pool();
     lp_set_isa(lp_best_isa());
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
