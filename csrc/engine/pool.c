@@ -15,10 +15,10 @@
 // read like a sequence lock: the caller marks the job word busy (bit 0) before it
 // rewrites the description, and a worker uses what it read only if the job word is
 // unchanged afterwards (else a late worker could pair one job's function or chunk
-// count with the next one's, or with a context whose caller has returned). Finished chunks are counted per thread
-// and added once. Workers spin a while on the generation (a decode step issues
-// hundreds of small jobs, and waking a sleeping thread costs more than a small
-// job), then sleep on a condition variable.
+// count with the next one's, or with a context whose caller has returned).
+// Finished chunks are counted per thread and added once. Workers spin a while on
+// the generation (a decode step issues hundreds of small jobs, and waking a
+// sleeping thread costs more than a small job), then sleep on a condition variable.
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
