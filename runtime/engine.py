@@ -147,6 +147,11 @@ class Engine:
         self.last_reused = common
         return self.eval(ids[common:], prompt=True), common
 
+    def make_room(self, n_prompt: int) -> None:
+        """Before the next token runs: with context_shift, a full cache shifts (shift_context)."""
+        if self.context_shift and self.n_past + 1 >= self.n_ctx:
+            self.shift_context(n_prompt)
+
     def shift_context(self, n_prompt: int) -> int:
         """Makes room in a full cache as llama.cpp's server does: keeps the first n_keep tokens
         (the prompt's n_prompt for -1; one more for the BOS), drops half of the rest, and moves
@@ -188,8 +193,7 @@ class Engine:
         spec = Speculator(self.speculation, self.draft_cost) if self.speculation and self.speculation.enabled \
             else None
         while not state.done:
-            if self.context_shift and self.n_past + 1 >= self.n_ctx:
-                self.shift_context(state.n_prompt)
+            self.make_room(state.n_prompt)
             drafts = spec.draft(state, min(self.n_ctx - self.n_past, self.model.max_batch) - 1) if spec else []
             base = self.n_past
             rows = self._run_generated([tok] + drafts)

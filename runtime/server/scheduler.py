@@ -528,8 +528,7 @@ class Scheduler:
                 job._put(final)
                 self._choice_done(slot)
                 return
-            if slot.engine.context_shift and len(slot.tokens) + 1 >= self.model.n_ctx:
-                slot.engine.shift_context(state.n_prompt)  # room for tok: the sequence drops older cells
+            slot.engine.make_room(state.n_prompt)  # room for tok: a full sequence may drop older cells
         except Exception as exc:
             self._fail(slot, exc)
             return
