@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import base64
 import bisect
-import heapq
 import re
 import zlib
 from functools import lru_cache
 
-from .tokenizer_cache import WordCache
+from .tokenizer_cache import WordCache, merge_pairs
 
 # --- Unicode categories (llama.cpp's unicode_cpt_flags, one category per code point) -----------
 
@@ -282,41 +281,5 @@ class BPE:
 
     def _merge(self, chars: str) -> list[str]:
         """Apply merges: lowest rank first, leftmost on ties (llama.cpp's bigram queue)."""
-        n = len(chars)
-        if n < 2:
-            return [chars] if n else []
         ranks = self.ranks
-        sym = list(chars)  # symbol text at its first character's index; "" once merged away
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = []
-        for i in range(n - 1):
-            rank = ranks.get(sym[i] + " " + sym[i + 1])
-            if rank is not None:
-                heap.append((rank, i, i + 1, sym[i] + sym[i + 1]))
-        if not heap:
-            return sym
-        heapq.heapify(heap)
-        push, pop = heapq.heappush, heapq.heappop
-        while heap:
-            _, left, right, joined = pop(heap)
-            a, b = sym[left], sym[right]
-            if not a or not b or a + b != joined:
-                continue  # outdated: one side has been merged since
-            sym[left] = joined
-            sym[right] = ""
-            after = nxt[right]
-            nxt[left] = after
-            if after >= 0:
-                prv[after] = left
-            before = prv[left]
-            if before >= 0:
-                rank = ranks.get(sym[before] + " " + joined)
-                if rank is not None:
-                    push(heap, (rank, before, left, sym[before] + joined))
-            if after >= 0:
-                rank = ranks.get(joined + " " + sym[after])
-                if rank is not None:
-                    push(heap, (rank, left, after, joined + sym[after]))
-        return [s for s in sym if s]
+        return merge_pairs(chars, lambda a, b: ranks.get(a + " " + b))

@@ -16,10 +16,9 @@ without that property is encoded in one piece.
 
 from __future__ import annotations
 
-import heapq
 import re
 
-from .tokenizer_cache import WordCache
+from .tokenizer_cache import WordCache, merge_pairs
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
 _WORDS = re.compile(f"{SPACE}*[^{SPACE}]+|{SPACE}+")
@@ -57,45 +56,10 @@ class SPM:
         return ids
 
     def _merge(self, text: str) -> list[str]:
-        """Join pairs by score: highest first, leftmost on ties (a max-heap on (score, -left))."""
-        n = len(text)
-        if n < 2:
-            return [text] if n else []
+        """Join pairs by score: highest first, leftmost on ties."""
         vocab, scores = self.token_to_id, self.scores
-        sym = list(text)  # symbol text at its first character's index; "" once merged away
-        nxt = list(range(1, n + 1))
-        nxt[-1] = -1
-        prv = list(range(-1, n - 1))
-        heap = []
-        for i in range(n - 1):
-            joined = sym[i] + sym[i + 1]
-            tid = vocab.get(joined)
-            if tid is not None:
-                heap.append((-scores[tid], i, i + 1, len(joined)))
-        if not heap:
-            return sym
-        heapq.heapify(heap)
-        push, pop = heapq.heappush, heapq.heappop
-        while heap:
-            _, left, right, size = pop(heap)
-            a, b = sym[left], sym[right]
-            if not a or not b or len(a) + len(b) != size:
-                continue  # outdated: one side has been merged since
-            joined = sym[left] = a + b
-            sym[right] = ""
-            after = nxt[right]
-            nxt[left] = after
-            if after >= 0:
-                prv[after] = left
-            before = prv[left]
-            if before >= 0:
-                pair = sym[before] + joined
-                tid = vocab.get(pair)
-                if tid is not None:
-                    push(heap, (-scores[tid], before, left, len(pair)))
-            if after >= 0:
-                pair = joined + sym[after]
-                tid = vocab.get(pair)
-                if tid is not None:
-                    push(heap, (-scores[tid], left, after, len(pair)))
-        return [s for s in sym if s]
+
+        def rank(a: str, b: str) -> float | None:
+            tid = vocab.get(a + b)
+            return None if tid is None else -scores[tid]
+        return merge_pairs(text, rank)
