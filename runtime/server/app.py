@@ -211,7 +211,7 @@ def create_app(engine: Engine, api_key: str | None = None, parallel: int = 1, ub
     routes += OpenAIRoutes(engine, scheduler, name, defaults).routes()
     routes += UtilityRoutes(engine, scheduler, name, defaults).routes()
     routes += NativeRoutes(engine, scheduler, name, defaults).routes()
-    routes += TGIRoutes(engine, scheduler, defaults).routes()
+    routes += TGIRoutes(engine, scheduler, name, defaults).routes()
     app = _App(routes=routes, lifespan=lifespan, exception_handlers={
         APIError: _api_error,
         HTTPException: _http_error,

@@ -43,7 +43,8 @@ from runtime.server.generation import (
 )
 from runtime.server.logprobs import LogprobFormat
 from runtime.server.params import (
-    Defaults, Fields, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params, top_logprobs_count,
+    Defaults, Fields, RouteGroup, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
+    top_logprobs_count,
 )
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
@@ -192,12 +193,9 @@ def _stop_type(last: Chunk) -> str:
     return {"stop": "eos", "length": "limit"}.get(last.finish_reason or "", "none")
 
 
-class NativeRoutes:
+class NativeRoutes(RouteGroup):
     def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
-        self.engine = engine
-        self.scheduler = scheduler
-        self.model_id = model_id
-        self.defaults = defaults or Defaults()
+        super().__init__(engine, scheduler, model_id, defaults)
         self.fmt = LogprobFormat(engine.tokenizer)
 
     def routes(self) -> list[Route]:

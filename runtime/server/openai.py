@@ -34,8 +34,8 @@ from runtime.server.generation import (
 )
 from runtime.server.logprobs import LogprobFormat, by_choice
 from runtime.server.params import (
-    Defaults, Fields, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
-    top_logprobs_count,
+    Defaults, Fields, RouteGroup, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json,
+    sampling_params, top_logprobs_count,
 )
 from runtime.server.scheduler import Job
 from runtime.server.tools import ToolPlan, refuse_functions, tool_plan
@@ -120,12 +120,9 @@ def _usage(n_prompt: int, finals: list[Chunk]) -> dict[str, Any]:
     return out
 
 
-class OpenAIRoutes:
+class OpenAIRoutes(RouteGroup):
     def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
-        self.engine = engine
-        self.scheduler = scheduler
-        self.model_id = model_id
-        self.defaults = defaults or Defaults()
+        super().__init__(engine, scheduler, model_id, defaults)
         self.created = int(time.time())
 
     def routes(self) -> list[Route]:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
+from starlette.routing import Route
 
 from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
+
+if TYPE_CHECKING:
+    from runtime.engine import Engine
 
 _MISSING = object()
 
@@ -282,3 +286,17 @@ def prompt_options(f: Fields, messages: list[dict[str, Any]]) -> dict[str, bool]
                               param="continue_final_message")
         return {"add_generation_prompt": False, "continue_final": True}
     return {"add_generation_prompt": True if add is None else add, "continue_final": False}
+
+
+class RouteGroup:
+    """One API's routes (OpenAI's, llama.cpp's native and utility ones, TGI's) over the shared
+    engine, scheduler, served model name and command-line defaults."""
+
+    def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.model_id = model_id
+        self.defaults = defaults or Defaults()
+
+    def routes(self) -> list[Route]:
+        raise NotImplementedError

@@ -28,7 +28,7 @@ from runtime.engine import Chunk, Engine
 from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
-from runtime.server.params import Defaults, Fields, read_json
+from runtime.server.params import Defaults, Fields, RouteGroup, read_json
 from runtime.server.scheduler import Job
 from runtime.tokenizer import TokenizerError
 
@@ -136,11 +136,7 @@ def _token(engine: Engine, chunk: Chunk) -> dict[str, Any]:
             "special": special}
 
 
-class TGIRoutes:
-    def __init__(self, engine: Engine, scheduler: Any, defaults: Defaults | None = None) -> None:
-        self.engine = engine
-        self.scheduler = scheduler
-        self.defaults = defaults or Defaults()
+class TGIRoutes(RouteGroup):
 
     def routes(self) -> list[Route]:
         return [

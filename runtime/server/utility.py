@@ -7,18 +7,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from runtime.engine import Engine
 from runtime.server.errors import bad_request
 from runtime.server.native import generation_settings
-from runtime.server.params import Defaults, Fields, read_json
+from runtime.server.params import Fields, RouteGroup, read_json
 
 
-class UtilityRoutes:
-    def __init__(self, engine: Engine, scheduler: Any, model_id: str, defaults: Defaults | None = None) -> None:
-        self.engine = engine
-        self.scheduler = scheduler
-        self.model_id = model_id
-        self.defaults = defaults or Defaults()
+class UtilityRoutes(RouteGroup):
 
     def routes(self) -> list[Route]:
         return [
