@@ -26,6 +26,7 @@
 // Every row goes through the same operations in the same order either way, so both give
 // vec_dot's results bit for bit.
 #include "simd.h"
+#include "quants/rows_pre.h"
 
 #if LP_X86
 LP_AVX512_BEGIN
@@ -97,7 +98,15 @@ LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const floa
         lp_store_sums(s, acc, add, R);
         return;
     }
-    for (int a = 0; a < A; a++) lp_store_sums(s + a * bs, acc + a, add + a, 1);
+    // the four-row reduction (each row's sum as one row alone is), padded with zero rows
+    __m512 a4[4];
+    float add4[4], sum4[4];
+    for (int a = 0; a < 4; a++) {
+        a4[a] = a < A ? acc[a] : _mm512_setzero_ps();
+        add4[a] = a < A ? add[a] : 0.0f;
+    }
+    lp_store_sums(sum4, a4, add4, 4);
+    for (int a = 0; a < A; a++) s[a * bs] = sum4[a];
 }
 
 // Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
@@ -321,6 +330,129 @@ LP_DOT512_ENTRY(q4_1, block_q8_1)
 LP_DOT512_ENTRY(q5_1, block_q8_1)
 LP_DOT512_ENTRY(q8_0, block_q8_0)
 
+
+// ---------------------------------------------------------------------------
+// Prepared activation rows (rows_pre.h), for rows of an even number of blocks: per pair
+// of blocks a lp_pre_pair, then (Q8_1) the blocks' sums s as floats. The kernels below are
+// the pair loops above with the activation side read from there; every float operation
+// and its operands' order are the pair loop's, so the results are vec_dot's.
+
+typedef struct {
+    uint8_t qs[64];  // the two blocks' quants (Q8_0: plus 128)
+    float d[16];     // block i's scale in lanes 0..7, block i+1's in 8..15
+} lp_pre_pair;
+
+static void lp_prep_d(lp_pre_pair *p, lp_half d0, lp_half d1) {
+    const float f0 = _cvtsh_ss(d0), f1 = _cvtsh_ss(d1);
+    for (int l = 0; l < 8; l++) {
+        p->d[l] = f0;
+        p->d[8 + l] = f1;
+    }
+}
+
+static void lp_prep_q8_1(const void *restrict vy, void *restrict out, int n) {
+    const block_q8_1 *y = vy;
+    const int np = n / 64;
+    lp_pre_pair *p = out;
+    float *sums = (float *)(p + np);
+    for (int j = 0; j < np; j++) {
+        memcpy(p[j].qs, y[2 * j].qs, 32);
+        memcpy(p[j].qs + 32, y[2 * j + 1].qs, 32);
+        lp_prep_d(&p[j], y[2 * j].d, y[2 * j + 1].d);
+        sums[2 * j] = _cvtsh_ss(y[2 * j].s);
+        sums[2 * j + 1] = _cvtsh_ss(y[2 * j + 1].s);
+    }
+}
+
+static void lp_prep_q8_0(const void *restrict vy, void *restrict out, int n) {
+    const block_q8_0 *y = vy;
+    lp_pre_pair *p = out;
+    for (int j = 0; j < n / 64; j++) {
+        const __m512i a = lp_act64(y[2 * j].qs, y[2 * j + 1].qs);
+        _mm512_storeu_si512(p[j].qs, _mm512_xor_si512(a, _mm512_set1_epi8((char)0x80)));
+        lp_prep_d(&p[j], y[2 * j].d, y[2 * j + 1].d);
+    }
+}
+
+// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN): [dx mx dx' mx'] of the weights, the
+// activations' d spread in p->d, their s from the sums after the pairs.
+#define LP_PRE512_MIN(T, QUANTS2)                                                                          \
+    LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const block_##T *restrict x,       \
+                                  const uint8_t *restrict vp, size_t bp, const int A) {                   \
+        const int np = n / 64;                                                                             \
+        __m512 acc[4];                                                                                     \
+        __m128 mins2[4];                                                                                   \
+        for (int a = 0; a < A; a++) {                                                                      \
+            acc[a] = _mm512_setzero_ps();                                                                  \
+            mins2[a] = _mm_setzero_ps();                                                                   \
+        }                                                                                                  \
+        for (int j = 0; j < np; j++) {                                                                     \
+            const int i = 2 * j;                                                                           \
+            const __m512i q = QUANTS2(x, i, i + 1);                                                        \
+            const __m128 dm = lp_dm2(&x[i].d, &x[i + 1].d);                                                \
+            const __m512 dx = _mm512_permutexvar_ps(                                                       \
+                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(dm)); \
+            const __m128 mx = _mm_shuffle_ps(dm, dm, _MM_SHUFFLE(3, 1, 3, 1));                             \
+            _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                          \
+                const lp_pre_pair *p = (const lp_pre_pair *)(vp + a * bp);                                 \
+                const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,                          \
+                                                       _mm512_loadu_si512(p[j].qs));                       \
+                const __m512 d = _mm512_mul_ps(dx, _mm512_loadu_ps(p[j].d));                               \
+                acc[a] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(pi), acc[a]);                               \
+                const __m128 sy = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)((const float *)(p + np) + i))); \
+                mins2[a] = _mm_add_ps(mins2[a], _mm_mul_ps(mx, sy));                                       \
+            }                                                                                              \
+        }                                                                                                  \
+        float mins[4];                                                                                     \
+        for (int a = 0; a < A; a++)                                                                        \
+            mins[a] = _mm_cvtss_f32(mins2[a]) + _mm_cvtss_f32(_mm_shuffle_ps(mins2[a], mins2[a], 1));      \
+        lp_store_pairs(s, bs, acc, mins, 1, A);                                                            \
+    }
+LP_PRE512_MIN(q4_1, LP_Q4_1_2)
+LP_PRE512_MIN(q5_1, LP_Q5_1_2)
+
+// Q8_0 (the pair loop of lp_dot_rows_q8_0): the weights are the signed side, the
+// activations plus 128 the unsigned one; the integer sums start at -128 * the weights'
+// (once per pair for all rows), so they are the same exact sums of qx * qy.
+LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_q8_0 *restrict x,
+                               const uint8_t *restrict vp, size_t bp, const int A) {
+    const int np = n / 64;
+    __m512 acc[4];
+    for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();
+    for (int j = 0; j < np; j++) {
+        const int i = 2 * j;
+        const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
+        const __m512i off = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q));
+        const __m512 dx = lp_spread2(lp_half2(x[i].d, x[i + 1].d));
+        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
+            const lp_pre_pair *p = (const lp_pre_pair *)(vp + a * bp) + j;
+            const __m512i pi = _mm512_dpbusd_epi32(off, _mm512_loadu_si512(p->qs), q);
+            acc[a] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_loadu_ps(p->d)), _mm512_cvtepi32_ps(pi), acc[a]);
+        }
+    }
+    const float zeros[4] = { 0 };
+    lp_store_pairs(s, bs, acc, zeros, 1, A);
+}
+
+#define LP_PRE512_ENTRY(T)                                                                                     \
+    static void lp_rows_pre_##T(int n, float *restrict s, size_t bs, const void *restrict x,                  \
+                                const void *restrict vp, size_t bp, int nr) {                                 \
+        const uint8_t *p = vp;                                                                                 \
+        for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, p, bp, 4);               \
+        switch (nr) {                                                                                          \
+        case 1: lp_dot_pre_##T(n, s, bs, x, p, bp, 1); break;                                                  \
+        case 2: lp_dot_pre_##T(n, s, bs, x, p, bp, 2); break;                                                  \
+        case 3: lp_dot_pre_##T(n, s, bs, x, p, bp, 3); break;                                                  \
+        default: lp_dot_pre_##T(n, s, bs, x, p, bp, 4); break;                                                 \
+        }                                                                                                      \
+    }
+LP_PRE512_ENTRY(q4_1)
+LP_PRE512_ENTRY(q5_1)
+LP_PRE512_ENTRY(q8_0)
+#undef LP_PRE512_MIN
+#undef LP_PRE512_ENTRY
+
 #undef LP_DOT512_OFFSET
 #undef LP_DOT512_MIN
 #undef LP_DOT512_ENTRY
@@ -329,3 +461,24 @@ LP_DOT512_ENTRY(q8_0, block_q8_0)
 #undef LP_PAIR_Y
 LP_AVX512_END
 #endif
+
+lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
+    lp_rows_pre k = { 0 };
+    if (n % 64 || lp_rows_pre_bytes(type, n) == 0) return k;
+#if LP_X86
+    if (isa != LP_ISA_AVX512) return k;
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0 };
+#else
+    (void)isa;
+#endif
+    return k;
+}
+
+int64_t lp_rows_pre_bytes(int type, int64_t n) {
+    if (n % 64) return 0;
+    const int64_t pairs = n / 64, pair = 64 + 16 * (int64_t)sizeof(float);
+    if (type == LP_Q4_1 || type == LP_Q5_1) return pairs * (pair + 2 * (int64_t)sizeof(float));
+    return type == LP_Q8_0 ? pairs * pair : 0;
+}

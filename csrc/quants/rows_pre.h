@@ -1,0 +1,28 @@
+// rows_pre.h — several activation rows against one weight row, from activation rows
+// prepared once per product (legacy_avx512.c: Q4_1, Q5_1, Q8_0 on AVX-512).
+//
+// Decoding several sequences dots every weight row with each sequence's activation row;
+// what a kernel does per activation row then sets the speed. The row dots of
+// vec_dot_rows read the activations in their dot-product format (Q8_0 / Q8_1 blocks) and
+// convert the same activation scales, and put the same two blocks side by side, again
+// for every weight row. A prepared row has that done once per product: per pair of
+// blocks the 64 quants side by side (Q8_0: plus 128, the unsigned side of VPDPBUSD, so
+// the weights' sign costs nothing per row), the activation scale of each block as a
+// float in each of its 8 lanes, and (Q8_1) the blocks' sums as floats. Each row goes
+// through the same float operations as vec_dot's, so its result is vec_dot's bit for bit.
+#pragma once
+#include "lp.h"
+
+// out = activation row y (n quants in the type's dot-product format), prepared
+typedef void (*lp_rows_prep_fn)(const void *restrict y, void *restrict out, int n);
+// s[a * bs] = dot(weight row x, prepared activation row a at p + a * bp), a < nr (any nr >= 1)
+typedef void (*lp_rows_pre_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                               const void *restrict p, size_t bp, int nr);
+typedef struct {
+    lp_rows_prep_fn prep;  // NULL: no such kernel for this type, ISA and row length
+    lp_rows_pre_fn dot;
+} lp_rows_pre;
+
+lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
+// Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none)
+int64_t lp_rows_pre_bytes(int type, int64_t n);
