@@ -101,10 +101,10 @@ static void quantize_rows(matmul_ctx *c, int n_threads) {
     lp_parallel_chunks(quantize_chunk, c, (int)c->n, n_threads);
 }
 
-// The row dots' prepared activation rows at xp, when there are several rows to dot (a
-// single row takes vec_dot_4weights); a copy of a few kilobytes per row, done by the caller.
+// The row dots' prepared activation rows at xp, from pre.min_rows rows on; a copy of a
+// few kilobytes per row, done by the caller.
 static void prepare_rows(matmul_ctx *c, uint8_t *xp) {
-    if (!c->pre.prep || c->n < 2) return;
+    if (!c->pre.prep || c->n < c->pre.min_rows) return;
     c->xp = xp;
     for (int64_t r = 0; r < c->n; r++) c->pre.prep(c->xq + r * c->xq_row_bytes, xp + r * c->xp_row_bytes, (int)c->cols);
 }
@@ -121,7 +121,7 @@ static void dot_chunk(void *vctx, int tile, int ith) {
         const int64_t left = c->n - j;
         float *yj = c->y + j * c->rows;
         const uint8_t *aj = act + j * act_bytes;
-        if (c->xp && left >= 2) {  // the same from prepared activation rows
+        if (c->xp && left >= c->pre.min_rows) {  // the same from prepared activation rows
             const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
             const uint8_t *pj = c->xp + j * c->xp_row_bytes;
             for (int64_t r = r0; r < r1; r++)

@@ -462,14 +462,18 @@ LP_PRE512_ENTRY(q8_0)
 LP_AVX512_END
 #endif
 
+// The legacy types from two activation rows on (one row takes vec_dot_4weights); the
+// K-quants from one (their prepared row is read as fast, and vec_dot permutes per row).
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     lp_rows_pre k = { 0 };
-    if (n % 64 || lp_rows_pre_bytes(type, n) == 0) return k;
+    if (lp_rows_pre_bytes(type, n) == 0) return k;
 #if LP_X86
     if (isa != LP_ISA_AVX512) return k;
-    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1 };
-    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1 };
-    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0 };
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2 };
+    if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1 };
+    if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1 };
 #else
     (void)isa;
 #endif
@@ -477,6 +481,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
 }
 
 int64_t lp_rows_pre_bytes(int type, int64_t n) {
+    if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(block_q8_K);
     if (n % 64) return 0;
     const int64_t pairs = n / 64, pair = 64 + 16 * (int64_t)sizeof(float);
     if (type == LP_Q4_1 || type == LP_Q5_1) return pairs * (pair + 2 * (int64_t)sizeof(float));

@@ -21,8 +21,16 @@ typedef void (*lp_rows_pre_fn)(int n, float *restrict s, size_t bs, const void *
 typedef struct {
     lp_rows_prep_fn prep;  // NULL: no such kernel for this type, ISA and row length
     lp_rows_pre_fn dot;
+    int min_rows;          // used from this many activation rows on
 } lp_rows_pre;
 
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
 // Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none)
 int64_t lp_rows_pre_bytes(int type, int64_t n);
+
+// k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
+void lp_prep_q8_K_avx512(const void *restrict y, void *restrict out, int n);
+void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                             size_t bp, int nr);
+void lp_rows_pre_q5_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                             size_t bp, int nr);
