@@ -21,6 +21,9 @@ int lp_dequantize(int type, const void *src, float *dst, int64_t n) {
     return LP_OK;
 }
 
+// Prepared activation rows are laid out in groups of four (rows_pre.h).
+static int64_t pre_rows(int64_t n) { return (n + 3) / 4 * 4; }
+
 static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
     const lp_type_traits *a = lp_traits(t->vec_dot_type);
     return cols / a->blck_size * a->type_size;
@@ -34,7 +37,7 @@ int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads) {
     if (!t) return LP_EUNKNOWN_TYPE;
     if (!check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
     if (t->vec_dot_type == LP_F32) return 0;
-    const int64_t gemm = lp_gemm_work_size(t, cols, n, n_threads), pre = lp_rows_pre_bytes(type, cols) * n;
+    const int64_t gemm = lp_gemm_work_size(t, cols, n, n_threads), pre = lp_rows_pre_bytes(type, cols) * pre_rows(n);
     return act_row_bytes(t, cols) * n + (gemm > pre ? gemm : pre);
 }
 
@@ -106,7 +109,7 @@ static void quantize_rows(matmul_ctx *c, int n_threads) {
 static void prepare_rows(matmul_ctx *c, uint8_t *xp) {
     if (!c->pre.prep || c->n < c->pre.min_rows) return;
     c->xp = xp;
-    for (int64_t r = 0; r < c->n; r++) c->pre.prep(c->xq + r * c->xq_row_bytes, xp + r * c->xp_row_bytes, (int)c->cols);
+    c->pre.prep(c->xq, (size_t)c->xq_row_bytes, (int)c->n, xp, (int)c->cols);
 }
 
 // One tile: weight rows [LP_TILE_ROWS * tile, ...) against every activation row.
@@ -237,7 +240,7 @@ static int64_t multi_act_bytes(const int *types, int count, int64_t cols, int64_
             seen_pre |= same && lp_rows_pre_bytes(types[j], cols) > 0;
         }
         if (!seen) total += act_row_bytes(t, cols) * n;
-        if (!seen_pre) total += lp_rows_pre_bytes(types[i], cols) * n;
+        if (!seen_pre) total += lp_rows_pre_bytes(types[i], cols) * pre_rows(n);
     }
     return total;
 }
@@ -302,7 +305,7 @@ int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *
         }
         if (!m->xp) {
             prepare_rows(m, next);
-            if (m->xp) next += m->xp_row_bytes * n;
+            if (m->xp) next += m->xp_row_bytes * pre_rows(n);
         }
     }
     c.first_tile[0] = 0;

@@ -74,13 +74,15 @@ static inline __m512i k4_act_perm(const int8_t *y, int k) {
 }
 
 // Q8_K rows as k4_rows_avx512 reads them with pre = 1: each block's quants in k4_act_perm's order.
-void lp_prep_q8_K_avx512(const void *restrict vy, void *restrict out, int n) {
-    const block_q8_K *y = vy;
-    block_q8_K *o = out;
-    for (int i = 0; i < n / QK_K; i++) {
-        o[i].d = y[i].d;
-        memcpy(o[i].bsums, y[i].bsums, sizeof(o[i].bsums));
-        for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
+void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    for (int r = 0; r < rows; r++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
+        block_q8_K *o = (block_q8_K *)out + (size_t)r * (n / QK_K);
+        for (int i = 0; i < n / QK_K; i++) {
+            o[i].d = y[i].d;
+            memcpy(o[i].bsums, y[i].bsums, sizeof(o[i].bsums));
+            for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
+        }
     }
 }
 

@@ -332,80 +332,86 @@ LP_DOT512_ENTRY(q8_0, block_q8_0)
 
 
 // ---------------------------------------------------------------------------
-// Prepared activation rows (rows_pre.h), for rows of an even number of blocks: per pair
-// of blocks a lp_pre_pair, then (Q8_1) the blocks' sums s as floats. The kernels below are
-// the pair loops above with the activation side read from there; every float operation
-// and its operands' order are the pair loop's, so the results are vec_dot's.
+// Prepared activation rows (rows_pre.h), for rows of an even number of blocks, in groups
+// of four rows (the last group padded with zero scales): per pair of blocks a
+// lp_pre_quad. The kernels below are the pair loops above with the activation side read
+// from there and the scale products of all four rows made at once: dx * dy of the two
+// blocks for every row in one multiply (then spread to each row's lanes by a permute),
+// and (Q8_1) the four rows' m * s in one multiply and one add, each row's in its own two
+// lanes (even and odd blocks, as the pair loop's lanes 1 and 3). Every float operation
+// and its operands' order are the pair loop's, so each row's result is vec_dot's.
 
 typedef struct {
-    uint8_t qs[64];  // the two blocks' quants (Q8_0: plus 128)
-    float d[16];     // block i's scale in lanes 0..7, block i+1's in 8..15
-} lp_pre_pair;
+    uint8_t qs[4][64];  // row a's quants of the two blocks (Q8_0: plus 128)
+    float d[8];         // row a's two block scales in lanes 2a, 2a + 1
+    float s[8];         // Q8_1: row a's two block sums s, the same way
+} lp_pre_quad;
 
-static void lp_prep_d(lp_pre_pair *p, lp_half d0, lp_half d1) {
-    const float f0 = _cvtsh_ss(d0), f1 = _cvtsh_ss(d1);
-    for (int l = 0; l < 8; l++) {
-        p->d[l] = f0;
-        p->d[8 + l] = f1;
-    }
-}
-
-static void lp_prep_q8_1(const void *restrict vy, void *restrict out, int n) {
-    const block_q8_1 *y = vy;
+static void lp_prep_rows(const int q8_1, const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
     const int np = n / 64;
-    lp_pre_pair *p = out;
-    float *sums = (float *)(p + np);
-    for (int j = 0; j < np; j++) {
-        memcpy(p[j].qs, y[2 * j].qs, 32);
-        memcpy(p[j].qs + 32, y[2 * j + 1].qs, 32);
-        lp_prep_d(&p[j], y[2 * j].d, y[2 * j + 1].d);
-        sums[2 * j] = _cvtsh_ss(y[2 * j].s);
-        sums[2 * j + 1] = _cvtsh_ss(y[2 * j + 1].s);
+    for (int g = 0; 4 * g < rows; g++) {
+        lp_pre_quad *p = (lp_pre_quad *)out + (size_t)g * np;
+        for (int j = 0; j < np; j++)
+            for (int a = 0; a < 4; a++) {
+                const int r = 4 * g + a;
+                const uint8_t *y = (const uint8_t *)vy + (size_t)r * by;
+                lp_half h[4] = { 0 };  // d, d', s, s' (zero past the last row)
+                if (r < rows && q8_1) {
+                    const block_q8_1 *b = (const block_q8_1 *)y + 2 * j;
+                    memcpy(p[j].qs[a], b[0].qs, 32);
+                    memcpy(p[j].qs[a] + 32, b[1].qs, 32);
+                    h[0] = b[0].d, h[1] = b[1].d, h[2] = b[0].s, h[3] = b[1].s;
+                } else if (r < rows) {
+                    const block_q8_0 *b = (const block_q8_0 *)y + 2 * j;
+                    _mm512_storeu_si512(p[j].qs[a], _mm512_xor_si512(lp_act64(b[0].qs, b[1].qs), _mm512_set1_epi8((char)0x80)));
+                    h[0] = b[0].d, h[1] = b[1].d;
+                }
+                p[j].d[2 * a] = _cvtsh_ss(h[0]);
+                p[j].d[2 * a + 1] = _cvtsh_ss(h[1]);
+                p[j].s[2 * a] = _cvtsh_ss(h[2]);
+                p[j].s[2 * a + 1] = _cvtsh_ss(h[3]);
+            }
     }
 }
-
-static void lp_prep_q8_0(const void *restrict vy, void *restrict out, int n) {
-    const block_q8_0 *y = vy;
-    lp_pre_pair *p = out;
-    for (int j = 0; j < n / 64; j++) {
-        const __m512i a = lp_act64(y[2 * j].qs, y[2 * j + 1].qs);
-        _mm512_storeu_si512(p[j].qs, _mm512_xor_si512(a, _mm512_set1_epi8((char)0x80)));
-        lp_prep_d(&p[j], y[2 * j].d, y[2 * j + 1].d);
-    }
+static void lp_prep_q8_1(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    lp_prep_rows(1, y, by, rows, out, n);
+}
+static void lp_prep_q8_0(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    lp_prep_rows(0, y, by, rows, out, n);
 }
 
-// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN): [dx mx dx' mx'] of the weights, the
-// activations' d spread in p->d, their s from the sums after the pairs.
+// lanes 2a (0..7) and 2a + 1 (8..15) of the 8 products dx * dy: row a's block factors
+LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * a), _mm256_set1_epi32(2 * a + 1), 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(dxy));
+}
+
+// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN)
 #define LP_PRE512_MIN(T, QUANTS2)                                                                          \
     LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const block_##T *restrict x,       \
-                                  const uint8_t *restrict vp, size_t bp, const int A) {                   \
+                                  const uint8_t *restrict vp, const int A) {                              \
         const int np = n / 64;                                                                             \
+        const lp_pre_quad *p = (const lp_pre_quad *)vp;                                                    \
         __m512 acc[4];                                                                                     \
-        __m128 mins2[4];                                                                                   \
-        for (int a = 0; a < A; a++) {                                                                      \
-            acc[a] = _mm512_setzero_ps();                                                                  \
-            mins2[a] = _mm_setzero_ps();                                                                   \
-        }                                                                                                  \
+        __m256 mins8 = _mm256_setzero_ps();                                                                \
+        for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();                                          \
         for (int j = 0; j < np; j++) {                                                                     \
             const int i = 2 * j;                                                                           \
             const __m512i q = QUANTS2(x, i, i + 1);                                                        \
-            const __m128 dm = lp_dm2(&x[i].d, &x[i + 1].d);                                                \
-            const __m512 dx = _mm512_permutexvar_ps(                                                       \
-                _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(dm)); \
-            const __m128 mx = _mm_shuffle_ps(dm, dm, _MM_SHUFFLE(3, 1, 3, 1));                             \
+            const __m256 dm = _mm256_castps128_ps256(lp_dm2(&x[i].d, &x[i + 1].d)); /* d m d' m' */        \
+            const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2), dm);        \
+            const __m256 mx = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3), dm);        \
+            const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));                                 \
+            mins8 = _mm256_add_ps(mins8, _mm256_mul_ps(mx, _mm256_loadu_ps(p[j].s)));                      \
             _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                          \
-                const lp_pre_pair *p = (const lp_pre_pair *)(vp + a * bp);                                 \
                 const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,                          \
-                                                       _mm512_loadu_si512(p[j].qs));                       \
-                const __m512 d = _mm512_mul_ps(dx, _mm512_loadu_ps(p[j].d));                               \
-                acc[a] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(pi), acc[a]);                               \
-                const __m128 sy = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)((const float *)(p + np) + i))); \
-                mins2[a] = _mm_add_ps(mins2[a], _mm_mul_ps(mx, sy));                                       \
+                                                       _mm512_loadu_si512(p[j].qs[a]));                    \
+                acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);          \
             }                                                                                              \
         }                                                                                                  \
-        float mins[4];                                                                                     \
-        for (int a = 0; a < A; a++)                                                                        \
-            mins[a] = _mm_cvtss_f32(mins2[a]) + _mm_cvtss_f32(_mm_shuffle_ps(mins2[a], mins2[a], 1));      \
+        float m8[8], mins[4];                                                                              \
+        _mm256_storeu_ps(m8, mins8);                                                                       \
+        for (int a = 0; a < A; a++) mins[a] = m8[2 * a] + m8[2 * a + 1];                                   \
         lp_store_pairs(s, bs, acc, mins, 1, A);                                                            \
     }
 LP_PRE512_MIN(q4_1, LP_Q4_1_2)
@@ -415,8 +421,9 @@ LP_PRE512_MIN(q5_1, LP_Q5_1_2)
 // activations plus 128 the unsigned one; the integer sums start at -128 * the weights'
 // (once per pair for all rows), so they are the same exact sums of qx * qy.
 LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_q8_0 *restrict x,
-                               const uint8_t *restrict vp, size_t bp, const int A) {
+                               const uint8_t *restrict vp, const int A) {
     const int np = n / 64;
+    const lp_pre_quad *p = (const lp_pre_quad *)vp;
     __m512 acc[4];
     for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();
     for (int j = 0; j < np; j++) {
@@ -424,11 +431,12 @@ LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_
         const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
         const __m512i off = _mm512_sub_epi32(_mm512_setzero_si512(),
                                              _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q));
-        const __m512 dx = lp_spread2(lp_half2(x[i].d, x[i + 1].d));
+        const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
+                                                _mm256_castps128_ps256(lp_half2(x[i].d, x[i + 1].d)));
+        const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));
         _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
-            const lp_pre_pair *p = (const lp_pre_pair *)(vp + a * bp) + j;
-            const __m512i pi = _mm512_dpbusd_epi32(off, _mm512_loadu_si512(p->qs), q);
-            acc[a] = _mm512_fmadd_ps(_mm512_mul_ps(dx, _mm512_loadu_ps(p->d)), _mm512_cvtepi32_ps(pi), acc[a]);
+            const __m512i pi = _mm512_dpbusd_epi32(off, _mm512_loadu_si512(p[j].qs[a]), q);
+            acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);
         }
     }
     const float zeros[4] = { 0 };
@@ -439,12 +447,12 @@ LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_
     static void lp_rows_pre_##T(int n, float *restrict s, size_t bs, const void *restrict x,                  \
                                 const void *restrict vp, size_t bp, int nr) {                                 \
         const uint8_t *p = vp;                                                                                 \
-        for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, p, bp, 4);               \
-        switch (nr) {                                                                                          \
-        case 1: lp_dot_pre_##T(n, s, bs, x, p, bp, 1); break;                                                  \
-        case 2: lp_dot_pre_##T(n, s, bs, x, p, bp, 2); break;                                                  \
-        case 3: lp_dot_pre_##T(n, s, bs, x, p, bp, 3); break;                                                  \
-        default: lp_dot_pre_##T(n, s, bs, x, p, bp, 4); break;                                                 \
+        for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, p, 4);                   \
+        switch (nr) { /* bp: a row's share of a group of four */                                               \
+        case 1: lp_dot_pre_##T(n, s, bs, x, p, 1); break;                                                      \
+        case 2: lp_dot_pre_##T(n, s, bs, x, p, 2); break;                                                      \
+        case 3: lp_dot_pre_##T(n, s, bs, x, p, 3); break;                                                      \
+        default: lp_dot_pre_##T(n, s, bs, x, p, 4); break;                                                     \
         }                                                                                                      \
     }
 LP_PRE512_ENTRY(q4_1)
@@ -482,8 +490,6 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
 
 int64_t lp_rows_pre_bytes(int type, int64_t n) {
     if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(block_q8_K);
-    if (n % 64) return 0;
-    const int64_t pairs = n / 64, pair = 64 + 16 * (int64_t)sizeof(float);
-    if (type == LP_Q4_1 || type == LP_Q5_1) return pairs * (pair + 2 * (int64_t)sizeof(float));
-    return type == LP_Q8_0 ? pairs * pair : 0;
+    if (n % 64 || (type != LP_Q4_1 && type != LP_Q5_1 && type != LP_Q8_0)) return 0;
+    return n / 64 * (int64_t)sizeof(lp_pre_quad) / 4;  // a row's share of a group of four
 }

@@ -7,14 +7,16 @@
 // convert the same activation scales, and put the same two blocks side by side, again
 // for every weight row. A prepared row has that done once per product: per pair of
 // blocks the 64 quants side by side (Q8_0: plus 128, the unsigned side of VPDPBUSD, so
-// the weights' sign costs nothing per row), the activation scale of each block as a
-// float in each of its 8 lanes, and (Q8_1) the blocks' sums as floats. Each row goes
-// through the same float operations as vec_dot's, so its result is vec_dot's bit for bit.
+// the weights' sign costs nothing per row), the scales and (Q8_1) sums as floats, four
+// rows' side by side (one multiply makes the scale products of four rows). Q4_K, Q5_K:
+// the quants in the order of the kernel's lanes. Each row goes through the same float
+// operations as vec_dot's, so its result is vec_dot's bit for bit.
 #pragma once
 #include "lp.h"
 
-// out = activation row y (n quants in the type's dot-product format), prepared
-typedef void (*lp_rows_prep_fn)(const void *restrict y, void *restrict out, int n);
+// out = activation rows y (rows of n quants in the type's dot-product format, by bytes
+// apart), prepared: lp_rows_pre_bytes(type, n) per row, rows rounded up to a multiple of 4
+typedef void (*lp_rows_prep_fn)(const void *restrict y, size_t by, int rows, void *restrict out, int n);
 // s[a * bs] = dot(weight row x, prepared activation row a at p + a * bp), a < nr (any nr >= 1)
 typedef void (*lp_rows_pre_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                const void *restrict p, size_t bp, int nr);
@@ -25,11 +27,12 @@ typedef struct {
 } lp_rows_pre;
 
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
-// Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none)
+// Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none); the
+// row dots take row a at p + a * bp with bp this size
 int64_t lp_rows_pre_bytes(int type, int64_t n);
 
 // k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
-void lp_prep_q8_K_avx512(const void *restrict y, void *restrict out, int n);
+void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
 void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                              size_t bp, int nr);
 void lp_rows_pre_q5_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
