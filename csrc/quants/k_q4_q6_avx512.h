@@ -96,9 +96,8 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
     // sub-block j / 2: odd ones are the high nibbles; Q5_K: bit j / 2 of each qh byte
     const __m512i nib_shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
     const __m512i sub = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    __m512 acc[8];
-    __m256 accm[8];
-    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
+    __m512 acc[8], accm[4];  // accm: the mins' sums of rows 2m, 2m + 1 in 8 lanes each
+    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r / 2] = _mm512_setzero_ps(); }
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
@@ -135,12 +134,31 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
                 sumi = _mm512_dpbusd_epi32(sumi, q[k], pre ? _mm512_loadu_si512((const void *)(yr->qs + 64 * k))
                                                              : k4_act_perm(yr->qs, k));
             sumi = _mm512_mullo_epi32(sumi, sc);
-            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
             acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(yr->d)), _mm512_cvtepi32_ps(sumi), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(yr->d)), _mm256_cvtepi32_ps(summ), accm[r]);
+        }
+        // the mins of two rows per instruction: row r's 8 lanes in half r % 2 (lane for lane
+        // what one row alone gets in 8 lanes; a missing second row's half is zero)
+        const __m512i mins2 = _mm512_broadcast_i64x4(mins);
+        const __m512 dmin2 = _mm512_broadcast_f32x8(dmin);
+        if (nr == 1) {  // (the same lanes in a 256-bit register)
+            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)K_ROW(vy, 0, by, i)->bsums));
+            const __m256 f = _mm256_mul_ps(dmin, _mm256_set1_ps(K_ROW(vy, 0, by, i)->d));
+            accm[0] = _mm512_castps256_ps512(
+                _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(summ), _mm512_castps512_ps256(accm[0])));
+        } else
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r += 2) {
+            const block_q8_K *y0 = K_ROW(vy, r, by, i), *y1 = r + 1 < nr ? K_ROW(vy, r + 1, by, i) : y0;
+            const __m512i bsums = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0->bsums)),
+                                                     _mm256_loadu_si256((const __m256i *)y1->bsums), 1);
+            const __m512 yd = _mm512_insertf32x8(_mm512_set1_ps(y0->d), _mm256_set1_ps(y1->d), 1);
+            accm[r / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dmin2, yd), _mm512_cvtepi32_ps(_mm512_madd_epi16(mins2, bsums)),
+                                          accm[r / 2]);
         }
     }
-    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
+    K8_FOR_ROWS(r) {
+        const __m256 m = (r & 1) ? _mm512_extractf32x8_ps(accm[r / 2], 1) : _mm512_castps512_ps256(accm[r / 2]);
+        s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), m));
+    }
 }
 K_INLINE void q4_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
                                size_t by, const int nr) {
