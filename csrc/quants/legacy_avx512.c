@@ -28,6 +28,13 @@
 #include "simd.h"
 #include "quants/rows_pre.h"
 
+// A pair of blocks of four prepared activation rows (rows_pre.h; see "Prepared activation rows" below).
+typedef struct {
+    uint8_t qs[4][64];  // row a's quants of the two blocks (Q8_0: plus 128)
+    float d[8];         // row a's two block scales in lanes 2a, 2a + 1
+    float s[8];         // Q8_1: row a's two block sums s, the same way
+} lp_pre_quad;
+
 #if LP_X86
 LP_AVX512_BEGIN
 
@@ -340,12 +347,6 @@ LP_DOT512_ENTRY(q8_0, block_q8_0)
 // and (Q8_1) the four rows' m * s in one multiply and one add, each row's in its own two
 // lanes (even and odd blocks, as the pair loop's lanes 1 and 3). Every float operation
 // and its operands' order are the pair loop's, so each row's result is vec_dot's.
-
-typedef struct {
-    uint8_t qs[4][64];  // row a's quants of the two blocks (Q8_0: plus 128)
-    float d[8];         // row a's two block scales in lanes 2a, 2a + 1
-    float s[8];         // Q8_1: row a's two block sums s, the same way
-} lp_pre_quad;
 
 static void lp_prep_rows(const int q8_1, const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
     const int np = n / 64;
