@@ -14,6 +14,18 @@
 
 // Up to 8 rows at once (32 vector registers hold their accumulators).
 #define K8_FOR_ROWS(r) _Pragma("GCC unroll 8") for (int r = 0; r < nr; r++)
+// body(n, s, bs, x, y, by, nr) with nr = 1..8 a constant
+#define K8_SWITCH(body)                                        \
+    switch (nr) {                                              \
+    case 1: body(n, s, bs, x, y, by, 1); break;                \
+    case 2: body(n, s, bs, x, y, by, 2); break;                \
+    case 3: body(n, s, bs, x, y, by, 3); break;                \
+    case 4: body(n, s, bs, x, y, by, 4); break;                \
+    case 5: body(n, s, bs, x, y, by, 5); break;                \
+    case 6: body(n, s, bs, x, y, by, 6); break;                \
+    case 7: body(n, s, bs, x, y, by, 7); break;                \
+    default: body(n, s, bs, x, y, by, 8); break;               \
+    }
 #define K8_ROWS_DOTS(t)                                                                                       \
     void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y) {  \
         t##_rows_avx512(n, s, 0, x, y, 0, 1);                                                                \
@@ -24,22 +36,9 @@
     }                                                                                                        \
     void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,           \
                                       const void *restrict y, size_t by, int nr) {                           \
-        switch (nr) {                                                                                        \
-        case 1: t##_rows_avx512(n, s, bs, x, y, by, 1); break;                                               \
-        case 2: t##_rows_avx512(n, s, bs, x, y, by, 2); break;                                               \
-        case 3: t##_rows_avx512(n, s, bs, x, y, by, 3); break;                                               \
-        case 4: t##_rows_avx512(n, s, bs, x, y, by, 4); break;                                               \
-        case 5: t##_rows_avx512(n, s, bs, x, y, by, 5); break;                                               \
-        case 6: t##_rows_avx512(n, s, bs, x, y, by, 6); break;                                               \
-        case 7: t##_rows_avx512(n, s, bs, x, y, by, 7); break;                                               \
-        default: t##_rows_avx512(n, s, bs, x, y, by, 8); break;                                              \
-        }                                                                                                    \
+        K8_SWITCH(t##_rows_avx512);                                                                          \
     }
 
-// int16 lanes 0..15 from element a, lanes 16..31 from element b, of a 32 x int16 vector
-static inline __m512i k_pair16_idx(int a, int b) {
-    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
-}
 // shift counts per 256-bit half: a in the low half, b in the high one
 static inline __m512i k_half_counts(int a, int b) {
     return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
@@ -182,16 +181,7 @@ K8_ROWS_DOTS(q5_K)
 #define K8_PRE_ROWS(t)                                                                                       \
     void lp_rows_pre_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,              \
                                   const void *restrict y, size_t by, int nr) {                              \
-        switch (nr) {                                                                                        \
-        case 1: t##_pre_rows_avx512(n, s, bs, x, y, by, 1); break;                                           \
-        case 2: t##_pre_rows_avx512(n, s, bs, x, y, by, 2); break;                                           \
-        case 3: t##_pre_rows_avx512(n, s, bs, x, y, by, 3); break;                                           \
-        case 4: t##_pre_rows_avx512(n, s, bs, x, y, by, 4); break;                                           \
-        case 5: t##_pre_rows_avx512(n, s, bs, x, y, by, 5); break;                                           \
-        case 6: t##_pre_rows_avx512(n, s, bs, x, y, by, 6); break;                                           \
-        case 7: t##_pre_rows_avx512(n, s, bs, x, y, by, 7); break;                                           \
-        default: t##_pre_rows_avx512(n, s, bs, x, y, by, 8); break;                                          \
-        }                                                                                                    \
+        K8_SWITCH(t##_pre_rows_avx512);                                                                      \
     }
 K8_PRE_ROWS(q4_K)
 K8_PRE_ROWS(q5_K)
