@@ -27,14 +27,15 @@
     default: body(n, s, bs, x, y, by, 8); break;               \
     }
 #define K8_ROWS_DOTS(t)                                                                                       \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y) {  \
+    LP_ALIGNED_CODE void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x,           \
+                                                 const void *restrict y) {                                   \
         t##_rows_avx512(n, s, 0, x, y, 0, 1);                                                                \
     }                                                                                                        \
     void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,          \
                                        const void *restrict y, size_t by) {                                  \
         t##_rows_avx512(n, s, bs, x, y, by, 4);                                                              \
     }                                                                                                        \
-    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,           \
+    LP_ALIGNED_CODE void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                       const void *restrict y, size_t by, int nr) {                           \
         K8_SWITCH(t##_rows_avx512);                                                                          \
     }
@@ -179,7 +180,7 @@ K8_ROWS_DOTS(q4_K)
 K8_ROWS_DOTS(q5_K)
 // the row dots from prepared rows (rows_pre.h), nr = 1..8
 #define K8_PRE_ROWS(t)                                                                                       \
-    void lp_rows_pre_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,              \
+    LP_ALIGNED_CODE void lp_rows_pre_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                   const void *restrict y, size_t by, int nr) {                              \
         K8_SWITCH(t##_pre_rows_avx512);                                                                      \
     }

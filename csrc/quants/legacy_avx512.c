@@ -310,14 +310,16 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t
 #define lp_dot_rows_q4_0(...) lp_dot_rows_offset(0, __VA_ARGS__)
 #define lp_dot_rows_q5_0(...) lp_dot_rows_offset(1, __VA_ARGS__)
 
+// (LP_ALIGNED_CODE: rows_pre.h)
 // vec_dot (R = A = 1), vec_dot_4weights (R = 4), vec_dot_rows (A = nr: decoding several
 // sequences, small prompt groups)
 #define LP_DOT512_ENTRY(T, ACT)                                                                                \
-    void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
+    LP_ALIGNED_CODE void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx,            \
+                                                 const void *restrict vy) {                                    \
         lp_dot_rows_##T(n, s, 0, vx, 0, (const ACT *)vy, 0, 1, 1);                                             \
     }                                                                                                          \
-    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,        \
-                                          const void *restrict vy) {                                           \
+    LP_ALIGNED_CODE void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx,   \
+                                                          size_t bx, const void *restrict vy) {                \
         lp_dot_rows_##T(n, s, 0, vx, bx, (const ACT *)vy, 0, 4, 1);                                            \
     }                                                                                                          \
     void lp_vec_dot_rows_##T##_avx512(int n, float *restrict s, size_t bs, const void *restrict vx,            \

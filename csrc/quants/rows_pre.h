@@ -14,6 +14,11 @@
 #pragma once
 #include "lp.h"
 
+// The kernels' entry points start on a 64-byte line, so where their loops fall in the
+// lines (which moved a Q4_1 vec_dot streaming 6144-column rows by 15% on Zen 5) does not
+// depend on the code before them in their file.
+#define LP_ALIGNED_CODE __attribute__((aligned(64)))
+
 // out = activation rows y (rows of n quants in the type's dot-product format, by bytes
 // apart), prepared: lp_rows_pre_bytes(type, n) per row, rows rounded up to a multiple of 4
 typedef void (*lp_rows_prep_fn)(const void *restrict y, size_t by, int rows, void *restrict out, int n);
