@@ -160,22 +160,16 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
         s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), m));
     }
 }
-K_INLINE void q4_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                               size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 0, 0);
-}
-K_INLINE void q5_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                               size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 1, 0);
-}
-K_INLINE void q4_K_pre_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                                   size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 0, 1);
-}
-K_INLINE void q5_K_pre_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                                   size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 1, 1);
-}
+// the bodies K8_ROWS_DOTS and K8_PRE_ROWS take: <t>_rows_avx512, <t>_pre_rows_avx512
+#define K4_BODY(name, q5, pre)                                                                                \
+    K_INLINE void name(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,  \
+                       size_t by, const int nr) {                                                            \
+        k4_rows_avx512(n, s, bs, x, y, by, nr, q5, pre);                                                     \
+    }
+K4_BODY(q4_K_rows_avx512, 0, 0)
+K4_BODY(q5_K_rows_avx512, 1, 0)
+K4_BODY(q4_K_pre_rows_avx512, 0, 1)
+K4_BODY(q5_K_pre_rows_avx512, 1, 1)
 K8_ROWS_DOTS(q4_K)
 K8_ROWS_DOTS(q5_K)
 // the row dots from prepared rows (rows_pre.h), nr = 1..8
