@@ -87,3 +87,27 @@ def test_rows_with_nonfinite_neighbours(name: str) -> None:
         np.testing.assert_array_equal(got, alone, err_msg=f"{name} {isa}")
         assert np.isfinite(got[[0, 2, 5]]).all(), f"{name} {isa}: a finite row took its neighbour's NaN"
     _each_isa(check)
+
+
+@pytest.mark.parametrize("name", WEIGHT_TYPES)
+def test_vec_dot_equals_matmul_rows(name: str) -> None:
+    """The product's row dots (on AVX-512 some types read activation rows prepared once per
+    product: rows_pre.h) give what vec_dot gives on the activation row as the quantizer
+    leaves it, bit for bit: one weight row, one activation row, either way."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    info = kernels.type_info(qtype)
+    act_type = info.vec_dot_type
+    rng = np.random.default_rng(200 + qtype)
+    cols = 4 * 256 if info.block_size == 256 else 18 * 32  # an even number of blocks
+    t = _tensor(qtype, 5, cols, rng)
+    x = (rng.standard_normal((4, cols)) * rng.uniform(0.1, 10, (4, 1))).astype(np.float32)
+    w_rows = t.data.reshape(5, -1)
+
+    def check(isa: str) -> None:
+        for n in (1, 4):
+            got = kernels.matmul(t, x[:n], n_threads=1)
+            for j in range(n):
+                act = x[j] if act_type == kernels.WEIGHT_TYPES["F32"] else kernels.quantize_act(act_type, x[j], isa)
+                want = [kernels.vec_dot(qtype, w_rows[r], act, cols, isa) for r in range(5)]
+                np.testing.assert_array_equal(got[j], np.float32(want), err_msg=f"{name} {isa} n={n} row {j}")
+    _each_isa(check)

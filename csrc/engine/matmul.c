@@ -7,6 +7,7 @@
 // activation row, so its weights are read from memory once and reused from cache
 // for all n activation rows.
 #include "simd.h"
+#include "quants/rows_pre.h"
 
 #define LP_TILE_ROWS 16
 
@@ -20,18 +21,24 @@ int lp_dequantize(int type, const void *src, float *dst, int64_t n) {
     return LP_OK;
 }
 
+// Prepared activation rows are laid out in groups of four (rows_pre.h).
+static int64_t pre_rows(int64_t n) { return (n + 3) / 4 * 4; }
+
 static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
     const lp_type_traits *a = lp_traits(t->vec_dot_type);
     return cols / a->blck_size * a->type_size;
 }
 
-// The quantized activation rows, then (large n) the batched product's panels.
+// The quantized activation rows, then (large n) the batched product's panels or, after
+// them, the prepared activation rows of the row dots (rows_pre.h; whatever the ISA, which
+// may change after a caller sized its buffers).
 int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads) {
     const lp_type_traits *t = lp_traits(type);
     if (!t) return LP_EUNKNOWN_TYPE;
     if (!check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
     if (t->vec_dot_type == LP_F32) return 0;
-    return act_row_bytes(t, cols) * n + lp_gemm_work_size(t, cols, n, n_threads);
+    const int64_t gemm = lp_gemm_work_size(t, cols, n, n_threads), pre = lp_rows_pre_bytes(type, cols) * pre_rows(n);
+    return act_row_bytes(t, cols) * n + (gemm > pre ? gemm : pre);
 }
 
 int lp_quantize_act(int act_type, int isa, const float *x, void *y, int64_t n) {
@@ -62,12 +69,14 @@ typedef struct {
     lp_vec_dot_4acts_fn dot_4acts;        // NULL: dot per activation row
     lp_vec_dot_4weights_fn dot_4weights;  // NULL: dot per weight row
     lp_from_float_fn quantize;
+    lp_rows_pre pre;       // .prep NULL: no prepared rows
     const uint8_t *w;      // (rows, w_row_bytes)
     const float *x;        // (n, cols)
     uint8_t *xq;           // (n, xq_row_bytes): x in the dot-product format
+    uint8_t *xp;           // (n, xp_row_bytes): xq prepared for pre.dot (n >= 2), or NULL
     float *y;              // (n, rows)
     int64_t rows, cols, n;
-    int64_t w_row_bytes, xq_row_bytes;
+    int64_t w_row_bytes, xq_row_bytes, xp_row_bytes;
 } matmul_ctx;
 
 // Rows [start, end) of `total` for part ith of nth, in whole multiples of `align`.
@@ -85,6 +94,24 @@ static void quantize_chunk(void *vctx, int r, int ith) {
     c->quantize(c->x + r * c->cols, c->xq + r * c->xq_row_bytes, c->cols);
 }
 
+// Below this many input values, the caller quantizes the activation rows alone: a few
+// decoding rows take about a microsecond, less than handing them to the threads and
+// waiting for them (a decoding step of several sequences runs four such jobs a layer).
+#define LP_QUANTIZE_ALONE 16384
+
+static void quantize_rows(matmul_ctx *c, int n_threads) {
+    if (c->n * c->cols <= LP_QUANTIZE_ALONE) n_threads = 1;
+    lp_parallel_chunks(quantize_chunk, c, (int)c->n, n_threads);
+}
+
+// The row dots' prepared activation rows at xp, from pre.min_rows rows on; a copy of a
+// few kilobytes per row, done by the caller.
+static void prepare_rows(matmul_ctx *c, uint8_t *xp) {
+    if (!c->pre.prep || c->n < c->pre.min_rows) return;
+    c->xp = xp;
+    c->pre.prep(c->xq, (size_t)c->xq_row_bytes, (int)c->n, xp, (int)c->cols);
+}
+
 // One tile: weight rows [LP_TILE_ROWS * tile, ...) against every activation row.
 static void dot_chunk(void *vctx, int tile, int ith) {
     const matmul_ctx *c = vctx;
@@ -97,7 +124,13 @@ static void dot_chunk(void *vctx, int tile, int ith) {
         const int64_t left = c->n - j;
         float *yj = c->y + j * c->rows;
         const uint8_t *aj = act + j * act_bytes;
-        if (c->dot_rows && left >= 2) {  // up to LP_ROWS_MAX activation rows per decoded weight row
+        if (c->xp && left >= c->pre.min_rows) {  // the same from prepared activation rows
+            const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
+            const uint8_t *pj = c->xp + j * c->xp_row_bytes;
+            for (int64_t r = r0; r < r1; r++)
+                c->pre.dot((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, pj, (size_t)c->xp_row_bytes, nr);
+            j += nr;
+        } else if (c->dot_rows && left >= 2) {  // up to LP_ROWS_MAX activation rows per decoded weight row
             const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
             for (int64_t r = r0; r < r1; r++)
                 c->dot_rows((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, aj, (size_t)act_bytes, nr);
@@ -139,6 +172,8 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
         const lp_type_traits *a = lp_traits(t->vec_dot_type);
         c->quantize = a->from_float[isa] ? a->from_float[isa] : a->from_float[LP_ISA_REF];
         c->xq_row_bytes = act_row_bytes(t, cols);
+        if (t->vec_dot[isa]) c->pre = lp_rows_pre_of(type, isa, cols);
+        c->xp_row_bytes = lp_rows_pre_bytes(type, cols);
     }
     return LP_OK;
 }
@@ -153,13 +188,14 @@ int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const fl
     if (n_threads < 1) n_threads = 1;
     if (c.quantize) {
         c.xq = work;
-        lp_parallel_chunks(quantize_chunk, &c, (int)n, n_threads);
+        quantize_rows(&c, n_threads);
         const lp_type_traits *t = lp_traits(type);
         if (n_single < n && lp_gemm_available(t, isa, cols)) {  // rows n_single..n-1: the batched product
             lp_gemm(t, isa, w, rows, cols, c.xq + n_single * c.xq_row_bytes, c.xq_row_bytes, n - n_single,
                     y + n_single * rows, c.xq + n * c.xq_row_bytes, n_threads);
             c.n = n_single;
         }
+        prepare_rows(&c, c.xq + n * c.xq_row_bytes);  // after the batched product: its panels' space
     }
     if (c.n > 0) lp_parallel_chunks(dot_chunk, &c, (int)((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS), n_threads);
     return LP_OK;
@@ -190,15 +226,21 @@ static void multi_dot_chunk(void *vctx, int tile, int ith) {
     dot_chunk((void *)&c->mm[i], tile - c->first_tile[i], ith);
 }
 
-// Bytes of the quantized input rows for each distinct activation format.
+// Bytes of the quantized input rows for each distinct activation format, and of their
+// prepared rows for each format some of the types prepare.
 static int64_t multi_act_bytes(const int *types, int count, int64_t cols, int64_t n) {
     int64_t total = 0;
     for (int i = 0; i < count; i++) {
         const lp_type_traits *t = lp_traits(types[i]);
         if (!t || t->vec_dot_type == LP_F32) continue;
-        int seen = 0;
-        for (int j = 0; j < i; j++) seen |= lp_traits(types[j])->vec_dot_type == t->vec_dot_type;
+        int seen = 0, seen_pre = 0;
+        for (int j = 0; j < i; j++) {
+            const int same = lp_traits(types[j])->vec_dot_type == t->vec_dot_type;
+            seen |= same;
+            seen_pre |= same && lp_rows_pre_bytes(types[j], cols) > 0;
+        }
         if (!seen) total += act_row_bytes(t, cols) * n;
+        if (!seen_pre) total += lp_rows_pre_bytes(types[i], cols) * pre_rows(n);
     }
     return total;
 }
@@ -251,12 +293,20 @@ int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *
         const int rc = matmul_setup(m, mm[i].type, mm[i].w, mm[i].rows, cols, x, n, mm[i].y, isa);
         if (rc) return rc;
         if (!m->quantize) continue;
-        for (int j = 0; j < i && !m->xq; j++)  // an earlier matrix with the same format
-            if (lp_traits(mm[j].type)->vec_dot_type == lp_traits(mm[i].type)->vec_dot_type) m->xq = c.mm[j].xq;
-        if (m->xq) continue;
-        m->xq = next;
-        next += m->xq_row_bytes * n;
-        lp_parallel_chunks(quantize_chunk, m, (int)n, n_threads);
+        for (int j = 0; j < i; j++)  // an earlier matrix with the same format: its rows
+            if (lp_traits(mm[j].type)->vec_dot_type == lp_traits(mm[i].type)->vec_dot_type) {
+                if (!m->xq) m->xq = c.mm[j].xq;
+                if (!m->xp && m->pre.prep) m->xp = c.mm[j].xp;
+            }
+        if (!m->xq) {
+            m->xq = next;
+            next += m->xq_row_bytes * n;
+            quantize_rows(m, n_threads);
+        }
+        if (!m->xp) {
+            prepare_rows(m, next);
+            if (m->xp) next += m->xp_row_bytes * pre_rows(n);
+        }
     }
     c.first_tile[0] = 0;
     for (int i = 0; i < count; i++) {

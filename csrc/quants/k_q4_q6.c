@@ -14,6 +14,7 @@
 // per super-block; the min term of Q4_K/Q5_K (and, in AVX2, the -32 offset of
 // Q6_K) comes from the activation's bsums.
 #include "k_rows.h"
+#include "quants/rows_pre.h"
 
 // ---------------------------------------------------------------------------
 // Shared helpers

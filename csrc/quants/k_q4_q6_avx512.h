@@ -4,40 +4,42 @@
 // Decoding one token is compute-bound on these types (a core decodes Q4_K at about the
 // rate it reads memory), so several activation rows (k_rows.h's nr: decoding several
 // sequences, small prompt groups) cost what their per-row work costs. The bodies keep
-// that work small: per row and 64 quants a maddubs and a VPDPWSSD (the scales applied in
-// the same instruction), per row and block a few float operations; the weight decode
-// (nibbles, high bits, scales) is done once per block for all rows. Each row's
-// arithmetic is the same whatever nr is, so vec_dot, vec_dot_4acts and vec_dot_rows
-// agree bit for bit.
+// that work small: per row and 64 quants one VPDPBUSD (Q4_K, Q5_K: the scales applied once
+// per block) or a maddubs and a VPDPWSSD (Q6_K: the scales applied in the same
+// instruction), per row and block a few float operations; the weight decode (nibbles,
+// high bits, scales) is done once per block for all rows. Each row's arithmetic is the
+// same whatever nr is and whether its activations were prepared (rows_pre.h), so
+// vec_dot, vec_dot_4acts, vec_dot_rows and the prepared-row dots agree bit for bit.
+// (Q6_K in Q4_K's lane order measured 5-7% slower for one row: its decode costs more.)
 
 // Up to 8 rows at once (32 vector registers hold their accumulators).
 #define K8_FOR_ROWS(r) _Pragma("GCC unroll 8") for (int r = 0; r < nr; r++)
+// body(n, s, bs, x, y, by, nr) with nr = 1..8 a constant
+#define K8_SWITCH(body)                                        \
+    switch (nr) {                                              \
+    case 1: body(n, s, bs, x, y, by, 1); break;                \
+    case 2: body(n, s, bs, x, y, by, 2); break;                \
+    case 3: body(n, s, bs, x, y, by, 3); break;                \
+    case 4: body(n, s, bs, x, y, by, 4); break;                \
+    case 5: body(n, s, bs, x, y, by, 5); break;                \
+    case 6: body(n, s, bs, x, y, by, 6); break;                \
+    case 7: body(n, s, bs, x, y, by, 7); break;                \
+    default: body(n, s, bs, x, y, by, 8); break;               \
+    }
 #define K8_ROWS_DOTS(t)                                                                                       \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y) {  \
+    LP_ALIGNED_CODE void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x,           \
+                                                 const void *restrict y) {                                   \
         t##_rows_avx512(n, s, 0, x, y, 0, 1);                                                                \
     }                                                                                                        \
     void lp_vec_dot_4acts_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,          \
                                        const void *restrict y, size_t by) {                                  \
         t##_rows_avx512(n, s, bs, x, y, by, 4);                                                              \
     }                                                                                                        \
-    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x,           \
+    LP_ALIGNED_CODE void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
                                       const void *restrict y, size_t by, int nr) {                           \
-        switch (nr) {                                                                                        \
-        case 1: t##_rows_avx512(n, s, bs, x, y, by, 1); break;                                               \
-        case 2: t##_rows_avx512(n, s, bs, x, y, by, 2); break;                                               \
-        case 3: t##_rows_avx512(n, s, bs, x, y, by, 3); break;                                               \
-        case 4: t##_rows_avx512(n, s, bs, x, y, by, 4); break;                                               \
-        case 5: t##_rows_avx512(n, s, bs, x, y, by, 5); break;                                               \
-        case 6: t##_rows_avx512(n, s, bs, x, y, by, 6); break;                                               \
-        case 7: t##_rows_avx512(n, s, bs, x, y, by, 7); break;                                               \
-        default: t##_rows_avx512(n, s, bs, x, y, by, 8); break;                                              \
-        }                                                                                                    \
+        K8_SWITCH(t##_rows_avx512);                                                                          \
     }
 
-// int16 lanes 0..15 from element a, lanes 16..31 from element b, of a 32 x int16 vector
-static inline __m512i k_pair16_idx(int a, int b) {
-    return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
-}
 // shift counts per 256-bit half: a in the low half, b in the high one
 static inline __m512i k_half_counts(int a, int b) {
     return _mm512_inserti64x4(_mm512_set1_epi16((short)a), _mm256_set1_epi16((short)b), 1);
@@ -50,64 +52,134 @@ static inline float k_hsum_f32x16(__m512 v, __m256 extra) {
     return lp_hsum_f32x8(_mm256_add_ps(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)), extra));
 }
 
-// Q4_K (q5 = 0) or Q5_K (q5 = 1). Register k (k = 0..3) holds sub-blocks 2k (low
-// nibbles of qs[32k..32k+31]) and 2k+1 (their high nibbles): quants 64k..64k+63 in order,
-// against the activations as they lie. Per block and row:
-// d * yd * sum(scale * quant dot) in 16 lanes, and dmin * yd * sum(min * bsum) in 8.
+// Q4_K (q5 = 0) or Q5_K (q5 = 1), with VPDPBUSD: int32 lane j of every register k
+// (k = 0..3) sums quants of one sub-block only, j / 2, at 16 * (j % 2) + 4k..+3 of it, so a
+// row's four products of a block add up in one chain of VPDPBUSD and take their
+// sub-block's scale in one multiply per block (instead of an int16 step and a
+// VPDPWSSD per register). The weights are gathered into that order with one permute
+// per register; the activations are either read in it (a row prepared once per
+// product: k_prep_q8_K) or permuted per row (vec_dot on Q8_K rows as they lie). Per
+// block and row: d * yd * sum(scale * dot) in 16 lanes, and dmin * yd * sum(min * bsum) in 8.
+
+// dword 4j + k of the 64 at y (a block's activation quants), for j = 0..15
+static inline __m512i k4_act_perm(const int8_t *y, int k) {
+    const __m512i idx = _mm512_and_si512(
+        _mm512_add_epi32(_mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60),
+                         _mm512_set1_epi32(k)), _mm512_set1_epi32(31));
+    const __m512i lo = _mm512_permutex2var_epi32(_mm512_loadu_si512((const void *)y), idx,
+                                                 _mm512_loadu_si512((const void *)(y + 64)));
+    const __m512i hi = _mm512_permutex2var_epi32(_mm512_loadu_si512((const void *)(y + 128)), idx,
+                                                 _mm512_loadu_si512((const void *)(y + 192)));
+    return _mm512_mask_blend_epi32(0xff00, lo, hi);
+}
+
+// Q8_K rows as k4_rows_avx512 reads them with pre = 1: each block's quants in k4_act_perm's order.
+void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    for (int r = 0; r < rows; r++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
+        block_q8_K *o = (block_q8_K *)out + (size_t)r * (n / QK_K);
+        for (int i = 0; i < n / QK_K; i++) {
+            o[i].d = y[i].d;
+            memcpy(o[i].bsums, y[i].bsums, sizeof(o[i].bsums));
+            for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
+        }
+    }
+}
+
 K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                             size_t by, const int nr, const int q5) {
+                             size_t by, const int nr, const int q5, const int pre) {
     const uint8_t *x = vx;
     const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i bit4 = _mm512_set1_epi8(0x10);
-    const __m512i nib_shift = k_half_counts(0, 4);
-    __m512 acc[8];
-    __m256 accm[8];
-    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
+    // sub-block j / 2: odd ones are the high nibbles; Q5_K: bit j / 2 of each qh byte
+    const __m512i nib_shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
+    const __m512i sub = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512 acc[8], accm[4];  // accm: the mins' sums of rows 2m, 2m + 1 in 8 lanes each
+    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r / 2] = _mm512_setzero_ps(); }
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
         const __m512 d = _mm512_set1_ps(lp_half_to_float_f16c(b->d));
         const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
         const __m128i sm = k4_scale_min_avx2(b->scales);
-        const __m512i sc16 = _mm512_cvtepu8_epi16(_mm256_zextsi128_si256(sm));  // lanes 0..7 scales
+        // lane j: the scale of sub-block j / 2
+        const __m512i sc = _mm512_cvtepu8_epi32(
+            _mm_shuffle_epi8(sm, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
         // the 8 mins as int16, each twice (against the 16 bsums)
         const __m256i mins = _mm256_cvtepu8_epi16(
             _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
-        __m512i q[4], sc[4];
+        const __m512i qlo = _mm512_loadu_si512((const void *)(x + qs_off));
+        const __m512i qhi = _mm512_loadu_si512((const void *)(x + qs_off + 64));
+        const __m512i qh = q5 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))))
+                              : m4;
+        __m512i q[4];
         for (int k = 0; k < 4; k++) {
-            q[k] = _mm512_and_si512(_mm512_srlv_epi16(k_bcast32(x + qs_off + 32 * k), nib_shift), m4);
+            // lane j: qs bytes 32 * (j / 4) + 16 * (j % 2) + 4k..+3, nibble (j / 2) % 2
+            const __m512i idx = _mm512_add_epi32(
+                _mm512_setr_epi32(0, 4, 0, 4, 8, 12, 8, 12, 16, 20, 16, 20, 24, 28, 24, 28), _mm512_set1_epi32(k));
+            q[k] = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutex2var_epi32(qlo, idx, qhi), nib_shift), m4);
             if (q5) {  // qh byte l: bit j is the fifth bit of quant l of sub-block j
-                const __m512i hb = _mm512_srlv_epi16(k_bcast32(x + offsetof(block_q5_K, qh)), k_half_counts(2 * k, 2 * k + 1));
-                q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_slli_epi16(hb, 4), bit4));
+                const __m512i hidx = _mm512_add_epi32(_mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4),
+                                                      _mm512_set1_epi32(k));
+                const __m512i hb = _mm512_srlv_epi32(_mm512_permutexvar_epi32(hidx, qh), sub);
+                q[k] = _mm512_or_si512(q[k], _mm512_and_si512(_mm512_slli_epi32(hb, 4), bit4));
             }
-            sc[k] = _mm512_permutexvar_epi16(k_pair16_idx(2 * k, 2 * k + 1), sc16);
         }
         K8_FOR_ROWS(r) {
             const block_q8_K *yr = K_ROW(vy, r, by, i);
             __m512i sumi = _mm512_setzero_si512();
-            for (int k = 0; k < 4; k++) {
-                const __m512i p = _mm512_maddubs_epi16(q[k], _mm512_loadu_si512((const void *)(yr->qs + 64 * k)));
-                sumi = _mm512_dpwssd_epi32(sumi, p, sc[k]);
-            }
-            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
+            for (int k = 0; k < 4; k++)
+                sumi = _mm512_dpbusd_epi32(sumi, q[k], pre ? _mm512_loadu_si512((const void *)(yr->qs + 64 * k))
+                                                             : k4_act_perm(yr->qs, k));
+            sumi = _mm512_mullo_epi32(sumi, sc);
             acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(yr->d)), _mm512_cvtepi32_ps(sumi), acc[r]);
-            accm[r] = _mm256_fmadd_ps(_mm256_mul_ps(dmin, _mm256_set1_ps(yr->d)), _mm256_cvtepi32_ps(summ), accm[r]);
+        }
+        // the mins of two rows per instruction: row r's 8 lanes in half r % 2 (lane for lane
+        // what one row alone gets in 8 lanes; a missing second row's half is zero)
+        const __m512i mins2 = _mm512_broadcast_i64x4(mins);
+        const __m512 dmin2 = _mm512_broadcast_f32x8(dmin);
+        if (nr == 1) {  // (the same lanes in a 256-bit register)
+            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)K_ROW(vy, 0, by, i)->bsums));
+            const __m256 f = _mm256_mul_ps(dmin, _mm256_set1_ps(K_ROW(vy, 0, by, i)->d));
+            accm[0] = _mm512_castps256_ps512(
+                _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(summ), _mm512_castps512_ps256(accm[0])));
+        } else
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r += 2) {
+            const block_q8_K *y0 = K_ROW(vy, r, by, i), *y1 = r + 1 < nr ? K_ROW(vy, r + 1, by, i) : y0;
+            const __m512i bsums = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0->bsums)),
+                                                     _mm256_loadu_si256((const __m256i *)y1->bsums), 1);
+            const __m512 yd = _mm512_insertf32x8(_mm512_set1_ps(y0->d), _mm256_set1_ps(y1->d), 1);
+            accm[r / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dmin2, yd), _mm512_cvtepi32_ps(_mm512_madd_epi16(mins2, bsums)),
+                                          accm[r / 2]);
         }
     }
-    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
+    K8_FOR_ROWS(r) {
+        const __m256 m = (r & 1) ? _mm512_extractf32x8_ps(accm[r / 2], 1) : _mm512_castps512_ps256(accm[r / 2]);
+        s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), m));
+    }
 }
-K_INLINE void q4_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                               size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 0);
-}
-K_INLINE void q5_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                               size_t by, const int nr) {
-    k4_rows_avx512(n, s, bs, x, y, by, nr, 1);
-}
+// the bodies K8_ROWS_DOTS and K8_PRE_ROWS take: <t>_rows_avx512, <t>_pre_rows_avx512
+#define K4_BODY(name, q5, pre)                                                                                \
+    K_INLINE void name(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,  \
+                       size_t by, const int nr) {                                                            \
+        k4_rows_avx512(n, s, bs, x, y, by, nr, q5, pre);                                                     \
+    }
+K4_BODY(q4_K_rows_avx512, 0, 0)
+K4_BODY(q5_K_rows_avx512, 1, 0)
+K4_BODY(q4_K_pre_rows_avx512, 0, 1)
+K4_BODY(q5_K_pre_rows_avx512, 1, 1)
 K8_ROWS_DOTS(q4_K)
 K8_ROWS_DOTS(q5_K)
+// the row dots from prepared rows (rows_pre.h), nr = 1..8
+#define K8_PRE_ROWS(t)                                                                                       \
+    LP_ALIGNED_CODE void lp_rows_pre_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                  const void *restrict y, size_t by, int nr) {                              \
+        K8_SWITCH(t##_pre_rows_avx512);                                                                      \
+    }
+K8_PRE_ROWS(q4_K)
+K8_PRE_ROWS(q5_K)
 
 // Q6_K: register 2h holds quants 128h..128h+63 (low nibbles of ql[64h..64h+63], high
 // bits 0-1 / 2-3 of qh[32h..32h+31]), register 2h+1 quants 128h+64..128h+127 (high

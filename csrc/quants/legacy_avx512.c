@@ -26,6 +26,14 @@
 // Every row goes through the same operations in the same order either way, so both give
 // vec_dot's results bit for bit.
 #include "simd.h"
+#include "quants/rows_pre.h"
+
+// A pair of blocks of four prepared activation rows (rows_pre.h; see "Prepared activation rows" below).
+typedef struct {
+    uint8_t qs[4][64];  // row a's quants of the two blocks (Q8_0: plus 128)
+    float d[8];         // row a's two block scales in lanes 2a, 2a + 1
+    float s[8];         // Q8_1: row a's two block sums s, the same way
+} lp_pre_quad;
 
 #if LP_X86
 LP_AVX512_BEGIN
@@ -97,7 +105,15 @@ LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const floa
         lp_store_sums(s, acc, add, R);
         return;
     }
-    for (int a = 0; a < A; a++) lp_store_sums(s + a * bs, acc + a, add + a, 1);
+    // the four-row reduction (each row's sum as one row alone is), padded with zero rows
+    __m512 a4[4];
+    float add4[4], sum4[4];
+    for (int a = 0; a < 4; a++) {
+        a4[a] = a < A ? acc[a] : _mm512_setzero_ps();
+        add4[a] = a < A ? add[a] : 0.0f;
+    }
+    lp_store_sums(sum4, a4, add4, 4);
+    for (int a = 0; a < A; a++) s[a * bs] = sum4[a];
 }
 
 // Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
@@ -294,14 +310,16 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t
 #define lp_dot_rows_q4_0(...) lp_dot_rows_offset(0, __VA_ARGS__)
 #define lp_dot_rows_q5_0(...) lp_dot_rows_offset(1, __VA_ARGS__)
 
+// (LP_ALIGNED_CODE: rows_pre.h)
 // vec_dot (R = A = 1), vec_dot_4weights (R = 4), vec_dot_rows (A = nr: decoding several
 // sequences, small prompt groups)
 #define LP_DOT512_ENTRY(T, ACT)                                                                                \
-    void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx, const void *restrict vy) { \
+    LP_ALIGNED_CODE void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx,            \
+                                                 const void *restrict vy) {                                    \
         lp_dot_rows_##T(n, s, 0, vx, 0, (const ACT *)vy, 0, 1, 1);                                             \
     }                                                                                                          \
-    void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx, size_t bx,        \
-                                          const void *restrict vy) {                                           \
+    LP_ALIGNED_CODE void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx,   \
+                                                          size_t bx, const void *restrict vy) {                \
         lp_dot_rows_##T(n, s, 0, vx, bx, (const ACT *)vy, 0, 4, 1);                                            \
     }                                                                                                          \
     void lp_vec_dot_rows_##T##_avx512(int n, float *restrict s, size_t bs, const void *restrict vx,            \
@@ -321,6 +339,131 @@ LP_DOT512_ENTRY(q4_1, block_q8_1)
 LP_DOT512_ENTRY(q5_1, block_q8_1)
 LP_DOT512_ENTRY(q8_0, block_q8_0)
 
+
+// ---------------------------------------------------------------------------
+// Prepared activation rows (rows_pre.h), for rows of an even number of blocks, in groups
+// of four rows (the last group padded with zero scales): per pair of blocks a
+// lp_pre_quad. The kernels below are the pair loops above with the activation side read
+// from there and the scale products of all four rows made at once: dx * dy of the two
+// blocks for every row in one multiply (then spread to each row's lanes by a permute),
+// and (Q8_1) the four rows' m * s in one multiply and one add, each row's in its own two
+// lanes (even and odd blocks, as the pair loop's lanes 1 and 3). Every float operation
+// and its operands' order are the pair loop's, so each row's result is vec_dot's.
+
+static void lp_prep_rows(const int q8_1, const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    const int np = n / 64;
+    for (int g = 0; 4 * g < rows; g++) {
+        lp_pre_quad *p = (lp_pre_quad *)out + (size_t)g * np;
+        for (int j = 0; j < np; j++)
+            for (int a = 0; a < 4; a++) {
+                const int r = 4 * g + a;
+                const uint8_t *y = (const uint8_t *)vy + (size_t)r * by;
+                lp_half h[4] = { 0 };  // d, d', s, s' (zero past the last row)
+                if (r < rows && q8_1) {
+                    const block_q8_1 *b = (const block_q8_1 *)y + 2 * j;
+                    memcpy(p[j].qs[a], b[0].qs, 32);
+                    memcpy(p[j].qs[a] + 32, b[1].qs, 32);
+                    h[0] = b[0].d, h[1] = b[1].d, h[2] = b[0].s, h[3] = b[1].s;
+                } else if (r < rows) {
+                    const block_q8_0 *b = (const block_q8_0 *)y + 2 * j;
+                    _mm512_storeu_si512(p[j].qs[a], _mm512_xor_si512(lp_act64(b[0].qs, b[1].qs), _mm512_set1_epi8((char)0x80)));
+                    h[0] = b[0].d, h[1] = b[1].d;
+                }
+                p[j].d[2 * a] = _cvtsh_ss(h[0]);
+                p[j].d[2 * a + 1] = _cvtsh_ss(h[1]);
+                p[j].s[2 * a] = _cvtsh_ss(h[2]);
+                p[j].s[2 * a + 1] = _cvtsh_ss(h[3]);
+            }
+    }
+}
+static void lp_prep_q8_1(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    lp_prep_rows(1, y, by, rows, out, n);
+}
+static void lp_prep_q8_0(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    lp_prep_rows(0, y, by, rows, out, n);
+}
+
+// lanes 2a (0..7) and 2a + 1 (8..15) of the 8 products dx * dy: row a's block factors
+LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
+    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * a), _mm256_set1_epi32(2 * a + 1), 1);
+    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(dxy));
+}
+
+// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN)
+#define LP_PRE512_MIN(T, QUANTS2)                                                                          \
+    LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const block_##T *restrict x,       \
+                                  const uint8_t *restrict vp, const int A) {                              \
+        const int np = n / 64;                                                                             \
+        const lp_pre_quad *p = (const lp_pre_quad *)vp;                                                    \
+        __m512 acc[4];                                                                                     \
+        __m256 mins8 = _mm256_setzero_ps();                                                                \
+        for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();                                          \
+        for (int j = 0; j < np; j++) {                                                                     \
+            const int i = 2 * j;                                                                           \
+            const __m512i q = QUANTS2(x, i, i + 1);                                                        \
+            const __m256 dm = _mm256_castps128_ps256(lp_dm2(&x[i].d, &x[i + 1].d)); /* d m d' m' */        \
+            const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2), dm);        \
+            const __m256 mx = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3), dm);        \
+            const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));                                 \
+            mins8 = _mm256_add_ps(mins8, _mm256_mul_ps(mx, _mm256_loadu_ps(p[j].s)));                      \
+            _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                          \
+                const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,                          \
+                                                       _mm512_loadu_si512(p[j].qs[a]));                    \
+                acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);          \
+            }                                                                                              \
+        }                                                                                                  \
+        float m8[8], mins[4];                                                                              \
+        _mm256_storeu_ps(m8, mins8);                                                                       \
+        for (int a = 0; a < A; a++) mins[a] = m8[2 * a] + m8[2 * a + 1];                                   \
+        lp_store_pairs(s, bs, acc, mins, 1, A);                                                            \
+    }
+LP_PRE512_MIN(q4_1, LP_Q4_1_2)
+LP_PRE512_MIN(q5_1, LP_Q5_1_2)
+
+// Q8_0 (the pair loop of lp_dot_rows_q8_0): the weights are the signed side, the
+// activations plus 128 the unsigned one; the integer sums start at -128 * the weights'
+// (once per pair for all rows), so they are the same exact sums of qx * qy.
+LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_q8_0 *restrict x,
+                               const uint8_t *restrict vp, const int A) {
+    const int np = n / 64;
+    const lp_pre_quad *p = (const lp_pre_quad *)vp;
+    __m512 acc[4];
+    for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();
+    for (int j = 0; j < np; j++) {
+        const int i = 2 * j;
+        const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
+        const __m512i off = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q));
+        const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
+                                                _mm256_castps128_ps256(lp_half2(x[i].d, x[i + 1].d)));
+        const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));
+        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
+            const __m512i pi = _mm512_dpbusd_epi32(off, _mm512_loadu_si512(p[j].qs[a]), q);
+            acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);
+        }
+    }
+    const float zeros[4] = { 0 };
+    lp_store_pairs(s, bs, acc, zeros, 1, A);
+}
+
+#define LP_PRE512_ENTRY(T)                                                                                     \
+    static void lp_rows_pre_##T(int n, float *restrict s, size_t bs, const void *restrict x,                  \
+                                const void *restrict vp, size_t bp, int nr) {                                 \
+        const uint8_t *p = vp;                                                                                 \
+        for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, p, 4);                   \
+        switch (nr) { /* bp: a row's share of a group of four */                                               \
+        case 1: lp_dot_pre_##T(n, s, bs, x, p, 1); break;                                                      \
+        case 2: lp_dot_pre_##T(n, s, bs, x, p, 2); break;                                                      \
+        case 3: lp_dot_pre_##T(n, s, bs, x, p, 3); break;                                                      \
+        default: lp_dot_pre_##T(n, s, bs, x, p, 4); break;                                                     \
+        }                                                                                                      \
+    }
+LP_PRE512_ENTRY(q4_1)
+LP_PRE512_ENTRY(q5_1)
+LP_PRE512_ENTRY(q8_0)
+#undef LP_PRE512_MIN
+#undef LP_PRE512_ENTRY
+
 #undef LP_DOT512_OFFSET
 #undef LP_DOT512_MIN
 #undef LP_DOT512_ENTRY
@@ -329,3 +472,27 @@ LP_DOT512_ENTRY(q8_0, block_q8_0)
 #undef LP_PAIR_Y
 LP_AVX512_END
 #endif
+
+// The legacy types from two activation rows on (one row takes vec_dot_4weights); the
+// K-quants from one (their prepared row is read as fast, and vec_dot permutes per row).
+lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
+    lp_rows_pre k = { 0 };
+    if (lp_rows_pre_bytes(type, n) == 0) return k;
+#if LP_X86
+    if (isa != LP_ISA_AVX512) return k;
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2 };
+    if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1 };
+    if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1 };
+#else
+    (void)isa;
+#endif
+    return k;
+}
+
+int64_t lp_rows_pre_bytes(int type, int64_t n) {
+    if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(block_q8_K);
+    if (n % 64 || (type != LP_Q4_1 && type != LP_Q5_1 && type != LP_Q8_0)) return 0;
+    return n / 64 * (int64_t)sizeof(lp_pre_quad) / 4;  // a row's share of a group of four
+}

@@ -1,0 +1,44 @@
+// rows_pre.h — several activation rows against one weight row, from activation rows
+// prepared once per product (legacy_avx512.c: Q4_1, Q5_1, Q8_0 on AVX-512).
+//
+// Decoding several sequences dots every weight row with each sequence's activation row;
+// what a kernel does per activation row then sets the speed. The row dots of
+// vec_dot_rows read the activations in their dot-product format (Q8_0 / Q8_1 blocks) and
+// convert the same activation scales, and put the same two blocks side by side, again
+// for every weight row. A prepared row has that done once per product: per pair of
+// blocks the 64 quants side by side (Q8_0: plus 128, the unsigned side of VPDPBUSD, so
+// the weights' sign costs nothing per row), the scales and (Q8_1) sums as floats, four
+// rows' side by side (one multiply makes the scale products of four rows). Q4_K, Q5_K:
+// the quants in the order of the kernel's lanes. Each row goes through the same float
+// operations as vec_dot's, so its result is vec_dot's bit for bit.
+#pragma once
+#include "lp.h"
+
+// The kernels' entry points start on a 64-byte line, so where their loops fall in the
+// lines (which moved a Q4_1 vec_dot streaming 6144-column rows by 15% on Zen 5) does not
+// depend on the code before them in their file.
+#define LP_ALIGNED_CODE __attribute__((aligned(64)))
+
+// out = activation rows y (rows of n quants in the type's dot-product format, by bytes
+// apart), prepared: lp_rows_pre_bytes(type, n) per row, rows rounded up to a multiple of 4
+typedef void (*lp_rows_prep_fn)(const void *restrict y, size_t by, int rows, void *restrict out, int n);
+// s[a * bs] = dot(weight row x, prepared activation row a at p + a * bp), a < nr (any nr >= 1)
+typedef void (*lp_rows_pre_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
+                               const void *restrict p, size_t bp, int nr);
+typedef struct {
+    lp_rows_prep_fn prep;  // NULL: no such kernel for this type, ISA and row length
+    lp_rows_pre_fn dot;
+    int min_rows;          // used from this many activation rows on
+} lp_rows_pre;
+
+lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
+// Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none); the
+// row dots take row a at p + a * bp with bp this size
+int64_t lp_rows_pre_bytes(int type, int64_t n);
+
+// k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
+void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
+void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                             size_t bp, int nr);
+void lp_rows_pre_q5_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                             size_t bp, int nr);
