@@ -52,10 +52,19 @@ int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int 
 // ---------------------------------------------------------------------------
 // The activation panel
 
+// Whether the x86 panel holds the activations as they are (signed) rather than + 128: for
+// the types whose decoded quants are never negative (unsigned quants and a min: Q4_1, Q5_1,
+// Q4_K, Q5_K, all with units of 32), the weight can be the unsigned operand of VPDPBUSD /
+// VPMADDUBSW, which needs no +128 correction (AVX-512) and no flip back to signed (AVX2).
+static int panel_signed(const lp_type_traits *t, int isa) {
+    return (isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min && t->s8_unit == 32 && t->s8_min_unit == 32;
+}
+
 static void build_act_group(void *vctx, int g, int ith) {
     const gemm_ctx *c = vctx;
     (void)ith;
     const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit;
+    const uint32_t flip = panel_signed(c->t, c->isa) ? 0 : 0x80808080u;
     act_block *out = c->act + (int64_t)g * c->nblk;
     memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
     for (int j = 0; j < LP_G_LANES; j++) {
@@ -94,7 +103,7 @@ static void build_act_group(void *vctx, int g, int ith) {
             for (int k = 0; k < 8; k++) {
                 uint32_t v;
                 memcpy(&v, qs + 4 * k, 4);
-                v ^= 0x80808080u;  // + 128 in each byte
+                v ^= flip;  // + 128 in each byte (an unsigned panel)
                 memcpy(ab->q[k][j], &v, 4);
             }
         }
@@ -115,7 +124,7 @@ typedef struct {
 LP_AVX512_BEGIN
 static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c, const wpanel *wp, int r0,
                                                               int64_t g0, const int nj, const int unit,
-                                                              const int has_min, const int min_unit) {
+                                                              const int has_min, const int min_unit, const int sgn) {
     const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
     const int mins_per_unit = unit / min_unit;
     // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
@@ -130,7 +139,7 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
         const int64_t u = ub / blocks_per_unit * units_per_blk + h;
         __m512i is[LP_G_R][2];
         for (int r = 0; r < LP_G_R; r++) {
-            const __m512i start = _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
+            const __m512i start = sgn ? _mm512_setzero_si512() : _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
             for (int j = 0; j < nj; j++) is[r][j] = start;
         }
         for (int64_t b = ub; b < ub + blocks_per_unit; b++)
@@ -141,7 +150,8 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
                     int32_t w4;
                     memcpy(&w4, wp->q + (r0 + r) * cols + 32 * b + 4 * k, 4);
                     const __m512i wv = _mm512_set1_epi32(w4);
-                    for (int j = 0; j < nj; j++) is[r][j] = _mm512_dpbusd_epi32(is[r][j], av[j], wv);
+                    for (int j = 0; j < nj; j++)  // a signed panel: the weight (>= 0) is the unsigned operand
+                        is[r][j] = sgn ? _mm512_dpbusd_epi32(is[r][j], wv, av[j]) : _mm512_dpbusd_epi32(is[r][j], av[j], wv);
                 }
             }
         __m512 dv[2];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
@@ -180,9 +190,13 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
 // The tile for every (nj, unit, min unit) combination of the types, each compiled with constants.
 static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, int nj) {
     const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+    if (panel_signed(c->t, c->isa)) {
+        if (nj == 2) return tile_avx512(c, wp, r0, g0, 2, 32, 1, 32, 1);
+        return tile_avx512(c, wp, r0, g0, 1, 32, 1, 32, 1);
+    }
 #define LP_TILE_CASE(NJ, U, M, MU) \
-    if (nj == NJ && unit == U && has_min == M && (!M || min_unit == MU)) return tile_avx512(c, wp, r0, g0, NJ, U, M, MU);
-#define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 32, 0, 32) LP_TILE_CASE(NJ, 32, 1, 32) LP_TILE_CASE(NJ, 16, 0, 16) \
+    if (nj == NJ && unit == U && has_min == M && (!M || min_unit == MU)) return tile_avx512(c, wp, r0, g0, NJ, U, M, MU, 0);
+#define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 32, 0, 32) LP_TILE_CASE(NJ, 16, 0, 16) \
     LP_TILE_CASE(NJ, 256, 0, 256) LP_TILE_CASE(NJ, 256, 1, 16)
     LP_TILE_NJ(2) LP_TILE_NJ(1)
 #undef LP_TILE_NJ
@@ -216,7 +230,8 @@ enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
 LP_AVX2_BEGIN
 static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                             int64_t g, const int mode, const int m,
-                                                            const int unit, const int has_min, const int min_unit) {
+                                                            const int unit, const int has_min, const int min_unit,
+                                                            const int sgn) {
     const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
     const int mins_per_unit = unit / min_unit;
     // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
@@ -242,7 +257,7 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
                 __m256i av[2];
                 for (int v = 0; v < 2; v++) {
                     av[v] = _mm256_load_si256((const __m256i *)a[b].q[k][8 * v]);
-                    if (mode != S8_ACT_U8) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+                    if (mode != S8_ACT_U8 && !sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
                 }
                 for (int r = 0; r < LP_G2_R; r++) {
                     int32_t w4;
@@ -295,13 +310,22 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
 // can pick, each compiled with constants.
 static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
     const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+    if (panel_signed(c->t, c->isa)) {  // unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
+#define LP_TILE_SGN(MODE, M) if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 1, 32, 1);
+        LP_TILE_SGN(S8_W_U8, 8) LP_TILE_SGN(S8_W_U8, 4) LP_TILE_SGN(S8_W_U8, 2) LP_TILE_SGN(S8_SIGN, 1)
+#undef LP_TILE_SGN
+        return;
+    }
 #define LP_TILE_CASE(MODE, M, U, MIN, MU)                                                   \
     if (mode == MODE && m == M && unit == U && has_min == MIN && (!MIN || min_unit == MU)) \
-        return tile_avx2(c, wp, r0, nr, g, MODE, M, U, MIN, MU);
-#define LP_TILE_U(MODE, M) LP_TILE_CASE(MODE, M, 32, 0, 32) LP_TILE_CASE(MODE, M, 32, 1, 32) \
-    LP_TILE_CASE(MODE, M, 16, 0, 16) LP_TILE_CASE(MODE, M, 256, 0, 256) LP_TILE_CASE(MODE, M, 256, 1, 16)
-    LP_TILE_U(S8_ACT_U8, 2) LP_TILE_U(S8_ACT_U8, 4) LP_TILE_U(S8_W_U8, 2) LP_TILE_U(S8_W_U8, 4) LP_TILE_U(S8_SIGN, 1)
+        return tile_avx2(c, wp, r0, nr, g, MODE, M, U, MIN, MU, 0);
+#define LP_TILE_U8(MODE, M) LP_TILE_CASE(MODE, M, 32, 0, 32) LP_TILE_CASE(MODE, M, 32, 1, 32) \
+    LP_TILE_CASE(MODE, M, 256, 0, 256) LP_TILE_CASE(MODE, M, 256, 1, 16)
+#define LP_TILE_U(MODE, M) LP_TILE_U8(MODE, M) LP_TILE_CASE(MODE, M, 16, 0, 16)
+    LP_TILE_U(S8_ACT_U8, 2) LP_TILE_U(S8_ACT_U8, 4) LP_TILE_U8(S8_ACT_U8, 8) LP_TILE_U(S8_W_U8, 2)
+    LP_TILE_U(S8_W_U8, 4) LP_TILE_U8(S8_W_U8, 8) LP_TILE_U(S8_SIGN, 1)
 #undef LP_TILE_U
+#undef LP_TILE_U8
 #undef LP_TILE_CASE
 }
 LP_AVX2_END
@@ -309,11 +333,12 @@ LP_AVX2_END
 
 // How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
 // steps of int16 sums it adds (see the tile); unit / 4 steps make a unit.
-static void avx2_mode(int lo, int hi, int unit, int *mode, int *m) {
+// A signed panel (panel_signed) has no S8_ACT_U8.
+static void avx2_mode(int lo, int hi, int unit, int sgn, int *mode, int *m) {
     const int mag = -lo > hi ? -lo : hi;
-    const int limit = lo >= 0 ? (hi ? 128 / hi : 8) : 64 / mag;  // largest m the int16 sums allow
+    const int limit = lo >= 0 ? (hi ? 128 / hi : 8) : sgn ? 0 : 64 / mag;  // largest m the int16 sums allow
     *mode = lo >= 0 ? S8_W_U8 : S8_ACT_U8;
-    *m = unit / 4 < 4 ? unit / 4 : 4;
+    *m = unit / 4 < 8 ? unit / 4 : 8;
     while (*m > limit) *m /= 2;
     if (*m < 2) *mode = S8_SIGN, *m = 1;
 }
@@ -401,7 +426,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     cc.y = c->y + first;
     if (c->isa == LP_ISA_AVX2) {
         int mode, m;
-        avx2_mode(lo, hi, unit, &mode, &m);
+        avx2_mode(lo, hi, unit, panel_signed(c->t, c->isa), &mode, &m);
         for (int64_t g = 0; g < c->groups; g++)
             for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
                 tile_any_avx2(&cc, &wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m);
