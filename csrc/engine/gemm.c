@@ -110,6 +110,13 @@ static void build_act_group(void *vctx, int g, int ith) {
     }
 }
 
+// The largest decoded quant of a type with a signed panel: 4-bit quants (Q4_1, Q4_K) or
+// 5-bit (Q5_1, Q5_K); never negative. Known by construction, so those types skip the
+// per-row range and correction sums, which neither tile needs for them.
+static int quant_bound(const lp_type_traits *t) {
+    return t == lp_traits(LP_Q4_K) || t == lp_traits(LP_Q4_1) ? 15 : 31;
+}
+
 // ---------------------------------------------------------------------------
 // The register tile: LP_G_R weight rows x nj * 16 activation rows, all columns.
 
@@ -306,15 +313,78 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
     }
 }
 
+// The AVX2 tile on a signed panel (panel_signed: units of 32 columns with mins, quants >= 0),
+// S8_W_U8: the same integers and float steps as tile_avx2, written apart for the registers.
+// The 8 int16 sums of a unit stay in registers over its 8 steps (fully unrolled); the float
+// sums (touched once a unit) and, for m < 8, the int32 sums of the earlier steps live in
+// memory. tile_avx2's general loops kept the float sums in registers and spilled the int16 ones.
+static inline __attribute__((always_inline)) void tile_avx2_wu8(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                int64_t g, const int m) {
+    const int64_t cols = c->cols, units = c->units;
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * units;
+    const __m256i ones = _mm256_set1_epi16(1);
+    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
+    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = &accbuf[0][0];
+    int32_t *isp = &isbuf[0][0];
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
+    for (int64_t b = 0; b < c->nblk; b++) {
+        const act_block *ab = &a[b];
+        const int8_t *w = wq + 32 * b;
+        __m256i s16[LP_G2_R][2];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {  // columns 32b + 4k ..
+            const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k][0]);
+            const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[k][8]);
+            for (int r = 0; r < LP_G2_R; r++) {
+                int32_t w4;
+                memcpy(&w4, w + r * cols + 4 * k, 4);
+                const __m256i wv = _mm256_set1_epi32(w4);
+                const __m256i p0 = _mm256_maddubs_epi16(wv, a0), p1 = _mm256_maddubs_epi16(wv, a1);
+                s16[r][0] = k % m ? _mm256_add_epi16(s16[r][0], p0) : p0;
+                s16[r][1] = k % m ? _mm256_add_epi16(s16[r][1], p1) : p1;
+                __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
+            }
+            if (k < 7 && k % m == m - 1)  // a group of m steps ends before the unit does
+                for (int r = 0; r < LP_G2_R; r++)
+                    for (int v = 0; v < 2; v++) {
+                        __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
+                        const __m256i t = _mm256_madd_epi16(s16[r][v], ones);
+                        _mm256_store_si256(ip, k < m ? t : _mm256_add_epi32(_mm256_load_si256(ip), t));
+                    }
+        }
+        const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
+        const __m256 mv[2] = { _mm256_load_ps(ab->m[0]), _mm256_load_ps(ab->m[0] + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sv = _mm256_set1_ps(ws[r * units + b]), mw = _mm256_set1_ps(wm[r * units + b]);
+            for (int v = 0; v < 2; v++) {
+                __m256i is = _mm256_madd_epi16(s16[r][v], ones);
+                if (m < 8) is = _mm256_add_epi32(is, _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                float *ap = acc + 16 * r + 8 * v;
+                __m256 x = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dv[v]), sv, _mm256_load_ps(ap));
+                _mm256_store_ps(ap, _mm256_fmadd_ps(mv[v], mw, x));
+            }
+        }
+    }
+    for (int l = 0; l < LP_G_LANES; l++) {  // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = acc[16 * r + l];
+    }
+}
+
 // The tile for every (mode, m, unit, min unit) combination of the types that avx2_mode
 // can pick, each compiled with constants.
 static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
     const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
     if (panel_signed(c->t, c->isa)) {  // unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
-#define LP_TILE_SGN(MODE, M) if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 1, 32, 1);
-        LP_TILE_SGN(S8_W_U8, 8) LP_TILE_SGN(S8_W_U8, 4) LP_TILE_SGN(S8_W_U8, 2) LP_TILE_SGN(S8_SIGN, 1)
-#undef LP_TILE_SGN
-        return;
+        if (mode == S8_SIGN) return tile_avx2(c, wp, r0, nr, g, S8_SIGN, 1, 32, 1, 32, 1);
+        if (m == 8) return tile_avx2_wu8(c, wp, r0, nr, g, 8);
+        if (m == 4) return tile_avx2_wu8(c, wp, r0, nr, g, 4);
+        return tile_avx2_wu8(c, wp, r0, nr, g, 2);
     }
 #define LP_TILE_CASE(MODE, M, U, MIN, MU)                                                   \
     if (mode == MODE && m == M && unit == U && has_min == MIN && (!MIN || min_unit == MU)) \
@@ -404,6 +474,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     const int unit = c->t->s8_unit;
     const lp_to_s8_fn to_s8 = c->t->to_s8[c->isa] ? c->t->to_s8[c->isa] : c->t->to_s8[LP_ISA_REF];
     int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
+    const int sgn = panel_signed(c->t, c->isa);
     for (int r = 0; r < LP_G_RT; r++) {
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * min_units;
@@ -419,14 +490,15 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(sr, 0, sizeof(float) * (size_t)units);
             memset(mr, 0, sizeof(float) * (size_t)min_units);
         }
-        unit_sums_avx2(qr, cols, unit, corr + r * units, &lo, &hi);
+        if (!sgn) unit_sums_avx2(qr, cols, unit, corr + r * units, &lo, &hi);
     }
+    if (sgn) hi = quant_bound(c->t);  // no corrections; the range is the type's
     const wpanel wp = { q, scale, corr, min };
     gemm_ctx cc = *c;  // y offset to this chunk's rows
     cc.y = c->y + first;
     if (c->isa == LP_ISA_AVX2) {
         int mode, m;
-        avx2_mode(lo, hi, unit, panel_signed(c->t, c->isa), &mode, &m);
+        avx2_mode(lo, hi, unit, sgn, &mode, &m);
         for (int64_t g = 0; g < c->groups; g++)
             for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
                 tile_any_avx2(&cc, &wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m);
