@@ -29,6 +29,7 @@
 #include "gemm.h"
 
 #define LP_G_R 4       // weight rows per register tile
+#define LP_G_NJ 3      // AVX-512: activation panels (of 16 rows) per register tile, at most
 
 // Scratch of one thread: LP_G_RT decoded weight rows (quants, scales, mins, corrections).
 static int64_t wpanel_bytes(const lp_type_traits *t, int64_t cols) {
@@ -137,21 +138,22 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
     // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
     const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
     const int k_per_blk = unit < 32 ? unit / 4 : 8;  // steps of 4 columns of a unit in each of its blocks
-    const act_block *a[2] = { c->act + g0 * c->nblk, c->act + (g0 + 1) * c->nblk };
-    __m512 acc[LP_G_R][2];
+    const act_block *a[LP_G_NJ];
+    for (int j = 0; j < nj; j++) a[j] = c->act + (g0 + j) * c->nblk;
+    __m512 acc[LP_G_R][LP_G_NJ];
     for (int r = 0; r < LP_G_R; r++)
         for (int j = 0; j < nj; j++) acc[r][j] = _mm512_setzero_ps();
     for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
     for (int h = 0; h < units_per_blk; h++) {
         const int64_t u = ub / blocks_per_unit * units_per_blk + h;
-        __m512i is[LP_G_R][2];
+        __m512i is[LP_G_R][LP_G_NJ];
         for (int r = 0; r < LP_G_R; r++) {
             const __m512i start = sgn ? _mm512_setzero_si512() : _mm512_set1_epi32(wp->corr[(r0 + r) * units + u]);
             for (int j = 0; j < nj; j++) is[r][j] = start;
         }
         for (int64_t b = ub; b < ub + blocks_per_unit; b++)
             for (int k = h * k_per_blk; k < (h + 1) * k_per_blk; k++) {  // columns 32b + 4k ..
-                __m512i av[2];
+                __m512i av[LP_G_NJ];
                 for (int j = 0; j < nj; j++) av[j] = _mm512_load_si512((const void *)a[j][b].q[k]);
                 for (int r = 0; r < LP_G_R; r++) {
                     int32_t w4;
@@ -161,7 +163,7 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
                         is[r][j] = sgn ? _mm512_dpbusd_epi32(is[r][j], wv, av[j]) : _mm512_dpbusd_epi32(is[r][j], av[j], wv);
                 }
             }
-        __m512 dv[2];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
+        __m512 dv[LP_G_NJ];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
         for (int j = 0; j < nj; j++) dv[j] = _mm512_load_ps(a[j][ub].d);
         for (int r = 0; r < LP_G_R; r++) {
             const __m512 sv = _mm512_set1_ps(wp->scale[(r0 + r) * units + u]);
@@ -173,7 +175,7 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
         if (has_min)
             for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
                 const int64_t b = mu * min_unit / 32, h = mu * min_unit % 32 / 16;
-                __m512 mv[2];
+                __m512 mv[LP_G_NJ];
                 for (int j = 0; j < nj; j++) mv[j] = _mm512_load_ps(a[j][b].m[h]);
                 for (int r = 0; r < LP_G_R; r++) {
                     const __m512 mw = _mm512_set1_ps(wp->min[(r0 + r) * min_units + mu]);
@@ -198,6 +200,7 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
 static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, int nj) {
     const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
     if (panel_signed(c->t, c->isa)) {
+        if (nj == 3) return tile_avx512(c, wp, r0, g0, 3, 32, 1, 32, 1);
         if (nj == 2) return tile_avx512(c, wp, r0, g0, 2, 32, 1, 32, 1);
         return tile_avx512(c, wp, r0, g0, 1, 32, 1, 32, 1);
     }
@@ -205,7 +208,7 @@ static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, in
     if (nj == NJ && unit == U && has_min == M && (!M || min_unit == MU)) return tile_avx512(c, wp, r0, g0, NJ, U, M, MU, 0);
 #define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 32, 0, 32) LP_TILE_CASE(NJ, 16, 0, 16) \
     LP_TILE_CASE(NJ, 256, 0, 256) LP_TILE_CASE(NJ, 256, 1, 16)
-    LP_TILE_NJ(2) LP_TILE_NJ(1)
+    LP_TILE_NJ(3) LP_TILE_NJ(2) LP_TILE_NJ(1)
 #undef LP_TILE_NJ
 #undef LP_TILE_CASE
 }
@@ -504,17 +507,17 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
                 tile_any_avx2(&cc, &wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m);
         return;
     }
-    for (int64_t g = 0; g < c->groups; g += 2) {
-        const int nj = c->groups - g >= 2 ? 2 : 1;
+    for (int64_t g = 0; g < c->groups; g += LP_G_NJ) {
+        const int nj = c->groups - g >= LP_G_NJ ? LP_G_NJ : (int)(c->groups - g);
         for (int r0 = 0; r0 < nr; r0 += LP_G_R) {
             if (nr - r0 >= LP_G_R) {
                 tile_any(&cc, &wp, r0, g, nj);
             } else {  // the matrix's last rows: into a spare y, then copy
-                float tmp[2 * LP_G_LANES * LP_G_R];
+                float tmp[LP_G_NJ * LP_G_LANES * LP_G_R];
                 gemm_ctx tc = cc;
                 tc.y = tmp - r0;
                 tc.rows = LP_G_R;
-                tc.n = cc.n - g * LP_G_LANES < 2 * LP_G_LANES ? cc.n - g * LP_G_LANES : 2 * LP_G_LANES;
+                tc.n = cc.n - g * LP_G_LANES < LP_G_NJ * LP_G_LANES ? cc.n - g * LP_G_LANES : LP_G_NJ * LP_G_LANES;
                 tc.act = cc.act + g * c->nblk;
                 tile_any(&tc, &wp, r0, 0, nj);
                 for (int64_t l = 0; l < tc.n; l++)
