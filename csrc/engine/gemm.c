@@ -7,7 +7,8 @@
 // - Activations: the rows quantized by lp_matmul (Q8_0 / Q8_1 / Q8_K) are copied
 //   into a panel of 16 rows at a time, one 32-bit lane per row: for each block of 32
 //   columns, 8 vectors holding columns 4k..4k+3 of the 16 rows (quants + 128, as
-//   unsigned bytes), the 16 rows' scales, and their min-term factors.
+//   unsigned bytes; or as they are, signed, for the types whose decoded quants are
+//   never negative: panel_signed), the 16 rows' scales, and their min-term factors.
 // - Weights: a thread decodes LP_G_RT rows at a time with the type's to_s8 into
 //   int8 quants, a float scale per unit of 16, 32 or 256 columns (Q2_K and Q3_K
 //   multiply their small group scales into the quants, so a whole super-block is
@@ -15,11 +16,14 @@
 //
 // AVX-512: one VPDPBUSD multiplies 4 columns of one weight row (broadcast) with the
 // same 4 columns of 16 activation rows (one panel vector) and adds into 16 int32
-// lanes. The +128 that makes the activations unsigned adds 128 * sum(q) to each
-// sum; starting the sum at -128 * sum(q) takes it back out exactly.
+// lanes; a register tile is 4 weight rows x up to 3 panels. The +128 that makes the
+// activations unsigned adds 128 * sum(q) to each sum; starting the sum at
+// -128 * sum(q) takes it back out exactly. On a signed panel the weight (>= 0) is the
+// unsigned operand instead, and there is nothing to take out.
 // AVX2: the same panels, each 16-row vector as two halves of 8; VPMADDUBSW and
 // VPMADDWD in place of VPDPBUSD, fed one of three ways chosen from the decoded
-// weights' range so that no int16 step saturates (see the AVX2 tile).
+// weights' range so that no int16 step saturates (see the AVX2 tile); a signed panel
+// has a tile of its own (tile_avx2_wu8).
 // Per unit, a weight row's lane sums become floats, the same steps on both:
 // acc += scale * (d_act * isum), then per min unit within it acc += min * m_act.
 //
@@ -224,14 +228,14 @@ LP_AVX512_END
 //   S8_ACT_U8: activation + 128 (the panel as it is) x signed weight, the sum
 //              started at corr as on AVX-512; a pair is within 2 * 255 * |w|, so
 //              |w| <= 64.
-//   S8_W_U8:   weight (>= 0) x activation (a - 128 back to signed); a pair is
-//              within 2 * 128 * w.
+//   S8_W_U8:   weight (>= 0) x activation (a - 128 back to signed, or as it is on
+//              a signed panel); a pair is within 2 * 128 * w.
 //   S8_SIGN:   |w| x activation with w's sign: any int8 weight (w = -128 is 128
 //              as an unsigned byte), for activations in [-127, 127], which is what
 //              the quantizers make (the AVX2 row dots of Q8_0 rely on it too).
 // The pair sums of m steps (4 columns each) are added as int16 before VPMADDWD
 // when m times the pair bound stays within int16: |w| * m <= 64 (S8_ACT_U8) or
-// w * m <= 128 (S8_W_U8); S8_SIGN has m = 1.
+// w * m <= 128 (S8_W_U8), m <= 8 (Q4_K: 8); S8_SIGN has m = 1.
 
 #define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
 enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
