@@ -23,7 +23,7 @@
 // AVX2: the same panels, each 16-row vector as two halves of 8; VPMADDUBSW and
 // VPMADDWD in place of VPDPBUSD, fed one of three ways chosen from the decoded
 // weights' range so that no int16 step saturates (see the AVX2 tile); a signed panel
-// has a tile of its own (tile_avx2_wu8).
+// has a tile of its own (tile_avx2_unit, as do the units of 16 and 32 without mins).
 // Per unit, a weight row's lane sums become floats, the same steps on both:
 // acc += scale * (d_act * isum), then per min unit within it acc += min * m_act.
 //
@@ -320,41 +320,48 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
     }
 }
 
-// The AVX2 tile on a signed panel (panel_signed: units of 32 columns with mins, quants >= 0),
-// S8_W_U8: the same integers and float steps as tile_avx2, written apart for the registers.
-// The 8 int16 sums of a unit stay in registers over its 8 steps (fully unrolled); the float
-// sums (touched once a unit) and, for m < 8, the int32 sums of the earlier steps live in
-// memory. tile_avx2's general loops kept the float sums in registers and spilled the int16 ones.
-static inline __attribute__((always_inline)) void tile_avx2_wu8(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
-                                                                int64_t g, const int m) {
+// The AVX2 tile, written apart for the registers, for S8_W_U8 on a signed panel
+// (panel_signed) and S8_ACT_U8 on an unsigned one, units of 16 or 32 columns (mins, if
+// any, per unit): the same integers and float steps as tile_avx2. A unit's int16 sums
+// stay in registers over its steps (fully unrolled); the float sums (touched once a
+// unit) and, when m steps are fewer than a unit's, the int32 sums of its earlier steps
+// live in memory. tile_avx2's general loops kept the float sums in registers and
+// spilled the int16 ones.
+static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int mode, const int m,
+                                                                 const int unit, const int has_min) {
     const int64_t cols = c->cols, units = c->units;
+    const int steps = unit / 4, per_blk = 32 / unit;  // steps of 4 columns a unit; units a block
     const act_block *a = c->act + g * c->nblk;
     const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
     const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * units;
+    const int32_t *wc = wp->corr + (int64_t)r0 * units;
     const __m256i ones = _mm256_set1_epi16(1);
     float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
     int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
     float *acc = &accbuf[0][0];
     int32_t *isp = &isbuf[0][0];
     __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    for (int64_t b = 0; b < c->nblk; b++) {
-        const act_block *ab = &a[b];
-        const int8_t *w = wq + 32 * b;
+    for (int64_t u = 0; u < c->nblk * per_blk; u++) {
+        const act_block *ab = &a[u / per_blk];
+        const int k0 = (int)(u % per_blk) * steps;  // the unit's first step in its block
+        const int8_t *w = wq + unit * u;
         __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) {  // columns 32b + 4k ..
-            const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k][0]);
-            const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[k][8]);
+        for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
+            const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][0]);
+            const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][8]);
             for (int r = 0; r < LP_G2_R; r++) {
                 int32_t w4;
                 memcpy(&w4, w + r * cols + 4 * k, 4);
                 const __m256i wv = _mm256_set1_epi32(w4);
-                const __m256i p0 = _mm256_maddubs_epi16(wv, a0), p1 = _mm256_maddubs_epi16(wv, a1);
+                const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
+                const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
                 s16[r][0] = k % m ? _mm256_add_epi16(s16[r][0], p0) : p0;
                 s16[r][1] = k % m ? _mm256_add_epi16(s16[r][1], p1) : p1;
                 __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
             }
-            if (k < 7 && k % m == m - 1)  // a group of m steps ends before the unit does
+            if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
                 for (int r = 0; r < LP_G2_R; r++)
                     for (int v = 0; v < 2; v++) {
                         __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
@@ -363,15 +370,26 @@ static inline __attribute__((always_inline)) void tile_avx2_wu8(const gemm_ctx *
                     }
         }
         const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
-        const __m256 mv[2] = { _mm256_load_ps(ab->m[0]), _mm256_load_ps(ab->m[0] + 8) };
         for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sv = _mm256_set1_ps(ws[r * units + b]), mw = _mm256_set1_ps(wm[r * units + b]);
+            const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
+            const __m256i cv = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * units + u] : 0);
             for (int v = 0; v < 2; v++) {
                 __m256i is = _mm256_madd_epi16(s16[r][v], ones);
-                if (m < 8) is = _mm256_add_epi32(is, _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                if (m < steps) is = _mm256_add_epi32(is, _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                if (mode == S8_ACT_U8) is = _mm256_add_epi32(is, cv);  // the +128's correction
                 float *ap = acc + 16 * r + 8 * v;
-                __m256 x = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dv[v]), sv, _mm256_load_ps(ap));
-                _mm256_store_ps(ap, _mm256_fmadd_ps(mv[v], mw, x));
+                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dv[v]), sv, _mm256_load_ps(ap)));
+            }
+        }
+        if (has_min) {
+            const float *am = ab->m[(u % per_blk) * unit / 16];
+            const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
+            for (int r = 0; r < LP_G2_R; r++) {
+                const __m256 mw = _mm256_set1_ps(wm[r * units + u]);
+                for (int v = 0; v < 2; v++) {
+                    float *ap = acc + 16 * r + 8 * v;
+                    _mm256_store_ps(ap, _mm256_fmadd_ps(mv[v], mw, _mm256_load_ps(ap)));
+                }
             }
         }
     }
@@ -389,9 +407,18 @@ static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
     const int unit = c->t->s8_unit, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
     if (panel_signed(c->t, c->isa)) {  // unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
         if (mode == S8_SIGN) return tile_avx2(c, wp, r0, nr, g, S8_SIGN, 1, 32, 1, 32, 1);
-        if (m == 8) return tile_avx2_wu8(c, wp, r0, nr, g, 8);
-        if (m == 4) return tile_avx2_wu8(c, wp, r0, nr, g, 4);
-        return tile_avx2_wu8(c, wp, r0, nr, g, 2);
+        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 8, 32, 1);
+        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 4, 32, 1);
+        return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 2, 32, 1);
+    }
+    if (mode == S8_ACT_U8 && !has_min && unit == 16) {  // Q6_K
+        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 4, 16, 0);
+        if (m == 2) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 2, 16, 0);
+    }
+    if (mode == S8_ACT_U8 && !has_min && unit == 32) {  // Q4_0, Q5_0
+        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 8, 32, 0);
+        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 4, 32, 0);
+        if (m == 2) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 2, 32, 0);
     }
 #define LP_TILE_CASE(MODE, M, U, MIN, MU)                                                   \
     if (mode == MODE && m == M && unit == U && has_min == MIN && (!MIN || min_unit == MU)) \
