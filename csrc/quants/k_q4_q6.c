@@ -242,6 +242,51 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
+// to_s8 on x86 (the batched product's decoder): the bytes and floats of lp_q4_K_to_s8 and
+// lp_q5_K_to_s8, 32 quants a step and a block's 16 factors at once (the same products).
+static inline void k4_to_s8_avx2(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, float *min) {
+    const __m128i sm = k4_scale_min_avx2(scales);
+    const __m256 d = _mm256_set1_ps(lp_half_to_float(hd)), dmin = _mm256_set1_ps(lp_half_to_float(hdmin));
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+    const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+    _mm256_storeu_ps(scale, _mm256_mul_ps(d, sc));
+    _mm256_storeu_ps(min, _mm256_xor_ps(_mm256_mul_ps(dmin, m), _mm256_set1_ps(-0.0f)));  // -(dmin * m)
+}
+
+// The 256 quants of a Q4_K/Q5_K block (k4_unpack); qh NULL for Q4_K.
+static inline void k4_unpack_avx2(const uint8_t *qs, const uint8_t *qh, int8_t *q) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    for (int k = 0; k < 4; k++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+        __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+        if (qh) {  // bit j of qh is bit 4 of sub-block j's quants
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * k), one), 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2 * k + 1), one), 4));
+        }
+        _mm256_storeu_si256((__m256i *)(q + 64 * k), lo);
+        _mm256_storeu_si256((__m256i *)(q + 64 * k + 32), hi);
+    }
+}
+
+void lp_q4_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                        int64_t n) {
+    const block_q4_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack_avx2(x[i].qs, NULL, q + QK_K * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+    }
+}
+
+void lp_q5_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
+                        int64_t n) {
+    const block_q5_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack_avx2(x[i].qs, x[i].qh, q + QK_K * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+    }
+}
+
 #define K_X86_ISA avx2
 #define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
 #define K_X86_KEEP(v) K_KEEP(v)
