@@ -296,7 +296,7 @@ int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *
         for (int j = 0; j < i; j++)  // an earlier matrix with the same format: its rows
             if (lp_traits(mm[j].type)->vec_dot_type == lp_traits(mm[i].type)->vec_dot_type) {
                 if (!m->xq) m->xq = c.mm[j].xq;
-                if (!m->xp && m->pre.prep) m->xp = c.mm[j].xp;
+                if (!m->xp && m->pre.prep && m->pre.prep == c.mm[j].pre.prep) m->xp = c.mm[j].xp;  // prepared alike
             }
         if (!m->xq) {
             m->xq = next;
