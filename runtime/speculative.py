@@ -130,18 +130,30 @@ class CostModel:
         self.seconds[rows] = seconds if old is None else 0.8 * old + 0.2 * seconds
 
     def cost(self, rows: int) -> float:
-        """Seconds of a call of `rows` rows over those of one row."""
-        t = self.seconds
-        if 1 not in t or t[1] <= 0:
+        """Seconds of a call of `rows` rows over those of one row. A server busy with several
+        requests may never time a call of one row: its cost is then inferred from the smallest
+        call timed, at `row_cost` per row."""
+        t = {r: v for r, v in self.seconds.items() if v > 0}
+        if not t:
             return 1.0 + (rows - 1) * self.prior
+        least = min(t)
+        one = t[1] if 1 in t else t[least] / (1.0 + (least - 1) * self.prior)
         if rows in t:
-            return t[rows] / t[1]
-        lo = max(r for r in t if r < rows)
+            return t[rows] / one
+        below = [r for r in t if r < rows]
         above = [r for r in t if r > rows]
+        if not below:  # under the smallest call timed (> 1 row)
+            return t[least] / one - (least - rows) * self.prior
+        lo = max(below)
         if not above:
-            return t[lo] / t[1] + (rows - lo) * self.prior
+            return t[lo] / one + (rows - lo) * self.prior
         hi = min(above)
-        return (t[lo] + (t[hi] - t[lo]) * (rows - lo) / (hi - lo)) / t[1]
+        return (t[lo] + (t[hi] - t[lo]) * (rows - lo) / (hi - lo)) / one
+
+    def added(self, base: int, rows: int) -> float:
+        """A call of `base` + `rows` rows over one of `base` rows: what `rows` more rows cost a call
+        that already holds `base` (the server's step of several decoding requests)."""
+        return self.cost(base + rows) / self.cost(base)
 
 
 class DraftPolicy:
@@ -175,16 +187,21 @@ class DraftPolicy:
             out.append(prior)
         return out
 
-    def size(self, room: int, n: int) -> int:
-        """Draft tokens of an n-gram match worth verifying now, at most `room` (0: none)."""
+    def size(self, room: int, n: int, base: int = 1) -> int:
+        """Draft tokens of an n-gram match worth verifying now, at most `room` (0: none), in a call
+        that holds `base` rows without them (this request's next token, and the rows of other
+        requests decoding in the same step). The call makes about `base` tokens without drafts;
+        drafts pay when the tokens they add beat that rate over the time they add: with several
+        requests in a step, a draft row slows every one of them."""
         most = min(self.params.draft_max, MAX_DRAFT, room)
         if not self.params.adaptive:
             return max(0, most)
-        best, best_rate, tokens, reach = 0, 1.0, 1.0, 1.0
+        base = max(1, base)
+        best, best_rate, tokens, reach = 0, 1.0, float(base), 1.0
         for k, rate in enumerate(self.rates(n)[:most], start=1):
             reach *= rate          # the chance that drafts 1..k are all kept
             tokens += reach
-            per_time = tokens / self.cost.cost(k + 1)
+            per_time = tokens / base / self.cost.added(base, k)
             if per_time > best_rate:
                 best, best_rate = k, per_time
         return best
@@ -211,9 +228,10 @@ class Speculator:
         self.policy = DraftPolicy(params, cost)
         self._matched = 0  # the n-gram size of the draft being verified
 
-    def draft(self, state: Decoding, room: int) -> list[int]:
+    def draft(self, state: Decoding, room: int, base: int = 1) -> list[int]:
         """Draft tokens to follow state's history (its last token is the one about to run), at
-        most `room` (the rows and positions left) and one less than the tokens still allowed."""
+        most `room` (the rows and positions left) and one less than the tokens still allowed;
+        `base`: the rows the call holds without them (DraftPolicy.size)."""
         left = state.stopper.max_tokens - state.stopper.n_tokens if state.stopper.max_tokens >= 0 else room + 1
         room = min(room, left - 1)
         if room <= 0 or state.done:
@@ -222,7 +240,7 @@ class Speculator:
         n = self._matched = self.index.matched
         if not drafts:
             return []
-        k = self.policy.size(len(drafts), n)
+        k = self.policy.size(len(drafts), n, base)
         if k <= 0:
             self.policy.skipped(n)
             return []

@@ -81,6 +81,47 @@ def test_drafting_stops_when_rejected_resumes_later_and_grows_when_rows_are_chea
     assert DraftPolicy(SpecParams(draft_max=15), cheap).size(15, 2) > DraftPolicy(SpecParams(draft_max=15), cost).size(15, 2)
 
 
+
+def test_drafts_in_a_step_of_several_requests_pay_for_every_request_they_slow() -> None:
+    """A step already holding other requests' rows makes about one token per row; a draft row
+    slows all of them, so it must beat that rate, not a lone request's. With the multi-row
+    kernels' costs (rows nearly free up to 4, then each costs half a lone row), a guess that
+    pays alone is not worth a row next to three other requests."""
+    cost = CostModel()
+    cost.record(1, 0.010)
+    cost.record(4, 0.014)
+    cost.record(8, 0.034)
+    assert abs(cost.added(4, 4) - 0.034 / 0.014) < 1e-9
+    policy = DraftPolicy(SpecParams(draft_max=8), cost)
+    for _ in range(10):
+        policy.record(3, 4, 2)  # half of a 3-gram match's drafts kept
+    alone, beside_three = policy.size(8, 3, base=1), policy.size(8, 3, base=4)
+    assert alone >= 2 and beside_three == 0
+    for _ in range(10):
+        policy.record(3, 8, 8)  # a document repeated: every draft kept
+    # alone, long drafts; beside three, where a further row costs half a lone one, none: even
+    # a kept row is one token for half a lone row's time, against the step's 4 per 1.4
+    assert policy.size(8, 3, base=1) >= 3 and policy.size(8, 3, base=4) == 0
+    cheap = CostModel()  # rows that stay cheap past 4: then they pay beside three requests too
+    for rows, seconds in ((1, 0.010), (4, 0.011), (8, 0.012), (12, 0.013)):
+        cheap.record(rows, seconds)
+    kept = DraftPolicy(SpecParams(draft_max=8), cheap)
+    for _ in range(10):
+        kept.record(3, 8, 8)
+    assert kept.size(8, 3, base=4) >= 4
+
+
+def test_a_busy_server_infers_a_lone_rows_cost_from_the_calls_it_timed() -> None:
+    """A server that always runs several requests never times a call of one row; the costs
+    relative to each other still come from the calls it did time."""
+    cost = CostModel(row_cost=0.1)
+    cost.record(4, 0.013)
+    cost.record(6, 0.020)
+    one = 0.013 / 1.3  # 4 rows are 1 + 3 * row_cost lone rows
+    assert abs(cost.cost(4) - 1.3) < 1e-9 and abs(cost.cost(5) - 0.0165 / one) < 1e-9
+    assert abs(cost.cost(2) - 1.1) < 1e-9 and abs(cost.cost(8) - (0.020 / one + 0.2)) < 1e-9
+    assert abs(cost.added(4, 2) - 0.020 / 0.013) < 1e-9
+
 # -- the forward pass --------------------------------------------------------------------------
 
 def test_draft_rows_give_the_logits_of_decoding_one_token_at_a_time(engine: Engine) -> None:

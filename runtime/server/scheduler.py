@@ -196,7 +196,7 @@ class Scheduler:
         # (prompt chunks take at least LP_BATCHED_MIN rows: see _batch)
         self.most_sequences_in_a_step = 0  # the largest number of requests one forward call served
         self.speculation = engine.speculation if engine.speculation and engine.speculation.enabled else None
-        self.draft_cost = CostModel(engine.draft_cost.prior)  # timed on steps of one decoding slot alone
+        self.draft_cost = CostModel(engine.draft_cost.prior)  # timed on the steps of decoding rows only
         self.max_waiting = max_waiting if max_waiting is not None else 64 * parallel
         self._waiting: collections.deque[Job] = collections.deque()
         self._cv = threading.Condition()
@@ -408,9 +408,11 @@ class Scheduler:
         decoding = [s for s in slots if s.next_token is not None]
         # draft rows: what the call holds beyond a row per decoding slot and a prompt chunk
         spare = self.model.max_batch - len(decoding) - (least if any(s.pending for s in slots) else 0)
+        base = len(decoding)  # the rows of the call without drafts; each draft granted adds to it
         for slot in decoding:
-            slot.drafts = self._drafts(slot, spare)
+            slot.drafts = self._drafts(slot, spare, base)
             spare -= len(slot.drafts)
+            base += len(slot.drafts)
             rows.append((slot, [slot.next_token] + slot.drafts, True))  # type: ignore[list-item]
         used = sum(len(ids) for _, ids, _ in rows)
         room = min(max(least, self.ubatch - used), self.model.max_batch - used)
@@ -432,13 +434,14 @@ class Scheduler:
                 break
         return rows
 
-    def _drafts(self, slot: Slot, spare: int) -> list[int]:
-        """Draft tokens to follow the slot's next token this step (at most `spare`)."""
+    def _drafts(self, slot: Slot, spare: int, base: int) -> list[int]:
+        """Draft tokens to follow the slot's next token this step (at most `spare`), in a call of
+        `base` rows without them."""
         if self.speculation is None or slot.state is None or spare <= 0:
             return []
         if slot.spec is None:
             slot.spec = Speculator(self.speculation, self.draft_cost)
-        return slot.spec.draft(slot.state, min(spare, self.model.n_ctx - len(slot.tokens) - 1))
+        return slot.spec.draft(slot.state, min(spare, self.model.n_ctx - len(slot.tokens) - 1), base)
 
     def _step_generations(self, slots: list[Slot]) -> None:
         """One forward call for every generating slot; each marked row's logits to its request."""
@@ -460,12 +463,12 @@ class Scheduler:
             # token and its drafts (every row's)
             marks += [False] * (len(ids) - 1) + [out] if slot.pending else [True] * len(ids)
             prompt += [bool(slot.pending)] * len(ids)
-        alone = len(rows) == 1 and not rows[0][0].pending  # one decoding slot: time its cost
+        timed = not any(prompt)  # decoding rows only (one per slot, and drafts): time the call's cost
         try:
             # each row computed as when its request runs alone (Model.decode's kinds)
             start = time.perf_counter()
             logits = self.model.decode(tokens, positions, seqs, marks, prompt=prompt)
-            if alone:
+            if timed:
                 self.draft_cost.record(len(tokens), time.perf_counter() - start)
         except Exception as exc:  # every request in the batch fails; the worker carries on
             for slot, _, _ in rows:
