@@ -242,6 +242,13 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
+// The 8 mins of k4_scale_min_avx2's result as int16, each twice: against a block's 16 bsums
+// (sums of 16 activations), min g beside bsums 2g and 2g + 1.
+static inline __m256i k4_mins_twice_avx2(__m128i sm) {
+    return _mm256_cvtepu8_epi16(
+        _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+}
+
 // to_s8 on x86 (the batched product's decoder): the bytes and floats of lp_q4_K_to_s8 and
 // lp_q5_K_to_s8, 32 quants a step and a block's 16 factors at once (the same products).
 static inline void k4_to_s8_avx2(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, float *min) {

@@ -107,9 +107,7 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
         // lane j: the scale of sub-block j / 2
         const __m512i sc = _mm512_cvtepu8_epi32(
             _mm_shuffle_epi8(sm, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-        // the 8 mins as int16, each twice (against the 16 bsums)
-        const __m256i mins = _mm256_cvtepu8_epi16(
-            _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+        const __m256i mins = k4_mins_twice_avx2(sm);
         const __m512i qlo = _mm512_loadu_si512((const void *)(x + qs_off));
         const __m512i qhi = _mm512_loadu_si512((const void *)(x + qs_off + 64));
         const __m512i qh = q5 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))))

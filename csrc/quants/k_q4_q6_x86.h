@@ -30,10 +30,9 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
         const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
         const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
         const __m128i sm = k4_scale_min_avx2(b->scales);
-        // the 8 scales as int16 in both 128-bit lanes; the 8 mins as int16, each twice
+        // the 8 scales as int16 in both 128-bit lanes
         const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
-        const __m256i mins = _mm256_cvtepu8_epi16(
-            _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+        const __m256i mins = k4_mins_twice_avx2(sm);
         // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
         __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
         __m256i sumi[4];
