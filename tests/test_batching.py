@@ -224,3 +224,58 @@ def test_n_beyond_the_slots_is_refused(server: ServerThread) -> None:
                       json={"messages": [{"role": "user", "content": "hi"}], "n": 5})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n"
     assert "between 1 and 4" in r.json()["error"]["message"]
+
+
+def test_the_outbox_delivers_a_steps_items_in_order_in_one_wake_up() -> None:
+    """What the worker puts during a step reaches each job's queue, in order, when the step ends;
+    a job whose event loop is gone is cancelled instead (the worker then drops it)."""
+    import asyncio
+
+    from runtime.server.scheduler import _DONE, Job, Outbox
+
+    async def scenario() -> tuple[list[list[object]], int]:
+        loop = asyncio.get_running_loop()
+        outbox = Outbox()
+        jobs = [Job(lambda engine: iter(())) for _ in range(2)]
+        for job in jobs:
+            job.outbox = outbox
+        wakeups = 0
+        real = loop.call_soon_threadsafe
+
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal wakeups
+            wakeups += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+        def worker() -> None:
+            for i in range(3):
+                for j, job in enumerate(jobs):
+                    job._put(f"{j}:{i}")
+            assert all(job._queue.empty() for job in jobs)  # nothing before the step ends
+            for job in jobs:
+                job._put(_DONE)
+            outbox.flush()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        got = [[item async for item in job] for job in jobs]
+        thread.join()
+        return got, wakeups
+
+    got, wakeups = asyncio.run(scenario())
+    assert got == [["0:0", "0:1", "0:2"], ["1:0", "1:1", "1:2"]]
+    assert wakeups == 1
+
+    async def make_job() -> Job:
+        return Job(lambda engine: iter(()))
+
+    loop = asyncio.new_event_loop()
+    gone = loop.run_until_complete(make_job())
+    loop.close()
+    outbox = Outbox()
+    gone.outbox = outbox
+    gone._put("late")
+    outbox.flush()
+    assert gone.cancelled
