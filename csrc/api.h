@@ -165,6 +165,12 @@ int lp_kv_init(lp_kv *kv, const lp_weights *w, void *mem, int64_t size, int n_se
 int lp_kv_copy(lp_kv *kv, int src, int dst, int n);
 // Sequence seq keeps its first n positions (n >= its length: unchanged); n = 0 clears it.
 int lp_kv_truncate(lp_kv *kv, int seq, int n);
+// Makes the memory of sequence seq's cells in one layer resident, their values unchanged
+// (each page read and written back): the first write to a page of a fresh cache faults it
+// in, and with transparent huge pages one such write zeroes 2 MiB. A server warms its idle
+// sequences this way rather than stalling every stream on a slot's first use. Not while
+// another thread runs a forward pass on this cache.
+int lp_kv_warm(lp_kv *kv, int seq, int layer);
 // Context shift (kv_shift.c): sequence seq drops positions keep .. keep+discard-1; the later
 // ones move down by discard, their k rotated to the new positions. len[seq] -= discard.
 int lp_kv_shift(const lp_weights *w, lp_kv *kv, int seq, int keep, int discard);

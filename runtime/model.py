@@ -166,6 +166,15 @@ class Model:
         if rc != 0:
             raise ModelError(f"cache truncate failed: {_error(rc)}")
 
+    def warm(self, seq: int, layer: int) -> None:
+        """Makes sequence seq's cache memory of one layer resident, unchanged (lp_kv_warm)."""
+        self._check_seq(seq)
+        if not 0 <= layer < self.config.n_layer:
+            raise ModelError(f"layer {layer} does not exist (0..{self.config.n_layer - 1})")
+        rc = lib.lp_kv_warm(self._kv, seq, layer)
+        if rc != 0:
+            raise ModelError(f"cache warm-up failed: {_error(rc)}")
+
     def clear(self, seq: int) -> None:
         self.truncate(seq, 0)
 

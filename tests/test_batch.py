@@ -97,6 +97,27 @@ def test_copy_prefix_continues_like_the_source(tmp_path: Path) -> None:
         model.forward([1], 5, seq=2)
 
 
+def test_warming_a_sequence_changes_no_cell(tmp_path: Path) -> None:
+    """Model.warm (the server's idle warm-up of its cache) leaves every cell as it was: a
+    sequence continues with the same bits after every layer of every sequence is warmed, the
+    sequences' lengths unchanged; a bad sequence or layer is a ModelError."""
+    spec = TinySpec(qtype=QT.Q8_0, n_embd=128, n_ff=128, seed=18)
+    model = _model(tmp_path, spec, n_seq=2, n_ctx=128)  # the whole training context: several blocks
+    p = PROMPTS[2] * 10  # 110 positions
+    model.forward(p, 0)
+    want = model.forward([5, 6, 7], len(p), all_logits=True)
+    model.truncate(0, len(p))
+    for seq in range(2):
+        for layer in range(model.config.n_layer):
+            model.warm(seq, layer)
+    assert (model.seq_len(0), model.seq_len(1)) == (len(p), 0)
+    assert np.array_equal(model.forward([5, 6, 7], len(p), all_logits=True), want)
+    with pytest.raises(ModelError, match="sequence 2 does not exist"):
+        model.warm(2, 0)
+    with pytest.raises(ModelError, match="layer .* does not exist"):
+        model.warm(0, model.config.n_layer)
+
+
 def test_truncate_and_clear(tmp_path: Path) -> None:
     model = _model(tmp_path, TinySpec(seed=15), n_seq=2)
     p = PROMPTS[0]

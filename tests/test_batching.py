@@ -226,6 +226,35 @@ def test_n_beyond_the_slots_is_refused(server: ServerThread) -> None:
     assert "between 1 and 4" in r.json()["error"]["message"]
 
 
+def test_an_idle_server_warms_every_slots_cache(smollm2_path: Path) -> None:
+    """Between requests the worker makes the whole cache resident, a layer of a slot at a time
+    (a slot's first request then faults nothing in), and serves a request arriving meanwhile."""
+    eng = Engine.load(smollm2_path, n_ctx=N_CTX, n_seq=4, max_batch=64 + 4)
+    if eng.model.kv_bytes * 2 > _mem_available():
+        pytest.fail("this machine cannot hold the test's cache twice")
+    warmed: list[tuple[int, int]] = []
+    warm = eng.model.warm
+    eng.model.warm = lambda seq, layer: (warmed.append((seq, layer)), warm(seq, layer))[1]  # type: ignore[method-assign]
+    try:
+        with ServerThread(eng, parallel=4, ubatch=64) as srv:
+            scheduler = srv.app.state.scheduler
+            out = stream_chat(srv.url, "The quick brown fox", 4)
+            assert out["usage"]["completion_tokens"] == 4
+            deadline = time.monotonic() + 60
+            while scheduler._cold and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not scheduler._cold
+            assert sorted(warmed) == [(q, layer) for q in range(4) for layer in range(eng.model.config.n_layer)]
+            assert stream_chat(srv.url, "The quick brown fox", 4)["text"] == out["text"]
+    finally:
+        eng.close()
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+
+
 def test_the_outbox_delivers_a_steps_items_in_order_in_one_wake_up() -> None:
     """What the worker puts during a step reaches each job's queue, in order, when the step ends;
     a job whose event loop is gone is cancelled instead (the worker then drops it)."""

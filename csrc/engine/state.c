@@ -86,6 +86,18 @@ int lp_kv_truncate(lp_kv *kv, int seq, int n) {
     return LP_OK;
 }
 
+int lp_kv_warm(lp_kv *kv, int seq, int layer) {
+    if (seq < 0 || seq >= kv->n_seq) return LP_ESEQ;
+    if (layer < 0 || layer >= kv->n_layer) return LP_EBAD_SIZE;
+    const int64_t n = (int64_t)kv->n_head_kv * kv->ctx_blocks * kv->head_dim;  // the layer's heads, contiguous
+    const int64_t step = 4096 / sizeof(uint16_t);
+    for (int kind = 0; kind < 2; kind++) {
+        volatile uint16_t *cells = lp_kv_head(kv, kind ? kv->v : kv->k, seq, layer, 0);
+        for (int64_t i = 0; i < n; i += step) cells[i] = cells[i];
+    }
+    return LP_OK;
+}
+
 // ---------------------------------------------------------------------------
 // Scratch
 

@@ -559,6 +559,10 @@ static void check_models(int isa) {
                 refused &= lp_decode(w, &m->kv, &m->s, &b, out, LP_OUT_LOGITS) == LP_EBATCH;
                 refused &= lp_kv_copy(&m->kv, 0, 1, FZ_CTX) == LP_EPOS && lp_kv_copy(&m->kv, 0, FZ_SEQ, 1) == LP_ESEQ;
                 refused &= lp_kv_truncate(&m->kv, -1, 0) == LP_ESEQ && lp_kv_truncate(&m->kv, 0, -1) == LP_EPOS;
+                for (int q = 0; q < FZ_SEQ; q++)  // every page of the cache, within its bounds
+                    for (int l = 0; l < w->n_layer; l++) refused &= lp_kv_warm(&m->kv, q, l) == LP_OK;
+                refused &= lp_kv_warm(&m->kv, FZ_SEQ, 0) == LP_ESEQ && lp_kv_warm(&m->kv, -1, 0) == LP_ESEQ &&
+                           lp_kv_warm(&m->kv, 0, w->n_layer) == LP_EBAD_SIZE && lp_kv_warm(&m->kv, 0, -1) == LP_EBAD_SIZE;
                 refused &= lp_kv_shift(w, &m->kv, FZ_SEQ, 0, 1) == LP_ESEQ && lp_kv_shift(w, &m->kv, 0, 1, 2) == LP_EPOS &&
                            lp_kv_shift(w, &m->kv, 0, -1, 1) == LP_EPOS && lp_kv_shift(w, &m->kv, 0, 0, -1) == LP_EPOS;
                 check(refused, "forward refuses bad expert counts, embedding rows, types, rows", isa_name(isa),
