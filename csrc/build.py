@@ -25,7 +25,7 @@ own target attribute (simd.h) and are used only after a CPU check, so one build
 runs on any CPU of the architecture.
 
 ``python csrc/build.py --asan`` (``make asan``) instead builds the kernels with
-AddressSanitizer and UBSan, linked with the fuzz harness tests/neon/fuzz.c (NaN,
+AddressSanitizer and UBSan, linked with the fuzz harness tests/neon/fuzz.c + fuzz_model.c (NaN,
 inf, huge and denormal inputs to every kernel on every ISA of this CPU), into
 build/asan/fuzz, and runs it.
 """
@@ -123,7 +123,7 @@ ffibuilder = make_builder(absolute=False)
 # the check that matters most here (NaN or inf converted to an integer).
 SANITIZE = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all"]
 ASAN_CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", *SANITIZE] + CFLAGS[1:]
-FUZZ = ROOT / "tests" / "neon" / "fuzz.c"
+FUZZ = [ROOT / "tests" / "neon" / "fuzz.c", ROOT / "tests" / "neon" / "fuzz_model.c"]
 
 
 def build_asan(out_dir: Path, cc: str = "gcc") -> Path:
@@ -131,7 +131,7 @@ def build_asan(out_dir: Path, cc: str = "gcc") -> Path:
     at a time) and links them into out_dir/fuzz; returns its path. Raises CalledProcessError
     with the compiler's output on failure."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sources = c_sources() + [FUZZ]
+    sources = c_sources() + FUZZ
 
     def compile_one(src: Path) -> Path:
         obj = out_dir / f"{src.parent.name}_{src.stem}.o"

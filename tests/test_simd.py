@@ -59,7 +59,7 @@ def test_neon_kernels_fuzzed_with_nonfinite_inputs_under_qemu(tmp_path: Path) ->
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     assert cc and qemu, "aarch64-linux-gnu-gcc and qemu-aarch64 are needed: run `make` (it installs them)"
     exe = tmp_path / "fuzz-aarch64"
-    sources = LIB_SOURCES + [str(ROOT / "tests/neon/fuzz.c")]
+    sources = LIB_SOURCES + [str(ROOT / "tests/neon" / f) for f in ("fuzz.c", "fuzz_model.c")]
     subprocess.run([cc, "-O1", *CFLAGS[1:], "-static", "-fsanitize=undefined,float-cast-overflow",
                     "-fsanitize-undefined-trap-on-error", f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(exe)],
                    check=True, capture_output=True, text=True)
