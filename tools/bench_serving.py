@@ -117,25 +117,29 @@ def measure_batched(engine: str, path: Path, threads: int, s: int) -> float | No
 
 def table_batched(models: list[tuple[str, Path]], threads: int, runs: int) -> None:
     print(f"\n## Batched decoding: S sequences, one forward call per step ({STEPS} steps after {PROMPT}-token "
-          f"prompts, greedy), aggregate generated tok/s, {threads} threads, medians of {runs}\n")
+          f"prompts, greedy), aggregate generated tok/s, {threads} threads, medians of {runs}; every run "
+          f"goes through all S in turn, and 'S vs 1' is the median of each run's ratio\n")
     print("| model | S | llamapack | llama.cpp | ratio | llamapack S vs 1 | llama.cpp S vs 1 |")
     print("|---|---|---|---|---|---|---|")
     for name, path in models:
-        one: dict[str, float] = {}
-        for s in STREAMS:
-            got: dict[str, list[float]] = {"llamapack": [], "llama.cpp": []}
-            for r in range(runs):
+        got: dict[tuple[str, int], list[float]] = {}
+        for r in range(runs):  # S in turn within a run: the machine's drift weighs on every S alike
+            for s in STREAMS:
                 order = ["llamapack", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "llamapack"]
                 for eng in order:
-                    v = measure_batched(eng, path, threads, s)
-                    if v is not None:
-                        got[eng].append(v)
-            med = {e: statistics.median(v) if v else float("nan") for e, v in got.items()}
-            if s == 1:
-                one = med
+                    got.setdefault((eng, s), []).append(measure_batched(eng, path, threads, s) or float("nan"))
+        for s in STREAMS:
+            med = {e: _median(got[(e, s)]) for e in ("llamapack", "llama.cpp")}
+            vs1 = {e: _median([a / b for a, b in zip(got[(e, s)], got[(e, 1)])]) for e in med}
             print(f"| {name} | {s} | {med['llamapack']:.1f} | {med['llama.cpp']:.1f} | "
-                  f"{med['llamapack'] / med['llama.cpp']:.2f}x | {med['llamapack'] / one['llamapack']:.2f}x | "
-                  f"{med['llama.cpp'] / one['llama.cpp']:.2f}x |", flush=True)
+                  f"{med['llamapack'] / med['llama.cpp']:.2f}x | {vs1['llamapack']:.2f}x | {vs1['llama.cpp']:.2f}x |",
+                  flush=True)
+
+
+def _median(values: list[float]) -> float:
+    """The median of the values that are numbers (a failed measurement is NaN); NaN if none is."""
+    ok = [v for v in values if v == v]
+    return statistics.median(ok) if ok else float("nan")
 
 
 # ================================================================= the server (client side)
@@ -220,23 +224,26 @@ STORY = "Once upon a time, in a small village by the sea, there lived"
 
 def table_server(models: list[tuple[str, Path]], threads: int, runs: int) -> None:
     print(f"\n## The server: S concurrent streaming requests of {STEPS} tokens (temperature 0), --parallel 8, "
-          f"aggregate tok/s over the wall time, medians of {runs}\n")
+          f"aggregate tok/s over the wall time, medians of {runs}; every run goes through all S in turn, and "
+          f"'vs one stream' is the median of each run's ratio\n")
     print("| model | S | aggregate tok/s | vs one stream | per stream tok/s |")
     print("|---|---|---|---|---|")
     for name, path in models:
         srv = Server(path, threads, 8, 4096)
         try:
             stream(srv.url, STORY, 8)  # warm-up
-            one = None
-            for s in STREAMS:
-                rates = []
-                for _ in range(runs):
+            for s in STREAMS:  # every slot used once before the timed runs
+                _concurrently([lambda: stream(srv.url, STORY, 8) for _ in range(s)])
+            rates: dict[int, list[float]] = {s: [] for s in STREAMS}
+            for _ in range(runs):
+                for s in STREAMS:
                     res = _concurrently([lambda: stream(srv.url, STORY, STEPS) for _ in range(s)])
                     wall = max(r["end"] for r in res) - min(r["start"] for r in res)
-                    rates.append(sum(r["tokens"] for r in res) / wall)
-                agg = statistics.median(rates)
-                one = one or agg
-                print(f"| {name} | {s} | {agg:.1f} | {agg / one:.2f}x | {agg / s:.1f} |", flush=True)
+                    rates[s].append(sum(r["tokens"] for r in res) / wall)
+            for s in STREAMS:
+                agg = statistics.median(rates[s])
+                vs1 = statistics.median([a / b for a, b in zip(rates[s], rates[1])])
+                print(f"| {name} | {s} | {agg:.1f} | {vs1:.2f}x | {agg / s:.1f} |", flush=True)
             ttft(name, srv, runs)
         finally:
             srv.close()
