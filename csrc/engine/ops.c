@@ -100,6 +100,7 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 // only whole pairs within the head rotate, whatever n_rot says.
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg) {
+    enum { PAIRS = 64 };  // a row's cos and sin, PAIRS pairs at a time, serve every head
     const float theta_scale = powf(cfg->base, -2.0f / (float)n_rot);
     const int rot = n_rot < head_dim ? n_rot : head_dim, pairs = rot / 2;
     const int stride = cfg->neox ? 1 : 2, other = cfg->neox ? pairs : 1;  // pair i: values i*stride, + other
@@ -107,10 +108,11 @@ void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head
     if (cfg->ext_factor != 0.0f) mscale *= 1.0f + 0.1f * logf(1.0f / cfg->freq_scale);
     const float span = cfg->corr_high - cfg->corr_low > 0.001f ? cfg->corr_high - cfg->corr_low : 0.001f;
     for (int64_t r = 0; r < n; r++) {
-        for (int h = 0; h < n_head; h++) {
-            float *v = x + (r * n_head + h) * head_dim;
-            float theta = (float)pos[r];
-            for (int i = 0; i < pairs; i++) {
+        float theta = (float)pos[r];
+        for (int i0 = 0; i0 < pairs; i0 += PAIRS) {
+            const int i1 = pairs - i0 < PAIRS ? pairs : i0 + PAIRS;
+            float cs[PAIRS], sn[PAIRS];
+            for (int i = i0; i < i1; i++) {
                 const float extrap = cfg->factors ? theta / cfg->factors[i] : theta;
                 float a = cfg->freq_scale * extrap;
                 if (cfg->ext_factor != 0.0f) {  // YaRN: 1 below corr_low, 0 above corr_high
@@ -118,12 +120,19 @@ void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head
                     const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * cfg->ext_factor;
                     a = a * (1.0f - mix) + extrap * mix;
                 }
-                const float c = cosf(a) * mscale, s = sinf(a) * mscale;
-                float *p0 = v + i * stride, *p1 = p0 + other;
-                const float x0 = *p0, x1 = *p1;
-                *p0 = x0 * c - x1 * s;
-                *p1 = x0 * s + x1 * c;
+                cs[i - i0] = cosf(a) * mscale;
+                sn[i - i0] = sinf(a) * mscale;
                 theta *= theta_scale;
+            }
+            for (int h = 0; h < n_head; h++) {
+                float *v = x + (r * n_head + h) * head_dim;
+                for (int i = i0; i < i1; i++) {
+                    const float c = cs[i - i0], s = sn[i - i0];
+                    float *p0 = v + i * stride, *p1 = p0 + other;
+                    const float x0 = *p0, x1 = *p1;
+                    *p0 = x0 * c - x1 * s;
+                    *p1 = x0 * s + x1 * c;
+                }
             }
         }
     }
