@@ -138,8 +138,8 @@ static inline __m128 hsum4_f32x8(__m256 a, __m256 b, __m256 c, __m256 e) {
 
 // out[d], out[d + 1] of rows [i0, i0 + NR) (+= when add) over positions [p0, p2):
 // [p0, p1) in whole vectors (p1 no longer than any of the rows), then [p1, p2) in
-// vectors whose lanes past a row's length count zero: the values through a copy
-// padded with zeros (past the last position written), each row's scores masked.
+// vectors whose lanes past a row's length count zero: the values past p2 (the last
+// position written) and each row's scores past its length masked to zero.
 // p0, p1 are multiples of 8, so 8 positions never straddle a block.
 static inline __attribute__((always_inline)) void values_tile_avx2(const attn_rows *r, int i0, const int NR,
                                                                    const uint16_t *vt, int64_t ks, int d, int p0,
@@ -162,11 +162,11 @@ static inline __attribute__((always_inline)) void values_tile_avx2(const attn_ro
     }
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int p = p1; p < p2; p += 8) {
-        uint16_t t0[8] = { 0 }, t1[8] = { 0 };
-        const int k = p2 - p < 8 ? p2 - p : 8;
-        memcpy(t0, LP_V8(v0, p), sizeof(uint16_t) * (size_t)k);
-        memcpy(t1, LP_V8(v1, p), sizeof(uint16_t) * (size_t)k);
-        const __m256 a = load8_half(t0), b = load8_half(t1);
+        // the 8 positions lie in one block (the cache holds whole blocks); those past p2 hold
+        // whatever was written there (NaN, from another sequence), so they count as zeros
+        const __m256 inside = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(p2 - p), lane));
+        const __m256 a = _mm256_and_ps(load8_half(LP_V8(v0, p)), inside);
+        const __m256 b = _mm256_and_ps(load8_half(LP_V8(v1, p)), inside);
         for (int i = 0; i < NR; i++) {
             const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(r->len[i0 + i] - p), lane);
             const __m256 s = _mm256_and_ps(_mm256_loadu_ps(r->s[i0 + i] + p), _mm256_castsi256_ps(live));
