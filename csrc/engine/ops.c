@@ -78,11 +78,49 @@ static void swiglu_avx2(float *gate, const float *up, int64_t n) {
 LP_AVX2_END
 #endif
 
+// The sum of x[i]^2 in double (each square exact): eight partial sums, as the AVX2 version
+// adds them, so both give the same bits.
+static double sum_squares_ref(const float *x, int64_t dim) {
+    double part[8] = { 0 };
+    int64_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int k = 0; k < 8; k++) part[k] += (double)x[i + k] * x[i + k];
+    double ss = ((part[0] + part[4]) + (part[2] + part[6])) + ((part[1] + part[5]) + (part[3] + part[7]));
+    for (; i < dim; i++) ss += (double)x[i] * x[i];
+    return ss;
+}
+
+#if LP_X86
+LP_AVX2_BEGIN
+static double sum_squares_avx2(const float *x, int64_t dim) {
+    __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();  // parts 0-3 and 4-7
+    int64_t i = 0;
+    for (; i + 8 <= dim; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+        a = _mm256_add_pd(a, _mm256_mul_pd(lo, lo));  // (a square is exact in double: no fma needed)
+        b = _mm256_add_pd(b, _mm256_mul_pd(hi, hi));
+    }
+    const __m256d ab = _mm256_add_pd(a, b);  // parts k + (k + 4)
+    const __m128d h = _mm_add_pd(_mm256_castpd256_pd128(ab), _mm256_extractf128_pd(ab, 1));  // (0+4)+(2+6), (1+5)+(3+7)
+    double ss = _mm_cvtsd_f64(h) + _mm_cvtsd_f64(_mm_unpackhi_pd(h, h));
+    for (; i < dim; i++) ss += (double)x[i] * x[i];
+    return ss;
+}
+LP_AVX2_END
+#endif
+
 // out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i], for each of n rows of dim values.
 void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t dim, float eps) {
+#if LP_X86
+    const int avx2 = use_avx2();
+#endif
     for (int64_t r = 0; r < n; r++, x += dim, out += dim) {
-        double ss = 0.0;
-        for (int64_t i = 0; i < dim; i++) ss += (double)x[i] * x[i];
+#if LP_X86
+        const double ss = avx2 ? sum_squares_avx2(x, dim) : sum_squares_ref(x, dim);
+#else
+        const double ss = sum_squares_ref(x, dim);
+#endif
         const float scale = 1.0f / sqrtf((float)(ss / dim) + eps);
         for (int64_t i = 0; i < dim; i++) out[i] = (x[i] * scale) * w[i];
     }
