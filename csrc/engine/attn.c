@@ -148,7 +148,7 @@ static inline __attribute__((always_inline)) void values_tile_avx2(const attn_ro
     for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
     // dimension d of positions p..p+7, and d + 1
     const uint16_t *v0 = vt + d * LP_KV_BLOCK, *v1 = v0 + LP_KV_BLOCK;
-#define LP_V8(v, p) ((v) + (int64_t)((p) / LP_KV_BLOCK) * ks + (p) % LP_KV_BLOCK)
+#define LP_V8(v, p) ((v) + (int64_t)((unsigned)(p) / LP_KV_BLOCK) * ks + (unsigned)(p) % LP_KV_BLOCK)  /* p >= 0 */
     for (int p = p0; p < p1; p += 8) {
         // the same line of the next pass: a pass reads one line of each block per dimension
         // pair, lines 2 KiB apart that the hardware prefetcher does not follow
