@@ -93,12 +93,16 @@ static inline __attribute__((always_inline)) void scores_tile_avx2(const attn_ro
                                                                    const uint16_t *kt, int64_t ks, int hd,
                                                                    int p, float scale) {
     __m256 acc[4][2];
-    for (int i = 0; i < NR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-    for (int d = 0; d < hd; d++) {
-        const uint16_t *k = kt + (int64_t)(p / LP_KV_BLOCK) * ks + d * LP_KV_BLOCK;  // p: a block start
+    const float *q[4];  // (in registers: read through r, they were loaded again every step)
+    for (int i = 0; i < NR; i++) {
+        acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+        q[i] = r->q[i0 + i];
+    }
+    const uint16_t *k = kt + (int64_t)((unsigned)p / LP_KV_BLOCK) * ks;  // p: a block start
+    for (int d = 0; d < hd; d++, k += LP_KV_BLOCK) {
         const __m256 k0 = load8_half(k), k1 = load8_half(k + 8);
         for (int i = 0; i < NR; i++) {
-            const __m256 qd = _mm256_broadcast_ss(&r->q[i0 + i][d]);
+            const __m256 qd = _mm256_broadcast_ss(&q[i][d]);
             acc[i][0] = _mm256_fmadd_ps(qd, k0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(qd, k1, acc[i][1]);
         }
