@@ -239,7 +239,6 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
 
 QUANT_TYPES = list(quant_types.QUANT_TYPES)
 BATCHED_ISAS = [i for i in ("avx2", "avx512", "i8mm") if i in ISAS]  # instruction sets with a batched product
-AVX2_ROW_DOT_TYPES = {"Q3_K"}  # AVX2 keeps its row dots (as fast: see gemm.c)
 
 
 def _row_by_row(t: kernels.RawTensor, x: np.ndarray) -> np.ndarray:
@@ -268,9 +267,6 @@ def test_batched_product_matches_row_dots(name: str) -> None:
                 for threads in (1, 2, 3):
                     got = kernels.matmul(t, x, n_threads=threads)
                     assert (np.abs(got - want) <= tol).all(), f"{name} {isa} {rows}x{cols} n={n} threads={threads}"
-                if isa == "avx2" and name in AVX2_ROW_DOT_TYPES:
-                    np.testing.assert_array_equal(got, want, err_msg=f"{name} {isa}: the row dots")
-                    continue
                 # it is a different summation, so it was the batched product that ran
                 assert not np.array_equal(got, want), f"{name} {isa}: the row dots' exact bits"
                 batched[isa] = got
