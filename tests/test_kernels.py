@@ -314,6 +314,52 @@ def test_batched_product_at_quant_extremes(name: str) -> None:
                 kernels.set_isa(kernels.best_isa())
 
 
+# The K-quants' bytes of group scales (block layouts of gguf; the rest but the fp16 fields
+# are quant bits): blocks whose quants sit at one end of their range, group scales at one
+# end of theirs.
+K_SCALE_BYTES = {"Q2_K": (0, 16), "Q3_K": (96, 108), "Q4_K": (4, 16), "Q5_K": (4, 16), "Q6_K": (192, 208)}
+# 0x00 / 0xFF: every quant field at its low / high end (Q3_K -4 / 3, Q6_K -32 / 31); scales
+# 0x00 / 0xFF (Q3_K: -32 / 31), 0x7F / 0x80 (Q6_K's int8: 127 / -128), 0x0F (Q2_K: scale 15, min 0).
+K_SCALE_FILLS = [0x00, 0xFF, 0x7F, 0x80, 0x0F]
+
+
+@pytest.mark.skipif(not BATCHED_ISAS, reason="no instruction set here has a batched product")
+@pytest.mark.parametrize("name", list(K_SCALE_BYTES))
+def test_batched_product_at_sub_scale_extremes(name: str) -> None:
+    """The K-quants' group scales are applied in integers (int16 sums times the scale on
+    AVX2, int32 on AVX-512, folded into the quants where the product fits a byte): quants at
+    either end of their range times group scales at either end of theirs, against activations
+    at +-127, the largest sums the block formats allow, must neither saturate nor wrap.
+    Against the row dots (float order apart) and float64, on every ISA with a batched product."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    info = kernels.type_info(qtype)
+    lo, hi = K_SCALE_BYTES[name]
+    rows, cols, n = 21, 768, 33
+    rng = np.random.default_rng(37)
+    x = rng.choice([-1.0, 1.0], (n, cols)).astype(np.float32)
+    x[0], x[1] = 1.0, -1.0
+    for qfill in (0x00, 0xFF):
+        for sfill in K_SCALE_FILLS:
+            t = filled_tensor(qtype, rows, cols, qfill, rng)
+            blocks = t.data.reshape(-1, info.type_size)
+            blocks[:, lo:hi] = sfill
+            w = oracle_dequantize(t)
+            want64 = x.astype(np.float64) @ w.astype(np.float64).T
+            bound = _activation_error_bound(qtype, t, w, x)
+            for isa in BATCHED_ISAS:
+                kernels.set_isa(isa)
+                try:
+                    want = _row_by_row(t, x)
+                    tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
+                    for threads in (1, 3):
+                        got = kernels.matmul(t, x, n_threads=threads)
+                        msg = f"{name} quants {qfill:#04x} scales {sfill:#04x} {isa} threads={threads}"
+                        assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
+                        assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
+                finally:
+                    kernels.set_isa(kernels.best_isa())
+
+
 @pytest.mark.parametrize("n", [1, 5, 20])
 def test_matmul_multi_equals_single_products(n: int) -> None:
     """lp_matmul_multi (q, k, v in one job; mixed types share or split the quantized

@@ -50,9 +50,11 @@ typedef struct {
 
 static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units ? c->subs : c->units; }
 
-// The min terms of a tile come first, a float chain per output in min unit order:
-// acc = fma(m_act, min, acc) from 0; then for each unit acc = fma(float(isum) * d_act,
-// scale, acc). Every ISA's tiles make these steps, so they give the same bits.
+// The float steps of an output, the same on every ISA (so all give the same bits), from
+// acc = 0: the K-quants (sub-scaled: one unit a super-block) first make their min terms,
+// acc = fma(m_act, min, acc) for each min unit, then acc = fma(float(isum) * d_act, scale,
+// acc) for each unit; the legacy types (units of 32) make for each unit the scale step,
+// then its min step where the type has mins.
 
 // AVX2 (gemm_avx2.c): the tiles of one chunk, every activation group, its nr rows; the
 // range of its decoded quants [lo, hi] picks how VPMADDUBSW is fed. And the per-unit
