@@ -24,16 +24,14 @@
 // unsigned operand instead, and there is nothing to take out.
 // AVX2: the same panels, each 16-row vector as two halves of 8; VPMADDUBSW and
 // VPMADDWD in place of VPDPBUSD, fed one of three ways chosen from the decoded
-// weights' range so that no int16 step saturates (see the AVX2 tile); a signed panel
-// has a tile of its own (tile_avx2_unit, as do the units of 16 and 32 without mins).
-// The sub-scales: AVX-512 multiplies a sub-block's int32 sums by them (VPMULLD; or
-// VPDPWSSD where the sums fit int16), AVX2 takes them in VPMADDWD in place of ones.
-// The float steps (gemm.h), the same on every ISA: the min terms first, then per unit
-// acc += scale * (d_act * isum).
+// weights' range so that no int16 step saturates (see gemm_avx2.c).
+// The sub-scales: AVX-512 multiplies a sub-block's int32 sums by them (VPMULLD) or, where
+// the products fit a byte (Q2_K, Q3_K), multiplies them into the quants first; AVX2 takes
+// them in VPMADDWD in place of ones. The float steps are the same on every ISA (gemm.h).
 //
 // The integer products are vec_dot's own (same quantized activations, same int8
-// weights); only the order of the float additions differs. The two ISAs give the
-// same bits.
+// weights, same integer group scales); only the order of the float additions differs.
+// The two ISAs (and aarch64's I8MM) give the same bits.
 #include "gemm.h"
 
 #define LP_G_R 4       // weight rows per register tile
@@ -142,9 +140,8 @@ static const quant_bounds *type_bounds(const lp_type_traits *t) {
 // How AVX-512 applies a type's sub-scales (tile_avx512_sub; SUB_NONE on other ISAs and for
 // the types without them), the columns of its partial sums, and (SUB_FOLD) whether the
 // folded quants are negated. From the bounds: folded when every quant times sub-scale fits
-// the weight's byte (unsigned on a signed panel, else int8, negated if that is what fits);
-// else VPDPWSSD when a part's sum fits int16 (part columns of activations up to 128 in
-// magnitude, or 255 with the +128, times the largest quant); else VPMULLD.
+// the weight's byte (unsigned on a signed panel, else int8, negated if that is what fits),
+// else VPMULLD.
 static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
     const quant_bounds *b = type_bounds(t);
     *part = t->s8_sub, *neg = 0;
@@ -155,9 +152,7 @@ static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
     const int sgn = panel_signed(t, isa);
     if (sgn ? pmin >= 0 && pmax <= 255 : pmin >= -128 && pmax <= 127) return *part = 32, SUB_FOLD;
     if (!sgn && -pmax >= -128 && -pmin <= 127) return *part = 32, *neg = 1, SUB_FOLD;
-    const int mag = -b->lo > b->hi ? -b->lo : b->hi, act = sgn ? 128 : 255;
-    // (sums of half sub-blocks would fit for Q4_K, but two VPDPWSSD measured slower than VPMULLD)
-    return t->s8_sub * act * mag <= 32767 ? SUB_DPWSSD : SUB_MULLD;
+    return SUB_MULLD;
 }
 
 // ---------------------------------------------------------------------------
@@ -231,15 +226,15 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
     }
 }
 
-// The tile of the sub-scaled K-quants (s8_sub), three ways of applying the sub-scales
-// (sub_way), each exact, so all give the same integer sums:
-//   SUB_FOLD:   gemm_chunk multiplied them into the quants (Q2_K: 0..45; Q3_K: the
-//               product negated, -128..124, with the scale negated); VPDPBUSD sums the
-//               whole super-block, as for the types without sub-scales.
-//   SUB_DPWSSD: VPDPBUSD sums of `part` columns start at zero, and VPDPWSSD adds them
-//               times the sub-scale (in the low half of its lane, zero above: exact when
-//               every part's sum fits int16, sub_way's bound).
-//   SUB_MULLD:  a sub-block's sums times the sub-scale by VPMULLD, then added.
+// The tile of the sub-scaled K-quants (s8_sub), two ways of applying the sub-scales
+// (sub_way), both exact, so both give the same integer sums:
+//   SUB_FOLD:  gemm_chunk multiplied them into the quants (Q2_K: 0..45; Q3_K: the
+//              product negated, -128..124, with the scale negated); VPDPBUSD sums the
+//              whole super-block, as for the types without sub-scales.
+//   SUB_MULLD: a sub-block's VPDPBUSD sums start at zero, are multiplied by the
+//              sub-scale (VPMULLD) and added. (VPDPWSSD with the sub-scale in the low
+//              half of the lane would do both where a sub-block's sums fit int16; for
+//              Q4_K they do over half sub-blocks, but two of them measured slower.)
 // One float step a super-block; the float sums live in memory (touched once a
 // super-block), the two sets of int32 sums and the panel vectors fill the registers.
 static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx *c, const wpanel *wp, int r0,
@@ -300,8 +295,7 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
             for (int r = 0; r < LP_G_R; r++) {
                 const __m512i sv = _mm512_set1_epi32(wp->sub[(r0 + r) * subs + pi / parts_per_sub]);
                 for (int j = 0; j < nj; j++)
-                    is[r][j] = way == SUB_DPWSSD ? _mm512_dpwssd_epi32(is[r][j], t[r][j], sv)
-                                                 : _mm512_add_epi32(is[r][j], _mm512_mullo_epi32(t[r][j], sv));
+                    is[r][j] = _mm512_add_epi32(is[r][j], _mm512_mullo_epi32(t[r][j], sv));
             }
         }
         __m512 dv[LP_G_NJ];  // Q8_K: one activation scale a super-block
@@ -371,13 +365,12 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
-// of int16 for VPMADDWD; AVX-512 as int32 for VPMULLD or in the low half only for
-// VPDPWSSD. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
+// of int16 for VPMADDWD; AVX-512 as int32 for VPMULLD. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
 static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, int32_t *corr, int sgn) {
     for (int64_t i = 0; i < c->subs; i++) {
         const uint32_t h = (uint16_t)sub[i];
-        subv[i] = c->isa == LP_ISA_AVX2 ? (int32_t)(h | h << 16) : c->sub_way == SUB_DPWSSD ? (int32_t)h : sub[i];
+        subv[i] = c->isa == LP_ISA_AVX2 ? (int32_t)(h | h << 16) : sub[i];
     }
     if (sgn) return;
     const int64_t per_unit = c->subs / c->units;

@@ -21,7 +21,7 @@ _Static_assert(sizeof(act_block) == 704, "act_block size");
 
 static inline int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
 
-enum { SUB_NONE, SUB_FOLD, SUB_DPWSSD, SUB_MULLD };
+enum { SUB_NONE, SUB_FOLD, SUB_MULLD };
 
 typedef struct {
     const lp_type_traits *t;
