@@ -237,7 +237,11 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
 //              Q4_K they do over half sub-blocks, but two of them measured slower.)
 // One float step a super-block; the float sums live in memory (touched once a
 // super-block), the two sets of int32 sums and the panel vectors fill the registers.
-static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx *c, const wpanel *wp, int r0,
+// All the chunk's LP_G_RT weight rows (its first nr real), a super-block at a time for
+// each 4 of them: the super-block's activation panels (8 blocks of up to 3 panels, 17
+// KiB) are read from L1 by all but the first 4 rows (whole rows at a time, they came
+// from L2 every time).
+static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx *c, const wpanel *wp, int nr,
                                                                   int64_t g0, const int nj, const int sub,
                                                                   const int has_min, const int min_unit,
                                                                   const int sgn, const int way, const int part) {
@@ -246,10 +250,11 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
     const int parts_per_sub = sub > part ? sub / part : 1;  // (SUB_FOLD: none, whole blocks a part)
     const act_block *a[LP_G_NJ];
     for (int j = 0; j < nj; j++) a[j] = c->act + (g0 + j) * c->nblk;
-    float accbuf[LP_G_R][LP_G_NJ][LP_G_LANES] __attribute__((aligned(64)));
-    float *acc = &accbuf[0][0][0];
-    __asm__("" : "+r"(acc));  // memory, not registers (the compiler cannot follow it)
-    {  // the min terms first (gemm.h), in registers
+    float accbuf[LP_G_RT][LP_G_NJ][LP_G_LANES] __attribute__((aligned(64)));
+    float *acc0 = &accbuf[0][0][0];
+    __asm__("" : "+r"(acc0));  // memory, not registers (the compiler cannot follow it)
+    for (int r0 = 0; r0 < LP_G_RT; r0 += LP_G_R) {  // the min terms first (gemm.h), in registers
+        float *acc = acc0 + r0 * LP_G_NJ * LP_G_LANES;
         __m512 ms[LP_G_R][LP_G_NJ];
         for (int r = 0; r < LP_G_R; r++)
             for (int j = 0; j < nj; j++) ms[r][j] = _mm512_setzero_ps();
@@ -264,7 +269,9 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
         for (int r = 0; r < LP_G_R; r++)
             for (int j = 0; j < nj; j++) _mm512_store_ps(acc + (r * LP_G_NJ + j) * LP_G_LANES, ms[r][j]);
     }
-    for (int64_t u = 0; u < units; u++) {
+    for (int64_t u = 0; u < units; u++)
+    for (int r0 = 0; r0 < LP_G_RT; r0 += LP_G_R) {
+        float *acc = acc0 + r0 * LP_G_NJ * LP_G_LANES;
         __m512i is[LP_G_R][LP_G_NJ];
         for (int r = 0; r < LP_G_R; r++) {
             const __m512i start = sgn ? _mm512_setzero_si512() : _mm512_set1_epi32(wp->corr[(r0 + r) * cs + u]);
@@ -313,30 +320,32 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
         for (int l = 0; l < LP_G_LANES; l++) {
             const int64_t arow = (g0 + j) * LP_G_LANES + l;
             if (arow >= c->n) break;
-            float *yr = c->y + arow * c->rows + r0;
-            for (int r = 0; r < LP_G_R; r++) yr[r] = acc[(r * LP_G_NJ + j) * LP_G_LANES + l];
+            float *yr = c->y + arow * c->rows;
+            for (int r = 0; r < nr; r++) yr[r] = acc0[(r * LP_G_NJ + j) * LP_G_LANES + l];
         }
 }
 
-// The tile for every (nj, unit, min unit) combination of the types, each compiled with constants.
-static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, int nj) {
+// The sub-scaled tile for each K-quant's layout and sub_way, each compiled with constants.
+static void tile_any_sub(const gemm_ctx *c, const wpanel *wp, int nr, int64_t g0, int nj) {
     const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit, sub = c->t->s8_sub;
     const int sgn = panel_signed(c->t, c->isa), way = c->sub_way, part = c->sub_part;
-    if (sub) {
 #define LP_TILE_CASE(NJ, SUB, M, MU, SGN, WAY, PART)                                                  \
     if (nj == NJ && sub == SUB && has_min == M && (!M || min_unit == MU) && sgn == SGN && way == WAY && \
         part == PART)                                                                                  \
-        return tile_avx512_sub(c, wp, r0, g0, NJ, SUB, M, MU, SGN, WAY, PART);
+        return tile_avx512_sub(c, wp, nr, g0, NJ, SUB, M, MU, SGN, WAY, PART);
 #define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 16, 1, 16, 1, SUB_FOLD, 32) /* Q2_K */                  \
     LP_TILE_CASE(NJ, 16, 0, 0, 0, SUB_FOLD, 32) /* Q3_K */                                      \
     LP_TILE_CASE(NJ, 32, 1, 32, 1, SUB_MULLD, 32) /* Q4_K, Q5_K */                              \
     LP_TILE_CASE(NJ, 16, 0, 0, 0, SUB_MULLD, 16) /* Q6_K */
-        LP_TILE_NJ(3) LP_TILE_NJ(2) LP_TILE_NJ(1)
+    LP_TILE_NJ(3) LP_TILE_NJ(2) LP_TILE_NJ(1)
 #undef LP_TILE_NJ
 #undef LP_TILE_CASE
-        return;  // not reached: sub_way has no other choice for types.c's layouts
-    }
-    if (sgn) {  // Q4_1, Q5_1
+}
+
+// The tile for every (nj, unit, min unit) combination of the types without sub-scales,
+// each compiled with constants.
+static void tile_any(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g0, int nj) {
+    if (panel_signed(c->t, c->isa)) {  // Q4_1, Q5_1
         if (nj == 3) return tile_avx512(c, wp, r0, g0, 3, 32, 1, 32, 1);
         if (nj == 2) return tile_avx512(c, wp, r0, g0, 2, 32, 1, 32, 1);
         return tile_avx512(c, wp, r0, g0, 1, 32, 1, 32, 1);
@@ -428,6 +437,10 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     if (c->isa == LP_ISA_AVX2) return lp_gemm_avx2_chunk(&cc, &wp, nr, lo, hi, sgn);
     for (int64_t g = 0; g < c->groups; g += LP_G_NJ) {
         const int nj = c->groups - g >= LP_G_NJ ? LP_G_NJ : (int)(c->groups - g);
+        if (subs) {  // all the chunk's rows at once
+            tile_any_sub(&cc, &wp, nr, g, nj);
+            continue;
+        }
         for (int r0 = 0; r0 < nr; r0 += LP_G_R) {
             if (nr - r0 >= LP_G_R) {
                 tile_any(&cc, &wp, r0, g, nj);
