@@ -296,22 +296,27 @@ def test_batched_product_at_quant_extremes(name: str) -> None:
     x = signs.astype(np.float32)
     x[-1] *= rng.uniform(0.5, 1.0, cols).astype(np.float32)  # one row not at the extremes
     for fill in EXTREME_FILLS:
-        t = filled_tensor(qtype, rows, cols, fill, rng)
-        w = oracle_dequantize(t)
-        want64 = x.astype(np.float64) @ w.astype(np.float64).T
-        bound = _activation_error_bound(qtype, t, w, x)
-        for isa in BATCHED_ISAS:
-            kernels.set_isa(isa)
-            try:
-                want = _row_by_row(t, x)
-                tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
-                for threads in (1, 3):
-                    got = kernels.matmul(t, x, n_threads=threads)
-                    msg = f"{name} fill {fill:#04x} {isa} threads={threads}"
-                    assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
-                    assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
-            finally:
-                kernels.set_isa(kernels.best_isa())
+        _assert_batched_near(filled_tensor(qtype, rows, cols, fill, rng), x, f"{name} fill {fill:#04x}")
+
+
+def _assert_batched_near(t: kernels.RawTensor, x: np.ndarray, label: str) -> None:
+    """On every ISA with a batched product, 1 and 3 threads: within float-order tolerance of
+    that ISA's row dots, and within the activation rounding bound of float64."""
+    w = oracle_dequantize(t)
+    want64 = x.astype(np.float64) @ w.astype(np.float64).T
+    bound = _activation_error_bound(t.type, t, w, x)
+    for isa in BATCHED_ISAS:
+        kernels.set_isa(isa)
+        try:
+            want = _row_by_row(t, x)
+            tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
+            for threads in (1, 3):
+                got = kernels.matmul(t, x, n_threads=threads)
+                msg = f"{label} {isa} threads={threads}"
+                assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
+                assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
+        finally:
+            kernels.set_isa(kernels.best_isa())
 
 
 # The K-quants' bytes of group scales (block layouts of gguf; the rest but the fp16 fields
@@ -341,23 +346,8 @@ def test_batched_product_at_sub_scale_extremes(name: str) -> None:
     for qfill in (0x00, 0xFF):
         for sfill in K_SCALE_FILLS:
             t = filled_tensor(qtype, rows, cols, qfill, rng)
-            blocks = t.data.reshape(-1, info.type_size)
-            blocks[:, lo:hi] = sfill
-            w = oracle_dequantize(t)
-            want64 = x.astype(np.float64) @ w.astype(np.float64).T
-            bound = _activation_error_bound(qtype, t, w, x)
-            for isa in BATCHED_ISAS:
-                kernels.set_isa(isa)
-                try:
-                    want = _row_by_row(t, x)
-                    tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
-                    for threads in (1, 3):
-                        got = kernels.matmul(t, x, n_threads=threads)
-                        msg = f"{name} quants {qfill:#04x} scales {sfill:#04x} {isa} threads={threads}"
-                        assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
-                        assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
-                finally:
-                    kernels.set_isa(kernels.best_isa())
+            t.data.reshape(-1, info.type_size)[:, lo:hi] = sfill
+            _assert_batched_near(t, x, f"{name} quants {qfill:#04x} scales {sfill:#04x}")
 
 
 @pytest.mark.parametrize("n", [1, 5, 20])

@@ -160,6 +160,22 @@ static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
 
 #if LP_X86
 LP_AVX512_BEGIN
+// One step of 4 columns (4k.. of block b) of weight rows r0.. x nj panels into is: on a
+// signed panel the weight (>= 0) is the unsigned operand.
+static inline __attribute__((always_inline)) void dp_step(const act_block *const *a, int64_t b, int k,
+                                                          const int8_t *wq, int64_t cols, const int nj, const int sgn,
+                                                          __m512i is[LP_G_R][LP_G_NJ]) {
+    __m512i av[LP_G_NJ];
+    for (int j = 0; j < nj; j++) av[j] = _mm512_load_si512((const void *)a[j][b].q[k]);
+    for (int r = 0; r < LP_G_R; r++) {
+        int32_t w4;
+        memcpy(&w4, wq + r * cols + 32 * b + 4 * k, 4);
+        const __m512i wv = _mm512_set1_epi32(w4);
+        for (int j = 0; j < nj; j++)
+            is[r][j] = sgn ? _mm512_dpbusd_epi32(is[r][j], wv, av[j]) : _mm512_dpbusd_epi32(is[r][j], av[j], wv);
+    }
+}
+
 static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c, const wpanel *wp, int r0,
                                                               int64_t g0, const int nj, const int unit,
                                                               const int has_min, const int min_unit, const int sgn) {
@@ -182,17 +198,8 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
             for (int j = 0; j < nj; j++) is[r][j] = start;
         }
         for (int64_t b = ub; b < ub + blocks_per_unit; b++)
-            for (int k = h * k_per_blk; k < (h + 1) * k_per_blk; k++) {  // columns 32b + 4k ..
-                __m512i av[LP_G_NJ];
-                for (int j = 0; j < nj; j++) av[j] = _mm512_load_si512((const void *)a[j][b].q[k]);
-                for (int r = 0; r < LP_G_R; r++) {
-                    int32_t w4;
-                    memcpy(&w4, wp->q + (r0 + r) * cols + 32 * b + 4 * k, 4);
-                    const __m512i wv = _mm512_set1_epi32(w4);
-                    for (int j = 0; j < nj; j++)  // a signed panel: the weight (>= 0) is the unsigned operand
-                        is[r][j] = sgn ? _mm512_dpbusd_epi32(is[r][j], wv, av[j]) : _mm512_dpbusd_epi32(is[r][j], av[j], wv);
-                }
-            }
+            for (int k = h * k_per_blk; k < (h + 1) * k_per_blk; k++)  // columns 32b + 4k ..
+                dp_step(a, b, k, wp->q + r0 * cols, cols, nj, sgn, is);
         __m512 dv[LP_G_NJ];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
         for (int j = 0; j < nj; j++) dv[j] = _mm512_load_ps(a[j][ub].d);
         for (int r = 0; r < LP_G_R; r++) {
@@ -283,21 +290,8 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
             __m512i t[LP_G_R][LP_G_NJ];
             for (int r = 0; r < LP_G_R; r++)
                 for (int j = 0; j < nj; j++) t[r][j] = _mm512_setzero_si512();
-            for (int k = k0; k < k0 + steps; k++) {  // columns 32b + 4k ..
-                __m512i av[LP_G_NJ];
-                for (int j = 0; j < nj; j++) av[j] = _mm512_load_si512((const void *)a[j][b].q[k]);
-                for (int r = 0; r < LP_G_R; r++) {
-                    int32_t w4;
-                    memcpy(&w4, wp->q + (r0 + r) * cols + 32 * b + 4 * k, 4);
-                    const __m512i wv = _mm512_set1_epi32(w4);
-                    for (int j = 0; j < nj; j++) {
-                        if (way == SUB_FOLD)
-                            is[r][j] = sgn ? _mm512_dpbusd_epi32(is[r][j], wv, av[j]) : _mm512_dpbusd_epi32(is[r][j], av[j], wv);
-                        else
-                            t[r][j] = sgn ? _mm512_dpbusd_epi32(t[r][j], wv, av[j]) : _mm512_dpbusd_epi32(t[r][j], av[j], wv);
-                    }
-                }
-            }
+            for (int k = k0; k < k0 + steps; k++)  // columns 32b + 4k ..
+                dp_step(a, b, k, wp->q + r0 * cols, cols, nj, sgn, way == SUB_FOLD ? is : t);
             if (way == SUB_FOLD) continue;
             for (int r = 0; r < LP_G_R; r++) {
                 const __m512i sv = _mm512_set1_epi32(wp->sub[(r0 + r) * subs + pi / parts_per_sub]);

@@ -113,6 +113,25 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
 // unit) and, when m steps are fewer than a unit's, the int32 sums of its earlier steps
 // live in memory. tile_avx2's general loops kept the float sums in registers and
 // spilled the int16 ones.
+// One step of 4 columns (step kk of block ab, weights at w) of LP_G2_R weight rows x the
+// panel's two halves into the int16 sums s16 (first: they start here).
+static inline __attribute__((always_inline)) void s16_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
+                                                           const int mode, const int first,
+                                                           __m256i s16[LP_G2_R][2]) {
+    const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
+    const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[kk][8]);
+    for (int r = 0; r < LP_G2_R; r++) {
+        int32_t w4;
+        memcpy(&w4, w + r * cols, 4);
+        const __m256i wv = _mm256_set1_epi32(w4);
+        const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
+        const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
+        s16[r][0] = first ? p0 : _mm256_add_epi16(s16[r][0], p0);
+        s16[r][1] = first ? p1 : _mm256_add_epi16(s16[r][1], p1);
+        __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
+    }
+}
+
 static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int mode, const int m,
                                                                  const int unit, const int has_min) {
@@ -136,18 +155,7 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
         __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
         for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
-            const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][0]);
-            const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][8]);
-            for (int r = 0; r < LP_G2_R; r++) {
-                int32_t w4;
-                memcpy(&w4, w + r * cols + 4 * k, 4);
-                const __m256i wv = _mm256_set1_epi32(w4);
-                const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
-                const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
-                s16[r][0] = k % m ? _mm256_add_epi16(s16[r][0], p0) : p0;
-                s16[r][1] = k % m ? _mm256_add_epi16(s16[r][1], p1) : p1;
-                __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
-            }
+            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
             if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
                 for (int r = 0; r < LP_G2_R; r++)
                     for (int v = 0; v < 2; v++) {
@@ -301,18 +309,7 @@ static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *
             __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
             for (int k = 0; k < steps; k++) {  // columns sub * gi + 4k ..
-                const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][0]);
-                const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][8]);
-                for (int r = 0; r < LP_G2_R; r++) {
-                    int32_t w4;
-                    memcpy(&w4, w + r * cols + 4 * k, 4);
-                    const __m256i wv = _mm256_set1_epi32(w4);
-                    const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
-                    const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
-                    s16[r][0] = k % m ? _mm256_add_epi16(s16[r][0], p0) : p0;
-                    s16[r][1] = k % m ? _mm256_add_epi16(s16[r][1], p1) : p1;
-                    __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
-                }
+                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
                 if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
                     for (int r = 0; r < LP_G2_R; r++) {
                         const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);

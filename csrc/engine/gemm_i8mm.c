@@ -101,6 +101,27 @@ static void decode_chunk(const gemm_ctx *c, int64_t first, int nr, const wpanel_
 #pragma GCC target("arch=armv8.2-a+i8mm")  // what arm_neon.h asks of SMMLA's callers
 #endif
 
+// acc += the min term of min unit mu: activation rows j0..j0+3 x weight pairs p0..p0+3.
+static inline __attribute__((always_inline)) void min_step(const act_block *a, const wpanel_i8 *wp, int64_t mu,
+                                                           const int min_unit, int p0, int j0, float32x4_t acc[4][2]) {
+    const float32x4_t m4 = vld1q_f32(a[mu * min_unit / 32].m[mu * min_unit % 32 / 16] + j0);
+    const float32x4_t mv[2] = { vzip1q_f32(m4, m4), vzip2q_f32(m4, m4) };
+    const float *mp = wp->min + (mu * LP_I8_PAIRS + p0) * 4;
+    for (int p = 0; p < 4; p++) {
+        const float32x4_t mw = vld1q_f32(mp + 4 * p);
+        for (int q = 0; q < 2; q++) acc[p][q] = vfmaq_f32(acc[p][q], mv[q], mw);
+    }
+}
+
+// out[act row][weight row] from the lanes (activation row 2q + i, weight row 2p + j at lane 2i + j).
+static inline void store_out(float32x4_t acc[4][2], float out[4][8]) {
+    for (int q = 0; q < 2; q++)
+        for (int p = 0; p < 4; p++) {
+            vst1_f32(&out[2 * q][2 * p], vget_low_f32(acc[p][q]));
+            vst1_f32(&out[2 * q + 1][2 * p], vget_high_f32(acc[p][q]));
+        }
+}
+
 // Weight pairs p0..p0+3 x activation rows j0..j0+3 of group g, all columns: out[act row][weight row].
 static inline __attribute__((always_inline)) void tile_i8mm(const gemm_ctx *c, const wpanel_i8 *wp, int p0, int64_t g,
                                                             int j0, float out[4][8], const int unit,
@@ -139,21 +160,9 @@ static inline __attribute__((always_inline)) void tile_i8mm(const gemm_ctx *c, c
             for (int q = 0; q < 2; q++) acc[p][q] = vfmaq_f32(acc[p][q], vmulq_f32(vcvtq_f32_s32(is[p][q]), dv[q]), sv);
         }
         if (has_min)
-            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
-                const float32x4_t m4 = vld1q_f32(a[mu * min_unit / 32].m[mu * min_unit % 32 / 16] + j0);
-                const float32x4_t mv[2] = { vzip1q_f32(m4, m4), vzip2q_f32(m4, m4) };
-                const float *mp = wp->min + (mu * LP_I8_PAIRS + p0) * 4;
-                for (int p = 0; p < 4; p++) {
-                    const float32x4_t mw = vld1q_f32(mp + 4 * p);
-                    for (int q = 0; q < 2; q++) acc[p][q] = vfmaq_f32(acc[p][q], mv[q], mw);
-                }
-            }
+            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) min_step(a, wp, mu, min_unit, p0, j0, acc);
     }
-    for (int q = 0; q < 2; q++)
-        for (int p = 0; p < 4; p++) {
-            vst1_f32(&out[2 * q][2 * p], vget_low_f32(acc[p][q]));
-            vst1_f32(&out[2 * q + 1][2 * p], vget_high_f32(acc[p][q]));
-        }
+    store_out(acc, out);
 }
 
 // The tile of the sub-scaled K-quants: each sub-block's SMMLA sums times the weight rows'
@@ -166,15 +175,7 @@ static inline __attribute__((always_inline)) void tile_i8mm_sub(const gemm_ctx *
     const int steps = sub / 8, per_blk = 32 / sub, per_unit = QK_K / sub;
     float32x4_t acc[4][2];
     for (int p = 0; p < 4; p++) acc[p][0] = acc[p][1] = vdupq_n_f32(0.0f);
-    for (int64_t mu = 0; has_min && mu < c->min_units; mu++) {
-        const float32x4_t m4 = vld1q_f32(a[mu * min_unit / 32].m[mu * min_unit % 32 / 16] + j0);
-        const float32x4_t mv[2] = { vzip1q_f32(m4, m4), vzip2q_f32(m4, m4) };
-        const float *mp = wp->min + (mu * LP_I8_PAIRS + p0) * 4;
-        for (int p = 0; p < 4; p++) {
-            const float32x4_t mw = vld1q_f32(mp + 4 * p);
-            for (int q = 0; q < 2; q++) acc[p][q] = vfmaq_f32(acc[p][q], mv[q], mw);
-        }
-    }
+    for (int64_t mu = 0; has_min && mu < c->min_units; mu++) min_step(a, wp, mu, min_unit, p0, j0, acc);
     for (int64_t u = 0; u < c->units; u++) {
         int32x4_t is[4][2];
         for (int p = 0; p < 4; p++) is[p][0] = is[p][1] = vdupq_n_s32(0);
@@ -207,11 +208,7 @@ static inline __attribute__((always_inline)) void tile_i8mm_sub(const gemm_ctx *
             for (int q = 0; q < 2; q++) acc[p][q] = vfmaq_f32(acc[p][q], vmulq_f32(vcvtq_f32_s32(is[p][q]), dv[q]), sv);
         }
     }
-    for (int q = 0; q < 2; q++)
-        for (int p = 0; p < 4; p++) {
-            vst1_f32(&out[2 * q][2 * p], vget_low_f32(acc[p][q]));
-            vst1_f32(&out[2 * q + 1][2 * p], vget_high_f32(acc[p][q]));
-        }
+    store_out(acc, out);
 }
 
 // The tile for every (unit, min unit) combination of the types, each compiled with constants.
