@@ -147,12 +147,14 @@ typedef void (*lp_vec_dot_4weights_fn)(int n, float *restrict s, const void *res
 
 // Weights as int8 for the batched product of prompt processing (gemm.c): n
 // elements of one row to int8 quants q, a float scale per unit of s8_unit (16, 32
-// or 256) elements and a float min per unit of s8_min_unit: element k =
-// scale[k / s8_unit] * q[k] + min[k / s8_min_unit]. Types without mins leave min
-// untouched. The scales and mins are exact products of the block's fields, so the
-// integer dot products are the ones vec_dot computes.
+// or 256) elements, an integer sub-scale per s8_sub elements (types with s8_sub > 0)
+// and a float min per unit of s8_min_unit: element k =
+// scale[k / s8_unit] * sub[k / s8_sub] * q[k] + min[k / s8_min_unit]. Types without
+// mins leave min untouched, types without sub-scales sub. The scales and mins are
+// exact products of the block's fields, so the integer dot products are the ones
+// vec_dot computes.
 typedef void (*lp_to_s8_fn)(const void *restrict x, int8_t *restrict q, float *restrict scale,
-                            float *restrict min, int64_t n);
+                            int16_t *restrict sub, float *restrict min, int64_t n);
 
 typedef struct {
     const char *name;
@@ -173,6 +175,7 @@ typedef struct {
                                          // NULL for an ISA: the reference serves it
     int s8_unit, s8_min;                 // to_s8's unit of scales (columns); 1 when it writes mins
     int s8_min_unit;                     // its unit of mins (columns; divides s8_unit)
+    int s8_sub;                          // its unit of integer sub-scales (columns; 0: none)
     lp_from_float_fn quantize;           // weight quantizer (quantize_*.c): llama.cpp's reference
                                          // bytes; NULL for a type no model file is written in
 } lp_type_traits;
@@ -205,7 +208,7 @@ const lp_type_traits *lp_traits(int type);
     void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y, \
                                       size_t by, int nr);
 #define LP_DECLARE_TO_S8(T, t) \
-    void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
+    void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);
 #define LP_DECLARE_QUANTIZE(T, t)                                                      \
     void lp_quantize_##t##_ref(const float *restrict x, void *restrict y, int64_t n);  \
@@ -234,10 +237,10 @@ LP_DECLARE_DOTS_ON(q4_K, avx512) LP_DECLARE_DOTS_ON(q5_K, avx512) LP_DECLARE_DOT
 LP_DECLARE_DOTS_ON(q4_0, dotprod) LP_DECLARE_DOTS_ON(q4_1, dotprod) LP_DECLARE_DOTS_ON(q5_0, dotprod)
 LP_DECLARE_DOTS_ON(q5_1, dotprod) LP_DECLARE_DOTS_ON(q8_0, dotprod) LP_DECLARE_DOTS_ON(q4_K, dotprod)
 LP_DECLARE_DOTS_ON(q5_K, dotprod) LP_DECLARE_DOTS_ON(q6_K, dotprod)
-void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
-void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
-void lp_q4_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
-void lp_q5_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, float *restrict min, int64_t n);
+void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
+void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
+void lp_q4_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
+void lp_q5_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
 #define LP_DECLARE_QUANTIZE_WEIGHTS(T, t) void lp_quantize_weights_##t(const float *restrict x, void *restrict y, int64_t n);

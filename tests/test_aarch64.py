@@ -121,7 +121,6 @@ def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
 # (rows, cols, n): odd weight and activation row counts, partial tiles, cols a multiple of 256 and not
 GEMM_SHAPES = [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 67), (19, 416, 24)]
 EXTREME_FILLS = [0x00, 0x7F, 0x80, 0xFF]  # every quant at an end of its range (Q8_0: -128, 127)
-AVX2_ROW_DOT_TYPES = {"Q3_K"}  # x86 AVX2 keeps its row dots for these (csrc/engine/gemm.c)
 
 
 def _gemm_cases(rng: np.random.Generator):
@@ -163,9 +162,8 @@ def test_i8mm_batched_product_has_the_x86_batched_products_bits(tools, tmp_path)
             ref = {}
             try:
                 for isa in x86_isas:
-                    if not (isa == "avx2" and label.split()[0] in AVX2_ROW_DOT_TYPES):
-                        kernels.set_isa(isa)
-                        ref[isa] = kernels.matmul(t, x, n_threads=2)
+                    kernels.set_isa(isa)
+                    ref[isa] = kernels.matmul(t, x, n_threads=2)
             finally:
                 kernels.set_isa(kernels.best_isa())
             assert ref, label

@@ -239,7 +239,6 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
 
 QUANT_TYPES = list(quant_types.QUANT_TYPES)
 BATCHED_ISAS = [i for i in ("avx2", "avx512", "i8mm") if i in ISAS]  # instruction sets with a batched product
-AVX2_ROW_DOT_TYPES = {"Q3_K"}  # AVX2 keeps its row dots (as fast: see gemm.c)
 
 
 def _row_by_row(t: kernels.RawTensor, x: np.ndarray) -> np.ndarray:
@@ -268,9 +267,6 @@ def test_batched_product_matches_row_dots(name: str) -> None:
                 for threads in (1, 2, 3):
                     got = kernels.matmul(t, x, n_threads=threads)
                     assert (np.abs(got - want) <= tol).all(), f"{name} {isa} {rows}x{cols} n={n} threads={threads}"
-                if isa == "avx2" and name in AVX2_ROW_DOT_TYPES:
-                    np.testing.assert_array_equal(got, want, err_msg=f"{name} {isa}: the row dots")
-                    continue
                 # it is a different summation, so it was the batched product that ran
                 assert not np.array_equal(got, want), f"{name} {isa}: the row dots' exact bits"
                 batched[isa] = got
@@ -300,22 +296,58 @@ def test_batched_product_at_quant_extremes(name: str) -> None:
     x = signs.astype(np.float32)
     x[-1] *= rng.uniform(0.5, 1.0, cols).astype(np.float32)  # one row not at the extremes
     for fill in EXTREME_FILLS:
-        t = filled_tensor(qtype, rows, cols, fill, rng)
-        w = oracle_dequantize(t)
-        want64 = x.astype(np.float64) @ w.astype(np.float64).T
-        bound = _activation_error_bound(qtype, t, w, x)
-        for isa in BATCHED_ISAS:
-            kernels.set_isa(isa)
-            try:
-                want = _row_by_row(t, x)
-                tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
-                for threads in (1, 3):
-                    got = kernels.matmul(t, x, n_threads=threads)
-                    msg = f"{name} fill {fill:#04x} {isa} threads={threads}"
-                    assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
-                    assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
-            finally:
-                kernels.set_isa(kernels.best_isa())
+        _assert_batched_near(filled_tensor(qtype, rows, cols, fill, rng), x, f"{name} fill {fill:#04x}")
+
+
+def _assert_batched_near(t: kernels.RawTensor, x: np.ndarray, label: str) -> None:
+    """On every ISA with a batched product, 1 and 3 threads: within float-order tolerance of
+    that ISA's row dots, and within the activation rounding bound of float64."""
+    w = oracle_dequantize(t)
+    want64 = x.astype(np.float64) @ w.astype(np.float64).T
+    bound = _activation_error_bound(t.type, t, w, x)
+    for isa in BATCHED_ISAS:
+        kernels.set_isa(isa)
+        try:
+            want = _row_by_row(t, x)
+            tol = 1e-5 * np.abs(want).max(axis=1, keepdims=True) + 1e-30
+            for threads in (1, 3):
+                got = kernels.matmul(t, x, n_threads=threads)
+                msg = f"{label} {isa} threads={threads}"
+                assert (np.abs(got - want) <= tol).all(), msg + ": against the row dots"
+                assert (np.abs(got - want64) <= bound).all(), msg + ": against float64"
+        finally:
+            kernels.set_isa(kernels.best_isa())
+
+
+# The K-quants' bytes of group scales (block layouts of gguf; the rest but the fp16 fields
+# are quant bits): blocks whose quants sit at one end of their range, group scales at one
+# end of theirs.
+K_SCALE_BYTES = {"Q2_K": (0, 16), "Q3_K": (96, 108), "Q4_K": (4, 16), "Q5_K": (4, 16), "Q6_K": (192, 208)}
+# 0x00 / 0xFF: every quant field at its low / high end (Q3_K -4 / 3, Q6_K -32 / 31); scales
+# 0x00 / 0xFF (Q3_K: -32 / 31), 0x7F / 0x80 (Q6_K's int8: 127 / -128), 0x0F (Q2_K: scale 15, min 0).
+K_SCALE_FILLS = [0x00, 0xFF, 0x7F, 0x80, 0x0F]
+
+
+@pytest.mark.skipif(not BATCHED_ISAS, reason="no instruction set here has a batched product")
+@pytest.mark.parametrize("name", list(K_SCALE_BYTES))
+def test_batched_product_at_sub_scale_extremes(name: str) -> None:
+    """The K-quants' group scales are applied in integers (int16 sums times the scale on
+    AVX2, int32 on AVX-512, folded into the quants where the product fits a byte): quants at
+    either end of their range times group scales at either end of theirs, against activations
+    at +-127, the largest sums the block formats allow, must neither saturate nor wrap.
+    Against the row dots (float order apart) and float64, on every ISA with a batched product."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    info = kernels.type_info(qtype)
+    lo, hi = K_SCALE_BYTES[name]
+    rows, cols, n = 21, 768, 33
+    rng = np.random.default_rng(37)
+    x = rng.choice([-1.0, 1.0], (n, cols)).astype(np.float32)
+    x[0], x[1] = 1.0, -1.0
+    for qfill in (0x00, 0xFF):
+        for sfill in K_SCALE_FILLS:
+            t = filled_tensor(qtype, rows, cols, qfill, rng)
+            t.data.reshape(-1, info.type_size)[:, lo:hi] = sfill
+            _assert_batched_near(t, x, f"{name} quants {qfill:#04x} scales {sfill:#04x}")
 
 
 @pytest.mark.parametrize("n", [1, 5, 20])

@@ -1,5 +1,6 @@
 // gemm.h — what the batched products of prompt processing share: gemm.c (the activation
-// panels, the x86 tiles, the entry points) and gemm_i8mm.c (the aarch64 SMMLA tile).
+// panels, the AVX-512 tiles, the entry points), gemm_avx2.c (the AVX2 tiles) and
+// gemm_i8mm.c (the aarch64 SMMLA tile).
 #pragma once
 #include "simd.h"
 
@@ -20,10 +21,14 @@ _Static_assert(sizeof(act_block) == 704, "act_block size");
 
 static inline int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
 
+enum { SUB_NONE, SUB_FOLD, SUB_MULLD };
+
 typedef struct {
     const lp_type_traits *t;
     const uint8_t *w;
     int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
+    int64_t subs;          // integer sub-scales a row (cols / s8_sub; 0: the type has none)
+    int sub_way, sub_part, sub_neg;  // AVX-512: how the tile applies them (gemm.c, sub_way)
     const uint8_t *xq;
     int64_t xq_row_bytes;
     int isa;               // LP_ISA_AVX512, LP_ISA_AVX2 or LP_ISA_I8MM: which tile
@@ -32,6 +37,30 @@ typedef struct {
     int64_t wpanel_bytes;
     float *y;
 } gemm_ctx;
+
+// A chunk's decoded weight rows on x86 (LP_G_RT rows; row r of each at r * its row length).
+typedef struct {
+    const int8_t *q;      // (LP_G_RT, cols)
+    const float *scale;   // (LP_G_RT, units)
+    const int32_t *corr;  // (LP_G_RT, corr_stride(c)): -128 * the sum of each unit's quants
+                          // (times their sub-scales, where the type has them)
+    const float *min;     // (LP_G_RT, min_units)
+    const int32_t *sub;   // (LP_G_RT, subs): the sub-scales as the ISA's tile takes them
+} wpanel;
+
+static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units ? c->subs : c->units; }
+
+// The float steps of an output, the same on every ISA (so all give the same bits), from
+// acc = 0: the K-quants (sub-scaled: one unit a super-block) first make their min terms,
+// acc = fma(m_act, min, acc) for each min unit, then acc = fma(float(isum) * d_act, scale,
+// acc) for each unit; the legacy types (units of 32) make for each unit the scale step,
+// then its min step where the type has mins.
+
+// AVX2 (gemm_avx2.c): the tiles of one chunk, every activation group, its nr rows; the
+// range of its decoded quants [lo, hi] picks how VPMADDUBSW is fed. And the per-unit
+// corrections of one decoded row (unit columns each), its range folded into [*lo, *hi].
+void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn);
+void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
 
 // The I8MM product (gemm_i8mm.c): a thread's scratch, and one chunk of LP_G_RT weight rows
 // against every activation row (an lp_chunk_fn on a gemm_ctx).

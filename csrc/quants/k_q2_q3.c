@@ -53,40 +53,41 @@ void lp_q3_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
     }
 }
 
-// As int8 quants with the group scale multiplied in, and one float scale per
-// super-block (the batched product then sums a whole super-block in integers):
-// Q2_K q * sc in 0..45 with scale d, and a float min per group of 16, -(dmin * m),
-// exact in float; Q3_K -(q * sc) in -128..124 (q * sc reaches 128) with scale -d.
-void lp_q2_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+// As int8 quants, the group scales as integer sub-scales (the batched product sums a
+// whole super-block in integers, as vec_dot does) and one float scale per super-block:
+// Q2_K q in 0..3, sub-scale sc in 0..15, scale d, a float min per group of 16,
+// -(dmin * m), exact in float; Q3_K q in -4..3, sub-scale sc - 32 in -32..31, scale d.
+void lp_q2_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q2_K *restrict x = vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         const float dmin = lp_half_to_float(x[i].dmin);
         scale[i] = lp_half_to_float(x[i].d);
-        for (int g = 0; g < QK_K / 16; g++) min[16 * i + g] = -(dmin * (float)(x[i].scales[g] >> 4));
-        // group g = 8h + 2j + l / 16 is field j of bytes 32h + l (loops of 16 with one scale vectorize)
+        for (int g = 0; g < QK_K / 16; g++) {
+            min[16 * i + g] = -(dmin * (float)(x[i].scales[g] >> 4));
+            sub[16 * i + g] = (int16_t)(x[i].scales[g] & 0x0f);
+        }
+        // group g = 8h + 2j + l / 16 is field j of bytes 32h + l
         for (int g = 0; g < QK_K / 16; g++, q += 16) {
             const uint8_t *qs = x[i].qs + 32 * (g / 8) + 16 * (g % 2);
-            const int shift = 2 * (g / 2 % 4), sc = x[i].scales[g] & 0x0f;
-            for (int l = 0; l < 16; l++) q[l] = (int8_t)(((qs[l] >> shift) & 3) * sc);
+            const int shift = 2 * (g / 2 % 4);
+            for (int l = 0; l < 16; l++) q[l] = (int8_t)((qs[l] >> shift) & 3);
         }
     }
 }
 
-void lp_q3_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+void lp_q3_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q3_K *restrict x = vx;
     (void)min;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        scale[i] = -lp_half_to_float(x[i].d);
+        scale[i] = lp_half_to_float(x[i].d);
         // group g = 8h + 2j + l / 16: field j of bytes 32h + l, high bit 4h + j of hmask[l]
         for (int g = 0; g < QK_K / 16; g++, q += 16) {
             const uint8_t *qs = x[i].qs + 32 * (g / 8) + 16 * (g % 2), *hm = x[i].hmask + 16 * (g % 2);
-            const int shift = 2 * (g / 2 % 4), k = g / 2, sc = lp_q3_K_scale(x[i].scales, g);
-            for (int l = 0; l < 16; l++) {
-                const int v = ((qs[l] >> shift) & 3) + 4 * ((hm[l] >> k) & 1) - 4;
-                q[l] = (int8_t)(-v * sc);
-            }
+            const int shift = 2 * (g / 2 % 4), k = g / 2;
+            sub[16 * i + g] = (int16_t)lp_q3_K_scale(x[i].scales, g);
+            for (int l = 0; l < 16; l++) q[l] = (int8_t)(((qs[l] >> shift) & 3) + 4 * ((hm[l] >> k) & 1) - 4);
         }
     }
 }
@@ -296,48 +297,35 @@ K_INLINE void q3_K_rows_avx2(int n, float *restrict s, size_t bs, const void *re
 }
 K_ROWS_DOTS(q3_K, avx2)
 
-// to_s8 on AVX2 (what the batched product runs on): each byte's quant looked up in a
-// table of its group's scale times 0..7, one table per 128-bit lane (a group),
-// made with VPMULLW from the word scale pair and packed to bytes.
-static inline __m256i k_times_table(__m256i scale_pair, __m256i multipliers) {
-    const __m256i w = _mm256_mullo_epi16(scale_pair, multipliers);
-    return _mm256_packs_epi16(w, w);  // entry e of each lane: e * scale (|e * scale| <= 128, see the callers)
-}
-
-void lp_q2_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                        int64_t n) {
+// to_s8 on AVX2 (what the batched product runs on): the reference's bytes, 32 quants a step.
+void lp_q2_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                        float *restrict min, int64_t n) {
     const block_q2_K *restrict x = vx;
     const __m256i m3 = _mm256_set1_epi8(3);
-    const __m256i mult = _mm256_broadcastsi128_si256(_mm_setr_epi16(0, 1, 2, 3, 0, 0, 0, 0));  // q * sc <= 45
     for (int64_t i = 0; i < n / QK_K; i++, q += QK_K) {
         const float dmin = lp_half_to_float_f16c(x[i].dmin);
         scale[i] = lp_half_to_float_f16c(x[i].d);
         for (int g = 0; g < QK_K / 16; g++) min[16 * i + g] = -(dmin * (float)(x[i].scales[g] >> 4));
-        const __m256i sc = _mm256_broadcastsi128_si256(_mm_and_si128(_mm_loadu_si128((const __m128i *)x[i].scales),
-                                                                      _mm_set1_epi8(0x0f)));
+        const __m128i sc = _mm_and_si128(_mm_loadu_si128((const __m128i *)x[i].scales), _mm_set1_epi8(0x0f));
+        _mm256_storeu_si256((__m256i *)(sub + 16 * i), _mm256_cvtepu8_epi16(sc));
         for (int h = 0; h < 2; h++) {
             const __m256i b = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
-            for (int j = 0; j < 4; j++) {
-                const __m256i qj = _mm256_and_si256(_mm256_srli_epi16(b, 2 * j), m3);
-                const __m256i tab = k_times_table(lp_q2_K_scale_pair(sc, 4 * h + j), mult);
-                _mm256_storeu_si256((__m256i *)(q + 128 * h + 32 * j), _mm256_shuffle_epi8(tab, qj));
-            }
+            for (int j = 0; j < 4; j++)
+                _mm256_storeu_si256((__m256i *)(q + 128 * h + 32 * j), _mm256_and_si256(_mm256_srli_epi16(b, 2 * j), m3));
         }
     }
 }
 
-// Q3_K: u = q + 4 in 0..7 looks up (4 - u) * sc = -(q * sc), -128..124.
-void lp_q3_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                        int64_t n) {
+// Q3_K: u = q + 4 = low | (high bit << 2) in 0..7, less 4.
+void lp_q3_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                        float *restrict min, int64_t n) {
     const block_q3_K *restrict x = vx;
     const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    const __m256i mult = _mm256_broadcastsi128_si256(_mm_setr_epi16(4, 3, 2, 1, 0, -1, -2, -3));
     (void)min;
     for (int64_t i = 0; i < n / QK_K; i++, q += QK_K) {
-        scale[i] = -lp_half_to_float_f16c(x[i].d);
-        const __m256i sc16 = lp_q3_K_scales16(x[i].scales);
+        scale[i] = lp_half_to_float_f16c(x[i].d);
+        _mm256_storeu_si256((__m256i *)(sub + 16 * i), lp_q3_K_scales16(x[i].scales));
         const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
-        const __m256i half_sc[2] = {_mm256_permute4x64_epi64(sc16, 0x44), _mm256_permute4x64_epi64(sc16, 0xee)};
         for (int h = 0; h < 2; h++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
             for (int j = 0; j < 4; j++) {
@@ -345,8 +333,7 @@ void lp_q3_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
                 const __m256i hb = k < 2 ? _mm256_slli_epi16(hm, 2 - k) : _mm256_srli_epi16(hm, k - 2);
                 const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3),
                                                   _mm256_and_si256(hb, m4));
-                const __m256i tab = k_times_table(lp_q3_K_scale_pair(half_sc[h], j), mult);
-                _mm256_storeu_si256((__m256i *)(q + 128 * h + 32 * j), _mm256_shuffle_epi8(tab, u));
+                _mm256_storeu_si256((__m256i *)(q + 128 * h + 32 * j), _mm256_sub_epi8(u, m4));
             }
         }
     }

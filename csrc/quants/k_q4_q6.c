@@ -108,45 +108,48 @@ void lp_q6_K_to_float(const void *restrict vx, float *restrict y, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------
-// As int8 quants with float scales (and mins) per group, for the batched product.
-// The products d * sc and dmin * m are exact in float (11-bit times 6- or 8-bit).
+// As int8 quants for the batched product: the 6- or 8-bit group scales as integer
+// sub-scales, one float scale d per super-block and (Q4_K, Q5_K) a float min per group.
+// The products dmin * m are exact in float (11-bit times 6-bit).
 
-static inline void k4_to_s8(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, float *min) {
-    const float d = lp_half_to_float(hd), dmin = lp_half_to_float(hdmin);
+static inline void k4_to_s8(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, int16_t *sub,
+                            float *min) {
+    const float dmin = lp_half_to_float(hdmin);
     uint8_t sm[16];
     k4_scale_min(scales, sm);
+    *scale = lp_half_to_float(hd);
     for (int j = 0; j < 8; j++) {
-        scale[j] = d * (float)sm[j];
+        sub[j] = sm[j];
         min[j] = -(dmin * (float)sm[8 + j]);
     }
 }
 
-void lp_q4_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+void lp_q4_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q4_K *restrict x = vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_unpack(x[i].qs, NULL, (uint8_t *)q + QK_K * i);  // quants < 16: the same as int8
-        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
     }
 }
 
-void lp_q5_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+void lp_q5_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q5_K *restrict x = vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_unpack(x[i].qs, x[i].qh, (uint8_t *)q + QK_K * i);  // quants < 32
-        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+        k4_to_s8(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
     }
 }
 
-void lp_q6_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+void lp_q6_K_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q6_K *restrict x = vx;
     (void)min;
     for (int64_t i = 0; i < n / QK_K; i++) {
         q6_K_unpack(&x[i], q + QK_K * i);
-        const float d = lp_half_to_float(x[i].d);
-        for (int g = 0; g < QK_K / 16; g++) scale[16 * i + g] = d * (float)x[i].scales[g];
+        scale[i] = lp_half_to_float(x[i].d);
+        for (int g = 0; g < QK_K / 16; g++) sub[16 * i + g] = x[i].scales[g];
     }
 }
 
@@ -251,12 +254,13 @@ static inline __m256i k4_mins_twice_avx2(__m128i sm) {
 
 // to_s8 on x86 (the batched product's decoder): the bytes and floats of lp_q4_K_to_s8 and
 // lp_q5_K_to_s8, 32 quants a step and a block's 16 factors at once (the same products).
-static inline void k4_to_s8_avx2(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, float *min) {
+static inline void k4_to_s8_avx2(lp_half hd, lp_half hdmin, const uint8_t *scales, float *scale, int16_t *sub,
+                                 float *min) {
     const __m128i sm = k4_scale_min_avx2(scales);
-    const __m256 d = _mm256_set1_ps(lp_half_to_float(hd)), dmin = _mm256_set1_ps(lp_half_to_float(hdmin));
-    const __m256 sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+    const __m256 dmin = _mm256_set1_ps(lp_half_to_float(hdmin));
     const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
-    _mm256_storeu_ps(scale, _mm256_mul_ps(d, sc));
+    *scale = lp_half_to_float(hd);
+    _mm_storeu_si128((__m128i *)sub, _mm_cvtepu8_epi16(sm));
     _mm256_storeu_ps(min, _mm256_xor_ps(_mm256_mul_ps(dmin, m), _mm256_set1_ps(-0.0f)));  // -(dmin * m)
 }
 
@@ -276,21 +280,21 @@ static inline void k4_unpack_avx2(const uint8_t *qs, const uint8_t *qh, int8_t *
     }
 }
 
-void lp_q4_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                        int64_t n) {
+void lp_q4_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                        float *restrict min, int64_t n) {
     const block_q4_K *restrict x = vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_unpack_avx2(x[i].qs, NULL, q + QK_K * i);
-        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
     }
 }
 
-void lp_q5_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                        int64_t n) {
+void lp_q5_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                        float *restrict min, int64_t n) {
     const block_q5_K *restrict x = vx;
     for (int64_t i = 0; i < n / QK_K; i++) {
         k4_unpack_avx2(x[i].qs, x[i].qh, q + QK_K * i);
-        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + 8 * i, min + 8 * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
     }
 }
 

@@ -73,10 +73,10 @@ void lp_q5_1_to_float(const void *restrict vx, float *restrict y, int64_t n) {
 // OFFSET is taken off, MIN(block, i) stores the min where the type has one.
 #define LP_LEGACY_TO_S8(t, UNPACK, OFFSET, MIN)                                                  \
     void lp_##t##_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale,       \
-                        float *restrict min, int64_t n) {                                          \
+                        int16_t *restrict sub, float *restrict min, int64_t n) {                   \
         const block_##t *restrict x = vx;                                                          \
         int u[32];                                                                                 \
-        (void)min;                                                                                 \
+        (void)min, (void)sub;                                                                      \
         for (int64_t i = 0; i < n / 32; i++) {                                                     \
             UNPACK(x[i], u);                                                                       \
             for (int j = 0; j < 32; j++) q[32 * i + j] = (int8_t)(u[j] - (OFFSET));                \

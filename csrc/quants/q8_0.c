@@ -10,10 +10,10 @@ void lp_q8_0_to_float(const void *restrict vx, float *restrict y, int64_t n) {
     }
 }
 
-void lp_q8_0_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, float *restrict min,
-                   int64_t n) {
+void lp_q8_0_to_s8(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                   float *restrict min, int64_t n) {
     const block_q8_0 *restrict x = vx;
-    (void)min;
+    (void)min, (void)sub;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         memcpy(q + QK8_0 * i, x[i].qs, QK8_0);
         scale[i] = lp_half_to_float(x[i].d);

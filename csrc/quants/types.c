@@ -38,16 +38,15 @@
 #define LP_DOTS(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, LP_AVX2(lp_vec_dot_##t##_avx2) LP_NEON_DOT(t, vec_dot) }, \
                    .vec_dot_4acts = { LP_AVX2(lp_vec_dot_4acts_##t##_avx2) LP_NEON_DOT(t, vec_dot_4acts) }
 #define LP_S8(t, unit, min) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8 }, .s8_unit = unit, .s8_min = min, .s8_min_unit = unit
-// Q2_K and Q3_K: an AVX2 decoder as well (the batched product runs on AVX2 and AVX-512 only)
+// The K-quants: a float scale per super-block, integer sub-scales per group of `sub`
+// columns, mins (where the type has them) per group; an AVX2 decoder where one pays.
 #if LP_X86
 #define LP_S8_LOW(t) [LP_ISA_AVX2] = lp_##t##_to_s8_avx2, [LP_ISA_AVX512] = lp_##t##_to_s8_avx2
 #else
 #define LP_S8_LOW(t)
 #endif
-// Q4_K and Q5_K: an AVX2 decoder as well, units of 32 with mins
-#define LP_S8_K4(t) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, LP_S8_LOW(t) }, .s8_unit = 32, .s8_min = 1, .s8_min_unit = 32
-#define LP_S8_K_LOW(t, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, LP_S8_LOW(t) }, .s8_unit = QK_K, \
-                                      .s8_min = min, .s8_min_unit = min_unit
+#define LP_S8_K(t, low, sub, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, low }, .s8_unit = QK_K, \
+                                            .s8_min = min, .s8_min_unit = min_unit, .s8_sub = sub
 // Types with an AVX-512 vec_dot of their own: vec_dot_rows there (several activation rows),
 // no vec_dot_4acts.
 // vec_dot_4weights reads four rows side by side, four streams the prefetchers serve worse
@@ -90,11 +89,11 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_Q5_1] = { "q5_1", QK5_1, sizeof(block_q5_1), LP_Q8_1, 2, {0, 2}, lp_q5_1_to_float, {0}, LP_DOTS512(q5_1, 2048), LP_S8(q5_1, 32, 1), LP_WQ(q5_1) },
     [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512(q8_0, 1536), LP_S8(q8_0, 32, 0), LP_WQ(q8_0) },
     [LP_Q8_1] = { "q8_1", QK8_1, sizeof(block_q8_1), LP_Q8_1, 2, {0, 2}, lp_q8_1_to_float, LP_QUANTS(q8_1), {0} },
-    [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K_LOW(q2_K, 1, 16), LP_WQ(q2_K) },
-    [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K_LOW(q3_K, 0, QK_K), LP_WQ(q3_K) },
-    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8_K4(q4_K), LP_WQ(q4_K) },
-    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8_K4(q5_K), LP_WQ(q5_K) },
-    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8(q6_K, 16, 0), LP_WQ(q6_K) },
+    [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K(q2_K, LP_S8_LOW(q2_K), 16, 1, 16), LP_WQ(q2_K) },
+    [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K(q3_K, LP_S8_LOW(q3_K), 16, 0, QK_K), LP_WQ(q3_K) },
+    [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8_K(q4_K, LP_S8_LOW(q4_K), 32, 1, 32), LP_WQ(q4_K) },
+    [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8_K(q5_K, LP_S8_LOW(q5_K), 32, 1, 32), LP_WQ(q5_K) },
+    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8_K(q6_K, , 16, 0, QK_K), LP_WQ(q6_K) },
     [LP_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LP_Q8_K, 0, {0}, lp_q8_K_to_float, LP_QUANTS(q8_K), {0} },
 };
 

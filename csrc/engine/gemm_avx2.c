@@ -1,0 +1,397 @@
+// gemm_avx2.c — the AVX2 tiles of the batched product (gemm.c builds the panels and
+// decodes the weights; see there).
+#include "gemm.h"
+
+// ---------------------------------------------------------------------------
+// The AVX2 tile: LP_G2_R weight rows x one panel (16 activation rows, two vectors
+// of 8). AVX2 has no VPDPBUSD: VPMADDUBSW multiplies unsigned by signed bytes into
+// int16 pair sums, which SATURATE, then VPMADDWD with ones widens them to int32.
+// Each way of feeding it is exact only for some weight ranges, so a chunk picks
+// one from the range of its decoded quants (avx2_mode):
+//   S8_ACT_U8: activation + 128 (the panel as it is) x signed weight, the sum
+//              started at corr as on AVX-512; a pair is within 2 * 255 * |w|, so
+//              |w| <= 64.
+//   S8_W_U8:   weight (>= 0) x activation (a - 128 back to signed, or as it is on
+//              a signed panel); a pair is within 2 * 128 * w.
+//   S8_SIGN:   |w| x activation with w's sign: any int8 weight (w = -128 is 128
+//              as an unsigned byte), for activations in [-127, 127], which is what
+//              the quantizers make (the AVX2 row dots of Q8_0 rely on it too).
+// The pair sums of m steps (4 columns each) are added as int16 before VPMADDWD
+// when m times the pair bound stays within int16: |w| * m <= 64 (S8_ACT_U8) or
+// w * m <= 128 (S8_W_U8), m <= 8 (Q4_K: 8); S8_SIGN has m = 1.
+// The K-quants' sub-scales (s8_sub) cost nothing here: VPMADDWD takes the weight
+// row's sub-scale in place of the ones, widening and scaling at once (tile_avx2_sub).
+
+#define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
+enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
+
+#if LP_X86
+LP_AVX2_BEGIN
+static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                            int64_t g, const int mode, const int m,
+                                                            const int unit, const int has_min, const int min_unit,
+                                                            const int sgn) {
+    const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
+    const int mins_per_unit = unit / min_unit;
+    // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
+    const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
+    const int k_per_blk = unit < 32 ? unit / 4 : 8;  // steps of 4 columns of a unit in each of its blocks
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * min_units;
+    const int64_t cs = corr_stride(c);
+    const int32_t *wc = wp->corr + (int64_t)r0 * cs;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
+    for (int h = 0; h < units_per_blk; h++) {
+        const int64_t u = ub / blocks_per_unit * units_per_blk + h;
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++)
+            is[r][0] = is[r][1] = mode == S8_ACT_U8 ? _mm256_set1_epi32(wc[r * cs + u]) : _mm256_setzero_si256();
+        for (int64_t b = ub; b < ub + blocks_per_unit; b++)
+        for (int k0 = h * k_per_blk; k0 < (h + 1) * k_per_blk; k0 += m) {  // columns 32b + 4k ..
+            __m256i s16[LP_G2_R][2];
+            for (int k = k0; k < k0 + m; k++) {
+                __m256i av[2];
+                for (int v = 0; v < 2; v++) {
+                    av[v] = _mm256_load_si256((const __m256i *)a[b].q[k][8 * v]);
+                    if (mode != S8_ACT_U8 && !sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+                }
+                for (int r = 0; r < LP_G2_R; r++) {
+                    int32_t w4;
+                    memcpy(&w4, wq + r * cols + 32 * b + 4 * k, 4);
+                    const __m256i wv = _mm256_set1_epi32(w4);
+                    for (int v = 0; v < 2; v++) {
+                        const __m256i p = mode == S8_ACT_U8 ? _mm256_maddubs_epi16(av[v], wv)
+                                          : mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v])
+                                          : _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av[v], wv));
+                        s16[r][v] = k == k0 ? p : _mm256_add_epi16(s16[r][v], p);
+                        __asm__("" : "+x"(s16[r][v]));  // a chain: re-associated, the sums spill
+                    }
+                }
+            }
+            for (int r = 0; r < LP_G2_R; r++)
+                for (int v = 0; v < 2; v++) is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(s16[r][v], ones));
+        }
+        const act_block *a0 = &a[ub];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
+        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
+            for (int v = 0; v < 2; v++)
+                acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sv, acc[r][v]);
+        }
+        if (has_min)
+            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
+                const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
+                const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
+                for (int r = 0; r < LP_G2_R; r++) {
+                    const __m256 mw = _mm256_set1_ps(wm[r * min_units + mu]);
+                    for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(mv[v], mw, acc[r][v]);
+                }
+            }
+    }
+    // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
+    float lanes[LP_G2_R][LP_G_LANES];
+    for (int r = 0; r < LP_G2_R; r++) {
+        _mm256_storeu_ps(lanes[r], acc[r][0]);
+        _mm256_storeu_ps(lanes[r] + 8, acc[r][1]);
+    }
+    for (int l = 0; l < LP_G_LANES; l++) {
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = lanes[r][l];
+    }
+}
+
+// The AVX2 tile, written apart for the registers, for S8_W_U8 on a signed panel
+// (panel_signed) and S8_ACT_U8 on an unsigned one, units of 16 or 32 columns (mins, if
+// any, per unit): the same integers and float steps as tile_avx2. A unit's int16 sums
+// stay in registers over its steps (fully unrolled); the float sums (touched once a
+// unit) and, when m steps are fewer than a unit's, the int32 sums of its earlier steps
+// live in memory. tile_avx2's general loops kept the float sums in registers and
+// spilled the int16 ones.
+// One step of 4 columns (step kk of block ab, weights at w) of LP_G2_R weight rows x the
+// panel's two halves into the int16 sums s16 (first: they start here).
+static inline __attribute__((always_inline)) void s16_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
+                                                           const int mode, const int first,
+                                                           __m256i s16[LP_G2_R][2]) {
+    const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
+    const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[kk][8]);
+    for (int r = 0; r < LP_G2_R; r++) {
+        int32_t w4;
+        memcpy(&w4, w + r * cols, 4);
+        const __m256i wv = _mm256_set1_epi32(w4);
+        const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
+        const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
+        s16[r][0] = first ? p0 : _mm256_add_epi16(s16[r][0], p0);
+        s16[r][1] = first ? p1 : _mm256_add_epi16(s16[r][1], p1);
+        __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
+    }
+}
+
+static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int mode, const int m,
+                                                                 const int unit, const int has_min) {
+    const int64_t cols = c->cols, units = c->units;
+    const int steps = unit / 4, per_blk = 32 / unit;  // steps of 4 columns a unit; units a block
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * units;
+    const int64_t cs = corr_stride(c);
+    const int32_t *wc = wp->corr + (int64_t)r0 * cs;
+    const __m256i ones = _mm256_set1_epi16(1);
+    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
+    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = &accbuf[0][0];
+    int32_t *isp = &isbuf[0][0];
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
+    for (int64_t u = 0; u < c->nblk * per_blk; u++) {
+        const act_block *ab = &a[u / per_blk];
+        const int k0 = (int)(u % per_blk) * steps;  // the unit's first step in its block
+        const int8_t *w = wq + unit * u;
+        __m256i s16[LP_G2_R][2];
+#pragma GCC unroll 8
+        for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
+            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
+            if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
+                for (int r = 0; r < LP_G2_R; r++)
+                    for (int v = 0; v < 2; v++) {
+                        __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
+                        const __m256i t = _mm256_madd_epi16(s16[r][v], ones);
+                        _mm256_store_si256(ip, k < m ? t : _mm256_add_epi32(_mm256_load_si256(ip), t));
+                    }
+        }
+        const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
+            const __m256i cv = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * cs + u] : 0);
+            for (int v = 0; v < 2; v++) {
+                __m256i is = _mm256_madd_epi16(s16[r][v], ones);
+                if (m < steps) is = _mm256_add_epi32(is, _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                if (mode == S8_ACT_U8) is = _mm256_add_epi32(is, cv);  // the +128's correction
+                float *ap = acc + 16 * r + 8 * v;
+                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dv[v]), sv, _mm256_load_ps(ap)));
+            }
+        }
+        if (has_min) {
+            const float *am = ab->m[(u % per_blk) * unit / 16];
+            const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
+            for (int r = 0; r < LP_G2_R; r++) {
+                const __m256 mw = _mm256_set1_ps(wm[r * units + u]);
+                for (int v = 0; v < 2; v++) {
+                    float *ap = acc + 16 * r + 8 * v;
+                    _mm256_store_ps(ap, _mm256_fmadd_ps(mv[v], mw, _mm256_load_ps(ap)));
+                }
+            }
+        }
+    }
+    for (int l = 0; l < LP_G_LANES; l++) {  // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = acc[16 * r + l];
+    }
+}
+
+LP_AVX2_END
+#endif
+
+#if LP_X86
+LP_AVX2_BEGIN
+// Quants q[0..31]: their range folded into [vlo, vhi]; + 128 makes them unsigned, and VPSADBW
+// against zero sums each 8 of them: s[i] = the sum of quants 8i..8i+7, + 1024.
+static inline void sums_of_32(const int8_t *q, __m256i *vlo, __m256i *vhi, int64_t s[4]) {
+    const __m256i v = _mm256_loadu_si256((const __m256i *)q);
+    *vlo = _mm256_min_epi8(*vlo, v);
+    *vhi = _mm256_max_epi8(*vhi, v);
+    const __m256i u = _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80));
+    _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(u, _mm256_setzero_si256()));
+}
+
+// corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the row's
+// range folded into [*lo, *hi]; 32 quants a step (unit 16, 32 or a multiple of 32).
+void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi) {
+    __m256i vlo = _mm256_set1_epi8((char)*lo), vhi = _mm256_set1_epi8((char)*hi);
+    int64_t s[4];
+    if (unit == 16) {  // two units a step
+        for (int64_t b = 0; b < cols; b += 32, corr += 2) {
+            sums_of_32(q + b, &vlo, &vhi, s);
+            corr[0] = -128 * (int32_t)(s[0] + s[1] - 2048);
+            corr[1] = -128 * (int32_t)(s[2] + s[3] - 2048);
+        }
+    } else {  // unit / 32 steps a unit
+        for (int64_t b = 0; b < cols; corr++) {
+            int64_t sum = 0;
+            for (int k = 0; k < unit; k += 32, b += 32) {
+                sums_of_32(q + b, &vlo, &vhi, s);
+                sum += s[0] + s[1] + s[2] + s[3] - 4096;
+            }
+            *corr = -128 * (int32_t)sum;
+        }
+    }
+    int8_t l[32], h[32];
+    _mm256_storeu_si256((__m256i *)l, vlo);
+    _mm256_storeu_si256((__m256i *)h, vhi);
+    for (int i = 0; i < 32; i++) {
+        *lo = l[i] < *lo ? l[i] : *lo;
+        *hi = h[i] > *hi ? h[i] : *hi;
+    }
+}
+LP_AVX2_END
+#endif
+
+
+#if LP_X86
+LP_AVX2_BEGIN
+// y[act row][weight row] of a tile whose sums are in memory (acc: row r's 16 at 16 * r).
+static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, const float *acc) {
+    for (int l = 0; l < LP_G_LANES; l++) {
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = acc[16 * r + l];
+    }
+}
+
+// acc (LP_G2_R x 16, in memory) = the tile's min terms (gemm.h: the first float steps).
+static inline __attribute__((always_inline)) void min_terms_avx2(const gemm_ctx *c, const wpanel *wp, int r0,
+                                                                 int64_t g, const int min_unit, float *acc) {
+    const act_block *a = c->act + g * c->nblk;
+    const float *wm = wp->min + (int64_t)r0 * c->min_units;
+    __m256 s[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
+    for (int64_t mu = 0; mu < c->min_units; mu++) {
+        const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
+        const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 mw = _mm256_set1_ps(wm[r * c->min_units + mu]);
+            for (int v = 0; v < 2; v++) s[r][v] = _mm256_fmadd_ps(mv[v], mw, s[r][v]);
+        }
+    }
+    for (int r = 0; r < LP_G2_R; r++)
+        for (int v = 0; v < 2; v++) _mm256_store_ps(acc + 16 * r + 8 * v, s[r][v]);
+}
+
+// The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel. Each sub-block
+// (sub columns, steps of 4) sums its pair products in int16, m steps at a time, and
+// VPMADDWD against the row's sub-scale (as int16 pairs) widens them into the unit's
+// (super-block's) int32 sums; one float step a super-block. As in tile_avx2_unit, the
+// int16 sums stay in registers, the int32 and float sums live in memory.
+static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                int64_t g, const int mode, const int m, const int sub,
+                                                                const int has_min, const int min_unit) {
+    const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
+    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units;
+    const int32_t *wc = wp->corr + (int64_t)r0 * cs, *wsub = wp->sub + (int64_t)r0 * subs;
+    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
+    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = &accbuf[0][0];
+    int32_t *isp = &isbuf[0][0];
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, acc);
+    for (int64_t u = 0; u < units; u++) {
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256i start = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * cs + u] : 0);
+            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
+            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
+        }
+        for (int s = 0; s < per_unit; s++) {
+            const int64_t gi = u * per_unit + s;  // the sub-block in the row
+            const act_block *ab = &a[gi / per_blk];
+            const int k0 = (int)(gi % per_blk) * steps;  // its first step in its block
+            const int8_t *w = wq + sub * gi;
+            __m256i s16[LP_G2_R][2];
+#pragma GCC unroll 8
+            for (int k = 0; k < steps; k++) {  // columns sub * gi + 4k ..
+                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
+                if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
+                    for (int r = 0; r < LP_G2_R; r++) {
+                        const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
+                        for (int v = 0; v < 2; v++) {
+                            __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
+                            _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
+                        }
+                    }
+            }
+        }
+        const act_block *a0 = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
+        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+            for (int v = 0; v < 2; v++) {
+                const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                float *ap = acc + 16 * r + 8 * v;
+                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
+            }
+        }
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
+// The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
+static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
+    const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+#define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
+    if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
+        return tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU);
+    LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
+    LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
+    LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
+    LP_TILE_CASE(S8_W_U8, 8, 32, 1, 32)    // Q4_K
+    LP_TILE_CASE(S8_W_U8, 4, 32, 1, 32)    // Q5_K
+#undef LP_TILE_CASE
+    const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: the K-quants' bounds give the cases above
+    store_tile(c, r0, nr, g, zero);
+}
+
+// The tile for every (mode, m, unit, min unit) combination of the types without
+// sub-scales that avx2_mode can pick, each compiled with constants.
+static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m, int sgn) {
+    const int unit = c->t->s8_unit, has_min = c->t->s8_min;
+    if (c->subs) return tile_any_avx2_sub(c, wp, r0, nr, g, mode, m);
+    if (sgn) {  // Q4_1, Q5_1: unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
+        if (mode == S8_SIGN) return tile_avx2(c, wp, r0, nr, g, S8_SIGN, 1, 32, 1, 32, 1);
+        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 8, 32, 1);
+        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 4, 32, 1);
+        return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 2, 32, 1);
+    }
+    if (mode == S8_ACT_U8 && !has_min && unit == 32) {  // Q4_0, Q5_0, Q8_0
+        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 8, 32, 0);
+        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 4, 32, 0);
+        if (m == 2) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 2, 32, 0);
+    }
+#define LP_TILE_CASE(MODE, M) \
+    if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 0, 32, 0);
+    LP_TILE_CASE(S8_W_U8, 2) LP_TILE_CASE(S8_W_U8, 4) LP_TILE_CASE(S8_W_U8, 8) LP_TILE_CASE(S8_SIGN, 1)
+#undef LP_TILE_CASE
+}
+LP_AVX2_END
+#endif
+
+// How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
+// steps of int16 sums it adds (see the tile): at most a unit's (or sub-block's) steps,
+// `steps`. A signed panel (sgn) has no S8_ACT_U8.
+static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
+    const int mag = -lo > hi ? -lo : hi;
+    const int limit = lo >= 0 ? (hi ? 128 / hi : 8) : sgn ? 0 : 64 / mag;  // largest m the int16 sums allow
+    *mode = lo >= 0 ? S8_W_U8 : S8_ACT_U8;
+    *m = steps < 8 ? steps : 8;
+    while (*m > limit) *m /= 2;
+    if (*m < 2) *mode = S8_SIGN, *m = 1;
+}
+
+#if LP_X86
+void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn) {
+    int mode, m;
+    avx2_mode(lo, hi, (c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
+    for (int64_t g = 0; g < c->groups; g++)
+        for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
+            tile_any_avx2(c, wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m, sgn);
+}
+#endif
