@@ -241,6 +241,7 @@ void lp_q2_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restr
 void lp_q3_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 void lp_q4_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 void lp_q5_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
+void lp_q6_K_to_s8_avx2(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 LP_DECLARE_DOT512(q4_0) LP_DECLARE_DOT512(q4_1) LP_DECLARE_DOT512(q5_0) LP_DECLARE_DOT512(q5_1) LP_DECLARE_DOT512(q8_0)
 LP_FOR_ACT_TYPES(LP_DECLARE_QUANTIZE)
 #define LP_DECLARE_QUANTIZE_WEIGHTS(T, t) void lp_quantize_weights_##t(const float *restrict x, void *restrict y, int64_t n);

@@ -298,6 +298,31 @@ void lp_q5_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
     }
 }
 
+// Q6_K's decoder on x86: the bytes of lp_q6_K_to_s8, a half's 64 bytes of ql and 32 of qh
+// making its 128 quants 32 at a time (q6_K_unpack's layout).
+void lp_q6_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                        float *restrict min, int64_t n) {
+    const block_q6_K *restrict x = vx;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), two = _mm256_set1_epi8(0x03), off = _mm256_set1_epi8(32);
+    (void)min;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int8_t *o = q + QK_K * i;
+        for (int h = 0; h < 2; h++, o += 128) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h + 32));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
+            for (int k = 0; k < 4; k++) {  // quarter k: nibble k/2 of l(k%2), bits 2k, 2k+1 of qh
+                const __m256i l = k % 2 ? l1 : l0;
+                const __m256i lo = _mm256_and_si256(k < 2 ? l : _mm256_srli_epi16(l, 4), low4);
+                const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), two), 4);
+                _mm256_storeu_si256((__m256i *)(o + 32 * k), _mm256_sub_epi8(_mm256_or_si256(lo, hi), off));
+            }
+        }
+        scale[i] = lp_half_to_float(x[i].d);
+        _mm256_storeu_si256((__m256i *)(sub + 16 * i), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales)));
+    }
+}
+
 #define K_X86_ISA avx2
 #define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
 #define K_X86_KEEP(v) K_KEEP(v)

@@ -93,7 +93,7 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K(q3_K, LP_S8_LOW(q3_K), 16, 0, QK_K), LP_WQ(q3_K) },
     [LP_Q4_K] = { "q4_K", QK_K, sizeof(block_q4_K), LP_Q8_K, 2, {0, 2}, lp_q4_K_to_float, {0}, LP_DOTS_K512(q4_K), LP_S8_K(q4_K, LP_S8_LOW(q4_K), 32, 1, 32), LP_WQ(q4_K) },
     [LP_Q5_K] = { "q5_K", QK_K, sizeof(block_q5_K), LP_Q8_K, 2, {0, 2}, lp_q5_K_to_float, {0}, LP_DOTS_K512(q5_K), LP_S8_K(q5_K, LP_S8_LOW(q5_K), 32, 1, 32), LP_WQ(q5_K) },
-    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8_K(q6_K, , 16, 0, QK_K), LP_WQ(q6_K) },
+    [LP_Q6_K] = { "q6_K", QK_K, sizeof(block_q6_K), LP_Q8_K, 1, {208}, lp_q6_K_to_float, {0}, LP_DOTS_K512(q6_K), LP_S8_K(q6_K, LP_S8_LOW(q6_K), 16, 0, QK_K), LP_WQ(q6_K) },
     [LP_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LP_Q8_K, 0, {0}, lp_q8_K_to_float, LP_QUANTS(q8_K), {0} },
 };
 
