@@ -260,7 +260,7 @@ def test_the_outbox_delivers_a_steps_items_in_order_in_one_wake_up() -> None:
     a job whose event loop is gone is cancelled instead (the worker then drops it)."""
     import asyncio
 
-    from runtime.server.scheduler import _DONE, Job, Outbox
+    from runtime.server.jobs import DONE, Job, Outbox
 
     async def scenario() -> tuple[list[list[object]], int]:
         loop = asyncio.get_running_loop()
@@ -284,7 +284,7 @@ def test_the_outbox_delivers_a_steps_items_in_order_in_one_wake_up() -> None:
                     job._put(f"{j}:{i}")
             assert all(job._queue.empty() for job in jobs)  # nothing before the step ends
             for job in jobs:
-                job._put(_DONE)
+                job._put(DONE)
             outbox.flush()
 
         thread = threading.Thread(target=worker)

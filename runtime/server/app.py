@@ -38,7 +38,8 @@ from runtime.server.errors import APIError
 from runtime.server.native import NativeRoutes
 from runtime.server.openai import OpenAIRoutes
 from runtime.server.params import Defaults
-from runtime.server.scheduler import Scheduler, request_record
+from runtime.server.jobs import request_record
+from runtime.server.scheduler import Scheduler
 from runtime.server.tgi import TGIRoutes
 from runtime.server.utility import UtilityRoutes
 from runtime.tokenizer import TokenizerError

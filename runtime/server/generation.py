@@ -15,7 +15,8 @@ from runtime.decoding import Decoding
 from runtime.engine import Chunk, Engine, Stats
 from runtime.sampling import LLAMA_DEFAULT_SEED, SamplingParams
 from runtime.server.errors import APIError, bad_request
-from runtime.server.scheduler import Job, Scheduler
+from runtime.server.jobs import Job
+from runtime.server.scheduler import Scheduler
 from runtime.tokenizer import Tokenizer
 
 

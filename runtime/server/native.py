@@ -46,7 +46,7 @@ from runtime.server.params import (
     Defaults, Fields, RouteGroup, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
     top_logprobs_count,
 )
-from runtime.server.scheduler import Job
+from runtime.server.jobs import Job
 from runtime.tokenizer import TokenizerError
 
 N_BATCH = 2048  # llama.cpp's default --batch-size, which sets /infill's prefix and suffix budgets

@@ -37,7 +37,7 @@ from runtime.server.params import (
     Defaults, Fields, RouteGroup, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json,
     sampling_params, top_logprobs_count,
 )
-from runtime.server.scheduler import Job
+from runtime.server.jobs import Job
 from runtime.server.tools import ToolPlan, refuse_functions, tool_plan
 from runtime.tokenizer import TokenizerError
 

@@ -9,7 +9,7 @@ call happens on a single worker thread:
         below), plus prompt chunks of the slots still in prompt processing (the shortest
         prompts first, up to `ubatch` rows in all);
         each slot's row of logits goes to its request's `Decoding`, which picks the token
-    worker --Job._put(item)--> the step's outbox --one wake-up of the event loop per step-->
+    worker --Job._put(item)--> the step's Outbox (jobs.py) --one wake-up of the loop per step-->
         each handler's asyncio queue --> SSE / JSON response
 
 A slot is one sequence of the model's KV cache (`parallel` slots, `-c` positions each). N
@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from runtime.decoding import Decoding
@@ -52,95 +51,10 @@ from runtime.engine import Engine, check_finite
 from runtime.kernels import lib
 from runtime.model import Model, ModelError
 from runtime.server.errors import APIError
+from runtime.server.jobs import DONE, Failure, Job, Outbox
 from runtime.speculative import CostModel, Speculator, take_rows
 
-_DONE = object()
 T = TypeVar("T")
-
-# The log record of the HTTP request being served (app.py sets it): a job notes its token
-# counts there for the request's log line.
-request_record: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "llamapack_request_record", default=None)
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class Job:
-    """One piece of work for an engine: a generation, batched with the others, or `work(engine)`, an
-    iterator run on the worker thread; the items (a generation's Chunks) reach the asyncio side
-    through `async for item in job`. Create it on the event loop."""
-
-    def __init__(self, work: Callable[[Engine], Iterator[Any]], prompt: Sequence[int] = (),
-                 generation: Any = None) -> None:
-        self.work = work
-        self.prompt = list(prompt)  # for slot choice: the prefix the slot's cache should hold
-        # a generation (server/generation.py: `decoding(engine)` gives its Decoding) is batched with
-        # the others; a job without one runs `work` on its slot's engine
-        self.generation = generation
-        self.n = max(1, getattr(generation, "n", 1))  # choices: a slot each, the first (leader) reads the prompt
-        self.slots: list[Slot] = []  # the slots working for it (worker thread)
-        self.loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.cancelled = False
-        self.slot: int | None = None
-        self.submitted = time.monotonic()
-        self.record = request_record.get()
-        self.outbox: Outbox | None = None  # the scheduler's, once submitted
-
-    def cancel(self) -> None:
-        """Stops the work before its next step (safe from any thread, and after the end)."""
-        self.cancelled = True
-
-    def _put(self, item: Any) -> None:  # worker thread
-        if self.outbox is not None:
-            self.outbox.items.append((self, item))
-        else:
-            Outbox.send(self.loop, [(self, item)])
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        while True:
-            item = await self._queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            stats = getattr(item, "stats", None)  # the first choice's: it read the prompt
-            if stats is not None and self.record is not None and getattr(item, "index", 0) == 0:
-                self.record["stats"] = stats
-            yield item
-
-
-class Outbox:
-    """What the worker hands to the event loop during one step, delivered at its end by one
-    wake-up of the loop: waking it once per item (a write to its self-pipe each, and its callbacks
-    holding the GIL while the worker waits for it to go on) cost 6% of a step of 4 streams."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[Job, Any]] = []  # worker thread only
-
-    def flush(self) -> None:
-        items, self.items = self.items, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, Any]]] = {}
-        for job, item in items:
-            by_loop.setdefault(job.loop, []).append((job, item))
-        for loop, batch in by_loop.items():
-            Outbox.send(loop, batch)
-
-    @staticmethod
-    def send(loop: asyncio.AbstractEventLoop, batch: list[tuple[Job, Any]]) -> None:
-        try:
-            loop.call_soon_threadsafe(Outbox._deliver, batch)
-        except RuntimeError:  # the event loop is gone: nobody is listening
-            for job, _ in batch:
-                job.cancelled = True
-
-    @staticmethod
-    def _deliver(batch: list[tuple[Job, Any]]) -> None:  # event loop
-        for job, item in batch:
-            job._queue.put_nowait(item)
 
 
 class TextThread:
@@ -346,7 +260,7 @@ class Scheduler:
             job = self._waiting[0]
             if job.cancelled:
                 self._waiting.popleft()
-                job._put(_DONE)
+                job._put(DONE)
                 continue
             if len(free) < job.n:
                 return
@@ -378,7 +292,7 @@ class Scheduler:
         return [s for s in job.slots if s.job is job] if job is not None else [slot]
 
     def _release(self, slot: Slot, final: Any) -> None:
-        """Ends the slot's job with `final` (_DONE or a failure): every slot it holds is freed."""
+        """Ends the slot's job with `final` (DONE or a failure): every slot it holds is freed."""
         job = slot.job
         for s in self._held(slot):
             self._free(s)
@@ -391,13 +305,13 @@ class Scheduler:
         assert job is not None
         self._free(slot)
         if not any(s.job is job for s in job.slots):
-            job._put(_DONE)
+            job._put(DONE)
 
     def _fail(self, slot: Slot, exc: BaseException) -> None:
         """The job's error goes to its client; its sequences may hold what the failed step wrote."""
         for s in self._held(slot):
             s.engine.reset()
-        self._release(slot, _Failure(exc))
+        self._release(slot, Failure(exc))
 
     def _step_work(self, slot: Slot) -> None:
         """One item of a job that is not a generation (its own iterator on the slot's engine)."""
@@ -408,7 +322,7 @@ class Scheduler:
                 slot.steps = iter(job.work(slot.engine))
             item = next(slot.steps)
         except StopIteration:
-            self._release(slot, _DONE)
+            self._release(slot, DONE)
             return
         except Exception as exc:  # the job's error goes to its client; the worker carries on
             self._fail(slot, exc)
@@ -621,7 +535,7 @@ class Scheduler:
                 continue
             for slot in busy:  # a client that went away leaves now
                 if slot.job is not None and slot.job.cancelled:
-                    self._release(slot, _DONE)
+                    self._release(slot, DONE)
             busy = [s for s in busy if s.job is not None]
             for slot in busy:
                 if slot.job is not None and slot.job.generation is None:
@@ -629,8 +543,8 @@ class Scheduler:
             self._step_generations([s for s in busy if s.job is not None and s.job.generation is not None])
         with self._cv:  # shutting down: nobody waits forever
             for job in self._waiting:
-                job._put(_Failure(APIError(503, "the server is shutting down", code="unavailable")))
+                job._put(Failure(APIError(503, "the server is shutting down", code="unavailable")))
             self._waiting.clear()
         for slot in self.slots:
             if slot.job is not None:
-                self._release(slot, _Failure(APIError(503, "the server is shutting down", code="unavailable")))
+                self._release(slot, Failure(APIError(503, "the server is shutting down", code="unavailable")))

@@ -29,7 +29,7 @@ from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
 from runtime.server.params import Defaults, Fields, RouteGroup, read_json
-from runtime.server.scheduler import Job
+from runtime.server.jobs import Job
 from runtime.tokenizer import TokenizerError
 
 DEFAULT_MAX_NEW_TOKENS = 100
