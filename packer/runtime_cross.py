@@ -40,7 +40,7 @@ DEBIAN_PACKAGES = [f"python{PY}-minimal", f"libpython{PY}-stdlib", f"libpython{P
                    "libstdc++6", "zlib1g"]
 BARE_PACKAGES = ["libc6", "zlib1g"]  # what the runtime's bootloader needs of the system
 # PyPI distributions for the runtime (pyproject's dependencies) and the build.
-WHEELS = ["numpy", "cffi", "click", "jinja2", "starlette", "uvicorn", "sse-starlette", "pyinstaller"]
+WHEELS = ["numpy", "cffi", "click", "jinja2", "starlette", "uvicorn", "pyinstaller"]
 WHEEL_PLATFORMS = ["manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_28_aarch64"]
 CROSS = "aarch64-linux-gnu-"
 CROSS_TOOLS = ["objdump", "objcopy", "strip", "readelf", "nm"]

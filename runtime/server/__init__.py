@@ -4,7 +4,7 @@
     serve(engine, host="127.0.0.1", port=8080)      # blocks until Ctrl+C; port None: 8080 or the next free
 
 `create_app(engine, api_key=None, parallel=1)` gives the ASGI app itself (for tests, or
-another ASGI server). Starlette routes the requests, uvicorn serves them, sse-starlette
+another ASGI server). Starlette routes the requests, uvicorn serves them, sse.py
 streams server-sent events; see app.py for the routes, scheduler.py for how several
 clients share the engine, listen.py for the socket, slow clients and shutdown.
 """

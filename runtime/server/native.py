@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -47,6 +46,7 @@ from runtime.server.params import (
     top_logprobs_count,
 )
 from runtime.server.jobs import Job
+from runtime.server.sse import EventStream
 from runtime.tokenizer import TokenizerError
 
 N_BATCH = 2048  # llama.cpp's default --batch-size, which sets /infill's prefix and suffix budgets
@@ -225,8 +225,7 @@ class NativeRoutes(RouteGroup):
     async def _answer(self, request: Request, req: CompletionRequest) -> Response:
         job = start(self.scheduler, req.generation())
         if req.stream:
-            return EventSourceResponse(self._events(job, req), sep="\n", ping=15,
-                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return EventStream(self._events(job, req))
         try:
             chunks: list[Chunk] = await collect(job, request)
         except ClientGone:
@@ -262,15 +261,15 @@ class NativeRoutes(RouteGroup):
             "timings": timings(stats),
         }
 
-    async def _events(self, job: Job, req: CompletionRequest) -> AsyncIterator[dict[str, str]]:
+    async def _events(self, job: Job, req: CompletionRequest) -> AsyncIterator[str]:
         try:
             async for chunk in job:
                 if chunk.text or chunk.tokens:
-                    yield {"data": json.dumps(self._partial(job, req, chunk))}
+                    yield json.dumps(self._partial(job, req, chunk))
                 if chunk.finish_reason is not None:
-                    yield {"data": json.dumps(self._final(job, req, chunk, "", []))}
+                    yield json.dumps(self._final(job, req, chunk, "", []))
         except Exception as e:  # after the headers went out, the error travels as an event
-            yield {"data": json.dumps(engine_error(e).body())}
+            yield json.dumps(engine_error(e).body())
         finally:
             job.cancel()
 

@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -38,6 +37,7 @@ from runtime.server.params import (
     sampling_params, top_logprobs_count,
 )
 from runtime.server.jobs import Job
+from runtime.server.sse import EventStream
 from runtime.server.tools import ToolPlan, refuse_functions, tool_plan
 from runtime.tokenizer import TokenizerError
 
@@ -175,7 +175,7 @@ class OpenAIRoutes(RouteGroup):
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._chat_events(job, head, len(ids), include_usage, n, tools))
+            return EventStream(self._chat_events(job, head, len(ids), include_usage, n, tools))
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
@@ -190,15 +190,15 @@ class OpenAIRoutes(RouteGroup):
         })
 
     async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int, include_usage: bool,
-                           n: int = 1, tools: ToolPlan | None = None) -> AsyncIterator[dict[str, str]]:
+                           n: int = 1, tools: ToolPlan | None = None) -> AsyncIterator[str]:
         fmt = LogprobFormat(self.engine.tokenizer)
 
         def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None,
-                  **extra: Any) -> dict[str, str]:
+                  **extra: Any) -> str:
             body = {**head, "object": "chat.completion.chunk",
                     "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
                     **extra}
-            return {"data": json.dumps(body)}
+            return json.dumps(body)
 
         try:
             for i in range(n):
@@ -227,11 +227,11 @@ class OpenAIRoutes(RouteGroup):
                     yield event(chunk.index, {}, finish, logprobs=fmt.chat(rest) if rest else None,
                                 timings=timings(chunk.stats), usage=usage(n_prompt, chunk.stats))
             if include_usage and finals:
-                yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
-                                           "usage": _usage(n_prompt, finals)})}
-            yield {"data": "[DONE]"}
+                yield json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
+                                           "usage": _usage(n_prompt, finals)})
+            yield "[DONE]"
         except Exception as e:  # after the headers went out, the error travels as an event
-            yield {"data": json.dumps(engine_error(e).body())}
+            yield json.dumps(engine_error(e).body())
         finally:
             job.cancel()
 
@@ -273,7 +273,7 @@ class OpenAIRoutes(RouteGroup):
         head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return self._sse(self._completion_events(job, head, len(ids), prefix, n))
+            return EventStream(self._completion_events(job, head, len(ids), prefix, n))
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
@@ -286,16 +286,16 @@ class OpenAIRoutes(RouteGroup):
         })
 
     async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                                 prefix: str, n: int = 1) -> AsyncIterator[dict[str, str]]:
+                                 prefix: str, n: int = 1) -> AsyncIterator[str]:
         fmt = LogprobFormat(self.engine.tokenizer)
 
         def event(index: int, text: str, finish: str | None = None, chunk: Chunk | None = None,
-                  **extra: Any) -> dict[str, str]:
+                  **extra: Any) -> str:
             lps = None if chunk is None or chunk.logprobs is None else fmt.completion(chunk.logprobs)
             body = {**head, "object": "text_completion",
                     "choices": [{"index": index, "text": text, "logprobs": lps, "finish_reason": finish}],
                     **extra}
-            return {"data": json.dumps(body)}
+            return json.dumps(body)
 
         try:
             for i in range(n if prefix else 0):
@@ -306,9 +306,9 @@ class OpenAIRoutes(RouteGroup):
                                 usage=usage(n_prompt, chunk.stats))
                 elif chunk.text:
                     yield event(chunk.index, chunk.text, chunk=chunk)
-            yield {"data": "[DONE]"}
+            yield "[DONE]"
         except Exception as e:
-            yield {"data": json.dumps(engine_error(e).body())}
+            yield json.dumps(engine_error(e).body())
         finally:
             job.cancel()
 
@@ -381,8 +381,3 @@ class OpenAIRoutes(RouteGroup):
             raise bad_request(str(e)) from None
         except Exception as e:
             raise engine_error(e) from None
-
-    @staticmethod
-    def _sse(events: AsyncIterator[dict[str, str]]) -> EventSourceResponse:
-        return EventSourceResponse(events, sep="\n", ping=15,
-                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

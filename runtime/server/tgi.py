@@ -19,7 +19,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -30,6 +29,7 @@ from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
 from runtime.server.params import Defaults, Fields, RouteGroup, read_json
 from runtime.server.jobs import Job
+from runtime.server.sse import EventStream
 from runtime.tokenizer import TokenizerError
 
 DEFAULT_MAX_NEW_TOKENS = 100
@@ -189,12 +189,11 @@ class TGIRoutes(RouteGroup):
         return [{"id": t, "text": self.engine.tokenizer.token_to_piece(t, True).decode("utf-8", "replace"),
                  "logprob": None} for t in req.ids]
 
-    def _stream(self, req: TGIRequest) -> EventSourceResponse:
+    def _stream(self, req: TGIRequest) -> EventStream:
         job = start(self.scheduler, req.generation())
-        return EventSourceResponse(self._events(job, req), sep="\n", ping=15,
-                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStream(self._events(job, req))
 
-    async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[dict[str, str]]:
+    async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[str]:
         """An event per token with text, as TGI streams: each is sent when the next one comes,
         so the last token's event is the one that carries the details and the whole text (the
         engine's final chunk, with the text it held back, joins it)."""
@@ -202,7 +201,7 @@ class TGIRoutes(RouteGroup):
         held: Chunk | None = None
         index = 0
 
-        def event(chunk: Chunk, piece: str, last: Chunk | None = None) -> dict[str, str]:
+        def event(chunk: Chunk, piece: str, last: Chunk | None = None) -> str:
             out: dict[str, Any] = {"index": index, "token": {**_token(self.engine, chunk), "text": piece},
                                    "generated_text": None, "details": None, "top_tokens": None}
             if last is not None:
@@ -211,7 +210,7 @@ class TGIRoutes(RouteGroup):
                 out["details"] = {"finish_reason": _finish(self.engine, last),
                                   "generated_tokens": last.stats.generated_tokens,
                                   "seed": req.params.seed, "input_length": len(req.ids)}
-            return {"data": json.dumps(out)}
+            return json.dumps(out)
 
         try:
             async for chunk in job:
@@ -233,6 +232,6 @@ class TGIRoutes(RouteGroup):
                 held = chunk
         except Exception as e:
             err = engine_error(e)
-            yield {"data": json.dumps({"error": err.message, "error_type": "generation"})}
+            yield json.dumps({"error": err.message, "error_type": "generation"})
         finally:
             job.cancel()
