@@ -19,6 +19,10 @@
 // Finished chunks are counted per thread and added once. Workers spin a while on
 // the generation (a decode step issues hundreds of small jobs, and waking a
 // sleeping thread costs more than a small job), then sleep on a condition variable.
+// A spinning worker yields its CPU now and then: a thread waiting for that CPU (the
+// server's event loop writing the step's tokens, another program) runs in the gaps
+// between jobs and steps instead of waiting out the spinner's time slice, and if it
+// is still running when the next job comes, the caller takes the worker's chunks.
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -37,6 +41,7 @@
 
 #define LP_MAX_THREADS 256
 #define LP_SPIN_ROUNDS (1 << 16)   // a worker's spinning before it sleeps
+#define LP_WORKER_YIELD 256        // a waiting worker yields its CPU every so many spins
 #define LP_WAIT_SPINS 1024         // the caller's spinning between yields while others finish
 #define LP_LINE 64
 
@@ -99,7 +104,8 @@ static void *worker_main(void *arg) {
         int spins = 0;
         while ((gen = (uint32_t)((word = atomic_load_explicit(&pool.job, memory_order_acquire)) >> 32)) == seen) {
             if (++spins < LP_SPIN_ROUNDS) {
-                lp_cpu_relax();
+                if ((spins & (LP_WORKER_YIELD - 1)) == 0) sched_yield();
+                else lp_cpu_relax();
                 continue;
             }
             pthread_mutex_lock(&pool.lock);
