@@ -198,6 +198,7 @@ typedef struct {
     int32_t *next;     // (max_batch) a sequence's next position while checking a batch; then each
                        // batch row's place in `order`
     int32_t *att_first;  // (max_batch + 1) attention: each sequence group's first chunk
+    float *rope;       // (max_batch, head_dim) the rows' rope cos and sin (lp_rope_table)
     float *router;     // (max_batch, n_expert) router probabilities
     float *moe_x, *moe_y;   // (max_batch, n_embd) one expert's gathered input, output
     int32_t *moe_rows;      // (max_batch) tokens routed to one expert

@@ -58,6 +58,9 @@ static inline lp_half lp_float_to_half(float f) {
     return (lp_half)(sign | (r >> 13));
 }
 
+// n floats as IEEE halves, lp_float_to_half's bits (quantize_legacy.c: F16C on x86)
+void lp_floats_to_halves(lp_half *restrict y, const float *restrict x, int64_t n);
+
 static inline float lp_bf16_to_fp32(uint16_t h) { return lp_bits_to_float((uint32_t)h << 16); }
 
 // ---------------------------------------------------------------------------
@@ -293,6 +296,12 @@ typedef struct {
 } lp_rope_cfg;
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg);
+// The same in two steps: every row's cos and sin once (n * head_dim floats at most), then a
+// matrix turned by them (a forward pass: every layer's q and k with one table).
+void lp_rope_table(float *table, int64_t n, const int32_t *pos, int head_dim, int n_rot, const lp_rope_cfg *cfg);
+void lp_rope_rows(float *x, int64_t n, int n_head, int head_dim, int n_rot, const lp_rope_cfg *cfg,
+                  const float *table);
+int lp_rope_same(const lp_rope_cfg *a, const lp_rope_cfg *b);
 // Layer l's rope as the forward pass applies it (model.c; the context shift rotates with it too).
 lp_rope_cfg lp_rope_of(const lp_weights *w, const lp_kv *kv, int l);
 

@@ -187,9 +187,15 @@ lp_rope_cfg lp_rope_of(const lp_weights *w, const lp_kv *kv, int l) {
     return c;
 }
 
+// The rope of the rows' positions: its cos and sin (s->rope) are computed by the first layer
+// and kept for the next layers while their rope is the same (a model's layers share one, but
+// for the sliding-window layers' own base). have: whether s->rope holds cfg's.
+typedef struct { lp_rope_cfg cfg; int have; } rope_kept;
+
 // The attention's q, k and v (n rows, the first ns generated tokens'): projections, biases,
 // per-head norms, rope at each row's position.
-static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int l, lp_scratch *s, int n, int ns) {
+static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int l, lp_scratch *s, int n, int ns,
+                    rope_kept *kept) {
     const int hd = w->head_dim, q_dim = w->n_head * hd, kv_dim = w->n_head_kv * hd;
     lp_tensor fused[3];
     const lp_tensor *qkv[3] = { &L->wq, &L->wk, &L->wv };
@@ -217,9 +223,37 @@ static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int
         norm_rows(s, s->k, s->k, L->attn_k_norm.data, (int64_t)n * w->n_head_kv, hd, w->rms_eps);
     }
     const lp_rope_cfg rope = lp_rope_of(w, kv, l);
-    lp_rope_apply(s->q, n, s->row_pos, w->n_head, hd, w->n_rot, &rope);
-    lp_rope_apply(s->k, n, s->row_pos, w->n_head_kv, hd, w->n_rot, &rope);
+    if (!kept->have || !lp_rope_same(&rope, &kept->cfg)) {
+        lp_rope_table(s->rope, n, s->row_pos, hd, w->n_rot, &rope);
+        *kept = (rope_kept){ rope, 1 };
+    }
+    lp_rope_rows(s->q, n, w->n_head, hd, w->n_rot, &rope, s->rope);
+    lp_rope_rows(s->k, n, w->n_head_kv, hd, w->n_rot, &rope, s->rope);
     return LP_OK;
+}
+
+// k, v of each row to its sequence's cache at its position (fp16): a head's values converted
+// together, then put in the cache's layout.
+static void kv_store(const lp_weights *w, lp_kv *kv, int l, const lp_scratch *s, int n) {
+    enum { CHUNK = 256 };
+    const int hd = w->head_dim, kv_dim = w->n_head_kv * hd;
+    lp_half kh[CHUNK], vh[CHUNK];
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < w->n_head_kv; h++) {
+            uint16_t *kc = lp_kv_head(kv, kv->k, s->row_seq[i], l, h);
+            uint16_t *vc = lp_kv_head(kv, kv->v, s->row_seq[i], l, h);
+            const float *kr = s->k + (int64_t)i * kv_dim + h * hd, *vr = s->v + (int64_t)i * kv_dim + h * hd;
+            for (int d0 = 0; d0 < hd; d0 += CHUNK) {
+                const int len = hd - d0 < CHUNK ? hd - d0 : CHUNK;
+                lp_floats_to_halves(kh, kr + d0, len);
+                lp_floats_to_halves(vh, vr + d0, len);
+                for (int d = 0; d < len; d++) {
+                    const int64_t at = lp_kv_index(hd, d0 + d, s->row_pos[i]);
+                    kc[at] = kh[d];
+                    vc[at] = vh[d];
+                }
+            }
+        }
 }
 
 // The dense feed-forward: xb2 (n, D) = down(act(gate xb) * up xb).
@@ -341,7 +375,7 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     if (rc) return rc;
     // row i of every buffer below is batch row order[i]: grouped by sequence, the
     // g.n_dot_rows computed by row dot products first (generated tokens, short prompts)
-    const int n = b->n, ns = g.n_dot_rows, D = w->n_embd, hd = w->head_dim, kv_dim = w->n_head_kv * hd;
+    const int n = b->n, ns = g.n_dot_rows, D = w->n_embd;
 
     // token embeddings: x (n, D), times sqrt(D) for Gemma
     const lp_type_traits *et = lp_traits(w->tok_embd.type);
@@ -351,24 +385,14 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     if (w->embd_scale != 0.0f && w->embd_scale != 1.0f)
         for (int64_t i = 0; i < (int64_t)n * D; i++) s->x[i] *= w->embd_scale;
 
+    rope_kept kept = { .have = 0 };
     for (int l = 0; l < w->n_layer; l++) {
         const lp_layer *L = &w->layers[l];
 
         // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k
         norm_rows(s, s->xb, s->x, L->attn_norm.data, n, D, w->rms_eps);
-        if ((rc = qkv_rows(w, L, kv, l, s, n, ns))) return rc;
-        // k, v of each row to its sequence's cache at its position (fp16)
-        for (int i = 0; i < n; i++)
-            for (int h = 0; h < w->n_head_kv; h++) {
-                uint16_t *kc = lp_kv_head(kv, kv->k, s->row_seq[i], l, h);
-                uint16_t *vc = lp_kv_head(kv, kv->v, s->row_seq[i], l, h);
-                const float *kr = s->k + (int64_t)i * kv_dim + h * hd, *vr = s->v + (int64_t)i * kv_dim + h * hd;
-                for (int d = 0; d < hd; d++) {
-                    const int64_t at = lp_kv_index(hd, d, s->row_pos[i]);
-                    kc[at] = lp_float_to_half(kr[d]);
-                    vc[at] = lp_float_to_half(vr[d]);
-                }
-            }
+        if ((rc = qkv_rows(w, L, kv, l, s, n, ns, &kept))) return rc;
+        kv_store(w, kv, l, s, n);
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal within each sequence
         // (and within the sliding window on its layers)
         lp_attention(w, kv, l, &g, s->row_pos, s->q, s->xb2, s);

@@ -136,44 +136,93 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
 // corr_dims, and cos/sin grow by 1 + 0.1 ln(1 / freq_scale); attn_factor multiplies
 // cos and sin. Any float parameters are safe (NaN or inf angles give NaN values);
 // only whole pairs within the head rotate, whatever n_rot says.
+typedef struct {
+    float theta_scale, mscale, span;
+    int pairs, stride, other;  // pair i: values i * stride and i * stride + other of a head
+} rope_dims;
+
+static rope_dims rope_dims_of(int head_dim, int n_rot, const lp_rope_cfg *cfg) {
+    const int rot = n_rot < head_dim ? n_rot : head_dim;
+    rope_dims d = { .theta_scale = powf(cfg->base, -2.0f / (float)n_rot), .mscale = cfg->attn_factor,
+                    .pairs = rot / 2, .stride = cfg->neox ? 1 : 2, .other = cfg->neox ? rot / 2 : 1 };
+    if (cfg->ext_factor != 0.0f) d.mscale *= 1.0f + 0.1f * logf(1.0f / cfg->freq_scale);
+    d.span = cfg->corr_high - cfg->corr_low > 0.001f ? cfg->corr_high - cfg->corr_low : 0.001f;
+    return d;
+}
+
+// cos and sin of pairs i0..i1-1 of a row (cs[i - i0], sn[i - i0]); *theta is pair i0's
+// unscaled angle, left at pair i1's.
+static void rope_angles(const lp_rope_cfg *cfg, const rope_dims *d, float *theta, int i0, int i1, float *cs,
+                        float *sn) {
+    for (int i = i0; i < i1; i++) {
+        const float extrap = cfg->factors ? *theta / cfg->factors[i] : *theta;
+        float a = cfg->freq_scale * extrap;
+        if (cfg->ext_factor != 0.0f) {  // YaRN: 1 below corr_low, 0 above corr_high
+            const float y = ((float)i - cfg->corr_low) / d->span;
+            const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * cfg->ext_factor;
+            a = a * (1.0f - mix) + extrap * mix;
+        }
+        cs[i - i0] = cosf(a) * d->mscale;
+        sn[i - i0] = sinf(a) * d->mscale;
+        *theta *= d->theta_scale;
+    }
+}
+
+// Pairs i0..i1-1 of each of a row's n_head heads (xr), turned by cs, sn (indexed from i0).
+static void rope_turn(float *restrict xr, int n_head, int head_dim, const rope_dims *d, int i0, int i1,
+                      const float *restrict cs, const float *restrict sn) {
+    for (int h = 0; h < n_head; h++) {
+        float *v = xr + (int64_t)h * head_dim;
+        for (int i = i0; i < i1; i++) {
+            const float c = cs[i - i0], s = sn[i - i0];
+            float *p0 = v + i * d->stride, *p1 = p0 + d->other;
+            const float x0 = *p0, x1 = *p1;
+            *p0 = x0 * c - x1 * s;
+            *p1 = x0 * s + x1 * c;
+        }
+    }
+}
+
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg) {
     enum { PAIRS = 64 };  // a row's cos and sin, PAIRS pairs at a time, serve every head
-    const float theta_scale = powf(cfg->base, -2.0f / (float)n_rot);
-    const int rot = n_rot < head_dim ? n_rot : head_dim, pairs = rot / 2;
-    const int stride = cfg->neox ? 1 : 2, other = cfg->neox ? pairs : 1;  // pair i: values i*stride, + other
-    float mscale = cfg->attn_factor;
-    if (cfg->ext_factor != 0.0f) mscale *= 1.0f + 0.1f * logf(1.0f / cfg->freq_scale);
-    const float span = cfg->corr_high - cfg->corr_low > 0.001f ? cfg->corr_high - cfg->corr_low : 0.001f;
+    const rope_dims d = rope_dims_of(head_dim, n_rot, cfg);
     for (int64_t r = 0; r < n; r++) {
         float theta = (float)pos[r];
-        for (int i0 = 0; i0 < pairs; i0 += PAIRS) {
-            const int i1 = pairs - i0 < PAIRS ? pairs : i0 + PAIRS;
+        for (int i0 = 0; i0 < d.pairs; i0 += PAIRS) {
+            const int i1 = d.pairs - i0 < PAIRS ? d.pairs : i0 + PAIRS;
             float cs[PAIRS], sn[PAIRS];
-            for (int i = i0; i < i1; i++) {
-                const float extrap = cfg->factors ? theta / cfg->factors[i] : theta;
-                float a = cfg->freq_scale * extrap;
-                if (cfg->ext_factor != 0.0f) {  // YaRN: 1 below corr_low, 0 above corr_high
-                    const float y = ((float)i - cfg->corr_low) / span;
-                    const float mix = (1.0f - fminf(1.0f, fmaxf(0.0f, y))) * cfg->ext_factor;
-                    a = a * (1.0f - mix) + extrap * mix;
-                }
-                cs[i - i0] = cosf(a) * mscale;
-                sn[i - i0] = sinf(a) * mscale;
-                theta *= theta_scale;
-            }
-            for (int h = 0; h < n_head; h++) {
-                float *v = x + (r * n_head + h) * head_dim;
-                for (int i = i0; i < i1; i++) {
-                    const float c = cs[i - i0], s = sn[i - i0];
-                    float *p0 = v + i * stride, *p1 = p0 + other;
-                    const float x0 = *p0, x1 = *p1;
-                    *p0 = x0 * c - x1 * s;
-                    *p1 = x0 * s + x1 * c;
-                }
-            }
+            rope_angles(cfg, &d, &theta, i0, i1, cs, sn);
+            rope_turn(x + r * n_head * head_dim, n_head, head_dim, &d, i0, i1, cs, sn);
         }
     }
+}
+
+// The same in two parts, for a forward pass whose layers share a rope (every layer's q and
+// k turn by the same angles): the cos and sin of every row's pairs once (table: per row,
+// the pairs' cos then their sin; n * head_dim floats at most), then each matrix turned.
+void lp_rope_table(float *table, int64_t n, const int32_t *pos, int head_dim, int n_rot, const lp_rope_cfg *cfg) {
+    const rope_dims d = rope_dims_of(head_dim, n_rot, cfg);
+    for (int64_t r = 0; r < n; r++) {
+        float theta = (float)pos[r];
+        rope_angles(cfg, &d, &theta, 0, d.pairs, table + r * 2 * d.pairs, table + r * 2 * d.pairs + d.pairs);
+    }
+}
+
+void lp_rope_rows(float *x, int64_t n, int n_head, int head_dim, int n_rot, const lp_rope_cfg *cfg,
+                  const float *table) {
+    const rope_dims d = rope_dims_of(head_dim, n_rot, cfg);
+    for (int64_t r = 0; r < n; r++) {
+        const float *cs = table + r * 2 * d.pairs;
+        rope_turn(x + r * n_head * head_dim, n_head, head_dim, &d, 0, d.pairs, cs, cs + d.pairs);
+    }
+}
+
+// 1 when a and b turn by the same angles (lp_rope_table's for one serves the other).
+int lp_rope_same(const lp_rope_cfg *a, const lp_rope_cfg *b) {
+    return a->base == b->base && a->freq_scale == b->freq_scale && a->attn_factor == b->attn_factor &&
+           a->ext_factor == b->ext_factor && a->corr_low == b->corr_low && a->corr_high == b->corr_high &&
+           a->factors == b->factors && a->neox == b->neox;
 }
 
 // The plain rotations (api.h): no factors, no YaRN.

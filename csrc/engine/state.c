@@ -158,6 +158,7 @@ static void layout_scratch(lp_scratch *s, const lp_weights *w, carve *c, int B, 
     s->groups = take(c, 6 * B * i32);
     s->next = take(c, B * i32);
     s->att_first = take(c, (B + 1) * i32);
+    s->rope = take(c, B * (int64_t)w->head_dim * f);
     s->router = take(c, B * E * f);
     s->moe_x = take(c, B * w->n_embd * f);
     s->moe_y = take(c, B * w->n_embd * f);

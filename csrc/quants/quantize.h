@@ -45,6 +45,7 @@ void lp_best_scale_q3_8_avx2(int n, int nmax, const float *xs, int8_t *Ls, float
 // Q8_0's quantizer and the F16 -> F32 reading on AVX2 (quantize_legacy_avx2.c): the same results.
 void lp_quantize_weights_q8_0_avx2(const float *restrict x, void *restrict y, int64_t n);
 void lp_f16_to_float_f16c(const void *restrict x, float *restrict y, int64_t n);
+void lp_floats_to_halves_f16c(lp_half *restrict y, const float *restrict x, int64_t n);
 
 // The quantizer's AVX2 paths serve where the kernels run AVX2 or AVX-512 (lp_set_isa).
 static inline int lp_quantize_use_avx2(void) {

@@ -131,9 +131,18 @@ void lp_quantize_weights_q8_0(const float *restrict x, void *restrict vy, int64_
     }
 }
 
-void lp_quantize_weights_f16(const float *restrict x, void *restrict vy, int64_t n) {
-    lp_half *restrict y = vy;
+void lp_floats_to_halves(lp_half *restrict y, const float *restrict x, int64_t n) {
+#if LP_X86
+    if (lp_quantize_use_avx2()) {
+        lp_floats_to_halves_f16c(y, x, n);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < n; i++) y[i] = lp_float_to_half(x[i]);
+}
+
+void lp_quantize_weights_f16(const float *restrict x, void *restrict vy, int64_t n) {
+    lp_floats_to_halves(vy, x, n);
 }
 
 void lp_quantize_weights_bf16(const float *restrict x, void *restrict vy, int64_t n) {

@@ -58,5 +58,20 @@ void lp_f16_to_float_f16c(const void *restrict vx, float *restrict y, int64_t n)
     for (; i < n; i++) y[i] = lp_half_to_float(x[i]);
 }
 
+// lp_float_to_half of each value, 8 at a time by F16C (round to nearest even, as it; an 8
+// holding a NaN goes one by one: F16C keeps a NaN's payload, lp_float_to_half does not).
+void lp_floats_to_halves_f16c(lp_half *restrict y, const float *restrict x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_loadu_ps(x + i);
+        if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q))) {
+            for (int j = 0; j < 8; j++) y[i + j] = lp_float_to_half(x[i + j]);
+            continue;
+        }
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) y[i] = lp_float_to_half(x[i]);
+}
+
 LP_AVX2_END
 #endif
