@@ -259,10 +259,14 @@ class Sampler:
 
     def __call__(self, logits: np.ndarray) -> int:
         """Token id for `logits` (float32, (n_vocab,)); does not modify `logits`."""
-        logits = finite_logits(np.asarray(logits, dtype=np.float32))
+        logits = np.asarray(logits, dtype=np.float32)
         if not self.temp > 0.0:  # (a NaN temperature too)
             self._rng.uniform()  # llama.cpp's dist still draws once
-            return int(np.argmax(logits))
+            # argmax finds the first NaN or +inf if there is one: a finite maximum means every
+            # value is finite or -inf, and finite_logits (a second pass) would change nothing
+            best = int(np.argmax(logits))
+            return best if np.isfinite(logits[best]) else int(np.argmax(finite_logits(logits)))
+        logits = finite_logits(logits)
         ids, logits, _ = self._filter(logits)
         return int(ids[dist_step(apply_temperature(logits, self.temp), self._rng)])
 

@@ -23,6 +23,7 @@ from runtime.sampling import (
     StdMT19937,
     StopChecker,
     apply_penalties,
+    finite_logits,
     make_logits_processors,
     make_sampler,
     resolve_seed,
@@ -335,6 +336,15 @@ def test_nonfinite_logits_never_raise_or_warn(config) -> None:
             assert logits[tok] == np.inf, name
         if name == "huge" and config.get("temp", 0.8) == 1e-40:  # a tiny temperature picks a maximum
             assert logits[tok] == np.float32(3e38)
+
+
+def test_greedy_takes_the_cleaned_logits_maximum() -> None:
+    """Greedy skips the cleaning pass when the plain maximum is finite: the same token either way."""
+    cases = _nonfinite_cases(1000)
+    cases["+inf after NaN"] = np.array([0.5, np.nan, 2.0, np.inf, 1.0], np.float32)
+    cases["-inf first"] = np.array([-np.inf, 0.5, 2.0, 2.0], np.float32)
+    for name, logits in cases.items():
+        assert make_sampler(temp=0.0)(logits) == int(np.argmax(finite_logits(logits))), name
 
 
 def test_nonfinite_penalties_and_biases_do_not_warn() -> None:
