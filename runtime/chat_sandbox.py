@@ -6,7 +6,8 @@ even computes while compiling, as a constant) or a doubling loop would still hol
 or take gigabytes. Here:
 
 - time: a trace function (`sys.settrace`, only in the rendering thread, only while rendering)
-  stops the render after `Limits.seconds`; it sees every line of template code and every Python
+  stops the render after `Limits.seconds` of the thread's CPU time (not the wall clock: a busy
+  machine, or an emulated one, must not fail a template that is merely slow to get the CPU); it sees every line of template code and every Python
   call, so no template loop escapes it;
 - size: operators that make big objects (`*`, `+`, `%`, `**`, `~`), string methods and filters
   with a width or count (`center`, `replace`, `join`, `indent`, `format`, ...), the printed values
@@ -41,6 +42,7 @@ from markupsafe import Markup
 
 MAX_INT_BITS = 1 << 16      # integers a template makes: 65536 bits (~20,000 digits)
 _CHECK_EVERY = 512          # trace events between two memory checks
+_CLOCK_EVERY = 64           # trace events between two readings of the thread's CPU time (a system call)
 _CHECK_BYTES = 64 << 20     # or this many characters made since the last check
 
 
@@ -75,7 +77,7 @@ class _Watch:
 
     def __init__(self, limits: Limits, memory: bool = True) -> None:
         self.limits = limits
-        self.deadline = time.monotonic() + limits.seconds
+        self.deadline = time.thread_time() + limits.seconds
         self.events = 0
         self.made = 0       # characters made since the last memory check
         self.printed = 0
@@ -83,8 +85,8 @@ class _Watch:
 
     def tick(self) -> None:
         self.events += 1
-        if time.monotonic() > self.deadline:
-            raise RenderAborted(f"rendering took longer than {self.limits.seconds:g} s (an endless loop?)")
+        if self.events % _CLOCK_EVERY == 0 and time.thread_time() > self.deadline:
+            raise RenderAborted(f"rendering took longer than {self.limits.seconds:g} s of CPU time (an endless loop?)")
         if self.events % _CHECK_EVERY == 0:
             self.check_memory()
 
