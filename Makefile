@@ -67,6 +67,8 @@ bench: setup
 		|| echo "bench: could not install the bench extra (llama-cpp-python, matplotlib)" >&2
 	$(MAKE) --no-print-directory $(LLAMA_AVX2_STAMP) \
 		|| echo "bench: the AVX2-only llama.cpp did not build (see build/llama-cpp-avx2.log)" >&2
+	! grep -qw avx_vnni /proc/cpuinfo || $(MAKE) --no-print-directory $(LLAMA_VNNI_STAMP) \
+		|| echo "bench: the AVX2 + AVX-VNNI llama.cpp did not build (see build/llama-cpp-avxvnni.log)" >&2
 	$(VPY) -m tools.bench $(BENCH_ARGS)
 	$(VPY) -m tools.bench_grammar
 	$(VPY) -m tools.bench_speculative
@@ -77,22 +79,33 @@ bench: setup
 bench-serving: setup
 	$(VPY) -m tools.bench_serving $(BENCH_ARGS)
 
-# A second llama.cpp for the AVX2 tables (`--isa avx2` against it): the same llama-cpp-python
-# built from source without AVX-512 (and without AVX-VNNI, which llamapack's avx2 kernels do not
-# use either), as most laptops run it. Installed apart, in build/llama-cpp-avx2, and loaded by the
-# bench's workers with that directory first on sys.path. Built once (~10 min on 2 cores); never
-# for `make test`. --no-cache-dir: pip's wheel cache would hand back the native build.
+# Two more llama.cpp for the AVX2 tables: the same llama-cpp-python built from source without
+# AVX-512, once without AVX-VNNI (`--isa avx2`: AVX2 alone on both sides, as AMD Zen 2/3 and older
+# Intel laptops run) and, where the CPU has it, once with AVX-VNNI (`--isa avx2-vnni`, as Intel Core
+# 12th-14th gen and Core Ultra laptops run). Installed apart, in build/llama-cpp-avx2 and
+# build/llama-cpp-avxvnni, and loaded by the bench's workers with that directory first on sys.path.
+# Built once each (~10 min on 2 cores); never for `make test`. --no-cache-dir: pip's wheel cache
+# would hand back the native build.
 LLAMA_AVX2       := build/llama-cpp-avx2
 LLAMA_AVX2_STAMP := $(LLAMA_AVX2)/.built
-LLAMA_AVX2_CMAKE := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF \
+LLAMA_VNNI       := build/llama-cpp-avxvnni
+LLAMA_VNNI_STAMP := $(LLAMA_VNNI)/.built
+LLAMA_X86_CMAKE  := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF \
 	-DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
 $(LLAMA_AVX2_STAMP): | $(STAMP)
 	rm -rf $(LLAMA_AVX2) && mkdir -p build
 	@echo "bench: building llama.cpp without AVX-512 into $(LLAMA_AVX2) (~10 min; log: build/llama-cpp-avx2.log)"
-	CMAKE_ARGS="$(LLAMA_AVX2_CMAKE)" $(VPY) -m pip install --no-deps --no-cache-dir \
+	CMAKE_ARGS="$(LLAMA_X86_CMAKE) -DGGML_AVX_VNNI=OFF" $(VPY) -m pip install --no-deps --no-cache-dir \
 		--no-binary llama-cpp-python --target $(LLAMA_AVX2) llama-cpp-python==0.3.36 \
 		> build/llama-cpp-avx2.log 2>&1
+	touch $@
+$(LLAMA_VNNI_STAMP): | $(STAMP)
+	rm -rf $(LLAMA_VNNI) && mkdir -p build
+	@echo "bench: building llama.cpp with AVX-VNNI, without AVX-512 into $(LLAMA_VNNI) (~10 min; log: build/llama-cpp-avxvnni.log)"
+	CMAKE_ARGS="$(LLAMA_X86_CMAKE) -DGGML_AVX_VNNI=ON" $(VPY) -m pip install --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python --target $(LLAMA_VNNI) llama-cpp-python==0.3.36 \
+		> build/llama-cpp-avxvnni.log 2>&1
 	touch $@
 
 clean:

@@ -6,9 +6,12 @@
     .venv/bin/python -m tools.bench --isa avx2      # only the AVX2 table
 
 One table per instruction set (--isa; by default the best this CPU has, then avx2 where the CPU has
-more): llamapack's kernels for that ISA (LLAMAPACK_ISA) against a llama.cpp built for it: the
-AVX2 table's llama.cpp is a second llama-cpp-python built without AVX-512 (make bench builds it
-once into build/llama-cpp-avx2), as most laptops (Intel Core 12th-14th gen, Core Ultra) run it.
+more, then avx2-vnni where it has AVX-VNNI): llamapack's kernels for that ISA (LLAMAPACK_ISA)
+against a llama.cpp built for it. The avx2 table is AVX2 alone on both sides (LLAMAPACK_AVXVNNI=0,
+and a second llama-cpp-python built without AVX-512 or AVX-VNNI: make bench builds it once into
+build/llama-cpp-avx2), as AMD Zen 2/3 and older Intel laptops run. The avx2-vnni table adds AVX-VNNI
+on both sides (a third build, build/llama-cpp-avxvnni), as Intel Core 12th-14th gen and Core Ultra
+laptops run; its prompt column has no peak fraction (no AVX-VNNI micro-kernel).
 Each engine runs in its own worker process (tools/bench_worker.py); the parent asks the two in
 turn, run by run (the order flips every run), and prints medians.
 
@@ -48,6 +51,18 @@ CONTEXTS = (128, 1024, 4096)
 CTX_MODEL = THREADS_MODEL = "smollm2-Q4_1"
 QUICK_MODELS = ("smollm2-Q4_1", "moe-Q4_K_M", "dense-Q4_K_M", "mistral-Q4_K_M")
 LLAMA_AVX2 = ROOT / "build" / "llama-cpp-avx2"  # the Makefile's AVX2-only llama-cpp-python
+LLAMA_AVXVNNI = ROOT / "build" / "llama-cpp-avxvnni"  # and its AVX2 + AVX-VNNI one
+# A table that is not an ISA of its own: the avx2 kernels with AVX-VNNI against llama.cpp's AVX2 +
+# AVX-VNNI build
+VNNI_TABLE = "avx2-vnni"
+
+
+def has_avx_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx_vnni" in line for line in f)
+    except OSError:
+        return False
 
 
 def parse_args() -> argparse.Namespace:
@@ -67,8 +82,15 @@ def parse_args() -> argparse.Namespace:
     args.side_runs = 1 if args.quick else 3
     args.contexts = [int(c) for c in args.contexts.split(",") if c]
     best = kernels.best_isa()
-    args.isas = args.isa.split(",") if args.isa else [best] + (["avx2"] if best == "avx512" else [])
+    default = [best] + (["avx2"] if best == "avx512" else [])
+    if "avx2" in default and has_avx_vnni() and (LLAMA_AVXVNNI / "llama_cpp").is_dir():
+        default.append(VNNI_TABLE)
+    args.isas = args.isa.split(",") if args.isa else default
     for isa in args.isas:
+        if isa == VNNI_TABLE:
+            if not has_avx_vnni():
+                sys.exit(f"bench: {VNNI_TABLE}: this CPU has no AVX-VNNI")
+            continue
         if isa not in kernels.available_isas():
             sys.exit(f"bench: instruction set {isa!r} is not available here (have: "
                      f"{', '.join(kernels.available_isas())})")
@@ -82,16 +104,29 @@ def parse_args() -> argparse.Namespace:
 
 def engines_for(isa: str, have_lc: bool) -> tuple[list[Engine], str]:
     """The two engines of the `isa` table, and what that table says of its llama.cpp."""
-    ours = Engine("llamapack", (("LLAMAPACK_ISA", isa),), f".{isa}")
+    if isa == VNNI_TABLE:
+        ours = Engine("llamapack", (("LLAMAPACK_ISA", "avx2"), ("LLAMAPACK_AVXVNNI", "1")), f".{isa}")
+        return _built(ours, have_lc, LLAMA_AVXVNNI, isa, "built with AVX2 and AVX-VNNI, without AVX-512")
+    if isa == "avx2":  # AVX2 alone, as the AVX2 llama.cpp
+        ours = Engine("llamapack", (("LLAMAPACK_ISA", isa), ("LLAMAPACK_AVXVNNI", "0")), f".{isa}")
+    else:
+        ours = Engine("llamapack", (("LLAMAPACK_ISA", isa),), f".{isa}")
     if not have_lc:
         return [ours], "llama.cpp not run"
     if isa == "avx2" and kernels.best_isa() != "avx2":
-        if not (LLAMA_AVX2 / "llama_cpp").is_dir():
-            return [ours], f"llama.cpp not run: no AVX2-only build in {LLAMA_AVX2.relative_to(ROOT)} (make bench builds it)"
-        path = os.pathsep.join(p for p in (str(LLAMA_AVX2), os.environ.get("PYTHONPATH", "")) if p)
-        return [ours, Engine("llama.cpp", (("PYTHONPATH", path),), ".avx2")], \
-            f"llama.cpp built without AVX-512 ({LLAMA_AVX2.relative_to(ROOT)})"
+        return _built(ours, have_lc, LLAMA_AVX2, isa, "built without AVX-512 or AVX-VNNI")
     return [ours, Engine("llama.cpp")], "llama.cpp as installed (native build)"
+
+
+def _built(ours: Engine, have_lc: bool, where: Path, isa: str, what: str) -> tuple[list[Engine], str]:
+    """ours against the llama-cpp-python installed in `where` by the Makefile."""
+    if not have_lc:
+        return [ours], "llama.cpp not run"
+    if not (where / "llama_cpp").is_dir():
+        return [ours], f"llama.cpp not run: no build in {where.relative_to(ROOT)} (make bench builds it)"
+    path = os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH", "")) if p)
+    return [ours, Engine("llama.cpp", (("PYTHONPATH", path),), f".{isa}")], \
+        f"llama.cpp {what} ({where.relative_to(ROOT)})"
 
 
 def load_models(names: list[str], have_lc: bool) -> list:
