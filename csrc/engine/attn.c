@@ -44,7 +44,7 @@ typedef struct {
     int64_t score_len;         // scores per row: n_ctx rounded up to whole blocks
     int window;                // sliding window: a row sees its last `window` positions (0: all)
     float scale;               // of q.k
-    int simd;
+    int simd;                  // LP_ISA_AVX2 or LP_ISA_AVX512 (their kernels), or 0
 } attn_ctx;
 
 typedef struct {
@@ -232,6 +232,54 @@ LP_AVX2_END
 #endif
 
 // ---------------------------------------------------------------------------
+// AVX-512: the scores in tiles of 8 rows x 16 positions, one 512-bit register a row: a block's
+// 16 keys of one dimension are converted once for 8 rows (AVX2: once for 4 rows, two halves),
+// and q's dimension is the multiply-add's broadcast operand. Each score is the same sum, over
+// the dimensions in order, as AVX2's: the same bits. (The values keep AVX2's 8-lane sums: 16
+// lanes would add a row's positions in another order.)
+
+#if LP_X86
+LP_AVX512_BEGIN
+static inline __attribute__((always_inline)) void scores_tile_avx512(const attn_rows *r, int i0, const int NR,
+                                                                     const uint16_t *kt, int64_t ks, int hd,
+                                                                     int p, float scale) {
+    __m512 acc[8];
+    const float *q[8];
+    for (int i = 0; i < NR; i++) {
+        acc[i] = _mm512_setzero_ps();
+        q[i] = r->q[i0 + i];
+    }
+    const uint16_t *k = kt + (int64_t)((unsigned)p / LP_KV_BLOCK) * ks;  // p: a block start
+    for (int d = 0; d < hd; d++, k += LP_KV_BLOCK) {
+        const __m512 kd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)k));
+        for (int i = 0; i < NR; i++) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i][d]), kd, acc[i]);
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < NR; i++) _mm512_storeu_ps(r->s[i0 + i] + p, _mm512_mul_ps(acc[i], sc));
+}
+
+static void scores_avx512(const attn_rows *r, int nr, const uint16_t *kt, int64_t ks, int hd, float scale) {
+    int maxlen = 0;
+    for (int i = 0; i < nr; i++) maxlen = r->len[i] > maxlen ? r->len[i] : maxlen;
+    for (int p = 0; p < maxlen; p += 16) {
+        int i = 0;
+        for (; nr - i >= 8; i += 8) scores_tile_avx512(r, i, 8, kt, ks, hd, p, scale);
+        switch (nr - i) {  // a constant row count per tile
+        case 0: break;
+        case 1: scores_tile_avx512(r, i, 1, kt, ks, hd, p, scale); break;
+        case 2: scores_tile_avx512(r, i, 2, kt, ks, hd, p, scale); break;
+        case 3: scores_tile_avx512(r, i, 3, kt, ks, hd, p, scale); break;
+        case 4: scores_tile_avx512(r, i, 4, kt, ks, hd, p, scale); break;
+        case 5: scores_tile_avx512(r, i, 5, kt, ks, hd, p, scale); break;
+        case 6: scores_tile_avx512(r, i, 6, kt, ks, hd, p, scale); break;
+        default: scores_tile_avx512(r, i, 7, kt, ks, hd, p, scale);
+        }
+    }
+}
+LP_AVX512_END
+#endif
+
+// ---------------------------------------------------------------------------
 
 // Partial result of (decoding row's group g, kv head, segment, query head of the group):
 // o[head_dim], then m, l. (The scratch holds n_seq decoding rows' worth: one per sequence.)
@@ -312,7 +360,8 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     const uint16_t *kt = lp_kv_head(c->kv, c->kv->k, grp[0], c->layer, kvh) + at;
     const uint16_t *vt = lp_kv_head(c->kv, c->kv->v, grp[0], c->layer, kvh) + at;
 #if LP_X86
-    if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
+    if (c->simd == LP_ISA_AVX512) scores_avx512(&r, nr, kt, ks, hd, scale);
+    else if (c->simd) scores_avx2(&r, nr, kt, ks, hd, scale);
     else
 #endif
         scores_ref(&r, nr, kt, ks, hd, 0, seg_len, scale);
@@ -380,7 +429,7 @@ void lp_attention(const lp_weights *w, const lp_kv *kv, int layer, const lp_seq_
         .score_len = ((int64_t)s->n_ctx + LP_KV_BLOCK - 1) / LP_KV_BLOCK * LP_KV_BLOCK,
         .window = lp_layer_swa(w, layer) ? w->n_swa : 0,
         .scale = w->attn_scale > 0.0f ? w->attn_scale : 1.0f / sqrtf((float)w->head_dim),
-        .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512,
+        .simd = isa == LP_ISA_AVX2 || isa == LP_ISA_AVX512 ? isa : 0,
     };
     // chunks: per sequence group and kv head, its query rows LP_ATT_ROWS at a time, times the
     // segments of a decoding row
