@@ -93,20 +93,18 @@ LLAMA_VNNI_STAMP := $(LLAMA_VNNI)/.built
 LLAMA_X86_CMAKE  := -DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
 	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF \
 	-DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+# $(call LLAMA_BUILD,dir,AVX-VNNI ON/OFF,what it is built with)
+define LLAMA_BUILD
+	rm -rf $(1) && mkdir -p build
+	@echo "bench: building llama.cpp $(3) into $(1) (~10 min; log: $(1).log)"
+	CMAKE_ARGS="$(LLAMA_X86_CMAKE) -DGGML_AVX_VNNI=$(2)" $(VPY) -m pip install --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python --target $(1) llama-cpp-python==0.3.36 > $(1).log 2>&1
+	touch $(1)/.built
+endef
 $(LLAMA_AVX2_STAMP): | $(STAMP)
-	rm -rf $(LLAMA_AVX2) && mkdir -p build
-	@echo "bench: building llama.cpp without AVX-512 into $(LLAMA_AVX2) (~10 min; log: build/llama-cpp-avx2.log)"
-	CMAKE_ARGS="$(LLAMA_X86_CMAKE) -DGGML_AVX_VNNI=OFF" $(VPY) -m pip install --no-deps --no-cache-dir \
-		--no-binary llama-cpp-python --target $(LLAMA_AVX2) llama-cpp-python==0.3.36 \
-		> build/llama-cpp-avx2.log 2>&1
-	touch $@
+	$(call LLAMA_BUILD,$(LLAMA_AVX2),OFF,without AVX-512 or AVX-VNNI)
 $(LLAMA_VNNI_STAMP): | $(STAMP)
-	rm -rf $(LLAMA_VNNI) && mkdir -p build
-	@echo "bench: building llama.cpp with AVX-VNNI, without AVX-512 into $(LLAMA_VNNI) (~10 min; log: build/llama-cpp-avxvnni.log)"
-	CMAKE_ARGS="$(LLAMA_X86_CMAKE) -DGGML_AVX_VNNI=ON" $(VPY) -m pip install --no-deps --no-cache-dir \
-		--no-binary llama-cpp-python --target $(LLAMA_VNNI) llama-cpp-python==0.3.36 \
-		> build/llama-cpp-avxvnni.log 2>&1
-	touch $@
+	$(call LLAMA_BUILD,$(LLAMA_VNNI),ON,with AVX-VNNI and without AVX-512)
 
 clean:
 	rm -rf build runtime/_kernels*.so runtime/_kernels.c
