@@ -1,5 +1,8 @@
 // gemm_avx2.c — the AVX2 tiles of the batched product (gemm.c builds the panels and
 // decodes the weights; see there).
+#include <stdatomic.h>
+#include <stdlib.h>
+
 #include "gemm.h"
 
 // ---------------------------------------------------------------------------
@@ -389,6 +392,119 @@ static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
 LP_AVX2_END
 #endif
 
+// ---------------------------------------------------------------------------
+// AVX-VNNI (Intel Core 12th gen on, Core Ultra; AMD Zen 5): VPDPBUSD on 256-bit registers
+// multiplies 4 unsigned by 4 signed bytes and adds them into an int32 lane in one
+// instruction, where VPMADDUBSW + VPADDW / VPMADDWD + VPADDD take two to three. It serves
+// the K-quants whose sub-scales gemm_chunk folds into the quants (SUB_FOLD, as on AVX-512:
+// Q2_K 0..45 on a signed panel, Q3_K negated -128..124 on an unsigned one), so a
+// super-block's products sum into one int32 per lane with no int16 step. The same integer
+// sums and float steps as the other tiles: the same bits.
+#if LP_X86
+#if defined(__clang__)
+#define LP_AVXVNNI_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avxvnni\"))), apply_to = function)")
+#define LP_AVXVNNI_END _Pragma("clang attribute pop")
+#else
+#define LP_AVXVNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avxvnni\")")
+#define LP_AVXVNNI_END _Pragma("GCC pop_options")
+#endif
+
+int lp_gemm_avx2_vnni(void) {
+    static _Atomic int has = -1;  // the CPU does not change; the environment is read once
+    int h = atomic_load_explicit(&has, memory_order_relaxed);
+    if (h < 0) {
+        const char *env = getenv("LLAMAPACK_AVXVNNI");
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avxvnni") && !(env && env[0] == '0');
+        atomic_store_explicit(&has, h, memory_order_relaxed);
+    }
+    return h;
+}
+
+LP_AVX2_BEGIN
+// q (subs sub-blocks of 16 quants) *= each one's sub-scale (negated: neg), in place; the
+// products fit the byte (sub_way's bound), so the saturating pack keeps them exact.
+void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg) {
+    int64_t i = 0;
+    for (; i + 2 <= subs; i += 2, q += 32) {
+        const __m256i s0 = _mm256_set1_epi16((int16_t)(neg ? -sub[i] : sub[i]));
+        const __m256i s1 = _mm256_set1_epi16((int16_t)(neg ? -sub[i + 1] : sub[i + 1]));
+        const __m256i lo = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)q)), s0);
+        const __m256i hi = _mm256_mullo_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + 16))), s1);
+        _mm256_storeu_si256((__m256i *)q, _mm256_permute4x64_epi64(_mm256_packs_epi16(lo, hi), 0xD8));
+    }
+    for (; i < subs; i++, q += 16) {
+        const int s = neg ? -sub[i] : sub[i];
+        for (int l = 0; l < 16; l++) q[l] = (int8_t)(q[l] * s);
+    }
+}
+LP_AVX2_END
+
+LP_AVXVNNI_BEGIN
+// LP_G2_R weight rows x the panel's first nv halves, a super-block per int32 sum (started at
+// the +128's correction on an unsigned panel); the float sums live in memory.
+static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int has_min, const int min_unit,
+                                                                 const int sgn, const int nv) {
+    const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units;
+    const int32_t *wc = wp->corr + (int64_t)r0 * cs;
+    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
+    float *acc = &accbuf[0][0];
+    __asm__("" : "+r"(acc));  // memory, not registers
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    for (int64_t u = 0; u < units; u++) {
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
+        for (int64_t b = u * (QK_K / 32); b < (u + 1) * (QK_K / 32); b++) {
+            const act_block *ab = &a[b];
+            const int8_t *w = wq + 32 * b;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) {  // columns 32b + 4k ..
+                const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k][0]);
+                const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[k][8]) : a0;
+                for (int r = 0; r < LP_G2_R; r++) {
+                    int32_t w4;
+                    memcpy(&w4, w + r * cols + 4 * k, 4);
+                    const __m256i wv = _mm256_set1_epi32(w4);
+                    is[r][0] = sgn ? _mm256_dpbusd_avx_epi32(is[r][0], wv, a0) : _mm256_dpbusd_avx_epi32(is[r][0], a0, wv);
+                    if (nv == 2)
+                        is[r][1] = sgn ? _mm256_dpbusd_avx_epi32(is[r][1], wv, a1)
+                                       : _mm256_dpbusd_avx_epi32(is[r][1], a1, wv);
+                }
+            }
+        }
+        const act_block *au = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
+        const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+            for (int v = 0; v < nv; v++) {
+                float *ap = acc + 16 * r + 8 * v;
+                const __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]);
+                _mm256_store_ps(ap, _mm256_fmadd_ps(p, sc, _mm256_load_ps(ap)));
+            }
+        }
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
+// The folded tile for each type sub_way folds (Q2_K: mins per 16, signed panel; Q3_K: no mins).
+static void tile_any_vnni(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int sgn, int nv) {
+    const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+#define LP_TILE_CASE(MIN, MU, SGN)                                                                        \
+    if (has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN)                                         \
+        return nv == 2 ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2) : tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 1);
+    LP_TILE_CASE(1, 16, 1)  // Q2_K
+    LP_TILE_CASE(0, 0, 0)   // Q3_K
+#undef LP_TILE_CASE
+    const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: sub_way folds only these
+    store_tile(c, r0, nr, g, zero);
+}
+LP_AVXVNNI_END
+#endif
+
 // How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
 // steps of int16 sums it adds (see the tile): at most a unit's (or sub-block's) steps,
 // `steps`. A signed panel (sgn) has no S8_ACT_U8.
@@ -405,9 +521,13 @@ static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn) {
     int mode, m;
     avx2_mode(lo, hi, (c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
-    for (int64_t g = 0; g < c->groups; g++)
-        for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
-            tile_any_avx2(c, wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m, sgn,
-                          c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1);
+    for (int64_t g = 0; g < c->groups; g++) {
+        const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
+        for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
+            const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
+            if (c->sub_way == SUB_FOLD) tile_any_vnni(c, wp, r0, rows, g, sgn, nv);
+            else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
+        }
+    }
 }
 #endif
