@@ -5,6 +5,11 @@ bits as in a call where it sits in a full group, as AVX-512's (whole-panel) tile
 the activation rounding of a float64 product of the gguf package's dequantized weights."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +47,41 @@ def test_last_rows_of_a_product_in_a_half_tile(name: str) -> None:
         want64 = x[:n].astype(np.float64) @ w.astype(np.float64).T
         bound = _activation_error_bound(qtype, t, w, x[:n])
         assert (np.abs(got - want64) <= bound).all(), f"{name}: {n} rows against float64"
+
+
+_PRODUCTS = """
+import sys
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from runtime import kernels
+from tests.test_kernels import weight_tensor
+kernels.set_isa("avx2")
+rng = np.random.default_rng(9)
+out = []
+for name in ("Q2_K", "Q3_K", "Q4_K", "Q6_K"):
+    t = weight_tensor(kernels.WEIGHT_TYPES[name], 22, 512, rng)
+    x = (rng.standard_normal((40, 512)) * rng.uniform(0.1, 10, (40, 1))).astype(np.float32)
+    out.append(kernels.matmul(t, x, n_threads=2))
+np.save(sys.argv[1], np.stack(out))
+"""
+
+
+@pytest.mark.skipif("avx2" not in BATCHED_ISAS, reason="no AVX2 here")
+def test_avx_vnni_tiles_give_the_vpmaddubsw_tiles_bits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Where the CPU has AVX-VNNI, the AVX2 product takes VPDPBUSD for the folded K-quants
+    (LLAMAPACK_AVXVNNI=0: the VPMADDUBSW tiles): both give the same bits, 40 rows (a half tile
+    at the end) of Q2_K, Q3_K and, unfolded, Q4_K and Q6_K. Without AVX-VNNI both runs take the
+    VPMADDUBSW tiles, and the outputs still have to agree."""
+    root = Path(__file__).resolve().parent.parent
+    outs = []
+    for flag in ("1", "0"):
+        path = tmp_path / f"vnni{flag}.npy"
+        env = {**os.environ, "LLAMAPACK_AVXVNNI": flag}
+        subprocess.run([sys.executable, "-c", _PRODUCTS, str(path)], cwd=root, env=env, check=True)
+        outs.append(np.load(path))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.isfinite(outs[0]).all() and np.abs(outs[0]).max() > 0
