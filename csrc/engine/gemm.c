@@ -141,7 +141,7 @@ static const quant_bounds *type_bounds(const lp_type_traits *t) {
 // the types without them), the columns of its partial sums, and (SUB_FOLD) whether the
 // folded quants are negated. From the bounds: folded when every quant times sub-scale fits
 // the weight's byte (unsigned on a signed panel, else int8, negated if that is what fits),
-// else VPMULLD. AVX2 on a CPU with AVX-VNNI takes the folded types alike (gemm_avx2.c).
+// else VPMULLD. AVX2 on a CPU with AVX-VNNI takes both ways alike (gemm_avx2.c).
 static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
     const quant_bounds *b = type_bounds(t);
     *part = t->s8_sub, *neg = 0;
@@ -153,7 +153,7 @@ static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
     const int sgn = panel_signed(t, isa);
     if (sgn ? pmin >= 0 && pmax <= 255 : pmin >= -128 && pmax <= 127) return *part = 32, SUB_FOLD;
     if (!sgn && -pmax >= -128 && -pmin <= 127) return *part = 32, *neg = 1, SUB_FOLD;
-    return vnni ? SUB_NONE : SUB_MULLD;
+    return SUB_MULLD;
 }
 
 // ---------------------------------------------------------------------------
@@ -365,12 +365,12 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
-// of int16 for VPMADDWD; AVX-512 as int32 for VPMULLD. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
+// of int16 for VPMADDWD; for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
 static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, int32_t *corr, int sgn) {
     for (int64_t i = 0; i < c->subs; i++) {
         const uint32_t h = (uint16_t)sub[i];
-        subv[i] = c->isa == LP_ISA_AVX2 ? (int32_t)(h | h << 16) : sub[i];
+        subv[i] = c->isa == LP_ISA_AVX2 && c->sub_way != SUB_MULLD ? (int32_t)(h | h << 16) : sub[i];
     }
     if (sgn) return;
     const int64_t per_unit = c->subs / c->units;

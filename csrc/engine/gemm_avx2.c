@@ -490,14 +490,91 @@ static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx 
     store_tile(c, r0, nr, g, acc);
 }
 
-// The folded tile for each type sub_way folds (Q2_K: mins per 16, signed panel; Q3_K: no mins).
+// The sub-scaled K-quants that do not fold (SUB_MULLD: Q4_K, Q5_K, Q6_K): a sub-block's
+// VPDPBUSD sums start at zero and are multiplied by its sub-scale (VPMULLD) into the
+// super-block's int32 sums (in memory, started at the +128's correction on an unsigned
+// panel), as AVX-512 does; one float step a super-block.
+static inline __attribute__((always_inline)) void tile_vnni_mulld(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                  int64_t g, const int sub, const int has_min,
+                                                                  const int min_unit, const int sgn, const int nv) {
+    const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
+    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
+    const act_block *a = c->act + g * c->nblk;
+    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
+    const float *ws = wp->scale + (int64_t)r0 * units;
+    const int32_t *wc = wp->corr + (int64_t)r0 * cs, *wsub = wp->sub + (int64_t)r0 * subs;
+    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
+    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = &accbuf[0][0];
+    int32_t *isp = &isbuf[0][0];
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    for (int64_t u = 0; u < units; u++) {
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256i start = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
+            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
+            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
+        }
+        for (int s = 0; s < per_unit; s++) {
+            const int64_t gi = u * per_unit + s;  // the sub-block in the row
+            const act_block *ab = &a[gi / per_blk];
+            const int k0 = (int)(gi % per_blk) * steps;  // its first step in its block
+            const int8_t *w = wq + sub * gi;
+            __m256i t[LP_G2_R][2];
+            for (int r = 0; r < LP_G2_R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+            for (int k = 0; k < steps; k++) {
+                const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k0 + k][0]);
+                const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[k0 + k][8]) : a0;
+                for (int r = 0; r < LP_G2_R; r++) {
+                    int32_t w4;
+                    memcpy(&w4, w + r * cols + 4 * k, 4);
+                    const __m256i wv = _mm256_set1_epi32(w4);
+                    t[r][0] = sgn ? _mm256_dpbusd_avx_epi32(t[r][0], wv, a0) : _mm256_dpbusd_avx_epi32(t[r][0], a0, wv);
+                    if (nv == 2)
+                        t[r][1] = sgn ? _mm256_dpbusd_avx_epi32(t[r][1], wv, a1)
+                                      : _mm256_dpbusd_avx_epi32(t[r][1], a1, wv);
+                }
+            }
+            for (int r = 0; r < LP_G2_R; r++) {
+                const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
+                for (int v = 0; v < nv; v++) {
+                    __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
+                    _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_mullo_epi32(t[r][v], sv)));
+                }
+            }
+        }
+        const act_block *au = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
+        const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+            for (int v = 0; v < nv; v++) {
+                const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+                float *ap = acc + 16 * r + 8 * v;
+                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
+            }
+        }
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
+// The VNNI tile for each K-quant and sub_way (SUB_FOLD: Q2_K, mins per 16, signed panel;
+// Q3_K, no mins. SUB_MULLD: Q4_K and Q5_K, sub-blocks and mins per 32, signed; Q6_K, sub-blocks
+// per 16, no mins).
 static void tile_any_vnni(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int sgn, int nv) {
-    const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+    const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit, sub = c->t->s8_sub;
 #define LP_TILE_CASE(MIN, MU, SGN)                                                                        \
-    if (has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN)                                         \
+    if (c->sub_way == SUB_FOLD && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN)               \
         return nv == 2 ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2) : tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 1);
     LP_TILE_CASE(1, 16, 1)  // Q2_K
     LP_TILE_CASE(0, 0, 0)   // Q3_K
+#undef LP_TILE_CASE
+#define LP_TILE_CASE(SUB, MIN, MU, SGN)                                                                   \
+    if (c->sub_way == SUB_MULLD && sub == SUB && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN) \
+        return nv == 2 ? tile_vnni_mulld(c, wp, r0, nr, g, SUB, MIN, MU, SGN, 2)                           \
+                       : tile_vnni_mulld(c, wp, r0, nr, g, SUB, MIN, MU, SGN, 1);
+    LP_TILE_CASE(32, 1, 32, 1)  // Q4_K, Q5_K
+    LP_TILE_CASE(16, 0, 0, 0)   // Q6_K
 #undef LP_TILE_CASE
     const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: sub_way folds only these
     store_tile(c, r0, nr, g, zero);
@@ -525,7 +602,7 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
         for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
             const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
-            if (c->sub_way == SUB_FOLD) tile_any_vnni(c, wp, r0, rows, g, sgn, nv);
+            if (c->sub_way != SUB_NONE) tile_any_vnni(c, wp, r0, rows, g, sgn, nv);  // AVX-VNNI
             else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
         }
     }
