@@ -576,10 +576,12 @@ static void tile_any_vnni(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
     LP_TILE_CASE(32, 1, 32, 1)  // Q4_K, Q5_K
     LP_TILE_CASE(16, 0, 0, 0)   // Q6_K
 #undef LP_TILE_CASE
-    const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: sub_way folds only these
+    const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: sub_way gives only these
     store_tile(c, r0, nr, g, zero);
 }
 LP_AVXVNNI_END
+#else
+int lp_gemm_avx2_vnni(void) { return 0; }  // (gemm.c's sub_way asks on every ISA)
 #endif
 
 // How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
