@@ -286,6 +286,48 @@ static inline __attribute__((always_inline)) void min_terms_avx2(const gemm_ctx 
         for (int v = 0; v < nv; v++) _mm256_store_ps(acc + 16 * r + 8 * v, s[r][v]);
 }
 
+// Rows r0.. of a chunk's decoded weights (wpanel), each at its row's offset.
+typedef struct { const int8_t *q; const float *scale; const int32_t *corr, *sub; } sub_rows;
+static inline sub_rows sub_rows_of(const gemm_ctx *c, const wpanel *wp, int r0) {
+    return (sub_rows){ wp->q + (int64_t)r0 * c->cols, wp->scale + (int64_t)r0 * c->units,
+                       wp->corr + (int64_t)r0 * corr_stride(c), wp->sub + (int64_t)r0 * c->subs };
+}
+
+// A tile's float sums (in memory: row r's 16 at acc + 16 * r) start at its min terms, or zero.
+static inline __attribute__((always_inline)) void sums_start(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g,
+                                                             const int has_min, const int min_unit, const int nv,
+                                                             float *acc) {
+    memset(acc, 0, sizeof(float) * LP_G2_R * LP_G_LANES);  // (a half tile's other lanes too)
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+}
+
+// A unit's int32 sums, in memory (row r's 16 at isp + 16 * r), start at the +128's
+// correction (corr) or at zero.
+static inline __attribute__((always_inline)) void unit_sums_start(int32_t *isp, const int32_t *wc, int64_t cs,
+                                                                  int64_t u, const int corr) {
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256i start = _mm256_set1_epi32(corr ? wc[r * cs + u] : 0);
+        _mm256_store_si256((__m256i *)(isp + 16 * r), start);
+        _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
+    }
+}
+
+// The float step of unit u (gemm.h) from its int32 sums in memory into acc: au is the unit's
+// first block (Q8_K: one activation scale a super-block), ws the rows' scales.
+static inline __attribute__((always_inline)) void unit_float_step(const act_block *au, const float *ws, int64_t units,
+                                                                  int64_t u, const int32_t *isp, float *acc,
+                                                                  const int nv) {
+    const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+        for (int v = 0; v < nv; v++) {
+            const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+            float *ap = acc + 16 * r + 8 * v;
+            _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
+        }
+    }
+}
+
 // The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel. Each sub-block
 // (sub columns, steps of 4) sums its pair products in int16, m steps at a time, and
 // VPMADDWD against the row's sub-scale (as int16 pairs) widens them into the unit's
@@ -297,21 +339,18 @@ static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *
     const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
     const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
     const act_block *a = c->act + g * c->nblk;
-    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
-    const float *ws = wp->scale + (int64_t)r0 * units;
-    const int32_t *wc = wp->corr + (int64_t)r0 * cs, *wsub = wp->sub + (int64_t)r0 * subs;
-    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
-    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = &accbuf[0][0];
-    int32_t *isp = &isbuf[0][0];
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const int8_t *wq = w0.q;
+    const float *ws = w0.scale;
+    const int32_t *wc = w0.corr, *wsub = w0.sub;
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    int32_t *isp = isbuf;
     __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
     for (int64_t u = 0; u < units; u++) {
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256i start = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * cs + u] : 0);
-            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
-            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
-        }
+        unit_sums_start(isp, wc, cs, u, mode == S8_ACT_U8);
         for (int s = 0; s < per_unit; s++) {
             const int64_t gi = u * per_unit + s;  // the sub-block in the row
             const act_block *ab = &a[gi / per_blk];
@@ -331,16 +370,7 @@ static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *
                     }
             }
         }
-        const act_block *a0 = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
-        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
-            for (int v = 0; v < nv; v++) {
-                const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
-                float *ap = acc + 16 * r + 8 * v;
-                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
-            }
-        }
+        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
     store_tile(c, r0, nr, g, acc);
 }
@@ -451,10 +481,10 @@ static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx 
     const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
     const float *ws = wp->scale + (int64_t)r0 * units;
     const int32_t *wc = wp->corr + (int64_t)r0 * cs;
-    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
-    float *acc = &accbuf[0][0];
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
     __asm__("" : "+r"(acc));  // memory, not registers
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
     for (int64_t u = 0; u < units; u++) {
         __m256i is[LP_G2_R][2];
         for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
@@ -500,21 +530,18 @@ static inline __attribute__((always_inline)) void tile_vnni_mulld(const gemm_ctx
     const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
     const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
     const act_block *a = c->act + g * c->nblk;
-    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
-    const float *ws = wp->scale + (int64_t)r0 * units;
-    const int32_t *wc = wp->corr + (int64_t)r0 * cs, *wsub = wp->sub + (int64_t)r0 * subs;
-    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
-    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = &accbuf[0][0];
-    int32_t *isp = &isbuf[0][0];
-    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const int8_t *wq = w0.q;
+    const float *ws = w0.scale;
+    const int32_t *wc = w0.corr, *wsub = w0.sub;
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    int32_t *isp = isbuf;
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
     for (int64_t u = 0; u < units; u++) {
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256i start = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
-            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
-            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
-        }
+        unit_sums_start(isp, wc, cs, u, !sgn);
         for (int s = 0; s < per_unit; s++) {
             const int64_t gi = u * per_unit + s;  // the sub-block in the row
             const act_block *ab = &a[gi / per_blk];
@@ -544,16 +571,7 @@ static inline __attribute__((always_inline)) void tile_vnni_mulld(const gemm_ctx
                 }
             }
         }
-        const act_block *au = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
-        const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
-            for (int v = 0; v < nv; v++) {
-                const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
-                float *ap = acc + 16 * r + 8 * v;
-                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
-            }
-        }
+        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
     store_tile(c, r0, nr, g, acc);
 }
