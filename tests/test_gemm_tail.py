@@ -62,7 +62,7 @@ from tests.test_kernels import weight_tensor
 kernels.set_isa("avx2")
 rng = np.random.default_rng(9)
 out = []
-for name in ("Q2_K", "Q3_K", "Q4_K", "Q6_K"):
+for name in ("Q2_K", "Q3_K", "Q4_K", "Q6_K", "Q4_0", "Q4_1", "Q8_0"):
     t = weight_tensor(kernels.WEIGHT_TYPES[name], 22, 512, rng)
     x = (rng.standard_normal((40, 512)) * rng.uniform(0.1, 10, (40, 1))).astype(np.float32)
     out.append(kernels.matmul(t, x, n_threads=2))
@@ -72,10 +72,10 @@ np.save(sys.argv[1], np.stack(out))
 
 @pytest.mark.skipif("avx2" not in BATCHED_ISAS, reason="no AVX2 here")
 def test_avx_vnni_tiles_give_the_vpmaddubsw_tiles_bits(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Where the CPU has AVX-VNNI, the AVX2 product takes VPDPBUSD for the folded K-quants
-    (LLAMAPACK_AVXVNNI=0: the VPMADDUBSW tiles): both give the same bits, 40 rows (a half tile
-    at the end) of Q2_K, Q3_K and, unfolded, Q4_K and Q6_K. Without AVX-VNNI both runs take the
-    VPMADDUBSW tiles, and the outputs still have to agree."""
+    """Where the CPU has AVX-VNNI, the AVX2 product takes VPDPBUSD (LLAMAPACK_AVXVNNI=0: the
+    VPMADDUBSW tiles): both give the same bits, 40 rows (a half tile at the end) of the folded
+    Q2_K and Q3_K, the sub-scaled Q4_K and Q6_K, and the legacy Q4_0, Q4_1 and Q8_0. Without
+    AVX-VNNI both runs take the VPMADDUBSW tiles, and the outputs still have to agree."""
     root = Path(__file__).resolve().parent.parent
     outs = []
     for flag in ("1", "0"):

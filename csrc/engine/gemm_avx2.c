@@ -576,11 +576,61 @@ static inline __attribute__((always_inline)) void tile_vnni_mulld(const gemm_ctx
     store_tile(c, r0, nr, g, acc);
 }
 
+// The legacy types (units of 32 columns, no sub-scales): a unit's VPDPBUSD sums (from the
+// +128's correction on an unsigned panel: Q4_0, Q5_0, Q8_0, whatever the weights' range),
+// its float step and then its min step (Q4_1, Q5_1: signed panel), as tile_avx2_unit does.
+static inline __attribute__((always_inline)) void tile_vnni_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int has_min, const int sgn,
+                                                                 const int nv) {
+    const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
+    const act_block *a = c->act + g * c->nblk;
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const float *wm = wp->min + (int64_t)r0 * c->min_units;
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    __asm__("" : "+r"(acc));  // memory, not registers
+    memset(acc, 0, sizeof(accbuf));
+    for (int64_t u = 0; u < units; u++) {
+        const act_block *ab = &a[u];
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : w0.corr[r * cs + u]);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
+            const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[k][0]);
+            const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[k][8]) : a0;
+            for (int r = 0; r < LP_G2_R; r++) {
+                int32_t w4;
+                memcpy(&w4, w0.q + r * cols + 32 * u + 4 * k, 4);
+                const __m256i wv = _mm256_set1_epi32(w4);
+                is[r][0] = sgn ? _mm256_dpbusd_avx_epi32(is[r][0], wv, a0) : _mm256_dpbusd_avx_epi32(is[r][0], a0, wv);
+                if (nv == 2)
+                    is[r][1] = sgn ? _mm256_dpbusd_avx_epi32(is[r][1], wv, a1) : _mm256_dpbusd_avx_epi32(is[r][1], a1, wv);
+            }
+        }
+        const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
+        const __m256 mv[2] = { _mm256_load_ps(ab->m[0]), _mm256_load_ps(ab->m[0] + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sc = _mm256_set1_ps(w0.scale[r * units + u]);
+            for (int v = 0; v < nv; v++) {
+                float *ap = acc + 16 * r + 8 * v;
+                __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sc, _mm256_load_ps(ap));
+                if (has_min) t = _mm256_fmadd_ps(mv[v], _mm256_set1_ps(wm[r * c->min_units + u]), t);
+                _mm256_store_ps(ap, t);
+            }
+        }
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
 // The VNNI tile for each K-quant and sub_way (SUB_FOLD: Q2_K, mins per 16, signed panel;
 // Q3_K, no mins. SUB_MULLD: Q4_K and Q5_K, sub-blocks and mins per 32, signed; Q6_K, sub-blocks
 // per 16, no mins).
 static void tile_any_vnni(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int sgn, int nv) {
     const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit, sub = c->t->s8_sub;
+    if (!sub) {  // the legacy types: Q4_1, Q5_1 (mins, signed panel); Q4_0, Q5_0, Q8_0
+        if (has_min && sgn) return nv == 2 ? tile_vnni_unit(c, wp, r0, nr, g, 1, 1, 2) : tile_vnni_unit(c, wp, r0, nr, g, 1, 1, 1);
+        if (!has_min && !sgn) return nv == 2 ? tile_vnni_unit(c, wp, r0, nr, g, 0, 0, 2) : tile_vnni_unit(c, wp, r0, nr, g, 0, 0, 1);
+    }
 #define LP_TILE_CASE(MIN, MU, SGN)                                                                        \
     if (c->sub_way == SUB_FOLD && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN)               \
         return nv == 2 ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2) : tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 1);
@@ -618,11 +668,13 @@ static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn) {
     int mode, m;
     avx2_mode(lo, hi, (c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
+    // AVX-VNNI: the K-quants sub_way gives a way, and the legacy types (units of 32)
+    const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
         for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
             const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
-            if (c->sub_way != SUB_NONE) tile_any_vnni(c, wp, r0, rows, g, sgn, nv);  // AVX-VNNI
+            if (vnni) tile_any_vnni(c, wp, r0, rows, g, sgn, nv);
             else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
         }
     }
