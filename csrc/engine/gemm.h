@@ -61,7 +61,7 @@ static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units
 // corrections of one decoded row (unit columns each), its range folded into [*lo, *hi].
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn);
 // Whether the AVX2 product uses AVX-VNNI (the CPU has it, and LLAMAPACK_AVXVNNI is not 0): then
-// the K-quants whose sub-scales fold into the quants (gemm.c, sub_way) take VPDPBUSD.
+// its tiles take VPDPBUSD, the K-quants' sub-scales applied as sub_way says (gemm.c).
 int lp_gemm_avx2_vnni(void);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
