@@ -141,11 +141,12 @@ static const quant_bounds *type_bounds(const lp_type_traits *t) {
 // the types without them), the columns of its partial sums, and (SUB_FOLD) whether the
 // folded quants are negated. From the bounds: folded when every quant times sub-scale fits
 // the weight's byte (unsigned on a signed panel, else int8, negated if that is what fits),
-// else VPMULLD.
+// else VPMULLD. AVX2 on a CPU with AVX-VNNI takes both ways alike (gemm_avx2.c).
 static int sub_way(const lp_type_traits *t, int isa, int *part, int *neg) {
     const quant_bounds *b = type_bounds(t);
     *part = t->s8_sub, *neg = 0;
-    if (isa != LP_ISA_AVX512 || !t->s8_sub || !b) return SUB_NONE;
+    const int vnni = isa == LP_ISA_AVX2 && lp_gemm_avx2_vnni();
+    if ((isa != LP_ISA_AVX512 && !vnni) || !t->s8_sub || !b) return SUB_NONE;
     const int c[4] = { b->lo * b->slo, b->lo * b->shi, b->hi * b->slo, b->hi * b->shi };
     int pmin = c[0], pmax = c[0];
     for (int i = 1; i < 4; i++) pmin = c[i] < pmin ? c[i] : pmin, pmax = c[i] > pmax ? c[i] : pmax;
@@ -355,25 +356,21 @@ LP_AVX512_END
 // ---------------------------------------------------------------------------
 
 #if LP_X86
-// AVX-512's SUB_FOLD: the sub-scales multiplied into row q's quants (negated, and the
+// SUB_FOLD (AVX-512; AVX2 with AVX-VNNI): the sub-scales multiplied into row q's quants (negated, and the
 // scales with them, where sub_way says so), before the corrections are summed.
 static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *scale) {
-    const int n = c->t->s8_sub;
-    for (int64_t i = 0; i < c->subs; i++, q += n) {
-        const int s = c->sub_neg ? -sub[i] : sub[i];
-        for (int l = 0; l < n; l++) q[l] = (int8_t)(q[l] * s);  // within the byte: sub_way's bound
-    }
+    lp_gemm_fold_avx2(q, sub, c->subs, c->sub_neg);  // (the folded types' sub-blocks are 16 quants)
     if (c->sub_neg)
         for (int64_t u = 0; u < c->units; u++) scale[u] = -scale[u];
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
-// of int16 for VPMADDWD; AVX-512 as int32 for VPMULLD. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
+// of int16 for VPMADDWD; for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
 static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, int32_t *corr, int sgn) {
     for (int64_t i = 0; i < c->subs; i++) {
         const uint32_t h = (uint16_t)sub[i];
-        subv[i] = c->isa == LP_ISA_AVX2 ? (int32_t)(h | h << 16) : sub[i];
+        subv[i] = c->isa == LP_ISA_AVX2 && c->sub_way != SUB_MULLD ? (int32_t)(h | h << 16) : sub[i];
     }
     if (sgn) return;
     const int64_t per_unit = c->subs / c->units;

@@ -60,6 +60,11 @@ static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units
 // range of its decoded quants [lo, hi] picks how VPMADDUBSW is fed. And the per-unit
 // corrections of one decoded row (unit columns each), its range folded into [*lo, *hi].
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn);
+// Whether the AVX2 product uses AVX-VNNI (the CPU has it, and LLAMAPACK_AVXVNNI is not 0): then
+// its tiles take VPDPBUSD, the K-quants' sub-scales applied as sub_way says (gemm.c).
+int lp_gemm_avx2_vnni(void);
+// SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
+void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
 
 // The I8MM product (gemm_i8mm.c): a thread's scratch, and one chunk of LP_G_RT weight rows

@@ -1,6 +1,6 @@
 // gemm_avx2.c — the AVX2 tiles of the batched product (gemm.c builds the panels and
 // decodes the weights; see there).
-#include "gemm.h"
+#include "gemm_avx2.h"
 
 // ---------------------------------------------------------------------------
 // The AVX2 tile: LP_G2_R weight rows x one panel (16 activation rows, two vectors
@@ -22,7 +22,6 @@
 // The K-quants' sub-scales (s8_sub) cost nothing here: VPMADDWD takes the weight
 // row's sub-scale in place of the ones, widening and scaling at once (tile_avx2_sub).
 
-#define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
 enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
 
 #if LP_X86
@@ -114,19 +113,26 @@ static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, c
 // live in memory. tile_avx2's general loops kept the float sums in registers and
 // spilled the int16 ones.
 // One step of 4 columns (step kk of block ab, weights at w) of LP_G2_R weight rows x the
-// panel's two halves into the int16 sums s16 (first: they start here).
+// panel's first nv halves into the int16 sums s16 (first: they start here). A tile of one
+// half (nv 1) is an activation group's last rows when they are 8 or fewer: a mixture of
+// experts' products have ragged row counts (~128 a product at 512 tokens, 2 of 8 experts),
+// and rows up to the next 16 were a tenth of their work.
 static inline __attribute__((always_inline)) void s16_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
-                                                           const int mode, const int first,
+                                                           const int mode, const int first, const int nv,
                                                            __m256i s16[LP_G2_R][2]) {
     const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
-    const __m256i a1 = _mm256_load_si256((const __m256i *)ab->q[kk][8]);
+    const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[kk][8]) : a0;
     for (int r = 0; r < LP_G2_R; r++) {
         int32_t w4;
         memcpy(&w4, w + r * cols, 4);
         const __m256i wv = _mm256_set1_epi32(w4);
         const __m256i p0 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a0) : _mm256_maddubs_epi16(a0, wv);
-        const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
         s16[r][0] = first ? p0 : _mm256_add_epi16(s16[r][0], p0);
+        if (nv == 1) {
+            __asm__("" : "+x"(s16[r][0]));
+            continue;
+        }
+        const __m256i p1 = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, a1) : _mm256_maddubs_epi16(a1, wv);
         s16[r][1] = first ? p1 : _mm256_add_epi16(s16[r][1], p1);
         __asm__("" : "+x"(s16[r][0]), "+x"(s16[r][1]));  // in this order: no spills
     }
@@ -134,7 +140,7 @@ static inline __attribute__((always_inline)) void s16_step(const act_block *ab, 
 
 static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int mode, const int m,
-                                                                 const int unit, const int has_min) {
+                                                                 const int unit, const int has_min, const int nv) {
     const int64_t cols = c->cols, units = c->units;
     const int steps = unit / 4, per_blk = 32 / unit;  // steps of 4 columns a unit; units a block
     const act_block *a = c->act + g * c->nblk;
@@ -155,10 +161,10 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
         __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
         for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
-            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
+            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
             if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
                 for (int r = 0; r < LP_G2_R; r++)
-                    for (int v = 0; v < 2; v++) {
+                    for (int v = 0; v < nv; v++) {
                         __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
                         const __m256i t = _mm256_madd_epi16(s16[r][v], ones);
                         _mm256_store_si256(ip, k < m ? t : _mm256_add_epi32(_mm256_load_si256(ip), t));
@@ -168,7 +174,7 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
         for (int r = 0; r < LP_G2_R; r++) {
             const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
             const __m256i cv = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * cs + u] : 0);
-            for (int v = 0; v < 2; v++) {
+            for (int v = 0; v < nv; v++) {
                 __m256i is = _mm256_madd_epi16(s16[r][v], ones);
                 if (m < steps) is = _mm256_add_epi32(is, _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
                 if (mode == S8_ACT_U8) is = _mm256_add_epi32(is, cv);  // the +128's correction
@@ -181,7 +187,7 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
             const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
             for (int r = 0; r < LP_G2_R; r++) {
                 const __m256 mw = _mm256_set1_ps(wm[r * units + u]);
-                for (int v = 0; v < 2; v++) {
+                for (int v = 0; v < nv; v++) {
                     float *ap = acc + 16 * r + 8 * v;
                     _mm256_store_ps(ap, _mm256_fmadd_ps(mv[v], mw, _mm256_load_ps(ap)));
                 }
@@ -246,35 +252,6 @@ LP_AVX2_END
 
 #if LP_X86
 LP_AVX2_BEGIN
-// y[act row][weight row] of a tile whose sums are in memory (acc: row r's 16 at 16 * r).
-static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, const float *acc) {
-    for (int l = 0; l < LP_G_LANES; l++) {
-        const int64_t arow = g * LP_G_LANES + l;
-        if (arow >= c->n) break;
-        float *yr = c->y + arow * c->rows + r0;
-        for (int r = 0; r < nr; r++) yr[r] = acc[16 * r + l];
-    }
-}
-
-// acc (LP_G2_R x 16, in memory) = the tile's min terms (gemm.h: the first float steps).
-static inline __attribute__((always_inline)) void min_terms_avx2(const gemm_ctx *c, const wpanel *wp, int r0,
-                                                                 int64_t g, const int min_unit, float *acc) {
-    const act_block *a = c->act + g * c->nblk;
-    const float *wm = wp->min + (int64_t)r0 * c->min_units;
-    __m256 s[LP_G2_R][2];
-    for (int r = 0; r < LP_G2_R; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
-    for (int64_t mu = 0; mu < c->min_units; mu++) {
-        const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
-        const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 mw = _mm256_set1_ps(wm[r * c->min_units + mu]);
-            for (int v = 0; v < 2; v++) s[r][v] = _mm256_fmadd_ps(mv[v], mw, s[r][v]);
-        }
-    }
-    for (int r = 0; r < LP_G2_R; r++)
-        for (int v = 0; v < 2; v++) _mm256_store_ps(acc + 16 * r + 8 * v, s[r][v]);
-}
-
 // The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel. Each sub-block
 // (sub columns, steps of 4) sums its pair products in int16, m steps at a time, and
 // VPMADDWD against the row's sub-scale (as int16 pairs) widens them into the unit's
@@ -282,25 +259,22 @@ static inline __attribute__((always_inline)) void min_terms_avx2(const gemm_ctx 
 // int16 sums stay in registers, the int32 and float sums live in memory.
 static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                 int64_t g, const int mode, const int m, const int sub,
-                                                                const int has_min, const int min_unit) {
+                                                                const int has_min, const int min_unit, const int nv) {
     const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
     const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
     const act_block *a = c->act + g * c->nblk;
-    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
-    const float *ws = wp->scale + (int64_t)r0 * units;
-    const int32_t *wc = wp->corr + (int64_t)r0 * cs, *wsub = wp->sub + (int64_t)r0 * subs;
-    float accbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32))) = { { 0 } };
-    int32_t isbuf[LP_G2_R][LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = &accbuf[0][0];
-    int32_t *isp = &isbuf[0][0];
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const int8_t *wq = w0.q;
+    const float *ws = w0.scale;
+    const int32_t *wc = w0.corr, *wsub = w0.sub;
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    int32_t *isp = isbuf;
     __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, acc);
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
     for (int64_t u = 0; u < units; u++) {
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256i start = _mm256_set1_epi32(mode == S8_ACT_U8 ? wc[r * cs + u] : 0);
-            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
-            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
-        }
+        unit_sums_start(isp, wc, cs, u, mode == S8_ACT_U8);
         for (int s = 0; s < per_unit; s++) {
             const int64_t gi = u * per_unit + s;  // the sub-block in the row
             const act_block *ab = &a[gi / per_blk];
@@ -309,37 +283,30 @@ static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *
             __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
             for (int k = 0; k < steps; k++) {  // columns sub * gi + 4k ..
-                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, s16);
+                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
                 if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
                     for (int r = 0; r < LP_G2_R; r++) {
                         const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
-                        for (int v = 0; v < 2; v++) {
+                        for (int v = 0; v < nv; v++) {
                             __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
                             _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
                         }
                     }
             }
         }
-        const act_block *a0 = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
-        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
-            for (int v = 0; v < 2; v++) {
-                const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
-                float *ap = acc + 16 * r + 8 * v;
-                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
-            }
-        }
+        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
     store_tile(c, r0, nr, g, acc);
 }
 
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
-static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m) {
+static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m,
+                              int nv) {
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU);
+        return nv == 2 ? tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 2)              \
+                       : tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 1);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
@@ -351,21 +318,26 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
 }
 
 // The tile for every (mode, m, unit, min unit) combination of the types without
-// sub-scales that avx2_mode can pick, each compiled with constants.
-static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m, int sgn) {
+// sub-scales that avx2_mode can pick, each compiled with constants; nv: the panel's halves
+// with rows (the sub-scaled and the unit tiles; tile_avx2 does both, the rows past n unused).
+static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m, int sgn,
+                          int nv) {
     const int unit = c->t->s8_unit, has_min = c->t->s8_min;
-    if (c->subs) return tile_any_avx2_sub(c, wp, r0, nr, g, mode, m);
+    if (c->subs) return tile_any_avx2_sub(c, wp, r0, nr, g, mode, m, nv);
+#define LP_UNIT(MODE, M, MIN) \
+    return nv == 2 ? tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 2) : tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 1)
     if (sgn) {  // Q4_1, Q5_1: unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
         if (mode == S8_SIGN) return tile_avx2(c, wp, r0, nr, g, S8_SIGN, 1, 32, 1, 32, 1);
-        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 8, 32, 1);
-        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 4, 32, 1);
-        return tile_avx2_unit(c, wp, r0, nr, g, S8_W_U8, 2, 32, 1);
+        if (m == 8) LP_UNIT(S8_W_U8, 8, 1);
+        if (m == 4) LP_UNIT(S8_W_U8, 4, 1);
+        LP_UNIT(S8_W_U8, 2, 1);
     }
     if (mode == S8_ACT_U8 && !has_min && unit == 32) {  // Q4_0, Q5_0, Q8_0
-        if (m == 8) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 8, 32, 0);
-        if (m == 4) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 4, 32, 0);
-        if (m == 2) return tile_avx2_unit(c, wp, r0, nr, g, S8_ACT_U8, 2, 32, 0);
+        if (m == 8) LP_UNIT(S8_ACT_U8, 8, 0);
+        if (m == 4) LP_UNIT(S8_ACT_U8, 4, 0);
+        if (m == 2) LP_UNIT(S8_ACT_U8, 2, 0);
     }
+#undef LP_UNIT
 #define LP_TILE_CASE(MODE, M) \
     if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 0, 32, 0);
     LP_TILE_CASE(S8_W_U8, 2) LP_TILE_CASE(S8_W_U8, 4) LP_TILE_CASE(S8_W_U8, 8) LP_TILE_CASE(S8_SIGN, 1)
@@ -373,6 +345,7 @@ static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
 }
 LP_AVX2_END
 #endif
+
 
 // How the AVX2 tile multiplies a chunk whose quants lie in [lo, hi], and how many
 // steps of int16 sums it adds (see the tile): at most a unit's (or sub-block's) steps,
@@ -390,8 +363,15 @@ static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn) {
     int mode, m;
     avx2_mode(lo, hi, (c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
-    for (int64_t g = 0; g < c->groups; g++)
-        for (int r0 = 0; r0 < nr; r0 += LP_G2_R)
-            tile_any_avx2(c, wp, r0, nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R, g, mode, m, sgn);
+    // AVX-VNNI: the K-quants sub_way gives a way, and the legacy types (units of 32)
+    const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
+    for (int64_t g = 0; g < c->groups; g++) {
+        const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
+        for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
+            const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
+            if (vnni) lp_gemm_vnni_tile(c, wp, r0, rows, g, sgn, nv);
+            else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
+        }
+    }
 }
 #endif

@@ -1,0 +1,86 @@
+// gemm_avx2.h — what the AVX2 tiles (gemm_avx2.c) and the AVX-VNNI tiles (gemm_vnni.c) of the
+// batched product share: the register tile's height and the pieces of a tile's frame.
+#pragma once
+#include "gemm.h"
+
+#define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
+
+// AVX-VNNI's tile for the chunk's rows r0 .. r0 + nr - 1 (at most LP_G2_R) x activation group g
+// (its first nv halves), for every type the batched product takes (gemm_vnni.c).
+void lp_gemm_vnni_tile(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int sgn, int nv);
+
+#if LP_X86
+LP_AVX2_BEGIN
+// y[act row][weight row] of a tile whose sums are in memory (acc: row r's 16 at 16 * r).
+static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, const float *acc) {
+    for (int l = 0; l < LP_G_LANES; l++) {
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        float *yr = c->y + arow * c->rows + r0;
+        for (int r = 0; r < nr; r++) yr[r] = acc[16 * r + l];
+    }
+}
+
+// acc (LP_G2_R x 16, in memory) = the tile's min terms (gemm.h: the first float steps).
+static inline __attribute__((always_inline)) void min_terms_avx2(const gemm_ctx *c, const wpanel *wp, int r0,
+                                                                 int64_t g, const int min_unit, const int nv,
+                                                                 float *acc) {
+    const act_block *a = c->act + g * c->nblk;
+    const float *wm = wp->min + (int64_t)r0 * c->min_units;
+    __m256 s[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
+    for (int64_t mu = 0; mu < c->min_units; mu++) {
+        const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
+        const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 mw = _mm256_set1_ps(wm[r * c->min_units + mu]);
+            for (int v = 0; v < nv; v++) s[r][v] = _mm256_fmadd_ps(mv[v], mw, s[r][v]);
+        }
+    }
+    for (int r = 0; r < LP_G2_R; r++)
+        for (int v = 0; v < nv; v++) _mm256_store_ps(acc + 16 * r + 8 * v, s[r][v]);
+}
+
+// Rows r0.. of a chunk's decoded weights (wpanel), each at its row's offset.
+typedef struct { const int8_t *q; const float *scale; const int32_t *corr, *sub; } sub_rows;
+static inline sub_rows sub_rows_of(const gemm_ctx *c, const wpanel *wp, int r0) {
+    return (sub_rows){ wp->q + (int64_t)r0 * c->cols, wp->scale + (int64_t)r0 * c->units,
+                       wp->corr + (int64_t)r0 * corr_stride(c), wp->sub + (int64_t)r0 * c->subs };
+}
+
+// A tile's float sums (in memory: row r's 16 at acc + 16 * r) start at its min terms, or zero.
+static inline __attribute__((always_inline)) void sums_start(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g,
+                                                             const int has_min, const int min_unit, const int nv,
+                                                             float *acc) {
+    memset(acc, 0, sizeof(float) * LP_G2_R * LP_G_LANES);  // (a half tile's other lanes too)
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+}
+
+// A unit's int32 sums, in memory (row r's 16 at isp + 16 * r), start at the +128's
+// correction (corr) or at zero.
+static inline __attribute__((always_inline)) void unit_sums_start(int32_t *isp, const int32_t *wc, int64_t cs,
+                                                                  int64_t u, const int corr) {
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256i start = _mm256_set1_epi32(corr ? wc[r * cs + u] : 0);
+        _mm256_store_si256((__m256i *)(isp + 16 * r), start);
+        _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
+    }
+}
+
+// The float step of unit u (gemm.h) from its int32 sums in memory into acc: au is the unit's
+// first block (Q8_K: one activation scale a super-block), ws the rows' scales.
+static inline __attribute__((always_inline)) void unit_float_step(const act_block *au, const float *ws, int64_t units,
+                                                                  int64_t u, const int32_t *isp, float *acc,
+                                                                  const int nv) {
+    const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+        for (int v = 0; v < nv; v++) {
+            const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
+            float *ap = acc + 16 * r + 8 * v;
+            _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
+        }
+    }
+}
+LP_AVX2_END
+#endif
