@@ -9,7 +9,7 @@
 //   columns, 8 vectors holding columns 4k..4k+3 of the 16 rows (quants + 128, as
 //   unsigned bytes; or as they are, signed, for the types whose decoded quants are
 //   never negative: panel_signed), the 16 rows' scales, and their min-term factors.
-// - Weights: a thread decodes LP_G_RT rows at a time with the type's to_s8 into
+// - Weights: a thread decodes a chunk of rows at a time (chunk_rows) with the type's to_s8 into
 //   int8 quants, a float scale per unit (32 columns for the legacy types, the
 //   super-block of 256 for the K-quants), the K-quants' group scales as integer
 //   sub-scales per 16 or 32 columns, and a float min per 16 or 32 columns.
@@ -37,14 +37,12 @@
 #define LP_G_R 4       // weight rows per register tile
 #define LP_G_NJ 3      // AVX-512: activation panels (of 16 rows) per register tile, at most
 
-// Scratch of one thread: LP_G_RT decoded weight rows (quants, scales, corrections, mins,
+// Scratch of one thread: LP_G_RT_X86 decoded weight rows (quants, scales, corrections, mins,
 // sub-scales as decoded and as the tile takes them).
 static int64_t wpanel_bytes(const lp_type_traits *t, int64_t cols) {
-    const int64_t units = cols / t->s8_unit, subs = t->s8_sub ? cols / t->s8_sub : 0;
-    const int64_t x86 = align_up(LP_G_RT * cols) + align_up(LP_G_RT * units * 4) +
-                        align_up(LP_G_RT * (subs > units ? subs : units) * 4) +
-                        align_up(LP_G_RT * cols / t->s8_min_unit * 4) + align_up(LP_G_RT * subs * 2) +
-                        align_up(LP_G_RT * subs * 4);
+    const int64_t units = cols / t->s8_unit, subs = t->s8_sub ? cols / t->s8_sub : 0, rt = LP_G_RT_X86;
+    const int64_t x86 = align_up(rt * cols) + align_up(rt * units * 4) + align_up(rt * (subs > units ? subs : units) * 4) +
+                        align_up(rt * cols / t->s8_min_unit * 4) + align_up(rt * subs * 2) + align_up(rt * subs * 4);
 #if LP_ARM
     const int64_t arm = lp_gemm_i8mm_scratch(t, cols);
     return arm > x86 ? arm : x86;
@@ -244,8 +242,8 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
 //              Q4_K they do over half sub-blocks, but two of them measured slower.)
 // One float step a super-block; the float sums live in memory (touched once a
 // super-block), the two sets of int32 sums and the panel vectors fill the registers.
-// All the chunk's LP_G_RT weight rows (its first nr real), a super-block at a time for
-// each 4 of them: the super-block's activation panels (8 blocks of up to 3 panels, 17
+// All the chunk's weight rows (nr, in fours; rows past nr are zero), a super-block at a time
+// for each 4 of them: the super-block's activation panels (8 blocks of up to 3 panels, 17
 // KiB) are read from L1 by all but the first 4 rows (whole rows at a time, they came
 // from L2 every time).
 static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx *c, const wpanel *wp, int nr,
@@ -257,10 +255,11 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
     const int parts_per_sub = sub > part ? sub / part : 1;  // (SUB_FOLD: none, whole blocks a part)
     const act_block *a[LP_G_NJ];
     for (int j = 0; j < nj; j++) a[j] = c->act + (g0 + j) * c->nblk;
-    float accbuf[LP_G_RT][LP_G_NJ][LP_G_LANES] __attribute__((aligned(64)));
+    float accbuf[LP_G_RT_X86][LP_G_NJ][LP_G_LANES] __attribute__((aligned(64)));
     float *acc0 = &accbuf[0][0][0];
     __asm__("" : "+r"(acc0));  // memory, not registers (the compiler cannot follow it)
-    for (int r0 = 0; r0 < LP_G_RT; r0 += LP_G_R) {  // the min terms first (gemm.h), in registers
+    const int rows = (nr + LP_G_R - 1) / LP_G_R * LP_G_R;
+    for (int r0 = 0; r0 < rows; r0 += LP_G_R) {  // the min terms first (gemm.h), in registers
         float *acc = acc0 + r0 * LP_G_NJ * LP_G_LANES;
         __m512 ms[LP_G_R][LP_G_NJ];
         for (int r = 0; r < LP_G_R; r++)
@@ -277,7 +276,7 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
             for (int j = 0; j < nj; j++) _mm512_store_ps(acc + (r * LP_G_NJ + j) * LP_G_LANES, ms[r][j]);
     }
     for (int64_t u = 0; u < units; u++)
-    for (int r0 = 0; r0 < LP_G_RT; r0 += LP_G_R) {
+    for (int r0 = 0; r0 < rows; r0 += LP_G_R) {
         float *acc = acc0 + r0 * LP_G_NJ * LP_G_LANES;
         __m512i is[LP_G_R][LP_G_NJ];
         for (int r = 0; r < LP_G_R; r++) {
@@ -384,25 +383,26 @@ static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, i
     }
 }
 
-// One chunk: weight rows [LP_G_RT * chunk, ...) against every activation row.
+// One chunk: weight rows [rt * chunk, ...) against every activation row.
 static void gemm_chunk(void *vctx, int chunk, int ith) {
     const gemm_ctx *c = vctx;
     const int64_t cols = c->cols, units = c->units, min_units = c->min_units, subs = c->subs, cs = corr_stride(c);
-    const int64_t first = (int64_t)chunk * LP_G_RT;
-    const int nr = (int)(c->rows - first < LP_G_RT ? c->rows - first : LP_G_RT);
+    const int rt = c->rt;
+    const int64_t first = (int64_t)chunk * rt;
+    const int nr = (int)(c->rows - first < rt ? c->rows - first : rt);
     uint8_t *base = c->wpanels + (int64_t)ith * c->wpanel_bytes;
     int8_t *q = (int8_t *)base;
-    float *scale = (float *)(base + align_up(LP_G_RT * cols));
-    int32_t *corr = (int32_t *)((uint8_t *)scale + align_up(LP_G_RT * units * 4));
-    float *min = (float *)((uint8_t *)corr + align_up(LP_G_RT * cs * 4));
-    int16_t *sub = (int16_t *)((uint8_t *)min + align_up(LP_G_RT * min_units * 4));
-    int32_t *subv = (int32_t *)((uint8_t *)sub + align_up(LP_G_RT * subs * 2));
+    float *scale = (float *)(base + align_up(rt * cols));
+    int32_t *corr = (int32_t *)((uint8_t *)scale + align_up(rt * units * 4));
+    float *min = (float *)((uint8_t *)corr + align_up(rt * cs * 4));
+    int16_t *sub = (int16_t *)((uint8_t *)min + align_up(rt * min_units * 4));
+    int32_t *subv = (int32_t *)((uint8_t *)sub + align_up(rt * subs * 2));
     const int fold = c->sub_way == SUB_FOLD;
     const int sum_unit = subs && !fold ? c->t->s8_sub : c->t->s8_unit;  // the unit of the corrections as summed
     const lp_to_s8_fn to_s8 = c->t->to_s8[c->isa] ? c->t->to_s8[c->isa] : c->t->to_s8[LP_ISA_REF];
     int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
     const int sgn = panel_signed(c->t, c->isa);
-    for (int r = 0; r < LP_G_RT; r++) {
+    for (int r = 0; r < (nr + LP_G_R - 1) / LP_G_R * LP_G_R; r++) {  // rows in fours (the tiles')
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * min_units;
         int16_t *br = sub + r * subs;
@@ -454,6 +454,18 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
 }
 #endif
 
+// Weight rows a chunk: on x86 the most (LP_G_RT_X86) that still leaves every thread 8
+// chunks, for balance. Each chunk reads all the activation panels (2.8 MiB at 512 rows of
+// 4096 columns): at 16 rows a chunk that stream, from L2 at every super-block's first 4
+// weight rows, cost a tenth of the product (single-thread, AVX-512 Q4_K 4096 x 4096:
+// 16 rows 650 GFLOP/s, 32 rows 675, 64 rows 696, 128 rows 713).
+static int chunk_rows(int isa, int64_t rows, int n_threads) {
+    if (isa == LP_ISA_I8MM) return LP_G_RT;
+    int rt = LP_G_RT_X86;
+    while (rt > LP_G_RT && (rows + rt - 1) / rt < 8 * (int64_t)n_threads) rt /= 2;
+    return rt;
+}
+
 int lp_gemm_available(const lp_type_traits *t, int isa, int64_t cols) {
     if (lp_gemm_work_size(t, cols, LP_GEMM_MIN, 1) <= 0) return 0;
     return isa == LP_ISA_AVX512 || isa == LP_ISA_I8MM || isa == LP_ISA_AVX2;
@@ -479,7 +491,8 @@ void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, i
     c.act = (act_block *)p;
     c.wpanels = p + c.groups * c.nblk * (int64_t)sizeof(act_block);
     lp_parallel_chunks(build_act_group, &c, (int)c.groups, n_threads);
-    const int chunks = (int)((rows + LP_G_RT - 1) / LP_G_RT);
+    c.rt = chunk_rows(isa, rows, n_threads);
+    const int chunks = (int)((rows + c.rt - 1) / c.rt);
 #if LP_X86
     lp_parallel_chunks(gemm_chunk, &c, chunks, n_threads);
 #elif LP_ARM
