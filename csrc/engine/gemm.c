@@ -8,7 +8,8 @@
 //   into a panel of 16 rows at a time, one 32-bit lane per row: for each block of 32
 //   columns, 8 vectors holding columns 4k..4k+3 of the 16 rows (quants + 128, as
 //   unsigned bytes; or as they are, signed, for the types whose decoded quants are
-//   never negative: panel_signed), the 16 rows' scales, and their min-term factors.
+//   never negative, and AVX-512 Q6_K, whose quants are offset: panel_signed), the 16 rows'
+//   scales, and their min-term factors (or, with an offset, the bias of each 16 columns).
 // - Weights: a thread decodes a chunk of rows at a time (chunk_rows) with the type's to_s8 into
 //   int8 quants, a float scale per unit (32 columns for the legacy types, the
 //   super-block of 256 for the K-quants), the K-quants' group scales as integer
@@ -65,14 +66,22 @@ int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int 
 // the types whose decoded quants are never negative (unsigned quants and a min: Q4_1, Q5_1,
 // Q2_K, Q4_K, Q5_K), the weight can be the unsigned operand of VPDPBUSD / VPMADDUBSW,
 // which needs no +128 correction (AVX-512) and no flip back to signed (AVX2).
+// And AVX-512 Q6_K: its quants + 32 (0..63) are the unsigned operand against the signed
+// activations, and each 16 columns' sum starts at -32 * the activations' sum (the panel's
+// bias, from Q8_K's block sums): the same integer as the quants times the activations, without
+// the +128 correction pass over the decoded rows. panel_offset: that 32 (0: no offset).
+static int panel_offset(const lp_type_traits *t, int isa) {
+    return isa == LP_ISA_AVX512 && t == lp_traits(LP_Q6_K) ? 32 : 0;
+}
+
 static int panel_signed(const lp_type_traits *t, int isa) {
-    return (isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min;
+    return ((isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min) || panel_offset(t, isa);
 }
 
 static void build_act_group(void *vctx, int g, int ith) {
     const gemm_ctx *c = vctx;
     (void)ith;
-    const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit;
+    const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit, off = panel_offset(c->t, c->isa);
     const uint32_t flip = panel_signed(c->t, c->isa) ? 0 : 0x80808080u;
     act_block *out = c->act + (int64_t)g * c->nblk;
     memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
@@ -88,7 +97,10 @@ static void build_act_group(void *vctx, int g, int ith) {
                 const int h = (int)(b % 8);
                 qs = k->qs + 32 * h;
                 ab->d[j] = k->d;
-                if (min_unit == 32) {
+                if (off) {
+                    ab->bias[0][j] = -off * k->bsums[2 * h];
+                    ab->bias[1][j] = -off * k->bsums[2 * h + 1];
+                } else if (min_unit == 32) {
                     ab->m[0][j] = k->d * (float)(k->bsums[2 * h] + k->bsums[2 * h + 1]);
                 } else {
                     ab->m[0][j] = k->d * (float)k->bsums[2 * h];
@@ -249,7 +261,8 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
 static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx *c, const wpanel *wp, int nr,
                                                                   int64_t g0, const int nj, const int sub,
                                                                   const int has_min, const int min_unit,
-                                                                  const int sgn, const int way, const int part) {
+                                                                  const int sgn, const int way, const int part,
+                                                                  const int bias) {
     const int64_t cols = c->cols, units = c->units, subs = c->subs, min_units = c->min_units, cs = corr_stride(c);
     const int steps = part / 4, per_blk = 32 / part, per_unit = QK_K / part;
     const int parts_per_sub = sub > part ? sub / part : 1;  // (SUB_FOLD: none, whole blocks a part)
@@ -286,9 +299,11 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
         for (int s = 0; s < per_unit; s++) {
             const int64_t pi = u * per_unit + s, b = pi / per_blk;  // the part in the row, its block
             const int k0 = (int)(pi % per_blk) * steps;
-            __m512i t[LP_G_R][LP_G_NJ];
+            __m512i t[LP_G_R][LP_G_NJ], t0[LP_G_NJ];  // the part's sums start at 0 or the panel's bias
+            for (int j = 0; j < nj; j++)
+                t0[j] = bias ? _mm512_load_si512((const void *)a[j][b].bias[pi % per_blk]) : _mm512_setzero_si512();
             for (int r = 0; r < LP_G_R; r++)
-                for (int j = 0; j < nj; j++) t[r][j] = _mm512_setzero_si512();
+                for (int j = 0; j < nj; j++) t[r][j] = t0[j];
             for (int k = k0; k < k0 + steps; k++)  // columns 32b + 4k ..
                 dp_step(a, b, k, wp->q + r0 * cols, cols, nj, sgn, way == SUB_FOLD ? is : t);
             if (way == SUB_FOLD) continue;
@@ -322,14 +337,15 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
 static void tile_any_sub(const gemm_ctx *c, const wpanel *wp, int nr, int64_t g0, int nj) {
     const int has_min = c->t->s8_min, min_unit = c->t->s8_min_unit, sub = c->t->s8_sub;
     const int sgn = panel_signed(c->t, c->isa), way = c->sub_way, part = c->sub_part;
-#define LP_TILE_CASE(NJ, SUB, M, MU, SGN, WAY, PART)                                                  \
+    const int bias = panel_offset(c->t, c->isa) != 0;
+#define LP_TILE_CASE(NJ, SUB, M, MU, SGN, WAY, PART, BIAS)                                            \
     if (nj == NJ && sub == SUB && has_min == M && (!M || min_unit == MU) && sgn == SGN && way == WAY && \
-        part == PART)                                                                                  \
-        return tile_avx512_sub(c, wp, nr, g0, NJ, SUB, M, MU, SGN, WAY, PART);
-#define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 16, 1, 16, 1, SUB_FOLD, 32) /* Q2_K */                  \
-    LP_TILE_CASE(NJ, 16, 0, 0, 0, SUB_FOLD, 32) /* Q3_K */                                      \
-    LP_TILE_CASE(NJ, 32, 1, 32, 1, SUB_MULLD, 32) /* Q4_K, Q5_K */                              \
-    LP_TILE_CASE(NJ, 16, 0, 0, 0, SUB_MULLD, 16) /* Q6_K */
+        part == PART && bias == BIAS)                                                                  \
+        return tile_avx512_sub(c, wp, nr, g0, NJ, SUB, M, MU, SGN, WAY, PART, BIAS);
+#define LP_TILE_NJ(NJ) LP_TILE_CASE(NJ, 16, 1, 16, 1, SUB_FOLD, 32, 0) /* Q2_K */               \
+    LP_TILE_CASE(NJ, 16, 0, 0, 0, SUB_FOLD, 32, 0) /* Q3_K */                                   \
+    LP_TILE_CASE(NJ, 32, 1, 32, 1, SUB_MULLD, 32, 0) /* Q4_K, Q5_K */                           \
+    LP_TILE_CASE(NJ, 16, 0, 0, 1, SUB_MULLD, 16, 1) /* Q6_K */
     LP_TILE_NJ(3) LP_TILE_NJ(2) LP_TILE_NJ(1)
 #undef LP_TILE_NJ
 #undef LP_TILE_CASE
@@ -364,6 +380,11 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
     }
     if (c->sub_neg)
         for (int64_t u = 0; u < c->units; u++) scale[u] = -scale[u];
+}
+
+// panel_offset: a decoded row's quants + off (Q6_K: -32..31 -> 0..63, the unsigned operand).
+static void offset_quants(int8_t *q, int64_t cols, int off) {
+    for (int64_t i = 0; i < cols; i++) q[i] = (int8_t)(q[i] + off);
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
@@ -401,7 +422,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     const int sum_unit = subs && !fold ? c->t->s8_sub : c->t->s8_unit;  // the unit of the corrections as summed
     const lp_to_s8_fn to_s8 = c->t->to_s8[c->isa] ? c->t->to_s8[c->isa] : c->t->to_s8[LP_ISA_REF];
     int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
-    const int sgn = panel_signed(c->t, c->isa);
+    const int sgn = panel_signed(c->t, c->isa), off = panel_offset(c->t, c->isa);
     for (int r = 0; r < (nr + LP_G_R - 1) / LP_G_R * LP_G_R; r++) {  // rows in fours (the tiles')
         int8_t *qr = q + r * cols;
         float *sr = scale + r * units, *mr = min + r * min_units;
@@ -420,6 +441,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(br, 0, sizeof(int16_t) * (size_t)subs);
         }
         if (fold) fold_subs(c, qr, br, sr);
+        if (off && r < nr) offset_quants(qr, cols, off);
         if (!sgn) lp_gemm_unit_sums_avx2(qr, cols, sum_unit, corr + r * cs, &lo, &hi);
         if (subs && !fold) prepare_subs(c, br, subv + r * subs, corr + r * cs, sgn);
     }

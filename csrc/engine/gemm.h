@@ -15,8 +15,12 @@
 typedef struct {
     uint8_t q[8][LP_G_LANES][4];
     float d[LP_G_LANES];          // each row's scale for this block
-    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
-                                  // or of each half (min unit 16)
+    union {
+        float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
+                                      // or of each half (min unit 16)
+        int32_t bias[2][LP_G_LANES];  // a type without mins whose AVX-512 weights are offset (panel_offset):
+                                      // -offset * the sum of each half's quants
+    };
 } act_block;
 _Static_assert(sizeof(act_block) == 704, "act_block size");
 
