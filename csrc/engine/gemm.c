@@ -243,6 +243,33 @@ static inline __attribute__((always_inline)) void tile_avx512(const gemm_ctx *c,
     }
 }
 
+// v[i][k] -> v[k][i]: 16 rows of 16 floats transposed in registers (unpacks within 128-bit
+// lanes, then whole lanes moved).
+_Static_assert(LP_G_RT_X86 % 16 == 0 && LP_G_LANES == 16, "transpose16: 16 weight rows x 16 activation lanes");
+static inline __attribute__((always_inline)) void transpose16(__m512 v[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {  // t[i], t[i + 1]: rows i, i + 1 interleaved, columns 0-1 / 2-3 of each lane
+        t[i] = _mm512_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4)  // v[i + k], lane q: column 4 q + k of rows i .. i + 3
+        for (int h = 0; h < 2; h++) {
+            const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + h + 2]);
+            v[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            v[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    for (int k = 0; k < 4; k++) {  // lane q of v[k], v[4 + k], v[8 + k], v[12 + k]: column 4 q + k
+        const __m512 x0 = _mm512_shuffle_f32x4(v[k], v[4 + k], 0x88), x1 = _mm512_shuffle_f32x4(v[k], v[4 + k], 0xDD);
+        const __m512 x2 = _mm512_shuffle_f32x4(v[8 + k], v[12 + k], 0x88);
+        const __m512 x3 = _mm512_shuffle_f32x4(v[8 + k], v[12 + k], 0xDD);
+        t[k] = _mm512_shuffle_f32x4(x0, x2, 0x88);
+        t[8 + k] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
+        t[4 + k] = _mm512_shuffle_f32x4(x1, x3, 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) v[i] = t[i];
+}
+
 // The tile of the sub-scaled K-quants (s8_sub), two ways of applying the sub-scales
 // (sub_way), both exact, so both give the same integer sums:
 //   SUB_FOLD:  gemm_chunk multiplied them into the quants (Q2_K: 0..45; Q3_K: the
@@ -324,12 +351,23 @@ static inline __attribute__((always_inline)) void tile_avx512_sub(const gemm_ctx
             }
         }
     }
-    for (int j = 0; j < nj; j++)  // y[act row][weight row]: lanes are activation rows
-        for (int l = 0; l < LP_G_LANES; l++) {
-            const int64_t arow = (g0 + j) * LP_G_LANES + l;
-            if (arow >= c->n) break;
-            float *yr = c->y + arow * c->rows;
-            for (int r = 0; r < nr; r++) yr[r] = acc0[(r * LP_G_NJ + j) * LP_G_LANES + l];
+    for (int j = 0; j < nj; j++)  // y[act row][weight row]: lanes are activation rows, so transposed
+        for (int r0 = 0; r0 < nr; r0 += 16) {  // 16 weight rows at a time
+            __m512 v[16];
+            for (int r = 0; r < 16; r++) v[r] = _mm512_load_ps(acc0 + ((r0 + r) * LP_G_NJ + j) * LP_G_LANES);
+            transpose16(v);
+            for (int l = 0; l < LP_G_LANES; l++) {
+                const int64_t arow = (g0 + j) * LP_G_LANES + l;
+                if (arow >= c->n) break;
+                float *yr = c->y + arow * c->rows + r0;
+                if (nr - r0 >= 16) {
+                    _mm512_storeu_ps(yr, v[l]);
+                } else {
+                    float lane[16];
+                    _mm512_storeu_ps(lane, v[l]);
+                    for (int r = 0; r < nr - r0; r++) yr[r] = lane[r];
+                }
+            }
         }
 }
 
