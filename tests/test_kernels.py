@@ -255,7 +255,8 @@ def test_batched_product_matches_row_dots(name: str) -> None:
     of activation rows, 1-3 threads. Both ISAs' batched products give the same bits."""
     qtype = kernels.WEIGHT_TYPES[name]
     rng = np.random.default_rng(21)
-    for rows, cols, n in [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 100)]:
+    # 1000 and 300 rows: chunks of 64 and 32 weight rows (gemm.c, chunk_rows), the last one partial
+    for rows, cols, n in [(37, 512, 16), (61, 768, 45), (5, 256, 33), (64, 1024, 100), (1000, 256, 40), (300, 512, 20)]:
         t = weight_tensor(qtype, rows, cols, rng)
         x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
         batched = {}

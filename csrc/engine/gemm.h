@@ -5,7 +5,8 @@
 #include "simd.h"
 
 #define LP_G_LANES 16  // activation rows per panel group (x86: per vector)
-#define LP_G_RT 16     // weight rows a thread decodes at once (a chunk of the job)
+#define LP_G_RT 16     // weight rows a thread decodes at once (a chunk of the job): I8MM's, x86's fewest
+#define LP_G_RT_X86 64 // x86: the most (gemm.c, chunk_rows): the activation panels are read once a chunk
 #define LP_ALIGN 64
 
 // One block of 32 columns of a group of LP_G_LANES activation rows. The quants' layout is
@@ -14,8 +15,12 @@
 typedef struct {
     uint8_t q[8][LP_G_LANES][4];
     float d[LP_G_LANES];          // each row's scale for this block
-    float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
-                                  // or of each half (min unit 16)
+    union {
+        float m[2][LP_G_LANES];       // min-term factors: d * sum(quants), of the block (min unit 32: m[0])
+                                      // or of each half (min unit 16)
+        int32_t bias[2][LP_G_LANES];  // a type without mins whose AVX-512 weights are offset (panel_offset):
+                                      // -offset * the sum of each half's quants
+    };
 } act_block;
 _Static_assert(sizeof(act_block) == 704, "act_block size");
 
@@ -33,19 +38,20 @@ typedef struct {
     int64_t xq_row_bytes;
     int isa;               // LP_ISA_AVX512, LP_ISA_AVX2 or LP_ISA_I8MM: which tile
     act_block *act;        // (groups, nblk)
+    int rt;                // weight rows a chunk (LP_G_RT; x86: up to LP_G_RT_X86)
     uint8_t *wpanels;      // per thread
     int64_t wpanel_bytes;
     float *y;
 } gemm_ctx;
 
-// A chunk's decoded weight rows on x86 (LP_G_RT rows; row r of each at r * its row length).
+// A chunk's decoded weight rows on x86 (rt rows; row r of each at r * its row length).
 typedef struct {
-    const int8_t *q;      // (LP_G_RT, cols)
-    const float *scale;   // (LP_G_RT, units)
-    const int32_t *corr;  // (LP_G_RT, corr_stride(c)): -128 * the sum of each unit's quants
+    const int8_t *q;      // (rt, cols)
+    const float *scale;   // (rt, units)
+    const int32_t *corr;  // (rt, corr_stride(c)): -128 * the sum of each unit's quants
                           // (times their sub-scales, where the type has them)
-    const float *min;     // (LP_G_RT, min_units)
-    const int32_t *sub;   // (LP_G_RT, subs): the sub-scales as the ISA's tile takes them
+    const float *min;     // (rt, min_units)
+    const int32_t *sub;   // (rt, subs): the sub-scales as the ISA's tile takes them
 } wpanel;
 
 static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units ? c->subs : c->units; }
