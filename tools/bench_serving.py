@@ -32,6 +32,7 @@ import numpy as np
 
 from runtime.gguf import GGUFFile
 from tools import bench_models
+from tools.bench_worker import LOG_DIR
 
 STREAMS = (1, 2, 4, 8)
 PROMPT = 16
@@ -156,10 +157,13 @@ class Server:
     def __init__(self, path: Path, threads: int, parallel: int, n_ctx: int) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # its log (a line per request) to a file: a pipe nobody reads would stall it once full
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"server.{path.stem}.log"
+        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "runtime", "-m", str(path), "--server", "--nobrowser",
                                       "--port", str(self.port), "--parallel", str(parallel), "-c", str(n_ctx),
-                                      "-t", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+                                      "-t", str(threads)], stdout=subprocess.DEVNULL, stderr=self._log)
         import requests
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -169,7 +173,7 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.2)
         self.close()
-        raise RuntimeError("the server did not start")
+        raise RuntimeError(f"the server did not start (its log: {self.log_path})")
 
     def close(self) -> None:
         self.proc.terminate()
@@ -177,6 +181,7 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self._log.close()
 
 
 def stream(url: str, prompt: str | list[int], max_tokens: int, log: list[float] | None = None,
