@@ -273,6 +273,9 @@ static inline uint16_t *lp_kv_head(const lp_kv *kv, uint16_t *cache, int seq, in
 static inline int64_t lp_kv_index(int head_dim, int d, int64_t p) {
     return p / LP_KV_BLOCK * head_dim * LP_KV_BLOCK + (int64_t)d * LP_KV_BLOCK + p % LP_KV_BLOCK;
 }
+// One position's head_dim values of one (sequence, layer, kv head) (head: lp_kv_head) into the
+// cache at position p, as fp16 (state.c).
+void lp_kv_put(uint16_t *head, int head_dim, int64_t p, const float *row);
 
 // The batch's rows grouped by sequence, as lp_decode runs them: group g is sequence
 // groups[3g]'s rows groups[3g+1] .. groups[3g+1] + groups[3g+2] - 1 (in order of

@@ -17,10 +17,8 @@ static void shift_head(const lp_kv *kv, uint16_t *kc, uint16_t *vc, int from, in
     for (int p = from; p < end; p++) {  // increasing p: each target lies below every source still to read
         for (int d = 0; d < hd; d++) row[d] = lp_half_to_float(kc[lp_kv_index(hd, d, p)]);
         lp_rope_apply(row, 1, &delta, 1, hd, n_rot, rope);
-        for (int d = 0; d < hd; d++) {
-            kc[lp_kv_index(hd, d, p - discard)] = lp_float_to_half(row[d]);
-            vc[lp_kv_index(hd, d, p - discard)] = vc[lp_kv_index(hd, d, p)];
-        }
+        lp_kv_put(kc, hd, p - discard, row);
+        for (int d = 0; d < hd; d++) vc[lp_kv_index(hd, d, p - discard)] = vc[lp_kv_index(hd, d, p)];
     }
 }
 

@@ -232,27 +232,14 @@ static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int
     return LP_OK;
 }
 
-// k, v of each row to its sequence's cache at its position (fp16): a head's values converted
-// together, then put in the cache's layout.
+// k, v of each row to its sequence's cache at its position (fp16).
 static void kv_store(const lp_weights *w, lp_kv *kv, int l, const lp_scratch *s, int n) {
-    enum { CHUNK = 256 };
     const int hd = w->head_dim, kv_dim = w->n_head_kv * hd;
-    lp_half kh[CHUNK], vh[CHUNK];
     for (int i = 0; i < n; i++)
         for (int h = 0; h < w->n_head_kv; h++) {
-            uint16_t *kc = lp_kv_head(kv, kv->k, s->row_seq[i], l, h);
-            uint16_t *vc = lp_kv_head(kv, kv->v, s->row_seq[i], l, h);
-            const float *kr = s->k + (int64_t)i * kv_dim + h * hd, *vr = s->v + (int64_t)i * kv_dim + h * hd;
-            for (int d0 = 0; d0 < hd; d0 += CHUNK) {
-                const int len = hd - d0 < CHUNK ? hd - d0 : CHUNK;
-                lp_floats_to_halves(kh, kr + d0, len);
-                lp_floats_to_halves(vh, vr + d0, len);
-                for (int d = 0; d < len; d++) {
-                    const int64_t at = lp_kv_index(hd, d0 + d, s->row_pos[i]);
-                    kc[at] = kh[d];
-                    vc[at] = vh[d];
-                }
-            }
+            const int64_t at = (int64_t)i * kv_dim + h * hd;
+            lp_kv_put(lp_kv_head(kv, kv->k, s->row_seq[i], l, h), hd, s->row_pos[i], s->k + at);
+            lp_kv_put(lp_kv_head(kv, kv->v, s->row_seq[i], l, h), hd, s->row_pos[i], s->v + at);
         }
 }
 

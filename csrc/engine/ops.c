@@ -126,16 +126,7 @@ void lp_rmsnorm(float *out, const float *x, const float *w, int64_t n, int64_t d
     }
 }
 
-// Rotary embedding as GGML computes it, for n rows of n_head heads of head_dim
-// values; row r sits at position pos[r]. The first n_rot values of each head rotate
-// in pairs: adjacent (i, i + 1) in the normal mode, (i, i + n_rot/2) in NEOX mode.
-// Pair i turns by theta_i = pos * base^(-2i/n_rot) / factors[i] (the per-pair factor
-// built by repeated multiplication as GGML does; factors: Llama 3.1's rope_freqs,
-// Phi-3's LongRoPE, or none), scaled by freq_scale; with YaRN (ext_factor != 0) the
-// angle mixes the scaled and unscaled one by a ramp over the pairs between
-// corr_dims, and cos/sin grow by 1 + 0.1 ln(1 / freq_scale); attn_factor multiplies
-// cos and sin. Any float parameters are safe (NaN or inf angles give NaN values);
-// only whole pairs within the head rotate, whatever n_rot says.
+// The rope of one head layout and config (lp_rope_apply, lp_rope_table, lp_rope_rows).
 typedef struct {
     float theta_scale, mscale, span;
     int pairs, stride, other;  // pair i: values i * stride and i * stride + other of a head
@@ -183,6 +174,16 @@ static void rope_turn(float *restrict xr, int n_head, int head_dim, const rope_d
     }
 }
 
+// Rotary embedding as GGML computes it, for n rows of n_head heads of head_dim
+// values; row r sits at position pos[r]. The first n_rot values of each head rotate
+// in pairs: adjacent (i, i + 1) in the normal mode, (i, i + n_rot/2) in NEOX mode.
+// Pair i turns by theta_i = pos * base^(-2i/n_rot) / factors[i] (the per-pair factor
+// built by repeated multiplication as GGML does; factors: Llama 3.1's rope_freqs,
+// Phi-3's LongRoPE, or none), scaled by freq_scale; with YaRN (ext_factor != 0) the
+// angle mixes the scaled and unscaled one by a ramp over the pairs between
+// corr_dims, and cos/sin grow by 1 + 0.1 ln(1 / freq_scale); attn_factor multiplies
+// cos and sin. Any float parameters are safe (NaN or inf angles give NaN values);
+// only whole pairs within the head rotate, whatever n_rot says.
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg) {
     enum { PAIRS = 64 };  // a row's cos and sin, PAIRS pairs at a time, serve every head

@@ -36,6 +36,16 @@ static void layout_kv(lp_kv *kv, const lp_weights *w, carve *c, int n_seq, int n
     kv->len = take(c, (int64_t)n_seq * (int64_t)sizeof(int32_t));
 }
 
+void lp_kv_put(uint16_t *head, int head_dim, int64_t p, const float *row) {
+    enum { CHUNK = 256 };  // converted together (lp_floats_to_halves), then put in the layout
+    lp_half h[CHUNK];
+    for (int d0 = 0; d0 < head_dim; d0 += CHUNK) {
+        const int len = head_dim - d0 < CHUNK ? head_dim - d0 : CHUNK;
+        lp_floats_to_halves(h, row + d0, len);
+        for (int d = 0; d < len; d++) head[lp_kv_index(head_dim, d0 + d, p)] = h[d];
+    }
+}
+
 int64_t lp_kv_size(const lp_weights *w, int n_seq, int n_ctx) {
     if (!dims_ok(w) || n_seq < 1 || n_ctx < 1) return LP_EBAD_SIZE;
     lp_kv kv;
