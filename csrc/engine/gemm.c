@@ -74,8 +74,11 @@ static int panel_offset(const lp_type_traits *t, int isa) {
     return isa == LP_ISA_AVX512 && t == lp_traits(LP_Q6_K) ? 32 : 0;
 }
 
+// And AVX2 Q8_0 without AVX-VNNI: its quants reach -128..127, so its tile always takes |w| x
+// the activation with w's sign (gemm_avx2.c, S8_SIGN), which wants the activations signed.
 static int panel_signed(const lp_type_traits *t, int isa) {
-    return ((isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min) || panel_offset(t, isa);
+    const int avx2_q8 = isa == LP_ISA_AVX2 && t == lp_traits(LP_Q8_0) && !lp_gemm_avx2_vnni();
+    return ((isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min) || panel_offset(t, isa) || avx2_q8;
 }
 
 static void build_act_group(void *vctx, int g, int ith) {
@@ -134,13 +137,15 @@ static void build_act_group(void *vctx, int g, int ith) {
 // The range of a type's decoded quants [lo, hi] where the format fixes it, and of its
 // sub-scales [slo, shi]: the types with a signed panel (never negative: Q2_K 2-bit, Q4_1
 // and Q4_K 4-bit, Q5_1 and Q5_K 5-bit), which skip the per-row range and correction sums,
-// and the sub-scaled Q3_K and Q6_K, whose tiles are compiled for their bounds. NULL for
+// and the sub-scaled Q3_K and Q6_K, whose tiles are compiled for their bounds; and Q8_0,
+// whose range AVX2 without AVX-VNNI takes whole on its signed panel (panel_signed). NULL for
 // the other types (their range is measured).
 typedef struct { int type, lo, hi, slo, shi; } quant_bounds;
 static const quant_bounds *type_bounds(const lp_type_traits *t) {
     static const quant_bounds bounds[] = {
         { LP_Q2_K, 0, 3, 0, 15 }, { LP_Q4_1, 0, 15, 1, 1 }, { LP_Q4_K, 0, 15, 0, 63 }, { LP_Q5_1, 0, 31, 1, 1 },
         { LP_Q5_K, 0, 31, 0, 63 }, { LP_Q3_K, -4, 3, -32, 31 }, { LP_Q6_K, -32, 31, -128, 127 },
+        { LP_Q8_0, -128, 127, 1, 1 },
     };
     for (size_t i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++)
         if (t == lp_traits(bounds[i].type)) return &bounds[i];

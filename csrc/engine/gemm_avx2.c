@@ -202,6 +202,60 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
     }
 }
 
+// The AVX2 tile of S8_SIGN (Q8_0, whose quants reach -128..127; and any chunk whose
+// range leaves the int16 sums no room), units of 32 columns: |w| x the activation with
+// w's sign, every step's pair sums widened at once (m = 1). The int32 sums of a unit
+// stay in registers (4 rows x 2 halves), the float sums live in memory; an unsigned
+// panel's activations are flipped back to signed once a step for all the rows.
+static inline __attribute__((always_inline)) void tile_avx2_sign(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int has_min, const int sgn,
+                                                                 const int nv) {
+    const int64_t cols = c->cols, units = c->units;
+    const act_block *a = c->act + g * c->nblk;
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const float *wm = wp->min + (int64_t)r0 * c->min_units;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    __asm__("" : "+r"(acc));  // memory, not registers
+    memset(acc, 0, sizeof(accbuf));
+    for (int64_t u = 0; u < units; u++) {
+        const act_block *ab = &a[u];
+        const int8_t *w = w0.q + 32 * u;
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
+            __m256i av[2];
+            for (int v = 0; v < nv; v++) {
+                av[v] = _mm256_load_si256((const __m256i *)ab->q[k][8 * v]);
+                if (!sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+            }
+            for (int r = 0; r < LP_G2_R; r++) {
+                int32_t w4;
+                memcpy(&w4, w + r * cols + 4 * k, 4);
+                const __m256i wv = _mm256_set1_epi32(w4), wa = _mm256_abs_epi8(wv);
+                for (int v = 0; v < nv; v++) {
+                    const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[v], wv));
+                    is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p, ones));
+                    __asm__("" : "+x"(is[r][v]));  // a chain: re-associated, the products spill
+                }
+            }
+        }
+        const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
+        for (int r = 0; r < LP_G2_R; r++) {
+            const __m256 sc = _mm256_set1_ps(w0.scale[r * units + u]);
+            for (int v = 0; v < nv; v++) {
+                float *ap = acc + 16 * r + 8 * v;
+                __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sc, _mm256_load_ps(ap));
+                if (has_min) t = _mm256_fmadd_ps(_mm256_load_ps(ab->m[0] + 8 * v), _mm256_set1_ps(wm[r * c->min_units + u]), t);
+                _mm256_store_ps(ap, t);
+            }
+        }
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
 LP_AVX2_END
 #endif
 
@@ -327,7 +381,7 @@ static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
 #define LP_UNIT(MODE, M, MIN) \
     return nv == 2 ? tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 2) : tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 1)
     if (sgn) {  // Q4_1, Q5_1: unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
-        if (mode == S8_SIGN) return tile_avx2(c, wp, r0, nr, g, S8_SIGN, 1, 32, 1, 32, 1);
+        if (mode == S8_SIGN) return nv == 2 ? tile_avx2_sign(c, wp, r0, nr, g, 1, 1, 2) : tile_avx2_sign(c, wp, r0, nr, g, 1, 1, 1);
         if (m == 8) LP_UNIT(S8_W_U8, 8, 1);
         if (m == 4) LP_UNIT(S8_W_U8, 4, 1);
         LP_UNIT(S8_W_U8, 2, 1);
@@ -340,7 +394,8 @@ static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, i
 #undef LP_UNIT
 #define LP_TILE_CASE(MODE, M) \
     if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 0, 32, 0);
-    LP_TILE_CASE(S8_W_U8, 2) LP_TILE_CASE(S8_W_U8, 4) LP_TILE_CASE(S8_W_U8, 8) LP_TILE_CASE(S8_SIGN, 1)
+    LP_TILE_CASE(S8_W_U8, 2) LP_TILE_CASE(S8_W_U8, 4) LP_TILE_CASE(S8_W_U8, 8)
+    if (mode == S8_SIGN) return nv == 2 ? tile_avx2_sign(c, wp, r0, nr, g, 0, 0, 2) : tile_avx2_sign(c, wp, r0, nr, g, 0, 0, 1);
 #undef LP_TILE_CASE
 }
 LP_AVX2_END
