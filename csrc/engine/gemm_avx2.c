@@ -11,11 +11,12 @@
 //   S8_ACT_U8: activation + 128 (the panel as it is) x signed weight, the sum
 //              started at corr as on AVX-512; a pair is within 2 * 255 * |w|, so
 //              |w| <= 64.
-//   S8_W_U8:   weight (>= 0) x activation (a - 128 back to signed, or as it is on
-//              a signed panel); a pair is within 2 * 128 * w.
+//   S8_W_U8:   weight (>= 0) x activation, on a signed panel (gemm.c, panel_signed);
+//              a pair is within 2 * 128 * w.
 //   S8_SIGN:   |w| x activation with w's sign: any int8 weight (w = -128 is 128
 //              as an unsigned byte), for activations in [-127, 127], which is what
 //              the quantizers make (the AVX2 row dots of Q8_0 rely on it too).
+//              Q8_0 always (its panel is signed for it), units of 32 (tile_avx2_sign).
 // The pair sums of m steps (4 columns each) are added as int16 before VPMADDWD
 // when m times the pair bound stays within int16: |w| * m <= 64 (S8_ACT_U8) or
 // w * m <= 128 (S8_W_U8), m <= 8 (Q4_K: 8); S8_SIGN has m = 1.
@@ -26,92 +27,11 @@ enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
 
 #if LP_X86
 LP_AVX2_BEGIN
-static inline __attribute__((always_inline)) void tile_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
-                                                            int64_t g, const int mode, const int m,
-                                                            const int unit, const int has_min, const int min_unit,
-                                                            const int sgn) {
-    const int64_t cols = c->cols, units = c->units, min_units = c->min_units;
-    const int mins_per_unit = unit / min_unit;
-    // a unit is blocks_per_unit blocks of 32 columns (unit >= 32) or a part of one block
-    const int blocks_per_unit = unit > 32 ? unit / 32 : 1, units_per_blk = unit < 32 ? 32 / unit : 1;
-    const int k_per_blk = unit < 32 ? unit / 4 : 8;  // steps of 4 columns of a unit in each of its blocks
-    const act_block *a = c->act + g * c->nblk;
-    const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
-    const float *ws = wp->scale + (int64_t)r0 * units, *wm = wp->min + (int64_t)r0 * min_units;
-    const int64_t cs = corr_stride(c);
-    const int32_t *wc = wp->corr + (int64_t)r0 * cs;
-    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
-    __m256 acc[LP_G2_R][2];
-    for (int r = 0; r < LP_G2_R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-    for (int64_t ub = 0; ub < c->nblk; ub += blocks_per_unit)
-    for (int h = 0; h < units_per_blk; h++) {
-        const int64_t u = ub / blocks_per_unit * units_per_blk + h;
-        __m256i is[LP_G2_R][2];
-        for (int r = 0; r < LP_G2_R; r++)
-            is[r][0] = is[r][1] = mode == S8_ACT_U8 ? _mm256_set1_epi32(wc[r * cs + u]) : _mm256_setzero_si256();
-        for (int64_t b = ub; b < ub + blocks_per_unit; b++)
-        for (int k0 = h * k_per_blk; k0 < (h + 1) * k_per_blk; k0 += m) {  // columns 32b + 4k ..
-            __m256i s16[LP_G2_R][2];
-            for (int k = k0; k < k0 + m; k++) {
-                __m256i av[2];
-                for (int v = 0; v < 2; v++) {
-                    av[v] = _mm256_load_si256((const __m256i *)a[b].q[k][8 * v]);
-                    if (mode != S8_ACT_U8 && !sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
-                }
-                for (int r = 0; r < LP_G2_R; r++) {
-                    int32_t w4;
-                    memcpy(&w4, wq + r * cols + 32 * b + 4 * k, 4);
-                    const __m256i wv = _mm256_set1_epi32(w4);
-                    for (int v = 0; v < 2; v++) {
-                        const __m256i p = mode == S8_ACT_U8 ? _mm256_maddubs_epi16(av[v], wv)
-                                          : mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v])
-                                          : _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(av[v], wv));
-                        s16[r][v] = k == k0 ? p : _mm256_add_epi16(s16[r][v], p);
-                        __asm__("" : "+x"(s16[r][v]));  // a chain: re-associated, the sums spill
-                    }
-                }
-            }
-            for (int r = 0; r < LP_G2_R; r++)
-                for (int v = 0; v < 2; v++) is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(s16[r][v], ones));
-        }
-        const act_block *a0 = &a[ub];  // the activation scale of the unit's (first) block (Q8_K: one per 256)
-        const __m256 dv[2] = { _mm256_load_ps(a0->d), _mm256_load_ps(a0->d + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sv = _mm256_set1_ps(ws[r * units + u]);
-            for (int v = 0; v < 2; v++)
-                acc[r][v] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sv, acc[r][v]);
-        }
-        if (has_min)
-            for (int64_t mu = u * mins_per_unit; mu < (u + 1) * mins_per_unit; mu++) {
-                const float *am = a[mu * min_unit / 32].m[mu * min_unit % 32 / 16];
-                const __m256 mv[2] = { _mm256_load_ps(am), _mm256_load_ps(am + 8) };
-                for (int r = 0; r < LP_G2_R; r++) {
-                    const __m256 mw = _mm256_set1_ps(wm[r * min_units + mu]);
-                    for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(mv[v], mw, acc[r][v]);
-                }
-            }
-    }
-    // y[act row][weight row], rows r0 .. r0 + nr - 1 of the chunk
-    float lanes[LP_G2_R][LP_G_LANES];
-    for (int r = 0; r < LP_G2_R; r++) {
-        _mm256_storeu_ps(lanes[r], acc[r][0]);
-        _mm256_storeu_ps(lanes[r] + 8, acc[r][1]);
-    }
-    for (int l = 0; l < LP_G_LANES; l++) {
-        const int64_t arow = g * LP_G_LANES + l;
-        if (arow >= c->n) break;
-        float *yr = c->y + arow * c->rows + r0;
-        for (int r = 0; r < nr; r++) yr[r] = lanes[r][l];
-    }
-}
-
-// The AVX2 tile, written apart for the registers, for S8_W_U8 on a signed panel
-// (panel_signed) and S8_ACT_U8 on an unsigned one, units of 16 or 32 columns (mins, if
-// any, per unit): the same integers and float steps as tile_avx2. A unit's int16 sums
-// stay in registers over its steps (fully unrolled); the float sums (touched once a
-// unit) and, when m steps are fewer than a unit's, the int32 sums of its earlier steps
-// live in memory. tile_avx2's general loops kept the float sums in registers and
-// spilled the int16 ones.
+// The AVX2 tile of S8_W_U8 (signed panel) and S8_ACT_U8 (unsigned), units of 16 or 32
+// columns (mins, if any, per unit). A unit's int16 sums stay in registers over its steps
+// (fully unrolled); the float sums (touched once a unit) and, when m steps are fewer than
+// a unit's, the int32 sums of its earlier steps live in memory: with the float sums in
+// registers too, the int16 ones spilled.
 // One step of 4 columns (step kk of block ab, weights at w) of LP_G2_R weight rows x the
 // panel's first nv halves into the int16 sums s16 (first: they start here). A tile of one
 // half (nv 1) is an activation group's last rows when they are 8 or fewer: a mixture of
@@ -376,27 +296,28 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
 // with rows (the sub-scaled and the unit tiles; tile_avx2 does both, the rows past n unused).
 static void tile_any_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m, int sgn,
                           int nv) {
-    const int unit = c->t->s8_unit, has_min = c->t->s8_min;
+    const int has_min = c->t->s8_min;
     if (c->subs) return tile_any_avx2_sub(c, wp, r0, nr, g, mode, m, nv);
+#define LP_SIGN(MIN, SGN) \
+    return nv == 2 ? tile_avx2_sign(c, wp, r0, nr, g, MIN, SGN, 2) : tile_avx2_sign(c, wp, r0, nr, g, MIN, SGN, 1)
+    if (mode == S8_SIGN) {  // Q8_0 (a signed panel); a Q4_0 or Q5_0 chunk whose range needs it; Q4_1, Q5_1 never
+        if (has_min) LP_SIGN(1, 1);
+        if (sgn) LP_SIGN(0, 1);
+        LP_SIGN(0, 0);
+    }
+#undef LP_SIGN
 #define LP_UNIT(MODE, M, MIN) \
     return nv == 2 ? tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 2) : tile_avx2_unit(c, wp, r0, nr, g, MODE, M, 32, MIN, 1)
-    if (sgn) {  // Q4_1, Q5_1: unit 32 with mins, W_U8 or S8_SIGN (avx2_mode)
-        if (mode == S8_SIGN) return nv == 2 ? tile_avx2_sign(c, wp, r0, nr, g, 1, 1, 2) : tile_avx2_sign(c, wp, r0, nr, g, 1, 1, 1);
+    if (sgn) {  // Q4_1, Q5_1: unit 32 with mins (avx2_mode: W_U8 on a signed panel)
         if (m == 8) LP_UNIT(S8_W_U8, 8, 1);
         if (m == 4) LP_UNIT(S8_W_U8, 4, 1);
         LP_UNIT(S8_W_U8, 2, 1);
     }
-    if (mode == S8_ACT_U8 && !has_min && unit == 32) {  // Q4_0, Q5_0, Q8_0
-        if (m == 8) LP_UNIT(S8_ACT_U8, 8, 0);
-        if (m == 4) LP_UNIT(S8_ACT_U8, 4, 0);
-        if (m == 2) LP_UNIT(S8_ACT_U8, 2, 0);
-    }
+    // Q4_0, Q5_0: S8_ACT_U8 on an unsigned panel
+    if (m == 8) LP_UNIT(S8_ACT_U8, 8, 0);
+    if (m == 4) LP_UNIT(S8_ACT_U8, 4, 0);
+    LP_UNIT(S8_ACT_U8, 2, 0);
 #undef LP_UNIT
-#define LP_TILE_CASE(MODE, M) \
-    if (mode == MODE && m == M) return tile_avx2(c, wp, r0, nr, g, MODE, M, 32, 0, 32, 0);
-    LP_TILE_CASE(S8_W_U8, 2) LP_TILE_CASE(S8_W_U8, 4) LP_TILE_CASE(S8_W_U8, 8)
-    if (mode == S8_SIGN) return nv == 2 ? tile_avx2_sign(c, wp, r0, nr, g, 0, 0, 2) : tile_avx2_sign(c, wp, r0, nr, g, 0, 0, 1);
-#undef LP_TILE_CASE
 }
 LP_AVX2_END
 #endif
@@ -407,8 +328,9 @@ LP_AVX2_END
 // `steps`. A signed panel (sgn) has no S8_ACT_U8.
 static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
     const int mag = -lo > hi ? -lo : hi;
-    const int limit = lo >= 0 ? (hi ? 128 / hi : 8) : sgn ? 0 : 64 / mag;  // largest m the int16 sums allow
-    *mode = lo >= 0 ? S8_W_U8 : S8_ACT_U8;
+    // largest m the int16 sums allow: a signed panel's weights are never negative but Q8_0's
+    const int limit = sgn ? (lo < 0 ? 0 : hi ? 128 / hi : 8) : mag ? 64 / mag : 8;
+    *mode = sgn ? S8_W_U8 : S8_ACT_U8;
     *m = steps < 8 ? steps : 8;
     while (*m > limit) *m /= 2;
     if (*m < 2) *mode = S8_SIGN, *m = 1;
