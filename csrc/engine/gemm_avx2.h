@@ -82,5 +82,22 @@ static inline __attribute__((always_inline)) void unit_float_step(const act_bloc
         }
     }
 }
+// A legacy type's unit u (32 columns, block ab) from its int32 sums in registers into acc:
+// the scale step, then the min step where the type has mins (gemm.h); ws and wm are the
+// rows' scales and mins (row r at r * units).
+static inline __attribute__((always_inline)) void unit_steps(const act_block *ab, const float *ws, const float *wm,
+                                                             int64_t units, int64_t u, __m256i is[LP_G2_R][2],
+                                                             float *acc, const int has_min, const int nv) {
+    const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
+        for (int v = 0; v < nv; v++) {
+            float *ap = acc + 16 * r + 8 * v;
+            __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sc, _mm256_load_ps(ap));
+            if (has_min) t = _mm256_fmadd_ps(_mm256_load_ps(ab->m[0] + 8 * v), _mm256_set1_ps(wm[r * units + u]), t);
+            _mm256_store_ps(ap, t);
+        }
+    }
+}
 LP_AVX2_END
 #endif

@@ -178,17 +178,7 @@ static inline __attribute__((always_inline)) void tile_vnni_unit(const gemm_ctx 
         for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
             vnni_step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, is);
         }
-        const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
-        const __m256 mv[2] = { _mm256_load_ps(ab->m[0]), _mm256_load_ps(ab->m[0] + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
-            const __m256 sc = _mm256_set1_ps(w0.scale[r * units + u]);
-            for (int v = 0; v < nv; v++) {
-                float *ap = acc + 16 * r + 8 * v;
-                __m256 t = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r][v]), dv[v]), sc, _mm256_load_ps(ap));
-                if (has_min) t = _mm256_fmadd_ps(mv[v], _mm256_set1_ps(wm[r * c->min_units + u]), t);
-                _mm256_store_ps(ap, t);
-            }
-        }
+        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv);
     }
     store_tile(c, r0, nr, g, acc);
 }
