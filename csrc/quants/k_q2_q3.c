@@ -152,7 +152,8 @@ void lp_vec_dot_q3_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // with a vector holding scale 2k in the low lane and 2k+1 in the high lane
 // scales them and sums pairs again. Integer sums stay in registers for the
 // whole super-block; one float multiply-add per super-block (two for Q2_K).
-// Each body serves 1 or 4 activation rows (k_rows.h).
+// Each body serves 1 or 4 activation rows (k_rows.h). The bodies are in k_q2_q3_x86.h, once
+// for AVX2 and once for AVX-VNNI (VPDPWSSD: the madd and the add in one).
 
 #if LP_X86
 LP_AVX2_BEGIN

@@ -223,8 +223,8 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
 // int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
-// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h (AVX2)
-// and k_q4_q6_avx512.h (512-bit registers, VPDPWSSD for the scale step).
+// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h (AVX2, and
+// AVX-VNNI with VPDPWSSD for the scale step) and k_q4_q6_avx512.h (512-bit registers).
 
 #if LP_X86
 LP_AVX2_BEGIN

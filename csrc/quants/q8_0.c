@@ -1,6 +1,6 @@
 // q8_0.c — Q8_0 weights: 32 int8 quants and one fp16 scale per block.
 // x = d * q. Dot product against Q8_0 activations.
-#include "avxvnni.h"
+#include "simd.h"
 
 void lp_q8_0_to_float(const void *restrict vx, float *restrict y, int64_t n) {
     const block_q8_0 *restrict x = vx;
@@ -33,36 +33,20 @@ void lp_vec_dot_q8_0_ref(int n, float *restrict s, const void *restrict vx, cons
 }
 
 #if LP_X86
-// One accumulator; per block the 8 int32 lanes of DOT(qx, qy), converted, times dx*dy.
-#define LP_Q8_0_DOT_BODY(DOT)                                                                  \
-    const block_q8_0 *restrict x = vx;                                                         \
-    const block_q8_0 *restrict y = vy;                                                         \
-    __m256 acc = _mm256_setzero_ps();                                                          \
-    for (int i = 0; i < n / QK8_0; i++) {                                                      \
-        const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(x[i].d) * lp_half_to_float_f16c(y[i].d)); \
-        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);                       \
-        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);                       \
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(DOT(qx, qy)), acc);                        \
-    }                                                                                          \
-    *s = lp_hsum_f32x8(acc);
-
 LP_AVX2_BEGIN
 void lp_vec_dot_q8_0_avx2(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    LP_Q8_0_DOT_BODY(lp_dot_i8x32)
+    const block_q8_0 *restrict x = vx;
+    const block_q8_0 *restrict y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < n / QK8_0; i++) {
+        const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(x[i].d) * lp_half_to_float_f16c(y[i].d));
+        const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
+        const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lp_dot_i8x32(qx, qy)), acc);
+    }
+    *s = lp_hsum_f32x8(acc);
 }
 LP_AVX2_END
-
-// AVX-VNNI (avxvnni.h): |qx| times qy with qx's sign, as lp_dot_i8x32, in one VPDPBUSD (the
-// AVX2 pair sums are exact: each product lies in [-16384, 16256]).
-LP_AVXVNNI_BEGIN
-static inline __m256i dot_i8x32_avxvnni(__m256i a, __m256i b) {
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(a, a), _mm256_sign_epi8(b, a));
-}
-void lp_vec_dot_q8_0_avxvnni(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    LP_Q8_0_DOT_BODY(dot_i8x32_avxvnni)
-}
-LP_AVXVNNI_END
-#undef LP_Q8_0_DOT_BODY
 #endif
 
 #if LP_ARM

@@ -3,9 +3,10 @@
 // quants/ holds the kernels per type family: <family>.c has the family's layout notes,
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
-// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
-// k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
-// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, legacy_x86.h, k_q2_q3_x86.h,
+// k_q4_q6_x86.h, k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
+// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share),
+// avxvnni.h (the AVX-VNNI row dots, in the AVX2 slots where the CPU has it). act_quant.c: the
 // activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
 #include "avxvnni.h"
 
@@ -113,7 +114,7 @@ static const struct {
     lp_vec_dot_4weights_fn dot_4weights;
 } vnni_dots[] = {
     LP_VNNI_OFFSET(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
-    LP_VNNI_LEGACY(Q8_0, q8_0), LP_VNNI_K(Q2_K, q2_K), LP_VNNI_K(Q3_K, q3_K), LP_VNNI_K(Q4_K, q4_K),
+    LP_VNNI_K(Q2_K, q2_K), LP_VNNI_K(Q3_K, q3_K), LP_VNNI_K(Q4_K, q4_K),
     LP_VNNI_K(Q5_K, q5_K), LP_VNNI_K(Q6_K, q6_K),
 };
 #undef LP_VNNI_K
