@@ -136,7 +136,9 @@ def test_avx_vnni_row_dots_give_the_avx2_bits(name: str) -> None:
         _assert_dispatch(name, vnni=False)
         return
     rng = np.random.default_rng(sum(map(ord, name)))
-    cols = 1024 + 32 * 3 if name in LEGACY else 1024  # legacy: an odd block count (the tail)
+    # legacy: an odd block count (the tail), and long enough for Q4_0's and Q5_0's four-row body
+    # (legacy.c, LP_DOT4W_MIN; shorter rows take vec_dot, as the decoding-shaped products below)
+    cols = 2048 + 32 * 3 if name in LEGACY else 1024
     w = weight_rows(name, 2 * len(EXTREME_FILLS), cols, rng)
     y = act_rows(name, 12, cols, rng)
     want = _dots("vec_dot", name, "avx2", w, y, cols)
