@@ -10,6 +10,7 @@
 // give 128 weights, shift 0 first: weight 128*h + 32*j + l is bits 2j..2j+1 of
 // qs[32*h + l]. Q3_K's high bit of weight 32*k + l is bit k of hmask[l].
 #include "k_rows.h"
+#include "avxvnni.h"
 
 // ---------------------------------------------------------------------------
 // Q3_K scale unpacking. 16 6-bit values in 12 bytes: the low 4 bits of scale s
@@ -151,7 +152,8 @@ void lp_vec_dot_q3_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // with a vector holding scale 2k in the low lane and 2k+1 in the high lane
 // scales them and sums pairs again. Integer sums stay in registers for the
 // whole super-block; one float multiply-add per super-block (two for Q2_K).
-// Each body serves 1 or 4 activation rows (k_rows.h).
+// Each body serves 1 or 4 activation rows (k_rows.h). The bodies are in k_q2_q3_x86.h, once
+// for AVX2 and once for AVX-VNNI (VPDPWSSD: the madd and the add in one).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -173,13 +175,6 @@ static inline __m256i lp_q3_K_scale_pair(__m256i w, int j) {
     return _mm256_shuffle_epi8(w, idx);
 }
 
-// 32 unsigned quants (< 32) times 32 activation quants, pairs summed, then
-// times the scale pair and summed again: 8 int32 lanes.
-static inline __m256i lp_k_dot32(__m256i u, const int8_t *q8, __m256i scale_pair) {
-    const __m256i p = _mm256_maddubs_epi16(u, _mm256_loadu_si256((const __m256i *)q8));
-    return _mm256_madd_epi16(scale_pair, p);
-}
-
 // A Q2_K block's d and dmin (adjacent halves) in float lanes 0 and 1.
 static inline __m128 lp_q2_K_d_dmin(const block_q2_K *b) {
     uint32_t dd;
@@ -196,50 +191,6 @@ static inline void lp_q2_K_accumulate(__m256 *acc, __m256 *acc_min, __m128 dv, _
     *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dv), _mm256_cvtepi32_ps(sumi), *acc);
 }
 
-K_INLINE void q2_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                             size_t by, const int nr) {
-    const block_q2_K *restrict x = vx;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    const __m128i m15 = _mm_set1_epi8(0x0f);
-    __m256 acc[4], acc_min[4];
-    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
-    for (int i = 0; i < n / QK_K; i++) {
-        const __m128 xdv = lp_q2_K_d_dmin(&x[i]);
-        const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
-        // the 16 4-bit scales in both lanes
-        const __m256i sc = _mm256_broadcastsi128_si256(_mm_and_si128(raw, m15));
-        __m256i sumi[4];
-        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
-        #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            // two halves of 128 weights: 32 bytes of quants each, four 2-bit fields
-            // (16-bit shifts: the mask keeps each byte's own bits)
-            const __m256i b = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
-            const __m256i q0 = _mm256_and_si256(b, m3);
-            const __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(b, 2), m3);
-            const __m256i q2 = _mm256_and_si256(_mm256_srli_epi16(b, 4), m3);
-            const __m256i q3 = _mm256_and_si256(_mm256_srli_epi16(b, 6), m3);
-            K_FOR_ROWS(r) {
-                // (the scale shuffles are the same for every row: the compiler computes them once)
-                const int8_t *q8 = K_ROW(vy, r, by, i)->qs + 128 * h;
-                const __m256i s01 = _mm256_add_epi32(lp_k_dot32(q0, q8, lp_q2_K_scale_pair(sc, 4 * h)),
-                                                     lp_k_dot32(q1, q8 + 32, lp_q2_K_scale_pair(sc, 4 * h + 1)));
-                const __m256i s23 = _mm256_add_epi32(lp_k_dot32(q2, q8 + 64, lp_q2_K_scale_pair(sc, 4 * h + 2)),
-                                                     lp_k_dot32(q3, q8 + 96, lp_q2_K_scale_pair(sc, 4 * h + 3)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_add_epi32(s01, s23));
-                K_KEEP(sumi[r]);
-            }
-        }
-        K_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(vy, r, by, i);
-            lp_q2_K_accumulate(&acc[r], &acc_min[r], _mm_mul_ps(xdv, _mm_set1_ps(yr->d)), sumi[r], mins, yr->bsums);
-        }
-    }
-    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], acc_min[r]));
-}
-K_ROWS_DOTS(q2_K, avx2)
-
 // The 16 signed 6-bit Q3_K scales as words (groups 0..7 | 8..15): low nibbles of
 // bytes 0..7, then their high nibbles; top bits: byte 8 + s%4 shifted right by 2*(s/4).
 static inline __m256i lp_q3_K_scales16(const uint8_t *scales) {
@@ -255,47 +206,12 @@ static inline __m256i lp_q3_K_scales16(const uint8_t *scales) {
     return _mm256_cvtepi8_epi16(_mm_sub_epi8(_mm_set_epi64x((long long)s1, (long long)s0), _mm_set1_epi8(32)));
 }
 
-// Q3_K: u = q + 4 = low | (high bit << 2) is unsigned 0..7, so maddubs applies;
-// the 4 comes back out per group as 4 * scale * bsum.
-K_INLINE void q3_K_rows_avx2(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                             size_t by, const int nr) {
-    const block_q3_K *restrict x = vx;
-    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
-    __m256 acc[4];
-    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
-    for (int i = 0; i < n / QK_K; i++) {
-        const float xd = lp_half_to_float_f16c(x[i].d);
-        const __m256i sc16 = lp_q3_K_scales16(x[i].scales);  // groups 0..7 | 8..15
-        // scales of each half (8 groups) in both lanes
-        const __m256i half_sc[2] = {_mm256_permute4x64_epi64(sc16, 0x44), _mm256_permute4x64_epi64(sc16, 0xee)};
-        __m256i sumi[4];
-        K_FOR_ROWS(r) {  // the 4 taken out: 4 * sum over groups of scale * bsum
-            const __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)K_ROW(vy, r, by, i)->bsums));
-            sumi[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 2));
-        }
-        const __m256i hm = _mm256_loadu_si256((const __m256i *)x[i].hmask);
-        #pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
-            #pragma GCC unroll 4
-            for (int j = 0; j < 4; j++) {
-                // high bit k = 4h + j of hmask moved to bit 2 (16-bit shifts stay within bytes)
-                const int k = 4 * h + j;
-                const __m256i hb = k < 2 ? _mm256_slli_epi16(hm, 2 - k) : _mm256_srli_epi16(hm, k - 2);
-                const __m256i u = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * j), m3),
-                                                  _mm256_and_si256(hb, m4));
-                const __m256i pair = lp_q3_K_scale_pair(half_sc[h], j);
-                K_FOR_ROWS(r) {
-                    sumi[r] = _mm256_add_epi32(sumi[r], lp_k_dot32(u, K_ROW(vy, r, by, i)->qs + 128 * h + 32 * j, pair));
-                    K_KEEP(sumi[r]);
-                }
-            }
-        }
-        K_FOR_ROWS(r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(K_ROW(vy, r, by, i)->d * xd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-    }
-    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
-}
-K_ROWS_DOTS(q3_K, avx2)
+
+#define K_X86_ISA avx2
+#define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
+#include "k_q2_q3_x86.h"
+#undef K_X86_ISA
+#undef K_X86_DOT
 
 // to_s8 on AVX2 (what the batched product runs on): the reference's bytes, 32 quants a step.
 void lp_q2_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
@@ -339,6 +255,15 @@ void lp_q3_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
     }
 }
 LP_AVX2_END
+
+// AVX-VNNI (avxvnni.h): VPDPWSSD scales and adds in one (the int32 lanes of VPMADDWD + VPADDD).
+LP_AVXVNNI_BEGIN
+#define K_X86_ISA avxvnni
+#define K_X86_DOT(acc, sc, p) _mm256_dpwssd_avx_epi32(acc, sc, p)
+#include "k_q2_q3_x86.h"
+#undef K_X86_ISA
+#undef K_X86_DOT
+LP_AVXVNNI_END
 #endif
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@
 // per super-block; the min term of Q4_K/Q5_K (and, in AVX2, the -32 offset of
 // Q6_K) comes from the activation's bsums.
 #include "k_rows.h"
+#include "avxvnni.h"
 #include "quants/rows_pre.h"
 
 // ---------------------------------------------------------------------------
@@ -222,8 +223,8 @@ void lp_vec_dot_q6_K_ref(int n, float *restrict s, const void *restrict vx, cons
 // AVX2. Quants are unsigned bytes, so maddubs(q, y) gives int16 pair sums
 // directly (at most 2*63*127, no saturation); madd with the 16-bit scale makes
 // int32 lanes that stay in one accumulator per block. Each body serves 1 or 4
-// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h (AVX2)
-// and k_q4_q6_avx512.h (512-bit registers, VPDPWSSD for the scale step).
+// activation rows (k_rows.h). The Q4_K/Q5_K/Q6_K bodies are in k_q4_q6_x86.h (AVX2, and
+// AVX-VNNI with VPDPWSSD for the scale step) and k_q4_q6_avx512.h (512-bit registers).
 
 #if LP_X86
 LP_AVX2_BEGIN
@@ -331,6 +332,17 @@ void lp_q6_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
 #undef K_X86_DOT
 #undef K_X86_KEEP
 LP_AVX2_END
+
+// AVX-VNNI (avxvnni.h): VPDPWSSD scales and adds in one (the int32 lanes of VPMADDWD + VPADDD).
+LP_AVXVNNI_BEGIN
+#define K_X86_ISA avxvnni
+#define K_X86_DOT(acc, sc, p) _mm256_dpwssd_avx_epi32(acc, sc, p)
+#define K_X86_KEEP(v) K_KEEP(v)
+#include "k_q4_q6_x86.h"
+#undef K_X86_ISA
+#undef K_X86_DOT
+#undef K_X86_KEEP
+LP_AVXVNNI_END
 
 LP_AVX512_BEGIN
 #include "k_q4_q6_avx512.h"

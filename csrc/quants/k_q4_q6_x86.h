@@ -1,7 +1,7 @@
-// k_q4_q6_x86.h — the AVX2 bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c), 256-bit
-// registers (AVX-512 has bodies of its own in 512-bit registers: k_q4_q6_avx512.h). The
+// k_q4_q6_x86.h — the AVX2 and AVX-VNNI bodies of the Q4_K, Q5_K and Q6_K dots (k_q4_q6.c),
+// 256-bit registers (AVX-512 has bodies of its own in 512-bit registers: k_q4_q6_avx512.h). The
 // includer defines
-//   K_X86_ISA          avx2 (the functions' suffix)
+//   K_X86_ISA          avx2, avxvnni (the functions' suffix)
 //   K_X86_DOT(acc, sc, p)  acc + pairwise sums of sc * p (int16 -> int32 lanes)
 //   K_X86_KEEP(v)      K_KEEP for those registers
 // and includes it between the ISA's BEGIN/END brackets. Each is checked against the

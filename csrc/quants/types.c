@@ -3,11 +3,12 @@
 // quants/ holds the kernels per type family: <family>.c has the family's layout notes,
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
-// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, k_q4_q6_x86.h,
-// k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
-// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share). act_quant.c: the
+// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, legacy_x86.h, k_q2_q3_x86.h,
+// k_q4_q6_x86.h, k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
+// vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share),
+// avxvnni.h (the AVX-VNNI row dots, in the AVX2 slots where the CPU has it). act_quant.c: the
 // activation quantizers. Which types exist is csrc/type_list.h; this table has a row for each.
-#include "simd.h"
+#include "avxvnni.h"
 
 #if LP_X86
 #define LP_AVX2(f) [LP_ISA_AVX2] = f, [LP_ISA_AVX512] = f,
@@ -97,9 +98,54 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_Q8_K] = { "q8_K", QK_K, sizeof(block_q8_K), LP_Q8_K, 0, {0}, lp_q8_K_to_float, LP_QUANTS(q8_K), {0} },
 };
 
+#if LP_X86
+// AVX-VNNI (avxvnni.h): where the CPU has it and LLAMAPACK_AVXVNNI is not 0, lp_traits hands
+// out a copy of the table whose AVX2 slots hold these types' AVX-VNNI row dots (their results
+// are the AVX2 ones bit for bit); the slots not listed keep their AVX2 kernels.
+#include <pthread.h>
+#define LP_VNNI_K(T, t) { LP_##T, lp_vec_dot_##t##_avxvnni, lp_vec_dot_4acts_##t##_avxvnni, lp_vec_dot_rows_##t##_avxvnni, NULL }
+#define LP_VNNI_LEGACY(T, t) { LP_##T, lp_vec_dot_##t##_avxvnni, NULL, NULL, NULL }
+#define LP_VNNI_OFFSET(T, t) { LP_##T, lp_vec_dot_##t##_avxvnni, NULL, NULL, lp_vec_dot_4weights_##t##_avxvnni }
+static const struct {
+    int type;
+    lp_vec_dot_fn dot;
+    lp_vec_dot_4acts_fn dot_4acts;  // NULL: the AVX2 one stays (or none)
+    lp_vec_dot_rows_fn dot_rows;
+    lp_vec_dot_4weights_fn dot_4weights;
+} vnni_dots[] = {
+    LP_VNNI_OFFSET(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
+    LP_VNNI_K(Q2_K, q2_K), LP_VNNI_K(Q3_K, q3_K), LP_VNNI_K(Q4_K, q4_K),
+    LP_VNNI_K(Q5_K, q5_K), LP_VNNI_K(Q6_K, q6_K),
+};
+#undef LP_VNNI_K
+#undef LP_VNNI_LEGACY
+#undef LP_VNNI_OFFSET
+static lp_type_traits traits_vnni[LP_TYPE_COUNT];
+static pthread_once_t traits_vnni_once = PTHREAD_ONCE_INIT;
+
+static void make_traits_vnni(void) {
+    memcpy(traits_vnni, traits, sizeof traits);
+    for (size_t i = 0; i < sizeof vnni_dots / sizeof vnni_dots[0]; i++) {
+        lp_type_traits *t = &traits_vnni[vnni_dots[i].type];
+        t->vec_dot[LP_ISA_AVX2] = vnni_dots[i].dot;
+        if (vnni_dots[i].dot_4acts) t->vec_dot_4acts[LP_ISA_AVX2] = vnni_dots[i].dot_4acts;
+        if (vnni_dots[i].dot_rows) t->vec_dot_rows[LP_ISA_AVX2] = vnni_dots[i].dot_rows;
+        if (vnni_dots[i].dot_4weights) t->vec_dot_4weights[LP_ISA_AVX2] = vnni_dots[i].dot_4weights;
+    }
+}
+
+static const lp_type_traits *table(void) {
+    if (!lp_gemm_avx2_vnni()) return traits;
+    pthread_once(&traits_vnni_once, make_traits_vnni);
+    return traits_vnni;
+}
+#else
+static const lp_type_traits *table(void) { return traits; }
+#endif
+
 const lp_type_traits *lp_traits(int type) {
     if (type < 0 || type >= LP_TYPE_COUNT || traits[type].name == NULL) return NULL;
-    return &traits[type];
+    return &table()[type];
 }
 
 int lp_type_info(int type, int *blck_size, int *type_size, int *vec_dot_type) {
