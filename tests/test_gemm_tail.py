@@ -5,15 +5,11 @@ bits as in a call where it sits in a full group, as AVX-512's (whole-panel) tile
 the activation rounding of a float64 product of the gguf package's dequantized weights."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from runtime import kernels, quant_types
+from tests.isautil import with_and_without_avxvnni
 from tests.test_kernels import _activation_error_bound, oracle_dequantize, weight_tensor
 
 BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in kernels.available_isas()]
@@ -76,12 +72,6 @@ def test_avx_vnni_tiles_give_the_vpmaddubsw_tiles_bits(tmp_path) -> None:  # typ
     VPMADDUBSW tiles): both give the same bits, 40 rows (a half tile at the end) of the folded
     Q2_K and Q3_K, the sub-scaled Q4_K and Q6_K, and the legacy Q4_0, Q4_1 and Q8_0. Without
     AVX-VNNI both runs take the VPMADDUBSW tiles, and the outputs still have to agree."""
-    root = Path(__file__).resolve().parent.parent
-    outs = []
-    for flag in ("1", "0"):
-        path = tmp_path / f"vnni{flag}.npy"
-        env = {**os.environ, "LLAMAPACK_AVXVNNI": flag}
-        subprocess.run([sys.executable, "-c", _PRODUCTS, str(path)], cwd=root, env=env, check=True)
-        outs.append(np.load(path))
+    outs = with_and_without_avxvnni(_PRODUCTS, tmp_path)
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.isfinite(outs[0]).all() and np.abs(outs[0]).max() > 0

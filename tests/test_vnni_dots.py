@@ -11,15 +11,15 @@ exported symbols, through ctypes), so a CPU with AVX-VNNI compares them in one p
 from __future__ import annotations
 
 import ctypes
-import os
 import platform
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.isautil import with_and_without_avxvnni
 
 from runtime import _kernels, kernels
 from tests.test_kernels import EXTREME_FILLS
@@ -178,12 +178,7 @@ def test_llamapack_avxvnni_0_turns_them_off_with_the_same_bits(tmp_path) -> None
     """Decoding-shaped products (one activation row, and seven: below the batched product)
     of every type through the traits table, with LLAMAPACK_AVXVNNI=1 and =0: the same bits
     (without AVX-VNNI here, both runs are AVX2 and still have to agree)."""
-    outs = []
-    for flag in ("1", "0"):
-        path = tmp_path / f"vnni{flag}.npy"
-        env = {**os.environ, "LLAMAPACK_AVXVNNI": flag}
-        subprocess.run([sys.executable, "-c", _MATMULS, str(path)], cwd=ROOT, env=env, check=True)
-        outs.append(np.load(path))
+    outs = with_and_without_avxvnni(_MATMULS, tmp_path)
     _assert_same_bits(outs[0], outs[1], "matmul")
     assert np.isnan(outs[0]).any() and np.isfinite(outs[0]).mean() > 0.5
 

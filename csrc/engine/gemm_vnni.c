@@ -15,13 +15,6 @@
 // products sum into one int32 a lane), or a sub-block's sums times its sub-scale (SUB_MULLD:
 // Q4_K, Q5_K, Q6_K). The same integer sums and float steps as the other tiles: the same bits.
 #if LP_X86
-#if defined(__clang__)
-#define LP_AVXVNNI_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avxvnni\"))), apply_to = function)")
-#define LP_AVXVNNI_END _Pragma("clang attribute pop")
-#else
-#define LP_AVXVNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avxvnni\")")
-#define LP_AVXVNNI_END _Pragma("GCC pop_options")
-#endif
 
 int lp_gemm_avx2_vnni(void) {
     static _Atomic int has = -1;  // the CPU does not change; the environment is read once

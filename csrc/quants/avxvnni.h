@@ -18,13 +18,6 @@
 #include "simd.h"
 
 #if LP_X86
-#if defined(__clang__)
-#define LP_AVXVNNI_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avxvnni\"))), apply_to = function)")
-#define LP_AVXVNNI_END _Pragma("clang attribute pop")
-#else
-#define LP_AVXVNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avxvnni\")")
-#define LP_AVXVNNI_END _Pragma("GCC pop_options")
-#endif
 
 // 1 where the AVX2 kernels take AVX-VNNI: the CPU has it and LLAMAPACK_AVXVNNI is not 0
 // (engine/gemm_vnni.c; read once).
