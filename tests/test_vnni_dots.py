@@ -14,7 +14,6 @@ import ctypes
 import platform
 import re
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,7 +34,6 @@ K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 # the AVX-VNNI kernels beyond vec_dot (each result must still be the AVX2 vec_dot's)
 MORE_KINDS = {"Q4_0": ["vec_dot_4weights"], "Q5_0": ["vec_dot_4weights"],
               **{k: ["vec_dot_4acts", "vec_dot_rows"] for k in K_QUANTS}}
-ROOT = Path(__file__).resolve().parent.parent
 
 DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 ROWS = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
