@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
+
+import requests
 
 from runtime.engine import Engine
 from runtime.server import create_app
@@ -14,6 +18,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path | None = None, timeout: float = 60) -> None:  # type: ignore[type-arg]
+    """Returns once the server at url answers /health; fails when proc exits first (with its
+    stderr: the log file if it writes one, else its pipe) or after timeout seconds. Not listening
+    yet, or slow to answer on a loaded machine: it asks again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(log.read_text() if log is not None else proc.communicate()[1])
+        try:
+            if requests.get(url + "/health", timeout=2).ok:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not come up")
 
 
 class ServerThread:

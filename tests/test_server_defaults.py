@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from serverutil import ServerThread, free_port
+from serverutil import ServerThread, free_port, wait_up
 
 from runtime.cli import build_parser, server_defaults
 from runtime.engine import Engine
@@ -160,15 +159,7 @@ def test_defaults_baked_in_args_reach_the_server(tmp_path: Path) -> None:
                                 stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(url + "/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
+        wait_up(url, proc, log)
         params = requests.get(url + "/props", timeout=10).json()["default_generation_settings"]["params"]
         assert (params["temperature"], params["n_predict"], params["seed"]) == (0, 7, 5)
         r = requests.post(url + "/v1/chat/completions", json={"messages": CHAT}, timeout=60).json()

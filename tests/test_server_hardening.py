@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from serverutil import ServerThread, free_port
+from serverutil import ServerThread, free_port, wait_up
 
 from runtime.chat_sandbox import Limits
 from runtime.engine import Engine
@@ -256,18 +256,6 @@ def test_one_log_line_per_request(engine: Engine, caplog: pytest.LogCaptureFixtu
 def start_server(*args: str, model: Path = MODEL) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "runtime", "-m", str(model), "--server", "--nobrowser", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_up(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1]
-        try:
-            requests.get(url + "/health", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not come up")
 
 
 def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> None:
