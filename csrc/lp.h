@@ -299,8 +299,9 @@ typedef struct {
 } lp_rope_cfg;
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg);
-// The same in two steps: every row's cos and sin once (n * head_dim floats at most), then a
-// matrix turned by them (a forward pass: every layer's q and k with one table).
+// The same in two steps: every row's cos and sin once (table: (n, head_dim)), then a matrix
+// turned by them (a forward pass: every layer's q and k with one table; rows r.. of a matrix
+// with the table from row r).
 void lp_rope_table(float *table, int64_t n, const int32_t *pos, int head_dim, int n_rot, const lp_rope_cfg *cfg);
 void lp_rope_rows(float *x, int64_t n, int n_head, int head_dim, int n_rot, const lp_rope_cfg *cfg,
                   const float *table);
