@@ -84,104 +84,52 @@ int lp_gemm_panel_kind(const lp_type_traits *t, int isa) {
     return t->vec_dot_type | isa << 8 | panel_signed(t, isa) << 12 | panel_offset(t, isa) << 13 | t->s8_min_unit << 20;
 }
 
-// Row j's scale and min terms (or bias) of activation block b (32 columns) into ab (every
-// field of row j: a panel holds nothing of the products it served before); returns the
-// block's 32 quants.
-static const int8_t *act_block_scales(const gemm_ctx *c, act_block *ab, int j, const uint8_t *xr, int64_t b) {
-    const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit, off = panel_offset(c->t, c->isa);
-    if (act_type == LP_Q8_K) {
-        const block_q8_K *k = (const block_q8_K *)xr + b / 8;
-        const int h = (int)(b % 8);
-        ab->d[j] = k->d;
-        if (off) {
-            ab->bias[0][j] = -off * k->bsums[2 * h];
-            ab->bias[1][j] = -off * k->bsums[2 * h + 1];
-        } else if (min_unit == 32) {
-            ab->m[0][j] = k->d * (float)(k->bsums[2 * h] + k->bsums[2 * h + 1]);
-            ab->m[1][j] = 0.0f;
-        } else {
-            ab->m[0][j] = k->d * (float)k->bsums[2 * h];
-            ab->m[1][j] = k->d * (float)k->bsums[2 * h + 1];
-        }
-        return k->qs + 32 * h;
-    }
-    if (act_type == LP_Q8_1) {
-        const block_q8_1 *k = (const block_q8_1 *)xr + b;
-        ab->d[j] = lp_half_to_float(k->d);
-        ab->m[0][j] = lp_half_to_float(k->s);
-        ab->m[1][j] = 0.0f;
-        return k->qs;
-    }
-    const block_q8_0 *k = (const block_q8_0 *)xr + b;  // Q8_0: the weight types using it have no mins
-    ab->d[j] = lp_half_to_float(k->d);
-    ab->m[0][j] = ab->m[1][j] = 0.0f;
-    return k->qs;
-}
-
-#if LP_X86
-LP_AVX512_BEGIN
-// ab->q[k][j] = quants 4k .. 4k + 3 of qs[j] (^ flip), the rows' 32 quants transposed in registers:
-// rows j and j + 8 in one register, then the 8 x 8 transpose of 4-byte words within each half.
-// Rows from `rows` on are zero (as lp_gemm's memset leaves them).
-static void act_block_quants_avx512(act_block *ab, const int8_t *const qs[LP_G_LANES], int rows, uint32_t flip) {
-    static const int8_t zero[32];
-    __m512i a[8], t[8];
-    for (int j = 0; j < 8; j++) {
-        const int8_t *lo = j < rows ? qs[j] : zero, *hi = j + 8 < rows ? qs[j + 8] : zero;
-        a[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)lo)),
-                                  _mm256_loadu_si256((const __m256i *)hi), 1);
-    }
-    for (int j = 0; j < 8; j += 2) {  // words 0, 1 (4, 5) and 2, 3 (6, 7) of rows j, j + 1 interleaved
-        t[j] = _mm512_unpacklo_epi32(a[j], a[j + 1]);
-        t[j + 1] = _mm512_unpackhi_epi32(a[j], a[j + 1]);
-    }
-    for (int j = 0; j < 8; j += 4)  // a[j + w]: word w (lane 0) and w + 4 (lane 1) of rows j .. j + 3
-        for (int h = 0; h < 2; h++) {
-            a[j + 2 * h] = _mm512_unpacklo_epi64(t[j + h], t[j + h + 2]);
-            a[j + 2 * h + 1] = _mm512_unpackhi_epi64(t[j + h], t[j + h + 2]);
-        }
-    const __m512i lanes0 = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), lanes1 = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    const __m512i fv = _mm512_set1_epi32((int)flip);
-    const __mmask16 live = rows >= LP_G_LANES ? 0xffff : (__mmask16)((1u << rows) - 1);
-    for (int w = 0; w < 4; w++) {  // word w of rows 0-3 | rows 4-7 (from a[4 + w]) | 8-11 | 12-15, and w + 4
-        const __m512i lo = _mm512_permutex2var_epi64(a[w], lanes0, a[4 + w]);
-        const __m512i hi = _mm512_permutex2var_epi64(a[w], lanes1, a[4 + w]);
-        _mm512_store_si512((void *)ab->q[w], _mm512_mask_xor_epi32(lo, live, lo, fv));
-        _mm512_store_si512((void *)ab->q[w + 4], _mm512_mask_xor_epi32(hi, live, hi, fv));
-    }
-}
-LP_AVX512_END
-#endif
-
-// Activation group g's panel: block by block, the group's rows' scales, then their quants.
 static void build_act_group(void *vctx, int g, int ith) {
     const gemm_ctx *c = vctx;
     (void)ith;
+    const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit, off = panel_offset(c->t, c->isa);
     const uint32_t flip = panel_signed(c->t, c->isa) ? 0 : 0x80808080u;
     act_block *out = c->act + (int64_t)g * c->nblk;
-    const int rows = (int)(c->n - (int64_t)g * LP_G_LANES < LP_G_LANES ? c->n - (int64_t)g * LP_G_LANES : LP_G_LANES);
-    if (rows < LP_G_LANES) memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
-    const uint8_t *xr[LP_G_LANES];
-    for (int j = 0; j < rows; j++) xr[j] = c->xq + ((int64_t)g * LP_G_LANES + j) * c->xq_row_bytes;
-    for (int64_t b = 0; b < c->nblk; b++) {
-        act_block *ab = &out[b];
-        const int8_t *qs[LP_G_LANES];
-        for (int j = 0; j < rows; j++) qs[j] = act_block_scales(c, ab, j, xr[j], b);
-#if LP_X86
-        if (c->isa == LP_ISA_AVX512) {
-            act_block_quants_avx512(ab, qs, rows, flip);
-            continue;
-        }
-#endif
-        for (int j = 0; j < rows; j++) {
+    memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
+    for (int j = 0; j < LP_G_LANES; j++) {
+        const int64_t row = (int64_t)g * LP_G_LANES + j;
+        if (row >= c->n) break;
+        const uint8_t *xr = c->xq + row * c->xq_row_bytes;
+        for (int64_t b = 0; b < c->nblk; b++) {
+            act_block *ab = &out[b];
+            const int8_t *qs;
+            if (act_type == LP_Q8_K) {
+                const block_q8_K *k = (const block_q8_K *)xr + b / 8;
+                const int h = (int)(b % 8);
+                qs = k->qs + 32 * h;
+                ab->d[j] = k->d;
+                if (off) {
+                    ab->bias[0][j] = -off * k->bsums[2 * h];
+                    ab->bias[1][j] = -off * k->bsums[2 * h + 1];
+                } else if (min_unit == 32) {
+                    ab->m[0][j] = k->d * (float)(k->bsums[2 * h] + k->bsums[2 * h + 1]);
+                } else {
+                    ab->m[0][j] = k->d * (float)k->bsums[2 * h];
+                    ab->m[1][j] = k->d * (float)k->bsums[2 * h + 1];
+                }
+            } else if (act_type == LP_Q8_1) {
+                const block_q8_1 *k = (const block_q8_1 *)xr + b;
+                qs = k->qs;
+                ab->d[j] = lp_half_to_float(k->d);
+                ab->m[0][j] = lp_half_to_float(k->s);
+            } else {  // Q8_0: the weight types using it have no mins
+                const block_q8_0 *k = (const block_q8_0 *)xr + b;
+                qs = k->qs;
+                ab->d[j] = lp_half_to_float(k->d);
+            }
             if (c->isa == LP_ISA_I8MM) {  // signed, in row pairs (act_block)
                 uint8_t *pair = &ab->q[0][0][0] + 64 * (j / 2) + 8 * (j % 2);
-                for (int s = 0; s < 4; s++) memcpy(pair + 16 * s, qs[j] + 8 * s, 8);
+                for (int s = 0; s < 4; s++) memcpy(pair + 16 * s, qs + 8 * s, 8);
                 continue;
             }
             for (int k = 0; k < 8; k++) {
                 uint32_t v;
-                memcpy(&v, qs[j] + 4 * k, 4);
+                memcpy(&v, qs + 4 * k, 4);
                 v ^= flip;  // + 128 in each byte (an unsigned panel)
                 memcpy(ab->q[k][j], &v, 4);
             }
