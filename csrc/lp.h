@@ -299,8 +299,9 @@ typedef struct {
 } lp_rope_cfg;
 void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head_dim, int n_rot,
                    const lp_rope_cfg *cfg);
-// The same in two steps: every row's cos and sin once (n * head_dim floats at most), then a
-// matrix turned by them (a forward pass: every layer's q and k with one table).
+// The same in two steps: every row's cos and sin once (table: (n, head_dim)), then a matrix
+// turned by them (a forward pass: every layer's q and k with one table; rows r.. of a matrix
+// with the table from row r).
 void lp_rope_table(float *table, int64_t n, const int32_t *pos, int head_dim, int n_rot, const lp_rope_cfg *cfg);
 void lp_rope_rows(float *x, int64_t n, int n_head, int head_dim, int n_rot, const lp_rope_cfg *cfg,
                   const float *table);
@@ -327,5 +328,9 @@ int64_t lp_gemm_work_size(const lp_type_traits *t, int64_t cols, int64_t n, int 
 int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n);
 // 1 when type t has a batched product on isa at this row length (for any number of rows).
 int lp_gemm_available(const lp_type_traits *t, int isa, int64_t cols);
+// y (n, rows) = the rows quantized in xq @ W^T. The activation panels it builds first (at the
+// start of work, after its alignment) depend on lp_gemm_panel_kind(t, isa) alone: a product of
+// the same xq and kind can take them as they are (panels_ready: 1).
 void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
-             int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads);
+             int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads, int panels_ready);
+int lp_gemm_panel_kind(const lp_type_traits *t, int isa);

@@ -351,6 +351,22 @@ def test_batched_product_at_sub_scale_extremes(name: str) -> None:
             _assert_batched_near(t, x, f"{name} quants {qfill:#04x} scales {sfill:#04x}")
 
 
+def _multi_product(ts: list, x: np.ndarray, fill: int = 0) -> list[np.ndarray]:
+    """lp_matmul_multi of the tensors on x (a work buffer of `fill` bytes), each matrix's output."""
+    n, cols = x.shape
+    outs = [np.full((n, t.shape[0]), np.nan, np.float32) for t in ts]
+    types = ffi.new("int[]", [t.type for t in ts])
+    mm = ffi.new("lp_mm[]", len(ts))
+    for i, (t, out) in enumerate(zip(ts, outs)):
+        mm[i].type, mm[i].w, mm[i].rows = t.type, ffi.from_buffer(t.data), t.shape[0]
+        mm[i].y = ffi.cast("float *", ffi.from_buffer(out))
+    work = np.full(lib.lp_matmul_multi_work_size(types, len(ts), cols, n, 2), fill, np.uint8)
+    assert lib.lp_matmul_multi(mm, len(ts), cols, ffi.cast("float *", x.ctypes.data), n, ffi.from_buffer(work), 2) == 0
+    assert lib.lp_matmul_multi(mm, lib.LP_MM_MAX + 1, cols, ffi.cast("float *", x.ctypes.data), n,
+                               ffi.from_buffer(work), 2) == lib.LP_EBAD_SIZE
+    return outs
+
+
 @pytest.mark.parametrize("n", [1, 5, 20])
 def test_matmul_multi_equals_single_products(n: int) -> None:
     """lp_matmul_multi (q, k, v in one job; mixed types share or split the quantized
@@ -360,18 +376,29 @@ def test_matmul_multi_equals_single_products(n: int) -> None:
     names = ["Q5_0", "Q4_K", "Q8_0", "F16"]  # Q8_0 input shared by Q5_0 and Q8_0; Q8_K; none
     ts = [weight_tensor(kernels.WEIGHT_TYPES[nm], rows, cols, rng) for nm, rows in zip(names, (40, 17, 33, 9))]
     x = rng.standard_normal((n, cols)).astype(np.float32)
-    outs = [np.full((n, t.shape[0]), np.nan, np.float32) for t in ts]
-    types = ffi.new("int[]", [t.type for t in ts])
-    mm = ffi.new("lp_mm[]", len(ts))
-    for i, (t, out) in enumerate(zip(ts, outs)):
-        mm[i].type, mm[i].w, mm[i].rows = t.type, ffi.from_buffer(t.data), t.shape[0]
-        mm[i].y = ffi.cast("float *", ffi.from_buffer(out))
-    work = np.zeros(lib.lp_matmul_multi_work_size(types, len(ts), cols, n, 2), np.uint8)
-    assert lib.lp_matmul_multi(mm, len(ts), cols, ffi.cast("float *", x.ctypes.data), n, ffi.from_buffer(work), 2) == 0
-    for t, out in zip(ts, outs):
+    for t, out in zip(ts, _multi_product(ts, x)):
         np.testing.assert_array_equal(out, kernels.matmul(t, x, n_threads=2))
-    assert lib.lp_matmul_multi(mm, lib.LP_MM_MAX + 1, cols, ffi.cast("float *", x.ctypes.data), n,
-                               ffi.from_buffer(work), 2) == lib.LP_EBAD_SIZE
+
+
+@pytest.mark.parametrize("isa", [i for i in ("avx512", "avx2") if i in kernels.available_isas()])
+@pytest.mark.parametrize("names", [["Q4_K", "Q5_K", "Q6_K", "Q4_K"], ["Q4_0", "Q8_0", "Q5_0", "Q4_1"]],
+                         ids=["k-quants", "legacy"])
+def test_matmul_multi_shares_panels_exactly(isa: str, names: list[str]) -> None:
+    """A prompt's multi-matrix product quantizes the input once per format and builds the batched
+    product's activation panels once for consecutive matrices that read them alike (Q4_K and Q5_K;
+    Q4_0, Q8_0 and Q5_0), again where they differ (AVX-512 Q6_K's offset panel, Q4_1's Q8_1 rows):
+    each matrix still gets exactly what lp_matmul gives it alone, with a ragged last group of rows."""
+    rng = np.random.default_rng(13)
+    cols = 512
+    ts = [weight_tensor(kernels.WEIGHT_TYPES[nm], rows, cols, rng) for nm, rows in zip(names, (40, 17, 33, 24))]
+    kernels.set_isa(isa)
+    try:
+        for n in (40, 17):
+            x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+            for nm, t, out in zip(names, ts, _multi_product(ts, x, fill=0xA5)):
+                np.testing.assert_array_equal(out, kernels.matmul(t, x, n_threads=2), err_msg=f"{nm}, {n} rows")
+    finally:
+        kernels.set_isa(kernels.best_isa())
 
 
 def test_matmul_threads_agree_exactly() -> None:

@@ -26,7 +26,7 @@
 // and out_i = o_i / l_i, or, over segments, out_i = sum w o_i / sum w l_i with
 // w = exp(m_i - max over segments of m_i).
 // Register tiles: 4 rows x 16 positions for the scores (keys converted once for 4
-// rows), 4 rows x 2 dimensions for the outputs.
+// rows; AVX-512: 8 rows), 4 rows x 2 dimensions for the outputs (AVX-512: 8 dimensions).
 #include <math.h>
 
 #include "simd.h"
@@ -192,11 +192,17 @@ static inline __attribute__((always_inline)) void values_tile_avx2(const attn_ro
     }
 }
 
+#if LP_X86
+static int values_wide_avx512(const attn_rows *r, int i0, int NR, const uint16_t *vt, int64_t ks, int hd, int p0,
+                              int p1, int p2, int add);
+#endif
+
 // The positions in chunks of LP_V_CHUNK, and within a chunk every tile of 4 rows: the chunk's
 // values stay in cache for all the rows (a prompt chunk's 16 rows read each value from L1 four
 // times, not from L2). Each row's sums are the same as tile by tile: its positions in the same
-// order, its chunks added in the same order.
-static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t ks, int hd) {
+// order, its chunks added in the same order. wide (AVX-512): a tile's dimensions 8 at a time
+// (values_wide_avx512: the same sums), the rest in pairs.
+static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t ks, int hd, int wide) {
     int minlen[LP_ATT_ROWS / 4], maxlen[LP_ATT_ROWS / 4], most = 0;
     for (int i0 = 0, t = 0; i0 < nr; i0 += 4, t++) {
         const int NR = nr - i0 < 4 ? nr - i0 : 4;
@@ -214,7 +220,8 @@ static void values_avx2(const attn_rows *r, int nr, const uint16_t *vt, int64_t 
             const int whole = minlen[t] / 8 * 8;  // positions every row of the tile has, in whole vectors
             const int end = maxlen[t] - c < LP_V_CHUNK ? maxlen[t] : c + LP_V_CHUNK;
             const int p1 = whole < c ? c : whole < end ? whole : end;
-            for (int d = 0; d + 2 <= hd; d += 2) switch (NR) {  // a constant row count per tile
+            const int d0 = wide ? values_wide_avx512(r, i0, NR, vt, ks, hd, c, p1, end, c > 0) : 0;
+            for (int d = d0; d + 2 <= hd; d += 2) switch (NR) {  // a constant row count per tile
                 case 4: values_tile_avx2(r, i0, 4, vt, ks, d, c, p1, end, c > 0); break;
                 case 3: values_tile_avx2(r, i0, 3, vt, ks, d, c, p1, end, c > 0); break;
                 case 2: values_tile_avx2(r, i0, 2, vt, ks, d, c, p1, end, c > 0); break;
@@ -235,8 +242,8 @@ LP_AVX2_END
 // AVX-512: the scores in tiles of 8 rows x 16 positions, one 512-bit register a row: a block's
 // 16 keys of one dimension are converted once for 8 rows (AVX2: once for 4 rows, two halves),
 // and q's dimension is the multiply-add's broadcast operand. Each score is the same sum, over
-// the dimensions in order, as AVX2's: the same bits. (The values keep AVX2's 8-lane sums: 16
-// lanes would add a row's positions in another order.)
+// the dimensions in order, as AVX2's: the same bits. The values keep AVX2's 8-lane sums (16
+// lanes would add a row's positions in another order), two dimensions a register.
 
 #if LP_X86
 LP_AVX512_BEGIN
@@ -275,6 +282,84 @@ static void scores_avx512(const attn_rows *r, int nr, const uint16_t *kt, int64_
         default: scores_tile_avx512(r, i, 7, kt, ks, hd, p, scale);
         }
     }
+}
+
+// The values: AVX2's tile of 4 rows over 8 dimensions instead of 2, each 512-bit register
+// holding the 8-lane sums of two dimensions (d in the low half, d + 1 in the high half: the
+// AVX2 tile's two registers) against a row's 8 scores in both halves. Every lane sums the
+// products AVX2's lane does, in the same order, and the lanes are summed as AVX2 sums them
+// (hsum4_f32x8): the same bits, with half the multiply-adds, and a row's scores loaded once
+// for 8 dimensions instead of 2.
+
+// Positions p..p+7 of the two dimensions at a and b (8 halves each).
+static inline __m512 load2x8_half(const uint16_t *a, const uint16_t *b) {
+    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                                              _mm_loadu_si128((const __m128i *)b), 1);
+    return _mm512_cvtph_ps(h);
+}
+
+// out[d .. d + 7] of rows [i0, i0 + NR) (+= when add) over positions [p0, p2), as
+// values_tile_avx2 does for two dimensions: [p0, p1) whole, [p1, p2) with the values past p2
+// and each row's scores past its length as zeros.
+static inline __attribute__((always_inline)) void values_tile_avx512(const attn_rows *r, int i0, const int NR,
+                                                                     const uint16_t *vt, int64_t ks, int d, int p0,
+                                                                     int p1, int p2, int add) {
+    __m512 acc[4][4];  // [row][dimension pair]
+    for (int i = 0; i < NR; i++)
+        for (int k = 0; k < 4; k++) acc[i][k] = _mm512_setzero_ps();
+    const uint16_t *v0 = vt + d * LP_KV_BLOCK;  // dimension d + j: v0 + j * LP_KV_BLOCK
+#define LP_V8(v, p) ((v) + (int64_t)((unsigned)(p) / LP_KV_BLOCK) * ks + (unsigned)(p) % LP_KV_BLOCK)  /* p >= 0 */
+#define LP_VPAIR(k, p) load2x8_half(LP_V8(v0 + 2 * (k) * LP_KV_BLOCK, p), LP_V8(v0 + (2 * (k) + 1) * LP_KV_BLOCK, p))
+    for (int p = p0; p < p1; p += 8) {
+        if (p % LP_KV_BLOCK == 0)  // the next pass's lines (values_tile_avx2): one per dimension pair
+            for (int k = 0; k < 4; k++)
+                _mm_prefetch((const char *)LP_V8(v0 + 2 * k * LP_KV_BLOCK, p + LP_V_CHUNK), _MM_HINT_T0);
+        __m512 v[4];
+        for (int k = 0; k < 4; k++) v[k] = LP_VPAIR(k, p);
+        for (int i = 0; i < NR; i++) {
+            const __m512 s = _mm512_broadcast_f32x8(_mm256_loadu_ps(r->s[i0 + i] + p));
+            for (int k = 0; k < 4; k++) acc[i][k] = _mm512_fmadd_ps(s, v[k], acc[i][k]);
+        }
+    }
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    for (int p = p1; p < p2; p += 8) {  // (see values_tile_avx2)
+        const __mmask16 inside = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(p2 - p), lane);
+        __m512 v[4];
+        for (int k = 0; k < 4; k++) v[k] = _mm512_maskz_mov_ps(inside, LP_VPAIR(k, p));
+        for (int i = 0; i < NR; i++) {
+            const __mmask16 live = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(r->len[i0 + i] - p), lane);
+            const __m512 s = _mm512_maskz_mov_ps(live, _mm512_broadcast_f32x8(_mm256_loadu_ps(r->s[i0 + i] + p)));
+            for (int k = 0; k < 4; k++) acc[i][k] = _mm512_fmadd_ps(s, v[k], acc[i][k]);
+        }
+    }
+#undef LP_VPAIR
+#undef LP_V8
+    // per dimension pair, rows i, i + 1: the four sums of values_tile_avx2
+    for (int i = 0; i < NR; i += 2)
+        for (int k = 0; k < 4; k++) {
+            float o[4];
+            const __m512 a = acc[i][k], b = i + 1 < NR ? acc[i + 1][k] : _mm512_setzero_ps();
+            _mm_storeu_ps(o, hsum4_f32x8(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1),
+                                         _mm512_castps512_ps256(b), _mm512_extractf32x8_ps(b, 1)));
+            for (int j = 0; j < 2 && i + j < NR; j++) {
+                float *out = r->out[i0 + i + j] + d + 2 * k;
+                out[0] = add ? out[0] + o[2 * j] : o[2 * j];
+                out[1] = add ? out[1] + o[2 * j + 1] : o[2 * j + 1];
+            }
+        }
+}
+
+// A tile's dimensions 8 at a time (values_avx2's wide part); returns the first one left.
+static int values_wide_avx512(const attn_rows *r, int i0, int NR, const uint16_t *vt, int64_t ks, int hd, int p0,
+                              int p1, int p2, int add) {
+    int d = 0;
+    for (; d + 8 <= hd; d += 8) switch (NR) {  // a constant row count per tile
+        case 4: values_tile_avx512(r, i0, 4, vt, ks, d, p0, p1, p2, add); break;
+        case 3: values_tile_avx512(r, i0, 3, vt, ks, d, p0, p1, p2, add); break;
+        case 2: values_tile_avx512(r, i0, 2, vt, ks, d, p0, p1, p2, add); break;
+        default: values_tile_avx512(r, i0, 1, vt, ks, d, p0, p1, p2, add);
+        }
+    return d;
 }
 LP_AVX512_END
 #endif
@@ -369,7 +454,7 @@ static void attention_chunk(void *vctx, int chunk, int ith) {
     float mx[LP_ATT_ROWS], l[LP_ATT_ROWS];
     for (int i = 0; i < nr; i++) l[i] = (float)lp_softmax_exps(r.s[i], r.len[i], &mx[i]);
 #if LP_X86
-    if (c->simd) values_avx2(&r, nr, vt, ks, hd);
+    if (c->simd) values_avx2(&r, nr, vt, ks, hd, c->simd == LP_ISA_AVX512);
     else
 #endif
         values_ref(&r, nr, vt, ks, hd);

@@ -81,6 +81,12 @@ static int panel_signed(const lp_type_traits *t, int isa) {
     return ((isa == LP_ISA_AVX512 || isa == LP_ISA_AVX2) && t->s8_min) || panel_offset(t, isa) || avx2_q8;
 }
 
+// Which panels a product reads: products on the same quantized rows whose kinds are equal
+// can share them (lp_gemm's panels_ready: q, k, v of one input; gate and up).
+int lp_gemm_panel_kind(const lp_type_traits *t, int isa) {
+    return t->vec_dot_type | isa << 8 | panel_signed(t, isa) << 12 | panel_offset(t, isa) << 13 | t->s8_min_unit << 20;
+}
+
 static void build_act_group(void *vctx, int g, int ith) {
     const gemm_ctx *c = vctx;
     (void)ith;
@@ -538,7 +544,7 @@ int lp_gemm_use(const lp_type_traits *t, int isa, int64_t cols, int64_t n) {
 }
 
 void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, int64_t cols, const uint8_t *xq,
-             int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads) {
+             int64_t xq_row_bytes, int64_t n, float *y, uint8_t *work, int n_threads, int panels_ready) {
     gemm_ctx c = {
         .t = t, .w = w, .rows = rows, .cols = cols, .n = n,
         .w_row_bytes = cols / t->blck_size * t->type_size,
@@ -552,7 +558,7 @@ void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, i
     uint8_t *p = (uint8_t *)(((uintptr_t)work + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN);
     c.act = (act_block *)p;
     c.wpanels = p + c.groups * c.nblk * (int64_t)sizeof(act_block);
-    lp_parallel_chunks(build_act_group, &c, (int)c.groups, n_threads);
+    if (!panels_ready) lp_parallel_chunks(build_act_group, &c, (int)c.groups, n_threads);
     c.rt = chunk_rows(isa, rows, n_threads);
     const int chunks = (int)((rows + c.rt - 1) / c.rt);
 #if LP_X86

@@ -178,8 +178,13 @@ static int matmul_setup(matmul_ctx *c, int type, const void *w, int64_t rows, in
     return LP_OK;
 }
 
-int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, int64_t n_single,
-                   float *y, void *work, int n_threads) {
+// What the work buffer holds from an earlier product of the same input (lp_matmul_multi_rows):
+// act_type >= 0, the input quantized to that format; panel >= 0, the batched product's panels
+// of that kind built from them (lp_gemm_panel_kind).
+typedef struct { int act_type, panel; } act_kept;
+
+static int matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n,
+                       int64_t n_single, float *y, void *work, int n_threads, act_kept *kept) {
     const int isa = lp_get_isa();
     matmul_ctx c;
     const int rc = matmul_setup(&c, type, w, rows, cols, x, n, y, isa);
@@ -187,18 +192,30 @@ int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const fl
     if (n_single < 0 || n_single > n) return LP_EBAD_SIZE;
     if (n_threads < 1) n_threads = 1;
     if (c.quantize) {
-        c.xq = work;
-        quantize_rows(&c, n_threads);
         const lp_type_traits *t = lp_traits(type);
+        c.xq = work;
+        if (kept->act_type != t->vec_dot_type) {
+            quantize_rows(&c, n_threads);
+            *kept = (act_kept){ t->vec_dot_type, -1 };
+        }
         if (n_single < n && lp_gemm_available(t, isa, cols)) {  // rows n_single..n-1: the batched product
+            const int kind = lp_gemm_panel_kind(t, isa);
             lp_gemm(t, isa, w, rows, cols, c.xq + n_single * c.xq_row_bytes, c.xq_row_bytes, n - n_single,
-                    y + n_single * rows, c.xq + n * c.xq_row_bytes, n_threads);
+                    y + n_single * rows, c.xq + n * c.xq_row_bytes, n_threads, kind == kept->panel);
+            kept->panel = kind;
             c.n = n_single;
         }
         prepare_rows(&c, c.xq + n * c.xq_row_bytes);  // after the batched product: its panels' space
+        if (c.xp) kept->panel = -1;
     }
     if (c.n > 0) lp_parallel_chunks(dot_chunk, &c, (int)((rows + LP_TILE_ROWS - 1) / LP_TILE_ROWS), n_threads);
     return LP_OK;
+}
+
+int lp_matmul_rows(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, int64_t n_single,
+                   float *y, void *work, int n_threads) {
+    act_kept none = { -1, -1 };
+    return matmul_rows(type, w, rows, cols, x, n, n_single, y, work, n_threads, &none);
 }
 
 int lp_matmul(int type, const void *w, int64_t rows, int64_t cols, const float *x, int64_t n, float *y,
@@ -277,10 +294,11 @@ int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *
         const lp_type_traits *t = lp_traits(mm[i].type);
         batched |= t && n_single < n && lp_gemm_available(t, isa, cols);
     }
-    if (count == 1 || batched) {
+    if (count == 1 || batched) {  // the input quantized, and its panels built, once for all that take them alike
+        act_kept kept = { -1, -1 };
         for (int i = 0; i < count; i++) {
-            const int rc = lp_matmul_rows(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, n_single, mm[i].y, work,
-                                          n_threads);
+            const int rc = matmul_rows(mm[i].type, mm[i].w, mm[i].rows, cols, x, n, n_single, mm[i].y, work,
+                                       n_threads, &kept);
             if (rc) return rc;
         }
         return LP_OK;

@@ -192,9 +192,50 @@ lp_rope_cfg lp_rope_of(const lp_weights *w, const lp_kv *kv, int l) {
 // for the sliding-window layers' own base). have: whether s->rope holds cfg's.
 typedef struct { lp_rope_cfg cfg; int have; } rope_kept;
 
+// Rows [r0, r1) of q and k turned by the rope (the table in s->rope), then these rows' k
+// and v put in their sequences' caches at their positions (fp16), head by head: a head's
+// block of positions (4 KiB at head_dim 128) stays in L1 across the rows, where row by row
+// every row's halves, scattered over 2 x n_head_kv x head_dim lines, missed it.
+typedef struct {
+    const lp_weights *w;
+    lp_kv *kv;
+    const lp_scratch *s;
+    const lp_rope_cfg *rope;
+    int layer, n;
+} rope_store_ctx;
+
+#define LP_STORE_ROWS LP_KV_BLOCK  // rows a chunk (a prompt's: about one block of the cache)
+
+static void rope_store_chunk(void *vctx, int chunk, int ith) {
+    const rope_store_ctx *c = vctx;
+    const lp_weights *w = c->w;
+    const lp_scratch *s = c->s;
+    const int hd = w->head_dim, q_dim = w->n_head * hd, kv_dim = w->n_head_kv * hd;
+    const int r0 = chunk * LP_STORE_ROWS, r1 = c->n - r0 < LP_STORE_ROWS ? c->n : r0 + LP_STORE_ROWS;
+    (void)ith;
+    const float *table = s->rope + (int64_t)r0 * hd;
+    lp_rope_rows(s->q + (int64_t)r0 * q_dim, r1 - r0, w->n_head, hd, w->n_rot, c->rope, table);
+    lp_rope_rows(s->k + (int64_t)r0 * kv_dim, r1 - r0, w->n_head_kv, hd, w->n_rot, c->rope, table);
+    for (int h = 0; h < w->n_head_kv; h++)
+        for (int kind = 0; kind < 2; kind++)
+            for (int i = r0; i < r1; i++) {
+                uint16_t *head = lp_kv_head(c->kv, kind ? c->kv->v : c->kv->k, s->row_seq[i], c->layer, h);
+                lp_kv_put(head, hd, s->row_pos[i], (kind ? s->v : s->k) + (int64_t)i * kv_dim + h * hd);
+            }
+}
+
+// Every row's rope and cache store: split over the threads (rows are independent, and no two
+// rows share a cache position), a few rows (decoding) on the calling thread.
+static void rope_store(const lp_weights *w, lp_kv *kv, int l, const lp_scratch *s, int n, const lp_rope_cfg *rope) {
+    rope_store_ctx c = { w, kv, s, rope, l, n };
+    const int chunks = (n + LP_STORE_ROWS - 1) / LP_STORE_ROWS;
+    const int nth = (int64_t)n * w->n_head * w->head_dim < LP_OP_PARALLEL ? 1 : s->n_threads;
+    lp_parallel_chunks(rope_store_chunk, &c, chunks, nth);
+}
+
 // The attention's q, k and v (n rows, the first ns generated tokens'): projections, biases,
-// per-head norms, rope at each row's position.
-static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int l, lp_scratch *s, int n, int ns,
+// per-head norms, rope at each row's position; k and v into the cache.
+static int qkv_rows(const lp_weights *w, const lp_layer *L, lp_kv *kv, int l, lp_scratch *s, int n, int ns,
                     rope_kept *kept) {
     const int hd = w->head_dim, q_dim = w->n_head * hd, kv_dim = w->n_head_kv * hd;
     lp_tensor fused[3];
@@ -227,20 +268,8 @@ static int qkv_rows(const lp_weights *w, const lp_layer *L, const lp_kv *kv, int
         lp_rope_table(s->rope, n, s->row_pos, hd, w->n_rot, &rope);
         *kept = (rope_kept){ rope, 1 };
     }
-    lp_rope_rows(s->q, n, w->n_head, hd, w->n_rot, &rope, s->rope);
-    lp_rope_rows(s->k, n, w->n_head_kv, hd, w->n_rot, &rope, s->rope);
+    rope_store(w, kv, l, s, n, &rope);
     return LP_OK;
-}
-
-// k, v of each row to its sequence's cache at its position (fp16).
-static void kv_store(const lp_weights *w, lp_kv *kv, int l, const lp_scratch *s, int n) {
-    const int hd = w->head_dim, kv_dim = w->n_head_kv * hd;
-    for (int i = 0; i < n; i++)
-        for (int h = 0; h < w->n_head_kv; h++) {
-            const int64_t at = (int64_t)i * kv_dim + h * hd;
-            lp_kv_put(lp_kv_head(kv, kv->k, s->row_seq[i], l, h), hd, s->row_pos[i], s->k + at);
-            lp_kv_put(lp_kv_head(kv, kv->v, s->row_seq[i], l, h), hd, s->row_pos[i], s->v + at);
-        }
 }
 
 // The dense feed-forward: xb2 (n, D) = down(act(gate xb) * up xb).
@@ -376,10 +405,10 @@ int lp_decode(const lp_weights *w, lp_kv *kv, lp_scratch *s, const lp_batch *b, 
     for (int l = 0; l < w->n_layer; l++) {
         const lp_layer *L = &w->layers[l];
 
-        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k
+        // attention: xb = rmsnorm(x); q, k, v = xb Wq, xb Wk, xb Wv (+ biases, norms); rotate q and k;
+        // k, v into the cache
         norm_rows(s, s->xb, s->x, L->attn_norm.data, n, D, w->rms_eps);
         if ((rc = qkv_rows(w, L, kv, l, s, n, ns, &kept))) return rc;
-        kv_store(w, kv, l, s, n);
         // xb2 (n, q_dim) = softmax(q k^T / sqrt(hd)) v, per head, causal within each sequence
         // (and within the sliding window on its layers)
         lp_attention(w, kv, l, &g, s->row_pos, s->q, s->xb2, s);

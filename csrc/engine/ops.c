@@ -200,13 +200,13 @@ void lp_rope_apply(float *x, int64_t n, const int32_t *pos, int n_head, int head
 }
 
 // The same in two parts, for a forward pass whose layers share a rope (every layer's q and
-// k turn by the same angles): the cos and sin of every row's pairs once (table: per row,
-// the pairs' cos then their sin; n * head_dim floats at most), then each matrix turned.
+// k turn by the same angles): the cos and sin of every row's pairs once (table: (n, head_dim),
+// a row's pairs' cos then their sin), then each matrix turned (rows of it: their table rows).
 void lp_rope_table(float *table, int64_t n, const int32_t *pos, int head_dim, int n_rot, const lp_rope_cfg *cfg) {
     const rope_dims d = rope_dims_of(head_dim, n_rot, cfg);
     for (int64_t r = 0; r < n; r++) {
         float theta = (float)pos[r];
-        rope_angles(cfg, &d, &theta, 0, d.pairs, table + r * 2 * d.pairs, table + r * 2 * d.pairs + d.pairs);
+        rope_angles(cfg, &d, &theta, 0, d.pairs, table + r * head_dim, table + r * head_dim + d.pairs);
     }
 }
 
@@ -214,7 +214,7 @@ void lp_rope_rows(float *x, int64_t n, int n_head, int head_dim, int n_rot, cons
                   const float *table) {
     const rope_dims d = rope_dims_of(head_dim, n_rot, cfg);
     for (int64_t r = 0; r < n; r++) {
-        const float *cs = table + r * 2 * d.pairs;
+        const float *cs = table + r * head_dim;
         rope_turn(x + r * n_head * head_dim, n_head, head_dim, &d, 0, d.pairs, cs, cs + d.pairs);
     }
 }
