@@ -67,21 +67,6 @@ static inline __attribute__((always_inline)) void unit_sums_start(int32_t *isp, 
     }
 }
 
-// The float step of unit u (gemm.h) from its int32 sums in memory into acc: au is the unit's
-// first block (Q8_K: one activation scale a super-block), ws the rows' scales.
-static inline __attribute__((always_inline)) void unit_float_step(const act_block *au, const float *ws, int64_t units,
-                                                                  int64_t u, const int32_t *isp, float *acc,
-                                                                  const int nv) {
-    const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
-    for (int r = 0; r < LP_G2_R; r++) {
-        const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
-        for (int v = 0; v < nv; v++) {
-            const __m256 is = _mm256_cvtepi32_ps(_mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v)));
-            float *ap = acc + 16 * r + 8 * v;
-            _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(is, dv[v]), sc, _mm256_load_ps(ap)));
-        }
-    }
-}
 // A legacy type's unit u (32 columns, block ab) from its int32 sums in registers into acc:
 // the scale step, then the min step where the type has mins (gemm.h); ws and wm are the
 // rows' scales and mins (row r at r * units).
@@ -98,6 +83,18 @@ static inline __attribute__((always_inline)) void unit_steps(const act_block *ab
             _mm256_store_ps(ap, t);
         }
     }
+}
+
+// The float step of unit u (gemm.h) from its int32 sums in memory into acc: au is the unit's
+// first block (Q8_K: one activation scale a super-block), ws the rows' scales. unit_steps'
+// scale step, the sums loaded first.
+static inline __attribute__((always_inline)) void unit_float_step(const act_block *au, const float *ws, int64_t units,
+                                                                  int64_t u, const int32_t *isp, float *acc,
+                                                                  const int nv) {
+    __m256i is[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++)
+        for (int v = 0; v < nv; v++) is[r][v] = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
+    unit_steps(au, ws, NULL, units, u, is, acc, 0, nv);
 }
 LP_AVX2_END
 #endif
