@@ -133,6 +133,63 @@ def test_a_long_prompt_is_processed_in_chunks_between_the_streams_tokens(server:
         assert len(during) >= 20, f"stream {i} got {len(during)} tokens while the long prompt ran"
 
 
+def test_a_short_prompt_does_not_wait_for_a_long_prompts_next_chunk(server: ServerThread) -> None:
+    """A short request arriving while a long prompt is read in chunks runs its prompt in a step of
+    its own: its first token waits for the chunk already running, not for one more. The long
+    prompt's next chunk follows in the step after."""
+    model = server.app.state.scheduler.model
+    calls: list[dict[int, int]] = []  # per forward call: prompt rows per sequence
+    real = model.decode
+
+    def recorded(tokens, positions, seqs, marks, prompt=None, **kw):  # type: ignore[no-untyped-def]
+        rows: dict[int, int] = {}
+        for q, p in zip(seqs, prompt or [False] * len(seqs)):
+            rows[q] = rows.get(q, 0) + int(p)
+        calls.append(rows)
+        return real(tokens, positions, seqs, marks, prompt=prompt, **kw)
+
+    long_text = " ".join(f"Line {i}: a long document that is read in many chunks." for i in range(120))
+    model.decode = recorded
+    try:
+        long_t = threading.Thread(target=lambda: stream_chat(server.url, long_text, 1))
+        long_t.start()
+        while sum(1 for c in calls if max(c.values(), default=0) >= 40) < 3:  # chunks are running
+            time.sleep(0.005)
+        short = stream_chat(server.url, "The capital of France is", 2)
+        long_t.join()
+    finally:
+        del model.decode  # the instance attribute goes: the method again
+    assert short["usage"]["prompt_tokens"] <= 16  # type: ignore[index]
+    # the call that read the short prompt had no chunk of the long one; the next call had
+    long_seq = next(q for q, n in calls[0].items() if n >= 40)
+    at = next(i for i, c in enumerate(calls) if any(n and q != long_seq for q, n in c.items()))
+    assert calls[at].get(long_seq, 0) == 0, calls[at - 1:at + 2]
+    assert calls[at + 1].get(long_seq, 0) >= 40, calls[at - 1:at + 2]
+
+
+def test_a_long_prompts_chunk_waits_at_most_one_step_in_a_row() -> None:
+    """Short prompts arriving every step: the long prompt's chunk runs every other step."""
+    from types import SimpleNamespace
+
+    from runtime.server.scheduler import Scheduler, Slot
+
+    sched = Scheduler.__new__(Scheduler)  # _batch only: no model, no worker
+    sched.model, sched.ubatch, sched.speculation = SimpleNamespace(max_batch=68), 64, None
+    slots = [Slot(i, None) for i in range(3)]  # type: ignore[arg-type]
+    slots[0].next_token = 7              # a stream decoding
+    slots[1].pending = list(range(2000))  # a long prompt
+    ran = []
+    for _ in range(6):
+        slots[2].pending = [1] * 10      # a new short prompt each step
+        rows = {slot.index: len(ids) for slot, ids, _ in sched._batch(slots)}
+        assert rows[0] == 1 and rows[2] == 10
+        ran.append(rows.get(1, 0))
+        del slots[1].pending[:ran[-1]]
+    assert ran == [0, 53, 0, 53, 0, 53]  # 64 rows less the decoding row and the short prompt
+    slots[2].pending = []
+    assert {slot.index: len(ids) for slot, ids, _ in sched._batch(slots)} == {0: 1, 1: 63}
+
+
 def test_a_new_request_copies_the_prefix_another_slot_holds(server: ServerThread, reference: Engine) -> None:
     """A second conversation with the same long system prompt, arriving while the first one still
     streams in its slot, starts from a copy of that slot's cached prefix and answers as it does alone

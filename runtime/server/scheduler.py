@@ -92,6 +92,7 @@ class Slot:
         self.spec: Speculator | None = None       # the generation's drafting
         self.choice = 0                           # which of its job's choices this slot makes
         self.followers: list[Slot] = []           # a leader's other choices, waiting for its prompt
+        self.postponed = False                    # its prompt chunk waited last step (Scheduler._batch)
         self.last_used = 0.0
 
     @property
@@ -356,7 +357,7 @@ class Scheduler:
         except Exception as exc:
             self._fail(slot, exc)
             return False
-        slot.state, slot.pending = state, list(ids[reuse:])
+        slot.state, slot.pending, slot.postponed = state, list(ids[reuse:]), False
         return True
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
@@ -366,7 +367,13 @@ class Scheduler:
         A prompt is cut only into chunks of at least LP_BATCHED_MIN rows (its short rest, and a
         short prompt, go whole): the forward pass computes a chunk that long by the batched
         product and a shorter one by row dot products, so this keeps a prompt's rows computed as
-        they are when the request runs alone, in one call."""
+        they are when the request runs alone, in one call.
+
+        When short prompts end in this step (a quarter of ubatch rows at most), the chunks of
+        longer prompts wait for the next one: the step then costs the short prompts' rows, not a
+        whole chunk, so a new chat message's first token waits for the chunk already running
+        and no other (a long prompt being read meanwhile doubled it). A chunk waits at most one
+        step in a row, so short requests arriving every step cannot hold a long prompt back."""
         least = int(lib.LP_BATCHED_MIN)
         rows: list[tuple[Slot, list[int], bool]] = []
         decoding = [s for s in slots if s.next_token is not None]
@@ -380,6 +387,7 @@ class Scheduler:
             rows.append((slot, [slot.next_token] + slot.drafts, True))  # type: ignore[list-item]
         used = sum(len(ids) for _, ids, _ in rows)
         room = min(max(least, self.ubatch - used), self.model.max_batch - used)
+        ending = 0  # rows of the prompts that end in this step
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
             pending = len(slot.pending)
             if pending <= room:
@@ -392,7 +400,12 @@ class Scheduler:
                 k = room  # (a short rest follows: only when ubatch is under twice the least chunk)
             else:
                 continue  # no room for a chunk this step
+            if k < pending and 0 < ending <= self.ubatch // 4 and not slot.postponed:
+                slot.postponed = True  # short prompts end in this step: their first tokens go first
+                continue
+            slot.postponed = False
             rows.append((slot, slot.pending[:k], k == pending))
+            ending += k if k == pending else 0
             room -= k
             if room <= 0:
                 break
