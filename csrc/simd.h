@@ -75,24 +75,29 @@ LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t
     for (size_t k = 0; k < R * step; k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
 }
 
-// s[r] = the sum of the 16 lanes of acc[r] + add[r], r < R, always in the order
-// _mm512_reduce_add_ps takes: halves, then quarters, then (0 + 2) + (1 + 3).
+// The sums of the 16 lanes of a0 .. a3, in the order _mm512_reduce_add_ps takes for each:
+// halves, then quarters, then (0 + 2) + (1 + 3). Four sums at once in 512-bit registers
+// (float addition commutes, so which half comes first does not matter).
+LP_INLINE __m128 lp_sums4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+    // the 256-bit halves added: [h0 | h1], [h2 | h3]
+    const __m512 h01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, 0x44), _mm512_shuffle_f32x4(a0, a1, 0xEE));
+    const __m512 h23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, 0x44), _mm512_shuffle_f32x4(a2, a3, 0xEE));
+    // their 128-bit halves added: [q0 | q1 | q2 | q3]
+    const __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(h01, h23, 0x88), _mm512_shuffle_f32x4(h01, h23, 0xDD));
+    const __m512 p = _mm512_add_ps(q, _mm512_permute_ps(q, _MM_SHUFFLE(1, 0, 3, 2)));  // 0 + 2, 1 + 3
+    const __m512 t = _mm512_add_ps(p, _mm512_permute_ps(p, _MM_SHUFFLE(2, 3, 0, 1)));  // (0 + 2) + (1 + 3)
+    return _mm512_castps512_ps128(_mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                          0, 0, 0, 0), t));
+}
+
+// s[r] = the sum of the 16 lanes of acc[r] + add[r], r < R (1 or 4), each as
+// _mm512_reduce_add_ps sums it.
 LP_INLINE void lp_store_sums(float *s, const __m512 *acc, const float *add, const int R) {
     if (R == 1) {
         s[0] = _mm512_reduce_add_ps(acc[0]) + add[0];
         return;
     }
-    __m128 q[4];
-    for (int r = 0; r < 4; r++) {
-        const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
-                                       _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
-        q[r] = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    }
-    // lanes (0 + 2) and (1 + 3) of each row, transposed, then added: four sums at once
-    const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(q[0], q[1]), _mm_unpackhi_ps(q[0], q[1]));
-    const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(q[2], q[3]), _mm_unpackhi_ps(q[2], q[3]));
-    const __m128 sum = _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01));
-    _mm_storeu_ps(s, _mm_add_ps(sum, _mm_loadu_ps(add)));
+    _mm_storeu_ps(s, _mm_add_ps(lp_sums4(acc[0], acc[1], acc[2], acc[3]), _mm_loadu_ps(add)));
 }
 
 LP_AVX512_END

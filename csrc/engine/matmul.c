@@ -127,7 +127,12 @@ static void dot_chunk(void *vctx, int tile, int ith) {
         if (c->xp && left >= c->pre.min_rows) {  // the same from prepared activation rows
             const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
             const uint8_t *pj = c->xp + j * c->xp_row_bytes;
-            for (int64_t r = r0; r < r1; r++)
+            int64_t r = r0;
+            if (c->pre.dot2)  // weight rows two at a time: each activation block loaded once for both
+                for (; r + 2 <= r1; r += 2)
+                    c->pre.dot2((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes,
+                                (size_t)c->w_row_bytes, pj, (size_t)c->xp_row_bytes, nr);
+            for (; r < r1; r++)
                 c->pre.dot((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, pj, (size_t)c->xp_row_bytes, nr);
             j += nr;
         } else if (c->dot_rows && left >= 2) {  // up to LP_ROWS_MAX activation rows per decoded weight row

@@ -389,33 +389,54 @@ LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
     return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(dxy));
 }
 
-// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN)
+// s[a * bs] = the sum of acc[a]'s lanes (as one row alone sums them) + lane a of add, a < A
+LP_INLINE void lp_store_pre(float *s, size_t bs, const __m512 *acc, __m128 add, const int A) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m128 sum = _mm_add_ps(lp_sums4(acc[0], A > 1 ? acc[1] : z, A > 2 ? acc[2] : z, A > 3 ? acc[3] : z), add);
+    float out[4];
+    _mm_storeu_ps(out, sum);
+    for (int a = 0; a < A; a++) s[a * bs] = out[a];
+}
+
+// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN), W weight rows (1 or 2, bx bytes apart) at
+// once: the second row shares the activation loads and the call.
 #define LP_PRE512_MIN(T, QUANTS2)                                                                          \
-    LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const block_##T *restrict x,       \
-                                  const uint8_t *restrict vp, const int A) {                              \
+    LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const uint8_t *restrict vx,        \
+                                  size_t bx, const uint8_t *restrict vp, const int A, const int W) {       \
         const int np = n / 64;                                                                             \
         const lp_pre_quad *p = (const lp_pre_quad *)vp;                                                    \
-        __m512 acc[4];                                                                                     \
-        __m256 mins8 = _mm256_setzero_ps();                                                                \
-        for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();                                          \
+        __m512 acc[2][4];                                                                                  \
+        __m256 mins8[2];                                                                                   \
+        for (int w = 0; w < W; w++) {                                                                      \
+            mins8[w] = _mm256_setzero_ps();                                                                \
+            for (int a = 0; a < A; a++) acc[w][a] = _mm512_setzero_ps();                                   \
+        }                                                                                                  \
         for (int j = 0; j < np; j++) {                                                                     \
             const int i = 2 * j;                                                                           \
-            const __m512i q = QUANTS2(x, i, i + 1);                                                        \
-            const __m256 dm = _mm256_castps128_ps256(lp_dm2(&x[i].d, &x[i + 1].d)); /* d m d' m' */        \
-            const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2), dm);        \
-            const __m256 mx = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3), dm);        \
-            const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));                                 \
-            mins8 = _mm256_add_ps(mins8, _mm256_mul_ps(mx, _mm256_loadu_ps(p[j].s)));                      \
+            __m512i q[2];                                                                                  \
+            __m256 dxy[2];                                                                                 \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), W);                     \
+            for (int w = 0; w < W; w++) {                                                                  \
+                const block_##T *x = (const block_##T *)(vx + w * bx);                                     \
+                q[w] = QUANTS2(x, i, i + 1);                                                               \
+                const __m256 dm = _mm256_castps128_ps256(lp_dm2(&x[i].d, &x[i + 1].d)); /* d m d' m' */    \
+                const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2), dm);    \
+                const __m256 mx = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3), dm);    \
+                dxy[w] = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));                                       \
+                mins8[w] = _mm256_add_ps(mins8[w], _mm256_mul_ps(mx, _mm256_loadu_ps(p[j].s)));            \
+            }                                                                                              \
             _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                          \
-                const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q,                          \
-                                                       _mm512_loadu_si512(p[j].qs[a]));                    \
-                acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);          \
+                const __m512i y = _mm512_loadu_si512(p[j].qs[a]);                                          \
+                for (int w = 0; w < W; w++) {                                                              \
+                    const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[w], y);               \
+                    acc[w][a] = _mm512_fmadd_ps(lp_row_factors(dxy[w], a), _mm512_cvtepi32_ps(pi), acc[w][a]); \
+                }                                                                                          \
             }                                                                                              \
         }                                                                                                  \
-        float m8[8], mins[4];                                                                              \
-        _mm256_storeu_ps(m8, mins8);                                                                       \
-        for (int a = 0; a < A; a++) mins[a] = m8[2 * a] + m8[2 * a + 1];                                   \
-        lp_store_pairs(s, bs, acc, mins, 1, A);                                                            \
+        for (int w = 0; w < W; w++) { /* row a's m * s: its lanes 2a + 2a + 1 */                          \
+            const __m128 mins = _mm_hadd_ps(_mm256_castps256_ps128(mins8[w]), _mm256_extractf128_ps(mins8[w], 1)); \
+            lp_store_pre(s + w, bs, acc[w], mins, A);                                                      \
+        }                                                                                                  \
     }
 LP_PRE512_MIN(q4_1, LP_Q4_1_2)
 LP_PRE512_MIN(q5_1, LP_Q5_1_2)
@@ -423,46 +444,66 @@ LP_PRE512_MIN(q5_1, LP_Q5_1_2)
 // Q8_0 (the pair loop of lp_dot_rows_q8_0): the weights are the signed side, the
 // activations plus 128 the unsigned one; the integer sums start at -128 * the weights'
 // (once per pair for all rows), so they are the same exact sums of qx * qy.
-LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const block_q8_0 *restrict x,
-                               const uint8_t *restrict vp, const int A) {
+LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const uint8_t *restrict vx, size_t bx,
+                               const uint8_t *restrict vp, const int A, const int W) {
     const int np = n / 64;
     const lp_pre_quad *p = (const lp_pre_quad *)vp;
-    __m512 acc[4];
-    for (int a = 0; a < A; a++) acc[a] = _mm512_setzero_ps();
+    __m512 acc[2][4];
+    for (int w = 0; w < W; w++)
+        for (int a = 0; a < A; a++) acc[w][a] = _mm512_setzero_ps();
     for (int j = 0; j < np; j++) {
         const int i = 2 * j;
-        const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
-        const __m512i off = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                             _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q));
-        const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
-                                                _mm256_castps128_ps256(lp_half2(x[i].d, x[i + 1].d)));
-        const __m256 dxy = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));
+        __m512i q[2], off[2];
+        __m256 dxy[2];
+        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), W);
+        for (int w = 0; w < W; w++) {
+            const block_q8_0 *x = (const block_q8_0 *)(vx + w * bx);
+            q[w] = lp_act64(x[i].qs, x[i + 1].qs);
+            off[w] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q[w]));
+            const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
+                                                    _mm256_castps128_ps256(lp_half2(x[i].d, x[i + 1].d)));
+            dxy[w] = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));
+        }
         _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
-            const __m512i pi = _mm512_dpbusd_epi32(off, _mm512_loadu_si512(p[j].qs[a]), q);
-            acc[a] = _mm512_fmadd_ps(lp_row_factors(dxy, a), _mm512_cvtepi32_ps(pi), acc[a]);
+            const __m512i y = _mm512_loadu_si512(p[j].qs[a]);
+            for (int w = 0; w < W; w++) {
+                const __m512i pi = _mm512_dpbusd_epi32(off[w], y, q[w]);
+                acc[w][a] = _mm512_fmadd_ps(lp_row_factors(dxy[w], a), _mm512_cvtepi32_ps(pi), acc[w][a]);
+            }
         }
     }
-    const float zeros[4] = { 0 };
-    lp_store_pairs(s, bs, acc, zeros, 1, A);
+    for (int w = 0; w < W; w++) lp_store_pre(s + w, bs, acc[w], _mm_setzero_ps(), A);
 }
 
+// The activation rows in groups of four (the last group's rows: nr's remainder), W weight
+// rows at x, x + bx; bp: a row's share of a group of four.
+#define LP_PRE512_GROUPS(T, W)                                                                                 \
+    const uint8_t *p = vp;                                                                                     \
+    for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, bx, p, 4, W);               \
+    switch (nr) {                                                                                              \
+    case 1: lp_dot_pre_##T(n, s, bs, x, bx, p, 1, W); break;                                                   \
+    case 2: lp_dot_pre_##T(n, s, bs, x, bx, p, 2, W); break;                                                   \
+    case 3: lp_dot_pre_##T(n, s, bs, x, bx, p, 3, W); break;                                                   \
+    default: lp_dot_pre_##T(n, s, bs, x, bx, p, 4, W); break;                                                  \
+    }
+// lp_rows_pre_T: one weight row; lp_rows_pre_2w_T: two (rows_pre.h)
 #define LP_PRE512_ENTRY(T)                                                                                     \
     static void lp_rows_pre_##T(int n, float *restrict s, size_t bs, const void *restrict x,                  \
                                 const void *restrict vp, size_t bp, int nr) {                                 \
-        const uint8_t *p = vp;                                                                                 \
-        for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, p, 4);                   \
-        switch (nr) { /* bp: a row's share of a group of four */                                               \
-        case 1: lp_dot_pre_##T(n, s, bs, x, p, 1); break;                                                      \
-        case 2: lp_dot_pre_##T(n, s, bs, x, p, 2); break;                                                      \
-        case 3: lp_dot_pre_##T(n, s, bs, x, p, 3); break;                                                      \
-        default: lp_dot_pre_##T(n, s, bs, x, p, 4); break;                                                     \
-        }                                                                                                      \
+        const size_t bx = 0;                                                                                   \
+        LP_PRE512_GROUPS(T, 1)                                                                                 \
+    }                                                                                                          \
+    static void lp_rows_pre_2w_##T(int n, float *restrict s, size_t bs, const void *restrict x, size_t bx,    \
+                                   const void *restrict vp, size_t bp, int nr) {                              \
+        LP_PRE512_GROUPS(T, 2)                                                                                 \
     }
 LP_PRE512_ENTRY(q4_1)
 LP_PRE512_ENTRY(q5_1)
 LP_PRE512_ENTRY(q8_0)
 #undef LP_PRE512_MIN
 #undef LP_PRE512_ENTRY
+#undef LP_PRE512_GROUPS
 
 #undef LP_DOT512_OFFSET
 #undef LP_DOT512_MIN
@@ -480,11 +521,11 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     if (lp_rows_pre_bytes(type, n) == 0) return k;
 #if LP_X86
     if (isa != LP_ISA_AVX512) return k;
-    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2 };
-    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2 };
-    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2 };
-    if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1 };
-    if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1 };
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2, lp_rows_pre_2w_q4_1 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2, lp_rows_pre_2w_q5_1 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2, lp_rows_pre_2w_q8_0 };
+    if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
+    if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
 #else
     (void)isa;
 #endif
