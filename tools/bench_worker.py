@@ -19,7 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+# numpy's BLAS threads (as many as cores) would spin during the first runs and take CPU from
+# either engine's threads; neither engine calls BLAS. The packed runtime sets the same
+# (runtime/__init__.py), but this module imports numpy before runtime. (Not OMP_NUM_THREADS:
+# llama.cpp's OpenMP threads.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "build" / "bench-logs"
