@@ -428,9 +428,17 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
         for (int64_t u = 0; u < c->units; u++) scale[u] = -scale[u];
 }
 
-// panel_offset: a decoded row's quants + off (Q6_K: -32..31 -> 0..63, the unsigned operand).
-static void offset_quants(int8_t *q, int64_t cols, int off) {
-    for (int64_t i = 0; i < cols; i++) q[i] = (int8_t)(q[i] + off);
+// The weight rows of the chunk after this one (the next this thread likely takes: lp_parallel_chunks
+// hands out runs of consecutive chunks), part i of n of them into L2, while the tiles compute:
+// decoding a chunk's rows waited on memory (prefetching only the row after next, a 64-row chunk
+// of Mistral's 4096-column Q4_K rows spent a seventh of its decode time there).
+#define LP_G_L2_SHARE (512 << 10)
+static void prefetch_next_chunk(const gemm_ctx *c, int chunk, int64_t i, int64_t n) {
+    const int64_t first = (int64_t)(chunk + 1) * c->rt;
+    if (first >= c->rows || n <= 0) return;
+    const int64_t rows = c->rows - first < c->rt ? c->rows - first : c->rt, lines = rows * c->w_row_bytes / 64;
+    const uint8_t *w = c->w + first * c->w_row_bytes;
+    for (int64_t l = lines * i / n; l < lines * (i + 1) / n; l++) _mm_prefetch((const char *)w + 64 * l, _MM_HINT_T1);
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
@@ -478,8 +486,12 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
                 const uint8_t *ahead = c->w + (first + r + 2) * c->w_row_bytes;
                 for (int64_t o = 0; o < c->w_row_bytes; o += 64) _mm_prefetch((const char *)ahead + o, _MM_HINT_T0);
             }
-            to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, br, mr, cols);
-            if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
+            if (off) {  // (AVX-512 Q6_K: its tile reads no mins)
+                lp_q6_K_to_u6_avx512(c->w + (first + r) * c->w_row_bytes, qr, sr, br, cols);
+            } else {
+                to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, br, mr, cols);
+                if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
+            }
         } else {  // rows past the matrix: zero weights
             memset(qr, 0, (size_t)cols);
             memset(sr, 0, sizeof(float) * (size_t)units);
@@ -487,7 +499,6 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(br, 0, sizeof(int16_t) * (size_t)subs);
         }
         if (fold) fold_subs(c, qr, br, sr);
-        if (off && r < nr) offset_quants(qr, cols, off);
         if (!sgn) lp_gemm_unit_sums_avx2(qr, cols, sum_unit, corr + r * cs, &lo, &hi);
         if (subs && !fold) prepare_subs(c, br, subv + r * subs, corr + r * cs, sgn);
     }
@@ -497,8 +508,12 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     gemm_ctx cc = *c;  // y offset to this chunk's rows
     cc.y = c->y + first;
     if (c->isa == LP_ISA_AVX2) return lp_gemm_avx2_chunk(&cc, &wp, nr, lo, hi, sgn);
+    // the next chunk's rows, a part while each group is computed, where they fit in L2 beside this
+    // chunk's decoded rows (ffn_down's 14336 columns: they would push those out)
+    const int64_t passes = c->rt * (c->w_row_bytes + cols) <= LP_G_L2_SHARE ? (c->groups + LP_G_NJ - 1) / LP_G_NJ : 0;
     for (int64_t g = 0; g < c->groups; g += LP_G_NJ) {
         const int nj = c->groups - g >= LP_G_NJ ? LP_G_NJ : (int)(c->groups - g);
+        prefetch_next_chunk(c, chunk, g / LP_G_NJ, passes);
         if (subs) {  // all the chunk's rows at once
             tile_any_sub(&cc, &wp, nr, g, nj);
             continue;
