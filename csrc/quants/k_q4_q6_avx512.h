@@ -257,3 +257,42 @@ void lp_q6_K_to_u6_avx512(const void *restrict vx, int8_t *restrict q, float *re
         _mm256_storeu_si256((__m256i *)(sub + 16 * i), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales)));
     }
 }
+
+// Q4_K (qh NULL) and Q5_K rows for the AVX-512 batched product: the bytes of their to_s8 (the
+// quants 0..15 / 0..31 in k4_unpack's order, scales as k4_to_s8_avx2 gives them), 128 quants a
+// step: 64 bytes of qs hold sub-blocks 4m..4m+3, their low nibbles in the first register,
+// their high ones in the second, put back in order (2m low, 2m high, 2m + 1 low, 2m + 1 high)
+// by two two-source permutes.
+static inline void k4_unpack_avx512(const uint8_t *qs, const uint8_t *qh, int8_t *q) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    const __m512i first = _mm512_setr_epi64(0, 1, 2, 3, 8, 9, 10, 11), second = _mm512_setr_epi64(4, 5, 6, 7, 12, 13, 14, 15);
+    const __m512i h = qh ? k_bcast32(qh) : _mm512_setzero_si512();
+    for (int m = 0; m < 2; m++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(qs + 64 * m));
+        __m512i lo = _mm512_and_si512(v, low4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+        if (qh) {  // bit j of qh is bit 4 of sub-block j's quants: lo takes bits 4m, 4m + 2, hi 4m + 1, 4m + 3
+            lo = _mm512_or_si512(lo, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, k_half_counts(4 * m, 4 * m + 2)), one), 4));
+            hi = _mm512_or_si512(hi, _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(h, k_half_counts(4 * m + 1, 4 * m + 3)), one), 4));
+        }
+        _mm512_storeu_si512((void *)(q + 128 * m), _mm512_permutex2var_epi64(lo, first, hi));
+        _mm512_storeu_si512((void *)(q + 128 * m + 64), _mm512_permutex2var_epi64(lo, second, hi));
+    }
+}
+
+void lp_q4_K_to_s8_avx512(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                          float *restrict min, int64_t n) {
+    const block_q4_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack_avx512(x[i].qs, NULL, q + QK_K * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
+    }
+}
+
+void lp_q5_K_to_s8_avx512(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                          float *restrict min, int64_t n) {
+    const block_q5_K *restrict x = vx;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        k4_unpack_avx512(x[i].qs, x[i].qh, q + QK_K * i);
+        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
+    }
+}
