@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from runtime import kernels
+from tests.test_gemm_tail import _product
 from tests.test_kernels import _activation_error_bound, oracle_dequantize, weight_tensor
 
 pytestmark = pytest.mark.skipif(not {"avx2", "avx512"} <= set(kernels.available_isas()),
@@ -19,14 +20,6 @@ pytestmark = pytest.mark.skipif(not {"avx2", "avx512"} <= set(kernels.available_
 
 # fp16 bit patterns for a super-block's d (and dmin): inf, -inf, NaN, 65504, the smallest subnormal
 ODD_HALVES = [0x7C00, 0xFC00, 0x7E00, 0x7BFF, 0x0001]
-
-
-def _product(isa: str, t: kernels.RawTensor, x: np.ndarray) -> np.ndarray:
-    kernels.set_isa(isa)
-    try:
-        return kernels.matmul(t, x, n_threads=2)
-    finally:
-        kernels.set_isa(kernels.best_isa())
 
 
 def _with_odd_scales(t: kernels.RawTensor, rng: np.random.Generator) -> tuple[kernels.RawTensor, np.ndarray]:

@@ -279,20 +279,26 @@ static inline void k4_unpack_avx512(const uint8_t *qs, const uint8_t *qh, int8_t
     }
 }
 
-void lp_q4_K_to_s8_avx512(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
-                          float *restrict min, int64_t n) {
-    const block_q4_K *restrict x = vx;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        k4_unpack_avx512(x[i].qs, NULL, q + QK_K * i);
-        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
+// Both start with d, dmin and the packed scales (k4_rows_neon's reading of them).
+static inline void k4_to_s8_avx512(const uint8_t *x, int8_t *q, float *scale, int16_t *sub, float *min, int64_t n,
+                                   const int q5) {
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    for (int64_t i = 0; i < n / QK_K; i++, x += size) {
+        lp_half hd, hdmin;
+        memcpy(&hd, x + offsetof(block_q4_K, d), sizeof(hd));
+        memcpy(&hdmin, x + offsetof(block_q4_K, dmin), sizeof(hdmin));
+        k4_unpack_avx512(x + qs_off, q5 ? x + offsetof(block_q5_K, qh) : NULL, q + QK_K * i);
+        k4_to_s8_avx2(hd, hdmin, x + offsetof(block_q4_K, scales), scale + i, sub + 8 * i, min + 8 * i);
     }
 }
 
-void lp_q5_K_to_s8_avx512(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+void lp_q4_K_to_s8_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
                           float *restrict min, int64_t n) {
-    const block_q5_K *restrict x = vx;
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        k4_unpack_avx512(x[i].qs, x[i].qh, q + QK_K * i);
-        k4_to_s8_avx2(x[i].d, x[i].dmin, x[i].scales, scale + i, sub + 8 * i, min + 8 * i);
-    }
+    k4_to_s8_avx512(x, q, scale, sub, min, n, 0);
+}
+
+void lp_q5_K_to_s8_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                          float *restrict min, int64_t n) {
+    k4_to_s8_avx512(x, q, scale, sub, min, n, 1);
 }
