@@ -1,7 +1,7 @@
 """The AVX-512 batched product of the K-quants against AVX2's, bit for bit, on what the AVX-512
-path does alone: Q6_K rows decoded straight to the tile's offset quants (quants 0..63, the
-32 never subtracted), the next chunk's weight rows prefetched while a chunk computes (rows of
-4096 columns) or not (14336), over several chunks of rows and a last partial one. The weights
+path does alone: its own row decoders (Q4_K and Q5_K 128 quants a step; Q6_K straight to the
+tile's offset quants 0..63, the 32 never subtracted), rows of 4096 and 14336 columns, over
+several chunks of rows and a last partial one. The weights
 are random bytes whose fp16 scales include inf, NaN, the largest finite half and subnormals,
 and the activations hold NaN, inf and huge rows: both ISAs must give the same bits, NaNs
 where the other has them, and the rows with finite inputs must stay within the activation

@@ -428,19 +428,6 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
         for (int64_t u = 0; u < c->units; u++) scale[u] = -scale[u];
 }
 
-// The weight rows of the chunk after this one (the next this thread likely takes: lp_parallel_chunks
-// hands out runs of consecutive chunks), part i of n of them into L2, while the tiles compute:
-// decoding a chunk's rows waited on memory (prefetching only the row after next, a 64-row chunk
-// of Mistral's 4096-column Q4_K rows spent a seventh of its decode time there).
-#define LP_G_L2_SHARE (512 << 10)
-static void prefetch_next_chunk(const gemm_ctx *c, int chunk, int64_t i, int64_t n) {
-    const int64_t first = (int64_t)(chunk + 1) * c->rt;
-    if (first >= c->rows || n <= 0) return;
-    const int64_t rows = c->rows - first < c->rt ? c->rows - first : c->rt, lines = rows * c->w_row_bytes / 64;
-    const uint8_t *w = c->w + first * c->w_row_bytes;
-    for (int64_t l = lines * i / n; l < lines * (i + 1) / n; l++) _mm_prefetch((const char *)w + 64 * l, _MM_HINT_T1);
-}
-
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
 // of int16 for VPMADDWD; for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
@@ -516,12 +503,8 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     gemm_ctx cc = *c;  // y offset to this chunk's rows
     cc.y = c->y + first;
     if (c->isa == LP_ISA_AVX2) return lp_gemm_avx2_chunk(&cc, &wp, nr, lo, hi, sgn);
-    // the next chunk's rows, a part while each group is computed, where they fit in L2 beside this
-    // chunk's decoded rows (ffn_down's 14336 columns: they would push those out)
-    const int64_t passes = c->rt * (c->w_row_bytes + cols) <= LP_G_L2_SHARE ? (c->groups + LP_G_NJ - 1) / LP_G_NJ : 0;
     for (int64_t g = 0; g < c->groups; g += LP_G_NJ) {
         const int nj = c->groups - g >= LP_G_NJ ? LP_G_NJ : (int)(c->groups - g);
-        prefetch_next_chunk(c, chunk, g / LP_G_NJ, passes);
         if (subs) {  // all the chunk's rows at once
             tile_any_sub(&cc, &wp, nr, g, nj);
             continue;
