@@ -445,14 +445,6 @@ static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, i
     }
 }
 
-// A row's decoder: the type's to_s8 for the ISA (AVX-512 Q4_K and Q5_K: gemm.h's, in 512-bit
-// registers; the traits table gives them AVX2's).
-static lp_to_s8_fn decoder(const lp_type_traits *t, int isa) {
-    if (isa == LP_ISA_AVX512 && t == lp_traits(LP_Q4_K)) return lp_q4_K_to_s8_avx512;
-    if (isa == LP_ISA_AVX512 && t == lp_traits(LP_Q5_K)) return lp_q5_K_to_s8_avx512;
-    return t->to_s8[isa] ? t->to_s8[isa] : t->to_s8[LP_ISA_REF];
-}
-
 // One chunk: weight rows [rt * chunk, ...) against every activation row.
 static void gemm_chunk(void *vctx, int chunk, int ith) {
     const gemm_ctx *c = vctx;
@@ -469,7 +461,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
     int32_t *subv = (int32_t *)((uint8_t *)sub + align_up(rt * subs * 2));
     const int fold = c->sub_way == SUB_FOLD;
     const int sum_unit = subs && !fold ? c->t->s8_sub : c->t->s8_unit;  // the unit of the corrections as summed
-    const lp_to_s8_fn to_s8 = decoder(c->t, c->isa);
+    const lp_to_s8_fn to_s8 = c->t->to_s8[c->isa] ? c->t->to_s8[c->isa] : c->t->to_s8[LP_ISA_REF];
     int lo = 0, hi = 0;  // range of the decoded quants: how the AVX2 tile multiplies
     const int sgn = panel_signed(c->t, c->isa), off = panel_offset(c->t, c->isa);
     for (int r = 0; r < (nr + LP_G_R - 1) / LP_G_R * LP_G_R; r++) {  // rows in fours (the tiles')

@@ -72,12 +72,8 @@ int lp_gemm_avx2_vnni(void);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
-// AVX-512 rows as the tiles take them (quants/k_q4_q6_avx512.h): Q4_K and Q5_K as their to_s8; Q6_K
-// to_s8's quants + 32 (panel_offset), its scale and sub-scales.
-void lp_q4_K_to_s8_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
-                          float *restrict min, int64_t n);
-void lp_q5_K_to_s8_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
-                          float *restrict min, int64_t n);
+// AVX-512 Q6_K rows as the tile takes them (quants/k_q4_q6_avx512.h): to_s8's quants + 32
+// (panel_offset), its scale and sub-scales.
 void lp_q6_K_to_u6_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
                           int64_t n);
 
