@@ -291,11 +291,13 @@ static void scores_avx512(const attn_rows *r, int nr, const uint16_t *kt, int64_
 // (hsum4_f32x8): the same bits, with half the multiply-adds, and a row's scores loaded once
 // for 8 dimensions instead of 2.
 
-// Positions p..p+7 of the two dimensions at a and b (8 halves each).
+// Positions p..p+7 of the two dimensions at a and b (8 halves each). b's 8 halves go to the
+// high 128 bits as a broadcast load blended in: an insert (a lane-crossing shuffle) took a
+// slot of the multiply-add pipes on Zen 5 (one per 4 of the tile's multiply-adds), a blend does not.
 static inline __m512 load2x8_half(const uint16_t *a, const uint16_t *b) {
-    const __m256i h = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a)),
-                                              _mm_loadu_si128((const __m128i *)b), 1);
-    return _mm512_cvtph_ps(h);
+    const __m256i lo = _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)a));
+    const __m256i hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b));
+    return _mm512_cvtph_ps(_mm256_blend_epi32(lo, hi, 0xf0));
 }
 
 // out[d .. d + 7] of rows [i0, i0 + NR) (+= when add) over positions [p0, p2), as

@@ -428,11 +428,6 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
         for (int64_t u = 0; u < c->units; u++) scale[u] = -scale[u];
 }
 
-// panel_offset: a decoded row's quants + off (Q6_K: -32..31 -> 0..63, the unsigned operand).
-static void offset_quants(int8_t *q, int64_t cols, int off) {
-    for (int64_t i = 0; i < cols; i++) q[i] = (int8_t)(q[i] + off);
-}
-
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
 // of int16 for VPMADDWD; for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
@@ -478,8 +473,12 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
                 const uint8_t *ahead = c->w + (first + r + 2) * c->w_row_bytes;
                 for (int64_t o = 0; o < c->w_row_bytes; o += 64) _mm_prefetch((const char *)ahead + o, _MM_HINT_T0);
             }
-            to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, br, mr, cols);
-            if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
+            if (off) {  // (AVX-512 Q6_K: its tile reads no mins)
+                lp_q6_K_to_u6_avx512(c->w + (first + r) * c->w_row_bytes, qr, sr, br, cols);
+            } else {
+                to_s8(c->w + (first + r) * c->w_row_bytes, qr, sr, br, mr, cols);
+                if (!c->t->s8_min) memset(mr, 0, sizeof(float) * (size_t)min_units);
+            }
         } else {  // rows past the matrix: zero weights
             memset(qr, 0, (size_t)cols);
             memset(sr, 0, sizeof(float) * (size_t)units);
@@ -487,7 +486,6 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
             memset(br, 0, sizeof(int16_t) * (size_t)subs);
         }
         if (fold) fold_subs(c, qr, br, sr);
-        if (off && r < nr) offset_quants(qr, cols, off);
         if (!sgn) lp_gemm_unit_sums_avx2(qr, cols, sum_unit, corr + r * cs, &lo, &hi);
         if (subs && !fold) prepare_subs(c, br, subv + r * subs, corr + r * cs, sgn);
     }

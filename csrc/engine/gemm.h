@@ -72,6 +72,10 @@ int lp_gemm_avx2_vnni(void);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
+// AVX-512 Q6_K rows as the tile takes them (quants/k_q4_q6_avx512.h): to_s8's quants + 32
+// (panel_offset), its scale and sub-scales.
+void lp_q6_K_to_u6_avx512(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                          int64_t n);
 
 // The I8MM product (gemm_i8mm.c): a thread's scratch, and one chunk of LP_G_RT weight rows
 // against every activation row (an lp_chunk_fn on a gemm_ctx).

@@ -1,6 +1,7 @@
 // ops.c — the float operations of the forward pass besides matrix products:
 // RMS norm, rotary embedding (normal and NEOX), softmax, SwiGLU, GeGLU; rows are independent. Softmax and
-// SwiGLU, an exponential per value, have AVX2 versions with a vector exp.
+// SwiGLU, an exponential per value, have AVX2 versions with a vector exp, and AVX-512 ones that make
+// the same bits (16 lanes, each doing what an AVX2 lane does; sums added in AVX2's order).
 #include <math.h>
 
 #include "simd.h"
@@ -11,6 +12,9 @@ static int use_avx2(void) {
 }
 
 #if LP_X86
+static int64_t exps16_avx512(float *x, int64_t n, float max, __m256 *sv);
+static int64_t swiglu16_avx512(float *gate, const float *up, int64_t n);
+
 LP_AVX2_BEGIN
 // e^x for 8 floats, within 2 ulp: x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
 // parts, so n ln2 is exact enough), e^r by its degree-6 Taylor polynomial
@@ -39,8 +43,19 @@ static inline __m256 lp_exp8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
 }
 
-// x = exp(x - max(x)); returns the sum of the new x (in double), *max_out = max(x).
-static double exps_avx2(float *x, int64_t n, float *max_out) {
+// The values' exps from i on, added into the 8 lanes of sv in order (exps_avx2's main loop).
+static __m256 exps_from_avx2(float *x, int64_t n, int64_t i, __m256 maxv, __m256 sv) {
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = lp_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), maxv));
+        _mm256_storeu_ps(x + i, e);
+        sv = _mm256_add_ps(sv, e);
+    }
+    return sv;
+}
+
+// x = exp(x - max(x)); returns the sum of the new x (in double), *max_out = max(x). avx512: the
+// exps of whole 16-value steps in 512-bit registers (exps16_avx512).
+static double exps_avx2(float *x, int64_t n, float *max_out, int avx512) {
     __m256 mv = _mm256_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + i));
@@ -51,11 +66,9 @@ static double exps_avx2(float *x, int64_t n, float *max_out) {
     for (; i < n; i++) max = x[i] > max ? x[i] : max;
     const __m256 maxv = _mm256_set1_ps(max);
     __m256 sv = _mm256_setzero_ps();
-    for (i = 0; i + 8 <= n; i += 8) {
-        const __m256 e = lp_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), maxv));
-        _mm256_storeu_ps(x + i, e);
-        sv = _mm256_add_ps(sv, e);
-    }
+    i = avx512 ? exps16_avx512(x, n, max, &sv) : 0;
+    sv = exps_from_avx2(x, n, i, maxv, sv);
+    i = n / 8 * 8;
     double sum = lp_hsum_f32x8(sv);
     for (; i < n; i++) {
         x[i] = expf(x[i] - max);
@@ -65,8 +78,8 @@ static double exps_avx2(float *x, int64_t n, float *max_out) {
     return sum;
 }
 
-static void swiglu_avx2(float *gate, const float *up, int64_t n) {
-    int64_t i = 0;
+// From value i on (AVX-512 did the values before).
+static void swiglu_avx2(float *gate, const float *up, int64_t n, int64_t i) {
     for (; i + 8 <= n; i += 8) {
         const __m256 g = _mm256_loadu_ps(gate + i);
         const __m256 e = lp_exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
@@ -76,6 +89,57 @@ static void swiglu_avx2(float *gate, const float *up, int64_t n) {
     for (; i < n; i++) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 LP_AVX2_END
+
+LP_AVX512_BEGIN
+// lp_exp8 on 16 floats: the same operations lane by lane, so the same bits.
+static inline __m512 lp_exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const __m512i ni = _mm512_cvtps_epi32(n);
+    const __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
+    const __m512i bias = _mm512_set1_epi32(127);
+    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+}
+
+// exps_avx2's main loop over whole steps of 16 values: each half's exps added into *sv in turn,
+// as AVX2 adds them 8 at a time. Returns the values done.
+static int64_t exps16_avx512(float *x, int64_t n, float max, __m256 *sv) {
+    const __m512 maxv = _mm512_set1_ps(max);
+    __m256 s = *sv;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 e = lp_exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), maxv));
+        _mm512_storeu_ps(x + i, e);
+        s = _mm256_add_ps(_mm256_add_ps(s, _mm512_castps512_ps256(e)), _mm512_extractf32x8_ps(e, 1));
+    }
+    *sv = s;
+    return i;
+}
+
+// swiglu_avx2's steps, 16 values at a time (the division and the rest lane by lane). Returns the values done.
+static int64_t swiglu16_avx512(float *gate, const float *up, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 g = _mm512_loadu_ps(gate + i);
+        const __m512 e = lp_exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_storeu_ps(gate + i, _mm512_mul_ps(silu, _mm512_loadu_ps(up + i)));
+    }
+    return i;
+}
+LP_AVX512_END
 #endif
 
 // The sum of x[i]^2 in double (each square exact): eight partial sums, as the AVX2 version
@@ -243,7 +307,7 @@ void lp_rope_neox(float *x, int64_t n, const int32_t *pos, int n_head, int head_
 // new x (summed in double by the plain C version), *max_out = max(x) (-inf for n = 0).
 double lp_softmax_exps(float *x, int64_t n, float *max_out) {
 #if LP_X86
-    if (use_avx2()) return exps_avx2(x, n, max_out);
+    if (use_avx2()) return exps_avx2(x, n, max_out, lp_get_isa() == LP_ISA_AVX512);
 #endif
     float max = -INFINITY;
     for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
@@ -277,7 +341,7 @@ void lp_geglu(float *gate, const float *up, int64_t n) {
 void lp_swiglu(float *gate, const float *up, int64_t n) {
 #if LP_X86
     if (use_avx2()) {
-        swiglu_avx2(gate, up, n);
+        swiglu_avx2(gate, up, n, lp_get_isa() == LP_ISA_AVX512 ? swiglu16_avx512(gate, up, n) : 0);
         return;
     }
 #endif

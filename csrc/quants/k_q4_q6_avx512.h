@@ -232,3 +232,28 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_setzero_ps());
 }
 K8_ROWS_DOTS(q6_K)
+
+// Q6_K for the AVX-512 batched product (gemm.c): its quants as stored, 0..63 (the tile's unsigned
+// operand: gemm.c's panel_offset), in lp_q6_K_to_s8's order, so each byte is to_s8's + 32; with
+// to_s8's scale and sub-scales. (From to_s8 the product added the 32 back in a pass over the row.)
+// Quarter k of a half's 128 quants: nibble k / 2 of ql[32 (k % 2) ..], bits 2k, 2k + 1 of qh; a
+// register holds quarters 0 and 1 (the low nibbles of both 32 bytes of ql), another 2 and 3.
+void lp_q6_K_to_u6_avx512(const void *restrict vx, int8_t *restrict q, float *restrict scale, int16_t *restrict sub,
+                          int64_t n) {
+    const block_q6_K *restrict x = vx;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), two = _mm512_set1_epi8(0x03);
+    const __m512i lo_counts = k_half_counts(0, 2), hi_counts = k_half_counts(4, 6);
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        int8_t *o = q + QK_K * i;
+        for (int h = 0; h < 2; h++, o += 128) {
+            const __m512i l = _mm512_loadu_si512((const void *)(x[i].ql + 64 * h));
+            const __m512i qh = k_bcast32(x[i].qh + 32 * h);
+            const __m512i h01 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, lo_counts), two), 4);
+            const __m512i h23 = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(qh, hi_counts), two), 4);
+            _mm512_storeu_si512((void *)o, _mm512_or_si512(_mm512_and_si512(l, low4), h01));
+            _mm512_storeu_si512((void *)(o + 64), _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), h23));
+        }
+        scale[i] = lp_half_to_float(x[i].d);
+        _mm256_storeu_si256((__m256i *)(sub + 16 * i), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales)));
+    }
+}
