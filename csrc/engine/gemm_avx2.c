@@ -261,51 +261,26 @@ LP_AVX2_END
 
 #if LP_X86
 LP_AVX2_BEGIN
-// The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel. Each sub-block
-// (sub columns, steps of 4) sums its pair products in int16, m steps at a time, and
+// The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel (tile_sub_frame). Each
+// sub-block (steps of 4 columns) sums its pair products in int16, m steps at a time, and
 // VPMADDWD against the row's sub-scale (as int16 pairs) widens them into the unit's
 // (super-block's) int32 sums; one float step a super-block. As in tile_avx2_unit, the
 // int16 sums stay in registers, the int32 and float sums live in memory.
-static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
-                                                                int64_t g, const int mode, const int m, const int sub,
-                                                                const int has_min, const int min_unit, const int nv) {
-    const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
-    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
-    const act_block *a = c->act + g * c->nblk;
-    const sub_rows w0 = sub_rows_of(c, wp, r0);
-    const int8_t *wq = w0.q;
-    const float *ws = w0.scale;
-    const int32_t *wc = w0.corr, *wsub = w0.sub;
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = accbuf;
-    int32_t *isp = isbuf;
-    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
-    for (int64_t u = 0; u < units; u++) {
-        unit_sums_start(isp, wc, cs, u, mode == S8_ACT_U8);
-        for (int s = 0; s < per_unit; s++) {
-            const int64_t gi = u * per_unit + s;  // the sub-block in the row
-            const act_block *ab = &a[gi / per_blk];
-            const int k0 = (int)(gi % per_blk) * steps;  // its first step in its block
-            const int8_t *w = wq + sub * gi;
-            __m256i s16[LP_G2_R][2];
+static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block *sb, const int steps, const int mode,
+                                                                const int m, const int nv) {
+    __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
-            for (int k = 0; k < steps; k++) {  // columns sub * gi + 4k ..
-                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
-                if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
-                    for (int r = 0; r < LP_G2_R; r++) {
-                        const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
-                        for (int v = 0; v < nv; v++) {
-                            __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
-                            _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
-                        }
-                    }
+    for (int k = 0; k < steps; k++) {  // the sub-block's columns 4k ..
+        s16_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, mode, k % m == 0, nv, s16);
+        if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
+            for (int r = 0; r < LP_G2_R; r++) {
+                const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
+                for (int v = 0; v < nv; v++) {
+                    __m256i *ip = (__m256i *)(sb->isp + 16 * r + 8 * v);
+                    _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
+                }
             }
-        }
-        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
-    store_tile(c, r0, nr, g, acc);
 }
 
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
@@ -314,8 +289,8 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nv == 2 ? tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 2)              \
-                       : tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 1);
+        return nv == 2 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, avx2_sub_body, MODE, M) \
+                       : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, avx2_sub_body, MODE, M);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K

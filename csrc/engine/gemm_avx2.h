@@ -114,5 +114,52 @@ static inline __attribute__((always_inline)) void unit_float_step(const act_bloc
         for (int v = 0; v < nv; v++) is[r][v] = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
     unit_steps(au, ws, NULL, units, u, is, acc, 0, nv);
 }
+// The frame of the sub-scaled tiles without folded sub-scales (plain AVX2: gemm_avx2.c's
+// tile_avx2_sub; AVX-VNNI: gemm_vnni.c's tile_vnni_mulld): LP_G2_R weight rows x one panel's
+// first nv halves; the float sums from the min terms (or zero), and for each unit (super-
+// block) its int32 sums (in memory, from the +128's correction where corr says, else zero),
+// one body call a sub-block adding into them, then the unit's float step. The body (an
+// always-inline function of the includer, compiled for its own target: GCC fuses VPMADDWD +
+// VPADDD into VPDPWSSD under the AVX-VNNI target, so the plain body stays in its own file)
+// gets the sub-block's first activation block and step in it, its weights (row r at
+// w + r * cols), its index in the row, and the rows' sub-scales (row r's at wsub[r * subs]).
+typedef struct {
+    const act_block *ab;
+    int k0;
+    const int8_t *w;
+    int64_t cols, subs, gi;
+    const int32_t *wsub;
+    int32_t *isp;  // the unit's int32 sums: row r's 16 at isp + 16 * r
+} sub_block;
+typedef void (*sub_body_fn)(const sub_block *sb, int steps, int mode, int m, int nv);
+
+static inline __attribute__((always_inline)) void tile_sub_frame(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                 int64_t g, const int sub, const int has_min,
+                                                                 const int min_unit, const int corr, const int nv,
+                                                                 const sub_body_fn body, const int mode, const int m) {
+    const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
+    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
+    const act_block *a = c->act + g * c->nblk;
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    int32_t *isp = isbuf;
+    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
+    sub_block sb = { .cols = cols, .subs = c->subs, .wsub = w0.sub, .isp = isp };
+    for (int64_t u = 0; u < units; u++) {
+        unit_sums_start(isp, w0.corr, cs, u, corr);
+        for (int s = 0; s < per_unit; s++) {
+            sb.gi = u * per_unit + s;  // the sub-block in the row
+            sb.ab = &a[sb.gi / per_blk];
+            sb.k0 = (int)(sb.gi % per_blk) * steps;  // its first step in its block
+            sb.w = w0.q + sub * sb.gi;
+            body(&sb, steps, mode, m, nv);
+        }
+        unit_float_step(&a[u * (QK_K / 32)], w0.scale, units, u, isp, acc, nv);
+    }
+    store_tile(c, r0, nr, g, acc);
+}
 LP_AVX2_END
 #endif

@@ -103,50 +103,24 @@ static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx 
     store_tile(c, r0, nr, g, acc);
 }
 
-// The sub-scaled K-quants that do not fold (SUB_MULLD: Q4_K, Q5_K, Q6_K): a sub-block's
-// VPDPBUSD sums start at zero and are multiplied by its sub-scale (VPMULLD) into the
-// super-block's int32 sums (in memory, started at the +128's correction on an unsigned
-// panel), as AVX-512 does; one float step a super-block.
-static inline __attribute__((always_inline)) void tile_vnni_mulld(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
-                                                                  int64_t g, const int sub, const int has_min,
-                                                                  const int min_unit, const int sgn, const int nv) {
-    const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
-    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
-    const act_block *a = c->act + g * c->nblk;
-    const sub_rows w0 = sub_rows_of(c, wp, r0);
-    const int8_t *wq = w0.q;
-    const float *ws = w0.scale;
-    const int32_t *wc = w0.corr, *wsub = w0.sub;
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = accbuf;
-    int32_t *isp = isbuf;
-    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
-    for (int64_t u = 0; u < units; u++) {
-        unit_sums_start(isp, wc, cs, u, !sgn);
-        for (int s = 0; s < per_unit; s++) {
-            const int64_t gi = u * per_unit + s;  // the sub-block in the row
-            const act_block *ab = &a[gi / per_blk];
-            const int k0 = (int)(gi % per_blk) * steps;  // its first step in its block
-            const int8_t *w = wq + sub * gi;
-            __m256i t[LP_G2_R][2];
-            for (int r = 0; r < LP_G2_R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
+// The sub-scaled K-quants that do not fold (SUB_MULLD: Q4_K, Q5_K, Q6_K), in tile_sub_frame:
+// a sub-block's VPDPBUSD sums start at zero and are multiplied by its sub-scale (VPMULLD)
+// into the super-block's int32 sums (started at the +128's correction on an unsigned
+// panel), as AVX-512 does; one float step a super-block. mode: the panel is signed.
+static inline __attribute__((always_inline)) void vnni_mulld_body(const sub_block *sb, const int steps, const int sgn,
+                                                                  const int m, const int nv) {
+    (void)m;
+    __m256i t[LP_G2_R][2];
+    for (int r = 0; r < LP_G2_R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-            for (int k = 0; k < steps; k++) {
-                vnni_step(ab, k0 + k, w + 4 * k, cols, sgn, nv, t);
-            }
-            for (int r = 0; r < LP_G2_R; r++) {
-                const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
-                for (int v = 0; v < nv; v++) {
-                    __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
-                    _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_mullo_epi32(t[r][v], sv)));
-                }
-            }
+    for (int k = 0; k < steps; k++) vnni_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, sgn, nv, t);
+    for (int r = 0; r < LP_G2_R; r++) {
+        const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
+        for (int v = 0; v < nv; v++) {
+            __m256i *ip = (__m256i *)(sb->isp + 16 * r + 8 * v);
+            _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_mullo_epi32(t[r][v], sv)));
         }
-        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
-    store_tile(c, r0, nr, g, acc);
 }
 
 // The legacy types (units of 32 columns, no sub-scales): a unit's VPDPBUSD sums (from the
@@ -193,8 +167,8 @@ void lp_gemm_vnni_tile(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int6
 #undef LP_TILE_CASE
 #define LP_TILE_CASE(SUB, MIN, MU, SGN)                                                                   \
     if (c->sub_way == SUB_MULLD && sub == SUB && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN) \
-        return nv == 2 ? tile_vnni_mulld(c, wp, r0, nr, g, SUB, MIN, MU, SGN, 2)                           \
-                       : tile_vnni_mulld(c, wp, r0, nr, g, SUB, MIN, MU, SGN, 1);
+        return nv == 2 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 2, vnni_mulld_body, SGN, 1)   \
+                       : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 1, vnni_mulld_body, SGN, 1);
     LP_TILE_CASE(32, 1, 32, 1)  // Q4_K, Q5_K
     LP_TILE_CASE(16, 0, 0, 0)   // Q6_K
 #undef LP_TILE_CASE
