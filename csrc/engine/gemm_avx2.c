@@ -354,10 +354,13 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
     const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
-        for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
-            const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
+        // AVX-VNNI's folded K-quants (Q2_K, Q3_K): 6 rows a tile where both halves have rows
+        const int six = vnni && c->sub_way == SUB_FOLD && nv == 2;
+        for (int r0 = 0; r0 < nr;) {
+            const int step = six && nr - r0 >= 6 ? 6 : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;
             if (vnni) lp_gemm_vnni_tile(c, wp, r0, rows, g, sgn, nv);
             else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
+            r0 += step;
         }
     }
 }

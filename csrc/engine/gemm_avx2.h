@@ -4,6 +4,7 @@
 #include "gemm.h"
 
 #define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
+#define LP_MIN_R 6 // the most rows of a tile's min terms (AVX-VNNI's folded tile)
 
 // AVX-VNNI's tile for the chunk's rows r0 .. r0 + nr - 1 (at most LP_G2_R) x activation group g
 // (its first nv halves), for every type the batched product takes (gemm_vnni.c).
@@ -28,35 +29,43 @@ static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, cons
 // a Q2_K tile (mins per 16 columns; plain AVX2 and AVX-VNNI alike).
 static inline __attribute__((always_inline)) void min_terms_body(const act_block *a, int64_t nblk, const float *wm,
                                                                  int64_t min_units, const int per_blk, const int nv,
-                                                                 float *acc) {
-    const float *w0 = wm, *w1 = wm + min_units, *w2 = wm + 2 * min_units, *w3 = wm + 3 * min_units;
-    _Static_assert(LP_G2_R == 4, "min_terms_body: one pointer a row");
-    __m256 s[LP_G2_R][2];
-    for (int r = 0; r < LP_G2_R; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
+                                                                 const int R, float *acc) {
+    const float *w[LP_MIN_R];  // R <= LP_MIN_R rows
+    for (int r = 0; r < R; r++) w[r] = wm + r * min_units;
+    __m256 s[LP_MIN_R][2];
+    for (int r = 0; r < R; r++) s[r][0] = s[r][1] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nblk; b++, a++) {
         for (int h = 0; h < per_blk; h++) {
             const float *am = a->m[h];
             const __m256 mv[2] = { _mm256_load_ps(am), nv == 2 ? _mm256_load_ps(am + 8) : _mm256_setzero_ps() };
-            const __m256 mw[LP_G2_R] = { _mm256_set1_ps(*w0++), _mm256_set1_ps(*w1++), _mm256_set1_ps(*w2++),
-                                         _mm256_set1_ps(*w3++) };
-            for (int r = 0; r < LP_G2_R; r++)
-                for (int v = 0; v < nv; v++) s[r][v] = _mm256_fmadd_ps(mv[v], mw[r], s[r][v]);
+            for (int r = 0; r < R; r++) {
+                const __m256 mw = _mm256_set1_ps(*w[r]++);
+                for (int v = 0; v < nv; v++) s[r][v] = _mm256_fmadd_ps(mv[v], mw, s[r][v]);
+            }
         }
     }
-    for (int r = 0; r < LP_G2_R; r++)
+    for (int r = 0; r < R; r++)
         for (int v = 0; v < nv; v++) _mm256_store_ps(acc + 16 * r + 8 * v, s[r][v]);
 }
 
-// min_terms_body compiled for each (min unit, halves), outside the tiles (its pointers stay
-// in registers there).
+// min_terms_body compiled for each (min unit, halves) and rows (LP_G2_R, or LP_MIN_R: AVX-VNNI's
+// 6-row tile, whose 12 chains of FMAs, in registers, also wait less on each other), outside the
+// tiles (its pointers stay in registers there).
 static __attribute__((noinline)) void min_terms_avx2(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g,
-                                                     int min_unit, int nv, float *acc) {
+                                                     int min_unit, int nv, int rows, float *acc) {
     const act_block *a = c->act + g * c->nblk;
     const float *wm = wp->min + (int64_t)r0 * c->min_units;
-    if (min_unit == 16)
-        return nv == 2 ? min_terms_body(a, c->nblk, wm, c->min_units, 2, 2, acc)
-                       : min_terms_body(a, c->nblk, wm, c->min_units, 2, 1, acc);
-    nv == 2 ? min_terms_body(a, c->nblk, wm, c->min_units, 1, 2, acc) : min_terms_body(a, c->nblk, wm, c->min_units, 1, 1, acc);
+    const int64_t nb = c->nblk, mus = c->min_units;
+#define LP_MIN_TERMS(PB, NV) \
+    return rows == LP_MIN_R ? min_terms_body(a, nb, wm, mus, PB, NV, LP_MIN_R, acc)                               \
+                            : min_terms_body(a, nb, wm, mus, PB, NV, LP_G2_R, acc)
+    if (min_unit == 16) {
+        if (nv == 2) LP_MIN_TERMS(2, 2);
+        LP_MIN_TERMS(2, 1);
+    }
+    if (nv == 2) LP_MIN_TERMS(1, 2);
+    LP_MIN_TERMS(1, 1);
+#undef LP_MIN_TERMS
 }
 
 // Rows r0.. of a chunk's decoded weights (wpanel), each at its row's offset.
@@ -71,7 +80,7 @@ static inline __attribute__((always_inline)) void sums_start(const gemm_ctx *c, 
                                                              const int has_min, const int min_unit, const int nv,
                                                              float *acc) {
     memset(acc, 0, sizeof(float) * LP_G2_R * LP_G_LANES);  // (a half tile's other lanes too)
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, acc);
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, LP_G2_R, acc);
 }
 
 // A unit's int32 sums, in memory (row r's 16 at isp + 16 * r), start at the +128's

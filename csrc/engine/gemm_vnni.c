@@ -48,14 +48,16 @@ void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg) {
 LP_AVX2_END
 
 LP_AVXVNNI_BEGIN
-// One step of 4 columns (step kk of block ab, weights at w, row r at w + r * cols) of LP_G2_R
-// weight rows x the panel's first nv halves into the int32 sums is: on a signed panel the
-// weight (>= 0) is the unsigned operand.
+#define LP_VNNI_R6 6  // the folded tile's rows where both halves have rows (tile_vnni_fold)
+
+// One step of 4 columns (step kk of block ab, weights at w, row r at w + r * cols) of R weight
+// rows x the panel's first nv halves into the int32 sums is: on a signed panel the weight
+// (>= 0) is the unsigned operand.
 static inline __attribute__((always_inline)) void vnni_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
-                                                            const int sgn, const int nv, __m256i is[LP_G2_R][2]) {
+                                                            const int sgn, const int nv, const int R, __m256i is[][2]) {
     const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
     const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[kk][8]) : a0;
-    for (int r = 0; r < LP_G2_R; r++) {
+    for (int r = 0; r < R; r++) {
         int32_t w4;
         memcpy(&w4, w + r * cols, 4);
         const __m256i wv = _mm256_set1_epi32(w4);
@@ -64,34 +66,39 @@ static inline __attribute__((always_inline)) void vnni_step(const act_block *ab,
     }
 }
 
-// LP_G2_R weight rows x the panel's first nv halves, a super-block per int32 sum (started at
-// the +128's correction on an unsigned panel); the float sums live in memory.
+// The folded K-quants' tile: R weight rows (LP_G2_R, or LP_VNNI_R6 with both halves) x the
+// panel's first nv halves, a super-block per int32 sum (started at the +128's correction on
+// an unsigned panel); the float sums live in memory. Each VPDPBUSD adds into the sum its
+// previous step made, so 8 sums (4 rows x 2 halves) give the two VPDPBUSD a cycle only 8
+// cycles for the 4 of latency each; 12 (6 rows) leave room.
+_Static_assert(LP_VNNI_R6 == LP_MIN_R, "the 6-row tile's min terms");
 static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int has_min, const int min_unit,
-                                                                 const int sgn, const int nv) {
+                                                                 const int sgn, const int nv, const int R) {
     const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
     const act_block *a = c->act + g * c->nblk;
     const int8_t *wq = wp->q + (int64_t)r0 * cols;  // row r at wq + r * cols
     const float *ws = wp->scale + (int64_t)r0 * units;
     const int32_t *wc = wp->corr + (int64_t)r0 * cs;
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float accbuf[LP_VNNI_R6 * LP_G_LANES] __attribute__((aligned(32)));
     float *acc = accbuf;
     __asm__("" : "+r"(acc));  // memory, not registers
-    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
+    memset(acc, 0, sizeof(accbuf));
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, R, acc);  // the min terms (gemm.h)
     for (int64_t u = 0; u < units; u++) {
-        __m256i is[LP_G2_R][2];
-        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
+        __m256i is[LP_VNNI_R6][2];
+        for (int r = 0; r < R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : wc[r * cs + u]);
         for (int64_t b = u * (QK_K / 32); b < (u + 1) * (QK_K / 32); b++) {
             const act_block *ab = &a[b];
             const int8_t *w = wq + 32 * b;
 #pragma GCC unroll 8
             for (int k = 0; k < 8; k++) {  // columns 32b + 4k ..
-                vnni_step(ab, k, w + 4 * k, cols, sgn, nv, is);
+                vnni_step(ab, k, w + 4 * k, cols, sgn, nv, R, is);
             }
         }
         const act_block *au = &a[u * (QK_K / 32)];  // Q8_K: one activation scale a super-block
         const __m256 dv[2] = { _mm256_load_ps(au->d), _mm256_load_ps(au->d + 8) };
-        for (int r = 0; r < LP_G2_R; r++) {
+        for (int r = 0; r < R; r++) {
             const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
             for (int v = 0; v < nv; v++) {
                 float *ap = acc + 16 * r + 8 * v;
@@ -113,7 +120,7 @@ static inline __attribute__((always_inline)) void vnni_mulld_body(const sub_bloc
     __m256i t[LP_G2_R][2];
     for (int r = 0; r < LP_G2_R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int k = 0; k < steps; k++) vnni_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, sgn, nv, t);
+    for (int k = 0; k < steps; k++) vnni_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, sgn, nv, LP_G2_R, t);
     for (int r = 0; r < LP_G2_R; r++) {
         const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
         for (int v = 0; v < nv; v++) {
@@ -143,7 +150,7 @@ static inline __attribute__((always_inline)) void tile_vnni_unit(const gemm_ctx 
         for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : w0.corr[r * cs + u]);
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
-            vnni_step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, is);
+            vnni_step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, LP_G2_R, is);
         }
         unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv);
     }
@@ -161,7 +168,9 @@ void lp_gemm_vnni_tile(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int6
     }
 #define LP_TILE_CASE(MIN, MU, SGN)                                                                        \
     if (c->sub_way == SUB_FOLD && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN)               \
-        return nv == 2 ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2) : tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 1);
+        return nr > LP_G2_R ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2, LP_VNNI_R6)                  \
+               : nv == 2    ? tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 2, LP_G2_R)                     \
+                            : tile_vnni_fold(c, wp, r0, nr, g, MIN, MU, SGN, 1, LP_G2_R);
     LP_TILE_CASE(1, 16, 1)  // Q2_K
     LP_TILE_CASE(0, 0, 0)   // Q3_K
 #undef LP_TILE_CASE
