@@ -38,11 +38,11 @@ LP_AVX2_BEGIN
 // experts' products have ragged row counts (~128 a product at 512 tokens, 2 of 8 experts),
 // and rows up to the next 16 were a tenth of their work.
 static inline __attribute__((always_inline)) void s16_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
-                                                           const int mode, const int first, const int nv,
-                                                           __m256i s16[LP_G2_R][2]) {
+                                                           const int mode, const int first, const int nv, const int R,
+                                                           __m256i s16[][2]) {
     const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
     const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[kk][8]) : a0;
-    for (int r = 0; r < LP_G2_R; r++) {
+    for (int r = 0; r < R; r++) {
         int32_t w4;
         memcpy(&w4, w + r * cols, 4);
         const __m256i wv = _mm256_set1_epi32(w4);
@@ -81,7 +81,7 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
         __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
         for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
-            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
+            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, LP_G2_R, s16);
             if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
                 for (int r = 0; r < LP_G2_R; r++)
                     for (int v = 0; v < nv; v++) {
@@ -162,7 +162,7 @@ static inline __attribute__((always_inline)) void tile_avx2_sign(const gemm_ctx 
                 }
             }
         }
-        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv);
+        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
     }
     store_tile(c, r0, nr, g, acc);
 }
@@ -267,13 +267,13 @@ LP_AVX2_BEGIN
 // (super-block's) int32 sums; one float step a super-block. As in tile_avx2_unit, the
 // int16 sums stay in registers, the int32 and float sums live in memory.
 static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block *sb, const int steps, const int mode,
-                                                                const int m, const int nv) {
-    __m256i s16[LP_G2_R][2];
+                                                                const int m, const int nv, const int R) {
+    __m256i s16[LP_MIN_R][2];
 #pragma GCC unroll 8
     for (int k = 0; k < steps; k++) {  // the sub-block's columns 4k ..
-        s16_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, mode, k % m == 0, nv, s16);
+        s16_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, mode, k % m == 0, nv, R, s16);
         if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
-            for (int r = 0; r < LP_G2_R; r++) {
+            for (int r = 0; r < R; r++) {
                 const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
                 for (int v = 0; v < nv; v++) {
                     __m256i *ip = (__m256i *)(sb->isp + 16 * r + 8 * v);
@@ -289,8 +289,9 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nv == 2 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, avx2_sub_body, MODE, M) \
-                       : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, avx2_sub_body, MODE, M);
+        return nr > LP_G2_R && MODE == S8_W_U8 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_MIN_R, avx2_sub_body, MODE, M) \
+               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_G2_R, avx2_sub_body, MODE, M)  \
+                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, LP_G2_R, avx2_sub_body, MODE, M);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
@@ -354,10 +355,11 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
     const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
-        // AVX-VNNI's folded K-quants (Q2_K, Q3_K): 6 rows a tile where both halves have rows
-        const int six = vnni && c->sub_way == SUB_FOLD && nv == 2;
+        // the sub-scaled K-quants: LP_MIN_R rows a tile where both halves have rows, but plain
+        // AVX2's on an unsigned panel (Q3_K, Q6_K: 3% and 9% slower so, one thread)
+        const int six = c->subs && nv == 2 && (vnni || sgn);
         for (int r0 = 0; r0 < nr;) {
-            const int step = six && nr - r0 >= 6 ? 6 : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;
+            const int step = six && nr - r0 >= LP_MIN_R ? LP_MIN_R : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;
             if (vnni) lp_gemm_vnni_tile(c, wp, r0, rows, g, sgn, nv);
             else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
             r0 += step;

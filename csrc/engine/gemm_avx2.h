@@ -78,16 +78,16 @@ static inline sub_rows sub_rows_of(const gemm_ctx *c, const wpanel *wp, int r0) 
 // A tile's float sums (in memory: row r's 16 at acc + 16 * r) start at its min terms, or zero.
 static inline __attribute__((always_inline)) void sums_start(const gemm_ctx *c, const wpanel *wp, int r0, int64_t g,
                                                              const int has_min, const int min_unit, const int nv,
-                                                             float *acc) {
-    memset(acc, 0, sizeof(float) * LP_G2_R * LP_G_LANES);  // (a half tile's other lanes too)
-    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, LP_G2_R, acc);
+                                                             const int R, float *acc) {
+    memset(acc, 0, sizeof(float) * R * LP_G_LANES);  // (a half tile's other lanes too)
+    if (has_min) min_terms_avx2(c, wp, r0, g, min_unit, nv, R, acc);
 }
 
-// A unit's int32 sums, in memory (row r's 16 at isp + 16 * r), start at the +128's
+// A unit's int32 sums, in memory (row r's 16 at isp + 16 * r, R rows), start at the +128's
 // correction (corr) or at zero.
 static inline __attribute__((always_inline)) void unit_sums_start(int32_t *isp, const int32_t *wc, int64_t cs,
-                                                                  int64_t u, const int corr) {
-    for (int r = 0; r < LP_G2_R; r++) {
+                                                                  int64_t u, const int corr, const int R) {
+    for (int r = 0; r < R; r++) {
         const __m256i start = _mm256_set1_epi32(corr ? wc[r * cs + u] : 0);
         _mm256_store_si256((__m256i *)(isp + 16 * r), start);
         _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
@@ -96,12 +96,12 @@ static inline __attribute__((always_inline)) void unit_sums_start(int32_t *isp, 
 
 // A legacy type's unit u (32 columns, block ab) from its int32 sums in registers into acc:
 // the scale step, then the min step where the type has mins (gemm.h); ws and wm are the
-// rows' scales and mins (row r at r * units).
+// rows' scales and mins (row r at r * units; R rows).
 static inline __attribute__((always_inline)) void unit_steps(const act_block *ab, const float *ws, const float *wm,
-                                                             int64_t units, int64_t u, __m256i is[LP_G2_R][2],
-                                                             float *acc, const int has_min, const int nv) {
+                                                             int64_t units, int64_t u, __m256i is[][2], float *acc,
+                                                             const int has_min, const int nv, const int R) {
     const __m256 dv[2] = { _mm256_load_ps(ab->d), _mm256_load_ps(ab->d + 8) };
-    for (int r = 0; r < LP_G2_R; r++) {
+    for (int r = 0; r < R; r++) {
         const __m256 sc = _mm256_set1_ps(ws[r * units + u]);
         for (int v = 0; v < nv; v++) {
             float *ap = acc + 16 * r + 8 * v;
@@ -117,14 +117,15 @@ static inline __attribute__((always_inline)) void unit_steps(const act_block *ab
 // scale step, the sums loaded first.
 static inline __attribute__((always_inline)) void unit_float_step(const act_block *au, const float *ws, int64_t units,
                                                                   int64_t u, const int32_t *isp, float *acc,
-                                                                  const int nv) {
-    __m256i is[LP_G2_R][2];
-    for (int r = 0; r < LP_G2_R; r++)
+                                                                  const int nv, const int R) {
+    __m256i is[LP_MIN_R][2];
+    for (int r = 0; r < R; r++)
         for (int v = 0; v < nv; v++) is[r][v] = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
-    unit_steps(au, ws, NULL, units, u, is, acc, 0, nv);
+    unit_steps(au, ws, NULL, units, u, is, acc, 0, nv, R);
 }
 // The frame of the sub-scaled tiles without folded sub-scales (plain AVX2: gemm_avx2.c's
-// tile_avx2_sub; AVX-VNNI: gemm_vnni.c's tile_vnni_mulld): LP_G2_R weight rows x one panel's
+// tile_avx2_sub; AVX-VNNI: gemm_vnni.c's tile_vnni_mulld): R weight rows (LP_G2_R, or LP_MIN_R
+// where both halves have rows: fewer activation loads and min-term chains that wait less) x one panel's
 // first nv halves; the float sums from the min terms (or zero), and for each unit (super-
 // block) its int32 sums (in memory, from the +128's correction where corr says, else zero),
 // one body call a sub-block adding into them, then the unit's float step. The body (an
@@ -140,33 +141,34 @@ typedef struct {
     const int32_t *wsub;
     int32_t *isp;  // the unit's int32 sums: row r's 16 at isp + 16 * r
 } sub_block;
-typedef void (*sub_body_fn)(const sub_block *sb, int steps, int mode, int m, int nv);
+typedef void (*sub_body_fn)(const sub_block *sb, int steps, int mode, int m, int nv, int R);
 
 static inline __attribute__((always_inline)) void tile_sub_frame(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int sub, const int has_min,
                                                                  const int min_unit, const int corr, const int nv,
-                                                                 const sub_body_fn body, const int mode, const int m) {
+                                                                 const int R, const sub_body_fn body, const int mode,
+                                                                 const int m) {
     const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
     const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
     const act_block *a = c->act + g * c->nblk;
     const sub_rows w0 = sub_rows_of(c, wp, r0);
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float accbuf[LP_MIN_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t isbuf[LP_MIN_R * LP_G_LANES] __attribute__((aligned(32)));
     float *acc = accbuf;
     int32_t *isp = isbuf;
     __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, R, acc);
     sub_block sb = { .cols = cols, .subs = c->subs, .wsub = w0.sub, .isp = isp };
     for (int64_t u = 0; u < units; u++) {
-        unit_sums_start(isp, w0.corr, cs, u, corr);
+        unit_sums_start(isp, w0.corr, cs, u, corr, R);
         for (int s = 0; s < per_unit; s++) {
             sb.gi = u * per_unit + s;  // the sub-block in the row
             sb.ab = &a[sb.gi / per_blk];
             sb.k0 = (int)(sb.gi % per_blk) * steps;  // its first step in its block
             sb.w = w0.q + sub * sb.gi;
-            body(&sb, steps, mode, m, nv);
+            body(&sb, steps, mode, m, nv, R);
         }
-        unit_float_step(&a[u * (QK_K / 32)], w0.scale, units, u, isp, acc, nv);
+        unit_float_step(&a[u * (QK_K / 32)], w0.scale, units, u, isp, acc, nv, R);
     }
     store_tile(c, r0, nr, g, acc);
 }

@@ -115,13 +115,13 @@ static inline __attribute__((always_inline)) void tile_vnni_fold(const gemm_ctx 
 // into the super-block's int32 sums (started at the +128's correction on an unsigned
 // panel), as AVX-512 does; one float step a super-block. mode: the panel is signed.
 static inline __attribute__((always_inline)) void vnni_mulld_body(const sub_block *sb, const int steps, const int sgn,
-                                                                  const int m, const int nv) {
+                                                                  const int m, const int nv, const int R) {
     (void)m;
-    __m256i t[LP_G2_R][2];
-    for (int r = 0; r < LP_G2_R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
+    __m256i t[LP_MIN_R][2];
+    for (int r = 0; r < R; r++) t[r][0] = t[r][1] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-    for (int k = 0; k < steps; k++) vnni_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, sgn, nv, LP_G2_R, t);
-    for (int r = 0; r < LP_G2_R; r++) {
+    for (int k = 0; k < steps; k++) vnni_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, sgn, nv, R, t);
+    for (int r = 0; r < R; r++) {
         const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
         for (int v = 0; v < nv; v++) {
             __m256i *ip = (__m256i *)(sb->isp + 16 * r + 8 * v);
@@ -152,7 +152,7 @@ static inline __attribute__((always_inline)) void tile_vnni_unit(const gemm_ctx 
         for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
             vnni_step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, LP_G2_R, is);
         }
-        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv);
+        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
     }
     store_tile(c, r0, nr, g, acc);
 }
@@ -176,8 +176,9 @@ void lp_gemm_vnni_tile(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int6
 #undef LP_TILE_CASE
 #define LP_TILE_CASE(SUB, MIN, MU, SGN)                                                                   \
     if (c->sub_way == SUB_MULLD && sub == SUB && has_min == MIN && (!MIN || min_unit == MU) && sgn == SGN) \
-        return nv == 2 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 2, vnni_mulld_body, SGN, 1)   \
-                       : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 1, vnni_mulld_body, SGN, 1);
+        return nr > LP_G2_R ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 2, LP_MIN_R, vnni_mulld_body, SGN, 1) \
+               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 2, LP_G2_R, vnni_mulld_body, SGN, 1)  \
+                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, !SGN, 1, LP_G2_R, vnni_mulld_body, SGN, 1);
     LP_TILE_CASE(32, 1, 32, 1)  // Q4_K, Q5_K
     LP_TILE_CASE(16, 0, 0, 0)   // Q6_K
 #undef LP_TILE_CASE
