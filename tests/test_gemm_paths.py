@@ -98,3 +98,46 @@ def test_non_finite_activations_stay_in_their_rows(name: str) -> None:
             assert not np.isfinite(got[list(bad)]).any(), f"{name} {isa}: a non-finite row came out finite"
             assert np.isfinite(got[good]).all(), f"{name} {isa}: a finite row came out non-finite"
             _assert_near_float64(name, t, x[good], got[good], f"{isa} threads={threads}, the finite rows")
+
+
+_K_TILES = """
+import sys
+import numpy as np
+from runtime import kernels
+from tests.test_kernels import weight_tensor
+kernels.set_isa("avx2")
+rng = np.random.default_rng(8)
+out = []
+for name in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
+    for rows, n in ((61, 45), (64, 37), (300, 20)):
+        t = weight_tensor(kernels.WEIGHT_TYPES[name], rows, 512, rng)
+        x = (rng.standard_normal((n, 512)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        out.append(kernels.matmul(t, x, n_threads=2).ravel())
+np.save(sys.argv[1], np.concatenate(out))
+"""
+
+
+@pytest.mark.skipif("avx2" not in BATCHED_ISAS, reason="no AVX2 here")
+def test_six_row_k_quant_tiles_with_and_without_avx_vnni(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sub-scaled K-quants' tiles take 6 weight rows where both panel halves have rows, 4 for
+    the chunk's last rows and for a half panel (gemm_avx2.c): 61, 64 and 300 weight rows (chunks
+    of 61, 64, and 32 with 12 left) x 45, 37 and 20 activation rows, with AVX-VNNI and without
+    (plain AVX2's 6-row tile on a signed panel: Q2_K, Q4_K, Q5_K): the same bits."""
+    outs = with_and_without_avxvnni(_K_TILES, tmp_path)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.isfinite(outs[0]).all() and np.abs(outs[0]).max() > 0
+
+
+@pytest.mark.skipif(not BATCHED_ISAS, reason="no x86 batched product here")
+@pytest.mark.parametrize("name", ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"])
+def test_six_row_k_quant_tiles_near_float64(name: str) -> None:
+    """The same shapes in this process (AVX-VNNI where the CPU has it), against float64 and AVX-512."""
+    rng = np.random.default_rng(9)
+    for rows, n in ((61, 45), (64, 37), (300, 20)):
+        t = weight_tensor(kernels.WEIGHT_TYPES[name], rows, 512, rng)
+        x = (rng.standard_normal((n, 512)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        got = {isa: _product(isa, t, x) for isa in BATCHED_ISAS}
+        for isa, y in got.items():
+            _assert_near_float64(name, t, x, y, f"{rows}x512 n={n} {isa}")
+        if len(got) == 2:
+            np.testing.assert_array_equal(got["avx2"], got["avx512"], err_msg=f"{name} {rows} rows n={n}")
