@@ -4,10 +4,13 @@
 #include "gemm.h"
 
 #define LP_G2_R 4  // AVX2: weight rows per register tile (divides LP_G_RT)
-#define LP_MIN_R 6 // the most rows of a tile's min terms (AVX-VNNI's folded tile)
+#define LP_MIN_R 6  // the sub-scaled K-quants' tiles where both panel halves have rows (gemm_avx2.c's
+                    // lp_gemm_avx2_chunk): 12 chains of sums (and of min terms) wait less on each
+                    // other, and each activation load serves 6 rows
 
-// AVX-VNNI's tile for the chunk's rows r0 .. r0 + nr - 1 (at most LP_G2_R) x activation group g
-// (its first nv halves), for every type the batched product takes (gemm_vnni.c).
+// AVX-VNNI's tile for the chunk's rows r0 .. r0 + nr - 1 (at most LP_G2_R; LP_MIN_R for the
+// sub-scaled K-quants with both halves, nv 2) x activation group g (its first nv halves), for
+// every type the batched product takes (gemm_vnni.c).
 void lp_gemm_vnni_tile(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int sgn, int nv);
 
 #if LP_X86
@@ -123,10 +126,9 @@ static inline __attribute__((always_inline)) void unit_float_step(const act_bloc
         for (int v = 0; v < nv; v++) is[r][v] = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
     unit_steps(au, ws, NULL, units, u, is, acc, 0, nv, R);
 }
-// The frame of the sub-scaled tiles without folded sub-scales (plain AVX2: gemm_avx2.c's
-// tile_avx2_sub; AVX-VNNI: gemm_vnni.c's tile_vnni_mulld): R weight rows (LP_G2_R, or LP_MIN_R
-// where both halves have rows: fewer activation loads and min-term chains that wait less) x one panel's
-// first nv halves; the float sums from the min terms (or zero), and for each unit (super-
+// The frame of the sub-scaled tiles without folded sub-scales (plain AVX2, gemm_avx2.c's
+// avx2_sub_body; AVX-VNNI's SUB_MULLD, gemm_vnni.c's vnni_mulld_body): R weight rows (LP_G2_R, or
+// LP_MIN_R) x one panel's first nv halves; the float sums from the min terms (or zero), and for each unit (super-
 // block) its int32 sums (in memory, from the +128's correction where corr says, else zero),
 // one body call a sub-block adding into them, then the unit's float step. The body (an
 // always-inline function of the includer, compiled for its own target: GCC fuses VPMADDWD +
