@@ -154,8 +154,8 @@ static inline __attribute__((always_inline)) void tile_sub_frame(const gemm_ctx 
     const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
     const act_block *a = c->act + g * c->nblk;
     const sub_rows w0 = sub_rows_of(c, wp, r0);
-    float accbuf[LP_MIN_R * LP_G_LANES] __attribute__((aligned(32)));
-    int32_t isbuf[LP_MIN_R * LP_G_LANES] __attribute__((aligned(32)));
+    float accbuf[R * LP_G_LANES] __attribute__((aligned(32)));  // (R a constant once inlined)
+    int32_t isbuf[R * LP_G_LANES] __attribute__((aligned(32)));
     float *acc = accbuf;
     int32_t *isp = isbuf;
     __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
