@@ -38,11 +38,11 @@ LP_AVX2_BEGIN
 // experts' products have ragged row counts (~128 a product at 512 tokens, 2 of 8 experts),
 // and rows up to the next 16 were a tenth of their work.
 static inline __attribute__((always_inline)) void s16_step(const act_block *ab, int kk, const int8_t *w, int64_t cols,
-                                                           const int mode, const int first, const int nv,
-                                                           __m256i s16[LP_G2_R][2]) {
+                                                           const int mode, const int first, const int nv, const int R,
+                                                           __m256i s16[][2]) {
     const __m256i a0 = _mm256_load_si256((const __m256i *)ab->q[kk][0]);
     const __m256i a1 = nv == 2 ? _mm256_load_si256((const __m256i *)ab->q[kk][8]) : a0;
-    for (int r = 0; r < LP_G2_R; r++) {
+    for (int r = 0; r < R; r++) {
         int32_t w4;
         memcpy(&w4, w + r * cols, 4);
         const __m256i wv = _mm256_set1_epi32(w4);
@@ -81,7 +81,7 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
         __m256i s16[LP_G2_R][2];
 #pragma GCC unroll 8
         for (int k = 0; k < steps; k++) {  // columns unit * u + 4k ..
-            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
+            s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, LP_G2_R, s16);
             if (k < steps - 1 && k % m == m - 1)  // a group of m steps ends before the unit does
                 for (int r = 0; r < LP_G2_R; r++)
                     for (int v = 0; v < nv; v++) {
@@ -162,7 +162,7 @@ static inline __attribute__((always_inline)) void tile_avx2_sign(const gemm_ctx 
                 }
             }
         }
-        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv);
+        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
     }
     store_tile(c, r0, nr, g, acc);
 }
@@ -182,34 +182,78 @@ static inline void sums_of_32(const int8_t *q, __m256i *vlo, __m256i *vhi, int64
     _mm256_storeu_si256((__m256i *)s, _mm256_sad_epu8(u, _mm256_setzero_si256()));
 }
 
+// Quants q[0..127]: their range folded into [vlo, vhi], and the sum of each 16 of them, in
+// order, in the 8 int32 lanes. VPMADDUBSW by ones and VPMADDWD by ones sum each 4 (exact), two
+// rounds of VPHADDD each 16 (lane 0 of the result has the sums 0, 2, 4, 6, lane 1 the odd ones).
+// sums_of_32's way cost 8 cycles a 32 quants (its sums reread from memory one by one): a tenth
+// of a Q3_K product of 128 activation rows.
+static inline __m256i sums16_of_128(const int8_t *q, __m256i *vlo, __m256i *vhi) {
+    const __m256i one8 = _mm256_set1_epi8(1), one16 = _mm256_set1_epi16(1);
+    __m256i m[4];
+    for (int i = 0; i < 4; i++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * i));
+        *vlo = _mm256_min_epi8(*vlo, v);
+        *vhi = _mm256_max_epi8(*vhi, v);
+        m[i] = _mm256_madd_epi16(_mm256_maddubs_epi16(one8, v), one16);  // lane j: quants 32i + 4j ..
+    }
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]));
+    return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// -128 * each int32 lane (the +128's correction of a sum of quants; |sum| < 2^24)
+static inline __m256i corr_of(__m256i sum) { return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)); }
+
 // corr (cols / unit) = -128 * the sum of each unit's quants in row q (cols), and the row's
-// range folded into [*lo, *hi]; 32 quants a step (unit 16, 32 or a multiple of 32).
+// range folded into [*lo, *hi]: 128 quants a step where the unit is 16, 32 or a multiple of 128
+// (the rest, and the row's last columns, 32 at a time).
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi) {
     __m256i vlo = _mm256_set1_epi8((char)*lo), vhi = _mm256_set1_epi8((char)*hi);
-    int64_t s[4];
+    int64_t s[4], b = 0;
+    if (unit == 16 || unit == 32) {
+        for (; b + 128 <= cols; b += 128) {
+            const __m256i s16 = sums16_of_128(q + b, &vlo, &vhi);
+            if (unit == 16) {
+                _mm256_storeu_si256((__m256i *)corr, corr_of(s16));
+                corr += 8;
+            } else {  // pairs of 16: lanes 0, 1 and 4, 5 of the pairwise sums
+                const __m256i s32 = _mm256_permute4x64_epi64(_mm256_hadd_epi32(s16, s16), 0x08);
+                _mm_storeu_si128((__m128i *)corr, _mm256_castsi256_si128(corr_of(s32)));
+                corr += 4;
+            }
+        }
+    } else if (unit % 128 == 0) {
+        for (; b + unit <= cols; b += unit, corr++) {
+            __m256i sum = _mm256_setzero_si256();
+            for (int k = 0; k < unit; k += 128) sum = _mm256_add_epi32(sum, sums16_of_128(q + b + k, &vlo, &vhi));
+            *corr = -128 * lp_hsum_i32x8(sum);
+        }
+    }
     if (unit == 16) {  // two units a step
-        for (int64_t b = 0; b < cols; b += 32, corr += 2) {
+        for (; b < cols; b += 32, corr += 2) {
             sums_of_32(q + b, &vlo, &vhi, s);
             corr[0] = -128 * (int32_t)(s[0] + s[1] - 2048);
             corr[1] = -128 * (int32_t)(s[2] + s[3] - 2048);
         }
     } else {  // unit / 32 steps a unit
-        for (int64_t b = 0; b < cols; corr++) {
+        while (b < cols) {
             int64_t sum = 0;
             for (int k = 0; k < unit; k += 32, b += 32) {
                 sums_of_32(q + b, &vlo, &vhi, s);
                 sum += s[0] + s[1] + s[2] + s[3] - 4096;
             }
-            *corr = -128 * (int32_t)sum;
+            *corr++ = -128 * (int32_t)sum;
         }
     }
-    int8_t l[32], h[32];
-    _mm256_storeu_si256((__m256i *)l, vlo);
-    _mm256_storeu_si256((__m256i *)h, vhi);
-    for (int i = 0; i < 32; i++) {
-        *lo = l[i] < *lo ? l[i] : *lo;
-        *hi = h[i] > *hi ? h[i] : *hi;
-    }
+    // (the byte lanes started at *lo and *hi) folded in registers: a loop over the stored lanes
+    // kept *lo and *hi in memory, as many cycles as the sums of a 4096-column row
+    __m128i l = _mm_min_epi8(_mm256_castsi256_si128(vlo), _mm256_extracti128_si256(vlo, 1));
+    __m128i h = _mm_max_epi8(_mm256_castsi256_si128(vhi), _mm256_extracti128_si256(vhi, 1));
+    l = _mm_min_epi8(l, _mm_srli_si128(l, 8)), h = _mm_max_epi8(h, _mm_srli_si128(h, 8));
+    l = _mm_min_epi8(l, _mm_srli_si128(l, 4)), h = _mm_max_epi8(h, _mm_srli_si128(h, 4));
+    l = _mm_min_epi8(l, _mm_srli_si128(l, 2)), h = _mm_max_epi8(h, _mm_srli_si128(h, 2));
+    l = _mm_min_epi8(l, _mm_srli_si128(l, 1)), h = _mm_max_epi8(h, _mm_srli_si128(h, 1));
+    *lo = (int8_t)_mm_cvtsi128_si32(l);
+    *hi = (int8_t)_mm_cvtsi128_si32(h);
 }
 LP_AVX2_END
 #endif
@@ -217,51 +261,26 @@ LP_AVX2_END
 
 #if LP_X86
 LP_AVX2_BEGIN
-// The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel. Each sub-block
-// (sub columns, steps of 4) sums its pair products in int16, m steps at a time, and
+// The tile of the sub-scaled K-quants: LP_G2_R weight rows x one panel (tile_sub_frame). Each
+// sub-block (steps of 4 columns) sums its pair products in int16, m steps at a time, and
 // VPMADDWD against the row's sub-scale (as int16 pairs) widens them into the unit's
 // (super-block's) int32 sums; one float step a super-block. As in tile_avx2_unit, the
 // int16 sums stay in registers, the int32 and float sums live in memory.
-static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
-                                                                int64_t g, const int mode, const int m, const int sub,
-                                                                const int has_min, const int min_unit, const int nv) {
-    const int64_t cols = c->cols, units = c->units, subs = c->subs, cs = corr_stride(c);
-    const int steps = sub / 4, per_blk = 32 / sub, per_unit = QK_K / sub;
-    const act_block *a = c->act + g * c->nblk;
-    const sub_rows w0 = sub_rows_of(c, wp, r0);
-    const int8_t *wq = w0.q;
-    const float *ws = w0.scale;
-    const int32_t *wc = w0.corr, *wsub = w0.sub;
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    int32_t isbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = accbuf;
-    int32_t *isp = isbuf;
-    __asm__("" : "+r"(acc), "+r"(isp));  // memory, not registers (the compiler cannot follow them)
-    sums_start(c, wp, r0, g, has_min, min_unit, nv, acc);
-    for (int64_t u = 0; u < units; u++) {
-        unit_sums_start(isp, wc, cs, u, mode == S8_ACT_U8);
-        for (int s = 0; s < per_unit; s++) {
-            const int64_t gi = u * per_unit + s;  // the sub-block in the row
-            const act_block *ab = &a[gi / per_blk];
-            const int k0 = (int)(gi % per_blk) * steps;  // its first step in its block
-            const int8_t *w = wq + sub * gi;
-            __m256i s16[LP_G2_R][2];
+static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block *sb, const int steps, const int mode,
+                                                                const int m, const int nv, const int R) {
+    __m256i s16[LP_MIN_R][2];
 #pragma GCC unroll 8
-            for (int k = 0; k < steps; k++) {  // columns sub * gi + 4k ..
-                s16_step(ab, k0 + k, w + 4 * k, cols, mode, k % m == 0, nv, s16);
-                if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
-                    for (int r = 0; r < LP_G2_R; r++) {
-                        const __m256i sv = _mm256_set1_epi32(wsub[r * subs + gi]);
-                        for (int v = 0; v < nv; v++) {
-                            __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
-                            _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
-                        }
-                    }
+    for (int k = 0; k < steps; k++) {  // the sub-block's columns 4k ..
+        s16_step(sb->ab, sb->k0 + k, sb->w + 4 * k, sb->cols, mode, k % m == 0, nv, R, s16);
+        if (k % m == m - 1)  // a group of m steps ends: widened and scaled into the unit's sums
+            for (int r = 0; r < R; r++) {
+                const __m256i sv = _mm256_set1_epi32(sb->wsub[r * sb->subs + sb->gi]);
+                for (int v = 0; v < nv; v++) {
+                    __m256i *ip = (__m256i *)(sb->isp + 16 * r + 8 * v);
+                    _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[r][v], sv)));
+                }
             }
-        }
-        unit_float_step(&a[u * (QK_K / 32)], ws, units, u, isp, acc, nv);
     }
-    store_tile(c, r0, nr, g, acc);
 }
 
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
@@ -270,8 +289,9 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nv == 2 ? tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 2)              \
-                       : tile_avx2_sub(c, wp, r0, nr, g, MODE, M, SUB, MIN, MU, 1);
+        return nr > LP_G2_R && MODE == S8_W_U8 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_MIN_R, avx2_sub_body, MODE, M) \
+               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_G2_R, avx2_sub_body, MODE, M)  \
+                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, LP_G2_R, avx2_sub_body, MODE, M);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
@@ -335,10 +355,14 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
     const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
-        for (int r0 = 0; r0 < nr; r0 += LP_G2_R) {
-            const int rows = nr - r0 < LP_G2_R ? nr - r0 : LP_G2_R;
+        // the sub-scaled K-quants: LP_MIN_R rows a tile where both halves have rows, but plain
+        // AVX2's on an unsigned panel (Q3_K, Q6_K: 3% and 9% slower so, one thread)
+        const int six = c->subs && nv == 2 && (vnni || sgn);
+        for (int r0 = 0; r0 < nr;) {
+            const int step = six && nr - r0 >= LP_MIN_R ? LP_MIN_R : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;
             if (vnni) lp_gemm_vnni_tile(c, wp, r0, rows, g, sgn, nv);
             else tile_any_avx2(c, wp, r0, rows, g, mode, m, sgn, nv);
+            r0 += step;
         }
     }
 }
