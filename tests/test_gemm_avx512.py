@@ -49,7 +49,8 @@ def test_avx512_k_quant_product_equals_avx2_with_odd_values(name: str, rows: int
     np.testing.assert_array_equal(got, _product("avx2", t, x), err_msg=f"{name} {rows}x{cols}")
     assert np.isnan(got[3]).all() and not np.isfinite(got[:, ~finite_rows]).any()
     ok = np.setdiff1d(np.arange(n), [3, 7, 9, 11])
-    w = oracle_dequantize(t)[finite_rows]
+    with np.errstate(invalid="ignore", over="ignore"):  # the inf/NaN-scaled rows, dropped here
+        w = oracle_dequantize(t)[finite_rows]
     want64 = x[ok].astype(np.float64) @ w.astype(np.float64).T
     sub = kernels.RawTensor(t.type, (int(finite_rows.sum()), cols),
                             t.data.reshape(rows, -1)[finite_rows].reshape(-1).copy())
