@@ -22,25 +22,30 @@ LP_AVX2_BEGIN
 // normal floats, so underflow (below -87.3) and overflow (above 88.7) round as
 // one multiplication by 2^n would. NaN stays NaN: max and min return their second
 // operand when either is NaN (and the integer steps below are defined for any bits).
+// One body for both widths (lp_exp8, lp_exp16), so AVX2 and AVX-512 make the same bits: V the
+// float vector, I the integer one, P the intrinsics' prefix, B their width, ROUND the rounding.
+#define LP_EXP_BODY(V, I, P, B, ROUND)                                                              \
+    x = P##_min_ps(P##_set1_ps(89.0f), P##_max_ps(P##_set1_ps(-104.0f), x));                        \
+    const V n = ROUND(P##_mul_ps(x, P##_set1_ps(1.44269504088896341f)),                             \
+                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                               \
+    V r = P##_fnmadd_ps(n, P##_set1_ps(0.693145751953125f), x);     /* ln2, high bits */            \
+    r = P##_fnmadd_ps(n, P##_set1_ps(1.428606765330187e-06f), r);    /* ln2, the rest */             \
+    V p = P##_set1_ps(1.0f / 720);                                                                  \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 120));                                                \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 24));                                                 \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f / 6));                                                  \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(0.5f));                                                      \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f));                                                      \
+    p = P##_fmadd_ps(p, r, P##_set1_ps(1.0f));                                                      \
+    const I ni = P##_cvtps_epi32(n); /* -150 .. 129 */                                              \
+    const I n1 = P##_srai_epi32(ni, 1), n2 = P##_sub_epi32(ni, n1);  /* each -75 .. 65 */           \
+    const I bias = P##_set1_epi32(127);                                                             \
+    const V s1 = P##_castsi##B##_ps(P##_slli_epi32(P##_add_epi32(n1, bias), 23));                   \
+    const V s2 = P##_castsi##B##_ps(P##_slli_epi32(P##_add_epi32(n2, bias), 23));                   \
+    return P##_mul_ps(P##_mul_ps(p, s1), s2);
+
 static inline __m256 lp_exp8(__m256 x) {
-    x = _mm256_min_ps(_mm256_set1_ps(89.0f), _mm256_max_ps(_mm256_set1_ps(-104.0f), x));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);  // ln2, high bits
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);      // ln2, the rest
-    __m256 p = _mm256_set1_ps(1.0f / 720);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    const __m256i ni = _mm256_cvtps_epi32(n);               // -150 .. 129
-    const __m256i n1 = _mm256_srai_epi32(ni, 1), n2 = _mm256_sub_epi32(ni, n1);  // each -75 .. 65
-    const __m256i bias = _mm256_set1_epi32(127);
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    LP_EXP_BODY(__m256, __m256i, _mm256, 256, _mm256_round_ps)
 }
 
 // The values' exps from i on, added into the 8 lanes of sv in order (exps_avx2's main loop).
@@ -93,25 +98,9 @@ LP_AVX2_END
 LP_AVX512_BEGIN
 // lp_exp8 on 16 floats: the same operations lane by lane, so the same bits.
 static inline __m512 lp_exp16(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i ni = _mm512_cvtps_epi32(n);
-    const __m512i n1 = _mm512_srai_epi32(ni, 1), n2 = _mm512_sub_epi32(ni, n1);
-    const __m512i bias = _mm512_set1_epi32(127);
-    const __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
-    const __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
-    return _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    LP_EXP_BODY(__m512, __m512i, _mm512, 512, _mm512_roundscale_ps)
 }
+#undef LP_EXP_BODY
 
 // exps_avx2's main loop over whole steps of 16 values: each half's exps added into *sv in turn,
 // as AVX2 adds them 8 at a time. Returns the values done.
