@@ -123,48 +123,33 @@ static inline __attribute__((always_inline)) void tile_avx2_unit(const gemm_ctx 
 }
 
 // The AVX2 tile of S8_SIGN (Q8_0, whose quants reach -128..127; and any chunk whose
-// range leaves the int16 sums no room), units of 32 columns: |w| x the activation with
-// w's sign, every step's pair sums widened at once (m = 1). The int32 sums of a unit
-// stay in registers (4 rows x 2 halves), the float sums live in memory; an unsigned
+// range leaves the int16 sums no room), units of 32 columns (tile_unit_frame): |w| x the
+// activation with w's sign, every step's pair sums widened at once (m = 1); an unsigned
 // panel's activations are flipped back to signed once a step for all the rows.
+static inline __attribute__((always_inline)) void sign_step(const act_block *ab, int k, const int8_t *w, int64_t cols,
+                                                            const int sgn, const int nv, const int R, __m256i is[][2]) {
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    __m256i av[2];
+    for (int v = 0; v < nv; v++) {
+        av[v] = _mm256_load_si256((const __m256i *)ab->q[k][8 * v]);
+        if (!sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
+    }
+    for (int r = 0; r < R; r++) {
+        int32_t w4;
+        memcpy(&w4, w + r * cols, 4);
+        const __m256i wv = _mm256_set1_epi32(w4), wa = _mm256_abs_epi8(wv);
+        for (int v = 0; v < nv; v++) {
+            const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[v], wv));
+            is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p, ones));
+            __asm__("" : "+x"(is[r][v]));  // a chain: re-associated, the products spill
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void tile_avx2_sign(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int has_min, const int sgn,
                                                                  const int nv) {
-    const int64_t cols = c->cols, units = c->units;
-    const act_block *a = c->act + g * c->nblk;
-    const sub_rows w0 = sub_rows_of(c, wp, r0);
-    const float *wm = wp->min + (int64_t)r0 * c->min_units;
-    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = accbuf;
-    __asm__("" : "+r"(acc));  // memory, not registers
-    memset(acc, 0, sizeof(accbuf));
-    for (int64_t u = 0; u < units; u++) {
-        const act_block *ab = &a[u];
-        const int8_t *w = w0.q + 32 * u;
-        __m256i is[LP_G2_R][2];
-        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
-            __m256i av[2];
-            for (int v = 0; v < nv; v++) {
-                av[v] = _mm256_load_si256((const __m256i *)ab->q[k][8 * v]);
-                if (!sgn) av[v] = _mm256_xor_si256(av[v], flip);  // back to signed
-            }
-            for (int r = 0; r < LP_G2_R; r++) {
-                int32_t w4;
-                memcpy(&w4, w + r * cols + 4 * k, 4);
-                const __m256i wv = _mm256_set1_epi32(w4), wa = _mm256_abs_epi8(wv);
-                for (int v = 0; v < nv; v++) {
-                    const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av[v], wv));
-                    is[r][v] = _mm256_add_epi32(is[r][v], _mm256_madd_epi16(p, ones));
-                    __asm__("" : "+x"(is[r][v]));  // a chain: re-associated, the products spill
-                }
-            }
-        }
-        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
-    }
-    store_tile(c, r0, nr, g, acc);
+    tile_unit_frame(c, wp, r0, nr, g, has_min, sgn, 0, nv, sign_step);
 }
 
 LP_AVX2_END

@@ -126,6 +126,39 @@ static inline __attribute__((always_inline)) void unit_float_step(const act_bloc
         for (int v = 0; v < nv; v++) is[r][v] = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
     unit_steps(au, ws, NULL, units, u, is, acc, 0, nv, R);
 }
+// The frame of the legacy types' tiles of 32-column units (plain AVX2's S8_SIGN tile,
+// gemm_avx2.c's sign_step; AVX-VNNI's, gemm_vnni.c's vnni_step): LP_G2_R weight rows x one
+// panel's first nv halves; the float sums in memory from zero; each unit's int32 sums in
+// registers, from the +128's correction where corr says, else zero, then its 8 steps of 4
+// columns (the step: an always-inline function of the includer, compiled for its own
+// target, adding into them) and unit_steps.
+typedef void (*unit_step_fn)(const act_block *ab, int k, const int8_t *w, int64_t cols, int sgn, int nv, int R,
+                             __m256i is[][2]);
+
+static inline __attribute__((always_inline)) void tile_unit_frame(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                  int64_t g, const int has_min, const int sgn,
+                                                                  const int corr, const int nv, const unit_step_fn step) {
+    const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
+    const act_block *a = c->act + g * c->nblk;
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const float *wm = wp->min + (int64_t)r0 * c->min_units;
+    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    __asm__("" : "+r"(acc));  // memory, not registers
+    memset(acc, 0, sizeof(accbuf));
+    for (int64_t u = 0; u < units; u++) {
+        const act_block *ab = &a[u];
+        __m256i is[LP_G2_R][2];
+        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(corr ? w0.corr[r * cs + u] : 0);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
+            step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, LP_G2_R, is);
+        }
+        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
+    }
+    store_tile(c, r0, nr, g, acc);
+}
+
 // The frame of the sub-scaled tiles without folded sub-scales (plain AVX2, gemm_avx2.c's
 // avx2_sub_body; AVX-VNNI's SUB_MULLD, gemm_vnni.c's vnni_mulld_body): R weight rows (LP_G2_R, or
 // LP_MIN_R) x one panel's first nv halves; the float sums from the min terms (or zero), and for each unit (super-

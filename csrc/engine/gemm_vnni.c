@@ -133,25 +133,7 @@ static inline __attribute__((always_inline)) void vnni_mulld_body(const sub_bloc
 static inline __attribute__((always_inline)) void tile_vnni_unit(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                  int64_t g, const int has_min, const int sgn,
                                                                  const int nv) {
-    const int64_t cols = c->cols, units = c->units, cs = corr_stride(c);
-    const act_block *a = c->act + g * c->nblk;
-    const sub_rows w0 = sub_rows_of(c, wp, r0);
-    const float *wm = wp->min + (int64_t)r0 * c->min_units;
-    float accbuf[LP_G2_R * LP_G_LANES] __attribute__((aligned(32)));
-    float *acc = accbuf;
-    __asm__("" : "+r"(acc));  // memory, not registers
-    memset(acc, 0, sizeof(accbuf));
-    for (int64_t u = 0; u < units; u++) {
-        const act_block *ab = &a[u];
-        __m256i is[LP_G2_R][2];
-        for (int r = 0; r < LP_G2_R; r++) is[r][0] = is[r][1] = _mm256_set1_epi32(sgn ? 0 : w0.corr[r * cs + u]);
-#pragma GCC unroll 8
-        for (int k = 0; k < 8; k++) {  // columns 32u + 4k ..
-            vnni_step(ab, k, w0.q + 32 * u + 4 * k, cols, sgn, nv, LP_G2_R, is);
-        }
-        unit_steps(ab, w0.scale, wm, units, u, is, acc, has_min, nv, LP_G2_R);
-    }
-    store_tile(c, r0, nr, g, acc);
+    tile_unit_frame(c, wp, r0, nr, g, has_min, sgn, !sgn, nv, vnni_step);
 }
 
 // The VNNI tile for each K-quant and sub_way (SUB_FOLD: Q2_K, mins per 16, signed panel;
