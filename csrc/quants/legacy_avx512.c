@@ -98,22 +98,26 @@ LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
 #define LP_PAIR_X(k) (vx + (A > 1 ? 0 : (size_t)(k) * bx))
 #define LP_PAIR_Y(k) ((const __typeof__(*vy) *)((const uint8_t *)vy + (A > 1 ? (size_t)(k) * by : 0)))
 
-// The pairs' sums: R weight rows to s[0..R-1] (lp_store_sums), A activation rows to s[a * bs],
-// each reduced as one row alone is.
+// A activation rows' sums to s[a * bs]: the sum of acc[a]'s lanes (as one row alone sums them)
+// + lane a of add, a < A
+LP_INLINE void lp_store_pre(float *s, size_t bs, const __m512 *acc, __m128 add, const int A) {
+    const __m512 z = _mm512_setzero_ps();
+    const __m128 sum = _mm_add_ps(lp_sums4(acc[0], A > 1 ? acc[1] : z, A > 2 ? acc[2] : z, A > 3 ? acc[3] : z), add);
+    float out[4];
+    _mm_storeu_ps(out, sum);
+    for (int a = 0; a < A; a++) s[a * bs] = out[a];
+}
+
+// The pairs' sums: R weight rows to s[0..R-1] (lp_store_sums), A activation rows to s[a * bs]
+// (lp_store_pre), each reduced as one row alone is.
 LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const float *add, const int R, const int A) {
     if (A == 1) {
         lp_store_sums(s, acc, add, R);
         return;
     }
-    // the four-row reduction (each row's sum as one row alone is), padded with zero rows
-    __m512 a4[4];
-    float add4[4], sum4[4];
-    for (int a = 0; a < 4; a++) {
-        a4[a] = a < A ? acc[a] : _mm512_setzero_ps();
-        add4[a] = a < A ? add[a] : 0.0f;
-    }
-    lp_store_sums(sum4, a4, add4, 4);
-    for (int a = 0; a < A; a++) s[a * bs] = sum4[a];
+    float add4[4] = { 0 };
+    for (int a = 0; a < A; a++) add4[a] = add[a];
+    lp_store_pre(s, bs, acc, _mm_loadu_ps(add4), A);
 }
 
 // Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
@@ -387,15 +391,6 @@ static void lp_prep_q8_0(const void *restrict y, size_t by, int rows, void *rest
 LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
     const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * a), _mm256_set1_epi32(2 * a + 1), 1);
     return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(dxy));
-}
-
-// s[a * bs] = the sum of acc[a]'s lanes (as one row alone sums them) + lane a of add, a < A
-LP_INLINE void lp_store_pre(float *s, size_t bs, const __m512 *acc, __m128 add, const int A) {
-    const __m512 z = _mm512_setzero_ps();
-    const __m128 sum = _mm_add_ps(lp_sums4(acc[0], A > 1 ? acc[1] : z, A > 2 ? acc[2] : z, A > 3 ? acc[3] : z), add);
-    float out[4];
-    _mm_storeu_ps(out, sum);
-    for (int a = 0; a < A; a++) s[a * bs] = out[a];
 }
 
 // Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN), W weight rows (1 or 2, bx bytes apart) at
