@@ -1,6 +1,7 @@
 // simd.h — shared SIMD helpers. AVX2 code lives between LP_AVX2_BEGIN and
 // LP_AVX2_END, AVX-512 code between LP_AVX512_BEGIN and LP_AVX512_END (AVX-VNNI code,
-// VEX VPDPBUSD/VPDPWSSD on 256-bit registers, between LP_AVXVNNI_BEGIN and _END), so the
+// VEX VPDPBUSD/VPDPWSSD on 256-bit registers, between LP_AVXVNNI_BEGIN and _END; AMX tiles
+// with AVX-512, between LP_AMX_BEGIN and _END), so the
 // library itself is built for baseline x86-64 and only these functions use the
 // wider instructions (they run only after types.c checked the CPU).
 // NEON is baseline on aarch64, so it needs no such bracket.
@@ -16,6 +17,8 @@
 #define LP_AVX512_END _Pragma("clang attribute pop")
 #define LP_AVXVNNI_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avxvnni\"))), apply_to = function)")
 #define LP_AVXVNNI_END _Pragma("clang attribute pop")
+#define LP_AMX_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8\"))), apply_to = function)")
+#define LP_AMX_END _Pragma("clang attribute pop")
 #else
 #define LP_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define LP_AVX2_END _Pragma("GCC pop_options")
@@ -23,6 +26,8 @@
 #define LP_AVX512_END _Pragma("GCC pop_options")
 #define LP_AVXVNNI_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avxvnni\")")
 #define LP_AVXVNNI_END _Pragma("GCC pop_options")
+#define LP_AMX_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8\")")
+#define LP_AMX_END _Pragma("GCC pop_options")
 #endif
 
 LP_AVX2_BEGIN

@@ -7,6 +7,7 @@
 #define LP_G_LANES 16  // activation rows per panel group (x86: per vector)
 #define LP_G_RT 16     // weight rows a thread decodes at once (a chunk of the job): I8MM's, x86's fewest
 #define LP_G_RT_X86 64 // x86: the most (gemm.c, chunk_rows): the activation panels are read once a chunk
+#define LP_G_RT_AMX 128 // AMX: the most (its tiles take the panels 4 times as fast)
 #define LP_ALIGN 64
 
 // One block of 32 columns of a group of LP_G_LANES activation rows. The quants' layout is
@@ -26,7 +27,7 @@ _Static_assert(sizeof(act_block) == 704, "act_block size");
 
 static inline int64_t align_up(int64_t v) { return (v + LP_ALIGN - 1) / LP_ALIGN * LP_ALIGN; }
 
-enum { SUB_NONE, SUB_FOLD, SUB_MULLD };
+enum { SUB_NONE, SUB_FOLD, SUB_MULLD, SUB_DIGITS };
 
 typedef struct {
     const lp_type_traits *t;
@@ -34,10 +35,13 @@ typedef struct {
     int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
     int64_t subs;          // integer sub-scales a row (cols / s8_sub; 0: the type has none)
     int sub_way, sub_part, sub_neg;  // AVX-512: how the tile applies them (gemm.c, sub_way)
+    int amx;               // AVX-512 on a CPU with AMX-INT8 (lp_gemm_amx): the AMX tiles
+    int dig_n, dig_base, dig_usgn;  // SUB_DIGITS (AMX): the sub-scales' digits (gemm.c, amx_digits)
     const uint8_t *xq;
     int64_t xq_row_bytes;
     int isa;               // LP_ISA_AVX512, LP_ISA_AVX2 or LP_ISA_I8MM: which tile
     act_block *act;        // (groups, nblk)
+    uint8_t *act_q;        // AMX: the panels' quants, (groups, nblk, 512), each group's blocks contiguous
     int rt;                // weight rows a chunk (LP_G_RT; x86: up to LP_G_RT_X86)
     uint8_t *wpanels;      // per thread
     int64_t wpanel_bytes;
@@ -69,6 +73,9 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
 // Whether the AVX2 product uses AVX-VNNI (the CPU has it, and LLAMAPACK_AVXVNNI is not 0): then
 // its tiles take VPDPBUSD, the K-quants' sub-scales applied as sub_way says (gemm.c).
 int lp_gemm_avx2_vnni(void);
+// Whether the AVX-512 product takes the AMX tiles (gemm.c): the CPU has AMX-INT8, the kernel
+// granted this process the tile state, and LLAMAPACK_AMX is not 0. Read once.
+int lp_gemm_amx(void);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
