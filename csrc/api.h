@@ -27,6 +27,9 @@ int lp_isa_available(int isa);
 // The ISA matmul uses; set to compare implementations. Returns LP_EBAD_ISA if unavailable.
 int lp_set_isa(int isa);
 int lp_get_isa(void);
+// 1 when the AVX-512 batched product takes AMX tiles: the CPU has AMX-INT8, the kernel granted
+// this process the tile state, and LLAMAPACK_AMX is not 0 (checked once).
+int lp_gemm_amx(void);
 
 // Block size, bytes per block and dot-product activation type of a type id.
 int lp_type_info(int type, int *blck_size, int *type_size, int *vec_dot_type);

@@ -91,6 +91,11 @@ def get_isa() -> str:
     return _ISA_NAMES[lib.lp_get_isa()]
 
 
+def amx() -> bool:
+    """Whether the AVX-512 batched product (prompt processing) takes AMX tiles here."""
+    return bool(lib.lp_gemm_amx())
+
+
 def set_isa(name: str) -> None:
     """Selects the kernels matmul uses (to compare implementations)."""
     if name not in ISAS or lib.lp_set_isa(ISAS[name]) != 0:

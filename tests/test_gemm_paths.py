@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime import kernels
-from tests.isautil import with_and_without_avxvnni
+from tests.isautil import has_amx, with_and_without, with_and_without_avxvnni
 from tests.test_kernels import _activation_error_bound, oracle_dequantize, weight_tensor
 
 BATCHED_ISAS = [i for i in ("avx2", "avx512") if i in kernels.available_isas()]
@@ -141,3 +141,33 @@ def test_six_row_k_quant_tiles_near_float64(name: str) -> None:
             _assert_near_float64(name, t, x, y, f"{rows}x512 n={n} {isa}")
         if len(got) == 2:
             np.testing.assert_array_equal(got["avx2"], got["avx512"], err_msg=f"{name} {rows} rows n={n}")
+
+
+_AMX = """
+import sys
+import numpy as np
+from runtime import kernels
+from tests.test_kernels import weight_tensor
+kernels.set_isa("avx512")
+rng = np.random.default_rng(12)
+out = []
+for name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"):
+    for rows, cols, n, threads in ((61, 512, 45, 2), (300, 256, 20, 2), (130, 1024, 37, 1), (16, 256, 16, 2),
+                                   (64, 768, 70, 2)):
+        t = weight_tensor(kernels.WEIGHT_TYPES[name], rows, cols, rng)
+        x = (rng.standard_normal((n, cols)) * rng.uniform(0.1, 10, (n, 1))).astype(np.float32)
+        out.append(kernels.matmul(t, x, n_threads=threads).ravel())
+np.save(sys.argv[1], np.concatenate(out))
+"""
+
+
+@pytest.mark.skipif(not has_amx(), reason="no AMX-INT8 here (Intel Xeon 4th gen on)")
+def test_amx_tiles_give_the_avx512_products_bits(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The AVX-512 product with AMX tiles (LLAMAPACK_AMX=1) and without (VPDPBUSD): every weight
+    type, the K-quants' sub-scales folded (Q2_K, Q3_K) or split into digits (Q4_K, Q5_K: 2; Q6_K: 3),
+    chunks of 128 weight rows and a last one of 44 (300 rows), a tile pair of one tile (16, 61 -> 64
+    rows), slabs of 4 panels and a last one of 1 (70 activation rows), one and two threads: the same
+    bits. (In this process AMX is on, and the other tests compare it with AVX2 and float64.)"""
+    outs = with_and_without("LLAMAPACK_AMX", _AMX, tmp_path)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.isfinite(outs[0]).all() and np.abs(outs[0]).max() > 0

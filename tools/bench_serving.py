@@ -63,6 +63,8 @@ def ours_batched(path: str, threads: int, s: int) -> float:
 def llama_batched(path: str, threads: int, s: int) -> float:
     import ctypes
 
+    from tools.bench_worker import refuse_amx_tiles
+    refuse_amx_tiles()  # (in this process: its AMX product crashes on a CPU with AMX)
     import llama_cpp as lc
     import llama_cpp.llama  # noqa: F401  (installs its own log callback first; ours replaces it)
     quiet = lc.llama_log_callback(lambda level, text, data: None)

@@ -50,15 +50,46 @@ class OursW:
         return self.model.forward(ids, pos)
 
 
+def refuse_amx_tiles() -> bool:
+    """On a CPU with AMX, has the kernel refuse this process the AMX tile state; before llama.cpp
+    loads. llama-cpp-python 0.3.36 built natively on such a CPU (Intel Xeon 4th gen on) takes its
+    AMX matrix product, which crashes (SIGSEGV in ggml_backend_amx_mul_mat) on the first prompt of
+    any model here. Its AMX set-up asks the kernel for the tile state (arch_prctl
+    ARCH_REQ_XCOMP_PERM), which Linux refuses while a thread's signal stack is too small for the
+    larger signal frame: with a 4 KiB one installed first, llama.cpp says "AMX is not ready to be
+    used!" and runs its AVX-512 VNNI kernels. True if it did so (the CPU has AMX)."""
+    import ctypes
+    try:
+        with open("/proc/cpuinfo") as f:
+            if "amx_int8" not in f.read():
+                return False
+    except OSError:
+        return False
+
+    class StackT(ctypes.Structure):
+        _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+    global _SMALL_STACK
+    _SMALL_STACK = ctypes.create_string_buffer(4096)  # kept alive: the kernel points at it
+    st = StackT(ctypes.cast(_SMALL_STACK, ctypes.c_void_p), 0, 4096)
+    return ctypes.CDLL(None).sigaltstack(ctypes.byref(st), None) == 0
+
+
+_SMALL_STACK = None
+
+
 class LlamaCppW:
     def __init__(self, path: str, threads: int, n_ctx: int, flash_attn: bool) -> None:
+        amx_refused = refuse_amx_tiles()
         import llama_cpp
         self._lc = llama_cpp
         self.llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                                    n_batch=PP, n_ubatch=PP, flash_attn=flash_attn, verbose=False)
         self.n_vocab = self.llm.n_vocab()
         self.system = f"llama.cpp from {Path(llama_cpp.__file__).parent}: " + \
-            llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+            llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip() + \
+            (" (AMX refused: its AMX product crashes here, tools/bench_worker.py refuse_amx_tiles)"
+             if amx_refused else "")
 
     def eval(self, ids: list[int], pos: int) -> np.ndarray:
         self.llm.n_tokens = pos          # Llama.eval drops the cache from n_tokens on

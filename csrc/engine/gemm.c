@@ -668,23 +668,21 @@ static inline __attribute__((always_inline)) void amx_store(int32_t *cs, const i
 
 #define AMX_SLAB 4  // activation panels a pass over a pair's weights (their float sums: 8 KiB)
 
-// The float steps of one unit u's tile sums (cs, as amx_store left them) of panels j0 .. j0 + nj
+// The float steps of super-block u's tile sums (cs, as amx_store left them) of panels j0 .. j0 + nj
 // into acc (row r, panel j at acc + (r * AMX_SLAB + j) * 16; rows from the pair's first, r0).
 static inline __attribute__((always_inline)) void amx_steps(const gemm_ctx *c, const amx_weights *w,
                                                             const act_block *a0, const int32_t *cs, int64_t u, int r0,
                                                             int j0, const int nj, const int ns, const int dn,
-                                                            const int sub, const int has_min, float *acc) {
+                                                            float *acc) {
     const int64_t nblk = c->nblk;
-    const int per_unit = sub ? QK_K / 32 : 1, base = c->dig_base;
+    const int per_unit = QK_K / 32, base = c->dig_base;
     const int tiles = dn > 1 ? 1 : ns;  // weight tiles (16 rows each) in the sums
     for (int j = 0; j < nj; j++) {
         const act_block *ab = a0 + (j0 + j) * nblk + u * per_unit;
-        const __m512 dv = _mm512_load_ps(ab->d);  // the unit's (first) block's activation scale
-        const __m512 mv = !sub && has_min ? _mm512_load_ps(ab->m[0]) : _mm512_setzero_ps();
+        const __m512 dv = _mm512_load_ps(ab->d);  // the super-block's activation scale
         for (int t = 0; t < tiles; t++) {
             const int32_t *ct = cs + 256 * (2 * t + j);
             const float *sc = w->st + u * w->nr16 + r0 + 16 * t;
-            const float *mn = !sub && has_min ? w->mt + u * w->nr16 + r0 + 16 * t : NULL;
             float *ap = acc + ((16 * t) * AMX_SLAB + j0 + j) * LP_G_LANES;
             for (int i = 0; i < 16; i++, ap += AMX_SLAB * LP_G_LANES) {
                 __m512i is;
@@ -698,26 +696,23 @@ static inline __attribute__((always_inline)) void amx_steps(const gemm_ctx *c, c
                                               _mm512_load_si512(cs + stride * d + 256 * j + 16 * i));
                 }
                 const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(is), dv);
-                __m512 v = _mm512_fmadd_ps(p, _mm512_set1_ps(sc[i]), _mm512_load_ps(ap));
-                if (!sub && has_min)  // the legacy types: each unit's min step after its scale step
-                    v = _mm512_fmadd_ps(mv, _mm512_set1_ps(mn[i]), v);
-                _mm512_store_ps(ap, v);
+                _mm512_store_ps(ap, _mm512_fmadd_ps(p, _mm512_set1_ps(sc[i]), _mm512_load_ps(ap)));
             }
         }
     }
 }
 
-// One pair's weight rows [r0, r0 + ws) x panels g0 .. g0 + ng (ng <= AMX_SLAB), all columns,
-// into y: a unit at a time, all the slab's panels two by two (the pair's weight tiles of the
+// The sub-scaled K-quants: one pair's weight rows [r0, r0 + ws) x panels g0 .. g0 + ng (ng <=
+// AMX_SLAB), all columns, into y: a super-block at a time, all the slab's panels two by two (the pair's weight tiles of the
 // unit stay in L1 across them). The float steps of a unit's sums follow the next unit's tile
 // products (two sums buffers), so the tile unit and the vector units overlap.
 // ns: the slots used (weight tiles of the pair, or digits); dn: the digits (1: none); k: columns a product.
 static inline __attribute__((always_inline)) void amx_pair(const gemm_ctx *c, const wpanel *wp, const amx_weights *w,
                                                            int pi, int r0, int ws, int nr, int64_t g0, int ng,
                                                            const int k, const int ns, const int dn, const int usgn,
-                                                           const int sub, const int has_min, const int min_unit) {
+                                                           const int has_min, const int min_unit) {
     const int64_t units = c->units, nblk = c->nblk;
-    const int slots = AMX_SLOTS(dn), per_unit = (sub ? QK_K : 32) / k, step = ns == 3 ? 1 : 2, tb = 16 * k;
+    const int slots = AMX_SLOTS(dn), per_unit = QK_K / k, step = ns == 3 ? 1 : 2, tb = 16 * k;
     float acc[32 * AMX_SLAB * LP_G_LANES] __attribute__((aligned(64)));
     int32_t cs[2][4 * 256] __attribute__((aligned(64)));
     const act_block *a0 = c->act + g0 * nblk;
@@ -730,9 +725,9 @@ static inline __attribute__((always_inline)) void amx_pair(const gemm_ctx *c, co
         const act_block *a[LP_G_NJ];
         for (int j = 0; j < nj; j++) a[j] = a0 + (j0 + j) * nblk;
         float *aj = acc + j0 * LP_G_LANES;
-        if (nj == 3) sub_min_terms(c, &wr, a, 0, ws, 3, sub && has_min, min_unit, aj, AMX_SLAB);
-        else if (nj == 2) sub_min_terms(c, &wr, a, 0, ws, 2, sub && has_min, min_unit, aj, AMX_SLAB);
-        else sub_min_terms(c, &wr, a, 0, ws, 1, sub && has_min, min_unit, aj, AMX_SLAB);
+        if (nj == 3) sub_min_terms(c, &wr, a, 0, ws, 3, has_min, min_unit, aj, AMX_SLAB);
+        else if (nj == 2) sub_min_terms(c, &wr, a, 0, ws, 2, has_min, min_unit, aj, AMX_SLAB);
+        else sub_min_terms(c, &wr, a, 0, ws, 1, has_min, min_unit, aj, AMX_SLAB);
     }
     int pend = 0, pj = 0, pnj = 0, buf = 0;
     int64_t pu = 0;
@@ -748,13 +743,13 @@ static inline __attribute__((always_inline)) void amx_pair(const gemm_ctx *c, co
             if (nj == 2) amx_store(cs[buf], ns, 2);
             else amx_store(cs[buf], ns, 1);
             if (pend) {
-                if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, sub, has_min, acc);
-                else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, sub, has_min, acc);
+                if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, acc);
+                else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, acc);
             }
             pend = 1, pu = u, pj = j0, pnj = nj, buf ^= 1;
         }
-    if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, sub, has_min, acc);
-    else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, sub, has_min, acc);
+    if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, acc);
+    else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, acc);
     gemm_ctx cy = *c;  // y from the pair's first row
     cy.y += r0;
     store_transposed(&cy, acc, 0, r0 + ws < nr ? ws : nr - r0, g0, ng, AMX_SLAB);
@@ -762,17 +757,83 @@ static inline __attribute__((always_inline)) void amx_pair(const gemm_ctx *c, co
 
 // amx_pair for each layout, compiled with constants.
 static void amx_any(const gemm_ctx *c, const wpanel *wp, const amx_weights *w, int pi, int r0, int ws, int nr,
-                    int64_t g, int ng, int ns, int dn, int usgn, int sub_t, int has_min, int min_unit) {
-#define AMX_CASE(K, NS, DN, SUB, MIN, MU, US)                                                              \
-    if (ns == NS && dn == DN && sub_t == SUB && has_min == MIN && (!MIN || min_unit == MU) && usgn == US) \
-        return amx_pair(c, wp, w, pi, r0, ws, nr, g, ng, K, NS, DN, US, SUB, MIN, MU);
-#define AMX_NS(K, DN, SUB, MIN, MU, US) AMX_CASE(K, 2, DN, SUB, MIN, MU, US) AMX_CASE(K, 1, DN, SUB, MIN, MU, US)
-    // Q4_0, Q5_0, Q8_0; Q4_1, Q5_1; Q3_K (folded); Q2_K (folded)
-    AMX_NS(32, 1, 0, 0, 32, 0) AMX_NS(32, 1, 0, 1, 32, 0) AMX_NS(64, 1, 1, 0, 32, 0) AMX_NS(64, 1, 1, 1, 16, 0)
+                    int64_t g, int ng, int ns, int dn, int usgn, int has_min, int min_unit) {
+#define AMX_CASE(NS, DN, MIN, MU, US)                                                     \
+    if (ns == NS && dn == DN && has_min == MIN && (!MIN || min_unit == MU) && usgn == US) \
+        return amx_pair(c, wp, w, pi, r0, ws, nr, g, ng, 64, NS, DN, US, MIN, MU);
+#define AMX_NS(DN, MIN, MU, US) AMX_CASE(2, DN, MIN, MU, US) AMX_CASE(1, DN, MIN, MU, US)
+    // Q3_K (folded); Q2_K (folded)
+    AMX_NS(1, 0, 32, 0) AMX_NS(1, 1, 16, 0)
     // Q4_K, Q5_K (2 digits, unsigned); Q6_K (3 balanced digits, a panel at a time)
-    AMX_CASE(64, 2, 2, 1, 1, 32, 1) AMX_CASE(64, 3, 3, 1, 0, 32, 0)
+    AMX_CASE(2, 2, 1, 32, 1) AMX_CASE(3, 3, 0, 32, 0)
 #undef AMX_NS
 #undef AMX_CASE
+}
+
+// The legacy types (a float step every block of 32 columns): one weight tile (t) x one panel (g)
+// at a time, its 16 rows' float sums in registers across the row. The blocks' int32 sums go
+// through two sets of tiles in turn (C0, A4, B6 and C1, A5, B7) and two buffers, so the tile
+// unit works on the next block while the vector units take this one's float steps.
+static inline __attribute__((always_inline)) void amx_legacy_steps(const __m512 dv, const __m512 mv,
+                                                                   const int32_t *cs, const float *sc,
+                                                                   const float *mn, const int has_min,
+                                                                   __m512 acc[16]) {
+    for (int i = 0; i < 16; i++) {
+        const __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cs + 16 * i)), dv);
+        acc[i] = _mm512_fmadd_ps(p, _mm512_set1_ps(sc[i]), acc[i]);
+        if (has_min) acc[i] = _mm512_fmadd_ps(mv, _mm512_set1_ps(mn[i]), acc[i]);
+    }
+}
+
+static inline __attribute__((always_inline)) void amx_legacy(const gemm_ctx *c, const amx_weights *w, int t,
+                                                             int64_t g, int nr, const int has_min) {
+    const int64_t nblk = c->nblk, nr16 = w->nr16;
+    const int8_t *wa = w->qa + ((int64_t)(t / 2) * w->steps * 2 + t % 2) * 512;  // 16 x 32 tiles; block b: + 2 b
+    const uint8_t *bq = c->act_q + g * nblk * 512;
+    const act_block *ab = c->act + g * nblk;
+    const float *st = w->st + 16 * t, *mt = has_min ? w->mt + 16 * t : NULL;  // block b: + b nr16
+    int32_t cs[2][256] __attribute__((aligned(64)));
+    __m512 acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_ps();
+#define AMX_LEG_TILE(C, A, B, b)                                               \
+    do {                                                                       \
+        _tile_zero(C);                                                         \
+        _tile_loadd(A, wa + (b) * 2 * 512, 32);                     \
+        _tile_loadd(B, bq + (b) * 512, 64);                                    \
+        _tile_dpbssd(C, A, B);                                                 \
+        _tile_stored(C, cs[C], 64);                                            \
+        __asm__ __volatile__("" ::: "memory"); /* the loads below read them */ \
+    } while (0)
+#define AMX_LEG_STEPS(b)                                                                                \
+    amx_legacy_steps(_mm512_load_ps(ab[b].d), has_min ? _mm512_load_ps(ab[b].m[0]) : _mm512_setzero_ps(), \
+                     cs[(b) & 1], st + (b) * nr16, has_min ? mt + (b) * nr16 : NULL, has_min, acc)
+    AMX_LEG_TILE(0, 4, 6, 0);
+    int64_t b = 1;
+    for (; b + 1 < nblk; b += 2) {  // block b (odd) into C1, then b + 1 into C0
+        AMX_LEG_TILE(1, 5, 7, b);
+        AMX_LEG_STEPS(b - 1);
+        AMX_LEG_TILE(0, 4, 6, b + 1);
+        AMX_LEG_STEPS(b);
+    }
+    if (b < nblk) {
+        AMX_LEG_TILE(1, 5, 7, b);
+        AMX_LEG_STEPS(b - 1);
+    }
+    AMX_LEG_STEPS(nblk - 1);
+#undef AMX_LEG_TILE
+#undef AMX_LEG_STEPS
+    transpose16(acc);  // acc[l]: activation row l's 16 weight rows
+    const int rows = nr - 16 * t < 16 ? nr - 16 * t : 16;
+    for (int l = 0; l < LP_G_LANES; l++) {
+        const int64_t arow = g * LP_G_LANES + l;
+        if (arow >= c->n) break;
+        _mm512_mask_storeu_ps(c->y + arow * c->rows + 16 * t, (__mmask16)((1u << rows) - 1), acc[l]);
+    }
+}
+
+static void amx_legacy_any(const gemm_ctx *c, const amx_weights *w, int t, int64_t g, int nr, int has_min) {
+    if (has_min) amx_legacy(c, w, t, g, nr, 1);
+    else amx_legacy(c, w, t, g, nr, 0);
 }
 
 // One chunk of nr decoded rows (gemm_chunk's wp; sub: the raw sub-scales) against every
@@ -799,15 +860,22 @@ static void amx_chunk(const gemm_ctx *c, const wpanel *wp, const int16_t *sub, i
     const int pairs = dn == 1 ? (nr16 / 16 + 1) / 2 : nr16 / 16, rows_pair = dn == 1 ? 32 : 16;
     for (int64_t g = 0; g < c->groups; g += AMX_SLAB) {  // a slab of panels from L2 for all the chunk's rows
         const int ng = c->groups - g < AMX_SLAB ? (int)(c->groups - g) : AMX_SLAB;
+        if (!sub_t) {  // the legacy types
+            for (int t = 0; t < nr16 / 16; t++)
+                for (int j = 0; j < ng; j++) amx_legacy_any(c, &w, t, g + j, nr, has_min);
+            continue;
+        }
         for (int pi = 0; pi < pairs; pi++) {
             const int r0 = pi * rows_pair, ws = nr16 - r0 < rows_pair ? nr16 - r0 : rows_pair;
             const int ns = dn > 1 ? dn : ws / 16;
-            amx_any(c, wp, &w, pi, r0, ws, nr, g, ng, ns, dn, usgn, sub_t, has_min, min_unit);
+            amx_any(c, wp, &w, pi, r0, ws, nr, g, ng, ns, dn, usgn, has_min, min_unit);
         }
     }
     _tile_release();
 }
 LP_AMX_END
+#else
+int lp_gemm_amx(void) { return 0; }
 #endif
 
 // ---------------------------------------------------------------------------

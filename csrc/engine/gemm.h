@@ -73,9 +73,6 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
 // Whether the AVX2 product uses AVX-VNNI (the CPU has it, and LLAMAPACK_AVXVNNI is not 0): then
 // its tiles take VPDPBUSD, the K-quants' sub-scales applied as sub_way says (gemm.c).
 int lp_gemm_avx2_vnni(void);
-// Whether the AVX-512 product takes the AMX tiles (gemm.c): the CPU has AMX-INT8, the kernel
-// granted this process the tile state, and LLAMAPACK_AMX is not 0. Read once.
-int lp_gemm_amx(void);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);
