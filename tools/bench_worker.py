@@ -43,7 +43,9 @@ class OursW:
         from runtime.model import Model
         self.model = Model(GGUFFile(path), n_ctx=n_ctx, n_threads=threads, max_batch=PP)
         self.n_vocab = self.model.config.n_vocab
-        self.system = f"llamapack kernels: {kernels.get_isa()}"
+        self.system = f"llamapack kernels: {kernels.get_isa()}" + (
+            " (prompts: AMX tiles; the int8 column is against VPDPBUSD's peak)"
+            if kernels.get_isa() == "avx512" and kernels.amx() else "")
 
     def eval(self, ids: list[int], pos: int) -> np.ndarray:
         """Runs ids at positions pos.. (what the cache holds past pos is dropped); last logits."""
