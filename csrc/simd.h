@@ -64,6 +64,12 @@ static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
+// One weight row's dot (vec_dot) streams the matrix row after row; some cores' hardware
+// prefetchers leave it waiting on memory (Intel Xeon, AVX2 Q8_0: 7 GB/s a core). Asks for the
+// bytes 8 KiB past p; called once per 64 bytes or less of the row, it covers every line.
+static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
+    _mm_prefetch((const char *)p + 8192, _MM_HINT_T0);
+}
 LP_AVX2_END
 
 LP_AVX512_BEGIN
@@ -73,9 +79,14 @@ LP_AVX512_BEGIN
 // R = 4) read R rows side by side: R short streams the hardware prefetcher follows
 // badly. While a group of rows is read, the next group (the R rows after it,
 // contiguous in memory) is prefetched at the same pace: the step covering bytes
-// [off, off + step) of each row brings in R * step bytes of the next group.
+// [off, off + step) of each row brings in R * step bytes of the next group. One row
+// (R = 1) asks for its bytes 8 KiB ahead (lp_prefetch_ahead): Intel Xeon's prefetchers left
+// the one stream waiting (Q4_1 6 GB/s a core).
 LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
-    if (R == 1) return;
+    if (R == 1) {
+        for (size_t k = 0; k < step; k += 64) lp_prefetch_ahead(vx + off + k);
+        return;
+    }
     const char *p = (const char *)vx + R * bx + off * R;
     for (size_t k = 0; k < R * step; k += 64) _mm_prefetch(p + k, _MM_HINT_T0);
 }
