@@ -149,6 +149,10 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "context; above it: clamped to it)")
     g.add_argument("-t", "--threads", type=_ranged(int), default=None, metavar="N",
                    help="threads (default and N <= 0: all CPUs; above the CPU count: clamped to it)")
+    g.add_argument("--no-mmap", action="store_true",
+                   help="read the weights into memory instead of mapping them from the file: they take "
+                        "their size in RAM and a read at start-up, and generation can run faster (in a "
+                        "virtual machine, up to 30%%)")
     g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
                    help="override the model's chat template (default: the model's own)")
     g.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
@@ -237,7 +241,8 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
         _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")
         threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
-                      n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch)
+                      n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch,
+                      use_mmap=not args.no_mmap)
     eng.context_shift, eng.n_keep = args.context_shift, args.keep
     from runtime.speculative import SpecParams
     eng.speculation = SpecParams(draft_max=getattr(args, "draft_max", 8), draft_min=getattr(args, "draft_min", 0))

@@ -70,11 +70,15 @@ class Engine:
 
     @classmethod
     def load(cls, path: str | PathLike[str], offset: int = 0, n_ctx: int = 4096, n_threads: int | None = None,
-             chat_template: str | None = None, n_seq: int = 1, max_batch: int = 512) -> Engine:
+             chat_template: str | None = None, n_seq: int = 1, max_batch: int = 512,
+             use_mmap: bool = True) -> Engine:
         """`n_seq` sequences in the KV cache (the server's slots; this engine uses the first),
-        forward calls of up to `max_batch` rows."""
+        forward calls of up to `max_batch` rows; `use_mmap` False: the weights are read into
+        memory (GGUFFile.load_into_memory) instead of mapped from the file."""
         f = GGUFFile(path, offset)
         try:
+            if not use_mmap:
+                f.load_into_memory()
             model = Model(f, n_ctx=n_ctx, n_threads=n_threads, n_seq=n_seq, max_batch=max_batch)
             tokenizer = Tokenizer.from_gguf_metadata(f.metadata)
             template = ChatTemplate.from_metadata(f.metadata, override=chat_template)

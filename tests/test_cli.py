@@ -240,3 +240,11 @@ def test_out_of_memory_is_one_line(monkeypatch, capsys) -> None:
     assert cli.run(cli.build_parser().parse_args(["-m", TINY, "-p", "hi"])) == 1
     assert capsys.readouterr().err == "error: out of memory: Unable to allocate 24.0 GiB for an array with " \
                                       "shape (100000, 65536)\n"
+
+
+def test_no_mmap_reads_the_weights_and_says_the_same(smollm2_path) -> None:
+    """--no-mmap (weights read into memory, as llama.cpp's): the same greedy text as mapped."""
+    args = ("-m", str(smollm2_path), "-p", "The capital of France is", "-n", "8", "--temp", "0")
+    mapped, read = run(*args), run(*args, "--no-mmap")
+    assert mapped.returncode == 0 and read.returncode == 0, read.stderr
+    assert read.stdout == mapped.stdout and read.stdout.strip()

@@ -477,3 +477,24 @@ def test_get_key_on_a_plain_dict_accepts_good_values() -> None:
     md = {"llama.block_count": 2**32 - 1, "llama.rope.freq_base": 1e4, "tokenizer.ggml.token_type": [-1, 6],
           "tokenizer.ggml.tokens": ["a", ""], "tokenizer.ggml.model": None}
     assert [get_key(md, k, "dflt") for k in md] == [2**32 - 1, 1e4, [-1, 6], ["a", ""], "dflt"]
+
+
+def test_load_into_memory_copies_every_tensor_off_the_mapping(smollm2_path) -> None:
+    """GGUFFile.load_into_memory (--no-mmap): each tensor's bytes as mapped, in memory that is not
+    the file mapping, the first one 2 MiB aligned (for the huge pages), the rest at their offsets."""
+    mapped = GGUFFile(smollm2_path)
+    f = GGUFFile(smollm2_path)
+    f.load_into_memory()
+    try:
+        assert f.tensors.keys() == mapped.tensors.keys()
+        mm = np.frombuffer(f.mm, dtype=np.uint8)
+        first = min(f.tensors.values(), key=lambda t: t.offset)
+        assert first.data.ctypes.data % (2 << 20) == 0
+        for name, t in f.tensors.items():
+            assert np.array_equal(t.data, mapped.tensors[name].data), name
+            assert not np.shares_memory(t.data, mm), name
+            assert t.data.ctypes.data - first.data.ctypes.data == t.offset - first.offset
+        del mm
+    finally:
+        f.close()
+        mapped.close()
