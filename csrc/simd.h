@@ -66,7 +66,10 @@ static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
 // One weight row's dot (vec_dot) streams the matrix row after row; some cores' hardware
 // prefetchers leave it waiting on memory (Intel Xeon, AVX2 Q8_0: 7 GB/s a core). Asks for the
-// bytes 8 KiB past p; called once per 64 bytes or less of the row, it covers every line.
+// bytes 8 KiB past p; called once per 64 bytes or less of the row, it covers every line. Only
+// on rows of LP_AHEAD_MIN columns or more: a small model's short rows come mostly from cache,
+// where the prefetches only cost (SmolLM2's 576 columns: 5% of a token).
+#define LP_AHEAD_MIN 2048
 static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
     _mm_prefetch((const char *)p + 8192, _MM_HINT_T0);
 }
@@ -80,11 +83,12 @@ LP_AVX512_BEGIN
 // badly. While a group of rows is read, the next group (the R rows after it,
 // contiguous in memory) is prefetched at the same pace: the step covering bytes
 // [off, off + step) of each row brings in R * step bytes of the next group. One row
-// (R = 1) asks for its bytes 8 KiB ahead (lp_prefetch_ahead): Intel Xeon's prefetchers left
-// the one stream waiting (Q4_1 6 GB/s a core).
-LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
+// (R = 1) of n columns asks for its bytes 8 KiB ahead (lp_prefetch_ahead): Intel Xeon's
+// prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
+LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R, int n) {
     if (R == 1) {
-        for (size_t k = 0; k < step; k += 64) lp_prefetch_ahead(vx + off + k);
+        if (n >= LP_AHEAD_MIN)
+            for (size_t k = 0; k < step; k += 64) lp_prefetch_ahead(vx + off + k);
         return;
     }
     const char *p = (const char *)vx + R * bx + off * R;
