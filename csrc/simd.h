@@ -30,6 +30,17 @@
 #define LP_AMX_END _Pragma("GCC pop_options")
 #endif
 
+// Asks for the weight bytes 8 KiB past p now: the K-quant row dots (K_PREFETCH_AHEAD) and one
+// weight row's dot of the other types, which streams the matrix row after row and which some
+// cores' hardware prefetchers leave waiting on memory (Intel Xeon, AVX2 Q8_0: 7 GB/s a core).
+// Called once per 64 bytes or less of a row, it covers every line. The latter only on rows of
+// LP_AHEAD_MIN columns or more: a small model's short rows come mostly from cache, where the
+// prefetches only cost (SmolLM2's 576 columns: 5% of a token).
+#define LP_AHEAD_MIN 2048
+static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
+    _mm_prefetch((const char *)p + 8192, _MM_HINT_T0);
+}
+
 LP_AVX2_BEGIN
 // sum of the 8 floats of x
 static inline float lp_hsum_f32x8(__m256 x) {
@@ -64,15 +75,6 @@ static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
-// One weight row's dot (vec_dot) streams the matrix row after row; some cores' hardware
-// prefetchers leave it waiting on memory (Intel Xeon, AVX2 Q8_0: 7 GB/s a core). Asks for the
-// bytes 8 KiB past p; called once per 64 bytes or less of the row, it covers every line. Only
-// on rows of LP_AHEAD_MIN columns or more: a small model's short rows come mostly from cache,
-// where the prefetches only cost (SmolLM2's 576 columns: 5% of a token).
-#define LP_AHEAD_MIN 2048
-static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
-    _mm_prefetch((const char *)p + 8192, _MM_HINT_T0);
-}
 LP_AVX2_END
 
 LP_AVX512_BEGIN

@@ -457,13 +457,14 @@ LP_AVX512_END
 // ---------------------------------------------------------------------------
 // AMX (Intel Xeon 4th gen on: Sapphire Rapids, Emerald Rapids, Granite Rapids)
 //
-// A TDPBSSD multiplies a tile of 16 weight rows x 32 columns (int8) by a tile of the same 32
-// columns of 16 activation rows and adds the 16 x 16 int32 dot products into a third tile, in
-// about the time of 16 VPDPBUSD. The activation tile is the panel as it is (act_block.q: for
-// each 4 columns, the 16 rows' 4 bytes; 8 rows of 64 bytes), kept signed (panel_signed), so no
-// +128 correction; the weights are repacked a chunk at a time into tiles of 16 rows x 32
-// columns (512 contiguous bytes, amx_repack). The int32 sums come out of the tile through
-// memory and take the float steps of gemm.h, as every ISA does: the same bits.
+// A TDPBSSD multiplies a tile of 16 weight rows x K columns (int8; K = 32 for the legacy types,
+// 64 for the sub-scaled K-quants) by a tile of the same K columns of 16 activation rows and adds
+// the 16 x 16 int32 dot products into a third tile, in about the time of 16 VPDPBUSD. The
+// activation tile is the panel's layout (for each 4 columns, the 16 rows' 4 bytes), kept signed
+// (panel_signed), so no +128 correction, with a group's blocks contiguous (act_q: K = 64 is one
+// load); the weights are repacked a chunk at a time into tiles of 16 rows x K columns
+// (amx_repack). The int32 sums come out of the tile through memory and take the float steps of
+// gemm.h, as every ISA does: the same bits.
 // The K-quants' sub-scales: Q2_K and Q3_K are folded into the quants as on AVX-512 (SUB_FOLD);
 // Q4_K, Q5_K and Q6_K cannot be (their products do not fit a byte), so each sub-scale is split
 // into dig_n digits in base dig_base (balanced where the sub-scales are signed) small enough

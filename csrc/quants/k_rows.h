@@ -42,15 +42,14 @@
 #define K_KEEP(v) __asm__("" : "+x"(v))
 // The same for AVX-512 code, where the value may live in any of the 32 vector registers.
 #define K_KEEP_V(v) __asm__("" : "+v"(v))
-// Asks for the weight bytes K_AHEAD past the block at p (`bytes` long) now. A core decodes
-// these types about as fast as memory delivers them, and the hardware prefetch alone left
-// the weight loads waiting, worst with several activation rows of a long row (a
+// Asks for the weight bytes 8 KiB past the block at p (`bytes` long) now (lp_prefetch_ahead).
+// A core decodes these types about as fast as memory delivers them, and the hardware prefetch
+// alone left the weight loads waiting, worst with several activation rows of a long row (a
 // 4096x14336 Q4_K product, one thread: 1.2 ms for one row, 2.8 ms for two; with this 0.95
 // and 1.3 ms). Rows lie one after another, so the bytes ahead are the next row's at a
 // row's end (past the matrix's end: a prefetch never faults).
-#define K_AHEAD 8192
 #define K_PREFETCH_AHEAD(p, bytes) \
-    for (size_t o_ = 0; o_ < (bytes); o_ += 64) _mm_prefetch((const char *)(p) + K_AHEAD + o_, _MM_HINT_T0);
+    for (size_t o_ = 0; o_ < (bytes); o_ += 64) lp_prefetch_ahead((const char *)(p) + o_);
 #endif
 
 #if LP_ARM
