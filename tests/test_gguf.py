@@ -498,3 +498,23 @@ def test_load_into_memory_copies_every_tensor_off_the_mapping(smollm2_path) -> N
     finally:
         f.close()
         mapped.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's flags from Linux's /proc")
+def test_the_file_mapping_asks_for_huge_pages(smollm2_path) -> None:
+    """The weights' mapping carries MADV_HUGEPAGE ("hg" in its VmFlags): where the file system caches
+    files in large folios, its pages are then read and mapped 2 MiB at a time."""
+    f = GGUFFile(smollm2_path)
+    try:
+        addr = np.frombuffer(f.mm, dtype=np.uint8).ctypes.data
+        flags, inside = None, False
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            head = line.split()[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(v, 16) for v in head.split("-"))
+                inside = lo <= addr < hi
+            elif inside and head == "VmFlags:":
+                flags = line.split()[1:]
+        assert flags is not None and "hg" in flags, flags
+    finally:
+        f.close()

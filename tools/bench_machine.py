@@ -5,11 +5,16 @@
   AVX2 vpmaddubsw + vpmaddwd, registers only, on every thread), what prompt processing is held to.
   Both are sampled between the runs: the bandwidth's median shows what the other jobs leave; the
   peak is the best sample, the machine's own.
+- from_disk: a model file's page cache as read from disk, not as just written (Linux caches a file
+  read from disk in 2 MiB folios where its file system can, one just written in 4 KiB ones, and
+  both engines map those pages: in a virtual machine generation differs by a third).
 - ModelInfo: bytes read and int8 multiply-adds per token, from the GGUF's tensor table, and the
   full-depth estimates of a model that holds a few of its real layers.
 """
 from __future__ import annotations
 
+import mmap
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -21,6 +26,42 @@ from runtime import kernels
 from runtime.gguf import GGUFFile
 from tools import bench_models
 from tools.bench_worker import PP
+
+
+def from_disk(path: Path) -> float | None:
+    """Drops `path`'s pages from the page cache (those no process maps) and reads them back through a
+    mapping, as a model read from disk is cached; returns the share of the file mapped in 2 MiB pages
+    (None where Linux's /proc does not say)."""
+    with open(path, "rb") as f:
+        if hasattr(os, "posix_fadvise"):
+            os.fdatasync(f.fileno())
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                mm.madvise(mmap.MADV_HUGEPAGE)
+            view = np.frombuffer(mm, dtype=np.uint8)
+            int(view[::4096].sum())  # one byte of every page: the whole file is read
+            addr, size = view.ctypes.data, view.nbytes
+            del view
+            return _pmd_share(addr, size)
+        finally:
+            mm.close()
+
+
+def _pmd_share(addr: int, size: int) -> float | None:
+    try:
+        text = Path("/proc/self/smaps").read_text()
+    except OSError:
+        return None
+    inside = False
+    for line in text.splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            inside = int(head.split("-")[0], 16) <= addr < int(head.split("-")[1], 16)
+        elif inside and head == "FilePmdMapped:":
+            return int(line.split()[1]) * 1024 / size
+    return None
 
 
 def med(xs: list[float]) -> float:
