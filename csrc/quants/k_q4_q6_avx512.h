@@ -101,16 +101,7 @@ static inline void k4_scales4_avx512(const uint8_t *x, size_t size, int count, u
     if (count > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + size + at)), 1);
     if (count > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + 2 * size + at)), 2);
     if (count > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + 3 * size + at)), 3);
-    const __m512i a = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6,
-                                                                                  7, 8, 9, 10, 11)));
-    const __m512i b = _mm512_shuffle_epi8(v, _mm512_broadcast_i32x4(_mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1,
-                                                                                  -1, -1, 4, 5, 6, 7)));
-    const __m512i low6 = _mm512_and_si512(a, _mm512_broadcast_i32x4(_mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f,
-                                                                                   0x3f3f3f3f, 0)));
-    const __m512i high4 = _mm512_and_si512(_mm512_srli_epi16(a, 4),
-                                           _mm512_broadcast_i32x4(_mm_setr_epi32(0, 0, 0, 0x0f0f0f0f)));
-    const __m512i top2 = _mm512_and_si512(_mm512_srli_epi16(b, 2), _mm512_set1_epi8(0x30));
-    const __m512i sm = _mm512_or_si512(_mm512_or_si512(low6, high4), top2);
+    const __m512i sm = K4_SCALE_MIN(_mm512, 512, v);
     _mm512_store_si512((void *)sc, _mm512_shuffle_epi8(sm, _mm512_broadcast_i32x4(_mm_setr_epi8(
                                                                 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7))));
     _mm512_store_si512((void *)mn, _mm512_shuffle_epi8(sm, _mm512_broadcast_i32x4(_mm_setr_epi8(
