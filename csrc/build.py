@@ -14,11 +14,11 @@ csrc/ by role:
                types.c: the traits table and the run-time choice of ISA; act_quant.c: the
                activation quantizers (Q8_0, Q8_1, Q8_K).
   engine/      the forward pass (model.c), attention, ops, the matmul driver, the batched
-               product of prompt processing (gemm.c; aarch64's SMMLA tile: gemm_i8mm.c) and
-               the thread pool.
+               product of prompt processing (gemm.c; its AMX tiles: gemm_amx.c; aarch64's SMMLA
+               tile: gemm_i8mm.c) and the thread pool.
 Every .c file is compiled once with the same flags (CFLAGS); SIMD functions carry
 their own target attributes (simd.h; the *_dotprod.c files: dotprod.h; the AVX-VNNI row dots:
-quants/avxvnni.h; gemm_vnni.c and gemm_i8mm.c: their own).
+quants/avxvnni.h; gemm_vnni.c, gemm_amx.c and gemm_i8mm.c: their own).
 
 Run directly (``python csrc/build.py``, what ``make`` does) to compile in place,
 or through setuptools' ``cffi_modules`` hook when the package is installed.

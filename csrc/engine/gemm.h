@@ -1,6 +1,6 @@
 // gemm.h — what the batched products of prompt processing share: gemm.c (the activation
-// panels, the AVX-512 tiles, the entry points), gemm_avx2.c (the AVX2 tiles) and
-// gemm_i8mm.c (the aarch64 SMMLA tile).
+// panels, the AVX-512 tiles, the entry points), gemm_amx.c (the AMX tiles), gemm_avx2.c (the
+// AVX2 tiles) and gemm_i8mm.c (the aarch64 SMMLA tile).
 #pragma once
 #include "simd.h"
 
@@ -65,6 +65,27 @@ static inline int64_t corr_stride(const gemm_ctx *c) { return c->subs > c->units
 // acc = fma(m_act, min, acc) for each min unit, then acc = fma(float(isum) * d_act, scale,
 // acc) for each unit; the legacy types (units of 32) make for each unit the scale step,
 // then its min step where the type has mins.
+
+// The ranges a type's decoded quants (lo..hi) and integer sub-scales (slo..shi) lie in where its
+// format fixes them (gemm.c; NULL: the legacy types, whose range depends on the weights).
+typedef struct { int type, lo, hi, slo, shi; } quant_bounds;
+const quant_bounds *lp_gemm_type_bounds(const lp_type_traits *t);
+
+// Whether the AVX-512 product takes the AMX tiles (gemm_amx.c).
+static inline int lp_gemm_amx_on(int isa) {
+#if LP_X86
+    return isa == LP_ISA_AVX512 && lp_gemm_amx();
+#else
+    (void)isa;
+    return 0;
+#endif
+}
+// AMX: the digits a type's sub-scales split into (the tiles take a quant times a digit), their
+// base and whether they are unsigned; 0 where three digits do not cover the range.
+int lp_gemm_amx_digits(const quant_bounds *b, int *base, int *usgn);
+// AMX: one chunk of nr decoded rows (gemm.c's gemm_chunk: its wpanel; sub, the sub-scales as
+// decoded) against every activation row; scratch: the chunk's AMX weights.
+void lp_gemm_amx_chunk(const gemm_ctx *c, const wpanel *wp, const int16_t *sub, int nr, uint8_t *scratch);
 
 // AVX2 (gemm_avx2.c): the tiles of one chunk, every activation group, its nr rows; the
 // range of its decoded quants [lo, hi] picks how VPMADDUBSW is fed. And the per-unit
