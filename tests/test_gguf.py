@@ -500,7 +500,8 @@ def test_load_into_memory_copies_every_tensor_off_the_mapping(smollm2_path) -> N
         mapped.close()
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads the mapping's flags from Linux's /proc")
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists() or not Path("/sys/kernel/mm/transparent_hugepage").exists(),
+                    reason="Linux with transparent huge pages: the mapping's flags in /proc")
 def test_the_file_mapping_asks_for_huge_pages(smollm2_path) -> None:
     """The weights' mapping carries MADV_HUGEPAGE ("hg" in its VmFlags): where the file system caches
     files in large folios, its pages are then read and mapped 2 MiB at a time."""
