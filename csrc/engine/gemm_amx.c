@@ -250,71 +250,102 @@ static inline __attribute__((always_inline)) void amx_steps(const gemm_ctx *c, c
     }
 }
 
-// The sub-scaled K-quants: one pair's weight rows [r0, r0 + ws) x panels g0 .. g0 + ng (ng <=
-// AMX_SLAB), all columns, into y: a super-block at a time, all the slab's panels two by two (the pair's weight tiles of the
-// unit stay in L1 across them). The float steps of a unit's sums follow the next unit's tile
-// products (two sums buffers), so the tile unit and the vector units overlap.
-// ns: the slots used (weight tiles of the pair, or digits); dn: the digits (1: none); k: columns a product.
-static inline __attribute__((always_inline)) void amx_pair(const gemm_ctx *c, const wpanel *wp, const amx_weights *w,
-                                                           int pi, int r0, int ws, int nr, int64_t g0, int ng,
-                                                           const int k, const int ns, const int dn, const int usgn,
-                                                           const int has_min, const int min_unit) {
-    const int64_t units = c->units, nblk = c->nblk;
+// The tile sums of one (unit, pair, panels) waiting for their float steps (amx_slab): they are taken
+// after the next one's tile products, from the other of the two sums buffers.
+typedef struct {
+    int pend, buf, r0, j0, nj, ns;  // buf: the buffer the next sums go to; the pending ones are in the other
+    int64_t u;
+    float *acc;  // the pair's float sums (rows from its first)
+} amx_pending;
+
+static inline __attribute__((always_inline)) void amx_flush(const gemm_ctx *c, const amx_weights *w,
+                                                            const act_block *a0, int32_t cs[2][4 * 256],
+                                                            amx_pending *p, const int dn) {
+    if (!p->pend) return;
+    const int32_t *s = cs[p->buf ^ 1];
+#define AMX_FLUSH(NS, NJ) amx_steps(c, w, a0, s, p->u, p->r0, p->j0, NJ, NS, dn, p->acc)
+    if (dn == 3) AMX_FLUSH(3, 1);  // (three digits: one panel at a time)
+    else if (dn == 2 && p->nj == 2) AMX_FLUSH(2, 2);
+    else if (dn == 2) AMX_FLUSH(2, 1);
+    else if (p->ns == 2 && p->nj == 2) AMX_FLUSH(2, 2);
+    else if (p->ns == 2) AMX_FLUSH(2, 1);
+    else if (p->nj == 2) AMX_FLUSH(1, 2);
+    else AMX_FLUSH(1, 1);
+#undef AMX_FLUSH
+    p->pend = 0;
+}
+
+// The sub-scaled K-quants, one unit (super-block u) of one pair (weights pi, rows [r0, r0 + 16 ns) or
+// the digits of [r0, r0 + 16)) against the slab's ng panels, two at a time: the tile products of each
+// two, their sums out to the next buffer, then the float steps of the sums before them (so the tile
+// unit and the vector units overlap).
+static inline __attribute__((always_inline)) void amx_unit(const gemm_ctx *c, const amx_weights *w, int pi, int r0,
+                                                           int64_t u, int64_t g0, int ng, const int k, const int ns,
+                                                           const int dn, const int usgn, int32_t cs[2][4 * 256],
+                                                           amx_pending *p, float *acc) {
+    const int64_t nblk = c->nblk;
     const int slots = AMX_SLOTS(dn), per_unit = QK_K / k, step = ns == 3 ? 1 : 2, tb = 16 * k;
-    float acc[32 * AMX_SLAB * LP_G_LANES] __attribute__((aligned(64)));
-    int32_t cs[2][4 * 256] __attribute__((aligned(64)));
     const act_block *a0 = c->act + g0 * nblk;
     const uint8_t *q0 = c->act_q + g0 * nblk * 512;
     const int8_t *wa = w->qa + (int64_t)pi * w->steps * slots * tb;
-    wpanel wr = *wp;  // (sub_min_terms counts rows from the pair's first)
-    wr.min += (int64_t)r0 * c->min_units;
+    for (int j0 = 0; j0 < ng; j0 += step) {
+        const int nj = ng - j0 >= 2 && step == 2 ? 2 : 1;
+        const uint8_t *b0 = q0 + j0 * nblk * 512, *b1 = q0 + (j0 + nj - 1) * nblk * 512;
+        amx_zero(ns, nj);
+        for (int64_t sp = u * per_unit; sp < (u + 1) * per_unit; sp++) {
+            if (nj == 2) amx_products(wa + sp * slots * tb, b0 + sp * tb, b1 + sp * tb, k, ns, 2, usgn);
+            else amx_products(wa + sp * slots * tb, b0 + sp * tb, b1 + sp * tb, k, ns, 1, usgn);
+        }
+        if (nj == 2) amx_store(cs[p->buf], ns, 2);
+        else amx_store(cs[p->buf], ns, 1);
+        amx_flush(c, w, a0, cs, p, dn);
+        *p = (amx_pending){ .pend = 1, .buf = p->buf ^ 1, .r0 = r0, .j0 = j0, .nj = nj, .ns = ns, .u = u, .acc = acc };
+    }
+}
+
+// The sub-scaled K-quants: all the chunk's weight rows (nr16, in pairs: two weight tiles, or one
+// with its digits) x the slab's panels g0 .. g0 + ng (ng <= AMX_SLAB), all columns, into y. A
+// super-block at a time for every pair: the unit's activation tiles (AMX_SLAB panels, 16 KiB) stay
+// in L1 across the pairs, and a pair's unit of weight tiles (8 KiB) across the panels, so each
+// comes from L2 once a unit (pairs outside units read the panels from L2 once per pair: the tiles
+// then waited on L2). The float sums of every row from its min terms (gemm.h: they come first).
+static inline __attribute__((always_inline)) void amx_slab(const gemm_ctx *c, const wpanel *wp, const amx_weights *w,
+                                                           int nr, int64_t g0, int ng, const int k, const int dn,
+                                                           const int usgn, const int has_min, const int min_unit) {
+    float acc[LP_G_RT_AMX * AMX_SLAB * LP_G_LANES] __attribute__((aligned(64)));
+    int32_t cs[2][4 * 256] __attribute__((aligned(64)));
+    const int nr16 = w->nr16, rows_pair = dn == 1 ? 32 : 16, pairs = (nr16 + rows_pair - 1) / rows_pair;
+    const act_block *a0 = c->act + g0 * c->nblk;
     for (int j0 = 0; j0 < ng; j0 += LP_G_NJ) {  // the min terms first (or zeros)
         const int nj = ng - j0 < LP_G_NJ ? ng - j0 : LP_G_NJ;
         const act_block *a[LP_G_NJ];
-        for (int j = 0; j < nj; j++) a[j] = a0 + (j0 + j) * nblk;
+        for (int j = 0; j < nj; j++) a[j] = a0 + (j0 + j) * c->nblk;
         float *aj = acc + j0 * LP_G_LANES;
-        if (nj == 3) sub_min_terms(c, &wr, a, 0, ws, 3, has_min, min_unit, aj, AMX_SLAB);
-        else if (nj == 2) sub_min_terms(c, &wr, a, 0, ws, 2, has_min, min_unit, aj, AMX_SLAB);
-        else sub_min_terms(c, &wr, a, 0, ws, 1, has_min, min_unit, aj, AMX_SLAB);
+        if (nj == 3) sub_min_terms(c, wp, a, 0, nr16, 3, has_min, min_unit, aj, AMX_SLAB);
+        else if (nj == 2) sub_min_terms(c, wp, a, 0, nr16, 2, has_min, min_unit, aj, AMX_SLAB);
+        else sub_min_terms(c, wp, a, 0, nr16, 1, has_min, min_unit, aj, AMX_SLAB);
     }
-    int pend = 0, pj = 0, pnj = 0, buf = 0;
-    int64_t pu = 0;
-    for (int64_t u = 0; u < units; u++)
-        for (int j0 = 0; j0 < ng; j0 += step) {
-            const int nj = ng - j0 >= 2 && step == 2 ? 2 : 1;
-            const uint8_t *b0 = q0 + j0 * nblk * 512, *b1 = q0 + (j0 + nj - 1) * nblk * 512;
-            amx_zero(ns, nj);
-            for (int64_t sp = u * per_unit; sp < (u + 1) * per_unit; sp++) {
-                if (nj == 2) amx_products(wa + sp * slots * tb, b0 + sp * tb, b1 + sp * tb, k, ns, 2, usgn);
-                else amx_products(wa + sp * slots * tb, b0 + sp * tb, b1 + sp * tb, k, ns, 1, usgn);
-            }
-            if (nj == 2) amx_store(cs[buf], ns, 2);
-            else amx_store(cs[buf], ns, 1);
-            if (pend) {
-                if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, acc);
-                else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, acc);
-            }
-            pend = 1, pu = u, pj = j0, pnj = nj, buf ^= 1;
+    amx_pending p = { 0 };
+    for (int64_t u = 0; u < c->units; u++)
+        for (int pi = 0; pi < pairs; pi++) {
+            const int r0 = pi * rows_pair;
+            float *ap = acc + (int64_t)r0 * AMX_SLAB * LP_G_LANES;
+            if (dn > 1) amx_unit(c, w, pi, r0, u, g0, ng, k, dn, dn, usgn, cs, &p, ap);
+            else if (nr16 - r0 >= 32) amx_unit(c, w, pi, r0, u, g0, ng, k, 2, 1, usgn, cs, &p, ap);
+            else amx_unit(c, w, pi, r0, u, g0, ng, k, 1, 1, usgn, cs, &p, ap);
         }
-    if (pnj == 2) amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 2, ns, dn, acc);
-    else amx_steps(c, w, a0, cs[buf ^ 1], pu, r0, pj, 1, ns, dn, acc);
-    gemm_ctx cy = *c;  // y from the pair's first row
-    cy.y += r0;
-    store_transposed(&cy, acc, 0, r0 + ws < nr ? ws : nr - r0, g0, ng, AMX_SLAB);
+    amx_flush(c, w, a0, cs, &p, dn);
+    store_transposed(c, acc, 0, nr, g0, ng, AMX_SLAB);
 }
 
-// amx_pair for each layout, compiled with constants.
-static void amx_any(const gemm_ctx *c, const wpanel *wp, const amx_weights *w, int pi, int r0, int ws, int nr,
-                    int64_t g, int ng, int ns, int dn, int usgn, int has_min, int min_unit) {
-#define AMX_CASE(NS, DN, MIN, MU, US)                                                     \
-    if (ns == NS && dn == DN && has_min == MIN && (!MIN || min_unit == MU) && usgn == US) \
-        return amx_pair(c, wp, w, pi, r0, ws, nr, g, ng, 64, NS, DN, US, MIN, MU);
-#define AMX_NS(DN, MIN, MU, US) AMX_CASE(2, DN, MIN, MU, US) AMX_CASE(1, DN, MIN, MU, US)
-    // Q3_K (folded); Q2_K (folded)
-    AMX_NS(1, 0, 32, 0) AMX_NS(1, 1, 16, 0)
-    // Q4_K, Q5_K (2 digits, unsigned); Q6_K (3 balanced digits, a panel at a time)
-    AMX_CASE(2, 2, 1, 32, 1) AMX_CASE(3, 3, 0, 32, 0)
-#undef AMX_NS
+// amx_slab for each layout, compiled with constants.
+static void amx_slab_any(const gemm_ctx *c, const wpanel *wp, const amx_weights *w, int nr, int64_t g, int ng, int dn,
+                         int usgn, int has_min, int min_unit) {
+#define AMX_CASE(DN, MIN, MU, US)                                                          \
+    if (dn == DN && has_min == MIN && (!MIN || min_unit == MU) && usgn == US) \
+        return amx_slab(c, wp, w, nr, g, ng, 64, DN, US, MIN, MU);
+    // Q3_K (folded); Q2_K (folded); Q4_K, Q5_K (2 digits, unsigned); Q6_K (3 balanced digits)
+    AMX_CASE(1, 0, 32, 0) AMX_CASE(1, 1, 16, 0) AMX_CASE(2, 1, 32, 1) AMX_CASE(3, 0, 32, 0)
 #undef AMX_CASE
 }
 
@@ -406,7 +437,6 @@ void lp_gemm_amx_chunk(const gemm_ctx *c, const wpanel *wp, const int16_t *sub, 
     }
     _tile_loadconfig(&cfg);
     const int sub_t = c->subs != 0, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit, usgn = c->dig_usgn;
-    const int pairs = dn == 1 ? (nr16 / 16 + 1) / 2 : nr16 / 16, rows_pair = dn == 1 ? 32 : 16;
     for (int64_t g = 0; g < c->groups; g += AMX_SLAB) {  // a slab of panels from L2 for all the chunk's rows
         const int ng = c->groups - g < AMX_SLAB ? (int)(c->groups - g) : AMX_SLAB;
         if (!sub_t) {  // the legacy types
@@ -414,11 +444,7 @@ void lp_gemm_amx_chunk(const gemm_ctx *c, const wpanel *wp, const int16_t *sub, 
                 for (int j = 0; j < ng; j++) amx_legacy_any(c, &w, t, g + j, nr, has_min);
             continue;
         }
-        for (int pi = 0; pi < pairs; pi++) {
-            const int r0 = pi * rows_pair, ws = nr16 - r0 < rows_pair ? nr16 - r0 : rows_pair;
-            const int ns = dn > 1 ? dn : ws / 16;
-            amx_any(c, wp, &w, pi, r0, ws, nr, g, ng, ns, dn, usgn, has_min, min_unit);
-        }
+        amx_slab_any(c, wp, &w, nr, g, ng, dn, usgn, has_min, min_unit);
     }
     _tile_release();
 }
