@@ -214,7 +214,7 @@ static inline __attribute__((always_inline)) void amx_store(int32_t *cs, const i
     __asm__ __volatile__("" ::: "memory");  // the loads below read what the tile stores wrote
 }
 
-#define AMX_SLAB 4  // activation panels a pass over a pair's weights (their float sums: 8 KiB)
+#define AMX_SLAB 4  // activation panels a pass over the chunk's weights (the sub-scaled types' float sums: 32 KiB)
 
 // The float steps of super-block u's tile sums (cs, as amx_store left them) of panels j0 .. j0 + nj
 // into acc (row r, panel j at acc + (r * AMX_SLAB + j) * 16; rows from the pair's first, r0).
