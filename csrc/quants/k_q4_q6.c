@@ -232,29 +232,18 @@ LP_AVX2_BEGIN
 // to all 8 elements of that lane.
 static inline __m256i bcast16_mask(int j) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)); }
 
-// The 12 packed scale bytes of Q4_K/Q5_K blocks, each 128-bit lane of v holding one block's
-// 16 bytes from its scales on (4 bytes past them, still inside the block), as 16 bytes a lane:
-// the 8 scales, then the 8 mins. Same unpacking as k4_scale_min. P, B: the register's
-// intrinsic prefix and width (_mm 128, _mm256 256, _mm512 512).
-#define K4_SPLAT128(m) (m)
-#define K4_SPLAT256(m) _mm256_broadcastsi128_si256(m)
-#define K4_SPLAT512(m) _mm512_broadcast_i32x4(m)
-#define K4_SCALE_MIN(P, B, v) K4_SCALE_MIN_(P, B, K4_SPLAT##B, v)
-#define K4_SCALE_MIN_(P, B, SPLAT, v)                                                                   \
-    P##_or_si##B(                                                                                         \
-        P##_or_si##B(/* low6 and high4 of a = [b0..3, b8..11, b4..7, b8..11] */                           \
-                     P##_and_si##B(K4_A(P, SPLAT, v), SPLAT(_mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0))), \
-                     P##_and_si##B(P##_srli_epi16(K4_A(P, SPLAT, v), 4), SPLAT(_mm_setr_epi32(0, 0, 0, 0x0f0f0f0f)))), \
-        /* top2: b = b0..3 under the scales 4..7, b4..7 under the mins 4..7 */                            \
-        P##_and_si##B(P##_srli_epi16(P##_shuffle_epi8(v, SPLAT(_mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, \
-                                                                             -1, 4, 5, 6, 7))), 2),       \
-                      SPLAT(_mm_set1_epi8(0x30))))
-#define K4_A(P, SPLAT, v) P##_shuffle_epi8(v, SPLAT(_mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11)))
-
-// One block's (p points at its scales).
+// The 12 packed scale bytes of a Q4_K/Q5_K block (p points at them; 4 bytes past
+// them are read too, still inside the block) as 16 bytes: the 8 scales, then the 8
+// mins. Same unpacking as k4_scale_min.
 static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     const __m128i v = _mm_loadu_si128((const __m128i *)p);
-    return K4_SCALE_MIN(_mm, 128, v);
+    // a: [b0..3, b8..11, b4..7, b8..11]; b: b0..3 under the scales 4..7, b4..7 under the mins 4..7
+    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+    const __m128i low6 = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0));
+    const __m128i high4 = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi32(0, 0, 0, 0x0f0f0f0f));
+    const __m128i top2 = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
+    return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
 // The 8 mins of k4_scale_min_avx2's result as int16, each twice: against a block's 16 bsums

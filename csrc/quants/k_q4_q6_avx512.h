@@ -86,28 +86,6 @@ void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *res
     }
 }
 
-// k4_scale_min_avx2 for `count` (1..4) blocks of `size` bytes at x at once, one per 128-bit
-// lane (the same byte operations, lane for lane), each block's 8 scales and 8 mins then
-// doubled (scale j at bytes 2j, 2j + 1): block c's scales at sc + 16c, its mins at mn + 16c.
-// Per block that is a quarter of the shuffles and masks of decoding it alone. And block c's
-// d and dmin as floats at dd[2c], dd[2c + 1] (one conversion for the four).
-static inline void k4_scales4_avx512(const uint8_t *x, size_t size, int count, uint8_t *sc, uint8_t *mn,
-                                     float *dd) {
-    const size_t at = offsetof(block_q4_K, scales);  // (the same in Q5_K; d, dmin at 0)
-    uint32_t h[4] = { 0 };
-    for (int c = 0; c < count; c++) memcpy(&h[c], x + c * size, 4);
-    _mm256_store_ps(dd, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
-    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(x + at)));
-    if (count > 1) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + size + at)), 1);
-    if (count > 2) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + 2 * size + at)), 2);
-    if (count > 3) v = _mm512_inserti32x4(v, _mm_loadu_si128((const __m128i *)(x + 3 * size + at)), 3);
-    const __m512i sm = K4_SCALE_MIN(_mm512, 512, v);
-    _mm512_store_si512((void *)sc, _mm512_shuffle_epi8(sm, _mm512_broadcast_i32x4(_mm_setr_epi8(
-                                                                0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7))));
-    _mm512_store_si512((void *)mn, _mm512_shuffle_epi8(sm, _mm512_broadcast_i32x4(_mm_setr_epi8(
-                                                                8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15))));
-}
-
 K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                              size_t by, const int nr, const int q5, const int pre) {
     const uint8_t *x = vx;
@@ -120,17 +98,16 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
     const __m512i sub = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     __m512 acc[8], accm[4];  // accm: the mins' sums of rows 2m, 2m + 1 in 8 lanes each
     K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r / 2] = _mm512_setzero_ps(); }
-    _Alignas(64) uint8_t scb[64], mnb[64];  // four blocks' scales, mins, d and dmin (k4_scales4_avx512)
-    _Alignas(32) float dd[8];
-    const int nb = n / QK_K;
-    for (int i = 0; i < nb; i++, x += size) {
+    for (int i = 0; i < n / QK_K; i++, x += size) {
+        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
-        if (i % 4 == 0) k4_scales4_avx512(x, size, nb - i < 4 ? nb - i : 4, scb, mnb, dd);
-        const __m512 d = _mm512_set1_ps(dd[2 * (i % 4)]);
-        const __m256 dmin = _mm256_set1_ps(dd[2 * (i % 4) + 1]);
-        // lane j: the scale of sub-block j / 2; mins: k4_mins_twice_avx2's
-        const __m512i sc = _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)(scb + 16 * (i % 4))));
-        const __m256i mins = _mm256_cvtepu8_epi16(_mm_load_si128((const __m128i *)(mnb + 16 * (i % 4))));
+        const __m512 d = _mm512_set1_ps(lp_half_to_float_f16c(b->d));
+        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
+        const __m128i sm = k4_scale_min_avx2(b->scales);
+        // lane j: the scale of sub-block j / 2
+        const __m512i sc = _mm512_cvtepu8_epi32(
+            _mm_shuffle_epi8(sm, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
+        const __m256i mins = k4_mins_twice_avx2(sm);
         const __m512i qlo = _mm512_loadu_si512((const void *)(x + qs_off));
         const __m512i qhi = _mm512_loadu_si512((const void *)(x + qs_off + 64));
         const __m512i qh = q5 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))))
