@@ -510,7 +510,7 @@ def test_the_file_mapping_asks_for_huge_pages(smollm2_path) -> None:
         addr = np.frombuffer(f.mm, dtype=np.uint8).ctypes.data
         flags, inside = None, False
         for line in Path("/proc/self/smaps").read_text().splitlines():
-            head = line.split()[0]
+            head = line.split()[0] if line.strip() else ""
             if "-" in head and ":" not in head:
                 lo, hi = (int(v, 16) for v in head.split("-"))
                 inside = lo <= addr < hi

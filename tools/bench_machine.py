@@ -56,7 +56,7 @@ def _pmd_share(addr: int, size: int) -> float | None:
         return None
     inside = False
     for line in text.splitlines():
-        head = line.split()[0]
+        head = line.split()[0] if line.strip() else ""
         if "-" in head and ":" not in head:
             inside = int(head.split("-")[0], 16) <= addr < int(head.split("-")[1], 16)
         elif inside and head == "FilePmdMapped:":
