@@ -10,7 +10,7 @@ import pytest
 
 from runtime import kernels
 from tools import bench_models, bench_report
-from tools.bench_machine import med, model_info, spread
+from tools.bench_machine import huge_share, med, model_info, spread
 from tools.bench_worker import PP
 from tools.random_gguf import QT, ModelSpec, tensor_layout, write_model
 
@@ -104,3 +104,31 @@ def test_int8_peak_counts_its_multiply_adds():
         assert lib.lp_int8_peak(kernels.ISAS[isa], 1000, 2) == 1000 * 12 * per_step * 2
         assert lib.lp_int8_peak(kernels.ISAS[isa], 0, 1) == lib.LP_EBAD_SIZE
         assert lib.lp_int8_peak(kernels.ISAS[isa], 10, 0) == lib.LP_EBAD_SIZE
+
+
+SMAPS = """7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+Size:                  4 kB
+AnonHugePages:         0 kB
+
+7f0000001000-7f0000401000 rw-p 00000000 00:00 0
+Size:               4096 kB
+AnonHugePages:      2048 kB
+FilePmdMapped:         0 kB
+7f0000401000-7f0000801000 r--p 00000000 08:01 12 /models/m.gguf
+Size:               4096 kB
+AnonHugePages:         0 kB
+FilePmdMapped:      4096 kB
+7f0000801000-7f0000c01000 rw-p 00000000 00:00 0
+AnonHugePages:      4096 kB
+"""
+
+
+def test_huge_share_sums_the_mappings_over_the_range():
+    """The share in 2 MiB pages of a range: the field summed over every mapping the range touches
+    (a buffer's first page may sit in a mapping of its own), none outside it, at most 1."""
+    base = 0x7F0000000000
+    assert huge_share(base + 0x10, 0x401000 - 0x10, "AnonHugePages", SMAPS) == pytest.approx(2048 * 1024 / (0x401000 - 0x10))
+    assert huge_share(base + 0x401000, 0x400000, "FilePmdMapped", SMAPS) == 1.0
+    assert huge_share(base + 0x401000, 0x400000, "AnonHugePages", SMAPS) == 0.0
+    assert huge_share(base, 0x1000, "AnonHugePages", SMAPS) == 0.0  # (the next mapping starts at its end)
+    assert huge_share(base + 0x801000, 0x100000, "AnonHugePages", SMAPS) == 1.0  # capped

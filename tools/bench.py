@@ -167,7 +167,9 @@ def machine_line(args, rb: ReadBandwidth, lc_version: str, load0: tuple) -> None
         print(f"warning: load average {load0[0]:.1f} on {os.cpu_count()} CPUs: other jobs share the cores. llama.cpp's "
               "threads wait for each other (spinning) at every operation, so its multi-thread figures suffer most; "
               "the figures are indicative only")
-    print("read bandwidth at start: " + ", ".join(f"{bws[t]:.1f} GB/s ({t} thr)" for t in counts))
+    huge = rb.huge()
+    print("read bandwidth at start: " + ", ".join(f"{bws[t]:.1f} GB/s ({t} thr)" for t in counts)
+          + (f" (its 1 GiB buffer {huge:.0%} in 2 MiB pages)" if huge is not None else ""))
     print("int8 multiply-add peak at start (registers only; avx512: vpdpbusd, avx2: vpmaddubsw+vpmaddwd): "
           + ", ".join(f"{isa} {v:.0f} GMAC/s ({t} thr)" for (isa, t), v in peaks.items()))
 

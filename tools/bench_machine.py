@@ -44,24 +44,28 @@ def from_disk(path: Path) -> float | None:
             int(view[::4096].sum())  # one byte of every page: the whole file is read
             addr, size = view.ctypes.data, view.nbytes
             del view
-            return _pmd_share(addr, size)
+            return huge_share(addr, size, "FilePmdMapped")
         finally:
             mm.close()
 
 
-def _pmd_share(addr: int, size: int) -> float | None:
+def huge_share(addr: int, size: int, field: str, smaps: str | None = None) -> float | None:
+    """The share of the `size` bytes at `addr` in 2 MiB pages, from the smaps `field` of the mappings
+    that overlap them (FilePmdMapped for a file, AnonHugePages for memory); None where Linux's /proc
+    does not say. smaps: the text to read instead of this process's /proc/self/smaps."""
     try:
-        text = Path("/proc/self/smaps").read_text()
+        text = Path("/proc/self/smaps").read_text() if smaps is None else smaps
     except OSError:
         return None
-    inside = False
+    inside, huge = False, 0
     for line in text.splitlines():
         head = line.split()[0] if line.strip() else ""
         if "-" in head and ":" not in head:
-            inside = int(head.split("-")[0], 16) <= addr < int(head.split("-")[1], 16)
-        elif inside and head == "FilePmdMapped:":
-            return int(line.split()[1]) * 1024 / size
-    return None
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo < addr + size and addr < hi
+        elif inside and head == field + ":":
+            huge += int(line.split()[1]) * 1024
+    return min(huge / size, 1.0)
 
 
 def med(xs: list[float]) -> float:
@@ -74,10 +78,15 @@ def spread(xs: list[float]) -> float:
 
 
 class ReadBandwidth:
-    """The machine's read bandwidth in GB/s (runtime.kernels.read_sum over 1 GiB), sampled as often as asked."""
+    """The machine's read bandwidth in GB/s (runtime.kernels.read_sum over 1 GiB), sampled as often as asked.
+    Its buffer should sit in 2 MiB pages (numpy asks for them), as the models' weights do: `huge` says
+    what share does (in small pages a virtual machine reads it markedly slower)."""
 
     def __init__(self) -> None:
         self.buf = np.ones(1 << 27, dtype=np.uint64)  # 1 GiB, touched
+
+    def huge(self) -> float | None:
+        return huge_share(self.buf.ctypes.data, self.buf.nbytes, "AnonHugePages")
 
     def measure(self, threads: int, reps: int = 1) -> float:
         kernels.read_sum(self.buf, 1, threads)
