@@ -43,7 +43,7 @@ from pathlib import Path
 from runtime import kernels
 from tools import bench_models, bench_plot
 from tools import bench_report as report
-from tools.bench_machine import Int8Peak, ReadBandwidth, from_disk, model_info, peak_isa
+from tools.bench_machine import Int8Peak, ReadBandwidth, model_info, peak_isa, read_back
 from tools.bench_sections import Yardsticks, context_section, models_section, threads_section
 from tools.bench_worker import ENGINES, LOG_DIR, PP, ROOT, TG, Engine
 
@@ -136,7 +136,7 @@ def load_models(names: list[str], have_lc: bool) -> list:
             bench_models.make(missing, log=lambda s: print(s, file=sys.stderr, flush=True))
         except Exception as e:  # noqa: BLE001 - the models that were made still run
             print(f"could not make every model: {type(e).__name__}: {e}")
-    infos, shares = [], []
+    infos, paths = [], []
     for name in names:
         path = bench_models.model_path(name)
         if not path.exists():
@@ -147,11 +147,9 @@ def load_models(names: list[str], have_lc: bool) -> list:
         except Exception as e:  # noqa: BLE001
             print(f"skipping {name}: {type(e).__name__}: {e}")
             continue
-        share = from_disk(path)
-        shares.append(f"{name} {share:.0%}" if share is not None else name)
-    if shares:
-        print("models read back from disk into the page cache (a file just written sits in 4 KiB pages), mapped "
-              "in 2 MiB pages: " + ", ".join(shares))
+        paths.append((name, path))
+    if paths:
+        print(read_back(paths))
     return infos
 
 

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import mmap
 import os
 import statistics
 import time
@@ -29,24 +28,27 @@ from tools.bench_worker import PP
 
 
 def from_disk(path: Path) -> float | None:
-    """Drops `path`'s pages from the page cache (those no process maps) and reads them back through a
-    mapping, as a model read from disk is cached; returns the share of the file mapped in 2 MiB pages
-    (None where Linux's /proc does not say)."""
+    """Drops `path`'s pages from the page cache (those no process maps) and reads them back through
+    the runtime's own mapping of the file (GGUFFile: with its huge-page advice), as a model read from
+    disk is cached; returns the share of the file mapped in 2 MiB pages (None where Linux's /proc
+    does not say)."""
     with open(path, "rb") as f:
         if hasattr(os, "posix_fadvise"):
             os.fdatasync(f.fileno())
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            if hasattr(mmap, "MADV_HUGEPAGE"):
-                mm.madvise(mmap.MADV_HUGEPAGE)
-            view = np.frombuffer(mm, dtype=np.uint8)
-            int(view[::4096].sum())  # one byte of every page: the whole file is read
-            addr, size = view.ctypes.data, view.nbytes
-            del view
-            return huge_share(addr, size, "FilePmdMapped")
-        finally:
-            mm.close()
+    with GGUFFile(path) as g:
+        view = np.frombuffer(g.mm, dtype=np.uint8)
+        int(view[::4096].sum())  # one byte of every page: the whole file is read
+        addr, size = view.ctypes.data, view.nbytes
+        del view
+        return huge_share(addr, size, "FilePmdMapped")
+
+
+def read_back(models: list[tuple[str, Path]]) -> str:
+    """from_disk for each (name, path), and the line the benches print of it."""
+    shares = [f"{name} {share:.0%}" if (share := from_disk(path)) is not None else name for name, path in models]
+    return ("models read back from disk into the page cache (a file just written sits in 4 KiB pages), mapped in "
+            "2 MiB pages: " + ", ".join(shares))
 
 
 def huge_share(addr: int, size: int, field: str, smaps: str | None = None) -> float | None:

@@ -32,7 +32,7 @@ import numpy as np
 
 from runtime.gguf import GGUFFile
 from tools import bench_models
-from tools.bench_machine import from_disk
+from tools.bench_machine import read_back
 from tools.bench_worker import LOG_DIR
 
 STREAMS = (1, 2, 4, 8)
@@ -314,9 +314,7 @@ def main() -> None:
         else:
             bench_models.make([m])
             models.append((m, bench_models.model_path(m)))
-    shares = [(name, from_disk(path)) for name, path in models]
-    print("models read back from disk into the page cache, mapped in 2 MiB pages: "
-          + ", ".join(f"{name} {share:.0%}" if share is not None else name for name, share in shares))
+    print(read_back(models))
     print(f"load average {os.getloadavg()[0]:.2f} at the start")
     if args.only != "server":
         table_batched(models, args.threads, args.runs)
