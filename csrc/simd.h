@@ -40,6 +40,10 @@
 static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
     _mm_prefetch((const char *)p + 8192, _MM_HINT_T0);
 }
+// The same for every line of the `bytes` at p.
+static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const void *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) lp_prefetch_ahead((const char *)p + o);
+}
 
 LP_AVX2_BEGIN
 // sum of the 8 floats of x
@@ -89,8 +93,7 @@ LP_AVX512_BEGIN
 // prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
 LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R, int n) {
     if (R == 1) {
-        if (n >= LP_AHEAD_MIN)
-            for (size_t k = 0; k < step; k += 64) lp_prefetch_ahead(vx + off + k);
+        if (n >= LP_AHEAD_MIN) lp_prefetch_ahead_bytes(vx + off, step);
         return;
     }
     const char *p = (const char *)vx + R * bx + off * R;

@@ -48,8 +48,7 @@
 // 4096x14336 Q4_K product, one thread: 1.2 ms for one row, 2.8 ms for two; with this 0.95
 // and 1.3 ms). Rows lie one after another, so the bytes ahead are the next row's at a
 // row's end (past the matrix's end: a prefetch never faults).
-#define K_PREFETCH_AHEAD(p, bytes) \
-    for (size_t o_ = 0; o_ < (bytes); o_ += 64) lp_prefetch_ahead((const char *)(p) + o_);
+#define K_PREFETCH_AHEAD(p, bytes) lp_prefetch_ahead_bytes(p, bytes)
 #endif
 
 #if LP_ARM
