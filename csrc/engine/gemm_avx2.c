@@ -268,18 +268,94 @@ static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block 
     }
 }
 
+// The plain-AVX2 tile of the K-quants with sub-blocks of 16 (Q2_K, Q3_K, Q6_K), one panel half
+// (8 activation rows) a pass: a super-block's int32 sums of the R rows stay in registers, a
+// sub-block's 4 activation steps are loaded once for all R rows, and each m steps' int16 sums
+// go into them by one VPMADDWD against the sub-scale. tile_sub_frame (both halves at once, the
+// int32 sums in memory) spent a load and a store each m steps and a dozen instructions a
+// sub-block on its addressing: Q6_K's m is 2. One thread, 14336 x 4096 x 512: Q6_K 358 -> 285 ms,
+// Q2_K 340 -> 303. Q4_K and Q5_K (sub-blocks of 32, 8 steps) keep tile_sub_frame: their 8
+// activation steps and the sums leave no registers, and Q4_K measured a third slower so.
+// The float steps are tile_sub_frame's, in the same order for each output.
+static inline __attribute__((always_inline)) void sub_half_pass(const gemm_ctx *c, const sub_rows *w0,
+                                                                const act_block *a, const int v, const int sub,
+                                                                const int mode, const int m, const int R, float *acc) {
+    const int64_t cs = corr_stride(c), units = c->units;
+    const int steps = sub / 4, per_blk = 32 / sub;
+    const int8_t *wr[LP_MIN_R];
+    const int32_t *sr[LP_MIN_R];
+    for (int r = 0; r < R; r++) wr[r] = w0->q + r * c->cols, sr[r] = w0->sub + r * c->subs;
+    for (int64_t u = 0; u < units; u++) {
+        __m256i is[LP_MIN_R];
+        for (int r = 0; r < R; r++) is[r] = _mm256_set1_epi32(mode == S8_ACT_U8 ? w0->corr[r * cs + u] : 0);
+        const act_block *au = a + u * (QK_K / 32);
+        for (const act_block *ab = au; ab < au + QK_K / 32; ab++) {
+            const uint8_t *aq = ab->q[0][8 * v];
+#pragma GCC unroll 2
+            for (int s = 0; s < per_blk; s++) {  // the block's sub-blocks
+                __m256i av[8];
+                for (int k = 0; k < steps; k++)
+                    av[k] = _mm256_load_si256((const __m256i *)(aq + 64 * (steps * s + k)));
+                for (int r = 0; r < R; r++) {
+                    const __m256i sv = _mm256_set1_epi32(sr[r][s]);
+                    for (int k = 0; k < steps; k += m) {
+                        __m256i s16 = _mm256_setzero_si256();
+                        for (int j = 0; j < m; j++) {
+                            int32_t w4;
+                            memcpy(&w4, wr[r] + sub * s + 4 * (k + j), 4);
+                            const __m256i wv = _mm256_set1_epi32(w4);
+                            const __m256i p = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[k + j])
+                                                              : _mm256_maddubs_epi16(av[k + j], wv);
+                            s16 = j ? _mm256_add_epi16(s16, p) : p;
+                        }
+                        is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(s16, sv));
+                    }
+                    __asm__("" : "+x"(is[r]));  // row by row: interleaved, the rows' sums spilled
+                }
+            }
+            for (int r = 0; r < R; r++) wr[r] += 32, sr[r] += per_blk;
+        }
+        const __m256 dv = _mm256_load_ps(au->d + 8 * v);
+        for (int r = 0; r < R; r++) {
+            float *ap = acc + 16 * r + 8 * v;
+            const __m256 sc = _mm256_set1_ps(w0->scale[r * units + u]);
+            _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r]), dv), sc, _mm256_load_ps(ap)));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void tile_avx2_halves(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                   int64_t g, const int sub, const int has_min,
+                                                                   const int min_unit, const int mode, const int m,
+                                                                   const int nv, const int R) {
+    float accbuf[R * LP_G_LANES] __attribute__((aligned(32)));
+    float *acc = accbuf;
+    __asm__("" : "+r"(acc));  // memory, not registers
+    sums_start(c, wp, r0, g, has_min, min_unit, nv, R, acc);
+    const sub_rows w0 = sub_rows_of(c, wp, r0);
+    const act_block *a = c->act + g * c->nblk;
+    for (int v = 0; v < nv; v++) sub_half_pass(c, &w0, a, v, sub, mode, m, R, acc);
+    store_tile(c, r0, nr, g, acc);
+}
+
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
 static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m,
                               int nv) {
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nr > LP_G2_R && MODE == S8_W_U8 ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_MIN_R, avx2_sub_body, MODE, M) \
-               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_G2_R, avx2_sub_body, MODE, M)  \
-                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, LP_G2_R, avx2_sub_body, MODE, M);
+        return nr > LP_G2_R ? tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_MIN_R) \
+               : nv == 2    ? tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_G2_R)  \
+                            : tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 1, LP_G2_R);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
+#undef LP_TILE_CASE
+#define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
+    if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
+        return nr > LP_G2_R ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_MIN_R, avx2_sub_body, MODE, M) \
+               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_G2_R, avx2_sub_body, MODE, M)  \
+                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, LP_G2_R, avx2_sub_body, MODE, M);
     LP_TILE_CASE(S8_W_U8, 8, 32, 1, 32)    // Q4_K
     LP_TILE_CASE(S8_W_U8, 4, 32, 1, 32)    // Q5_K
 #undef LP_TILE_CASE
@@ -341,7 +417,7 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
         // the sub-scaled K-quants: LP_MIN_R rows a tile where both halves have rows, but plain
-        // AVX2's on an unsigned panel (Q3_K, Q6_K: 3% and 9% slower so, one thread)
+        // AVX2's on an unsigned panel (Q3_K, Q6_K: no faster so, one thread)
         const int six = c->subs && nv == 2 && (vnni || sgn);
         for (int r0 = 0; r0 < nr;) {
             const int step = six && nr - r0 >= LP_MIN_R ? LP_MIN_R : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;

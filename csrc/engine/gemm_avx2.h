@@ -159,7 +159,7 @@ static inline __attribute__((always_inline)) void tile_unit_frame(const gemm_ctx
     store_tile(c, r0, nr, g, acc);
 }
 
-// The frame of the sub-scaled tiles without folded sub-scales (plain AVX2, gemm_avx2.c's
+// The frame of the sub-scaled tiles without folded sub-scales (plain AVX2's Q4_K and Q5_K, gemm_avx2.c's
 // avx2_sub_body; AVX-VNNI's SUB_MULLD, gemm_vnni.c's vnni_mulld_body): R weight rows (LP_G2_R, or
 // LP_MIN_R) x one panel's first nv halves; the float sums from the min terms (or zero), and for each unit (super-
 // block) its int32 sums (in memory, from the +128's correction where corr says, else zero),
