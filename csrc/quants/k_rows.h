@@ -42,7 +42,7 @@
 #define K_KEEP(v) __asm__("" : "+x"(v))
 // The same for AVX-512 code, where the value may live in any of the 32 vector registers.
 #define K_KEEP_V(v) __asm__("" : "+v"(v))
-// Asks for the weight bytes 8 KiB past the block at p (`bytes` long) now (lp_prefetch_ahead).
+// Asks for the weight bytes ahead of the block at p (`bytes` long) now (lp_prefetch_ahead).
 // A core decodes these types about as fast as memory delivers them, and the hardware prefetch
 // alone left the weight loads waiting, worst with several activation rows of a long row (a
 // 4096x14336 Q4_K product, one thread: 1.2 ms for one row, 2.8 ms for two; with this 0.95
