@@ -138,7 +138,7 @@ LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const floa
         }                                                                                                  \
         int i = 0;                                                                                         \
         for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R, n);                  \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                     \
             LP_FOR_PAIRS(k) {                                                                              \
                 const block_##T *x = (const block_##T *)LP_PAIR_X(k);                                      \
                 const block_q8_1 *y = LP_PAIR_Y(k);                                                        \
@@ -181,7 +181,7 @@ LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, size_t bs, const uint8
     LP_FOR_PAIRS(k) acc[k] = _mm512_setzero_ps();
     int i = 0;
     for (; i + 1 < nb; i += 2) {
-        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), R, n);
+        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), R);
         LP_FOR_PAIRS(k) {
             const block_q8_0 *x = (const block_q8_0 *)LP_PAIR_X(k);
             const block_q8_0 *y = LP_PAIR_Y(k);
@@ -261,7 +261,7 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t
     acc[k][(j) & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(p0, lp_block_quants(q5, x), a)), acc[k][(j) & 1])
     int i = 0;
     for (; i + 4 <= nb; i += 4) {
-        lp_prefetch_next(vx, bx, i * bs, 4 * bs, R, n);
+        lp_prefetch_next(vx, bx, i * bs, 4 * bs, R);
         LP_FOR_PAIRS(k) {
             const block_q8_0 *y = LP_PAIR_Y(k);
             __m256i a[4], p0[4];
@@ -279,7 +279,7 @@ LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t
         }
     }
     for (; i < nb; i++) {
-        lp_prefetch_next(vx, bx, i * bs, bs, R, n);
+        lp_prefetch_next(vx, bx, i * bs, bs, R);
         LP_FOR_PAIRS(k) {
             const block_q8_0 *y = LP_PAIR_Y(k);
             const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
@@ -410,7 +410,7 @@ LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
             const int i = 2 * j;                                                                           \
             __m512i q[2];                                                                                  \
             __m256 dxy[2];                                                                                 \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), W, n);                  \
+            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), W);                     \
             for (int w = 0; w < W; w++) {                                                                  \
                 const block_##T *x = (const block_##T *)(vx + w * bx);                                     \
                 q[w] = QUANTS2(x, i, i + 1);                                                               \
@@ -450,7 +450,7 @@ LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const uint8_
         const int i = 2 * j;
         __m512i q[2], off[2];
         __m256 dxy[2];
-        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), W, n);
+        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), W);
         for (int w = 0; w < W; w++) {
             const block_q8_0 *x = (const block_q8_0 *)(vx + w * bx);
             q[w] = lp_act64(x[i].qs, x[i + 1].qs);

@@ -15,7 +15,7 @@
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                           \
     int i = 0;                                                                               \
     for (; i + 1 < nb; i += 2) {                                                             \
-        if (n >= LP_AHEAD_MIN) lp_prefetch_ahead(&x[i]);                                     \
+        lp_prefetch_ahead(&x[i]);                                                            \
         const __m128 h = LP_SCALES2(x, y, i);                  /* dx0 dx1 dy0 dy1 */         \
         const __m256 d = _mm256_castps128_ps256(_mm_mul_ps(h, _mm_movehl_ps(h, h)));         \
         const __m256i p0 = LX_DOT(QUANTS(i), y[i].qs, OFFSET);                       \
@@ -38,7 +38,7 @@
     __m128 mins = _mm_setzero_ps();                                                          \
     int i = 0;                                                                               \
     for (; i + 1 < nb; i += 2) {                                                             \
-        if (n >= LP_AHEAD_MIN) lp_prefetch_ahead(&x[i]);                                     \
+        lp_prefetch_ahead(&x[i]);                                                            \
         const __m128 f0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));                    \
         const __m128 f1 = _mm_mul_ps(halves2(&x[i + 1].d), halves2(&y[i + 1].d));            \
         const __m256i p0 = LX_DOT(QUANTS(i), y[i].qs, 0);                            \

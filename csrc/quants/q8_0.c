@@ -39,7 +39,7 @@ void lp_vec_dot_q8_0_avx2(int n, float *restrict s, const void *restrict vx, con
     const block_q8_0 *restrict y = vy;
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < n / QK8_0; i++) {
-        if (n >= LP_AHEAD_MIN) lp_prefetch_ahead(&x[i]);
+        lp_prefetch_ahead(&x[i]);
         const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(x[i].d) * lp_half_to_float_f16c(y[i].d));
         const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
         const __m256i qy = _mm256_loadu_si256((const __m256i *)y[i].qs);
