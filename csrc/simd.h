@@ -42,7 +42,7 @@
 // Called once per 64 bytes or less of a row, it covers every line; on short rows too (the other
 // types' rows once skipped it below 2048 columns, as if a small model's weights stayed in cache:
 // on a machine whose last-level cache they do not stay in, SmolLM2's AVX2 generation went from
-// 0.78 to 0.28 s per 64 tokens with it, and a laptop's cache holds less than its 92 MB).
+// 0.75 to 0.28 s per 64 tokens with it, and a laptop's cache holds less than its 92 MB).
 static inline __attribute__((always_inline)) void lp_prefetch_ahead(const void *p) {
     _mm_prefetch((const char *)p + 4096, _MM_HINT_T0);
     _mm_prefetch((const char *)p + 24576, _MM_HINT_T2);

@@ -338,24 +338,28 @@ static inline __attribute__((always_inline)) void tile_avx2_halves(const gemm_ct
     store_tile(c, r0, nr, g, acc);
 }
 
+// The plain-AVX2 frame for a type's sub-block size: tile_avx2_halves for 16 columns, tile_sub_frame
+// (with avx2_sub_body) for 32 (see tile_avx2_halves).
+static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
+                                                                int64_t g, const int sub, const int has_min,
+                                                                const int min_unit, const int mode, const int m,
+                                                                const int nv, const int R) {
+    if (sub == 16) tile_avx2_halves(c, wp, r0, nr, g, sub, has_min, min_unit, mode, m, nv, R);
+    else tile_sub_frame(c, wp, r0, nr, g, sub, has_min, min_unit, mode == S8_ACT_U8, nv, R, avx2_sub_body, mode, m);
+}
+
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
 static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m,
                               int nv) {
     const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nr > LP_G2_R ? tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_MIN_R) \
-               : nv == 2    ? tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_G2_R)  \
-                            : tile_avx2_halves(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 1, LP_G2_R);
+        return nr > LP_G2_R ? tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_MIN_R) \
+               : nv == 2    ? tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_G2_R)  \
+                            : tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 1, LP_G2_R);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
     LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
-#undef LP_TILE_CASE
-#define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
-    if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
-        return nr > LP_G2_R ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_MIN_R, avx2_sub_body, MODE, M) \
-               : nv == 2    ? tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 2, LP_G2_R, avx2_sub_body, MODE, M)  \
-                            : tile_sub_frame(c, wp, r0, nr, g, SUB, MIN, MU, MODE == S8_ACT_U8, 1, LP_G2_R, avx2_sub_body, MODE, M);
     LP_TILE_CASE(S8_W_U8, 8, 32, 1, 32)    // Q4_K
     LP_TILE_CASE(S8_W_U8, 4, 32, 1, 32)    // Q5_K
 #undef LP_TILE_CASE
