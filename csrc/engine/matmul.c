@@ -21,8 +21,14 @@ int lp_dequantize(int type, const void *src, float *dst, int64_t n) {
     return LP_OK;
 }
 
-// Prepared activation rows are laid out in groups of four (rows_pre.h).
+// Prepared activation rows are laid out in groups of four (rows_pre.h), from a 64-byte line.
 static int64_t pre_rows(int64_t n) { return (n + 3) / 4 * 4; }
+#define LP_PRE_ALIGN 64
+// Work bytes of the prepared rows of n activation rows (their line's start included)
+static int64_t pre_bytes(int type, int64_t cols, int64_t n) {
+    const int64_t row = lp_rows_pre_bytes(type, cols);
+    return row > 0 ? row * pre_rows(n) + LP_PRE_ALIGN - 1 : 0;
+}
 
 static int64_t act_row_bytes(const lp_type_traits *t, int64_t cols) {
     const lp_type_traits *a = lp_traits(t->vec_dot_type);
@@ -37,7 +43,7 @@ int64_t lp_matmul_work_size(int type, int64_t cols, int64_t n, int n_threads) {
     if (!t) return LP_EUNKNOWN_TYPE;
     if (!check_n(t, cols) || n < 0) return LP_EBAD_SIZE;
     if (t->vec_dot_type == LP_F32) return 0;
-    const int64_t gemm = lp_gemm_work_size(t, cols, n, n_threads), pre = lp_rows_pre_bytes(type, cols) * pre_rows(n);
+    const int64_t gemm = lp_gemm_work_size(t, cols, n, n_threads), pre = pre_bytes(type, cols, n);
     return act_row_bytes(t, cols) * n + (gemm > pre ? gemm : pre);
 }
 
@@ -104,12 +110,13 @@ static void quantize_rows(matmul_ctx *c, int n_threads) {
     lp_parallel_chunks(quantize_chunk, c, (int)c->n, n_threads);
 }
 
-// The row dots' prepared activation rows at xp, from pre.min_rows rows on; a copy of a
-// few kilobytes per row, done by the caller.
+// The row dots' prepared activation rows at xp (from its next 64-byte line: their kernels'
+// loads of 64 bytes then stay in one line), from pre.min_rows rows on; a copy of a few
+// kilobytes per row, done by the caller.
 static void prepare_rows(matmul_ctx *c, uint8_t *xp) {
     if (!c->pre.prep || c->n < c->pre.min_rows) return;
-    c->xp = xp;
-    c->pre.prep(c->xq, (size_t)c->xq_row_bytes, (int)c->n, xp, (int)c->cols);
+    c->xp = (uint8_t *)(((uintptr_t)xp + LP_PRE_ALIGN - 1) / LP_PRE_ALIGN * LP_PRE_ALIGN);
+    c->pre.prep(c->xq, (size_t)c->xq_row_bytes, (int)c->n, c->xp, (int)c->cols);
 }
 
 // One tile: weight rows [LP_TILE_ROWS * tile, ...) against every activation row.
@@ -262,7 +269,7 @@ static int64_t multi_act_bytes(const int *types, int count, int64_t cols, int64_
             seen_pre |= same && lp_rows_pre_bytes(types[j], cols) > 0;
         }
         if (!seen) total += act_row_bytes(t, cols) * n;
-        if (!seen_pre) total += lp_rows_pre_bytes(types[i], cols) * pre_rows(n);
+        if (!seen_pre) total += pre_bytes(types[i], cols, n);
     }
     return total;
 }
@@ -328,7 +335,7 @@ int lp_matmul_multi_rows(const lp_mm *mm, int count, int64_t cols, const float *
         }
         if (!m->xp) {
             prepare_rows(m, next);
-            if (m->xp) next += m->xp_row_bytes * pre_rows(n);
+            if (m->xp) next = m->xp + m->xp_row_bytes * pre_rows(n);
         }
     }
     c.first_tile[0] = 0;

@@ -58,8 +58,11 @@ static inline float k_hsum_f32x16(__m512 v, __m256 extra) {
 // sub-block's scale in one multiply per block (instead of an int16 step and a
 // VPDPWSSD per register). The weights are gathered into that order with one permute
 // per register; the activations are either read in it (a row prepared once per
-// product: k_prep_q8_K) or permuted per row (vec_dot on Q8_K rows as they lie). Per
-// block and row: d * yd * sum(scale * dot) in 16 lanes, and dmin * yd * sum(min * bsum) in 8.
+// product: lp_prep_q8_K_avx512) or permuted per row (vec_dot on Q8_K rows as they lie). Per
+// block and row: d * yd * sum(scale * dot) in 16 lanes, and (dmin * min g) * (yd * bsum g) in
+// lane g of 8 (bsum g: the sum of sub-block g's activations): the first factor made once per
+// block for all rows, the second once per product in a prepared row (k4_bsum_factors), so a
+// row's min terms are one FMA a block.
 
 // dword 4j + k of the 64 at y (a block's activation quants), for j = 0..15
 static inline __m512i k4_act_perm(const int8_t *y, int k) {
@@ -73,14 +76,24 @@ static inline __m512i k4_act_perm(const int8_t *y, int k) {
     return _mm512_mask_blend_epi32(0xff00, lo, hi);
 }
 
+// Activation row r's block i: prepared (K4_PRE); field f of it, prepared (pre) or a Q8_K row as it lies
+#define K4_PRE(vy, r, by, i) ((const k_pre_q8_K *)((const uint8_t *)(vy) + (size_t)(r) * (by)) + (i))
+#define K4_Y(vy, r, by, i, f) (pre ? K4_PRE(vy, r, by, i)->f : K_ROW(vy, r, by, i)->f)
+
+// Lane g: yd * the sum of the activations of sub-block g (32 of them), from a Q8_K block
+static inline __m256 k4_bsum_factors(const block_q8_K *y) {
+    const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
+}
+
 // Q8_K rows as k4_rows_avx512 reads them with pre = 1: each block's quants in k4_act_perm's order.
 void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
     for (int r = 0; r < rows; r++) {
         const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
-        block_q8_K *o = (block_q8_K *)out + (size_t)r * (n / QK_K);
+        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
         for (int i = 0; i < n / QK_K; i++) {
             o[i].d = y[i].d;
-            memcpy(o[i].bsums, y[i].bsums, sizeof(o[i].bsums));
+            _mm256_storeu_ps(o[i].fbs, k4_bsum_factors(&y[i]));
             for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
         }
     }
@@ -96,18 +109,21 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
     // sub-block j / 2: odd ones are the high nibbles; Q5_K: bit j / 2 of each qh byte
     const __m512i nib_shift = _mm512_setr_epi32(0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4);
     const __m512i sub = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    __m512 acc[8], accm[4];  // accm: the mins' sums of rows 2m, 2m + 1 in 8 lanes each
-    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r / 2] = _mm512_setzero_ps(); }
+    __m512 acc[8];
+    __m256 accm[8];  // the mins' sums: lane g, sub-block g's
+    K8_FOR_ROWS(r) { acc[r] = _mm512_setzero_ps(); accm[r] = _mm256_setzero_ps(); }
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
-        const __m512 d = _mm512_set1_ps(lp_half_to_float_f16c(b->d));
-        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
+        const __m128 ddm = k4_d_dmin(b);
+        const __m512 d = _mm512_broadcastss_ps(ddm);
+        const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(ddm));
         const __m128i sm = k4_scale_min_avx2(b->scales);
         // lane j: the scale of sub-block j / 2
         const __m512i sc = _mm512_cvtepu8_epi32(
             _mm_shuffle_epi8(sm, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
-        const __m256i mins = k4_mins_twice_avx2(sm);
+        // lane g: dmin * min g, for every row (against k4_bsum_factors)
+        const __m256 mf = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8))));
         const __m512i qlo = _mm512_loadu_si512((const void *)(x + qs_off));
         const __m512i qhi = _mm512_loadu_si512((const void *)(x + qs_off + 64));
         const __m512i qh = q5 ? _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))))
@@ -126,40 +142,21 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
             }
         }
         K8_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(vy, r, by, i);
+            const int8_t *yq = K4_Y(vy, r, by, i, qs);
             __m512i sumi = _mm512_setzero_si512();
             for (int k = 0; k < 4; k++)
-                sumi = _mm512_dpbusd_epi32(sumi, q[k], pre ? _mm512_loadu_si512((const void *)(yr->qs + 64 * k))
-                                                             : k4_act_perm(yr->qs, k));
+                sumi = _mm512_dpbusd_epi32(sumi, q[k], pre ? _mm512_loadu_si512((const void *)(yq + 64 * k))
+                                                             : k4_act_perm(yq, k));
             // Q4_K: a lane's 16 products of 4-bit quants and Q8_K's (-128..127) fit an int16, so
             // VPMADDWD multiplies it by the scale (its high half by sc's zero) in one
             // instruction, exactly as VPMULLD's two; Q5_K's 5-bit quants can reach 63488
             sumi = q5 ? _mm512_mullo_epi32(sumi, sc) : _mm512_madd_epi16(sumi, sc);
-            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(yr->d)), _mm512_cvtepi32_ps(sumi), acc[r]);
-        }
-        // the mins of two rows per instruction: row r's 8 lanes in half r % 2 (lane for lane
-        // what one row alone gets in 8 lanes; a missing second row's half is zero)
-        const __m512i mins2 = _mm512_broadcast_i64x4(mins);
-        const __m512 dmin2 = _mm512_broadcast_f32x8(dmin);
-        if (nr == 1) {  // (the same lanes in a 256-bit register)
-            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)K_ROW(vy, 0, by, i)->bsums));
-            const __m256 f = _mm256_mul_ps(dmin, _mm256_set1_ps(K_ROW(vy, 0, by, i)->d));
-            accm[0] = _mm512_castps256_ps512(
-                _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(summ), _mm512_castps512_ps256(accm[0])));
-        } else
-        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r += 2) {
-            const block_q8_K *y0 = K_ROW(vy, r, by, i), *y1 = r + 1 < nr ? K_ROW(vy, r + 1, by, i) : y0;
-            const __m512i bsums = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0->bsums)),
-                                                     _mm256_loadu_si256((const __m256i *)y1->bsums), 1);
-            const __m512 yd = _mm512_insertf32x8(_mm512_set1_ps(y0->d), _mm256_set1_ps(y1->d), 1);
-            accm[r / 2] = _mm512_fmadd_ps(_mm512_mul_ps(dmin2, yd), _mm512_cvtepi32_ps(_mm512_madd_epi16(mins2, bsums)),
-                                          accm[r / 2]);
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(K4_Y(vy, r, by, i, d))), _mm512_cvtepi32_ps(sumi), acc[r]);
+            accm[r] = _mm256_fmadd_ps(mf, pre ? _mm256_loadu_ps(K4_PRE(vy, r, by, i)->fbs) : k4_bsum_factors(K_ROW(vy, r, by, i)),
+                                      accm[r]);
         }
     }
-    K8_FOR_ROWS(r) {
-        const __m256 m = (r & 1) ? _mm512_extractf32x8_ps(accm[r / 2], 1) : _mm512_castps512_ps256(accm[r / 2]);
-        s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), m));
-    }
+    K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_sub_ps(_mm256_setzero_ps(), accm[r]));
 }
 // the bodies K8_ROWS_DOTS and K8_PRE_ROWS take: <t>_rows_avx512, <t>_pre_rows_avx512
 #define K4_BODY(name, q5, pre)                                                                                \

@@ -27,8 +27,9 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
-        const __m256 d = _mm256_set1_ps(lp_half_to_float_f16c(b->d));
-        const __m256 dmin = _mm256_set1_ps(lp_half_to_float_f16c(b->dmin));
+        const __m128 ddm = k4_d_dmin(b);
+        const __m256 d = _mm256_broadcastss_ps(ddm);
+        const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(ddm));
         const __m128i sm = k4_scale_min_avx2(b->scales);
         // the 8 scales as int16 in both 128-bit lanes
         const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));

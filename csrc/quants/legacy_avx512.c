@@ -528,7 +528,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
 }
 
 int64_t lp_rows_pre_bytes(int type, int64_t n) {
-    if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(block_q8_K);
+    if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(k_pre_q8_K);
     if (n % 64 || (type != LP_Q4_1 && type != LP_Q5_1 && type != LP_Q8_0)) return 0;
     return n / 64 * (int64_t)sizeof(lp_pre_quad) / 4;  // a row's share of a group of four
 }
