@@ -183,8 +183,23 @@ K8_PRE_ROWS(q5_K)
 // bits 0-1 / 2-3 of qh[32h..32h+31]), register 2h+1 quants 128h+64..128h+127 (high
 // nibbles, qh bits 4-5 / 6-7). Quants unsigned 0..63; the -32 offset per row as
 // 32 * sum(scale * bsum), subtracted in the integer sum.
-K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                               size_t by, const int nr) {
+// Q8_K rows as q6_K_rows_avx512 reads them with pre = 1: the quants as they are, lined up, and
+// -16 * each group's sum beside them (against twice the scales: the -32 offset in one VPMADDWD).
+void lp_prep_q6_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    for (int r = 0; r < rows; r++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
+        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
+        for (int i = 0; i < n / QK_K; i++) {
+            o[i].d = y[i].d;
+            const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);  // |bsum| <= 2048: 16 times fits
+            _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 4)));
+            memcpy(o[i].qs, y[i].qs, QK_K);
+        }
+    }
+}
+
+K_INLINE void q6_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                             size_t by, const int nr, const int pre) {
     const block_q6_K *restrict x = vx;
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i m30 = _mm512_set1_epi8(0x30);
@@ -193,9 +208,10 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     K8_FOR_ROWS(r) acc[r] = _mm512_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
         K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
-        const float xd = lp_half_to_float_f16c(x[i].d);
+        const __m512 xd = _mm512_set1_ps(lp_half_to_float_f16c(x[i].d));
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // group g's scale in lane g
+        const __m256i sc16x2 = _mm256_add_epi16(sc16, sc16);  // (pre: against -16 * the group sums)
         const __m512i sc512 = _mm512_castsi256_si512(sc16);
         __m512i q[4], sc[4];
         for (int h = 0; h < 2; h++) {
@@ -217,21 +233,36 @@ K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
             sc[m] = _mm512_permutexvar_epi16(idx, sc512);
         }
         K8_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(vy, r, by, i);
-            // the -32 offset: 32 * sum of scale * (activation sum of its group), in lanes 0..7
-            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
-            __m512i sumi = _mm512_setzero_si512();
+            const int8_t *yq = K4_Y(vy, r, by, i, qs);
+            __m512i sumi;
+            if (pre)  // the -32 offset first: -32 * sum of scale * (activation sum of its group), lanes 0..7
+                sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(sc16x2, _mm256_loadu_si256((const __m256i *)K4_PRE(vy, r, by, i)->nbs)));
+            else
+                sumi = _mm512_setzero_si512();
             for (int m = 0; m < 4; m++) {
-                const __m512i p = _mm512_maddubs_epi16(q[m], _mm512_loadu_si512((const void *)(yr->qs + 64 * m)));
+                const __m512i p = _mm512_maddubs_epi16(q[m], _mm512_loadu_si512((const void *)(yq + 64 * m)));
                 sumi = _mm512_dpwssd_epi32(sumi, p, sc[m]);
             }
-            sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));  // (after the chain: no wait on bsums)
-            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xd * yr->d), _mm512_cvtepi32_ps(sumi), acc[r]);
+            if (!pre) {  // the same from the bsums, after the chain (no wait on them)
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)K_ROW(vy, r, by, i)->bsums);
+                const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5);
+                sumi = _mm512_sub_epi32(sumi, _mm512_zextsi256_si512(offset));
+            }
+            acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(xd, _mm512_set1_ps(K4_Y(vy, r, by, i, d))), _mm512_cvtepi32_ps(sumi), acc[r]);
         }
     }
     K8_FOR_ROWS(r) s[r * bs] = k_hsum_f32x16(acc[r], _mm256_setzero_ps());
 }
+K_INLINE void q6_K_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                               size_t by, const int nr) {
+    q6_rows_avx512(n, s, bs, x, y, by, nr, 0);
+}
+K_INLINE void q6_K_pre_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                   size_t by, const int nr) {
+    q6_rows_avx512(n, s, bs, x, y, by, nr, 1);
+}
 K8_ROWS_DOTS(q6_K)
+K8_PRE_ROWS(q6_K)
 
 // Q6_K for the AVX-512 batched product (gemm.c): its quants as stored, 0..63 (the tile's unsigned
 // operand: gemm.c's panel_offset), in lp_q6_K_to_s8's order, so each byte is to_s8's + 32; with

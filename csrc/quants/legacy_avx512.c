@@ -521,6 +521,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2, lp_rows_pre_2w_q8_0 };
     if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
     if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
+    if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx512, lp_rows_pre_q6_K_avx512, 1, NULL };
 #else
     (void)isa;
 #endif
@@ -528,7 +529,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
 }
 
 int64_t lp_rows_pre_bytes(int type, int64_t n) {
-    if (type == LP_Q4_K || type == LP_Q5_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(k_pre_q8_K);
+    if (type == LP_Q4_K || type == LP_Q5_K || type == LP_Q6_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(k_pre_q8_K);
     if (n % 64 || (type != LP_Q4_1 && type != LP_Q5_1 && type != LP_Q8_0)) return 0;
     return n / 64 * (int64_t)sizeof(lp_pre_quad) / 4;  // a row's share of a group of four
 }

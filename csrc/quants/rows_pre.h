@@ -40,13 +40,25 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
 // row dots take row a at p + a * bp with bp this size
 int64_t lp_rows_pre_bytes(int type, int64_t n);
 
-// A prepared Q8_K block (Q4_K, Q5_K): the quants first and 320 bytes in all, so in a row that
-// starts on a 64-byte line (matmul.c lines them up) no load of 64 quants spans two lines.
-typedef struct { int8_t qs[QK_K]; float fbs[8], d; uint8_t pad[28]; } k_pre_q8_K;
+// A prepared Q8_K block (Q4_K, Q5_K, Q6_K): the quants first and 320 bytes in all, so in a row
+// that starts on a 64-byte line (matmul.c lines them up) no load of 64 quants spans two lines.
+typedef struct {
+    int8_t qs[QK_K];
+    union {
+        float fbs[8];       // Q4_K, Q5_K: yd * the sum of sub-block g's activations (k4_bsum_factors)
+        int16_t nbs[16];    // Q6_K: -16 * the sum of group g's (bsums)
+    };
+    float d;
+    uint8_t pad[28];
+} k_pre_q8_K;
 
 // k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
 void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
 void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                              size_t bp, int nr);
 void lp_rows_pre_q5_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                             size_t bp, int nr);
+// Q6_K (vec_dot's arithmetic; nr = 1..8)
+void lp_prep_q6_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
+void lp_rows_pre_q6_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                              size_t bp, int nr);
