@@ -89,6 +89,30 @@ def test_rows_with_nonfinite_neighbours(name: str) -> None:
     _each_isa(check)
 
 
+@pytest.mark.parametrize("name", ["Q4_K", "Q5_K", "Q6_K", "Q4_1", "Q5_1", "Q8_0"])
+def test_prepared_rows_at_the_ends_of_the_activation_range(name: str) -> None:
+    """Activation rows whose every quant is at the end of its range (a constant row: each 16-group
+    sums to 16 * +-127, the largest the prepared rows' group sums and their multiples hold), and
+    rows at both ends alternately: the product's row dots, prepared or not, give vec_dot's bits."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    info = kernels.type_info(qtype)
+    rng = np.random.default_rng(300 + qtype)
+    cols = 4 * 256 if info.block_size == 256 else 18 * 32
+    t = _tensor(qtype, 5, cols, rng)
+    w_rows = t.data.reshape(5, -1)
+    x = np.stack([np.full(cols, 3.0), np.full(cols, -2.5), np.where(np.arange(cols) % 2, 1.0, -1.0),
+                  np.where(np.arange(cols) % 32 < 16, 7.0, -7.0)]).astype(np.float32)
+
+    def check(isa: str) -> None:
+        for n in (1, 2, 4):
+            got = kernels.matmul(t, x[:n], n_threads=1)
+            for j in range(n):
+                act = kernels.quantize_act(info.vec_dot_type, x[j], isa)
+                want = [kernels.vec_dot(qtype, w_rows[r], act, cols, isa) for r in range(5)]
+                np.testing.assert_array_equal(got[j], np.float32(want), err_msg=f"{name} {isa} n={n} row {j}")
+    _each_isa(check)
+
+
 @pytest.mark.parametrize("name", WEIGHT_TYPES)
 def test_vec_dot_equals_matmul_rows(name: str) -> None:
     """The product's row dots (on AVX-512 some types read activation rows prepared once per

@@ -86,17 +86,32 @@ static inline __m256 k4_bsum_factors(const block_q8_K *y) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
 }
 
-// Q8_K rows as k4_rows_avx512 reads them with pre = 1: each block's quants in k4_act_perm's order.
-void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+// Q8_K rows as the K-quant row dots read them with pre = 1. Q4_K, Q5_K (k4_rows_avx512): each
+// block's quants in k4_act_perm's order, and k4_bsum_factors. Q6_K (q6_rows_avx512): the quants
+// as they are, and -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4
+// times the scales, the -32 offset in one VPMADDWD.
+static void k_prep_rows(const void *restrict vy, size_t by, int rows, void *restrict out, int n, const int q6) {
     for (int r = 0; r < rows; r++) {
         const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
         k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
         for (int i = 0; i < n / QK_K; i++) {
             o[i].d = y[i].d;
-            _mm256_storeu_ps(o[i].fbs, k4_bsum_factors(&y[i]));
-            for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
+            if (q6) {
+                const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);
+                _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
+                memcpy(o[i].qs, y[i].qs, QK_K);
+            } else {
+                _mm256_storeu_ps(o[i].fbs, k4_bsum_factors(&y[i]));
+                for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
+            }
         }
     }
+}
+void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    k_prep_rows(y, by, rows, out, n, 0);
+}
+void lp_prep_q6_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    k_prep_rows(y, by, rows, out, n, 1);
 }
 
 K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
@@ -183,20 +198,6 @@ K8_PRE_ROWS(q5_K)
 // bits 0-1 / 2-3 of qh[32h..32h+31]), register 2h+1 quants 128h+64..128h+127 (high
 // nibbles, qh bits 4-5 / 6-7). Quants unsigned 0..63; the -32 offset per row as
 // 32 * sum(scale * bsum), subtracted in the integer sum.
-// Q8_K rows as q6_K_rows_avx512 reads them with pre = 1: the quants as they are, lined up, and
-// -16 * each group's sum beside them (against twice the scales: the -32 offset in one VPMADDWD).
-void lp_prep_q6_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
-    for (int r = 0; r < rows; r++) {
-        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
-        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
-        for (int i = 0; i < n / QK_K; i++) {
-            o[i].d = y[i].d;
-            const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);  // |bsum| <= 2048: 16 times fits
-            _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 4)));
-            memcpy(o[i].qs, y[i].qs, QK_K);
-        }
-    }
-}
 
 K_INLINE void q6_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                              size_t by, const int nr, const int pre) {
@@ -211,7 +212,7 @@ K_INLINE void q6_rows_avx512(int n, float *restrict s, size_t bs, const void *re
         const __m512 xd = _mm512_set1_ps(lp_half_to_float_f16c(x[i].d));
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);  // group g's scale in lane g
-        const __m256i sc16x2 = _mm256_add_epi16(sc16, sc16);  // (pre: against -16 * the group sums)
+        const __m256i sc16x4 = _mm256_slli_epi16(sc16, 2);  // (pre: against -8 * the group sums)
         const __m512i sc512 = _mm512_castsi256_si512(sc16);
         __m512i q[4], sc[4];
         for (int h = 0; h < 2; h++) {
@@ -236,7 +237,7 @@ K_INLINE void q6_rows_avx512(int n, float *restrict s, size_t bs, const void *re
             const int8_t *yq = K4_Y(vy, r, by, i, qs);
             __m512i sumi;
             if (pre)  // the -32 offset first: -32 * sum of scale * (activation sum of its group), lanes 0..7
-                sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(sc16x2, _mm256_loadu_si256((const __m256i *)K4_PRE(vy, r, by, i)->nbs)));
+                sumi = _mm512_zextsi256_si512(_mm256_madd_epi16(sc16x4, _mm256_loadu_si256((const __m256i *)K4_PRE(vy, r, by, i)->nbs)));
             else
                 sumi = _mm512_setzero_si512();
             for (int m = 0; m < 4; m++) {
