@@ -255,21 +255,18 @@ static void multi_dot_chunk(void *vctx, int tile, int ith) {
     dot_chunk((void *)&c->mm[i], tile - c->first_tile[i], ith);
 }
 
-// Bytes of the quantized input rows for each distinct activation format, and of their
-// prepared rows for each format some of the types prepare.
+// Bytes of the quantized input rows for each distinct activation format, and of prepared rows
+// for every type that prepares them (types of one format may prepare them differently: Q4_K
+// and Q6_K; where they prepare them alike, lp_matmul_multi_rows shares one copy).
 static int64_t multi_act_bytes(const int *types, int count, int64_t cols, int64_t n) {
     int64_t total = 0;
     for (int i = 0; i < count; i++) {
         const lp_type_traits *t = lp_traits(types[i]);
         if (!t || t->vec_dot_type == LP_F32) continue;
-        int seen = 0, seen_pre = 0;
-        for (int j = 0; j < i; j++) {
-            const int same = lp_traits(types[j])->vec_dot_type == t->vec_dot_type;
-            seen |= same;
-            seen_pre |= same && lp_rows_pre_bytes(types[j], cols) > 0;
-        }
+        int seen = 0;
+        for (int j = 0; j < i; j++) seen |= lp_traits(types[j])->vec_dot_type == t->vec_dot_type;
         if (!seen) total += act_row_bytes(t, cols) * n;
-        if (!seen_pre) total += pre_bytes(types[i], cols, n);
+        total += pre_bytes(types[i], cols, n);
     }
     return total;
 }
