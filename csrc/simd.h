@@ -86,6 +86,13 @@ static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
     return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
+// The half float at p and the one after it (a block's d and dmin, or d and m) as floats in lanes
+// 0 and 1 (lanes 2 and 3 are 0): one conversion
+static inline __m128 lp_halves2(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
+}
 LP_AVX2_END
 
 LP_AVX512_BEGIN

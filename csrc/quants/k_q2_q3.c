@@ -175,12 +175,6 @@ static inline __m256i lp_q3_K_scale_pair(__m256i w, int j) {
     return _mm256_shuffle_epi8(w, idx);
 }
 
-// A Q2_K block's d and dmin (adjacent halves) in float lanes 0 and 1.
-static inline __m128 lp_q2_K_d_dmin(const block_q2_K *b) {
-    uint32_t dd;
-    memcpy(&dd, &b->d, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
-}
 
 // One activation row's block result into the accumulators: dv = (d, dmin) times the
 // activation scale; sumi the scaled integer sums, mins the 16 4-bit mins as words.
@@ -330,7 +324,7 @@ K_INLINE void q2_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     __m256 acc[4], acc_min[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
-        const __m128 xdv = _mm_mul_ps(lp_q2_K_d_dmin(&x[i]), _mm_setr_ps(1.0f / 16, 1.0f, 0, 0));
+        const __m128 xdv = _mm_mul_ps(lp_halves2(&x[i].d), _mm_setr_ps(1.0f / 16, 1.0f, 0, 0));
         const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
         const __m256i sc = k_scales_in_place(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m15)));

@@ -246,13 +246,6 @@ static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
     return _mm_or_si128(_mm_or_si128(low6, high4), top2);
 }
 
-// A Q4_K/Q5_K block's d and dmin (adjacent halves) in float lanes 0 and 1: one conversion.
-static inline __m128 k4_d_dmin(const block_q4_K *b) {
-    uint32_t dd;
-    memcpy(&dd, &b->d, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd));
-}
-
 // The 8 mins of k4_scale_min_avx2's result as int16, each twice: against a block's 16 bsums
 // (sums of 16 activations), min g beside bsums 2g and 2g + 1.
 static inline __m256i k4_mins_twice_avx2(__m128i sm) {

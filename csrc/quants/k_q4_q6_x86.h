@@ -27,7 +27,7 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     for (int i = 0; i < n / QK_K; i++, x += size) {
         const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
         K_PREFETCH_AHEAD(x, size);
-        const __m128 ddm = k4_d_dmin(b);
+        const __m128 ddm = lp_halves2(&b->d);
         const __m256 d = _mm256_broadcastss_ps(ddm);
         const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(ddm));
         const __m128i sm = k4_scale_min_avx2(b->scales);

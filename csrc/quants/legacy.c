@@ -174,12 +174,6 @@ void lp_vec_dot_q5_1_ref(int n, float *restrict s, const void *restrict vx, cons
 
 #if LP_X86
 LP_AVX2_BEGIN
-// The fp16 at p and the one after it as floats in lanes 0, 1 (lanes 2, 3 are 0)
-static inline __m128 halves2(const lp_half *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)v));
-}
 
 // 32 quants of 4 bits: low nibbles of the 16 bytes at qs, then the high nibbles
 static inline __m256i nibbles32(const uint8_t *qs) {
@@ -277,7 +271,7 @@ static inline __m256i dot_block_avxvnni(__m256i q, const int8_t *qy, int offset)
     }                                                                                           \
     if (i < nb)                                                                                 \
         for (int r = 0; r < 4; r++) {                                                           \
-            const __m128 d0 = _mm_mul_ps(halves2(&xr[r][i].d), halves2(&y[i].d)); /* lane 0 */  \
+            const __m128 d0 = _mm_mul_ps(lp_halves2(&xr[r][i].d), lp_halves2(&y[i].d)); /* lane 0 */  \
             const __m256i p0 = dot_block_avxvnni(QUANTS(xr[r], i), y[i].qs, OFFSET);            \
             acc0[r] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d0), _mm256_cvtepi32_ps(p0), acc0[r]); \
         }                                                                                       \

@@ -4,7 +4,7 @@
 //   LX_ISA                    the functions' suffix (avx2, avxvnni)
 //   LX_DOT(q, qy, offset)     a block's sum of (q - offset) * qy as 8 int32 lanes, the bytes
 //                             4j..4j+3 in lane j (every ISA's lanes hold the same integers)
-// and LP_SCALES2, nibbles32, fifth_bits32 and halves2.
+// and LP_SCALES2, nibbles32, fifth_bits32 (and simd.h's lp_halves2).
 #define LX_CAT2(t, isa) lp_vec_dot_##t##_##isa
 #define LX_CAT(t, isa) LX_CAT2(t, isa)
 #define LX_FN(t) LX_CAT(t, LX_ISA)
@@ -24,7 +24,7 @@
         acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(d, _mm256_set1_epi32(1)), _mm256_cvtepi32_ps(p1), acc1); \
     }                                                                                        \
     if (i < nb) {                                                                            \
-        const __m128 d0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));  /* lane 0 */      \
+        const __m128 d0 = _mm_mul_ps(lp_halves2(&x[i].d), lp_halves2(&y[i].d));  /* lane 0 */      \
         const __m256i p0 = LX_DOT(QUANTS(i), y[i].qs, OFFSET);                       \
         acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(d0), _mm256_cvtepi32_ps(p0), acc0);     \
     }                                                                                        \
@@ -39,8 +39,8 @@
     int i = 0;                                                                               \
     for (; i + 1 < nb; i += 2) {                                                             \
         lp_prefetch_ahead(&x[i]);                                                            \
-        const __m128 f0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));                    \
-        const __m128 f1 = _mm_mul_ps(halves2(&x[i + 1].d), halves2(&y[i + 1].d));            \
+        const __m128 f0 = _mm_mul_ps(lp_halves2(&x[i].d), lp_halves2(&y[i].d));                    \
+        const __m128 f1 = _mm_mul_ps(lp_halves2(&x[i + 1].d), lp_halves2(&y[i + 1].d));            \
         const __m256i p0 = LX_DOT(QUANTS(i), y[i].qs, 0);                            \
         const __m256i p1 = LX_DOT(QUANTS(i + 1), y[i + 1].qs, 0);                    \
         acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), _mm256_cvtepi32_ps(p0), acc0);     \
@@ -48,7 +48,7 @@
         mins = _mm_add_ps(mins, _mm_add_ps(f0, f1));                                         \
     }                                                                                        \
     if (i < nb) {                                                                            \
-        const __m128 f0 = _mm_mul_ps(halves2(&x[i].d), halves2(&y[i].d));                    \
+        const __m128 f0 = _mm_mul_ps(lp_halves2(&x[i].d), lp_halves2(&y[i].d));                    \
         const __m256i p0 = LX_DOT(QUANTS(i), y[i].qs, 0);                            \
         acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(f0), _mm256_cvtepi32_ps(p0), acc0);     \
         mins = _mm_add_ps(mins, f0);                                                         \
