@@ -79,7 +79,7 @@ typedef struct {
     const uint8_t *w;      // (rows, w_row_bytes)
     const float *x;        // (n, cols)
     uint8_t *xq;           // (n, xq_row_bytes): x in the dot-product format
-    uint8_t *xp;           // (n, xp_row_bytes): xq prepared for pre.dot (n >= 2), or NULL
+    uint8_t *xp;           // (n, xp_row_bytes): xq prepared for pre.dot (n >= pre.min_rows), or NULL
     float *y;              // (n, rows)
     int64_t rows, cols, n;
     int64_t w_row_bytes, xq_row_bytes, xp_row_bytes;

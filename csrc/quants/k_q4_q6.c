@@ -232,25 +232,91 @@ LP_AVX2_BEGIN
 // to all 8 elements of that lane.
 static inline __m256i bcast16_mask(int j) { return _mm256_set1_epi16((short)(0x0100 + 0x0202 * j)); }
 
-// The 12 packed scale bytes of a Q4_K/Q5_K block (p points at them; 4 bytes past
-// them are read too, still inside the block) as 16 bytes: the 8 scales, then the 8
-// mins. Same unpacking as k4_scale_min.
-static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
-    const __m128i v = _mm_loadu_si128((const __m128i *)p);
-    // a: [b0..3, b8..11, b4..7, b8..11]; b: b0..3 under the scales 4..7, b4..7 under the mins 4..7
-    const __m128i a = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-    const __m128i b = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-    const __m128i low6 = _mm_and_si128(a, _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0));
-    const __m128i high4 = _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi32(0, 0, 0, 0x0f0f0f0f));
-    const __m128i top2 = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
-    return _mm_or_si128(_mm_or_si128(low6, high4), top2);
+// The per-block factors of up to 4 consecutive Q4_K / Q5_K blocks for the AVX2 and AVX-VNNI row
+// dots, unpacked two blocks to a register (one block's scale unpacking and spreading alone was a
+// third of the single-row dot's vector operations).
+typedef struct {
+    int16_t sc[4][8];  // block b: its 8 scales
+    float mf[4][8];    // block b: dmin * min g (against k4_bsum_factors_avx2)
+    float dd[8];       // d, dmin of block b at 2b, 2b + 1
+} __attribute__((aligned(32))) k4_group_x86;
+
+// The 16 bytes of each 128-bit lane: a block's d, dmin and packed scales, as 8 scales then 8 mins
+// (k4_scale_min's unpacking)
+static inline __m256i k4_scale_min_x2(__m256i v) {
+    // scale bytes b0..11 at 4..15; a: [b0..3, b8..11, b4..7, b8..11]; b: b0..3 under the scales 4..7, b4..7 under the mins 4..7
+    const __m256i a = _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(_mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15)));
+    const __m256i b = _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(_mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11)));
+    const __m256i low6 = _mm256_and_si256(a, _mm256_broadcastsi128_si256(_mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0)));
+    const __m256i high4 = _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_broadcastsi128_si256(_mm_setr_epi32(0, 0, 0, 0x0f0f0f0f)));
+    const __m256i top2 = _mm256_and_si256(_mm256_srli_epi16(b, 2), _mm256_set1_epi8(0x30));
+    return _mm256_or_si256(_mm256_or_si256(low6, high4), top2);
 }
 
-// The 8 mins of k4_scale_min_avx2's result as int16, each twice: against a block's 16 bsums
-// (sums of 16 activations), min g beside bsums 2g and 2g + 1.
-static inline __m256i k4_mins_twice_avx2(__m128i sm) {
-    return _mm256_cvtepu8_epi16(
-        _mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
+// The 12 packed scale bytes of a Q4_K/Q5_K block (p points at them, 4 bytes into the block) as 16
+// bytes: the 8 scales, then the 8 mins. Same unpacking as k4_scale_min.
+static inline __m128i k4_scale_min_avx2(const uint8_t *p) {
+    return _mm256_castsi256_si128(k4_scale_min_x2(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(p - 4)))));
+}
+
+// Blocks x, x + size, ... (nb of them, at most 4 used; the last is read again for the rest)
+static inline void k4_group_unpack_x86(const uint8_t *x, size_t size, int nb, k4_group_x86 *g) {
+    const uint8_t *p[4] = { x, x + size * (nb > 1), x + size * (nb > 2 ? 2 : nb - 1), x + size * (nb > 3 ? 3 : nb - 1) };
+    __m256i v[2];
+    for (int h = 0; h < 2; h++)
+        v[h] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p[2 * h])),
+                                       _mm_loadu_si128((const __m128i *)p[2 * h + 1]), 1);
+    // d, dmin: dword 0 of each lane
+    const __m256 dd = _mm256_cvtph_ps(_mm256_castsi256_si128(
+        _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(v[0], v[1]), _mm256_setr_epi32(0, 4, 1, 5, 0, 0, 0, 0))));
+    _mm256_store_ps(g->dd, dd);
+    for (int h = 0; h < 2; h++) {
+        const __m256i sm = k4_scale_min_x2(v[h]);
+        const __m256i s16 = _mm256_unpacklo_epi8(sm, _mm256_setzero_si256());
+        _mm_store_si128((__m128i *)g->sc[2 * h], _mm256_castsi256_si128(s16));
+        _mm_store_si128((__m128i *)g->sc[2 * h + 1], _mm256_extracti128_si256(s16, 1));
+        for (int l = 0; l < 2; l++) {
+            const int b = 2 * h + l;
+            const __m128i mins = _mm_srli_si128(l ? _mm256_extracti128_si256(sm, 1) : _mm256_castsi256_si128(sm), 8);
+            const __m256 dmin = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(2 * b + 1));
+            _mm256_store_ps(g->mf[b], _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins))));
+        }
+    }
+}
+
+// Lane g: yd * the sum of the activations of sub-block g (32 of them), from a Q8_K block
+static inline __m256 k4_bsum_factors_avx2(const block_q8_K *y) {
+    const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
+}
+
+// The AVX2 and AVX-VNNI Q4_K / Q5_K row dots take 32 quants of a block (the low or high nibbles of 32
+// bytes: sub-blocks 2k and 2k + 1) in two registers, k4_z: [2k's first 16 | 2k + 1's first 16] and
+// [2k's last 16 | 2k + 1's last 16], so the two products' int16 pair sums add before one scale step
+// (both lanes scaled by [scale 2k | scale 2k + 1]). The activations in that order: 64 of them, k4_zact.
+static inline void k4_zact_avx2(const int8_t *a, __m256i *a1, __m256i *a2) {
+    const __m256i y0 = _mm256_loadu_si256((const __m256i *)a), y1 = _mm256_loadu_si256((const __m256i *)(a + 32));
+    *a1 = _mm256_permute2x128_si256(y0, y1, 0x20);
+    *a2 = _mm256_permute2x128_si256(y0, y1, 0x31);
+}
+
+// Q8_K rows prepared for those dots (rows_pre.h): each block's quants in k4_zact's order, and
+// k4_bsum_factors_avx2.
+void lp_prep_q8_K_avx2(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    for (int r = 0; r < rows; r++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
+        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
+        for (int i = 0; i < n / QK_K; i++) {
+            o[i].d = y[i].d;
+            _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
+            for (int k = 0; k < 4; k++) {
+                __m256i a1, a2;
+                k4_zact_avx2(y[i].qs + 64 * k, &a1, &a2);
+                _mm256_storeu_si256((__m256i *)(o[i].qs + 64 * k), a1);
+                _mm256_storeu_si256((__m256i *)(o[i].qs + 64 * k + 32), a2);
+            }
+        }
+    }
 }
 
 // to_s8 on x86 (the batched product's decoder): the bytes and floats of lp_q4_K_to_s8 and

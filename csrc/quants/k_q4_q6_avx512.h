@@ -61,7 +61,7 @@ static inline float k_hsum_f32x16(__m512 v, __m256 extra) {
 // product: lp_prep_q8_K_avx512) or permuted per row (vec_dot on Q8_K rows as they lie). Per
 // block and row: d * yd * sum(scale * dot) in 16 lanes, and (dmin * min g) * (yd * bsum g) in
 // lane g of 8 (bsum g: the sum of sub-block g's activations): the first factor made once per
-// block for all rows, the second once per product in a prepared row (k4_bsum_factors), so a
+// block for all rows, the second once per product in a prepared row (k4_bsum_factors_avx2), so a
 // row's min terms are one FMA a block.
 
 // dword 4j + k of the 64 at y (a block's activation quants), for j = 0..15
@@ -76,18 +76,11 @@ static inline __m512i k4_act_perm(const int8_t *y, int k) {
     return _mm512_mask_blend_epi32(0xff00, lo, hi);
 }
 
-// Activation row r's block i: prepared (K4_PRE); field f of it, prepared (pre) or a Q8_K row as it lies
-#define K4_PRE(vy, r, by, i) ((const k_pre_q8_K *)((const uint8_t *)(vy) + (size_t)(r) * (by)) + (i))
+// Field f of activation row r's block i, prepared (pre: K4_PRE) or a Q8_K row as it lies
 #define K4_Y(vy, r, by, i, f) (pre ? K4_PRE(vy, r, by, i)->f : K_ROW(vy, r, by, i)->f)
 
-// Lane g: yd * the sum of the activations of sub-block g (32 of them), from a Q8_K block
-static inline __m256 k4_bsum_factors(const block_q8_K *y) {
-    const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), _mm256_set1_epi16(1));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
-}
-
 // Q8_K rows as the K-quant row dots read them with pre = 1. Q4_K, Q5_K (k4_rows_avx512): each
-// block's quants in k4_act_perm's order, and k4_bsum_factors. Q6_K (q6_rows_avx512): the quants
+// block's quants in k4_act_perm's order, and k4_bsum_factors_avx2. Q6_K (q6_rows_avx512): the quants
 // as they are, and -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4
 // times the scales, the -32 offset in one VPMADDWD.
 static void k_prep_rows(const void *restrict vy, size_t by, int rows, void *restrict out, int n, const int q6) {
@@ -101,7 +94,7 @@ static void k_prep_rows(const void *restrict vy, size_t by, int rows, void *rest
                 _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
                 memcpy(o[i].qs, y[i].qs, QK_K);
             } else {
-                _mm256_storeu_ps(o[i].fbs, k4_bsum_factors(&y[i]));
+                _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
                 for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
             }
         }
@@ -167,7 +160,7 @@ K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *re
             // instruction, exactly as VPMULLD's two; Q5_K's 5-bit quants can reach 63488
             sumi = q5 ? _mm512_mullo_epi32(sumi, sc) : _mm512_madd_epi16(sumi, sc);
             acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, _mm512_set1_ps(K4_Y(vy, r, by, i, d))), _mm512_cvtepi32_ps(sumi), acc[r]);
-            accm[r] = _mm256_fmadd_ps(mf, pre ? _mm256_loadu_ps(K4_PRE(vy, r, by, i)->fbs) : k4_bsum_factors(K_ROW(vy, r, by, i)),
+            accm[r] = _mm256_fmadd_ps(mf, pre ? _mm256_loadu_ps(K4_PRE(vy, r, by, i)->fbs) : k4_bsum_factors_avx2(K_ROW(vy, r, by, i)),
                                       accm[r]);
         }
     }

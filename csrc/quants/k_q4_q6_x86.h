@@ -11,69 +11,92 @@
 #define K_X86(f) K_X86_CAT(f, K_X86_ISA)
 #define K_X86_ROWS_DOTS2(t, isa) K_ROWS_DOTS(t, isa)
 #define K_X86_ROWS_DOTS(t) K_X86_ROWS_DOTS2(t, K_X86_ISA)
+#define K_X86_PRE_ROWS2(t, isa) K_PRE_ROWS(t, isa)
+#define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
 
-// Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales.
-// Per block and row: d * yd * sum(scale * quant dot) - dmin * yd * sum(min * bsum),
-// the second in 8 lanes of pair sums (sub-block g: min g times bsums 2g, 2g+1).
+// Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales. Activation rows as
+// Q8_K blocks (pre 0) or prepared (pre 1: lp_prep_q8_K_avx2, the quants in k4_zact's order). Per block
+// and row: d * yd * sum(scale * quant dot) in 8 lanes, and (dmin * min g) * (yd * bsum g) in lane g
+// of 8 others (bsum g: the sum of sub-block g's activations), the first factor made once per
+// block for all rows (k4_group_x86), the second once per product in a prepared row.
 K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                           size_t by, const int nr, const int q5) {
+                           size_t by, const int nr, const int q5, const int pre) {
     const uint8_t *x = vx;
     const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i bit4 = _mm256_set1_epi8(0x10);
-    __m256 acc[4];
-    K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
-    for (int i = 0; i < n / QK_K; i++, x += size) {
-        const block_q4_K *b = (const block_q4_K *)x;  // d, dmin, scales: the same fields in Q5_K
-        K_PREFETCH_AHEAD(x, size);
-        const __m128 ddm = lp_halves2(&b->d);
-        const __m256 d = _mm256_broadcastss_ps(ddm);
-        const __m256 dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(ddm));
-        const __m128i sm = k4_scale_min_avx2(b->scales);
-        // the 8 scales as int16 in both 128-bit lanes
-        const __m256i scales = _mm256_cvtepu8_epi16(_mm_unpacklo_epi64(sm, sm));
-        const __m256i mins = k4_mins_twice_avx2(sm);
-        // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
-        __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
-        __m256i sumi[4];
-        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
-            const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
-            __m256i q0 = _mm256_and_si256(bits, m4);
-            __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-            if (q5) {
-                q0 = _mm256_or_si256(q0, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
-                q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
-                hb = _mm256_srli_epi16(hb, 2);
+    const int nb = n / QK_K;
+    __m256 acc[4], accm[4];
+    K_FOR_ROWS(r) acc[r] = accm[r] = _mm256_setzero_ps();
+    for (int i0 = 0; i0 < nb; i0 += 4) {
+        k4_group_x86 g;
+        k4_group_unpack_x86(x, size, nb - i0, &g);
+        const int gn = nb - i0 < 4 ? nb - i0 : 4;
+        for (int j = 0; j < gn; j++, x += size) {
+            const int i = i0 + j;
+            K_PREFETCH_AHEAD(x, size);
+            const __m256 d = _mm256_broadcast_ss(&g.dd[2 * j]);
+            // the 8 scales as int16 in both lanes
+            const __m256i scales = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)g.sc[j]));
+            // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
+            __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
+            __m256i sumi[4];
+            K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
+                __m256i q0 = _mm256_and_si256(bits, m4);
+                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (q5) {
+                    q0 = _mm256_or_si256(q0, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
+                    q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
+                    hb = _mm256_srli_epi16(hb, 2);
+                }
+                const __m256i z1 = _mm256_permute2x128_si256(q0, q1, 0x20), z2 = _mm256_permute2x128_si256(q0, q1, 0x31);
+                // [scale 2k | scale 2k + 1], each as int16 in all 8 of its lane
+                const __m256i sc = _mm256_shuffle_epi8(scales, _mm256_setr_epi8(
+                    4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
+                    4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
+                    4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
+                K_FOR_ROWS(r) {
+                    __m256i a1, a2;
+                    if (pre) {
+                        const int8_t *a = K4_PRE(vy, r, by, i)->qs + 64 * k;
+                        a1 = _mm256_load_si256((const __m256i *)a);
+                        a2 = _mm256_load_si256((const __m256i *)(a + 32));
+                    } else {
+                        k4_zact_avx2(K_ROW(vy, r, by, i)->qs + 64 * k, &a1, &a2);
+                    }
+                    // a pair sum is within 2 * 31 * 128, two of them within an int16
+                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(z1, a1), _mm256_maddubs_epi16(z2, a2));
+                    sumi[r] = K_X86_DOT(sumi[r], sc, p);
+                    K_X86_KEEP(sumi[r]);
+                }
             }
-            const __m256i sc0 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k));
-            const __m256i sc1 = _mm256_shuffle_epi8(scales, bcast16_mask(2 * k + 1));
+            const __m256 mf = _mm256_load_ps(g.mf[j]);
             K_FOR_ROWS(r) {
-                const int8_t *a = K_ROW(vy, r, by, i)->qs + 64 * k;
-                const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
-                const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
-                sumi[r] = K_X86_DOT(K_X86_DOT(sumi[r], sc0, p0), sc1, p1);
-                K_X86_KEEP(sumi[r]);
+                const float yd = pre ? K4_PRE(vy, r, by, i)->d : K_ROW(vy, r, by, i)->d;
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(yd)), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
+                accm[r] = _mm256_fmadd_ps(mf, pre ? _mm256_load_ps(K4_PRE(vy, r, by, i)->fbs) : k4_bsum_factors_avx2(K_ROW(vy, r, by, i)),
+                                          accm[r]);
             }
-        }
-        K_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(vy, r, by, i);
-            const __m256 yd = _mm256_set1_ps(yr->d);
-            const __m256i summ = _mm256_madd_epi16(mins, _mm256_loadu_si256((const __m256i *)yr->bsums));
-            acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            acc[r] = _mm256_fnmadd_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summ), acc[r]);
         }
     }
-    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
+    K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], accm[r]));
 }
 K_INLINE void K_X86(q4_K_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                             size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 0); }
+                             size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 0, 0); }
 K_INLINE void K_X86(q5_K_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
-                             size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 1); }
+                             size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 1, 0); }
+K_INLINE void K_X86(q4_K_pre_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                 size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 0, 1); }
+K_INLINE void K_X86(q5_K_pre_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                 size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 1, 1); }
 K_X86_ROWS_DOTS(q4_K)
 K_X86_ROWS_DOTS(q5_K)
+K_X86_PRE_ROWS(q4_K)
+K_X86_PRE_ROWS(q5_K)
 
 K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                              size_t by, const int nr) {
@@ -134,5 +157,7 @@ K_X86_ROWS_DOTS(q6_K)
 #undef K_X86
 #undef K_X86_ROWS_DOTS
 #undef K_X86_ROWS_DOTS2
+#undef K_X86_PRE_ROWS
+#undef K_X86_PRE_ROWS2
 #undef K_X86_CAT
 #undef K_X86_CAT2

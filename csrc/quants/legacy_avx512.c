@@ -27,6 +27,7 @@
 // vec_dot's results bit for bit.
 #include "simd.h"
 #include "quants/rows_pre.h"
+#include "quants/avxvnni.h"
 
 // A pair of blocks of four prepared activation rows (rows_pre.h; see "Prepared activation rows" below).
 typedef struct {
@@ -510,11 +511,18 @@ LP_AVX512_END
 #endif
 
 // The legacy types from two activation rows on (one row takes vec_dot_4weights); the
-// K-quants from one (their prepared row is read as fast, and vec_dot permutes per row).
+// K-quants from one (their prepared row is read as fast, and vec_dot permutes per row), on AVX2
+// (and AVX-VNNI) Q4_K and Q5_K only.
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     lp_rows_pre k = { 0 };
     if (lp_rows_pre_bytes(type, n) == 0) return k;
 #if LP_X86
+    if (isa == LP_ISA_AVX2) {
+        const int vnni = lp_gemm_avx2_vnni();
+        if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q4_K_avxvnni : lp_rows_pre_q4_K_avx2, 1, NULL };
+        if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q5_K_avxvnni : lp_rows_pre_q5_K_avx2, 1, NULL };
+        return k;
+    }
     if (isa != LP_ISA_AVX512) return k;
     if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2, lp_rows_pre_2w_q4_1 };
     if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2, lp_rows_pre_2w_q5_1 };

@@ -1,5 +1,6 @@
 // rows_pre.h — several activation rows against one weight row, from activation rows
-// prepared once per product (legacy_avx512.c: Q4_1, Q5_1, Q8_0 on AVX-512).
+// prepared once per product (legacy_avx512.c: Q4_1, Q5_1, Q8_0 on AVX-512; k_q4_q6.c: Q4_K, Q5_K and Q6_K on
+// AVX-512, Q4_K and Q5_K on AVX2 and AVX-VNNI).
 //
 // Decoding several sequences dots every weight row with each sequence's activation row;
 // what a kernel does per activation row then sets the speed. The row dots of
@@ -52,6 +53,16 @@ typedef struct {
     uint8_t pad[28];
 } k_pre_q8_K;
 
+// k_q4_q6_x86.h: Q4_K, Q5_K on AVX2 and AVX-VNNI (the quants in k4_zact_avx2's order; nr any)
+void lp_prep_q8_K_avx2(const void *restrict y, size_t by, int rows, void *restrict out, int n);
+void lp_rows_pre_q4_K_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                           size_t bp, int nr);
+void lp_rows_pre_q5_K_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                           size_t bp, int nr);
+void lp_rows_pre_q4_K_avxvnni(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                              size_t bp, int nr);
+void lp_rows_pre_q5_K_avxvnni(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                              size_t bp, int nr);
 // k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
 void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
 void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
