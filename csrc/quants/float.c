@@ -61,6 +61,7 @@ LP_AVX2_BEGIN
     __m256 a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();                 \
     int i = 0;                                                                 \
     for (; i + 32 <= n; i += 32) {                                             \
+        lp_prefetch_ahead_bytes(x + i, 32 * sizeof(W));                        \
         a0 = _mm256_fmadd_ps(LOAD8(x + i), _mm256_loadu_ps(y + i), a0);        \
         a1 = _mm256_fmadd_ps(LOAD8(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);   \
         a2 = _mm256_fmadd_ps(LOAD8(x + i + 16), _mm256_loadu_ps(y + i + 16), a2); \

@@ -324,6 +324,7 @@ K_INLINE void q2_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     __m256 acc[4], acc_min[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
+        K_PREFETCH_AHEAD(&x[i], sizeof(block_q2_K));
         const __m128 xdv = _mm_mul_ps(lp_halves2(&x[i].d), _mm_setr_ps(1.0f / 16, 1.0f, 0, 0));
         const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
         const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), m15));
@@ -352,6 +353,7 @@ K_INLINE void q3_K_rows_avx512(int n, float *restrict s, size_t bs, const void *
     __m256 acc[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
+        K_PREFETCH_AHEAD(&x[i], sizeof(block_q3_K));
         const float xd = lp_half_to_float_f16c(x[i].d) * (1.0f / 16);
         const __m256i sc16 = lp_q3_K_scales16(x[i].scales);  // groups 0..7 | 8..15
         const __m256i sc = k_scales_in_place(sc16);
