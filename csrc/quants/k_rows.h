@@ -16,6 +16,15 @@
 #define K_ROW(y, r, by, i) ((const block_q8_K *)((const uint8_t *)(y) + (size_t)(r) * (by)) + (i))
 // block i of activation row r, prepared (rows_pre.h: k_pre_q8_K)
 #define K4_PRE(vy, r, by, i) ((const k_pre_q8_K *)((const uint8_t *)(vy) + (size_t)(r) * (by)) + (i))
+// body(n, s, bs, x, y, by, nr) for any nr: four rows at a time, then the rest (nr a constant 1..4)
+#define K_BY_FOURS(body)                                                                                    \
+    for (; nr > 4; nr -= 4, s += 4 * bs, y = (const uint8_t *)y + 4 * by) body(n, s, bs, x, y, by, 4);     \
+    switch (nr) {                                                                                           \
+    case 1: body(n, s, bs, x, y, by, 1); break;                                                             \
+    case 2: body(n, s, bs, x, y, by, 2); break;                                                             \
+    case 3: body(n, s, bs, x, y, by, 3); break;                                                             \
+    default: body(n, s, bs, x, y, by, 4); break;                                                            \
+    }
 // lp_vec_dot_<t>_<isa> and lp_vec_dot_4acts_<t>_<isa> from the body <t>_rows_<isa>
 #define K_ROWS_DOTS(t, isa)                                                                                 \
     void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict x, const void *restrict y) { \
@@ -27,28 +36,14 @@
     }                                                                                                       \
     void lp_vec_dot_rows_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,           \
                                      const void *restrict y, size_t by, int nr) {                           \
-        for (; nr > 4; nr -= 4, s += 4 * bs, y = (const uint8_t *)y + 4 * by)                               \
-            t##_rows_##isa(n, s, bs, x, y, by, 4);                                                          \
-        switch (nr) {                                                                                       \
-        case 1: t##_rows_##isa(n, s, bs, x, y, by, 1); break;                                               \
-        case 2: t##_rows_##isa(n, s, bs, x, y, by, 2); break;                                               \
-        case 3: t##_rows_##isa(n, s, bs, x, y, by, 3); break;                                               \
-        default: t##_rows_##isa(n, s, bs, x, y, by, 4); break;                                              \
-        }                                                                                                   \
+        K_BY_FOURS(t##_rows_##isa)                                                                          \
     }
 
 // lp_rows_pre_<t>_<isa> (rows_pre.h) from the body <t>_pre_rows_<isa> (nr = 1..4): any nr, four at a time
 #define K_PRE_ROWS(t, isa)                                                                                  \
     void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,               \
                                  const void *restrict y, size_t by, int nr) {                               \
-        for (; nr > 4; nr -= 4, s += 4 * bs, y = (const uint8_t *)y + 4 * by)                               \
-            t##_pre_rows_##isa(n, s, bs, x, y, by, 4);                                                      \
-        switch (nr) {                                                                                       \
-        case 1: t##_pre_rows_##isa(n, s, bs, x, y, by, 1); break;                                           \
-        case 2: t##_pre_rows_##isa(n, s, bs, x, y, by, 2); break;                                           \
-        case 3: t##_pre_rows_##isa(n, s, bs, x, y, by, 3); break;                                           \
-        default: t##_pre_rows_##isa(n, s, bs, x, y, by, 4); break;                                          \
-        }                                                                                                   \
+        K_BY_FOURS(t##_pre_rows_##isa)                                                                      \
     }
 
 #if LP_X86
