@@ -52,6 +52,27 @@ static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const 
     for (size_t o = 0; o < bytes; o += 64) lp_prefetch_ahead((const char *)p + o);
 }
 
+// Kernels for R weight rows against one activation row (vec_dot: R = 1, vec_dot_4weights:
+// R = 4) read R rows side by side: R short streams the hardware prefetcher follows
+// badly. While a group of rows is read, the next group (the R rows after it,
+// contiguous in memory) is prefetched at the same pace: the step covering bytes
+// [off, off + step) of each row brings in R * step bytes of the next group, and the same
+// share of the group after it into L2 (as lp_prefetch_ahead's far request: Mistral-width
+// Q4_0 generation, AVX-512, 2.06 -> 1.65 s per 64 tokens; SmolLM2 Q4_1 0.28 -> 0.26). One row
+// (R = 1) asks for its bytes ahead (lp_prefetch_ahead): Intel Xeon's
+// prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
+static inline __attribute__((always_inline)) void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
+    if (R == 1) {
+        lp_prefetch_ahead_bytes(vx + off, step);
+        return;
+    }
+    const char *p = (const char *)vx + R * bx + off * R;
+    for (size_t k = 0; k < R * step; k += 64) {
+        _mm_prefetch(p + k, _MM_HINT_T0);
+        _mm_prefetch(p + R * bx + k, _MM_HINT_T2);
+    }
+}
+
 LP_AVX2_BEGIN
 // sum of the 8 floats of x
 static inline float lp_hsum_f32x8(__m256 x) {
@@ -97,27 +118,6 @@ LP_AVX2_END
 
 LP_AVX512_BEGIN
 #define LP_INLINE static inline __attribute__((always_inline))
-
-// Kernels for R weight rows against one activation row (vec_dot: R = 1, vec_dot_4weights:
-// R = 4) read R rows side by side: R short streams the hardware prefetcher follows
-// badly. While a group of rows is read, the next group (the R rows after it,
-// contiguous in memory) is prefetched at the same pace: the step covering bytes
-// [off, off + step) of each row brings in R * step bytes of the next group, and the same
-// share of the group after it into L2 (as lp_prefetch_ahead's far request: Mistral-width
-// Q4_0 generation, AVX-512, 2.06 -> 1.65 s per 64 tokens; SmolLM2 Q4_1 0.28 -> 0.24). One row
-// (R = 1) asks for its bytes ahead (lp_prefetch_ahead): Intel Xeon's
-// prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
-LP_INLINE void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
-    if (R == 1) {
-        lp_prefetch_ahead_bytes(vx + off, step);
-        return;
-    }
-    const char *p = (const char *)vx + R * bx + off * R;
-    for (size_t k = 0; k < R * step; k += 64) {
-        _mm_prefetch(p + k, _MM_HINT_T0);
-        _mm_prefetch(p + R * bx + k, _MM_HINT_T2);
-    }
-}
 
 // The sums of the 16 lanes of a0 .. a3, in the order _mm512_reduce_add_ps takes for each:
 // halves, then quarters, then (0 + 2) + (1 + 3). Four sums at once in 512-bit registers

@@ -259,10 +259,7 @@ static inline __m256i dot_block_avxvnni(__m256i q, const int8_t *qy, int offset)
         const __m256i y0 = _mm256_loadu_si256((const __m256i *)y[i].qs);                        \
         const __m256i y1 = _mm256_loadu_si256((const __m256i *)y[i + 1].qs);                    \
         const __m256i o0 = _mm256_dpbusd_avx_epi32(zero, off, y0), o1 = _mm256_dpbusd_avx_epi32(zero, off, y1); \
-        for (size_t k = 0; k < 4 * 2 * sizeof(T); k += 64) { /* the next four rows' share of this step, and (into L2) the four after */ \
-            _mm_prefetch((const char *)vx + 4 * bx + 4 * (size_t)i * sizeof(T) + k, _MM_HINT_T0); \
-            _mm_prefetch((const char *)vx + 8 * bx + 4 * (size_t)i * sizeof(T) + k, _MM_HINT_T2); \
-        }                                                                                       \
+        lp_prefetch_next((const uint8_t *)vx, bx, (size_t)i * sizeof(T), 2 * sizeof(T), 4);     \
         _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) {                                   \
             const uint32_t dx = xr[r][i].d | (uint32_t)xr[r][i + 1].d << 16;                    \
             const __m256 d = _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dx)), dy)); \

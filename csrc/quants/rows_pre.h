@@ -46,7 +46,7 @@ int64_t lp_rows_pre_bytes(int type, int64_t n);
 typedef struct {
     int8_t qs[QK_K];
     union {
-        float fbs[8];       // Q4_K, Q5_K: yd * the sum of sub-block g's activations (k4_bsum_factors)
+        float fbs[8];       // Q4_K, Q5_K: yd * the sum of sub-block g's activations (k4_bsum_factors_avx2)
         int16_t nbs[16];    // Q6_K: -8 * the sum of group g's 16 activations (bsums)
     };
     float d;
