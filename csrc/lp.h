@@ -206,10 +206,7 @@ const lp_type_traits *lp_traits(int type);
         for (int j = 0; j < 4; j++) lp_vec_dot_##t##_##isa(n, &s[j * bs], x, (const uint8_t *)y + j * by); \
     }
 #define LP_DECLARE_DOT512(t) \
-    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y); \
-    void lp_vec_dot_4weights_##t##_avx512(int n, float *restrict s, const void *restrict x, size_t bx, const void *restrict y); \
-    void lp_vec_dot_rows_##t##_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y, \
-                                      size_t by, int nr);
+    void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict x, const void *restrict y);
 #define LP_DECLARE_TO_S8(T, t) \
     void lp_##t##_to_s8(const void *restrict x, int8_t *restrict q, float *restrict scale, int16_t *restrict sub, float *restrict min, int64_t n);
 #define LP_DECLARE_TO_FLOAT(T, t) void lp_##t##_to_float(const void *restrict x, float *restrict y, int64_t n);

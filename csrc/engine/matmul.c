@@ -135,9 +135,9 @@ static void dot_chunk(void *vctx, int tile, int ith) {
             const int nr = left < LP_ROWS_MAX ? (int)left : LP_ROWS_MAX;
             const uint8_t *pj = c->xp + j * c->xp_row_bytes;
             int64_t r = r0;
-            if (c->pre.dot2)  // weight rows two at a time: each activation block loaded once for both
-                for (; r + 2 <= r1; r += 2)
-                    c->pre.dot2((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes,
+            if (c->pre.dot4)  // weight rows four at a time (each activation block loaded once for all)
+                for (; r + 4 <= r1; r += 4)
+                    c->pre.dot4((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes,
                                 (size_t)c->w_row_bytes, pj, (size_t)c->xp_row_bytes, nr);
             for (; r < r1; r++)
                 c->pre.dot((int)c->cols, &yj[r], (size_t)c->rows, c->w + r * c->w_row_bytes, pj, (size_t)c->xp_row_bytes, nr);

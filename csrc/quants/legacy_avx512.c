@@ -1,518 +1,407 @@
-// legacy_avx512.c — vec_dot of the 32-weight block formats (Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0) with AVX-512 VNNI.
+// legacy_avx512.c — the dot products of the 32-weight block formats (Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0) with AVX-512 VNNI: one kernel for one sequence and for several.
 //
-// VPDPBUSD multiplies unsigned weight quants with signed activation quants and sums
-// each four products into one int32 lane (no int16 step, so nothing saturates); the
-// lanes become floats and take their block's dx * dy in a fused multiply-add.
-// Offsets (-8, -16) come off as offset * activations, a second VPDPBUSD of the
-// constant offset. Q8_0 weights are signed: their sign moves onto the activations and
-// their magnitude (at most 128) is the unsigned side.
+// The arithmetic (every path below does exactly this, so a row's result never depends on
+// how many weight rows or activation rows share the call):
+//   per block b:  isum_b = the exact integer sum of the products of the quants
+//                 (Q4_0, Q5_0: minus 8 or 16 * the activations' sum; Q8_0 exact as well)
+//   per row of 4-block groups, four float lanes c = 0..3 (block b goes to lane b mod 4):
+//                 acc_c = fma(float(isum_b), dx_b * dy_b, acc_c)
+//                 Q4_1, Q5_1 then acc_c = fma(m_b, s_b, acc_c)
+//   the result:   (acc_0 + acc_1) + (acc_2 + acc_3)
+// Blocks past a row's last (a row of 18 blocks has a group of 2) add exact zeros.
 //
-// Two layouts, each kept where it measured faster on this kind of CPU (Zen 4, which
-// runs 512-bit operations as two 256-bit halves):
-// - Q4_0, Q5_0: one block per 256-bit register, four blocks per step
-//   (lp_dot_rows_offset below); the offset starts the integer sums and the four
-//   blocks' scales are converted together.
-// - Q4_1, Q5_1, Q8_0: two blocks per 512-bit register (block i in bits 0..255, block
-//   i+1 in 256..511). One block per register measured slower for Q4_1 and Q5_1 (in
-//   cache, their m * s adds work per block) and, for Q8_0, slower streaming short
-//   rows (576 columns) from memory, which decoding does.
+// The layout: a 512-bit register holds one weight row's four blocks of a group as 16-byte
+// quarters: the 16 bytes of quants of each block (Q8_0: its first 16 quants, and a second
+// register the last 16), gathered from the blocks with one word permute (every field
+// of these blocks starts on an even byte). Q4/Q5: the low nibbles (elements 0..15) and the
+// high ones (16..31) are two registers. An activation row is prepared once per product in
+// the same order (b4_act). VPDPBUSD then leaves four int32 lanes per block and weight row;
+// four weight rows' registers reduce to one with the blocks' exact sums in lanes 4w + b,
+// and the float steps run on 16 (row, block) pairs at once: per 4 weight rows, 4 blocks
+// and activation row, two VPDPBUSD a weight row, nine reduction steps and three or four float
+// steps, where two blocks a register took about eight operations per weight row.
 //
-// Each kernel is written once for R weight rows against one activation row, or one
-// weight row against A activation rows: R = A = 1 is vec_dot, R = 4 is vec_dot_4weights
-// (decoding one sequence: the activation blocks, their scales and the offset sums are
-// loaded or computed once for four rows, and the four results reduced together), A = 2..4
-// is vec_dot_rows (several sequences, small prompt groups: the weight quants decoded once).
-// Every row goes through the same operations in the same order either way, so both give
-// vec_dot's results bit for bit.
+// Signs: VPDPBUSD multiplies unsigned bytes by signed ones. The 4- and 5-bit quants are
+// the unsigned side (Q4_0, Q5_0: their offset comes off as -8 or -16 * the activations'
+// block sum, prepared); Q8_0's weights are the signed side and the prepared activations
+// carry + 128, taken back out by starting each sum at -128 * the weights' sum (made once
+// per weight row for every activation row).
 #include "simd.h"
 #include "quants/rows_pre.h"
 #include "quants/avxvnni.h"
 
-// A pair of blocks of four prepared activation rows (rows_pre.h; see "Prepared activation rows" below).
+// A group of four blocks of one prepared activation row (rows_pre.h).
 typedef struct {
-    uint8_t qs[4][64];  // row a's quants of the two blocks (Q8_0: plus 128)
-    float d[8];         // row a's two block scales in lanes 2a, 2a + 1
-    float s[8];         // Q8_1: row a's two block sums s, the same way
-} lp_pre_quad;
+    int8_t lo[64];  // block b's quants 0..15 in bytes 16b..16b+15 (Q8_0 weights: plus 128, as unsigned)
+    int8_t hi[64];  // its quants 16..31
+    float d[4];     // the blocks' scales (0 past the row's last block)
+    union {
+        float s[4];        // Q4_1, Q5_1: the Q8_1 block's s (d * the quants' sum)
+        int32_t off[4];    // Q4_0, Q5_0: -8 or -16 * the quants' sum
+    };
+    uint8_t pad[32];        // 192 bytes: lo and hi start on 64-byte lines
+} b4_act;
+_Static_assert(sizeof(b4_act) == 192, "b4_act");
+
+enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
+
+// Block bytes and field offsets of each type (B4_QS2: Q8_0's second 16 quants)
+#define B4_BS(T) ((T) == B4_Q4_0 ? 18 : (T) == B4_Q4_1 ? 20 : (T) == B4_Q5_0 ? 22 : (T) == B4_Q5_1 ? 24 : 34)
+#define B4_QS(T) ((T) == B4_Q4_0 ? 2 : (T) == B4_Q4_1 ? 4 : (T) == B4_Q5_0 ? 6 : (T) == B4_Q5_1 ? 8 : 2)
+#define B4_QH(T) ((T) == B4_Q5_0 ? 2 : 4)
+#define B4_MIN(T) ((T) == B4_Q4_1 || (T) == B4_Q5_1)
+#define B4_Q5(T) ((T) == B4_Q5_0 || (T) == B4_Q5_1)
+#define B4_JB(T) ((T) == B4_Q4_0 || (T) == B4_Q4_1)  // quants in (j, b) order (see B4_IXQ_JB)
+// The second 64-byte load of a group starts here: the group's last 64 bytes (Q8_0: bytes
+// 64..127; its second 16 quants come from bytes 8..135)
+#define B4_B(T) ((T) == B4_Q8_0 ? 64 : 4 * B4_BS(T) - 64)
 
 #if LP_X86
 LP_AVX512_BEGIN
 
-// 16 bytes at p, twice: bits 0..255 (block i), and 16 bytes at q twice: bits 256..511
-LP_INLINE __m512i lp_pair128(const uint8_t *p, const uint8_t *q) {
-    const __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
-    const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q));
-    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+// Word index (for VPERMT2W over the loads at 0 and at `b`) of the word at byte o of a group
+#define B4_IX(o, b) ((o) + 2 <= 64 ? (o) / 2 : 32 + ((o) - (b)) / 2)
+// The 8 words of 16 bytes at byte o
+#define B4_IX8(o, b) B4_IX(o, b), B4_IX((o) + 2, b), B4_IX((o) + 4, b), B4_IX((o) + 6, b), \
+                     B4_IX((o) + 8, b), B4_IX((o) + 10, b), B4_IX((o) + 12, b), B4_IX((o) + 14, b)
+// The quant bytes of a group in the kernel's order: (b, j) — block b's 16 bytes in bytes
+// 16b..16b+15 — or, for the types that take the transposed kernel (B4_JB), (j, b): the
+// four bytes j (4j..4j+3) of the four blocks in bytes 16j..16j+15
+#define B4_IXQ_BJ(T) { B4_IX8(B4_QS(T), B4_B(T)), B4_IX8(B4_QS(T) + B4_BS(T), B4_B(T)),                 \
+                       B4_IX8(B4_QS(T) + 2 * B4_BS(T), B4_B(T)), B4_IX8(B4_QS(T) + 3 * B4_BS(T), B4_B(T)) }
+#define B4_IX4(o, b) B4_IX(o, b), B4_IX((o) + 2, b)
+#define B4_IXJ(T, j) B4_IX4(B4_QS(T) + 4 * (j), B4_B(T)), B4_IX4(B4_QS(T) + B4_BS(T) + 4 * (j), B4_B(T)), \
+                     B4_IX4(B4_QS(T) + 2 * B4_BS(T) + 4 * (j), B4_B(T)), B4_IX4(B4_QS(T) + 3 * B4_BS(T) + 4 * (j), B4_B(T))
+#define B4_IXQ_JB(T) { B4_IXJ(T, 0), B4_IXJ(T, 1), B4_IXJ(T, 2), B4_IXJ(T, 3) }
+// Words 0..3: the four blocks' d; 4..7: their m (at 2; Q4_0, Q5_0, Q8_0: d again)
+#define B4_M(T) (B4_MIN(T) ? 2 : 0)
+#define B4_IXD(T) { B4_IX(0, B4_B(T)), B4_IX(B4_BS(T), B4_B(T)), B4_IX(2 * B4_BS(T), B4_B(T)),          \
+                    B4_IX(3 * B4_BS(T), B4_B(T)), B4_IX(B4_M(T), B4_B(T)), B4_IX(B4_M(T) + B4_BS(T), B4_B(T)), \
+                    B4_IX(B4_M(T) + 2 * B4_BS(T), B4_B(T)), B4_IX(B4_M(T) + 3 * B4_BS(T), B4_B(T)) }
+static const uint16_t b4_ixq[5][32] __attribute__((aligned(64))) = {
+    B4_IXQ_JB(B4_Q4_0), B4_IXQ_JB(B4_Q4_1), B4_IXQ_BJ(B4_Q5_0), B4_IXQ_BJ(B4_Q5_1), B4_IXQ_BJ(B4_Q8_0)
+};
+static const uint16_t b4_ixd[5][32] __attribute__((aligned(64))) = {
+    B4_IXD(B4_Q4_0), B4_IXD(B4_Q4_1), B4_IXD(B4_Q5_0), B4_IXD(B4_Q5_1), B4_IXD(B4_Q8_0)
+};
+// Q8_0's second 16 quants (bytes 18 + 34 k) from the loads at 8 and at 72
+#define B4_IX2(o) ((o) < 72 ? ((o) - 8) / 2 : 32 + ((o) - 72) / 2)
+#define B4_IX2_8(o) B4_IX2(o), B4_IX2((o) + 2), B4_IX2((o) + 4), B4_IX2((o) + 6), B4_IX2((o) + 8), \
+                    B4_IX2((o) + 10), B4_IX2((o) + 12), B4_IX2((o) + 14)
+static const uint16_t b4_ixq8_hi[32] __attribute__((aligned(64))) = { B4_IX2_8(18), B4_IX2_8(52), B4_IX2_8(86),
+                                                                       B4_IX2_8(120) };
+#define B4_LOADIX(t) _mm512_load_si512((const void *)(t))
+
+// One weight row's group: the quants of its four blocks (lo: bytes 0..15 of each block's
+// quants, hi: 16..31, each in its 16-byte quarter) and [d0..d3, m0..m3] as fp16 in dm.
+// avail: the group's bytes that lie in the row (4 * bs, or fewer for the row's last
+// group, which is then read with masked loads only: nothing past the row is touched).
+// The group's bytes from 0 and from B4_B(T) (the row's last group: masked loads of the
+// bytes that lie in the row, avail of them)
+LP_INLINE void b4_load(const int T, const uint8_t *x, const int full, const int avail, __m512i *a, __m512i *b) {
+    const int boff = B4_B(T);
+    if (full) {
+        *a = _mm512_loadu_si512(x);
+        *b = _mm512_loadu_si512(x + boff);
+    } else {
+        *a = _mm512_maskz_loadu_epi8(avail >= 64 ? ~0ULL : (1ULL << avail) - 1, x);
+        const int rest = avail - boff;  // bytes from boff on
+        *b = _mm512_maskz_loadu_epi8(rest >= 64 ? ~0ULL : rest <= 0 ? 0 : (1ULL << rest) - 1, x + boff);
+    }
+}
+LP_INLINE __m512i b4_gather_qs(const int T, __m512i a, __m512i b) {
+    return _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
+}
+// [d0..d3, m0..m3] as fp16
+LP_INLINE __m128i b4_gather_dm(const int T, __m512i a, __m512i b) {
+    return _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
 }
 
-// The 32 4-bit quants of two blocks: low nibbles (elements 0..15) then high nibbles (16..31).
-LP_INLINE __m512i lp_nibbles64(const uint8_t *qs0, const uint8_t *qs1) {
-    const __m512i v = lp_pair128(qs0, qs1);
-    return _mm512_and_si512(_mm512_srlv_epi64(v, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)), _mm512_set1_epi8(0x0f));
-}
-
-// Bit j of the little-endian 32-bit words at h0 (block i) and h1 (block i+1) as 0x10 in byte j.
-LP_INLINE __m512i lp_fifth_bits64(const uint8_t *h0, const uint8_t *h1) {
-    uint32_t a, b;
-    memcpy(&a, h0, 4);
-    memcpy(&b, h1, 4);
-    return _mm512_maskz_mov_epi8((__mmask64)a | (__mmask64)b << 32, _mm512_set1_epi8(0x10));
-}
-
-// 32 activation quants of each of two blocks
-LP_INLINE __m512i lp_act64(const int8_t *y0, const int8_t *y1) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
-                              _mm256_loadu_si256((const __m256i *)y1), 1);
-}
-
-// The 32 activation quants of one block in bits 0..255, zeros above.
-LP_INLINE __m512i lp_act32(const int8_t *y0) {
-    return _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)y0));
-}
-
-// The fp16 values a, b as floats [a, b, 0, 0].
-LP_INLINE __m128 lp_half2(lp_half a, lp_half b) {
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)a | (uint32_t)b << 16)));
-}
-
-// Lane 0 of v in lanes 0..7, lane 1 in lanes 8..15: a pair's two block factors.
-LP_INLINE __m512 lp_spread2(__m128 v) {
-    return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
-                                 _mm512_castps128_ps512(v));
-}
-
-// The two fp16 at p and the two at q (a block's [d, m] or [d, s]) as 4 floats.
-LP_INLINE __m128 lp_dm2(const lp_half *p, const lp_half *q) {
-    uint32_t a, b;
-    memcpy(&a, p, 4);
-    memcpy(&b, q, 4);
-    return _mm_cvtph_ps(_mm_cvtsi64_si128((int64_t)((uint64_t)a | (uint64_t)b << 32)));
-}
-
-// The bodies below dot R weight rows (at vx + r * bx) with one activation row, or one
-// weight row with A activation rows (at vy + a * by): R * A pairs, pair k in acc[k]. Each
-// pair goes through the same operations in the same order whatever R and A are; what is
-// shared (the activation blocks when R > 1, the weight quants when A > 1) is the same
-// expression in every pair, computed once after the pair loop is unrolled.
-#define LP_FOR_PAIRS(k) _Pragma("GCC unroll 4") for (int k = 0; k < R * A; k++)
-#define LP_PAIR_X(k) (vx + (A > 1 ? 0 : (size_t)(k) * bx))
-#define LP_PAIR_Y(k) ((const __typeof__(*vy) *)((const uint8_t *)vy + (A > 1 ? (size_t)(k) * by : 0)))
-
-// A activation rows' sums to s[a * bs]: the sum of acc[a]'s lanes (as one row alone sums them)
-// + lane a of add, a < A
-LP_INLINE void lp_store_pre(float *s, size_t bs, const __m512 *acc, __m128 add, const int A) {
-    const __m512 z = _mm512_setzero_ps();
-    const __m128 sum = _mm_add_ps(lp_sums4(acc[0], A > 1 ? acc[1] : z, A > 2 ? acc[2] : z, A > 3 ? acc[3] : z), add);
-    float out[4];
-    _mm_storeu_ps(out, sum);
-    for (int a = 0; a < A; a++) s[a * bs] = out[a];
-}
-
-// The pairs' sums: R weight rows to s[0..R-1] (lp_store_sums), A activation rows to s[a * bs]
-// (lp_store_pre), each reduced as one row alone is.
-LP_INLINE void lp_store_pairs(float *s, size_t bs, const __m512 *acc, const float *add, const int R, const int A) {
-    if (A == 1) {
-        lp_store_sums(s, acc, add, R);
+LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const int avail, __m512i *lo, __m512i *hi,
+                          __m128i *dm) {
+    const int bs = B4_BS(T);
+    __m512i a, b;
+    b4_load(T, x, full, avail, &a, &b);
+    *dm = b4_gather_dm(T, a, b);
+    if (T == B4_Q8_0) {
+        *lo = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
+        __m512i a2, b2;  // bytes 8..71 and 72..135
+        if (full) {
+            a2 = _mm512_loadu_si512(x + 8);
+            b2 = _mm512_loadu_si512(x + 72);
+        } else {
+            a2 = _mm512_maskz_loadu_epi8(avail - 8 >= 64 ? ~0ULL : avail <= 8 ? 0 : (1ULL << (avail - 8)) - 1, x + 8);
+            b2 = _mm512_maskz_loadu_epi8(avail - 72 >= 64 ? ~0ULL : avail <= 72 ? 0 : (1ULL << (avail - 72)) - 1, x + 72);
+        }
+        *hi = _mm512_permutex2var_epi16(a2, B4_LOADIX(b4_ixq8_hi), b2);
         return;
     }
-    float add4[4] = { 0 };
-    for (int a = 0; a < A; a++) add4[a] = add[a];
-    lp_store_pre(s, bs, acc, _mm_loadu_ps(add4), A);
-}
-
-// Q4_1 / Q5_1 block pairs: the weight quants (unsigned) of blocks i and j of row x.
-#define LP_Q4_1_2(x, i, j) lp_nibbles64((x)[i].qs, (x)[j].qs)
-#define LP_Q5_1_2(x, i, j) _mm512_or_si512(lp_nibbles64((x)[i].qs, (x)[j].qs), lp_fifth_bits64((x)[i].qh, (x)[j].qh))
-
-// Q4_1 / Q5_1: sum over blocks of dx*dy * sum(q * qy) + m * s.
-#define LP_DOT512_MIN(T, QUANTS2)                                                                           \
-    LP_INLINE void lp_dot_rows_##T(int n, float *restrict s, size_t bs, const uint8_t *restrict vx,       \
-                                   size_t bx, const block_q8_1 *restrict vy, size_t by, const int R,      \
-                                   const int A) {                                                          \
-        const int nb = n / 32;                                                                             \
-        __m512 acc[4];                                                                                     \
-        __m128 mins4[4];                                                                                   \
-        LP_FOR_PAIRS(k) {                                                                                  \
-            acc[k] = _mm512_setzero_ps();                                                                  \
-            mins4[k] = _mm_setzero_ps();                                                                   \
-        }                                                                                                  \
-        int i = 0;                                                                                         \
-        for (; i + 1 < nb; i += 2) {                                                                       \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), R);                     \
-            LP_FOR_PAIRS(k) {                                                                              \
-                const block_##T *x = (const block_##T *)LP_PAIR_X(k);                                      \
-                const block_q8_1 *y = LP_PAIR_Y(k);                                                        \
-                const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i + 1),        \
-                                                      lp_act64(y[i].qs, y[i + 1].qs));                     \
-                /* [d m] of two weight blocks times [d s] of two activation blocks: dx*dy, m*s, dx*dy, m*s */ \
-                const __m128 f = _mm_mul_ps(lp_dm2(&x[i].d, &x[i + 1].d), lp_dm2(&y[i].d, &y[i + 1].d));   \
-                const __m512 d = _mm512_permutexvar_ps(                                                    \
-                    _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_castps128_ps512(f)); \
-                acc[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[k]);                               \
-                mins4[k] = _mm_add_ps(mins4[k], f);                                                        \
-            }                                                                                              \
-        }                                                                                                  \
-        float mins[4];                                                                                     \
-        LP_FOR_PAIRS(k)                                                                                    \
-            mins[k] = _mm_cvtss_f32(_mm_shuffle_ps(mins4[k], mins4[k], 1)) +                               \
-                      _mm_cvtss_f32(_mm_shuffle_ps(mins4[k], mins4[k], 3));                                \
-        if (i < nb) {                                                                                      \
-            LP_FOR_PAIRS(k) {                                                                              \
-                const block_##T *x = (const block_##T *)LP_PAIR_X(k);                                      \
-                const block_q8_1 *y = LP_PAIR_Y(k);                                                        \
-                const __m512i p = _mm512_maskz_mov_epi32(                                                  \
-                    0x00ff, _mm512_dpbusd_epi32(_mm512_setzero_si512(), QUANTS2(x, i, i), lp_act32(y[i].qs))); \
-                acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d)),           \
-                                         _mm512_cvtepi32_ps(p), acc[k]);                                   \
-                mins[k] += _cvtsh_ss(x[i].m) * _cvtsh_ss(y[i].s);                                          \
-            }                                                                                              \
-        }                                                                                                  \
-        lp_store_pairs(s, bs, acc, mins, R, A);                                                            \
-    }
-
-LP_DOT512_MIN(q4_1, LP_Q4_1_2)
-LP_DOT512_MIN(q5_1, LP_Q5_1_2)
-
-// Q8_0: |qx| (at most 128, fits the unsigned side) times qy with qx's sign.
-LP_INLINE void lp_dot_rows_q8_0(int n, float *restrict s, size_t bs, const uint8_t *restrict vx, size_t bx,
-                                const block_q8_0 *restrict vy, size_t by, const int R, const int A) {
-    const int nb = n / 32;
-    __m512 acc[4];
-    LP_FOR_PAIRS(k) acc[k] = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 1 < nb; i += 2) {
-        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), R);
-        LP_FOR_PAIRS(k) {
-            const block_q8_0 *x = (const block_q8_0 *)LP_PAIR_X(k);
-            const block_q8_0 *y = LP_PAIR_Y(k);
-            const __m512i a = lp_act64(y[i].qs, y[i + 1].qs);
-            const __m512i q = lp_act64(x[i].qs, x[i + 1].qs);
-            const __mmask64 neg = _mm512_movepi8_mask(q);
-            const __m512i sa = _mm512_mask_sub_epi8(a, neg, _mm512_setzero_si512(), a);
-            const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(q), sa);
-            const __m512 d = lp_spread2(_mm_mul_ps(lp_half2(x[i].d, x[i + 1].d), lp_half2(y[i].d, y[i + 1].d)));
-            acc[k] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[k]);
+    const __m512i q = b4_gather_qs(T, a, b);
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    *lo = _mm512_and_si512(q, m4);
+    *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    if (B4_Q5(T)) {  // the fifth bits: block b's bit i to byte 16b + i of lo (i < 16) or of hi (i >= 16)
+        uint64_t l = 0, h = 0;
+        for (int k = 0; k < 4; k++) {
+            uint32_t v = 0;
+            if (full || k * bs < avail) memcpy(&v, x + k * bs + B4_QH(T), 4);
+            l |= (uint64_t)(v & 0xffff) << (16 * k);
+            h |= (uint64_t)(v >> 16) << (16 * k);
         }
+        const __m512i b16 = _mm512_set1_epi8(0x10);
+        *lo = _mm512_or_si512(*lo, _mm512_maskz_mov_epi8(l, b16));
+        *hi = _mm512_or_si512(*hi, _mm512_maskz_mov_epi8(h, b16));
     }
-    float tail[4] = { 0 };
-    if (i < nb) {
-        LP_FOR_PAIRS(k) {
-            const block_q8_0 *x = (const block_q8_0 *)LP_PAIR_X(k);
-            const block_q8_0 *y = LP_PAIR_Y(k);
-            const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
-            const __m256i q = _mm256_loadu_si256((const __m256i *)x[i].qs);
-            const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(q), _mm256_sign_epi8(a, q));
-            tail[k] = _cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d) * (float)lp_hsum_i32x8(p);
+}
+
+// r[w] holds weight row w's four int32 lanes per block b: lanes 4b + j, or 4j + b (jb); returns
+// the sums of each block's lanes, row w's block b in lane 4w + b.
+LP_INLINE __m512i b4_reduce(const __m512i *r, const int jb) {
+    if (jb) {  // the 256-bit halves added, then the 128-bit quarters
+        const __m512i p01 = _mm512_add_epi32(_mm512_shuffle_i32x4(r[0], r[1], 0x44), _mm512_shuffle_i32x4(r[0], r[1], 0xEE));
+        const __m512i p23 = _mm512_add_epi32(_mm512_shuffle_i32x4(r[2], r[3], 0x44), _mm512_shuffle_i32x4(r[2], r[3], 0xEE));
+        return _mm512_add_epi32(_mm512_shuffle_i32x4(p01, p23, 0x88), _mm512_shuffle_i32x4(p01, p23, 0xDD));
+    }
+    const __m512i ia = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+    const __m512i ib = _mm512_add_epi32(ia, _mm512_set1_epi32(2));
+    const __m512i p01 = _mm512_add_epi32(_mm512_permutex2var_epi32(r[0], ia, r[1]), _mm512_permutex2var_epi32(r[0], ib, r[1]));
+    const __m512i p23 = _mm512_add_epi32(_mm512_permutex2var_epi32(r[2], ia, r[3]), _mm512_permutex2var_epi32(r[2], ib, r[3]));
+    const __m512i ic = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_add_epi32(_mm512_permutex2var_epi32(p01, ic, p23),
+                            _mm512_permutex2var_epi32(p01, _mm512_add_epi32(ic, _mm512_set1_epi32(1)), p23));
+}
+
+// Lanes 4w + b: row w's d_b, and m_b (Q4_1, Q5_1)
+LP_INLINE void b4_scales(const int T, const __m128i *dm, __m512 *dx, __m512 *mx) {
+    *dx = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(dm[0], dm[1])),
+                                                  _mm_unpacklo_epi64(dm[2], dm[3]), 1));
+    *mx = _mm512_setzero_ps();
+    if (B4_MIN(T))
+        *mx = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpackhi_epi64(dm[0], dm[1])),
+                                                      _mm_unpackhi_epi64(dm[2], dm[3]), 1));
+}
+
+// W weight rows (x, x + bx, ...; W = 1 or 4) against A prepared activation rows (p + a * bp,
+// A = 1..4), groups g0 .. g1 - 1 of a row of nb blocks; the activations of group g at
+// group g - pg of their row. acc[a]: lane 4w + c, weight row w's lane c.
+LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,
+                         const uint8_t *restrict p, size_t bp, int pg, __m512 *acc, const int W, const int A) {
+    const int bs = B4_BS(T);
+    const int row_bytes = nb * bs;
+    const __m512i zero = _mm512_setzero_si512();
+    for (int g = g0; g < g1; g++) {
+        const int off = g * 4 * bs;
+        const int full = off + 4 * bs <= row_bytes;
+        lp_prefetch_next(x, bx, off, 4 * bs, W);
+        __m512i lo[4], hi[4], neg[4];
+        __m128i dm[4];
+        for (int w = 0; w < 4; w++) {
+            lo[w] = hi[w] = neg[w] = zero;
+            dm[w] = _mm_setzero_si128();
         }
-    }
-    lp_store_pairs(s, bs, acc, tail, R, A);
-}
-
-// Four fp16 values, at p, p + stride, p + 2 stride and p + 3 stride, as floats in
-// lanes 0..3 and again in lanes 4..7. The four loads and the packing stay in
-// integer registers: vector shuffles here measured slower (they compete with the
-// conversions for the same ports).
-LP_INLINE __m256 lp_halves4x2(const uint8_t *p, const size_t stride) {
-    uint16_t h[4];
-    for (int k = 0; k < 4; k++) memcpy(&h[k], p + k * stride, 2);
-    const uint64_t v = (uint64_t)h[0] | (uint64_t)h[1] << 16 | (uint64_t)h[2] << 32 | (uint64_t)h[3] << 48;
-    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
-}
-
-// The 32 unsigned quants of the Q4_0 / Q5_0 block at x in the order of the
-// activation quants. Q4_0: the 16 bytes twice, the low nibbles kept in bits 0..127
-// and the high nibbles left in place in bits 128..255, i.e. the quants of elements
-// 16..31 times 16 (no shift; the factor comes off at the end). Q5_0: shifted
-// nibbles plus the fifth bits.
-LP_INLINE __m256i lp_block_quants(const int q5, const uint8_t *x) {
-    if (!q5) {
-        const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)((const block_q4_0 *)x)->qs));
-        return _mm256_and_si256(v, _mm256_setr_m128i(_mm_set1_epi8(0x0f), _mm_set1_epi8((char)0xf0)));
-    }
-    const block_q5_0 *b = (const block_q5_0 *)x;
-    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b->qs));
-    const __m256i lo4 = _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
-    uint32_t h;
-    memcpy(&h, b->qh, 4);
-    return _mm256_or_si256(lo4, _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(0x10)));
-}
-
-// Q4_0 (q5 = 0) and Q5_0 (q5 = 1): R weight rows against one row of Q8_0
-// activation blocks, one block per 256-bit register, four blocks per step.
-//
-// Per block, VPDPBUSD sums the products into eight int32 lanes whose accumulator
-// starts at -offset * activations (8 or 16, scaled like the quants; computed once
-// per activation block for all R rows), so the offset costs nothing per row. The
-// lanes become floats and take dx * dy in a fused multiply-add. The four blocks'
-// dx are converted together and multiplied by their dy at once; each block's
-// product is broadcast from that register with an in-lane shuffle. Two
-// accumulators per row (even and odd blocks) keep the adds from waiting on each
-// other.
-LP_INLINE void lp_dot_rows_offset(const int q5, int n, float *restrict s, size_t sb, const uint8_t *restrict vx,
-                                  size_t bx, const block_q8_0 *restrict vy, size_t by, const int R, const int A) {
-    const size_t bs = q5 ? sizeof(block_q5_0) : sizeof(block_q4_0);
-    const __m256i off = q5 ? _mm256_set1_epi8(16) : _mm256_setr_m128i(_mm_set1_epi8(8), _mm_set1_epi8((char)0x80));
-    const int nb = n / 32;
-    __m256 acc[4][2];
-    LP_FOR_PAIRS(k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
-// block j of pair k (weights at x) against activation quants a, integer sums starting at
-// p0, times d (the block's dx * dy in every lane)
-#define LP_BLOCK(x, a, p0, d, k, j) \
-    acc[k][(j) & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(p0, lp_block_quants(q5, x), a)), acc[k][(j) & 1])
-    int i = 0;
-    for (; i + 4 <= nb; i += 4) {
-        lp_prefetch_next(vx, bx, i * bs, 4 * bs, R);
-        LP_FOR_PAIRS(k) {
-            const block_q8_0 *y = LP_PAIR_Y(k);
-            __m256i a[4], p0[4];
-            for (int b = 0; b < 4; b++) {
-                a[b] = _mm256_loadu_si256((const __m256i *)y[i + b].qs);
-                p0[b] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a[b]));
-            }
-            const __m256 dy = lp_halves4x2((const uint8_t *)&y[i].d, sizeof(block_q8_0));
-            const uint8_t *x = LP_PAIR_X(k) + i * bs;
-            const __m256 d = _mm256_mul_ps(lp_halves4x2(x, bs), dy);  // d is the first field of both
-            LP_BLOCK(x, a[0], p0[0], _mm256_shuffle_ps(d, d, 0x00), k, 0);
-            LP_BLOCK(x + bs, a[1], p0[1], _mm256_shuffle_ps(d, d, 0x55), k, 1);
-            LP_BLOCK(x + 2 * bs, a[2], p0[2], _mm256_shuffle_ps(d, d, 0xaa), k, 2);
-            LP_BLOCK(x + 3 * bs, a[3], p0[3], _mm256_shuffle_ps(d, d, 0xff), k, 3);
-        }
-    }
-    for (; i < nb; i++) {
-        lp_prefetch_next(vx, bx, i * bs, bs, R);
-        LP_FOR_PAIRS(k) {
-            const block_q8_0 *y = LP_PAIR_Y(k);
-            const __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
-            const __m256i p0 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), off, a));
-            const uint8_t *x = LP_PAIR_X(k) + i * bs;
-            lp_half dx;
-            memcpy(&dx, x, 2);
-            LP_BLOCK(x, a, p0, _mm256_set1_ps(_cvtsh_ss(dx) * _cvtsh_ss(y[i].d)), k, i);
-        }
-    }
-#undef LP_BLOCK
-    // per pair: the two accumulators added, then the high half (elements 16..31 of
-    // each block; times 16 for Q4_0) onto the low half, then the four lanes summed
-    // as (0 + 2) + (1 + 3)
-    __m128 v[4];
-    LP_FOR_PAIRS(k) {
-        const __m256 t = _mm256_add_ps(acc[k][0], acc[k][1]);
-        const __m128 hi = _mm256_extractf128_ps(t, 1), lo = _mm256_castps256_ps128(t);
-        v[k] = q5 ? _mm_add_ps(lo, hi) : _mm_fmadd_ps(hi, _mm_set1_ps(1.0f / 16), lo);
-    }
-    if (R == 1) {  // one weight row: each activation row's sum alone
-        for (int a = 0; a < A; a++) {
-            const __m128 h = _mm_add_ps(v[a], _mm_movehl_ps(v[a], v[a]));
-            s[a * sb] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-        }
-        return;
-    }
-    const __m128 s01 = _mm_add_ps(_mm_unpacklo_ps(v[0], v[1]), _mm_unpackhi_ps(v[0], v[1]));
-    const __m128 s23 = _mm_add_ps(_mm_unpacklo_ps(v[2], v[3]), _mm_unpackhi_ps(v[2], v[3]));
-    _mm_storeu_ps(s, _mm_add_ps(_mm_movelh_ps(s01, s23), _mm_movehl_ps(s23, s01)));
-}
-#define lp_dot_rows_q4_0(...) lp_dot_rows_offset(0, __VA_ARGS__)
-#define lp_dot_rows_q5_0(...) lp_dot_rows_offset(1, __VA_ARGS__)
-
-// (LP_ALIGNED_CODE: rows_pre.h)
-// vec_dot (R = A = 1), vec_dot_4weights (R = 4), vec_dot_rows (A = nr: decoding several
-// sequences, small prompt groups)
-#define LP_DOT512_ENTRY(T, ACT)                                                                                \
-    LP_ALIGNED_CODE void lp_vec_dot_##T##_avx512(int n, float *restrict s, const void *restrict vx,            \
-                                                 const void *restrict vy) {                                    \
-        lp_dot_rows_##T(n, s, 0, vx, 0, (const ACT *)vy, 0, 1, 1);                                             \
-    }                                                                                                          \
-    LP_ALIGNED_CODE void lp_vec_dot_4weights_##T##_avx512(int n, float *restrict s, const void *restrict vx,   \
-                                                          size_t bx, const void *restrict vy) {                \
-        lp_dot_rows_##T(n, s, 0, vx, bx, (const ACT *)vy, 0, 4, 1);                                            \
-    }                                                                                                          \
-    void lp_vec_dot_rows_##T##_avx512(int n, float *restrict s, size_t bs, const void *restrict vx,            \
-                                      const void *restrict vy, size_t by, int nr) {                            \
-        for (; nr > 4; nr -= 4, s += 4 * bs, vy = (const uint8_t *)vy + 4 * by)                               \
-            lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 4);                                       \
-        switch (nr) {                                                                                          \
-        case 1: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 1); break;                            \
-        case 2: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 2); break;                            \
-        case 3: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 3); break;                            \
-        default: lp_dot_rows_##T(n, s, bs, vx, 0, (const ACT *)vy, by, 1, 4); break;                           \
-        }                                                                                                      \
-    }
-LP_DOT512_ENTRY(q4_0, block_q8_0)
-LP_DOT512_ENTRY(q5_0, block_q8_0)
-LP_DOT512_ENTRY(q4_1, block_q8_1)
-LP_DOT512_ENTRY(q5_1, block_q8_1)
-LP_DOT512_ENTRY(q8_0, block_q8_0)
-
-
-// ---------------------------------------------------------------------------
-// Prepared activation rows (rows_pre.h), for rows of an even number of blocks, in groups
-// of four rows (the last group padded with zero scales): per pair of blocks a
-// lp_pre_quad. The kernels below are the pair loops above with the activation side read
-// from there and the scale products of all four rows made at once: dx * dy of the two
-// blocks for every row in one multiply (then spread to each row's lanes by a permute),
-// and (Q8_1) the four rows' m * s in one multiply and one add, each row's in its own two
-// lanes (even and odd blocks, as the pair loop's lanes 1 and 3). Every float operation
-// and its operands' order are the pair loop's, so each row's result is vec_dot's.
-
-static void lp_prep_rows(const int q8_1, const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
-    const int np = n / 64;
-    for (int g = 0; 4 * g < rows; g++) {
-        lp_pre_quad *p = (lp_pre_quad *)out + (size_t)g * np;
-        for (int j = 0; j < np; j++)
-            for (int a = 0; a < 4; a++) {
-                const int r = 4 * g + a;
-                const uint8_t *y = (const uint8_t *)vy + (size_t)r * by;
-                lp_half h[4] = { 0 };  // d, d', s, s' (zero past the last row)
-                if (r < rows && q8_1) {
-                    const block_q8_1 *b = (const block_q8_1 *)y + 2 * j;
-                    memcpy(p[j].qs[a], b[0].qs, 32);
-                    memcpy(p[j].qs[a] + 32, b[1].qs, 32);
-                    h[0] = b[0].d, h[1] = b[1].d, h[2] = b[0].s, h[3] = b[1].s;
-                } else if (r < rows) {
-                    const block_q8_0 *b = (const block_q8_0 *)y + 2 * j;
-                    _mm512_storeu_si512(p[j].qs[a], _mm512_xor_si512(lp_act64(b[0].qs, b[1].qs), _mm512_set1_epi8((char)0x80)));
-                    h[0] = b[0].d, h[1] = b[1].d;
-                }
-                p[j].d[2 * a] = _cvtsh_ss(h[0]);
-                p[j].d[2 * a + 1] = _cvtsh_ss(h[1]);
-                p[j].s[2 * a] = _cvtsh_ss(h[2]);
-                p[j].s[2 * a + 1] = _cvtsh_ss(h[3]);
-            }
-    }
-}
-static void lp_prep_q8_1(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
-    lp_prep_rows(1, y, by, rows, out, n);
-}
-static void lp_prep_q8_0(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
-    lp_prep_rows(0, y, by, rows, out, n);
-}
-
-// lanes 2a (0..7) and 2a + 1 (8..15) of the 8 products dx * dy: row a's block factors
-LP_INLINE __m512 lp_row_factors(__m256 dxy, int a) {
-    const __m512i idx = _mm512_inserti64x4(_mm512_set1_epi32(2 * a), _mm256_set1_epi32(2 * a + 1), 1);
-    return _mm512_permutexvar_ps(idx, _mm512_castps256_ps512(dxy));
-}
-
-// Q4_1 / Q5_1 (the pair loop of LP_DOT512_MIN), W weight rows (1 or 2, bx bytes apart) at
-// once: the second row shares the activation loads and the call.
-#define LP_PRE512_MIN(T, QUANTS2)                                                                          \
-    LP_INLINE void lp_dot_pre_##T(int n, float *restrict s, size_t bs, const uint8_t *restrict vx,        \
-                                  size_t bx, const uint8_t *restrict vp, const int A, const int W) {       \
-        const int np = n / 64;                                                                             \
-        const lp_pre_quad *p = (const lp_pre_quad *)vp;                                                    \
-        __m512 acc[2][4];                                                                                  \
-        __m256 mins8[2];                                                                                   \
-        for (int w = 0; w < W; w++) {                                                                      \
-            mins8[w] = _mm256_setzero_ps();                                                                \
-            for (int a = 0; a < A; a++) acc[w][a] = _mm512_setzero_ps();                                   \
-        }                                                                                                  \
-        for (int j = 0; j < np; j++) {                                                                     \
-            const int i = 2 * j;                                                                           \
-            __m512i q[2];                                                                                  \
-            __m256 dxy[2];                                                                                 \
-            lp_prefetch_next(vx, bx, i * sizeof(block_##T), 2 * sizeof(block_##T), W);                     \
-            for (int w = 0; w < W; w++) {                                                                  \
-                const block_##T *x = (const block_##T *)(vx + w * bx);                                     \
-                q[w] = QUANTS2(x, i, i + 1);                                                               \
-                const __m256 dm = _mm256_castps128_ps256(lp_dm2(&x[i].d, &x[i + 1].d)); /* d m d' m' */    \
-                const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 2, 0, 2, 0, 2, 0, 2), dm);    \
-                const __m256 mx = _mm256_permutexvar_ps(_mm256_setr_epi32(1, 3, 1, 3, 1, 3, 1, 3), dm);    \
-                dxy[w] = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));                                       \
-                mins8[w] = _mm256_add_ps(mins8[w], _mm256_mul_ps(mx, _mm256_loadu_ps(p[j].s)));            \
-            }                                                                                              \
-            _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                          \
-                const __m512i y = _mm512_loadu_si512(p[j].qs[a]);                                          \
-                for (int w = 0; w < W; w++) {                                                              \
-                    const __m512i pi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[w], y);               \
-                    acc[w][a] = _mm512_fmadd_ps(lp_row_factors(dxy[w], a), _mm512_cvtepi32_ps(pi), acc[w][a]); \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
-        for (int w = 0; w < W; w++) { /* row a's m * s: its lanes 2a + 2a + 1 */                          \
-            const __m128 mins = _mm_hadd_ps(_mm256_castps256_ps128(mins8[w]), _mm256_extractf128_ps(mins8[w], 1)); \
-            lp_store_pre(s + w, bs, acc[w], mins, A);                                                      \
-        }                                                                                                  \
-    }
-LP_PRE512_MIN(q4_1, LP_Q4_1_2)
-LP_PRE512_MIN(q5_1, LP_Q5_1_2)
-
-// Q8_0 (the pair loop of lp_dot_rows_q8_0): the weights are the signed side, the
-// activations plus 128 the unsigned one; the integer sums start at -128 * the weights'
-// (once per pair for all rows), so they are the same exact sums of qx * qy.
-LP_INLINE void lp_dot_pre_q8_0(int n, float *restrict s, size_t bs, const uint8_t *restrict vx, size_t bx,
-                               const uint8_t *restrict vp, const int A, const int W) {
-    const int np = n / 64;
-    const lp_pre_quad *p = (const lp_pre_quad *)vp;
-    __m512 acc[2][4];
-    for (int w = 0; w < W; w++)
-        for (int a = 0; a < A; a++) acc[w][a] = _mm512_setzero_ps();
-    for (int j = 0; j < np; j++) {
-        const int i = 2 * j;
-        __m512i q[2], off[2];
-        __m256 dxy[2];
-        lp_prefetch_next(vx, bx, i * sizeof(block_q8_0), 2 * sizeof(block_q8_0), W);
         for (int w = 0; w < W; w++) {
-            const block_q8_0 *x = (const block_q8_0 *)(vx + w * bx);
-            q[w] = lp_act64(x[i].qs, x[i + 1].qs);
-            off[w] = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                      _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), q[w]));
-            const __m256 dx = _mm256_permutexvar_ps(_mm256_setr_epi32(0, 1, 0, 1, 0, 1, 0, 1),
-                                                    _mm256_castps128_ps256(lp_half2(x[i].d, x[i + 1].d)));
-            dxy[w] = _mm256_mul_ps(dx, _mm256_loadu_ps(p[j].d));
-        }
-        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
-            const __m512i y = _mm512_loadu_si512(p[j].qs[a]);
-            for (int w = 0; w < W; w++) {
-                const __m512i pi = _mm512_dpbusd_epi32(off[w], y, q[w]);
-                acc[w][a] = _mm512_fmadd_ps(lp_row_factors(dxy[w], a), _mm512_cvtepi32_ps(pi), acc[w][a]);
+            if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &lo[w], &hi[w], &dm[w]);
+            else b4_weights(T, x + w * bx + off, 0, row_bytes - off, &lo[w], &hi[w], &dm[w]);
+            if (T == B4_Q8_0) {  // -128 * the weights' sums, per lane
+                const __m512i c = _mm512_set1_epi8((char)0x80);
+                neg[w] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, c, lo[w]), c, hi[w]));
             }
         }
+        __m512 dx, mx;
+        b4_scales(T, dm, &dx, &mx);
+        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
+            const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
+            __m512i r[4];
+            for (int w = 0; w < 4; w++) r[w] = zero;
+            for (int w = 0; w < W; w++) {
+                if (T == B4_Q8_0)
+                    r[w] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg[w], _mm512_load_si512(y->lo), lo[w]),
+                                               _mm512_load_si512(y->hi), hi[w]);
+                else
+                    r[w] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo[w], _mm512_load_si512(y->lo)), hi[w],
+                                               _mm512_load_si512(y->hi));
+            }
+            __m512i isum = b4_reduce(r, B4_JB(T));
+            if (T == B4_Q4_0 || T == B4_Q5_0)
+                isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
+            const __m512 f = _mm512_mul_ps(dx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->d)));
+            acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), f, acc[a]);
+            if (B4_MIN(T)) acc[a] = _mm512_fmadd_ps(mx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->s)), acc[a]);
+        }
     }
-    for (int w = 0; w < W; w++) lp_store_pre(s + w, bs, acc[w], _mm_setzero_ps(), A);
 }
 
-// The activation rows in groups of four (the last group's rows: nr's remainder), W weight
-// rows at x, x + bx; bp: a row's share of a group of four.
-#define LP_PRE512_GROUPS(T, W)                                                                                 \
-    const uint8_t *p = vp;                                                                                     \
-    for (; nr > 4; nr -= 4, s += 4 * bs, p += 4 * bp) lp_dot_pre_##T(n, s, bs, x, bx, p, 4, W);               \
-    switch (nr) {                                                                                              \
-    case 1: lp_dot_pre_##T(n, s, bs, x, bx, p, 1, W); break;                                                   \
-    case 2: lp_dot_pre_##T(n, s, bs, x, bx, p, 2, W); break;                                                   \
-    case 3: lp_dot_pre_##T(n, s, bs, x, bx, p, 3, W); break;                                                   \
-    default: lp_dot_pre_##T(n, s, bs, x, bx, p, 4, W); break;                                                  \
+// The same for four weight rows of a B4_JB type (Q4_0, Q4_1) with the weights transposed:
+// the four rows' registers of packed quants, each (j, b) ordered, become four whose lane
+// 4w + b holds bytes 4j..4j+3 of row w's block b (a 4 x 4 transpose of 128-bit quarters);
+// each activation row then takes its eight VPDPBUSD straight into the blocks' sums (its
+// four bytes j broadcast to every row's lanes), with no reduction per activation row.
+LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,
+                          const uint8_t *restrict p, size_t bp, int pg, __m512 *acc, const int A) {
+    const int bs = B4_BS(T);
+    const int row_bytes = nb * bs;
+    const __m512i zero = _mm512_setzero_si512(), m4 = _mm512_set1_epi8(0x0f);
+    for (int g = g0; g < g1; g++) {
+        const int off = g * 4 * bs;
+        const int full = off + 4 * bs <= row_bytes;
+        lp_prefetch_next(x, bx, off, 4 * bs, 4);
+        __m512i q[4];
+        __m128i dm[4];
+        for (int w = 0; w < 4; w++) {
+            __m512i a, b;
+            if (full) b4_load(T, x + w * bx + off, 1, 4 * bs, &a, &b);
+            else b4_load(T, x + w * bx + off, 0, row_bytes - off, &a, &b);
+            q[w] = b4_gather_qs(T, a, b);
+            dm[w] = b4_gather_dm(T, a, b);
+        }
+        const __m512i u01 = _mm512_shuffle_i32x4(q[0], q[1], 0x44), u23 = _mm512_shuffle_i32x4(q[2], q[3], 0x44);
+        const __m512i v01 = _mm512_shuffle_i32x4(q[0], q[1], 0xEE), v23 = _mm512_shuffle_i32x4(q[2], q[3], 0xEE);
+        const __m512i t[4] = { _mm512_shuffle_i32x4(u01, u23, 0x88), _mm512_shuffle_i32x4(u01, u23, 0xDD),
+                               _mm512_shuffle_i32x4(v01, v23, 0x88), _mm512_shuffle_i32x4(v01, v23, 0xDD) };
+        __m512i lo[4], hi[4];
+        for (int j = 0; j < 4; j++) {
+            lo[j] = _mm512_and_si512(t[j], m4);
+            hi[j] = _mm512_and_si512(_mm512_srli_epi16(t[j], 4), m4);
+        }
+        __m512 dx, mx;
+        b4_scales(T, dm, &dx, &mx);
+        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
+            const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
+            __m512i s0 = zero, s1 = zero;
+            for (int j = 0; j < 4; j++) {
+                s0 = _mm512_dpbusd_epi32(s0, lo[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->lo + 16 * j))));
+                s1 = _mm512_dpbusd_epi32(s1, hi[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->hi + 16 * j))));
+            }
+            __m512i isum = _mm512_add_epi32(s0, s1);
+            if (T == B4_Q4_0) isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
+            const __m512 f = _mm512_mul_ps(dx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->d)));
+            acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), f, acc[a]);
+            if (B4_MIN(T)) acc[a] = _mm512_fmadd_ps(mx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->s)), acc[a]);
+        }
     }
-// lp_rows_pre_T: one weight row; lp_rows_pre_2w_T: two (rows_pre.h)
-#define LP_PRE512_ENTRY(T)                                                                                     \
-    static void lp_rows_pre_##T(int n, float *restrict s, size_t bs, const void *restrict x,                  \
-                                const void *restrict vp, size_t bp, int nr) {                                 \
-        const size_t bx = 0;                                                                                   \
-        LP_PRE512_GROUPS(T, 1)                                                                                 \
-    }                                                                                                          \
-    static void lp_rows_pre_2w_##T(int n, float *restrict s, size_t bs, const void *restrict x, size_t bx,    \
-                                   const void *restrict vp, size_t bp, int nr) {                              \
-        LP_PRE512_GROUPS(T, 2)                                                                                 \
-    }
-LP_PRE512_ENTRY(q4_1)
-LP_PRE512_ENTRY(q5_1)
-LP_PRE512_ENTRY(q8_0)
-#undef LP_PRE512_MIN
-#undef LP_PRE512_ENTRY
-#undef LP_PRE512_GROUPS
+}
 
-#undef LP_DOT512_OFFSET
-#undef LP_DOT512_MIN
-#undef LP_DOT512_ENTRY
-#undef LP_FOR_PAIRS
-#undef LP_PAIR_X
-#undef LP_PAIR_Y
+// s[a * bs + w] = (acc_0 + acc_1) + (acc_2 + acc_3) of weight row w's lanes in acc[a]
+LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, const int A) {
+    for (int a = 0; a < A; a++) {
+        const __m512 t = _mm512_add_ps(acc[a], _mm512_permute_ps(acc[a], _MM_SHUFFLE(2, 3, 0, 1)));
+        const __m512 u = _mm512_add_ps(t, _mm512_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+        const __m128 v = _mm512_castps512_ps128(_mm512_maskz_compress_ps(0x1111, u));
+        if (W == 1) s[a * bs] = _mm_cvtss_f32(v);
+        else _mm_storeu_ps(s + a * bs, v);
+    }
+}
+
+// One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
+// groups g0 .. g1 - 1 of out (group g at out[g - g0]).
+LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g0, int g1, b4_act *restrict out) {
+    const int q8_1 = B4_MIN(T);
+    const size_t by = q8_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    for (int g = g0; g < g1; g++) {
+        b4_act *o = &out[g - g0];
+        for (int k = 0; k < 4; k++) {
+            const int b = 4 * g + k;
+            __m256i q = _mm256_setzero_si256();
+            float d = 0, sv = 0;
+            int32_t sum = 0;
+            if (b < nb) {
+                const uint8_t *blk = y + (size_t)b * by;
+                lp_half h[2];
+                memcpy(h, blk, sizeof h);
+                q = _mm256_loadu_si256((const __m256i *)(blk + (q8_1 ? 4 : 2)));
+                d = _cvtsh_ss(h[0]);
+                sv = q8_1 ? _cvtsh_ss(h[1]) : 0;
+                if (T == B4_Q4_0 || T == B4_Q5_0)  // the quants' sum
+                    sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
+                if (T == B4_Q8_0) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+            }
+            if (B4_JB(T)) {  // bytes 4j..4j+3 of the quants to bytes 16j + 4k..
+                int8_t e[32];
+                _mm256_storeu_si256((__m256i *)e, q);
+                for (int j = 0; j < 4; j++) {
+                    memcpy(o->lo + 16 * j + 4 * k, e + 4 * j, 4);
+                    memcpy(o->hi + 16 * j + 4 * k, e + 16 + 4 * j, 4);
+                }
+            } else {
+                _mm_storeu_si128((__m128i *)(o->lo + 16 * k), _mm256_castsi256_si128(q));
+                _mm_storeu_si128((__m128i *)(o->hi + 16 * k), _mm256_extracti128_si256(q, 1));
+            }
+            o->d[k] = d;
+            if (q8_1) o->s[k] = sv;
+            else o->off[k] = (T == B4_Q4_0 ? -8 : T == B4_Q5_0 ? -16 : 0) * sum;
+        }
+        memset(o->pad, 0, sizeof o->pad);
+    }
+}
+
+// The entry points of type T (t: its name, ACT: its activation block)
+// four weight rows of Q4_0 / Q4_1 against A activation rows: the transposed kernel (from B4T_MIN rows)
+#ifndef B4T_MIN
+#define B4T_MIN 2
+#endif
+#define B4_ROWS_CALL(T, A)                                                      \
+    do {                                                                        \
+        if (W == 4 && B4_JB(T) && (A) >= B4T_MIN)                               \
+            b4t_groups(T, x, bx, nb, 0, ng, p, bp, 0, acc, A);                  \
+        else                                                                    \
+            b4_groups(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, A);                \
+    } while (0)
+#define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
+#define B4_ENTRY(T, t)                                                                                         \
+    /* vec_dot: one weight row, one activation row as quantized */                                             \
+    LP_ALIGNED_CODE void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict vx,            \
+                                                 const void *restrict vy) {                                    \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        b4_act buf[B4_CHUNK] __attribute__((aligned(64)));                                                     \
+        __m512 acc[1] = { _mm512_setzero_ps() };                                                               \
+        for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
+            const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
+            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
+            b4_groups(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);           \
+        }                                                                                                      \
+        b4_store(s, 0, acc, 1, 1);                                                                             \
+    }                                                                                                          \
+    static void lp_prep_##t##_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) { \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        for (int r = 0; r < rows; r++)                                                                         \
+            b4_prep_row(T, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng);     \
+    }                                                                                                          \
+    /* W weight rows against nr prepared activation rows, four at a time */                                   \
+    LP_INLINE void b4_rows_##t(int n, float *restrict s, size_t bs, const uint8_t *restrict x, size_t bx,      \
+                               const uint8_t *restrict p, size_t bp, int nr, const int W) {                    \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        for (; nr > 0; nr -= 4, s += 4 * bs, p += 4 * bp) {                                                    \
+            __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() }; \
+            switch (nr) {                                                                                      \
+            case 1: B4_ROWS_CALL(T, 1); b4_store(s, bs, acc, W, 1); break;                                     \
+            case 2: B4_ROWS_CALL(T, 2); b4_store(s, bs, acc, W, 2); break;                                     \
+            case 3: B4_ROWS_CALL(T, 3); b4_store(s, bs, acc, W, 3); break;                                     \
+            default: B4_ROWS_CALL(T, 4); b4_store(s, bs, acc, W, 4); break;                                    \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    LP_ALIGNED_CODE static void lp_rows_pre_##t(int n, float *restrict s, size_t bs, const void *restrict x,  \
+                                                const void *restrict p, size_t bp, int nr) {                  \
+        b4_rows_##t(n, s, bs, (const uint8_t *)x, 0, (const uint8_t *)p, bp, nr, 1);                           \
+    }                                                                                                          \
+    LP_ALIGNED_CODE static void lp_rows_pre4_##t(int n, float *restrict s, size_t bs, const void *restrict x, \
+                                                 size_t bx, const void *restrict p, size_t bp, int nr) {      \
+        b4_rows_##t(n, s, bs, (const uint8_t *)x, bx, (const uint8_t *)p, bp, nr, 4);                          \
+    }
+B4_ENTRY(B4_Q4_0, q4_0)
+B4_ENTRY(B4_Q4_1, q4_1)
+B4_ENTRY(B4_Q5_0, q5_0)
+B4_ENTRY(B4_Q5_1, q5_1)
+B4_ENTRY(B4_Q8_0, q8_0)
+#undef B4_ENTRY
+
 LP_AVX512_END
 #endif
 
-// The legacy types from two activation rows on (one row takes vec_dot_4weights); the
-// K-quants from one (their prepared row is read as fast, and vec_dot permutes per row), on AVX2
-// (and AVX-VNNI) Q4_K and Q5_K only.
+// The legacy types on AVX-512 from one activation row on; the K-quants from one (their
+// prepared row is read as fast, and vec_dot permutes per row), on AVX2 (and AVX-VNNI) Q4_K
+// and Q5_K only.
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     lp_rows_pre k = { 0 };
     if (lp_rows_pre_bytes(type, n) == 0) return k;
@@ -524,9 +413,11 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
         return k;
     }
     if (isa != LP_ISA_AVX512) return k;
-    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q4_1, 2, lp_rows_pre_2w_q4_1 };
-    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q8_1, lp_rows_pre_q5_1, 2, lp_rows_pre_2w_q5_1 };
-    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0, lp_rows_pre_q8_0, 2, lp_rows_pre_2w_q8_0 };
+    if (type == LP_Q4_0) k = (lp_rows_pre){ lp_prep_q4_0_avx512, lp_rows_pre_q4_0, 1, lp_rows_pre4_q4_0 };
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q4_1_avx512, lp_rows_pre_q4_1, 1, lp_rows_pre4_q4_1 };
+    if (type == LP_Q5_0) k = (lp_rows_pre){ lp_prep_q5_0_avx512, lp_rows_pre_q5_0, 1, lp_rows_pre4_q5_0 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q5_1_avx512, lp_rows_pre_q5_1, 1, lp_rows_pre4_q5_1 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0_avx512, lp_rows_pre_q8_0, 1, lp_rows_pre4_q8_0 };
     if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
     if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
     if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx512, lp_rows_pre_q6_K_avx512, 1, NULL };
@@ -538,6 +429,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
 
 int64_t lp_rows_pre_bytes(int type, int64_t n) {
     if (type == LP_Q4_K || type == LP_Q5_K || type == LP_Q6_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(k_pre_q8_K);
-    if (n % 64 || (type != LP_Q4_1 && type != LP_Q5_1 && type != LP_Q8_0)) return 0;
-    return n / 64 * (int64_t)sizeof(lp_pre_quad) / 4;  // a row's share of a group of four
+    if (n % 32 || n <= 0 || (type != LP_Q4_0 && type != LP_Q4_1 && type != LP_Q5_0 && type != LP_Q5_1 && type != LP_Q8_0))
+        return 0;
+    return (n / 32 + 3) / 4 * (int64_t)sizeof(b4_act);
 }

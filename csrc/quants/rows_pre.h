@@ -26,14 +26,14 @@ typedef void (*lp_rows_prep_fn)(const void *restrict y, size_t by, int rows, voi
 // s[a * bs] = dot(weight row x, prepared activation row a at p + a * bp), a < nr (any nr >= 1)
 typedef void (*lp_rows_pre_fn)(int n, float *restrict s, size_t bs, const void *restrict x,
                                const void *restrict p, size_t bp, int nr);
-// the same for two weight rows, x and x + bx: to s[a * bs] and s[a * bs + 1]
-typedef void (*lp_rows_pre2_fn)(int n, float *restrict s, size_t bs, const void *restrict x, size_t bx,
+// the same for four weight rows, x + w * bx (w < 4): to s[a * bs + w]
+typedef void (*lp_rows_pre4_fn)(int n, float *restrict s, size_t bs, const void *restrict x, size_t bx,
                                 const void *restrict p, size_t bp, int nr);
 typedef struct {
     lp_rows_prep_fn prep;  // NULL: no such kernel for this type, ISA and row length
     lp_rows_pre_fn dot;
     int min_rows;          // used from this many activation rows on
-    lp_rows_pre2_fn dot2;  // NULL: one weight row at a time
+    lp_rows_pre4_fn dot4;  // NULL: one weight row at a time
 } lp_rows_pre;
 
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);

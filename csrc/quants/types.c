@@ -48,21 +48,13 @@
 #endif
 #define LP_S8_K(t, low, sub, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, low }, .s8_unit = QK_K, \
                                             .s8_min = min, .s8_min_unit = min_unit, .s8_sub = sub
-// Types with an AVX-512 vec_dot of their own: vec_dot_rows there (several activation rows),
-// no vec_dot_4acts.
-// vec_dot_4weights reads four rows side by side, four streams the prefetchers serve worse
-// than one: it pays for short rows (per-row overhead, one region of memory) and, for
-// the offset types (Q4_0, Q5_0: the activations' offset sum shared), at any length.
-// Measured on Zen 4, 1 thread, streaming (vec_dot_4weights / vec_dot): Q8_0 1.0 at 1 KiB rows, 0.91
-// at 2 KiB, 0.74 at 4 KiB; Q4_1 1.16 at 1.25 KiB, 0.96 at 2.5 KiB; Q4_0 1.04-1.3 and
-// Q5_0 1.07-1.46 at 0.5-10 KiB (with the two-blocks-per-register layout they had then;
-// their one-block layout, Q4_0: 1.3 at 0.3 KiB, 1.2-1.3 at 2.3 KiB).
+// Types with an AVX-512 vec_dot of their own (legacy_avx512.c): products of any number of
+// activation rows take its prepared-row dots (rows_pre.h), so there is no vec_dot_4weights or
+// vec_dot_rows for AVX-512. max_4w: the longest row (bytes) AVX-VNNI's vec_dot_4weights takes.
 #if LP_X86
 #define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
-                      .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 },                                 \
-                      .vec_dot_4weights = { [LP_ISA_AVX512] = lp_vec_dot_4weights_##t##_avx512 }, .max_row_bytes_4weights = max_4w, \
-                      .vec_dot_rows = { [LP_ISA_AVX512] = lp_vec_dot_rows_##t##_avx512 }
+                      .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 }, .max_row_bytes_4weights = max_4w
 #else
 #define LP_DOTS512(t, max_4w) LP_DOTS(t)
 #endif
