@@ -65,25 +65,21 @@ LP_AVX512_BEGIN
 // The 8 words of 16 bytes at byte o
 #define B4_IX8(o, b) B4_IX(o, b), B4_IX((o) + 2, b), B4_IX((o) + 4, b), B4_IX((o) + 6, b), \
                      B4_IX((o) + 8, b), B4_IX((o) + 10, b), B4_IX((o) + 12, b), B4_IX((o) + 14, b)
-// The quant bytes of a group in the kernel's order: (b, j) — block b's 16 bytes in bytes
-// 16b..16b+15 — or, for the types that take the transposed kernel (B4_JB), (j, b): the
-// four bytes j (4j..4j+3) of the four blocks in bytes 16j..16j+15
-#define B4_IXQ_BJ(T) { B4_IX8(B4_QS(T), B4_B(T)), B4_IX8(B4_QS(T) + B4_BS(T), B4_B(T)),                 \
-                       B4_IX8(B4_QS(T) + 2 * B4_BS(T), B4_B(T)), B4_IX8(B4_QS(T) + 3 * B4_BS(T), B4_B(T)) }
-#define B4_IX4(o, b) B4_IX(o, b), B4_IX((o) + 2, b)
-#define B4_IXJ(T, j) B4_IX4(B4_QS(T) + 4 * (j), B4_B(T)), B4_IX4(B4_QS(T) + B4_BS(T) + 4 * (j), B4_B(T)), \
-                     B4_IX4(B4_QS(T) + 2 * B4_BS(T) + 4 * (j), B4_B(T)), B4_IX4(B4_QS(T) + 3 * B4_BS(T) + 4 * (j), B4_B(T))
-#define B4_IXQ_JB(T) { B4_IXJ(T, 0), B4_IXJ(T, 1), B4_IXJ(T, 2), B4_IXJ(T, 3) }
-// Words 0..3: the four blocks' d; 4..7: their m (at 2; Q4_0, Q5_0, Q8_0: d again)
-#define B4_M(T) (B4_MIN(T) ? 2 : 0)
-#define B4_IXD(T) { B4_IX(0, B4_B(T)), B4_IX(B4_BS(T), B4_B(T)), B4_IX(2 * B4_BS(T), B4_B(T)),          \
-                    B4_IX(3 * B4_BS(T), B4_B(T)), B4_IX(B4_M(T), B4_B(T)), B4_IX(B4_M(T) + B4_BS(T), B4_B(T)), \
-                    B4_IX(B4_M(T) + 2 * B4_BS(T), B4_B(T)), B4_IX(B4_M(T) + 3 * B4_BS(T), B4_B(T)) }
+// The word-gathered types' (Q5_0, Q5_1, Q8_0) quant bytes of a group in the kernel's
+// order: block b's 16 bytes (Q8_0: its first 16) in bytes 16b..16b+15
+#define B4_IXQ(T) { B4_IX8(B4_QS(T), B4_B(T)), B4_IX8(B4_QS(T) + B4_BS(T), B4_B(T)),                 \
+                    B4_IX8(B4_QS(T) + 2 * B4_BS(T), B4_B(T)), B4_IX8(B4_QS(T) + 3 * B4_BS(T), B4_B(T)) }
 static const uint16_t b4_ixq[5][32] __attribute__((aligned(64))) = {
-    B4_IXQ_JB(B4_Q4_0), B4_IXQ_JB(B4_Q4_1), B4_IXQ_BJ(B4_Q5_0), B4_IXQ_BJ(B4_Q5_1), B4_IXQ_BJ(B4_Q8_0)
+    [B4_Q5_0] = B4_IXQ(B4_Q5_0), [B4_Q5_1] = B4_IXQ(B4_Q5_1), [B4_Q8_0] = B4_IXQ(B4_Q8_0)
 };
+// Words 2b, 2b + 1: block b's d and m (at 2; Q5_0, Q8_0: d again), for the types gathered by words
+#define B4_M(T) (B4_MIN(T) ? 2 : 0)
+#define B4_IXD(T) { B4_IX(0, B4_B(T)), B4_IX(B4_M(T), B4_B(T)), B4_IX(B4_BS(T), B4_B(T)),                 \
+                    B4_IX(B4_M(T) + B4_BS(T), B4_B(T)), B4_IX(2 * B4_BS(T), B4_B(T)),                      \
+                    B4_IX(B4_M(T) + 2 * B4_BS(T), B4_B(T)), B4_IX(3 * B4_BS(T), B4_B(T)),                  \
+                    B4_IX(B4_M(T) + 3 * B4_BS(T), B4_B(T)) }
 static const uint16_t b4_ixd[5][32] __attribute__((aligned(64))) = {
-    B4_IXD(B4_Q4_0), B4_IXD(B4_Q4_1), B4_IXD(B4_Q5_0), B4_IXD(B4_Q5_1), B4_IXD(B4_Q8_0)
+    [B4_Q5_0] = B4_IXD(B4_Q5_0), [B4_Q5_1] = B4_IXD(B4_Q5_1), [B4_Q8_0] = B4_IXD(B4_Q8_0)
 };
 // Q8_0's second 16 quants (bytes 18 + 34 k) from the loads at 8 and at 72
 #define B4_IX2(o) ((o) < 72 ? ((o) - 8) / 2 : 32 + ((o) - 72) / 2)
@@ -93,51 +89,51 @@ static const uint16_t b4_ixq8_hi[32] __attribute__((aligned(64))) = { B4_IX2_8(1
                                                                        B4_IX2_8(120) };
 #define B4_LOADIX(t) _mm512_load_si512((const void *)(t))
 
-// One weight row's group: the quants of its four blocks (lo: bytes 0..15 of each block's
-// quants, hi: 16..31, each in its 16-byte quarter) and [d0..d3, m0..m3] as fp16 in dm.
-// avail: the group's bytes that lie in the row (4 * bs, or fewer for the row's last
-// group, which is then read with masked loads only: nothing past the row is touched).
-// The group's bytes from 0 and from B4_B(T) (the row's last group: masked loads of the
-// bytes that lie in the row, avail of them)
-LP_INLINE void b4_load(const int T, const uint8_t *x, const int full, const int avail, __m512i *a, __m512i *b) {
-    const int boff = B4_B(T);
-    if (full) {
-        *a = _mm512_loadu_si512(x);
-        *b = _mm512_loadu_si512(x + boff);
-    } else {
-        *a = _mm512_maskz_loadu_epi8(avail >= 64 ? ~0ULL : (1ULL << avail) - 1, x);
-        const int rest = avail - boff;  // bytes from boff on
-        *b = _mm512_maskz_loadu_epi8(rest >= 64 ? ~0ULL : rest <= 0 ? 0 : (1ULL << rest) - 1, x + boff);
-    }
-}
-LP_INLINE __m512i b4_gather_qs(const int T, __m512i a, __m512i b) {
-    return _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
-}
-// [d0..d3, m0..m3] as fp16
-LP_INLINE __m128i b4_gather_dm(const int T, __m512i a, __m512i b) {
-    return _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
+// 64 bytes from byte o of a group of which `avail` lie in the row (all of them when full:
+// else a masked load of the bytes that lie in the row, so nothing past the row is touched)
+LP_INLINE __m512i b4_ld(const uint8_t *x, const int o, const int full, const int avail) {
+    if (full) return _mm512_loadu_si512(x + o);
+    const int r = avail - o;
+    return _mm512_maskz_loadu_epi8(r >= 64 ? ~0ULL : r <= 0 ? 0 : (1ULL << r) - 1, x + o);
 }
 
+// The 4- and 5-bit types' group: the packed quants in the kernel's order (q) and per block b
+// the dword d_b | m_b << 16 (dm). Q4_1 and Q4_0 gather dwords (one uop) from loads placed so
+// that every field they take starts on a multiple of 4: Q4_1's fields do at 0 and 16; Q4_0's
+// quants at 2 (even blocks) and 8 (odd), its d at 0 and 2. Q5_0 and Q5_1 gather words.
+LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int avail, __m512i *q, __m128i *dm) {
+    if (T == B4_Q4_1) {
+        const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, 16, full, avail);
+        *q = _mm512_permutex2var_epi32(a, _mm512_setr_epi32(1, 6, 11, 28, 2, 7, 12, 29, 3, 8, 13, 30, 4, 9, 14, 31), b);
+        *dm = _mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 5, 10, 15, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                                0, 0, 0, 0), a));
+    } else if (T == B4_Q4_0) {
+        const __m512i a = b4_ld(x, 0, full, avail), a2 = b4_ld(x, 2, full, avail), b = b4_ld(x, 8, full, avail);
+        *q = _mm512_permutex2var_epi32(a2, _mm512_setr_epi32(0, 19, 9, 28, 1, 20, 10, 29, 2, 21, 11, 30, 3, 22, 12, 31), b);
+        *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi32(a, _mm512_setr_epi32(0, 20, 9, 29, 0, 0, 0, 0, 0, 0, 0, 0,
+                                                                                     0, 0, 0, 0), a2));
+    } else {
+        const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, B4_B(T), full, avail);
+        *q = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
+        *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
+    }
+}
+
+// One weight row's group, unpacked: lo, the quants 0..15 of each block, hi, 16..31 (in the
+// order of b4_fetch's q; Q8_0: block b's in bytes 16b..), and dm (b4_fetch). avail: the
+// group's bytes that lie in the row.
 LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const int avail, __m512i *lo, __m512i *hi,
                           __m128i *dm) {
     const int bs = B4_BS(T);
-    __m512i a, b;
-    b4_load(T, x, full, avail, &a, &b);
-    *dm = b4_gather_dm(T, a, b);
-    if (T == B4_Q8_0) {
+    if (T == B4_Q8_0) {  // quants 0..15 from the loads at 0 and 64, 16..31 from those at 8 and 72
+        const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, 64, full, avail);
+        *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
         *lo = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
-        __m512i a2, b2;  // bytes 8..71 and 72..135
-        if (full) {
-            a2 = _mm512_loadu_si512(x + 8);
-            b2 = _mm512_loadu_si512(x + 72);
-        } else {
-            a2 = _mm512_maskz_loadu_epi8(avail - 8 >= 64 ? ~0ULL : avail <= 8 ? 0 : (1ULL << (avail - 8)) - 1, x + 8);
-            b2 = _mm512_maskz_loadu_epi8(avail - 72 >= 64 ? ~0ULL : avail <= 72 ? 0 : (1ULL << (avail - 72)) - 1, x + 72);
-        }
-        *hi = _mm512_permutex2var_epi16(a2, B4_LOADIX(b4_ixq8_hi), b2);
+        *hi = _mm512_permutex2var_epi16(b4_ld(x, 8, full, avail), B4_LOADIX(b4_ixq8_hi), b4_ld(x, 72, full, avail));
         return;
     }
-    const __m512i q = b4_gather_qs(T, a, b);
+    __m512i q;
+    b4_fetch(T, x, full, avail, &q, dm);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     *lo = _mm512_and_si512(q, m4);
     *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
@@ -172,18 +168,16 @@ LP_INLINE __m512i b4_reduce(const __m512i *r, const int jb) {
                             _mm512_permutex2var_epi32(p01, _mm512_add_epi32(ic, _mm512_set1_epi32(1)), p23));
 }
 
-// Lanes 4w + b: row w's d_b, and m_b (Q4_1, Q5_1)
+// Lanes 4w + b: row w's d_b, and m_b (Q4_1, Q5_1), from each row's dm (b4_fetch)
 LP_INLINE void b4_scales(const int T, const __m128i *dm, __m512 *dx, __m512 *mx) {
-    *dx = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi64(dm[0], dm[1])),
-                                                  _mm_unpacklo_epi64(dm[2], dm[3]), 1));
-    *mx = _mm512_setzero_ps();
-    if (B4_MIN(T))
-        *mx = _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpackhi_epi64(dm[0], dm[1])),
-                                                      _mm_unpackhi_epi64(dm[2], dm[3]), 1));
+    const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_setr_m128i(dm[0], dm[1])),
+                                         _mm256_setr_m128i(dm[2], dm[3]), 1);
+    *dx = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    *mx = B4_MIN(T) ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(v, 16))) : _mm512_setzero_ps();
 }
 
 // W weight rows (x, x + bx, ...; W = 1 or 4) against A prepared activation rows (p + a * bp,
-// A = 1..4), groups g0 .. g1 - 1 of a row of nb blocks; the activations of group g at
+// A = 1..8), groups g0 .. g1 - 1 of a row of nb blocks; the activations of group g at
 // group g - pg of their row. acc[a]: lane 4w + c, weight row w's lane c.
 LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,
                          const uint8_t *restrict p, size_t bp, int pg, __m512 *acc, const int W, const int A) {
@@ -249,11 +243,8 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         __m512i q[4];
         __m128i dm[4];
         for (int w = 0; w < 4; w++) {
-            __m512i a, b;
-            if (full) b4_load(T, x + w * bx + off, 1, 4 * bs, &a, &b);
-            else b4_load(T, x + w * bx + off, 0, row_bytes - off, &a, &b);
-            q[w] = b4_gather_qs(T, a, b);
-            dm[w] = b4_gather_dm(T, a, b);
+            if (full) b4_fetch(T, x + w * bx + off, 1, 4 * bs, &q[w], &dm[w]);
+            else b4_fetch(T, x + w * bx + off, 0, row_bytes - off, &q[w], &dm[w]);
         }
         const __m512i u01 = _mm512_shuffle_i32x4(q[0], q[1], 0x44), u23 = _mm512_shuffle_i32x4(q[2], q[3], 0x44);
         const __m512i v01 = _mm512_shuffle_i32x4(q[0], q[1], 0xEE), v23 = _mm512_shuffle_i32x4(q[2], q[3], 0xEE);
@@ -266,7 +257,7 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         }
         __m512 dx, mx;
         b4_scales(T, dm, &dx, &mx);
-        _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {
             const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
             __m512i s0 = zero, s1 = zero;
             for (int j = 0; j < 4; j++) {
@@ -371,13 +362,19 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
     LP_INLINE void b4_rows_##t(int n, float *restrict s, size_t bs, const uint8_t *restrict x, size_t bx,      \
                                const uint8_t *restrict p, size_t bp, int nr, const int W) {                    \
         const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
-        for (; nr > 0; nr -= 4, s += 4 * bs, p += 4 * bp) {                                                    \
-            __m512 acc[4] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() }; \
-            switch (nr) {                                                                                      \
+        const int most = W == 4 && B4_JB(T) ? 8 : 4; /* activation rows per pass */                            \
+        for (; nr > 0; nr -= most, s += most * bs, p += most * bp) {                                           \
+            __m512 acc[8];                                                                                     \
+            for (int a = 0; a < 8; a++) acc[a] = _mm512_setzero_ps();                                          \
+            switch (nr < most ? nr : most) {                                                                   \
             case 1: B4_ROWS_CALL(T, 1); b4_store(s, bs, acc, W, 1); break;                                     \
             case 2: B4_ROWS_CALL(T, 2); b4_store(s, bs, acc, W, 2); break;                                     \
             case 3: B4_ROWS_CALL(T, 3); b4_store(s, bs, acc, W, 3); break;                                     \
-            default: B4_ROWS_CALL(T, 4); b4_store(s, bs, acc, W, 4); break;                                    \
+            case 4: B4_ROWS_CALL(T, 4); b4_store(s, bs, acc, W, 4); break;                                     \
+            case 5: B4_ROWS_CALL(T, 5); b4_store(s, bs, acc, W, 5); break;                                     \
+            case 6: B4_ROWS_CALL(T, 6); b4_store(s, bs, acc, W, 6); break;                                     \
+            case 7: B4_ROWS_CALL(T, 7); b4_store(s, bs, acc, W, 7); break;                                     \
+            default: B4_ROWS_CALL(T, 8); b4_store(s, bs, acc, W, 8); break;                                    \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
