@@ -52,7 +52,7 @@ enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 #define B4_QH(T) ((T) == B4_Q5_0 ? 2 : 4)
 #define B4_MIN(T) ((T) == B4_Q4_1 || (T) == B4_Q5_1)
 #define B4_Q5(T) ((T) == B4_Q5_0 || (T) == B4_Q5_1)
-#define B4_JB(T) ((T) == B4_Q4_0 || (T) == B4_Q4_1)  // quants in (j, b) order (see B4_IXQ_JB)
+#define B4_JB(T) ((T) == B4_Q4_0 || (T) == B4_Q4_1 || (T) == B4_Q8_0)  // quants in (j, b) order (b4_fetch)
 // The second 64-byte load of a group starts here: the group's last 64 bytes (Q8_0: bytes
 // 64..127; its second 16 quants come from bytes 8..135)
 #define B4_B(T) ((T) == B4_Q8_0 ? 64 : 4 * B4_BS(T) - 64)
@@ -65,12 +65,17 @@ LP_AVX512_BEGIN
 // The 8 words of 16 bytes at byte o
 #define B4_IX8(o, b) B4_IX(o, b), B4_IX((o) + 2, b), B4_IX((o) + 4, b), B4_IX((o) + 6, b), \
                      B4_IX((o) + 8, b), B4_IX((o) + 10, b), B4_IX((o) + 12, b), B4_IX((o) + 14, b)
-// The word-gathered types' (Q5_0, Q5_1, Q8_0) quant bytes of a group in the kernel's
-// order: block b's 16 bytes (Q8_0: its first 16) in bytes 16b..16b+15
+// The word-gathered types' quant bytes of a group in the kernel's order. Q5_0, Q5_1: block
+// b's 16 bytes in bytes 16b..16b+15. Q8_0, (j, b) as b4_fetch's: its first 16 quants here
+// (bytes 2 + 34 b + 4 j.. of the loads at 0 and 64), its last 16 in b4_ixq8_hi.
 #define B4_IXQ(T) { B4_IX8(B4_QS(T), B4_B(T)), B4_IX8(B4_QS(T) + B4_BS(T), B4_B(T)),                 \
                     B4_IX8(B4_QS(T) + 2 * B4_BS(T), B4_B(T)), B4_IX8(B4_QS(T) + 3 * B4_BS(T), B4_B(T)) }
+#define B4_IX4(o, b) B4_IX(o, b), B4_IX((o) + 2, b)
+#define B4_IXJ(o, j) B4_IX4((o) + 4 * (j), 64), B4_IX4((o) + 34 + 4 * (j), 64), B4_IX4((o) + 68 + 4 * (j), 64), \
+                     B4_IX4((o) + 102 + 4 * (j), 64)
 static const uint16_t b4_ixq[5][32] __attribute__((aligned(64))) = {
-    [B4_Q5_0] = B4_IXQ(B4_Q5_0), [B4_Q5_1] = B4_IXQ(B4_Q5_1), [B4_Q8_0] = B4_IXQ(B4_Q8_0)
+    [B4_Q5_0] = B4_IXQ(B4_Q5_0), [B4_Q5_1] = B4_IXQ(B4_Q5_1),
+    [B4_Q8_0] = { B4_IXJ(2, 0), B4_IXJ(2, 1), B4_IXJ(2, 2), B4_IXJ(2, 3) }
 };
 // Words 2b, 2b + 1: block b's d and m (at 2; Q5_0, Q8_0: d again), for the types gathered by words
 #define B4_M(T) (B4_MIN(T) ? 2 : 0)
@@ -81,12 +86,12 @@ static const uint16_t b4_ixq[5][32] __attribute__((aligned(64))) = {
 static const uint16_t b4_ixd[5][32] __attribute__((aligned(64))) = {
     [B4_Q5_0] = B4_IXD(B4_Q5_0), [B4_Q5_1] = B4_IXD(B4_Q5_1), [B4_Q8_0] = B4_IXD(B4_Q8_0)
 };
-// Q8_0's second 16 quants (bytes 18 + 34 k) from the loads at 8 and at 72
+// Q8_0's last 16 quants (bytes 18 + 34 b + 4 j..) from the loads at 8 and at 72, (j, b) order
 #define B4_IX2(o) ((o) < 72 ? ((o) - 8) / 2 : 32 + ((o) - 72) / 2)
-#define B4_IX2_8(o) B4_IX2(o), B4_IX2((o) + 2), B4_IX2((o) + 4), B4_IX2((o) + 6), B4_IX2((o) + 8), \
-                    B4_IX2((o) + 10), B4_IX2((o) + 12), B4_IX2((o) + 14)
-static const uint16_t b4_ixq8_hi[32] __attribute__((aligned(64))) = { B4_IX2_8(18), B4_IX2_8(52), B4_IX2_8(86),
-                                                                       B4_IX2_8(120) };
+#define B4_IX2_4(o) B4_IX2(o), B4_IX2((o) + 2)
+#define B4_IX2_J(j) B4_IX2_4(18 + 4 * (j)), B4_IX2_4(52 + 4 * (j)), B4_IX2_4(86 + 4 * (j)), B4_IX2_4(120 + 4 * (j))
+static const uint16_t b4_ixq8_hi[32] __attribute__((aligned(64))) = { B4_IX2_J(0), B4_IX2_J(1), B4_IX2_J(2),
+                                                                       B4_IX2_J(3) };
 #define B4_LOADIX(t) _mm512_load_si512((const void *)(t))
 
 // 64 bytes from byte o of a group of which `avail` lie in the row (all of them when full:
@@ -226,6 +231,17 @@ LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int 
     }
 }
 
+// Four rows' registers of 128-bit quarters j to four registers of quarters w: out[j]'s
+// quarter w is in[w]'s quarter j.
+LP_INLINE void b4_transpose(const __m512i *in, __m512i *out) {
+    const __m512i u01 = _mm512_shuffle_i32x4(in[0], in[1], 0x44), u23 = _mm512_shuffle_i32x4(in[2], in[3], 0x44);
+    const __m512i v01 = _mm512_shuffle_i32x4(in[0], in[1], 0xEE), v23 = _mm512_shuffle_i32x4(in[2], in[3], 0xEE);
+    out[0] = _mm512_shuffle_i32x4(u01, u23, 0x88);
+    out[1] = _mm512_shuffle_i32x4(u01, u23, 0xDD);
+    out[2] = _mm512_shuffle_i32x4(v01, v23, 0x88);
+    out[3] = _mm512_shuffle_i32x4(v01, v23, 0xDD);
+}
+
 // The same for four weight rows of a B4_JB type (Q4_0, Q4_1) with the weights transposed:
 // the four rows' registers of packed quants, each (j, b) ordered, become four whose lane
 // 4w + b holds bytes 4j..4j+3 of row w's block b (a 4 x 4 transpose of 128-bit quarters);
@@ -240,29 +256,46 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         const int off = g * 4 * bs;
         const int full = off + 4 * bs <= row_bytes;
         lp_prefetch_next(x, bx, off, 4 * bs, 4);
-        __m512i q[4];
+        __m512i lo[4], hi[4], neg = zero;
         __m128i dm[4];
-        for (int w = 0; w < 4; w++) {
-            if (full) b4_fetch(T, x + w * bx + off, 1, 4 * bs, &q[w], &dm[w]);
-            else b4_fetch(T, x + w * bx + off, 0, row_bytes - off, &q[w], &dm[w]);
-        }
-        const __m512i u01 = _mm512_shuffle_i32x4(q[0], q[1], 0x44), u23 = _mm512_shuffle_i32x4(q[2], q[3], 0x44);
-        const __m512i v01 = _mm512_shuffle_i32x4(q[0], q[1], 0xEE), v23 = _mm512_shuffle_i32x4(q[2], q[3], 0xEE);
-        const __m512i t[4] = { _mm512_shuffle_i32x4(u01, u23, 0x88), _mm512_shuffle_i32x4(u01, u23, 0xDD),
-                               _mm512_shuffle_i32x4(v01, v23, 0x88), _mm512_shuffle_i32x4(v01, v23, 0xDD) };
-        __m512i lo[4], hi[4];
-        for (int j = 0; j < 4; j++) {
-            lo[j] = _mm512_and_si512(t[j], m4);
-            hi[j] = _mm512_and_si512(_mm512_srli_epi16(t[j], 4), m4);
+        if (T == B4_Q8_0) {  // both halves transposed; the sums start at -128 * the weights' sums
+            __m512i l[4], h[4];
+            for (int w = 0; w < 4; w++) {
+                if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &l[w], &h[w], &dm[w]);
+                else b4_weights(T, x + w * bx + off, 0, row_bytes - off, &l[w], &h[w], &dm[w]);
+            }
+            b4_transpose(l, lo);
+            b4_transpose(h, hi);
+            const __m512i c = _mm512_set1_epi8((char)0x80);
+            for (int j = 0; j < 4; j++) neg = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, c, lo[j]), c, hi[j]);
+            neg = _mm512_sub_epi32(zero, neg);
+        } else {
+            __m512i q[4], t[4];
+            for (int w = 0; w < 4; w++) {
+                if (full) b4_fetch(T, x + w * bx + off, 1, 4 * bs, &q[w], &dm[w]);
+                else b4_fetch(T, x + w * bx + off, 0, row_bytes - off, &q[w], &dm[w]);
+            }
+            b4_transpose(q, t);
+            for (int j = 0; j < 4; j++) {
+                lo[j] = _mm512_and_si512(t[j], m4);
+                hi[j] = _mm512_and_si512(_mm512_srli_epi16(t[j], 4), m4);
+            }
         }
         __m512 dx, mx;
         b4_scales(T, dm, &dx, &mx);
         _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {
             const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
-            __m512i s0 = zero, s1 = zero;
+            __m512i s0 = neg, s1 = zero;
             for (int j = 0; j < 4; j++) {
-                s0 = _mm512_dpbusd_epi32(s0, lo[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->lo + 16 * j))));
-                s1 = _mm512_dpbusd_epi32(s1, hi[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->hi + 16 * j))));
+                const __m512i yl = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->lo + 16 * j)));
+                const __m512i yh = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->hi + 16 * j)));
+                if (T == B4_Q8_0) {  // the activations (+ 128) are the unsigned side
+                    s0 = _mm512_dpbusd_epi32(s0, yl, lo[j]);
+                    s1 = _mm512_dpbusd_epi32(s1, yh, hi[j]);
+                } else {
+                    s0 = _mm512_dpbusd_epi32(s0, lo[j], yl);
+                    s1 = _mm512_dpbusd_epi32(s1, hi[j], yh);
+                }
             }
             __m512i isum = _mm512_add_epi32(s0, s1);
             if (T == B4_Q4_0) isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
@@ -327,13 +360,15 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
 }
 
 // The entry points of type T (t: its name, ACT: its activation block)
-// four weight rows of Q4_0 / Q4_1 against A activation rows: the transposed kernel (from B4T_MIN rows)
-#ifndef B4T_MIN
-#define B4T_MIN 2
-#endif
+// Four weight rows of a B4_JB type against A activation rows take the transposed kernel
+// from B4T_MIN(T) rows on (same bits either way). Q8_0 from 5: with 2-4 rows, its two
+// halves' transposes and the offset sums (made once per group) cost more than the
+// reductions they save (in L2, 4 rows of 4096 columns: 1.66 against 1.58 cycles per block
+// and row; 8 rows: 1.15 against 1.53).
+#define B4T_MIN(T) ((T) == B4_Q8_0 ? 5 : 2)
 #define B4_ROWS_CALL(T, A)                                                      \
     do {                                                                        \
-        if (W == 4 && B4_JB(T) && (A) >= B4T_MIN)                               \
+        if (W == 4 && B4_JB(T) && (A) >= B4T_MIN(T))                            \
             b4t_groups(T, x, bx, nb, 0, ng, p, bp, 0, acc, A);                  \
         else                                                                    \
             b4_groups(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, A);                \
