@@ -61,16 +61,25 @@ static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const 
 // Q4_0 generation, AVX-512, 2.06 -> 1.65 s per 64 tokens; SmolLM2 Q4_1 0.28 -> 0.26). One row
 // (R = 1) asks for its bytes ahead (lp_prefetch_ahead): Intel Xeon's
 // prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
-static inline __attribute__((always_inline)) void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
+// l2: the next group into L2 (PREFETCHT1) instead of L1, for groups too large to sit in L1
+// beside the one being read (legacy_avx512.c's four rows of over 12 KiB: Mistral-width Q8_0
+// generation, AVX-512, 2.82 -> 2.68 s per 64 tokens; AVX-VNNI's Q4_0 vec_dot_4weights measured
+// 4% slower with it, and keeps L1).
+static inline __attribute__((always_inline)) void lp_prefetch_next_to(const uint8_t *vx, size_t bx, size_t off, size_t step,
+                                                                      const int R, const int l2) {
     if (R == 1) {
         lp_prefetch_ahead_bytes(vx + off, step);
         return;
     }
     const char *p = (const char *)vx + R * bx + off * R;
     for (size_t k = 0; k < R * step; k += 64) {
-        _mm_prefetch(p + k, _MM_HINT_T0);
+        if (l2) _mm_prefetch(p + k, _MM_HINT_T1);
+        else _mm_prefetch(p + k, _MM_HINT_T0);
         _mm_prefetch(p + R * bx + k, _MM_HINT_T2);
     }
+}
+static inline __attribute__((always_inline)) void lp_prefetch_next(const uint8_t *vx, size_t bx, size_t off, size_t step, const int R) {
+    lp_prefetch_next_to(vx, bx, off, step, R, 0);
 }
 
 LP_AVX2_BEGIN

@@ -60,6 +60,9 @@ enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 #if LP_X86
 LP_AVX512_BEGIN
 
+// Four weight rows of more bytes than this: the next four are asked for into L2 (simd.h)
+#define B4_L1_GROUP 12288
+
 // Word index (for VPERMT2W over the loads at 0 and at `b`) of the word at byte o of a group
 #define B4_IX(o, b) ((o) + 2 <= 64 ? (o) / 2 : 32 + ((o) - (b)) / 2)
 // The 8 words of 16 bytes at byte o
@@ -192,7 +195,7 @@ LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int 
     for (int g = g0; g < g1; g++) {
         const int off = g * 4 * bs;
         const int full = off + 4 * bs <= row_bytes;
-        lp_prefetch_next(x, bx, off, 4 * bs, W);
+        lp_prefetch_next_to(x, bx, off, 4 * bs, W, W * bx > B4_L1_GROUP);
         __m512i lo[4], hi[4], neg[4];
         __m128i dm[4];
         for (int w = 0; w < 4; w++) {
@@ -255,7 +258,7 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
     for (int g = g0; g < g1; g++) {
         const int off = g * 4 * bs;
         const int full = off + 4 * bs <= row_bytes;
-        lp_prefetch_next(x, bx, off, 4 * bs, 4);
+        lp_prefetch_next_to(x, bx, off, 4 * bs, 4, 4 * bx > B4_L1_GROUP);
         __m512i lo[4], hi[4], neg = zero;
         __m128i dm[4];
         if (T == B4_Q8_0) {  // both halves transposed; the sums start at -128 * the weights' sums
