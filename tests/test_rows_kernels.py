@@ -135,3 +135,27 @@ def test_vec_dot_equals_matmul_rows(name: str) -> None:
                 want = [kernels.vec_dot(qtype, w_rows[r], act, cols, isa) for r in range(5)]
                 np.testing.assert_array_equal(got[j], np.float32(want), err_msg=f"{name} {isa} n={n} row {j}")
     _each_isa(check)
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="compares AVX2 with AVX-512")
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1"])
+def test_q4_0_q4_1_give_the_same_bits_on_avx2_and_avx512(name: str) -> None:
+    """Q4_0 and Q4_1 take one arithmetic on AVX2 (and AVX-VNNI) and AVX-512: each block's exact
+    integer sum, then the same float steps per (row, block) lane (legacy_avx512.c). A product
+    gives the same bits on both, for 1..8 activation rows, any number of weight rows (pairs,
+    fours and a remainder) and rows whose last group of blocks is partial (18 and 35 blocks)."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    rng = np.random.default_rng(300 + qtype)
+    for blocks in (18, 35, 128):
+        cols = 32 * blocks
+        t = _tensor(qtype, 23, cols, rng)
+        x = (rng.standard_normal((8, cols)) * rng.uniform(0.1, 10, (8, 1))).astype(np.float32)
+        got = {}
+        for isa in ("avx2", "avx512"):
+            kernels.set_isa(isa)
+            try:
+                got[isa] = [kernels.matmul(t, x[:n], n_threads=2) for n in range(1, 9)]
+            finally:
+                kernels.set_isa(kernels.best_isa())
+        for n in range(8):
+            np.testing.assert_array_equal(got["avx2"][n], got["avx512"][n], err_msg=f"{name} {cols} cols, {n + 1} rows")

@@ -32,7 +32,7 @@ VNNI = X86 and bool(SO.lp_gemm_avx2_vnni())
 LEGACY = ["Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 K_QUANTS = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
 # the AVX-VNNI kernels beyond vec_dot (each result must still be the AVX2 vec_dot's)
-MORE_KINDS = {"Q4_0": ["vec_dot_4weights"], "Q5_0": ["vec_dot_4weights"],
+MORE_KINDS = {"Q5_0": ["vec_dot_4weights"],
               **{k: ["vec_dot_4acts", "vec_dot_rows"] for k in K_QUANTS}}
 
 DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -127,14 +127,14 @@ def _assert_same_bits(got: np.ndarray, want: np.ndarray, label: str) -> None:
 
 @pytest.mark.parametrize("name", LEGACY + K_QUANTS)
 def test_avx_vnni_row_dots_give_the_avx2_bits(name: str) -> None:
-    """Each AVX-VNNI row dot of the type (vec_dot; Q4_0's and Q5_0's vec_dot_4weights, the
+    """Each AVX-VNNI row dot of the type (vec_dot; Q5_0's vec_dot_4weights, the
     K-quants' vec_dot_4acts and vec_dot_rows) gives the AVX2 vec_dot's float bits for every
     weight row x activation row, NaN and inf results included. Without AVX-VNNI here, the traits table hands out the AVX2 kernels."""
     if not VNNI:
         _assert_dispatch(name, vnni=False)
         return
     rng = np.random.default_rng(sum(map(ord, name)))
-    # legacy: an odd block count (the tail), and long enough for Q4_0's and Q5_0's four-row body
+    # legacy: an odd block count (the tail), and long enough for Q5_0's four-row body
     # (legacy.c, LP_DOT4W_MIN; shorter rows take vec_dot, as the decoding-shaped products below)
     cols = 2048 + 32 * 3 if name in LEGACY else 1024
     w = weight_rows(name, 2 * len(EXTREME_FILLS), cols, rng)
@@ -197,6 +197,6 @@ def test_avx_vnni_instructions_stay_in_their_functions() -> None:
     avx2 = [f for f in funcs if f.endswith("_avx2")]
     assert len(avx2) > 20 and not [f for f in avx2 if any("vpdp" in ln for ln in funcs[f])]
     rows = [f for f in funcs if re.fullmatch(r"lp_vec_dot(_4acts|_rows|_4weights)?_\w+_avxvnni", f)]
-    assert len(rows) == 4 + 3 * 5 + 2, rows
+    assert len(rows) == 4 + 3 * 5 + 1, rows
     assert set(rows) <= vex
     assert not [f for f in rows if any("zmm" in ln or "{evex}" in ln for ln in funcs[f])]

@@ -277,18 +277,11 @@ static inline __m256i dot_block_avxvnni(__m256i q, const int8_t *qy, int offset)
         }                                                                                       \
     for (int r = 0; r < 4; r++) s[r] = lp_hsum_f32x8(_mm256_add_ps(acc0[r], acc1[r]));
 
-#define Q4_QUANTS_OF(xb, b) nibbles32((xb)[b].qs)
 #define Q5_QUANTS_OF(xb, b) _mm256_or_si256(nibbles32((xb)[b].qs), fifth_bits32((xb)[b].qh))
-void lp_vec_dot_4weights_q4_0_avxvnni(int n, float *restrict s, const void *restrict vx, size_t bx,
-                                      const void *restrict vy) {
-    LP_DOT4W_Q8_0_BODY(block_q4_0, Q4_QUANTS_OF, 8, lp_vec_dot_q4_0_avxvnni)
-}
-
 void lp_vec_dot_4weights_q5_0_avxvnni(int n, float *restrict s, const void *restrict vx, size_t bx,
                                       const void *restrict vy) {
     LP_DOT4W_Q8_0_BODY(block_q5_0, Q5_QUANTS_OF, 16, lp_vec_dot_q5_0_avxvnni)
 }
-#undef Q4_QUANTS_OF
 #undef Q5_QUANTS_OF
 #undef LP_DOT4W_Q8_0_BODY
 #undef LP_DOT4W_MIN

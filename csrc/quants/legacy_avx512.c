@@ -58,6 +58,216 @@ enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 #define B4_B(T) ((T) == B4_Q8_0 ? 64 : 4 * B4_BS(T) - 64)
 
 #if LP_X86
+// ---------------------------------------------------------------------------
+// Prepared activation rows (every ISA here), and AVX2 / AVX-VNNI Q4_0 and Q4_1.
+LP_AVX2_BEGIN
+
+// One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
+// groups g0 .. g1 - 1 of out (group g at out[g - g0]).
+LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g0, int g1, b4_act *restrict out) {
+    const int q8_1 = B4_MIN(T);
+    const size_t by = q8_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+    for (int g = g0; g < g1; g++) {
+        b4_act *o = &out[g - g0];
+        for (int k = 0; k < 4; k++) {
+            const int b = 4 * g + k;
+            __m256i q = _mm256_setzero_si256();
+            float d = 0, sv = 0;
+            int32_t sum = 0;
+            if (b < nb) {
+                const uint8_t *blk = y + (size_t)b * by;
+                lp_half h[2];
+                memcpy(h, blk, sizeof h);
+                q = _mm256_loadu_si256((const __m256i *)(blk + (q8_1 ? 4 : 2)));
+                d = _cvtsh_ss(h[0]);
+                sv = q8_1 ? _cvtsh_ss(h[1]) : 0;
+                if (T == B4_Q4_0 || T == B4_Q5_0)  // the quants' sum
+                    sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
+                if (T == B4_Q8_0) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+            }
+            if (B4_JB(T)) {  // bytes 4j..4j+3 of the quants to bytes 16j + 4k..
+                int8_t e[32];
+                _mm256_storeu_si256((__m256i *)e, q);
+                for (int j = 0; j < 4; j++) {
+                    memcpy(o->lo + 16 * j + 4 * k, e + 4 * j, 4);
+                    memcpy(o->hi + 16 * j + 4 * k, e + 16 + 4 * j, 4);
+                }
+            } else {
+                _mm_storeu_si128((__m128i *)(o->lo + 16 * k), _mm256_castsi256_si128(q));
+                _mm_storeu_si128((__m128i *)(o->hi + 16 * k), _mm256_extracti128_si256(q, 1));
+            }
+            o->d[k] = d;
+            if (q8_1) o->s[k] = sv;
+            else o->off[k] = (T == B4_Q4_0 ? -8 : T == B4_Q5_0 ? -16 : 0) * sum;
+        }
+        memset(o->pad, 0, sizeof o->pad);
+    }
+}
+
+// lp_prep_<t>_b4 (rows_pre.h)
+#define B4_PREP(T, t)                                                                                           \
+    static void lp_prep_##t##_b4(const void *restrict y, size_t by, int rows, void *restrict out, int n) {     \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        for (int r = 0; r < rows; r++)                                                                         \
+            b4_prep_row(T, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng);     \
+    }
+B4_PREP(B4_Q4_0, q4_0)
+B4_PREP(B4_Q4_1, q4_1)
+B4_PREP(B4_Q5_0, q5_0)
+B4_PREP(B4_Q5_1, q5_1)
+B4_PREP(B4_Q8_0, q8_0)
+#undef B4_PREP
+#define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
+
+// AVX2 and AVX-VNNI, Q4_0 and Q4_1: the same arithmetic in 256-bit registers, two weight rows
+// a register (lane 4w + b: row w's block b). A block's 16 quant bytes of both rows go into
+// one register's halves (one per block b), an in-lane 4 x 4 transpose of dwords makes
+// register j hold bytes 4j..4j+3 of every (row, block), as the AVX-512 transposed kernel's;
+// each activation row then takes eight VPMADDUBSW summed in int16 (a lane's 8 pairs of products
+// of quants < 16 and activations >= -128: at most 30720 in size) and one VPMADDWD (AVX-VNNI:
+// eight VPDPBUSD), straight into the blocks' exact sums. The float steps are the AVX-512
+// kernels' per (row, block) lane, so every x86 path gives the same bits.
+
+// The group's quants (t: packed nibbles, t[j] lane 4w + b = bytes 4j.. of row w's block b),
+// d (and m) of rows x and x + bx (W = 1: x alone; zeros in row 1's lanes), blocks < nbl.
+LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int nbl, const int W, __m256i *lo,
+                           __m256i *hi, __m256 *dx, __m256 *mx) {
+    const int bs = B4_BS(T);
+    __m256i yb[4];
+    uint64_t d[2] = { 0, 0 }, m[2] = { 0, 0 };
+    for (int b = 0; b < 4; b++) {
+        yb[b] = _mm256_setzero_si256();
+        if (b >= nbl) continue;
+        for (int w = 0; w < W; w++) {
+            const uint8_t *blk = x + w * bx + b * bs;
+            const __m128i q = _mm_loadu_si128((const __m128i *)(blk + B4_QS(T)));
+            yb[b] = w ? _mm256_inserti128_si256(yb[b], q, 1) : _mm256_castsi128_si256(q);
+            uint16_t h[2];
+            memcpy(h, blk, B4_MIN(T) ? 4 : 2);
+            d[w] |= (uint64_t)h[0] << (16 * b);
+            if (B4_MIN(T)) m[w] |= (uint64_t)h[1] << (16 * b);
+        }
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(yb[0], yb[1]), t1 = _mm256_unpackhi_epi32(yb[0], yb[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(yb[2], yb[3]), t3 = _mm256_unpackhi_epi32(yb[2], yb[3]);
+    const __m256i t[4] = { _mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),
+                           _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3) };
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int j = 0; j < 4; j++) {
+        lo[j] = _mm256_and_si256(t[j], m4);
+        hi[j] = _mm256_and_si256(_mm256_srli_epi16(t[j], 4), m4);
+    }
+    *dx = _mm256_cvtph_ps(_mm_set_epi64x((long long)d[1], (long long)d[0]));
+    *mx = B4_MIN(T) ? _mm256_cvtph_ps(_mm_set_epi64x((long long)m[1], (long long)m[0])) : _mm256_setzero_ps();
+}
+
+// Group g's four float steps of each activation row, from its blocks' exact sums
+LP_INLINE void b4v_float(const int T, __m256i isum, const b4_act *y, __m256 dx, __m256 mx, __m256 *acc) {
+    if (T == B4_Q4_0) isum = _mm256_add_epi32(isum, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
+    const __m256 f = _mm256_mul_ps(dx, _mm256_broadcast_ps((const __m128 *)y->d));
+    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), f, *acc);
+    if (B4_MIN(T)) *acc = _mm256_fmadd_ps(mx, _mm256_broadcast_ps((const __m128 *)y->s), *acc);
+}
+
+// s[a * bs + w] = (acc_0 + acc_1) + (acc_2 + acc_3) of row w's lanes (as b4_store)
+LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, const int A) {
+    for (int a = 0; a < A; a++) {
+        const __m256 t = _mm256_add_ps(acc[a], _mm256_permute_ps(acc[a], _MM_SHUFFLE(2, 3, 0, 1)));
+        const __m256 u = _mm256_add_ps(t, _mm256_permute_ps(t, _MM_SHUFFLE(1, 0, 3, 2)));
+        s[a * bs] = _mm256_cvtss_f32(u);
+        if (W == 2) s[a * bs + 1] = _mm_cvtss_f32(_mm256_extractf128_ps(u, 1));
+    }
+}
+
+// The body of one ISA: b4v_groups_<isa> (W = 1, 2 weight rows, A = 1..4 activation rows,
+// groups g0 .. g1 - 1, activations of group g at group g - pg) and the entry points of T
+// (t): vec_dot, the row dots of one and of four weight rows (two pairs).
+#define B4V_ISA(isa, ISUM)                                                                                     \
+    LP_INLINE void b4v_groups_##isa(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,  \
+                                    const uint8_t *restrict p, size_t bp, int pg, __m256 *acc, const int W,    \
+                                    const int A) {                                                             \
+        const int bs = B4_BS(T);                                                                               \
+        for (int g = g0; g < g1; g++) {                                                                        \
+            const int nbl = nb - 4 * g < 4 ? nb - 4 * g : 4;                                                   \
+            lp_prefetch_next(x, bx, (size_t)g * 4 * bs, 4 * bs, W);                                            \
+            __m256i lo[4], hi[4];                                                                              \
+            __m256 dx, mx;                                                                                     \
+            b4v_weights(T, x + (size_t)g * 4 * bs, bx, nbl, W, lo, hi, &dx, &mx);                               \
+            _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                              \
+                const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);                                     \
+                b4v_float(T, ISUM(lo, hi, y), y, dx, mx, &acc[a]);                                             \
+            }                                                                                                  \
+        }                                                                                                      \
+    }                                                                                                          \
+    LP_INLINE void b4v_rows_##isa(const int T, int n, float *restrict s, size_t bs, const uint8_t *restrict x,  \
+                                  size_t bx, const uint8_t *restrict p, size_t bp, int nr, const int W) {       \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        for (; nr > 0; nr -= 4, s += 4 * bs, p += 4 * bp) {                                                    \
+            __m256 acc[4];                                                                                     \
+            for (int a = 0; a < 4; a++) acc[a] = _mm256_setzero_ps();                                          \
+            switch (nr) {                                                                                      \
+            case 1: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 1); b4v_store(s, bs, acc, W, 1); break; \
+            case 2: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 2); b4v_store(s, bs, acc, W, 2); break; \
+            case 3: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 3); b4v_store(s, bs, acc, W, 3); break; \
+            default: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 4); b4v_store(s, bs, acc, W, 4); break; \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+#define B4V_ENTRY(T, t, isa)                                                                                   \
+    LP_ALIGNED_CODE void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict vx,             \
+                                                const void *restrict vy) {                                     \
+        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
+        b4_act buf[B4_CHUNK] __attribute__((aligned(64)));                                                     \
+        __m256 acc[1] = { _mm256_setzero_ps() };                                                               \
+        for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
+            const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
+            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
+            b4v_groups_##isa(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);    \
+        }                                                                                                      \
+        b4v_store(s, 0, acc, 1, 1);                                                                            \
+    }                                                                                                          \
+    LP_ALIGNED_CODE static void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs,                   \
+                                                        const void *restrict x, const void *restrict p,        \
+                                                        size_t bp, int nr) {                                   \
+        b4v_rows_##isa(T, n, s, bs, (const uint8_t *)x, 0, (const uint8_t *)p, bp, nr, 1);                     \
+    }                                                                                                          \
+    LP_ALIGNED_CODE static void lp_rows_pre4_##t##_##isa(int n, float *restrict s, size_t bs,                  \
+                                                         const void *restrict x, size_t bx,                    \
+                                                         const void *restrict p, size_t bp, int nr) {          \
+        b4v_rows_##isa(T, n, s, bs, (const uint8_t *)x, bx, (const uint8_t *)p, bp, nr, 2);                    \
+        b4v_rows_##isa(T, n, s + 2, bs, (const uint8_t *)x + 2 * bx, bx, (const uint8_t *)p, bp, nr, 2);       \
+    }
+
+// AVX2: VPMADDUBSW pairs summed in int16, then VPMADDWD
+LP_INLINE __m256i b4v_isum_avx2(const __m256i *lo, const __m256i *hi, const b4_act *y) {
+    __m256i p = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->lo + 16 * j)))));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->hi + 16 * j)))));
+    }
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+B4V_ISA(avx2, b4v_isum_avx2)
+B4V_ENTRY(B4_Q4_0, q4_0, avx2)
+B4V_ENTRY(B4_Q4_1, q4_1, avx2)
+LP_AVX2_END
+
+LP_AVXVNNI_BEGIN
+LP_INLINE __m256i b4v_isum_avxvnni(const __m256i *lo, const __m256i *hi, const b4_act *y) {
+    __m256i p = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        p = _mm256_dpbusd_avx_epi32(p, lo[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->lo + 16 * j))));
+        p = _mm256_dpbusd_avx_epi32(p, hi[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->hi + 16 * j))));
+    }
+    return p;
+}
+B4V_ISA(avxvnni, b4v_isum_avxvnni)
+B4V_ENTRY(B4_Q4_0, q4_0, avxvnni)
+B4V_ENTRY(B4_Q4_1, q4_1, avxvnni)
+LP_AVXVNNI_END
+#undef B4V_ISA
+#undef B4V_ENTRY
+
 LP_AVX512_BEGIN
 
 // Four weight rows of more bytes than this: the next four are asked for into L2 (simd.h)
@@ -320,48 +530,6 @@ LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, con
     }
 }
 
-// One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
-// groups g0 .. g1 - 1 of out (group g at out[g - g0]).
-LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g0, int g1, b4_act *restrict out) {
-    const int q8_1 = B4_MIN(T);
-    const size_t by = q8_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
-    for (int g = g0; g < g1; g++) {
-        b4_act *o = &out[g - g0];
-        for (int k = 0; k < 4; k++) {
-            const int b = 4 * g + k;
-            __m256i q = _mm256_setzero_si256();
-            float d = 0, sv = 0;
-            int32_t sum = 0;
-            if (b < nb) {
-                const uint8_t *blk = y + (size_t)b * by;
-                lp_half h[2];
-                memcpy(h, blk, sizeof h);
-                q = _mm256_loadu_si256((const __m256i *)(blk + (q8_1 ? 4 : 2)));
-                d = _cvtsh_ss(h[0]);
-                sv = q8_1 ? _cvtsh_ss(h[1]) : 0;
-                if (T == B4_Q4_0 || T == B4_Q5_0)  // the quants' sum
-                    sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
-                if (T == B4_Q8_0) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
-            }
-            if (B4_JB(T)) {  // bytes 4j..4j+3 of the quants to bytes 16j + 4k..
-                int8_t e[32];
-                _mm256_storeu_si256((__m256i *)e, q);
-                for (int j = 0; j < 4; j++) {
-                    memcpy(o->lo + 16 * j + 4 * k, e + 4 * j, 4);
-                    memcpy(o->hi + 16 * j + 4 * k, e + 16 + 4 * j, 4);
-                }
-            } else {
-                _mm_storeu_si128((__m128i *)(o->lo + 16 * k), _mm256_castsi256_si128(q));
-                _mm_storeu_si128((__m128i *)(o->hi + 16 * k), _mm256_extracti128_si256(q, 1));
-            }
-            o->d[k] = d;
-            if (q8_1) o->s[k] = sv;
-            else o->off[k] = (T == B4_Q4_0 ? -8 : T == B4_Q5_0 ? -16 : 0) * sum;
-        }
-        memset(o->pad, 0, sizeof o->pad);
-    }
-}
-
 // The entry points of type T (t: its name, ACT: its activation block)
 // Four weight rows of a B4_JB type against A activation rows take the transposed kernel
 // from B4T_MIN(T) rows on (same bits either way). Q8_0 from 5: with 2-4 rows, its two
@@ -376,7 +544,6 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
         else                                                                    \
             b4_groups(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, A);                \
     } while (0)
-#define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
 #define B4_ENTRY(T, t)                                                                                         \
     /* vec_dot: one weight row, one activation row as quantized */                                             \
     LP_ALIGNED_CODE void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict vx,            \
@@ -390,11 +557,6 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
             b4_groups(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);           \
         }                                                                                                      \
         b4_store(s, 0, acc, 1, 1);                                                                             \
-    }                                                                                                          \
-    static void lp_prep_##t##_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) { \
-        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
-        for (int r = 0; r < rows; r++)                                                                         \
-            b4_prep_row(T, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng);     \
     }                                                                                                          \
     /* W weight rows against nr prepared activation rows, four at a time */                                   \
     LP_INLINE void b4_rows_##t(int n, float *restrict s, size_t bs, const uint8_t *restrict x, size_t bx,      \
@@ -445,14 +607,20 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
         const int vnni = lp_gemm_avx2_vnni();
         if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q4_K_avxvnni : lp_rows_pre_q4_K_avx2, 1, NULL };
         if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q5_K_avxvnni : lp_rows_pre_q5_K_avx2, 1, NULL };
+        if (type == LP_Q4_0)
+            k = (lp_rows_pre){ lp_prep_q4_0_b4, vnni ? lp_rows_pre_q4_0_avxvnni : lp_rows_pre_q4_0_avx2, 1,
+                               vnni ? lp_rows_pre4_q4_0_avxvnni : lp_rows_pre4_q4_0_avx2 };
+        if (type == LP_Q4_1)
+            k = (lp_rows_pre){ lp_prep_q4_1_b4, vnni ? lp_rows_pre_q4_1_avxvnni : lp_rows_pre_q4_1_avx2, 1,
+                               vnni ? lp_rows_pre4_q4_1_avxvnni : lp_rows_pre4_q4_1_avx2 };
         return k;
     }
     if (isa != LP_ISA_AVX512) return k;
-    if (type == LP_Q4_0) k = (lp_rows_pre){ lp_prep_q4_0_avx512, lp_rows_pre_q4_0, 1, lp_rows_pre4_q4_0 };
-    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q4_1_avx512, lp_rows_pre_q4_1, 1, lp_rows_pre4_q4_1 };
-    if (type == LP_Q5_0) k = (lp_rows_pre){ lp_prep_q5_0_avx512, lp_rows_pre_q5_0, 1, lp_rows_pre4_q5_0 };
-    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q5_1_avx512, lp_rows_pre_q5_1, 1, lp_rows_pre4_q5_1 };
-    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0_avx512, lp_rows_pre_q8_0, 1, lp_rows_pre4_q8_0 };
+    if (type == LP_Q4_0) k = (lp_rows_pre){ lp_prep_q4_0_b4, lp_rows_pre_q4_0, 1, lp_rows_pre4_q4_0 };
+    if (type == LP_Q4_1) k = (lp_rows_pre){ lp_prep_q4_1_b4, lp_rows_pre_q4_1, 1, lp_rows_pre4_q4_1 };
+    if (type == LP_Q5_0) k = (lp_rows_pre){ lp_prep_q5_0_b4, lp_rows_pre_q5_0, 1, lp_rows_pre4_q5_0 };
+    if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q5_1_b4, lp_rows_pre_q5_1, 1, lp_rows_pre4_q5_1 };
+    if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0_b4, lp_rows_pre_q8_0, 1, lp_rows_pre4_q8_0 };
     if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
     if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
     if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx512, lp_rows_pre_q6_K_avx512, 1, NULL };

@@ -150,11 +150,6 @@ static inline __m256 rep_w(uint32_t w) { return _mm256_cvtph_ps(_mm_set1_epi32((
     const __m256i yv = _mm256_loadu_si256((const __m256i *)(YB).qs);                         \
     const __m256i p = lp_dot_u8i8x32(_mm256_sign_epi8(yv, yv), _mm256_sign_epi8(Q, yv));     \
     A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(p), A); }
-LP_DOT_4ACTS_FN(q4_0) {
-    const block_q4_0 *restrict x = vx;
-    LP_DOT_4ACTS_Q8_0_BODY(Q4_QUANTS, 8)
-}
-
 LP_DOT_4ACTS_FN(q5_0) {
     const block_q5_0 *restrict x = vx;
     LP_DOT_4ACTS_Q8_0_BODY(Q5_QUANTS, 16)
@@ -163,11 +158,6 @@ LP_DOT_4ACTS_FN(q5_0) {
 // A += D * (block's integer sum): unsigned quants Q against qy
 #define LP_ROW(A, Q, YB, D) \
     A = _mm256_fmadd_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(lp_dot_u8i8x32(Q, _mm256_loadu_si256((const __m256i *)(YB).qs))), A);
-
-LP_DOT_4ACTS_FN(q4_1) {
-    const block_q4_1 *restrict x = vx;
-    LP_DOT_4ACTS_Q8_1_BODY(Q4_QUANTS)
-}
 
 LP_DOT_4ACTS_FN(q5_1) {
     const block_q5_1 *restrict x = vx;

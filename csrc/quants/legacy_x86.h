@@ -1,4 +1,4 @@
-// legacy_x86.h — the x86 vec_dot bodies of Q4_0, Q4_1, Q5_0 and Q5_1 (legacy.c, which has
+// legacy_x86.h — the x86 vec_dot bodies of Q5_0 and Q5_1 (legacy.c, which has
 // their notes), 256-bit registers, included once per ISA between its BEGIN/END brackets. The
 // includer defines
 //   LX_ISA                    the functions' suffix (avx2, avxvnni)
@@ -55,14 +55,7 @@
     }                                                                                        \
     *s = lp_hsum_f32x8(_mm256_add_ps(acc0, acc1)) + _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1));
 
-#define Q4_QUANTS(b) nibbles32(x[b].qs)
 #define Q5_QUANTS(b) _mm256_or_si256(nibbles32(x[b].qs), fifth_bits32(x[b].qh))
-
-void LX_FN(q4_0)(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q4_0 *restrict x = vx;
-    const block_q8_0 *restrict y = vy;
-    LP_DOT_Q8_0_BODY(Q4_QUANTS, 8)
-}
 
 void LX_FN(q5_0)(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
     const block_q5_0 *restrict x = vx;
@@ -70,18 +63,11 @@ void LX_FN(q5_0)(int n, float *restrict s, const void *restrict vx, const void *
     LP_DOT_Q8_0_BODY(Q5_QUANTS, 16)
 }
 
-void LX_FN(q4_1)(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
-    const block_q4_1 *restrict x = vx;
-    const block_q8_1 *restrict y = vy;
-    LP_DOT_Q8_1_BODY(Q4_QUANTS)
-}
-
 void LX_FN(q5_1)(int n, float *restrict s, const void *restrict vx, const void *restrict vy) {
     const block_q5_1 *restrict x = vx;
     const block_q8_1 *restrict y = vy;
     LP_DOT_Q8_1_BODY(Q5_QUANTS)
 }
-#undef Q4_QUANTS
 #undef Q5_QUANTS
 #undef LP_DOT_Q8_0_BODY
 #undef LP_DOT_Q8_1_BODY

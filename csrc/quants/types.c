@@ -55,8 +55,12 @@
 #define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
                       .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 }, .max_row_bytes_4weights = max_4w
+// Q4_0 and Q4_1 have no AVX2 vec_dot_4acts either: their AVX2 products take prepared rows too.
+#define LP_DOTS512_Q4(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
+                                      [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 }
 #else
 #define LP_DOTS512(t, max_4w) LP_DOTS(t)
+#define LP_DOTS512_Q4(t) LP_DOTS(t)
 #endif
 // K-quants with AVX-512 bodies of their own (vec_dot, vec_dot_4acts and vec_dot_rows from one
 // body, k_rows.h).
@@ -76,8 +80,8 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_F32] = { "f32", 1, 4, LP_F32, 0, {0}, lp_f32_to_float, {0}, LP_DOTS(f32) },
     [LP_F16] = { "f16", 1, 2, LP_F32, 0, {0}, lp_f16_to_float, {0}, LP_DOTS(f16), LP_WQ(f16) },
     [LP_BF16] = { "bf16", 1, 2, LP_F32, 0, {0}, lp_bf16_to_float, {0}, LP_DOTS(bf16), LP_WQ(bf16) },
-    [LP_Q4_0] = { "q4_0", QK4_0, sizeof(block_q4_0), LP_Q8_0, 1, {0}, lp_q4_0_to_float, {0}, LP_DOTS512(q4_0, INT64_MAX), LP_S8(q4_0, 32, 0), LP_WQ(q4_0) },
-    [LP_Q4_1] = { "q4_1", QK4_1, sizeof(block_q4_1), LP_Q8_1, 2, {0, 2}, lp_q4_1_to_float, {0}, LP_DOTS512(q4_1, 2048), LP_S8(q4_1, 32, 1), LP_WQ(q4_1) },
+    [LP_Q4_0] = { "q4_0", QK4_0, sizeof(block_q4_0), LP_Q8_0, 1, {0}, lp_q4_0_to_float, {0}, LP_DOTS512_Q4(q4_0), LP_S8(q4_0, 32, 0), LP_WQ(q4_0) },
+    [LP_Q4_1] = { "q4_1", QK4_1, sizeof(block_q4_1), LP_Q8_1, 2, {0, 2}, lp_q4_1_to_float, {0}, LP_DOTS512_Q4(q4_1), LP_S8(q4_1, 32, 1), LP_WQ(q4_1) },
     [LP_Q5_0] = { "q5_0", QK5_0, sizeof(block_q5_0), LP_Q8_0, 1, {0}, lp_q5_0_to_float, {0}, LP_DOTS512(q5_0, INT64_MAX), LP_S8(q5_0, 32, 0), LP_WQ(q5_0) },
     [LP_Q5_1] = { "q5_1", QK5_1, sizeof(block_q5_1), LP_Q8_1, 2, {0, 2}, lp_q5_1_to_float, {0}, LP_DOTS512(q5_1, 2048), LP_S8(q5_1, 32, 1), LP_WQ(q5_1) },
     [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512(q8_0, 1536), LP_S8(q8_0, 32, 0), LP_WQ(q8_0) },
@@ -105,7 +109,7 @@ static const struct {
     lp_vec_dot_rows_fn dot_rows;
     lp_vec_dot_4weights_fn dot_4weights;
 } vnni_dots[] = {
-    LP_VNNI_OFFSET(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
+    LP_VNNI_LEGACY(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
     LP_VNNI_K(Q2_K, q2_K), LP_VNNI_K(Q3_K, q3_K), LP_VNNI_K(Q4_K, q4_K),
     LP_VNNI_K(Q5_K, q5_K), LP_VNNI_K(Q6_K, q6_K),
 };
