@@ -62,7 +62,7 @@ static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const 
 // (R = 1) asks for its bytes ahead (lp_prefetch_ahead): Intel Xeon's
 // prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
 // l2: the next group into L2 (PREFETCHT1) instead of L1, for groups too large to sit in L1
-// beside the one being read (legacy_avx512.c's four rows of over 12 KiB: Mistral-width Q8_0
+// beside the one being read (legacy_groups.c's four rows of over 12 KiB: Mistral-width Q8_0
 // generation, AVX-512, 2.82 -> 2.68 s per 64 tokens; AVX-VNNI's Q4_0 vec_dot_4weights measured
 // 4% slower with it, and keeps L1).
 static inline __attribute__((always_inline)) void lp_prefetch_next_to(const uint8_t *vx, size_t bx, size_t off, size_t step,

@@ -141,7 +141,7 @@ def test_vec_dot_equals_matmul_rows(name: str) -> None:
 @pytest.mark.parametrize("name", ["Q4_0", "Q4_1"])
 def test_q4_0_q4_1_give_the_same_bits_on_avx2_and_avx512(name: str) -> None:
     """Q4_0 and Q4_1 take one arithmetic on AVX2 (and AVX-VNNI) and AVX-512: each block's exact
-    integer sum, then the same float steps per (row, block) lane (legacy_avx512.c). A product
+    integer sum, then the same float steps per (row, block) lane (legacy_groups.c). A product
     gives the same bits on both, for 1..8 activation rows, any number of weight rows (pairs,
     fours and a remainder) and rows whose last group of blocks is partial (18 and 35 blocks)."""
     qtype = kernels.WEIGHT_TYPES[name]

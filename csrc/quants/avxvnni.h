@@ -7,7 +7,7 @@
 // the same lanes, and the float steps after them are the AVX2 ones, in the same order. The
 // results are the AVX2 row dots' bit for bit (tests/test_vnni_dots.py).
 //
-// Their bodies sit beside the AVX2 ones: legacy_avx512.c (Q4_0, Q4_1: vec_dot and the
+// Their bodies sit beside the AVX2 ones: legacy_groups.c (Q4_0, Q4_1: vec_dot and the
 // prepared-row dots), legacy_x86.h (Q5_0, Q5_1, included by legacy.c once per ISA), k_q2_q3_x86.h and k_q4_q6_x86.h (the K-quants, included once per ISA).
 // Q8_0 keeps its AVX2 dot: one VPDPBUSD for its VPMADDUBSW + VPMADDWD measured no faster (its
 // one float accumulator, a multiply-add a block, is what bounds it). Only the functions between LP_AVXVNNI_BEGIN and LP_AVXVNNI_END may use the

@@ -1,17 +1,14 @@
 // rows_pre.h — several activation rows against one weight row, from activation rows
-// prepared once per product (legacy_avx512.c: Q4_1, Q5_1, Q8_0 on AVX-512; k_q4_q6.c: Q4_K, Q5_K and Q6_K on
-// AVX-512, Q4_K and Q5_K on AVX2 and AVX-VNNI).
+// prepared once per product (legacy_groups.c: the legacy types on AVX-512, Q4_0 and Q4_1 on
+// AVX2 and AVX-VNNI; k_q4_q6.c: Q4_K, Q5_K and Q6_K on AVX-512, Q4_K and Q5_K on AVX2 and
+// AVX-VNNI).
 //
 // Decoding several sequences dots every weight row with each sequence's activation row;
-// what a kernel does per activation row then sets the speed. The row dots of
-// vec_dot_rows read the activations in their dot-product format (Q8_0 / Q8_1 blocks) and
-// convert the same activation scales, and put the same two blocks side by side, again
-// for every weight row. A prepared row has that done once per product: per pair of
-// blocks the 64 quants side by side (Q8_0: plus 128, the unsigned side of VPDPBUSD, so
-// the weights' sign costs nothing per row), the scales and (Q8_1) sums as floats, four
-// rows' side by side (one multiply makes the scale products of four rows). Q4_K, Q5_K:
-// the quants in the order of the kernel's lanes. Each row goes through the same float
-// operations as vec_dot's, so its result is vec_dot's bit for bit.
+// what a kernel does per activation row then sets the speed. A prepared row has the
+// activation side's work done once per product: the quants in the order of the kernel's
+// lanes (Q8_0 weights: plus 128, the unsigned side of VPDPBUSD, so the weights' sign costs
+// nothing per row), the scales and (Q8_1) sums as floats. Each row goes through the same
+// operations whatever else shares the call, so its result is the one-row dot's bit for bit.
 #pragma once
 #include "lp.h"
 

@@ -3,7 +3,7 @@
 // quants/ holds the kernels per type family: <family>.c has the family's layout notes,
 // dequantizer, int8 decoder (to_s8), reference and AVX2/NEON kernels; a family's further
 // bodies sit beside it as <family>_<isa or kernel shape>.c, or .h when the family file
-// includes them (legacy_avx512.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, legacy_x86.h, k_q2_q3_x86.h,
+// includes them (legacy_groups.c, legacy_vec_dot_4acts.c, legacy_dotprod.c, legacy_x86.h, k_q2_q3_x86.h,
 // k_q4_q6_x86.h, k_q4_q6_avx512.h, k_q4_q6_dotprod.c). Shared by several families: k_rows.h (the row body of
 // vec_dot, vec_dot_4acts and vec_dot_rows), dotprod.h (what the aarch64 dot-product bodies share),
 // avxvnni.h (the AVX-VNNI row dots, in the AVX2 slots where the CPU has it). act_quant.c: the
@@ -48,7 +48,7 @@
 #endif
 #define LP_S8_K(t, low, sub, min, min_unit) .to_s8 = { [LP_ISA_REF] = lp_##t##_to_s8, low }, .s8_unit = QK_K, \
                                             .s8_min = min, .s8_min_unit = min_unit, .s8_sub = sub
-// Types with an AVX-512 vec_dot of their own (legacy_avx512.c): products of any number of
+// Types with an AVX-512 vec_dot of their own (legacy_groups.c): products of any number of
 // activation rows take its prepared-row dots (rows_pre.h), so there is no vec_dot_4weights or
 // vec_dot_rows for AVX-512. max_4w: the longest row (bytes) AVX-VNNI's vec_dot_4weights takes.
 #if LP_X86

@@ -1,8 +1,9 @@
-// legacy_avx512.c — the dot products of the 32-weight block formats (Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0) with AVX-512 VNNI: one kernel for one sequence and for several.
+// legacy_groups.c — the dot products of the 32-weight block formats on x86, over groups of
+// four blocks: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 on AVX-512 VNNI, Q4_0 and Q4_1 on AVX2 and
+// AVX-VNNI. One kernel serves one sequence and several.
 //
 // The arithmetic (every path below does exactly this, so a row's result never depends on
-// how many weight rows or activation rows share the call):
+// how many weight rows or activation rows share the call, nor, for Q4_0 and Q4_1, on the ISA):
 //   per block b:  isum_b = the exact integer sum of the products of the quants
 //                 (Q4_0, Q5_0: minus 8 or 16 * the activations' sum; Q8_0 exact as well)
 //   per row of 4-block groups, four float lanes c = 0..3 (block b goes to lane b mod 4):
@@ -11,16 +12,17 @@
 //   the result:   (acc_0 + acc_1) + (acc_2 + acc_3)
 // Blocks past a row's last (a row of 18 blocks has a group of 2) add exact zeros.
 //
-// The layout: a 512-bit register holds one weight row's four blocks of a group as 16-byte
-// quarters: the 16 bytes of quants of each block (Q8_0: its first 16 quants, and a second
-// register the last 16), gathered from the blocks with one word permute (every field
-// of these blocks starts on an even byte). Q4/Q5: the low nibbles (elements 0..15) and the
-// high ones (16..31) are two registers. An activation row is prepared once per product in
-// the same order (b4_act). VPDPBUSD then leaves four int32 lanes per block and weight row;
+// AVX-512, the reduction kernel (b4_groups): a 512-bit register holds one weight row's
+// four blocks of a group as 16-byte quarters, gathered from the blocks with one permute.
+// Q4/Q5: the low nibbles (elements 0..15) and the high ones (16..31) are two registers;
+// Q8_0: its first 16 quants and its last 16. An activation row is prepared once per product
+// in the same order (b4_act). VPDPBUSD leaves four int32 lanes per block and weight row;
 // four weight rows' registers reduce to one with the blocks' exact sums in lanes 4w + b,
-// and the float steps run on 16 (row, block) pairs at once: per 4 weight rows, 4 blocks
-// and activation row, two VPDPBUSD a weight row, nine reduction steps and three or four float
-// steps, where two blocks a register took about eight operations per weight row.
+// and the float steps run on 16 (row, block) pairs at once. With several activation rows,
+// the transposed kernel (b4t_groups: Q4_0, Q4_1, and Q8_0 from 5 rows) rearranges the four
+// weight rows once per group instead, so that no activation row needs the reduction.
+// AVX2 and AVX-VNNI: the transposed kernel in 256-bit registers, two weight rows a register
+// (b4v_groups).
 //
 // Signs: VPDPBUSD multiplies unsigned bytes by signed ones. The 4- and 5-bit quants are
 // the unsigned side (Q4_0, Q5_0: their offset comes off as -8 or -16 * the activations'
@@ -33,8 +35,11 @@
 
 // A group of four blocks of one prepared activation row (rows_pre.h).
 typedef struct {
-    int8_t lo[64];  // block b's quants 0..15 in bytes 16b..16b+15 (Q8_0 weights: plus 128, as unsigned)
-    int8_t hi[64];  // its quants 16..31
+    // Quants 0..15 of the four blocks (Q8_0 weights: plus 128, as unsigned), in the weights'
+    // order (b4_fetch): Q4_0, Q4_1, Q8_0 (j, b), bytes 4j..4j+3 of block b at 16j + 4b; Q5_0,
+    // Q5_1 (b, j), block b's 16 at 16b
+    int8_t lo[64];
+    int8_t hi[64];  // quants 16..31, the same way
     float d[4];     // the blocks' scales (0 past the row's last block)
     union {
         float s[4];        // Q4_1, Q5_1: the Q8_1 block's s (d * the quants' sum)
@@ -46,7 +51,7 @@ _Static_assert(sizeof(b4_act) == 192, "b4_act");
 
 enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 
-// Block bytes and field offsets of each type (B4_QS2: Q8_0's second 16 quants)
+// Block bytes and field offsets of each type
 #define B4_BS(T) ((T) == B4_Q4_0 ? 18 : (T) == B4_Q4_1 ? 20 : (T) == B4_Q5_0 ? 22 : (T) == B4_Q5_1 ? 24 : 34)
 #define B4_QS(T) ((T) == B4_Q4_0 ? 2 : (T) == B4_Q4_1 ? 4 : (T) == B4_Q5_0 ? 6 : (T) == B4_Q5_1 ? 8 : 2)
 #define B4_QH(T) ((T) == B4_Q5_0 ? 2 : 4)
