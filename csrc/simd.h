@@ -67,8 +67,8 @@ static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const 
 // 4% slower with it, and keeps L1).
 static inline __attribute__((always_inline)) void lp_prefetch_next_to(const uint8_t *vx, size_t bx, size_t off, size_t step,
                                                                       const int R, const int l2) {
-    if (R == 1) {
-        lp_prefetch_ahead_bytes(vx + off, step);
+    if (R == 1 || R * bx < 4096) {  // (a short group: as one stream, R * step bytes a step)
+        lp_prefetch_ahead_bytes(vx + off * R, step * R);
         return;
     }
     const char *p = (const char *)vx + R * bx + off * R;

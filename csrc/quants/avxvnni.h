@@ -9,8 +9,7 @@
 //
 // Their bodies sit beside the AVX2 ones: legacy_groups.c (Q4_0, Q4_1: vec_dot and the
 // prepared-row dots), legacy_x86.h (Q5_0, Q5_1, included by legacy.c once per ISA), k_q2_q3_x86.h and k_q4_q6_x86.h (the K-quants, included once per ISA).
-// Q8_0 keeps its AVX2 dot: one VPDPBUSD for its VPMADDUBSW + VPMADDWD measured no faster (its
-// one float accumulator, a multiply-add a block, is what bounds it). Only the functions between LP_AVXVNNI_BEGIN and LP_AVXVNNI_END may use the
+// Only the functions between LP_AVXVNNI_BEGIN and LP_AVXVNNI_END may use the
 // instructions, and types.c hands them out in the AVX2 slots of the traits table only where
 // the CPU has AVX-VNNI and LLAMAPACK_AVXVNNI is not 0 (the switch of the batched product's
 // AVX-VNNI tiles, engine/gemm_vnni.c): a CPU with AVX2 alone never runs them.
@@ -27,6 +26,7 @@ LP_DECLARE_DOTS_ON(q2_K, avxvnni) LP_DECLARE_DOTS_ON(q3_K, avxvnni) LP_DECLARE_D
 LP_DECLARE_DOTS_ON(q5_K, avxvnni) LP_DECLARE_DOTS_ON(q6_K, avxvnni)
 void lp_vec_dot_q4_0_avxvnni(int n, float *restrict s, const void *restrict x, const void *restrict y);
 void lp_vec_dot_q4_1_avxvnni(int n, float *restrict s, const void *restrict x, const void *restrict y);
+void lp_vec_dot_q8_0_avxvnni(int n, float *restrict s, const void *restrict x, const void *restrict y);
 void lp_vec_dot_q5_0_avxvnni(int n, float *restrict s, const void *restrict x, const void *restrict y);
 void lp_vec_dot_q5_1_avxvnni(int n, float *restrict s, const void *restrict x, const void *restrict y);
 void lp_vec_dot_4weights_q5_0_avxvnni(int n, float *restrict s, const void *restrict x, size_t bx,

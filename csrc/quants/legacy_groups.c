@@ -69,7 +69,8 @@ LP_AVX2_BEGIN
 
 // One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
 // groups g0 .. g1 - 1 of out (group g at out[g - g0]).
-LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g0, int g1, b4_act *restrict out) {
+LP_INLINE void b4_prep_row(const int T, const int plus128, const uint8_t *restrict y, int nb, int g0, int g1,
+                            b4_act *restrict out) {
     const int q8_1 = B4_MIN(T);
     const size_t by = q8_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
     for (int g = g0; g < g1; g++) {
@@ -88,7 +89,7 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
                 sv = q8_1 ? _cvtsh_ss(h[1]) : 0;
                 if (T == B4_Q4_0 || T == B4_Q5_0)  // the quants' sum
                     sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
-                if (T == B4_Q8_0) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+                if (T == B4_Q8_0 && plus128) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
             }
             if (B4_JB(T)) {  // bytes 4j..4j+3 of the quants to bytes 16j + 4k..
                 int8_t e[32];
@@ -109,18 +110,19 @@ LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g
     }
 }
 
-// lp_prep_<t>_b4 (rows_pre.h)
-#define B4_PREP(T, t)                                                                                           \
+// lp_prep_<t>_b4 (rows_pre.h); PLUS: Q8_0's activations + 128
+#define B4_PREP(T, t, PLUS)                                                                                        \
     static void lp_prep_##t##_b4(const void *restrict y, size_t by, int rows, void *restrict out, int n) {     \
         const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
         for (int r = 0; r < rows; r++)                                                                         \
-            b4_prep_row(T, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng);     \
+            b4_prep_row(T, PLUS, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng); \
     }
-B4_PREP(B4_Q4_0, q4_0)
-B4_PREP(B4_Q4_1, q4_1)
-B4_PREP(B4_Q5_0, q5_0)
-B4_PREP(B4_Q5_1, q5_1)
-B4_PREP(B4_Q8_0, q8_0)
+B4_PREP(B4_Q4_0, q4_0, 1)
+B4_PREP(B4_Q4_1, q4_1, 1)
+B4_PREP(B4_Q5_0, q5_0, 1)
+B4_PREP(B4_Q5_1, q5_1, 1)
+B4_PREP(B4_Q8_0, q8_0, 1)
+B4_PREP(B4_Q8_0, q8_0s, 0)  // AVX2 Q8_0: the activations as they are (signed)
 #undef B4_PREP
 #define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
 
@@ -133,34 +135,52 @@ B4_PREP(B4_Q8_0, q8_0)
 // eight VPDPBUSD), straight into the blocks' exact sums. The float steps are the AVX-512
 // kernels' per (row, block) lane, so every x86 path gives the same bits.
 
-// The group's quants (t: packed nibbles, t[j] lane 4w + b = bytes 4j.. of row w's block b),
+// In-lane 4 x 4 transpose of dwords: out[j] dword b of each half = in[b]'s dword j
+LP_INLINE void b4v_transpose(const __m256i *in, __m256i *out) {
+    const __m256i t0 = _mm256_unpacklo_epi32(in[0], in[1]), t1 = _mm256_unpackhi_epi32(in[0], in[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(in[2], in[3]), t3 = _mm256_unpackhi_epi32(in[2], in[3]);
+    out[0] = _mm256_unpacklo_epi64(t0, t2);
+    out[1] = _mm256_unpackhi_epi64(t0, t2);
+    out[2] = _mm256_unpacklo_epi64(t1, t3);
+    out[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+// The group's quants (lo[j], hi[j] lane 4w + b: bytes 4j.. of quants 0..15 and 16..31 of row
+// w's block b; unsigned nibbles, or Q8_0's signed quants),
 // d (and m) of rows x and x + bx (W = 1: x alone; zeros in row 1's lanes), blocks < nbl.
 LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int nbl, const int W, __m256i *lo,
                            __m256i *hi, __m256 *dx, __m256 *mx) {
     const int bs = B4_BS(T);
-    __m256i yb[4];
+    __m256i yb[4], yh[4];  // block b's 16 quant bytes of both rows (Q8_0: and its last 16)
     uint64_t d[2] = { 0, 0 }, m[2] = { 0, 0 };
     for (int b = 0; b < 4; b++) {
-        yb[b] = _mm256_setzero_si256();
+        yb[b] = yh[b] = _mm256_setzero_si256();
         if (b >= nbl) continue;
         for (int w = 0; w < W; w++) {
             const uint8_t *blk = x + w * bx + b * bs;
             const __m128i q = _mm_loadu_si128((const __m128i *)(blk + B4_QS(T)));
             yb[b] = w ? _mm256_inserti128_si256(yb[b], q, 1) : _mm256_castsi128_si256(q);
+            if (T == B4_Q8_0) {
+                const __m128i q2 = _mm_loadu_si128((const __m128i *)(blk + B4_QS(T) + 16));
+                yh[b] = w ? _mm256_inserti128_si256(yh[b], q2, 1) : _mm256_castsi128_si256(q2);
+            }
             uint16_t h[2];
             memcpy(h, blk, B4_MIN(T) ? 4 : 2);
             d[w] |= (uint64_t)h[0] << (16 * b);
             if (B4_MIN(T)) m[w] |= (uint64_t)h[1] << (16 * b);
         }
     }
-    const __m256i t0 = _mm256_unpacklo_epi32(yb[0], yb[1]), t1 = _mm256_unpackhi_epi32(yb[0], yb[1]);
-    const __m256i t2 = _mm256_unpacklo_epi32(yb[2], yb[3]), t3 = _mm256_unpackhi_epi32(yb[2], yb[3]);
-    const __m256i t[4] = { _mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),
-                           _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3) };
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int j = 0; j < 4; j++) {
-        lo[j] = _mm256_and_si256(t[j], m4);
-        hi[j] = _mm256_and_si256(_mm256_srli_epi16(t[j], 4), m4);
+    __m256i t[4];
+    b4v_transpose(yb, t);
+    if (T == B4_Q8_0) {
+        for (int j = 0; j < 4; j++) lo[j] = t[j];
+        b4v_transpose(yh, hi);
+    } else {
+        const __m256i m4 = _mm256_set1_epi8(0x0f);
+        for (int j = 0; j < 4; j++) {
+            lo[j] = _mm256_and_si256(t[j], m4);
+            hi[j] = _mm256_and_si256(_mm256_srli_epi16(t[j], 4), m4);
+        }
     }
     *dx = _mm256_cvtph_ps(_mm_set_epi64x((long long)d[1], (long long)d[0]));
     *mx = B4_MIN(T) ? _mm256_cvtph_ps(_mm_set_epi64x((long long)m[1], (long long)m[0])) : _mm256_setzero_ps();
@@ -187,7 +207,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
 // The body of one ISA: b4v_groups_<isa> (W = 1, 2 weight rows, A = 1..4 activation rows,
 // groups g0 .. g1 - 1, activations of group g at group g - pg) and the entry points of T
 // (t): vec_dot, the row dots of one and of four weight rows (two pairs).
-#define B4V_ISA(isa, ISUM)                                                                                     \
+#define B4V_ISA(isa, AUX, ISUM)                                                                                \
     LP_INLINE void b4v_groups_##isa(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,  \
                                     const uint8_t *restrict p, size_t bp, int pg, __m256 *acc, const int W,    \
                                     const int A) {                                                             \
@@ -198,9 +218,11 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
             __m256i lo[4], hi[4];                                                                              \
             __m256 dx, mx;                                                                                     \
             b4v_weights(T, x + (size_t)g * 4 * bs, bx, nbl, W, lo, hi, &dx, &mx);                               \
+            __m256i aux[8];                                                                                    \
+            AUX(T, lo, hi, aux);                                                                               \
             _Pragma("GCC unroll 4") for (int a = 0; a < A; a++) {                                              \
                 const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);                                     \
-                b4v_float(T, ISUM(lo, hi, y), y, dx, mx, &acc[a]);                                             \
+                b4v_float(T, ISUM(T, lo, hi, aux, y), y, dx, mx, &acc[a]);                                     \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
@@ -218,7 +240,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
             }                                                                                                  \
         }                                                                                                      \
     }
-#define B4V_ENTRY(T, t, isa)                                                                                   \
+#define B4V_ENTRY(T, t, isa, PLUS)                                                                             \
     LP_ALIGNED_CODE void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict vx,             \
                                                 const void *restrict vy) {                                     \
         const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
@@ -226,7 +248,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
         __m256 acc[1] = { _mm256_setzero_ps() };                                                               \
         for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
             const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
+            b4_prep_row(T, PLUS, (const uint8_t *)vy, nb, g, g1, buf);                                         \
             b4v_groups_##isa(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);    \
         }                                                                                                      \
         b4v_store(s, 0, acc, 1, 1);                                                                            \
@@ -243,33 +265,73 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
         b4v_rows_##isa(T, n, s + 2, bs, (const uint8_t *)x + 2 * bx, bx, (const uint8_t *)p, bp, nr, 2);       \
     }
 
-// AVX2: VPMADDUBSW pairs summed in int16, then VPMADDWD
-LP_INLINE __m256i b4v_isum_avx2(const __m256i *lo, const __m256i *hi, const b4_act *y) {
+// The activations' 16 bytes j of the lower (y->lo) or upper (y->hi) quants, in both halves
+#define B4V_Y(y, half, j) _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j))))
+
+// AVX2. Q4_0, Q4_1: VPMADDUBSW pairs summed in int16, then VPMADDWD. Q8_0: |w| (aux, made once
+// per group) against the activations with w's sign, each VPMADDUBSW's pairs (at most
+// 2 x 128 x 127) to int32 by its own VPMADDWD.
+LP_INLINE void b4v_aux_avx2(const int T, const __m256i *lo, const __m256i *hi, __m256i *aux) {
+    if (T != B4_Q8_0) return;
+    for (int j = 0; j < 4; j++) {
+        aux[j] = _mm256_abs_epi8(lo[j]);
+        aux[4 + j] = _mm256_abs_epi8(hi[j]);
+    }
+}
+LP_INLINE __m256i b4v_isum_avx2(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
+                                const b4_act *y) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (T == B4_Q8_0) {
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[j], _mm256_sign_epi8(B4V_Y(y, lo, j), lo[j])), ones));
+            s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[4 + j], _mm256_sign_epi8(B4V_Y(y, hi, j), hi[j])), ones));
+        }
+        return _mm256_add_epi32(s0, s1);
+    }
     __m256i p = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->lo + 16 * j)))));
-        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->hi + 16 * j)))));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[j], B4V_Y(y, lo, j)));
+        p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[j], B4V_Y(y, hi, j)));
     }
-    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    return _mm256_madd_epi16(p, ones);
 }
-B4V_ISA(avx2, b4v_isum_avx2)
-B4V_ENTRY(B4_Q4_0, q4_0, avx2)
-B4V_ENTRY(B4_Q4_1, q4_1, avx2)
+B4V_ISA(avx2, b4v_aux_avx2, b4v_isum_avx2)
+B4V_ENTRY(B4_Q4_0, q4_0, avx2, 1)
+B4V_ENTRY(B4_Q4_1, q4_1, avx2, 1)
+B4V_ENTRY(B4_Q8_0, q8_0, avx2, 0)
 LP_AVX2_END
 
+// AVX-VNNI: eight VPDPBUSD; Q8_0 as AVX-512's (activations + 128 the unsigned side, the sums
+// starting at -128 * the weights' sums: aux[0], once per group)
 LP_AVXVNNI_BEGIN
-LP_INLINE __m256i b4v_isum_avxvnni(const __m256i *lo, const __m256i *hi, const b4_act *y) {
-    __m256i p = _mm256_setzero_si256();
+LP_INLINE void b4v_aux_avxvnni(const int T, const __m256i *lo, const __m256i *hi, __m256i *aux) {
+    if (T != B4_Q8_0) return;
+    const __m256i c = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
+    __m256i n = zero;
+    for (int j = 0; j < 4; j++) n = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(n, c, lo[j]), c, hi[j]);
+    aux[0] = _mm256_sub_epi32(zero, n);
+}
+LP_INLINE __m256i b4v_isum_avxvnni(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
+                                   const b4_act *y) {
+    __m256i p = T == B4_Q8_0 ? aux[0] : _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
-        p = _mm256_dpbusd_avx_epi32(p, lo[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->lo + 16 * j))));
-        p = _mm256_dpbusd_avx_epi32(p, hi[j], _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)(y->hi + 16 * j))));
+        if (T == B4_Q8_0) {
+            p = _mm256_dpbusd_avx_epi32(p, B4V_Y(y, lo, j), lo[j]);
+            p = _mm256_dpbusd_avx_epi32(p, B4V_Y(y, hi, j), hi[j]);
+        } else {
+            p = _mm256_dpbusd_avx_epi32(p, lo[j], B4V_Y(y, lo, j));
+            p = _mm256_dpbusd_avx_epi32(p, hi[j], B4V_Y(y, hi, j));
+        }
     }
     return p;
 }
-B4V_ISA(avxvnni, b4v_isum_avxvnni)
-B4V_ENTRY(B4_Q4_0, q4_0, avxvnni)
-B4V_ENTRY(B4_Q4_1, q4_1, avxvnni)
+B4V_ISA(avxvnni, b4v_aux_avxvnni, b4v_isum_avxvnni)
+B4V_ENTRY(B4_Q4_0, q4_0, avxvnni, 1)
+B4V_ENTRY(B4_Q4_1, q4_1, avxvnni, 1)
+B4V_ENTRY(B4_Q8_0, q8_0, avxvnni, 1)
 LP_AVXVNNI_END
+#undef B4V_Y
 #undef B4V_ISA
 #undef B4V_ENTRY
 
@@ -558,7 +620,7 @@ LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, con
         __m512 acc[1] = { _mm512_setzero_ps() };                                                               \
         for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
             const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
+            b4_prep_row(T, 1, (const uint8_t *)vy, nb, g, g1, buf);                                            \
             b4_groups(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);           \
         }                                                                                                      \
         b4_store(s, 0, acc, 1, 1);                                                                             \
@@ -618,6 +680,9 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
         if (type == LP_Q4_1)
             k = (lp_rows_pre){ lp_prep_q4_1_b4, vnni ? lp_rows_pre_q4_1_avxvnni : lp_rows_pre_q4_1_avx2, 1,
                                vnni ? lp_rows_pre4_q4_1_avxvnni : lp_rows_pre4_q4_1_avx2 };
+        if (type == LP_Q8_0)
+            k = (lp_rows_pre){ vnni ? lp_prep_q8_0_b4 : lp_prep_q8_0s_b4, vnni ? lp_rows_pre_q8_0_avxvnni : lp_rows_pre_q8_0_avx2,
+                               1, vnni ? lp_rows_pre4_q8_0_avxvnni : lp_rows_pre4_q8_0_avx2 };
         return k;
     }
     if (isa != LP_ISA_AVX512) return k;

@@ -55,7 +55,7 @@
 #define LP_DOTS512(t, max_4w) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                    [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 },                             \
                       .vec_dot_4acts = { [LP_ISA_AVX2] = lp_vec_dot_4acts_##t##_avx2 }, .max_row_bytes_4weights = max_4w
-// Q4_0 and Q4_1 have no AVX2 vec_dot_4acts either: their AVX2 products take prepared rows too.
+// Q4_0, Q4_1 and Q8_0 have no AVX2 vec_dot_4acts either: their AVX2 products take prepared rows too.
 #define LP_DOTS512_Q4(t) .vec_dot = { [LP_ISA_REF] = lp_vec_dot_##t##_ref, [LP_ISA_AVX2] = lp_vec_dot_##t##_avx2, \
                                       [LP_ISA_AVX512] = lp_vec_dot_##t##_avx512 }
 #else
@@ -84,7 +84,7 @@ static const lp_type_traits traits[LP_TYPE_COUNT] = {
     [LP_Q4_1] = { "q4_1", QK4_1, sizeof(block_q4_1), LP_Q8_1, 2, {0, 2}, lp_q4_1_to_float, {0}, LP_DOTS512_Q4(q4_1), LP_S8(q4_1, 32, 1), LP_WQ(q4_1) },
     [LP_Q5_0] = { "q5_0", QK5_0, sizeof(block_q5_0), LP_Q8_0, 1, {0}, lp_q5_0_to_float, {0}, LP_DOTS512(q5_0, INT64_MAX), LP_S8(q5_0, 32, 0), LP_WQ(q5_0) },
     [LP_Q5_1] = { "q5_1", QK5_1, sizeof(block_q5_1), LP_Q8_1, 2, {0, 2}, lp_q5_1_to_float, {0}, LP_DOTS512(q5_1, 2048), LP_S8(q5_1, 32, 1), LP_WQ(q5_1) },
-    [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512(q8_0, 1536), LP_S8(q8_0, 32, 0), LP_WQ(q8_0) },
+    [LP_Q8_0] = { "q8_0", QK8_0, sizeof(block_q8_0), LP_Q8_0, 1, {0}, lp_q8_0_to_float, LP_QUANTS(q8_0), LP_DOTS512_Q4(q8_0), LP_S8(q8_0, 32, 0), LP_WQ(q8_0) },
     [LP_Q8_1] = { "q8_1", QK8_1, sizeof(block_q8_1), LP_Q8_1, 2, {0, 2}, lp_q8_1_to_float, LP_QUANTS(q8_1), {0} },
     [LP_Q2_K] = { "q2_K", QK_K, sizeof(block_q2_K), LP_Q8_K, 2, {80, 82}, lp_q2_K_to_float, {0}, LP_DOTS_K512(q2_K), LP_S8_K(q2_K, LP_S8_LOW(q2_K), 16, 1, 16), LP_WQ(q2_K) },
     [LP_Q3_K] = { "q3_K", QK_K, sizeof(block_q3_K), LP_Q8_K, 1, {108}, lp_q3_K_to_float, {0}, LP_DOTS_K512(q3_K), LP_S8_K(q3_K, LP_S8_LOW(q3_K), 16, 0, QK_K), LP_WQ(q3_K) },
@@ -109,7 +109,7 @@ static const struct {
     lp_vec_dot_rows_fn dot_rows;
     lp_vec_dot_4weights_fn dot_4weights;
 } vnni_dots[] = {
-    LP_VNNI_LEGACY(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
+    LP_VNNI_LEGACY(Q4_0, q4_0), LP_VNNI_LEGACY(Q4_1, q4_1), LP_VNNI_LEGACY(Q8_0, q8_0), LP_VNNI_OFFSET(Q5_0, q5_0), LP_VNNI_LEGACY(Q5_1, q5_1),
     LP_VNNI_K(Q2_K, q2_K), LP_VNNI_K(Q3_K, q3_K), LP_VNNI_K(Q4_K, q4_K),
     LP_VNNI_K(Q5_K, q5_K), LP_VNNI_K(Q6_K, q6_K),
 };
