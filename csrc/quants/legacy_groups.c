@@ -24,18 +24,18 @@
 // AVX2 and AVX-VNNI: the transposed kernel in 256-bit registers, two weight rows a register
 // (b4v_groups).
 //
-// Signs: VPDPBUSD multiplies unsigned bytes by signed ones. The 4- and 5-bit quants are
-// the unsigned side (Q4_0, Q5_0: their offset comes off as -8 or -16 * the activations'
-// block sum, prepared); Q8_0's weights are the signed side and the prepared activations
-// carry + 128, taken back out by starting each sum at -128 * the weights' sum (made once
-// per weight row for every activation row).
+// Signs: VPDPBUSD multiplies unsigned bytes by signed ones; the weights are the unsigned side,
+// the activations the signed one. Q4_0 and Q5_0's offset comes off as -8 or -16 * the
+// activations' block sum, prepared with them (b4_act.off); Q8_0's quants go in plus 128, and
+// -128 * the activations' block sum takes it back out the same way. (AVX2's Q8_0 takes |w|
+// against the activations with w's sign instead: VPMADDUBSW's pair sums would saturate.)
 #include "simd.h"
 #include "quants/rows_pre.h"
 #include "quants/avxvnni.h"
 
 // A group of four blocks of one prepared activation row (rows_pre.h).
 typedef struct {
-    // Quants 0..15 of the four blocks (Q8_0 weights: plus 128, as unsigned), in the weights'
+    // Quants 0..15 of the four blocks, in the weights'
     // order (b4_fetch): Q4_0, Q4_1, Q8_0 (j, b), bytes 4j..4j+3 of block b at 16j + 4b; Q5_0,
     // Q5_1 (b, j), block b's 16 at 16b
     int8_t lo[64];
@@ -43,7 +43,7 @@ typedef struct {
     float d[4];     // the blocks' scales (0 past the row's last block)
     union {
         float s[4];        // Q4_1, Q5_1: the Q8_1 block's s (d * the quants' sum)
-        int32_t off[4];    // Q4_0, Q5_0: -8 or -16 * the quants' sum
+        int32_t off[4];    // Q4_0, Q5_0, Q8_0: -8, -16 or -128 * the quants' sum
     };
     uint8_t pad[32];        // 192 bytes: lo and hi start on 64-byte lines
 } b4_act;
@@ -57,6 +57,8 @@ enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 #define B4_QH(T) ((T) == B4_Q5_0 ? 2 : 4)
 #define B4_MIN(T) ((T) == B4_Q4_1 || (T) == B4_Q5_1)
 #define B4_Q5(T) ((T) == B4_Q5_0 || (T) == B4_Q5_1)
+// The types whose block sums start at the prepared offset (b4_act.off)
+#define B4_OFF(T) ((T) == B4_Q4_0 || (T) == B4_Q5_0 || (T) == B4_Q8_0)
 #define B4_JB(T) ((T) == B4_Q4_0 || (T) == B4_Q4_1 || (T) == B4_Q8_0)  // quants in (j, b) order (b4_fetch)
 // The second 64-byte load of a group starts here: the group's last 64 bytes (Q8_0: bytes
 // 64..127; its second 16 quants come from bytes 8..135)
@@ -69,8 +71,7 @@ LP_AVX2_BEGIN
 
 // One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
 // groups g0 .. g1 - 1 of out (group g at out[g - g0]).
-LP_INLINE void b4_prep_row(const int T, const int plus128, const uint8_t *restrict y, int nb, int g0, int g1,
-                            b4_act *restrict out) {
+LP_INLINE void b4_prep_row(const int T, const uint8_t *restrict y, int nb, int g0, int g1, b4_act *restrict out) {
     const int q8_1 = B4_MIN(T);
     const size_t by = q8_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
     for (int g = g0; g < g1; g++) {
@@ -87,9 +88,8 @@ LP_INLINE void b4_prep_row(const int T, const int plus128, const uint8_t *restri
                 q = _mm256_loadu_si256((const __m256i *)(blk + (q8_1 ? 4 : 2)));
                 d = _cvtsh_ss(h[0]);
                 sv = q8_1 ? _cvtsh_ss(h[1]) : 0;
-                if (T == B4_Q4_0 || T == B4_Q5_0)  // the quants' sum
+                if (B4_OFF(T))  // the quants' sum
                     sum = lp_hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1)));
-                if (T == B4_Q8_0 && plus128) q = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
             }
             if (B4_JB(T)) {  // bytes 4j..4j+3 of the quants to bytes 16j + 4k..
                 int8_t e[32];
@@ -104,25 +104,24 @@ LP_INLINE void b4_prep_row(const int T, const int plus128, const uint8_t *restri
             }
             o->d[k] = d;
             if (q8_1) o->s[k] = sv;
-            else o->off[k] = (T == B4_Q4_0 ? -8 : T == B4_Q5_0 ? -16 : 0) * sum;
+            else o->off[k] = (T == B4_Q4_0 ? -8 : T == B4_Q5_0 ? -16 : -128) * sum;
         }
         memset(o->pad, 0, sizeof o->pad);
     }
 }
 
-// lp_prep_<t>_b4 (rows_pre.h); PLUS: Q8_0's activations + 128
-#define B4_PREP(T, t, PLUS)                                                                                        \
+// lp_prep_<t>_b4 (rows_pre.h)
+#define B4_PREP(T, t)                                                                                              \
     static void lp_prep_##t##_b4(const void *restrict y, size_t by, int rows, void *restrict out, int n) {     \
         const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
         for (int r = 0; r < rows; r++)                                                                         \
-            b4_prep_row(T, PLUS, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng); \
+            b4_prep_row(T, (const uint8_t *)y + (size_t)r * by, nb, 0, ng, (b4_act *)out + (size_t)r * ng);       \
     }
-B4_PREP(B4_Q4_0, q4_0, 1)
-B4_PREP(B4_Q4_1, q4_1, 1)
-B4_PREP(B4_Q5_0, q5_0, 1)
-B4_PREP(B4_Q5_1, q5_1, 1)
-B4_PREP(B4_Q8_0, q8_0, 1)
-B4_PREP(B4_Q8_0, q8_0s, 0)  // AVX2 Q8_0: the activations as they are (signed)
+B4_PREP(B4_Q4_0, q4_0)
+B4_PREP(B4_Q4_1, q4_1)
+B4_PREP(B4_Q5_0, q5_0)
+B4_PREP(B4_Q5_1, q5_1)
+B4_PREP(B4_Q8_0, q8_0)
 #undef B4_PREP
 #define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
 
@@ -188,7 +187,7 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
 
 // Group g's four float steps of each activation row, from its blocks' exact sums
 LP_INLINE void b4v_float(const int T, __m256i isum, const b4_act *y, __m256 dx, __m256 mx, __m256 *acc) {
-    if (T == B4_Q4_0) isum = _mm256_add_epi32(isum, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
+    if (B4_OFF(T)) isum = _mm256_add_epi32(isum, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
     const __m256 f = _mm256_mul_ps(dx, _mm256_broadcast_ps((const __m128 *)y->d));
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), f, *acc);
     if (B4_MIN(T)) *acc = _mm256_fmadd_ps(mx, _mm256_broadcast_ps((const __m128 *)y->s), *acc);
@@ -240,7 +239,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
             }                                                                                                  \
         }                                                                                                      \
     }
-#define B4V_ENTRY(T, t, isa, PLUS)                                                                             \
+#define B4V_ENTRY(T, t, isa)                                                                                   \
     LP_ALIGNED_CODE void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict vx,             \
                                                 const void *restrict vy) {                                     \
         const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
@@ -248,7 +247,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
         __m256 acc[1] = { _mm256_setzero_ps() };                                                               \
         for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
             const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, PLUS, (const uint8_t *)vy, nb, g, g1, buf);                                         \
+            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
             b4v_groups_##isa(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);    \
         }                                                                                                      \
         b4v_store(s, 0, acc, 1, 1);                                                                            \
@@ -287,7 +286,8 @@ LP_INLINE __m256i b4v_isum_avx2(const int T, const __m256i *lo, const __m256i *h
             s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[j], _mm256_sign_epi8(B4V_Y(y, lo, j), lo[j])), ones));
             s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[4 + j], _mm256_sign_epi8(B4V_Y(y, hi, j), hi[j])), ones));
         }
-        return _mm256_add_epi32(s0, s1);
+        // (b4v_float adds the offset -128 * the activations' sum that the other ISAs' sums start from)
+        return _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
     }
     __m256i p = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
@@ -297,39 +297,35 @@ LP_INLINE __m256i b4v_isum_avx2(const int T, const __m256i *lo, const __m256i *h
     return _mm256_madd_epi16(p, ones);
 }
 B4V_ISA(avx2, b4v_aux_avx2, b4v_isum_avx2)
-B4V_ENTRY(B4_Q4_0, q4_0, avx2, 1)
-B4V_ENTRY(B4_Q4_1, q4_1, avx2, 1)
-B4V_ENTRY(B4_Q8_0, q8_0, avx2, 0)
+B4V_ENTRY(B4_Q4_0, q4_0, avx2)
+B4V_ENTRY(B4_Q4_1, q4_1, avx2)
+B4V_ENTRY(B4_Q8_0, q8_0, avx2)
 LP_AVX2_END
 
-// AVX-VNNI: eight VPDPBUSD; Q8_0 as AVX-512's (activations + 128 the unsigned side, the sums
-// starting at -128 * the weights' sums: aux[0], once per group)
+// AVX-VNNI: eight VPDPBUSD; Q8_0 as AVX-512's (its quants + 128 the unsigned side: aux, once
+// per group)
 LP_AVXVNNI_BEGIN
 LP_INLINE void b4v_aux_avxvnni(const int T, const __m256i *lo, const __m256i *hi, __m256i *aux) {
     if (T != B4_Q8_0) return;
-    const __m256i c = _mm256_set1_epi8((char)0x80), zero = _mm256_setzero_si256();
-    __m256i n = zero;
-    for (int j = 0; j < 4; j++) n = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(n, c, lo[j]), c, hi[j]);
-    aux[0] = _mm256_sub_epi32(zero, n);
+    for (int j = 0; j < 4; j++) {
+        aux[j] = _mm256_xor_si256(lo[j], _mm256_set1_epi8((char)0x80));
+        aux[4 + j] = _mm256_xor_si256(hi[j], _mm256_set1_epi8((char)0x80));
+    }
 }
 LP_INLINE __m256i b4v_isum_avxvnni(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
                                    const b4_act *y) {
-    __m256i p = T == B4_Q8_0 ? aux[0] : _mm256_setzero_si256();
+    const __m256i *ul = T == B4_Q8_0 ? aux : lo, *uh = T == B4_Q8_0 ? aux + 4 : hi;
+    __m256i p = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
-        if (T == B4_Q8_0) {
-            p = _mm256_dpbusd_avx_epi32(p, B4V_Y(y, lo, j), lo[j]);
-            p = _mm256_dpbusd_avx_epi32(p, B4V_Y(y, hi, j), hi[j]);
-        } else {
-            p = _mm256_dpbusd_avx_epi32(p, lo[j], B4V_Y(y, lo, j));
-            p = _mm256_dpbusd_avx_epi32(p, hi[j], B4V_Y(y, hi, j));
-        }
+        p = _mm256_dpbusd_avx_epi32(p, ul[j], B4V_Y(y, lo, j));
+        p = _mm256_dpbusd_avx_epi32(p, uh[j], B4V_Y(y, hi, j));
     }
     return p;
 }
 B4V_ISA(avxvnni, b4v_aux_avxvnni, b4v_isum_avxvnni)
-B4V_ENTRY(B4_Q4_0, q4_0, avxvnni, 1)
-B4V_ENTRY(B4_Q4_1, q4_1, avxvnni, 1)
-B4V_ENTRY(B4_Q8_0, q8_0, avxvnni, 1)
+B4V_ENTRY(B4_Q4_0, q4_0, avxvnni)
+B4V_ENTRY(B4_Q4_1, q4_1, avxvnni)
+B4V_ENTRY(B4_Q8_0, q8_0, avxvnni)
 LP_AVXVNNI_END
 #undef B4V_Y
 #undef B4V_ISA
@@ -473,18 +469,18 @@ LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int 
         const int off = g * 4 * bs;
         const int full = off + 4 * bs <= row_bytes;
         lp_prefetch_next_to(x, bx, off, 4 * bs, W, W * bx > B4_L1_GROUP);
-        __m512i lo[4], hi[4], neg[4];
+        __m512i lo[4], hi[4];
         __m128i dm[4];
         for (int w = 0; w < 4; w++) {
-            lo[w] = hi[w] = neg[w] = zero;
+            lo[w] = hi[w] = zero;
             dm[w] = _mm_setzero_si128();
         }
         for (int w = 0; w < W; w++) {
             if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &lo[w], &hi[w], &dm[w]);
             else b4_weights(T, x + w * bx + off, 0, row_bytes - off, &lo[w], &hi[w], &dm[w]);
-            if (T == B4_Q8_0) {  // -128 * the weights' sums, per lane
-                const __m512i c = _mm512_set1_epi8((char)0x80);
-                neg[w] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, c, lo[w]), c, hi[w]));
+            if (T == B4_Q8_0) {  // the quants + 128: the unsigned side
+                lo[w] = _mm512_xor_si512(lo[w], _mm512_set1_epi8((char)0x80));
+                hi[w] = _mm512_xor_si512(hi[w], _mm512_set1_epi8((char)0x80));
             }
         }
         __m512 dx, mx;
@@ -493,16 +489,11 @@ LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int 
             const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
             __m512i r[4];
             for (int w = 0; w < 4; w++) r[w] = zero;
-            for (int w = 0; w < W; w++) {
-                if (T == B4_Q8_0)
-                    r[w] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg[w], _mm512_load_si512(y->lo), lo[w]),
-                                               _mm512_load_si512(y->hi), hi[w]);
-                else
-                    r[w] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo[w], _mm512_load_si512(y->lo)), hi[w],
-                                               _mm512_load_si512(y->hi));
-            }
+            for (int w = 0; w < W; w++)
+                r[w] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, lo[w], _mm512_load_si512(y->lo)), hi[w],
+                                           _mm512_load_si512(y->hi));
             __m512i isum = b4_reduce(r, B4_JB(T));
-            if (T == B4_Q4_0 || T == B4_Q5_0)
+            if (B4_OFF(T))
                 isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
             const __m512 f = _mm512_mul_ps(dx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->d)));
             acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), f, acc[a]);
@@ -536,9 +527,9 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         const int off = g * 4 * bs;
         const int full = off + 4 * bs <= row_bytes;
         lp_prefetch_next_to(x, bx, off, 4 * bs, 4, 4 * bx > B4_L1_GROUP);
-        __m512i lo[4], hi[4], neg = zero;
+        __m512i lo[4], hi[4];
         __m128i dm[4];
-        if (T == B4_Q8_0) {  // both halves transposed; the sums start at -128 * the weights' sums
+        if (T == B4_Q8_0) {  // both halves transposed (as the quants + 128: the unsigned side)
             __m512i l[4], h[4];
             for (int w = 0; w < 4; w++) {
                 if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &l[w], &h[w], &dm[w]);
@@ -546,9 +537,10 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
             }
             b4_transpose(l, lo);
             b4_transpose(h, hi);
-            const __m512i c = _mm512_set1_epi8((char)0x80);
-            for (int j = 0; j < 4; j++) neg = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(neg, c, lo[j]), c, hi[j]);
-            neg = _mm512_sub_epi32(zero, neg);
+            for (int j = 0; j < 4; j++) {
+                lo[j] = _mm512_xor_si512(lo[j], _mm512_set1_epi8((char)0x80));
+                hi[j] = _mm512_xor_si512(hi[j], _mm512_set1_epi8((char)0x80));
+            }
         } else {
             __m512i q[4], t[4];
             for (int w = 0; w < 4; w++) {
@@ -565,20 +557,13 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         b4_scales(T, dm, &dx, &mx);
         _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {
             const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);
-            __m512i s0 = neg, s1 = zero;
+            __m512i s0 = zero, s1 = zero;
             for (int j = 0; j < 4; j++) {
-                const __m512i yl = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->lo + 16 * j)));
-                const __m512i yh = _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->hi + 16 * j)));
-                if (T == B4_Q8_0) {  // the activations (+ 128) are the unsigned side
-                    s0 = _mm512_dpbusd_epi32(s0, yl, lo[j]);
-                    s1 = _mm512_dpbusd_epi32(s1, yh, hi[j]);
-                } else {
-                    s0 = _mm512_dpbusd_epi32(s0, lo[j], yl);
-                    s1 = _mm512_dpbusd_epi32(s1, hi[j], yh);
-                }
+                s0 = _mm512_dpbusd_epi32(s0, lo[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->lo + 16 * j))));
+                s1 = _mm512_dpbusd_epi32(s1, hi[j], _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(y->hi + 16 * j))));
             }
             __m512i isum = _mm512_add_epi32(s0, s1);
-            if (T == B4_Q4_0) isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
+            if (B4_OFF(T)) isum = _mm512_add_epi32(isum, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)y->off)));
             const __m512 f = _mm512_mul_ps(dx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->d)));
             acc[a] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), f, acc[a]);
             if (B4_MIN(T)) acc[a] = _mm512_fmadd_ps(mx, _mm512_broadcast_f32x4(_mm_loadu_ps(y->s)), acc[a]);
@@ -620,7 +605,7 @@ LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, con
         __m512 acc[1] = { _mm512_setzero_ps() };                                                               \
         for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
             const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, 1, (const uint8_t *)vy, nb, g, g1, buf);                                            \
+            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
             b4_groups(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);           \
         }                                                                                                      \
         b4_store(s, 0, acc, 1, 1);                                                                             \
@@ -681,7 +666,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
             k = (lp_rows_pre){ lp_prep_q4_1_b4, vnni ? lp_rows_pre_q4_1_avxvnni : lp_rows_pre_q4_1_avx2, 1,
                                vnni ? lp_rows_pre4_q4_1_avxvnni : lp_rows_pre4_q4_1_avx2 };
         if (type == LP_Q8_0)
-            k = (lp_rows_pre){ vnni ? lp_prep_q8_0_b4 : lp_prep_q8_0s_b4, vnni ? lp_rows_pre_q8_0_avxvnni : lp_rows_pre_q8_0_avx2,
+            k = (lp_rows_pre){ lp_prep_q8_0_b4, vnni ? lp_rows_pre_q8_0_avxvnni : lp_rows_pre_q8_0_avx2,
                                1, vnni ? lp_rows_pre4_q8_0_avxvnni : lp_rows_pre4_q8_0_avx2 };
         return k;
     }
