@@ -585,9 +585,8 @@ LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, con
 // The entry points of type T (t: its name, ACT: its activation block)
 // Four weight rows of a B4_JB type against A activation rows take the transposed kernel
 // from B4T_MIN(T) rows on (same bits either way). Q8_0 from 5: with 2-4 rows, its two
-// halves' transposes and the offset sums (made once per group) cost more than the
-// reductions they save (in L2, 4 rows of 4096 columns: 1.66 against 1.58 cycles per block
-// and row; 8 rows: 1.15 against 1.53).
+// halves' transposes cost more than the reductions they save (in L2, 4 rows of 4096 columns:
+// 2.0 against 1.6 cycles per block and row; 8 rows: 1.15 against 1.53).
 #define B4T_MIN(T) ((T) == B4_Q8_0 ? 5 : 2)
 #define B4_ROWS_CALL(T, A)                                                      \
     do {                                                                        \
