@@ -124,6 +124,19 @@ B4_PREP(B4_Q5_1, q5_1)
 B4_PREP(B4_Q8_0, q8_0)
 #undef B4_PREP
 #define B4_CHUNK 32  // groups of a raw activation row prepared at a time on the stack (6 KiB)
+// vec_dot's body (n, s, vx, vy: one weight row, one activation row as quantized): the row
+// prepared B4_CHUNK groups at a time, its accumulator (ACC, zeroed by ZERO) carried through
+// GROUPS over each chunk, then STORE
+#define B4_VEC_DOT(T, ACC, ZERO, GROUPS, STORE)                                                                \
+    const int nb = n / 32, ng = (nb + 3) / 4;                                                                  \
+    b4_act buf[B4_CHUNK] __attribute__((aligned(64)));                                                         \
+    ACC acc[1] = { ZERO };                                                                                     \
+    for (int g = 0; g < ng; g += B4_CHUNK) {                                                                   \
+        const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                                  \
+        b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                                   \
+        GROUPS(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);                   \
+    }                                                                                                          \
+    STORE(s, 0, acc, 1, 1);
 
 // AVX2 and AVX-VNNI, Q4_0 and Q4_1: the same arithmetic in 256-bit registers, two weight rows
 // a register (lane 4w + b: row w's block b). A block's 16 quant bytes of both rows go into
@@ -242,15 +255,7 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
 #define B4V_ENTRY(T, t, isa)                                                                                   \
     LP_ALIGNED_CODE void lp_vec_dot_##t##_##isa(int n, float *restrict s, const void *restrict vx,             \
                                                 const void *restrict vy) {                                     \
-        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
-        b4_act buf[B4_CHUNK] __attribute__((aligned(64)));                                                     \
-        __m256 acc[1] = { _mm256_setzero_ps() };                                                               \
-        for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
-            const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
-            b4v_groups_##isa(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);    \
-        }                                                                                                      \
-        b4v_store(s, 0, acc, 1, 1);                                                                            \
+        B4_VEC_DOT(T, __m256, _mm256_setzero_ps(), b4v_groups_##isa, b4v_store)                                \
     }                                                                                                          \
     LP_ALIGNED_CODE static void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs,                   \
                                                         const void *restrict x, const void *restrict p,        \
@@ -599,15 +604,7 @@ LP_INLINE void b4_store(float *s, size_t bs, const __m512 *acc, const int W, con
     /* vec_dot: one weight row, one activation row as quantized */                                             \
     LP_ALIGNED_CODE void lp_vec_dot_##t##_avx512(int n, float *restrict s, const void *restrict vx,            \
                                                  const void *restrict vy) {                                    \
-        const int nb = n / 32, ng = (nb + 3) / 4;                                                              \
-        b4_act buf[B4_CHUNK] __attribute__((aligned(64)));                                                     \
-        __m512 acc[1] = { _mm512_setzero_ps() };                                                               \
-        for (int g = 0; g < ng; g += B4_CHUNK) {                                                               \
-            const int g1 = g + B4_CHUNK < ng ? g + B4_CHUNK : ng;                                              \
-            b4_prep_row(T, (const uint8_t *)vy, nb, g, g1, buf);                                               \
-            b4_groups(T, (const uint8_t *)vx, 0, nb, g, g1, (const uint8_t *)buf, 0, g, acc, 1, 1);           \
-        }                                                                                                      \
-        b4_store(s, 0, acc, 1, 1);                                                                             \
+        B4_VEC_DOT(T, __m512, _mm512_setzero_ps(), b4_groups, b4_store)                                        \
     }                                                                                                          \
     /* W weight rows against nr prepared activation rows, four at a time */                                   \
     LP_INLINE void b4_rows_##t(int n, float *restrict s, size_t bs, const uint8_t *restrict x, size_t bx,      \
