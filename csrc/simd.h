@@ -63,8 +63,11 @@ static inline __attribute__((always_inline)) void lp_prefetch_ahead_bytes(const 
 // prefetchers left the one stream waiting (Q4_1 6 GB/s a core).
 // l2: the next group into L2 (PREFETCHT1) instead of L1, for groups too large to sit in L1
 // beside the one being read (legacy_groups.c's four rows of over 12 KiB: Mistral-width Q8_0
-// generation, AVX-512, 2.82 -> 2.68 s per 64 tokens; AVX-VNNI's Q4_0 vec_dot_4weights measured
-// 4% slower with it, and keeps L1).
+// generation, AVX-512, 2.82 -> 2.68 s per 64 tokens; AVX-VNNI's Q4_0 vec_dot_4weights, since
+// replaced by the group kernels, measured 4% slower with it: Q5_0's keeps L1). A group under
+// 4 KiB (four 576-column Q8_0 rows) is asked for as one stream, 4 and 24 KiB ahead: the next
+// group's same bytes are too close to cover the latency (a 49152 x 576 Q8_0 product, one
+// activation row, AVX-512: 915-1110 -> 660-720 us).
 static inline __attribute__((always_inline)) void lp_prefetch_next_to(const uint8_t *vx, size_t bx, size_t off, size_t step,
                                                                       const int R, const int l2) {
     if (R == 1 || R * bx < 4096) {  // (a short group: as one stream, R * step bytes a step)

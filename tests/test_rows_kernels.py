@@ -138,9 +138,9 @@ def test_vec_dot_equals_matmul_rows(name: str) -> None:
 
 
 @pytest.mark.skipif(not {"avx2", "avx512"} <= set(ISAS), reason="compares AVX2 with AVX-512")
-@pytest.mark.parametrize("name", ["Q4_0", "Q4_1"])
-def test_q4_0_q4_1_give_the_same_bits_on_avx2_and_avx512(name: str) -> None:
-    """Q4_0 and Q4_1 take one arithmetic on AVX2 (and AVX-VNNI) and AVX-512: each block's exact
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q8_0"])
+def test_group_kernels_give_the_same_bits_on_avx2_and_avx512(name: str) -> None:
+    """Q4_0, Q4_1 and Q8_0 take one arithmetic on AVX2 (and AVX-VNNI) and AVX-512: each block's exact
     integer sum, then the same float steps per (row, block) lane (legacy_groups.c). A product
     gives the same bits on both, for 1..8 activation rows, any number of weight rows (pairs,
     fours and a remainder) and rows whose last group of blocks is partial (18 and 35 blocks)."""

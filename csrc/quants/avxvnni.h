@@ -7,7 +7,7 @@
 // the same lanes, and the float steps after them are the AVX2 ones, in the same order. The
 // results are the AVX2 row dots' bit for bit (tests/test_vnni_dots.py).
 //
-// Their bodies sit beside the AVX2 ones: legacy_groups.c (Q4_0, Q4_1: vec_dot and the
+// Their bodies sit beside the AVX2 ones: legacy_groups.c (Q4_0, Q4_1, Q8_0: vec_dot and the
 // prepared-row dots), legacy_x86.h (Q5_0, Q5_1, included by legacy.c once per ISA), k_q2_q3_x86.h and k_q4_q6_x86.h (the K-quants, included once per ISA).
 // Only the functions between LP_AVXVNNI_BEGIN and LP_AVXVNNI_END may use the
 // instructions, and types.c hands them out in the AVX2 slots of the traits table only where

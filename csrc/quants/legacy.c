@@ -162,7 +162,8 @@ void lp_vec_dot_q5_1_ref(int n, float *restrict s, const void *restrict vx, cons
 }
 
 // ---------------------------------------------------------------------------
-// AVX2. Per block: the 16 quant bytes are loaded into both halves of a register
+// AVX2 (Q5_0, Q5_1; Q4_0 and Q4_1 take the group kernels of legacy_groups.c). Per block: the
+// 16 quant bytes are loaded into both halves of a register
 // and the upper half shifted by 4, so one AND leaves the 32 quants in element
 // order; maddubs multiplies them (unsigned) with the activation bytes, and the
 // offset of Q4_0/Q5_0 comes off as maddubs(offset, qy); madd sums to 8 int32,

@@ -1,11 +1,12 @@
 // legacy_groups.c — the dot products of the 32-weight block formats on x86, over groups of
-// four blocks: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 on AVX-512 VNNI, Q4_0 and Q4_1 on AVX2 and
-// AVX-VNNI. One kernel serves one sequence and several.
+// four blocks: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 on AVX-512 VNNI, Q4_0, Q4_1 and Q8_0 on AVX2
+// and AVX-VNNI. One kernel serves one sequence and several.
 //
 // The arithmetic (every path below does exactly this, so a row's result never depends on
-// how many weight rows or activation rows share the call, nor, for Q4_0 and Q4_1, on the ISA):
+// how many weight rows or activation rows share the call, nor, for Q4_0, Q4_1 and Q8_0, on the
+// ISA):
 //   per block b:  isum_b = the exact integer sum of the products of the quants
-//                 (Q4_0, Q5_0: minus 8 or 16 * the activations' sum; Q8_0 exact as well)
+//                 (Q4_0, Q5_0: less 8 or 16 * the activations' sum)
 //   per row of 4-block groups, four float lanes c = 0..3 (block b goes to lane b mod 4):
 //                 acc_c = fma(float(isum_b), dx_b * dy_b, acc_c)
 //                 Q4_1, Q5_1 then acc_c = fma(m_b, s_b, acc_c)
@@ -66,7 +67,7 @@ enum { B4_Q4_0, B4_Q4_1, B4_Q5_0, B4_Q5_1, B4_Q8_0 };
 
 #if LP_X86
 // ---------------------------------------------------------------------------
-// Prepared activation rows (every ISA here), and AVX2 / AVX-VNNI Q4_0 and Q4_1.
+// Prepared activation rows (every ISA here), and AVX2 / AVX-VNNI Q4_0, Q4_1 and Q8_0.
 LP_AVX2_BEGIN
 
 // One activation row prepared: n / 32 blocks (Q8_1 when q8_1, else Q8_0) at y to the
@@ -138,7 +139,7 @@ B4_PREP(B4_Q8_0, q8_0)
     }                                                                                                          \
     STORE(s, 0, acc, 1, 1);
 
-// AVX2 and AVX-VNNI, Q4_0 and Q4_1: the same arithmetic in 256-bit registers, two weight rows
+// AVX2 and AVX-VNNI, Q4_0, Q4_1 and Q8_0: the same arithmetic in 256-bit registers, two weight rows
 // a register (lane 4w + b: row w's block b). A block's 16 quant bytes of both rows go into
 // one register's halves (one per block b), an in-lane 4 x 4 transpose of dwords makes
 // register j hold bytes 4j..4j+3 of every (row, block), as the AVX-512 transposed kernel's;

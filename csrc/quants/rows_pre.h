@@ -1,13 +1,13 @@
 // rows_pre.h — several activation rows against one weight row, from activation rows
-// prepared once per product (legacy_groups.c: the legacy types on AVX-512, Q4_0 and Q4_1 on
-// AVX2 and AVX-VNNI; k_q4_q6.c: Q4_K, Q5_K and Q6_K on AVX-512, Q4_K and Q5_K on AVX2 and
-// AVX-VNNI).
+// prepared once per product (legacy_groups.c: the legacy types on AVX-512, Q4_0, Q4_1 and
+// Q8_0 on AVX2 and AVX-VNNI; k_q4_q6.c: Q4_K, Q5_K and Q6_K on AVX-512, Q4_K and Q5_K on AVX2
+// and AVX-VNNI).
 //
 // Decoding several sequences dots every weight row with each sequence's activation row;
 // what a kernel does per activation row then sets the speed. A prepared row has the
 // activation side's work done once per product: the quants in the order of the kernel's
-// lanes (Q8_0 weights: plus 128, the unsigned side of VPDPBUSD, so the weights' sign costs
-// nothing per row), the scales and (Q8_1) sums as floats. Each row goes through the same
+// lanes, the scales and (Q8_1) sums as floats, and the sums that take an offset back out
+// (the legacy types' -8, -16 or -128 times a block's activations). Each row goes through the same
 // operations whatever else shares the call, so its result is the one-row dot's bit for bit.
 #pragma once
 #include "lp.h"
