@@ -361,12 +361,19 @@ static const uint16_t b4_ixq[5][32] __attribute__((aligned(64))) = {
 };
 // Words 2b, 2b + 1: block b's d and m (at 2; Q5_0, Q8_0: d again), for the types gathered by words
 #define B4_M(T) (B4_MIN(T) ? 2 : 0)
-#define B4_IXD(T) { B4_IX(0, B4_B(T)), B4_IX(B4_M(T), B4_B(T)), B4_IX(B4_BS(T), B4_B(T)),                 \
-                    B4_IX(B4_M(T) + B4_BS(T), B4_B(T)), B4_IX(2 * B4_BS(T), B4_B(T)),                      \
-                    B4_IX(B4_M(T) + 2 * B4_BS(T), B4_B(T)), B4_IX(3 * B4_BS(T), B4_B(T)),                  \
-                    B4_IX(B4_M(T) + 3 * B4_BS(T), B4_B(T)) }
+#define B4_IXD_WORDS(T) B4_IX(0, B4_B(T)), B4_IX(B4_M(T), B4_B(T)), B4_IX(B4_BS(T), B4_B(T)),              \
+                        B4_IX(B4_M(T) + B4_BS(T), B4_B(T)), B4_IX(2 * B4_BS(T), B4_B(T)),                   \
+                        B4_IX(B4_M(T) + 2 * B4_BS(T), B4_B(T)), B4_IX(3 * B4_BS(T), B4_B(T)),               \
+                        B4_IX(B4_M(T) + 3 * B4_BS(T), B4_B(T))
+#define B4_IXD(T) { B4_IXD_WORDS(T) }
+// Q5_0, Q5_1: words 8 + 2b, 9 + 2b, block b's 32 fifth bits (qh)
+#define B4_IXH(T) B4_IX(B4_QH(T), B4_B(T)), B4_IX(B4_QH(T) + 2, B4_B(T)), B4_IX(B4_QH(T) + B4_BS(T), B4_B(T)),     \
+                  B4_IX(B4_QH(T) + B4_BS(T) + 2, B4_B(T)), B4_IX(B4_QH(T) + 2 * B4_BS(T), B4_B(T)),               \
+                  B4_IX(B4_QH(T) + 2 * B4_BS(T) + 2, B4_B(T)), B4_IX(B4_QH(T) + 3 * B4_BS(T), B4_B(T)),           \
+                  B4_IX(B4_QH(T) + 3 * B4_BS(T) + 2, B4_B(T))
+#define B4_IXDH(T) { B4_IXD_WORDS(T), B4_IXH(T) }
 static const uint16_t b4_ixd[5][32] __attribute__((aligned(64))) = {
-    [B4_Q5_0] = B4_IXD(B4_Q5_0), [B4_Q5_1] = B4_IXD(B4_Q5_1), [B4_Q8_0] = B4_IXD(B4_Q8_0)
+    [B4_Q5_0] = B4_IXDH(B4_Q5_0), [B4_Q5_1] = B4_IXDH(B4_Q5_1), [B4_Q8_0] = B4_IXD(B4_Q8_0)
 };
 // Q8_0's last 16 quants (bytes 18 + 34 b + 4 j..) from the loads at 8 and at 72, (j, b) order
 #define B4_IX2(o) ((o) < 72 ? ((o) - 8) / 2 : 32 + ((o) - 72) / 2)
@@ -387,8 +394,10 @@ LP_INLINE __m512i b4_ld(const uint8_t *x, const int o, const int full, const int
 // The 4- and 5-bit types' group: the packed quants in the kernel's order (q) and per block b
 // the dword d_b | m_b << 16 (dm). Q4_1 and Q4_0 gather dwords (one uop) from loads placed so
 // that every field they take starts on a multiple of 4: Q4_1's fields do at 0 and 16; Q4_0's
-// quants at 2 (even blocks) and 8 (odd), its d at 0 and 2. Q5_0 and Q5_1 gather words.
-LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int avail, __m512i *q, __m128i *dm) {
+// quants at 2 (even blocks) and 8 (odd), its d at 0 and 2. Q5_0 and Q5_1 gather words, and
+// their fifth bits (qh: dwords 4..7 of the register dm comes from).
+LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int avail, __m512i *q, __m128i *dm,
+                        __m512i *qh) {
     if (T == B4_Q4_1) {
         const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, 16, full, avail);
         *q = _mm512_permutex2var_epi32(a, _mm512_setr_epi32(1, 6, 11, 28, 2, 7, 12, 29, 3, 8, 13, 30, 4, 9, 14, 31), b);
@@ -402,7 +411,8 @@ LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int
     } else {
         const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, B4_B(T), full, avail);
         *q = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
-        *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
+        *qh = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b);  // (and dwords 4..7: the qh)
+        *dm = _mm512_castsi512_si128(*qh);
     }
 }
 
@@ -411,7 +421,6 @@ LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int
 // group's bytes that lie in the row.
 LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const int avail, __m512i *lo, __m512i *hi,
                           __m128i *dm) {
-    const int bs = B4_BS(T);
     if (T == B4_Q8_0) {  // quants 0..15 from the loads at 0 and 64, 16..31 from those at 8 and 72
         const __m512i a = b4_ld(x, 0, full, avail), b = b4_ld(x, 64, full, avail);
         *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
@@ -419,22 +428,20 @@ LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const i
         *hi = _mm512_permutex2var_epi16(b4_ld(x, 8, full, avail), B4_LOADIX(b4_ixq8_hi), b4_ld(x, 72, full, avail));
         return;
     }
-    __m512i q;
-    b4_fetch(T, x, full, avail, &q, dm);
+    __m512i q, qh = _mm512_setzero_si512();
+    b4_fetch(T, x, full, avail, &q, dm, &qh);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     *lo = _mm512_and_si512(q, m4);
     *hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
     if (B4_Q5(T)) {  // the fifth bits: block b's bit i to byte 16b + i of lo (i < 16) or of hi (i >= 16)
-        uint64_t l = 0, h = 0;
-        for (int k = 0; k < 4; k++) {
-            uint32_t v = 0;
-            if (full || k * bs < avail) memcpy(&v, x + k * bs + B4_QH(T), 4);
-            l |= (uint64_t)(v & 0xffff) << (16 * k);
-            h |= (uint64_t)(v >> 16) << (16 * k);
-        }
-        const __m512i b16 = _mm512_set1_epi8(0x10);
-        *lo = _mm512_or_si512(*lo, _mm512_maskz_mov_epi8(l, b16));
-        *hi = _mm512_or_si512(*hi, _mm512_maskz_mov_epi8(h, b16));
+        // block b's qh in every dword of quarter b; byte i of a quarter: qh byte i / 8 (lo) or
+        // 2 + i / 8 (hi), tested against bit i % 8
+        const __m512i h = _mm512_permutexvar_epi32(_mm512_setr_epi32(4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7), qh);
+        const __m512i bits = _mm512_set1_epi64((long long)0x8040201008040201ull), b16 = _mm512_set1_epi8(0x10);
+        const __m512i sl = _mm512_broadcast_i32x4(_mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+        const __m512i sh = _mm512_broadcast_i32x4(_mm_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+        *lo = _mm512_mask_add_epi8(*lo, _mm512_test_epi8_mask(_mm512_shuffle_epi8(h, sl), bits), *lo, b16);
+        *hi = _mm512_mask_add_epi8(*hi, _mm512_test_epi8_mask(_mm512_shuffle_epi8(h, sh), bits), *hi, b16);
     }
 }
 
@@ -550,8 +557,9 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         } else {
             __m512i q[4], t[4];
             for (int w = 0; w < 4; w++) {
-                if (full) b4_fetch(T, x + w * bx + off, 1, 4 * bs, &q[w], &dm[w]);
-                else b4_fetch(T, x + w * bx + off, 0, row_bytes - off, &q[w], &dm[w]);
+                __m512i qh;  // (Q5 only)
+                if (full) b4_fetch(T, x + w * bx + off, 1, 4 * bs, &q[w], &dm[w], &qh);
+                else b4_fetch(T, x + w * bx + off, 0, row_bytes - off, &q[w], &dm[w], &qh);
             }
             b4_transpose(q, t);
             for (int j = 0; j < 4; j++) {
