@@ -417,7 +417,7 @@ LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int
 }
 
 // One weight row's group, unpacked: lo, the quants 0..15 of each block, hi, 16..31 (in the
-// order of b4_fetch's q; Q8_0: block b's in bytes 16b..), and dm (b4_fetch). avail: the
+// order of b4_fetch's q; Q8_0 in (j, b) order too, signed), and dm (b4_fetch). avail: the
 // group's bytes that lie in the row.
 LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const int avail, __m512i *lo, __m512i *hi,
                           __m128i *dm) {
