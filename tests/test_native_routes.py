@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import requests
 from serverutil import ServerThread
-from test_fidelity import MARGIN_EXACT, SMOLLM2_LOGITS_REL
+from test_fidelity import SMOLLM2_LOGITS_REL
+from test_logprobs import _comparable  # llama.cpp's greedy steps that a correct engine must repeat
 from test_server_defaults import start
 
 from runtime.engine import Engine
@@ -49,16 +50,11 @@ def events(srv: ServerThread, route: str, body: dict) -> list[dict]:
     return [json.loads(line[5:]) for line in lines]
 
 
-def _greedy_steps(item: dict) -> int:
-    """Steps before llama.cpp's first near-tie or first token that is not a float64 forward
-    pass's (the fixture's exact_token; test_logprobs.py's rule)."""
-    return next((i for i, s in enumerate(item["steps"]) if s["margin"] < MARGIN_EXACT or s["token"] != s["exact_token"]),
-                len(item["steps"]))
 
 
 def test_completion_gives_llama_cpps_greedy_tokens_and_fields(smol: ServerThread) -> None:
     item = REF["items"][0]
-    n = _greedy_steps(item)
+    n = _comparable(item["steps"])
     want = [s["token"] for s in item["steps"][:n]]
     r = post(smol, "/completion", {"prompt": item["tokens"], "n_predict": n, "temperature": 0,
                                    "return_tokens": True, "cache_prompt": True})
@@ -76,7 +72,7 @@ def test_completion_gives_llama_cpps_greedy_tokens_and_fields(smol: ServerThread
 
 def test_completion_streams_as_llama_cpp(smol: ServerThread) -> None:
     item = REF["items"][2]
-    n = _greedy_steps(item)
+    n = _comparable(item["steps"])
     plain = post(smol, "/completion", {"prompt": item["text"], "n_predict": n, "temperature": 0})
     got = events(smol, "/completion", {"prompt": item["text"], "n_predict": n, "temperature": 0})
     assert all(e["stop"] is False and "content" in e for e in got[:-1])
@@ -88,7 +84,7 @@ def test_completion_streams_as_llama_cpp(smol: ServerThread) -> None:
 
 def test_n_probs_match_llama_cpp(smol: ServerThread) -> None:
     item = REF["items"][1]
-    n = _greedy_steps(item)
+    n = _comparable(item["steps"])
     r = post(smol, "/completion", {"prompt": item["tokens"], "n_predict": n, "temperature": 0, "n_probs": 3})
     probs = r["completion_probabilities"]
     assert len(probs) == n

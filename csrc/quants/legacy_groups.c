@@ -199,9 +199,9 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
     *mx = B4_MIN(T) ? _mm256_cvtph_ps(_mm_set_epi64x((long long)m[1], (long long)m[0])) : _mm256_setzero_ps();
 }
 
-// Group g's four float steps of each activation row, from its blocks' exact sums
+// Group g's four float steps of each activation row, from its blocks' exact sums (the offsets
+// already off: each ISA's ISUM)
 LP_INLINE void b4v_float(const int T, __m256i isum, const b4_act *y, __m256 dx, __m256 mx, __m256 *acc) {
-    if (B4_OFF(T)) isum = _mm256_add_epi32(isum, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
     const __m256 f = _mm256_mul_ps(dx, _mm256_broadcast_ps((const __m128 *)y->d));
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), f, *acc);
     if (B4_MIN(T)) *acc = _mm256_fmadd_ps(mx, _mm256_broadcast_ps((const __m128 *)y->s), *acc);
@@ -270,8 +270,10 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
         b4v_rows_##isa(T, n, s + 2, bs, (const uint8_t *)x + 2 * bx, bx, (const uint8_t *)p, bp, nr, 2);       \
     }
 
-// The activations' 16 bytes j of the lower (y->lo) or upper (y->hi) quants, in both halves
+// The activations' 16 bytes j of the lower (y->lo) or upper (y->hi) quants, in both halves;
+// their four blocks' offset sums
 #define B4V_Y(y, half, j) _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j))))
+#define B4V_OFF(y) _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y)->off))
 
 // AVX2. Q4_0, Q4_1: VPMADDUBSW pairs summed in int16, then VPMADDWD. Q8_0: |w| (aux, made once
 // per group) against the activations with w's sign, each VPMADDUBSW's pairs (at most
@@ -292,15 +294,15 @@ LP_INLINE __m256i b4v_isum_avx2(const int T, const __m256i *lo, const __m256i *h
             s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[j], _mm256_sign_epi8(B4V_Y(y, lo, j), lo[j])), ones));
             s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_maddubs_epi16(aux[4 + j], _mm256_sign_epi8(B4V_Y(y, hi, j), hi[j])), ones));
         }
-        // (b4v_float adds the offset -128 * the activations' sum that the other ISAs' sums start from)
-        return _mm256_sub_epi32(_mm256_add_epi32(s0, s1), _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)y->off)));
+        return _mm256_add_epi32(s0, s1);  // (exact: no offset to take out)
     }
     __m256i p = _mm256_setzero_si256();
     for (int j = 0; j < 4; j++) {
         p = _mm256_add_epi16(p, _mm256_maddubs_epi16(lo[j], B4V_Y(y, lo, j)));
         p = _mm256_add_epi16(p, _mm256_maddubs_epi16(hi[j], B4V_Y(y, hi, j)));
     }
-    return _mm256_madd_epi16(p, ones);
+    p = _mm256_madd_epi16(p, ones);
+    return T == B4_Q4_0 ? _mm256_add_epi32(p, B4V_OFF(y)) : p;
 }
 B4V_ISA(avx2, b4v_aux_avx2, b4v_isum_avx2)
 B4V_ENTRY(B4_Q4_0, q4_0, avx2)
@@ -321,7 +323,7 @@ LP_INLINE void b4v_aux_avxvnni(const int T, const __m256i *lo, const __m256i *hi
 LP_INLINE __m256i b4v_isum_avxvnni(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
                                    const b4_act *y) {
     const __m256i *ul = T == B4_Q8_0 ? aux : lo, *uh = T == B4_Q8_0 ? aux + 4 : hi;
-    __m256i p = _mm256_setzero_si256();
+    __m256i p = B4_OFF(T) ? B4V_OFF(y) : _mm256_setzero_si256();  // the sums start at the offset
     for (int j = 0; j < 4; j++) {
         p = _mm256_dpbusd_avx_epi32(p, ul[j], B4V_Y(y, lo, j));
         p = _mm256_dpbusd_avx_epi32(p, uh[j], B4V_Y(y, hi, j));
@@ -334,6 +336,7 @@ B4V_ENTRY(B4_Q4_1, q4_1, avxvnni)
 B4V_ENTRY(B4_Q8_0, q8_0, avxvnni)
 LP_AVXVNNI_END
 #undef B4V_Y
+#undef B4V_OFF
 #undef B4V_ISA
 #undef B4V_ENTRY
 
@@ -417,7 +420,7 @@ LP_INLINE void b4_fetch(const int T, const uint8_t *x, const int full, const int
 }
 
 // One weight row's group, unpacked: lo, the quants 0..15 of each block, hi, 16..31 (in the
-// order of b4_fetch's q; Q8_0 in (j, b) order too, signed), and dm (b4_fetch). avail: the
+// order of b4_fetch's q; Q8_0 in (j, b) order too, plus 128), and dm (b4_fetch). avail: the
 // group's bytes that lie in the row.
 LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const int avail, __m512i *lo, __m512i *hi,
                           __m128i *dm) {
@@ -426,6 +429,8 @@ LP_INLINE void b4_weights(const int T, const uint8_t *x, const int full, const i
         *dm = _mm512_castsi512_si128(_mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixd[T]), b));
         *lo = _mm512_permutex2var_epi16(a, B4_LOADIX(b4_ixq[T]), b);
         *hi = _mm512_permutex2var_epi16(b4_ld(x, 8, full, avail), B4_LOADIX(b4_ixq8_hi), b4_ld(x, 72, full, avail));
+        *lo = _mm512_xor_si512(*lo, _mm512_set1_epi8((char)0x80));  // plus 128: the unsigned side
+        *hi = _mm512_xor_si512(*hi, _mm512_set1_epi8((char)0x80));
         return;
     }
     __m512i q, qh = _mm512_setzero_si512();
@@ -491,10 +496,6 @@ LP_INLINE void b4_groups(const int T, const uint8_t *restrict x, size_t bx, int 
         for (int w = 0; w < W; w++) {
             if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &lo[w], &hi[w], &dm[w]);
             else b4_weights(T, x + w * bx + off, 0, row_bytes - off, &lo[w], &hi[w], &dm[w]);
-            if (T == B4_Q8_0) {  // the quants + 128: the unsigned side
-                lo[w] = _mm512_xor_si512(lo[w], _mm512_set1_epi8((char)0x80));
-                hi[w] = _mm512_xor_si512(hi[w], _mm512_set1_epi8((char)0x80));
-            }
         }
         __m512 dx, mx;
         b4_scales(T, dm, &dx, &mx);
@@ -542,7 +543,7 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
         lp_prefetch_next_to(x, bx, off, 4 * bs, 4, 4 * bx > B4_L1_GROUP);
         __m512i lo[4], hi[4];
         __m128i dm[4];
-        if (T == B4_Q8_0) {  // both halves transposed (as the quants + 128: the unsigned side)
+        if (T == B4_Q8_0) {  // both halves transposed
             __m512i l[4], h[4];
             for (int w = 0; w < 4; w++) {
                 if (full) b4_weights(T, x + w * bx + off, 1, 4 * bs, &l[w], &h[w], &dm[w]);
@@ -550,10 +551,6 @@ LP_INLINE void b4t_groups(const int T, const uint8_t *restrict x, size_t bx, int
             }
             b4_transpose(l, lo);
             b4_transpose(h, hi);
-            for (int j = 0; j < 4; j++) {
-                lo[j] = _mm512_xor_si512(lo[j], _mm512_set1_epi8((char)0x80));
-                hi[j] = _mm512_xor_si512(hi[j], _mm512_set1_epi8((char)0x80));
-            }
         } else {
             __m512i q[4], t[4];
             for (int w = 0; w < 4; w++) {
