@@ -236,7 +236,7 @@ static inline __m256i bcast16_mask(int j) { return _mm256_set1_epi16((short)(0x0
 // dots, unpacked two blocks to a register (one block's scale unpacking and spreading alone was a
 // third of the single-row dot's vector operations).
 typedef struct {
-    int16_t sc[4][8];  // block b: its 8 scales
+    int32_t sc[4][8];  // block b: its 8 scales, each twice as int16 (a VPMADDWD factor by one broadcast)
     float mf[4][8];    // block b: dmin * min g (against k4_bsum_factors_avx2)
     float dd[8];       // d, dmin of block b at 2b, 2b + 1
 } __attribute__((aligned(32))) k4_group_x86;
@@ -273,8 +273,9 @@ static inline void k4_group_unpack_x86(const uint8_t *x, size_t size, int nb, k4
     for (int h = 0; h < 2; h++) {
         const __m256i sm = k4_scale_min_x2(v[h]);
         const __m256i s16 = _mm256_unpacklo_epi8(sm, _mm256_setzero_si256());
-        _mm_store_si128((__m128i *)g->sc[2 * h], _mm256_castsi256_si128(s16));
-        _mm_store_si128((__m128i *)g->sc[2 * h + 1], _mm256_extracti128_si256(s16, 1));
+        const __m256i lo = _mm256_unpacklo_epi16(s16, s16), hi = _mm256_unpackhi_epi16(s16, s16);
+        _mm256_store_si256((__m256i *)g->sc[2 * h], _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_store_si256((__m256i *)g->sc[2 * h + 1], _mm256_permute2x128_si256(lo, hi, 0x31));
         for (int l = 0; l < 2; l++) {
             const int b = 2 * h + l;
             const __m128i mins = _mm_srli_si128(l ? _mm256_extracti128_si256(sm, 1) : _mm256_castsi256_si128(sm), 8);
@@ -290,18 +291,8 @@ static inline __m256 k4_bsum_factors_avx2(const block_q8_K *y) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
 }
 
-// The AVX2 and AVX-VNNI Q4_K / Q5_K row dots take 32 quants of a block (the low or high nibbles of 32
-// bytes: sub-blocks 2k and 2k + 1) in two registers, k4_z: [2k's first 16 | 2k + 1's first 16] and
-// [2k's last 16 | 2k + 1's last 16], so the two products' int16 pair sums add before one scale step
-// (both lanes scaled by [scale 2k | scale 2k + 1]). The activations in that order: 64 of them, k4_zact.
-static inline void k4_zact_avx2(const int8_t *a, __m256i *a1, __m256i *a2) {
-    const __m256i y0 = _mm256_loadu_si256((const __m256i *)a), y1 = _mm256_loadu_si256((const __m256i *)(a + 32));
-    *a1 = _mm256_permute2x128_si256(y0, y1, 0x20);
-    *a2 = _mm256_permute2x128_si256(y0, y1, 0x31);
-}
-
-// Q8_K rows prepared for those dots (rows_pre.h): each block's quants in k4_zact's order, and
-// k4_bsum_factors_avx2.
+// Q8_K rows prepared for the AVX2 and AVX-VNNI Q4_K / Q5_K row dots (rows_pre.h): each block's
+// quants as they are, and k4_bsum_factors_avx2.
 void lp_prep_q8_K_avx2(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
     for (int r = 0; r < rows; r++) {
         const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
@@ -309,12 +300,23 @@ void lp_prep_q8_K_avx2(const void *restrict vy, size_t by, int rows, void *restr
         for (int i = 0; i < n / QK_K; i++) {
             o[i].d = y[i].d;
             _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
-            for (int k = 0; k < 4; k++) {
-                __m256i a1, a2;
-                k4_zact_avx2(y[i].qs + 64 * k, &a1, &a2);
-                _mm256_storeu_si256((__m256i *)(o[i].qs + 64 * k), a1);
-                _mm256_storeu_si256((__m256i *)(o[i].qs + 64 * k + 32), a2);
-            }
+            memcpy(o[i].qs, y[i].qs, QK_K);
+        }
+    }
+}
+
+// Q8_K rows prepared for the Q6_K row dots (AVX2, AVX-VNNI and AVX-512): the quants as they are, and
+// -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4 times the scales, the
+// -32 offset in one VPMADDWD.
+void lp_prep_q6_K_avx2(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+    for (int r = 0; r < rows; r++) {
+        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
+        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
+        for (int i = 0; i < n / QK_K; i++) {
+            o[i].d = y[i].d;
+            const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);
+            _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
+            memcpy(o[i].qs, y[i].qs, QK_K);
         }
     }
 }
@@ -393,10 +395,12 @@ void lp_q6_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
 #define K_X86_ISA avx2
 #define K_X86_DOT(acc, sc, p) _mm256_add_epi32(acc, _mm256_madd_epi16(sc, p))
 #define K_X86_KEEP(v) K_KEEP(v)
+#define K_X86_CHAINS 1
 #include "k_q4_q6_x86.h"
 #undef K_X86_ISA
 #undef K_X86_DOT
 #undef K_X86_KEEP
+#undef K_X86_CHAINS
 LP_AVX2_END
 
 // AVX-VNNI (avxvnni.h): VPDPWSSD scales and adds in one (the int32 lanes of VPMADDWD + VPADDD).
@@ -404,10 +408,12 @@ LP_AVXVNNI_BEGIN
 #define K_X86_ISA avxvnni
 #define K_X86_DOT(acc, sc, p) _mm256_dpwssd_avx_epi32(acc, sc, p)
 #define K_X86_KEEP(v) K_KEEP(v)
+#define K_X86_CHAINS 2
 #include "k_q4_q6_x86.h"
 #undef K_X86_ISA
 #undef K_X86_DOT
 #undef K_X86_KEEP
+#undef K_X86_CHAINS
 LP_AVXVNNI_END
 
 LP_AVX512_BEGIN

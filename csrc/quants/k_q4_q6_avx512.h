@@ -79,32 +79,18 @@ static inline __m512i k4_act_perm(const int8_t *y, int k) {
 // Field f of activation row r's block i, prepared (pre: K4_PRE) or a Q8_K row as it lies
 #define K4_Y(vy, r, by, i, f) (pre ? K4_PRE(vy, r, by, i)->f : K_ROW(vy, r, by, i)->f)
 
-// Q8_K rows as the K-quant row dots read them with pre = 1. Q4_K, Q5_K (k4_rows_avx512): each
-// block's quants in k4_act_perm's order, and k4_bsum_factors_avx2. Q6_K (q6_rows_avx512): the quants
-// as they are, and -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4
-// times the scales, the -32 offset in one VPMADDWD.
-static void k_prep_rows(const void *restrict vy, size_t by, int rows, void *restrict out, int n, const int q6) {
+// Q8_K rows as the Q4_K / Q5_K row dots (k4_rows_avx512) read them with pre = 1: each block's quants
+// in k4_act_perm's order, and k4_bsum_factors_avx2. (Q6_K's: lp_prep_q6_K_avx2.)
+void lp_prep_q8_K_avx512(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
     for (int r = 0; r < rows; r++) {
         const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
         k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
         for (int i = 0; i < n / QK_K; i++) {
             o[i].d = y[i].d;
-            if (q6) {
-                const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);
-                _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
-                memcpy(o[i].qs, y[i].qs, QK_K);
-            } else {
-                _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
-                for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
-            }
+            _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
+            for (int k = 0; k < 4; k++) _mm512_storeu_si512((void *)(o[i].qs + 64 * k), k4_act_perm(y[i].qs, k));
         }
     }
-}
-void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
-    k_prep_rows(y, by, rows, out, n, 0);
-}
-void lp_prep_q6_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
-    k_prep_rows(y, by, rows, out, n, 1);
 }
 
 K_INLINE void k4_rows_avx512(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,

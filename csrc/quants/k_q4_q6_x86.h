@@ -4,6 +4,9 @@
 //   K_X86_ISA          avx2, avxvnni (the functions' suffix)
 //   K_X86_DOT(acc, sc, p)  acc + pairwise sums of sc * p (int16 -> int32 lanes)
 //   K_X86_KEEP(v)      K_KEEP for those registers
+//   K_X86_CHAINS       2 where K_X86_DOT is one instruction that waits for the one before (AVX-VNNI's
+//                      VPDPWSSD, 5 cycles): one or two rows then sum into two chains, added at the
+//                      block's end (the same integers)
 // and includes it between the ISA's BEGIN/END brackets. Each is checked against the
 // reference by the tests.
 #define K_X86_CAT2(f, isa) f##_##isa
@@ -13,9 +16,12 @@
 #define K_X86_ROWS_DOTS(t) K_X86_ROWS_DOTS2(t, K_X86_ISA)
 #define K_X86_PRE_ROWS2(t, isa) K_PRE_ROWS(t, isa)
 #define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
+#define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
 // Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales. Activation rows as
-// Q8_K blocks (pre 0) or prepared (pre 1: lp_prep_q8_K_avx2, the quants in k4_zact's order). Per block
+// Q8_K blocks (pre 0) or prepared (pre 1: lp_prep_q8_K_avx2, on 64-byte lines). The quants of
+// sub-blocks 2k and 2k + 1 (the low and high nibbles of the same 32 bytes) take one VPMADDWD each,
+// its factor the sub-block's scale broadcast from k4_group_x86 (no shuffle). Per block
 // and row: d * yd * sum(scale * quant dot) in 8 lanes, and (dmin * min g) * (yd * bsum g) in lane g
 // of 8 others (bsum g: the sum of sub-block g's activations), the first factor made once per
 // block for all rows (k4_group_x86), the second once per product in a prepared row.
@@ -37,12 +43,11 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
             const int i = i0 + j;
             K_PREFETCH_AHEAD(x, size);
             const __m256 d = _mm256_broadcast_ss(&g.dd[2 * j]);
-            // the 8 scales as int16 in both lanes
-            const __m256i scales = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)g.sc[j]));
             // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
             __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
-            __m256i sumi[4];
+            __m256i sumi[4], sumi2[4];
             K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
+            K_FOR_ROWS(r) sumi2[r] = _mm256_setzero_si256();
             for (int k = 0; k < 4; k++) {
                 // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
                 const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
@@ -53,30 +58,28 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
                     q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
                     hb = _mm256_srli_epi16(hb, 2);
                 }
-                const __m256i z1 = _mm256_permute2x128_si256(q0, q1, 0x20), z2 = _mm256_permute2x128_si256(q0, q1, 0x31);
-                // [scale 2k | scale 2k + 1], each as int16 in all 8 of its lane
-                const __m256i sc = _mm256_shuffle_epi8(scales, _mm256_setr_epi8(
-                    4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1,
-                    4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,
-                    4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3));
+                // the sub-blocks' scales in every int16 element (broadcast from memory: no shuffle)
+                const __m256i s0 = _mm256_set1_epi32(g.sc[j][2 * k]), s1 = _mm256_set1_epi32(g.sc[j][2 * k + 1]);
                 K_FOR_ROWS(r) {
-                    __m256i a1, a2;
-                    if (pre) {
-                        const int8_t *a = K4_PRE(vy, r, by, i)->qs + 64 * k;
-                        a1 = _mm256_load_si256((const __m256i *)a);
-                        a2 = _mm256_load_si256((const __m256i *)(a + 32));
-                    } else {
-                        k4_zact_avx2(K_ROW(vy, r, by, i)->qs + 64 * k, &a1, &a2);
-                    }
-                    // a pair sum is within 2 * 31 * 128, two of them within an int16
-                    const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(z1, a1), _mm256_maddubs_epi16(z2, a2));
-                    sumi[r] = K_X86_DOT(sumi[r], sc, p);
+                    const int8_t *a = pre ? K4_PRE(vy, r, by, i)->qs + 64 * k : K_ROW(vy, r, by, i)->qs + 64 * k;
+                    // a pair sum is within 2 * 31 * 128
+                    const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
+                    const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                    sumi[r] = K_X86_DOT(sumi[r], s0, p0);
                     K_X86_KEEP(sumi[r]);
+                    if (K_X86_TWO(nr)) {
+                        sumi2[r] = K_X86_DOT(sumi2[r], s1, p1);
+                        K_X86_KEEP(sumi2[r]);
+                    } else {
+                        sumi[r] = K_X86_DOT(sumi[r], s1, p1);
+                        K_X86_KEEP(sumi[r]);
+                    }
                 }
             }
             const __m256 mf = _mm256_load_ps(g.mf[j]);
             K_FOR_ROWS(r) {
                 const float yd = pre ? K4_PRE(vy, r, by, i)->d : K_ROW(vy, r, by, i)->d;
+                if (K_X86_TWO(nr)) sumi[r] = _mm256_add_epi32(sumi[r], sumi2[r]);
                 acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(yd)), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
                 accm[r] = _mm256_fmadd_ps(mf, pre ? _mm256_load_ps(K4_PRE(vy, r, by, i)->fbs) : k4_bsum_factors_avx2(K_ROW(vy, r, by, i)),
                                           accm[r]);
@@ -98,10 +101,9 @@ K_X86_ROWS_DOTS(q5_K)
 K_X86_PRE_ROWS(q4_K)
 K_X86_PRE_ROWS(q5_K)
 
-K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
-                             size_t by, const int nr) {
+K_INLINE void K_X86(q6_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                            size_t by, const int nr, const int pre) {
     const block_q6_K *restrict x = vx;
-    const uint8_t *y = vy;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m256i m2 = _mm256_set1_epi8(0x03);
     __m256 acc[4];
@@ -115,8 +117,13 @@ K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *
         // sub-block b (32 quants = groups 2b, 2b+1) gets its factors from element b of each lane
         const __m256i scales = _mm256_cvtepi8_epi16(
             _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
-        __m256i sumi[4];
-        K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
+        // pre: the -32 offset first, -32 * sum of scale * (activation sum of its group), from the
+        // prepared -8 * sums against 4 times the scales
+        const __m256i sc16x4 = _mm256_slli_epi16(sc16, 2);
+        __m256i sumi[4], sumi2[4];
+        K_FOR_ROWS(r) sumi[r] = pre ? _mm256_madd_epi16(sc16x4, _mm256_loadu_si256((const __m256i *)K4_PRE(vy, r, by, i)->nbs))
+                                    : _mm256_setzero_si256();
+        K_FOR_ROWS(r) sumi2[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             // 128 quants: ql[64h..64h+63], qh[32h..32h+31]
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
@@ -130,34 +137,49 @@ K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *
             const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                                _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
             K_FOR_ROWS(r) {
-                const int8_t *a = K_ROW(y, r, by, i)->qs + 128 * h;
+                const int8_t *a = (pre ? K4_PRE(vy, r, by, i)->qs : K_ROW(vy, r, by, i)->qs) + 128 * h;
                 const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
                 const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
                 const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256((const __m256i *)(a + 64)));
                 const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256((const __m256i *)(a + 96)));
                 // (the scale shuffles are the same for every row: the compiler computes them once)
                 __m256i t = K_X86_DOT(sumi[r], _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 0)), p0);
-                t = K_X86_DOT(t, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
-                t = K_X86_DOT(t, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
-                sumi[r] = K_X86_DOT(t, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
+                __m256i u = K_X86_DOT(K_X86_TWO(nr) ? sumi2[r] : t, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 1)), p1);
+                t = K_X86_DOT(K_X86_TWO(nr) ? t : u, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 2)), p2);
+                if (K_X86_TWO(nr)) {
+                    sumi[r] = t;
+                    sumi2[r] = K_X86_DOT(u, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
+                    K_X86_KEEP(sumi2[r]);
+                } else {
+                    sumi[r] = K_X86_DOT(t, _mm256_shuffle_epi8(scales, bcast16_mask(4 * h + 3)), p3);
+                }
                 K_X86_KEEP(sumi[r]);
             }
         }
         K_FOR_ROWS(r) {
-            const block_q8_K *yr = K_ROW(y, r, by, i);
-            // the -32 offset: 32 * sum of scale * (activation sum of its group)
-            const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)yr->bsums)), 5);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * yr->d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi[r], offset)), acc[r]);
+            if (K_X86_TWO(nr)) sumi[r] = _mm256_add_epi32(sumi[r], sumi2[r]);
+            if (!pre) {  // the offset from the Q8_K row's sums
+                const __m256i bsums = _mm256_loadu_si256((const __m256i *)K_ROW(vy, r, by, i)->bsums);
+                sumi[r] = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(_mm256_madd_epi16(sc16, bsums), 5));
+            }
+            const float yd = pre ? K4_PRE(vy, r, by, i)->d : K_ROW(vy, r, by, i)->d;
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(xd * yd), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
         }
     }
     K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(acc[r]);
 }
+K_INLINE void K_X86(q6_K_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                             size_t by, const int nr) { K_X86(q6_rows)(n, s, bs, x, y, by, nr, 0); }
+K_INLINE void K_X86(q6_K_pre_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                 size_t by, const int nr) { K_X86(q6_rows)(n, s, bs, x, y, by, nr, 1); }
 K_X86_ROWS_DOTS(q6_K)
+K_X86_PRE_ROWS(q6_K)
 
 #undef K_X86
 #undef K_X86_ROWS_DOTS
 #undef K_X86_ROWS_DOTS2
 #undef K_X86_PRE_ROWS
 #undef K_X86_PRE_ROWS2
+#undef K_X86_TWO
 #undef K_X86_CAT
 #undef K_X86_CAT2

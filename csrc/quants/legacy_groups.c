@@ -651,8 +651,7 @@ LP_AVX512_END
 #endif
 
 // The legacy types on AVX-512 from one activation row on; the K-quants from one (their
-// prepared row is read as fast, and vec_dot permutes per row), on AVX2 (and AVX-VNNI) Q4_K
-// and Q5_K only.
+// prepared row is read as fast, and vec_dot permutes per row), on AVX2 (and AVX-VNNI) too.
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     lp_rows_pre k = { 0 };
     if (lp_rows_pre_bytes(type, n) == 0) return k;
@@ -661,6 +660,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
         const int vnni = lp_gemm_avx2_vnni();
         if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q4_K_avxvnni : lp_rows_pre_q4_K_avx2, 1, NULL };
         if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q5_K_avxvnni : lp_rows_pre_q5_K_avx2, 1, NULL };
+        if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx2, vnni ? lp_rows_pre_q6_K_avxvnni : lp_rows_pre_q6_K_avx2, 1, NULL };
         if (type == LP_Q4_0)
             k = (lp_rows_pre){ lp_prep_q4_0_b4, vnni ? lp_rows_pre_q4_0_avxvnni : lp_rows_pre_q4_0_avx2, 1,
                                vnni ? lp_rows_pre4_q4_0_avxvnni : lp_rows_pre4_q4_0_avx2 };
@@ -680,7 +680,7 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0_b4, lp_rows_pre_q8_0, 1, lp_rows_pre4_q8_0 };
     if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
     if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
-    if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx512, lp_rows_pre_q6_K_avx512, 1, NULL };
+    if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx2, lp_rows_pre_q6_K_avx512, 1, NULL };
 #else
     (void)isa;
 #endif

@@ -50,15 +50,20 @@ typedef struct {
     uint8_t pad[28];
 } k_pre_q8_K;
 
-// k_q4_q6_x86.h: Q4_K, Q5_K on AVX2 and AVX-VNNI (the quants in k4_zact_avx2's order; nr any)
+// k_q4_q6_x86.h: Q4_K, Q5_K, Q6_K on AVX2 and AVX-VNNI (nr any)
 void lp_prep_q8_K_avx2(const void *restrict y, size_t by, int rows, void *restrict out, int n);
+void lp_prep_q6_K_avx2(const void *restrict y, size_t by, int rows, void *restrict out, int n);  // (AVX-512's too)
 void lp_rows_pre_q4_K_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                            size_t bp, int nr);
 void lp_rows_pre_q5_K_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                            size_t bp, int nr);
+void lp_rows_pre_q6_K_avx2(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                           size_t bp, int nr);
 void lp_rows_pre_q4_K_avxvnni(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                               size_t bp, int nr);
 void lp_rows_pre_q5_K_avxvnni(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
+                              size_t bp, int nr);
+void lp_rows_pre_q6_K_avxvnni(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                               size_t bp, int nr);
 // k_q4_q6_avx512.h: Q4_K, Q5_K (vec_dot's arithmetic; one activation row and up: nr = 1..8)
 void lp_prep_q8_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
@@ -67,6 +72,5 @@ void lp_rows_pre_q4_K_avx512(int n, float *restrict s, size_t bs, const void *re
 void lp_rows_pre_q5_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                              size_t bp, int nr);
 // Q6_K (vec_dot's arithmetic; nr = 1..8)
-void lp_prep_q6_K_avx512(const void *restrict y, size_t by, int rows, void *restrict out, int n);
 void lp_rows_pre_q6_K_avx512(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict p,
                              size_t bp, int nr);
