@@ -215,8 +215,12 @@ void lp_q2_K_to_s8_avx2(const void *restrict vx, int8_t *restrict q, float *rest
     for (int64_t i = 0; i < n / QK_K; i++, q += QK_K) {
         const float dmin = lp_half_to_float_f16c(x[i].dmin);
         scale[i] = lp_half_to_float_f16c(x[i].d);
-        for (int g = 0; g < QK_K / 16; g++) min[16 * i + g] = -(dmin * (float)(x[i].scales[g] >> 4));
-        const __m128i sc = _mm_and_si128(_mm_loadu_si128((const __m128i *)x[i].scales), _mm_set1_epi8(0x0f));
+        const __m128i raw = _mm_loadu_si128((const __m128i *)x[i].scales);
+        const __m128i mins = _mm_and_si128(_mm_srli_epi16(raw, 4), _mm_set1_epi8(0x0f));
+        const __m256 ndmin = _mm256_set1_ps(-dmin);  // -(dmin * m), exactly
+        _mm256_storeu_ps(min + 16 * i, _mm256_mul_ps(ndmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins))));
+        _mm256_storeu_ps(min + 16 * i + 8, _mm256_mul_ps(ndmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(mins, 8)))));
+        const __m128i sc = _mm_and_si128(raw, _mm_set1_epi8(0x0f));
         _mm256_storeu_si256((__m256i *)(sub + 16 * i), _mm256_cvtepu8_epi16(sc));
         for (int h = 0; h < 2; h++) {
             const __m256i b = _mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * h));
