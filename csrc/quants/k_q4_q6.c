@@ -291,34 +291,31 @@ static inline __m256 k4_bsum_factors_avx2(const block_q8_K *y) {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(y->d));
 }
 
-// Q8_K rows prepared for the AVX2 and AVX-VNNI Q4_K / Q5_K row dots (rows_pre.h): each block's
-// quants as they are, and k4_bsum_factors_avx2.
-void lp_prep_q8_K_avx2(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
+// Q8_K rows prepared for the row dots (rows_pre.h): each block's quants as they are, on 64-byte
+// lines, and per block Q4_K's / Q5_K's k4_bsum_factors_avx2 (the AVX2 and AVX-VNNI dots) or Q6_K's
+// -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4 times the scales, the
+// -32 offset in one VPMADDWD (every x86 ISA's).
+static void k_prep_rows_x86(const void *restrict vy, size_t by, int rows, void *restrict out, int n, const int q6) {
     for (int r = 0; r < rows; r++) {
         const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
         k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
         for (int i = 0; i < n / QK_K; i++) {
             o[i].d = y[i].d;
-            _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
+            if (q6) {
+                const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);
+                _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
+            } else {
+                _mm256_storeu_ps(o[i].fbs, k4_bsum_factors_avx2(&y[i]));
+            }
             memcpy(o[i].qs, y[i].qs, QK_K);
         }
     }
 }
-
-// Q8_K rows prepared for the Q6_K row dots (AVX2, AVX-VNNI and AVX-512): the quants as they are, and
-// -8 * each 16-group's sum (|sum| <= 2048: 8 times fits an int16) against 4 times the scales, the
-// -32 offset in one VPMADDWD.
-void lp_prep_q6_K_avx2(const void *restrict vy, size_t by, int rows, void *restrict out, int n) {
-    for (int r = 0; r < rows; r++) {
-        const block_q8_K *y = (const block_q8_K *)((const uint8_t *)vy + (size_t)r * by);
-        k_pre_q8_K *o = (k_pre_q8_K *)out + (size_t)r * (n / QK_K);
-        for (int i = 0; i < n / QK_K; i++) {
-            o[i].d = y[i].d;
-            const __m256i bs16 = _mm256_loadu_si256((const __m256i *)y[i].bsums);
-            _mm256_storeu_si256((__m256i *)o[i].nbs, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(bs16, 3)));
-            memcpy(o[i].qs, y[i].qs, QK_K);
-        }
-    }
+void lp_prep_q8_K_avx2(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    k_prep_rows_x86(y, by, rows, out, n, 0);
+}
+void lp_prep_q6_K_avx2(const void *restrict y, size_t by, int rows, void *restrict out, int n) {
+    k_prep_rows_x86(y, by, rows, out, n, 1);
 }
 
 // to_s8 on x86 (the batched product's decoder): the bytes and floats of lp_q4_K_to_s8 and
