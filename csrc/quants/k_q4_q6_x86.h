@@ -18,6 +18,14 @@
 #define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
 #define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
+#ifndef K5_BIT_TO_4
+#define K5_BIT_TO_4
+// Bit b of each byte of h at bit 4 (the other bits anything): one 16-bit shift, never across bytes
+static inline __attribute__((always_inline)) __m256i k5_bit_to_4(__m256i h, const int b) {
+    return b < 4 ? _mm256_slli_epi16(h, 4 - b) : b > 4 ? _mm256_srli_epi16(h, b - 4) : h;
+}
+#endif
+
 // Q4_K (q5 = 0) or Q5_K (q5 = 1): both start with d, dmin and the packed scales. Activation rows as
 // Q8_K blocks (pre 0) or prepared (pre 1: lp_prep_q8_K_avx2, on 64-byte lines). The quants of
 // sub-blocks 2k and 2k + 1 (the low and high nibbles of the same 32 bytes) take one VPMADDWD each,
@@ -43,20 +51,20 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
             const int i = i0 + j;
             K_PREFETCH_AHEAD(x, size);
             const __m256 d = _mm256_broadcast_ss(&g.dd[2 * j]);
-            // Q5_K: qh byte l carries bit j of quant l of sub-block j; hb shifts down 2 bits per pair
-            __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
+            // Q5_K: qh byte l carries bit j of quant l of sub-block j, moved to bit 4 by one 16-bit
+            // shift (or none) that keeps it in its byte
+            const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
             __m256i sumi[4], sumi2[4];
             K_FOR_ROWS(r) sumi[r] = _mm256_setzero_si256();
             K_FOR_ROWS(r) sumi2[r] = _mm256_setzero_si256();
             for (int k = 0; k < 4; k++) {
-                // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bit 0 / bit 1 of hb at bit 4
+                // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bits 2k and 2k + 1 of hb
                 const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
                 __m256i q0 = _mm256_and_si256(bits, m4);
                 __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
                 if (q5) {
-                    q0 = _mm256_or_si256(q0, _mm256_and_si256(_mm256_slli_epi16(hb, 4), bit4));
-                    q1 = _mm256_or_si256(q1, _mm256_and_si256(_mm256_slli_epi16(hb, 3), bit4));
-                    hb = _mm256_srli_epi16(hb, 2);
+                    q0 = _mm256_or_si256(q0, _mm256_and_si256(k5_bit_to_4(hb, 2 * k), bit4));
+                    q1 = _mm256_or_si256(q1, _mm256_and_si256(k5_bit_to_4(hb, 2 * k + 1), bit4));
                 }
                 // the sub-blocks' scales in every int16 element (broadcast from memory: no shuffle)
                 const __m256i s0 = _mm256_set1_epi32(g.sc[j][2 * k]), s1 = _mm256_set1_epi32(g.sc[j][2 * k + 1]);
