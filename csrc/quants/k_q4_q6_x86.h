@@ -18,7 +18,7 @@
 #define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
 #define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
-#ifndef K5_BIT_TO_4
+#ifndef K5_BIT_TO_4  // (defined by the first, AVX2, pass; AVX-VNNI's functions call it too)
 #define K5_BIT_TO_4
 // Bit b of each byte of h at bit 4 (the other bits anything): one 16-bit shift, never across bytes
 static inline __attribute__((always_inline)) __m256i k5_bit_to_4(__m256i h, const int b) {

@@ -651,7 +651,8 @@ LP_AVX512_END
 #endif
 
 // The legacy types on AVX-512 from one activation row on; the K-quants from one (their
-// prepared row is read as fast, and vec_dot permutes per row), on AVX2 (and AVX-VNNI) too.
+// prepared row is read as fast, and vec_dot permutes per row); on AVX2 (and AVX-VNNI) Q4_0, Q4_1,
+// Q8_0, Q4_K, Q5_K and Q6_K.
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     lp_rows_pre k = { 0 };
     if (lp_rows_pre_bytes(type, n) == 0) return k;
