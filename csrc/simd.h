@@ -100,23 +100,9 @@ static inline int lp_hsum_i32x8(__m256i x) {
     r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 1));
     return _mm_cvtsi128_si32(r);
 }
-// 32 signed bytes times 32 signed bytes, summed in pairs then fours: 8 int32 lanes.
-// maddubs needs an unsigned left operand, so the sign moves onto the right.
-static inline __m256i lp_dot_i8x32(__m256i a, __m256i b) {
-    const __m256i ax = _mm256_sign_epi8(a, a);
-    const __m256i sb = _mm256_sign_epi8(b, a);
-    const __m256i p16 = _mm256_maddubs_epi16(ax, sb);
-    return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
-}
 // 32 unsigned bytes (each < 128) times 32 signed bytes: 8 int32 lanes.
 static inline __m256i lp_dot_u8i8x32(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-}
-// 32 nibbles of 16 bytes: low nibbles in bytes 0..15, high nibbles in 16..31.
-static inline __m256i lp_unpack_nibbles32(const uint8_t *p) {
-    const __m128i t = _mm_loadu_si128((const __m128i *)p);
-    const __m256i b = _mm256_insertf128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
-    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
 }
 static inline float lp_half_to_float_f16c(lp_half h) { return _cvtsh_ss(h); }
 // The half float at p and the one after it (a block's d and dmin, or d and m) as floats in lanes
