@@ -6,7 +6,8 @@ with their own rope base; one prompt of 656 tokens runs past its 512-position wi
 (tests/real_models.py). llama.cpp's tokens, top-40 logits and greedy runs are recorded in
 tests/fixtures/arch/real_models.json (tools/make_arch_fixtures.py real). The rules are
 tests/test_fidelity.py's for SmolLM2: same top token, top-20 logits within 3% of the logit range,
-greedy continuations identical up to llama.cpp's first near-tie and through end-of-generation.
+greedy continuations identical up to llama.cpp's first near-tie and through end-of-generation, or
+parting only where the exact pass says the two tokens are within 8-bit engines' reach (EXACT_REACH).
 """
 from __future__ import annotations
 
@@ -21,6 +22,15 @@ from runtime.tokenizer import Tokenizer
 from tests.test_fidelity import SMOLLM2_LOGITS_REL, _comparable_steps, _compare_logits, _greedy
 
 REF = json.loads((Path(__file__).parent / "fixtures/arch/real_models.json").read_text(encoding="utf-8"))
+# Where this engine's greedy token parts from llama.cpp's, the judge is the exact pass (a float64
+# forward pass of the file's own dequantized weights, the fixture's `exact_margins`): parting is
+# allowed only at a step the exact pass itself calls within 8-bit engines' reach, llama.cpp's
+# token ahead by less than this much of the logit range. Measured on the Qwen prompts' 64 greedy
+# steps (tools/make_arch_fixtures.py real-exact): this engine's lead of llama.cpp's token is
+# 0.1-0.3% of the range from the exact one on average, at most 1.07% (the `ref` and `avx2` kernels
+# alike; the two are up to 0.73% apart), llama.cpp's own 0.7-4.9% on average. On AVX2, Qwen's
+# "Python is a programming language that" parts at step 11, where the exact lead is 0.32%.
+EXACT_REACH = 0.01
 CASES = [(name, i) for name, m in REF["models"].items() for i in range(len(m["prompts"]))]
 
 
@@ -46,7 +56,11 @@ def test_real_model_matches_llama_cpp(engines, name: str, index: int) -> None:
     g = p["greedy"]
     n = _comparable_steps(g["margins"], g["eog_index"])
     assert n >= 2, f"{p['text'][:30]!r}: llama.cpp's own run has a near-tie at step {n}"
-    assert _greedy(model, p["tokens"], n) == g["tokens"][:n], f"{name} {p['text'][:30]!r}: greedy continuation differs"
+    got = _greedy(model, p["tokens"], n)
+    k = next((i for i in range(n) if got[i] != g["tokens"][i]), n)  # (the runs are the same text up to k)
+    assert k == n or g["exact_margins"][k] < EXACT_REACH, (
+        f"{name} {p['text'][:30]!r}: greedy continuation differs at step {k} ({got[k]}, llama.cpp {g['tokens'][k]}), "
+        f"where the exact pass puts llama.cpp's token {g['exact_margins'][k]:.2%} of the range ahead")
 
 
 CHAT = json.loads((Path(__file__).parent / "fixtures/arch/real_chat.json").read_text(encoding="utf-8"))

@@ -103,6 +103,55 @@ def real_record(path: Path, texts: tuple[str, ...]) -> dict[str, Any]:
     return {"n_ctx": REAL_N_CTX, "prompts": prompts}
 
 
+def real_spec(path: Path):  # -> tests.tiny_models.TinySpec
+    """The float64 reference's spec of a real qwen2 or gemma3 file: its hyperparameters read from the
+    GGUF's own keys, its weights dequantized by the gguf package."""
+    from runtime.gguf import GGUFFile
+    from tests.tiny_models import TinySpec
+
+    with GGUFFile(path) as f:
+        md = f.metadata
+    arch = md["general.architecture"]
+    if arch not in ("qwen2", "gemma3"):
+        raise ValueError(f"{path.name}: no reference spec for {arch}")
+    W = dequantized_weights(path)
+    k = lambda key, default=None: md.get(f"{arch}.{key}", default)  # noqa: E731
+    return TinySpec(arch=arch, n_vocab=len(md["tokenizer.ggml.tokens"]), n_embd=k("embedding_length"),
+                    n_layer=k("block_count"), n_head=k("attention.head_count"),
+                    n_head_kv=k("attention.head_count_kv"), n_ff=k("feed_forward_length"),
+                    n_ctx=k("context_length"), rope_base=k("rope.freq_base"),
+                    rms_eps=k("attention.layer_norm_rms_epsilon"), key_length=k("attention.key_length"),
+                    n_swa=k("attention.sliding_window", 0), final_softcap=k("final_logit_softcapping", 0.0),
+                    tied="output.weight" not in W, qkv_bias=arch == "qwen2", weights=W)
+
+
+def real_exact_main() -> None:
+    """Adds to each greedy run of real_models.json the exact pass's view of it (`exact_margins`): at
+    each step, how far llama.cpp's token leads every other in a float64 forward pass of the file's
+    own dequantized weights, as a fraction of the prompt's logit range (negative: the exact pass
+    prefers another token). llama.cpp is not rerun."""
+    import numpy as np
+
+    from tests.real_models import gemma3_path, qwen25_coder_path
+    from tests.tiny_models import reference_logits
+
+    doc = json.loads(REAL_OUT.read_text(encoding="utf-8"))
+    for name, path in {"qwen2.5-coder": qwen25_coder_path(), "gemma3": gemma3_path()}.items():
+        spec = real_spec(path)
+        for p in doc["models"][name]["prompts"]:
+            g, n0 = p["greedy"], len(p["tokens"])
+            span = p["logit_max"] - p["logit_min"]
+            ex = reference_logits(spec, p["tokens"] + g["tokens"][:-1])[n0 - 1:]
+            margins = []
+            for row, tok in zip(ex, g["tokens"]):
+                margins.append(round(float(row[tok] - np.delete(row, tok).max()) / span, 6))
+            g["exact_margins"] = margins
+            print(f"{name} {p['text'][:30]!r}: exact margins {[round(100 * m, 2) for m in margins]} (% of the range)",
+                  file=sys.stderr)
+    REAL_OUT.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"wrote {REAL_OUT}", file=sys.stderr)
+
+
 def real_main() -> None:
     from tests.real_models import gemma3_path, qwen25_coder_path
 
@@ -112,6 +161,7 @@ def real_main() -> None:
            "models": {name: real_record(paths[name], texts) for name, texts in REAL_TEXTS.items()}}
     REAL_OUT.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"wrote {REAL_OUT} ({REAL_OUT.stat().st_size} bytes)", file=sys.stderr)
+    real_exact_main()
 
 
 def spec_of(name: str):  # -> tests.tiny_models.TinySpec
@@ -329,4 +379,5 @@ def chat_main() -> None:
 
 
 if __name__ == "__main__":
-    {"real": real_main, "quant": quant_main, "chat": chat_main}.get(sys.argv[1] if sys.argv[1:] else "", main)()
+    {"real": real_main, "real-exact": real_exact_main, "quant": quant_main, "chat": chat_main}.get(
+        sys.argv[1] if sys.argv[1:] else "", main)()
