@@ -130,8 +130,6 @@ def real_exact_main() -> None:
     each step, how far llama.cpp's token leads every other in a float64 forward pass of the file's
     own dequantized weights, as a fraction of the prompt's logit range (negative: the exact pass
     prefers another token). llama.cpp is not rerun."""
-    import numpy as np
-
     from tests.real_models import gemma3_path, qwen25_coder_path
     from tests.tiny_models import reference_logits
 
