@@ -103,23 +103,23 @@ def real_record(path: Path, texts: tuple[str, ...]) -> dict[str, Any]:
     return {"n_ctx": REAL_N_CTX, "prompts": prompts}
 
 
-def real_spec(path: Path):  # -> tests.tiny_models.TinySpec
-    """The float64 reference's spec of a real qwen2 or gemma3 file: its hyperparameters read from the
-    GGUF's own keys, its weights dequantized by the gguf package."""
+def gguf_reference_spec(path: Path):  # -> tests.tiny_models.TinySpec
+    """The float64 reference's spec of a real llama, qwen2 or gemma3 file: its hyperparameters read
+    from the GGUF's own keys, its weights dequantized by the gguf package."""
     from runtime.gguf import GGUFFile
     from tests.tiny_models import TinySpec
 
     with GGUFFile(path) as f:
         md = f.metadata
     arch = md["general.architecture"]
-    if arch not in ("qwen2", "gemma3"):
+    if arch not in ("llama", "qwen2", "gemma3"):
         raise ValueError(f"{path.name}: no reference spec for {arch}")
     W = dequantized_weights(path)
     k = lambda key, default=None: md.get(f"{arch}.{key}", default)  # noqa: E731
-    return TinySpec(arch=arch, n_vocab=len(md["tokenizer.ggml.tokens"]), n_embd=k("embedding_length"),
+    return TinySpec(arch=arch, n_vocab=W["token_embd.weight"].shape[0], n_embd=k("embedding_length"),
                     n_layer=k("block_count"), n_head=k("attention.head_count"),
                     n_head_kv=k("attention.head_count_kv"), n_ff=k("feed_forward_length"),
-                    n_ctx=k("context_length"), rope_base=k("rope.freq_base"),
+                    n_ctx=k("context_length"), rope_base=k("rope.freq_base", 10000.0),
                     rms_eps=k("attention.layer_norm_rms_epsilon"), key_length=k("attention.key_length"),
                     n_swa=k("attention.sliding_window", 0), final_softcap=k("final_logit_softcapping", 0.0),
                     tied="output.weight" not in W, qkv_bias=arch == "qwen2", weights=W)
@@ -135,7 +135,7 @@ def real_exact_main() -> None:
 
     doc = json.loads(REAL_OUT.read_text(encoding="utf-8"))
     for name, path in {"qwen2.5-coder": qwen25_coder_path(), "gemma3": gemma3_path()}.items():
-        spec = real_spec(path)
+        spec = gguf_reference_spec(path)
         for p in doc["models"][name]["prompts"]:
             g, n0 = p["greedy"], len(p["tokens"])
             span = p["logit_max"] - p["logit_min"]

@@ -61,19 +61,10 @@ def _greedy(llm, tokens: list[int]) -> list[dict]:
 
 def _add_exact_tokens(gguf_path: Path, items: list[dict]) -> None:
     """step["exact_token"]: the float64 forward pass's top token at each of llama.cpp's steps."""
-    from runtime.gguf import GGUFFile
-    from tests.tiny_models import TinySpec, reference_logits
-    from tools.make_arch_fixtures import dequantized_weights
+    from tests.tiny_models import reference_logits
+    from tools.make_arch_fixtures import gguf_reference_spec
 
-    md = GGUFFile(str(gguf_path)).metadata
-    names = dequantized_weights(gguf_path)
-    spec = TinySpec(n_vocab=int(md["llama.vocab_size"]) if "llama.vocab_size" in md else names["token_embd.weight"].shape[0],
-                    n_embd=int(md["llama.embedding_length"]), n_layer=int(md["llama.block_count"]),
-                    n_head=int(md["llama.attention.head_count"]), n_head_kv=int(md["llama.attention.head_count_kv"]),
-                    n_ff=int(md["llama.feed_forward_length"]), n_ctx=int(md["llama.context_length"]),
-                    rope_base=float(md["llama.rope.freq_base"]),
-                    rms_eps=float(md["llama.attention.layer_norm_rms_epsilon"]), tied="output.weight" not in names)
-    spec.weights.update(names)
+    spec = gguf_reference_spec(gguf_path)
     for item in items:
         ids = list(item["tokens"]) + [s["token"] for s in item["steps"][:-1]]
         logits = reference_logits(spec, ids)[len(item["tokens"]) - 1:]
