@@ -85,11 +85,24 @@ static int panel_signed(const lp_type_traits *t, int isa) {
            lp_gemm_amx_on(isa);
 }
 
+// Plain AVX2 (no AVX-VNNI), the K-quants with sub-blocks of 16 and quants within +-8 (Q2_K, Q3_K):
+// both panels pair the two sub-blocks of each 32 columns. Step k of a block holds columns
+// 2k, 2k + 1 of the first sub-block and 2k, 2k + 1 of the second (not columns 4k .. 4k + 3), so a
+// VPMADDUBSW's even int16 lanes are the first sub-block's pair sums and its odd lanes the
+// second's, and one VPMADDWD against the two sub-scales (an int16 pair) widens and scales
+// both: 8 steps of int16 sums a VPMADDWD, not 4, and the tiles of Q4_K (gemm_avx2.c,
+// tile_sub_frame). The same integers, so the same bits. One thread, 512 rows: Q2_K 4096 columns
+// 65-71 -> 88-90 GMAC/s, Q3_K 14336 columns 64-68 -> 82-90.
+int lp_gemm_avx2_pairs(const lp_type_traits *t, int isa) {
+    const quant_bounds *b = lp_gemm_type_bounds(t);
+    return isa == LP_ISA_AVX2 && t->s8_sub == 16 && b && b->lo >= -8 && b->hi <= 8 && !lp_gemm_avx2_vnni();
+}
+
 // Which panels a product reads: products on the same quantized rows whose kinds are equal
 // can share them (lp_gemm's panels_ready: q, k, v of one input; gate and up).
 int lp_gemm_panel_kind(const lp_type_traits *t, int isa) {
     return t->vec_dot_type | isa << 8 | panel_signed(t, isa) << 12 | panel_offset(t, isa) << 13 | lp_gemm_amx_on(isa) << 19 |
-           t->s8_min_unit << 20;
+           t->s8_min_unit << 20 | lp_gemm_avx2_pairs(t, isa) << 27;
 }
 
 static void build_act_group(void *vctx, int g, int ith) {
@@ -97,6 +110,7 @@ static void build_act_group(void *vctx, int g, int ith) {
     (void)ith;
     const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit, off = panel_offset(c->t, c->isa);
     const uint32_t flip = panel_signed(c->t, c->isa) ? 0 : 0x80808080u;
+    const int pairs = lp_gemm_avx2_pairs(c->t, c->isa);
     act_block *out = c->act + (int64_t)g * c->nblk;
     memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
     if (c->amx) memset(c->act_q + g * c->nblk * 512, 0, (size_t)c->nblk * 512);
@@ -139,7 +153,12 @@ static void build_act_group(void *vctx, int g, int ith) {
             uint8_t *q = c->amx ? c->act_q + (g * c->nblk + b) * 512 : &ab->q[0][0][0];  // (AMX: its own panel)
             for (int k = 0; k < 8; k++) {
                 uint32_t v;
-                memcpy(&v, qs + 4 * k, 4);
+                if (pairs) {  // columns 2k, 2k + 1 of each sub-block (lp_gemm_avx2_pairs)
+                    memcpy(&v, qs + 2 * k, 2);
+                    memcpy((uint8_t *)&v + 2, qs + 16 + 2 * k, 2);
+                } else {
+                    memcpy(&v, qs + 4 * k, 4);
+                }
                 v ^= flip;  // + 128 in each byte (an unsigned panel)
                 memcpy(q + 64 * k + 4 * j, &v, 4);
             }
@@ -377,13 +396,18 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
-// of int16 for VPMADDWD; for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
+// of int16 for VPMADDWD (paired sub-blocks: the first subs / 2, each pair's two, the first's
+// low); for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
 // quant sum) folded into one a unit: the sum of sub-scale times correction.
 static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, int32_t *corr, int sgn) {
-    for (int64_t i = 0; i < c->subs; i++) {
-        const uint32_t h = (uint16_t)sub[i];
-        subv[i] = c->isa == LP_ISA_AVX2 && c->sub_way != SUB_MULLD ? (int32_t)(h | h << 16) : sub[i];
-    }
+    if (c->pairs)
+        for (int64_t i = 0; i < c->subs / 2; i++)
+            subv[i] = (int32_t)((uint32_t)(uint16_t)sub[2 * i] | (uint32_t)(uint16_t)sub[2 * i + 1] << 16);
+    else
+        for (int64_t i = 0; i < c->subs; i++) {
+            const uint32_t h = (uint16_t)sub[i];
+            subv[i] = c->isa == LP_ISA_AVX2 && c->sub_way != SUB_MULLD ? (int32_t)(h | h << 16) : sub[i];
+        }
     if (sgn) return;
     const int64_t per_unit = c->subs / c->units;
     for (int64_t u = 0; u < c->units; u++) {  // corr[u] is written after corr[u .. per_unit * u] were read
@@ -438,6 +462,7 @@ static void gemm_chunk(void *vctx, int chunk, int ith) {
         if (fold && !c->amx) fold_subs(c, qr, br, sr);  // (AMX: amx_repack folds)
         if (!sgn) lp_gemm_unit_sums_avx2(qr, cols, sum_unit, corr + r * cs, &lo, &hi);
         if (subs && !fold && !c->amx) prepare_subs(c, br, subv + r * subs, corr + r * cs, sgn);
+        if (c->pairs) lp_gemm_pairs_avx2(qr, cols);  // (after the sums of each sub-block)
     }
     const quant_bounds *tb = lp_gemm_type_bounds(c->t);
     if (tb) lo = tb->lo, hi = tb->hi;  // where the format fixes the range, the type's (the tiles are compiled for it)
@@ -504,6 +529,7 @@ void lp_gemm(const lp_type_traits *t, int isa, const uint8_t *w, int64_t rows, i
         .wpanel_bytes = wpanel_bytes(t, cols), .isa = isa,
     };
     c.sub_way = sub_way(t, isa, &c.sub_part, &c.sub_neg);
+    c.pairs = lp_gemm_avx2_pairs(t, isa);
     c.dig_n = 1;
 #if LP_X86  // (every sub-scaled type's digits fit the tiles: 2 for Q4_K and Q5_K, 3 for Q6_K)
     if (c.sub_way == SUB_DIGITS) c.dig_n = lp_gemm_amx_digits(lp_gemm_type_bounds(t), &c.dig_base, &c.dig_usgn);

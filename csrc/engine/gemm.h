@@ -35,6 +35,7 @@ typedef struct {
     int64_t rows, cols, n, w_row_bytes, units, min_units, nblk, groups;
     int64_t subs;          // integer sub-scales a row (cols / s8_sub; 0: the type has none)
     int sub_way, sub_part, sub_neg;  // AVX-512: how the tile applies them (gemm.c, sub_way)
+    int pairs;             // plain AVX2: the panels pair each 32 columns' sub-blocks (lp_gemm_avx2_pairs)
     int amx;               // AVX-512 on a CPU with AMX-INT8 (lp_gemm_amx): the AMX tiles
     int dig_n, dig_base, dig_usgn;  // SUB_DIGITS (AMX): the sub-scales' digits (gemm.c, amx_digits)
     const uint8_t *xq;
@@ -94,6 +95,10 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
 // Whether the AVX2 product uses AVX-VNNI (the CPU has it, and LLAMAPACK_AVXVNNI is not 0): then
 // its tiles take VPDPBUSD, the K-quants' sub-scales applied as sub_way says (gemm.c).
 int lp_gemm_avx2_vnni(void);
+// Whether plain AVX2's panels of type t pair the sub-blocks of each 32 columns (gemm.c), and a
+// decoded row of cols quants put in that order (gemm_avx2.c).
+int lp_gemm_avx2_pairs(const lp_type_traits *t, int isa);
+void lp_gemm_pairs_avx2(int8_t *q, int64_t cols);
 // SUB_FOLD's fold of one row (x86): q (subs sub-blocks of 16) *= each sub-scale (negated: neg).
 void lp_gemm_fold_avx2(int8_t *q, const int16_t *sub, int64_t subs, int neg);
 void lp_gemm_unit_sums_avx2(const int8_t *q, int64_t cols, int unit, int32_t *corr, int *lo, int *hi);

@@ -21,7 +21,8 @@
 // when m times the pair bound stays within int16: |w| * m <= 64 (S8_ACT_U8) or
 // w * m <= 128 (S8_W_U8), m <= 8 (Q4_K: 8); S8_SIGN has m = 1.
 // The K-quants' sub-scales (s8_sub) cost nothing here: VPMADDWD takes the weight
-// row's sub-scale in place of the ones, widening and scaling at once (tile_avx2_sub).
+// row's sub-scale in place of the ones, widening and scaling at once (tile_avx2_sub); on
+// paired panels (gemm.c, lp_gemm_avx2_pairs: Q2_K, Q3_K) two sub-blocks of 16 at once.
 
 enum { S8_ACT_U8, S8_W_U8, S8_SIGN };
 
@@ -185,6 +186,16 @@ static inline __m256i sums16_of_128(const int8_t *q, __m256i *vlo, __m256i *vhi)
     return _mm256_permutevar8x32_epi32(h, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// A decoded row in the paired order (gemm.c, lp_gemm_avx2_pairs): in each 32 quants the int16
+// words (two quants) of the first 16 and of the last 16 alternate.
+void lp_gemm_pairs_avx2(int8_t *q, int64_t cols) {
+    for (int64_t b = 0; b < cols; b += 32) {
+        const __m128i lo = _mm_loadu_si128((const __m128i *)(q + b)), hi = _mm_loadu_si128((const __m128i *)(q + b + 16));
+        _mm_storeu_si128((__m128i *)(q + b), _mm_unpacklo_epi16(lo, hi));
+        _mm_storeu_si128((__m128i *)(q + b + 16), _mm_unpackhi_epi16(lo, hi));
+    }
+}
+
 // -128 * each int32 lane (the +128's correction of a sum of quants; |sum| < 2^24)
 static inline __m256i corr_of(__m256i sum) { return _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(sum, 7)); }
 
@@ -268,7 +279,8 @@ static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block 
     }
 }
 
-// The plain-AVX2 tile of the K-quants with sub-blocks of 16 (Q2_K, Q3_K, Q6_K), one panel half
+// The plain-AVX2 tile of the K-quants with sub-blocks of 16 (Q6_K; Q2_K and Q3_K pair theirs
+// into sub-blocks of 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame), one panel half
 // (8 activation rows) a pass: a super-block's int32 sums of the R rows stay in registers, a
 // sub-block's 4 activation steps are loaded once for all R rows, and each m steps' int16 sums
 // go into them by one VPMADDWD against the sub-scale. tile_sub_frame (both halves at once, the
@@ -351,7 +363,8 @@ static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *
 // The sub-scaled tile for each K-quant's (sub, mins) and the (mode, m) avx2_mode picks for it.
 static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr, int64_t g, int mode, int m,
                               int nv) {
-    const int sub = c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
+    // (paired sub-blocks of 16: a pair is a sub-block of 32 whose sub-scale is two int16)
+    const int sub = c->pairs ? 32 : c->t->s8_sub, has_min = c->t->s8_min, min_unit = c->t->s8_min_unit;
 #define LP_TILE_CASE(MODE, M, SUB, MIN, MU)                                                         \
     if (mode == MODE && m == M && sub == SUB && has_min == MIN && (!MIN || min_unit == MU)) \
         return nr > LP_G2_R ? tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_MIN_R) \
@@ -362,6 +375,8 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
     LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
     LP_TILE_CASE(S8_W_U8, 8, 32, 1, 32)    // Q4_K
     LP_TILE_CASE(S8_W_U8, 4, 32, 1, 32)    // Q5_K
+    LP_TILE_CASE(S8_W_U8, 8, 32, 1, 16)    // Q2_K, paired sub-blocks
+    LP_TILE_CASE(S8_ACT_U8, 8, 32, 0, 0)   // Q3_K, paired sub-blocks
 #undef LP_TILE_CASE
     const float zero[LP_G2_R * LP_G_LANES] = { 0 };  // not reached: the K-quants' bounds give the cases above
     store_tile(c, r0, nr, g, zero);
@@ -415,7 +430,7 @@ static void avx2_mode(int lo, int hi, int steps, int sgn, int *mode, int *m) {
 #if LP_X86
 void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int hi, int sgn) {
     int mode, m;
-    avx2_mode(lo, hi, (c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
+    avx2_mode(lo, hi, (c->pairs ? 32 : c->subs ? c->t->s8_sub : c->t->s8_unit) / 4, sgn, &mode, &m);
     // AVX-VNNI: the K-quants sub_way gives a way, and the legacy types (units of 32)
     const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
