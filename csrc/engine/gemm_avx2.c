@@ -280,10 +280,11 @@ static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block 
 }
 
 // The plain-AVX2 tile of the K-quants with sub-blocks of 16 (Q6_K; Q2_K and Q3_K pair theirs
-// into sub-blocks of 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame), one panel half
-// (8 activation rows) a pass: a super-block's int32 sums of the R rows stay in registers, a
-// sub-block's 4 activation steps are loaded once for all R rows, and each m steps' int16 sums
-// go into them by one VPMADDWD against the sub-scale. tile_sub_frame (both halves at once, the
+// into sub-blocks of 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame) where only one
+// panel half has rows (8 activation rows; sub_both_pass below takes both): a super-block's
+// int32 sums of the R rows stay in registers, a sub-block's 4 activation steps are loaded once
+// for all R rows, and each m steps' int16 sums go into them by one VPMADDWD against the
+// sub-scale. tile_sub_frame (both halves at once, the
 // int32 sums in memory) spent a load and a store each m steps and a dozen instructions a
 // sub-block on its addressing: Q6_K's m is 2. One thread, 14336 x 4096 x 512: Q6_K 358 -> 285 ms,
 // Q2_K 340 -> 303. Q4_K and Q5_K (sub-blocks of 32, 8 steps) keep tile_sub_frame: their 8
@@ -336,6 +337,73 @@ static inline __attribute__((always_inline)) void sub_half_pass(const gemm_ctx *
     }
 }
 
+// The same for both panel halves at once (16 activation rows; the tile's nv 2): a sub-block's
+// 4 activation steps of both halves (8 registers) are loaded once for all R rows, each weight
+// broadcast serves both halves, and the int32 sums go to memory every m steps. One thread, 512
+// rows, LP_MIN_R rows a tile, against sub_half_pass over each half with LP_G2_R: Q6_K 4096
+// columns 68-75 -> 75-79 GMAC/s, 14336 columns 59-65 -> 75-76; Mistral-width Q6_K prompts
+// 143-154 -> 156-169 tok/s (2 threads).
+static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *c, const sub_rows *w0,
+                                                                const act_block *a, const int sub, const int mode,
+                                                                const int m, const int R, float *acc) {
+    const int64_t cs = corr_stride(c), units = c->units;
+    const int steps = sub / 4, per_blk = 32 / sub;
+    const int8_t *wr[LP_MIN_R];
+    const int32_t *sr[LP_MIN_R];
+    int32_t isbuf[LP_MIN_R * LP_G_LANES] __attribute__((aligned(32)));
+    int32_t *isp = isbuf;
+    __asm__("" : "+r"(isp));  // memory, not registers
+    for (int r = 0; r < R; r++) wr[r] = w0->q + r * c->cols, sr[r] = w0->sub + r * c->subs;
+    for (int64_t u = 0; u < units; u++) {
+        for (int r = 0; r < R; r++) {
+            const __m256i start = _mm256_set1_epi32(mode == S8_ACT_U8 ? w0->corr[r * cs + u] : 0);
+            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
+            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
+        }
+        const act_block *au = a + u * (QK_K / 32);
+        for (const act_block *ab = au; ab < au + QK_K / 32; ab++) {
+            const uint8_t *aq = ab->q[0][0];
+#pragma GCC unroll 2
+            for (int s = 0; s < per_blk; s++) {  // the block's sub-blocks
+                __m256i av[2][4];
+                for (int k = 0; k < steps; k++)
+                    for (int v = 0; v < 2; v++)
+                        av[v][k] = _mm256_load_si256((const __m256i *)(aq + 64 * (steps * s + k) + 32 * v));
+                for (int r = 0; r < R; r++) {
+                    const __m256i sv = _mm256_set1_epi32(sr[r][s]);
+                    for (int k = 0; k < steps; k += m) {
+                        __m256i s16[2];
+                        for (int j = 0; j < m; j++) {
+                            int32_t w4;
+                            memcpy(&w4, wr[r] + sub * s + 4 * (k + j), 4);
+                            const __m256i wv = _mm256_set1_epi32(w4);
+                            for (int v = 0; v < 2; v++) {
+                                const __m256i p = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v][k + j])
+                                                                  : _mm256_maddubs_epi16(av[v][k + j], wv);
+                                s16[v] = j ? _mm256_add_epi16(s16[v], p) : p;
+                            }
+                        }
+                        for (int v = 0; v < 2; v++) {
+                            __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
+                            _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[v], sv)));
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < R; r++) wr[r] += 32, sr[r] += per_blk;
+        }
+        for (int v = 0; v < 2; v++) {  // sub_half_pass's float step, for each half
+            const __m256 dv = _mm256_load_ps(au->d + 8 * v);
+            for (int r = 0; r < R; r++) {
+                float *ap = acc + 16 * r + 8 * v;
+                const __m256 sc = _mm256_set1_ps(w0->scale[r * units + u]);
+                const __m256i is = _mm256_load_si256((const __m256i *)(isp + 16 * r + 8 * v));
+                _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dv), sc, _mm256_load_ps(ap)));
+            }
+        }
+    }
+}
+
 static inline __attribute__((always_inline)) void tile_avx2_halves(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                    int64_t g, const int sub, const int has_min,
                                                                    const int min_unit, const int mode, const int m,
@@ -346,7 +414,8 @@ static inline __attribute__((always_inline)) void tile_avx2_halves(const gemm_ct
     sums_start(c, wp, r0, g, has_min, min_unit, nv, R, acc);
     const sub_rows w0 = sub_rows_of(c, wp, r0);
     const act_block *a = c->act + g * c->nblk;
-    for (int v = 0; v < nv; v++) sub_half_pass(c, &w0, a, v, sub, mode, m, R, acc);
+    if (nv == 2) sub_both_pass(c, &w0, a, sub, mode, m, R, acc);
+    else sub_half_pass(c, &w0, a, 0, sub, mode, m, R, acc);
     store_tile(c, r0, nr, g, acc);
 }
 
@@ -435,9 +504,8 @@ void lp_gemm_avx2_chunk(const gemm_ctx *c, const wpanel *wp, int nr, int lo, int
     const int vnni = c->sub_way != SUB_NONE || (!c->subs && c->t->s8_unit == 32 && lp_gemm_avx2_vnni());
     for (int64_t g = 0; g < c->groups; g++) {
         const int nv = c->n - g * LP_G_LANES > LP_G_LANES / 2 ? 2 : 1;
-        // the sub-scaled K-quants: LP_MIN_R rows a tile where both halves have rows, but plain
-        // AVX2's on an unsigned panel (Q3_K, Q6_K: no faster so, one thread)
-        const int six = c->subs && nv == 2 && (vnni || sgn);
+        // the sub-scaled K-quants: LP_MIN_R rows a tile where both halves have rows
+        const int six = c->subs && nv == 2;
         for (int r0 = 0; r0 < nr;) {
             const int step = six && nr - r0 >= LP_MIN_R ? LP_MIN_R : LP_G2_R, rows = nr - r0 < step ? nr - r0 : step;
             if (vnni) lp_gemm_vnni_tile(c, wp, r0, rows, g, sgn, nv);
