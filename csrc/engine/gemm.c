@@ -85,8 +85,9 @@ static int panel_signed(const lp_type_traits *t, int isa) {
            lp_gemm_amx_on(isa);
 }
 
-// Plain AVX2 (no AVX-VNNI), the K-quants with sub-blocks of 16 and quants within +-8 (Q2_K, Q3_K):
-// both panels pair the two sub-blocks of each 32 columns. Step k of a block holds columns
+// Plain AVX2 (no AVX-VNNI), the K-quants with sub-blocks of 16 and quants within +-8 (Q2_K, Q3_K:
+// 8 steps of int16 sums stay exact, gemm_avx2.c's avx2_mode): both panels pair the two
+// sub-blocks of each 32 columns. Step k of a block holds columns
 // 2k, 2k + 1 of the first sub-block and 2k, 2k + 1 of the second (not columns 4k .. 4k + 3), so a
 // VPMADDUBSW's even int16 lanes are the first sub-block's pair sums and its odd lanes the
 // second's, and one VPMADDWD against the two sub-scales (an int16 pair) widens and scales
@@ -396,9 +397,10 @@ static void fold_subs(const gemm_ctx *c, int8_t *q, const int16_t *sub, float *s
 }
 
 // Row r's decoded sub-scales as the ISA's tile takes them (subs of them): AVX2 as a pair
-// of int16 for VPMADDWD (paired sub-blocks: the first subs / 2, each pair's two, the first's
-// low); for VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel: corr holds -128 * each sub-block's
-// quant sum) folded into one a unit: the sum of sub-scale times correction.
+// of int16 for VPMADDWD (paired sub-blocks: subs / 2 pairs of the two, the first's low); for
+// VPMULLD (AVX-512, AVX2 with AVX-VNNI) as int32. And the row's corrections (unsigned panel:
+// corr holds -128 * each sub-block's quant sum) folded into one a unit: the sum of sub-scale
+// times correction.
 static void prepare_subs(const gemm_ctx *c, const int16_t *sub, int32_t *subv, int32_t *corr, int sgn) {
     if (c->pairs)
         for (int64_t i = 0; i < c->subs / 2; i++)

@@ -279,17 +279,14 @@ static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block 
     }
 }
 
-// The plain-AVX2 tile of the K-quants with sub-blocks of 16 (Q6_K; Q2_K and Q3_K pair theirs
-// into sub-blocks of 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame) where only one
-// panel half has rows (8 activation rows; sub_both_pass below takes both): a super-block's
-// int32 sums of the R rows stay in registers, a sub-block's 4 activation steps are loaded once
-// for all R rows, and each m steps' int16 sums go into them by one VPMADDWD against the
-// sub-scale. tile_sub_frame (both halves at once, the
-// int32 sums in memory) spent a load and a store each m steps and a dozen instructions a
-// sub-block on its addressing: Q6_K's m is 2. One thread, 14336 x 4096 x 512: Q6_K 358 -> 285 ms,
-// Q2_K 340 -> 303. Q4_K and Q5_K (sub-blocks of 32, 8 steps) keep tile_sub_frame: their 8
-// activation steps and the sums leave no registers, and Q4_K measured a third slower so.
-// The float steps are tile_sub_frame's, in the same order for each output.
+// The plain-AVX2 tile of Q6_K (sub-blocks of 16; Q2_K and Q3_K pair theirs into sub-blocks of
+// 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame as Q4_K does) where only one panel
+// half has rows (8 activation rows; sub_both_pass below takes both): a super-block's int32 sums
+// of the R rows stay in registers, a sub-block's 4 activation steps are loaded once for all R
+// rows, and each m steps' int16 sums go into them by one VPMADDWD against the sub-scale (Q6_K's
+// m is 2). tile_sub_frame spent a dozen instructions a sub-block on its addressing: one thread,
+// 14336 x 4096 x 512, Q6_K 358 -> 285 ms. The float steps are tile_sub_frame's, in the same
+// order for each output.
 static inline __attribute__((always_inline)) void sub_half_pass(const gemm_ctx *c, const sub_rows *w0,
                                                                 const act_block *a, const int v, const int sub,
                                                                 const int mode, const int m, const int R, float *acc) {
@@ -440,8 +437,6 @@ static void tile_any_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int n
                : nv == 2    ? tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 2, LP_G2_R)  \
                             : tile_avx2_sub(c, wp, r0, nr, g, SUB, MIN, MU, MODE, M, 1, LP_G2_R);
     LP_TILE_CASE(S8_ACT_U8, 2, 16, 0, 0)   // Q6_K
-    LP_TILE_CASE(S8_ACT_U8, 4, 16, 0, 0)   // Q3_K
-    LP_TILE_CASE(S8_W_U8, 4, 16, 1, 16)    // Q2_K
     LP_TILE_CASE(S8_W_U8, 8, 32, 1, 32)    // Q4_K
     LP_TILE_CASE(S8_W_U8, 4, 32, 1, 32)    // Q5_K
     LP_TILE_CASE(S8_W_U8, 8, 32, 1, 16)    // Q2_K, paired sub-blocks
