@@ -122,8 +122,9 @@ def test_six_row_k_quant_tiles_with_and_without_avx_vnni(tmp_path) -> None:  # t
     """The sub-scaled K-quants' tiles take 6 weight rows where both panel halves have rows, 4 for
     the chunk's last rows and for a half panel (gemm_avx2.c): 61, 64 and 300 weight rows (chunks
     of 61, 64, and 32 with 12 left) x 45, 37 and 20 activation rows, with AVX-VNNI and without
-    (plain AVX2's 6-row tile on a signed panel: Q2_K, Q4_K, Q5_K; and its panels that pair the
-    sub-blocks of each 32 columns, gemm.c's lp_gemm_avx2_pairs: Q2_K, Q3_K): the same bits."""
+    (plain AVX2's 6-row tiles: every sub-scaled type; its panels that pair the sub-blocks of each
+    32 columns, gemm.c's lp_gemm_avx2_pairs: Q2_K, Q3_K; Q6_K's pass over both halves): the same
+    bits."""
     outs = with_and_without_avxvnni(_K_TILES, tmp_path)
     np.testing.assert_array_equal(outs[0], outs[1])
     assert np.isfinite(outs[0]).all() and np.abs(outs[0]).max() > 0
