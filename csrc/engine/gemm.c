@@ -111,7 +111,6 @@ static void build_act_group(void *vctx, int g, int ith) {
     (void)ith;
     const int act_type = c->t->vec_dot_type, min_unit = c->t->s8_min_unit, off = panel_offset(c->t, c->isa);
     const uint32_t flip = panel_signed(c->t, c->isa) ? 0 : 0x80808080u;
-    const int pairs = lp_gemm_avx2_pairs(c->t, c->isa);
     act_block *out = c->act + (int64_t)g * c->nblk;
     memset(out, 0, sizeof(act_block) * (size_t)c->nblk);  // rows past n: zero
     if (c->amx) memset(c->act_q + g * c->nblk * 512, 0, (size_t)c->nblk * 512);
@@ -154,7 +153,7 @@ static void build_act_group(void *vctx, int g, int ith) {
             uint8_t *q = c->amx ? c->act_q + (g * c->nblk + b) * 512 : &ab->q[0][0][0];  // (AMX: its own panel)
             for (int k = 0; k < 8; k++) {
                 uint32_t v;
-                if (pairs) {  // columns 2k, 2k + 1 of each sub-block (lp_gemm_avx2_pairs)
+                if (c->pairs) {  // columns 2k, 2k + 1 of each sub-block (lp_gemm_avx2_pairs)
                     memcpy(&v, qs + 2 * k, 2);
                     memcpy((uint8_t *)&v + 2, qs + 16 + 2 * k, 2);
                 } else {

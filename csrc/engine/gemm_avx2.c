@@ -280,69 +280,17 @@ static inline __attribute__((always_inline)) void avx2_sub_body(const sub_block 
 }
 
 // The plain-AVX2 tile of Q6_K (sub-blocks of 16; Q2_K and Q3_K pair theirs into sub-blocks of
-// 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame as Q4_K does) where only one panel
-// half has rows (8 activation rows; sub_both_pass below takes both): a super-block's int32 sums
-// of the R rows stay in registers, a sub-block's 4 activation steps are loaded once for all R
-// rows, and each m steps' int16 sums go into them by one VPMADDWD against the sub-scale (Q6_K's
-// m is 2). tile_sub_frame spent a dozen instructions a sub-block on its addressing: one thread,
-// 14336 x 4096 x 512, Q6_K 358 -> 285 ms. The float steps are tile_sub_frame's, in the same
-// order for each output.
-static inline __attribute__((always_inline)) void sub_half_pass(const gemm_ctx *c, const sub_rows *w0,
-                                                                const act_block *a, const int v, const int sub,
-                                                                const int mode, const int m, const int R, float *acc) {
-    const int64_t cs = corr_stride(c), units = c->units;
-    const int steps = sub / 4, per_blk = 32 / sub;
-    const int8_t *wr[LP_MIN_R];
-    const int32_t *sr[LP_MIN_R];
-    for (int r = 0; r < R; r++) wr[r] = w0->q + r * c->cols, sr[r] = w0->sub + r * c->subs;
-    for (int64_t u = 0; u < units; u++) {
-        __m256i is[LP_MIN_R];
-        for (int r = 0; r < R; r++) is[r] = _mm256_set1_epi32(mode == S8_ACT_U8 ? w0->corr[r * cs + u] : 0);
-        const act_block *au = a + u * (QK_K / 32);
-        for (const act_block *ab = au; ab < au + QK_K / 32; ab++) {
-            const uint8_t *aq = ab->q[0][8 * v];
-#pragma GCC unroll 2
-            for (int s = 0; s < per_blk; s++) {  // the block's sub-blocks
-                __m256i av[8];
-                for (int k = 0; k < steps; k++)
-                    av[k] = _mm256_load_si256((const __m256i *)(aq + 64 * (steps * s + k)));
-                for (int r = 0; r < R; r++) {
-                    const __m256i sv = _mm256_set1_epi32(sr[r][s]);
-                    for (int k = 0; k < steps; k += m) {
-                        __m256i s16 = _mm256_setzero_si256();
-                        for (int j = 0; j < m; j++) {
-                            int32_t w4;
-                            memcpy(&w4, wr[r] + sub * s + 4 * (k + j), 4);
-                            const __m256i wv = _mm256_set1_epi32(w4);
-                            const __m256i p = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[k + j])
-                                                              : _mm256_maddubs_epi16(av[k + j], wv);
-                            s16 = j ? _mm256_add_epi16(s16, p) : p;
-                        }
-                        is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(s16, sv));
-                    }
-                    __asm__("" : "+x"(is[r]));  // row by row: interleaved, the rows' sums spilled
-                }
-            }
-            for (int r = 0; r < R; r++) wr[r] += 32, sr[r] += per_blk;
-        }
-        const __m256 dv = _mm256_load_ps(au->d + 8 * v);
-        for (int r = 0; r < R; r++) {
-            float *ap = acc + 16 * r + 8 * v;
-            const __m256 sc = _mm256_set1_ps(w0->scale[r * units + u]);
-            _mm256_store_ps(ap, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(is[r]), dv), sc, _mm256_load_ps(ap)));
-        }
-    }
-}
-
-// The same for both panel halves at once (16 activation rows; the tile's nv 2): a sub-block's
-// 4 activation steps of both halves (8 registers) are loaded once for all R rows, each weight
-// broadcast serves both halves, and the int32 sums go to memory every m steps. One thread, 512
-// rows, LP_MIN_R rows a tile, against sub_half_pass over each half with LP_G2_R: Q6_K 4096
-// columns 68-75 -> 75-79 GMAC/s, 14336 columns 59-65 -> 75-76; Mistral-width Q6_K prompts
-// 143-154 -> 156-169 tok/s (2 threads).
-static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *c, const sub_rows *w0,
-                                                                const act_block *a, const int sub, const int mode,
-                                                                const int m, const int R, float *acc) {
+// 32, gemm.c's lp_gemm_avx2_pairs, and take tile_sub_frame as Q4_K does), the panel's first nv
+// halves (8 activation rows each) in one pass: a sub-block's activation steps of those halves
+// are loaded once for all R rows, each weight broadcast serves every half, and each m steps'
+// int16 sums (Q6_K's m is 2) go by one VPMADDWD against the sub-scale into the super-block's
+// int32 sums, in memory. Against one half a pass with the sums in registers (LP_G2_R rows),
+// one thread, 512 rows: Q6_K 4096 columns 68-75 -> 75-79 GMAC/s, 14336 columns 59-65 -> 75-76;
+// Mistral-width Q6_K prompts 143-154 -> 156-169 tok/s (2 threads). The float steps are
+// tile_sub_frame's, in the same order for each output.
+static inline __attribute__((always_inline)) void sub16_pass(const gemm_ctx *c, const sub_rows *w0,
+                                                             const act_block *a, const int sub, const int mode,
+                                                             const int m, const int nv, const int R, float *acc) {
     const int64_t cs = corr_stride(c), units = c->units;
     const int steps = sub / 4, per_blk = 32 / sub;
     const int8_t *wr[LP_MIN_R];
@@ -352,11 +300,7 @@ static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *
     __asm__("" : "+r"(isp));  // memory, not registers
     for (int r = 0; r < R; r++) wr[r] = w0->q + r * c->cols, sr[r] = w0->sub + r * c->subs;
     for (int64_t u = 0; u < units; u++) {
-        for (int r = 0; r < R; r++) {
-            const __m256i start = _mm256_set1_epi32(mode == S8_ACT_U8 ? w0->corr[r * cs + u] : 0);
-            _mm256_store_si256((__m256i *)(isp + 16 * r), start);
-            _mm256_store_si256((__m256i *)(isp + 16 * r + 8), start);
-        }
+        unit_sums_start(isp, w0->corr, cs, u, mode == S8_ACT_U8, R);
         const act_block *au = a + u * (QK_K / 32);
         for (const act_block *ab = au; ab < au + QK_K / 32; ab++) {
             const uint8_t *aq = ab->q[0][0];
@@ -364,7 +308,7 @@ static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *
             for (int s = 0; s < per_blk; s++) {  // the block's sub-blocks
                 __m256i av[2][4];
                 for (int k = 0; k < steps; k++)
-                    for (int v = 0; v < 2; v++)
+                    for (int v = 0; v < nv; v++)
                         av[v][k] = _mm256_load_si256((const __m256i *)(aq + 64 * (steps * s + k) + 32 * v));
                 for (int r = 0; r < R; r++) {
                     const __m256i sv = _mm256_set1_epi32(sr[r][s]);
@@ -374,13 +318,13 @@ static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *
                             int32_t w4;
                             memcpy(&w4, wr[r] + sub * s + 4 * (k + j), 4);
                             const __m256i wv = _mm256_set1_epi32(w4);
-                            for (int v = 0; v < 2; v++) {
+                            for (int v = 0; v < nv; v++) {
                                 const __m256i p = mode == S8_W_U8 ? _mm256_maddubs_epi16(wv, av[v][k + j])
                                                                   : _mm256_maddubs_epi16(av[v][k + j], wv);
                                 s16[v] = j ? _mm256_add_epi16(s16[v], p) : p;
                             }
                         }
-                        for (int v = 0; v < 2; v++) {
+                        for (int v = 0; v < nv; v++) {
                             __m256i *ip = (__m256i *)(isp + 16 * r + 8 * v);
                             _mm256_store_si256(ip, _mm256_add_epi32(_mm256_load_si256(ip), _mm256_madd_epi16(s16[v], sv)));
                         }
@@ -389,7 +333,7 @@ static inline __attribute__((always_inline)) void sub_both_pass(const gemm_ctx *
             }
             for (int r = 0; r < R; r++) wr[r] += 32, sr[r] += per_blk;
         }
-        for (int v = 0; v < 2; v++) {  // sub_half_pass's float step, for each half
+        for (int v = 0; v < nv; v++) {  // tile_sub_frame's float step, a half at a time (fewer live registers)
             const __m256 dv = _mm256_load_ps(au->d + 8 * v);
             for (int r = 0; r < R; r++) {
                 float *ap = acc + 16 * r + 8 * v;
@@ -411,13 +355,12 @@ static inline __attribute__((always_inline)) void tile_avx2_halves(const gemm_ct
     sums_start(c, wp, r0, g, has_min, min_unit, nv, R, acc);
     const sub_rows w0 = sub_rows_of(c, wp, r0);
     const act_block *a = c->act + g * c->nblk;
-    if (nv == 2) sub_both_pass(c, &w0, a, sub, mode, m, R, acc);
-    else sub_half_pass(c, &w0, a, 0, sub, mode, m, R, acc);
+    sub16_pass(c, &w0, a, sub, mode, m, nv, R, acc);
     store_tile(c, r0, nr, g, acc);
 }
 
 // The plain-AVX2 frame for a type's sub-block size: tile_avx2_halves for 16 columns, tile_sub_frame
-// (with avx2_sub_body) for 32 (see tile_avx2_halves).
+// (with avx2_sub_body) for 32 (see sub16_pass).
 static inline __attribute__((always_inline)) void tile_avx2_sub(const gemm_ctx *c, const wpanel *wp, int r0, int nr,
                                                                 int64_t g, const int sub, const int has_min,
                                                                 const int min_unit, const int mode, const int m,
