@@ -12,7 +12,8 @@ csrc/ by role:
                (the aarch64 SDOT bodies' target and helpers), avxvnni.h (the AVX-VNNI row
                dots' target and declarations).
                types.c: the traits table and the run-time choice of ISA; act_quant.c: the
-               activation quantizers (Q8_0, Q8_1, Q8_K).
+               activation quantizers (Q8_0, Q8_1, Q8_K); rows_pre.c: which row dots on
+               prepared activation rows (rows_pre.h) serve a type on an ISA.
   engine/      the forward pass (model.c), attention, ops, the matmul driver, the batched
                product of prompt processing (gemm.c; its AMX tiles: gemm_amx.c; aarch64's SMMLA
                tile: gemm_i8mm.c) and the thread pool.

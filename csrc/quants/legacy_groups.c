@@ -650,18 +650,12 @@ B4_ENTRY(B4_Q8_0, q8_0)
 LP_AVX512_END
 #endif
 
-// The legacy types on AVX-512 from one activation row on; the K-quants from one (their
-// prepared row is read as fast, and vec_dot permutes per row); on AVX2 (and AVX-VNNI) Q4_0, Q4_1,
-// Q8_0, Q4_K, Q5_K and Q6_K.
-lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
+// rows_pre.h: the legacy types' share of lp_rows_pre_of and lp_rows_pre_bytes
+lp_rows_pre lp_rows_pre_legacy(int type, int isa) {
     lp_rows_pre k = { 0 };
-    if (lp_rows_pre_bytes(type, n) == 0) return k;
 #if LP_X86
     if (isa == LP_ISA_AVX2) {
         const int vnni = lp_gemm_avx2_vnni();
-        if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q4_K_avxvnni : lp_rows_pre_q4_K_avx2, 1, NULL };
-        if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx2, vnni ? lp_rows_pre_q5_K_avxvnni : lp_rows_pre_q5_K_avx2, 1, NULL };
-        if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx2, vnni ? lp_rows_pre_q6_K_avxvnni : lp_rows_pre_q6_K_avx2, 1, NULL };
         if (type == LP_Q4_0)
             k = (lp_rows_pre){ lp_prep_q4_0_b4, vnni ? lp_rows_pre_q4_0_avxvnni : lp_rows_pre_q4_0_avx2, 1,
                                vnni ? lp_rows_pre4_q4_0_avxvnni : lp_rows_pre4_q4_0_avx2 };
@@ -679,18 +673,10 @@ lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n) {
     if (type == LP_Q5_0) k = (lp_rows_pre){ lp_prep_q5_0_b4, lp_rows_pre_q5_0, 1, lp_rows_pre4_q5_0 };
     if (type == LP_Q5_1) k = (lp_rows_pre){ lp_prep_q5_1_b4, lp_rows_pre_q5_1, 1, lp_rows_pre4_q5_1 };
     if (type == LP_Q8_0) k = (lp_rows_pre){ lp_prep_q8_0_b4, lp_rows_pre_q8_0, 1, lp_rows_pre4_q8_0 };
-    if (type == LP_Q4_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q4_K_avx512, 1, NULL };
-    if (type == LP_Q5_K) k = (lp_rows_pre){ lp_prep_q8_K_avx512, lp_rows_pre_q5_K_avx512, 1, NULL };
-    if (type == LP_Q6_K) k = (lp_rows_pre){ lp_prep_q6_K_avx2, lp_rows_pre_q6_K_avx512, 1, NULL };
 #else
-    (void)isa;
+    (void)type, (void)isa;
 #endif
     return k;
 }
 
-int64_t lp_rows_pre_bytes(int type, int64_t n) {
-    if (type == LP_Q4_K || type == LP_Q5_K || type == LP_Q6_K) return n % QK_K ? 0 : n / QK_K * (int64_t)sizeof(k_pre_q8_K);
-    if (n % 32 || n <= 0 || (type != LP_Q4_0 && type != LP_Q4_1 && type != LP_Q5_0 && type != LP_Q5_1 && type != LP_Q8_0))
-        return 0;
-    return (n / 32 + 3) / 4 * (int64_t)sizeof(b4_act);
-}
+int64_t lp_rows_pre_legacy_bytes(int64_t n) { return (n / 32 + 3) / 4 * (int64_t)sizeof(b4_act); }

@@ -1,7 +1,7 @@
 // rows_pre.h — several activation rows against one weight row, from activation rows
 // prepared once per product (legacy_groups.c: the legacy types on AVX-512, Q4_0, Q4_1 and
-// Q8_0 on AVX2 and AVX-VNNI; k_q4_q6.c: Q4_K, Q5_K and Q6_K on AVX-512, Q4_K and Q5_K on AVX2
-// and AVX-VNNI).
+// Q8_0 on AVX2 and AVX-VNNI; k_q4_q6.c: Q4_K, Q5_K and Q6_K on AVX-512, AVX2 and AVX-VNNI;
+// rows_pre.c: which of them serve a type on an ISA).
 //
 // Decoding several sequences dots every weight row with each sequence's activation row;
 // what a kernel does per activation row then sets the speed. A prepared row has the
@@ -33,10 +33,16 @@ typedef struct {
     lp_rows_pre4_fn dot4;  // NULL: one weight row at a time
 } lp_rows_pre;
 
+// rows_pre.c: which kernels (if any) take a type's products on an ISA, for rows of n columns
 lp_rows_pre lp_rows_pre_of(int type, int isa, int64_t n);
 // Bytes of one prepared row of n columns for weight type `type` on any ISA (0: none); the
 // row dots take row a at p + a * bp with bp this size
 int64_t lp_rows_pre_bytes(int type, int64_t n);
+
+// legacy_groups.c: the legacy types' kernels on an ISA ({ 0 }: none), and the bytes of one of
+// their prepared rows of n columns (n a multiple of 32)
+lp_rows_pre lp_rows_pre_legacy(int type, int isa);
+int64_t lp_rows_pre_legacy_bytes(int64_t n);
 
 // A prepared Q8_K block (Q4_K, Q5_K, Q6_K): the quants first and 320 bytes in all, so in a row
 // that starts on a 64-byte line (matmul.c lines them up) no load of 64 quants spans two lines.
