@@ -10,7 +10,7 @@ import pytest
 
 from runtime import kernels
 from tools import bench_models, bench_report
-from tools.bench_machine import huge_share, med, model_info, spread
+from tools.bench_machine import huge_share, med, model_info, run_ratio, spread
 from tools.bench_worker import PP
 from tools.random_gguf import QT, ModelSpec, tensor_layout, write_model
 
@@ -87,6 +87,22 @@ def test_main_row_fractions_and_missing_engine(tmp_path):
     assert "layers" not in text
     info.full_layers = 32
     assert "x32 layers" in bench_report.main_row_text(info, res).splitlines()[1]
+
+
+def test_ratios_pair_the_engines_run_by_run(tmp_path):
+    # The machine halves its speed for the last two runs: both engines alike. The ratio of the
+    # medians mixes a fast run of one with a slow run of the other; each run's own ratio does not.
+    ours = {0: 200.0, 1: 210.0, 2: 100.0, 3: 105.0}
+    theirs = {0: 100.0, 1: 105.0, 2: 50.0, 3: 52.5, 4: 60.0}  # (run 4: ours failed)
+    assert run_ratio(ours, theirs) == pytest.approx(2.0)
+    assert med(list(ours.values())) / med(list(theirs.values())) == pytest.approx(152.5 / 60)  # (2.54)
+    assert math.isnan(run_ratio(ours, {}))
+    info, _ = _moe(tmp_path, 2)
+    res = {"llamapack": {"pp": 155.0, "tg": 40.0}, "llama.cpp": {"pp": 80.0, "tg": 20.0},
+           "_ratio": {"pp": 2.0, "tg": float("nan")}, "_bw": 20.0, "_peak": 100.0}
+    assert bench_report.run_ratio(res, "pp") == 2.0 and bench_report.run_ratio(res, "tg") == 2.0  # (no runs: medians)
+    cells = [c.split() for c in bench_report.main_row_text(info, res).split("|")]
+    assert cells[1] == ["155.0", "80.0", "2.00x"] and cells[2] == ["40.0", "20.0", "2.00x"]
 
 
 def test_medians_and_spread():

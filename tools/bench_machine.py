@@ -74,6 +74,13 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def run_ratio(a: dict[int, float], b: dict[int, float]) -> float:
+    """The median over runs of a's value / b's in the same run (runs where both have one): the two
+    engines of a run are measured side by side, so a machine whose speed drifts between runs moves
+    both sides of each ratio alike, where it moves a ratio of the two medians."""
+    return med([a[r] / b[r] for r in sorted(a.keys() & b.keys())])
+
+
 def spread(xs: list[float]) -> float:
     """(max - min) / median of the runs: how noisy the median is."""
     return (max(xs) - min(xs)) / statistics.median(xs) if len(xs) > 1 else float("nan")

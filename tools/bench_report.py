@@ -16,6 +16,13 @@ def ratio(a: dict, b: dict, key: str) -> float:
     return a[key] / b[key] if a and b and a[key] == a[key] and b[key] == b[key] else NAN
 
 
+def run_ratio(res: dict, key: str) -> float:
+    """llamapack / llama.cpp of one measurement: the median of each run's ratio where the runs gave
+    it (bench_sections.run_pp_tg), else the ratio of the two medians."""
+    r = res.get("_ratio", {}).get(key, NAN)
+    return r if r == r else ratio(res.get("llamapack", {}), res.get("llama.cpp", {}), key)
+
+
 def pct(x: float) -> str:
     return fmt(100 * x, ".0f", "%")
 
@@ -43,7 +50,8 @@ HEAD = (f"{'model':<15}{'file':>8}{'read/tok':>9} | {'prompt: ours':>12}{'llama.
 
 def main_header(title: str, threads: int, runs: int) -> None:
     print(f"\n== {title}\n   prompt {PP} and generation {TG} (after a {TG_PROMPT}-token prompt), tok/s | {threads} "
-          f"threads | median of {runs}\n   ratio: ours / llama.cpp | bw: generation tok/s x weight bytes read per "
+          f"threads | median of {runs}\n   ratio: ours / llama.cpp, the median of each run's (both engines "
+          f"measured side by side in every run) | bw: generation tok/s x weight bytes read per "
           f"token (read/tok) / read bandwidth (GB/s)\n   int8: prompt tok/s x int8 multiply-adds per token (the "
           f"weight matrices') / this ISA's int8 multiply-add peak (GMAC/s)\n   both yardsticks are sampled "
           f"between the runs (bandwidth: median, peak: best sample); rows 'xN layers': the real model's depth, estimated from the "
@@ -59,8 +67,8 @@ def main_row_text(info: ModelInfo, res: dict) -> str:
     o, l = res.get("llamapack", {}), res.get("llama.cpp", {})
     (bo, io), (bl, il) = fractions(info, res, "llamapack"), fractions(info, res, "llama.cpp")
     line = (f"{info.name:<15}{info.file_bytes / 2**20:>6.0f}Mi{info.token_bytes / 2**20:>7.1f}Mi | "
-            f"{fmt(o.get('pp', NAN)):>12}{fmt(l.get('pp', NAN)):>10}{fmt(ratio(o, l, 'pp'), '.2f', 'x'):>7} | "
-            f"{fmt(o.get('tg', NAN)):>9}{fmt(l.get('tg', NAN)):>10}{fmt(ratio(o, l, 'tg'), '.2f', 'x'):>7} | "
+            f"{fmt(o.get('pp', NAN)):>12}{fmt(l.get('pp', NAN)):>10}{fmt(run_ratio(res, 'pp'), '.2f', 'x'):>7} | "
+            f"{fmt(o.get('tg', NAN)):>9}{fmt(l.get('tg', NAN)):>10}{fmt(run_ratio(res, 'tg'), '.2f', 'x'):>7} | "
             f"{pct(bo):>8}{pct(bl):>10}{fmt(res.get('_bw', NAN)):>6} | "
             f"{pct(io):>10}{pct(il):>10}{fmt(res.get('_peak', NAN), '.0f'):>7}")
     if info.full_layers:
@@ -111,8 +119,8 @@ def threads_table(info: ModelInfo, out: dict[int, dict], args, errors: dict) -> 
     for t in sorted(out):
         o, l = out[t].get("llamapack", {}), out[t].get("llama.cpp", {})
         bo, bl = (fractions(info, out[t], e)[0] for e in ENGINES)
-        print(f"{t:>8} | {fmt(o.get('pp', NAN)):>12}{fmt(l.get('pp', NAN)):>10}{fmt(ratio(o, l, 'pp'), '.2f', 'x'):>7}"
-              f" | {fmt(o.get('tg', NAN)):>9}{fmt(l.get('tg', NAN)):>10}{fmt(ratio(o, l, 'tg'), '.2f', 'x'):>7} | "
+        print(f"{t:>8} | {fmt(o.get('pp', NAN)):>12}{fmt(l.get('pp', NAN)):>10}{fmt(run_ratio(out[t], 'pp'), '.2f', 'x'):>7}"
+              f" | {fmt(o.get('tg', NAN)):>9}{fmt(l.get('tg', NAN)):>10}{fmt(run_ratio(out[t], 'tg'), '.2f', 'x'):>7} | "
               f"{pct(bo):>8}{pct(bl):>10}{fmt(out[t].get('_bw', NAN)):>6}")
     for e, err in errors.items():
         print(f"  {e} FAILED: {err}")

@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass
 
 from tools import bench_report as report
-from tools.bench_machine import Int8Peak, ModelInfo, ReadBandwidth, med, spread
-from tools.bench_worker import PP, TG, Engine, Pair, start
+from tools.bench_machine import Int8Peak, ModelInfo, ReadBandwidth, med, run_ratio, spread
+from tools.bench_worker import ENGINES, PP, TG, Engine, Pair, start
 
 CTX_STEPS = 32
 
@@ -26,8 +26,10 @@ class Yardsticks:
 
 def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, dict]:
     """{engine: {pp, tg (tok/s medians), tokens (first greedy run), spread}, "_bw": GB/s (median), "_peak":
-    G multiply-adds/s (best)}: a warm-up, then alternating runs, the yardsticks sampled after each."""
+    G multiply-adds/s (best), "_ratio": {pp, tg: llamapack / llama.cpp, the median of each run's ratio}}:
+    a warm-up, then alternating runs, the yardsticks sampled after each."""
     res: dict[str, dict] = {e: {"pp": [], "tg": [], "tokens": None} for e in pair.workers}
+    by_run: dict[str, dict[str, dict[int, float]]] = {e: {"pp": {}, "tg": {}} for e in pair.workers}
     bws, peaks = [], []
     for run in range(-1, runs):  # run -1: warm-up (pages the weights in, starts the threads)
         if run >= 0:
@@ -40,11 +42,14 @@ def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, 
             if run >= 0 and pp and tg:
                 res[w.engine]["pp"].append(PP / pp["s"])
                 res[w.engine]["tg"].append(TG / tg["s"])
+                by_run[w.engine]["pp"][run], by_run[w.engine]["tg"][run] = PP / pp["s"], TG / tg["s"]
             if tg and res[w.engine]["tokens"] is None:
                 res[w.engine]["tokens"] = tg["tokens"]
     out: dict[str, dict] = {e: {"pp": med(r["pp"]), "tg": med(r["tg"]), "tokens": r["tokens"],
                                 "spread": {k: spread(r[k]) for k in ("pp", "tg")}}
                             for e, r in res.items() if e in pair.workers}
+    if all(e in by_run for e in ENGINES):
+        out["_ratio"] = {k: run_ratio(by_run[ENGINES[0]][k], by_run[ENGINES[1]][k]) for k in ("pp", "tg")}
     out["_bw"] = med(bws)  # type: ignore[assignment]
     out["_peak"] = max(peaks) if peaks else float("nan")  # type: ignore[assignment]
     return out
