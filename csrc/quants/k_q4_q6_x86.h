@@ -16,6 +16,8 @@
 #define K_X86_ROWS_DOTS(t) K_X86_ROWS_DOTS2(t, K_X86_ISA)
 #define K_X86_PRE_ROWS2(t, isa) K_PRE_ROWS(t, isa)
 #define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
+#define K_X86_PRE_ROWS82(t, isa) K_PRE_ROWS8(t, isa)
+#define K_X86_PRE_ROWS8(t) K_X86_PRE_ROWS82(t, K_X86_ISA)
 #define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
 #ifndef K5_BIT_TO_4  // (defined by the first, AVX2, pass; AVX-VNNI's functions call it too)
@@ -96,6 +98,82 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     }
     K_FOR_ROWS(r) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(acc[r], accm[r]));
 }
+// Q4_K or Q5_K against 5..8 prepared rows (nr, a constant): k4_rows's loop with twice the rows, the
+// integer sums of all of them in registers (8 chains) and their float sums in memory: a block's
+// quants decoded once for 8 rows instead of twice for 4. Each row's operations are k4_rows's, in
+// the same order: the same bits.
+K_INLINE void K_X86(k4_rows8)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
+                            size_t by, const int nr, const int q5) {
+    const uint8_t *x = vx;
+    const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    const int nb = n / QK_K;
+    float accbuf[2][8][8] __attribute__((aligned(32)));  // acc, accm of each row
+    float (*acc)[8] = accbuf[0], (*accm)[8] = accbuf[1];
+    __asm__("" : "+r"(acc), "+r"(accm));  // memory, not registers
+    for (int r = 0; r < nr; r++) {
+        _mm256_store_ps(acc[r], _mm256_setzero_ps());
+        _mm256_store_ps(accm[r], _mm256_setzero_ps());
+    }
+    for (int i0 = 0; i0 < nb; i0 += 4) {
+        k4_group_x86 g;
+        k4_group_unpack_x86(x, size, nb - i0, &g);
+        const int gn = nb - i0 < 4 ? nb - i0 : 4;
+        for (int j = 0; j < gn; j++, x += size) {
+            const int i = i0 + j;
+            K_PREFETCH_AHEAD(x, size);
+            const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(x + offsetof(block_q5_K, qh))) : m4;
+            __m256i sumi[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < nr; r++) sumi[r] = _mm256_setzero_si256();
+            for (int k = 0; k < 4; k++) {
+                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
+                __m256i q0 = _mm256_and_si256(bits, m4);
+                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                if (q5) {
+                    q0 = _mm256_or_si256(q0, _mm256_and_si256(k5_bit_to_4(hb, 2 * k), bit4));
+                    q1 = _mm256_or_si256(q1, _mm256_and_si256(k5_bit_to_4(hb, 2 * k + 1), bit4));
+                }
+                const __m256i s0 = _mm256_set1_epi32(g.sc[j][2 * k]), s1 = _mm256_set1_epi32(g.sc[j][2 * k + 1]);
+#pragma GCC unroll 8
+                for (int r = 0; r < nr; r++) {
+                    const int8_t *a = K4_PRE(vy, r, by, i)->qs + 64 * k;
+                    const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)a));
+                    const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256((const __m256i *)(a + 32)));
+                    sumi[r] = K_X86_DOT(sumi[r], s0, p0);
+                    K_X86_KEEP(sumi[r]);
+                    sumi[r] = K_X86_DOT(sumi[r], s1, p1);
+                    K_X86_KEEP(sumi[r]);
+                }
+            }
+            const __m256 d = _mm256_broadcast_ss(&g.dd[2 * j]);
+            const __m256 mf = _mm256_load_ps(g.mf[j]);
+#pragma GCC unroll 8
+            for (int r = 0; r < nr; r++) {
+                const k_pre_q8_K *a = K4_PRE(vy, r, by, i);
+                _mm256_store_ps(acc[r], _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a->d)), _mm256_cvtepi32_ps(sumi[r]),
+                                                        _mm256_load_ps(acc[r])));
+                _mm256_store_ps(accm[r], _mm256_fmadd_ps(mf, _mm256_load_ps(a->fbs), _mm256_load_ps(accm[r])));
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++) s[r * bs] = lp_hsum_f32x8(_mm256_sub_ps(_mm256_load_ps(acc[r]), _mm256_load_ps(accm[r])));
+}
+// 5..8 rows (nr), each count a body of its own
+#define K_X86_ROWS8_BY_COUNT(q5)                                                                            \
+    switch (nr) {                                                                                           \
+    case 5: K_X86(k4_rows8)(n, s, bs, x, y, by, 5, q5); break;                                              \
+    case 6: K_X86(k4_rows8)(n, s, bs, x, y, by, 6, q5); break;                                              \
+    case 7: K_X86(k4_rows8)(n, s, bs, x, y, by, 7, q5); break;                                              \
+    default: K_X86(k4_rows8)(n, s, bs, x, y, by, 8, q5); break;                                             \
+    }
+K_INLINE void K_X86(q4_K_pre_rows8)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                  size_t by, int nr) { K_X86_ROWS8_BY_COUNT(0) }
+K_INLINE void K_X86(q5_K_pre_rows8)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
+                                  size_t by, int nr) { K_X86_ROWS8_BY_COUNT(1) }
+#undef K_X86_ROWS8_BY_COUNT
 K_INLINE void K_X86(q4_K_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
                              size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 0, 0); }
 K_INLINE void K_X86(q5_K_rows)(int n, float *restrict s, size_t bs, const void *restrict x, const void *restrict y,
@@ -106,8 +184,8 @@ K_INLINE void K_X86(q5_K_pre_rows)(int n, float *restrict s, size_t bs, const vo
                                  size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 1, 1); }
 K_X86_ROWS_DOTS(q4_K)
 K_X86_ROWS_DOTS(q5_K)
-K_X86_PRE_ROWS(q4_K)
-K_X86_PRE_ROWS(q5_K)
+K_X86_PRE_ROWS8(q4_K)
+K_X86_PRE_ROWS8(q5_K)
 
 K_INLINE void K_X86(q6_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                             size_t by, const int nr, const int pre) {
@@ -188,6 +266,8 @@ K_X86_PRE_ROWS(q6_K)
 #undef K_X86_ROWS_DOTS2
 #undef K_X86_PRE_ROWS
 #undef K_X86_PRE_ROWS2
+#undef K_X86_PRE_ROWS8
+#undef K_X86_PRE_ROWS82
 #undef K_X86_TWO
 #undef K_X86_CAT
 #undef K_X86_CAT2
