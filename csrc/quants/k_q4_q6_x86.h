@@ -20,11 +20,46 @@
 #define K_X86_PRE_ROWS8(t) K_X86_PRE_ROWS82(t, K_X86_ISA)
 #define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
-#ifndef K5_BIT_TO_4  // (defined by the first, AVX2, pass; AVX-VNNI's functions call it too)
-#define K5_BIT_TO_4
+#ifndef K_X86_HELPERS  // (defined by the first, AVX2, pass; AVX-VNNI's functions call them too)
+#define K_X86_HELPERS
 // Bit b of each byte of h at bit 4 (the other bits anything): one 16-bit shift, never across bytes
 static inline __attribute__((always_inline)) __m256i k5_bit_to_4(__m256i h, const int b) {
     return b < 4 ? _mm256_slli_epi16(h, 4 - b) : b > 4 ? _mm256_srli_epi16(h, b - 4) : h;
+}
+
+// Sub-blocks 2k (low nibbles) and 2k + 1 (high nibbles) of a Q4_K or Q5_K block's quants qs, Q5_K (q5):
+// with bits 2k and 2k + 1 of its qh (hb) at bit 4
+static inline __attribute__((always_inline)) void k4_quants_x86(const uint8_t *qs, const __m256i hb, const int k,
+                                                                const int q5, __m256i *q0, __m256i *q1) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
+    const __m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+    *q0 = _mm256_and_si256(bits, m4);
+    *q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+    if (q5) {
+        *q0 = _mm256_or_si256(*q0, _mm256_and_si256(k5_bit_to_4(hb, 2 * k), bit4));
+        *q1 = _mm256_or_si256(*q1, _mm256_and_si256(k5_bit_to_4(hb, 2 * k + 1), bit4));
+    }
+}
+// Q6_K block x's scales: sc16, the 16 as int16; scales, int16 with even groups in the low lane and
+// odd groups in the high one (sub-block b, 32 quants = groups 2b and 2b + 1, takes its factors
+// from element b of each lane)
+static inline __attribute__((always_inline)) void k6_scales_x86(const block_q6_K *x, __m256i *sc16, __m256i *scales) {
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)x->scales);
+    *sc16 = _mm256_cvtepi8_epi16(sc8);
+    *scales = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+}
+// Q6_K block x's half h, 128 quants (unsigned, 0..63) from ql[64h..64h+63] and qh[32h..32h+31], as 4
+// vectors of 32: q[k] holds quants 32k.. of the half
+static inline __attribute__((always_inline)) void k6_quants_x86(const block_q6_K *x, const int h, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x03);
+    const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+    const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+    const __m256i hh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+    q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
+    q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_slli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8(0x0c)), 2));
+    q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
 }
 #endif
 
@@ -41,7 +76,6 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
     const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i bit4 = _mm256_set1_epi8(0x10);
     const int nb = n / QK_K;
     __m256 acc[4], accm[4];
     K_FOR_ROWS(r) acc[r] = accm[r] = _mm256_setzero_ps();
@@ -61,13 +95,8 @@ K_INLINE void K_X86(k4_rows)(int n, float *restrict s, size_t bs, const void *re
             K_FOR_ROWS(r) sumi2[r] = _mm256_setzero_si256();
             for (int k = 0; k < 4; k++) {
                 // sub-blocks 2k (low nibbles) and 2k+1 (high nibbles), Q5_K: bits 2k and 2k + 1 of hb
-                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
-                __m256i q0 = _mm256_and_si256(bits, m4);
-                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                if (q5) {
-                    q0 = _mm256_or_si256(q0, _mm256_and_si256(k5_bit_to_4(hb, 2 * k), bit4));
-                    q1 = _mm256_or_si256(q1, _mm256_and_si256(k5_bit_to_4(hb, 2 * k + 1), bit4));
-                }
+                __m256i q0, q1;
+                k4_quants_x86(x + qs_off, hb, k, q5, &q0, &q1);
                 // the sub-blocks' scales in every int16 element (broadcast from memory: no shuffle)
                 const __m256i s0 = _mm256_set1_epi32(g.sc[j][2 * k]), s1 = _mm256_set1_epi32(g.sc[j][2 * k + 1]);
                 K_FOR_ROWS(r) {
@@ -108,7 +137,6 @@ K_INLINE void K_X86(k4_rows8)(int n, float *restrict s, size_t bs, const void *r
     const size_t size = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     const size_t qs_off = q5 ? offsetof(block_q5_K, qs) : offsetof(block_q4_K, qs);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i bit4 = _mm256_set1_epi8(0x10);
     const int nb = n / QK_K;
     float accbuf[2][8][8] __attribute__((aligned(32)));  // acc, accm of each row
     float (*acc)[8] = accbuf[0], (*accm)[8] = accbuf[1];
@@ -129,13 +157,8 @@ K_INLINE void K_X86(k4_rows8)(int n, float *restrict s, size_t bs, const void *r
 #pragma GCC unroll 8
             for (int r = 0; r < nr; r++) sumi[r] = _mm256_setzero_si256();
             for (int k = 0; k < 4; k++) {
-                const __m256i bits = _mm256_loadu_si256((const __m256i *)(x + qs_off + 32 * k));
-                __m256i q0 = _mm256_and_si256(bits, m4);
-                __m256i q1 = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
-                if (q5) {
-                    q0 = _mm256_or_si256(q0, _mm256_and_si256(k5_bit_to_4(hb, 2 * k), bit4));
-                    q1 = _mm256_or_si256(q1, _mm256_and_si256(k5_bit_to_4(hb, 2 * k + 1), bit4));
-                }
+                __m256i q0, q1;
+                k4_quants_x86(x + qs_off, hb, k, q5, &q0, &q1);
                 const __m256i s0 = _mm256_set1_epi32(g.sc[j][2 * k]), s1 = _mm256_set1_epi32(g.sc[j][2 * k + 1]);
 #pragma GCC unroll 8
                 for (int r = 0; r < nr; r++) {
@@ -190,19 +213,13 @@ K_X86_PRE_ROWS8(q5_K)
 K_INLINE void K_X86(q6_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                             size_t by, const int nr, const int pre) {
     const block_q6_K *restrict x = vx;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i m2 = _mm256_set1_epi8(0x03);
     __m256 acc[4];
     K_FOR_ROWS(r) acc[r] = _mm256_setzero_ps();
     for (int i = 0; i < n / QK_K; i++) {
         K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
         const float xd = lp_half_to_float_f16c(x[i].d);
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        // int16 scales, even groups in the low lane, odd groups in the high lane:
-        // sub-block b (32 quants = groups 2b, 2b+1) gets its factors from element b of each lane
-        const __m256i scales = _mm256_cvtepi8_epi16(
-            _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+        __m256i sc16, scales;
+        k6_scales_x86(&x[i], &sc16, &scales);
         // pre: the -32 offset first, -32 * sum of scale * (activation sum of its group), from the
         // prepared -8 * sums against 4 times the scales
         const __m256i sc16x4 = _mm256_slli_epi16(sc16, 2);
@@ -211,17 +228,9 @@ K_INLINE void K_X86(q6_rows)(int n, float *restrict s, size_t bs, const void *re
                                     : _mm256_setzero_si256();
         K_FOR_ROWS(r) sumi2[r] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            // 128 quants: ql[64h..64h+63], qh[32h..32h+31]
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h + 32));
-            const __m256i hh = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8(0x0c)), 2));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                               _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                               _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
+            __m256i q[4];
+            k6_quants_x86(&x[i], h, q);
+            const __m256i q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
             K_FOR_ROWS(r) {
                 const int8_t *a = (pre ? K4_PRE(vy, r, by, i)->qs : K_ROW(vy, r, by, i)->qs) + 128 * h;
                 const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256((const __m256i *)(a + 0)));
@@ -265,8 +274,6 @@ K_INLINE void K_X86(q6_K_pre_rows)(int n, float *restrict s, size_t bs, const vo
 K_INLINE void K_X86(q6_rows8)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                             size_t by, const int nr) {
     const block_q6_K *restrict x = vx;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m256i m2 = _mm256_set1_epi8(0x03);
     float accbuf[8][8] __attribute__((aligned(32)));
     __m256i scbuf[8];  // the scale factors of quant vector 4h + k (q6_rows's shuffles)
     float (*acc)[8] = accbuf;
@@ -276,10 +283,8 @@ K_INLINE void K_X86(q6_rows8)(int n, float *restrict s, size_t bs, const void *r
     for (int i = 0; i < n / QK_K; i++) {
         K_PREFETCH_AHEAD(&x[i], sizeof(block_q6_K));
         const float xd = lp_half_to_float_f16c(x[i].d);
-        const __m128i sc8 = _mm_loadu_si128((const __m128i *)x[i].scales);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        const __m256i scales = _mm256_cvtepi8_epi16(
-            _mm_shuffle_epi8(sc8, _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15)));
+        __m256i sc16, scales;
+        k6_scales_x86(&x[i], &sc16, &scales);
         for (int k = 0; k < 8; k++) _mm256_store_si256(&scv[k], _mm256_shuffle_epi8(scales, bcast16_mask(k)));
         const __m256i sc16x4 = _mm256_slli_epi16(sc16, 2);
         __m256i sumi[8];
@@ -287,16 +292,9 @@ K_INLINE void K_X86(q6_rows8)(int n, float *restrict s, size_t bs, const void *r
         for (int r = 0; r < nr; r++)
             sumi[r] = _mm256_madd_epi16(sc16x4, _mm256_loadu_si256((const __m256i *)K4_PRE(vy, r, by, i)->nbs));
         for (int h = 0; h < 2; h++) {
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(x[i].ql + 64 * h + 32));
-            const __m256i hh = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
-            const __m256i q0 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_slli_epi16(_mm256_and_si256(hh, m2), 4));
-            const __m256i q1 = _mm256_or_si256(_mm256_and_si256(l1, m4),
-                                               _mm256_slli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8(0x0c)), 2));
-            const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                                               _mm256_and_si256(hh, _mm256_set1_epi8(0x30)));
-            const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                               _mm256_srli_epi16(_mm256_and_si256(hh, _mm256_set1_epi8((char)0xc0)), 2));
+            __m256i q[4];
+            k6_quants_x86(&x[i], h, q);
+            const __m256i q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3];
 #pragma GCC unroll 8
             for (int r = 0; r < nr; r++) {
                 const int8_t *a = K4_PRE(vy, r, by, i)->qs + 128 * h;

@@ -217,6 +217,12 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
     }
 }
 
+// One pass of A activation rows (a constant) over every group, into acc, then stored (b4v_rows)
+#define B4V_PASS(isa, A)                                                                                       \
+    do {                                                                                                       \
+        b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, A);                                            \
+        b4v_store(s, bs, acc, W, A);                                                                           \
+    } while (0)
 // The body of one ISA: b4v_groups_<isa> (W = 1, 2 weight rows, A = 1..4 activation rows,
 // groups g0 .. g1 - 1, activations of group g at group g - pg) and the entry points of T
 // (t): vec_dot, the row dots of one and of four weight rows (two pairs).
@@ -246,10 +252,10 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
         __m256 acc[8];                                                                                         \
         for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();                                              \
         switch (A) {                                                                                           \
-        case 5: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 5); b4v_store(s, bs, acc, W, 5); break; \
-        case 6: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 6); b4v_store(s, bs, acc, W, 6); break; \
-        case 7: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 7); b4v_store(s, bs, acc, W, 7); break; \
-        default: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 8); b4v_store(s, bs, acc, W, 8); break; \
+        case 5: B4V_PASS(isa, 5); break;                                                                       \
+        case 6: B4V_PASS(isa, 6); break;                                                                       \
+        case 7: B4V_PASS(isa, 7); break;                                                                       \
+        default: B4V_PASS(isa, 8); break;                                                                      \
         }                                                                                                      \
     }                                                                                                          \
     LP_INLINE void b4v_rows_##isa(const int T, int n, float *restrict s, size_t bs, const uint8_t *restrict x,  \
@@ -259,10 +265,10 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
             __m256 acc[4];                                                                                     \
             for (int a = 0; a < 4; a++) acc[a] = _mm256_setzero_ps();                                          \
             switch (nr) {                                                                                      \
-            case 1: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 1); b4v_store(s, bs, acc, W, 1); break; \
-            case 2: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 2); b4v_store(s, bs, acc, W, 2); break; \
-            case 3: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 3); b4v_store(s, bs, acc, W, 3); break; \
-            default: b4v_groups_##isa(T, x, bx, nb, 0, ng, p, bp, 0, acc, W, 4); b4v_store(s, bs, acc, W, 4); break; \
+            case 1: B4V_PASS(isa, 1); break;                                                                   \
+            case 2: B4V_PASS(isa, 2); break;                                                                   \
+            case 3: B4V_PASS(isa, 3); break;                                                                   \
+            default: B4V_PASS(isa, 4); break;                                                                  \
             }                                                                                                  \
         }                                                                                                      \
     }
@@ -367,6 +373,7 @@ LP_AVXVNNI_END
 #undef B4V_Y
 #undef B4V_OFF
 #undef B4V_ISA
+#undef B4V_PASS
 #undef B4V_ENTRY
 
 LP_AVX512_BEGIN
