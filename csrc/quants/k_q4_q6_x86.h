@@ -16,8 +16,6 @@
 #define K_X86_ROWS_DOTS(t) K_X86_ROWS_DOTS2(t, K_X86_ISA)
 #define K_X86_PRE_ROWS2(t, isa) K_PRE_ROWS(t, isa)
 #define K_X86_PRE_ROWS(t) K_X86_PRE_ROWS2(t, K_X86_ISA)
-#define K_X86_PRE_ROWS82(t, isa) K_PRE_ROWS8(t, isa)
-#define K_X86_PRE_ROWS8(t) K_X86_PRE_ROWS82(t, K_X86_ISA)
 #define K_X86_TWO(nr) (K_X86_CHAINS > 1 && (nr) <= 2)
 
 #ifndef K_X86_HELPERS  // (defined by the first, AVX2, pass; AVX-VNNI's functions call them too)
@@ -207,8 +205,8 @@ K_INLINE void K_X86(q5_K_pre_rows)(int n, float *restrict s, size_t bs, const vo
                                  size_t by, const int nr) { K_X86(k4_rows)(n, s, bs, x, y, by, nr, 1, 1); }
 K_X86_ROWS_DOTS(q4_K)
 K_X86_ROWS_DOTS(q5_K)
-K_X86_PRE_ROWS8(q4_K)
-K_X86_PRE_ROWS8(q5_K)
+K_X86_PRE_ROWS(q4_K)
+K_X86_PRE_ROWS(q5_K)
 
 K_INLINE void K_X86(q6_rows)(int n, float *restrict s, size_t bs, const void *restrict vx, const void *restrict vy,
                             size_t by, const int nr, const int pre) {
@@ -325,15 +323,13 @@ K_INLINE void K_X86(q6_K_pre_rows8)(int n, float *restrict s, size_t bs, const v
     }
 }
 K_X86_ROWS_DOTS(q6_K)
-K_X86_PRE_ROWS8(q6_K)
+K_X86_PRE_ROWS(q6_K)
 
 #undef K_X86
 #undef K_X86_ROWS_DOTS
 #undef K_X86_ROWS_DOTS2
 #undef K_X86_PRE_ROWS
 #undef K_X86_PRE_ROWS2
-#undef K_X86_PRE_ROWS8
-#undef K_X86_PRE_ROWS82
 #undef K_X86_TWO
 #undef K_X86_CAT
 #undef K_X86_CAT2

@@ -39,21 +39,14 @@
         K_BY_FOURS(t##_rows_##isa)                                                                          \
     }
 
-// The same from the bodies <t>_pre_rows8_<isa> (nr = 5..8) and <t>_pre_rows_<isa> (nr = 1..4): any nr,
-// eight at a time, a rest of 1..4 rows by the second
-#define K_PRE_ROWS8(t, isa)                                                                                 \
+// lp_rows_pre_<t>_<isa> (rows_pre.h) from the bodies <t>_pre_rows8_<isa> (nr = 5..8) and
+// <t>_pre_rows_<isa> (nr = 1..4): any nr, eight at a time, a rest of 1..4 rows by the second
+#define K_PRE_ROWS(t, isa)                                                                                 \
     void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,               \
                                  const void *restrict y, size_t by, int nr) {                               \
         for (; nr > 4; s += 8 * bs, y = (const uint8_t *)y + 8 * by, nr -= 8)                               \
             t##_pre_rows8_##isa(n, s, bs, x, y, by, nr < 8 ? nr : 8);                                       \
         if (nr > 0) { K_BY_FOURS(t##_pre_rows_##isa) }                                                      \
-    }
-
-// lp_rows_pre_<t>_<isa> (rows_pre.h) from the body <t>_pre_rows_<isa> (nr = 1..4): any nr, four at a time
-#define K_PRE_ROWS(t, isa)                                                                                  \
-    void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs, const void *restrict x,               \
-                                 const void *restrict y, size_t by, int nr) {                               \
-        K_BY_FOURS(t##_pre_rows_##isa)                                                                      \
     }
 
 #if LP_X86
