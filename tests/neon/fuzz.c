@@ -328,6 +328,7 @@ int main(int argc, char **argv) {
                 check_dots(types[i], isa, 96, p);  // an odd number of blocks (types with 32-blocks)
                 if (p % 3 == 0 || p == P_SOME_NAN) {
                     check_matmul(types[i], isa, 3, p);
+                    check_matmul(types[i], isa, 13, p);  // the row dots' 8-row pass, then 5 rows
                     check_matmul(types[i], isa, 20, p);
                 }
             }
