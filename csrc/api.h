@@ -275,3 +275,6 @@ int lp_quantize_rows(int dst_type, int src_type, const void *src, void *dst, int
 // n_threads threads. Returns the multiply-adds done (the caller times the call), or
 // LP_EBAD_ISA / LP_EBAD_SIZE.
 int64_t lp_int8_peak(int isa, int64_t iters, int n_threads);
+// The same on AVX2 with vpmaddubsw's pair sums added in int16 (vpaddw), never widened: the
+// ceiling of the AVX2 tiles that add several steps of small weights in int16 first.
+int64_t lp_int8_peak_i16(int64_t iters, int n_threads);

@@ -120,6 +120,11 @@ def test_int8_peak_counts_its_multiply_adds():
         assert lib.lp_int8_peak(kernels.ISAS[isa], 1000, 2) == 1000 * 12 * per_step * 2
         assert lib.lp_int8_peak(kernels.ISAS[isa], 0, 1) == lib.LP_EBAD_SIZE
         assert lib.lp_int8_peak(kernels.ISAS[isa], 10, 0) == lib.LP_EBAD_SIZE
+    if "avx2" in x86:  # the int16-sum loop: 12 steps of 32 a loop too
+        assert lib.lp_int8_peak_i16(1000, 2) == 1000 * 12 * 32 * 2
+        assert lib.lp_int8_peak_i16(0, 1) == lib.LP_EBAD_SIZE
+    else:
+        assert lib.lp_int8_peak_i16(10, 1) == lib.LP_EBAD_ISA
 
 
 SMAPS = """7f0000000000-7f0000001000 rw-p 00000000 00:00 0

@@ -18,7 +18,8 @@ turn, run by run (the order flips every run), and prints medians.
 1. Per model and quant type: prompt tok/s (a 512-token prompt), generation tok/s (128 tokens after
    a 16-token prompt), the ratio, generation's fraction of the read bandwidth (weight bytes read per
    token x tok/s / lp_read_sum's GB/s) and prompt processing's fraction of the int8 multiply-add
-   peak (multiply-adds per token x tok/s / lp_int8_peak's rate), both yardsticks sampled between
+   peak (multiply-adds per token x tok/s / lp_int8_peak's rate; on AVX2 the widening pair's, and the
+   header also prints lp_int8_peak_i16's, the pair sums added in int16), both yardsticks sampled between
    the runs. Models at Mistral 7B's and Mixtral 8x7B's width hold a few of their 32 layers: a
    second row gives the full-depth estimate.
 2. Time per generated token at context 128, 1024 and 4096 (32 steps from each depth).
@@ -170,6 +171,11 @@ def machine_line(args, rb: ReadBandwidth, lc_version: str, load0: tuple) -> None
           + (f" (its 1 GiB buffer {huge:.0%} in 2 MiB pages)" if huge is not None else ""))
     print("int8 multiply-add peak at start (registers only; avx512: vpdpbusd, avx2: vpmaddubsw+vpmaddwd): "
           + ", ".join(f"{isa} {v:.0f} GMAC/s ({t} thr)" for (isa, t), v in peaks.items()))
+    if "avx2" in kernels.available_isas():
+        i16 = {t: Int8Peak("avx2", i16=True).measure(t, 3) for t in counts}
+        print("avx2 with the pair sums added in int16 (vpmaddubsw+vpaddw, the K-quant tiles' inner loop; "
+              "vpmaddwd shares vpmaddubsw's ports): " + ", ".join(f"{v:.0f} GMAC/s ({t} thr)" for t, v in i16.items())
+              + f" = {i16[max(counts)] / peaks[('avx2', max(counts))]:.2f}x the int8 column's avx2 peak")
 
 
 def main() -> None:

@@ -109,19 +109,27 @@ class ReadBandwidth:
 
 class Int8Peak:
     """The int8 multiply-add peak of `isa` (avx512: VNNI, avx2: maddubs + madd) in G multiply-adds/s: the
-    best of the samples (a sample lasts milliseconds; other jobs can only slow it, never speed it up)."""
+    best of the samples (a sample lasts milliseconds; other jobs can only slow it, never speed it up).
+    i16 (avx2 only): maddubs with its pair sums added in int16 (lp_int8_peak_i16), the ceiling of the
+    AVX2 tiles that sum small weights' products in int16 before widening them."""
 
     ITERS = 2_000_000  # loop steps per thread per sample: ~0.05-0.2 s
 
-    def __init__(self, isa: str) -> None:
+    def __init__(self, isa: str, i16: bool = False) -> None:
         self.isa = kernels.ISAS[isa]
+        self.i16 = i16
+
+    def _run(self, iters: int, threads: int) -> int:
+        if self.i16:
+            return kernels.lib.lp_int8_peak_i16(iters, threads)
+        return kernels.lib.lp_int8_peak(self.isa, iters, threads)
 
     def measure(self, threads: int, reps: int = 1) -> float:
-        kernels.lib.lp_int8_peak(self.isa, self.ITERS // 20, threads)  # wakes the threads and the units
+        self._run(self.ITERS // 20, threads)  # wakes the threads and the units
         rates = []
         for _ in range(reps):
             t0 = time.perf_counter()
-            n = kernels.lib.lp_int8_peak(self.isa, self.ITERS, threads)
+            n = self._run(self.ITERS, threads)
             rates.append(n / (time.perf_counter() - t0) / 1e9)
         return max(rates)
 
