@@ -213,10 +213,13 @@ def build_kernels(root: Path, out: Path, cache: Path = CACHE) -> Path:
         csrc.make_builder(absolute=True).emit_c_code(str(src))
     sources = [str(p) for p in csrc.c_sources()] + [str(src)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _run([CROSS + "gcc", "-shared", "-fPIC", *csrc.CFLAGS, f"-I{ROOT / 'csrc'}",
-          "-isystem", str(root / "usr" / "include" / f"python{PY}"), "-idirafter", str(root / "usr" / "include"),
-          *sources, "-lm", "-o", str(out)], "cross-compiling the kernels")
-    return out
+    cflags = ["-fPIC", *csrc.CFLAGS, f"-I{ROOT / 'csrc'}", "-isystem", str(root / "usr" / "include" / f"python{PY}"),
+              "-idirafter", str(root / "usr" / "include")]
+    try:  # a file at a time on every CPU (the objects in the cache, not beside the module)
+        return csrc.compile_and_link(CROSS + "gcc", sources, out, cflags, ["-shared", "-lm"], objs=src.parent / "objs")
+    except subprocess.CalledProcessError as e:
+        raise CrossBuildError(f"cross-compiling the kernels failed:\n{(e.stdout or '')[-3000:]}{(e.stderr or '')[-3000:]}")
+
 
 
 # -- PyInstaller under qemu ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ installed by `make`). AVX2: the same harness built natively, when the CPU has AV
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -20,10 +21,21 @@ LIB_SOURCES = [str(p) for p in sorted((ROOT / "csrc").glob("*/*.c"))]
 CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 
+def _build_module():
+    spec = importlib.util.spec_from_file_location("lp_csrc_build", ROOT / "csrc" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile(cc: str, sources: list[str], out: Path, cflags: list[str], link: list[str]) -> Path:
+    """Each file compiled on its own, as many at a time as there are CPUs (csrc/build.py)."""
+    return _build_module().compile_and_link(cc, sources, out, [*cflags, f"-I{ROOT / 'csrc'}"], link)
+
+
 def _build_and_run(cc: str, out: Path, runner: list[str], extra: list[str]) -> str:
     sources = LIB_SOURCES + [str(ROOT / "tests/neon/harness.c")]
-    subprocess.run([cc, *CFLAGS, *extra, f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)],
-                   check=True, capture_output=True, text=True)
+    _compile(cc, sources, out, [*CFLAGS, *extra], [*extra, "-pthread", "-lm"])
     run = subprocess.run([*runner, str(out)], capture_output=True, text=True, timeout=600)
     return run.stdout + run.stderr
 
@@ -60,9 +72,8 @@ def test_neon_kernels_fuzzed_with_nonfinite_inputs_under_qemu(tmp_path: Path) ->
     assert cc and qemu, "aarch64-linux-gnu-gcc and qemu-aarch64 are needed: run `make` (it installs them)"
     exe = tmp_path / "fuzz-aarch64"
     sources = LIB_SOURCES + [str(ROOT / "tests/neon" / f) for f in ("fuzz.c", "fuzz_model.c")]
-    subprocess.run([cc, "-O1", *CFLAGS[1:], "-static", "-fsanitize=undefined,float-cast-overflow",
-                    "-fsanitize-undefined-trap-on-error", f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(exe)],
-                   check=True, capture_output=True, text=True)
+    ub = ["-fsanitize=undefined,float-cast-overflow", "-fsanitize-undefined-trap-on-error"]
+    _compile(cc, sources, exe, ["-O1", *CFLAGS[1:], "-static", *ub], ["-static", *ub, "-pthread", "-lm"])
     run = subprocess.run([qemu, str(exe), "neon", "dotprod", "i8mm"], capture_output=True, text=True, timeout=300)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
