@@ -96,9 +96,9 @@ def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max"
 def _cross_build(tools, main: str, out: Path) -> Path:
     """The library's C files and one of tests/neon's programs, statically linked for aarch64."""
     sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon" / main)]
-    subprocess.run([tools["aarch64-linux-gnu-gcc"], "-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static",
-                    f"-I{ROOT / 'csrc'}", *sources, "-lm", "-o", str(out)], check=True, capture_output=True)
-    return out
+    flags = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static", f"-I{ROOT / 'csrc'}"]
+    return runtime_cross._csrc_builder().compile_and_link(tools["aarch64-linux-gnu-gcc"], sources, out, flags,
+                                                          ["-pthread", "-static", "-lm"])
 
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
