@@ -221,7 +221,6 @@ def build_kernels(root: Path, out: Path, cache: Path = CACHE) -> Path:
         raise CrossBuildError(f"cross-compiling the kernels failed:\n{(e.stdout or '')[-3000:]}{(e.stderr or '')[-3000:]}")
 
 
-
 # -- PyInstaller under qemu ---------------------------------------------------------------------
 
 def _host_tools(root: Path, bin_dir: Path) -> Path:
