@@ -2,9 +2,10 @@
 
     python -m packer.runtime_build [--dist DIR] [--work DIR] [--force] [--platform linux-aarch64|all]
 
-`make runtime` and the test suite's fixture both come here. The inputs (every file under
-runtime/, the spec and the entry script, the installed distributions' versions) are hashed
-into a stamp beside the executable; a matching stamp means the executable is current.
+`make`, `make runtime` and the test suite's fixture all come here, and to the same dist/: the
+runtime `make` built is the one the tests run. The inputs (every file under runtime/, the spec
+and the entry script, the installed distributions' versions) are hashed into a stamp beside
+the executable; a matching stamp means the executable is current.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 from packer.runtime_info import platform_tag
 
 ROOT = Path(__file__).resolve().parent.parent
+DIST = ROOT / "dist"                   # where `make` (and the tests) keep the runtimes
+WORK = ROOT / "build" / "pyinstaller"  # PyInstaller's work directory for this platform's
 SPEC = ROOT / "packer" / "llamapack-runtime.spec"
 INPUTS = [ROOT / "packer" / "runtime_entry.py", SPEC, ROOT / "packer" / "runtime_info.py"]
 
@@ -51,7 +54,7 @@ STEPS = [
 ]
 
 
-def build_runtime(dist: Path = ROOT / "dist", work: Path = ROOT / "build" / "pyinstaller", force: bool = False,
+def build_runtime(dist: Path = DIST, work: Path = WORK, force: bool = False,
                   say: Callable[[str], None] | None = None) -> Path:
     """The runtime executable in dist, built unless its stamp says it is current.
     say, when given, gets a line per step (`make runtime` prints them)."""
@@ -90,7 +93,7 @@ def _shown(p: Path) -> str:
 _built: dict[tuple[Path, Path], Path] = {}
 
 
-def build_runtime_once(dist: Path, work: Path) -> Path:
+def build_runtime_once(dist: Path = DIST, work: Path = WORK) -> Path:
     """build_runtime, at most once per process: a test session builds (or checks) the runtime once,
     even if runtime/ changes under it meanwhile."""
     key = (Path(dist).resolve(), Path(work).resolve())
@@ -101,8 +104,8 @@ def build_runtime_once(dist: Path, work: Path) -> Path:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--dist", type=Path, default=ROOT / "dist")
-    p.add_argument("--work", type=Path, default=ROOT / "build" / "pyinstaller")
+    p.add_argument("--dist", type=Path, default=DIST)
+    p.add_argument("--work", type=Path, default=WORK)
     p.add_argument("--force", action="store_true")
     p.add_argument("--platform", default=platform_tag(),
                    help="this machine's (default), another one it can cross-build (packer/runtime_cross.py), or all")
@@ -117,7 +120,8 @@ def main() -> int:
     say = lambda line: print(f"runtime: {line}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         exes = [build_runtime(a.dist, a.work, a.force, say=say)] if a.platform in (platform_tag(), "all") else []
-        exes += [runtime_cross.build_runtime(a.dist, force=a.force) for c in cross if a.platform in (c, "all")]
+        exes += [runtime_cross.build_runtime(a.dist, force=a.force, say=say)
+                 for c in cross if a.platform in (c, "all")]
     except runtime_cross.CrossBuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

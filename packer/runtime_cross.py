@@ -277,8 +277,10 @@ def inputs_hash(cache: Path = CACHE) -> str:
 
 
 def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller", force: bool = False,
-                  cache: Path = CACHE) -> Path:
-    """dist/llamapack-runtime-linux-aarch64, built unless its stamp says it is current."""
+                  cache: Path = CACHE, say=None) -> Path:
+    """dist/llamapack-runtime-linux-aarch64, built unless its stamp says it is current; say, when
+    given, gets a line before each long step (`make` prints them)."""
+    say = say or (lambda line: None)
     check_host()
     root = sysroot(cache)
     site = site_packages(cache)
@@ -288,6 +290,7 @@ def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller"
     if not force and exe.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
         return exe
     stamp.unlink(missing_ok=True)
+    say(f"building {exe.name}: the kernels by {CROSS}gcc, then PyInstaller under qemu (about 3 minutes)")
     stage = _stage(cache / "stage", root, cache)
     bin_dir = _host_tools(root, cache / "bin")
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -307,7 +310,7 @@ def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller"
 _built: dict[tuple[Path, Path], Path] = {}
 
 
-def build_runtime_once(dist: Path, work: Path) -> Path:
+def build_runtime_once(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller") -> Path:
     """build_runtime, at most once per process (a test session)."""
     key = (Path(dist).resolve(), Path(work).resolve())
     if key not in _built:

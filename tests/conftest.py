@@ -55,10 +55,11 @@ def gemma3_path() -> Path:
 
 @pytest.fixture(scope="session")
 def runtime_exe() -> Path:
-    """The one-file runtime for this machine, built once (again only when its inputs changed)."""
+    """The one-file runtime for this machine in dist/, where `make` built it (built here only when
+    its inputs changed since)."""
     from packer.runtime_build import build_runtime_once
 
-    return build_runtime_once(OUT / "dist", OUT / "pyinstaller")
+    return build_runtime_once()
 
 
 @pytest.fixture(scope="module")

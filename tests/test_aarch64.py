@@ -1,8 +1,8 @@
 """The linux-aarch64 runtime, cross-built on this x86-64 machine and run under qemu-user.
 
-The runtime is built once per session (packer/runtime_cross.py: Debian's arm64 packages and
-PyPI's aarch64 wheels cached under build/aarch64, PyInstaller under qemu; ~3 minutes the first
-time, seconds after) into tests/out/dist. Packed files run in a root holding only Debian's
+The runtime is the one `make` built into dist/ (packer/runtime_cross.py: Debian's arm64 packages
+and PyPI's aarch64 wheels cached under build/aarch64, PyInstaller under qemu; ~3 minutes), built
+again here only when its inputs changed since. Packed files run in a root holding only Debian's
 arm64 libc6 and zlib1g, so everything else must come from the runtime itself; `-cpu max` has
 the dot-product instructions, `-cpu cortex-a72` has not. tests/aarch64/qemu_exec.c lets the
 one-file bootloader start its child under qemu too. Prompts and token counts stay small:
@@ -51,7 +51,7 @@ def tools() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def arm_runtime(tools) -> Path:
-    return runtime_cross.build_runtime_once(OUT / "dist", OUT / "pyinstaller-aarch64")
+    return runtime_cross.build_runtime_once()  # dist/, where `make` built it
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """`packer build / inspect / verify`: the file layout, against `zipfile`, `unzip` and the
 bootloader's cookie scan; user errors; what a failed or interrupted build leaves behind.
 
-The runtime is built once (PyInstaller, ~30 s; reused while its inputs are unchanged) into
-tests/out/dist by the `runtime_exe` fixture.
+The runtime is the one `make` built into dist/ (PyInstaller, ~30 s); the `runtime_exe` fixture
+builds it again only when its inputs changed since.
 """
 from __future__ import annotations
 
@@ -486,7 +486,7 @@ def test_runtime_build_says_each_step(runtime_exe, tmp_path, monkeypatch) -> Non
     assert steps == [step for _, step in rb.STEPS] + ["done"]
     monkeypatch.undo()
     said.clear()
-    rb.build_runtime(runtime_exe.parent, OUT / "pyinstaller", say=said.append)
+    rb.build_runtime(runtime_exe.parent, rb.WORK, say=said.append)
     assert said[-1] == f"{runtime_exe.relative_to(ROOT)} is up to date"
 
 

@@ -148,8 +148,7 @@ def test_defaults_baked_in_args_reach_the_server(tmp_path: Path) -> None:
     from packer.build import build
     from packer.runtime_build import build_runtime_once
 
-    out = Path(__file__).resolve().parent / "out"
-    runtime = build_runtime_once(out / "dist", out / "pyinstaller")
+    runtime = build_runtime_once()
     packed = build(TINY, tmp_path / "tiny.llamafile", runtime, args=["--temp", "0", "-n", "7", "--seed", "5"],
                    progress=False).output
     port = free_port()
