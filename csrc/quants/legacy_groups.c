@@ -161,11 +161,13 @@ LP_INLINE void b4v_transpose(const __m256i *in, __m256i *out) {
 // The group's quants (lo[j], hi[j] lane 4w + b: bytes 4j.. of quants 0..15 and 16..31 of row
 // w's block b; unsigned nibbles, or Q8_0's signed quants),
 // d (and m) of rows x and x + bx (W = 1: x alone; zeros in row 1's lanes), blocks < nbl.
+// The halves come in as each block's first 4 bytes (d, then Q4_1's m; Q4_0 and Q8_0: d and two
+// quant bytes), 4 dwords a row, split and widened in vector registers: gathering them 16 bits at
+// a time in general registers took a third of a one-row dot's time (Q4_1, Zen 3).
 LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int nbl, const int W, __m256i *lo,
                            __m256i *hi, __m256 *dx, __m256 *mx) {
     const int bs = B4_BS(T);
     __m256i yb[4], yh[4];  // block b's 16 quant bytes of both rows (Q8_0: and its last 16)
-    uint64_t d[2] = { 0, 0 }, m[2] = { 0, 0 };
     for (int b = 0; b < 4; b++) {
         yb[b] = yh[b] = _mm256_setzero_si256();
         if (b >= nbl) continue;
@@ -177,10 +179,6 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
                 const __m128i q2 = _mm_loadu_si128((const __m128i *)(blk + B4_QS(T) + 16));
                 yh[b] = w ? _mm256_inserti128_si256(yh[b], q2, 1) : _mm256_castsi128_si256(q2);
             }
-            uint16_t h[2];
-            memcpy(h, blk, B4_MIN(T) ? 4 : 2);
-            d[w] |= (uint64_t)h[0] << (16 * b);
-            if (B4_MIN(T)) m[w] |= (uint64_t)h[1] << (16 * b);
         }
     }
     __m256i t[4];
@@ -195,8 +193,17 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
             hi[j] = _mm256_and_si256(_mm256_srli_epi16(t[j], 4), m4);
         }
     }
-    *dx = _mm256_cvtph_ps(_mm_set_epi64x((long long)d[1], (long long)d[0]));
-    *mx = B4_MIN(T) ? _mm256_cvtph_ps(_mm_set_epi64x((long long)m[1], (long long)m[0])) : _mm256_setzero_ps();
+    __m128i h[2];  // dword b of h[w]: row w's block b's first 4 bytes
+    for (int w = 0; w < 2; w++) {
+        int32_t v[4] = { 0, 0, 0, 0 };
+        for (int b = 0; b < 4; b++)
+            if (w < W && b < nbl) memcpy(&v[b], x + w * bx + b * bs, 4);
+        h[w] = _mm_setr_epi32(v[0], v[1], v[2], v[3]);
+    }
+    const __m128i low = _mm_set1_epi32(0xffff);
+    *dx = _mm256_cvtph_ps(_mm_packus_epi32(_mm_and_si128(h[0], low), _mm_and_si128(h[1], low)));
+    *mx = B4_MIN(T) ? _mm256_cvtph_ps(_mm_packus_epi32(_mm_srli_epi32(h[0], 16), _mm_srli_epi32(h[1], 16)))
+                    : _mm256_setzero_ps();
 }
 
 // Group g's four float steps of each activation row, from its blocks' exact sums (the offsets
@@ -227,23 +234,30 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
 // groups g0 .. g1 - 1, activations of group g at group g - pg) and the entry points of T
 // (t): vec_dot, the row dots of one and of four weight rows (two pairs).
 #define B4V_ISA(isa, AUX, ISUM)                                                                                \
+    /* group g (nbl blocks: a constant 4 but in a row's last group, so that the loop has no checks) */      \
+    LP_INLINE void b4v_group_##isa(const int T, const uint8_t *restrict x, size_t bx, const int nbl, int g,     \
+                                   const uint8_t *restrict p, size_t bp, int pg, __m256 *acc, const int W,     \
+                                   const int A) {                                                              \
+        __m256i lo[4], hi[4];                                                                                  \
+        __m256 dx, mx;                                                                                         \
+        b4v_weights(T, x + (size_t)g * 4 * B4_BS(T), bx, nbl, W, lo, hi, &dx, &mx);                            \
+        __m256i aux[8];                                                                                        \
+        AUX(T, lo, hi, aux);                                                                                   \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {                                                  \
+            const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);                                         \
+            b4v_float(T, ISUM(T, lo, hi, aux, y), y, dx, mx, &acc[a]);                                         \
+        }                                                                                                      \
+    }                                                                                                          \
     LP_INLINE void b4v_groups_##isa(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,  \
                                     const uint8_t *restrict p, size_t bp, int pg, __m256 *acc, const int W,    \
                                     const int A) {                                                             \
-        const int bs = B4_BS(T);                                                                               \
-        for (int g = g0; g < g1; g++) {                                                                        \
-            const int nbl = nb - 4 * g < 4 ? nb - 4 * g : 4;                                                   \
+        const int bs = B4_BS(T), gw = nb / 4 < g1 ? nb / 4 : g1;  /* groups g < gw have four blocks */          \
+        int g = g0;                                                                                            \
+        for (; g < gw; g++) {                                                                                  \
             lp_prefetch_next(x, bx, (size_t)g * 4 * bs, 4 * bs, W);                                            \
-            __m256i lo[4], hi[4];                                                                              \
-            __m256 dx, mx;                                                                                     \
-            b4v_weights(T, x + (size_t)g * 4 * bs, bx, nbl, W, lo, hi, &dx, &mx);                               \
-            __m256i aux[8];                                                                                    \
-            AUX(T, lo, hi, aux);                                                                               \
-            _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {                                              \
-                const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);                                     \
-                b4v_float(T, ISUM(T, lo, hi, aux, y), y, dx, mx, &acc[a]);                                     \
-            }                                                                                                  \
+            b4v_group_##isa(T, x, bx, 4, g, p, bp, pg, acc, W, A);                                             \
         }                                                                                                      \
+        if (g < g1) b4v_group_##isa(T, x, bx, nb - 4 * g, g, p, bp, pg, acc, W, A);                            \
     }                                                                                                          \
     /* 5..8 activation rows (A) in one pass over the groups */                                             \
     LP_INLINE void b4v_rows8_##isa(const int T, int n, float *restrict s, size_t bs, const uint8_t *restrict x, \
