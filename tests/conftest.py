@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "out"
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"  # the tiny Mixtral-shaped fixture model
 
 

@@ -305,6 +305,7 @@ def test_server_answers_the_openai_client_and_maps_the_weights(packed, bare, exe
     exe = packed["smollm2-aarch64"]
     port = _free_port()
     cmd, env = arm_cmd(exe, ["--server", "--nobrowser", "--port", str(port), "-c", "256"], bare, exec_shim, "max")
+    OUT.mkdir(exist_ok=True)
     log = (OUT / "aarch64-server.log").open("w+")  # a file, not a pipe: the bootloader's child holds it too
     p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     try:

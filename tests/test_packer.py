@@ -30,7 +30,6 @@ from tools.bench_pack import write_padded_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 MOE = ROOT / "tests/fixtures/models/moe-Q4_0.gguf"
-OUT = ROOT / "tests" / "out"
 
 
 def sha256(path: Path, offset: int = 0, size: int | None = None) -> str:
