@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -277,7 +278,7 @@ def inputs_hash(cache: Path = CACHE) -> str:
 
 
 def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller", force: bool = False,
-                  cache: Path = CACHE, say=None) -> Path:
+                  cache: Path = CACHE, say: Callable[[str], None] | None = None) -> Path:
     """dist/llamapack-runtime-linux-aarch64, built unless its stamp says it is current; say, when
     given, gets a line before each long step (`make` prints them)."""
     say = say or (lambda line: None)
