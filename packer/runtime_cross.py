@@ -30,6 +30,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from packer.runtime_build import DIST
+
 ROOT = Path(__file__).resolve().parent.parent
 PLATFORM = "linux-aarch64"
 CACHE = ROOT / "build" / "aarch64"
@@ -198,7 +200,9 @@ def site_packages(cache: Path = CACHE) -> Path:
 
 # -- the kernels, cross-compiled ------------------------------------------------------------
 
-def _csrc_builder():
+def csrc_build():
+    """csrc/build.py as a module (a script beside the C sources, not a package): the compiler flags,
+    the source list, cffi's builder, compile_and_link. The tests that build C harnesses use it too."""
     spec = importlib.util.spec_from_file_location("llamapack_csrc_build", ROOT / "csrc" / "build.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -207,7 +211,7 @@ def _csrc_builder():
 
 def build_kernels(root: Path, out: Path, cache: Path = CACHE) -> Path:
     """runtime._kernels for aarch64: cffi's C source for api.h, compiled with csrc/*/*.c by the cross gcc."""
-    csrc = _csrc_builder()
+    csrc = csrc_build()
     src = cache / "kernels" / "_kernels.c"
     src.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.redirect_stdout(io.StringIO()):  # cffi says "generating ..."
@@ -277,7 +281,7 @@ def inputs_hash(cache: Path = CACHE) -> str:
     return _hash(host_inputs(), *debs, *WHEELS, *(p.read_bytes() for p in csrc))
 
 
-def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller", force: bool = False,
+def build_runtime(dist: Path = DIST, work: Path = CACHE / "pyinstaller", force: bool = False,
                   cache: Path = CACHE, say: Callable[[str], None] | None = None) -> Path:
     """dist/llamapack-runtime-linux-aarch64, built unless its stamp says it is current; say, when
     given, gets a line before each long step (`make` prints them)."""
@@ -311,7 +315,7 @@ def build_runtime(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller"
 _built: dict[tuple[Path, Path], Path] = {}
 
 
-def build_runtime_once(dist: Path = ROOT / "dist", work: Path = CACHE / "pyinstaller") -> Path:
+def build_runtime_once(dist: Path = DIST, work: Path = CACHE / "pyinstaller") -> Path:
     """build_runtime, at most once per process (a test session)."""
     key = (Path(dist).resolve(), Path(work).resolve())
     if key not in _built:

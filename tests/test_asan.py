@@ -11,28 +11,21 @@ same harness under qemu in test_simd.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 from pathlib import Path
 
 import pytest
 
+from packer.runtime_cross import csrc_build
 from runtime import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("lp_csrc_build", ROOT / "csrc" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 def test_every_kernel_survives_nonfinite_inputs_under_asan(tmp_path: Path) -> None:
-    build = _build_module()
+    build = csrc_build()
     exe = build.build_asan(tmp_path)
     run = build.run_asan(exe, timeout=240)
     output = run.stdout + run.stderr

@@ -7,13 +7,13 @@ blocks before the integer dot products, so it is compared with float64
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
+from packer.runtime_cross import csrc_build
 from runtime import kernels, quant_types
 from runtime.kernels import ffi, lib
 from runtime.gguf import GGUFFile
@@ -118,16 +118,9 @@ def test_dequantize_row_slices_match_full(smollm2_path) -> None:
 # ---------------------------------------------------------------------------
 # The one list of types (csrc/type_list.h)
 
-def _csrc_build():
-    spec = importlib.util.spec_from_file_location("lp_csrc_build", ROOT / "csrc" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quant_types_module_is_generated_from_the_type_list() -> None:
     """runtime/quant_types.py is what csrc/build.py makes of csrc/type_list.h today (`make` rewrites it)."""
-    build = _csrc_build()
+    build = csrc_build()
     assert (ROOT / "runtime" / "quant_types.py").read_text() == build.quant_types_module()
     lists = build.type_lists()
     assert lists["WEIGHT"] == {**lists["FLOAT"], **lists["QUANT"]}

@@ -5,7 +5,6 @@ installed by `make`). AVX2: the same harness built natively, when the CPU has AV
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from packer.runtime_cross import csrc_build
 from runtime import kernels
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,16 +21,9 @@ LIB_SOURCES = [str(p) for p in sorted((ROOT / "csrc").glob("*/*.c"))]
 CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("lp_csrc_build", ROOT / "csrc" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _compile(cc: str, sources: list[str], out: Path, cflags: list[str], link: list[str]) -> Path:
     """Each file compiled on its own, as many at a time as there are CPUs (csrc/build.py)."""
-    return _build_module().compile_and_link(cc, sources, out, [*cflags, f"-I{ROOT / 'csrc'}"], link)
+    return csrc_build().compile_and_link(cc, sources, out, [*cflags, f"-I{ROOT / 'csrc'}"], link)
 
 
 def _build_and_run(cc: str, out: Path, runner: list[str], extra: list[str]) -> str:
