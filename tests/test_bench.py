@@ -11,7 +11,8 @@ import pytest
 from runtime import kernels
 from tools import bench_models, bench_report
 from tools.bench_machine import huge_share, med, model_info, run_ratio, spread
-from tools.bench_worker import PP
+from tools.bench_sections import run_pp_tg
+from tools.bench_worker import PP, Pair
 from tools.random_gguf import QT, ModelSpec, tensor_layout, write_model
 
 # Published parameter counts of the models the real-width benchmark models stand for.
@@ -103,6 +104,48 @@ def test_ratios_pair_the_engines_run_by_run(tmp_path):
     assert bench_report.run_ratio(res, "pp") == 2.0 and bench_report.run_ratio(res, "tg") == 2.0  # (no runs: medians)
     cells = [c.split() for c in bench_report.main_row_text(info, res).split("|")]
     assert cells[1] == ["155.0", "80.0", "2.00x"] and cells[2] == ["40.0", "20.0", "2.00x"]
+
+
+class _DriftingPair(Pair):
+    """Two fake engines on a machine that slows down by a factor exp(-drift) with every measurement;
+    llamapack is `true` times as fast as llama.cpp at every moment. Records the calls."""
+
+    def __init__(self, true: float, drift: float, fail: tuple[str, str, int] | None = None) -> None:
+        worker = dataclasses.make_dataclass("W", ["engine"])
+        super().__init__(workers={e: worker(e) for e in ("llamapack", "llama.cpp")})
+        self.speed = {"llamapack": true * 100.0, "llama.cpp": 100.0}  # tokens per time unit, machine at 1
+        self.drift, self.fail, self.calls = drift, fail, []
+
+    def call(self, w, op, **kw):  # noqa: ANN001, ANN003, ANN201
+        self.calls.append((w.engine, op))
+        if self.fail and (w.engine, op, len(self.calls)) == self.fail:
+            self.errors[w.engine] = "it died"
+            self.workers.pop(w.engine)
+            return None
+        s = kw["n"] / (self.speed[w.engine] * math.exp(-self.drift * len(self.calls)))
+        return {"s": s, "tokens": [1, 2]}
+
+
+def test_run_pp_tg_measures_each_ratio_side_by_side():
+    ys = dataclasses.make_dataclass("Y", [])()
+    ys.sample = lambda threads: (20.0, 100.0)
+    pair = _DriftingPair(true=2.0, drift=0.1)
+    res = run_pp_tg(pair, 3, ys, 2)
+    # each run: both prompts, then both generations in the other order (A pp, B pp, B tg, A tg)
+    for run, calls in zip(range(-1, 3), [pair.calls[i:i + 4] for i in range(0, 16, 4)]):
+        a, b = [w.engine for w in pair.alternate(run)]
+        assert calls == [(a, "pp"), (b, "pp"), (b, "tg"), (a, "tg")]
+    # the machine loses 10% a measurement: each ratio is off by one measurement's drift (a prompt
+    # and a generation between its two sides made it two)
+    for op in ("pp", "tg"):
+        assert res["_ratio"][op] in (pytest.approx(2.0 * math.exp(0.1)), pytest.approx(2.0 * math.exp(-0.1)))
+    assert len(res["llamapack"]["spread"]) == 2 and res["llamapack"]["tokens"] == [1, 2]
+    # an engine that fails leaves: no more calls to it, the other goes on alone
+    pair = _DriftingPair(true=2.0, drift=0.0, fail=("llama.cpp", "pp", 6))
+    res = run_pp_tg(pair, 2, ys, 2)
+    assert all(e == "llamapack" for e, _ in pair.calls[6:]) and pair.calls.count(("llamapack", "pp")) == 3
+    assert res["llamapack"]["pp"] == pytest.approx(200.0) and "llama.cpp" not in res
+    assert math.isnan(res["_ratio"]["pp"])  # (no run measured both)
 
 
 def test_medians_and_spread():

@@ -27,7 +27,12 @@ class Yardsticks:
 def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, dict]:
     """{engine: {pp, tg (tok/s medians), tokens (first greedy run), spread}, "_bw": GB/s (median), "_peak":
     G multiply-adds/s (best), "_ratio": {pp, tg: llamapack / llama.cpp, the median of each run's ratio}}:
-    a warm-up, then alternating runs, the yardsticks sampled after each."""
+    a warm-up, then alternating runs, the yardsticks sampled after each.
+
+    A run measures A's prompt, B's prompt, B's generation, A's generation (A, B: alternate(run)), so
+    that the two measurements of each ratio are next to each other in time: the speed of a shared
+    machine drifts over tens of seconds, and a whole generation run between them (A pp, A tg, B pp,
+    B tg) let that drift into the ratio."""
     res: dict[str, dict] = {e: {"pp": [], "tg": [], "tokens": None} for e in pair.workers}
     by_run: dict[str, dict[str, dict[int, float]]] = {e: {"pp": {}, "tg": {}} for e in pair.workers}
     bws, peaks = [], []
@@ -36,15 +41,17 @@ def run_pp_tg(pair: Pair, runs: int, ys: Yardsticks, threads: int) -> dict[str, 
             bw, peak = ys.sample(threads)
             bws.append(bw)
             peaks.append(peak)
-        for w in pair.alternate(run):
-            pp = pair.call(w, "pp", n=PP)
-            tg = pp and pair.call(w, "tg", n=TG)
-            if run >= 0 and pp and tg:
-                res[w.engine]["pp"].append(PP / pp["s"])
-                res[w.engine]["tg"].append(TG / tg["s"])
-                by_run[w.engine]["pp"][run], by_run[w.engine]["tg"][run] = PP / pp["s"], TG / tg["s"]
-            if tg and res[w.engine]["tokens"] is None:
-                res[w.engine]["tokens"] = tg["tokens"]
+        order = pair.alternate(run)
+        for op, n, ws in (("pp", PP, order), ("tg", TG, order[::-1])):
+            for w in ws:
+                if w.engine not in pair.workers:  # (it failed: pair.call dropped it)
+                    continue
+                got = pair.call(w, op, n=n)
+                if got and run >= 0:
+                    res[w.engine][op].append(n / got["s"])
+                    by_run[w.engine][op][run] = n / got["s"]
+                if got and op == "tg" and res[w.engine]["tokens"] is None:
+                    res[w.engine]["tokens"] = got["tokens"]
     out: dict[str, dict] = {e: {"pp": med(r["pp"]), "tg": med(r["tg"]), "tokens": r["tokens"],
                                 "spread": {k: spread(r[k]) for k in ("pp", "tg")}}
                             for e, r in res.items() if e in pair.workers}
