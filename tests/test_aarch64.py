@@ -98,7 +98,7 @@ def _cross_build(tools, main: str, out: Path) -> Path:
     sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon" / main)]
     flags = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static", f"-I{ROOT / 'csrc'}"]
     return runtime_cross.csrc_build().compile_and_link(tools["aarch64-linux-gnu-gcc"], sources, out, flags,
-                                                          ["-pthread", "-static", "-lm"])
+                                                       ["-pthread", "-static", "-lm"])
 
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:
