@@ -178,7 +178,8 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "positions (default: 1)")
     p.add_argument("--ubatch", "-ub", type=_ranged(int, 1, MAX_UBATCH), default=512, metavar="N",
                    help="rows per forward step: a long prompt is processed N tokens at a time between "
-                        "the other requests' tokens (default: 512)")
+                        "the other requests' tokens, fewer deeper into it, each chunk costing no more than "
+                        "the first (default: 512)")
     return top
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from runtime.gguf import GGUFFile
-from runtime.model import Model, ModelError
+from runtime.model import ATTENTION_WEIGHT, Model, ModelError, _span_sum
 from tests.tiny_models import QT, TinySpec, reference_logits, write_tiny_llama
 
 PROMPTS = [[1, 5, 17, 42, 3, 88, 60, 7], [2, 9, 71, 33, 19], [4, 4, 8, 15, 16, 23, 42, 11, 12, 13, 14]]
@@ -187,3 +187,34 @@ def test_real_model_rows_are_computed_alike_in_any_batch(smollm2_path: Path) -> 
             out = model.decode([1500] + others, [len(ctx)] + list(range(n1, n1 + len(others))),
                                [0] + [1] * len(others), [True] + [False] * len(others))
             assert np.array_equal(out[0], alone), (len(ctx), len(others))
+
+
+def test_span_sum_against_the_sum_itself() -> None:
+    """The closed form of sum(min(q, window) for q in lo+1..hi), no window and windows of every
+    relation to the range."""
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        lo = int(rng.integers(0, 300))
+        hi = lo + int(rng.integers(0, 300))
+        window = int(rng.choice([0, 1, int(rng.integers(1, 700))]))
+        want = sum(min(q, window) if window else q for q in range(lo + 1, hi + 1))
+        assert _span_sum(lo, hi, window) == want, (lo, hi, window)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["dense-Q8_0", "moe-Q4_0"])
+def test_prompt_cost_counts_the_weights_and_each_rows_attention(tmp_path: Path, spec: TinySpec) -> None:
+    """Model.prompt_cost against a count of its own: every 2-D layer tensor's elements as the gguf
+    package reads them (of the experts, the share a token uses), and each row's attention over every
+    position up to its own (q.k and v: 2 x heads x head size a position and layer), weighted."""
+    from gguf import GGUFReader
+
+    model = _model(tmp_path, spec)
+    cfg = model.config
+    share = spec.n_expert_used / spec.n_expert if spec.n_expert else 1.0
+    weights = sum(int(t.n_elements) * (share if "_exps" in t.name else 1.0)
+                  for t in GGUFReader(tmp_path / "tiny.gguf").tensors
+                  if t.name.startswith("blk.") and len(t.shape) > 1)
+    for start, rows in [(0, 1), (0, 64), (100, 37), (1000, 512)]:
+        keys = cfg.n_layer * sum(p + 1 for p in range(start, start + rows))
+        want = rows * weights + ATTENTION_WEIGHT * 2 * cfg.n_head * cfg.head_dim * keys
+        assert model.prompt_cost(start, rows) == pytest.approx(want, rel=1e-12)

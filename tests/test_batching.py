@@ -14,6 +14,7 @@ from serverutil import ServerThread
 
 from runtime.engine import Engine
 from runtime.sampling import SamplingParams
+from runtime.server.scheduler import Scheduler
 
 N_CTX = 4096
 # four prompts with nothing in common, each one chunk of 16+ rows (the batched product), as alone
@@ -174,8 +175,10 @@ def test_a_long_prompts_chunk_waits_at_most_one_step_in_a_row() -> None:
     from runtime.server.scheduler import Scheduler, Slot
 
     sched = Scheduler.__new__(Scheduler)  # _batch only: no model, no worker
-    sched.model, sched.ubatch, sched.speculation = SimpleNamespace(max_batch=68), 64, None
-    slots = [Slot(i, None) for i in range(3)]  # type: ignore[arg-type]
+    # every row costs the same (see the next tests for the model's own cost)
+    sched.model = SimpleNamespace(max_batch=68, prompt_cost=lambda start, rows: float(rows))
+    sched.ubatch, sched.speculation = 64, None
+    slots = [Slot(i, SimpleNamespace(tokens=[])) for i in range(3)]  # type: ignore[arg-type]
     slots[0].next_token = 7              # a stream decoding
     slots[1].pending = list(range(2000))  # a long prompt
     ran = []
@@ -188,6 +191,79 @@ def test_a_long_prompts_chunk_waits_at_most_one_step_in_a_row() -> None:
     assert ran == [0, 53, 0, 53, 0, 53]  # 64 rows less the decoding row and the short prompt
     slots[2].pending = []
     assert {slot.index: len(ids) for slot, ids, _ in sched._batch(slots)} == {0: 1, 1: 63}
+
+
+def _scheduler(model: object, ubatch: int) -> Scheduler:
+    sched = Scheduler.__new__(Scheduler)  # _batch only: no worker
+    sched.model, sched.ubatch, sched.speculation = model, ubatch, None
+    return sched
+
+
+def test_a_long_prompts_chunks_cost_what_ubatch_rows_cost_at_its_start(smollm2_path: Path) -> None:
+    """While a stream decodes, --ubatch bounds what a chunk costs, not only its rows: a chunk's rows
+    attend to every earlier position, so a ~2,000-token prompt is cut into chunks that each cost at
+    most what 63 rows (64 less the stream's) cost at position 0, in SmolLM2's own
+    Model.prompt_cost: the further in, the shorter, and never under LP_BATCHED_MIN rows. With no
+    stream waiting, the chunks are --ubatch rows."""
+    from types import SimpleNamespace
+
+    from runtime.gguf import GGUFFile
+    from runtime.kernels import lib
+    from runtime.model import Model
+    from runtime.server.scheduler import Slot
+
+    model = Model(GGUFFile(smollm2_path), n_ctx=2048, max_batch=68)
+    sched = _scheduler(model, 64)
+    slots = [Slot(i, SimpleNamespace(tokens=[])) for i in range(2)]  # type: ignore[arg-type]
+    slots[0].next_token = 7
+    slots[1].pending = list(range(2000))
+    chunks = []  # (start, rows)
+    while slots[1].pending:
+        rows = {slot.index: len(ids) for slot, ids, _ in sched._batch(slots)}
+        assert rows[0] == 1
+        chunks.append((len(slots[1].tokens), rows[1]))
+        slots[1].tokens.extend(slots[1].pending[:rows[1]])
+        del slots[1].pending[:rows[1]]
+    budget = model.prompt_cost(0, 63)
+    assert chunks[0] == (0, 63)
+    for start, k in chunks[:-1]:  # (the last is the rest)
+        assert int(lib.LP_BATCHED_MIN) <= k <= 63
+        assert model.prompt_cost(start, k) <= budget  # within the first chunk's cost
+        assert model.prompt_cost(start, k + 1) > budget or k == 63  # and as long as that allows
+    sizes = [k for _, k in chunks]
+    assert sizes == sorted(sizes, reverse=True)[:len(sizes) - 1] + sizes[-1:]  # shorter further in
+    assert sizes[-2] < 40  # SmolLM2's attention at ~1,900 positions: the row's cost ~2.7 times
+    # with no stream decoding, nobody waits on the chunks: whole ones, as many rows as --ubatch
+    slots[0].next_token = None
+    slots[1].tokens.clear()
+    slots[1].pending = list(range(2000))
+    assert [len(ids) for _, ids, _ in sched._batch(slots)] == [64]
+    slots[1].tokens.extend([0] * 1900)
+    assert [len(ids) for _, ids, _ in sched._batch(slots)] == [64]
+    # a chunk deep into a very long prompt still moves it on by LP_BATCHED_MIN rows a step
+    slots[0].next_token = 7
+    slots[1].tokens.clear()
+    slots[1].tokens.extend([0] * 40000)
+    slots[1].pending = list(range(100))
+    assert {s.index: len(ids) for s, ids, _ in sched._batch(slots)}[1] == int(lib.LP_BATCHED_MIN)
+
+
+def test_a_second_prompt_gets_no_chunk_under_the_least_rows() -> None:
+    """The step's rows left after one prompt's chunk are fewer than LP_BATCHED_MIN: the next prompt
+    waits for a step with room, rather than run a chunk the batched product would not compute as
+    it computes the prompt alone."""
+    from types import SimpleNamespace
+
+    from runtime.kernels import lib
+    from runtime.server.scheduler import Slot
+
+    least = int(lib.LP_BATCHED_MIN)
+    sched = _scheduler(SimpleNamespace(max_batch=68, prompt_cost=lambda start, rows: float(rows)), 64)
+    slots = [Slot(i, SimpleNamespace(tokens=[])) for i in range(2)]  # type: ignore[arg-type]
+    slots[0].pending = list(range(64 + least - 10))  # leaves a whole chunk: takes 64 - 10
+    slots[1].pending = list(range(100))
+    rows = {slot.index: len(ids) for slot, ids, _ in sched._batch(slots)}
+    assert rows == {0: 64 - 10}
 
 
 def test_a_new_request_copies_the_prefix_another_slot_holds(server: ServerThread, reference: Engine) -> None:

@@ -7,7 +7,8 @@ call happens on a single worker thread:
     worker thread, each step: admit waiting jobs into free slots, then ONE forward call over
         one decoding row of every generating slot (and the draft tokens that follow it, see
         below), plus prompt chunks of the slots still in prompt processing (the shortest
-        prompts first, up to `ubatch` rows in all);
+        prompts first, up to `ubatch` rows in all; while slots decode, chunks costing no more
+        than `ubatch` rows at a sequence's start, Model.prompt_cost);
         each slot's row of logits goes to its request's `Decoding`, which picks the token
     worker --Job._put(item)--> the step's Outbox (jobs.py) --one wake-up of the loop per step-->
         each handler's asyncio queue --> SSE / JSON response
@@ -387,19 +388,28 @@ class Scheduler:
             rows.append((slot, [slot.next_token] + slot.drafts, True))  # type: ignore[list-item]
         used = sum(len(ids) for _, ids, _ in rows)
         room = min(max(least, self.ubatch - used), self.model.max_batch - used)
+        # while other requests decode, a chunk costs at most what those rows cost at a sequence's
+        # start: a chunk's rows attend to every earlier position, so far into a long prompt it takes
+        # fewer rows and the streams' pause stays that of the first chunk (alone, a prompt takes
+        # whole chunks: fewer, larger steps read it faster)
+        budget = self.model.prompt_cost(0, room) if decoding else float("inf")
         ending = 0  # rows of the prompts that end in this step
+        first = True  # no prompt rows in the step yet
         for slot in sorted((s for s in slots if s.pending), key=lambda s: len(s.pending)):
-            pending = len(slot.pending)
-            if pending <= room:
+            pending, start = len(slot.pending), len(slot.tokens)
+            fit = self._rows_within(start, min(pending, room), budget)
+            if first:  # every step that has prompts moves one on by a whole chunk at least
+                fit = max(fit, min(pending, least, room))
+            if pending <= fit:
                 k = pending
-            elif pending - room >= least:
-                k = room
+            elif fit < least:
+                continue  # no room for a chunk this step
+            elif pending - fit >= least:
+                k = fit
             elif pending - least >= least:
                 k = pending - least  # leave a whole chunk for the next step
-            elif room >= least:
-                k = room  # (a short rest follows: only when ubatch is under twice the least chunk)
             else:
-                continue  # no room for a chunk this step
+                k = fit  # (a short rest follows: only when the room is under twice the least chunk)
             if k < pending and 0 < ending <= self.ubatch // 4 and not slot.postponed:
                 slot.postponed = True  # short prompts end in this step: their first tokens go first
                 continue
@@ -407,9 +417,22 @@ class Scheduler:
             rows.append((slot, slot.pending[:k], k == pending))
             ending += k if k == pending else 0
             room -= k
-            if room <= 0:
+            budget -= self.model.prompt_cost(start, k)
+            first = False
+            if room <= 0 or budget <= 0:
                 break
         return rows
+
+    def _rows_within(self, start: int, most: int, budget: float) -> int:
+        """The most prompt rows (up to `most`) from position `start` whose cost is within budget."""
+        lo, hi = 0, most
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.model.prompt_cost(start, mid) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     def _drafts(self, slot: Slot, spare: int, base: int) -> list[int]:
         """Draft tokens to follow the slot's next token this step (at most `spare`), in a call of
