@@ -363,7 +363,8 @@ class Scheduler:
 
     def _batch(self, slots: list[Slot]) -> list[tuple[Slot, list[int], bool]]:
         """This step's rows: (slot, tokens, whether its last row gives logits). Every decoding slot's
-        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows.
+        next token, then prompt chunks, the shortest remaining prompts first, up to ubatch rows;
+        while slots decode, also up to the cost of ubatch rows at a sequence's start (prompt_cost).
 
         A prompt is cut only into chunks of at least LP_BATCHED_MIN rows (its short rest, and a
         short prompt, go whole): the forward pass computes a chunk that long by the batched
