@@ -304,6 +304,7 @@ static inline __attribute__((always_inline)) void sub16_pass(const gemm_ctx *c, 
         const act_block *au = a + u * (QK_K / 32);
         for (const act_block *ab = au; ab < au + QK_K / 32; ab++) {
             const uint8_t *aq = ab->q[0][0];
+            panel_prefetch(a, ab - a, c->nblk);
 #pragma GCC unroll 2
             for (int s = 0; s < per_blk; s++) {  // the block's sub-blocks
                 __m256i av[2][4];

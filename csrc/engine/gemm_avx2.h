@@ -25,6 +25,20 @@ static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, cons
     }
 }
 
+// The quants of activation block b + LP_PANEL_AHEAD of a panel of nblk blocks, asked into L1 ahead
+// of the tile that reads it. A tile streams its panel (704 bytes a block) once per weight row
+// group; at 14336 columns (a feed-forward's down product) the panel is 315 KB a group, past L1
+// and beside a chunk's decoded rows in L2, and the hardware prefetcher let the tile wait on it:
+// one thread, 128 or 512 rows, 4096 x 14336: Q3_K 8-10% faster with this, Q4_K 4-6%, Q6_K 6%;
+// 14336 x 4096, 512 rows: Q2_K and Q4_K 7-15% (noisy). Any distance from 2 to 16 blocks did as
+// well. The sub-scaled K-quants' tiles take it; the legacy types' showed no gain (Q4_0, Q4_1, Q8_0).
+#define LP_PANEL_AHEAD 4
+static inline __attribute__((always_inline)) void panel_prefetch(const act_block *a, int64_t b, int64_t nblk) {
+    if (b + LP_PANEL_AHEAD >= nblk) return;
+    const char *p = (const char *)a[b + LP_PANEL_AHEAD].q;
+    for (int l = 0; l < (int)sizeof(a->q); l += 64) _mm_prefetch(p + l, _MM_HINT_T0);
+}
+
 // acc (LP_G2_R x 16, in memory) = the tile's min terms (gemm.h: the first float steps), from
 // zero in the order of the min units (a block's one or two: per_blk). The rows' mins are read
 // through pointers that step along them: with the min unit's block and half worked out
@@ -201,6 +215,7 @@ static inline __attribute__((always_inline)) void tile_sub_frame(const gemm_ctx 
             sb.ab = &a[sb.gi / per_blk];
             sb.k0 = (int)(sb.gi % per_blk) * steps;  // its first step in its block
             sb.w = w0.q + sub * sb.gi;
+            if (sb.k0 == 0) panel_prefetch(a, sb.gi / per_blk, c->nblk);  // (a block's first sub-block)
             body(&sb, steps, mode, m, nv, R);
         }
         unit_float_step(&a[u * (QK_K / 32)], w0.scale, units, u, isp, acc, nv, R);
