@@ -29,9 +29,10 @@ static inline void store_tile(const gemm_ctx *c, int r0, int nr, int64_t g, cons
 // of the tile that reads it. A tile streams its panel (704 bytes a block) once per weight row
 // group; at 14336 columns (a feed-forward's down product) the panel is 315 KB a group, past L1
 // and beside a chunk's decoded rows in L2, and the hardware prefetcher let the tile wait on it:
-// one thread, 128 or 512 rows, 4096 x 14336: Q3_K 8-10% faster with this, Q4_K 4-6%, Q6_K 6%;
-// 14336 x 4096, 512 rows: Q2_K and Q4_K 7-15% (noisy). Any distance from 2 to 16 blocks did as
-// well. The sub-scaled K-quants' tiles take it; the legacy types' showed no gain (Q4_0, Q4_1, Q8_0).
+// one thread, 128 or 512 rows, 4096 x 14336: Q3_K 8-13% faster with this, Q4_K 4-6%, Q6_K 0-6%;
+// 14336 x 4096 (a panel of 90 KB): Q2_K 0-6%, Q4_K 0-15% (runs that far apart). Any distance from
+// 2 to 16 blocks did as well. The sub-scaled K-quants' tiles take it; the legacy types' showed no
+// gain (Q4_0, Q4_1, Q8_0).
 #define LP_PANEL_AHEAD 4
 static inline __attribute__((always_inline)) void panel_prefetch(const act_block *a, int64_t b, int64_t nblk) {
     if (b + LP_PANEL_AHEAD >= nblk) return;
