@@ -231,7 +231,7 @@ def test_a_long_prompts_chunks_cost_what_ubatch_rows_cost_at_its_start(smollm2_p
         assert model.prompt_cost(start, k) <= budget  # within the first chunk's cost
         assert model.prompt_cost(start, k + 1) > budget or k == 63  # and as long as that allows
     sizes = [k for _, k in chunks]
-    assert sizes == sorted(sizes, reverse=True)[:len(sizes) - 1] + sizes[-1:]  # shorter further in
+    assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))  # shorter further in (the rest aside)
     assert sizes[-2] < 40  # SmolLM2's attention at ~1,900 positions: the row's cost ~2.7 times
     # with no stream decoding, nobody waits on the chunks: whole ones, as many rows as --ubatch
     slots[0].next_token = None
