@@ -61,6 +61,17 @@ def _span_sum(lo: int, hi: int, window: int) -> int:
     return below + window * max(0, hi - max(lo, window))  # and past it: the window each
 
 
+def layer_macs(tensors: Any, n_expert: int, n_expert_used: int) -> float:
+    """The multiply-adds a token makes in the layers' weight matrices (every 2-D `blk.` tensor; of a
+    mixture of experts' stacked experts, the share a token uses): GGUFFile.tensors' values."""
+    total = 0.0
+    for t in tensors:
+        if t.name.startswith("blk.") and len(t.shape) > 1:
+            share = n_expert_used / n_expert if "_exps." in t.name and n_expert else 1.0
+            total += float(np.prod(t.shape)) * share
+    return total
+
+
 def _aligned(nbytes: int) -> np.ndarray:
     """nbytes of zeroed memory at a 64-byte aligned address (C lays its buffers out in it)."""
     raw = np.zeros(nbytes + 64, np.uint8)
@@ -84,7 +95,7 @@ class Model:
         self.max_batch = max(1, min(max_batch, self.n_ctx * n_seq))
         self.n_seq = n_seq
         self._keep: list[Any] = []  # every array and cdata C points into
-        self._row_macs: float | None = None  # prompt_cost's weight multiply-adds a row, once asked
+        self._cost_terms: tuple[float, int, int] | None = None  # prompt_cost's, once asked (see there)
         self._w = ffi.new("lp_weights *")
         self._bind_weights()
         try:
@@ -218,19 +229,16 @@ class Model:
         server cuts long prompts into chunks of about equal cost with it: a chunk's rows attend to
         all the earlier positions, so at 2,000 tokens a chunk of a small model's prompt costs twice
         the first one of as many rows."""
-        if self._row_macs is None:
-            cfg, total = self.config, 0.0
-            for t in self.file.tensors.values():
-                if t.name.startswith("blk.") and len(t.shape) > 1:
-                    share = cfg.n_expert_used / cfg.n_expert if "_exps." in t.name and cfg.n_expert else 1.0
-                    total += float(np.prod(t.shape)) * share
-            self._row_macs = total
         cfg = self.config
+        if self._cost_terms is None:  # a row's weight multiply-adds, the global and the windowed layers
+            windowed = sum(cfg.swa_layers[:cfg.n_layer]) if cfg.n_swa > 0 else 0
+            self._cost_terms = (layer_macs(self.file.tensors.values(), cfg.n_expert, cfg.n_expert_used),
+                                cfg.n_layer - windowed, windowed)
+        row_macs, global_layers, windowed = self._cost_terms
         per_key = 2 * cfg.n_head * cfg.head_dim  # a query row's q.k and its share of v, per position
-        windowed = sum(1 for i in range(cfg.n_layer) if cfg.n_swa > 0 and i < len(cfg.swa_layers) and cfg.swa_layers[i])
-        keys = ((cfg.n_layer - windowed) * _span_sum(start, start + rows, 0)
+        keys = (global_layers * _span_sum(start, start + rows, 0)
                 + windowed * _span_sum(start, start + rows, cfg.n_swa))
-        return rows * self._row_macs + ATTENTION_WEIGHT * per_key * keys
+        return rows * row_macs + ATTENTION_WEIGHT * per_key * keys
 
     # -- forward -------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from runtime import kernels
 from runtime.gguf import GGUFFile
+from runtime.model import layer_macs
 from tools import bench_models
 from tools.bench_worker import PP
 
@@ -187,7 +188,7 @@ def model_info(name: str, path: Path) -> ModelInfo:
         emb = T["token_embd.weight"]
         tied = "output.weight" not in T
         token = layer = 0.0
-        layer_macs, rest_macs = 0.0, 0.0
+        rest_macs = 0.0
         for t in T.values():
             share = used / n_expert if "_exps." in t.name else 1.0  # of the experts, those a token uses
             elements = int(np.prod(t.shape)) * share
@@ -198,9 +199,9 @@ def model_info(name: str, path: Path) -> ModelInfo:
             token += t.nbytes * share
             if t.name.startswith("blk."):
                 layer += t.nbytes * share
-                layer_macs += elements if len(t.shape) > 1 else 0.0
             elif t.name == "output.weight":
                 rest_macs += elements / PP
-        return ModelInfo(name, path, sum(t.nbytes for t in T.values()), int(token), int(layer), int(layer_macs),
+        return ModelInfo(name, path, sum(t.nbytes for t in T.values()), int(token), int(layer),
+                         int(layer_macs(T.values(), n_expert, used)),
                          rest_macs, n_layer * n_head_kv * head_dim * 2 * 2, n_layer, n_expert, used,
                          bench_models.type_histogram(path), bench_models.full_layers(name))

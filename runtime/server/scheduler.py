@@ -426,6 +426,8 @@ class Scheduler:
 
     def _rows_within(self, start: int, most: int, budget: float) -> int:
         """The most prompt rows (up to `most`) from position `start` whose cost is within budget."""
+        if self.model.prompt_cost(start, most) <= budget:  # (all of them: always, with nobody waiting)
+            return most
         lo, hi = 0, most
         while lo < hi:
             mid = (lo + hi + 1) // 2
