@@ -1,19 +1,22 @@
 """The benchmark's pure parts (tools/bench_*.py): model specs, per-token work, full-depth estimates,
-tables, and the int8-peak kernel's bookkeeping. Nothing here times anything."""
+tables, and the int8-peak kernel's bookkeeping. No test here checks a speed."""
 from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import gguf
 import pytest
 
 from runtime import kernels
-from tools import bench_models, bench_report
+from tools import bench_models, bench_report, bench_serving
 from tools.bench_machine import huge_share, med, model_info, run_ratio, spread
 from tools.bench_sections import run_pp_tg
 from tools.bench_worker import PP, Pair
 from tools.random_gguf import QT, ModelSpec, tensor_layout, write_model
+
+FIXTURE_MOE = Path(__file__).resolve().parent / "fixtures/models/moe-Q4_0.gguf"
 
 # Published parameter counts of the models the real-width benchmark models stand for.
 MISTRAL_7B_PARAMS = 7_241_732_096
@@ -196,3 +199,26 @@ def test_huge_share_sums_the_mappings_over_the_range():
     assert huge_share(base + 0x401000, 0x400000, "AnonHugePages", SMAPS) == 0.0
     assert huge_share(base, 0x1000, "AnonHugePages", SMAPS) == 0.0  # (the next mapping starts at its end)
     assert huge_share(base + 0x801000, 0x100000, "AnonHugePages", SMAPS) == 1.0  # capped
+
+
+def test_full_depth_vs_one_scales_the_layers_and_keeps_the_rest():
+    # a 4-layer file: one stream's step 10 ms of layers + 5 ms of output product, four streams' 16 + 5
+    one, one_bare, four, four_bare = 1 / 0.015, 1 / 0.010, 4 / 0.021, 4 / 0.016  # tok/s
+    measured = four / one
+    assert measured == pytest.approx(4 * 15 / 21)
+    # at 32 layers: 80 + 5 ms against 128 + 5 ms
+    est = bench_serving.full_depth_vs_one(4, four, four_bare, one, one_bare, 4, 32)
+    assert est == pytest.approx(4 * 85 / 133)
+    assert est < measured  # the output product, as fast for four rows as for one, weighs less deeper
+    # nothing outside the layers: the depth changes nothing
+    assert bench_serving.full_depth_vs_one(4, four_bare, four_bare, one_bare, one_bare, 4, 32) == \
+        pytest.approx(four_bare / one_bare)
+    # a run without logits that came out slower (noise) counts no negative output cost: the layers alone
+    step4, step1 = 4 / (four * 0.9) * 8, 1 / one * 8
+    assert bench_serving.full_depth_vs_one(4, four, four * 0.9, one, one, 4, 32) == pytest.approx((4 / step4) / (1 / step1))
+
+
+def test_batched_worker_runs_with_and_without_logits():
+    # the bench's own decoding loop, both ways, on a tiny model (the rates themselves are not checked)
+    for logits_on in (True, False):
+        assert bench_serving.ours_batched(str(FIXTURE_MOE), 1, 2, logits_on) > 0

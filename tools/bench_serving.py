@@ -7,7 +7,12 @@
    16-token prompts, then 128 steps of one row per sequence in ONE forward call each, greedy.
    llamapack: `Model.decode`; llama.cpp: `llama_decode` of a `llama_batch` whose rows carry
    the S sequence ids (llama-cpp-python's low-level API). Aggregate generated tokens/s, each
-   engine in its own process, engines alternating run by run, medians.
+   engine in its own process, engines alternating run by run, medians. A model that holds a
+   few of its real layers (the Mistral-width ones) is also run without logits (the same steps,
+   no output product), and its S streams against one are estimated at the real depth
+   (`full_depth_vs_one`): there the layers weigh eight times as much (Mistral's 32 against 4)
+   and the rest as much as here; the output product, which reads 100 MB per step at Mistral's
+   vocabulary and costs four rows about what it costs one, flatters the ratio of a short model.
 2. The server, as clients see it: S concurrent streaming /v1/completions requests (128 tokens
    each, temperature 0) to `python -m runtime --server --parallel 8`; aggregate tokens/s over
    the wall time from the first request to the last token, and S streams against one.
@@ -32,7 +37,7 @@ import numpy as np
 
 from runtime.gguf import GGUFFile
 from tools import bench_models
-from tools.bench_machine import read_back
+from tools.bench_machine import model_info, read_back
 from tools.bench_worker import LOG_DIR
 
 STREAMS = (1, 2, 4, 8)
@@ -47,7 +52,15 @@ def _prompts(n_vocab: int, s: int) -> list[list[int]]:
     return [[int(t) for t in rng.integers(300, n_vocab, PROMPT)] for _ in range(s)]
 
 
-def ours_batched(path: str, threads: int, s: int) -> float:
+def _next_tokens(logits: np.ndarray | None, prompts: list[list[int]], step: int) -> list[int]:
+    """Each sequence's greedy token, or (no logits: a run without the output product) its prompt's
+    tokens again in turn."""
+    if logits is None:
+        return [pr[step % PROMPT] for pr in prompts]
+    return [int(i) for i in logits.argmax(axis=1)]
+
+
+def ours_batched(path: str, threads: int, s: int, logits_on: bool = True) -> float:
     from runtime.model import Model
     model = Model(GGUFFile(path), n_ctx=PROMPT + STEPS + 8, n_threads=threads, n_seq=s, max_batch=PROMPT * s)
     prompts = _prompts(model.config.n_vocab, s)
@@ -56,12 +69,12 @@ def ours_batched(path: str, threads: int, s: int) -> float:
     logits = model.decode([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], marks)
     t0 = time.perf_counter()
     for step in range(STEPS):
-        nxt = [int(i) for i in logits.argmax(axis=1)]
-        logits = model.decode(nxt, [PROMPT + step] * s, list(range(s)), [True] * s)
+        nxt = _next_tokens(logits if logits_on else None, prompts, step)
+        logits = model.decode(nxt, [PROMPT + step] * s, list(range(s)), [logits_on] * s)
     return s * STEPS / (time.perf_counter() - t0)
 
 
-def llama_batched(path: str, threads: int, s: int) -> float:
+def llama_batched(path: str, threads: int, s: int, logits_on: bool = True) -> float:
     import ctypes
 
     from tools.bench_worker import refuse_amx_tiles
@@ -96,8 +109,8 @@ def llama_batched(path: str, threads: int, s: int) -> float:
     logits = run([(t, p, q, p == PROMPT - 1) for q, pr in enumerate(prompts) for p, t in enumerate(pr)])
     t0 = time.perf_counter()
     for step in range(STEPS):
-        nxt = [int(i) for i in logits.argmax(axis=1)]
-        logits = run([(nxt[q], PROMPT + step, q, True) for q in range(s)])
+        nxt = _next_tokens(logits if logits_on else None, prompts, step)
+        logits = run([(nxt[q], PROMPT + step, q, logits_on) for q in range(s)])
     took = time.perf_counter() - t0
     lc.llama_batch_free(batch)
     lc.llama_free(ctx)
@@ -105,14 +118,14 @@ def llama_batched(path: str, threads: int, s: int) -> float:
     return s * STEPS / took
 
 
-def worker(engine: str, path: str, threads: int, s: int) -> None:
+def worker(engine: str, path: str, threads: int, s: int, logits_on: bool) -> None:
     fn = ours_batched if engine == "llamapack" else llama_batched
-    print(json.dumps({"tps": fn(path, threads, s)}), flush=True)
+    print(json.dumps({"tps": fn(path, threads, s, logits_on)}), flush=True)
 
 
-def measure_batched(engine: str, path: Path, threads: int, s: int) -> float | None:
+def measure_batched(engine: str, path: Path, threads: int, s: int, logits_on: bool = True) -> float | None:
     run = subprocess.run([sys.executable, "-m", "tools.bench_serving", "--worker", engine, str(path), str(threads),
-                          str(s)], capture_output=True, text=True, timeout=1800)
+                          str(s), "logits" if logits_on else "none"], capture_output=True, text=True, timeout=1800)
     if run.returncode != 0:
         print(f"  {engine} S={s} failed: {run.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
@@ -123,21 +136,47 @@ def table_batched(models: list[tuple[str, Path]], threads: int, runs: int) -> No
     print(f"\n## Batched decoding: S sequences, one forward call per step ({STEPS} steps after {PROMPT}-token "
           f"prompts, greedy), aggregate generated tok/s, {threads} threads, medians of {runs}; every run "
           f"goes through all S in turn, and 'S vs 1' is the median of each run's ratio\n")
-    print("| model | S | llamapack | llama.cpp | ratio | llamapack S vs 1 | llama.cpp S vs 1 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | S | llamapack | llama.cpp | ratio | llamapack S vs 1 | llama.cpp S vs 1 "
+          "| S vs 1 at full depth (est.), llamapack / llama.cpp |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, path in models:
-        got: dict[tuple[str, int], list[float]] = {}
+        info = model_info(name, path)  # (full_layers: the real depth of a model cut short, else None)
+        full, layers = info.full_layers, info.n_layer
+        got: dict[tuple[str, int, bool], list[float]] = {}
         for r in range(runs):  # S in turn within a run: the machine's drift weighs on every S alike
             for s in STREAMS:
                 order = ["llamapack", "llama.cpp"] if r % 2 == 0 else ["llama.cpp", "llamapack"]
-                for eng in order:
-                    got.setdefault((eng, s), []).append(measure_batched(eng, path, threads, s) or float("nan"))
+                for logits_on in (True, False) if full else (True,):
+                    for eng in order:
+                        got.setdefault((eng, s, logits_on), []).append(
+                            measure_batched(eng, path, threads, s, logits_on) or float("nan"))
         for s in STREAMS:
-            med = {e: _median(got[(e, s)]) for e in ("llamapack", "llama.cpp")}
-            vs1 = {e: _median([a / b for a, b in zip(got[(e, s)], got[(e, 1)])]) for e in med}
+            engines = ("llamapack", "llama.cpp")
+            med = {e: _median(got[(e, s, True)]) for e in engines}
+            vs1 = {e: _median([a / b for a, b in zip(got[(e, s, True)], got[(e, 1, True)])]) for e in engines}
+            deep = "-"
+            if full:
+                est = {e: _median([full_depth_vs_one(s, *tps, layers, full) for tps in
+                                   zip(got[(e, s, True)], got[(e, s, False)], got[(e, 1, True)], got[(e, 1, False)])])
+                       for e in engines}
+                deep = f"{est['llamapack']:.2f}x / {est['llama.cpp']:.2f}x ({full} layers)"
             print(f"| {name} | {s} | {med['llamapack']:.1f} | {med['llama.cpp']:.1f} | "
-                  f"{med['llamapack'] / med['llama.cpp']:.2f}x | {vs1['llamapack']:.2f}x | {vs1['llama.cpp']:.2f}x |",
-                  flush=True)
+                  f"{med['llamapack'] / med['llama.cpp']:.2f}x | {vs1['llamapack']:.2f}x | {vs1['llama.cpp']:.2f}x "
+                  f"| {deep} |", flush=True)
+
+
+def full_depth_vs_one(s: int, tps_s: float, tps_s_bare: float, tps_1: float, tps_1_bare: float,
+                      layers: int, full_layers: int) -> float:
+    """S streams' aggregate tok/s against one stream's, for the model at `full_layers` layers, from a
+    file of `layers` of them: each count's step time (rows / tok/s) with the logits and without them
+    (the same steps, no output product: `bare`). The step without logits stands for the layers (the
+    embedding lookup and the final norm are negligible) and scales with the depth; the difference (the
+    output product, the logits' handling) stays. A run without logits that came out slower than the one
+    with them (noise) counts no output cost."""
+    def step_at_depth(rows: int, tps: float, tps_bare: float) -> float:
+        with_out, bare = rows / tps, rows / tps_bare
+        return bare * full_layers / layers + max(with_out - bare, 0.0)
+    return (s / step_at_depth(s, tps_s, tps_s_bare)) / (1 / step_at_depth(1, tps_1, tps_1_bare))
 
 
 def _median(values: list[float]) -> float:
@@ -324,7 +363,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    if len(sys.argv) == 7 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "logits")
     else:
         main()
