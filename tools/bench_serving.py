@@ -140,8 +140,9 @@ def table_batched(models: list[tuple[str, Path]], threads: int, runs: int) -> No
           "| S vs 1 at full depth (est.), llamapack / llama.cpp |")
     print("|---|---|---|---|---|---|---|---|")
     for name, path in models:
-        info = model_info(name, path)  # (full_layers: the real depth of a model cut short, else None)
-        full, layers = info.full_layers, info.n_layer
+        info = model_info(name, path)  # full_layers: the depth of the real model a bench model stands for
+        layers = info.n_layer
+        full = info.full_layers if info.full_layers and info.full_layers > layers else None  # (a model cut short)
         got: dict[tuple[str, int, bool], list[float]] = {}
         for r in range(runs):  # S in turn within a run: the machine's drift weighs on every S alike
             for s in STREAMS:
