@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 from runtime import kernels
@@ -215,10 +216,22 @@ def test_full_depth_vs_one_scales_the_layers_and_keeps_the_rest():
         pytest.approx(four_bare / one_bare)
     # a run without logits that came out slower (noise) counts no negative output cost: the layers alone
     step4, step1 = 4 / (four * 0.9) * 8, 1 / one * 8
-    assert bench_serving.full_depth_vs_one(4, four, four * 0.9, one, one, 4, 32) == pytest.approx((4 / step4) / (1 / step1))
+    assert bench_serving.full_depth_vs_one(4, four, four * 0.9, one, one, 4, 32) == \
+        pytest.approx((4 / step4) / (1 / step1))
 
 
 def test_batched_worker_runs_with_and_without_logits():
     # the bench's own decoding loop, both ways, on a tiny model (the rates themselves are not checked)
     for logits_on in (True, False):
         assert bench_serving.ours_batched(str(FIXTURE_MOE), 1, 2, logits_on) > 0
+    # what the run without logits stands on: steps with no row marked make no logits (no output product)
+    from runtime.gguf import GGUFFile
+    from runtime.model import Model
+    model = Model(GGUFFile(FIXTURE_MOE), n_ctx=32, n_threads=1, n_seq=2, max_batch=8)
+    assert model.decode([5, 6], [0, 0], [0, 1], [False, False]).shape[0] == 0
+    assert model.decode([7, 8], [1, 1], [0, 1], [True, True]).shape[0] == 2
+    # its tokens: each sequence's prompt again, in turn; with logits, each row's greedy token
+    n = bench_serving.PROMPT
+    prompts = [list(range(100, 100 + n)), list(range(200, 200 + n))]
+    assert bench_serving._next_tokens(None, prompts, n + 3) == [103, 203]
+    assert bench_serving._next_tokens(np.array([[0.0, 5.0, 1.0], [9.0, 0.0, 0.0]]), prompts, 0) == [1, 0]
