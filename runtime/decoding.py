@@ -176,10 +176,13 @@ class Decoding:
     def choose(self, logits: np.ndarray) -> int | None:
         """The next token from the logits (n_vocab,) of the last position: processors, then the
         constraint's mask, then the sampler. None when the constraint allows no token: generation
-        then ends (reason COMPLETE, `done`) without a token."""
+        then ends (reason COMPLETE, `done`) without a token; None too when it has ended already (a
+        budget of no tokens: max_tokens 0 runs the prompt only, as llama.cpp's -n 0)."""
         if self._t_first is None:
             self._t_first = time.perf_counter()
             self.stats.prompt_seconds = self._t_first - self._t_prompt
+        if self.done:
+            return None
         if self.logprobs is not None:  # the model's own distribution, before any transform
             self._step_logprobs = log_softmax(logits)
         for proc in self.processors:  # the history is the prompt and what was generated, as in llama.cpp

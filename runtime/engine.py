@@ -156,6 +156,14 @@ class Engine:
         if self.context_shift and self.n_past + 1 >= self.n_ctx:
             self.shift_context(n_prompt)
 
+    def draft_room(self, n_past: int) -> int:
+        """How many draft tokens may follow the next token when it runs at position n_past: its
+        rows fill the context to its end, or, with context_shift, only to where one token alone
+        would leave the cache before make_room shifts it, so that the shift drops the same
+        positions whether drafts ran or not (the same text at temperature 0)."""
+        end = self.n_ctx - 1 if self.context_shift else self.n_ctx
+        return end - n_past - 1
+
     def shift_context(self, n_prompt: int) -> int:
         """Makes room in a full cache as llama.cpp's server does: keeps the first n_keep tokens
         (the prompt's n_prompt for -1; one more for the BOS), drops half of the rest, and moves
@@ -198,7 +206,7 @@ class Engine:
             else None
         while not state.done:
             self.make_room(state.n_prompt)
-            drafts = spec.draft(state, min(self.n_ctx - self.n_past, self.model.max_batch) - 1) if spec else []
+            drafts = spec.draft(state, min(self.draft_room(self.n_past), self.model.max_batch - 1)) if spec else []
             base = self.n_past
             rows = self._run_generated([tok] + drafts)
             try:

@@ -398,6 +398,8 @@ class StopChecker:
         self.reason: Optional[str] = None
         self.stop_string: Optional[str] = None  # the stop string that matched
         self._held = ""
+        if max_tokens == 0:  # nothing to generate: done before the first token
+            self.reason = MAX_TOKENS
 
     @property
     def done(self) -> bool:

@@ -39,6 +39,14 @@ def test_n_predict_limits_the_output(smollm2_path) -> None:
     assert "generation 5 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 5)")
 
 
+def test_n_predict_zero_runs_the_prompt_and_generates_nothing() -> None:
+    """-n 0 as llama.cpp's: the prompt is evaluated, no token is generated or printed."""
+    r = run("-m", TINY, "-p", "hello there", "-n", "0", "--temp", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "\n"
+    assert "generation 0 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 0)")
+
+
 def test_missing_model(tmp_path: Path) -> None:
     assert_one_line_error(run("-m", str(tmp_path / "nope.gguf"), "-p", "hi"), "not found")
 

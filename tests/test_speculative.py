@@ -287,3 +287,26 @@ def test_the_server_gives_the_same_greedy_text_with_drafts_in_its_steps(smollm2_
             assert srv.app.state.scheduler.most_sequences_in_a_step >= 2
     finally:
         served.close()
+
+
+def test_greedy_output_past_context_shifts_is_the_same_with_speculation(smollm2_path: Path) -> None:
+    """With --context-shift the drafts of a step stop where one token alone would leave the cache
+    before it shifts: the shifts drop the same positions, so the text is the one decoding token
+    by token gives (a step that ran past that point shifted later and dropped other positions:
+    with these numbers the texts parted)."""
+    eng = Engine.load(smollm2_path, n_ctx=128, n_threads=2)
+    try:
+        eng.context_shift, eng.n_keep = True, 0
+        ids = eng.tokenize(DOC + " " + DOC + " ", add_special=True)  # a text that goes on repeating
+        out = []
+        for spec in (None, SpecParams(draft_max=15, adaptive=False)):
+            eng.speculation = spec
+            eng.reset()
+            chunks = list(eng.stream_generate(ids, max_tokens=200, params=SamplingParams(temp=0.0)))
+            out.append(("".join(c.text for c in chunks), chunks[-1].stats))
+        (want, off), (got, on) = out
+        assert got == want
+        assert on.generated_tokens == off.generated_tokens == 200  # past the full context, shifted
+        assert on.draft_accepted >= 50
+    finally:
+        eng.close()

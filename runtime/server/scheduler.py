@@ -444,7 +444,7 @@ class Scheduler:
             return []
         if slot.spec is None:
             slot.spec = Speculator(self.speculation, self.draft_cost)
-        return slot.spec.draft(slot.state, min(spare, self.model.n_ctx - len(slot.tokens) - 1), base)
+        return slot.spec.draft(slot.state, min(spare, slot.engine.draft_room(len(slot.tokens))), base)
 
     def _step_generations(self, slots: list[Slot]) -> None:
         """One forward call for every generating slot; each marked row's logits to its request."""
