@@ -145,6 +145,16 @@ BUILTIN_TEMPLATES: dict[str, str] = {
 }
 
 
+def check_override(value: str) -> str:
+    """A --chat-template value: a built-in name or Jinja source (it has {{ or {%). A bare word that
+    names no template (a typo, another program's name) is a ChatTemplateError, not a template whose
+    output is that word."""
+    if value in BUILTIN_TEMPLATES or "{{" in value or "{%" in value:
+        return value
+    raise ChatTemplateError(f"unknown chat template {value!r}: a name ({', '.join(BUILTIN_TEMPLATES)}) "
+                            "or Jinja source")
+
+
 class ChatTemplateError(ValueError):
     """A template that does not compile or render; the message is one line."""
 
@@ -245,6 +255,7 @@ class ChatTemplate:
         bos = _token_text(tokens, get_key(metadata, KEY_BOS_ID))
         eos = _token_text(tokens, get_key(metadata, KEY_EOS_ID))
         if override:
+            check_override(override)
             name = override if override in BUILTIN_TEMPLATES else "custom"
             return cls(override, bos, eos, name=name)
         source = get_key(metadata, KEY_CHAT_TEMPLATE)

@@ -44,6 +44,17 @@ class _Parser(argparse.ArgumentParser):
             raise ArgsError(message)
         self.exit(2, f"error: {message} (--help for usage)\n")
 
+    # Strict: --help and --version (however abbreviated) print and exit; stored in a packed file
+    # they would be all it ever did.
+    def exit(self, status: int = 0, message: str | None = None):
+        if self.strict:
+            raise ArgsError("--help and --version print and exit: a packed file would do nothing else")
+        super().exit(status, message)
+
+    def _print_message(self, message: str, file=None) -> None:
+        if not self.strict:
+            super()._print_message(message, file)
+
 
 # The defaults of the flags whose parsed default is None: None means "not given", so that
 # the server can tell a default it was given (which applies to every request) from its own.
@@ -121,6 +132,16 @@ def _ranged(kind: type, lo: float | None = None, hi: float | None = None):
     return check
 
 
+def _chat_template(value: str) -> str:
+    """--chat-template: a built-in name or Jinja source (chat_template.check_override)."""
+    from runtime.chat_template import ChatTemplateError, check_override
+
+    try:
+        return check_override(value)
+    except ChatTemplateError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def check_args(stored: list[str]) -> None:
     """A packed file's .args lines (`...` marks where the user's go) parse as a command line;
     ArgsError with argparse's one-line reason otherwise. The launcher, `packer build --args`
@@ -153,7 +174,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                    help="read the weights into memory instead of mapping them from the file: they take "
                         "their size in RAM and a read at start-up, and generation can run faster (in a "
                         "virtual machine, up to 30%%)")
-    g.add_argument("--chat-template", metavar="NAME_OR_JINJA",
+    g.add_argument("--chat-template", metavar="NAME_OR_JINJA", type=_chat_template,
                    help="override the model's chat template (default: the model's own)")
     g.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
     g.add_argument("--context-shift", action=argparse.BooleanOptionalAction, default=False,

@@ -121,6 +121,11 @@ def test_override_by_name_and_by_source(smollm2_path):
     assert tmpl.name == "custom" and tmpl.render(CONVERSATIONS["single"]) == "HELLO"
     assert ChatTemplate.from_metadata(MISTRAL_META, override="chatml").name == "chatml"
     assert set(BUILTIN_TEMPLATES) == {"chatml", "mistral", "llama2", "llama3", "zephyr", "gemma"}
+    # a word that names no template is refused: it would be a template whose output is that word
+    for word in ("llama3x", "phi3", "vicuna"):
+        with pytest.raises(ChatTemplateError, match=f"unknown chat template '{word}'"):
+            ChatTemplate.from_metadata(meta, override=word)
+    assert ChatTemplate.from_metadata(meta, override="{% for m in messages %}x{% endfor %}").name == "custom"
 
 
 def test_missing_or_bad_token_ids_give_empty_strings():

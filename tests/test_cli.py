@@ -136,6 +136,7 @@ def test_version(flag: str) -> None:
     ("--seed", "-2", "--seed"),
     ("--parallel", "0", "--parallel"),
     ("--parallel", "100000", "--parallel"),
+    ("--chat-template", "llama3x", "unknown chat template 'llama3x'"),  # a typo is not a template
 ])
 def test_a_bad_value_is_one_line(flag: str, value: str, needle: str) -> None:
     r = run("-m", TINY, "-p", "hi", "-n", "2", flag, value)

@@ -188,6 +188,10 @@ def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
                    "is the runtime itself")
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--no-such-flag"), "bad --args")
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "-c 'unclosed"), "bad --args")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--chat-template llama3x"),
+                          "unknown chat template")
+    for printing in ("--help", "-c 64 -h", "--vers"):  # they would print and exit on every run
+        assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", printing), "print and exit")
     assert_one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
     assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", "/bin/sh"), "no PyInstaller archive")
     packed = build(MOE, tmp_path / "p.llamafile", runtime_exe, progress=False).output
