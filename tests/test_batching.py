@@ -352,6 +352,21 @@ def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: Server
                     usage = event["usage"]
     assert sorted(pieces) == [0, 1] and all("".join(p) for p in pieces.values())
     assert usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"]  # type: ignore[index]
+    # streamed completions, with usage: a last event with no choices counts both choices' tokens
+    # (each choice's finish event carries its own; a client keeps the last usage it sees)
+    own: dict[int, int] = {}
+    last: dict = {}
+    with requests.post(server.url + "/v1/completions", stream=True, timeout=120, json={
+            "prompt": "Once upon a time", "max_tokens": 6, "seed": 5, "n": 2, "stream": True,
+            "stream_options": {"include_usage": True}, **sampling}) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data: {"):
+                last = json.loads(line[6:])
+                for c in last["choices"]:
+                    if c["finish_reason"]:
+                        own[c["index"]] = last["usage"]["completion_tokens"]
+    assert sorted(own) == [0, 1] and last["choices"] == [] and last["object"] == "text_completion"
+    assert last["usage"]["completion_tokens"] == own[0] + own[1] == 12
 
 
 def test_n_beyond_the_slots_is_refused(server: ServerThread) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
+import requests
 from serverutil import ServerThread
 from test_server import client, engine, server  # noqa: F401  (the server tests' fixtures, shared)
 from test_tools import TEMPLATES, TOOLS, conversation, hf_render, template_source, tiny_with_markers
@@ -71,6 +72,22 @@ def test_named_tool_streamed(client: openai.OpenAI) -> None:
     content, calls, finish = streamed(stream)
     assert finish == "tool_calls" and content == ""
     check_calls(calls, names=("add",))
+
+
+def test_calls_cut_at_max_tokens_are_the_same_plain_and_streamed(client: openai.OpenAI) -> None:
+    """Cut short inside its calls (the model repeats its call until max_tokens), a reply ends with
+    "length" and the calls begun, plain as streamed: the whole first call, the cut one as far as
+    it came (the stream had sent those deltas already)."""
+    kw = dict(model="m", messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=48)
+    r = client.chat.completions.create(**kw)
+    choice = r.choices[0]
+    content, calls, finish = streamed(client.chat.completions.create(**kw, stream=True))
+    assert choice.finish_reason == finish == "length"
+    assert len(choice.message.tool_calls) == len(calls) >= 2
+    plain = [(c.function.name, c.function.arguments) for c in choice.message.tool_calls]
+    assert plain == [(c.function.name, c.function.arguments) for c in calls]
+    check_calls(choice.message.tool_calls[:1])
+    assert (choice.message.content or "") == content
 
 
 def test_tool_call_with_logprobs_plain_and_streamed(client: openai.OpenAI) -> None:
@@ -156,6 +173,10 @@ def test_qwen_history_with_a_tool_result_renders_as_transformers(qwen, qwen25_co
     expected = hf_render(source, hf_form, bos, eos, tools=TOOLS)
     assert "<tool_response>\n{\"temperature\": 21}\n</tool_response>" in expected
     assert r.usage.prompt_tokens == len(eng.tokenize(expected, add_special=True, parse_special=True))
+    # /apply-template gives the text the chat route completes: the tools, the call and its result
+    url = str(c.base_url).rstrip("/").removesuffix("/v1")
+    applied = requests.post(url + "/apply-template", json={"messages": openai_form, "tools": TOOLS}, timeout=60)
+    assert applied.status_code == 200 and applied.json()["prompt"] == expected
 
 
 # ----------------------------------------------------------------------------- tiny random model, real templates

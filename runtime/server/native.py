@@ -279,12 +279,17 @@ class NativeRoutes(RouteGroup):
         """{messages, add_generation_prompt?, continue_final_message?} -> {prompt}: the text the chat
         routes would complete."""
         from runtime.server.openai import _messages  # the chat route's reading of messages
+        from runtime.server.tools import tool_plan  # and of tools and tool calls in the history
         f = Fields(await read_json(request))
         messages = _messages(f)
         options = prompt_options(f, messages)
-        add_bos = self.engine.tokenizer.add_bos
+        tools = tool_plan(f, self.engine.template, messages, constrained=False)
+        add_bos, template = self.engine.tokenizer.add_bos, self.engine.template
         try:
-            text = await self.scheduler.off_loop(lambda: self.engine.template.prompt(messages, add_bos, **options))
+            if tools:  # as the chat route: the plan renders the tools and the calls and results
+                text = await self.scheduler.off_loop(tools.prompt, template, add_bos)
+            else:
+                text = await self.scheduler.off_loop(lambda: template.prompt(messages, add_bos, **options))
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         return JSONResponse({"prompt": text})

@@ -111,6 +111,16 @@ def _by_choice(chunks: list[Chunk], n: int) -> list[tuple[str, Chunk]]:
     return [("".join(t), c) for t, c in zip(texts, last)]
 
 
+def _include_usage(f: Fields) -> bool:
+    """stream_options.include_usage: a last event with no choices and the usage of all of them."""
+    opts = f.obj("stream_options")
+    return bool(opts.boolean("include_usage", False)) if opts else False
+
+
+def _usage_event(head: dict[str, Any], obj: str, n_prompt: int, finals: list[Chunk]) -> str:
+    return json.dumps({**head, "object": obj, "choices": [], "usage": _usage(n_prompt, finals)})
+
+
 def _usage(n_prompt: int, finals: list[Chunk]) -> dict[str, Any]:
     """The usage of every choice together (one prompt, all their tokens; the prompt's cached part as
     the first choice, which read it, found it)."""
@@ -160,8 +170,7 @@ class OpenAIRoutes(RouteGroup):
         logprobs = chat_logprobs(f)
         params = self._biased(f, params)
         options = prompt_options(f, messages)
-        opts = f.obj("stream_options")
-        include_usage = bool(opts.boolean("include_usage", False)) if opts else False
+        include_usage = _include_usage(f)
         try:
             if tools:  # the plan renders its own prompt (tools and tool messages for the template)
                 ids = await self.scheduler.off_loop(tools.chat_ids, self.engine, messages)
@@ -227,8 +236,7 @@ class OpenAIRoutes(RouteGroup):
                     yield event(chunk.index, {}, finish, logprobs=fmt.chat(rest) if rest else None,
                                 timings=timings(chunk.stats), usage=usage(n_prompt, chunk.stats))
             if include_usage and finals:
-                yield json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
-                                           "usage": _usage(n_prompt, finals)})
+                yield _usage_event(head, "chat.completion.chunk", n_prompt, finals)
             yield "[DONE]"
         except Exception as e:  # after the headers went out, the error travels as an event
             yield json.dumps(engine_error(e).body())
@@ -273,7 +281,7 @@ class OpenAIRoutes(RouteGroup):
         head = {"id": _id("cmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return EventStream(self._completion_events(job, head, len(ids), prefix, n))
+            return EventStream(self._completion_events(job, head, len(ids), prefix, n, _include_usage(f)))
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
@@ -286,7 +294,7 @@ class OpenAIRoutes(RouteGroup):
         })
 
     async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
-                                 prefix: str, n: int = 1) -> AsyncIterator[str]:
+                                 prefix: str, n: int = 1, include_usage: bool = False) -> AsyncIterator[str]:
         fmt = LogprobFormat(self.engine.tokenizer)
 
         def event(index: int, text: str, finish: str | None = None, chunk: Chunk | None = None,
@@ -300,12 +308,16 @@ class OpenAIRoutes(RouteGroup):
         try:
             for i in range(n if prefix else 0):
                 yield event(i, prefix)
+            finals: list[Chunk] = []
             async for chunk in job:
                 if chunk.finish_reason:
+                    finals.append(chunk)
                     yield event(chunk.index, chunk.text, chunk.finish_reason, chunk, timings=timings(chunk.stats),
                                 usage=usage(n_prompt, chunk.stats))
                 elif chunk.text:
                     yield event(chunk.index, chunk.text, chunk=chunk)
+            if include_usage and finals:
+                yield _usage_event(head, "text_completion", n_prompt, finals)
             yield "[DONE]"
         except Exception as e:
             yield json.dumps(engine_error(e).body())

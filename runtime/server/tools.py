@@ -11,8 +11,9 @@ own format, see runtime/tools/formats.py), makes the request's Constraint, and s
   still become a call's start is held back), then per call a delta with its index, id, type,
   name and empty arguments, then deltas of `function.arguments`, as OpenAI streams them.
 
-Output that does not parse as calls (only possible when generation stopped inside one, e.g. at
-max_tokens) is returned as content (the generic format's cut `response`: its text so far).
+Generation cut short inside the calls (at max_tokens) ends with finish_reason "length" and the
+calls begun, the last one's arguments as far as they came, plain as streamed; cut before any call
+has its name, the output is content (the generic format's cut `response`: its text so far).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from runtime.server.generation import prompt_ids
 from runtime.server.params import Fields
 from runtime.tools import Format, ToolError, ToolRequest, detect_format, read_tool_request
 from runtime.tools.constraint import ToolConstraint
-from runtime.tools.parse import COMPLETE, INVALID, NONE, check_calls, held_back
+from runtime.tools.parse import COMPLETE, INVALID, NONE, PARTIAL, check_calls, held_back
 
 ALPHANUM = string.ascii_letters + string.digits
 
@@ -116,6 +117,12 @@ class ToolPlan:
             return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, "tool_calls"
         if self.fmt.content_in_body and not p.calls and p.state != INVALID:    # {"response": ...}
             return {"role": "assistant", "content": p.content}, finish_reason
+        if p.state == PARTIAL:  # cut short in the calls (max_tokens): those begun, as a stream sends them
+            p = self.fmt.parse(text)
+            calls = [{"id": call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                     for c in _named(p.calls)]
+            if calls:
+                return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, finish_reason
         return {"role": "assistant", "content": text}, finish_reason
 
     def stream(self) -> "ToolStream":
@@ -143,9 +150,7 @@ class ToolStream:
             self.free = True
             return self._content(self.text)
         deltas = self._content(p.content)
-        for i, c in enumerate(p.calls):
-            if c.name is None:
-                break
+        for i, c in enumerate(_named(p.calls)):
             if i == len(self.calls):
                 self.calls.append([call_id(), 0])
                 deltas.append({"tool_calls": [{"index": i, "id": self.calls[i][0], "type": "function",
@@ -174,6 +179,16 @@ class ToolStream:
             return []
         delta, self.sent = content[self.sent:], len(content)
         return [{"content": delta}]
+
+
+def _named(calls: list) -> list:
+    """The calls up to the first whose name is not out yet (a stream sends a call with its name)."""
+    out = []
+    for c in calls:
+        if c.name is None:
+            break
+        out.append(c)
+    return out
 
 
 def tool_plan(f: Fields, template: ChatTemplate, messages: list[dict], constrained: bool) -> ToolPlan | None:
