@@ -81,6 +81,10 @@ def test_models(client: openai.OpenAI) -> None:
     models = client.models.list().data
     assert len(models) == 1
     assert models[0].id and models[0].object == "model" and models[0].owned_by == "llamapack"
+    assert client.models.retrieve(models[0].id).id == models[0].id  # GET /v1/models/{id}
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-4o")
+    assert err.value.body["code"] == "model_not_found"
 
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)

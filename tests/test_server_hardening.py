@@ -135,6 +135,19 @@ BAD_BODIES = {
 }
 
 
+def test_non_finite_numbers_are_named_in_the_error(engine: Engine) -> None:
+    """NaN, Infinity and 1e400 (Python's json reads them) are numbers that are not finite: the
+    400 says which, instead of 'must be a number, not a number'."""
+    with ServerThread(engine) as srv:
+        for raw, kind in ((b"NaN", "not nan"), (b"1e400", "not infinity"), (b"-Infinity", "not -infinity")):
+            for field in (b"temperature", b"max_tokens"):
+                body = b'{"messages": [{"role": "user", "content": "hi"}], "' + field + b'": ' + raw + b"}"
+                r = requests.post(srv.url + "/v1/chat/completions", data=body, timeout=30,
+                                  headers={"Content-Type": "application/json"})
+                message = r.json()["error"]["message"]
+                assert r.status_code == 400 and message.endswith(kind), message
+
+
 @pytest.mark.parametrize("name", BAD_BODIES)
 def test_malformed_body_is_a_400_with_one_line(engine: Engine, name: str) -> None:
     with ServerThread(engine) as srv:

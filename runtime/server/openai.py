@@ -142,20 +142,30 @@ class OpenAIRoutes(RouteGroup):
                 Route(f"{prefix}/chat/completions", self.chat, methods=["POST"]),
                 Route(f"{prefix}/completions", self.completions, methods=["POST"]),
                 Route(f"{prefix}/models", self.models, methods=["GET"]),
+                Route(f"{prefix}/models/{{model_id:path}}", self.model, methods=["GET"]),
                 Route(f"{prefix}/embeddings", self.embeddings, methods=["POST"]),
             ]
         return out
 
     # -- /v1/models --------------------------------------------------------------
 
-    async def models(self, request: Request) -> Response:
+    def _model_object(self) -> dict[str, Any]:
         eng = self.engine
         cfg = eng.model.config
-        return JSONResponse({"object": "list", "data": [{
-            "id": self.model_id, "object": "model", "created": self.created, "owned_by": "llamapack",
-            "meta": {"n_ctx": eng.n_ctx, "n_ctx_train": cfg.n_ctx_train, "n_vocab": cfg.n_vocab,
-                     "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "chat_template": eng.template.name},
-        }]})
+        return {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "llamapack",
+                "meta": {"n_ctx": eng.n_ctx, "n_ctx_train": cfg.n_ctx_train, "n_vocab": cfg.n_vocab,
+                         "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "chat_template": eng.template.name}}
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [self._model_object()]})
+
+    async def model(self, request: Request) -> Response:
+        """GET /v1/models/{id} (the openai client's models.retrieve): the one model this server runs."""
+        model_id = request.path_params["model_id"]
+        if model_id != self.model_id:
+            raise APIError(404, f"the model {model_id!r} does not exist: this server runs {self.model_id!r}",
+                           param="model", code="model_not_found")
+        return JSONResponse(self._model_object())
 
     # -- /v1/chat/completions ----------------------------------------------------
 

@@ -47,6 +47,8 @@ def _kind(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "a boolean"
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e400: JSON extensions
+        return str(value).replace("inf", "infinity")
     if isinstance(value, (int, float)):
         return "a number"
     if isinstance(value, str):
