@@ -267,6 +267,27 @@ def test_tgi_generate_routes(server: ServerThread, reference: Engine) -> None:
     assert bad.status_code == 422 and bad.json()["error_type"] == "validation"
 
 
+def test_tgi_lists_every_generated_token(server: ServerThread, reference: Engine) -> None:
+    """One entry / event per generated token, with its id and log-probability, also where several
+    tokens make one character (the emoji here take three or four byte tokens): the character comes
+    with its last token, the others have "", and the texts join to the generated text."""
+    prompt, n = "🍣🍣🍣", 12
+    want_ids = [t for t, _ in zip(reference.generate_step(reference.tokenize(prompt, add_special=True),
+                                                          lambda logits: int(np.argmax(logits))), range(n))]
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": n, "details": True}}
+    out = requests.post(server.url + "/generate", json=body, timeout=120).json()
+    tokens = out["details"]["tokens"]
+    assert out["details"]["generated_tokens"] == n and [t["id"] for t in tokens] == want_ids
+    assert "".join(t["text"] for t in tokens) == out["generated_text"]
+    assert any(t["text"] == "" for t in tokens) and "🍣" in out["generated_text"]  # a character split
+    assert all(t["logprob"] <= 0 and not t["special"] for t in tokens)
+    events = []
+    with requests.post(server.url + "/generate_stream", json=body, stream=True, timeout=120) as s:
+        events = [json.loads(line[5:]) for line in s.iter_lines(decode_unicode=True) if line.startswith("data:")]
+    assert [e["token"] for e in events] == tokens and [e["index"] for e in events] == list(range(1, n + 1))
+    assert events[-1]["generated_text"] == out["generated_text"]
+
+
 # -- errors and limits -----------------------------------------------------------------------
 
 def _error(r: requests.Response, status: int) -> dict:

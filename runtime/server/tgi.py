@@ -10,8 +10,14 @@ looks at the whole sequence; `max_new_tokens` defaults to 100; finish reasons ar
 -r...) replaces TGI's neutral defaults for requests that leave it unset: `--temp 0.7` makes such
 requests sample at 0.7 unless they say `do_sample: false`. Errors have TGI's shape,
 `{"error": "...", "error_type": "validation"}`, which huggingface_hub turns into its
-ValidationError. TGI's `logprob` fields are null and `top_n_tokens` is refused: log-probabilities
-are reported by the OpenAI routes (`logprobs`) and llama.cpp's `/completion` (`n_probs`).
+ValidationError.
+
+Tokens are reported as TGI reports them: one entry (`details.tokens`) or event (the stream) per
+generated token, with its id, its log-probability (of the model's distribution, as the OpenAI
+routes' `logprobs`) and its text: the characters it completes, so a character made of several
+tokens comes with the last of them and the others have "" (their texts join to the generated
+text). An end-of-generation token ends the list with `special: true`, text "" and logprob null;
+the tokens of a stop string that ended the text are not listed. `top_n_tokens` is refused.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from runtime.decoding import TokenLogprob
 from runtime.engine import Chunk, Engine
 from runtime.sampling import SamplingParams
 from runtime.server.errors import APIError, bad_request
@@ -104,7 +111,9 @@ class TGIRequest:
         self.ids = ids
 
     def generation(self) -> Generation:
-        return Generation(self.ids, self.max_new_tokens, self.stop, self.params, constraint=self.constraint)
+        # logprobs 0: each token's own log-probability and where its text starts (TokenLogprob)
+        return Generation(self.ids, self.max_new_tokens, self.stop, self.params, constraint=self.constraint,
+                          logprobs=0)
 
 
 def _grammar(grammar: Any) -> Any:
@@ -130,10 +139,23 @@ def _finish(engine: Engine, last: Chunk) -> str:
     return "eos_token" if last.token is not None and engine.tokenizer.is_eog(last.token) else "stop_sequence"
 
 
-def _token(engine: Engine, chunk: Chunk) -> dict[str, Any]:
-    special = chunk.token is not None and engine.tokenizer.is_eog(chunk.token)
-    return {"id": chunk.token if chunk.token is not None else 0, "text": chunk.text, "logprob": None,
-            "special": special}
+def _token(lp: TokenLogprob, text: str) -> dict[str, Any]:
+    return {"id": lp.token, "text": text, "logprob": lp.logprob, "special": False}
+
+
+def _eog(engine: Engine, last: Chunk) -> dict[str, Any] | None:
+    """The entry of the end-of-generation token that ended the text, if one did."""
+    if last.token is None or not engine.tokenizer.is_eog(last.token):
+        return None
+    return {"id": last.token, "text": "", "logprob": None, "special": True}
+
+
+def _tokens(chunks: list[Chunk], text: str) -> list[dict[str, Any]]:
+    """One entry per token whose text went out: its text is the generated text from its offset to
+    the next token's."""
+    lps = [lp for c in chunks for lp in c.logprobs or ()]
+    ends = [lp.offset for lp in lps[1:]] + [len(text)]
+    return [_token(lp, text[lp.offset:end]) for lp, end in zip(lps, ends)]
 
 
 class TGIRoutes(RouteGroup):
@@ -175,11 +197,11 @@ class TGIRoutes(RouteGroup):
         text = "".join(c.text for c in chunks)
         out: dict[str, Any] = {"generated_text": (req.inputs + text) if req.full_text else text}
         if req.details:
+            eog = _eog(self.engine, last)
             out["details"] = {
                 "finish_reason": _finish(self.engine, last), "generated_tokens": last.stats.generated_tokens,
                 "seed": req.params.seed, "prefill": self._prefill(req),
-                "tokens": [_token(self.engine, c) for c in chunks
-                           if c.text or (c.token is not None and self.engine.tokenizer.is_eog(c.token))],
+                "tokens": _tokens(chunks, text) + ([eog] if eog else []),
             }
         return out
 
@@ -194,19 +216,19 @@ class TGIRoutes(RouteGroup):
         return EventStream(self._events(job, req))
 
     async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[str]:
-        """An event per token with text, as TGI streams: each is sent when the next one comes,
-        so the last token's event is the one that carries the details and the whole text (the
-        engine's final chunk, with the text it held back, joins it)."""
-        text: list[str] = []
-        held: Chunk | None = None
+        """An event per token, as TGI streams: a token's event goes out when the next token comes
+        (its text runs to where the next one's starts), so the last token's event is the one that
+        carries the details and the whole text (with what the engine held back to its end); an
+        end-of-generation token has an event of its own after it."""
+        text = ""
+        held: TokenLogprob | None = None
         index = 0
 
-        def event(chunk: Chunk, piece: str, last: Chunk | None = None) -> str:
-            out: dict[str, Any] = {"index": index, "token": {**_token(self.engine, chunk), "text": piece},
-                                   "generated_text": None, "details": None, "top_tokens": None}
+        def event(token: dict[str, Any], last: Chunk | None = None) -> str:
+            out: dict[str, Any] = {"index": index, "token": token, "generated_text": None, "details": None,
+                                   "top_tokens": None}
             if last is not None:
-                full = "".join(text)
-                out["generated_text"] = (req.inputs + full) if req.full_text else full
+                out["generated_text"] = (req.inputs + text) if req.full_text else text
                 out["details"] = {"finish_reason": _finish(self.engine, last),
                                   "generated_tokens": last.stats.generated_tokens,
                                   "seed": req.params.seed, "input_length": len(req.ids)}
@@ -214,22 +236,21 @@ class TGIRoutes(RouteGroup):
 
         try:
             async for chunk in job:
-                if not chunk.text and not chunk.finish_reason:
-                    continue
-                text.append(chunk.text)
-                if chunk.finish_reason:
-                    eog = chunk.token is not None and self.engine.tokenizer.is_eog(chunk.token)
-                    if held is not None and eog:  # the end-of-generation token has its own event
+                text += chunk.text
+                for lp in chunk.logprobs or ():
+                    if held is not None:
                         index += 1
-                        yield event(held, held.text)
-                        held = None
-                    index += 1  # else the held token's event takes the rest of the text
-                    yield event(held or chunk, (held.text if held else "") + chunk.text, last=chunk)
+                        yield event(_token(held, text[held.offset:lp.offset]))
+                    held = lp
+                if chunk.finish_reason:
+                    eog = _eog(self.engine, chunk)
+                    if held is not None:
+                        index += 1
+                        yield event(_token(held, text[held.offset:]), None if eog else chunk)
+                    if eog or held is None:  # (no token at all: the event carries what there is)
+                        index += 1
+                        yield event(eog or {"id": 0, "text": text, "logprob": None, "special": False}, chunk)
                     return
-                if held is not None:
-                    index += 1
-                    yield event(held, held.text)
-                held = chunk
         except Exception as e:
             err = engine_error(e)
             yield json.dumps({"error": err.message, "error_type": "generation"})
