@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from packer import pyiarchive
 from runtime.constants import KEY_GENERAL_ARCHITECTURE, KEY_GENERAL_NAME, KEY_TOKENIZER_CHAT_TEMPLATE
 from runtime.payload import (
-    ALIGNMENT, ARGS_HEADER_START, ARGS_NAME, CDIR_MAGIC, EOCD_MAGIC, NoPayload, PayloadError, checksum_ranges,
+    ALIGNMENT, ARGS_HEADER_START, ARGS_NAME, CDIR_MAGIC, EOCD, EOCD_MAGIC, NoPayload, PayloadError, checksum_ranges,
     find_end, read_checksum_comment, read_payload, read_zip,
 )
 
@@ -275,6 +275,13 @@ def _why_no_end_record(path: str) -> str | None:
         size = os.fstat(f.fileno()).st_size
         f.seek(max(0, size - (1 << 17)))
         last = f.read()
+        at = last.rfind(EOCD_MAGIC)
+        while at >= 0:  # the last end record whose comment ends in the file: bytes after it were appended
+            end = at + EOCD.size + (EOCD.unpack_from(last, at)[7] if at + EOCD.size <= len(last) else 1 << 17)
+            if end <= len(last):
+                return (f"{len(last) - end:,} bytes follow the ZIP end record at offset {size - len(last) + at:,}: "
+                        "something was appended to the file")
+            at = last.rfind(EOCD_MAGIC, 0, at)
         if CDIR_MAGIC in last or EOCD_MAGIC in last:  # pieces of a directory or an end record
             return (f"truncated: the ZIP directory or end record at the end is cut short at {size:,} bytes "
                     "(a partial download or copy)")

@@ -243,8 +243,11 @@ def given(args: argparse.Namespace) -> set[str]:
     return args.given
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+def fail(msg: str) -> int:
+    """A user error: one line on stderr (control characters from a file's names shown as escapes,
+    not written to the terminal), exit status 1."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    print(f"error: {shown}", file=sys.stderr)
     return 1
 
 
@@ -362,7 +365,7 @@ def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int
     except ImportError as e:
         if e.name not in ("runtime.server", None) and not str(e).startswith("cannot import name 'serve'"):
             raise
-        return _fail("server mode is not available in this build")
+        return fail("server mode is not available in this build")
     from runtime.server import bind
 
     sock = bind(args.host, args.port)  # first: a busy port is said before anything is announced
@@ -386,12 +389,12 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
     given(args)
     try:
         if not args.model:
-            return _fail("no model given (-m PATH)")
+            return fail("no model given (-m PATH)")
         if not os.path.exists(args.model):
-            return _fail(f"model file not found: {args.model}")
+            return fail(f"model file not found: {args.model}")
         if not os.path.isfile(args.model):  # a directory, a FIFO, a device: nothing to map
             kind = "a directory" if os.path.isdir(args.model) else "not a regular file"
-            return _fail(f"model path is {kind}: {args.model}")
+            return fail(f"model path is {kind}: {args.model}")
         prompt = args.prompt
         if args.file:
             prompt = read_prompt_file(args.file)
@@ -405,13 +408,13 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
 
             limit = args.n_predict if "n_predict" in args.given else CHAT_MAX_TOKENS
             return run_chat(load_engine(args, offset), sampling_params(args), max_tokens=limit)
-        return _fail("no prompt given (-p TEXT), nor --chat or --server")
+        return fail("no prompt given (-p TEXT), nor --chat or --server")
     except BrokenPipeError:  # before OSError: `... | head` is not an error
         return 0
     except user_errors as e:
-        return _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
     except MemoryError as e:  # e.g. a context or slot count this machine cannot hold
-        return _fail(f"out of memory{': ' + str(e).splitlines()[0] if str(e) else ''}")
+        return fail(f"out of memory{': ' + str(e).splitlines()[0] if str(e) else ''}")
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
@@ -427,5 +430,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:  # a plain GGUF, or the weights inside a packed file
             args.model, offset = resolve_model(args.model)
         except PayloadError as e:
-            return _fail(str(e))
+            return fail(str(e))
     return run(args, offset)

@@ -52,11 +52,6 @@ def _self_path() -> str | None:
     return sys.executable if getattr(sys, "frozen", False) else None
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 1
-
-
 def main(argv: Sequence[str] | None = None, self_path: str | None = None) -> int:
     """The packed file's entry point; self_path (default: this executable) holds the weights."""
     user = list(sys.argv[1:] if argv is None else argv)
@@ -82,7 +77,7 @@ def main(argv: Sequence[str] | None = None, self_path: str | None = None) -> int
         try:
             cli.check_args(stored)
         except cli.ArgsError as e:
-            return _fail(f"bad .args in {os.path.basename(self_path)}: {e}")
+            return cli.fail(f"bad .args in {os.path.basename(self_path)}: {e}")
     args = cli.build_parser().parse_args(merge_args(stored, user))
     try:
         if payload and args.model in (None, payload.gguf.name) and not (args.model and os.path.exists(args.model)):
@@ -90,11 +85,11 @@ def main(argv: Sequence[str] | None = None, self_path: str | None = None) -> int
         elif args.model:
             path, offset = resolve_model(args.model)
         elif own_error:
-            return _fail(own_error)
+            return cli.fail(own_error)
         else:
-            return _fail("no model given (-m PATH)")
+            return cli.fail("no model given (-m PATH)")
     except PayloadError as e:
-        return _fail(str(e))
+        return cli.fail(str(e))
     args.model = path
     default_mode = "chat" if sys.stdin is not None and sys.stdin.isatty() else "server"
     return cli.run(args, offset, default_mode=default_mode)

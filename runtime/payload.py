@@ -168,8 +168,10 @@ def find_end(f, file_size: int) -> ZipEnd:
         raise NoPayload("no ZIP end record at the end of the file (not a packed file, or stripped)")
     _, disk, cd_disk, disk_count, count, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
     eocd_at = file_size - tail_len + pos
-    if disk != 0 or cd_disk != 0 or disk_count != count:
+    if disk != 0 or cd_disk != 0:
         raise PayloadError("zip: multi-disk archives are not supported")
+    if disk_count != count:
+        raise PayloadError(f"zip: damaged end record: {disk_count} entries on this disk, {count} in all")
     records_at = eocd_at
     if U32_MAX in (cd_size, cd_offset) or count == U16_MAX:
         cd_offset, cd_size, count, records_at = _zip64_end(f, eocd_at)

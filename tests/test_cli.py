@@ -47,6 +47,18 @@ def test_n_predict_zero_runs_the_prompt_and_generates_nothing() -> None:
     assert "generation 0 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 0)")
 
 
+def test_control_characters_from_a_file_are_escaped_in_errors(tmp_path: Path) -> None:
+    """A tensor name with NULs and a terminal escape is named with them shown as escapes, not
+    written to the terminal."""
+    src = Path(TINY).read_bytes()
+    i = src.index(b"blk.0.attn_q.weight")
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(src[:i] + b"blk.0.attn_q\x00\x00\x00\x1b[2J" + src[i + len(b"blk.0.attn_q.weight"):])
+    r = run("-m", str(bad), "-p", "hi")
+    assert_one_line_error(r, "blk.0.attn_q\\x00\\x00\\x00\\x1b[2J")
+    assert "\x00" not in r.stderr and "\x1b" not in r.stderr
+
+
 def test_missing_model(tmp_path: Path) -> None:
     assert_one_line_error(run("-m", str(tmp_path / "nope.gguf"), "-p", "hi"), "not found")
 

@@ -376,6 +376,7 @@ def hostile_tails(entries, cd_at: int) -> dict[str, tuple[bytes, str]]:
         "count 2^63": (tail(count=big), "entries cannot fit in a central directory"),
         "32-bit offset past the file": (tail({"header_offset": U32_MAX - 1}, zip64=False), "is past the central"),
         "comment past the directory": (tail({"n_comment": 60000}), "runs past the directory"),
+        "entries on this disk": (tail(zip64=False, disk_count=1), "damaged end record: 1 entries on this disk, 2 in"),
     }
 
 

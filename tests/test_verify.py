@@ -99,6 +99,12 @@ def test_verify_names_each_kind_of_damage(packed, tmp_path) -> None:
         r = packer("verify", str(cut))
         assert r.returncode == 1 and "FAIL  zip:" in r.stdout and needle in r.stdout, (what, r.stdout)
         assert "truncated" in r.stdout or "cut short" in r.stdout, (what, r.stdout)
+    # bytes appended after the end record are named as such (not as a file cut short)
+    with open(f, "ab") as fh:
+        fh.write(b"junk" * 10)
+    r = packer("verify", str(f))
+    assert r.returncode == 1 and f"40 bytes follow the ZIP end record at offset {end.eocd_at:,}" in r.stdout, r.stdout
+    assert "truncated" not in r.stdout and "cut short" not in r.stdout
 
 
 def test_verify_inflates_a_deflated_entry_piece_by_piece(tmp_path) -> None:

@@ -42,10 +42,11 @@ def central(e: ZipEntry, zip64: bool = False, **over: int) -> bytes:
 
 def end_records(cd_at: int, cd: bytes, n: int, zip64: bool = False, **over: int) -> bytes:
     """End records for a directory cd written at cd_at; zip64=True adds the zip64 record and locator
-    with the values, the end record's slots saturated. Overrides: cd_offset, cd_size, count, rec_at."""
+    with the values, the end record's slots saturated. Overrides: cd_offset, cd_size, count, rec_at,
+    disk_count (the entries on this disk; default count)."""
     v = {"cd_offset": cd_at, "cd_size": len(cd), "count": n, "rec_at": cd_at + len(cd), **over}
     if not zip64:
-        return EOCD.pack(EOCD_SIG, 0, 0, v["count"], v["count"], v["cd_size"], v["cd_offset"], 0)
+        return EOCD.pack(EOCD_SIG, 0, 0, v.get("disk_count", v["count"]), v["count"], v["cd_size"], v["cd_offset"], 0)
     rec = EOCD64.pack(EOCD64_SIG, EOCD64.size - 12, 0x32D, 45, 0, 0, v["count"], v["count"], v["cd_size"],
                       v["cd_offset"])
     loc = EOCD64_LOC.pack(EOCD64_LOC_SIG, 0, v["rec_at"], 1)
