@@ -278,9 +278,14 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
           f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
           file=sys.stderr)
     seqs = f" ({n_seq} sequences of {eng.n_ctx} positions)" if n_seq > 1 else ""
-    print(f"llamapack: KV cache {eng.model.kv_bytes / 2**20:.0f} MiB{seqs}, scratch "
-          f"{eng.model.scratch_bytes / 2**20:.0f} MiB", file=sys.stderr)
+    print(f"llamapack: KV cache {_size(eng.model.kv_bytes)}{seqs}, scratch {_size(eng.model.scratch_bytes)}",
+          file=sys.stderr)
     return eng
+
+
+def _size(n: int) -> str:
+    """Bytes in MiB, or KiB below one (a small -c: not '0 MiB')."""
+    return f"{n / 2**20:.0f} MiB" if n >= 1 << 20 else f"{max(1, round(n / 2**10))} KiB"
 
 
 def _note(msg: str) -> None:

@@ -266,7 +266,8 @@ class Engine:
         """Runs a request's state on this engine: its non-empty text pieces, then the last chunk."""
         n_prompt = state.n_prompt
         if n_prompt >= self.n_ctx:
-            raise ModelError(f"the prompt has {n_prompt} tokens; the context holds {self.n_ctx}")
+            raise ModelError(f"the prompt has {n_prompt} token{'s' * (n_prompt != 1)} and the context holds "
+                             f"{self.n_ctx}: no room for a reply (a larger -c, or a shorter prompt)")
         for chunk in self._decode(state):
             if chunk.text:
                 yield chunk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,13 @@ def test_n_predict_zero_runs_the_prompt_and_generates_nothing() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout == "\n"
     assert "generation 0 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 0)")
+
+
+def test_a_context_too_small_for_the_prompt_says_so() -> None:
+    r = run("-m", TINY, "-p", "hello there", "-c", "2")
+    assert_one_line_error(r, "and the context holds 2: no room for a reply (a larger -c")
+    small = run("-m", TINY, "-p", "hi", "-c", "8", "-n", "1")  # its cache is under a MiB: not "0 MiB"
+    assert small.returncode == 0 and re.search(r"KV cache [1-9][0-9]* KiB", small.stderr), small.stderr
 
 
 def test_control_characters_from_a_file_are_escaped_in_errors(tmp_path: Path) -> None:
