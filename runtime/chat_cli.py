@@ -18,6 +18,7 @@ the oldest exchanges are dropped.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TextIO
 
@@ -25,7 +26,8 @@ HELP = """commands:
   /help    this help
   /clear   forget the conversation
   /exit    quit (Ctrl-D also quits)
-a line ending in \\ continues on the next; Ctrl-C stops a reply"""
+a line ending in \\ continues on the next; Ctrl-C stops a reply; a message that is one
+/word goes to the model only with a space before it"""
 HISTORY_FILE = "~/.llamapack_history"
 PROMPT, MORE = "> ", ". "
 
@@ -123,12 +125,15 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             continue
         if command in ("/exit", "/quit"):
             return 0
-        if command == "/help":
+        if command in ("/help", "/?"):
             print(HELP, file=err)
             continue
         if command == "/clear":
             messages = list(base)
             print("(conversation cleared)", file=err)
+            continue
+        if text == command and re.fullmatch(r"/\w+", command):  # a mistyped command, not a message
+            print(f"(unknown command {command}: /help lists them)", file=err)
             continue
         messages.append({"role": "user", "content": text})
         if not _fit(engine, messages, reserve):

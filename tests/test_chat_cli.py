@@ -89,6 +89,15 @@ def test_commands() -> None:
     assert eng.asked[1] == [{"role": "user", "content": "two"}]  # forgotten, and nothing after /exit
 
 
+def test_an_unknown_command_is_not_sent() -> None:
+    """/bogus is a mistyped command (as Ollama's chat says); with a space before it, or with more
+    words, a line that starts with / is a message."""
+    eng = ScriptedEngine()
+    rc, out, err = chat(eng, "/bogus\n /usr\n/tmp is full, why?\n")
+    assert rc == 0 and "unknown command /bogus" in err
+    assert [a[-1]["content"] for a in eng.asked] == [" /usr", "/tmp is full, why?"]
+
+
 def test_backslash_continues_a_line() -> None:
     eng = ScriptedEngine()
     chat(eng, "first line\\\nsecond line\n")
