@@ -220,7 +220,14 @@ def _tensor_pieces(p: TensorPlan, n_threads: int):
     src = p.src.data
     if not p.converted:
         for start in range(0, len(src), SLAB_BYTES):
-            yield memoryview(src[start:start + SLAB_BYTES])
+            piece = src[start:start + SLAB_BYTES]
+            bad = _first_nonfinite(piece, p.src.type)
+            if bad is not None:  # a float tensor kept as it is: refused as a quantized one would be
+                from runtime._kernels import lib
+
+                row = (start // _FLOAT_BYTES[p.src.type] + bad) // p.shape[-1]
+                raise QuantizeError(_refusal(p, lib.LP_ENONFINITE, row))
+            yield memoryview(piece)
         return
     from runtime._kernels import ffi, lib
 
@@ -241,6 +248,21 @@ def _tensor_pieces(p: TensorPlan, n_threads: int):
             raise QuantizeError(_refusal(p, rc, r0 + bad[0]))
         _drop_pages(p.src, r0 * in_row, n * in_row)
         yield out[:n * out_row]
+
+
+_FLOAT_BYTES = {GGMLType.F32: 4, GGMLType.F16: 2, GGMLType.BF16: 2}
+
+
+def _first_nonfinite(data, qtype: GGMLType) -> int | None:
+    """The index of the first NaN or inf of float data (bytes of F32, F16 or BF16), else None
+    (other types: None)."""
+    if qtype == GGMLType.F32 or qtype == GGMLType.F16:
+        bad = ~np.isfinite(np.frombuffer(data, "<f4" if qtype == GGMLType.F32 else "<f2"))
+    elif qtype == GGMLType.BF16:  # exponent bits all set
+        bad = (np.frombuffer(data, "<u2") & 0x7F80) == 0x7F80
+    else:
+        return None
+    return int(np.argmax(bad)) if bad.any() else None
 
 
 def _refusal(p: TensorPlan, rc: int, row: int) -> str:

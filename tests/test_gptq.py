@@ -184,6 +184,19 @@ def test_other_quantization_methods_are_refused(runtime_exe, tmp_path, capsys) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]
 
 
+@pytest.mark.parametrize("group", [0, -2, 64.5, "abc", True])
+def test_a_group_size_that_is_not_a_size_is_refused(runtime_exe, tmp_path, capsys, group) -> None:
+    """0 divided by zero, 64.5 was cut to 64, "abc" a traceback: refused in one line."""
+    folder = Path(shutil.copytree(FIX / "gptq-mistral", tmp_path / "g"))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["quantization_config"]["group_size"] = group
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1 and len(err) == 1 and f"GPTQ group_size={group!r} is not supported" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
 def _pack_3bit(codes: np.ndarray) -> np.ndarray:
     """AutoGPTQ's 3-bit packing, word by word as its pack() lays it out: per 32 codes along axis 0,
     three int32 words; codes 10 and 21 straddle two words."""

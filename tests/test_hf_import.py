@@ -31,6 +31,7 @@ from packer.cli import main as packer_main
 from packer.hf.convert import HFCheckpoint
 from packer.hf.entry import entry
 from packer.quantize import write
+from runtime.gguf import GGUFFile
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = Path(__file__).resolve().parent / "fixtures" / "hf"
@@ -175,6 +176,23 @@ def _set_config(folder: Path, **changes) -> None:
     (folder / "config.json").write_text(json.dumps(cfg))
 
 
+def _second_copy(folder: Path) -> None:
+    """The first shard's tensors again in a fifth shard, the index gone (shards found by name)."""
+    shutil.copyfile(folder / "model-00001-of-00004.safetensors", folder / "model-00005-of-00004.safetensors")
+    (folder / "model.safetensors.index.json").unlink()
+
+
+def _key_twice(folder: Path) -> None:
+    """The header's last entry written a second time (JSON keeps the last of a repeated key)."""
+    path = folder / "model.safetensors"
+    blob = path.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    head = blob[8:8 + n].rstrip()
+    entry = b'"model.norm.weight":' + json.dumps(json.loads(head)["model.norm.weight"]).encode()
+    new = head[:-1] + b"," + entry + b"}"
+    path.write_bytes(len(new).to_bytes(8, "little") + new + blob[8 + n:])
+
+
 def _retype(header: dict) -> None:
     t = header["model.layers.0.input_layernorm.weight"]
     t["dtype"], t["shape"] = "I8", [t["shape"][0] * 2]
@@ -194,6 +212,20 @@ DAMAGE = {
                     "config.json gives [256, 512]"),
     "dtype": ("mistral", lambda d: _rewrite_header(d / "model.safetensors", _retype),
               "model.safetensors: tensor 'model.layers.0.input_layernorm.weight' has dtype I8, which is not supported"),
+    # a tensor in two shards (here every tensor of the first, in a fifth): which copy is meant is a guess
+    "tensor twice": ("mixtral", _second_copy, "model-00005-of-00004.safetensors: tensor 'lm_head.weight' is also "
+                     "in model-00001-of-00004.safetensors"),
+    "key twice": ("mistral", _key_twice, "model.safetensors: bad safetensors header (the key "
+                  "'model.norm.weight' is given twice)"),
+    # config values of the wrong kind: one line naming the value, not a traceback
+    "size not a number": ("mistral", lambda d: _set_config(d, hidden_size="64x"),
+                          "a value in its config files cannot be used (ValueError: invalid literal for int() with "
+                          "base 10: '64x')"),
+    "rope not an object": ("mistral", lambda d: _set_config(d, rope_parameters=[1, 2]),
+                           "a value in its config files cannot be used (TypeError"),
+    "rope factor 0": ("mistral", lambda d: _set_config(d, rope_parameters={"rope_type": "linear", "factor": 0,
+                                                                          "rope_theta": 1e6}),
+                      "config.json: rope factor 0: not a positive number"),
 }
 
 
@@ -209,6 +241,35 @@ def test_damaged_checkpoint_is_one_line_error(runtime_exe, tmp_path, capsys, cas
     assert rc != 0 and len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert str(folder) in err[0]  # names the file (with its folder)
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing left behind
+
+
+def test_nan_in_a_tensor_kept_as_it_is_is_refused(runtime_exe, tmp_path, capsys) -> None:
+    """--quantize keeps the norms as they are (F32 from BF16): a NaN there is refused as one in a
+    quantized tensor is, not packed into a file whose every answer is NaN."""
+    folder = _copy("mistral", tmp_path)
+    path = folder / "model.safetensors"
+    blob = bytearray(path.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    lo = json.loads(blob[8:8 + n])["model.norm.weight"]["data_offsets"][0]
+    blob[8 + n + lo + 6:8 + n + lo + 8] = (0x7FC0).to_bytes(2, "little")  # element 3: a BF16 NaN
+    path.write_bytes(bytes(blob))
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+                      "--quantize", "Q4_K_M", "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("note")]
+    assert rc == 1 and err == ["error: tensor 'output_norm.weight' holds NaN or inf (row 0): the model is damaged; "
+                               "nothing to quantize"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mistral"]
+
+
+def test_yarn_without_its_original_context_takes_the_models(tmp_path) -> None:
+    """rope yarn without original_max_position_embeddings: max_position_embeddings, as transformers
+    reads such a config (a KeyError traceback before)."""
+    folder = _copy("mistral", tmp_path)
+    _set_config(folder, rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6},
+                max_position_embeddings=2048)
+    with GGUFFile(write_gguf(folder, None, tmp_path / "y.gguf")) as g:
+        assert g.metadata["llama.rope.scaling.type"] == "yarn"
+        assert g.metadata["llama.rope.scaling.original_context_length"] == 2048
 
 
 def test_not_enough_disk_is_one_line_error(runtime_exe, tmp_path, capsys, monkeypatch) -> None:

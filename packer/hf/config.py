@@ -3,6 +3,7 @@ converter writes for it (conversion/base.py's set_gguf_parameters and the llama 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,11 +153,16 @@ def _rope_keys(cfg: HFConfig) -> list[tuple[str, str, Any]]:
     a, rp = cfg.arch, cfg.rope
     out: list[tuple[str, str, Any]] = []
     kind, factor = rp.get("rope_type"), rp.get("factor")
+    for key in ("factor", "rope_theta", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor"):
+        if rp.get(key) is not None and not (math.isfinite(float(rp[key])) and float(rp[key]) > 0):
+            raise HFError(f"{cfg.path}: rope {key} {rp[key]!r}: not a positive number")
     if kind == "linear" and factor is not None:
         out += [(f"{a}.rope.scaling.type", "STRING", "linear"), (f"{a}.rope.scaling.factor", "FLOAT32", float(factor))]
     elif kind == "yarn" and factor is not None:
+        # without original_max_position_embeddings, transformers takes max_position_embeddings
+        orig = rp.get("original_max_position_embeddings") or cfg.get("max_position_embeddings", required=True)
         out += [(f"{a}.rope.scaling.type", "STRING", "yarn"), (f"{a}.rope.scaling.factor", "FLOAT32", float(factor)),
-                (f"{a}.rope.scaling.original_context_length", "UINT32", int(rp["original_max_position_embeddings"]))]
+                (f"{a}.rope.scaling.original_context_length", "UINT32", int(orig))]
     elif kind not in (None, "default", "llama3"):   # llama3: the rope_freqs tensor (archs.py)
         raise HFError(f"{cfg.path}: rope type {kind!r} is not supported by this converter")
     if rp.get("rope_theta") is not None:

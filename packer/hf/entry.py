@@ -20,15 +20,23 @@ def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | 
     from runtime.kernels import default_threads
     from runtime.model_check import check_model
 
-    ckpt = HFCheckpoint(folder)
     try:
-        check_model(ckpt)
-    except ValueError as e:  # ModelError, GGUFError, TokenizerError: one line each
-        raise HFError(f"{folder}: {e}") from None
-    try:
-        qp = plan(ckpt, mix, allow_requantize, ckpt.kept_q4_1) if mix else as_converted(ckpt)
-    except QuantizeError as e:
-        raise HFError(f"{folder}: {e}") from None
+        ckpt = HFCheckpoint(folder)
+        try:
+            check_model(ckpt)
+        except ValueError as e:  # ModelError, GGUFError, TokenizerError: one line each
+            raise HFError(f"{folder}: {e}") from None
+        try:
+            qp = plan(ckpt, mix, allow_requantize, ckpt.kept_q4_1) if mix else as_converted(ckpt)
+        except QuantizeError as e:
+            raise HFError(f"{folder}: {e}") from None
+    except HFError:
+        raise
+    except (ValueError, TypeError, KeyError, OverflowError, ZeroDivisionError, struct.error) as e:
+        # a config value of the wrong kind ("64x" for a size, a list for a number): the reader
+        # checks the files' structure; what it converts the values with says which value is wrong
+        raise HFError(f"{folder}: a value in its config files cannot be used ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
     for note in ckpt.notes:  # once the plan stands: an error stays the one line
         sys.stderr.write(f"note: {note}\n")
     name = f"{folder.resolve().name}.{qp.mix}.gguf"

@@ -67,7 +67,11 @@ def read_gptq_config(folder: Path, hparams: dict) -> GPTQConfig | None:
     fmt = qc.get("checkpoint_format", "gptq")
     if fmt not in ("gptq", "gptq_v2"):
         raise HFError(f"{source}: GPTQ checkpoint_format {fmt!r} is not supported (gptq or gptq_v2)")
-    return GPTQConfig(int(bits), int(qc.get("group_size", 128)), bool(qc.get("desc_act", False)), fmt == "gptq", source)
+    group = qc.get("group_size", 128)
+    if isinstance(group, bool) or not isinstance(group, int) or not (group == -1 or group >= 1):
+        raise HFError(f"{source}: GPTQ group_size={group!r} is not supported (a positive integer, or -1: one "
+                      "group per row)")
+    return GPTQConfig(int(bits), group, bool(qc.get("desc_act", False)), fmt == "gptq", source)
 
 
 def _unpack(words: np.ndarray, bits: int, count: int) -> np.ndarray:
@@ -110,8 +114,8 @@ class GPTQWeight:
         else:
             g_idx = np.arange(k) // _g(self.config, k)
         if g_idx.min(initial=0) < 0 or g_idx.max(initial=0) >= scales.shape[0]:
-            raise HFError(f"{self.parts['g_idx'].file}: tensor {self.name[:-7]}.g_idx names a group past its "
-                          f"{scales.shape[0]} groups")
+            raise HFError(f"{self.parts['g_idx'].file}: tensor {self.name[:-7]}.g_idx names a group outside its "
+                          f"{scales.shape[0]} groups (0..{scales.shape[0] - 1})")
         return q, zeros, scales, g_idx
 
     def read(self) -> np.ndarray:

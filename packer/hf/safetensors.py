@@ -57,9 +57,9 @@ def read_header(path: Path, allowed: tuple[str, ...] = ("F32", "F16", "BF16")) -
     except FileNotFoundError:
         raise HFError(f"{path}: missing") from None
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HFError(f"{path}: bad safetensors header ({e})") from None
+        header = json.loads(raw, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # (JSONDecodeError is a ValueError)
+        raise HFError(f"{path}: bad safetensors header ({_reason(e)})") from None
     if not isinstance(header, dict):
         raise HFError(f"{path}: bad safetensors header (not a JSON object)")
     start = 8 + n
@@ -70,11 +70,26 @@ def read_header(path: Path, allowed: tuple[str, ...] = ("F32", "F16", "BF16")) -
     return out
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (the format forbids it, and
+    which entry would win is a guess)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} is given twice")
+        out[key] = value
+    return out
+
+
+def _reason(e: Exception) -> str:
+    return "nested too deeply" if isinstance(e, RecursionError) else str(e)
+
+
 def _tensor(path: Path, name: str, meta, start: int, size: int, allowed: tuple[str, ...]) -> SafeTensor:
     try:
         dtype, shape, (lo, hi) = meta["dtype"], tuple(int(d) for d in meta["shape"]), meta["data_offsets"]
         lo, hi = int(lo), int(hi)
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise HFError(f"{path}: tensor {name!r}: bad header entry {meta!r}") from None
     if dtype not in allowed:
         raise HFError(f"{path}: tensor {name!r} has dtype {dtype}, which is not supported (only "
@@ -96,9 +111,9 @@ def checkpoint_tensors(folder: Path, allowed: tuple[str, ...] = ("F32", "F16", "
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-            assert isinstance(weight_map, dict)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            raise HFError(f"{index}: no weight_map in it") from None
+            assert isinstance(weight_map, dict) and all(isinstance(v, str) for v in weight_map.values())
+        except (ValueError, KeyError, TypeError, AssertionError, RecursionError):
+            raise HFError(f"{index}: no weight_map of tensor names to shard files in it") from None
         shards = sorted(set(weight_map.values()))
     elif (folder / "model.safetensors").is_file():
         weight_map, shards = None, ["model.safetensors"]
@@ -109,12 +124,17 @@ def checkpoint_tensors(folder: Path, allowed: tuple[str, ...] = ("F32", "F16", "
                           "(only safetensors checkpoints are read)")
         weight_map = None
     out: list[SafeTensor] = []
+    where: dict[str, Path] = {}
     for shard in shards:
         path = folder / shard
         if not path.is_file():
             named = next(k for k, v in weight_map.items() if v == shard) if weight_map else "?"
             raise HFError(f"{path}: missing (model.safetensors.index.json puts tensor {named!r} in it)")
         tensors = read_header(path, allowed)
+        for name in sorted(tensors):  # which copy is meant would be a guess
+            if name in where:
+                raise HFError(f"{path}: tensor {name!r} is also in {where[name].name}")
+            where[name] = path
         out.extend(tensors[k] for k in sorted(tensors))
     if weight_map is not None:
         _check_index(index, weight_map, out)
