@@ -222,3 +222,110 @@ def test_markdown_renderer_is_safe(browser: webdriver.Chrome, server: ServerThre
     for part in ("<h1>Title</h1>", "<strong>bold</strong>", "<em>it</em>", "<code>a&lt;b</code>",
                  "if a &lt; b:\n    pass", "<li>one</li>", "<td>1</td>", "lang-python"):
         assert part in html, part
+
+
+@pytest.fixture(scope="module")
+def small_server(smollm2_path: Path) -> Iterator[ServerThread]:
+    """A server whose context (256) a few turns outgrow, with an API key."""
+    eng = Engine.load(smollm2_path, n_ctx=256)
+    with ServerThread(eng, api_key="k") as srv:
+        yield srv
+    eng.close()
+
+
+def test_a_conversation_past_the_context_goes_on(browser: webdriver.Chrome, small_server: ServerThread) -> None:
+    """A question too long for the context fails alone: it is not sent again with the next one.
+    A conversation that outgrows the context sends its latest exchanges and says how many earlier
+    messages it left out (it stopped working for good before). The page asks for a missing API key."""
+    d = browser
+    d.get(small_server.url + "/")
+    d.execute_script("localStorage.clear()")
+    d.get(small_server.url + "/")
+    wait_for(lambda: d.find_element(By.ID, "model-name").text == "API key needed: set it in Settings", 10,
+             "the page to ask for the key")
+    d.execute_script("localStorage.setItem('llamapack.settings.v2', arguments[0])",
+                     json.dumps({"temperature": 0, "max_tokens": 24, "api_key": "k"}))
+    d.get(small_server.url + "/")
+    wait_for(lambda: d.find_element(By.ID, "model-name").text.endswith(".gguf"), 10, "model info")
+
+    def turn(text: str) -> str:
+        n = len(d.find_elements(By.CSS_SELECTOR, ".msg"))
+        d.execute_script("document.getElementById('input').value = arguments[0];"
+                         "document.getElementById('composer').requestSubmit()", text)
+        wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == n + 2, 60, text)
+        return d.find_elements(By.CSS_SELECTOR, ".msg.assistant .meta")[-1].text
+
+    assert "context holds 256" in turn("word " * 300)  # alone too long: the error, once
+    assert "tok/s" in turn("Say hi.")                   # the failed question is not sent again
+    for i in range(8):                                  # outgrow the context: the oldest turns go
+        meta = turn(f"Turn {i}: tell me one more fact about the sea, in a sentence or two.")
+        assert "tok/s" in meta, meta
+    assert "earlier messages left out" in meta
+    assert len(stored_chats(d)[0]["messages"]) == 2 * 10  # the page keeps the whole conversation
+
+
+def test_two_tabs_keep_each_others_conversations(browser: webdriver.Chrome, server: ServerThread) -> None:
+    """The packed file double-clicked twice: two pages, one store. Each tab's save kept only its own
+    conversations (the other's were lost); now both stay, and each list shows the other's."""
+    d = browser
+    d.get(server.url + "/")
+    d.execute_script("localStorage.clear(); localStorage.setItem('llamapack.settings.v2', arguments[0])",
+                     json.dumps({"temperature": 0, "max_tokens": 4}))
+    d.get(server.url + "/")
+    first = d.current_window_handle
+    d.switch_to.new_window("tab")
+    d.get(server.url + "/")  # both pages loaded before either saves
+    try:
+        for handle, text in ((first, "Tab A: name a fruit."), (d.window_handles[-1], "Tab B: name a tree.")):
+            d.switch_to.window(handle)
+            send(d, text)
+            wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, text)
+        titles = sorted(c["title"] for c in stored_chats(d))
+        assert titles == ["Tab A: name a fruit.", "Tab B: name a tree."]
+        d.switch_to.window(first)  # the other tab's conversation shows up in this one's list
+        wait_for(lambda: len(d.find_elements(By.CSS_SELECTOR, ".history-item")) == 2, 10, "both conversations")
+    finally:
+        d.switch_to.window(d.window_handles[-1])
+        d.close()
+        d.switch_to.window(first)
+
+
+def test_narrow_screen_list_closes_and_settings_are_checked(browser: webdriver.Chrome, server: ServerThread) -> None:
+    """375 px wide: the conversation list opens over the page and closes with Esc or a tap beside it
+    (it could not be closed). Number settings: 1e3 is 1000 (it was read as 1); -5 tokens is refused
+    in the panel, not sent. A title cut at 60 characters does not split an emoji."""
+    d = browser
+    d.get(server.url + "/")
+    d.execute_script("localStorage.clear()")
+    d.set_window_size(375, 800)
+    try:
+        d.get(server.url + "/")
+        is_open = lambda: "sidebar-open" in d.find_element(By.TAG_NAME, "body").get_attribute("class")  # noqa: E731
+        click(d, "toggle-sidebar")
+        assert is_open()
+        d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        wait_for(lambda: not is_open(), 5, "Esc to close the list")
+        click(d, "toggle-sidebar")
+        assert is_open()
+        d.execute_script("document.getElementById('messages').click()")
+        wait_for(lambda: not is_open(), 5, "a tap beside the list to close it")
+    finally:
+        d.set_window_size(1280, 860)
+    click(d, "settings-button")
+    field = d.find_element(By.ID, "max_tokens")
+    for typed, kept in (("1e3", "1000"), ("-5", "1000"), ("7.5", "1000"), ("", "-1")):  # what the user leaves
+        d.execute_script("arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('change'))",
+                         field, typed)
+        assert field.get_attribute("value") == kept, typed
+    settings = json.loads(d.execute_script("return localStorage.getItem('llamapack.settings.v2')"))
+    assert "max_tokens" not in settings  # cleared: the server's default again
+    click(d, "close-settings")
+    title = "a" * 59 + "🎉 party"
+    d.execute_script("localStorage.setItem('llamapack.settings.v2', '{\"max_tokens\": 1}')")
+    d.get(server.url + "/")
+    send(d, title)
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
+    assert stored_chats(d)[0]["title"] == "a" * 59 + "🎉"
+    assert d.execute_script("return encodeURIComponent(document.title)")  # no lone surrogate in it
+    html = d.execute_script("return Markdown.render('## Using C#')")
+    assert html == "<h2>Using C#</h2>"

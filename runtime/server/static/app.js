@@ -20,6 +20,8 @@ const state = {
   server: { ...FALLBACK },  // the server's defaults
   settings: {},       // the user's own choices: system, api_key, and changed generation settings
   controller: null,   // AbortController of the running request
+  touched: new Set(), // ids of the chats this tab changed since it last saved (other tabs keep theirs)
+  removed: new Set(), // ids of the chats this tab deleted since it last saved
 };
 const setting = (k) => (k in state.settings ? state.settings[k] : state.server[k]);
 
@@ -37,13 +39,26 @@ function load() {
   state.current = localStorage.getItem(CURRENT);
   if (!chat()) state.current = null;
 }
+// The stored chats with this tab's changes: another tab (the packed file opened twice) saves its
+// own conversations into the same list, and a save here must not write over them.
+function merged() {
+  let stored = [];
+  try { stored = JSON.parse(localStorage.getItem(STORE) || "[]"); } catch { /* unreadable: ours only */ }
+  if (!Array.isArray(stored)) stored = [];
+  const out = new Map(stored.filter((c) => c && c.id && !state.removed.has(c.id)).map((c) => [c.id, c]));
+  for (const c of state.chats) if (state.touched.has(c.id) || !out.has(c.id) && !stored.length) out.set(c.id, c);
+  return [...out.values()].sort((a, b) => b.updated - a.updated).slice(0, 100);
+}
 function save() {
   try {
-    state.chats.sort((a, b) => b.updated - a.updated);
-    localStorage.setItem(STORE, JSON.stringify(state.chats.slice(0, 100)));
+    state.chats = merged();
+    localStorage.setItem(STORE, JSON.stringify(state.chats));
+    state.touched.clear();
+    state.removed.clear();
     if (state.current) localStorage.setItem(CURRENT, state.current); else localStorage.removeItem(CURRENT);
   } catch { /* storage full or disabled: the page still works */ }
 }
+const touch = (c) => { state.touched.add(c.id); c.updated = Date.now(); };
 // Settings saved by an older page held every value: only those that differ from its defaults were choices.
 function changedOnly(old) {
   const oldDefaults = { ...FALLBACK, system: "", api_key: "" };
@@ -68,8 +83,11 @@ function metaText(meta) {
     parts.push(`<span title="prompt processing">prompt ${t.prompt_n} tokens${cached} · ${fmt(t.prompt_per_second)} tok/s</span>`);
   }
   else if (meta.client && meta.client.pieces) {  // stopped before the server's timings arrived
-    parts.push(`<span title="measured in the browser">⚡ ~${fmt(meta.client.tps)} tok/s</span>`);
-    parts.push(`<span>~${meta.client.pieces} tokens</span>`);
+    if (Number.isFinite(meta.client.tps)) parts.push(`<span title="measured in the browser">⚡ ~${fmt(meta.client.tps)} tok/s</span>`);
+    parts.push(`<span>~${meta.client.pieces} token${meta.client.pieces > 1 ? "s" : ""}</span>`);
+  }
+  if (meta.left_out) {
+    parts.push(`<span class="tag" title="the conversation no longer fits in the server's context">${meta.left_out} earlier message${meta.left_out > 1 ? "s" : ""} left out</span>`);
   }
   if (meta.stopped) parts.push("<span class=\"tag\">stopped</span>");
   else if (meta.finish === "length") parts.push("<span class=\"tag\">length limit</span>");
@@ -140,6 +158,7 @@ function renderHistory() {
     del.onclick = () => {
       if (busy()) return;
       state.chats = state.chats.filter((x) => x.id !== c.id);
+      state.removed.add(c.id);
       if (state.current === c.id) state.current = null;
       save();
       renderAll();
@@ -163,6 +182,11 @@ function headers() {
 async function loadModelInfo() {
   try {
     const r = await fetch("/props", { headers: headers() });
+    if (r.status === 401) {  // the server was started with --api-key
+      $("model-name").textContent = "API key needed: set it in Settings";
+      $("status-dot").className = "dot bad";
+      return;
+    }
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const p = await r.json();
     $("model-name").textContent = p.model_alias;
@@ -215,16 +239,18 @@ async function send(text) {
   text = text.trim();
   if (!text || busy()) return;
   let c = chat();
-  if (!c) {
-    c = { id: `c${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`, title: text.slice(0, 60),
-          messages: [], updated: Date.now() };
+  if (!c) {  // (the title cut at a character, not inside one: an emoji is two UTF-16 units)
+    c = { id: `c${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`,
+          title: Array.from(text).slice(0, 60).join(""), messages: [], updated: Date.now() };
     state.chats.push(c);
     state.current = c.id;
   }
+  const earlier = sendable(c.messages);
   c.messages.push({ role: "user", content: text });
   const reply = { role: "assistant", content: "", meta: null };
   c.messages.push(reply);
-  c.updated = Date.now();
+  touch(c);
+  save();  // the question survives a reload while the reply streams
   renderAll();
   const box = $("messages");
   const node = box.lastElementChild;  // the reply just rendered
@@ -232,11 +258,18 @@ async function send(text) {
   fillMessage(node, reply, true);
 
   const s = state.settings;
-  const history = c.messages.slice(0, -1).map((m) => ({ role: m.role, content: m.content }));
   const system = (s.system || "").trim();
-  if (system) history.unshift({ role: "system", content: system });
-  const body = { messages: history, stream: true };
+  const body = { stream: true };
   for (const k of SAMPLING) if (k in s) body[k] = +s[k];  // the server's defaults fill in the rest
+  // the conversation, less the oldest exchanges while the server says it does not fit its context
+  let left = 0;
+  const request = () => {
+    body.messages = [...(system ? [{ role: "system", content: system }] : []), ...earlier.slice(left),
+                     { role: "user", content: text }];
+    return fetch("/v1/chat/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: state.controller.signal,
+    });
+  };
 
   state.controller = new AbortController();
   setBusy(true);
@@ -253,14 +286,20 @@ async function send(text) {
     });
   };
   try {
-    const r = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: state.controller.signal,
-    });
-    if (!r.ok) {
-      let msg = `HTTP ${r.status}`;
-      try { msg = (await r.json()).error.message; } catch { /* keep */ }
-      throw new Error(msg);
+    let r;
+    for (;;) {
+      r = await request();
+      if (r.ok) break;
+      let err = { message: `HTTP ${r.status}` };
+      try { err = (await r.json()).error; } catch { /* keep */ }
+      if (err.code === "context_length_exceeded" && left < earlier.length) {
+        left = Math.min(earlier.length, left + 2);  // one exchange: a question and its reply
+        continue;
+      }
+      throw new Error(err.message);
     }
+    $("status-dot").className = "dot ok";
+    if (left) reply.meta = { left_out: left };
     await readEvents(r, (ev) => {
       if (ev.error) throw new Error(ev.error.message);
       const choice = ev.choices && ev.choices[0];
@@ -272,29 +311,48 @@ async function send(text) {
         pieces++;
         lastAt = now;
       }
-      if (choice.finish_reason) reply.meta = { finish: choice.finish_reason, timings: ev.timings };
+      if (choice.finish_reason) reply.meta = { ...(reply.meta || {}), finish: choice.finish_reason, timings: ev.timings };
       paint();
     });
   } catch (e) {
     const client = { pieces, tps: pieces > 1 ? (pieces - 1) / ((lastAt - firstAt) / 1000) : NaN };
     if (e.name === "AbortError") reply.meta = { ...(reply.meta || {}), stopped: true, client };
-    else reply.meta = { ...(reply.meta || {}), error: e.message || String(e) };
+    else {
+      reply.meta = { ...(reply.meta || {}), error: e.message || String(e) };
+      if (e instanceof TypeError) $("status-dot").className = "dot bad";  // the server is not answering
+    }
   } finally {
     state.controller = null;
     setBusy(false);
     node.classList.remove("streaming");
     fillMessage(node, reply, false);
-    c.updated = Date.now();
+    touch(c);
     save();
     renderHistory();
     $("input").focus();
   }
 }
 
+// The messages of a conversation to send again: a question whose request failed (no reply, an
+// error) is left out with its empty reply, so that one failure does not fail every later turn.
+function sendable(messages) {
+  const out = [];
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i], next = messages[i + 1];
+    if (m.role === "user" && next && next.role === "assistant" && !next.content && next.meta && next.meta.error) {
+      i++;
+      continue;
+    }
+    out.push({ role: m.role, content: m.content });
+  }
+  return out;
+}
+
 function stop() { if (state.controller) state.controller.abort(); }
 
 function newChat() {
   if (busy()) stop();
+  closeSidebar();
   state.current = null;
   save();
   renderAll();
@@ -327,9 +385,19 @@ function bindSettings() {
   }
   for (const k of NUMBERS) {
     $(k).addEventListener("change", (e) => {
-      const v = parseInt(e.target.value, 10);
-      if (Number.isFinite(v)) state.settings[k] = v;
-      else { delete state.settings[k]; e.target.value = setting(k); }  // cleared: the server's default
+      const field = e.target, raw = field.value.trim();
+      const v = Number(raw), min = field.min === "" ? -Infinity : Number(field.min);
+      if (raw === "") delete state.settings[k];  // cleared: the server's default
+      else if (Number.isInteger(v) && v >= min) state.settings[k] = v;  // (1e3 is 1000, not 1)
+      else {  // not a whole number in range: the field says so and keeps what it had
+        field.classList.add("invalid");
+        field.title = `a whole number, at least ${field.min}`;
+        field.value = setting(k);
+        setTimeout(() => field.classList.remove("invalid"), 2500);
+        return;
+      }
+      field.classList.remove("invalid");
+      field.value = setting(k);
       saveSettings();
     });
   }
@@ -399,7 +467,20 @@ function bindComposer() {
       ta.remove();
     }
   });
-  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && busy()) stop(); });
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    if (busy()) stop();
+    else closeSidebar();
+  });
+  $("messages").addEventListener("click", closeSidebar);  // narrow screens: a tap beside the list closes it
+  $("composer").addEventListener("click", closeSidebar);
+  // another tab saved: its conversations join the list (the open one keeps going)
+  window.addEventListener("storage", (e) => {
+    if (e.key !== STORE || busy()) return;
+    state.chats = merged();
+    if (!chat()) state.current = null;
+    renderAll();
+  });
 }
 
 load();

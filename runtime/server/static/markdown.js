@@ -83,7 +83,7 @@ const Markdown = (() => {
                  `<pre><code class="lang-${lang}">${code.join("\n")}${closed ? "" : ""}</code></pre></div>`);
         continue;
       }
-      const h = line.match(/^(#{1,6})\s+(.*?)\s*#*\s*$/);
+      const h = line.match(/^(#{1,6})\s+(.*?)(?:\s+#+)?\s*$/);  // a closing run of # after a space ("C#" stays)
       if (h) { flush(); out.push(`<h${h[1].length}>${inline(h[2])}</h${h[1].length}>`); i++; continue; }
       if (/^\s*([-*_])(\s*\1){2,}\s*$/.test(line)) { flush(); out.push("<hr>"); i++; continue; }
       if (/^\s*&gt;/.test(line)) {
