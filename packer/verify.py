@@ -9,6 +9,7 @@ named as such, part by part, where starting it would give PyInstaller's errors o
 from __future__ import annotations
 
 import os
+import shlex
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -95,7 +96,7 @@ def inspect(path: str) -> list[tuple[str, str]]:
         rows.append(("entry", f"{e.name}: {e.size:,} bytes {method}, data at offset {e.data_offset:,}"
                               f"{align}, crc {e.crc:08x}"))
     rows += _gguf_summary(path, payload.gguf.data_offset)
-    rows.append(("args", " ".join(payload.args) if payload.args is not None else "(no .args entry)"))
+    rows.append(("args", shlex.join(payload.args) if payload.args is not None else "(no .args entry)"))
     return rows
 
 
@@ -137,7 +138,7 @@ def verify(path: str) -> Report:
 
         try:
             check_args(payload.args)
-            rep.add(ARGS_NAME, True, " ".join(payload.args))
+            rep.add(ARGS_NAME, True, shlex.join(payload.args))
         except ArgsError as e:
             rep.add(ARGS_NAME, False, str(e))
     _check_start_up(rep, path, payload)

@@ -32,6 +32,14 @@ def test_inspect_and_verify(packed) -> None:
     assert r.returncode == 0 and r.stdout.rstrip().endswith("verified") and "FAIL" not in r.stdout
 
 
+def test_inspect_quotes_arguments_as_a_shell_would(runtime_exe, tmp_path) -> None:
+    """.args lines with spaces are shown quoted, as --args took them (`-p Hello world` read as three)."""
+    from packer.build import build
+
+    out = build(MOE, tmp_path / "q.llamafile", runtime_exe, args=["-p", "Hello world", "..."], progress=False).output
+    assert dict(inspect(str(out)))["args"] == "-p 'Hello world' ..."
+
+
 def test_verify_catches_a_flipped_byte(packed, tmp_path) -> None:
     bad = tmp_path / "bad.llamafile"
     shutil.copyfile(packed["moe"], bad)
