@@ -291,7 +291,7 @@ async function send(text) {
       r = await request();
       if (r.ok) break;
       let err = { message: `HTTP ${r.status}` };
-      try { err = (await r.json()).error; } catch { /* keep */ }
+      try { err = (await r.json()).error || err; } catch { /* keep */ }
       if (err.code === "context_length_exceeded" && left < earlier.length) {
         left = Math.min(earlier.length, left + 2);  // one exchange: a question and its reply
         continue;
