@@ -184,6 +184,26 @@ def test_other_quantization_methods_are_refused(runtime_exe, tmp_path, capsys) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]
 
 
+@pytest.mark.parametrize("mix", [None, "Q4_K_M"])
+def test_an_infinite_scale_is_refused(runtime_exe, tmp_path, capsys, mix) -> None:
+    """A GPTQ scale of inf: the kept Q4_1 layers carried it into a file whose every answer was NaN."""
+    folder = Path(shutil.copytree(FIX / "gptq-mistral", tmp_path / "g"))
+    shard = next(folder.glob("*.safetensors"))
+    blob = bytearray(shard.read_bytes())
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    name = next(k for k in sorted(header) if k.endswith(".scales"))
+    lo = header[name]["data_offsets"][0]
+    blob[8 + n + lo:8 + n + lo + 2] = np.float16(np.inf).tobytes()
+    shard.write_bytes(bytes(blob))
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+                      "--no-progress", *(["--quantize", mix] if mix else [])])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert rc == 1 and err == [f"error: {shard}: tensor {name[:-7]}.scales holds NaN or inf: the checkpoint is "
+                               "damaged"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
 @pytest.mark.parametrize("group", [0, -2, 64.5, "abc", True])
 def test_a_group_size_that_is_not_a_size_is_refused(runtime_exe, tmp_path, capsys, group) -> None:
     """0 divided by zero, 64.5 was cut to 64, "abc" a traceback: refused in one line."""

@@ -108,6 +108,9 @@ class GPTQWeight:
         b = self.config.bits
         q = _unpack(self.parts["qweight"].read().T, b, k).T
         scales = self.parts["scales"].read()
+        if not np.isfinite(scales).all():  # (a kept Q4_1 layer would carry it into every answer)
+            raise HFError(f"{self.parts['scales'].file}: tensor {self.name[:-7]}.scales holds NaN or inf: the "
+                          "checkpoint is damaged")
         zeros = _unpack(self.parts["qzeros"].read(), b, n).astype(np.int16) + (1 if self.config.v1 else 0)
         if "g_idx" in self.parts:
             g_idx = self.parts["g_idx"].read().astype(np.int64)
