@@ -223,6 +223,9 @@ DAMAGE = {
                           "base 10: '64x')"),
     "rope not an object": ("mistral", lambda d: _set_config(d, rope_parameters=[1, 2]),
                            "a value in its config files cannot be used (TypeError"),
+    "fewer layers": ("mistral", lambda d: _set_config(d, num_hidden_layers=1),
+                     "tensor 'model.layers.1.input_layernorm.weight' is in layer 1, but config.json's "
+                     "num_hidden_layers is 1"),
     "rope factor 0": ("mistral", lambda d: _set_config(d, rope_parameters={"rope_type": "linear", "factor": 0,
                                                                           "rope_theta": 1e6}),
                       "config.json: rope factor 0: not a positive number"),

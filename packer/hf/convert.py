@@ -185,6 +185,9 @@ def _gguf_name(cfg: HFConfig, src: SafeTensor) -> str:
     names = _GEMMA3_NAMES if cfg.arch == "gemma3" else _LAYER_NAMES
     if m and m[2] in names and int(m[1]) < cfg.n_layer:
         return f"blk.{m[1]}.{names[m[2]]}.{m[3]}"
+    if m and m[2] in names:  # a known tensor of a layer the config does not have
+        raise HFError(f"{src.file}: tensor {src.name!r} is in layer {m[1]}, but config.json's num_hidden_layers "
+                      f"is {cfg.n_layer}")
     raise HFError(f"{src.file}: tensor {src.name!r} is not one this converter knows for {cfg.hf_arch}")
 
 
