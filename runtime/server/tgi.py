@@ -110,10 +110,12 @@ class TGIRequest:
         check_prompt(engine, ids, param="inputs")
         self.ids = ids
 
-    def generation(self) -> Generation:
-        # logprobs 0: each token's own log-probability and where its text starts (TokenLogprob)
+    def generation(self, per_token: bool) -> Generation:
+        """per_token: the answer lists each token (a stream, or `details`): logprobs 0 gives each
+        token's own log-probability and where its text starts (TokenLogprob); without it no step
+        pays for a log-softmax over the vocabulary."""
         return Generation(self.ids, self.max_new_tokens, self.stop, self.params, constraint=self.constraint,
-                          logprobs=0)
+                          logprobs=0 if per_token else None)
 
 
 def _grammar(grammar: Any) -> Any:
@@ -184,7 +186,7 @@ class TGIRoutes(RouteGroup):
         return JSONResponse([await self._generate(request, req)])
 
     async def _generate(self, request: Request, req: TGIRequest) -> dict[str, Any]:
-        job = start(self.scheduler, req.generation())
+        job = start(self.scheduler, req.generation(per_token=req.details))
         try:
             chunks: list[Chunk] = await collect(job, request)
         except ClientGone:
@@ -212,7 +214,7 @@ class TGIRoutes(RouteGroup):
                  "logprob": None} for t in req.ids]
 
     def _stream(self, req: TGIRequest) -> EventStream:
-        job = start(self.scheduler, req.generation())
+        job = start(self.scheduler, req.generation(per_token=True))
         return EventStream(self._events(job, req))
 
     async def _events(self, job: Job, req: TGIRequest) -> AsyncIterator[str]:
