@@ -11,10 +11,13 @@ The template comes from a GGUF someone else made, so it is untrusted code: the s
 attribute access that could reach Python internals (here that *raises* instead of rendering an
 empty string as plain jinja2 does), and every failure becomes a one-line `ChatTemplateError`.
 
-Without a template in the GGUF a `llama`-architecture file (Mistral, Mixtral) gets the Mistral
-`[INST] ... [/INST]` format (see `MISTRAL_TEMPLATE`); any other architecture (e.g. Gemma 3 270M,
-which ships none) gets chatml, as llama.cpp gives every template-less file (src/llama.cpp,
-`llama_chat_apply_template`: `tmpl == nullptr ? "chatml"`; common/chat.cpp likewise).
+Without a template in the GGUF, a vocabulary that holds one family's turn tokens picks that
+family's built-in format (`VOCAB_TEMPLATES`: Gemma's `<start_of_turn>`, Llama 3's header tokens,
+chatml's `<|im_start|>`, Phi-3's `<|user|>`), so that e.g. Gemma 3 270M, which ships none, chats
+in the format it was trained on and stops at `<end_of_turn>` (llama.cpp gives every template-less
+file chatml, which such a model does not know and talks past). Otherwise a `llama`-architecture
+file (Mistral, Mixtral) gets the Mistral `[INST] ... [/INST]` format (see `MISTRAL_TEMPLATE`),
+and any other architecture chatml, llama.cpp's default.
 
 BOS: templates often start with `bos_token` ("<s>"). Like llama.cpp's server
 (common/chat.cpp, `common_chat_template_direct_apply_impl`), `prompt()` strips that leading text
@@ -134,6 +137,13 @@ GEMMA = _WS + (  # llama.cpp "gemma": system text merged into the next user turn
     "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
 )
 
+PHI3 = (  # llama.cpp "phi3"
+    "{%- for message in messages -%}"
+    "{{- '<|' + message.role + '|>\\n' + message.content + '<|end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
+)
+
 MISTRAL_TEMPLATE = MISTRAL
 BUILTIN_TEMPLATES: dict[str, str] = {
     "chatml": CHATML,
@@ -142,7 +152,17 @@ BUILTIN_TEMPLATES: dict[str, str] = {
     "llama3": LLAMA3,
     "zephyr": ZEPHYR,
     "gemma": GEMMA,
+    "phi3": PHI3,
 }
+
+# A file without a template whose vocabulary holds a family's turn tokens chats in that family's
+# format (what its model was trained on): the first entry whose tokens are all in the vocabulary
+VOCAB_TEMPLATES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gemma", ("<start_of_turn>", "<end_of_turn>")),
+    ("llama3", ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    ("chatml", ("<|im_start|>", "<|im_end|>")),
+    ("phi3", ("<|user|>", "<|assistant|>", "<|end|>")),
+)
 
 
 def check_override(value: str) -> str:
@@ -247,7 +267,8 @@ class ChatTemplate:
     def from_metadata(cls, metadata: Mapping[str, Any], override: Optional[str] = None,
                       tokens: Optional[Sequence[str]] = None) -> "ChatTemplate":
         """The template for a GGUF: `override` (--chat-template: a name or Jinja source), else
-        the file's `tokenizer.chat_template`, else Mistral's format for a llama-architecture file
+        the file's `tokenizer.chat_template`, else the built-in format whose turn tokens the
+        vocabulary holds (VOCAB_TEMPLATES), else Mistral's format for a llama-architecture file
         and llama.cpp's default, chatml, for the others. BOS/EOS strings come from
         `tokens` (default: the file's `tokenizer.ggml.tokens`) at the file's BOS/EOS ids."""
         if tokens is None:
@@ -261,6 +282,10 @@ class ChatTemplate:
         source = get_key(metadata, KEY_CHAT_TEMPLATE)
         if isinstance(source, str) and source.strip():
             return cls(source, bos, eos, name="gguf")
+        vocab = set(tokens) if tokens else set()
+        for name, turn_tokens in VOCAB_TEMPLATES:
+            if all(t in vocab for t in turn_tokens):
+                return cls(name, bos, eos)
         if get_key(metadata, "general.architecture", "llama") != "llama":
             return cls("chatml", bos, eos)
         return cls(MISTRAL_TEMPLATE, bos, eos, name="mistral")

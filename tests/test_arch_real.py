@@ -67,15 +67,16 @@ CHAT = json.loads((Path(__file__).parent / "fixtures/arch/real_chat.json").read_
 
 
 @pytest.mark.parametrize("case", CHAT["cases"], ids=lambda c: f"{c['conversation']}-{c['add_generation_prompt']}")
-def test_gemma3_without_template_chats_as_llama_cpp(gemma3_path: Path, case: dict) -> None:
-    """Gemma 3 270M's file has no chat template: the prompt is the one llama.cpp makes for it (its
-    default, chatml), not the Mistral format a template-less llama-architecture file gets."""
+def test_gemma3_without_template_chats_in_gemma_format(gemma3_path: Path, case: dict) -> None:
+    """Gemma 3 270M's file has no chat template: its vocabulary's turn tokens pick Gemma's format,
+    the prompt llama.cpp's built-in `gemma` template makes (not chatml, llama.cpp's default for
+    such a file, which the model does not know)."""
     from runtime.chat_template import ChatTemplate
     from tools.make_chat_fixtures import CONVERSATIONS
 
     with GGUFFile(gemma3_path) as f:
         assert "tokenizer.chat_template" not in f.metadata and CHAT["file_template"] is None
         tmpl = ChatTemplate.from_metadata(f.metadata)
-    assert tmpl.name == "chatml"
+    assert tmpl.name == CHAT["template"] == "gemma"
     got = tmpl.render(CONVERSATIONS[case["conversation"]], add_generation_prompt=case["add_generation_prompt"])
     assert got == case["expected"]

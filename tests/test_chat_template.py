@@ -80,6 +80,25 @@ def test_missing_template_is_mistral():
     assert tmpl.render(conv) == "<s>[INST] Hello [/INST]Hi! How can I help?</s>[INST] Tell me a joke. [/INST]"
 
 
+@pytest.mark.parametrize("arch,turn_tokens,name", [
+    ("llama", ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "llama3"),
+    ("llama", ["<|im_start|>", "<|im_end|>"], "chatml"),
+    ("gemma3", ["<start_of_turn>", "<end_of_turn>"], "gemma"),
+    ("phi3", ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"], "phi3"),
+    ("qwen2", ["<|endoftext|>"], "chatml"),  # no family's turn tokens: the architecture decides
+    ("llama", ["<|im_start|>"], "mistral"),  # half a family's tokens is not that family
+])
+def test_missing_template_follows_the_vocabularys_turn_tokens(arch, turn_tokens, name):
+    """A template-less file chats in the format whose turn tokens its vocabulary holds (a Llama 3
+    file of architecture `llama` is not Mistral), each rendering llama.cpp's built-in of that name
+    (test_builtin_names_match_llama_cpp)."""
+    meta = {"general.architecture": arch, "tokenizer.ggml.tokens": ["<s>", "</s>", "a", *turn_tokens],
+            "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1}
+    tmpl = ChatTemplate.from_metadata(meta)
+    assert tmpl.name == name
+    assert tmpl.render(CONVERSATIONS["system"]) == ChatTemplate(name, "<s>", "</s>").render(CONVERSATIONS["system"])
+
+
 @pytest.mark.parametrize("conversation", ["single", "multi", "ends_assistant", "unicode"])
 def test_mistral_equals_official_v02_without_system(conversation):
     official = ChatTemplate(FIXTURE["templates"]["mistral-v0.2"], "<s>", "</s>")
@@ -120,9 +139,9 @@ def test_override_by_name_and_by_source(smollm2_path):
     tmpl = ChatTemplate.from_metadata(meta, override="{{ messages[0].content | upper }}")
     assert tmpl.name == "custom" and tmpl.render(CONVERSATIONS["single"]) == "HELLO"
     assert ChatTemplate.from_metadata(MISTRAL_META, override="chatml").name == "chatml"
-    assert set(BUILTIN_TEMPLATES) == {"chatml", "mistral", "llama2", "llama3", "zephyr", "gemma"}
+    assert set(BUILTIN_TEMPLATES) == {"chatml", "mistral", "llama2", "llama3", "zephyr", "gemma", "phi3"}
     # a word that names no template is refused: it would be a template whose output is that word
-    for word in ("llama3x", "phi3", "vicuna"):
+    for word in ("llama3x", "phi4", "vicuna"):
         with pytest.raises(ChatTemplateError, match=f"unknown chat template '{word}'"):
             ChatTemplate.from_metadata(meta, override=word)
     assert ChatTemplate.from_metadata(meta, override="{% for m in messages %}x{% endfor %}").name == "custom"

@@ -14,10 +14,11 @@ first and stops on a difference), llama.cpp's top-20 last-position logits on thr
 with a clear top token in every file, a greedy run with its margins, and how far llama.cpp's top-20
 logits are from the float64 forward pass of the file's own (dequantized) weights.
 
-`python -m tools.make_arch_fixtures chat` writes tests/fixtures/arch/real_chat.json: the chat prompt
-llama.cpp makes for the real Gemma 3 270M, whose file has no chat template: the model's template
-as llama_model_chat_template gives it (none) through llama_chat_apply_template, for
-tools/make_chat_fixtures.py's conversations.
+`python -m tools.make_arch_fixtures chat` writes tests/fixtures/arch/real_chat.json: for the real
+Gemma 3 270M, whose file has no chat template (llama_model_chat_template gives none, recorded), the
+prompt of llama.cpp's built-in `gemma` template (llama_chat_apply_template by name) for
+tools/make_chat_fixtures.py's conversations: the format a template-less file with Gemma's turn
+tokens chats in.
 
 `python -m tools.make_arch_fixtures real` writes tests/fixtures/arch/real_models.json instead:
 llama.cpp on the real Qwen2.5-Coder-0.5B-Instruct and Gemma 3 270M (tests/real_models.py), per
@@ -367,11 +368,12 @@ def chat_main() -> None:
             continue
         for add_ass in (True, False):
             cases.append({"conversation": cname, "add_generation_prompt": add_ass,
-                          "expected": apply_template(tmpl, messages, add_ass)})
+                          "expected": apply_template(b"gemma", messages, add_ass)})
     llm.close()
     doc = {"generator": "tools/make_arch_fixtures.py chat",
            "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
-           "model": "gemma3", "file_template": tmpl.decode() if tmpl else None, "cases": cases}
+           "model": "gemma3", "file_template": tmpl.decode() if tmpl else None, "template": "gemma",
+           "cases": cases}
     CHAT_OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {CHAT_OUT} ({len(cases)} cases)", file=sys.stderr)
 

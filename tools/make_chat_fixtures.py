@@ -64,7 +64,7 @@ CONVERSATIONS = {
     "bad_order": [_m("user", "a"), _m("user", "b")],
     "tool_role": [_m("user", "a"), _m("tool", "b")],
 }
-BUILTIN_NAMES = ["chatml", "llama2", "llama3", "zephyr", "gemma"]
+BUILTIN_NAMES = ["chatml", "llama2", "llama3", "zephyr", "gemma", "phi3"]
 MISTRAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}
 
 
