@@ -191,7 +191,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="server port (default 8080, or the next free one)")
+    p.add_argument("--port", type=_ranged(int, 0, 65535), default=None, help="server port (default 8080, or the next free one)")
     p.add_argument("--nobrowser", action="store_true", help="do not open a browser on the web UI")
     p.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY` (default: none)")
     p.add_argument("--parallel", "-np", type=_ranged(int, 1, MAX_PARALLEL), default=1, metavar="N",

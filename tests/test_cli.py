@@ -159,6 +159,8 @@ def test_version(flag: str) -> None:
     ("--parallel", "0", "--parallel"),
     ("--parallel", "100000", "--parallel"),
     ("--chat-template", "llama3x", "unknown chat template 'llama3x'"),  # a typo is not a template
+    ("--port", "99999", "--port"),  # refused before the model loads (and in a packer's --args)
+    ("--port", "-1", "--port"),
 ])
 def test_a_bad_value_is_one_line(flag: str, value: str, needle: str) -> None:
     r = run("-m", TINY, "-p", "hi", "-n", "2", flag, value)

@@ -190,6 +190,7 @@ def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "-c 'unclosed"), "bad --args")
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--chat-template llama3x"),
                           "unknown chat template")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--port 99999"), "--port")
     for printing in ("--help", "-c 64 -h", "--vers"):  # they would print and exit on every run
         assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", printing), "print and exit")
     assert_one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
