@@ -204,6 +204,26 @@ def test_an_infinite_scale_is_refused(runtime_exe, tmp_path, capsys, mix) -> Non
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
 
 
+def test_a_float_weight_beside_a_gptq_layer_is_refused(runtime_exe, tmp_path, capsys) -> None:
+    """X.weight in float and X.qweight/qzeros/scales: one of the two was silently dropped."""
+    folder = Path(shutil.copytree(FIX / "gptq-mistral", tmp_path / "g"))
+    shard = folder / "model.safetensors"
+    blob = shard.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
+    base = next(k for k in sorted(header) if k.endswith(".qweight"))[:-len(".qweight")]
+    rows, cols = header[base + ".scales"]["shape"][1], header[base + ".qweight"]["shape"][0] * 32 // 8
+    extra = np.zeros((rows, cols), np.float16).tobytes()
+    header[base + ".weight"] = {"dtype": "F16", "shape": [rows, cols], "data_offsets": [len(data), len(data) + len(extra)]}
+    head = json.dumps(header).encode()
+    shard.write_bytes(len(head).to_bytes(8, "little") + head + data + extra)
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+                      "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert rc == 1 and len(err) == 1 and f"layer {base!r} has both a float {base + '.weight'!r} and GPTQ" in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
 @pytest.mark.parametrize("group", [0, -2, 64.5, "abc", True])
 def test_a_group_size_that_is_not_a_size_is_refused(runtime_exe, tmp_path, capsys, group) -> None:
     """0 divided by zero, 64.5 was cut to 64, "abc" a traceback: refused in one line."""

@@ -165,8 +165,13 @@ def group_weights(cfg: GPTQConfig, sources: list[SafeTensor], lossless: bool = T
             by_base.setdefault(base, {})[part] = t
         else:
             floats.append(t)
+    float_names = {t.name: t for t in floats}
     weights, kept, deq = [], 0, 0
     for base, parts in by_base.items():
+        if base + ".weight" in float_names:  # which one is the layer? (the float one was dropped)
+            t = float_names[base + ".weight"]
+            raise HFError(f"{t.file}: layer {base!r} has both a float {t.name!r} and GPTQ tensors "
+                          f"({', '.join(sorted(parts))}): the checkpoint is inconsistent")
         missing = [p for p in ("qweight", "qzeros", "scales") if p not in parts]
         if missing:
             some = next(iter(parts.values()))
