@@ -257,6 +257,8 @@ class ChatTemplate:
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.name = name  # for logs: "gguf", a built-in name, or "custom"
+        self.note: Optional[str] = None  # why the file's own template is not the one used (from_metadata)
+        self._system_ok: Optional[bool] = None  # does the template show a system message (_takes_system)
         try:
             with bounded(self.limits):
                 self._template = _environment().from_string(source)
@@ -281,7 +283,18 @@ class ChatTemplate:
             return cls(override, bos, eos, name=name)
         source = get_key(metadata, KEY_CHAT_TEMPLATE)
         if isinstance(source, str) and source.strip():
-            return cls(source, bos, eos, name="gguf")
+            try:
+                return cls(source, bos, eos, name="gguf")
+            except ChatTemplateError as exc:  # the model still runs, and chats in the format below
+                fallback = cls._without_template(metadata, tokens, bos, eos)
+                fallback.note = (f"the model's chat template does not compile ({exc}); chatting in "
+                                 f"{fallback.name} (--chat-template to choose)")
+                return fallback
+        return cls._without_template(metadata, tokens, bos, eos)
+
+    @classmethod
+    def _without_template(cls, metadata: Mapping[str, Any], tokens: Sequence[str], bos: str,
+                          eos: str) -> "ChatTemplate":
         vocab = set(tokens) if tokens else set()
         for name, turn_tokens in VOCAB_TEMPLATES:
             if all(t in vocab for t in turn_tokens):
@@ -290,9 +303,39 @@ class ChatTemplate:
             return cls("chatml", bos, eos)
         return cls(MISTRAL_TEMPLATE, bos, eos, name="mistral")
 
+    def _takes_system(self) -> bool:
+        """Whether the template shows a system message: it renders [system, user] without an
+        error and with the system text (as llama.cpp's capability check, which finds Mistral
+        v0.2's and Gemma 1's official templates without a system role)."""
+        if self._system_ok is None:
+            probe = "llamapack system probe 7f3a"
+            try:
+                out = self._render([{"role": "system", "content": probe}, {"role": "user", "content": "u"}],
+                                   True, {})
+                self._system_ok = probe in out
+            except ChatTemplateError:
+                self._system_ok = False
+        return self._system_ok
+
+    def _fold_system(self, messages: Sequence[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+        """A first system message folded into the next message as "system\ntext" (dropped when it
+        is alone), where the template has no system role: what llama.cpp's server does
+        (common/chat.cpp, system_message_not_supported)."""
+        if not messages or messages[0].get("role") != "system" or self._takes_system():
+            return messages
+        if len(messages) == 1:
+            return []
+        first, second = messages[0], messages[1]
+        merged = dict(second, content=f"{_text(first.get('content'))}\n{_text(second.get('content'))}")
+        return [merged, *messages[2:]]
+
     def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
                **extra: Any) -> str:
         """The template's output for `messages` ([{"role", "content"}, ...]), exactly."""
+        return self._render(messages, add_generation_prompt, extra)
+
+    def _render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool,
+                extra: Mapping[str, Any]) -> str:
         limit = self.limits.size
         out: list[str] = []
         n = 0
@@ -321,8 +364,10 @@ class ChatTemplate:
         the prompt does not start with two BOS tokens (llama.cpp's server does the same).
         `continue_final`: the last message (the assistant's start of a reply) is continued, not
         closed: as llama.cpp does, the messages before it are rendered with the generation
-        prompt and its content follows as it is.
+        prompt and its content follows as it is. A first system message the template has no
+        role for goes into the next message (_fold_system), as llama.cpp's server does.
         """
+        messages = self._fold_system(messages)
         if continue_final and messages:
             head = self.render(messages[:-1], True, **extra)
             return self.strip_bos(head + str(messages[-1].get("content") or ""), add_bos)
@@ -333,6 +378,17 @@ class ChatTemplate:
         if add_bos and self.bos_token and text.startswith(self.bos_token):
             return text[len(self.bos_token):]
         return text
+
+
+def _text(content: Any) -> str:
+    """A message's content as text (None: empty; a list of parts: their texts joined)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) if isinstance(p, Mapping) else str(p) for p in content)
+    return str(content)
 
 
 def _token_text(tokens: Sequence[str], token_id: Any) -> str:

@@ -277,6 +277,8 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
     print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {cfg.n_layer} layers, "
           f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
           file=sys.stderr)
+    if eng.template.note:
+        _note(eng.template.note)
     seqs = f" ({n_seq} sequences of {eng.n_ctx} positions)" if n_seq > 1 else ""
     print(f"llamapack: KV cache {_size(eng.model.kv_bytes)}{seqs}, scratch {_size(eng.model.scratch_bytes)}",
           file=sys.stderr)

@@ -99,6 +99,68 @@ def test_missing_template_follows_the_vocabularys_turn_tokens(arch, turn_tokens,
     assert tmpl.render(CONVERSATIONS["system"]) == ChatTemplate(name, "<s>", "</s>").render(CONVERSATIONS["system"])
 
 
+def test_a_file_template_that_does_not_compile_falls_back_with_a_note():
+    """The model still runs (a one-shot prompt does not need the template) and chats in the
+    format its vocabulary names, as llama.cpp falls back to its default; an override that does
+    not compile is the user's own error."""
+    meta = {"general.architecture": "llama", "tokenizer.chat_template": "{% for m in messages %}{% do x %}{% endfor %}",
+            "tokenizer.ggml.tokens": ["<s>", "</s>", "<|im_start|>", "<|im_end|>"],
+            "tokenizer.ggml.bos_token_id": 0, "tokenizer.ggml.eos_token_id": 1}
+    tmpl = ChatTemplate.from_metadata(meta)
+    assert tmpl.name == "chatml" and tmpl.note is not None
+    assert tmpl.note.startswith("the model's chat template does not compile (") and "chatting in chatml" in tmpl.note
+    assert ChatTemplate.from_metadata({**meta, "tokenizer.chat_template": "{{ messages[0].content }}"}).note is None
+    with pytest.raises(ChatTemplateError):
+        ChatTemplate.from_metadata(meta, override="{% for m in messages %}{% do x %}{% endfor %}")
+
+
+# llama.cpp's tests/test-chat-template.cpp: two official templates without a system role, its
+# conversation, and the prompt its Jinja path makes (the system message folded into the first
+# user turn with "\n": common/chat.cpp, system_message_not_supported)
+LLAMA_CPP_CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant"}, {"role": "user", "content": "Hello"},
+    {"role": "assistant", "content": "Hi there"}, {"role": "user", "content": "Who are you"},
+    {"role": "assistant", "content": "   I am an assistant   "}, {"role": "user", "content": "Another question"},
+]
+NO_SYSTEM_ROLE = {
+    "mistral-7b-instruct-v0.2": (
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+        "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}",
+        "[INST] You are a helpful assistant\nHello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an "
+        "assistant   </s>[INST] Another question [/INST]"),
+    "gemma-7b-it": (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+        "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}",
+        "<start_of_turn>user\nYou are a helpful assistant\nHello<end_of_turn>\n<start_of_turn>model\nHi there"
+        "<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>model\nI am an assistant"
+        "<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NO_SYSTEM_ROLE))
+def test_a_system_message_goes_into_the_first_turn_where_the_template_has_no_system_role(name):
+    """Mistral 7B Instruct v0.2's and Gemma 1's official templates raise on a system message (the
+    web page sends its system prompt as one): folded into the next message, as llama.cpp does."""
+    source, expected = NO_SYSTEM_ROLE[name]
+    tmpl = ChatTemplate(source, bos_token="", eos_token="</s>")
+    assert tmpl.prompt(LLAMA_CPP_CONVERSATION, add_bos=False) == expected
+    with pytest.raises(ChatTemplateError):  # render() is the template's own output: it refuses
+        tmpl.render(LLAMA_CPP_CONVERSATION)
+    if name.startswith("mistral"):  # alone: dropped
+        assert tmpl.prompt(LLAMA_CPP_CONVERSATION[:1], add_bos=False) == tmpl.render([]) == ""
+    # a template with a system role keeps it where it is
+    chatml = ChatTemplate("chatml")
+    assert chatml.prompt(LLAMA_CPP_CONVERSATION[:2], add_bos=False).startswith(
+        "<|im_start|>system\nYou are a helpful assistant")
+
+
 @pytest.mark.parametrize("conversation", ["single", "multi", "ends_assistant", "unicode"])
 def test_mistral_equals_official_v02_without_system(conversation):
     official = ChatTemplate(FIXTURE["templates"]["mistral-v0.2"], "<s>", "</s>")
