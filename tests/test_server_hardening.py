@@ -148,6 +148,24 @@ def test_non_finite_numbers_are_named_in_the_error(engine: Engine) -> None:
                 assert r.status_code == 400 and message.endswith(kind), message
 
 
+def test_a_lone_surrogate_in_a_body_is_read_as_a_replacement_character(engine: Engine) -> None:
+    """JSON's \\ud800 (JavaScript writes one for a string cut inside an emoji) is no character
+    UTF-8 can hold: the echo, the rendered template and a stop string failed as 500s after the
+    work was done. Read as U+FFFD, as the tokenizer reads one; a pair stays the character."""
+    with ServerThread(engine) as srv:
+        for route, body, text_of in (
+            ("/apply-template", b'{"messages": [{"role": "user", "content": "bad \\ud800 x \\ud83d\\ude00"}]}',
+             lambda j: j["prompt"]),
+            ("/v1/completions", b'{"prompt": "bad \\ud800 x \\ud83d\\ude00", "max_tokens": 2, "echo": true}',
+             lambda j: j["choices"][0]["text"]),
+            ("/completion", b'{"prompt": "bad \\udc00 x \\ud83d\\ude00", "n_predict": 2, "stop": ["\\ud800"]}',
+             lambda j: "bad \ufffd x \U0001F600"),  # (the 200 is the point: its prompt is shown as tokens)
+        ):
+            r = requests.post(srv.url + route, data=body, timeout=60, headers={"Content-Type": "application/json"})
+            assert r.status_code == 200, (route, r.text)
+            assert "bad \ufffd x \U0001F600" in text_of(r.json()), (route, r.json())
+
+
 @pytest.mark.parametrize("name", BAD_BODIES)
 def test_malformed_body_is_a_400_with_one_line(engine: Engine, name: str) -> None:
     with ServerThread(engine) as srv:

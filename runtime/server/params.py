@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,28 @@ async def read_json(request: Request) -> dict[str, Any]:
         raise bad_request("the request body nests JSON arrays or objects too deeply") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, not {_kind(data)}")
+    if _SURROGATE_ESCAPE.search(text):
+        data = _without_lone_surrogates(data)
     return data
+
+
+# A JSON escape of a UTF-16 surrogate: json.loads joins a pair into one character and keeps a lone
+# one (JavaScript's JSON.stringify writes one for a string cut inside an emoji), which no UTF-8
+# text can hold: the reply's encoding failed after the work was done
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """value with every lone surrogate in its strings (keys too) made U+FFFD, as the tokenizer
+    reads one."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _kind(value: Any) -> str:
