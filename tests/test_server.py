@@ -20,6 +20,7 @@ from huggingface_hub.errors import ValidationError
 from serverutil import ServerThread
 
 from runtime.engine import Engine
+from runtime.gguf import GGUFFile
 from runtime.sampling import SamplingParams
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -206,11 +207,14 @@ def test_tokenize_detokenize(server: ServerThread, engine: Engine) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
 
 
-def test_health_and_props(server: ServerThread) -> None:
+def test_health_and_props(server: ServerThread, smollm2_path: Path) -> None:
     h = requests.get(server.url + "/health").json()
     assert h["status"] == "ok" and h["slots_idle"] + h["slots_processing"] == 2
     p = requests.get(server.url + "/props").json()
     assert p["n_ctx"] == N_CTX and p["total_slots"] == 2 and p["model_alias"]
+    # the template's Jinja source, as llama.cpp's /props gives it (clients render with it)
+    with GGUFFile(smollm2_path) as f:  # (SmolLM2 has its own)
+        assert p["chat_template"] == f.metadata["tokenizer.chat_template"] and p["chat_template_name"] == "gguf"
 
 
 def test_web_ui_is_served(server: ServerThread) -> None:

@@ -76,7 +76,8 @@ class UtilityRoutes(RouteGroup):
             "model_path": eng.gguf.path,
             "n_ctx": eng.n_ctx,
             "total_slots": len(self.scheduler.slots),
-            "chat_template": eng.template.name,
+            "chat_template": eng.template.source,  # the Jinja source, as llama.cpp's /props
+            "chat_template_name": eng.template.name,  # "gguf", a built-in's name or "custom"
             "default_generation_settings": {"n_ctx": eng.n_ctx, "params": self._default_params()},
             "slots": self.scheduler.slot_info(),
         })
