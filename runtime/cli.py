@@ -132,6 +132,17 @@ def _ranged(kind: type, lo: float | None = None, hi: float | None = None):
     return check
 
 
+def _json_object(value: str) -> dict:
+    """An argparse type: a JSON object."""
+    try:
+        data = json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, {\"name\": value, ...}")
+    return data
+
+
 def _chat_template(value: str) -> str:
     """--chat-template: a built-in name or Jinja source (chat_template.check_override)."""
     from runtime.chat_template import ChatTemplateError, check_override
@@ -176,6 +187,14 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "virtual machine, up to 30%%)")
     g.add_argument("--chat-template", metavar="NAME_OR_JINJA", type=_chat_template,
                    help="override the model's chat template (default: the model's own)")
+    g.add_argument("--chat-template-kwargs", metavar="JSON", type=_json_object, default={},
+                   help="extra variables for the chat template, a JSON object: e.g. "
+                        "'{\"enable_thinking\": false}' turns Qwen 3's thinking off (a server request's "
+                        "chat_template_kwargs adds to them; default: none)")
+    g.add_argument("--reasoning-format", choices=("auto", "deepseek", "deepseek-legacy", "none"), default="auto",
+                   help="the server's chat replies: a <think> block at the start goes to reasoning_content "
+                        "(auto, deepseek), to both it and the content (deepseek-legacy), or stays in the "
+                        "content (none); a request's reasoning_format wins (default: auto)")
     g.add_argument("--no-display-prompt", action="store_true", help="accepted for llama.cpp compatibility")
     g.add_argument("--context-shift", action=argparse.BooleanOptionalAction, default=False,
                    help="when the context is full, drop half of what follows the first --keep tokens and "
@@ -269,6 +288,7 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
                       n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch,
                       use_mmap=not args.no_mmap)
     eng.context_shift, eng.n_keep = args.context_shift, args.keep
+    eng.template_kwargs = dict(args.chat_template_kwargs)
     from runtime.speculative import SpecParams
     eng.speculation = SpecParams(draft_max=getattr(args, "draft_max", 8), draft_min=getattr(args, "draft_min", 0))
     cfg = eng.model.config
@@ -310,7 +330,8 @@ def server_defaults(args: argparse.Namespace):
 
     return Defaults(sampling=sampling_params(args), given=frozenset(given(args) & set(SAMPLING)),
                     max_tokens=max(args.n_predict, -1) if "n_predict" in args.given else None,
-                    stop=tuple(s for s in args.reverse_prompt if s))
+                    stop=tuple(s for s in args.reverse_prompt if s),
+                    template_kwargs=dict(args.chat_template_kwargs), reasoning_format=args.reasoning_format)
 
 
 def stop_description(chunk, n_predict: int, n_ctx: int) -> str:

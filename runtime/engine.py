@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from os import PathLike
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -58,6 +58,7 @@ class Engine:
         self.seq = seq               # the model's KV cache sequence this engine uses
         self.tokenizer = tokenizer
         self.template = template
+        self.template_kwargs: dict[str, Any] = {}  # the template's extra variables (--chat-template-kwargs)
         self.tokens: list[int] = []  # what the KV cache holds, position by position
         self.last_reused = 0         # prompt tokens the last prefill found in the cache
         # A full context: generation ends (False), or the cache drops half of what follows the
@@ -276,7 +277,8 @@ class Engine:
     def chat_prompt(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
         """Token ids of a conversation rendered with the model's chat template (one BOS)."""
         add_bos = self.tokenizer.add_bos
-        text = self.template.prompt(messages, add_bos=add_bos, add_generation_prompt=add_generation_prompt)
+        text = self.template.prompt(messages, add_bos=add_bos, add_generation_prompt=add_generation_prompt,
+                                    **self.template_kwargs)
         return self.tokenize(text, add_special=True, parse_special=True)
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int = -1, stop: list[str] | None = None,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver
 from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
 from selenium.webdriver.chrome.service import Service
@@ -205,6 +206,35 @@ def test_the_page_starts_from_the_servers_defaults(browser: webdriver.Chrome, gr
                                   params=SamplingParams(temp=0.0, top_k=33))
     assert stored_chats(d)[0]["messages"][1]["content"] == "".join(c.text for c in expected)
     assert "5 tokens" in d.find_element(By.CSS_SELECTOR, ".msg.assistant .meta").text
+
+
+def test_the_replys_thinking_is_shown_folded(browser: webdriver.Chrome, smollm2_path: Path) -> None:
+    """A template whose generation prompt opens <think> (DeepSeek-R1's way): the reply streams as
+    reasoning_content; the page shows it in a Thinking block, and sends back only the content."""
+    from tests.test_reasoning import R1_LIKE
+
+    args = build_parser().parse_args(["-m", str(smollm2_path), "--temp", "0", "-n", "12"])
+    eng = Engine.load(smollm2_path, n_ctx=512, chat_template=R1_LIKE)
+    try:
+        with ServerThread(eng, defaults=server_defaults(args)) as srv:
+            api = requests.post(srv.url + "/v1/chat/completions", timeout=60,
+                                json={"messages": [{"role": "user", "content": "Hi!"}]}).json()["choices"][0]["message"]
+            assert api["reasoning_content"]  # (12 tokens of thinking: SmolLM2 does not close the block)
+            d = browser
+            d.get(srv.url + "/")
+            d.execute_script("localStorage.clear()")
+            d.get(srv.url + "/")
+            send(d, "Hi!")
+            wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
+            block = d.find_element(By.CSS_SELECTOR, ".msg.assistant details.thinking")
+            assert block.find_element(By.TAG_NAME, "summary").text == "Thinking"
+            assert block.get_attribute("open") is None  # folded once the reply is done
+            text = d.execute_script("return document.querySelector('.msg.assistant .thinking-text').textContent")
+            assert text == api["reasoning_content"]
+            assert stored_chats(d)[0]["messages"][1]["content"] == api["content"]
+            d.execute_script("localStorage.clear()")
+    finally:
+        eng.close()
 
 
 def test_markdown_renderer_is_safe(browser: webdriver.Chrome, server: ServerThread) -> None:

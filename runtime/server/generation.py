@@ -71,13 +71,6 @@ def prompt_ids(engine: Engine, text: str, param: str = "prompt") -> list[int]:
     return engine.tokenize(text, add_special=True, parse_special=True)
 
 
-def chat_ids(engine: Engine, messages: list[dict[str, str]], **options: Any) -> list[int]:
-    """`engine.chat_prompt(messages)` with the size check of `prompt_ids`; `options` go to the
-    template's `prompt` (add_generation_prompt, continue_final). Run it off the event loop."""
-    text = engine.template.prompt(messages, add_bos=engine.tokenizer.add_bos, **options)
-    return prompt_ids(engine, text, param="messages")
-
-
 def check_prompt(engine: Engine, ids: list[int], param: str = "messages") -> None:
     if not ids:
         raise bad_request("the prompt is empty", param=param)

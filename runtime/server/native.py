@@ -43,7 +43,7 @@ from runtime.server.generation import (
 from runtime.server.logprobs import LogprobFormat
 from runtime.server.params import (
     Defaults, Fields, RouteGroup, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
-    top_logprobs_count,
+    template_kwargs, top_logprobs_count,
 )
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
@@ -283,13 +283,14 @@ class NativeRoutes(RouteGroup):
         f = Fields(await read_json(request))
         messages = _messages(f)
         options = prompt_options(f, messages)
+        kwargs = template_kwargs(f, self.defaults)
         tools = tool_plan(f, self.engine.template, messages, constrained=False)
         add_bos, template = self.engine.tokenizer.add_bos, self.engine.template
         try:
             if tools:  # as the chat route: the plan renders the tools and the calls and results
-                text = await self.scheduler.off_loop(tools.prompt, template, add_bos)
+                text = await self.scheduler.off_loop(lambda: tools.prompt(template, add_bos, **kwargs))
             else:
-                text = await self.scheduler.off_loop(lambda: template.prompt(messages, add_bos, **options))
+                text = await self.scheduler.off_loop(lambda: template.prompt(messages, add_bos, **options, **kwargs))
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         return JSONResponse({"prompt": text})

@@ -27,14 +27,15 @@ from starlette.routing import Route
 
 from runtime.chat_template import ChatTemplateError
 from runtime.engine import Chunk, Engine
+from runtime.reasoning import Thinking, opens_thinking, thinks
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import (
-    ClientGone, Generation, chat_ids, check_prompt, collect, engine_error, prompt_ids, start, timings, usage,
+    ClientGone, Generation, check_prompt, collect, engine_error, prompt_ids, start, timings, usage,
 )
 from runtime.server.logprobs import LogprobFormat, by_choice
 from runtime.server.params import (
     Defaults, Fields, RouteGroup, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json,
-    sampling_params, top_logprobs_count,
+    reasoning_format, sampling_params, template_kwargs, top_logprobs_count,
 )
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
@@ -180,26 +181,44 @@ class OpenAIRoutes(RouteGroup):
         logprobs = chat_logprobs(f)
         params = self._biased(f, params)
         options = prompt_options(f, messages)
+        kwargs = template_kwargs(f, self.defaults)
+        think_format = reasoning_format(f, self.defaults)
         include_usage = _include_usage(f)
-        try:
+        eng = self.engine
+
+        def prompt() -> tuple[str, list[int]]:
             if tools:  # the plan renders its own prompt (tools and tool messages for the template)
-                ids = await self.scheduler.off_loop(tools.chat_ids, self.engine, messages)
+                text = tools.prompt(eng.template, eng.tokenizer.add_bos, **kwargs)
             else:
-                ids = await self.scheduler.off_loop(lambda: chat_ids(self.engine, messages, **options))
+                text = eng.template.prompt(messages, add_bos=eng.tokenizer.add_bos, **options, **kwargs)
+            return text, prompt_ids(eng, text, param="messages")
+
+        try:
+            text, ids = await self.scheduler.off_loop(prompt)
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
+        # the reply's thinking apart (runtime/reasoning.py), where the template knows the tags
+        thinking = None if think_format == "none" or not thinks(eng.template.source) else \
+            Thinking(opens_thinking(text), legacy=think_format == "deepseek-legacy")
         job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,
                                                logprobs=logprobs))
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
                 "system_fingerprint": "llamapack"}
         if stream:
-            return EventStream(self._chat_events(job, head, len(ids), include_usage, n, tools))
+            return EventStream(self._chat_events(job, head, len(ids), include_usage, n, tools, thinking))
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
-        messages_out = [tools.message(text, last.finish_reason) if tools else
-                        ({"role": "assistant", "content": text}, last.finish_reason) for text, last in choices]
+
+        def message(text: str, finish: str | None) -> tuple[dict[str, Any], str | None]:
+            thought, text = thinking.split(text) if thinking else (None, text)
+            out, finish = tools.message(text, finish) if tools else ({"role": "assistant", "content": text}, finish)
+            if thought is not None:
+                out["reasoning_content"] = thought
+            return out, finish
+
+        messages_out = [message(text, last.finish_reason) for text, last in choices]
         return JSONResponse({
             **head, "object": "chat.completion",
             "choices": [{"index": i, "message": message,
@@ -209,7 +228,8 @@ class OpenAIRoutes(RouteGroup):
         })
 
     async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int, include_usage: bool,
-                           n: int = 1, tools: ToolPlan | None = None) -> AsyncIterator[str]:
+                           n: int = 1, tools: ToolPlan | None = None,
+                           thinking: Thinking | None = None) -> AsyncIterator[str]:
         fmt = LogprobFormat(self.engine.tokenizer)
 
         def event(index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None,
@@ -224,9 +244,26 @@ class OpenAIRoutes(RouteGroup):
                 yield event(i, {"role": "assistant", "content": ""})
             finals: list[Chunk] = []
             shapes = [tools.stream() for _ in range(n)] if tools else None
+            splits = [thinking.stream() for _ in range(n)] if thinking else None
+            held: list[list[Any]] = [[] for _ in range(n)]  # logprobs of text the thinking split holds back
             unsent: list[list[Any]] = [[] for _ in range(n)]  # logprobs of text a tool stream holds back
             async for chunk in job:
                 finish = chunk.finish_reason
+                if splits:  # the thinking goes out as reasoning_content, the rest as below
+                    thought, content = splits[chunk.index].feed(chunk.text)
+                    if finish:
+                        more_thought, more = splits[chunk.index].finish()
+                        thought, content = thought + more_thought, content + more
+                    lps = None
+                    if chunk.logprobs is not None:  # with the next text out, thinking or content
+                        lps, held[chunk.index] = held[chunk.index] + chunk.logprobs, []
+                    if thought:
+                        yield event(chunk.index, {"reasoning_content": thought},
+                                    logprobs=None if lps is None else fmt.chat(lps))
+                        lps = [] if lps is not None else None
+                    elif lps is not None and not content and not finish:
+                        held[chunk.index], lps = lps, []
+                    chunk = replace(chunk, text=content, logprobs=lps)
                 if shapes:  # tool calls: content and call deltas, the finish reason
                     deltas = shapes[chunk.index].feed(chunk.text)
                     if finish:

@@ -178,6 +178,8 @@ class Defaults:
     given: frozenset[str] = frozenset()
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat-template-kwargs
+    reasoning_format: str = "auto"  # --reasoning-format (runtime/reasoning.py)
 
     def max_tokens_or(self, route_default: int) -> int:
         return route_default if self.max_tokens is None else self.max_tokens
@@ -284,6 +286,47 @@ def logit_bias(f: Fields, n_vocab: int, tokenize: Any) -> tuple[tuple[int, float
         for t in ids:
             total[t] = total.get(t, 0.0) + bias
     return tuple(total.items())
+
+
+# Variables a template gets from the server itself: chat_template_kwargs may not set them
+TEMPLATE_OWN = ("messages", "add_generation_prompt", "bos_token", "eos_token", "tools", "raise_exception",
+                "strftime_now")
+
+
+def template_kwargs(f: Fields, defaults: Defaults | None = None) -> dict[str, Any]:
+    """The template's extra variables: the command line's --chat-template-kwargs, then the request's
+    `chat_template_kwargs` (an object: e.g. Qwen 3's {"enable_thinking": false}); OpenAI's
+    `reasoning_effort: "none"` is enable_thinking false, another effort goes to the template as
+    `reasoning_effort` (as llama.cpp's server does)."""
+    out = dict(defaults.template_kwargs) if defaults else {}
+    raw = f.raw("chat_template_kwargs")
+    if raw is not None:
+        if not isinstance(raw, dict):
+            raise bad_request("'chat_template_kwargs' must be an object of template variables",
+                              param="chat_template_kwargs")
+        for key in raw:
+            if key in TEMPLATE_OWN:
+                raise bad_request(f"'chat_template_kwargs.{key}' is set by the server, not the request",
+                                  param="chat_template_kwargs")
+        out.update(raw)
+    if "enable_thinking" in out and not isinstance(out["enable_thinking"], bool):
+        raise bad_request("'chat_template_kwargs.enable_thinking' must be a boolean", param="chat_template_kwargs")
+    effort = f.string("reasoning_effort", None)
+    if effort == "none":
+        out["enable_thinking"] = False
+    elif effort:
+        out["reasoning_effort"] = effort
+    return out
+
+
+def reasoning_format(f: Fields, defaults: Defaults | None = None) -> str:
+    """`reasoning_format` (runtime/reasoning.py's FORMATS), the command line's when unset."""
+    from runtime.reasoning import FORMATS
+
+    value = f.string("reasoning_format", defaults.reasoning_format if defaults else "auto")
+    if value not in FORMATS:
+        raise bad_request(f"'reasoning_format' must be one of {', '.join(FORMATS)}", param="reasoning_format")
+    return value
 
 
 def prompt_options(f: Fields, messages: list[dict[str, Any]]) -> dict[str, bool]:

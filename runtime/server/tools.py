@@ -23,10 +23,8 @@ import string
 from typing import Any, Callable
 
 from runtime.chat_template import ChatTemplate
-from runtime.engine import Engine
 from runtime.grammar import GrammarError, SchemaError, parse_grammar
 from runtime.server.errors import bad_request
-from runtime.server.generation import prompt_ids
 from runtime.server.params import Fields
 from runtime.tools import Format, ToolError, ToolRequest, detect_format, read_tool_request
 from runtime.tools.constraint import ToolConstraint
@@ -89,13 +87,9 @@ class ToolPlan:
         self.names = {t.name for t in req.callable}
         self.gbnf = fmt.body_gbnf(req) if req.calling else None
 
-    def prompt(self, template: ChatTemplate, add_bos: bool) -> str:
-        return template.prompt(self.messages, add_bos=add_bos, **self.variables)
-
-    def chat_ids(self, engine: Engine, messages: list[dict]) -> list[int]:
-        """The prompt's ids, as generation.chat_ids (`messages`, the route's, are this plan's source).
-        Run it off the event loop."""
-        return prompt_ids(engine, self.prompt(engine.template, engine.tokenizer.add_bos), param="messages")
+    def prompt(self, template: ChatTemplate, add_bos: bool, **kwargs: Any) -> str:
+        """The prompt; `kwargs`: the request's other template variables (chat_template_kwargs)."""
+        return template.prompt(self.messages, add_bos=add_bos, **{**kwargs, **self.variables})
 
     def constraint(self) -> Callable | None:
         """The Constraint factory (tokenizer -> constraint), None when no call is offered."""

@@ -117,7 +117,14 @@ function messageNode(msg) {
 function fillMessage(node, msg, streaming = false) {
   const body = node.querySelector(".body");
   if (msg.role === "assistant") {
-    body.innerHTML = msg.content ? Markdown.render(msg.content) : (streaming ? "" : "<p class=\"muted\">(no reply)</p>");
+    // the reply's thinking (reasoning_content), folded once the answer begins
+    const thinking = msg.reasoning
+      ? `<details class="thinking"${streaming && !msg.content ? " open" : ""}><summary>Thinking</summary>` +
+        "<div class=\"thinking-text\"></div></details>"
+      : "";
+    body.innerHTML = thinking +
+      (msg.content ? Markdown.render(msg.content) : (streaming ? "" : "<p class=\"muted\">(no reply)</p>"));
+    if (msg.reasoning) body.querySelector(".thinking-text").textContent = msg.reasoning;
     if (streaming) body.insertAdjacentHTML("beforeend", "<span class=\"cursor\"></span>");
     node.querySelector(".meta").innerHTML = metaText(msg.meta);
   } else {
@@ -304,8 +311,11 @@ async function send(text) {
       if (ev.error) throw new Error(ev.error.message);
       const choice = ev.choices && ev.choices[0];
       if (!choice) return;
-      if (choice.delta && choice.delta.content) {
-        reply.content += choice.delta.content;
+      if (choice.delta && choice.delta.reasoning_content) {
+        reply.reasoning = (reply.reasoning || "") + choice.delta.reasoning_content;
+      }
+      if (choice.delta && (choice.delta.content || choice.delta.reasoning_content)) {
+        reply.content += choice.delta.content || "";
         const now = performance.now();
         if (!firstAt) firstAt = now;
         pieces++;
