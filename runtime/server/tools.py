@@ -111,12 +111,18 @@ class ToolPlan:
             return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, "tool_calls"
         if self.fmt.content_in_body and not p.calls and p.state != INVALID:    # {"response": ...}
             return {"role": "assistant", "content": p.content}, finish_reason
-        if p.state == PARTIAL:  # cut short in the calls (max_tokens): those begun, as a stream sends them
+        if p.state == PARTIAL or finish_reason == "length":
+            # cut short in the calls (max_tokens; read whole, a cut call is no JSON): the calls
+            # begun, as a stream sends them, read as it reads them
             p = self.fmt.parse(text)
-            calls = [{"id": call_id(), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                     for c in _named(p.calls)]
-            if calls:
-                return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, finish_reason
+            if p.state == PARTIAL:
+                calls = [{"id": call_id(), "type": "function",
+                          "function": {"name": c.name, "arguments": c.arguments}} for c in _named(p.calls)]
+                if calls:
+                    return {"role": "assistant", "content": p.content.strip() or None, "tool_calls": calls}, \
+                        finish_reason
+                if self.fmt.content_in_body:  # before a call's name: no content (the stream sent none)
+                    return {"role": "assistant", "content": p.content}, finish_reason
         return {"role": "assistant", "content": text}, finish_reason
 
     def stream(self) -> "ToolStream":

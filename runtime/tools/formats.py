@@ -34,7 +34,7 @@ from runtime.grammar.json_schema import json_schema_to_gbnf
 from runtime.grammar.regex import gbnf_literal
 
 from .parse import COMPLETE, INVALID, PARTIAL, Call, Cursor, Incomplete, Mismatch, Parsed, Trigger, \
-    find_trigger, read_arguments, read_call, read_call_array, read_until
+    content_before, find_trigger, read_arguments, read_call, read_call_array, read_until
 from .request import NAME, Tool, ToolRequest
 
 SP = "x-tool-sp"           # rule names of the wrappers around the JSON grammar
@@ -116,11 +116,15 @@ class Format:
         if found is None:
             return Parsed(text)
         pos, trig = found
-        out = Parsed(text[:pos], state=PARTIAL)
+        out = Parsed(content_before(text, pos), state=PARTIAL)
         cur = Cursor(text, pos if trig.in_body else pos + len(trig.text), final)
         try:
             self.read_body(cur, out.calls, out, trig)
-            out.state = COMPLETE if not text[cur.i:].strip(" \t\n\r") else INVALID
+            tail = text[cur.i:].strip(" \t\n\r")
+            # (a call's JSON in a code block: the block's end may follow it)
+            fenced = trig.anchored and "```" in text[:pos] and "```".startswith(tail)
+            out.state = COMPLETE if not tail or (fenced and (final or tail == "```")) else \
+                PARTIAL if fenced else INVALID
         except Incomplete:
             out.state = PARTIAL
         except Mismatch:

@@ -12,6 +12,7 @@ section is whole), so a streamed call's deltas add up to exactly the text a plai
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 NONE, PARTIAL, COMPLETE, INVALID = "none", "partial", "complete", "invalid"
@@ -227,25 +228,74 @@ def read_until(cur: Cursor, marks: tuple[str, ...]) -> str:
     return out
 
 
+# An anchored trigger (a call's JSON alone) may come inside a Markdown code block: its opening
+# line, and what a text still being written may be of it
+FENCE = re.compile(r"```(?:json|xml)?[ \t]*\n")
+FENCE_START = re.compile(r"`{1,3}|```(?:j(?:s(?:o(?:n)?)?)?|x(?:m(?:l)?)?)?[ \t]*")
+FENCE_END = re.compile(r"```(?:json|xml)?[ \t]*\n[ \t\n\r]*$")
+
+
+def _anchor(text: str) -> int | None:
+    """Where an anchored trigger may start: after leading white space and a code block's opening
+    line (```json); None while the text may still become such a line."""
+    i = len(text) - len(text.lstrip(WS))
+    if text.startswith("`", i):
+        m = FENCE.match(text, i)
+        if m is None:
+            return None if FENCE_START.fullmatch(text, i) else i
+        i = m.end()
+        i += len(text) - i - len(text[i:].lstrip(WS))
+    return i
+
+
+def _squeezed(text: str) -> str:
+    """JSON text without the white space after its `{`s (an anchored trigger's text has none)."""
+    return re.sub(r"\{[ \t\n\r]+", "{", text)
+
+
+def _anchored_at(t: Trigger, text: str, i: int) -> bool:
+    """The anchored trigger `t` at text[i:], white space after a `{` allowed ('{\n  "name"')."""
+    j = i
+    for ch in t.text:
+        if not text.startswith(ch, j):
+            return False
+        j += 1
+        if ch == "{":
+            while j < len(text) and text[j] in WS:
+                j += 1
+    return True
+
+
 def find_trigger(triggers: tuple[Trigger, ...], text: str) -> tuple[int, Trigger] | None:
     """The first place a section starts, and the trigger found there."""
     best: tuple[int, Trigger] | None = None
-    lead = len(text) - len(text.lstrip(WS))
+    lead = _anchor(text)
     for t in triggers:
-        pos = (lead if text.startswith(t.text, lead) else -1) if t.anchored else text.find(t.text)
+        if t.anchored:
+            pos = lead if lead is not None and _anchored_at(t, text, lead) else -1
+        else:
+            pos = text.find(t.text)
         if pos >= 0 and (best is None or pos < best[0]):
             best = (pos, t)
     return best
+
+
+def content_before(text: str, pos: int) -> str:
+    """The content before a section at `pos`: a code block's opening line just before it is not,
+    nor white space alone (as a plain response's content is stripped)."""
+    content = FENCE_END.sub("", text[:pos])
+    return content if content.strip(WS) else ""
 
 
 def held_back(triggers: tuple[Trigger, ...], text: str) -> int:
     """How many characters at the end of `text` (no section found yet) might still become a
     trigger, and so must not be shown as content yet."""
     hold = 0
-    stripped = text.lstrip(WS)
+    lead = _anchor(text)
     for t in triggers:
         if t.anchored:
-            if t.text.startswith(stripped):        # all whitespace so far, or a trigger's start
+            # all white space (and a code block's start) so far, or a trigger's start
+            if lead is None or t.text.startswith(_squeezed(text[lead:])):
                 hold = max(hold, len(text))
             continue
         for k in range(min(len(t.text) - 1, len(text)), 0, -1):
