@@ -194,6 +194,53 @@ def closed_within(sock: socket.socket, seconds: float) -> bool:
         return False
 
 
+def test_queued_clients_that_left_free_their_places_in_the_queue(engine: Engine) -> None:
+    """64 queued requests whose clients hung up behind a long generation still counted against
+    the queue's limit (64 x --parallel) until they reached its head: every new request was a 503."""
+    engine.context_shift = True  # (the long generation runs past the small context)
+    with ServerThread(engine, parallel=1) as srv:
+        long_done = threading.Event()
+
+        def long_stream() -> None:
+            with requests.post(srv.url + "/completion", json={"prompt": "a", "n_predict": 200000, "ignore_eos": True,
+                                                              "stream": True}, stream=True, timeout=120) as r:
+                for _ in r.iter_lines():
+                    if long_done.is_set():
+                        return
+        t = threading.Thread(target=long_stream)
+        t.start()
+        try:
+            wait_for_health = lambda pred: [time.sleep(0.05) for _ in range(200)  # noqa: E731
+                                            if not pred(requests.get(srv.url + "/health", timeout=5).json())]
+            wait_for_health(lambda h: h["slots_processing"] == 1)
+            body = json.dumps({"messages": HELLO, "max_tokens": 2}).encode()
+            head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode()
+            first = socket.create_connection(("127.0.0.1", srv.port))  # stays: the queue's head
+            first.sendall(head + body)
+            wait_for_health(lambda h: h["requests_waiting"] == 1)
+            socks = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(63)]
+            for sock in socks:
+                sock.sendall(head + body)
+            wait_for_health(lambda h: h["requests_waiting"] == 64)
+            assert requests.get(srv.url + "/health", timeout=5).json()["requests_waiting"] == 64
+            for sock in socks:
+                sock.close()
+            wait_for_health(lambda h: h["requests_waiting"] == 1)
+            assert requests.get(srv.url + "/health", timeout=5).json()["requests_waiting"] == 1
+            # a new request waits its turn (no answer yet), not a 503
+            with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+                sock.sendall(head + body)
+                sock.settimeout(1.5)
+                with pytest.raises(socket.timeout):
+                    print(sock.recv(200))
+            first.close()
+        finally:
+            long_done.set()
+            t.join(timeout=60)
+            engine.context_shift = False
+
+
 @pytest.mark.parametrize("sent", [b"", b"GET /health HTTP/1.1\r\nHost: x\r\n",
                                   b"POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"con"])
 def test_slow_client_is_disconnected(engine: Engine, sent: bytes) -> None:

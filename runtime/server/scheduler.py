@@ -177,6 +177,7 @@ class Scheduler:
         with self._cv:
             if self._closed:
                 raise APIError(503, "the server is shutting down", code="unavailable")
+            self._drop_cancelled()
             if len(self._waiting) >= self.max_waiting:
                 raise APIError(503, f"the server is busy: {len(self._waiting)} requests are waiting",
                                code="server_busy")
@@ -219,8 +220,18 @@ class Scheduler:
         finally:
             self._text_waiting.discard(answer)
 
+    def _drop_cancelled(self) -> None:
+        """Waiting jobs whose clients left go (under the lock): they count against no limit and in
+        no status (the worker would drop them only once they reach the queue's head)."""
+        if any(job.cancelled for job in self._waiting):
+            gone = [job for job in self._waiting if job.cancelled]
+            self._waiting = collections.deque(job for job in self._waiting if not job.cancelled)
+            for job in gone:
+                Outbox.send(job.loop, [(job, DONE)])
+
     def status(self) -> dict[str, Any]:
         with self._cv:
+            self._drop_cancelled()
             busy = sum(1 for s in self.slots if s.job is not None)
             return {"slots_idle": len(self.slots) - busy, "slots_processing": busy,
                     "requests_waiting": len(self._waiting)}
