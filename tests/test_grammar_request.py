@@ -41,6 +41,16 @@ def test_openai_and_llama_cpp_fields() -> None:
      "response_format.json_schema.schema", "unsupported JSON Schema keyword 'not'"),
     ({"response_format": {"type": "xml"}}, "response_format.type", "not 'xml'"),
     ({"grammar": 'root ::= "a"', "json_schema": SCHEMA}, "json_schema", "give one of them"),
+    # a schema whose grammar cannot be built was a 500 at generation: a 400 naming it
+    ({"json_schema": {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}},
+     "json_schema", "left recursion"),
+    ({"json_schema": {"$ref": "#"}}, "json_schema", "left recursion"),
+    ({"json_schema": {"type": "string", "pattern": "^a{3,1}$"}}, "json_schema", "the maximum is below the minimum"),
+    ({"json_schema": {"type": "string", "pattern": "^a{5000}$"}}, "json_schema", "repetition count above 2000"),
+    ({"json_schema": {"type": "integer", "minimum": 10 ** 16}}, "json_schema", "beyond the 15 digits"),
+    ({"json_schema": {"type": "integer", "maximum": float("inf")}}, "json_schema", "must be finite, not inf"),
+    ({"json_schema": {"type": "number", "minimum": float("nan")}}, "json_schema", "must be finite, not nan"),
+    ({"json_schema": {"type": "string", "enum": [1, 2]}}, "json_schema", "no value of enum has the type"),
 ])
 def test_faults_are_named(body: dict, param: str, words: str) -> None:
     with pytest.raises(RequestError) as err:
@@ -60,6 +70,31 @@ def test_tgi_regex_grammars_match_like_re(pattern: str, texts: list[str]) -> Non
     m = compile_grammar(tgi_grammar({"type": "regex", "value": pattern}))
     for text in texts:
         assert m.match(text.encode()) == bool(re.fullmatch(pattern, text)), text
+
+
+@pytest.mark.parametrize("schema, texts", [
+    # a key outside the Basic Multilingual Plane is one character of the exclusion (it was \u1F600
+    # and "0": the emoji key took the other keys' schema)
+    ({"type": "object", "properties": {"\U0001F600": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+     ['{"\U0001F600": 1}', '{"\U0001F600": "x"}', '{"b": "x"}', '{"\U0001F600": 1, "b": "y"}']),
+    # properties, even none, without additionalProperties: no other members (a tool without
+    # parameters takes {} only, as llama.cpp's grammar)
+    ({"type": "object", "properties": {}}, ['{}', '{"type": "time"}']),
+    ({"type": "object"}, ['{}', '{"type": "time"}']),
+    # a type beside enum: only the values of that type
+    ({"type": "string", "enum": ["a", 1]}, ['"a"', '1']),
+])
+def test_schema_grammars_accept_what_jsonschema_does(schema: dict, texts: list[str]) -> None:
+    m = compile_grammar(request_grammar({"json_schema": schema}))
+    closed = dict(schema, additionalProperties=False) if schema.get("properties") == {} else schema
+    for text in texts:
+        assert m.match(text.encode()) == jsonschema.Draft202012Validator(closed).is_valid(json.loads(text)), text
+
+
+def test_tgi_regex_faults_are_named() -> None:
+    with pytest.raises(RequestError, match="the maximum is below the minimum") as err:
+        tgi_grammar({"type": "regex", "value": "a{3,1}"})
+    assert err.value.param == "parameters.grammar.value"
 
 
 def test_tgi_json_and_faults() -> None:

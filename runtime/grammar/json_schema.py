@@ -138,6 +138,19 @@ def integer_range(lo: int | None, hi: int | None) -> str:
     return " | ".join(f"( {p} )" for p in parts)
 
 
+_JSON_TYPES = {"string": (str,), "number": (int, float), "boolean": (bool,), "null": (type(None),),
+               "array": (list,), "object": (dict,)}
+
+
+def _is_type(value: Any, t: Any) -> bool:
+    """Whether a JSON value has the JSON Schema type t (true and false are no numbers)."""
+    if isinstance(value, bool) and t != "boolean":
+        return False
+    if t == "integer":
+        return isinstance(value, int) or isinstance(value, float) and value.is_integer()
+    return isinstance(value, _JSON_TYPES.get(t, ()))
+
+
 class _Converter:
     def __init__(self, root: Any) -> None:
         self.root = root
@@ -192,7 +205,13 @@ class _Converter:
         if "enum" in schema:
             if not isinstance(schema["enum"], list) or not schema["enum"]:
                 raise self.fail(path, "enum must be a non-empty array")
-            return "( " + " | ".join(json_literal(v) for v in schema["enum"]) + " )"
+            values = schema["enum"]
+            if "type" in schema:  # a type beside enum: only the values of that type
+                types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+                values = [v for v in values if any(_is_type(v, t) for t in types)]
+                if not values:
+                    raise self.fail(path, "no value of enum has the type beside it")
+            return "( " + " | ".join(json_literal(v) for v in values) + " )"
         if "type" not in schema and not set(schema) & (OBJECT_KEYS | ARRAY_KEYS | STRING_KEYS | NUMBER_KEYS):
             return self.prim("json-value")
         types = schema.get("type", self.implied_types(schema))
@@ -339,6 +358,10 @@ class _Converter:
         for v in (lo, hi):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
                 raise self.fail(path, "minimum/maximum must be numbers")
+            if isinstance(v, float) and not math.isfinite(v):  # (Python's json reads NaN and Infinity)
+                raise self.fail(path, f"minimum/maximum must be finite, not {v}")
+            if v is not None and abs(v) >= 10 ** 15:
+                raise self.fail(path, f"the bound {v} is beyond the 15 digits supported")
         return lo, lo_x, hi, hi_x
 
     def visit_integer(self, schema: dict, path: str, hint: str) -> str:
@@ -437,8 +460,9 @@ class _Converter:
         return self.rule(f"{hint}-object", f'"{{" {ws} {head} "}}"'.replace("  ", " "))
 
     def additional(self, schema: dict, path: str, hint: str, names: list[str]) -> str:
-        # absent: any members for an object without properties, none beside listed properties
-        extra = schema.get("additionalProperties", not names)
+        # absent: any members for an object without properties, none beside properties (even an
+        # empty list of them: a tool without parameters takes {} only, as llama.cpp's grammar)
+        extra = schema.get("additionalProperties", "properties" not in schema)
         if extra is False:
             return ""
         value = self.visit(extra, f"{path}/additionalProperties", f"{hint}-extra")
@@ -462,7 +486,8 @@ class _Converter:
             alts = [] if "" in node else ['"\\""']
             for c in chars:
                 alts.append(f"{gbnf_literal(c)} {node_rule(node[c], prefix + c)}")
-            exclude = "".join(f"\\x{ord(c):02X}" if ord(c) < 0x100 else f"\\u{ord(c):04X}" for c in chars)
+            exclude = "".join(f"\\x{ord(c):02X}" if ord(c) < 0x100 else f"\\u{ord(c):04X}" if ord(c) < 0x10000
+                              else f"\\U{ord(c):08X}" for c in chars)
             alts.append(f'[^"\\\\\\x7F\\x00-\\x1F{exclude}] {free}')
             alts.append(f'"\\\\" ( ["\\\\/bfnrt] | "u" [0-9a-fA-F]{{4}} ) {free}')
             return self.rule(f"{hint}-key", " | ".join(alts))

@@ -28,9 +28,13 @@ def _schema(schema: Any, param: str) -> str:
     if not isinstance(schema, (dict, bool)):
         raise RequestError(f"'{param}' must be a JSON Schema (an object)", param)
     try:
-        return json_schema_to_gbnf(schema)
+        gbnf = json_schema_to_gbnf(schema)
+        parse_grammar(gbnf)  # what the schema asks may still be no grammar (a $ref cycle, {3,1})
     except SchemaError as e:
         raise RequestError(f"'{param}': {e}", param) from None
+    except GrammarError as e:
+        raise RequestError(f"'{param}': the schema's grammar cannot be built: {e}", param) from None
+    return gbnf
 
 
 def _gbnf(text: Any, param: str) -> str:
@@ -96,7 +100,9 @@ def tgi_grammar(grammar: Any) -> str | None:
         if not isinstance(value, str):
             raise RequestError(f"'{param}.value' must be a regular expression (a string)", f"{param}.value")
         try:
-            return regex_gbnf(value)
+            gbnf = regex_gbnf(value)
+            parse_grammar(gbnf)  # ({3,1}: a pattern read, and no grammar)
+            return gbnf
         except (PatternError, GrammarError) as e:
             raise RequestError(f"'{param}.value': {e}", f"{param}.value") from None
     raise RequestError(f"'{param}.type' must be json or regex, not {kind!r}", f"{param}.type")
