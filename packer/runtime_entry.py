@@ -5,6 +5,6 @@ weights appended to it and runs chat, one-shot or server mode.
 """
 import sys
 
-from runtime.launcher import main
+from runtime.launcher import entry
 
-sys.exit(main())
+entry()

@@ -1,6 +1,6 @@
 """`python -m runtime`: the runtime's command line (see runtime/cli.py)."""
 import sys
 
-from runtime.cli import main
+from runtime.cli import flushed, main
 
-sys.exit(main())
+sys.exit(flushed(main()))

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 from typing import TextIO
 
 HELP = """commands:
@@ -59,13 +61,14 @@ class _Terminal:
         lines: list[str] = []
         while True:
             try:
-                line = input(MORE if lines else PROMPT) if self.tty and self.inp is sys.stdin \
+                line = self._input(MORE if lines else PROMPT) if self.tty and self.inp is sys.stdin \
                     else self.inp.readline()
             except EOFError:
                 line = ""
                 if self.tty:
                     print(file=sys.stderr)
-                    return None
+                    # Ctrl-D after a continued line sends what was typed; at an empty prompt it quits
+                    return "\n".join(lines) if lines else None
             if not self.tty:
                 if line == "":
                     return "\n".join(lines) if lines else None
@@ -75,6 +78,16 @@ class _Terminal:
                 continue
             lines.append(line)
             return "\n".join(lines)
+
+    @staticmethod
+    def _input(prompt: str) -> str:
+        """input(), its prompt on the terminal: with stdout redirected (`> log`, `| tee`) the
+        prompt goes to stderr, not into the file (and input() has no line editing then)."""
+        if sys.stdout.isatty():
+            return input(prompt)
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return input()
 
     def close(self) -> None:
         if self.history:
@@ -102,10 +115,36 @@ def run_chat(engine, params=None, max_tokens: int = -1, system: str | None = Non
     term = _Terminal(inp)
     if term.tty:
         print("chat: /help for commands, Ctrl-D to quit", file=err)
+    previous = _exit_on_hangup() if term.tty else {}
     try:
         return _loop(engine, term, system, params, max_tokens, out, err)
+    except _Hangup as e:  # the line editor has put the terminal back by now
+        return 128 + e.signum
     finally:
         term.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class _Hangup(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+def _exit_on_hangup() -> dict:
+    """SIGTERM and SIGHUP end the chat through an exception, as Ctrl-C does: killed at the prompt
+    by the default action, the process left the terminal without echo and line mode (readline's
+    settings). Returns the handlers they had."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def hangup(signum, frame) -> None:
+        raise _Hangup(signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, hangup)
+    return previous
 
 
 def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, out: TextIO, err: TextIO) -> int:
@@ -152,6 +191,10 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             stopped = True
         finally:
             stream.close()
+        if stopped and last is None:  # while the message was read: as if it had not been sent
+            messages.pop()
+            print("(stopped before the reply began: the message is not in the conversation)", file=err)
+            continue
         out.write("\n")
         out.flush()
         if last is not None:

@@ -448,6 +448,31 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         return 130
 
 
+def flushed(status: int) -> int:
+    """The exit status once stdout's last bytes are out. A reader that left (`| head`) is no
+    error, a full disk is one line (unless one was said); either way stdout goes to /dev/null, so
+    that the interpreter's own flush at exit finds nothing to fail on (it printed 'Exception
+    ignored ... BrokenPipeError' and made the status 120)."""
+    try:
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        _drop_stdout()
+        return status
+    except OSError as e:
+        _drop_stdout()
+        return fail(f"cannot write the output: {e.strerror or e}") if status == 0 else status
+
+
+def _drop_stdout() -> None:
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m runtime`: like a packed file's launcher, but no mode is the default."""
     from runtime.payload import PayloadError, resolve_model

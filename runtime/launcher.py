@@ -91,9 +91,61 @@ def main(argv: Sequence[str] | None = None, self_path: str | None = None) -> int
     except PayloadError as e:
         return cli.fail(str(e))
     args.model = path
-    default_mode = "chat" if sys.stdin is not None and sys.stdin.isatty() else "server"
-    return cli.run(args, offset, default_mode=default_mode)
+    return cli.run(args, offset, default_mode=default_mode(sys.stdin, sys.stdout, sys.stderr))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def default_mode(stdin, stdout, stderr) -> str:
+    """The mode without one asked for: chat where a person is at a terminal (typing, or piping
+    lines in with the reply on the screen: `echo hi | ./model.llamafile`), else the server (a
+    double-click: no terminal at all)."""
+    return "chat" if _isatty(stdin) or _isatty(stdout) or _isatty(stderr) else "server"
+
+
+def _follow_the_parent() -> None:
+    """The one-file build runs as two processes: PyInstaller's bootloader, which unpacks the
+    runtime into a temporary directory and removes it after, and this one. If the bootloader is
+    killed outright (SIGKILL), this one is told (SIGTERM, Linux's parent-death signal) instead of
+    writing on in the terminal unattended, and removes the unpacked runtime on its way out."""
+    if not getattr(sys, "frozen", False) or not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+
+    def orphaned(signum, frame) -> None:
+        if os.getppid() != parent:  # the bootloader is gone: nobody else cleans up
+            import shutil
+
+            shutil.rmtree(getattr(sys, "_MEIPASS", ""), ignore_errors=True)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, orphaned)
+    if os.getppid() != parent:  # it died before the signal was asked for
+        orphaned(signal.SIGTERM, None)
+
+
+def entry() -> None:
+    """The packed file's process: main(), then stdout flushed while this can still say how it
+    went (cli.flushed)."""
+    _follow_the_parent()
+    from runtime import cli
+
+    sys.exit(cli.flushed(main()))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -35,9 +35,10 @@ class FakeChunk:
 class ScriptedEngine:
     """Replies "reply N" a few pieces at a time; records what each turn was asked."""
 
-    def __init__(self, n_ctx: int = 4096, interrupt_turn: int | None = None) -> None:
+    def __init__(self, n_ctx: int = 4096, interrupt_turn: int | None = None, interrupt_piece: int = 2) -> None:
         self.n_ctx = n_ctx
         self.interrupt_turn = interrupt_turn
+        self.interrupt_piece = interrupt_piece  # 0: while the prompt is read, before any text
         self.asked: list[list[dict[str, str]]] = []
         self.closed = 0
 
@@ -53,7 +54,7 @@ class ScriptedEngine:
             stats = Stats(prompt_tokens=20, prompt_seconds=0.01)
             try:
                 for i, piece in enumerate(["rep", "ly ", str(turn)]):
-                    if turn == self.interrupt_turn and i == 2:
+                    if turn == self.interrupt_turn and i == self.interrupt_piece:
                         raise KeyboardInterrupt
                     if 0 <= max_tokens <= i:
                         yield FakeChunk("", "length", stats)
@@ -110,6 +111,15 @@ def test_ctrl_c_stops_the_reply_and_keeps_the_program() -> None:
     assert rc == 0 and out == "reply \nreply 2\n" and "(stopped)" in err
     assert eng.asked[1][1] == {"role": "assistant", "content": "reply "}  # what was said stays
     assert eng.closed == 2
+
+
+def test_ctrl_c_before_the_reply_began_takes_the_message_back() -> None:
+    """Stopped while the message was read (a long paste): no reply, and the message is not left
+    in the conversation for the next turn to read again."""
+    eng = ScriptedEngine(interrupt_turn=1, interrupt_piece=0)
+    rc, out, err = chat(eng, "a long message\nb\n")
+    assert rc == 0 and out == "reply 2\n" and "(stopped before the reply began" in err
+    assert eng.asked[1] == [{"role": "user", "content": "b"}]
 
 
 def test_a_reply_cut_at_the_limit_says_so() -> None:
@@ -239,3 +249,32 @@ def test_a_person_at_the_terminal(smol_file, tmp_path) -> None:
     finally:
         t.kill()
     assert "Hi!" in (tmp_path / ".llamapack_history").read_text().splitlines()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_output_to_a_file_ctrl_d_after_a_continued_line_and_sigterm_at_the_prompt(smol_file, tmp_path) -> None:
+    """stdout to a file: the prompts stay on the terminal, the file has the replies alone; Ctrl-D
+    on a continued line sends it (it quit, dropping the text); SIGTERM at the prompt leaves the
+    terminal as it found it (it was left without echo and line mode)."""
+    out = tmp_path / "replies.txt"
+    t = Tmux(f"{smol_file} --temp 0 -n 8 > {out}; echo RC $?; stty -a | tr ' ;' '\\n\\n' | "
+             "grep -E '^-?(echo|icanon)$' | tr '\\n' ' '; echo", tmp_path)
+    try:
+        t.wait(lambda s: "/help for commands" in s and s.rstrip().endswith(">"))
+        t.keys("Say hi\\", "Enter")
+        t.wait(lambda s: s.rstrip().endswith("."))
+        t.keys("C-d")
+        t.wait(lambda s: "tokens" in s and prompts(s) >= 2 and s.rstrip().endswith(">"))
+        replies = out.read_text()
+        assert replies.strip() and "> " not in replies and replies.count("\n") == 1, replies
+        # the packed file's two processes (not the shell around them, whose command line names it)
+        pids = subprocess.run(["pgrep", "-f", "^" + re.escape(str(smol_file))], capture_output=True,
+                              text=True).stdout.split()
+        assert pids
+        subprocess.run(["kill", "-TERM", *pids])
+        s = t.wait(lambda s: "RC " in s and "EXITED" in s, timeout=30)
+        assert "RC 143" in s
+        modes = s.split("RC 143")[1].split()
+        assert "echo" in modes and "icanon" in modes and "-echo" not in modes and "-icanon" not in modes, s
+    finally:
+        t.kill()

@@ -487,3 +487,87 @@ def test_fuzzed_tails_work_or_fail_in_one_line(packed, runtime_exe, tmp_path) ->
         assert "Traceback" not in r.stderr and r.returncode in (0, 1), r.stderr
         if r.returncode:
             assert_one_line_error(r, "")
+
+
+# -- the packed file's process, its output and its terminal ---------------------------------
+
+def test_a_reader_that_leaves_or_a_full_disk(packed) -> None:
+    """`| head` closing early is no error and prints nothing more; a full disk is one line and
+    status 1 (both printed "Exception ignored ... " at exit, status 120)."""
+    exe = packed["smollm2"]
+    r = subprocess.run(f"'{exe}' -p 'List fifty fruits, one per line:' -n 200 --temp 0 | head -c 1",
+                       shell=True, capture_output=True, text=True, timeout=120, executable="/bin/bash")
+    assert len(r.stdout) == 1 and "Exception" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run(f"'{exe}' -p 'List fifty fruits, one per line:' -n 200 --temp 0 | head -c 1; "
+                       "exit ${PIPESTATUS[0]}", shell=True, capture_output=True, text=True, timeout=120,
+                       executable="/bin/bash")
+    assert r.returncode == 0, r.stderr
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([str(exe), "-p", "Hello", "-n", "200", "--temp", "0"], stdout=full, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, text=True, timeout=120)
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("llamapack: ")]  # (the load lines)
+    assert r.returncode == 1 and len(errors) == 1 and "No space left on device" in errors[0], r.stderr
+
+
+def test_lines_piped_in_with_the_reply_on_a_terminal_are_a_chat(packed, smollm2_path) -> None:
+    """`echo hi | ./model.llamafile` at a terminal answers (it started the server and waited for
+    Ctrl-C): stdin is not a terminal, but stderr is."""
+    import pty
+
+    from runtime.launcher import default_mode
+
+    master, slave = pty.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            assert default_mode(None, None, tty) == "chat" and default_mode(None, None, None) == "server"
+        r = subprocess.run([str(packed["smollm2"]), "--temp", "0", "-n", "8"], input="What is the capital of France?\n",
+                           stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 0
+    from runtime.engine import Engine
+    from runtime.sampling import SamplingParams
+
+    eng = Engine.load(smollm2_path)
+    try:
+        reply = "".join(c.text for c in eng.stream_chat([{"role": "user", "content": "What is the capital of France?"}],
+                                                          max_tokens=8, params=SamplingParams(temp=0)))
+    finally:
+        eng.close()
+    assert r.stdout == reply + "\n"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_killing_the_visible_process_ends_the_worker_and_its_files(packed, tmp_path) -> None:
+    """The one-file build is two processes; SIGKILL to the first (what a task manager does) left the
+    second generating into the terminal, and the unpacked runtime (83 MB) in the temp directory."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    p = subprocess.Popen([str(packed["smollm2"]), "-p", PROMPT, "-n", "100000", "--context-shift", "--temp", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        deadline = time.monotonic() + 60
+        child = None
+        while child is None:
+            assert time.monotonic() < deadline, "the worker did not start"
+            kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+            child = int(kids[0]) if kids else None
+            time.sleep(0.1)
+        p.stdout.read(20)  # it generates
+        assert list(tmp.iterdir())  # its unpacked runtime
+        p.kill()
+        p.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child}").exists() and open(f"/proc/{child}/stat").read().split()[2] != "Z":
+            assert time.monotonic() < deadline, "the worker goes on without its parent"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 10
+        while list(tmp.iterdir()):
+            assert time.monotonic() < deadline, f"left behind: {list(tmp.iterdir())}"
+            time.sleep(0.1)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        subprocess.run(["pkill", "-KILL", "-P", str(p.pid)], capture_output=True)
