@@ -59,6 +59,7 @@ class Stats:
     generation_seconds: float = 0.0
     draft_tokens: int = 0        # speculative decoding: tokens drafted and verified
     draft_accepted: int = 0      # drafted tokens kept (runtime/speculative.py)
+    truncated: bool = False      # the context was shifted on the way (--context-shift)
 
     @property
     def prompt_tps(self) -> float:

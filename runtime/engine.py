@@ -152,10 +152,13 @@ class Engine:
         self.last_reused = common
         return self.eval(ids[common:], prompt=True), common
 
-    def make_room(self, n_prompt: int) -> None:
-        """Before the next token runs: with context_shift, a full cache shifts (shift_context)."""
+    def make_room(self, n_prompt: int) -> bool:
+        """Before the next token runs: with context_shift, a full cache shifts (shift_context);
+        whether it did."""
         if self.context_shift and self.n_past + 1 >= self.n_ctx:
             self.shift_context(n_prompt)
+            return True
+        return False
 
     def draft_room(self, n_past: int) -> int:
         """How many draft tokens may follow the next token when it runs at position n_past: its
@@ -206,7 +209,8 @@ class Engine:
         spec = Speculator(self.speculation, self.draft_cost) if self.speculation and self.speculation.enabled \
             else None
         while not state.done:
-            self.make_room(state.n_prompt)
+            if self.make_room(state.n_prompt):
+                state.stats.truncated = True
             drafts = spec.draft(state, min(self.draft_room(self.n_past), self.model.max_batch - 1)) if spec else []
             base = self.n_past
             rows = self._run_generated([tok] + drafts)

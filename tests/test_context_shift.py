@@ -194,6 +194,10 @@ def test_the_server_shifts_each_slots_context(smollm2_path) -> None:
 
             with ThreadPoolExecutor(2) as pool:
                 got = list(pool.map(ask, prompts))
+            # llama.cpp's /completion says the context was shifted on the way (`truncated`)
+            native = [requests.post(srv.url + "/completion", timeout=120, json={
+                "prompt": prompts[0], "n_predict": n, "temperature": 0, "ignore_eos": True}).json() for n in (90, 8)]
+            assert [r["truncated"] for r in native] == [True, False]
     finally:
         eng.close()
     for g, w in zip(got, want):

@@ -10,8 +10,9 @@ tokens, `completion_probabilities`), `return_tokens`, `stream`, `cache_prompt` (
 always on). A field left out gets the server's default (its command line), as on every route.
 Sampler fields this engine does not have (`typical_p`, `mirostat`, `dry_multiplier`, ...) are
 refused with a 400 unless neutral. The answer: `content`, `tokens`, `stop`, `stop_type`
-("eos", "word", "limit"), `stopping_word`, `generation_settings`, `timings`, `truncated` (always
-false: a prompt longer than the context is refused, not cut), `tokens_cached`, `tokens_evaluated`,
+("eos", "word", "limit"), `stopping_word`, `generation_settings`, `timings`, `truncated` (true when
+--context-shift dropped part of the context on the way, as llama.cpp's; a prompt longer than the
+context is refused, not cut), `tokens_cached`, `tokens_evaluated`,
 `tokens_predicted`, `prompt`, `id_slot`. Streamed, as llama.cpp streams it: `data: {...}` events
 with `content` and `stop: false`, then one with `stop: true` and the rest of the fields, no [DONE].
 
@@ -255,7 +256,7 @@ class NativeRoutes(RouteGroup):
             "stop": True, "model": self.model_id, "tokens_predicted": stats.generated_tokens,
             "tokens_evaluated": len(req.ids), "generation_settings": req.settings(),
             "prompt": self.engine.detokenize(req.ids, special=True), "has_new_line": "\n" in content,
-            "truncated": False, "stop_type": _stop_type(last), "stopping_word": last.stop_string or "",
+            "truncated": stats.truncated, "stop_type": _stop_type(last), "stopping_word": last.stop_string or "",
             # what the slot's cache holds: the prompt and every generated token but the last (never run)
             "tokens_cached": len(req.ids) + max(0, stats.generated_tokens - 1),
             "timings": timings(stats),

@@ -382,8 +382,8 @@ class OpenAIRoutes(RouteGroup):
         out = []
         n_vocab = self.engine.model.config.n_vocab
         for i, item in enumerate(raw):
-            if isinstance(item, str):
-                ids = self.engine.tokenize(item, add_special=True, parse_special=True)
+            if isinstance(item, str):  # (too many bytes for the context: refused before tokenizing)
+                ids = prompt_ids(self.engine, item, param="input")
             elif isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool)
                                                          and 0 <= t < n_vocab for t in item):
                 ids = list(item)

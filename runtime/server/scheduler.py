@@ -545,7 +545,8 @@ class Scheduler:
                 job._put(final)
                 self._choice_done(slot)
                 return
-            slot.engine.make_room(state.n_prompt)  # room for tok: a full sequence may drop older cells
+            if slot.engine.make_room(state.n_prompt):  # room for tok: a full sequence may drop older cells
+                state.stats.truncated = True
         except Exception as exc:
             self._fail(slot, exc)
             return
