@@ -1,7 +1,7 @@
 """Terminal chat: a multi-turn conversation rendered with the model's chat template.
 
-On a terminal: a `> ` prompt with line editing and history (readline), the reply streamed
-as it comes, `/help /clear /exit`, a line ending in `\\` continues on the next one, Ctrl-C
+On a terminal: a `> ` prompt with line editing and history (readline; a pasted block of several
+lines is one message), the reply streamed as it comes, `/help /clear /exit`, a line ending in `\\` continues on the next one, Ctrl-C
 stops the current reply (what was said stays in the conversation) and Ctrl-D quits.
 
 Not on a terminal (`echo hi | model.llamafile --chat`): every input line is one user turn and
@@ -47,6 +47,10 @@ class _Terminal:
             except ImportError:  # some builds lack it: input() still works
                 return
             self.readline = readline
+            try:  # a pasted block is one message, not a turn per line (Python turns it off)
+                readline.parse_and_bind("set enable-bracketed-paste on")
+            except Exception:  # noqa: BLE001 - a line editor without it
+                pass
             home = os.environ.get("HOME")
             if home:
                 self.history = os.path.join(home, os.path.basename(HISTORY_FILE))

@@ -278,3 +278,23 @@ def test_output_to_a_file_ctrl_d_after_a_continued_line_and_sigterm_at_the_promp
         assert "echo" in modes and "icanon" in modes and "-echo" not in modes and "-icanon" not in modes, s
     finally:
         t.kill()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_a_pasted_block_is_one_message(smol_file, tmp_path) -> None:
+    """Three pasted lines were three turns (and the last one sat in the input): the line editor's
+    bracketed paste makes them one message."""
+    block = tmp_path / "paste.txt"
+    block.write_text("Line one of a paste.\nLine two of a paste.\nSay OK.")
+    t = Tmux(f"{smol_file} --temp 0 -n 8", tmp_path)
+    try:
+        t.wait(lambda s: "/help for commands" in s and s.rstrip().endswith(">"))
+        subprocess.run(["tmux", "load-buffer", str(block)], check=True)
+        subprocess.run(["tmux", "paste-buffer", "-p", "-t", t.name], check=True)
+        t.wait(lambda s: "Say OK." in s)
+        t.keys("Enter")
+        s = t.wait(lambda s: "tokens" in s and s.rstrip().endswith(">"))
+        replies = [line for line in s.splitlines() if line.startswith("[") and " tok/s" in line]
+        assert len(replies) == 1 and prompts(s) == 2, s  # one reply, then the next prompt
+    finally:
+        t.kill()
