@@ -14,10 +14,17 @@ from __future__ import annotations
 import json
 
 MAX_CP = 0x10FFFF
+# \s: a pattern is read in two dialects, ECMA-262's (JSON Schema's own) and Python's re (the
+# jsonschema package's): \s is what both call white space, \S what neither does (no-break space,
+# U+3000 ... are white space in both; U+FEFF only in ECMA-262, U+001C-U+001F and U+0085 only in
+# Python's), so that a string the grammar makes passes either validator
+_SPACE_BOTH = [(0x09, 0x0D), (0x20, 0x20), (0xA0, 0xA0), (0x1680, 0x1680), (0x2000, 0x200A), (0x2028, 0x2029),
+               (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000)]
+_SPACE_EITHER = _SPACE_BOTH + [(0x1C, 0x1F), (0x85, 0x85), (0xFEFF, 0xFEFF)]
 _CLASS_ESCAPES = {
     "d": [(0x30, 0x39)],
     "w": [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)],
-    "s": [(0x09, 0x0D), (0x20, 0x20)],
+    "s": _SPACE_BOTH,
 }
 _CHAR_ESCAPES = {"n": 10, "t": 9, "r": 13, "f": 12, "v": 11, "0": 0}
 _RAW_BAD = [(0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F)]   # written escaped in JSON
@@ -191,6 +198,8 @@ class _RegexParser:
         if not ch:
             raise self.error("a trailing backslash")
         self.i += 1
+        if ch == "S":
+            return _complement(_SPACE_EITHER)
         if ch.lower() in _CLASS_ESCAPES:
             ranges = _CLASS_ESCAPES[ch.lower()]
             return _complement(ranges) if ch.isupper() else ranges
