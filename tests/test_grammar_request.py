@@ -83,6 +83,11 @@ def test_tgi_regex_grammars_match_like_re(pattern: str, texts: list[str]) -> Non
     ({"type": "object"}, ['{}', '{"type": "time"}']),
     # a type beside enum: only the values of that type
     ({"type": "string", "enum": ["a", 1]}, ['"a"', '1']),
+    # an extra key may not spell a declared one with escapes (JSON's last value wins: {"a": "x"})
+    ({"type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": {"type": "string"}},
+     ['{"a": 1, "b": "x"}', '{"a": 1, "\\u0061": "x"}', '{"\\n": "x"}']),
+    # a surrogate pair is one character written as two escapes
+    ({"type": "string", "minLength": 2}, ['"ab"', '"\\ud83d\\ude00"', '"\U0001F600x"']),
 ])
 def test_schema_grammars_accept_what_jsonschema_does(schema: dict, texts: list[str]) -> None:
     m = compile_grammar(request_grammar({"json_schema": schema}))

@@ -35,7 +35,8 @@ MAX_COUNT = 2000    # the largest length bound a grammar repetition takes
 
 PRIMITIVES = {
     "ws": r'| " " | "\n" [ \t]{0,20}',
-    "json-char": r'[^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} )',
+    # (no \uD800-\uDFFF: a pair would be one character written as two, past minLength/maxLength)
+    "json-char": r'[^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" ( [0-9a-cA-CefEF] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2} ) )',
     "json-string": r'"\"" json-char* "\""',
     "json-int": r'"-"? ( "0" | [1-9] [0-9]{0,15} )',
     "json-number": r'json-int ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?',
@@ -489,7 +490,9 @@ class _Converter:
             exclude = "".join(f"\\x{ord(c):02X}" if ord(c) < 0x100 else f"\\u{ord(c):04X}" if ord(c) < 0x10000
                               else f"\\U{ord(c):08X}" for c in chars)
             alts.append(f'[^"\\\\\\x7F\\x00-\\x1F{exclude}] {free}')
-            alts.append(f'"\\\\" ( ["\\\\/bfnrt] | "u" [0-9a-fA-F]{{4}} ) {free}')
+            # an escape only where JSON needs one (\u for control characters): "\u0061" or "\/"
+            # would spell a declared name's characters and give its key a second value
+            alts.append(f'"\\\\" ( ["\\\\bfnrt] | "u00" [01] [0-9a-fA-F] ) {free}')
             return self.rule(f"{hint}-key", " | ".join(alts))
 
         return self.rule(f"{hint}-other-key", f'"\\"" {node_rule(trie, "")}')
