@@ -125,17 +125,22 @@ def _follow_the_parent() -> None:
     except (OSError, AttributeError):
         return
 
-    def orphaned(signum, frame) -> None:
-        if os.getppid() != parent:  # the bootloader is gone: nobody else cleans up
+    def clean_up() -> None:  # at exit (SIGTERM ends the process through SystemExit, or the chat's own way)
+        if os.getppid() != parent and getattr(sys, "_MEIPASS", None):  # the bootloader is gone
             import shutil
 
-            shutil.rmtree(getattr(sys, "_MEIPASS", ""), ignore_errors=True)
+            shutil.rmtree(sys._MEIPASS, ignore_errors=True)
+
+    def terminated(signum, frame) -> None:
         raise SystemExit(128 + signum)
 
+    import atexit
+
+    atexit.register(clean_up)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, orphaned)
+        signal.signal(signal.SIGTERM, terminated)
     if os.getppid() != parent:  # it died before the signal was asked for
-        orphaned(signal.SIGTERM, None)
+        raise SystemExit(128 + signal.SIGTERM)
 
 
 def entry() -> None:

@@ -539,14 +539,16 @@ def test_lines_piped_in_with_the_reply_on_a_terminal_are_a_chat(packed, smollm2_
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_killing_the_visible_process_ends_the_worker_and_its_files(packed, tmp_path) -> None:
+@pytest.mark.parametrize("mode", ["generating", "chat waiting for a line"])
+def test_killing_the_visible_process_ends_the_worker_and_its_files(packed, tmp_path, mode) -> None:
     """The one-file build is two processes; SIGKILL to the first (what a task manager does) left the
     second generating into the terminal, and the unpacked runtime (83 MB) in the temp directory."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    p = subprocess.Popen([str(packed["smollm2"]), "-p", PROMPT, "-n", "100000", "--context-shift", "--temp", "0"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                         env={**os.environ, "TMPDIR": str(tmp)})
+    args = ["-p", PROMPT, "-n", "100000", "--context-shift", "--temp", "0"] if mode == "generating" else \
+        ["--chat", "--temp", "0", "-n", "4"]
+    p = subprocess.Popen([str(packed["smollm2"]), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp)})
     try:
         deadline = time.monotonic() + 60
         child = None
@@ -555,7 +557,12 @@ def test_killing_the_visible_process_ends_the_worker_and_its_files(packed, tmp_p
             kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
             child = int(kids[0]) if kids else None
             time.sleep(0.1)
-        p.stdout.read(20)  # it generates
+        if mode == "generating":
+            p.stdout.read(20)  # it generates
+        else:
+            p.stdin.write(b"Hi\n")
+            p.stdin.flush()
+            p.stdout.readline()  # its reply; now it waits for the next line
         assert list(tmp.iterdir())  # its unpacked runtime
         p.kill()
         p.wait(timeout=10)
