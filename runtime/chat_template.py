@@ -165,6 +165,21 @@ VOCAB_TEMPLATES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Template variables the engine sets itself (and the names of prompt()'s own parameters): what
+# --chat-template-kwargs and a request's chat_template_kwargs may not set
+RESERVED_VARIABLES = ("messages", "add_generation_prompt", "bos_token", "eos_token", "tools", "raise_exception",
+                      "strftime_now", "add_bos", "continue_final", "self", "extra")
+
+
+def check_variables(variables: Mapping[str, Any]) -> None:
+    """ChatTemplateError for a variable the engine sets itself, or a non-boolean enable_thinking."""
+    for key in variables:
+        if key in RESERVED_VARIABLES:
+            raise ChatTemplateError(f"the template variable {key!r} is set by llamapack itself")
+    if "enable_thinking" in variables and not isinstance(variables["enable_thinking"], bool):
+        raise ChatTemplateError("enable_thinking must be true or false")
+
+
 def check_override(value: str) -> str:
     """A --chat-template value: a built-in name or Jinja source (it has {{ or {%). A bare word that
     names no template (a typo, another program's name) is a ChatTemplateError, not a template whose
@@ -368,6 +383,9 @@ class ChatTemplate:
         role for goes into the next message (_fold_system), as llama.cpp's server does.
         """
         messages = self._fold_system(messages)
+        # thinking on unless said otherwise, as llama.cpp's server sets it (QwQ's and DeepSeek-R1's
+        # templates read an unset enable_thinking as false)
+        extra.setdefault("enable_thinking", True)
         if continue_final and messages:
             head = self.render(messages[:-1], True, **extra)
             return self.strip_bos(head + str(messages[-1].get("content") or ""), add_bos)

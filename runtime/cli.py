@@ -143,6 +143,18 @@ def _json_object(value: str) -> dict:
     return data
 
 
+def _template_variables(value: str) -> dict:
+    """--chat-template-kwargs: a JSON object of template variables (chat_template.check_variables)."""
+    from runtime.chat_template import ChatTemplateError, check_variables
+
+    data = _json_object(value)
+    try:
+        check_variables(data)
+    except ChatTemplateError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return data
+
+
 def _chat_template(value: str) -> str:
     """--chat-template: a built-in name or Jinja source (chat_template.check_override)."""
     from runtime.chat_template import ChatTemplateError, check_override
@@ -187,7 +199,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "virtual machine, up to 30%%)")
     g.add_argument("--chat-template", metavar="NAME_OR_JINJA", type=_chat_template,
                    help="override the model's chat template (default: the model's own)")
-    g.add_argument("--chat-template-kwargs", metavar="JSON", type=_json_object, default={},
+    g.add_argument("--chat-template-kwargs", metavar="JSON", type=_template_variables, default={},
                    help="extra variables for the chat template, a JSON object: e.g. "
                         "'{\"enable_thinking\": false}' turns Qwen 3's thinking off (a server request's "
                         "chat_template_kwargs adds to them; default: none)")

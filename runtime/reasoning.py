@@ -29,9 +29,14 @@ def thinks(template_source: str) -> bool:
     return CLOSE in template_source or OPEN in template_source
 
 
-def opens_thinking(prompt: str) -> bool:
-    """Whether the prompt leaves a thinking block open for the reply (it ends with `<think>`)."""
-    return prompt.rstrip().endswith(OPEN)
+def opens_thinking(prompt: str) -> Optional[str]:
+    """Whether the prompt leaves a thinking block open for the reply: None, or the thinking it
+    already holds ("" for a generation prompt that ends with `<think>`, DeepSeek-R1's; an
+    assistant prefill's text that stops inside the block)."""
+    at = prompt.rfind(OPEN)
+    if at < 0 or prompt.rfind(CLOSE) > at:
+        return None
+    return prompt[at + len(OPEN):]
 
 
 def _held(text: str, tag: str) -> int:
@@ -47,11 +52,11 @@ class ThinkSplit:
     the (thinking, content) text that is now certain. The thinking has no white space at its ends
     (the tags' lines), as llama.cpp's `reasoning_content`."""
 
-    def __init__(self, opened: bool = False) -> None:
+    def __init__(self, opened: bool = False, begun: bool = False) -> None:
         self.state = "think" if opened else "start"  # start -> think -> after -> content
         self.buf = ""
         self.thought = opened  # a block was opened (by the prompt or the reply)
-        self.begun = False     # thinking text has come (its leading white space is dropped)
+        self.begun = begun     # thinking text has come, maybe in the prompt (else its leading white space goes)
 
     def feed(self, piece: str) -> tuple[str, str]:
         self.buf += piece
@@ -103,25 +108,28 @@ class ThinkSplit:
         return "", rest
 
 
-def split(text: str, opened: bool = False) -> tuple[Optional[str], str]:
+def split(text: str, opened: bool = False, begun: bool = False) -> tuple[Optional[str], str]:
     """A whole reply's thinking (None without a block, or an empty one) and content."""
-    s = ThinkSplit(opened)
+    s = ThinkSplit(opened, begun)
     t1, c1 = s.feed(text)
     t2, c2 = s.finish()
     return (t1 + t2 if s.thought and (t1 + t2) else None), c1 + c2
 
 
 class Thinking:
-    """A request's way with its replies' thinking: the prompt opened a block (`opened`), and
-    deepseek-legacy (`legacy`: the content is the reply as it is, tags and thinking too)."""
+    """A request's way with its replies' thinking: what the prompt left open (`opened`, from
+    opens_thinking), and deepseek-legacy (`legacy`: the content is the reply as it is, tags and
+    thinking too, with the `<think>` the prompt opened)."""
 
-    def __init__(self, opened: bool = False, legacy: bool = False) -> None:
-        self.opened = opened
+    def __init__(self, opened: Optional[str] = None, legacy: bool = False) -> None:
+        self.opened = opened is not None
+        self.begun = bool(opened and opened.strip())
         self.legacy = legacy
+        self.lead = OPEN + (opened or "") if legacy and opened is not None else ""
 
     def split(self, text: str) -> tuple[Optional[str], str]:
-        thought, content = split(text, self.opened)
-        return thought, text if self.legacy else content
+        thought, content = split(text, self.opened, self.begun)
+        return thought, self.lead + text if self.legacy else content
 
     def stream(self) -> "ThinkStream":
         return ThinkStream(self)
@@ -132,11 +140,14 @@ class ThinkStream:
 
     def __init__(self, thinking: Thinking) -> None:
         self.legacy = thinking.legacy
-        self.s = ThinkSplit(thinking.opened)
+        self.lead = thinking.lead  # (legacy: sent before the first piece)
+        self.s = ThinkSplit(thinking.opened, thinking.begun)
 
     def feed(self, piece: str) -> tuple[str, str]:
         thought, content = self.s.feed(piece)
-        return thought, piece if self.legacy else content
+        if self.legacy:
+            content, self.lead = self.lead + piece, ""
+        return thought, content
 
     def finish(self) -> tuple[str, str]:
         thought, content = self.s.finish()

@@ -352,8 +352,9 @@ def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: Server
                     usage = event["usage"]
     assert sorted(pieces) == [0, 1] and all("".join(p) for p in pieces.values())
     assert usage["prompt_tokens_details"]["cached_tokens"] < usage["prompt_tokens"]  # type: ignore[index]
-    # streamed completions, with usage: a last event with no choices counts both choices' tokens
-    # (each choice's finish event carries its own; a client keeps the last usage it sees)
+    # streamed completions, with usage: a last event with no choices counts both choices' tokens,
+    # and only it has a usage (OpenAI's stream_options: a client that adds up every usage it sees
+    # counted the tokens twice); each choice's finish event has its llama.cpp timings
     own: dict[int, int] = {}
     last: dict = {}
     with requests.post(server.url + "/v1/completions", stream=True, timeout=120, json={
@@ -362,9 +363,10 @@ def test_n_choices_share_the_prompt_and_draw_with_their_own_seeds(server: Server
         for line in r.iter_lines(decode_unicode=True):
             if line.startswith("data: {"):
                 last = json.loads(line[6:])
+                assert not last["choices"] or "usage" not in last
                 for c in last["choices"]:
                     if c["finish_reason"]:
-                        own[c["index"]] = last["usage"]["completion_tokens"]
+                        own[c["index"]] = last["timings"]["predicted_n"]
     assert sorted(own) == [0, 1] and last["choices"] == [] and last["object"] == "text_completion"
     assert last["usage"]["completion_tokens"] == own[0] + own[1] == 12
 

@@ -10,6 +10,9 @@ grammar makes the reply, so that the test knows it.
 """
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import openai
@@ -162,3 +165,83 @@ def test_a_template_without_the_tags_leaves_the_reply_alone(smollm2_path: Path) 
             assert msg.content == REPLY and "reasoning_content" not in (msg.model_extra or {})
     finally:
         eng.close()
+
+
+# -- what a second look found ------------------------------------------------------------------
+
+QWQ_LIKE = (  # QwQ's and DeepSeek-R1's way: an unset enable_thinking is false to them
+    "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content }}"
+    "{%- if m.reasoning_content is defined %}{{- '[thought: ' + m.reasoning_content + ']' }}{%- endif %}"
+    "{{- '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\n' }}"
+    "{%- if not enable_thinking %}{{- '</think>\\n\\n' }}{%- endif %}{%- endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def opened(smollm2_path: Path) -> ServerThread:
+    eng = Engine.load(smollm2_path, n_ctx=512, chat_template=QWQ_LIKE)
+    with ServerThread(eng) as srv:
+        yield srv
+    eng.close()
+
+
+def test_thinking_is_on_unless_said_and_history_keeps_its_thinking(opened: ServerThread) -> None:
+    """llama.cpp gives every template enable_thinking (true unless said): QwQ's read it unset as
+    false and closed the block at once. An assistant message's reasoning_content reaches the template."""
+    apply = lambda body: requests.post(opened.url + "/apply-template", json=body, timeout=30).json()["prompt"]  # noqa: E731
+    assert apply({"messages": HI}).endswith("<|im_start|>assistant\n<think>\n")
+    assert apply({"messages": HI, "reasoning_effort": "none"}).endswith("<think>\n</think>\n\n")
+    history = [*HI, {"role": "assistant", "content": "Hello", "reasoning_content": "greet"}, *HI]
+    assert "Hello[thought: greet]<|im_end|>" in apply({"messages": history})
+
+
+def test_a_json_schema_in_an_opened_block_is_the_content(opened: ServerThread) -> None:
+    """The prompt opened a block, but a response_format rules from the first token: the JSON is
+    the content (it was all reasoning_content, and the content empty)."""
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+    r = client(opened).chat.completions.create(model="m", messages=HI, temperature=0, max_tokens=20, response_format={
+        "type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+    msg = r.choices[0].message
+    assert json.loads(msg.content)["a"] is not None and "reasoning_content" not in (msg.model_extra or {})
+
+
+@pytest.mark.parametrize("body", [{"stop": ["Hi"]}, {"max_tokens": 3}, {"max_tokens": 9}])
+def test_streamed_logprobs_are_every_tokens_once(server: ServerThread, body: dict) -> None:
+    """Tokens whose text the split held back and then let go at the end (a stop right after the
+    block, a cut inside it) lost their log-probabilities in the stream."""
+    req = {"messages": HI, "temperature": 0, "grammar": gbnf(REPLY), "logprobs": True, **body}
+    plain = requests.post(server.url + "/v1/chat/completions", json=req, timeout=60).json()["choices"][0]
+    streamed = []
+    with requests.post(server.url + "/v1/chat/completions", json={**req, "stream": True}, stream=True, timeout=60) as r:
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("data: {"):
+                for c in json.loads(line[6:])["choices"]:
+                    streamed += [e["token"] for e in (c.get("logprobs") or {}).get("content") or []]
+    assert streamed == [e["token"] for e in plain["logprobs"]["content"]] and streamed
+
+
+def test_a_prefill_inside_the_block_and_legacy_with_an_opened_block(opened: ServerThread) -> None:
+    """An assistant prefill that stops inside the thinking: the reply goes on thinking. Legacy's
+    content keeps the <think> the prompt opened."""
+    c = client(opened)
+    prefill = [*HI, {"role": "assistant", "content": "<think>\nLet me"}]
+    msg = c.chat.completions.create(model="m", messages=prefill, temperature=0,
+                                    extra_body={"grammar": gbnf(" see\n</think>\n\nHi")}).choices[0].message
+    assert (msg.model_extra["reasoning_content"], msg.content) == (" see", "Hi")
+    msg = c.chat.completions.create(model="m", messages=HI, temperature=0, extra_body={
+        "grammar": gbnf("abc\n</think>\n\nHi"), "reasoning_format": "deepseek-legacy"}).choices[0].message
+    assert (msg.model_extra["reasoning_content"], msg.content) == ("abc", "<think>\nabc\n</think>\n\nHi")
+
+
+@pytest.mark.parametrize("key", ["add_bos", "continue_final", "self", "messages", "bos_token"])
+def test_variables_llamapack_sets_are_refused(server: ServerThread, key: str) -> None:
+    r = requests.post(server.url + "/v1/chat/completions", timeout=30,
+                      json={"messages": HI, "chat_template_kwargs": {key: True}})
+    assert r.status_code == 400 and key in r.json()["error"]["message"]
+    from tests.cliutil import assert_one_line_error
+
+    run = subprocess.run([sys.executable, "-m", "runtime", "-m", "x.gguf", "-p", "x", "--chat-template-kwargs",
+                          json.dumps({key: True})], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert_one_line_error(run, "--chat-template-kwargs")

@@ -117,6 +117,7 @@ def test_chat_stream(client: openai.OpenAI, reference: Engine) -> None:
     assert finals[0].model_extra["timings"]["prompt_n"] + finals[0].model_extra["timings"]["cache_n"] \
         == len(reference.chat_prompt(messages))
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens <= 20
+    assert all(c.usage is None for c in chunks[:-1])  # only the last: a sum over chunks counts once
     assert len({c.id for c in chunks}) == 1
 
 

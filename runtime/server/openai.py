@@ -75,7 +75,10 @@ def _messages(f: Fields) -> list[dict[str, str]]:
         elif not isinstance(content, str):
             raise bad_request(f"'{where}.content' must be a string or an array of text parts",
                               param=f"{where}.content")
-        out.append({"role": "system" if role == "developer" else role, "content": content})
+        message = {"role": "system" if role == "developer" else role, "content": content}
+        if role == "assistant" and isinstance(m.get("reasoning_content"), str):  # its thinking, for
+            message["reasoning_content"] = m["reasoning_content"]  # templates that show it (Qwen 3's)
+        out.append(message)
     return out
 
 
@@ -198,9 +201,15 @@ class OpenAIRoutes(RouteGroup):
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
         check_prompt(self.engine, ids)
-        # the reply's thinking apart (runtime/reasoning.py), where the template knows the tags
-        thinking = None if think_format == "none" or not thinks(eng.template.source) else \
-            Thinking(opens_thinking(text), legacy=think_format == "deepseek-legacy")
+        # the reply's thinking apart (runtime/reasoning.py), where the template knows the tags and
+        # the reply may think: a JSON schema (response_format, json_schema) or a required tool call
+        # rules from the first token and leaves no room for a block, so its output is the content
+        # (a GBNF `grammar` may make a block: its output is split); with tools, legacy's content
+        # would hide the calls from their parser: the thinking is apart then too
+        forced = constraint is not None and (f.raw("grammar") is None if tools is None else
+                                             tools.req.forced or not tools.fmt.lazy)
+        thinking = None if think_format == "none" or forced or not thinks(eng.template.source) else \
+            Thinking(opens_thinking(text), legacy=think_format == "deepseek-legacy" and tools is None)
         job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,
                                                logprobs=logprobs))
         head = {"id": _id("chatcmpl"), "created": int(time.time()), "model": self.model_id,
@@ -277,11 +286,13 @@ class OpenAIRoutes(RouteGroup):
                 elif chunk.text:
                     yield event(chunk.index, {"content": chunk.text},
                                 logprobs=None if chunk.logprobs is None else fmt.chat(chunk.logprobs))
+                elif chunk.logprobs:  # tokens that wrote no text (held back, then let go): with the end
+                    unsent[chunk.index] += chunk.logprobs
                 if finish:
                     finals.append(chunk)
                     rest, unsent[chunk.index] = unsent[chunk.index], []
                     yield event(chunk.index, {}, finish, logprobs=fmt.chat(rest) if rest else None,
-                                timings=timings(chunk.stats), usage=usage(n_prompt, chunk.stats))
+                                timings=timings(chunk.stats))
             if include_usage and finals:
                 yield _usage_event(head, "chat.completion.chunk", n_prompt, finals)
             yield "[DONE]"
@@ -359,8 +370,7 @@ class OpenAIRoutes(RouteGroup):
             async for chunk in job:
                 if chunk.finish_reason:
                     finals.append(chunk)
-                    yield event(chunk.index, chunk.text, chunk.finish_reason, chunk, timings=timings(chunk.stats),
-                                usage=usage(n_prompt, chunk.stats))
+                    yield event(chunk.index, chunk.text, chunk.finish_reason, chunk, timings=timings(chunk.stats))
                 elif chunk.text:
                     yield event(chunk.index, chunk.text, chunk=chunk)
             if include_usage and finals:

@@ -288,11 +288,6 @@ def logit_bias(f: Fields, n_vocab: int, tokenize: Any) -> tuple[tuple[int, float
     return tuple(total.items())
 
 
-# Variables a template gets from the server itself: chat_template_kwargs may not set them
-TEMPLATE_OWN = ("messages", "add_generation_prompt", "bos_token", "eos_token", "tools", "raise_exception",
-                "strftime_now")
-
-
 def template_kwargs(f: Fields, defaults: Defaults | None = None) -> dict[str, Any]:
     """The template's extra variables: the command line's --chat-template-kwargs, then the request's
     `chat_template_kwargs` (an object: e.g. Qwen 3's {"enable_thinking": false}); OpenAI's
@@ -304,13 +299,13 @@ def template_kwargs(f: Fields, defaults: Defaults | None = None) -> dict[str, An
         if not isinstance(raw, dict):
             raise bad_request("'chat_template_kwargs' must be an object of template variables",
                               param="chat_template_kwargs")
-        for key in raw:
-            if key in TEMPLATE_OWN:
-                raise bad_request(f"'chat_template_kwargs.{key}' is set by the server, not the request",
-                                  param="chat_template_kwargs")
         out.update(raw)
-    if "enable_thinking" in out and not isinstance(out["enable_thinking"], bool):
-        raise bad_request("'chat_template_kwargs.enable_thinking' must be a boolean", param="chat_template_kwargs")
+    from runtime.chat_template import ChatTemplateError, check_variables
+
+    try:
+        check_variables(out)
+    except ChatTemplateError as e:
+        raise bad_request(f"'chat_template_kwargs': {e}", param="chat_template_kwargs") from None
     effort = f.string("reasoning_effort", None)
     if effort == "none":
         out["enable_thinking"] = False
