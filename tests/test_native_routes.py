@@ -128,6 +128,24 @@ def test_logit_bias_and_ignore_eos(smol: ServerThread) -> None:
     assert forced["stop_type"] == "limit" and forced["tokens_predicted"] == 64
 
 
+def test_llama_cpp_fields_on_the_openai_routes_and_n_predict_0(smol: ServerThread) -> None:
+    """llama.cpp's server reads its own fields on its OpenAI routes: n_predict (over max_tokens) and
+    ignore_eos were ignored there. n_predict 0 reads the prompt into the cache and generates
+    nothing (a 400 before), as llama.cpp documents. Up to 128 stop strings (16 before)."""
+    chat = [{"role": "user", "content": "Say OK."}]
+    r = post(smol, "/v1/chat/completions", {"messages": chat, "temperature": 0, "max_tokens": 50, "n_predict": 3,
+                                            "ignore_eos": True})
+    assert (r["usage"]["completion_tokens"], r["choices"][0]["finish_reason"]) == (3, "length")
+    r = post(smol, "/v1/completions", {"prompt": "Hi", "temperature": 0, "max_tokens": 40, "ignore_eos": True,
+                                       "stop": [f"\nUser{i}:" for i in range(40)]})
+    assert (r["usage"]["completion_tokens"], r["choices"][0]["finish_reason"]) == (40, "length")
+    prompt = "A prompt to keep in the cache for a later request, read once"
+    warm = post(smol, "/completion", {"prompt": prompt, "n_predict": 0})
+    assert (warm["content"], warm["tokens_predicted"]) == ("", 0)
+    later = post(smol, "/completion", {"prompt": prompt + " and then", "n_predict": 2, "temperature": 0})
+    assert later["timings"]["cache_n"] >= warm["tokens_evaluated"] - 1
+
+
 def test_apply_template(smol: ServerThread) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     prompt = post(smol, "/apply-template", {"messages": messages})["prompt"]
@@ -154,7 +172,9 @@ def test_slots(smol: ServerThread) -> None:
     ("/completion", {"prompt": [1, "x", 99999999]}, "prompt"),
     ("/completion", {"prompt": ["a", "b"]}, "prompt"),
     ("/completion", {"prompt": "x", "n_probs": 21}, "n_probs"),
-    ("/completion", {"prompt": "x", "n_predict": 0}, "n_predict"),
+    ("/completion", {"prompt": "x", "n_predict": -2}, "n_predict"),
+    ("/v1/completions", {"prompt": "x", "mirostat": 2}, "mirostat"),  # llama.cpp's fields on OpenAI routes too
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "typical_p": 0.5}, "typical_p"),
     ("/completion", {"prompt": "x", "temperature": "hot"}, "temperature"),
     ("/completion", {"prompt": "x", "typical_p": 0.5}, "typical_p"),
     ("/completion", {"prompt": "x", "mirostat": 2}, "mirostat"),

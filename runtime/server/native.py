@@ -2,14 +2,16 @@
 POST /apply-template, GET /slots.
 
 /completion takes llama.cpp's body: `prompt` (a string, token ids, or a mix: only a string first
-gets BOS), `n_predict` (or `max_tokens`; -1: until the end), `stop`, the sampling fields
+gets BOS), `n_predict` (or `max_tokens`; -1: until the end; 0: the prompt read into the cache,
+nothing generated), `stop`, the sampling fields
 (`temperature`, `top_k`, `top_p`, `min_p`, `repeat_penalty`, `repeat_last_n`, `presence_penalty`,
 `frequency_penalty`, `seed`), `logit_bias`, `ignore_eos` (every end-of-generation token biased to
 never), `grammar` / `json_schema`, `n_probs` (alias `logprobs`: log-probabilities with that many top
 tokens, `completion_probabilities`), `return_tokens`, `stream`, `cache_prompt` (the prompt cache is
 always on). A field left out gets the server's default (its command line), as on every route.
 Sampler fields this engine does not have (`typical_p`, `mirostat`, `dry_multiplier`, ...) are
-refused with a 400 unless neutral. The answer: `content`, `tokens`, `stop`, `stop_type`
+refused with a 400 unless neutral, here and on the OpenAI routes, which take `n_predict` (over
+`max_tokens`) and `ignore_eos` too, as llama.cpp's do. The answer: `content`, `tokens`, `stop`, `stop_type`
 ("eos", "word", "limit"), `stopping_word`, `generation_settings`, `timings`, `truncated` (true when
 --context-shift dropped part of the context on the way, as llama.cpp's; a prompt longer than the
 context is refused, not cut), `tokens_cached`, `tokens_evaluated`,
@@ -43,18 +45,14 @@ from runtime.server.generation import (
 )
 from runtime.server.logprobs import LogprobFormat
 from runtime.server.params import (
-    Defaults, Fields, RouteGroup, grammar_constraint, logit_bias, prompt_options, read_json, sampling_params,
-    template_kwargs, top_logprobs_count,
+    SAMPLERS, Defaults, Fields, RouteGroup, grammar_constraint, prompt_options, read_json, refuse_unsupported,
+    sampling_params, template_kwargs, top_logprobs_count, with_bias,
 )
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
 from runtime.tokenizer import TokenizerError
 
 N_BATCH = 2048  # llama.cpp's default --batch-size, which sets /infill's prefix and suffix budgets
-# sampler fields of llama.cpp this engine does not implement, with their neutral values
-NEUTRAL = {"typical_p": 1.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0, "dynatemp_range": 0.0,
-           "top_n_sigma": -1.0, "min_keep": 0, "n_indent": 0, "post_sampling_probs": False}
-SAMPLERS = ["penalties", "top_k", "top_p", "min_p", "temperature"]  # this engine's chain, in order
 
 
 def generation_settings(params: SamplingParams, n_predict: int, stop: list[str], **extra: Any) -> dict[str, Any]:
@@ -95,18 +93,6 @@ def completion_prompt(engine: Engine, f: Fields) -> list[int]:
     raise bad_request("'prompt' must be a string, an array of token ids, or a mix of both", param="prompt")
 
 
-def _refuse_unsupported(f: Fields) -> None:
-    for key, neutral in NEUTRAL.items():
-        v = f.raw(key)
-        if v is not None and v != neutral:
-            raise bad_request(f"'{key}' is not supported by this server (only {json.dumps(neutral)})", param=key)
-    if f.raw("samplers") is not None:
-        raise bad_request(f"'samplers' is not supported: the chain is fixed ({', '.join(SAMPLERS)})", param="samplers")
-    if f.raw("id_slot") not in (None, -1):
-        raise bad_request("'id_slot' is not supported: the server picks the slot that caches most of the prompt",
-                          param="id_slot")
-
-
 class CompletionRequest:
     """A /completion (or /infill) body, checked; built on the text thread (it tokenizes)."""
 
@@ -114,17 +100,11 @@ class CompletionRequest:
         self.ids = completion_prompt(engine, f) if ids is None else ids
         key = next((k for k in ("n_predict", "max_completion_tokens", "max_tokens") if f.raw(k) is not None),
                    "n_predict")
-        self.n_predict = f.integer(key, defaults.max_tokens_or(-1), lo=-1)
-        if self.n_predict == 0:
-            raise bad_request(f"'{key}' must be at least 1 (or -1: until the end of generation)", param=key)
-        _refuse_unsupported(f)
+        self.n_predict = f.integer(key, defaults.max_tokens_or(-1), lo=-1)  # 0: the prompt into the cache only
+        refuse_unsupported(f)
         self.stop = defaults.stop_for(f)
         self.ignore_eos = bool(f.boolean("ignore_eos", False))
-        bias = dict(logit_bias(f, engine.model.config.n_vocab,
-                               lambda text: engine.tokenize(text, add_special=False, parse_special=False)))
-        if self.ignore_eos:  # as llama.cpp: every end-of-generation token is never chosen
-            bias.update((t, -math.inf) for t in engine.tokenizer.eog_ids)
-        self.params = replace(sampling_params(f, defaults=defaults), logit_bias=tuple(bias.items()))
+        self.params = with_bias(engine, f, sampling_params(f, defaults=defaults))
         self.constraint = grammar_constraint(f)
         self.grammar = f.raw("grammar") if isinstance(f.raw("grammar"), str) else ""
         key = "n_probs" if f.raw("n_probs") is not None else "logprobs"

@@ -34,8 +34,8 @@ from runtime.server.generation import (
 )
 from runtime.server.logprobs import LogprobFormat, by_choice
 from runtime.server.params import (
-    Defaults, Fields, RouteGroup, chat_logprobs, grammar_constraint, logit_bias, prompt_options, read_json,
-    reasoning_format, sampling_params, template_kwargs, top_logprobs_count,
+    Defaults, Fields, RouteGroup, chat_logprobs, grammar_constraint, prompt_options, read_json, reasoning_format,
+    refuse_unsupported, sampling_params, template_kwargs, top_logprobs_count, with_bias,
 )
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
@@ -90,7 +90,9 @@ def _unsupported(f: Fields, *keys: str) -> None:
 
 
 def _common(f: Fields, default_max: int, defaults: Defaults, slots: int) -> tuple[int, list[str], Any, bool, int]:
-    key = "max_completion_tokens" if f.raw("max_completion_tokens") is not None else "max_tokens"
+    # llama.cpp's n_predict wins here too, as its server reads its own fields on these routes
+    key = next((k for k in ("n_predict", "max_completion_tokens", "max_tokens") if f.raw(k) is not None),
+               "max_tokens")
     max_tokens = f.integer(key, defaults.max_tokens_or(default_max), lo=-1)
     if max_tokens == 0:
         raise bad_request(f"'{key}' must be at least 1 (or -1: until the end of generation)", param=key)
@@ -99,6 +101,7 @@ def _common(f: Fields, default_max: int, defaults: Defaults, slots: int) -> tupl
         raise bad_request(f"'n' must be between 1 and {slots}: each choice takes one of the server's "
                           f"{slots} slot{'s' if slots > 1 else ''} (--parallel)", param="n")
     stop = defaults.stop_for(f)
+    refuse_unsupported(f)
     params = sampling_params(f, defaults=defaults)
     stream = f.boolean("stream", False)
     return max_tokens, stop, params, stream, n
@@ -434,10 +437,8 @@ class OpenAIRoutes(RouteGroup):
     # -- shared ------------------------------------------------------------------
 
     def _biased(self, f: Fields, params: Any) -> Any:
-        """`params` with the request's logit_bias (text keys are tokenized: llama.cpp's extension)."""
-        bias = logit_bias(f, self.engine.model.config.n_vocab,
-                          lambda text: self.engine.tokenize(text, add_special=False, parse_special=False))
-        return replace(params, logit_bias=bias) if bias else params
+        """`params` with the request's logit_bias and llama.cpp's ignore_eos (params.with_bias)."""
+        return with_bias(self.engine, f, params)
 
     async def _collect(self, job: Job, request: Request) -> list[Any]:
         try:

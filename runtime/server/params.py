@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -143,7 +143,7 @@ class Fields:
             raise self._fail(key, "an object", v)
         return Fields(v, prefix=f"{self._name(key)}.")
 
-    def stop(self, key: str = "stop", max_items: int = 16) -> list[str]:
+    def stop(self, key: str = "stop", max_items: int = 128) -> list[str]:
         """A string or an array of strings (OpenAI's `stop`, TGI's `stop`)."""
         v = self.data.get(key)
         if v is None:
@@ -322,6 +322,36 @@ def reasoning_format(f: Fields, defaults: Defaults | None = None) -> str:
     if value not in FORMATS:
         raise bad_request(f"'reasoning_format' must be one of {', '.join(FORMATS)}", param="reasoning_format")
     return value
+
+
+# sampler fields of llama.cpp this engine does not implement, with their neutral values
+NEUTRAL = {"typical_p": 1.0, "mirostat": 0, "dry_multiplier": 0.0, "xtc_probability": 0.0, "dynatemp_range": 0.0,
+           "top_n_sigma": -1.0, "min_keep": 0, "n_indent": 0, "post_sampling_probs": False}
+SAMPLERS = ["penalties", "top_k", "top_p", "min_p", "temperature"]  # this engine's chain, in order
+
+
+def refuse_unsupported(f: Fields) -> None:
+    """llama.cpp's sampler fields this engine does not have: a 400 unless neutral (every route
+    takes llama.cpp's own fields, as its server does on its OpenAI routes too)."""
+    for key, neutral in NEUTRAL.items():
+        v = f.raw(key)
+        if v is not None and v != neutral:
+            raise bad_request(f"'{key}' is not supported by this server (only {json.dumps(neutral)})", param=key)
+    if f.raw("samplers") is not None:
+        raise bad_request(f"'samplers' is not supported: the chain is fixed ({', '.join(SAMPLERS)})", param="samplers")
+    if f.raw("id_slot") not in (None, -1):
+        raise bad_request("'id_slot' is not supported: the server picks the slot that caches most of the prompt",
+                          param="id_slot")
+
+
+def with_bias(engine: Any, f: Fields, params: SamplingParams) -> SamplingParams:
+    """`params` with the request's logit_bias (text keys tokenized: llama.cpp's extension) and
+    llama.cpp's `ignore_eos` (every end-of-generation token never chosen)."""
+    bias = dict(logit_bias(f, engine.model.config.n_vocab,
+                           lambda text: engine.tokenize(text, add_special=False, parse_special=False)))
+    if f.boolean("ignore_eos", False):
+        bias.update((t, -math.inf) for t in engine.tokenizer.eog_ids)
+    return replace(params, logit_bias=tuple(bias.items())) if bias else params
 
 
 def prompt_options(f: Fields, messages: list[dict[str, Any]]) -> dict[str, bool]:
