@@ -252,3 +252,15 @@ def test_command_line_defaults_reach_completion_and_slots(greedy: ServerThread) 
     for params in (props, slots[0]["params"]):
         assert (params["temperature"], params["top_k"], params["n_predict"], params["seed"]) == (0, 3, 7, 5)
     np.testing.assert_equal(props["samplers"], g["samplers"])
+
+
+def test_logit_bias_keys_are_read_as_llama_cpp_reads_them() -> None:
+    """OpenAI's object form: a numeric key is a token id. llama.cpp's array form: a string is a text,
+    "788" too (it was read as token 788)."""
+    from runtime.server.params import Fields, logit_bias
+
+    texts = []
+    tokenize = lambda text: texts.append(text) or [7, 8]  # noqa: E731
+    assert logit_bias(Fields({"logit_bias": {"788": 5}}), 1000, tokenize) == ((788, 5.0),)
+    assert logit_bias(Fields({"logit_bias": [["788", 5]]}), 1000, tokenize) == ((7, 5.0), (8, 5.0)) and texts == ["788"]
+    assert logit_bias(Fields({"logit_bias": [[788, 5]]}), 1000, tokenize) == ((788, 5.0),)

@@ -265,6 +265,7 @@ def logit_bias(f: Fields, n_vocab: int, tokenize: Any) -> tuple[tuple[int, float
         pairs = list(raw.items())
     elif isinstance(raw, list) and all(isinstance(p, list) and len(p) == 2 for p in raw):
         pairs = [(p[0], p[1]) for p in raw]
+        # (a string here is a text, "788" too, as llama.cpp reads the array form)
     else:
         raise bad_request("'logit_bias' must be an object {token id: bias} or an array of [token, bias] pairs",
                           param="logit_bias")
@@ -272,7 +273,7 @@ def logit_bias(f: Fields, n_vocab: int, tokenize: Any) -> tuple[tuple[int, float
     for key, value in pairs:
         where = f"logit_bias[{json.dumps(key)}]"
         bias = _bias_value(where, value)
-        if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        if isinstance(raw, dict) and isinstance(key, str) and key.strip().lstrip("-").isdigit():  # OpenAI's ids
             key = int(key)
         if isinstance(key, int) and not isinstance(key, bool):
             if not 0 <= key < n_vocab:
