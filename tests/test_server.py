@@ -247,6 +247,11 @@ def test_tgi_inference_client(server: ServerThread) -> None:
     assert details.details.finish_reason in ("length", "eos_token") and details.details.generated_tokens <= 8
     again = hub.text_generation(prompt, max_new_tokens=8)  # do_sample unset: greedy, like TGI
     assert again == details.generated_text
+    # sampling without a seed: details.seed says which was drawn, as TGI's does; it gives the text again
+    drawn = hub.text_generation(prompt, max_new_tokens=8, details=True, do_sample=True, temperature=1.0)
+    assert isinstance(drawn.details.seed, int)
+    assert hub.text_generation(prompt, max_new_tokens=8, do_sample=True, temperature=1.0,
+                               seed=drawn.details.seed) == drawn.generated_text
     with pytest.raises(ValidationError):
         hub.text_generation(prompt, max_new_tokens=-3)
 

@@ -22,6 +22,7 @@ the tokens of a stop string that ended the text are not listed. `top_n_tokens` i
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from starlette.routing import Route
 
 from runtime.decoding import TokenLogprob
 from runtime.engine import Chunk, Engine
-from runtime.sampling import SamplingParams
+from runtime.sampling import LLAMA_DEFAULT_SEED, SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
 from runtime.server.params import Defaults, Fields, RouteGroup, read_json
@@ -80,6 +81,8 @@ def _params(p: Fields, d: Defaults) -> SamplingParams:
     if do_sample is False and all(p.raw(k) is None for k in ("temperature", "top_k", "top_p")):
         sampling = False  # the request asked for greedy decoding; only its own fields overrule that
     seed = p.integer("seed", given("seed", None), lo=0, hi=2**64 - 1)
+    if sampling and seed is None:  # drawn here, so that details.seed says which, as TGI's does
+        seed = secrets.randbits(32) % LLAMA_DEFAULT_SEED
     return SamplingParams(
         temp=(1.0 if temperature is None else temperature) if sampling else 0.0,
         top_k=top_k or 0, top_p=1.0 if top_p is None else top_p, min_p=given("min_p", 0.0),
