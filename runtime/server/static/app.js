@@ -117,14 +117,21 @@ function messageNode(msg) {
 function fillMessage(node, msg, streaming = false) {
   const body = node.querySelector(".body");
   if (msg.role === "assistant") {
-    // the reply's thinking (reasoning_content), folded once the answer begins
+    // the reply's thinking (reasoning_content): open while it is all there is, folded once the
+    // answer begins, unless the person opened or folded it (msg.thinkOpen, kept across repaints)
+    const open = msg.thinkOpen !== undefined ? msg.thinkOpen : !msg.content;
     const thinking = msg.reasoning
-      ? `<details class="thinking"${streaming && !msg.content ? " open" : ""}><summary>Thinking</summary>` +
+      ? `<details class="thinking"${open ? " open" : ""}><summary>Thinking</summary>` +
         "<div class=\"thinking-text\"></div></details>"
       : "";
     body.innerHTML = thinking +
-      (msg.content ? Markdown.render(msg.content) : (streaming ? "" : "<p class=\"muted\">(no reply)</p>"));
-    if (msg.reasoning) body.querySelector(".thinking-text").textContent = msg.reasoning;
+      (msg.content ? Markdown.render(msg.content) :
+       (streaming || msg.reasoning ? "" : "<p class=\"muted\">(no reply)</p>"));
+    if (msg.reasoning) {
+      body.querySelector(".thinking-text").textContent = msg.reasoning;
+      const details = body.querySelector("details.thinking");
+      details.querySelector("summary").addEventListener("click", () => { msg.thinkOpen = !details.open; });
+    }
     if (streaming) body.insertAdjacentHTML("beforeend", "<span class=\"cursor\"></span>");
     node.querySelector(".meta").innerHTML = metaText(msg.meta);
   } else {

@@ -9,23 +9,35 @@ const Markdown = (() => {
   const escapeHtml = (s) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
     .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
 
-  // inline markup on already-escaped text; code spans are cut out first so nothing inside changes
-  function inline(text) {
-    const codes = [];
-    text = text.replace(/`([^`\n]+)`/g, (_, c) => { codes.push(c); return `\u0000${codes.length - 1}\u0000`; });
-    text = text.replace(/\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)[^\s)]+)\)/g,
-      (_, label, href) => `<a href="${href}" target="_blank" rel="noopener noreferrer">${label}</a>`);
-    text = text.replace(/(^|[\s(])((?:https?:\/\/)[^\s<)]+[^\s<).,;:!?'"])/g,
-      (_, pre, href) => `${pre}<a href="${href}" target="_blank" rel="noopener noreferrer">${href}</a>`);
-    text = text.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
-      .replace(/__([^_\n]+)__/g, "<strong>$1</strong>")
-      .replace(/(^|[^*\w])\*([^*\n]+)\*(?!\w)/g, "$1<em>$2</em>")
-      .replace(/(^|[^_\w])_([^_\n]+)_(?!\w)/g, "$1<em>$2</em>")
-      .replace(/~~([^~\n]+)~~/g, "<del>$1</del>");
-    return text.replace(/\u0000(\d+)\u0000/g, (_, i) => `<code>${codes[+i]}</code>`);
+  // emphasis on escaped text: a delimiter opens before a non-space and closes after one, so that
+  // "2 * 3 * 4", "*.tmp and *.log" and "*args" stay as written; bold may hold italics
+  function emphasis(text) {
+    return text.replace(/\*\*(?=\S)([^\n]*?\S)\*\*/g, "<strong>$1</strong>")
+      .replace(/(^|[^\w_])__(?=\S)([^_\n]*?\S)__(?![\w_])/g, "$1<strong>$2</strong>")
+      .replace(/(^|[^*\w])\*(?=[^\s*])([^*\n]*?[^\s*])\*(?![*\w])/g, "$1<em>$2</em>")
+      .replace(/(^|[^\w_])_(?=\S)([^_\n]*?\S)_(?![\w_])/g, "$1<em>$2</em>")
+      .replace(/~~(?=\S)([^~\n]*?\S)~~/g, "<del>$1</del>");
   }
 
-  const isTableSep = (line) => /^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$/.test(line);
+  // inline markup on already-escaped text: code spans and links are cut out first (a URL's
+  // underscores are no emphasis), backslash escapes kept as the characters they escape
+  function inline(text) {
+    const kept = [];
+    const keep = (html) => { kept.push(html); return `\u0000${kept.length - 1}\u0000`; };
+    const link = (href, label) => keep(`<a href="${href}" target="_blank" rel="noopener noreferrer">${label}</a>`);
+    text = text.replace(/`([^`\n]+)`/g, (_, c) => keep(`<code>${c}</code>`));
+    text = text.replace(/\\([\\`*_{}\[\]()#+\-.!|~])/g, (_, c) => keep(c));
+    // a destination may hold balanced parentheses (Wikipedia's)
+    text = text.replace(/\[([^\]\n]+)\]\(((?:https?:\/\/|mailto:)(?:[^\s()]|\([^\s()]*\))+)\)/g,
+      (_, label, href) => link(href, emphasis(label)));
+    text = text.replace(/(^|[\s(])((?:https?:\/\/)[^\s<)]+[^\s<).,;:!?'"])/g, (_, pre, href) => pre + link(href, href));
+    text = emphasis(text);
+    for (let n = 0; n < 3 && text.includes("\u0000"); n++)  // (a kept link's label may hold kept code)
+      text = text.replace(/\u0000(\d+)\u0000/g, (_, i) => kept[+i]);
+    return text;
+  }
+
+  const isTableSep = (line) => /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/.test(line) && line.includes("-");
   const cells = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim());
 
   function list(lines, start) {
@@ -45,16 +57,31 @@ const Markdown = (() => {
         continue;
       }
       if (/\d/.test(m[2]) !== ordered) break;
-      let body = m[3];
+      let body = m[3], blocks = "";
       i++;
+      // the item's indented lines: more of its text, or a fenced code block (its lines back to
+      // the fence's indent), after which text is a paragraph of its own
       while (i < lines.length && lines[i].trim() && !/^\s*([-*+]|\d+[.)])\s+/.test(lines[i])
              && /^\s{2,}/.test(lines[i])) {
-        body += " " + lines[i].trim();
+        const f = lines[i].match(/^(\s*)(`{3,}|~{3,})/);
+        if (f) {
+          const pad = f[1].length, block = [];
+          block.push(lines[i++].slice(pad));
+          while (i < lines.length) {
+            const t = lines[i++];
+            block.push(t.slice(Math.min(pad, t.length - t.trimStart().length)));
+            if (t.trim() === f[2] || (t.trim().startsWith(f[2]) && /^[`~]+$/.test(t.trim()))) break;
+          }
+          blocks += render(unescapeForNesting(block.join("\n")));
+          continue;
+        }
+        if (blocks) blocks += `<p>${inline(lines[i].trim())}</p>`;
+        else body += " " + lines[i].trim();
         i++;
       }
       const task = body.match(/^\[( |x)\]\s+(.*)$/i);
-      html += task ? `<li class="task"><input type="checkbox" disabled${task[1] !== " " ? " checked" : ""}> ${inline(task[2])}</li>`
-                   : `<li>${inline(body)}</li>`;
+      html += task ? `<li class="task"><input type="checkbox" disabled${task[1] !== " " ? " checked" : ""}> ${inline(task[2])}${blocks}</li>`
+                   : `<li>${inline(body)}${blocks}</li>`;
     }
     return [html + (ordered ? "</ol>" : "</ul>"), i];
   }
@@ -69,12 +96,13 @@ const Markdown = (() => {
     };
     for (let i = 0; i < lines.length;) {
       const line = lines[i];
-      const fence = line.match(/^\s*(```|~~~)\s*([\w+#.-]*)\s*$/);
+      const fence = line.match(/^\s*(`{3,}|~{3,})\s*([\w+#.-]*)[^`]*$/);
       if (fence) {
         flush();
         const code = [];
         i++;
-        while (i < lines.length && !new RegExp("^\\s*" + fence[1] + "\\s*$").test(lines[i])) code.push(lines[i++]);
+        const closes = (l) => { const t = l.trim(); return t.length >= fence[1].length && /^[`~]+$/.test(t) && t[0] === fence[1][0]; };
+        while (i < lines.length && !closes(lines[i])) code.push(lines[i++]);
         const closed = i < lines.length;
         i++;
         const lang = fence[2] || "text";
