@@ -245,6 +245,30 @@ def test_the_replys_thinking_is_shown_folded(browser: webdriver.Chrome, smollm2_
         eng.close()
 
 
+def test_a_full_storage_is_said(browser: webdriver.Chrome, server: ServerThread) -> None:
+    """Storage full: the reply is on the screen but not kept; it was lost at the next load without a
+    word. Now a notice says so, until saving works again."""
+    d = browser
+    d.get(server.url + "/")
+    d.execute_script("localStorage.clear()")
+    d.get(server.url + "/")
+    d.execute_script("""let i = 0; const chunk = 'x'.repeat(1 << 20);
+        try { for (;;) localStorage.setItem('filler' + i++, chunk); } catch (e) {}
+        for (const size of [1 << 12, 1 << 8, 16, 1]) {
+          try { for (let k = 0; ; k++) localStorage.setItem('small' + size + '.' + k, 'x'.repeat(size)); } catch (e) {}
+        }""")
+    send(d, "Hi!")
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 60, "reply")
+    n = wait_for(lambda: d.find_elements(By.ID, "notice"), 10, "the notice")[0]
+    assert n.is_displayed() and "storage is full" in n.text
+    d.execute_script("Object.keys(localStorage).filter(k => k.startsWith('filler') || k.startsWith('small'))"
+                     ".forEach(k => localStorage.removeItem(k))")
+    click(d, "new-chat")
+    send(d, "Hello again")
+    wait_for(lambda: state(d) == "idle" and not d.find_element(By.ID, "notice").is_displayed(), 60, "saved again")
+    d.execute_script("localStorage.clear()")
+
+
 def test_markdown_renderer_is_safe(browser: webdriver.Chrome, server: ServerThread) -> None:
     d = browser
     d.get(server.url + "/")

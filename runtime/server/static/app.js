@@ -56,7 +56,24 @@ function save() {
     state.touched.clear();
     state.removed.clear();
     if (state.current) localStorage.setItem(CURRENT, state.current); else localStorage.removeItem(CURRENT);
-  } catch { /* storage full or disabled: the page still works */ }
+    notice("");
+  } catch {  // storage full or disabled: the page still works, and says what is not kept
+    notice("This browser's storage is full: conversations are not being saved (delete old ones to make room).");
+  }
+}
+// A line over the page that stays until what it says is over ("" takes it away)
+function notice(text) {
+  let n = document.getElementById("notice");
+  if (!n && !text) return;
+  if (!n) {
+    n = document.createElement("div");
+    n.id = "notice";
+    n.className = "notice";
+    n.setAttribute("role", "alert");
+    document.body.appendChild(n);
+  }
+  n.textContent = text;
+  n.hidden = !text;
 }
 const touch = (c) => { state.touched.add(c.id); c.updated = Date.now(); };
 // Settings saved by an older page held every value: only those that differ from its defaults were choices.
