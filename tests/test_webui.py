@@ -397,6 +397,10 @@ def test_narrow_screen_list_closes_and_settings_are_checked(browser: webdriver.C
         assert field.get_attribute("value") == kept, typed
     settings = json.loads(d.execute_script("return localStorage.getItem('llamapack.settings.v2')"))
     assert "max_tokens" not in settings  # cleared: the server's default again
+    d.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)  # Esc closes the settings too
+    wait_for(lambda: "settings-open" not in d.find_element(By.TAG_NAME, "body").get_attribute("class"), 5,
+             "Esc to close the settings")
+    click(d, "settings-button")
     click(d, "close-settings")
     title = "a" * 59 + "🎉 party"
     d.execute_script("localStorage.setItem('llamapack.settings.v2', '{\"max_tokens\": 1}')")

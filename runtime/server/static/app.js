@@ -504,6 +504,7 @@ function bindComposer() {
   document.addEventListener("keydown", (e) => {
     if (e.key !== "Escape") return;
     if (busy()) stop();
+    else if (document.body.classList.contains("settings-open")) $("close-settings").click();
     else closeSidebar();
   });
   $("messages").addEventListener("click", closeSidebar);  // narrow screens: a tap beside the list closes it
