@@ -245,6 +245,25 @@ def test_the_replys_thinking_is_shown_folded(browser: webdriver.Chrome, smollm2_
         eng.close()
 
 
+def test_a_stream_cut_short_is_said(browser: webdriver.Chrome, server: ServerThread) -> None:
+    """A stream that closes without a finish reason (a proxy, the network) looked like a whole reply."""
+    d = browser
+    d.get(server.url + "/")
+    d.execute_script("localStorage.clear()")
+    d.get(server.url + "/")
+    d.execute_script("""const real = window.fetch;
+        window.fetch = (url, opts) => String(url).includes('/chat/completions')
+          ? Promise.resolve(new Response(new ReadableStream({start(c) {
+              c.enqueue(new TextEncoder().encode('data: {"choices": [{"index": 0, "delta": {"content": "Half a"}}]}\\n\\n'));
+              c.close(); }}), {status: 200, headers: {"Content-Type": "text/event-stream"}}))
+          : real(url, opts);""")
+    send(d, "Hi!")
+    wait_for(lambda: state(d) == "idle" and len(d.find_elements(By.CSS_SELECTOR, ".msg")) == 2, 30, "reply")
+    meta = d.find_element(By.CSS_SELECTOR, ".msg.assistant .meta").text
+    assert "stopped before it was finished" in meta and "Half a" in d.find_element(By.CSS_SELECTOR, ".msg.assistant").text
+    d.execute_script("localStorage.clear()")
+
+
 def test_a_full_storage_is_said(browser: webdriver.Chrome, server: ServerThread) -> None:
     """Storage full: the reply is on the screen but not kept; it was lost at the next load without a
     word. Now a notice says so, until saving works again."""

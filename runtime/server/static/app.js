@@ -348,6 +348,8 @@ async function send(text) {
       if (choice.finish_reason) reply.meta = { ...(reply.meta || {}), finish: choice.finish_reason, timings: ev.timings };
       paint();
     });
+    // a stream that just stops (a proxy or the network cut it) is no finished reply
+    if (!(reply.meta && reply.meta.finish)) throw new Error("the reply stopped before it was finished");
   } catch (e) {
     const client = { pieces, tps: pieces > 1 ? (pieces - 1) / ((lastAt - firstAt) / 1000) : NaN };
     if (e.name === "AbortError") reply.meta = { ...(reply.meta || {}), stopped: true, client };
