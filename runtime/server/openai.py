@@ -17,7 +17,6 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -185,7 +184,7 @@ class OpenAIRoutes(RouteGroup):
         constraint = (tools.constraint() if tools else None) or constraint
         refuse_functions(f)
         logprobs = chat_logprobs(f)
-        params = self._biased(f, params)
+        params = with_bias(self.engine, f, params)
         options = prompt_options(f, messages)
         kwargs = template_kwargs(f, self.defaults)
         think_format = reasoning_format(f, self.defaults)
@@ -257,44 +256,39 @@ class OpenAIRoutes(RouteGroup):
             finals: list[Chunk] = []
             shapes = [tools.stream() for _ in range(n)] if tools else None
             splits = [thinking.stream() for _ in range(n)] if thinking else None
-            held: list[list[Any]] = [[] for _ in range(n)]  # logprobs of text the thinking split holds back
-            unsent: list[list[Any]] = [[] for _ in range(n)]  # logprobs of text a tool stream holds back
+            # each choice's logprobs of tokens whose text has not gone out yet (held back by the
+            # thinking split or a tool stream): the next event with text carries them, else the last
+            unsent: list[list[Any]] = [[] for _ in range(n)]
+
+            def out(index: int, delta: dict[str, Any], wanted: bool) -> str:
+                lps, unsent[index] = unsent[index], []
+                return event(index, delta, logprobs=fmt.chat(lps) if wanted else None)
+
             async for chunk in job:
-                finish = chunk.finish_reason
+                i, finish, text = chunk.index, chunk.finish_reason, chunk.text
+                wanted = chunk.logprobs is not None
+                if wanted:
+                    unsent[i] += chunk.logprobs
                 if splits:  # the thinking goes out as reasoning_content, the rest as below
-                    thought, content = splits[chunk.index].feed(chunk.text)
+                    thought, text = splits[i].feed(text)
                     if finish:
-                        more_thought, more = splits[chunk.index].finish()
-                        thought, content = thought + more_thought, content + more
-                    lps = None
-                    if chunk.logprobs is not None:  # with the next text out, thinking or content
-                        lps, held[chunk.index] = held[chunk.index] + chunk.logprobs, []
+                        more_thought, more = splits[i].finish()
+                        thought, text = thought + more_thought, text + more
                     if thought:
-                        yield event(chunk.index, {"reasoning_content": thought},
-                                    logprobs=None if lps is None else fmt.chat(lps))
-                        lps = [] if lps is not None else None
-                    elif lps is not None and not content and not finish:
-                        held[chunk.index], lps = lps, []
-                    chunk = replace(chunk, text=content, logprobs=lps)
+                        yield out(i, {"reasoning_content": thought}, wanted)
                 if shapes:  # tool calls: content and call deltas, the finish reason
-                    deltas = shapes[chunk.index].feed(chunk.text)
+                    deltas = shapes[i].feed(text)
                     if finish:
-                        more, finish = shapes[chunk.index].finish(finish)
-                        deltas += more
-                    if chunk.logprobs is not None:  # they go out with the next delta
-                        unsent[chunk.index] += chunk.logprobs
+                        more_deltas, finish = shapes[i].finish(finish)
+                        deltas += more_deltas
                     for delta in deltas:
-                        lps, unsent[chunk.index] = unsent[chunk.index], []
-                        yield event(chunk.index, delta, logprobs=fmt.chat(lps) if chunk.logprobs is not None else None)
-                elif chunk.text:
-                    yield event(chunk.index, {"content": chunk.text},
-                                logprobs=None if chunk.logprobs is None else fmt.chat(chunk.logprobs))
-                elif chunk.logprobs:  # tokens that wrote no text (held back, then let go): with the end
-                    unsent[chunk.index] += chunk.logprobs
+                        yield out(i, delta, wanted)
+                elif text:
+                    yield out(i, {"content": text}, wanted)
                 if finish:
                     finals.append(chunk)
-                    rest, unsent[chunk.index] = unsent[chunk.index], []
-                    yield event(chunk.index, {}, finish, logprobs=fmt.chat(rest) if rest else None,
+                    rest, unsent[i] = unsent[i], []
+                    yield event(i, {}, finish, logprobs=fmt.chat(rest) if rest else None,
                                 timings=timings(chunk.stats))
             if include_usage and finals:
                 yield _usage_event(head, "chat.completion.chunk", n_prompt, finals)
@@ -334,7 +328,7 @@ class OpenAIRoutes(RouteGroup):
         if echo and logprobs is not None:
             raise bad_request("'logprobs' with 'echo' is not supported: the prompt's tokens have no "
                               "log-probabilities here", param="logprobs")
-        params = self._biased(f, params)
+        params = with_bias(self.engine, f, params)
         check_prompt(self.engine, ids, param="prompt")
         prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
         job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,
@@ -435,10 +429,6 @@ class OpenAIRoutes(RouteGroup):
                              "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     # -- shared ------------------------------------------------------------------
-
-    def _biased(self, f: Fields, params: Any) -> Any:
-        """`params` with the request's logit_bias and llama.cpp's ignore_eos (params.with_bias)."""
-        return with_bias(self.engine, f, params)
 
     async def _collect(self, job: Job, request: Request) -> list[Any]:
         try:
