@@ -142,7 +142,12 @@ def _exit_on_hangup() -> dict:
     if threading.current_thread() is not threading.main_thread():
         return {}
 
+    said = []
+
     def hangup(signum, frame) -> None:
+        if said:  # a second copy (`pkill` reaches the bootloader too, which forwards it): the first ends it
+            return
+        said.append(signum)
         raise _Hangup(signum)
 
     previous = {}
