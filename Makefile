@@ -11,11 +11,12 @@ DEBIAN_STAMP  := build/debian.stamp
 MODELS_STAMP  := $(VENV)/.real-models
 CSRC   := $(wildcard csrc/*.h csrc/*/*.c csrc/*/*.h) csrc/build.py
 
-.PHONY: all setup kernels test bench bench-serving bench-kernels neon asan clean
+.PHONY: all setup kernels test-programs test bench bench-serving bench-kernels neon asan clean
 
-# `make` also builds the runtimes (this platform's and those it cross-builds): the tests run them,
-# and a clean machine's first `make test` would otherwise spend ~4 minutes building them
-all: setup runtimes
+# `make` also builds the runtimes (this platform's and those it cross-builds) and the C test programs
+# (the kernels under AddressSanitizer, the SIMD harnesses, native and aarch64): the tests run them, and
+# a clean machine's first `make test` would otherwise spend ~9 minutes compiling
+all: setup runtimes test-programs
 
 setup: $(STAMP) $(MODELS_STAMP) $(KERNELS_STAMP) $(DEBIAN_STAMP)
 
@@ -46,6 +47,15 @@ $(KERNELS_STAMP): $(STAMP) $(CSRC)
 	touch $@
 
 kernels: $(KERNELS_STAMP)
+
+# The tests' C programs, compiled into build/objcache (csrc/build.py's build_test_programs): a test
+# then only links them, unless a C file changed since
+TEST_PROGRAMS_STAMP := build/test-programs.stamp
+$(TEST_PROGRAMS_STAMP): $(STAMP) $(DEBIAN_STAMP) $(CSRC) $(wildcard tests/neon/*)
+	$(VPY) csrc/build.py --test-programs
+	touch $@
+
+test-programs: $(TEST_PROGRAMS_STAMP)
 
 # aarch64 cross compiler + qemu-user: the NEON kernels are tested under emulation.
 $(DEBIAN_STAMP): tools/debian-packages.sh

@@ -34,11 +34,15 @@ build/asan/fuzz, and runs it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 
 from cffi import FFI
@@ -129,19 +133,60 @@ ASAN_CFLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", *SANITIZE] + CFLAGS[1:]
 FUZZ = [ROOT / "tests" / "neon" / "fuzz.c", ROOT / "tests" / "neon" / "fuzz_model.c"]
 
 
+OBJ_CACHE = ROOT / "build" / "objcache"
+OBJ_CACHE_KEEP = 600  # objects kept; the oldest go first
+
+
+@lru_cache(maxsize=None)
+def _compiler_id(cc: str) -> str:
+    path = shutil.which(cc) or cc
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+    return f"{os.path.realpath(path)}\n{version}"
+
+
+def _headers_digest(dirs: tuple[Path, ...]) -> str:
+    """Every header a file of these directories may include, by content."""
+    h = hashlib.sha256()
+    for d in dirs:
+        for header in sorted(d.rglob("*.h")):
+            h.update(str(header).encode() + b"\0" + header.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def compile_and_link(cc: str, sources: list, out: Path, cflags: list[str], link: list[str],
-                     objs: Path | None = None) -> Path:
+                     objs: Path | None = None, cache: bool = True) -> Path:
     """Compiles each C file into an object of its own (in objs, by default out's path + "-objs"), as
     many at a time as there are CPUs, and links them into out with `link` after the objects
     (-shared, -static, -lm, ...); returns out. Raises CalledProcessError with the compiler's output
-    on failure. A single gcc call over every file compiles them one after another."""
+    on failure. A single gcc call over every file compiles them one after another.
+
+    Objects are kept in build/objcache by the compiler, the flags, the file's bytes and those of
+    every header beside it and under csrc/: `make` compiles the test programs once (the sanitizer
+    build alone takes minutes), and a test whose sources have not changed since only links. Files
+    that include headers from elsewhere than the C files' own directories and csrc/ (Python.h) pass
+    cache=False."""
     objs = objs or out.parent / f"{out.name}-objs"
     objs.mkdir(parents=True, exist_ok=True)
+    OBJ_CACHE.mkdir(parents=True, exist_ok=True)
+    base = hashlib.sha256("\0".join([_compiler_id(cc), *cflags]).encode())
+    digests = {d: _headers_digest((HERE, d)) for d in {Path(src).resolve().parent for src in sources}}
 
     def compile_one(src) -> str:
         src = Path(src)
         obj = objs / f"{src.parent.name}_{src.stem}.o"
-        subprocess.run([cc, *cflags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+        key = base.copy()
+        key.update(digests[src.resolve().parent].encode() + str(src.resolve()).encode() + src.read_bytes())
+        cached = OBJ_CACHE / f"{key.hexdigest()}.o"
+        if not cache:
+            subprocess.run([cc, *cflags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
+            return str(obj)
+        if not cached.exists():
+            fresh = cached.with_name(f"{cached.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+            subprocess.run([cc, *cflags, "-c", str(src), "-o", str(fresh)], check=True, capture_output=True,
+                           text=True)
+            os.replace(fresh, cached)
+        shutil.copyfile(cached, obj)
+        os.utime(cached)  # recently used: kept
         return str(obj)
 
     # the largest first: one file (quants/legacy_groups.c) takes half the time, and started last
@@ -151,7 +196,41 @@ def compile_and_link(cc: str, sources: list, out: Path, cflags: list[str], link:
         objects = dict(zip(order, pool.map(compile_one, order)))
     objects = [objects[src] for src in sources]  # linked in the given order
     subprocess.run([cc, *objects, *link, "-o", str(out)], check=True, capture_output=True, text=True)
+    _prune_cache()
     return out
+
+
+def _prune_cache() -> None:
+    cached = sorted(OBJ_CACHE.glob("*.o"), key=lambda p: p.stat().st_mtime)
+    for old in cached[:-OBJ_CACHE_KEEP]:
+        old.unlink(missing_ok=True)
+
+
+# -- the test programs: C harnesses over the library, built by `make` and again by the tests ----------
+# (which then only link, from the object cache, unless a source changed)
+
+NEON_DIR = ROOT / "tests" / "neon"
+HARNESS_CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra",
+                  "-Wno-unused-parameter", f"-I{HERE}"]
+CROSS_CC = "aarch64-linux-gnu-gcc"
+# UBSan without its run-time library (a static qemu binary cannot carry AddressSanitizer): a trap
+CROSS_UBSAN = ["-fsanitize=undefined,float-cast-overflow", "-fsanitize-undefined-trap-on-error"]
+
+
+def build_program(cc: str, mains: list[str], out: Path, extra: list[str] | None = None,
+                  opt: str | None = None) -> Path:
+    """The library's C files and tests/neon's `mains` (harness.c, fuzz.c + fuzz_model.c, gemm_dump.c)
+    linked into one program; `extra` goes to both compile and link (-static, sanitizers)."""
+    extra = extra or []
+    cflags = [opt or HARNESS_CFLAGS[0], *HARNESS_CFLAGS[1:], *extra]
+    sources = [str(p) for p in c_sources()] + [str(NEON_DIR / m) for m in mains]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return compile_and_link(cc, sources, out, cflags, [*extra, "-pthread", "-lm"])
+
+
+def build_neon_fuzz(out: Path) -> Path:
+    """The fuzz harness for aarch64, UBSan trapping, statically linked (run under qemu)."""
+    return build_program(CROSS_CC, [f.name for f in FUZZ], out, ["-static", *CROSS_UBSAN], opt="-O1")
 
 
 def build_asan(out_dir: Path, cc: str = "gcc") -> Path:
@@ -162,12 +241,30 @@ def build_asan(out_dir: Path, cc: str = "gcc") -> Path:
                             [*SANITIZE, "-lm", "-pthread"])
 
 
+def build_test_programs(out: Path) -> None:
+    """What the tests compile, built once by `make` into the object cache: the sanitizer build, the
+    x86 harness, and with the cross compiler the aarch64 harness, fuzz harness and product dump."""
+    build_asan(out / "asan")
+    build_program("gcc", ["harness.c"], out / "harness-x86")
+    if shutil.which(CROSS_CC):
+        build_program(CROSS_CC, ["harness.c"], out / "harness-aarch64", ["-static"])
+        build_program(CROSS_CC, ["gemm_dump.c"], out / "gemm_dump-aarch64", ["-static"])
+        build_neon_fuzz(out / "fuzz-aarch64")
+
+
 def run_asan(exe: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Runs the sanitizer build of the fuzz harness (a hang ends as TimeoutExpired)."""
     env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
     return subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout, env=env)
 
+
+if __name__ == "__main__" and "--test-programs" in sys.argv:
+    try:
+        build_test_programs(ROOT / "build" / "test-programs")
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"building the test programs failed:\n{e.stdout}{e.stderr}")
+    sys.exit(0)
 
 if __name__ == "__main__" and "--asan" in sys.argv:
     try:
@@ -178,9 +275,8 @@ if __name__ == "__main__" and "--asan" in sys.argv:
     print(run.stdout + run.stderr, end="")
     sys.exit(run.returncode)
 
-if __name__ == "__main__":
-    import shutil
 
+if __name__ == "__main__":
     write_quant_types()
     tmp = ROOT / "build" / "cffi"
     built = Path(make_builder(absolute=True).compile(tmpdir=str(tmp), verbose="-v" in sys.argv))

@@ -221,7 +221,8 @@ def build_kernels(root: Path, out: Path, cache: Path = CACHE) -> Path:
     cflags = ["-fPIC", *csrc.CFLAGS, f"-I{ROOT / 'csrc'}", "-isystem", str(root / "usr" / "include" / f"python{PY}"),
               "-idirafter", str(root / "usr" / "include")]
     try:  # a file at a time on every CPU (the objects in the cache, not beside the module)
-        return csrc.compile_and_link(CROSS + "gcc", sources, out, cflags, ["-shared", "-lm"], objs=src.parent / "objs")
+        return csrc.compile_and_link(CROSS + "gcc", sources, out, cflags, ["-shared", "-lm"], objs=src.parent / "objs",
+                                     cache=False)  # cffi's module includes Python.h
     except subprocess.CalledProcessError as e:
         raise CrossBuildError(f"cross-compiling the kernels failed:\n{(e.stdout or '')[-3000:]}{(e.stderr or '')[-3000:]}")
 

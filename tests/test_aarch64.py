@@ -95,10 +95,7 @@ def run_arm(exe: Path, args: list[str], bare: Path, shim: Path, cpu: str = "max"
 
 def _cross_build(tools, main: str, out: Path) -> Path:
     """The library's C files and one of tests/neon's programs, statically linked for aarch64."""
-    sources = sorted(str(p) for p in (ROOT / "csrc").glob("*/*.c")) + [str(ROOT / "tests/neon" / main)]
-    flags = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-static", f"-I{ROOT / 'csrc'}"]
-    return runtime_cross.csrc_build().compile_and_link(tools["aarch64-linux-gnu-gcc"], sources, out, flags,
-                                                       ["-pthread", "-static", "-lm"])
+    return runtime_cross.csrc_build().build_program(tools["aarch64-linux-gnu-gcc"], [main], out, ["-static"])
 
 
 def test_dotprod_kernels_and_fallback_under_qemu(tools, tmp_path) -> None:

@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from runtime.server.errors import bad_request
 from runtime.server.native import generation_settings
-from runtime.server.params import Fields, RouteGroup, read_json
+from runtime.server.params import Fields, RouteGroup, json_response, read_json
 
 
 class UtilityRoutes(RouteGroup):
@@ -25,8 +25,9 @@ class UtilityRoutes(RouteGroup):
     async def tokenize(self, request: Request) -> Response:
         """{content, add_special=false, parse_special=true, with_pieces=false} -> {tokens}."""
         f = Fields(await read_json(request))
-        # megabytes take seconds: on the text thread, so the event loop keeps serving
-        return JSONResponse(await self.scheduler.off_loop(self._tokenize, f))
+        # megabytes take seconds, and so does writing millions of ids: both on the text thread, in
+        # steps, so the event loop keeps serving
+        return await self.scheduler.off_loop(lambda: json_response(self._tokenize(f)))
 
     def _tokenize(self, f: Fields) -> dict[str, Any]:
         content = f.string("content")
@@ -47,7 +48,7 @@ class UtilityRoutes(RouteGroup):
     async def detokenize(self, request: Request) -> Response:
         """{tokens} -> {content}."""
         f = Fields(await read_json(request))
-        return JSONResponse(await self.scheduler.off_loop(self._detokenize, f))
+        return await self.scheduler.off_loop(lambda: json_response(self._detokenize(f)))
 
     def _detokenize(self, f: Fields) -> dict[str, Any]:
         tokens = f.raw("tokens")
