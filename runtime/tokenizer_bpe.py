@@ -186,8 +186,43 @@ PRE_TOKENIZERS: dict[str, tuple[str, bool, bool, bool]] = {
 }
 
 
+PIECE_CHARS = 1 << 16  # characters per regex call: tens of milliseconds with the GIL held
+
+
+@lru_cache(maxsize=None)
+def _cut_points() -> re.Pattern[str]:
+    """A letter followed by a space or a newline: where every family's words part (see pre_tokenize)."""
+    return re.compile(f"[{_class_body({CAT_LETTER})}][ \n]")
+
+
 def pre_tokenize(family: str, text: str) -> list[str]:
-    """Split `text` into words with the family's regexes (llama.cpp's unicode_regex_split)."""
+    """Split `text` into words with the family's regexes (llama.cpp's unicode_regex_split).
+
+    A long text goes in pieces of about PIECE_CHARS: one regex call over megabytes holds the GIL
+    for seconds, and the server's other requests (/health too) wait that long. A piece ends after
+    a letter that a space or newline follows, where the words part whatever comes next: every
+    expression that matches a letter ends at the end of its run of letters (no lookahead there
+    reaches the next character), nothing looks behind, and the number and punctuation passes of
+    the multi-expression families never hold a letter. tests/test_tokenizer.py checks the pieces'
+    words equal the whole text's."""
+    if len(text) <= PIECE_CHARS:
+        return _pre_tokenize(family, text)
+    words: list[str] = []
+    start = 0
+    search_from = PIECE_CHARS
+    while search_from < len(text):
+        m = _cut_points().search(text, search_from, search_from + PIECE_CHARS)
+        if m is None:  # no place to cut in this stretch: the piece goes on
+            search_from += PIECE_CHARS
+            continue
+        words += _pre_tokenize(family, text[start:m.start() + 1])
+        start = m.start() + 1
+        search_from = start + PIECE_CHARS
+    words += _pre_tokenize(family, text[start:])
+    return words
+
+
+def _pre_tokenize(family: str, text: str) -> list[str]:
     exprs = _expressions(family)
     if len(exprs) == 1:
         return exprs[0].findall(text)  # these expressions match every character: no gaps

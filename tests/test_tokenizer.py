@@ -374,3 +374,24 @@ def test_pre_tokenizer_words() -> None:
         "I", "'M", " ", "123", "45", " ", " x", "\n\n", " y"]
     assert tokenizer_bpe.pre_tokenize("qwen2", "a123") == ["a", "1", "2", "3"]
     assert tokenizer_bpe.pre_tokenize("default", "x+=1234") == ["x", "+=", "123", "4"]
+
+
+# letters (Latin, Greek, CJK), digits, spaces, newlines, a tab, an apostrophe, punctuation, a mark
+_PIECES_ALPHABET = st.sampled_from(list("abcsStM ") + ["\n", "\r", "\t", "'", "1", "2", "３", "é", "Ω", "中", "文",
+                                                       ".", ",", "+=", "$", "\u0301", "\u00a0", "  ", "\n\n"])
+
+
+@PROPERTY
+@given(parts=st.lists(_PIECES_ALPHABET, max_size=120), piece_chars=st.integers(1, 12))
+def test_a_long_text_in_pieces_gives_the_whole_texts_words(parts: list[str], piece_chars: int) -> None:
+    """pre_tokenize cuts megabytes into pieces after a letter that a space or newline follows (the
+    server's other requests wait while one regex call runs); the words are those of one call."""
+    text = "".join(parts)
+    for family in ("gpt2", "smollm", "llama3", "qwen2", "default"):
+        whole = tokenizer_bpe._pre_tokenize(family, text)
+        old = tokenizer_bpe.PIECE_CHARS
+        tokenizer_bpe.PIECE_CHARS = piece_chars
+        try:
+            assert tokenizer_bpe.pre_tokenize(family, text) == whole, family
+        finally:
+            tokenizer_bpe.PIECE_CHARS = old
