@@ -137,13 +137,14 @@ class Decoding:
     def __init__(self, prompt: Sequence[int], sampler: Callable[[np.ndarray], int],
                  processors: Iterable[LogitsProcessor] = (), constraint: Optional[Constraint] = None, *,
                  tokenizer: Optional[Detokenizer] = None, max_tokens: int = -1, stop: Sequence[str] = (),
-                 n_ctx: int = -1) -> None:
+                 n_ctx: int = -1, keep_stop: bool = False) -> None:
         self.history: list[int] = [int(t) for t in prompt]
         self.n_prompt = len(self.history)
         self.sampler = sampler
         self.processors = list(processors)
         self.constraint = constraint
-        self.stopper = StopChecker(stop, max_tokens, is_eog=tokenizer.is_eog if tokenizer else None, n_ctx=n_ctx)
+        self.stopper = StopChecker(stop, max_tokens, is_eog=tokenizer.is_eog if tokenizer else None, n_ctx=n_ctx,
+                                   keep_stop=keep_stop)
         self._decoder = tokenizer.decoder() if tokenizer else None
         # a constraint may show some control tokens as text (a tool-call format's markers)
         self._shown: Optional[Callable[[int], Optional[str]]] = getattr(constraint, "shown_text", None)

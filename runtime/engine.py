@@ -185,14 +185,15 @@ class Engine:
     def decoding(self, ids: list[int], max_tokens: int = -1, stop: list[str] | None = None,
                  params: SamplingParams | None = None, constraint: Constraint | None = None,
                  sampler: Optional[Callable[[np.ndarray], int]] = None,
-                 logits_processors: Optional[Iterable[LogitsProcessor]] = None) -> Decoding:
+                 logits_processors: Optional[Iterable[LogitsProcessor]] = None, keep_stop: bool = False) -> Decoding:
         """A request's generation state for ids: sampler and processors from params unless given,
-        this engine's tokenizer (end-of-generation tokens, text) and context size."""
+        this engine's tokenizer (end-of-generation tokens, text) and context size. `keep_stop`: the
+        text ends with the stop string that ended it (StopChecker)."""
         made_sampler, made_processors = make_sampling(params or SamplingParams())
         return Decoding(ids, sampler or made_sampler,
                         made_processors if logits_processors is None else logits_processors, constraint,
                         tokenizer=self.tokenizer, max_tokens=max_tokens, stop=stop or [],
-                        n_ctx=-1 if self.context_shift else self.n_ctx)
+                        n_ctx=-1 if self.context_shift else self.n_ctx, keep_stop=keep_stop)
 
     def _decode(self, state: Decoding) -> Iterator[Chunk]:
         """The single-sequence loop: prefill the state's prompt, then choose, accept and run the

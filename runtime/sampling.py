@@ -386,11 +386,14 @@ class StopChecker:
     Text that could be the beginning of a stop string is held back until it is decided; at the
     end `flush(tail)` returns it (nothing after a stop string). `finish_reason` is the API's name:
     "stop" (EOG token, stop string, complete) or "length" (token budget, full context).
+    `keep_stop`: the text ends with the stop string that ended it (TGI's answers) instead of
+    before it (OpenAI's, llama.cpp's).
     """
 
     def __init__(self, stop: Sequence[str] = (), max_tokens: int = -1,
-                 is_eog: Optional[Callable[[int], bool]] = None, n_ctx: int = -1) -> None:
+                 is_eog: Optional[Callable[[int], bool]] = None, n_ctx: int = -1, keep_stop: bool = False) -> None:
         self.stop = [s for s in stop if s]
+        self.keep_stop = keep_stop
         self.max_tokens = max_tokens        # < 0: no limit
         self.is_eog = is_eog
         self.n_ctx = n_ctx                  # < 0: no limit
@@ -444,7 +447,7 @@ class StopChecker:
             return text
         if self.reason is None:
             self.reason = STOP_STRING
-        return text[:cut]
+        return text[:self._end(cut)]
 
     def _feed(self, piece: str) -> str:
         """Add streamed text; returns the text safe to emit now (reason STOP_STRING on a stop string)."""
@@ -453,12 +456,16 @@ class StopChecker:
         cut = self._find_stop(text)
         if cut is not None:
             self.reason = STOP_STRING
-            return text[:cut]
+            return text[:self._end(cut)]
         hold = self._partial_stop_length(text)
         if hold:
             self._held = text[-hold:]
             return text[:-hold]
         return text
+
+    def _end(self, cut: int) -> int:
+        """Where the text ends, given the stop string found at `cut`."""
+        return cut + len(self.stop_string or "") if self.keep_stop else cut
 
     def _find_stop(self, text: str) -> Optional[int]:
         """Position of the earliest complete stop string in `text`."""

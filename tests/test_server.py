@@ -298,6 +298,31 @@ def test_tgi_lists_every_generated_token(server: ServerThread, reference: Engine
     assert events[-1]["generated_text"] == out["generated_text"]
 
 
+def test_tgi_keeps_the_stop_sequence_that_ended_the_text(server: ServerThread, reference: Engine) -> None:
+    """TGI's answers end with the stop sequence (InferenceClient's own example: stop=["Republic"]
+    gives "... the French Republic"); the OpenAI routes end before it."""
+    prompt = "The sky is"
+    want = "".join(c.text for c in reference.stream_generate(prompt, max_tokens=16, params=SamplingParams(temp=0)))
+    words = want.split()
+    assert len(words) >= 3, want
+    stop = words[2][:3]  # inside a word: within a token, or across two
+    at = want.index(stop)
+    body = {"inputs": prompt, "parameters": {"max_new_tokens": 16, "stop": [stop], "details": True}}
+    out = requests.post(server.url + "/generate", json=body, timeout=60).json()
+    assert out["generated_text"] == want[:at + len(stop)]
+    assert out["details"]["finish_reason"] == "stop_sequence"
+    assert "".join(t["text"] for t in out["details"]["tokens"]) == out["generated_text"]
+    with requests.post(server.url + "/generate_stream", json=body, stream=True, timeout=60) as s:
+        events = [json.loads(line[5:]) for line in s.iter_lines(decode_unicode=True) if line.startswith("data:")]
+    assert "".join(e["token"]["text"] for e in events) == events[-1]["generated_text"] == want[:at + len(stop)]
+    assert events[-1]["details"]["finish_reason"] == "stop_sequence"
+    hub = InferenceClient(server.url)
+    assert hub.text_generation(prompt, max_new_tokens=16, stop=[stop]) == want[:at + len(stop)]
+    plain = requests.post(server.url + "/v1/completions", json={"prompt": prompt, "max_tokens": 16, "stop": [stop],
+                                                                "temperature": 0}, timeout=60).json()
+    assert plain["choices"][0]["text"] == want[:at]
+
+
 # -- errors and limits -----------------------------------------------------------------------
 
 def _error(r: requests.Response, status: int) -> dict:

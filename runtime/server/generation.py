@@ -35,6 +35,7 @@ class Generation:
     constraint: Optional[ConstraintFactory] = None
     n: int = 1                     # choices (OpenAI's `n`): sequences sharing the prompt's cache
     logprobs: Optional[int] = None  # report log-probabilities with this many top tokens (Decoding.logprobs)
+    keep_stop: bool = False        # the text ends with the stop string that ended it (TGI)
 
     def decoding(self, engine: Engine, choice: int = 0) -> Decoding:
         """The generation state (sampler, processors, constraint, stop checks, text) of one of this
@@ -43,7 +44,7 @@ class Generation:
         params = self.params
         if choice and params.seed is not None and params.seed not in (-1, LLAMA_DEFAULT_SEED):  # a fixed seed
             params = replace(params, seed=(params.seed + choice) % LLAMA_DEFAULT_SEED)
-        state = engine.decoding(self.ids, self.max_tokens, self.stop, params, constraint)
+        state = engine.decoding(self.ids, self.max_tokens, self.stop, params, constraint, keep_stop=self.keep_stop)
         state.logprobs = self.logprobs
         return state
 

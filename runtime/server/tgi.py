@@ -16,8 +16,10 @@ Tokens are reported as TGI reports them: one entry (`details.tokens`) or event (
 generated token, with its id, its log-probability (of the model's distribution, as the OpenAI
 routes' `logprobs`) and its text: the characters it completes, so a character made of several
 tokens comes with the last of them and the others have "" (their texts join to the generated
-text). An end-of-generation token ends the list with `special: true`, text "" and logprob null;
-the tokens of a stop string that ended the text are not listed. `top_n_tokens` is refused.
+text). An end-of-generation token ends the list with `special: true`, text "" and logprob null.
+A stop sequence that ended the text is part of it, as in TGI's answers (TGI stops only where the
+text ends with one after a token; here one inside a token ends the text too, just after it).
+`top_n_tokens` is refused.
 """
 from __future__ import annotations
 
@@ -118,7 +120,7 @@ class TGIRequest:
         token's own log-probability and where its text starts (TokenLogprob); without it no step
         pays for a log-softmax over the vocabulary."""
         return Generation(self.ids, self.max_new_tokens, self.stop, self.params, constraint=self.constraint,
-                          logprobs=0 if per_token else None)
+                          logprobs=0 if per_token else None, keep_stop=True)
 
 
 def _grammar(grammar: Any) -> Any:
