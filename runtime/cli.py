@@ -35,9 +35,34 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    """llama.cpp's reading of a command line: a flag is its whole name (no abbreviations, no value
+    joined to a short flag: `-ngl 99` is not `-n gl`, nor `-pps` a prompt "ps"), and the argument
+    after a flag that takes one is its value, even when it starts with "-" (`-p "-x"`, `-r "---"`)."""
+
     def __init__(self, *a, strict: bool = False, **kw) -> None:
-        super().__init__(*a, **kw)
+        super().__init__(*a, allow_abbrev=False, **kw)
         self.strict = strict
+
+    def _get_option_tuples(self, option_string):
+        return []  # only exact names (and NAME=VALUE), never a prefix of one
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        out, i = [], 0
+        while i < len(args):
+            a = args[i]
+            action = self._option_string_actions.get(a)
+            takes_value = action is not None and action.nargs is None and action.option_strings
+            if a == "--":
+                out += args[i:]
+                break
+            if takes_value and i + 1 < len(args) and args[i + 1].startswith("-"):
+                out.append(f"{a}={args[i + 1]}")  # argparse would take "-x" for a flag
+                i += 2
+                continue
+            out.append(a)
+            i += 1
+        return super().parse_known_args(out, namespace)
 
     def error(self, message: str):  # one line, as every user error here
         if self.strict:
@@ -180,7 +205,11 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     m = top.add_argument_group("modes")
     m.add_argument("-p", "--prompt", metavar="TEXT", help="one-shot: complete TEXT; stdout is only the "
                    "generated text, the timings go to stderr")
-    m.add_argument("-f", "--file", metavar="PATH", help="one-shot: read the prompt from a UTF-8 text file")
+    m.add_argument("-f", "--file", metavar="PATH", help="one-shot: read the prompt from a UTF-8 text file (one "
+                   "trailing newline dropped, as llama.cpp does)")
+    m.add_argument("-e", "--escape", action=argparse.BooleanOptionalAction, default=True,
+                   help="read \\n, \\r, \\t, \\', \\\", \\\\ and \\xHH in the prompt and the -r texts as "
+                        "the characters they stand for (default: on, as llama.cpp)")
     m.add_argument("--chat", action="store_true", help="terminal chat (/help inside it for its commands)")
     m.add_argument("--server", action="store_true",
                    help="HTTP server: web UI and OpenAI-compatible API (no browser is opened)")
@@ -193,6 +222,8 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "context; above it: clamped to it)")
     g.add_argument("-t", "--threads", type=_ranged(int), default=None, metavar="N",
                    help="threads (default and N <= 0: all CPUs; above the CPU count: clamped to it)")
+    g.add_argument("-ngl", "--gpu-layers", "--n-gpu-layers", metavar="N", default=None,
+                   help="accepted for llama.cpp compatibility: everything runs on the CPU (default: none)")
     g.add_argument("--no-mmap", action="store_true",
                    help="read the weights into memory instead of mapping them from the file: they take "
                         "their size in RAM and a read at start-up, and generation can run faster (in a "
@@ -237,9 +268,10 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
 
 def _add_sampling(s) -> None:
     d = DEFAULTS
-    s.add_argument("-n", "--n-predict", type=_ranged(int, -2, (1 << 31) - 1), default=None, metavar="N",
-                   help=f"tokens to generate (default: {d['n_predict']}: until the end of text or a full "
-                        f"context; -2 likewise; a chat reply stops at {CHAT_MAX_TOKENS} unless -n is given)")
+    s.add_argument("-n", "--n-predict", "--predict", type=_ranged(int, -2, (1 << 31) - 1), default=None, metavar="N",
+                   help=f"tokens to generate (default: {d['n_predict']}: until the end of text, or a full "
+                        f"context unless --context-shift; -2: until the context is full, shifted or not; a "
+                        f"chat reply stops at {CHAT_MAX_TOKENS} unless -n is given)")
     s.add_argument("--temp", type=_ranged(float), default=None, metavar="T",
                    help=f"temperature (default: {d['temp']}; <= 0: greedy)")
     s.add_argument("--top-k", type=_ranged(int, -(1 << 31), (1 << 31) - 1), default=None, metavar="K",
@@ -257,7 +289,7 @@ def _add_sampling(s) -> None:
                    help=f"presence penalty (default: {d['presence_penalty']}: off)")
     s.add_argument("--frequency-penalty", type=_ranged(float), default=None, metavar="X",
                    help=f"frequency penalty (default: {d['frequency_penalty']}: off)")
-    s.add_argument("--seed", type=_ranged(int, -1, (1 << 64) - 1), default=None, metavar="N",
+    s.add_argument("-s", "--seed", type=_ranged(int, -1, (1 << 64) - 1), default=None, metavar="N",
                    help=f"random seed (default: {d['seed']}: a random one)")
     s.add_argument("-r", "--reverse-prompt", action="append", default=[], metavar="TEXT",
                    help="stop when TEXT is generated (repeatable; default: none)")
@@ -355,8 +387,41 @@ def stop_description(chunk, n_predict: int, n_ctx: int) -> str:
     return f"context full ({n_ctx} tokens)"
 
 
+def process_escapes(text: str) -> str:
+    """llama.cpp's escapes (-e, on by default): \\n \\r \\t \\' \\" \\\\ and \\xHH (a byte: several make
+    a UTF-8 character); any other backslash stays as written."""
+    if "\\" not in text:
+        return text
+    try:  # an argument's undecodable bytes come as surrogate escapes: back to those bytes
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")
+    out, i = bytearray(), 0
+    simple = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("'"): b"'", ord('"'): b'"', ord("\\"): b"\\"}
+    while i < len(raw):
+        c = raw[i]
+        if c == ord("\\") and i + 1 < len(raw):
+            e = raw[i + 1]
+            if e in simple:
+                out += simple[e]
+                i += 2
+                continue
+            hex2 = raw[i + 2:i + 4]
+            if e == ord("x") and len(hex2) == 2 and all(chr(h) in "0123456789abcdefABCDEF" for h in hex2):
+                out.append(int(hex2, 16))
+                i += 4
+                continue
+            out += raw[i:i + 2]
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return out.decode("utf-8", "replace")
+
+
 def read_prompt_file(path: str) -> str:
-    """The text of -f PATH; UsageError with one line naming the file."""
+    """The text of -f PATH, less one trailing newline (llama.cpp's -f); UsageError with one line
+    naming the file."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -369,9 +434,10 @@ def read_prompt_file(path: str) -> str:
     if b"\0" in data:
         raise UsageError(f"-f {path}: a binary file (NUL byte at offset {data.index(0)}), not text")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise UsageError(f"-f {path}: not UTF-8 text (bad byte at offset {e.start})") from None
+    return text[:-1] if text.endswith("\n") else text
 
 
 def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
@@ -438,6 +504,9 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         prompt = args.prompt
         if args.file:
             prompt = read_prompt_file(args.file)
+        if args.escape:  # as llama.cpp: the prompt, -p or -f, and the stop texts
+            prompt = None if prompt is None else process_escapes(prompt)
+            args.reverse_prompt = [process_escapes(r) for r in args.reverse_prompt]
         if prompt is not None:
             return run_oneshot(args, prompt, offset)
         mode = "server" if args.server else "chat" if args.chat else default_mode

@@ -187,13 +187,18 @@ class Engine:
                  sampler: Optional[Callable[[np.ndarray], int]] = None,
                  logits_processors: Optional[Iterable[LogitsProcessor]] = None, keep_stop: bool = False) -> Decoding:
         """A request's generation state for ids: sampler and processors from params unless given,
-        this engine's tokenizer (end-of-generation tokens, text) and context size. `keep_stop`: the
+        this engine's tokenizer (end-of-generation tokens, text) and context size; max_tokens -1:
+        no limit, -2: until the context is full. `keep_stop`: the
         text ends with the stop string that ended it (StopChecker)."""
         made_sampler, made_processors = make_sampling(params or SamplingParams())
+        n_ctx = -1 if self.context_shift else self.n_ctx
+        if max_tokens == -2:  # llama.cpp's -n -2: until the context is full, even with context shift on
+            # (which makes room before the last position is taken: stop there, unshifted)
+            max_tokens, n_ctx = -1, self.n_ctx - 1 if self.context_shift else self.n_ctx
         return Decoding(ids, sampler or made_sampler,
                         made_processors if logits_processors is None else logits_processors, constraint,
                         tokenizer=self.tokenizer, max_tokens=max_tokens, stop=stop or [],
-                        n_ctx=-1 if self.context_shift else self.n_ctx, keep_stop=keep_stop)
+                        n_ctx=n_ctx, keep_stop=keep_stop)
 
     def _decode(self, state: Decoding) -> Iterator[Chunk]:
         """The single-sequence loop: prefill the state's prompt, then choose, accept and run the

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -103,9 +104,20 @@ def _isatty(stream) -> bool:
 
 def default_mode(stdin, stdout, stderr) -> str:
     """The mode without one asked for: chat where a person is at a terminal (typing, or piping
-    lines in with the reply on the screen: `echo hi | ./model.llamafile`), else the server (a
-    double-click: no terminal at all)."""
-    return "chat" if _isatty(stdin) or _isatty(stdout) or _isatty(stderr) else "server"
+    lines in with the reply on the screen: `echo hi | ./model.llamafile`) or where lines come
+    from a pipe or a file (`echo hi | ./model.llamafile > out` in a script: the chat reads them
+    and ends at their end), else the server (a double-click: no terminal, no input)."""
+    if _isatty(stdin) or _isatty(stdout) or _isatty(stderr) or _piped(stdin):
+        return "chat"
+    return "server"
+
+
+def _piped(stream) -> bool:
+    try:
+        mode = os.fstat(stream.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or (stat.S_ISREG(mode) and os.fstat(stream.fileno()).st_size > 0)
 
 
 def _follow_the_parent() -> None:

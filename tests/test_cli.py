@@ -234,6 +234,68 @@ def test_context_shift_goes_past_a_full_context() -> None:
     assert "generation 100 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 100)")
 
 
+def test_n_predict_minus_two_stops_at_a_full_context_even_with_context_shift() -> None:
+    """llama.cpp's -n -2: until the context is full, shifted or not (it generated for ever)."""
+    r = run("-m", TINY, "-p", "hi", "--temp", "0", "-c", "32", "-n", "-2", "--context-shift", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.rstrip().endswith("stop: context full (32 tokens)"), r.stderr
+
+
+# -- llama.cpp's reading of a command line -----------------------------------------------------
+
+def test_escapes_in_the_prompt_and_the_stop_texts_as_llama_cpp() -> None:
+    """-e is llama.cpp's default: "\\n" in -p, -f and -r is a newline (it reached the model as a
+    backslash and an n); --no-escape keeps them."""
+    from runtime.cli import process_escapes
+
+    assert process_escapes(r"a\nb\tc\\n\'\"\q\x41\xe2\x82\xac\x4") == 'a\nb\tc\\n\'"\\qA€\\x4'
+    assert process_escapes("\\") == "\\" and process_escapes("plain") == "plain"
+    escaped = run("-m", TINY, "-p", r"hello\nthere", "-n", "3", "--temp", "0")
+    plain = run("-m", TINY, "-p", "hello\nthere", "-n", "3", "--temp", "0")
+    kept = run("-m", TINY, "-p", r"hello\nthere", "-n", "3", "--temp", "0", "--no-escape")
+    assert escaped.returncode == 0 and escaped.stdout == plain.stdout, escaped.stderr
+    assert summary(escaped.stderr) and "prompt" in escaped.stderr
+    tokens = lambda r: re.search(r"prompt (\d+) tokens", r.stderr).group(1)  # noqa: E731
+    assert tokens(escaped) == tokens(plain) != tokens(kept)
+
+
+def test_a_prompt_files_trailing_newline_is_dropped(tmp_path: Path) -> None:
+    """As llama.cpp's -f: `echo text > prompt.txt` gives the prompt "text"."""
+    (tmp_path / "p.txt").write_text("hello there\n")
+    r = run("-m", TINY, "-f", str(tmp_path / "p.txt"), "-n", "3", "--temp", "0")
+    want = run("-m", TINY, "-p", "hello there", "-n", "3", "--temp", "0")
+    assert r.returncode == 0 and r.stdout == want.stdout and re.search(r"prompt \d+ tokens", r.stderr).group(0) == \
+        re.search(r"prompt \d+ tokens", want.stderr).group(0)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["-pps"], "unrecognized arguments: -pps"),           # was -p "ps": a prompt replaced in silence
+    (["-fa"], "unrecognized arguments: -fa"),             # was -f a: a file named "a" read as the prompt
+    (["-hf", "foo/bar"], "unrecognized arguments: -hf"),  # was --help, exit 0
+    (["--context", "512"], "unrecognized arguments: --context"),  # was --context-shift
+    (["-cnv"], "unrecognized arguments: -cnv"),
+])
+def test_flags_are_whole_names_as_llama_cpp_reads_them(args: list[str], needle: str) -> None:
+    r = run("-m", TINY, "-p", "hi", "-n", "1", *args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert_one_line_error(r, needle)
+
+
+def test_a_value_after_a_flag_may_start_with_a_dash() -> None:
+    """llama.cpp takes the argument after -p, -r... as its value whatever it looks like."""
+    r = run("-m", TINY, "-p", "-x", "-n", "2", "--temp", "0", "-r", "---")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == run("-m", TINY, "--prompt=-x", "-n", "2", "--temp", "0", "--reverse-prompt=---").stdout
+
+
+def test_habitual_llama_cpp_flags_are_accepted() -> None:
+    """-ngl (everything runs on the CPU), -s for --seed, --predict for -n."""
+    r = run("-m", TINY, "-p", "hi", "-ngl", "99", "-s", "5", "--predict", "4", "--temp", "0.8")
+    want = run("-m", TINY, "-p", "hi", "--seed", "5", "-n", "4", "--temp", "0.8")
+    assert r.returncode == 0 and r.stdout == want.stdout, r.stderr
+    assert "generation 4 tokens" in r.stderr
+
+
 # -- --help ------------------------------------------------------------------------------------
 
 def test_help_describes_every_flag_and_the_modes() -> None:

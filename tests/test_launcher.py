@@ -538,6 +538,24 @@ def test_lines_piped_in_with_the_reply_on_a_terminal_are_a_chat(packed, smollm2_
     assert r.stdout == reply + "\n"
 
 
+def test_lines_piped_in_with_no_terminal_at_all_are_a_chat(packed, tmp_path) -> None:
+    """`echo hi | ./model.llamafile > out 2> log` in a script started the server (no terminal: taken
+    for a double-click) and never ended; lines from a pipe or a file are a chat that ends with them."""
+    from runtime.launcher import default_mode
+
+    with open(tmp_path / "lines.txt", "w+") as f:
+        f.write("hi\n")
+        f.flush()
+        assert default_mode(f, None, None) == "chat"
+    with open(os.devnull) as null:
+        assert default_mode(null, None, None) == "server"
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        r = subprocess.run([str(packed["smollm2"]), "--temp", "0", "-n", "4", "--port", "1"],
+                           input="What is the capital of France?\n", stdout=out, stderr=err, text=True, timeout=120)
+    assert r.returncode == 0, (tmp_path / "err").read_text()
+    assert (tmp_path / "out").read_text().strip() and "serving" not in (tmp_path / "err").read_text()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 @pytest.mark.parametrize("mode", ["generating", "chat waiting for a line"])
 def test_killing_the_visible_process_ends_the_worker_and_its_files(packed, tmp_path, mode) -> None:
