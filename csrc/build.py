@@ -167,19 +167,20 @@ def compile_and_link(cc: str, sources: list, out: Path, cflags: list[str], link:
     cache=False."""
     objs = objs or out.parent / f"{out.name}-objs"
     objs.mkdir(parents=True, exist_ok=True)
-    OBJ_CACHE.mkdir(parents=True, exist_ok=True)
-    base = hashlib.sha256("\0".join([_compiler_id(cc), *cflags]).encode())
-    digests = {d: _headers_digest((HERE, d)) for d in {Path(src).resolve().parent for src in sources}}
+    if cache:
+        OBJ_CACHE.mkdir(parents=True, exist_ok=True)
+        base = hashlib.sha256("\0".join([_compiler_id(cc), *cflags]).encode())
+        digests = {d: _headers_digest((HERE, d)) for d in {Path(src).resolve().parent for src in sources}}
 
     def compile_one(src) -> str:
         src = Path(src)
         obj = objs / f"{src.parent.name}_{src.stem}.o"
-        key = base.copy()
-        key.update(digests[src.resolve().parent].encode() + str(src.resolve()).encode() + src.read_bytes())
-        cached = OBJ_CACHE / f"{key.hexdigest()}.o"
         if not cache:
             subprocess.run([cc, *cflags, "-c", str(src), "-o", str(obj)], check=True, capture_output=True, text=True)
             return str(obj)
+        key = base.copy()
+        key.update(digests[src.resolve().parent].encode() + str(src.resolve()).encode() + src.read_bytes())
+        cached = OBJ_CACHE / f"{key.hexdigest()}.o"
         if not cached.exists():
             fresh = cached.with_name(f"{cached.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
             subprocess.run([cc, *cflags, "-c", str(src), "-o", str(fresh)], check=True, capture_output=True,
@@ -196,7 +197,8 @@ def compile_and_link(cc: str, sources: list, out: Path, cflags: list[str], link:
         objects = dict(zip(order, pool.map(compile_one, order)))
     objects = [objects[src] for src in sources]  # linked in the given order
     subprocess.run([cc, *objects, *link, "-o", str(out)], check=True, capture_output=True, text=True)
-    _prune_cache()
+    if cache:
+        _prune_cache()
     return out
 
 
@@ -210,19 +212,18 @@ def _prune_cache() -> None:
 # (which then only link, from the object cache, unless a source changed)
 
 NEON_DIR = ROOT / "tests" / "neon"
-HARNESS_CFLAGS = ["-O2", "-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra",
-                  "-Wno-unused-parameter", f"-I{HERE}"]
+HARNESS_CFLAGS = ["-std=gnu11", "-ffp-contract=off", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                  f"-I{HERE}"]  # after the optimization level
 CROSS_CC = "aarch64-linux-gnu-gcc"
 # UBSan without its run-time library (a static qemu binary cannot carry AddressSanitizer): a trap
 CROSS_UBSAN = ["-fsanitize=undefined,float-cast-overflow", "-fsanitize-undefined-trap-on-error"]
 
 
-def build_program(cc: str, mains: list[str], out: Path, extra: list[str] | None = None,
-                  opt: str | None = None) -> Path:
+def build_program(cc: str, mains: list[str], out: Path, extra: list[str] | None = None, opt: str = "-O2") -> Path:
     """The library's C files and tests/neon's `mains` (harness.c, fuzz.c + fuzz_model.c, gemm_dump.c)
     linked into one program; `extra` goes to both compile and link (-static, sanitizers)."""
     extra = extra or []
-    cflags = [opt or HARNESS_CFLAGS[0], *HARNESS_CFLAGS[1:], *extra]
+    cflags = [opt, *HARNESS_CFLAGS, *extra]
     sources = [str(p) for p in c_sources()] + [str(NEON_DIR / m) for m in mains]
     out.parent.mkdir(parents=True, exist_ok=True)
     return compile_and_link(cc, sources, out, cflags, [*extra, "-pthread", "-lm"])

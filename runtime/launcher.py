@@ -114,10 +114,10 @@ def default_mode(stdin, stdout, stderr) -> str:
 
 def _piped(stream) -> bool:
     try:
-        mode = os.fstat(stream.fileno()).st_mode
+        st = os.fstat(stream.fileno())
     except (OSError, ValueError, AttributeError):
         return False
-    return stat.S_ISFIFO(mode) or (stat.S_ISREG(mode) and os.fstat(stream.fileno()).st_size > 0)
+    return stat.S_ISFIFO(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_size > 0)
 
 
 def _follow_the_parent() -> None:
