@@ -22,7 +22,8 @@ import re
 import signal
 import sys
 import threading
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 HELP = """commands:
   /help    this help
@@ -113,15 +114,17 @@ def _fit(engine, messages: list[dict[str, str]], reserve: int) -> bool:
 
 
 def run_chat(engine, params=None, max_tokens: int = -1, system: str | None = None,
-             inp: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """The chat loop over an Engine; returns the exit status."""
+             inp: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None,
+             constraint: Callable[[], Any] | None = None) -> int:
+    """The chat loop over an Engine; returns the exit status. `system`: the conversation's system
+    message; `constraint`: makes each reply's (a grammar, runtime/constraint.py), or None."""
     inp, out, err = inp or sys.stdin, out or sys.stdout, err or sys.stderr
     term = _Terminal(inp)
     if term.tty:
         print("chat: /help for commands, Ctrl-D to quit", file=err)
     previous = _exit_on_hangup() if term.tty else {}
     try:
-        return _loop(engine, term, system, params, max_tokens, out, err)
+        return _loop(engine, term, system, params, max_tokens, out, err, constraint)
     except _Hangup as e:  # the line editor has put the terminal back by now
         return 128 + e.signum
     finally:
@@ -156,7 +159,8 @@ def _exit_on_hangup() -> dict:
     return previous
 
 
-def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, out: TextIO, err: TextIO) -> int:
+def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, out: TextIO, err: TextIO,
+          constraint: Callable[[], Any] | None = None) -> int:
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     reserve = min(256, engine.n_ctx // 4)  # room left for the reply
@@ -189,7 +193,8 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             print(f"(that message does not fit in the context of {engine.n_ctx} tokens)", file=err)
             continue
         reply, stopped, last = [], False, None
-        stream = engine.stream_chat(messages, max_tokens=max_tokens, params=params)
+        shape = {"constraint": constraint()} if constraint else {}  # each reply's own
+        stream = engine.stream_chat(messages, max_tokens=max_tokens, params=params, **shape)
         try:
             for last in stream:
                 if last.text:

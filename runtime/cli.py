@@ -81,6 +81,14 @@ class _Parser(argparse.ArgumentParser):
             super()._print_message(message, file)
 
 
+class _PromptSource(argparse.Action):
+    """-p and -f: the one given last is the prompt (`prompt_from` names it), as llama.cpp reads them."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.prompt_from = self.dest
+
+
 # The defaults of the flags whose parsed default is None: None means "not given", so that
 # the server can tell a default it was given (which applies to every request) from its own.
 DEFAULTS = {"n_predict": -1, "ctx_size": 4096, "temp": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05,
@@ -203,10 +211,13 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                   formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--version", action="version", version=f"llamapack {__version__}")
     m = top.add_argument_group("modes")
-    m.add_argument("-p", "--prompt", metavar="TEXT", help="one-shot: complete TEXT; stdout is only the "
-                   "generated text, the timings go to stderr")
-    m.add_argument("-f", "--file", metavar="PATH", help="one-shot: read the prompt from a UTF-8 text file (one "
-                   "trailing newline dropped, as llama.cpp does)")
+    m.add_argument("-p", "--prompt", metavar="TEXT", action=_PromptSource, help="one-shot: complete TEXT; stdout "
+                   "is only the generated text, the timings go to stderr (with -f too: the last one given)")
+    m.add_argument("-f", "--file", metavar="PATH", action=_PromptSource, help="one-shot: read the prompt from a "
+                   "UTF-8 text file (one trailing newline dropped, as llama.cpp does)")
+    m.add_argument("-sys", "--system-prompt", metavar="TEXT",
+                   help="a system message: the terminal chat starts with it, and a one-shot prompt becomes "
+                        "a chat turn after it, rendered with the chat template (default: none)")
     m.add_argument("-e", "--escape", action=argparse.BooleanOptionalAction, default=True,
                    help="read \\n, \\r, \\t, \\', \\\", \\\\ and \\xHH in the prompt and the -r texts as "
                         "the characters they stand for (default: on, as llama.cpp)")
@@ -251,6 +262,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     g.add_argument("--draft-min", "--spec-draft-n-min", type=_ranged(int, 0, 15), default=0, metavar="N",
                    help="speculative decoding: verify no draft shorter than N tokens (default: 0)")
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
+    _add_output(top.add_argument_group("output (one-shot and chat; a server request sets its own)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     p.add_argument("--port", type=_ranged(int, 0, 65535), default=None, help="server port (default 8080, or the next free one)")
@@ -293,6 +305,17 @@ def _add_sampling(s) -> None:
                    help=f"random seed (default: {d['seed']}: a random one)")
     s.add_argument("-r", "--reverse-prompt", action="append", default=[], metavar="TEXT",
                    help="stop when TEXT is generated (repeatable; default: none)")
+
+
+def _add_output(o) -> None:
+    o.add_argument("--ignore-eos", action="store_true",
+                   help="never choose an end-of-generation token: generate until -n, a stop text or a full "
+                        "context (default: off)")
+    o.add_argument("--grammar", metavar="GBNF", help="constrain the output to a GBNF grammar (llama.cpp's format; default: none)")
+    o.add_argument("--grammar-file", metavar="PATH", help="the same, the grammar read from a file (default: none)")
+    o.add_argument("-j", "--json-schema", metavar="SCHEMA",
+                   help="constrain the output to JSON that a JSON Schema accepts ('{}': any JSON value; default: none)")
+    o.add_argument("-jf", "--json-schema-file", metavar="PATH", help="the same, the schema read from a file (default: none)")
 
 
 def given(args: argparse.Namespace) -> set[str]:
@@ -419,50 +442,115 @@ def process_escapes(text: str) -> str:
     return out.decode("utf-8", "replace")
 
 
-def read_prompt_file(path: str) -> str:
-    """The text of -f PATH, less one trailing newline (llama.cpp's -f); UsageError with one line
-    naming the file."""
+def read_text_file(path: str, flag: str) -> str:
+    """The text of the file a flag names (-f, --grammar-file...); UsageError with one line naming
+    the flag and the file."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
-        raise UsageError(f"-f {path}: no such file") from None
+        raise UsageError(f"{flag} {path}: no such file") from None
     except IsADirectoryError:
-        raise UsageError(f"-f {path}: is a directory, not a text file") from None
+        raise UsageError(f"{flag} {path}: is a directory, not a text file") from None
     except OSError as e:
-        raise UsageError(f"-f {path}: {e.strerror or e}") from None
+        raise UsageError(f"{flag} {path}: {e.strerror or e}") from None
     if b"\0" in data:
-        raise UsageError(f"-f {path}: a binary file (NUL byte at offset {data.index(0)}), not text")
+        raise UsageError(f"{flag} {path}: a binary file (NUL byte at offset {data.index(0)}), not text")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UsageError(f"-f {path}: not UTF-8 text (bad byte at offset {e.start})") from None
+        raise UsageError(f"{flag} {path}: not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def read_prompt_file(path: str) -> str:
+    """The text of -f PATH, less one trailing newline (llama.cpp's -f)."""
+    text = read_text_file(path, "-f")
     return text[:-1] if text.endswith("\n") else text
 
 
-def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0) -> int:
+OUTPUT_FLAGS = (("--grammar", "grammar"), ("--grammar-file", "grammar_file"), ("--json-schema", "json_schema"),
+                ("--json-schema-file", "json_schema_file"))
+
+
+def output_grammar(args: argparse.Namespace) -> str | None:
+    """The GBNF grammar the output must match (--grammar, --grammar-file, -j, -jf), or None; a
+    UsageError naming the flag for a grammar or schema that cannot be used, or for two of them."""
+    given = [(flag, getattr(args, dest, None)) for flag, dest in OUTPUT_FLAGS]
+    given = [(flag, value) for flag, value in given if value is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise UsageError(f"{given[0][0]} and {given[1][0]} both constrain the output: give one of them")
+    from runtime.grammar.request import RequestError, request_grammar
+
+    flag, value = given[0]
+    text = read_text_file(value, flag) if flag.endswith("-file") else value
+    try:
+        if "schema" not in flag:
+            return request_grammar({"grammar": text})
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{flag}: not JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+        return request_grammar({"json_schema": schema})
+    except RequestError as e:  # its message names the API field: the flag instead
+        said = str(e)
+        field = f"'{e.param}': "
+        raise UsageError(f"{flag}: {said[len(field):] if said.startswith(field) else said}") from None
+
+
+def generation_params(args: argparse.Namespace, eng):
+    """The sampling flags, and --ignore-eos as every end-of-generation token never chosen."""
+    params = sampling_params(args)
+    if getattr(args, "ignore_eos", False):
+        import dataclasses
+
+        eog = sorted(eng.tokenizer.eog_ids)
+        params = dataclasses.replace(params, logit_bias=tuple((t, -math.inf) for t in eog))
+    return params
+
+
+def grammar_constraint(gbnf: str | None, eng):
+    """A fresh constraint for one generation (the grammar's compiled tables are shared)."""
+    if gbnf is None:
+        return None
+    from runtime.grammar import GrammarConstraint
+
+    return GrammarConstraint(gbnf, eng.tokenizer)
+
+
+def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0, gbnf: str | None = None) -> int:
+    """Completes the prompt (with -sys: answers it as a chat turn after the system message) on
+    stdout; the timings on stderr, also after Ctrl-C (exit status 130)."""
     from runtime.speculative import stats_line
 
     eng = load_engine(args, offset)
+    system = getattr(args, "system_prompt", None)
+    ids = eng.chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": prompt}]) \
+        if system is not None else eng.tokenize(prompt, add_special=True, parse_special=True)
+    state = eng.decoding(ids, args.n_predict, args.reverse_prompt, generation_params(args, eng),
+                         grammar_constraint(gbnf, eng))
     out = sys.stdout
-    last = None
-    for chunk in eng.stream_generate(prompt, max_tokens=args.n_predict, stop=args.reverse_prompt,
-                                     params=sampling_params(args), parse_special=True):
-        if chunk.text:
-            out.write(chunk.text)
-            out.flush()
-        last = chunk
+    last, status = None, 0
+    try:
+        for chunk in eng.stream_decoding(state):
+            if chunk.text:
+                out.write(chunk.text)
+                out.flush()
+            last = chunk
+        stop = stop_description(last, args.n_predict, eng.n_ctx) if last is not None else ""
+    except KeyboardInterrupt:  # Ctrl-C: what came so far, and its timings
+        status, stop = 130, "interrupted (Ctrl-C)"
     out.write("\n")
     out.flush()
-    if last is not None:
-        s = last.stats
+    s = state.stats
+    if s.prompt_seconds > 0 or status == 0:
         print(f"llamapack: prompt {s.prompt_tokens} tokens ({s.cached_tokens} cached) in "
               f"{s.prompt_seconds * 1000:.0f} ms, {s.prompt_tps:.1f} tok/s | generation "
               f"{s.generated_tokens} tokens in {s.generation_seconds * 1000:.0f} ms, "
-              f"{s.generation_tps:.1f} tok/s{stats_line(s)} | stop: "
-              f"{stop_description(last, args.n_predict, eng.n_ctx)}", file=sys.stderr)
+              f"{s.generation_tps:.1f} tok/s{stats_line(s)} | stop: {stop}", file=sys.stderr)
     eng.close()
-    return 0
+    return status
 
 
 def run_server(args: argparse.Namespace, offset: int, open_browser: bool) -> int:
@@ -501,22 +589,29 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         if not os.path.isfile(args.model):  # a directory, a FIFO, a device: nothing to map
             kind = "a directory" if os.path.isdir(args.model) else "not a regular file"
             return fail(f"model path is {kind}: {args.model}")
-        prompt = args.prompt
-        if args.file:
-            prompt = read_prompt_file(args.file)
+        source = getattr(args, "prompt_from", None) or ("file" if args.file else "prompt")
+        prompt = read_prompt_file(args.file) if source == "file" and args.file else args.prompt
+        gbnf = output_grammar(args)
         if args.escape:  # as llama.cpp: the prompt, -p or -f, and the stop texts
             prompt = None if prompt is None else process_escapes(prompt)
             args.reverse_prompt = [process_escapes(r) for r in args.reverse_prompt]
         if prompt is not None:
-            return run_oneshot(args, prompt, offset)
+            return run_oneshot(args, prompt, offset, gbnf)
         mode = "server" if args.server else "chat" if args.chat else default_mode
         if mode == "server":
+            unused = [flag for flag, on in (("--grammar/-j", gbnf), ("--ignore-eos", getattr(args, "ignore_eos", 0)),
+                                            ("-sys", getattr(args, "system_prompt", None))) if on]
+            if unused:  # a request sets its own: response_format, grammar, ignore_eos, a system message
+                _note(f"{', '.join(unused)}: for one-shot and chat; a server request sets its own")
             return run_server(args, offset, open_browser=not args.server and not args.nobrowser)
         if mode == "chat":
             from runtime.chat_cli import run_chat
 
             limit = args.n_predict if "n_predict" in args.given else CHAT_MAX_TOKENS
-            return run_chat(load_engine(args, offset), sampling_params(args), max_tokens=limit)
+            eng = load_engine(args, offset)
+            return run_chat(eng, generation_params(args, eng), max_tokens=limit,
+                            system=getattr(args, "system_prompt", None),
+                            constraint=(lambda: grammar_constraint(gbnf, eng)) if gbnf else None)
         return fail("no prompt given (-p TEXT), nor --chat or --server")
     except BrokenPipeError:  # before OSError: `... | head` is not an error
         return 0

@@ -292,9 +292,10 @@ class Engine:
         return self.tokenize(text, add_special=True, parse_special=True)
 
     def stream_chat(self, messages: list[dict[str, str]], max_tokens: int = -1, stop: list[str] | None = None,
-                    params: SamplingParams | None = None) -> Iterator[Chunk]:
+                    params: SamplingParams | None = None, *, constraint: Constraint | None = None) -> Iterator[Chunk]:
         """The assistant's reply to a conversation, streamed; the KV cache keeps the shared prefix."""
-        return self.stream_generate(self.chat_prompt(messages), max_tokens=max_tokens, stop=stop, params=params)
+        return self.stream_generate(self.chat_prompt(messages), max_tokens=max_tokens, stop=stop, params=params,
+                                    constraint=constraint)
 
     def generate(self, prompt: str | list[int], max_tokens: int = -1, stop: list[str] | None = None,
                  **sampling: object) -> Iterator[str]:

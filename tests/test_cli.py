@@ -343,3 +343,120 @@ def test_no_mmap_reads_the_weights_and_says_the_same(smollm2_path) -> None:
     mapped, read = run(*args), run(*args, "--no-mmap")
     assert mapped.returncode == 0 and read.returncode == 0, read.stderr
     assert read.stdout == mapped.stdout and read.stdout.strip()
+
+
+# ------------------------------------------------------------------ output format, system prompt, -p/-f
+
+COLORS = {"type": "object", "properties": {"colors": {"type": "array", "items": {"type": "string"},
+                                                       "minItems": 1, "maxItems": 3}},
+          "required": ["colors"], "additionalProperties": False}
+
+
+def test_json_schema_constrains_the_output(smollm2_path, tmp_path: Path) -> None:
+    """-j and -jf: the output is JSON that the schema accepts (jsonschema is the judge); the same
+    schema from a file gives the same text."""
+    import jsonschema
+
+    args = ("-m", str(smollm2_path), "-p", "Three colors:", "--temp", "0", "-n", "80")
+    r = run(*args, "-j", json.dumps(COLORS))
+    assert r.returncode == 0, r.stderr
+    jsonschema.validate(json.loads(r.stdout), COLORS)
+    (tmp_path / "s.json").write_text(json.dumps(COLORS, indent=2))
+    f = run(*args, "-jf", str(tmp_path / "s.json"))
+    assert f.returncode == 0 and f.stdout == r.stdout, f.stderr
+    free = run(*args)  # unconstrained, the model says something else
+    assert free.returncode == 0 and free.stdout != r.stdout
+
+
+def test_grammar_constrains_the_output(smollm2_path, tmp_path: Path) -> None:
+    gbnf = 'root ::= " " ("yes" | "no") "."'
+    args = ("-m", str(smollm2_path), "-p", "Is the sky green? Answer:", "--temp", "0.9", "-n", "20")
+    for seed in ("3", "4"):  # sampled, not greedy: each choice the grammar leaves is one it allows
+        r = run(*args, "--seed", seed, "--grammar", gbnf)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout in (" yes.\n", " no.\n")
+        assert r.stderr.rstrip().endswith("stop: end of text")  # the grammar's end ends it
+    (tmp_path / "g.gbnf").write_text(gbnf + "\n")
+    f = run(*args, "--seed", "3", "--grammar-file", str(tmp_path / "g.gbnf"))
+    assert f.returncode == 0 and f.stdout in (" yes.\n", " no.\n"), f.stderr
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (("--grammar", 'root ::= ("a"'), "--grammar: invalid grammar"),
+    (("--grammar", 'start ::= "a"'), "--grammar: invalid grammar"),
+    (("-j", "{bad"), "--json-schema: not JSON"),
+    (("-j", '{"type": "object", "minProperties": 3, "maxProperties": 1}'), "--json-schema:"),
+    (("-j", "[1, 2]"), "--json-schema:"),
+    (("-jf", "/nonexistent/schema.json"), "--json-schema-file /nonexistent/schema.json: no such file"),
+    (("--grammar-file", "/"), "--grammar-file /: is a directory"),
+    (("--grammar", 'root ::= "a"', "-j", "{}"), "--grammar and --json-schema both constrain the output"),
+])
+def test_a_bad_output_format_is_one_line(flags, needle) -> None:
+    """Said before the model loads, naming the flag."""
+    r = run("-m", TINY, "-p", "hi", *flags, timeout=60)
+    assert_one_line_error(r, needle)
+
+
+def test_the_last_of_p_and_f_is_the_prompt(tmp_path: Path) -> None:
+    """As llama.cpp reads them: -p then -f is the file, -f then -p the text."""
+    (tmp_path / "p.txt").write_text("one two three four five six seven\n")
+    file_first = run("-m", TINY, "-f", str(tmp_path / "p.txt"), "-p", "hi", "-n", "0")
+    p_first = run("-m", TINY, "-p", "hi", "-f", str(tmp_path / "p.txt"), "-n", "0")
+    alone = {k: run("-m", TINY, *a, "-n", "0") for k, a in (("p", ("-p", "hi")), ("f", ("-f", str(tmp_path / "p.txt"))))}
+    count = [re.search(r"prompt (\d+) tokens", r.stderr) for r in (file_first, p_first, alone["p"], alone["f"])]
+    assert all(count), [r.stderr for r in (file_first, p_first)]
+    n = [int(m.group(1)) for m in count]  # type: ignore[union-attr]
+    assert n[2] != n[3]
+    assert (n[0], n[1]) == (n[2], n[3])
+
+
+def test_system_prompt_makes_a_chat_turn(smollm2_path) -> None:
+    """-sys with -p: the prompt is the model's chat template over [system, user] (rendered by jinja2
+    as transformers does, tokenized by llama.cpp); the terminal chat with -sys answers the same."""
+    import llama_cpp
+
+    from runtime.gguf import GGUFFile
+    from tests.test_tools import hf_render
+
+    system, user = "You are a pirate.", "Say hello in five words."
+    r = run("-m", str(smollm2_path), "-sys", system, "-p", user, "--temp", "0", "-n", "16")
+    assert r.returncode == 0, r.stderr
+    source = GGUFFile(str(smollm2_path)).metadata["tokenizer.chat_template"]
+    text = hf_render(source, [{"role": "system", "content": system}, {"role": "user", "content": user}], "", "")
+    llm = llama_cpp.Llama(str(smollm2_path), vocab_only=True, verbose=False)
+    expected = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    assert f"prompt {expected} tokens" in r.stderr, (expected, r.stderr)
+    chat = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), "--chat", "-sys", system,
+                           "--temp", "0", "-n", "16"], cwd=ROOT, input=user + "\n", capture_output=True, text=True,
+                          timeout=120)
+    assert chat.returncode == 0, chat.stderr
+    assert chat.stdout == r.stdout
+
+
+def test_ignore_eos_generates_past_the_end_of_text(smollm2_path) -> None:
+    """The greedy reply that ends with <|im_end|> at 32 tokens goes on to -n with --ignore-eos."""
+    chat = REF["smollm2"]["prompts"][0]
+    r = run("-m", str(smollm2_path), "-p", chat["text"], "-n", "40", "--temp", "0", "--ignore-eos")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(chat["greedy"]["text"]) and len(r.stdout) > len(chat["greedy"]["text"]) + 1
+    assert "generation 40 tokens" in r.stderr and r.stderr.rstrip().endswith("stop: token limit (-n 40)")
+
+
+def test_ctrl_c_in_one_shot_prints_the_timings(smollm2_path) -> None:
+    """Ctrl-C: what was generated, a newline, the timings line ending 'interrupted', exit 130."""
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "runtime", "-m", str(smollm2_path), "-p", "Once upon a time",
+                          "--ignore-eos", "--temp", "0", "-n", "-1"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    first = p.stdout.read(1)  # generating
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.rstrip().splitlines()[-1]
+    assert re.search(r"generation [1-9]\d* tokens", last) and last.endswith("stop: interrupted (Ctrl-C)"), err
+    assert (first + out).endswith("\n") and len(first + out) > 2
