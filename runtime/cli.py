@@ -241,6 +241,8 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
                         "virtual machine, up to 30%%)")
     g.add_argument("--chat-template", metavar="NAME_OR_JINJA", type=_chat_template,
                    help="override the model's chat template (default: the model's own)")
+    g.add_argument("--chat-template-file", metavar="PATH",
+                   help="override it with the Jinja template in a file (default: none)")
     g.add_argument("--chat-template-kwargs", metavar="JSON", type=_template_variables, default={},
                    help="extra variables for the chat template, a JSON object: e.g. "
                         "'{\"enable_thinking\": false}' turns Qwen 3's thinking off (a server request's "
@@ -592,6 +594,10 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         source = getattr(args, "prompt_from", None) or ("file" if args.file else "prompt")
         prompt = read_prompt_file(args.file) if source == "file" and args.file else args.prompt
         gbnf = output_grammar(args)
+        if getattr(args, "chat_template_file", None) is not None:
+            if args.chat_template is not None:
+                raise UsageError("--chat-template and --chat-template-file both set the template: give one of them")
+            args.chat_template = read_text_file(args.chat_template_file, "--chat-template-file")
         if args.escape:  # as llama.cpp: the prompt, -p or -f, and the stop texts
             prompt = None if prompt is None else process_escapes(prompt)
             args.reverse_prompt = [process_escapes(r) for r in args.reverse_prompt]

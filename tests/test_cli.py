@@ -460,3 +460,23 @@ def test_ctrl_c_in_one_shot_prints_the_timings(smollm2_path) -> None:
     last = err.rstrip().splitlines()[-1]
     assert re.search(r"generation [1-9]\d* tokens", last) and last.endswith("stop: interrupted (Ctrl-C)"), err
     assert (first + out).endswith("\n") and len(first + out) > 2
+
+
+def test_chat_template_file(tmp_path: Path) -> None:
+    """--chat-template-file reads the Jinja override from a file: the same prompt as the source given
+    inline; a missing file, a broken template, or both flags at once are one line."""
+    source = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant] "
+    (tmp_path / "t.jinja").write_text(source)
+    base = ("-m", TINY, "-sys", "Be brief.", "-p", "hello there", "-n", "0")
+    counts = []
+    for extra in (("--chat-template-file", str(tmp_path / "t.jinja")), ("--chat-template", source), ()):
+        r = run(*base, *extra)
+        assert r.returncode == 0, r.stderr
+        counts.append(int(re.search(r"prompt (\d+) tokens", r.stderr).group(1)))  # type: ignore[union-attr]
+    assert counts[0] == counts[1] != counts[2]
+    assert_one_line_error(run(*base, "--chat-template-file", str(tmp_path / "none.jinja")),
+                          "--chat-template-file")
+    (tmp_path / "bad.jinja").write_text("{% for m in messages %}")
+    assert_one_line_error(run(*base, "--chat-template-file", str(tmp_path / "bad.jinja")), "template")
+    assert_one_line_error(run(*base, "--chat-template-file", str(tmp_path / "t.jinja"), "--chat-template", "chatml"),
+                          "both set the template")
