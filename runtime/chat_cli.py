@@ -115,16 +115,17 @@ def _fit(engine, messages: list[dict[str, str]], reserve: int) -> bool:
 
 def run_chat(engine, params=None, max_tokens: int = -1, system: str | None = None,
              inp: TextIO | None = None, out: TextIO | None = None, err: TextIO | None = None,
-             constraint: Callable[[], Any] | None = None) -> int:
+             constraint: Callable[[], Any] | None = None, stop: list[str] | None = None) -> int:
     """The chat loop over an Engine; returns the exit status. `system`: the conversation's system
-    message; `constraint`: makes each reply's (a grammar, runtime/constraint.py), or None."""
+    message; `constraint`: makes each reply's (a grammar, runtime/constraint.py), or None; `stop`:
+    texts that end a reply (-r; the reply ends before them)."""
     inp, out, err = inp or sys.stdin, out or sys.stdout, err or sys.stderr
     term = _Terminal(inp)
     if term.tty:
         print("chat: /help for commands, Ctrl-D to quit", file=err)
     previous = _exit_on_hangup() if term.tty else {}
     try:
-        return _loop(engine, term, system, params, max_tokens, out, err, constraint)
+        return _loop(engine, term, system, params, max_tokens, out, err, constraint, stop)
     except _Hangup as e:  # the line editor has put the terminal back by now
         return 128 + e.signum
     finally:
@@ -160,7 +161,7 @@ def _exit_on_hangup() -> dict:
 
 
 def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, out: TextIO, err: TextIO,
-          constraint: Callable[[], Any] | None = None) -> int:
+          constraint: Callable[[], Any] | None = None, stop: list[str] | None = None) -> int:
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     reserve = min(256, engine.n_ctx // 4)  # room left for the reply
@@ -193,7 +194,9 @@ def _loop(engine, term: _Terminal, system: str | None, params, max_tokens: int, 
             print(f"(that message does not fit in the context of {engine.n_ctx} tokens)", file=err)
             continue
         reply, stopped, last = [], False, None
-        shape = {"constraint": constraint()} if constraint else {}  # each reply's own
+        shape: dict[str, Any] = {"constraint": constraint()} if constraint else {}  # each reply's own
+        if stop:
+            shape["stop"] = stop
         stream = engine.stream_chat(messages, max_tokens=max_tokens, params=params, **shape)
         try:
             for last in stream:

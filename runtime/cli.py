@@ -530,8 +530,9 @@ def run_oneshot(args: argparse.Namespace, prompt: str, offset: int = 0, gbnf: st
     system = getattr(args, "system_prompt", None)
     ids = eng.chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": prompt}]) \
         if system is not None else eng.tokenize(prompt, add_special=True, parse_special=True)
+    # a -r text that ends it is printed, as llama.cpp's (its text is out before it is matched)
     state = eng.decoding(ids, args.n_predict, args.reverse_prompt, generation_params(args, eng),
-                         grammar_constraint(gbnf, eng))
+                         grammar_constraint(gbnf, eng), keep_stop=True)
     out = sys.stdout
     last, status = None, 0
     try:
@@ -615,7 +616,7 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
 
             limit = args.n_predict if "n_predict" in args.given else CHAT_MAX_TOKENS
             eng = load_engine(args, offset)
-            return run_chat(eng, generation_params(args, eng), max_tokens=limit,
+            return run_chat(eng, generation_params(args, eng), max_tokens=limit, stop=args.reverse_prompt,
                             system=getattr(args, "system_prompt", None),
                             constraint=(lambda: grammar_constraint(gbnf, eng)) if gbnf else None)
         return fail("no prompt given (-p TEXT), nor --chat or --server")

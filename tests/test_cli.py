@@ -480,3 +480,24 @@ def test_chat_template_file(tmp_path: Path) -> None:
     assert_one_line_error(run(*base, "--chat-template-file", str(tmp_path / "bad.jinja")), "template")
     assert_one_line_error(run(*base, "--chat-template-file", str(tmp_path / "t.jinja"), "--chat-template", "chatml"),
                           "both set the template")
+
+
+def test_a_stop_text_is_printed_in_one_shot_and_ends_a_chat_reply(smollm2_path) -> None:
+    """One-shot: the output ends with the -r text that stopped it, as llama.cpp prints it (the greedy
+    text cut just after its first occurrence). The terminal chat: the reply ends before it."""
+    chat = REF["smollm2"]["prompts"][0]
+    greedy = chat["greedy"]["text"]  # "The capital of France is Paris."
+    r = run("-m", str(smollm2_path), "-p", chat["text"], "-n", "32", "--temp", "0", "-r", "France")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == greedy[:greedy.index("France") + len("France")] + "\n"
+    assert r.stderr.rstrip().endswith('stop: stop string "France"')
+
+    def chat_reply(*flags: str) -> str:
+        c = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), "--chat", "--temp", "0",
+                            "-n", "48", *flags], cwd=ROOT, input="What is the capital of France?\n",
+                           capture_output=True, text=True, timeout=120)
+        assert c.returncode == 0, c.stderr
+        return c.stdout
+    free = chat_reply()
+    cut = next(w for w in ("France", "Paris", "la", "The", " ") if w in free.rstrip("\n"))
+    assert chat_reply("-r", cut) == free[:free.index(cut)] + "\n"
