@@ -351,7 +351,7 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
     cpus = default_threads()
     if threads and threads > cpus:
         # more threads than CPUs only wait on each other, and each has its own scratch buffers
-        _note(f"-t {threads}: {cpus} CPUs here; using {cpus} threads")
+        _note(f"-t {threads}: {_count(cpus, 'CPU')} here; using {_count(cpus, 'thread')}")
         threads = cpus
     eng = Engine.load(args.model, offset=offset, n_ctx=args.ctx_size if args.ctx_size > 0 else 1 << 30,
                       n_threads=threads, chat_template=args.chat_template, n_seq=n_seq, max_batch=max_batch,
@@ -363,8 +363,8 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
     cfg = eng.model.config
     if args.ctx_size > cfg.n_ctx_train and "ctx_size" in args.given:
         _note(f"-c {args.ctx_size} is above the model's training context; clamped to {eng.n_ctx}")
-    print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {cfg.n_layer} layers, "
-          f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {eng.model.n_threads} threads",
+    print(f"llamapack: {os.path.basename(args.model)}: {cfg.arch}, {_count(cfg.n_layer, 'layer')}, "
+          f"{cfg.n_embd} embd, vocab {cfg.n_vocab}, ctx {eng.n_ctx}, {_count(eng.model.n_threads, 'thread')}",
           file=sys.stderr)
     if eng.template.note:
         _note(eng.template.note)
@@ -372,6 +372,10 @@ def load_engine(args: argparse.Namespace, offset: int = 0, n_seq: int = 1, max_b
     print(f"llamapack: KV cache {_size(eng.model.kv_bytes)}{seqs}, scratch {_size(eng.model.scratch_bytes)}",
           file=sys.stderr)
     return eng
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'s' * (n != 1)}"
 
 
 def _size(n: int) -> str:

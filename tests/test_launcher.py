@@ -116,7 +116,7 @@ def test_dash_m_takes_a_gguf_or_another_packed_file(packed) -> None:
         r = run(packed["smollm2"], "-m", str(model), "-p", PROMPT, "-n", "8", "--temp", "0", "-c", "256")
         assert r.returncode == 0, r.stderr
         assert r.stdout == expected + "\n"
-        assert f"llamapack: {model.name}: llama, 1 layers" in r.stderr
+        assert f"llamapack: {model.name}: llama, 1 layer, " in r.stderr
 
 
 def test_bare_runtime_runs_a_gguf_given_with_dash_m(runtime_exe) -> None:
