@@ -33,7 +33,8 @@ a bounded buffer where that is not available; holes of a sparse input stay holes
 thread computes the CRC over a sliding read-only window of the model: memory stays bounded
 whatever the size. Everything goes into a
 temporary file next to the output, renamed at the end; any failure (Ctrl-C, a full disk, any
-signal that would end the process, under `packer build`) removes it. The output must be a regular
+signal that would end the process, under `packer build`) removes it, and the next build to the
+same output removes one a SIGKILL left (packer/tempfiles.py). The output must be a regular
 file (or not exist yet): a device, a FIFO or a socket is refused, never replaced.
 """
 from __future__ import annotations
@@ -45,7 +46,6 @@ import os
 import shlex
 import stat
 import sys
-import tempfile
 import threading
 import time
 import zlib
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packer import pyiarchive
+from packer import pyiarchive, tempfiles
 from packer.runtime_info import platform_tag
 from packer.signals import CLEANUP_SIGNALS, Interrupted, cleanup_on_signals, signals_held as _signals_held  # noqa: F401 (re-exported)
 from runtime.payload import (
@@ -108,12 +108,10 @@ def parse_args_option(text: str | None) -> list[str]:
     for a in args:
         if "\n" in a or "\r" in a or "\0" in a:
             raise PackError(f"bad --args: {a!r}: an argument cannot hold a line break")
-    from runtime.cli import ArgsError, check_args
+    from packer.verify import args_problem
 
-    try:
-        check_args(args)
-    except ArgsError as e:
-        raise PackError(f"bad --args: {e}") from None
+    if (problem := args_problem(args)) is not None:  # as `packer verify` checks them
+        raise PackError(f"bad --args: {problem}")
     return args
 
 
@@ -133,12 +131,12 @@ def _check_model(model: Path) -> None:
 
     try:
         f = GGUFFile(model)
-    except GGUFError as e:
-        raise PackError(f"{model}: {e}") from None
+    except GGUFError as e:  # "gguf: ..." after the file's name: said once
+        raise PackError(f"{model}: {str(e).removeprefix('gguf: ')}") from None
     try:
         check_model(f)
     except ValueError as e:  # the checks' errors (ModelError, GGUFError, TokenizerError) are all ValueErrors
-        raise PackError(f"{model}: {e}") from None
+        raise PackError(f"{model}: {str(e).removeprefix('gguf: ')}") from None
     finally:
         f.close()
 
@@ -329,6 +327,8 @@ def build(model: str | os.PathLike[str], output: str | os.PathLike[str], runtime
     t0 = time.perf_counter()
     model, output, runtime = _check_inputs(model, output, runtime)
     target = _output_target(output)
+    for name in tempfiles.remove_stale(target):  # before the free space is measured
+        sys.stderr.write(f"note: removed {name}, left by a build to {output.name} that did not finish\n")
     with contextlib.ExitStack() as stack:
         quant = None
         if model.is_dir():  # a Hugging Face checkpoint folder, converted on the way (packer/hf)
@@ -583,7 +583,7 @@ def _new_file(target: Path, output: Path):
 
 def _temp_file(target: Path) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        return tempfiles.create(target)  # .NAME.PID.XXXXXXXX.tmp, locked while open (packer/tempfiles.py)
     except OSError as e:
         raise PackError(f"cannot create a file in {target.parent} ({e.strerror or e})") from None
 

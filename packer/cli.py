@@ -52,6 +52,8 @@ def build(model: str, output: str, runtime: str | None, args_text: str | None, p
           mix: str | None, allow_requantize: bool, threads: int | None) -> None:
     """Pack MODEL (a GGUF file, or a Hugging Face checkpoint folder: config.json, *.safetensors,
     tokenizer.model) and the runtime into one executable file."""
+    if allow_requantize and not mix:  # it only widens what --quantize accepts: alone it would do nothing
+        raise click.UsageError("--allow-requantize goes with --quantize TYPE: alone it does nothing")
     args = parse_args_option(args_text)
     with cleanup_on_signals():
         r = build_file(model, output, runtime, args=args, progress=progress, quantize=mix,

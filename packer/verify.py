@@ -134,15 +134,33 @@ def verify(path: str) -> Report:
         _check_parts(rep, f, payload)
     _check_gguf(rep, path, g)
     if payload.args is not None:
-        from runtime.cli import ArgsError, check_args
-
-        try:
-            check_args(payload.args)
-            rep.add(ARGS_NAME, True, shlex.join(payload.args))
-        except ArgsError as e:
-            rep.add(ARGS_NAME, False, str(e))
+        problem = args_problem(payload.args)
+        rep.add(ARGS_NAME, problem is None, problem or shlex.join(payload.args))
     _check_start_up(rep, path, payload)
     return rep
+
+
+def args_problem(args: list[str]) -> str | None:
+    """Why .args lines would not do what they say, or None: the runtime's own check (a command line
+    it parses, runtime/cli.py's check_args), then what that lets through and the launcher would
+    silently drop: a second `...` (the user's arguments go at the first), two modes at once (it
+    runs one: -p/-f before --server before --chat)."""
+    from runtime.cli import ArgsError, build_parser, check_args
+
+    try:
+        check_args(args)
+    except ArgsError as e:
+        return str(e)
+    if (n := args.count("...")) > 1:
+        return f"\"...\" is given {n} times: it marks the one place the user's own arguments go"
+    ns = build_parser(strict=True).parse_args([a for a in args if a != "..."])
+    one_shot = "-f" if getattr(ns, "prompt_from", None) == "file" else "-p"
+    modes = [flag for flag, on in ((one_shot, ns.prompt is not None or ns.file is not None), ("--chat", ns.chat),
+                                   ("--server", ns.server)) if on]
+    if len(modes) > 1:
+        count = ("two", "three")[len(modes) - 2]
+        return f"{', '.join(modes[:-1])} and {modes[-1]} are {count} modes at once: give one"
+    return None
 
 
 def _crc(f, ranges: list[tuple[int, int]]) -> tuple[int, bool]:
@@ -244,8 +262,8 @@ def _check_gguf(rep: Report, path: str, g) -> None:
 
     try:
         gf = GGUFFile(path, g.data_offset)
-    except GGUFError as e:
-        rep.add("gguf", False, str(e))
+    except GGUFError as e:  # its messages start "gguf: ", the check's name
+        rep.add("gguf", False, str(e).removeprefix("gguf: "))
         return
     try:
         end = max((t.offset + t.nbytes for t in gf.tensors.values()), default=gf.data_offset)

@@ -171,9 +171,13 @@ def _rewrite_header(path: Path, edit) -> None:
 
 
 def _set_config(folder: Path, **changes) -> None:
-    cfg = json.loads((folder / "config.json").read_text())
+    _set_json(folder / "config.json", **changes)
+
+
+def _set_json(path: Path, **changes) -> None:
+    cfg = json.loads(path.read_text()) if path.exists() else {}
     cfg.update(changes)
-    (folder / "config.json").write_text(json.dumps(cfg))
+    path.write_text(json.dumps(cfg))
 
 
 def _second_copy(folder: Path) -> None:
@@ -217,18 +221,38 @@ DAMAGE = {
                      "in model-00001-of-00004.safetensors"),
     "key twice": ("mistral", _key_twice, "model.safetensors: bad safetensors header (the key "
                   "'model.norm.weight' is given twice)"),
-    # config values of the wrong kind: one line naming the value, not a traceback
+    # config values of the wrong kind: one line naming the file, the key and what it must be
     "size not a number": ("mistral", lambda d: _set_config(d, hidden_size="64x"),
-                          "a value in its config files cannot be used (ValueError: invalid literal for int() with "
-                          "base 10: '64x')"),
+                          'config.json: "hidden_size" must be an integer, not "64x"'),
+    "size negative": ("mistral", lambda d: _set_config(d, num_hidden_layers=-2),
+                      'config.json: "num_hidden_layers" must be an integer from 0 to 4294967295, not -2'),
     "rope not an object": ("mistral", lambda d: _set_config(d, rope_parameters=[1, 2]),
-                           "a value in its config files cannot be used (TypeError"),
+                           'config.json: "rope_parameters" must be an object, not [1, 2]'),
+    "rope factor a string": ("mistral", lambda d: _set_config(d, rope_parameters={"rope_type": "linear",
+                                                                                  "factor": "2"}),
+                             'config.json: "rope_parameters.factor" must be a number, not "2"'),
+    "text_config not an object": ("mistral", lambda d: _set_config(d, text_config=5),
+                                  'config.json: "text_config" must be an object, not 5'),
+    "temperature not a number": ("mistral", lambda d: _set_json(d / "generation_config.json", temperature="hot"),
+                                 'generation_config.json: "temperature" must be a number, not "hot"'),
+    "top_k not an integer": ("mistral", lambda d: _set_json(d / "generation_config.json", top_k=5.5),
+                             'generation_config.json: "top_k" must be an integer, not 5.5'),
+    "added token not an object": ("mistral", lambda d: _set_json(d / "tokenizer_config.json",
+                                                                 added_tokens_decoder={"3": "a"}),
+                                  'tokenizer_config.json: "added_tokens_decoder.3" must be an object, not "a"'),
+    "added tokens not an object": ("qwen2", lambda d: _set_json(d / "tokenizer_config.json",
+                                                                added_tokens_decoder=[1]),
+                                   'tokenizer_config.json: "added_tokens_decoder" must be an object, not [1]'),
+    # transformers reads a list only (llama.cpp's converter would take "M" for the class)
+    "architectures a string": ("mistral", lambda d: _set_config(d, architectures="MistralForCausalLM"),
+                               'config.json: "architectures" must be a list, not the string "MistralForCausalLM": '
+                               'write ["MistralForCausalLM"]'),
     "fewer layers": ("mistral", lambda d: _set_config(d, num_hidden_layers=1),
                      "tensor 'model.layers.1.input_layernorm.weight' is in layer 1, but config.json's "
                      "num_hidden_layers is 1"),
     "rope factor 0": ("mistral", lambda d: _set_config(d, rope_parameters={"rope_type": "linear", "factor": 0,
                                                                           "rope_theta": 1e6}),
-                      "config.json: rope factor 0: not a positive number"),
+                      'config.json: "rope_parameters.factor" must be a positive number, not 0'),
 }
 
 

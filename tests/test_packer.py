@@ -273,6 +273,25 @@ def test_args_option() -> None:
                                                                        "..."]
     with pytest.raises(PackError, match="line break"):
         parse_args_option("-p 'a\nb'")
+    assert parse_args_option("-f story.txt -p hi ...") == ["-f", "story.txt", "-p", "hi", "..."]  # one mode
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("--server --chat", "bad --args: --chat and --server are two modes at once: give one"),
+    ("-p hi --server ...", "bad --args: -p and --server are two modes at once: give one"),
+    ("-f story.txt --chat --server", "bad --args: -f, --chat and --server are three modes at once: give one"),
+    ("-c 2048 ... --temp 0 ...", "bad --args: \"...\" is given 2 times: it marks the one place the user's own "
+                                 "arguments go"),
+])
+def test_args_the_launcher_would_silently_drop_are_refused(runtime_exe, tmp_path, text: str, reason: str) -> None:
+    """Two modes (the launcher runs one of them) or a second "..." (dropped) passed the runtime's
+    parse: refused as one line, nothing written."""
+    with pytest.raises(PackError) as e:
+        parse_args_option(text)
+    assert str(e.value) == reason
+    r = packer("build", str(MOE), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe), "--args", text)
+    assert_one_line_error(r, reason)
+    assert list(tmp_path.iterdir()) == []
 
 
 # -- failures leave nothing behind --------------------------------------------------------
@@ -386,6 +405,63 @@ def test_every_catchable_signal_cleans_up(runtime_exe, tmp_path) -> None:
         assert (p.returncode, err) == (128 + sig, f"error: interrupted by {name}; nothing was written\n"), name
         out = tmp_path / name / "out.llamafile"
         assert list(out.parent.iterdir()) == [out] and out.read_bytes() == b"previous version", name
+
+
+def test_the_next_build_removes_what_a_sigkill_left(runtime_exe, dense_big_gguf, tmp_path) -> None:
+    """SIGKILL cannot be caught: the killed build's temporary file (named for its PID) stays; the
+    next build to the same output removes it, and says so."""
+    out = tmp_path / "out.llamafile"
+    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "build", str(dense_big_gguf), "-o", str(out),
+                          "--runtime", str(runtime_exe)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(f.name.endswith(".tmp") for f in tmp_path.iterdir()):
+            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
+            time.sleep(0.005)
+        p.kill()
+        p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    left = [f.name for f in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".out.llamafile.{p.pid}.") and left[0].endswith(".tmp"), left
+    r = packer("build", str(MOE), "-o", str(out), "--runtime", str(runtime_exe))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines()[0] == f"note: removed {left[0]}, left by a build to out.llamafile that did not finish"
+    assert [f.name for f in tmp_path.iterdir()] == ["out.llamafile"] and verify(out).ok
+
+
+def test_stale_temporary_files_go_and_live_ones_stay(runtime_exe, tmp_path) -> None:
+    """Only this output's temporary files whose process is gone and whose lock nobody holds are
+    removed: never one of a live build (its PID alive; or its lock held, as a build in another PID
+    namespace or host holds it), another output's, or one of another form."""
+    import fcntl
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a PID no process has now
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    names = {"stale": f".out.llamafile.{dead.pid}.abcd1234.tmp",
+             "live": f".out.llamafile.{live.pid}.abcd1234.tmp",
+             "locked": f".out.llamafile.{dead.pid}.locked_1.tmp",
+             "other output": f".other.llamafile.{dead.pid}.abcd1234.tmp",
+             "no pid": ".out.llamafile.abcd1234.tmp",
+             "a directory": f".out.llamafile.{dead.pid}.dir12345.tmp"}
+    for what, name in names.items():
+        if what == "a directory":
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_bytes(b"partial")
+    holder = open(tmp_path / names["locked"], "rb")  # its own open file: the lock excludes this process too
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        r = build(MOE, tmp_path / "out.llamafile", runtime_exe, progress=False)
+    finally:
+        holder.close()
+        live.kill()
+        live.wait()
+    assert verify(r.output).ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*(n for w, n in names.items() if w != "stale"),
+                                                                 "out.llamafile"])
 
 
 # -- the output --------------------------------------------------------------------------

@@ -92,6 +92,18 @@ def test_user_errors(runtime_exe, dense, tmp_path) -> None:
     assert entry_sha(Path(out))[1] == FIX["odd-Q8_0"]["mixes"]["Q4_K_M"]["sha256"]
 
 
+def test_allow_requantize_alone_is_refused(runtime_exe, tmp_path) -> None:
+    """--allow-requantize only widens what --quantize accepts: given alone it was ignored, and the
+    model packed as it is."""
+    q8 = tmp_path / "odd-Q8_0.gguf"
+    write_model(q8, model_spec("odd", "Q8_0"))
+    e = packer("build", str(q8), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe),
+               "--allow-requantize")
+    assert e.returncode == 2
+    assert_one_line_error(e, "--allow-requantize goes with --quantize TYPE: alone it does nothing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd-Q8_0.gguf"]
+
+
 def test_nan_refusal_leaves_nothing(runtime_exe, dense, tmp_path) -> None:
     import numpy as np
 

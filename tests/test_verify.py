@@ -53,6 +53,35 @@ def test_verify_catches_a_flipped_byte(packed, tmp_path) -> None:
     assert r.returncode == 1 and "FAIL  crc moe-Q4_0.gguf" in r.stdout and r.stdout.rstrip().endswith("FAILED")
 
 
+def test_an_entry_that_is_no_gguf_is_named_once(packed, runtime_exe, tmp_path) -> None:
+    """A model entry whose bytes are not a GGUF: the check `gguf` says why, without a second "gguf:"
+    ("FAIL  gguf: gguf: bad magic ..."); `packer build` of such a file names it once too."""
+    bad = tmp_path / "bad.llamafile"
+    shutil.copyfile(packed["moe"], bad)
+    with open(bad, "r+b") as fh:
+        fh.seek(read_payload(str(bad)).gguf.data_offset)
+        fh.write(b"XXXX")
+    r = packer("verify", str(bad))
+    assert r.returncode == 1 and r.stdout.rstrip().endswith("FAILED"), r.stdout
+    line = next(line for line in r.stdout.splitlines() if line.startswith("FAIL  gguf"))
+    assert line.startswith("FAIL  gguf: bad magic b'XXXX' at offset "), line
+    assert "gguf: gguf" not in r.stdout + r.stderr
+    text = tmp_path / "notes.gguf"
+    text.write_text("hello\n")
+    r = packer("build", str(text), "-o", str(tmp_path / "x.llamafile"), "--runtime", str(runtime_exe))
+    assert r.returncode == 1 and r.stderr == f"error: {text}: bad magic b'hell' at offset 0 (not a GGUF file)\n"
+
+
+def test_verify_names_args_the_launcher_would_drop(runtime_exe, tmp_path) -> None:
+    """A file whose .args hold two modes (built by a packer that let them through, or by build()
+    itself, which takes the lines as given): the .args check fails, naming them."""
+    from packer.build import build
+
+    out = build(MOE, tmp_path / "m.llamafile", runtime_exe, args=["--server", "--chat", "..."], progress=False).output
+    r = packer("verify", str(out))
+    assert r.returncode == 1 and "FAIL  .args: --chat and --server are two modes at once: give one" in r.stdout, r.stdout
+
+
 def flip_byte(path: Path, at: int) -> None:
     """Changes one byte, undone by a second call. A hex digit stays a hex digit (0<->1, 2<->3, ...,
     a<->b, ..., e<->f), so that a recorded CRC changes its value, not its syntax."""

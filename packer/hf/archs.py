@@ -56,8 +56,8 @@ def generated_tensors(cfg: HFConfig) -> list[tuple[str, np.ndarray]]:
     """(GGUF name, float32 values) of the tensors the converter writes before the checkpoint's."""
     rp = cfg.rope
     if cfg.arch == "llama" and str(rp.get("rope_type", "")).lower() == "llama3":
-        dim = cfg.hparams.get("head_dim") or int(cfg.get("hidden_size", required=True)) // cfg.n_head
-        return [("rope_freqs.weight", llama3_rope_factors(rp, int(dim)))]
+        dim = cfg.head_dim or cfg.get_int("hidden_size", required=True) // cfg.n_head
+        return [("rope_freqs.weight", llama3_rope_factors(rp, dim))]
     if cfg.arch == "phi3" and rp.get("long_factor"):
         long, short = rp.get("long_factor"), rp.get("short_factor")
         if not isinstance(short, list) or len(long) != len(short) or len(long) * 2 != phi3_rope_dims(cfg):
@@ -71,15 +71,17 @@ def generated_tensors(cfg: HFConfig) -> list[tuple[str, np.ndarray]]:
 # -- Phi-3 -------------------------------------------------------------------------------------
 
 def phi3_rope_dims(cfg: HFConfig) -> int:
-    n_embd = int(cfg.get("hidden_size", "n_embd", required=True))
-    return int(float(cfg.rope.get("partial_rotary_factor", 1.0)) * n_embd) // cfg.n_head
+    n_embd = cfg.get_int("hidden_size", "n_embd", required=True)
+    return int(cfg.rope.get("partial_rotary_factor", 1.0) * n_embd) // cfg.n_head
 
 
 def _phi3_orig_ctx(cfg: HFConfig) -> int:
-    orig = cfg.rope.get("original_max_position_embeddings", cfg.hparams.get("original_max_position_embeddings"))
+    orig = cfg.rope.get("original_max_position_embeddings")
+    if orig is None:
+        orig = cfg.get_int("original_max_position_embeddings")
     if orig is None:
         raise HFError(f"{cfg.path}: no original_max_position_embeddings in it (Phi-3 needs it)")
-    return int(orig)
+    return orig
 
 
 def phi3_head_keys(cfg: HFConfig) -> KV:
@@ -88,7 +90,7 @@ def phi3_head_keys(cfg: HFConfig) -> KV:
     if cfg.arch != "phi3" or not rp.get("long_factor"):
         return []
     kind = str(rp.get("rope_type", "")).lower()
-    scale = int(cfg.get("n_positions", "max_position_embeddings", required=True)) / _phi3_orig_ctx(cfg)
+    scale = cfg.get_int("n_positions", "max_position_embeddings", required=True) / _phi3_orig_ctx(cfg)
     if kind in ("su", "longrope"):
         attn = math.sqrt(1 + math.log(scale) / math.log(_phi3_orig_ctx(cfg))) if scale > 1.0 else 1.0
     elif kind == "yarn":
@@ -100,19 +102,18 @@ def phi3_head_keys(cfg: HFConfig) -> KV:
 
 def phi3_keys(cfg: HFConfig, file_type: int) -> KV:
     a = "phi3"
-    return [(f"{a}.context_length", "UINT32", int(cfg.get("n_positions", "max_position_embeddings", required=True))),
+    return [(f"{a}.context_length", "UINT32", cfg.get_int("n_positions", "max_position_embeddings", required=True)),
             (f"{a}.rope.scaling.original_context_length", "UINT32", _phi3_orig_ctx(cfg)),
-            (f"{a}.embedding_length", "UINT32", int(cfg.get("hidden_size", "n_embd", required=True))),
-            (f"{a}.feed_forward_length", "UINT32", int(cfg.get("intermediate_size", required=True))),
+            (f"{a}.embedding_length", "UINT32", cfg.get_int("hidden_size", "n_embd", required=True)),
+            (f"{a}.feed_forward_length", "UINT32", cfg.get_int("intermediate_size", required=True)),
             (f"{a}.block_count", "UINT32", cfg.n_layer),
             (f"{a}.attention.head_count", "UINT32", cfg.n_head),
-            (f"{a}.attention.head_count_kv", "UINT32", int(cfg.get("num_key_value_heads", "n_head_kv",
-                                                                   required=True))),
-            (f"{a}.attention.layer_norm_rms_epsilon", "FLOAT32", float(cfg.get("rms_norm_eps", required=True))),
+            (f"{a}.attention.head_count_kv", "UINT32", cfg.get_int("num_key_value_heads", "n_head_kv", required=True)),
+            (f"{a}.attention.layer_norm_rms_epsilon", "FLOAT32", cfg.get_float("rms_norm_eps", required=True)),
             (f"{a}.rope.dimension_count", "UINT32", phi3_rope_dims(cfg)),
             (f"{a}.rope.freq_base", "FLOAT32", float(cfg.rope.get("rope_theta", 10000.0))),
             ("general.file_type", "UINT32", file_type),
-            (f"{a}.attention.sliding_window", "UINT32", int(cfg.hparams.get("sliding_window") or 0))]
+            (f"{a}.attention.sliding_window", "UINT32", cfg.get_int("sliding_window") or 0)]
 
 
 # -- Gemma 3 -----------------------------------------------------------------------------------
@@ -120,10 +121,10 @@ def phi3_keys(cfg: HFConfig, file_type: int) -> KV:
 def gemma3_keys(cfg: HFConfig) -> KV:
     """The keys Gemma 3 adds after the common ones (those it sets again keep their place)."""
     out: KV = []
-    if softcap := cfg.hparams.get("final_logit_softcapping"):
-        out.append(("gemma3.final_logit_softcapping", "FLOAT32", float(softcap)))
+    if softcap := cfg.get_float("final_logit_softcapping"):
+        out.append(("gemma3.final_logit_softcapping", "FLOAT32", softcap))
     if cfg.hparams.get("sliding_window_pattern") != 1:
-        out.append(("gemma3.attention.sliding_window", "UINT32", int(cfg.get("sliding_window", required=True))))
+        out.append(("gemma3.attention.sliding_window", "UINT32", cfg.get_int("sliding_window", required=True)))
     return out
 
 

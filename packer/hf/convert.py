@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from packer.hf import HFError
+from packer.hf import HFError, config_value
 from packer.hf.archs import generated_tensors, norm_shift, phi3_head_keys, tokenizer_extra
 from packer.hf.config import HFConfig, hparam_keys, read_config
 from packer.hf.gptq import group_weights, read_gptq_config
@@ -114,7 +114,7 @@ class HFCheckpoint:
                  ("general.size_label", "STRING", size_label(list(self.tensors.values())))]
         body = hparam_keys(cfg, _FILE_TYPES[self.output_type])
         body.append(("general.quantization_version", "UINT32", 2))
-        keys = head + body + tokenizer_keys(self.path, cfg.get("vocab_size"), cfg.llama, cfg.arch == "phi3")
+        keys = head + body + tokenizer_keys(self.path, cfg.get_int("vocab_size"), cfg.llama, cfg.arch == "phi3")
         return keys + tokenizer_extra(cfg)
 
     @property
@@ -242,10 +242,10 @@ def _stacked(cfg: HFConfig, bid: int, layer: dict[str, SafeTensor], file_type: G
 
 def expected_shape(cfg: HFConfig, name: str) -> tuple[int, ...] | None:
     """The Hugging Face (numpy-order) shape config.json gives a GGUF-named tensor (experts: one)."""
-    n_embd, n_vocab = int(cfg.get("hidden_size", required=True)), int(cfg.get("vocab_size", required=True))
-    head_dim = int(cfg.hparams.get("head_dim") or n_embd // cfg.n_head)
-    n_ff = int(cfg.get("intermediate_size", required=True))
-    n_ff_exp = int(cfg.get("moe_intermediate_size", "intermediate_size"))   # Qwen3 MoE's experts
+    n_embd, n_vocab = cfg.get_int("hidden_size", required=True), cfg.get_int("vocab_size", required=True)
+    head_dim = cfg.head_dim or n_embd // cfg.n_head
+    n_ff = cfg.get_int("intermediate_size", required=True)
+    n_ff_exp = cfg.get_int("moe_intermediate_size", "intermediate_size")   # Qwen3 MoE's experts
     q, kv = cfg.n_head * head_dim, cfg.n_head_kv * head_dim
     n_up = 2 * n_ff if cfg.arch == "phi3" else n_ff   # Phi-3's gate and up in one tensor
     role = name.split(".")[-2] if name.startswith("blk.") else name.rsplit(".", 1)[0]
@@ -345,15 +345,17 @@ def size_label(tensors: list[HFTensor]) -> str:
 
 
 def _sampling_keys(folder: Path) -> list[tuple[str, str, object]]:
-    """general.sampling.* from generation_config.json, as the converter copies them."""
+    """general.sampling.* from generation_config.json, as the converter copies them (each value
+    checked: a GGUF INT32 or FLOAT32)."""
     from packer.hf.tokenizer import _json
 
-    gen = _json(folder / "generation_config.json")
+    path = folder / "generation_config.json"
+    gen = _json(path)
     out: list[tuple[str, str, object]] = []
     for key, names, vtype in (("top_k", ("top_k",), "INT32"), ("top_p", ("top_p",), "FLOAT32"),
                               ("min_p", ("min_p",), "FLOAT32"), ("temp", ("temperature",), "FLOAT32"),
                               ("penalty_repeat", ("penalty_repeat", "repetition_penalty"), "FLOAT32")):
-        v = next((gen[n] for n in names if gen.get(n) is not None), None)
-        if v is not None:
-            out.append((f"general.sampling.{key}", vtype, v))
+        name = next((n for n in names if gen.get(n) is not None), None)
+        if name is not None:
+            out.append((f"general.sampling.{key}", vtype, config_value(path, name, gen[name], vtype.lower())))
     return out

@@ -32,9 +32,10 @@ def entry(folder: Path, mix: str | None, allow_requantize: bool, threads: int | 
             raise HFError(f"{folder}: {e}") from None
     except HFError:
         raise
-    except (ValueError, TypeError, KeyError, OverflowError, ZeroDivisionError, struct.error) as e:
-        # a config value of the wrong kind ("64x" for a size, a list for a number): the reader
-        # checks the files' structure; what it converts the values with says which value is wrong
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, ZeroDivisionError,
+            struct.error) as e:
+        # a value the checks do not name (config values are checked as read, packer/hf config_value;
+        # a tokenizer.json of an unexpected shape is not): what it was converted with says which
         raise HFError(f"{folder}: a value in its config files cannot be used ({type(e).__name__}: "
                       f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
     for note in ckpt.notes:  # once the plan stands: an error stays the one line

@@ -14,7 +14,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from packer.hf import HFError
+from packer.hf import HFError, config_value
 
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPECIAL_TYPES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
@@ -93,6 +93,20 @@ def _json(path: Path) -> dict:
     return out
 
 
+def _added_tokens_decoder(path: Path) -> dict[str, dict]:
+    """tokenizer_config.json's added_tokens_decoder: {"id": {"content": "text", ...}}, checked."""
+    decoder = _json(path).get("added_tokens_decoder")
+    if decoder is None:
+        return {}
+    for tid, entry in config_value(path, "added_tokens_decoder", decoder, "object").items():
+        if not (tid.isascii() and tid.isdigit()):
+            raise HFError(f"{path}: \"added_tokens_decoder\" keys must be token ids, not {json.dumps(tid)}")
+        entry = config_value(path, f"added_tokens_decoder.{tid}", entry, "object")
+        if not isinstance(entry.get("content"), str):
+            config_value(path, f"added_tokens_decoder.{tid}.content", entry.get("content"), "string")
+    return decoder
+
+
 def _looks_special(text: str) -> bool:
     return (text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]") or (text.startswith("<|") and text.endswith("|>"))
             or (text.startswith("<｜") and text.endswith("｜>"))
@@ -119,7 +133,7 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None,
     for tid, text in _json(folder / "added_tokens.json").items():
         if isinstance(text, int) and text < n:
             tokens[text], scores[text], types[text] = tid, -1000.0, USER_DEFINED
-    decoder = _json(folder / "tokenizer_config.json").get("added_tokens_decoder", {})
+    decoder = _added_tokens_decoder(folder / "tokenizer_config.json")
     if phi3:
         added = [(e.get("id"), e) for e in _json(folder / "tokenizer.json").get("added_tokens", [])]
         for tid, entry in [*decoder.items(), *added]:
@@ -129,7 +143,7 @@ def sentencepiece_vocab(folder: Path, vocab_size: int | None,
                 tokens[i], scores[i] = entry["content"], -1000.0
         return tokens, scores, types
     for tid, entry in decoder.items():
-        i, text = int(tid), entry["content"]
+        i, text = int(tid), entry["content"]   # (checked: _added_tokens_decoder)
         if i >= n:
             continue
         if entry.get("special") or _looks_special(text):
@@ -213,7 +227,11 @@ def vocab_count(folder: Path) -> int:
     the SentencePiece vocabulary padded to config.json's vocab_size."""
     if not (folder / "tokenizer.model").is_file() and (tok := _json(folder / "tokenizer.json")):
         return len(tok.get("model", {}).get("vocab", {})) + len(tok.get("added_tokens", []))
-    return len(sentencepiece_vocab(folder, _json(folder / "config.json").get("vocab_size"))[0])
+    config = folder / "config.json"
+    vocab_size = _json(config).get("vocab_size")
+    if vocab_size is not None:
+        vocab_size = config_value(config, "vocab_size", vocab_size, "uint32")
+    return len(sentencepiece_vocab(folder, vocab_size)[0])
 
 
 def _set(kv: KV, key: str, vtype: str, value: Any) -> KV:
