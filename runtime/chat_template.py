@@ -6,6 +6,9 @@ Hugging Face transformers renders it (`chat_template_utils._compile_jinja_templa
 extension, a pass-through `{% generation %}` tag, `tojson` as `json.dumps(ensure_ascii=False)`,
 and the globals `raise_exception(msg)` and `strftime_now(fmt)`. Variables: `messages`,
 `add_generation_prompt`, `bos_token`, `eos_token` (+ any extra keyword of `render`).
+`--chat-template NAME` also takes every name of llama.cpp's built-in templates (BUILTIN_TEMPLATES,
+runtime/chat_builtin.py:
+mistral-v7, llama2-sys, phi4, deepseek3, command-r, vicuna, ...), which render as llama.cpp's do.
 
 The template comes from a GGUF someone else made, so it is untrusted code: the sandbox refuses
 attribute access that could reach Python internals (here that *raises* instead of rendering an
@@ -35,6 +38,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import SecurityError
 
+from runtime.chat_builtin import BUILTIN_TEMPLATES, MISTRAL
 from runtime.chat_sandbox import BoundedSandbox, Limits, RenderAborted, bounded
 
 from .gguf import get_key  # metadata reads, type-checked (GGUFError)
@@ -44,116 +48,8 @@ KEY_TOKENS = "tokenizer.ggml.tokens"
 KEY_BOS_ID = "tokenizer.ggml.bos_token_id"
 KEY_EOS_ID = "tokenizer.ggml.eos_token_id"
 
-# ---------------------------------------------------------------------------------------------
-# Built-in templates (pure data). Except "mistral", each reproduces the output of llama.cpp's
-# hard-coded template of the same name (src/llama-chat.cpp, llm_chat_apply_template), which is
-# what `--chat-template NAME` selects there; like those, they emit no BOS text.
+MISTRAL_TEMPLATE = MISTRAL  # what a llama-architecture file without a template gets
 
-_WS = r"{%- set ws = ' \t\n\v\f\r' -%}"  # C isspace(), what llama.cpp's trim() strips
-
-CHATML = (  # llama.cpp common/chat.cpp CHATML_TEMPLATE_SRC
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-# Mistral 7B Instruct v0.1/v0.2, Mixtral 8x7B Instruct: the official v0.2 tokenizer_config.json
-# template ("<s>[INST] u1 [/INST]a1</s>[INST] u2 [/INST]"), which refuses a system message. Here a
-# first system message is folded into the first user turn, "[INST] {system}\n\n{user} [/INST]",
-# as llama.cpp's "mistral-v1" template and Mistral's later official templates do. Roles must
-# alternate user/assistant after it. add_generation_prompt changes nothing ([/INST] ends the turn).
-MISTRAL = (
-    "{%- if messages and messages[0].role == 'system' -%}"
-    "{%- set system_message = messages[0].content -%}"
-    "{%- set loop_messages = messages[1:] -%}"
-    "{%- else -%}"
-    "{%- set loop_messages = messages -%}"
-    "{%- endif -%}"
-    "{{- bos_token -}}"
-    "{%- for message in loop_messages -%}"
-    "{%- if (message.role == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{- raise_exception('Conversation roles must alternate user/assistant/user/assistant/... "
-    "after an optional first system message') -}}"
-    "{%- endif -%}"
-    "{%- if message.role == 'user' -%}"
-    "{%- if loop.first and system_message is defined -%}"
-    "{{- '[INST] ' + system_message + '\\n\\n' + message.content + ' [/INST]' -}}"
-    "{%- else -%}"
-    "{{- '[INST] ' + message.content + ' [/INST]' -}}"
-    "{%- endif -%}"
-    "{%- elif message.role == 'assistant' -%}"
-    "{{- message.content + eos_token -}}"
-    "{%- else -%}"
-    "{{- raise_exception('Only user and assistant roles are supported, "
-    "after an optional first system message') -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
-
-LLAMA2 = (  # llama.cpp "llama2": no <<SYS>>, a system message is its text + "\n"
-    "{%- set ns = namespace(in_turn=true) -%}"
-    "{{- '[INST] ' -}}"
-    "{%- for message in messages -%}"
-    "{%- if not ns.in_turn -%}{{- '[INST] ' -}}{%- set ns.in_turn = true -%}{%- endif -%}"
-    "{%- if message.role == 'system' -%}{{- message.content + '\\n' -}}"
-    "{%- elif message.role == 'user' -%}{{- message.content + ' [/INST]' -}}"
-    "{%- else -%}{{- message.content + '</s>' -}}{%- set ns.in_turn = false -%}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-)
-
-LLAMA3 = _WS + (
-    "{%- for message in messages -%}"
-    "{{- '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n'"
-    " + message.content.strip(ws) + '<|eot_id|>' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}"
-    "{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}"
-    "{%- endif -%}"
-)
-
-ZEPHYR = (
-    "{%- for message in messages -%}"
-    "{{- '<|' + message.role + '|>\\n' + message.content + '<|endoftext|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
-)
-
-GEMMA = _WS + (  # llama.cpp "gemma": system text merged into the next user turn
-    "{%- set ns = namespace(system='') -%}"
-    "{%- for message in messages -%}"
-    "{%- if message.role == 'system' -%}"
-    "{%- set ns.system = ns.system + message.content.strip(ws) -%}"
-    "{%- else -%}"
-    "{%- set role = 'model' if message.role == 'assistant' else message.role -%}"
-    "{{- '<start_of_turn>' + role + '\\n' -}}"
-    "{%- if ns.system and role != 'model' -%}"
-    "{{- ns.system + '\\n\\n' -}}{%- set ns.system = '' -%}"
-    "{%- endif -%}"
-    "{{- message.content.strip(ws) + '<end_of_turn>\\n' -}}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}"
-)
-
-PHI3 = (  # llama.cpp "phi3"
-    "{%- for message in messages -%}"
-    "{{- '<|' + message.role + '|>\\n' + message.content + '<|end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|assistant|>\\n' -}}{%- endif -%}"
-)
-
-MISTRAL_TEMPLATE = MISTRAL
-BUILTIN_TEMPLATES: dict[str, str] = {
-    "chatml": CHATML,
-    "mistral": MISTRAL,
-    "llama2": LLAMA2,
-    "llama3": LLAMA3,
-    "zephyr": ZEPHYR,
-    "gemma": GEMMA,
-    "phi3": PHI3,
-}
 
 # A file without a template whose vocabulary holds a family's turn tokens chats in that family's
 # format (what its model was trained on): the first entry whose tokens are all in the vocabulary

@@ -201,9 +201,13 @@ def test_override_by_name_and_by_source(smollm2_path):
     tmpl = ChatTemplate.from_metadata(meta, override="{{ messages[0].content | upper }}")
     assert tmpl.name == "custom" and tmpl.render(CONVERSATIONS["single"]) == "HELLO"
     assert ChatTemplate.from_metadata(MISTRAL_META, override="chatml").name == "chatml"
-    assert set(BUILTIN_TEMPLATES) == {"chatml", "mistral", "llama2", "llama3", "zephyr", "gemma", "phi3"}
+    # llama.cpp's names (tests/test_chat_template_builtin.py holds them all against llama.cpp)
+    assert {"chatml", "mistral", "llama2", "llama3", "zephyr", "gemma", "phi3", "phi4", "vicuna",
+            "mistral-v7", "deepseek3", "command-r"} <= set(BUILTIN_TEMPLATES)
+    assert ChatTemplate.from_metadata(meta, override="phi4").render(CONVERSATIONS["single"]) == (
+        "<|im_start|>user<|im_sep|>Hello<|im_end|><|im_start|>assistant<|im_sep|>")
     # a word that names no template is refused: it would be a template whose output is that word
-    for word in ("llama3x", "phi4", "vicuna"):
+    for word in ("llama3x", "phi5", "Vicuna"):
         with pytest.raises(ChatTemplateError, match=f"unknown chat template '{word}'"):
             ChatTemplate.from_metadata(meta, override=word)
     assert ChatTemplate.from_metadata(meta, override="{% for m in messages %}x{% endfor %}").name == "custom"
