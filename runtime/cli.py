@@ -82,11 +82,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 class _PromptSource(argparse.Action):
-    """-p and -f: the one given last is the prompt (`prompt_from` names it), as llama.cpp reads them."""
+    """-p and -f: the one given last is the prompt (`prompt_from` names it), as llama.cpp reads them;
+    one-shot mode unless --chat or --server comes after it (`mode_from`)."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         setattr(namespace, self.dest, values)
-        namespace.prompt_from = self.dest
+        namespace.prompt_from = namespace.mode_from = self.dest
+
+
+class _Mode(argparse.Action):
+    """--chat, --server: a flag; of the modes given (with -p, -f), the last one runs. A packed file's
+    .args come before the command line's own (before `...`'s place), so a user's --chat runs the
+    chat in a file whose .args say --server."""
+
+    def __init__(self, option_strings, dest, **kw) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, True)
+        namespace.mode_from = self.dest
 
 
 # The defaults of the flags whose parsed default is None: None means "not given", so that
@@ -221,8 +235,8 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     m.add_argument("-e", "--escape", action=argparse.BooleanOptionalAction, default=True,
                    help="read \\n, \\r, \\t, \\', \\\", \\\\ and \\xHH in the prompt and the -r texts as "
                         "the characters they stand for (default: on, as llama.cpp)")
-    m.add_argument("--chat", action="store_true", help="terminal chat (/help inside it for its commands)")
-    m.add_argument("--server", action="store_true",
+    m.add_argument("--chat", action=_Mode, help="terminal chat (/help inside it for its commands)")
+    m.add_argument("--server", action=_Mode,
                    help="HTTP server: web UI and OpenAI-compatible API (no browser is opened)")
     g = top.add_argument_group("model")
     g.add_argument("-m", "--model", metavar="PATH",
@@ -606,9 +620,11 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         if args.escape:  # as llama.cpp: the prompt, -p or -f, and the stop texts
             prompt = None if prompt is None else process_escapes(prompt)
             args.reverse_prompt = [process_escapes(r) for r in args.reverse_prompt]
-        if prompt is not None:
+        last = getattr(args, "mode_from", None)  # the mode given last (None: parsed elsewhere, or none)
+        if prompt is not None and last in (None, "prompt", "file"):
             return run_oneshot(args, prompt, offset, gbnf)
-        mode = "server" if args.server else "chat" if args.chat else default_mode
+        mode = {"server": "server", "chat": "chat"}.get(last or "") or \
+            ("server" if args.server else "chat" if args.chat else default_mode)
         if mode == "server":
             unused = [flag for flag, on in (("--grammar/-j", gbnf), ("--ignore-eos", getattr(args, "ignore_eos", 0)),
                                             ("-sys", getattr(args, "system_prompt", None))) if on]

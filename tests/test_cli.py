@@ -501,3 +501,16 @@ def test_a_stop_text_is_printed_in_one_shot_and_ends_a_chat_reply(smollm2_path) 
     free = chat_reply()
     cut = next(w for w in ("France", "Paris", "la", "The", " ") if w in free.rstrip("\n"))
     assert chat_reply("-r", cut) == free[:free.index(cut)] + "\n"
+
+
+def test_the_mode_given_last_runs() -> None:
+    """-p then --chat: the chat (the prompt unused); --chat (or --server) then -p: the one-shot."""
+    def go(*flags: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runtime", "-m", TINY, "-n", "3", "--temp", "0", *flags],
+                              cwd=ROOT, input="hello there\n", capture_output=True, text=True, timeout=60)
+    chat, oneshot = go("--chat"), go("-p", "a stored prompt")
+    assert chat.returncode == 0 and oneshot.returncode == 0 and chat.stdout != oneshot.stdout
+    assert go("-p", "a stored prompt", "--chat").stdout == chat.stdout
+    for mode in ("--chat", "--server"):
+        r = go(mode, "-p", "a stored prompt")
+        assert r.returncode == 0 and r.stdout == oneshot.stdout, r.stderr

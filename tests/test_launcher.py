@@ -73,6 +73,17 @@ def test_args_convention(runtime_exe, tmp_path) -> None:
     assert "generation 3 tokens" in run(before, "-p", "Hi", "-n", "5").stderr   # stored after `...`: they win
 
 
+def test_the_users_mode_wins_over_the_args_one(runtime_exe, tmp_path) -> None:
+    """.args `--server` (or `-p`): the user's --chat runs the chat (the server started, or the
+    stored prompt ran, whatever the user asked)."""
+    for stored in (["--server", "--nobrowser", "--temp", "0"], ["-p", "stored", "--temp", "0"]):
+        f = build(MOE, tmp_path / f"{stored[0].strip('-')}.llamafile", runtime_exe, args=stored,
+                  progress=False).output
+        r = subprocess.run([str(f), "--chat", "-n", "3"], input="Hi\n", capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and "[3 tokens" in r.stderr and "serving" not in r.stderr, r.stderr
+
+
 def test_args_may_name_the_files_own_entry(runtime_exe, tmp_path) -> None:
     """llamafile's .args say `-m NAME.gguf`, the ZIP entry; the launcher takes its own weights."""
     f = build(MOE, tmp_path / "m.llamafile", runtime_exe, args=["-m", MOE.name, "-c", "256", "..."],
