@@ -348,19 +348,27 @@ def dense_big_gguf(tmp_path_factory) -> Path:
     return dense
 
 
+def _build_writing(runtime_exe: Path, gguf: Path, out: Path) -> subprocess.Popen[str]:
+    """`packer build gguf -o out`, once its temporary file is there (a big model: still copying)."""
+    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "build", str(gguf), "-o", str(out),
+                          "--runtime", str(runtime_exe)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not any(f.name.endswith(".tmp") for f in out.parent.iterdir()):
+        if p.poll() is not None or time.monotonic() >= deadline:
+            p.kill()
+            raise AssertionError(f"the build wrote no temporary file: {p.communicate()[1]}")
+        time.sleep(0.005)
+    return p
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
 def test_signal_during_a_real_build_leaves_nothing(runtime_exe, dense_big_gguf, tmp_path, sig) -> None:
     """A signal from outside while 1 GiB is copied: the hidden temporary file goes, the previous
     output stays as it was, and the exit status is 128 + the signal's number."""
     out = tmp_path / "out.llamafile"
     out.write_bytes(b"previous version")
-    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "build", str(dense_big_gguf), "-o", str(out),
-                          "--runtime", str(runtime_exe)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    p = _build_writing(runtime_exe, dense_big_gguf, out)
     try:
-        deadline = time.monotonic() + 30
-        while not any(f.name.endswith(".tmp") for f in tmp_path.iterdir()):
-            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
-            time.sleep(0.005)
         p.send_signal(sig)
         err = p.communicate(timeout=60)[1]
     finally:
@@ -411,13 +419,8 @@ def test_the_next_build_removes_what_a_sigkill_left(runtime_exe, dense_big_gguf,
     """SIGKILL cannot be caught: the killed build's temporary file (named for its PID) stays; the
     next build to the same output removes it, and says so."""
     out = tmp_path / "out.llamafile"
-    p = subprocess.Popen([sys.executable, "-m", "packer.cli", "build", str(dense_big_gguf), "-o", str(out),
-                          "--runtime", str(runtime_exe)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    p = _build_writing(runtime_exe, dense_big_gguf, out)
     try:
-        deadline = time.monotonic() + 30
-        while not any(f.name.endswith(".tmp") for f in tmp_path.iterdir()):
-            assert p.poll() is None and time.monotonic() < deadline, p.stderr.read()
-            time.sleep(0.005)
         p.kill()
         p.communicate(timeout=60)
     finally:
