@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -216,10 +215,15 @@ class NativeRoutes(RouteGroup):
         except Exception as e:
             raise engine_error(e) from None
         content = "".join(c.text for c in chunks)
-        body = self._final(job, req, chunks[-1], content, [t for c in chunks for t in c.tokens])
-        if req.n_probs:
-            body["completion_probabilities"] = self.fmt.llama([e for c in chunks for e in c.logprobs or []])
-        return JSONResponse(body)
+
+        def answer() -> dict[str, Any]:
+            body = self._final(job, req, chunks[-1], content, [t for c in chunks for t in c.tokens])
+            if req.n_probs:
+                body["completion_probabilities"] = self.fmt.llama([e for c in chunks for e in c.logprobs or []])
+            return body
+
+        # every token's top alternatives (n_probs): formatted on the text thread
+        return await self.answer(answer, heavy=bool(req.n_probs))
 
     def _partial(self, job: Job, req: CompletionRequest, chunk: Chunk) -> dict[str, Any]:
         out = {"index": 0, "content": chunk.text, "tokens": chunk.tokens,  # a stream always has them
@@ -274,7 +278,7 @@ class NativeRoutes(RouteGroup):
                 text = await self.scheduler.off_loop(lambda: template.prompt(messages, add_bos, **options, **kwargs))
         except ChatTemplateError as e:
             raise bad_request(f"the model's chat template failed: {e}", param="messages") from None
-        return JSONResponse({"prompt": text})
+        return await self.answer(lambda: {"prompt": text})  # (megabytes of messages: in steps)
 
     # -- /slots ---------------------------------------------------------------------
 

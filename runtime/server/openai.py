@@ -230,13 +230,13 @@ class OpenAIRoutes(RouteGroup):
             return out, finish
 
         messages_out = [message(text, last.finish_reason) for text, last in choices]
-        return JSONResponse({
+        return await self.answer(lambda: {
             **head, "object": "chat.completion",
             "choices": [{"index": i, "message": message,
                          "logprobs": None if logprobs is None else fmt.chat(lps[i]),
                          "finish_reason": finish} for i, (message, finish) in enumerate(messages_out)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
-        })
+        }, heavy=logprobs is not None)  # every token's top alternatives: formatted on the text thread
 
     async def _chat_events(self, job: Job, head: dict[str, Any], n_prompt: int, include_usage: bool,
                            n: int = 1, tools: ToolPlan | None = None,
@@ -340,13 +340,13 @@ class OpenAIRoutes(RouteGroup):
         chunks = await self._collect(job, request)
         choices, lps = _by_choice(chunks, n), by_choice(chunks, n)
         fmt = LogprobFormat(self.engine.tokenizer)
-        return JSONResponse({
+        return await self.answer(lambda: {
             **head, "object": "text_completion",
             "choices": [{"index": i, "text": prefix + text,
                          "logprobs": None if logprobs is None else fmt.completion(lps[i]),
                          "finish_reason": last.finish_reason} for i, (text, last) in enumerate(choices)],
             "usage": _usage(len(ids), [c for _, c in choices]), "timings": timings(choices[0][1].stats),
-        })
+        }, heavy=logprobs is not None)
 
     async def _completion_events(self, job: Job, head: dict[str, Any], n_prompt: int,
                                  prefix: str, n: int = 1, include_usage: bool = False) -> AsyncIterator[str]:
@@ -419,14 +419,19 @@ class OpenAIRoutes(RouteGroup):
 
         job = self.scheduler.submit(Job(work))
         vectors = await self._collect(job, request)
-        data = []
-        for i, v in enumerate(vectors):
-            emb: Any = base64.b64encode(np.asarray(v, "<f4").tobytes()).decode() if fmt == "base64" \
-                else [float(x) for x in v]
-            data.append({"object": "embedding", "index": i, "embedding": emb})
         n = sum(len(ids) for ids in inputs)
-        return JSONResponse({"object": "list", "data": data, "model": self.model_id,
-                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+
+        def answer() -> dict[str, Any]:
+            data = []
+            for i, v in enumerate(vectors):
+                v = np.asarray(v, "<f4")  # (n_embd,) float32: Python floats of the same values
+                emb: Any = base64.b64encode(v.tobytes()).decode() if fmt == "base64" else v.tolist()
+                data.append({"object": "embedding", "index": i, "embedding": emb})
+            return {"object": "list", "data": data, "model": self.model_id,
+                    "usage": {"prompt_tokens": n, "total_tokens": n}}
+
+        # thousands of vectors: megabytes of JSON, built and written on the text thread
+        return await self.answer(answer, heavy=len(vectors) > 1)
 
     # -- shared ------------------------------------------------------------------
 

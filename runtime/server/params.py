@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from runtime.sampling import SamplingParams
+from runtime.server import jsonout
 from runtime.server.errors import APIError, bad_request
 
 if TYPE_CHECKING:
@@ -44,38 +46,6 @@ async def read_json(request: Request) -> dict[str, Any]:
     if _SURROGATE_ESCAPE.search(text):
         data = _without_lone_surrogates(data)
     return data
-
-
-_STEP = 8192  # array items per json.dumps call: a few milliseconds with the GIL held
-
-
-def json_response(value: Any) -> Response:
-    """`value` as a JSON response, as Starlette's JSONResponse writes it, encoded in steps of a few
-    milliseconds: a /tokenize of megabytes answers millions of ids, and one json.dumps of them holds
-    the GIL for seconds, freezing every other request. Call it off the event loop."""
-    parts: list[str] = []
-
-    def put(v: Any) -> None:
-        if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-            parts.append("{")
-            for i, (k, item) in enumerate(v.items()):
-                parts.append(("," if i else "") + _dumps(k) + ":")
-                put(item)
-            parts.append("}")
-        elif isinstance(v, list) and len(v) > _STEP:
-            parts.append("[")
-            for i in range(0, len(v), _STEP):
-                parts.append(("," if i else "") + _dumps(v[i:i + _STEP])[1:-1])
-            parts.append("]")
-        else:
-            parts.append(_dumps(v))
-
-    put(value)
-    return Response("".join(parts).encode("utf-8"), media_type="application/json")
-
-
-def _dumps(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 # A JSON escape of a UTF-16 surrogate: json.loads joins a pair into one character and keeps a lone
@@ -426,3 +396,16 @@ class RouteGroup:
 
     def routes(self) -> list[Route]:
         raise NotImplementedError
+
+    async def answer(self, make: Callable[[], Any], heavy: bool = False) -> Response:
+        """The JSON answer `make()` builds. A light one is built and written here, on the event loop,
+        when one json.dumps of it is a single step (a small answer should not queue behind other
+        requests' tokenizing on the text thread); otherwise it is written there in steps
+        (json_response). `heavy`: building it is work too (log-probabilities to format, thousands of
+        vectors to convert), so both happen on the text thread."""
+        if not heavy:
+            value = make()
+            if not jsonout.takes_steps(value):
+                return jsonout.json_response(value)
+            return await self.scheduler.off_loop(jsonout.json_response, value)
+        return await self.scheduler.off_loop(lambda: jsonout.json_response(make()))

@@ -35,7 +35,8 @@ slot's engine, one item per step, between the batched steps.
 
 Tokenizing and chat-template rendering, which take seconds on megabytes of text, run on a
 second thread (`off_loop`), so neither the event loop (/health, the streams) nor the engine
-worker waits for them.
+worker waits for them; so does writing a big JSON answer (millions of ids, thousands of
+embeddings, every token's log-probabilities: jsonout.py `json_response`, params.py `RouteGroup.answer`).
 """
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ class TGIRoutes(RouteGroup):
         return await self.scheduler.off_loop(TGIRequest, self.engine, body, self.defaults)  # it tokenizes
 
     async def generate(self, request: Request) -> Response:
-        return JSONResponse(await self._generate(request, await self._request(request)))
+        out = await self._generate(request, await self._request(request))
+        return await self.answer(lambda: out)  # (every token listed: long, then written in steps)
 
     async def generate_stream(self, request: Request) -> Response:
         return self._stream(await self._request(request))
@@ -188,7 +189,8 @@ class TGIRoutes(RouteGroup):
         req = await self._request(request)
         if req.stream:
             return self._stream(req)
-        return JSONResponse([await self._generate(request, req)])
+        out = await self._generate(request, req)
+        return await self.answer(lambda: [out])
 
     async def _generate(self, request: Request, req: TGIRequest) -> dict[str, Any]:
         job = start(self.scheduler, req.generation(per_token=req.details))

@@ -9,7 +9,8 @@ from starlette.routing import Route
 
 from runtime.server.errors import bad_request
 from runtime.server.native import generation_settings
-from runtime.server.params import Fields, RouteGroup, json_response, read_json
+from runtime.server.jsonout import json_response
+from runtime.server.params import Fields, RouteGroup, read_json
 
 
 class UtilityRoutes(RouteGroup):
