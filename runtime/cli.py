@@ -610,8 +610,11 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         if not os.path.isfile(args.model):  # a directory, a FIFO, a device: nothing to map
             kind = "a directory" if os.path.isdir(args.model) else "not a regular file"
             return fail(f"model path is {kind}: {args.model}")
-        source = getattr(args, "prompt_from", None) or ("file" if args.file else "prompt")
-        prompt = read_prompt_file(args.file) if source == "file" and args.file else args.prompt
+        last = getattr(args, "mode_from", None)  # the mode given last (None: none, or args built elsewhere)
+        prompt = None  # (a --chat or --server after -p/-f: the prompt, its file unread, is not used)
+        if last not in ("chat", "server"):
+            source = getattr(args, "prompt_from", None) or ("file" if args.file else "prompt")
+            prompt = read_prompt_file(args.file) if source == "file" and args.file else args.prompt
         gbnf = output_grammar(args)
         if getattr(args, "chat_template_file", None) is not None:
             if args.chat_template is not None:
@@ -620,11 +623,10 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         if args.escape:  # as llama.cpp: the prompt, -p or -f, and the stop texts
             prompt = None if prompt is None else process_escapes(prompt)
             args.reverse_prompt = [process_escapes(r) for r in args.reverse_prompt]
-        last = getattr(args, "mode_from", None)  # the mode given last (None: parsed elsewhere, or none)
-        if prompt is not None and last in (None, "prompt", "file"):
+        if prompt is not None:
             return run_oneshot(args, prompt, offset, gbnf)
-        mode = {"server": "server", "chat": "chat"}.get(last or "") or \
-            ("server" if args.server else "chat" if args.chat else default_mode)
+        mode = last if last in ("chat", "server") else "server" if args.server else "chat" if args.chat \
+            else default_mode
         if mode == "server":
             unused = [flag for flag, on in (("--grammar/-j", gbnf), ("--ignore-eos", getattr(args, "ignore_eos", 0)),
                                             ("-sys", getattr(args, "system_prompt", None))) if on]

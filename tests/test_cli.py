@@ -511,6 +511,7 @@ def test_the_mode_given_last_runs() -> None:
     chat, oneshot = go("--chat"), go("-p", "a stored prompt")
     assert chat.returncode == 0 and oneshot.returncode == 0 and chat.stdout != oneshot.stdout
     assert go("-p", "a stored prompt", "--chat").stdout == chat.stdout
+    assert go("-f", "/nonexistent/prompt.txt", "--chat").stdout == chat.stdout  # a file it does not use
     for mode in ("--chat", "--server"):
         r = go(mode, "-p", "a stored prompt")
         assert r.returncode == 0 and r.stdout == oneshot.stdout, r.stderr
