@@ -412,19 +412,19 @@ def test_the_last_of_p_and_f_is_the_prompt(tmp_path: Path) -> None:
 
 def test_system_prompt_makes_a_chat_turn(smollm2_path) -> None:
     """-sys with -p: the prompt is the model's chat template over [system, user] (rendered by jinja2
-    as transformers does, tokenized by llama.cpp); the terminal chat with -sys answers the same."""
-    import llama_cpp
-
+    as transformers does; tokenized by the tokenizer that tests/test_tokenizer.py holds to llama.cpp's);
+    the terminal chat with -sys answers the same."""
     from runtime.gguf import GGUFFile
+    from runtime.tokenizer import Tokenizer
     from tests.test_tools import hf_render
 
     system, user = "You are a pirate.", "Say hello in five words."
     r = run("-m", str(smollm2_path), "-sys", system, "-p", user, "--temp", "0", "-n", "16")
     assert r.returncode == 0, r.stderr
-    source = GGUFFile(str(smollm2_path)).metadata["tokenizer.chat_template"]
-    text = hf_render(source, [{"role": "system", "content": system}, {"role": "user", "content": user}], "", "")
-    llm = llama_cpp.Llama(str(smollm2_path), vocab_only=True, verbose=False)
-    expected = len(llm.tokenize(text.encode(), add_bos=False, special=True))
+    meta = GGUFFile(str(smollm2_path)).metadata
+    text = hf_render(meta["tokenizer.chat_template"],
+                     [{"role": "system", "content": system}, {"role": "user", "content": user}], "", "")
+    expected = len(Tokenizer.from_gguf_metadata(meta).tokenize(text, add_special=True, parse_special=True))
     assert f"prompt {expected} tokens" in r.stderr, (expected, r.stderr)
     chat = subprocess.run([sys.executable, "-m", "runtime", "-m", str(smollm2_path), "--chat", "-sys", system,
                            "--temp", "0", "-n", "16"], cwd=ROOT, input=user + "\n", capture_output=True, text=True,
