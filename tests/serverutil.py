@@ -6,6 +6,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -60,3 +61,15 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+
+def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """fn() on a thread of its own, started; its return value lands in the dict's "response"."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        out["response"] = fn()
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 import requests
-from serverutil import ServerThread
+from serverutil import ServerThread, in_thread
 from starlette.responses import JSONResponse
 
 from runtime.engine import Engine
@@ -25,17 +24,6 @@ from runtime.server.jsonout import json_response
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "fixtures" / "models" / "dense-Q8_0.gguf"  # n_embd 256: quick vectors
 HEALTH_BOUND = 1.0  # seconds; one json.dumps of the answer below held the loop ~2 s here
-
-
-def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        out["response"] = fn()
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, out
 
 
 def test_health_answers_during_a_big_embeddings_answer() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from serverutil import ServerThread, free_port, wait_up
+from serverutil import ServerThread, free_port, in_thread, wait_up
 
 from runtime.chat_sandbox import Limits
 from runtime.engine import Engine
@@ -49,17 +49,6 @@ def health_while(busy: threading.Thread, url: str, min_polls: int = 2) -> None:
         polls += busy.is_alive()
         time.sleep(0.05)
     assert polls >= min_polls, f"the heavy request ended after {polls} /health answers: too quick to tell"
-
-
-def in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        out["response"] = fn()
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, out
 
 
 # -- CPU work off the event loop -----------------------------------------------------------------------
