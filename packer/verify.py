@@ -144,7 +144,7 @@ def args_problem(args: list[str]) -> str | None:
     """Why .args lines would not do what they say, or None: the runtime's own check (a command line
     it parses, runtime/cli.py's check_args), then what that lets through and the launcher would
     silently drop: a second `...` (the user's arguments go at the first), two modes at once (it
-    runs one: -p/-f before --server before --chat)."""
+    runs the one given last: the others are dead text)."""
     from runtime.cli import ArgsError, build_parser, check_args
 
     try:
