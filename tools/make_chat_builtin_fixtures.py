@@ -20,15 +20,11 @@ import ctypes
 import json
 from pathlib import Path
 
-from tools.make_chat_fixtures import apply_template
+from tools.make_chat_fixtures import _m, apply_template
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "fixtures" / "chat" / "builtin.llama_cpp.json"
 MISTRAL_VOCAB = ROOT / "tests" / "fixtures" / "models" / "dense-Q8_0.gguf"
-
-
-def _m(role: str, content: str) -> dict:
-    return {"role": role, "content": content}
 
 
 CONVERSATIONS = {
@@ -66,8 +62,7 @@ def main() -> None:
     renders: dict[str, dict[str, list[str]]] = {}
     tokens: dict[str, dict[str, list[list[int]]]] = {}
     for name in names:
-        renders[name] = {c: [apply_template(name.encode(), messages, add_ass) if messages else
-                             _empty(name, add_ass) for add_ass in (True, False)]
+        renders[name] = {c: [apply_template(name.encode(), messages, add_ass) for add_ass in (True, False)]
                          for c, messages in CONVERSATIONS.items()}
         tokens[name] = {c: [vocab.tokenize(text.encode(), add_bos=True, special=True) for text in renders[name][c]]
                         for c in TOKEN_CASES}
@@ -76,17 +71,6 @@ def main() -> None:
             "renders": renders, "tokens": tokens}
     OUT.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n", encoding="utf-8")
     print(f"{OUT}: {len(names)} templates x {len(CONVERSATIONS)} conversations")
-
-
-def _empty(name: str, add_ass: bool) -> str:
-    """No messages: llama_chat_apply_template of an empty array (apply_template needs one)."""
-    import llama_cpp
-
-    chat = (llama_cpp.llama_chat_message * 1)()
-    buf = ctypes.create_string_buffer(1 << 12)
-    n = llama_cpp.llama_chat_apply_template(name.encode(), chat, 0, add_ass, buf, len(buf))
-    assert 0 <= n < len(buf), (name, n)
-    return buf.raw[:n].decode("utf-8")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def apply_template(tmpl: bytes | None, messages: list[dict], add_ass: bool) -> s
     """llama_chat_apply_template(tmpl, messages): a built-in's name, or None for llama.cpp's default."""
     import llama_cpp
 
-    chat = (llama_cpp.llama_chat_message * len(messages))()
+    chat = (llama_cpp.llama_chat_message * max(1, len(messages)))()  # (ctypes has no empty array to pass)
     for i, m in enumerate(messages):
         chat[i].role = m["role"].encode()
         chat[i].content = m["content"].encode()
