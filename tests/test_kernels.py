@@ -230,6 +230,30 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
+@pytest.mark.parametrize("name", [n for n in WEIGHT_TYPES if kernels.type_info(kernels.WEIGHT_TYPES[n]).block_size == 32])
+def test_four_weight_rows_equal_one_at_a_time(name: str) -> None:
+    """The row dots take weight rows four at a time, and a tensor's last rows one at a time
+    (matmul.c); AVX2 computes a last group of two blocks of the four rows in one register set.
+    A fifth row that copies one of the four gets that row's bits, whatever the row length (a
+    last group of 1, 2 or 3 blocks, or none) and the number of activation rows."""
+    qtype = kernels.WEIGHT_TYPES[name]
+    rng = np.random.default_rng(12)
+    for cols in (64, 96, 544, 576, 608, 640, 1088):
+        t = weight_tensor(qtype, 4, cols, rng)
+        blocks = t.data.reshape(4, -1)
+        x = (rng.standard_normal((9, cols)) * rng.uniform(0.1, 10, (9, 1))).astype(np.float32)
+        for isa in ISAS:
+            kernels.set_isa(isa)
+            try:
+                for k in range(4):
+                    t5 = kernels.RawTensor(qtype, (5, cols), np.concatenate([blocks, blocks[k:k + 1]]).reshape(-1))
+                    for n in (1, 2, 4, 5, 8, 9):
+                        y = kernels.matmul(t5, x[:n], n_threads=1).reshape(n, 5)
+                        assert y[:, 4].tobytes() == y[:, k].tobytes(), f"{isa} cols={cols} row {k} of 4, {n} rows"
+            finally:
+                kernels.set_isa(kernels.best_isa())
+
+
 QUANT_TYPES = list(quant_types.QUANT_TYPES)
 BATCHED_ISAS = [i for i in ("avx2", "avx512", "i8mm") if i in ISAS]  # instruction sets with a batched product
 

@@ -23,7 +23,9 @@
 // the transposed kernel (b4t_groups: Q4_0, Q4_1, and Q8_0 from 5 rows) rearranges the four
 // weight rows once per group instead, so that no activation row needs the reduction.
 // AVX2 and AVX-VNNI: the transposed kernel in 256-bit registers, two weight rows a register
-// (b4v_groups).
+// (b4v_groups); four weight rows whose last group holds two blocks (a row of 576: 18 blocks)
+// take that group in one register set, lane 4w + b holding the blocks of rows 2 (b / 2) + w, for
+// each activation row's blocks 0, 1, 0, 1 (b4v_tail2: two passes' work in one).
 //
 // Signs: VPDPBUSD multiplies unsigned bytes by signed ones; the weights are the unsigned side,
 // the activations the signed one. Q4_0 and Q5_0's offset comes off as -8 or -16 * the
@@ -161,18 +163,20 @@ LP_INLINE void b4v_transpose(const __m256i *in, __m256i *out) {
 // The group's quants (lo[j], hi[j] lane 4w + b: bytes 4j.. of quants 0..15 and 16..31 of row
 // w's block b; unsigned nibbles, or Q8_0's signed quants),
 // d (and m) of rows x and x + bx (W = 1: x alone; zeros in row 1's lanes), blocks < nbl.
+// T2 (b4v_tail2): the last two blocks of four rows x .. x + 3 bx instead, lane 4w + b holding
+// row 2 (b / 2) + w's block b % 2.
 // The halves come in as each block's first 4 bytes (d, then Q4_1's m; Q4_0 and Q8_0: d and two
 // quant bytes), 4 dwords a row, split and widened in vector registers: gathering them 16 bits at
 // a time in general registers took a third of a one-row dot's time (Q4_1, Zen 3).
-LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int nbl, const int W, __m256i *lo,
-                           __m256i *hi, __m256 *dx, __m256 *mx) {
+LP_INLINE void b4v_weights(const int T, const int T2, const uint8_t *x, size_t bx, const int nbl, const int W,
+                           __m256i *lo, __m256i *hi, __m256 *dx, __m256 *mx) {
     const int bs = B4_BS(T);
     __m256i yb[4], yh[4];  // block b's 16 quant bytes of both rows (Q8_0: and its last 16)
     for (int b = 0; b < 4; b++) {
         yb[b] = yh[b] = _mm256_setzero_si256();
         if (b >= nbl) continue;
         for (int w = 0; w < W; w++) {
-            const uint8_t *blk = x + w * bx + b * bs;
+            const uint8_t *blk = T2 ? x + (2 * (b / 2) + w) * bx + b % 2 * bs : x + w * bx + b * bs;
             const __m128i q = _mm_loadu_si128((const __m128i *)(blk + B4_QS(T)));
             yb[b] = w ? _mm256_inserti128_si256(yb[b], q, 1) : _mm256_castsi128_si256(q);
             if (T == B4_Q8_0) {
@@ -197,7 +201,7 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
     for (int w = 0; w < 2; w++) {
         int32_t v[4] = { 0, 0, 0, 0 };
         for (int b = 0; b < 4; b++)
-            if (w < W && b < nbl) memcpy(&v[b], x + w * bx + b * bs, 4);
+            if (w < W && b < nbl) memcpy(&v[b], T2 ? x + (2 * (b / 2) + w) * bx + b % 2 * bs : x + w * bx + b * bs, 4);
         h[w] = _mm_setr_epi32(v[0], v[1], v[2], v[3]);
     }
     const __m128i low = _mm_set1_epi32(0xffff);
@@ -207,11 +211,15 @@ LP_INLINE void b4v_weights(const int T, const uint8_t *x, size_t bx, const int n
 }
 
 // Group g's four float steps of each activation row, from its blocks' exact sums (the offsets
-// already off: each ISA's ISUM)
-LP_INLINE void b4v_float(const int T, __m256i isum, const b4_act *y, __m256 dx, __m256 mx, __m256 *acc) {
-    const __m256 f = _mm256_mul_ps(dx, _mm256_broadcast_ps((const __m128 *)y->d));
+// already off: each ISA's ISUM). T2: the group is a row's last, of two blocks, in b4v_tail2's lanes
+// (every activation field read as its blocks 0, 1, 0, 1: B4V_T2)
+#define B4V_T2(T2, v) ((T2) ? _mm256_shuffle_epi32((v), 0x44) : (v))
+#define B4V_T2F(T2, v) ((T2) ? _mm256_permute_ps((v), 0x44) : (v))
+LP_INLINE void b4v_float(const int T, const int T2, __m256i isum, const b4_act *y, __m256 dx, __m256 mx,
+                         __m256 *acc) {
+    const __m256 f = _mm256_mul_ps(dx, B4V_T2F(T2, _mm256_broadcast_ps((const __m128 *)y->d)));
     *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), f, *acc);
-    if (B4_MIN(T)) *acc = _mm256_fmadd_ps(mx, _mm256_broadcast_ps((const __m128 *)y->s), *acc);
+    if (B4_MIN(T)) *acc = _mm256_fmadd_ps(mx, B4V_T2F(T2, _mm256_broadcast_ps((const __m128 *)y->s)), *acc);
 }
 
 // s[a * bs + w] = (acc_0 + acc_1) + (acc_2 + acc_3) of row w's lanes (as b4_store)
@@ -240,12 +248,12 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
                                    const int A) {                                                              \
         __m256i lo[4], hi[4];                                                                                  \
         __m256 dx, mx;                                                                                         \
-        b4v_weights(T, x + (size_t)g * 4 * B4_BS(T), bx, nbl, W, lo, hi, &dx, &mx);                            \
+        b4v_weights(T, 0, x + (size_t)g * 4 * B4_BS(T), bx, nbl, W, lo, hi, &dx, &mx);                         \
         __m256i aux[8];                                                                                        \
         AUX(T, lo, hi, aux);                                                                                   \
         _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {                                                  \
             const b4_act *y = (const b4_act *)(p + a * bp) + (g - pg);                                         \
-            b4v_float(T, ISUM(T, lo, hi, aux, y), y, dx, mx, &acc[a]);                                         \
+            b4v_float(T, 0, ISUM(T, 0, lo, hi, aux, y), y, dx, mx, &acc[a]);                                   \
         }                                                                                                      \
     }                                                                                                          \
     LP_INLINE void b4v_groups_##isa(const int T, const uint8_t *restrict x, size_t bx, int nb, int g0, int g1,  \
@@ -258,6 +266,39 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
             b4v_group_##isa(T, x, bx, 4, g, p, bp, pg, acc, W, A);                                             \
         }                                                                                                      \
         if (g < g1) b4v_group_##isa(T, x, bx, nb - 4 * g, g, p, bp, pg, acc, W, A);                            \
+    }                                                                                                          \
+    /* The last group g, of two blocks, of four weight rows x .. x + 3 bx at once (rows 0 and 1 into acc0, */ \
+    /* 2 and 3 into acc1): every lane's steps as b4v_group's, the lanes of no block (b = 2, 3) plus +0.0 */  \
+    /* as its exact zeros add, so that the results are the bits of two passes (half their work) */           \
+    LP_INLINE void b4v_tail2_##isa(const int T, const uint8_t *restrict x, size_t bx, int g,                   \
+                                   const uint8_t *restrict p, size_t bp, __m256 *acc0, __m256 *acc1,          \
+                                   const int A) {                                                              \
+        __m256i lo[4], hi[4], aux[8];                                                                          \
+        __m256 dx, mx;                                                                                         \
+        b4v_weights(T, 1, x + (size_t)g * 4 * B4_BS(T), bx, 4, 2, lo, hi, &dx, &mx);                           \
+        AUX(T, lo, hi, aux);                                                                                   \
+        const __m256 zero = _mm256_setzero_ps();                                                               \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++) {                                                  \
+            const b4_act *y = (const b4_act *)(p + a * bp) + g;                                                \
+            /* lane 4w + b: acc0's block b (b < 2), acc1's block b - 2 */                                    \
+            __m256 c = _mm256_blend_ps(acc0[a], _mm256_permute_ps(acc1[a], 0x4e), 0xcc);                     \
+            b4v_float(T, 1, ISUM(T, 1, lo, hi, aux, y), y, dx, mx, &c);                                        \
+            acc0[a] = _mm256_blend_ps(_mm256_add_ps(acc0[a], zero), c, 0x33);                                  \
+            acc1[a] = _mm256_blend_ps(_mm256_add_ps(acc1[a], zero), _mm256_permute_ps(c, 0x4e), 0x33);         \
+        }                                                                                                      \
+    }                                                                                                          \
+    /* A activation rows (a constant, up to 8) of four weight rows: two pairs (W = 2) over their whole */     \
+    /* groups, then a last group of two blocks for both in one (b4v_tail2) */                                \
+    LP_INLINE void b4v_four_##isa(const int T, int n, float *restrict s, size_t bs, const uint8_t *restrict x,  \
+                                  size_t bx, const uint8_t *restrict p, size_t bp, const int A) {              \
+        const int nb = n / 32, ng = (nb + 3) / 4, g1 = nb % 4 == 2 ? nb / 4 : ng;                             \
+        __m256 acc[2][8];                                                                                      \
+        for (int a = 0; a < A; a++) acc[0][a] = acc[1][a] = _mm256_setzero_ps();                               \
+        b4v_groups_##isa(T, x, bx, nb, 0, g1, p, bp, 0, acc[0], 2, A);                                         \
+        b4v_groups_##isa(T, x + 2 * bx, bx, nb, 0, g1, p, bp, 0, acc[1], 2, A);                                \
+        if (g1 < ng) b4v_tail2_##isa(T, x, bx, g1, p, bp, acc[0], acc[1], A);                                  \
+        b4v_store(s, bs, acc[0], 2, A);                                                                        \
+        b4v_store(s + 2, bs, acc[1], 2, A);                                                                    \
     }                                                                                                          \
     /* 5..8 activation rows (A) in one pass over the groups */                                             \
     LP_INLINE void b4v_rows8_##isa(const int T, int n, float *restrict s, size_t bs, const uint8_t *restrict x, \
@@ -299,8 +340,13 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
     }                                                                                                          \
     __attribute__((noinline)) LP_ALIGNED_CODE static void lp_rows8x4_##t##_##isa(int n, float *restrict s,    \
             size_t bs, const void *restrict x, size_t bx, const void *restrict p, size_t bp, int nr) {         \
-        b4v_rows8_##isa(T, n, s, bs, (const uint8_t *)x, bx, (const uint8_t *)p, bp, nr, 2);                   \
-        b4v_rows8_##isa(T, n, s + 2, bs, (const uint8_t *)x + 2 * bx, bx, (const uint8_t *)p, bp, nr, 2);      \
+        const uint8_t *xb = (const uint8_t *)x, *pb = (const uint8_t *)p;                                      \
+        switch (nr) {                                                                                          \
+        case 5: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 5); break;                                         \
+        case 6: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 6); break;                                         \
+        case 7: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 7); break;                                         \
+        default: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 8); break;                                        \
+        }                                                                                                      \
     }                                                                                                          \
     LP_ALIGNED_CODE static void lp_rows_pre_##t##_##isa(int n, float *restrict s, size_t bs,                   \
                                                         const void *restrict x, const void *restrict p,        \
@@ -314,15 +360,20 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
                                                          const void *restrict p, size_t bp, int nr) {          \
         for (; nr > 4; nr -= 8, s += 8 * bs, p = (const uint8_t *)p + 8 * bp)                                  \
             lp_rows8x4_##t##_##isa(n, s, bs, x, bx, p, bp, nr < 8 ? nr : 8);                                   \
-        if (nr <= 0) return;                                                                                   \
-        b4v_rows_##isa(T, n, s, bs, (const uint8_t *)x, bx, (const uint8_t *)p, bp, nr, 2);                    \
-        b4v_rows_##isa(T, n, s + 2, bs, (const uint8_t *)x + 2 * bx, bx, (const uint8_t *)p, bp, nr, 2);       \
+        const uint8_t *xb = (const uint8_t *)x, *pb = (const uint8_t *)p;                                      \
+        switch (nr) {                                                                                          \
+        case 1: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 1); break;                                         \
+        case 2: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 2); break;                                         \
+        case 3: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 3); break;                                         \
+        case 4: b4v_four_##isa(T, n, s, bs, xb, bx, pb, bp, 4); break;                                         \
+        default: break;                                                                                        \
+        }                                                                                                      \
     }
 
 // The activations' 16 bytes j of the lower (y->lo) or upper (y->hi) quants, in both halves;
 // their four blocks' offset sums
-#define B4V_Y(y, half, j) _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j))))
-#define B4V_OFF(y) _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y)->off))
+#define B4V_Y(y, half, j) B4V_T2(T2, _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j)))))
+#define B4V_OFF(y) B4V_T2(T2, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y)->off)))
 
 // AVX2. Q4_0, Q4_1: VPMADDUBSW pairs summed in int16, then VPMADDWD. Q8_0: |w| (aux, made once
 // per group) against the activations with w's sign, each VPMADDUBSW's pairs (at most
@@ -334,7 +385,7 @@ LP_INLINE void b4v_aux_avx2(const int T, const __m256i *lo, const __m256i *hi, _
         aux[4 + j] = _mm256_abs_epi8(hi[j]);
     }
 }
-LP_INLINE __m256i b4v_isum_avx2(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
+LP_INLINE __m256i b4v_isum_avx2(const int T, const int T2, const __m256i *lo, const __m256i *hi, const __m256i *aux,
                                 const b4_act *y) {
     const __m256i ones = _mm256_set1_epi16(1);
     if (T == B4_Q8_0) {
@@ -369,7 +420,7 @@ LP_INLINE void b4v_aux_avxvnni(const int T, const __m256i *lo, const __m256i *hi
         aux[4 + j] = _mm256_xor_si256(hi[j], _mm256_set1_epi8((char)0x80));
     }
 }
-LP_INLINE __m256i b4v_isum_avxvnni(const int T, const __m256i *lo, const __m256i *hi, const __m256i *aux,
+LP_INLINE __m256i b4v_isum_avxvnni(const int T, const int T2, const __m256i *lo, const __m256i *hi, const __m256i *aux,
                                    const b4_act *y) {
     const __m256i *ul = T == B4_Q8_0 ? aux : lo, *uh = T == B4_Q8_0 ? aux + 4 : hi;
     __m256i p = B4_OFF(T) ? B4V_OFF(y) : _mm256_setzero_si256();  // the sums start at the offset
