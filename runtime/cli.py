@@ -100,7 +100,8 @@ def server_defaults(args: argparse.Namespace):
     return Defaults(sampling=sampling_params(args), given=frozenset(given(args) & set(SAMPLING)),
                     max_tokens=max(args.n_predict, -1) if "n_predict" in args.given else None,
                     stop=tuple(s for s in args.reverse_prompt if s),
-                    template_kwargs=dict(args.chat_template_kwargs), reasoning_format=args.reasoning_format)
+                    template_kwargs=dict(args.chat_template_kwargs), reasoning_format=args.reasoning_format,
+                    grammar=output_grammar(args), ignore_eos=bool(getattr(args, "ignore_eos", False)))
 
 
 def stop_description(chunk, n_predict: int, n_ctx: int) -> str:
@@ -310,10 +311,9 @@ def run(args: argparse.Namespace, offset: int = 0, default_mode: str | None = No
         mode = last if last in ("chat", "server") else "server" if args.server else "chat" if args.chat \
             else default_mode
         if mode == "server":
-            unused = [flag for flag, on in (("--grammar/-j", gbnf), ("--ignore-eos", getattr(args, "ignore_eos", 0)),
-                                            ("-sys", getattr(args, "system_prompt", None))) if on]
-            if unused:  # a request sets its own: response_format, grammar, ignore_eos, a system message
-                _note(f"{', '.join(unused)}: for one-shot and chat; a server request sets its own")
+            # (--grammar/-j and --ignore-eos are the requests' defaults: server_defaults)
+            if getattr(args, "system_prompt", None):  # a request's messages hold its own
+                _note("-sys: for one-shot and chat; a server request's messages carry its system message")
             return run_server(args, offset, open_browser=not args.server and not args.nobrowser)
         if mode == "chat":
             from runtime.chat_cli import run_chat

@@ -268,7 +268,7 @@ def build_parser(strict: bool = False, prog: str | None = None) -> argparse.Argu
     g.add_argument("--draft-min", "--spec-draft-n-min", type=_ranged(int, 0, 15), default=0, metavar="N",
                    help="speculative decoding: verify no draft shorter than N tokens (default: 0)")
     _add_sampling(top.add_argument_group("generation (also the server's defaults)"))
-    _add_output(top.add_argument_group("output (one-shot and chat; a server request sets its own)"))
+    _add_output(top.add_argument_group("output (also the server's defaults: a request's own format wins)"))
     p = top.add_argument_group("server")
     p.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     p.add_argument("--port", type=_ranged(int, 0, 65535), default=None, help="server port (default 8080, or the next free one)")

@@ -22,6 +22,7 @@ from runtime.engine import Engine
 
 TINY = Path(__file__).parent / "fixtures/models/dense-tied-Q8_0.gguf"
 CHAT = [{"role": "user", "content": "Say something."}]
+TINY_EOS = 2  # the fixture's end-of-text token (tokenizer.ggml.eos_token_id)
 
 
 def start(argv: list[str]) -> Iterator[ServerThread]:
@@ -139,6 +140,53 @@ def test_the_stop_strings_apply(stopping: ServerThread) -> None:
     assert tgi["generated_text"] == ", do4 d" and tgi["details"]["finish_reason"] == "stop_sequence"
     params = requests.get(stopping.url + "/props", timeout=10).json()["default_generation_settings"]["params"]
     assert params["stop"] == ["4 d"]
+
+
+YES_NO = 'root ::= "yes" | "no"'
+
+
+@pytest.fixture(scope="module")
+def constrained() -> Iterator[ServerThread]:
+    """`--grammar` and `--ignore-eos`: every request's defaults, as llama.cpp's server takes them."""
+    yield from start(["--temp", "0", "-n", "6", "--grammar", YES_NO, "--ignore-eos"])
+
+
+def test_the_command_lines_grammar_constrains_requests_that_name_no_format(constrained: ServerThread) -> None:
+    free = post(constrained, "/v1/chat/completions", {"messages": CHAT, "response_format": {"type": "text"}})
+    assert text(free) not in ("yes", "no")  # the request's own format wins: the model's own text
+    answers = [
+        text(chat(constrained)),
+        post(constrained, "/v1/completions", {"prompt": "Once upon a time"})["choices"][0]["text"],
+        post(constrained, "/completion", {"prompt": "Once upon a time"})["content"],
+        post(constrained, "/generate", {"inputs": "Once upon a time"})["generated_text"],
+    ]
+    assert all(a in ("yes", "no") for a in answers), answers
+    own = post(constrained, "/completion", {"prompt": "Once upon a time", "grammar": 'root ::= "maybe"'})
+    assert own["content"] == "maybe"
+    params = requests.get(constrained.url + "/props", timeout=10).json()["default_generation_settings"]["params"]
+    assert params["grammar"] == YES_NO and params["ignore_eos"] is True
+
+
+def test_the_command_lines_json_schema_constrains_chat() -> None:
+    from jsonschema import validate
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"],
+              "additionalProperties": False}
+    for srv in start(["--temp", "0", "-n", "40", "-j", json.dumps(schema)]):
+        validate(json.loads(text(chat(srv))), schema)
+
+
+def test_the_command_lines_ignore_eos_applies_unless_a_request_says_otherwise(constrained: ServerThread) -> None:
+    """A bias that makes the end-of-text token certain ends a generation at once; under --ignore-eos
+    that token is never chosen, and the request runs to -n, unless it asks `ignore_eos: false`."""
+    eos = TINY_EOS
+    body = {"prompt": "Once upon a time", "grammar": "", "logit_bias": [[eos, 100.0]]}
+    ignored = post(constrained, "/completion", body)
+    assert ignored["tokens_predicted"] == 6 and ignored["stop_type"] == "limit"
+    assert ignored["generation_settings"]["ignore_eos"] is True
+    stopped = post(constrained, "/completion", {**body, "ignore_eos": False})
+    assert stopped["stop_type"] == "eos" and stopped["content"] == ""
+    chat_body = {"messages": CHAT, "response_format": {"type": "text"}, "logit_bias": {str(eos): 100}}
+    assert post(constrained, "/v1/chat/completions", chat_body)["usage"]["completion_tokens"] == 6
 
 
 # -- the whole path: .args in a packed file -> launcher -> command line -> server ----------------

@@ -37,9 +37,11 @@ def _schema(schema: Any, param: str) -> str:
     return gbnf
 
 
-def _gbnf(text: Any, param: str) -> str:
+def _gbnf(text: Any, param: str) -> str | None:
     if not isinstance(text, str):
         raise RequestError(f"'{param}' must be a string (a GBNF grammar)", param)
+    if not text:  # llama.cpp's server: an empty grammar is none (free text, over the server's default)
+        return None
     try:
         parse_grammar(text)
     except GrammarError as e:

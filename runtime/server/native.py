@@ -44,8 +44,8 @@ from runtime.server.generation import (
 )
 from runtime.server.logprobs import LogprobFormat
 from runtime.server.params import (
-    SAMPLERS, Defaults, Fields, RouteGroup, grammar_constraint, prompt_options, read_json, refuse_unsupported,
-    sampling_params, template_kwargs, top_logprobs_count, with_bias,
+    SAMPLERS, Defaults, Fields, RouteGroup, grammar_constraint, ignore_eos, names_output_format, prompt_options,
+    read_json, refuse_unsupported, sampling_params, template_kwargs, top_logprobs_count, with_bias,
 )
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
@@ -102,10 +102,11 @@ class CompletionRequest:
         self.n_predict = f.integer(key, defaults.max_tokens_or(-1), lo=-1)  # 0: the prompt into the cache only
         refuse_unsupported(f)
         self.stop = defaults.stop_for(f)
-        self.ignore_eos = bool(f.boolean("ignore_eos", False))
-        self.params = with_bias(engine, f, sampling_params(f, defaults=defaults))
-        self.constraint = grammar_constraint(f)
-        self.grammar = f.raw("grammar") if isinstance(f.raw("grammar"), str) else ""
+        self.ignore_eos = ignore_eos(f, defaults)
+        self.params = with_bias(engine, f, sampling_params(f, defaults=defaults), defaults)
+        self.constraint = grammar_constraint(f, defaults)
+        self.grammar = f.raw("grammar") if isinstance(f.raw("grammar"), str) else \
+            (defaults.grammar or "") if not names_output_format(f) else ""
         key = "n_probs" if f.raw("n_probs") is not None else "logprobs"
         self.n_probs = top_logprobs_count(f, key) or 0
         self.stream = bool(f.boolean("stream", False))

@@ -181,10 +181,13 @@ class OpenAIRoutes(RouteGroup):
         max_tokens, stop, params, stream, n = _common(f, -1, self.defaults, len(self.scheduler.slots))
         constraint = grammar_constraint(f)
         tools = tool_plan(f, self.engine.template, messages, constraint is not None)
-        constraint = (tools.constraint() if tools else None) or constraint
+        if tools is not None:
+            constraint = tools.constraint() or constraint
+        elif constraint is None:  # no output format asked for: the server's (-j, --grammar), if any
+            constraint = grammar_constraint(f, self.defaults)
         refuse_functions(f)
         logprobs = chat_logprobs(f)
-        params = with_bias(self.engine, f, params)
+        params = with_bias(self.engine, f, params, self.defaults)
         options = prompt_options(f, messages)
         kwargs = template_kwargs(f, self.defaults)
         think_format = reasoning_format(f, self.defaults)
@@ -322,13 +325,13 @@ class OpenAIRoutes(RouteGroup):
         ids, text = await self.scheduler.off_loop(self._prompt_ids, f)
         max_tokens, stop, params, stream, n = _common(f, 16, self.defaults, len(self.scheduler.slots))
         echo = f.boolean("echo", False)
-        constraint = grammar_constraint(f)
+        constraint = grammar_constraint(f, self.defaults)
         _unsupported(f, "best_of", "suffix")
         logprobs = top_logprobs_count(f, "logprobs")
         if echo and logprobs is not None:
             raise bad_request("'logprobs' with 'echo' is not supported: the prompt's tokens have no "
                               "log-probabilities here", param="logprobs")
-        params = with_bias(self.engine, f, params)
+        params = with_bias(self.engine, f, params, self.defaults)
         check_prompt(self.engine, ids, param="prompt")
         prefix = (text if text is not None else self.engine.detokenize(ids)) if echo else ""
         job = start(self.scheduler, Generation(ids, max_tokens, stop, params, constraint=constraint, n=n,

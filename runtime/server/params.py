@@ -175,7 +175,10 @@ class Defaults:
     `sampling` is complete (llama.cpp's defaults where the command line said nothing) and is what
     the OpenAI routes and /props use; `given` names the fields the command line did set, which
     are the only ones to replace TGI's own neutral defaults. `max_tokens` is -n when given (else
-    each route keeps its own default) and `stop` the -r strings.
+    each route keeps its own default) and `stop` the -r strings. `grammar` (GBNF: --grammar,
+    --grammar-file, -j, -jf) constrains every answer whose request names no output format, and
+    `ignore_eos` (--ignore-eos) is every request's `ignore_eos` unless it says otherwise, as
+    llama.cpp's server takes both from its command line.
     """
     sampling: SamplingParams = field(default_factory=SamplingParams)
     given: frozenset[str] = frozenset()
@@ -183,6 +186,8 @@ class Defaults:
     stop: tuple[str, ...] = ()
     template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat-template-kwargs
     reasoning_format: str = "auto"  # --reasoning-format (runtime/reasoning.py)
+    grammar: str | None = None      # GBNF
+    ignore_eos: bool = False
 
     def max_tokens_or(self, route_default: int) -> int:
         return route_default if self.max_tokens is None else self.max_tokens
@@ -212,19 +217,35 @@ def sampling_params(f: Fields, temperature: str = "temperature", repeat_penalty:
     )
 
 
-def grammar_constraint(f: Fields):
+OUTPUT_FORMAT_FIELDS = ("response_format", "grammar", "json_schema")
+
+
+def names_output_format(f: Fields) -> bool:
+    """Whether the request says what its output is (even free text: `response_format` text, an
+    empty `grammar`): the server's command-line grammar is then not used."""
+    return any(f.raw(k) is not None for k in OUTPUT_FORMAT_FIELDS)
+
+
+def grammar_constraint(f: Fields, defaults: Defaults | None = None):
     """The Constraint factory (tokenizer -> GrammarConstraint) for the output format the request
     asks for: OpenAI `response_format` (json_object, json_schema), llama.cpp's `grammar` and
-    `json_schema`; None for free text. An invalid grammar or an unsupported schema is a 400
-    naming the fault."""
-    from runtime.grammar import GrammarConstraint
+    `json_schema`; with none of them, the server's own grammar (Defaults.grammar); None for free
+    text. An invalid grammar or an unsupported schema is a 400 naming the fault."""
     from runtime.grammar.request import RequestError, request_grammar
     try:
-        gbnf = request_grammar({k: f.raw(k) for k in ("response_format", "grammar", "json_schema")})
+        gbnf = request_grammar({k: f.raw(k) for k in OUTPUT_FORMAT_FIELDS})
     except RequestError as e:
         raise bad_request(str(e), param=e.param) from None
+    if gbnf is None and defaults is not None and not names_output_format(f):
+        gbnf = defaults.grammar
+    return gbnf_constraint(gbnf)
+
+
+def gbnf_constraint(gbnf: str | None):
+    """A Constraint factory for GBNF text (None: no constraint)."""
     if gbnf is None:
         return None
+    from runtime.grammar import GrammarConstraint
     return lambda tokenizer: GrammarConstraint(gbnf, tokenizer)
 
 
@@ -348,12 +369,17 @@ def refuse_unsupported(f: Fields) -> None:
                           param="id_slot")
 
 
-def with_bias(engine: Any, f: Fields, params: SamplingParams) -> SamplingParams:
+def ignore_eos(f: Fields, defaults: Defaults | None = None) -> bool:
+    """llama.cpp's `ignore_eos`: the request's, else the server's (--ignore-eos)."""
+    return bool(f.boolean("ignore_eos", defaults.ignore_eos if defaults else False))
+
+
+def with_bias(engine: Any, f: Fields, params: SamplingParams, defaults: Defaults | None = None) -> SamplingParams:
     """`params` with the request's logit_bias (text keys tokenized: llama.cpp's extension) and
     llama.cpp's `ignore_eos` (every end-of-generation token never chosen)."""
     bias = dict(logit_bias(f, engine.model.config.n_vocab,
                            lambda text: engine.tokenize(text, add_special=False, parse_special=False)))
-    if f.boolean("ignore_eos", False):
+    if ignore_eos(f, defaults):
         bias.update((t, -math.inf) for t in engine.tokenizer.eog_ids)
     return replace(params, logit_bias=tuple(bias.items())) if bias else params
 

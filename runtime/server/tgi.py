@@ -37,7 +37,7 @@ from runtime.engine import Chunk, Engine
 from runtime.sampling import LLAMA_DEFAULT_SEED, SamplingParams
 from runtime.server.errors import APIError, bad_request
 from runtime.server.generation import ClientGone, Generation, check_prompt, collect, engine_error, start
-from runtime.server.params import Defaults, Fields, RouteGroup, read_json
+from runtime.server.params import Defaults, Fields, RouteGroup, gbnf_constraint, read_json, with_bias
 from runtime.server.jobs import Job
 from runtime.server.sse import EventStream
 from runtime.tokenizer import TokenizerError
@@ -107,7 +107,9 @@ class TGIRequest:
         self.prefill_details = bool(p.boolean("decoder_input_details", False))
         self.full_text = bool(p.boolean("return_full_text", False))
         self.stream = bool(f.boolean("stream", False))
-        self.constraint = _grammar(p.raw("grammar"))
+        # the request's grammar, else the server's (-j, --grammar); and its --ignore-eos
+        self.constraint = _grammar(p.raw("grammar")) if p.raw("grammar") is not None else gbnf_constraint(defaults.grammar)
+        self.params = with_bias(engine, Fields({}), self.params, defaults)
         ids = engine.tokenize(self.inputs, add_special=True, parse_special=True)
         truncate = p.integer("truncate", None, lo=1)
         if truncate is not None and len(ids) > truncate:

@@ -87,4 +87,5 @@ class UtilityRoutes(RouteGroup):
     def _default_params(self) -> dict[str, Any]:
         d = self.defaults
         # n_predict: a chat's and /completion's default; /v1/completions has 16 unless -n was given
-        return generation_settings(d.sampling, d.max_tokens_or(-1), list(d.stop))
+        return generation_settings(d.sampling, d.max_tokens_or(-1), list(d.stop), ignore_eos=d.ignore_eos,
+                                   grammar=d.grammar or "")
