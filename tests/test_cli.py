@@ -515,3 +515,16 @@ def test_the_mode_given_last_runs() -> None:
     for mode in ("--chat", "--server"):
         r = go(mode, "-p", "a stored prompt")
         assert r.returncode == 0 and r.stdout == oneshot.stdout, r.stderr
+
+
+def test_what_loading_made_is_out_of_the_collectors_reach(smollm2_path) -> None:
+    """load_engine freezes what loading made (gc.freeze): the vocabulary's big lists and dicts are no
+    longer walked by each full collection of a long-running chat or server."""
+    code = ("import gc; from runtime.cli import build_parser, load_engine; "
+            f"eng = load_engine(build_parser().parse_args(['-m', {str(smollm2_path)!r}])); "
+            "big = max((v for v in vars(eng.tokenizer).values() if isinstance(v, (list, dict))), key=len); "
+            "print(len(big), any(o is big for o in gc.get_objects()), gc.get_freeze_count() > 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    size, tracked, frozen = run.stdout.split()
+    assert int(size) == 49152 and tracked == "False" and frozen == "True", run.stdout
