@@ -5,7 +5,8 @@ lines is one message), the reply streamed as it comes, `/help /clear /exit`, a l
 stops the current reply (what was said stays in the conversation) and Ctrl-D quits.
 
 Not on a terminal (`echo hi | model.llamafile --chat`): every input line is one user turn and
-every reply is one line on stdout; notices go to stderr only.
+every reply goes to stdout followed by a newline (a reply keeps its own line breaks, so a reader
+that needs one line per reply asks for it: -j, or a system prompt); notices go to stderr only.
 
 After each reply a line on stderr gives its speed, as llama-cli does, and says why it ended
 when that was not the model's own end of text (the reply token limit, `max_tokens`: the
