@@ -230,7 +230,10 @@ def test_batched_rows_equal_single_rows_exactly(name: str) -> None:
             kernels.set_isa(kernels.best_isa())
 
 
-@pytest.mark.parametrize("name", [n for n in WEIGHT_TYPES if kernels.type_info(kernels.WEIGHT_TYPES[n]).block_size == 32])
+BLOCKS_OF_32 = [n for n in WEIGHT_TYPES if kernels.type_info(kernels.WEIGHT_TYPES[n]).block_size == 32]
+
+
+@pytest.mark.parametrize("name", BLOCKS_OF_32)
 def test_four_weight_rows_equal_one_at_a_time(name: str) -> None:
     """The row dots take weight rows four at a time, and a tensor's last rows one at a time
     (matmul.c); AVX2 computes a last group of two blocks of the four rows in one register set.

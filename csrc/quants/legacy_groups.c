@@ -372,7 +372,8 @@ LP_INLINE void b4v_store(float *s, size_t bs, const __m256 *acc, const int W, co
 
 // The activations' 16 bytes j of the lower (y->lo) or upper (y->hi) quants, in both halves;
 // their four blocks' offset sums
-#define B4V_Y(y, half, j) B4V_T2(T2, _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j)))))
+#define B4V_Y(y, half, j) \
+    B4V_T2(T2, _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i *)((y)->half + 16 * (j)))))
 #define B4V_OFF(y) B4V_T2(T2, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(y)->off)))
 
 // AVX2. Q4_0, Q4_1: VPMADDUBSW pairs summed in int16, then VPMADDWD. Q8_0: |w| (aux, made once

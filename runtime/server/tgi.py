@@ -108,7 +108,8 @@ class TGIRequest:
         self.full_text = bool(p.boolean("return_full_text", False))
         self.stream = bool(f.boolean("stream", False))
         # the request's grammar, else the server's (-j, --grammar); and its --ignore-eos
-        self.constraint = _grammar(p.raw("grammar")) if p.raw("grammar") is not None else gbnf_constraint(defaults.grammar)
+        own = p.raw("grammar")
+        self.constraint = _grammar(own) if own is not None else gbnf_constraint(defaults.grammar)
         self.params = with_bias(engine, Fields({}), self.params, defaults)
         ids = engine.tokenize(self.inputs, add_special=True, parse_special=True)
         truncate = p.integer("truncate", None, lo=1)
