@@ -321,6 +321,30 @@ def test_one_log_line_per_request(engine: Engine, caplog: pytest.LogCaptureFixtu
     assert not any("/health" in line for line in lines)  # polled: not logged
 
 
+def half_sent(port: int) -> socket.socket:
+    """A connection that sent a request's head and the start of its body, and waits."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{\"prompt\":")
+    time.sleep(0.3)  # (its handler is reading the body now)
+    return sock
+
+
+def test_a_client_that_leaves_during_its_body_is_a_499(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    """Not an internal error (a 500 and "internal error ... ClientDisconnect" in the log)."""
+    caplog.set_level(logging.INFO, logger="llamapack.server")
+    with ServerThread(engine) as srv:
+        half_sent(srv.port).close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("POST" in r.getMessage() for r in caplog.records):
+            time.sleep(0.05)
+        ok = requests.post(srv.url + "/v1/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=60)
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "llamapack.server"]
+    assert any(line.startswith("127.0.0.1 POST /v1/completions 499 ") for line in lines), lines
+    assert not any("internal error" in line or " 500 " in line for line in lines), lines
+    assert ok.status_code == 200
+
+
 # -- the process: Ctrl+C, a busy port -----------------------------------------------------------------
 
 def start_server(*args: str, model: Path = MODEL) -> subprocess.Popen[str]:
@@ -349,6 +373,8 @@ def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> Non
         # and a tokenize of many seconds, which exiting must not wait for
         text = random_text(7 << 20)
         t3, _ = in_thread(lambda: requests.post(url + "/tokenize", json={"content": text}, timeout=60))
+        # and a request whose body is still arriving (its handler waits for the rest)
+        half = half_sent(port)
         deadline = time.monotonic() + 30
         while not any(line.startswith(b"data: ") for line in streamed) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -358,6 +384,9 @@ def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> Non
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
         took = time.monotonic() - t0
+        half.settimeout(10)
+        half_answer = half.recv(1 << 16)
+        half.close()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -370,8 +399,10 @@ def test_ctrl_c_with_requests_in_flight_stops_cleanly(smollm2_path: Path) -> Non
     assert err.rstrip().splitlines()[-1] == "llamapack: server stopped"
     assert plain["response"].status_code == 503  # cut, with a reason
     assert not t1.is_alive() and b"[DONE]" not in streamed  # the stream was cut, not left hanging
+    # the half-sent request: a 503 at once (it was a 500 and a traceback when uvicorn cancelled it)
+    assert half_answer.startswith(b"HTTP/1.1 503 ") and b"shutting down" in half_answer, half_answer
     # one line per request, from llamapack, none from uvicorn's access log
-    assert err.count("POST /v1/completions") == 2 and "HTTP/1.1" not in err
+    assert err.count("POST /v1/completions") == 3 and "HTTP/1.1" not in err
 
 
 def test_ctrl_c_in_a_terminal_stops_a_packed_server_cleanly(runtime_exe: Path, smollm2_path: Path,

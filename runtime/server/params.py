@@ -5,6 +5,7 @@ its type and range checked, naming the field in the error (`param`), as OpenAI d
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -27,8 +28,12 @@ _MISSING = object()
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400."""
-    raw = await request.body()
+    """The request body as a JSON object, or a 400; a 499 when the client leaves before its body
+    is in, and a 503 when the server stops meanwhile."""
+    try:
+        raw = await _body(request)
+    except ClientDisconnect:
+        raise APIError(499, "the client closed the connection") from None
     if not raw.strip():
         raise bad_request("the request body is empty; expected a JSON object")
     try:
@@ -46,6 +51,32 @@ async def read_json(request: Request) -> dict[str, Any]:
     if _SURROGATE_ESCAPE.search(text):
         data = _without_lone_surrogates(data)
     return data
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, or the scheduler's 503 as soon as the server stops: a body still
+    arriving then was left for uvicorn to cancel seconds later, a 500 and a traceback."""
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is None:
+        return await request.body()
+    stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if scheduler.closed:
+        raise APIError(503, "the server is shutting down", code="unavailable")
+    body = asyncio.ensure_future(request.body())
+    scheduler.stopping.add(stopped)
+    try:
+        await asyncio.wait((body, stopped), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request's task is cancelled: so is its read
+        body.cancel()
+        raise
+    finally:
+        scheduler.stopping.discard(stopped)
+    if body.done():
+        if stopped.done():
+            stopped.exception()  # (retrieved: the body came first)
+        return body.result()
+    body.cancel()
+    raise stopped.exception()  # type: ignore[misc]
 
 
 # A JSON escape of a UTF-16 surrogate: json.loads joins a pair into one character and keeps a lone

@@ -171,6 +171,7 @@ class Scheduler:
         self._thread.start()
         self._text = TextThread("llamapack-text")
         self._text_waiting: set[asyncio.Future[Any]] = set()  # event-loop side only
+        self.stopping: set[asyncio.Future[Any]] = set()  # (event loop) failed with a 503 by stop()
 
     # -- event-loop side --------------------------------------------------------
 
@@ -249,13 +250,18 @@ class Scheduler:
             return [(getattr(s.job, "generation", None), s.state.stats.generated_tokens if s.state else 0)
                     for s in self.slots]
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def stop(self) -> None:
         """Ends every job after its current step: waiting and running ones fail with 503, and so
-        do the calls waiting for the text thread. Call it on the event loop."""
+        do the calls waiting for the text thread and the futures in `stopping` (request bodies
+        still arriving: params.read_json). Call it on the event loop."""
         with self._cv:
             self._closed = True
             self._cv.notify()
-        for answer in self._text_waiting:
+        for answer in (*self._text_waiting, *self.stopping):
             if not answer.done():
                 answer.set_exception(APIError(503, "the server is shutting down", code="unavailable"))
 
