@@ -177,9 +177,10 @@ class Decoding:
 
     def choose(self, logits: np.ndarray) -> int | None:
         """The next token from the logits (n_vocab,) of the last position: processors, then the
-        constraint's mask, then the sampler. None when the constraint allows no token: generation
-        then ends (reason COMPLETE, `done`) without a token; None too when it has ended already (a
-        budget of no tokens: max_tokens 0 runs the prompt only, as llama.cpp's -n 0)."""
+        constraint's mask, then the sampler. None when the constraint, or the processors (a
+        logit_bias that bans every token), allow no token: generation then ends (reason COMPLETE,
+        `done`) without a token; None too when it has ended already (a budget of no tokens:
+        max_tokens 0 runs the prompt only, as llama.cpp's -n 0)."""
         if self._t_first is None:
             self._t_first = time.perf_counter()
             self.stats.prompt_seconds = self._t_first - self._t_prompt
@@ -192,9 +193,10 @@ class Decoding:
         if self.constraint is not None:
             # a copy: the mask may write into its argument, and the caller's row may be a model buffer
             logits = self.constraint.mask(np.array(logits, dtype=np.float32, copy=True))
-            if not np.any(logits > -np.inf):
-                self.stopper.end(COMPLETE)
-                return None
+        if (self.constraint is not None or self.processors) and not np.any(logits > -np.inf):
+            # nothing allowed (the sampler would read all -inf as "nothing to prefer": any token)
+            self.stopper.end(COMPLETE)
+            return None
         return int(self.sampler(logits))
 
     def accept(self, token: int, n_past: int | None = None) -> Chunk:

@@ -128,6 +128,21 @@ def test_logit_bias_and_ignore_eos(smol: ServerThread) -> None:
     assert forced["stop_type"] == "limit" and forced["tokens_predicted"] == 64
 
 
+def test_a_bias_that_bans_every_token_ends_the_answer(smol: ServerThread) -> None:
+    """No token is allowed: the answer ends there, empty, as when a grammar allows nothing (a
+    sampler reading all -inf as "nothing to prefer" drew random banned tokens to the limit)."""
+    every = [[i, False] for i in range(smol.app.state.engine.model.config.n_vocab)]
+    for temperature in (0.0, 1.0):
+        r = post(smol, "/completion", {"prompt": "Once upon a time", "n_predict": 5, "temperature": temperature,
+                                       "seed": 3, "ignore_eos": True, "logit_bias": every})
+        assert (r["content"], r["tokens_predicted"], r["stop_type"]) == ("", 0, "eos"), r
+    the = post(smol, "/tokenize", {"content": " the"})["tokens"]
+    assert len(the) == 1
+    r = post(smol, "/completion", {"prompt": "Once upon a time", "n_predict": 3, "temperature": 1.0,
+                                   "logit_bias": [b for b in every if b[0] != the[0]]})
+    assert (r["content"], r["stop_type"]) == (" the the the", "limit"), r  # one token left: taken
+
+
 def test_llama_cpp_fields_on_the_openai_routes_and_n_predict_0(smol: ServerThread) -> None:
     """llama.cpp's server reads its own fields on its OpenAI routes: n_predict (over max_tokens) and
     ignore_eos were ignored there. n_predict 0 reads the prompt into the cache and generates
