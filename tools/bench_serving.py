@@ -137,9 +137,9 @@ def measure_batched(engine: str, path: Path, threads: int, s: int, logits_on: bo
 
 
 def table_batched(models: list[tuple[str, Path]], threads: int, runs: int) -> None:
-    print(f"\n## Batched decoding: S sequences, one forward call per step ({STEPS} steps after {PROMPT}-token "
-          f"prompts, greedy), aggregate generated tok/s, {threads} threads, medians of {runs}; every run "
-          f"goes through all S in turn, and 'S vs 1' is the median of each run's ratio\n")
+    print(f"\n## Batched decoding: S sequences, one forward call per step ({STEPS} timed steps after {PROMPT}-token "
+          f"prompts and {WARM} untimed steps, greedy), aggregate generated tok/s, {threads} threads, medians of "
+          f"{runs}; every run goes through all S in turn, and 'S vs 1' is the median of each run's ratio\n")
     print("| model | S | llamapack | llama.cpp | ratio | llamapack S vs 1 | llama.cpp S vs 1 "
           "| S vs 1 at full depth (est.), llamapack / llama.cpp |")
     print("|---|---|---|---|---|---|---|---|")
