@@ -59,9 +59,9 @@ async def _body(request: Request) -> bytes:
     scheduler = getattr(request.app.state, "scheduler", None)
     if scheduler is None:
         return await request.body()
-    stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     if scheduler.closed:
         raise APIError(503, "the server is shutting down", code="unavailable")
+    stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     body = asyncio.ensure_future(request.body())
     scheduler.stopping.add(stopped)
     try:
