@@ -44,3 +44,8 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def shutting_down() -> APIError:
+    """What a request gets when the server stops before it is answered."""
+    return APIError(503, "the server is shutting down", code="unavailable")

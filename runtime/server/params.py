@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from runtime.sampling import SamplingParams
 from runtime.server import jsonout
-from runtime.server.errors import APIError, bad_request
+from runtime.server.errors import APIError, bad_request, shutting_down
 
 if TYPE_CHECKING:
     from runtime.engine import Engine
@@ -60,7 +60,7 @@ async def _body(request: Request) -> bytes:
     if scheduler is None:
         return await request.body()
     if scheduler.closed:
-        raise APIError(503, "the server is shutting down", code="unavailable")
+        raise shutting_down()
     stopped: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     body = asyncio.ensure_future(request.body())
     scheduler.stopping.add(stopped)

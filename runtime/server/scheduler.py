@@ -52,7 +52,7 @@ from runtime.decoding import Decoding
 from runtime.engine import Engine, check_finite
 from runtime.kernels import lib
 from runtime.model import Model, ModelError
-from runtime.server.errors import APIError
+from runtime.server.errors import APIError, shutting_down
 from runtime.server.jobs import DONE, Failure, Job, Outbox
 from runtime.speculative import CostModel, Speculator, take_rows
 
@@ -178,7 +178,7 @@ class Scheduler:
     def submit(self, job: Job) -> Job:
         with self._cv:
             if self._closed:
-                raise APIError(503, "the server is shutting down", code="unavailable")
+                raise shutting_down()
             self._drop_cancelled()
             if len(self._waiting) >= self.max_waiting:
                 raise APIError(503, f"the server is busy: {len(self._waiting)} requests are waiting",
@@ -192,7 +192,7 @@ class Scheduler:
         """`fn(*args)` on the text thread (tokenizing, detokenizing, template rendering), in order;
         503 when `max_waiting` calls already wait there, or when the server stops meanwhile."""
         if self._closed:
-            raise APIError(503, "the server is shutting down", code="unavailable")
+            raise shutting_down()
         if len(self._text_waiting) >= self.max_waiting:
             raise APIError(503, f"the server is busy: {len(self._text_waiting)} requests are being tokenized",
                            code="server_busy")
@@ -263,7 +263,7 @@ class Scheduler:
             self._cv.notify()
         for answer in (*self._text_waiting, *self.stopping):
             if not answer.done():
-                answer.set_exception(APIError(503, "the server is shutting down", code="unavailable"))
+                answer.set_exception(shutting_down())
 
     def close(self) -> None:
         self.stop()
@@ -601,8 +601,8 @@ class Scheduler:
             self._step_generations([s for s in busy if s.job is not None and s.job.generation is not None])
         with self._cv:  # shutting down: nobody waits forever
             for job in self._waiting:
-                job._put(Failure(APIError(503, "the server is shutting down", code="unavailable")))
+                job._put(Failure(shutting_down()))
             self._waiting.clear()
         for slot in self.slots:
             if slot.job is not None:
-                self._release(slot, Failure(APIError(503, "the server is shutting down", code="unavailable")))
+                self._release(slot, Failure(shutting_down()))
